@@ -1,0 +1,66 @@
+# Nubo: `make run` serves it, `make test` tests it. Both install what is missing
+# (Debian packages as root, .venv from requirements.txt, npm packages into
+# static/vendor) and are fast the second time.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+FLASK := $(BIN)/flask --app wsgi
+
+export NUBO_INSTANCE_PATH ?= $(CURDIR)/instance
+export NUBO_BIND ?= 127.0.0.1
+export NUBO_PORT ?= 8080
+export NUBO_CONSOLE_PORT ?= 6080
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: run test setup setup-test sysdeps sysdeps-test migrate bootstrap clean bench lint
+
+run: setup migrate bootstrap
+	@echo "Nubo on http://$(NUBO_BIND):$(NUBO_PORT)/  (Ctrl-C stops all processes)"
+	$(BIN)/honcho start
+
+setup: sysdeps $(VENV)/.installed static/vendor/.installed
+
+setup-test: sysdeps-test $(VENV)/.installed-test static/vendor/.installed
+
+sysdeps:
+	@scripts/sysdeps.sh run
+
+sysdeps-test:
+	@scripts/sysdeps.sh test
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: requirements.txt pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps -e .
+	@touch $@
+
+$(VENV)/.installed-test: requirements-test.txt $(VENV)/.installed
+	$(BIN)/pip install -q -r requirements-test.txt
+	@touch $@
+
+static/vendor/.installed: package.json package-lock.json scripts/vendor.sh
+	npm ci --no-audit --no-fund --loglevel=error
+	scripts/vendor.sh
+	@touch $@
+
+migrate: setup
+	$(FLASK) db upgrade
+
+bootstrap: setup
+	$(FLASK) bootstrap
+
+# Tests start a real libvirtd; DB-facing tests also run on every URL in
+# NUBO_TEST_DATABASE_URLS (space separated), as .ci/run sets it.
+test: setup-test
+	@scripts/libvirtd.sh || echo "warning: no libvirtd; libvirt tests will fail"
+	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+
+bench: setup-test
+	@echo "see bench/README.md"
+
+clean:
+	rm -rf $(VENV) node_modules static/vendor

@@ -1,0 +1,88 @@
+"""Configuration: defaults here, then NUBO_* environment variables.
+
+`create_app` loads `Defaults`, then `app.config.from_prefixed_env("NUBO")`, so
+`NUBO_DATABASE_URL=...` overrides `DATABASE_URL`. Values that look like JSON are
+parsed by Flask (``NUBO_PORT=8080`` arrives as an int), so readers coerce.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+
+class Defaults:
+    # Where SQLite files, the generated secret key, logs and local storage live.
+    INSTANCE_PATH = "./instance"
+    # Empty means "SQLite in the instance directory" (filled in by finalize()).
+    DATABASE_URL = ""
+    # Empty means "SqliteHuey in the instance directory"; redis://... selects RedisHuey.
+    JOBS_URL = ""
+    BIND = "127.0.0.1"
+    PORT = 8080
+    CONSOLE_PORT = 6080
+    SECRET_KEY = None
+    CREDENTIALS_KEY = None
+    ADMIN_PASSWORD = None
+    SEED_DEMO = 1
+    # Public origins the console proxy accepts (space separated); derived from
+    # BIND/PORT when empty.
+    PUBLIC_ORIGINS = ""
+
+    SQLALCHEMY_TRACK_MODIFICATIONS = False
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    REMEMBER_COOKIE_HTTPONLY = True
+    REMEMBER_COOKIE_SAMESITE = "Lax"
+    WTF_CSRF_TIME_LIMIT = None  # token lives as long as the session
+    # Run huey tasks inline (tests that want synchronous jobs set this).
+    JOBS_IMMEDIATE = False
+
+
+def instance_path_from_env() -> Path:
+    """The instance directory must be known before the Flask app exists."""
+    return Path(os.environ.get("NUBO_INSTANCE_PATH", Defaults.INSTANCE_PATH)).resolve()
+
+
+def _read_or_create(path: Path, make) -> str:
+    """Read a generated secret, creating it once (0600) if missing."""
+    if path.exists():
+        return path.read_text().strip()
+    value = make()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value)
+    return value
+
+
+def finalize(config: dict, instance: Path) -> None:
+    """Derive the settings that depend on the instance directory."""
+    instance.mkdir(parents=True, exist_ok=True)
+    config["INSTANCE_PATH"] = str(instance)
+    if not config.get("SECRET_KEY"):
+        config["SECRET_KEY"] = _read_or_create(
+            instance / "secret_key", lambda: secrets.token_urlsafe(48))
+    if not config.get("CREDENTIALS_KEY"):
+        from cryptography.fernet import Fernet
+        config["CREDENTIALS_KEY"] = _read_or_create(
+            instance / "credentials.key", lambda: Fernet.generate_key().decode())
+    url = str(config.get("DATABASE_URL") or "") or f"sqlite:///{instance / 'nubo.db'}"
+    config["DATABASE_URL"] = url
+    config["SQLALCHEMY_DATABASE_URI"] = url
+    config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(url)
+    config["JOBS_URL"] = str(config.get("JOBS_URL") or "") or f"sqlite:///{instance / 'jobs.db'}"
+    for key in ("PORT", "CONSOLE_PORT"):
+        config[key] = int(config[key])
+    config["SEED_DEMO"] = str(config.get("SEED_DEMO", 1)) not in ("0", "false", "False", "no")
+    if config.get("ADMIN_PASSWORD") is not None:
+        config["ADMIN_PASSWORD"] = str(config["ADMIN_PASSWORD"])
+    if not config.get("PUBLIC_ORIGINS"):
+        host = "127.0.0.1" if config["BIND"] in ("0.0.0.0", "::") else config["BIND"]
+        config["PUBLIC_ORIGINS"] = f"http://{host}:{config['PORT']} http://localhost:{config['PORT']}"
+
+
+def engine_options(url: str) -> dict:
+    if url.startswith("sqlite"):
+        # Several processes (web, worker, monitor) share the file: wait for locks.
+        return {"connect_args": {"timeout": 30}}
+    return {"pool_pre_ping": True, "pool_recycle": 3600}

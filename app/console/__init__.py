@@ -1,0 +1,1 @@
+"""The console proxy process: websockify with Nubo's token plugin."""

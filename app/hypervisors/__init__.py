@@ -1,0 +1,2 @@
+"""Hypervisor types: a registry filled from the `nubo.hypervisors` entry points,
+one driver interface (base.py), and the drivers."""

@@ -1,0 +1,17 @@
+"""Typed SQLAlchemy 2.0 models, one module per area. Import from here."""
+from app.models.base import utcnow, new_uuid  # noqa: F401
+from app.models.accounts import Account, AccountState, ResourceLimit, Role, SSHKeyPair, User  # noqa: F401
+from app.models.infra import (  # noqa: F401
+    AllocationState, Cluster, Host, HostState, NetworkType, PhysicalNetwork, Pod, ResourceState, Zone,
+)
+from app.models.storage import ImageStore, PoolType, StoragePool, StorageScope  # noqa: F401
+from app.models.templates import (  # noqa: F401
+    DownloadState, OsCategory, OsType, Template, TemplateFormat, TemplatePoolRef, TemplateStoreRef,
+)
+from app.models.offerings import DiskOffering, ServiceOffering  # noqa: F401
+from app.models.networks import IpAddress, Network  # noqa: F401
+from app.models.vms import Nic, VirtualMachine, VMState, Volume, VolumeState, VolumeType  # noqa: F401
+from app.models.settings import Setting  # noqa: F401
+from app.models.jobs import AsyncJob, JobStatus  # noqa: F401
+from app.models.events import Event  # noqa: F401
+from app.models.consoles import ConsoleSession  # noqa: F401

@@ -1,0 +1,94 @@
+"""Accounts own resources; users log in and belong to one account."""
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from flask_login import UserMixin
+from sqlalchemy import DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.extensions import db
+from app.models.base import PublicIdMixin, RemovableMixin
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    USER = "user"
+
+
+class AccountState(StrEnum):
+    ENABLED = "enabled"
+    DISABLED = "disabled"
+
+
+class Account(PublicIdMixin, RemovableMixin, db.Model):
+    __tablename__ = "accounts"
+
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    # CloudStack's account type: an admin account's users are root admins.
+    role: Mapped[str] = mapped_column(String(16), default=Role.USER)
+    state: Mapped[str] = mapped_column(String(16), default=AccountState.ENABLED)
+
+    users: Mapped[list[User]] = relationship(back_populates="account")
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == Role.ADMIN
+
+
+class User(UserMixin, PublicIdMixin, RemovableMixin, db.Model):
+    __tablename__ = "users"
+
+    username: Mapped[str] = mapped_column(String(255), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16), default=Role.USER)
+    state: Mapped[str] = mapped_column(String(16), default=AccountState.ENABLED)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    email: Mapped[str | None] = mapped_column(String(255))
+    firstname: Mapped[str | None] = mapped_column(String(255))
+    lastname: Mapped[str | None] = mapped_column(String(255))
+    # API credentials: the key is looked up, the secret is needed in clear to
+    # verify HMAC signatures, so it is Fernet-encrypted rather than hashed.
+    api_key: Mapped[str | None] = mapped_column(String(128), unique=True)
+    secret_key_enc: Mapped[str | None] = mapped_column(Text)
+    # Login throttling
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    last_failed_login: Mapped[datetime | None] = mapped_column(DateTime)
+    last_login: Mapped[datetime | None] = mapped_column(DateTime)
+
+    account: Mapped[Account] = relationship(back_populates="users", lazy="joined")
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == Role.ADMIN
+
+    @property
+    def is_active(self) -> bool:  # Flask-Login: disabled users cannot log in
+        return (self.state == AccountState.ENABLED and self.removed is None
+                and self.account.state == AccountState.ENABLED)
+
+    def get_id(self) -> str:  # Flask-Login stores the public id in the session
+        return self.uuid
+
+
+class ResourceLimit(db.Model):
+    """Per-account override of a `max.account.*` setting (CloudStack resource limits)."""
+
+    __tablename__ = "resource_limits"
+    __table_args__ = (UniqueConstraint("account_id", "resource_type"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    resource_type: Mapped[str] = mapped_column(String(32))
+    max: Mapped[int] = mapped_column(Integer)  # -1 = unlimited
+
+
+class SSHKeyPair(PublicIdMixin, db.Model):
+    __tablename__ = "ssh_keypairs"
+    __table_args__ = (UniqueConstraint("account_id", "name"),)
+
+    name: Mapped[str] = mapped_column(String(255))
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    public_key: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(128))

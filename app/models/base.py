@@ -1,0 +1,31 @@
+"""Shared column helpers for every model."""
+from __future__ import annotations
+
+import uuid as uuidlib
+from datetime import datetime, timezone
+
+from sqlalchemy import DateTime, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    """Naive UTC: the same on SQLite, PostgreSQL and MariaDB."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def new_uuid() -> str:
+    return str(uuidlib.uuid4())
+
+
+class PublicIdMixin:
+    """Integer primary key for joins; a UUID string is what users and the API see."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True, default=new_uuid)
+    created: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class RemovableMixin:
+    """CloudStack keeps removed rows with a `removed` timestamp for the audit trail."""
+
+    removed: Mapped[datetime | None] = mapped_column(DateTime, default=None)

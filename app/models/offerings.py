@@ -1,0 +1,31 @@
+"""Service offerings (CPU/memory) and disk offerings (data volume sizes)."""
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Boolean, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.extensions import db
+from app.models.base import PublicIdMixin, RemovableMixin
+
+
+class ServiceOffering(PublicIdMixin, RemovableMixin, db.Model):
+    __tablename__ = "service_offerings"
+
+    name: Mapped[str] = mapped_column(String(255))
+    display_text: Mapped[str | None] = mapped_column(String(4096))
+    cpu_number: Mapped[int] = mapped_column(Integer)
+    cpu_speed: Mapped[int] = mapped_column(Integer)  # MHz
+    memory: Mapped[int] = mapped_column(Integer)  # MiB
+    storage_type: Mapped[str] = mapped_column(String(16), default="shared")  # shared | local
+    root_disk_size: Mapped[int | None] = mapped_column(BigInteger)  # GiB, None = template size
+    offer_ha: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class DiskOffering(PublicIdMixin, RemovableMixin, db.Model):
+    __tablename__ = "disk_offerings"
+
+    name: Mapped[str] = mapped_column(String(255))
+    display_text: Mapped[str | None] = mapped_column(String(4096))
+    disk_size: Mapped[int] = mapped_column(BigInteger, default=0)  # GiB, 0 when custom
+    is_custom: Mapped[bool] = mapped_column(Boolean, default=False)
+    storage_type: Mapped[str] = mapped_column(String(16), default="shared")

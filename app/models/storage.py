@@ -1,0 +1,61 @@
+"""Primary storage pools (where volumes live) and image stores (secondary storage)."""
+from __future__ import annotations
+
+from enum import StrEnum
+
+from sqlalchemy import BigInteger, ForeignKey, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.extensions import db
+from app.models.base import PublicIdMixin, RemovableMixin
+
+
+class StorageScope(StrEnum):
+    HOST = "HOST"  # local storage of one host
+    CLUSTER = "CLUSTER"
+    ZONE = "ZONE"
+
+
+class PoolType(StrEnum):
+    NFS = "NetworkFilesystem"
+    SMB = "SMB"
+    FILESYSTEM = "Filesystem"  # a directory (local storage or a shared mount point)
+
+
+class StoragePool(PublicIdMixin, RemovableMixin, db.Model):
+    __tablename__ = "storage_pools"
+
+    name: Mapped[str] = mapped_column(String(255))
+    zone_id: Mapped[int] = mapped_column(ForeignKey("zones.id"), index=True)
+    pod_id: Mapped[int | None] = mapped_column(ForeignKey("pods.id"))
+    cluster_id: Mapped[int | None] = mapped_column(ForeignKey("clusters.id"), index=True)
+    host_id: Mapped[int | None] = mapped_column(ForeignKey("hosts.id"), index=True)
+    scope: Mapped[str] = mapped_column(String(16), default=StorageScope.CLUSTER)
+    pool_type: Mapped[str] = mapped_column(String(32))
+    url: Mapped[str] = mapped_column(String(1024))
+    server: Mapped[str | None] = mapped_column(String(255))
+    path: Mapped[str] = mapped_column(String(1024))
+    credentials_enc: Mapped[str | None] = mapped_column(Text)  # SMB user/password
+    state: Mapped[str] = mapped_column(String(16), default="Up")
+    capacity_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    used_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    allocated_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    zone = relationship("Zone")
+    cluster = relationship("Cluster")
+    host = relationship("Host")
+
+
+class ImageStore(PublicIdMixin, RemovableMixin, db.Model):
+    __tablename__ = "image_stores"
+
+    name: Mapped[str] = mapped_column(String(255))
+    zone_id: Mapped[int | None] = mapped_column(ForeignKey("zones.id"), index=True)
+    provider: Mapped[str] = mapped_column(String(16))  # NFS, SMB, Local
+    url: Mapped[str] = mapped_column(String(1024))
+    path: Mapped[str] = mapped_column(String(1024))
+    credentials_enc: Mapped[str | None] = mapped_column(Text)
+    capacity_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    used_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    zone = relationship("Zone")

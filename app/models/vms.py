@@ -1,0 +1,127 @@
+"""Virtual machines, their volumes and NICs."""
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.extensions import db
+from app.models.base import PublicIdMixin, RemovableMixin
+
+
+class VMState(StrEnum):
+    STARTING = "Starting"
+    RUNNING = "Running"
+    STOPPING = "Stopping"
+    STOPPED = "Stopped"
+    DESTROYED = "Destroyed"
+    EXPUNGING = "Expunging"
+    MIGRATING = "Migrating"
+    ERROR = "Error"
+    UNKNOWN = "Unknown"
+
+
+class VirtualMachine(PublicIdMixin, RemovableMixin, db.Model):
+    __tablename__ = "vm_instances"
+    __table_args__ = (
+        # The list pages filter by these and order by id (keyset pagination).
+        Index("ix_vm_state_id", "state", "id"),
+        Index("ix_vm_zone_id", "zone_id", "id"),
+        Index("ix_vm_host_id", "host_id", "id"),
+        Index("ix_vm_account_id", "account_id", "id"),
+    )
+
+    name: Mapped[str] = mapped_column(String(255), index=True)
+    display_name: Mapped[str | None] = mapped_column(String(255))
+    # The name on the hypervisor (CloudStack's i-<account>-<id>-VM).
+    instance_name: Mapped[str] = mapped_column(String(255), unique=True)
+    state: Mapped[str] = mapped_column(String(16), default=VMState.STOPPED)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    zone_id: Mapped[int] = mapped_column(ForeignKey("zones.id"))
+    host_id: Mapped[int | None] = mapped_column(ForeignKey("hosts.id"))
+    last_host_id: Mapped[int | None] = mapped_column(ForeignKey("hosts.id"))
+    template_id: Mapped[int | None] = mapped_column(ForeignKey("templates.id"))
+    iso_id: Mapped[int | None] = mapped_column(ForeignKey("templates.id"))
+    service_offering_id: Mapped[int] = mapped_column(ForeignKey("service_offerings.id"))
+    hypervisor_type: Mapped[str] = mapped_column(String(64))
+    cpu_number: Mapped[int] = mapped_column(Integer)
+    cpu_speed: Mapped[int] = mapped_column(Integer)
+    memory: Mapped[int] = mapped_column(Integer)  # MiB
+    keypair_id: Mapped[int | None] = mapped_column(ForeignKey("ssh_keypairs.id", ondelete="SET NULL"))
+    userdata: Mapped[str | None] = mapped_column(Text)
+    # The hypervisor's own id for the VM (libvirt UUID, Hyper-V GUID).
+    hypervisor_vm_id: Mapped[str | None] = mapped_column(String(64))
+    # Console target reported by the driver at start (e.g. VNC host/port).
+    console_host: Mapped[str | None] = mapped_column(String(255))
+    console_port: Mapped[int | None] = mapped_column(Integer)
+    # Per-VM action lock: the running job's id; set atomically (one action at a time).
+    active_job_id: Mapped[int | None] = mapped_column(Integer)
+    # Capacity held on host_id (released on stop/destroy/failed deploy).
+    capacity_reserved: Mapped[bool] = mapped_column(default=False)
+    state_updated: Mapped[datetime | None] = mapped_column(DateTime)
+    # Stats sampled by the monitor
+    cpu_used_pct: Mapped[float | None] = mapped_column(db.Float)
+    memory_used_kib: Mapped[int | None] = mapped_column(BigInteger)
+
+    account = relationship("Account")
+    user = relationship("User")
+    zone = relationship("Zone")
+    host = relationship("Host", foreign_keys=[host_id])
+    template = relationship("Template", foreign_keys=[template_id])
+    iso = relationship("Template", foreign_keys=[iso_id])
+    service_offering = relationship("ServiceOffering")
+    nics: Mapped[list[Nic]] = relationship(back_populates="vm", order_by="Nic.device_id")
+    volumes: Mapped[list[Volume]] = relationship(back_populates="vm", order_by="Volume.device_id")
+
+
+class VolumeType(StrEnum):
+    ROOT = "ROOT"
+    DATADISK = "DATADISK"
+
+
+class VolumeState(StrEnum):
+    ALLOCATED = "Allocated"  # no storage yet
+    CREATING = "Creating"
+    READY = "Ready"
+    RESIZING = "Resizing"
+    DESTROY = "Destroy"
+    EXPUNGED = "Expunged"
+    ERROR = "Error"
+
+
+class Volume(PublicIdMixin, RemovableMixin, db.Model):
+    __tablename__ = "volumes"
+
+    name: Mapped[str] = mapped_column(String(255))
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    zone_id: Mapped[int] = mapped_column(ForeignKey("zones.id"))
+    vm_id: Mapped[int | None] = mapped_column(ForeignKey("vm_instances.id"), index=True)
+    pool_id: Mapped[int | None] = mapped_column(ForeignKey("storage_pools.id"), index=True)
+    disk_offering_id: Mapped[int | None] = mapped_column(ForeignKey("disk_offerings.id"))
+    template_id: Mapped[int | None] = mapped_column(ForeignKey("templates.id"))
+    volume_type: Mapped[str] = mapped_column(String(16))
+    device_id: Mapped[int | None] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(BigInteger)  # bytes
+    format: Mapped[str] = mapped_column(String(16), default="QCOW2")
+    state: Mapped[str] = mapped_column(String(16), default=VolumeState.ALLOCATED)
+    path: Mapped[str | None] = mapped_column(String(2048))
+
+    vm: Mapped[VirtualMachine | None] = relationship(back_populates="volumes")
+    pool = relationship("StoragePool")
+
+
+class Nic(PublicIdMixin, RemovableMixin, db.Model):
+    __tablename__ = "nics"
+
+    vm_id: Mapped[int] = mapped_column(ForeignKey("vm_instances.id"), index=True)
+    network_id: Mapped[int] = mapped_column(ForeignKey("networks.id"), index=True)
+    mac_address: Mapped[str] = mapped_column(String(17), unique=True)
+    ip_address: Mapped[str | None] = mapped_column(String(64))
+    is_default: Mapped[bool] = mapped_column(default=True)
+    device_id: Mapped[int] = mapped_column(Integer, default=0)
+
+    vm: Mapped[VirtualMachine] = relationship(back_populates="nics")
+    network = relationship("Network")

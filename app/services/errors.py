@@ -1,0 +1,53 @@
+"""Errors a service raises. Each carries CloudStack's API error code so the API
+layer and the web layer can present the same failure in their own way."""
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    code = 530  # internal
+    cs_code = 4250
+
+    def __init__(self, message: str, *, field: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.field = field  # the form field / API parameter at fault, if any
+
+
+class InvalidParameter(ServiceError):
+    code, cs_code = 431, 4350
+
+
+class NotFound(InvalidParameter):
+    """An object that does not exist, or that the caller may not see (same answer)."""
+
+
+class Unsupported(ServiceError):
+    code, cs_code = 432, 9999
+
+
+class PermissionDenied(ServiceError):
+    code, cs_code = 531, 4365
+
+
+class ResourceLimitExceeded(ServiceError):
+    code, cs_code = 532, 4280
+
+
+class InsufficientCapacity(ServiceError):
+    code, cs_code = 533, 4325
+
+
+class ResourceUnavailable(ServiceError):
+    code, cs_code = 534, 4380
+
+
+class ResourceAllocation(ServiceError):
+    code, cs_code = 535, 4370
+
+
+class ResourceInUse(ServiceError):
+    code, cs_code = 536, 4370
+
+
+class RateLimited(ServiceError):
+    code, cs_code = 429, 9999

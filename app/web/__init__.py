@@ -1,0 +1,45 @@
+"""Web blueprints: auth (login/logout), admin portal, self-service portal."""
+from __future__ import annotations
+
+from functools import wraps
+
+from flask import Flask, abort, request
+from flask_login import current_user, login_required
+
+
+# Navigation entries (endpoint, label); each area adds its pages here.
+ADMIN_NAV: list[tuple[str, str]] = [("admin.dashboard", "Dashboard")]
+USER_NAV: list[tuple[str, str]] = [("portal.my_vms", "My VMs")]
+
+
+def admin_required(view):
+    """Logged in and an admin; a user gets 403, an anonymous visitor the login page."""
+    @wraps(view)
+    @login_required
+    def wrapper(*args, **kwargs):
+        if not current_user.is_admin:
+            abort(403)
+        return view(*args, **kwargs)
+    return wrapper
+
+
+def register_blueprints(app: Flask) -> None:
+    from app.web import admin, auth, portal
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(admin.bp)
+    app.register_blueprint(portal.bp)
+
+    @app.after_request
+    def vary_on_htmx(response):
+        # Pages answer HTMX requests with a fragment: caches must key on the header.
+        if response.mimetype == "text/html":
+            response.vary.add("HX-Request")
+            response.headers.setdefault("X-Content-Type-Options", "nosniff")
+            response.headers.setdefault("X-Frame-Options", "DENY")
+            response.headers.setdefault("Referrer-Policy", "same-origin")
+        return response
+
+    @app.context_processor
+    def layout_context():
+        return {"is_htmx": bool(getattr(request, "htmx", False)),
+                "admin_nav": ADMIN_NAV, "user_nav": USER_NAV}

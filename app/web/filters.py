@@ -1,0 +1,26 @@
+"""Jinja filters for sizes and dates."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from flask import Flask
+
+
+def filesize(n: int | None) -> str:
+    if n is None:
+        return "—"
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} PiB"
+
+
+def dt(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "—"
+
+
+def register_filters(app: Flask) -> None:
+    app.jinja_env.filters["filesize"] = filesize
+    app.jinja_env.filters["dt"] = dt

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Install the Debian packages Nubo needs, only those missing. As root it runs
+# apt-get; otherwise it stops and names the exact command to run.
+#   scripts/sysdeps.sh run    build deps for libvirt-python, Python venv, Node
+#   scripts/sysdeps.sh test   + libvirtd/QEMU/LXC, Chromium, ISO tools, qemu-img
+set -euo pipefail
+mode=${1:-run}
+
+pkgs=(libvirt-dev pkg-config gcc python3-dev python3-venv qemu-utils xorriso)
+command -v node >/dev/null || pkgs+=(nodejs)
+command -v npm >/dev/null || pkgs+=(npm)
+if [ "$mode" = test ]; then
+  pkgs+=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-driver-lxc libvirt-clients
+         qemu-system-x86 chromium chromium-driver)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+line="apt-get install -y --no-install-recommends ${missing[*]}"
+if [ "$(id -u)" -ne 0 ]; then
+  echo "Nubo needs these Debian packages. Run as root:" >&2
+  echo "  apt-get update && $line" >&2
+  exit 1
+fi
+echo "Installing Debian packages: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+# Refresh the package lists only when they are missing or stale (a day).
+if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mmin -1440 2>/dev/null | head -1)" ]; then
+  apt-get update -qq
+fi
+$line -qq || { apt-get update -qq && $line -qq; }

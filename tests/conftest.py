@@ -1,0 +1,163 @@
+"""Fixtures in the pattern of Flask's tutorial: app, client, runner, auth, hx.
+
+Every test gets a fresh instance directory. The database is SQLite unless the
+test is marked `db`, in which case it also runs once per URL listed in
+NUBO_TEST_DATABASE_URLS (PostgreSQL, MariaDB). Server databases get one
+database per xdist worker, created on first use; tables are emptied after
+each test.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+import sqlalchemy as sa
+
+from app import create_app
+from app.extensions import db as _db
+from app.services import settings
+
+SERVER_URLS = [u for u in os.environ.get("NUBO_TEST_DATABASE_URLS", "").split() if u]
+
+
+def _backend_id(url: str) -> str:
+    return url.split("+")[0].split(":")[0] if url != "sqlite" else "sqlite"
+
+
+def pytest_generate_tests(metafunc):
+    if "db_url" in metafunc.fixturenames:
+        urls = ["sqlite"]
+        if metafunc.definition.get_closest_marker("db"):
+            urls += SERVER_URLS
+        metafunc.parametrize("db_url", urls, ids=[_backend_id(u) for u in urls], scope="function")
+
+
+_prepared: set[str] = set()
+
+
+def _worker() -> str:
+    return os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+
+
+def server_database(url: str) -> str:
+    """A private database for this xdist worker on the server behind `url`."""
+    name = f"nubo_test_{_worker()}"
+    base = sa.engine.make_url(url)
+    if url.startswith("postgresql"):
+        admin = sa.create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as c:
+            if not c.scalar(sa.text("SELECT 1 FROM pg_database WHERE datname=:n"), {"n": name}):
+                c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    else:
+        admin = sa.create_engine(base)
+        with admin.connect() as c:
+            c.execute(sa.text(f"CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4"))
+    admin.dispose()
+    return base.set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def db_url(request):  # parametrized by pytest_generate_tests
+    return request.param
+
+
+@pytest.fixture
+def app(tmp_path, db_url):
+    url = "" if db_url == "sqlite" else server_database(db_url)
+    app = create_app({"INSTANCE_PATH": str(tmp_path / "instance"), "DATABASE_URL": url,
+                      "TESTING": True, "SEED_DEMO": False})
+    with app.app_context():
+        if url and url in _prepared:
+            pass
+        else:
+            _db.drop_all()
+            _db.create_all()
+            if url:
+                _prepared.add(url)
+        settings.clear_cache()
+        settings.sync_definitions()
+        from app.services import bootstrap
+        bootstrap.seed_reference_data()
+    yield app
+    with app.app_context():
+        _db.session.remove()
+        if url:  # empty the shared database for the next test
+            with _db.engine.begin() as conn:
+                for table in reversed(_db.metadata.sorted_tables):
+                    conn.execute(table.delete())
+        _db.engine.dispose()
+    settings.clear_cache()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def users(app):
+    """admin/adminpass (admin), alice/alicepass and bob/bobpass (users, own accounts)."""
+    from app.services import accounts
+    with app.app_context():
+        accounts.create_user("admin", "adminpass", role="admin", account="admin")
+        accounts.create_user("alice", "alicepass")
+        accounts.create_user("bob", "bobpass")
+    return {"admin": "adminpass", "alice": "alicepass", "bob": "bobpass"}
+
+
+CSRF_RE = re.compile(r'name="csrf-token" content="([^"]+)"')
+
+
+def csrf_token(client, path="/login") -> str:
+    html = client.get(path).get_data(as_text=True)
+    m = CSRF_RE.search(html)
+    assert m, f"no csrf token on {path}"
+    return m.group(1)
+
+
+class AuthActions:
+    def __init__(self, client):
+        self._client = client
+
+    def login(self, username="admin", password=None):
+        password = password or {"admin": "adminpass", "alice": "alicepass", "bob": "bobpass"}[username]
+        token = csrf_token(self._client)
+        return self._client.post("/login", data={"username": username, "password": password,
+                                                 "csrf_token": token})
+
+    def logout(self):
+        token = csrf_token(self._client, "/portal/")
+        return self._client.post("/logout", data={"csrf_token": token})
+
+    def csrf(self, path="/portal/") -> str:
+        return csrf_token(self._client, path)
+
+
+@pytest.fixture
+def auth(client, users):
+    return AuthActions(client)
+
+
+class HxClient:
+    """The test client, sending what htmx sends: HX-Request and the CSRF header."""
+
+    def __init__(self, client, auth):
+        self._client, self._auth = client, auth
+
+    def get(self, path, **kw):
+        return self._client.get(path, headers={"HX-Request": "true", **kw.pop("headers", {})}, **kw)
+
+    def post(self, path, **kw):
+        headers = {"HX-Request": "true", "X-CSRFToken": self._auth.csrf(), **kw.pop("headers", {})}
+        return self._client.post(path, headers=headers, **kw)
+
+
+@pytest.fixture
+def hx(client, auth):
+    return HxClient(client, auth)
