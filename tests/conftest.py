@@ -37,7 +37,10 @@ _prepared: set[str] = set()
 
 
 def _worker() -> str:
-    return os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    """Unique per checkout and xdist worker, so parallel runs never share a database."""
+    import hashlib
+    checkout = hashlib.sha1(os.path.dirname(os.path.dirname(os.path.abspath(__file__))).encode()).hexdigest()[:6]
+    return f"{checkout}_{os.environ.get('PYTEST_XDIST_WORKER', 'gw0')}"
 
 
 def server_database(url: str) -> str:

@@ -1,0 +1,397 @@
+"""The one driver interface every hypervisor type implements.
+
+A driver is CloudStack's "resource": a dumb executor of commands. It takes value
+objects (a host connection, a VM spec) and returns value objects (host facts, VM
+info, a console target). It never touches Flask or Nubo's database and raises
+only the exceptions defined here; backend errors (libvirtError, WinRM faults)
+are translated at the driver boundary. Services decide; drivers execute.
+
+Pattern: OpenStack nova's nova/virt/driver.py (documented base class,
+capabilities as data, false by default) and nova/virt/fake.py.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+
+# --- Errors ------------------------------------------------------------------
+
+class DriverError(Exception):
+    """Base of every driver error. `str(e)` is a message fit for an admin."""
+
+
+class HostUnreachable(DriverError):
+    """The host did not answer (network, daemon down, connection refused)."""
+
+
+class AuthenticationFailed(DriverError):
+    """The host refused the credentials."""
+
+
+class WrongHypervisor(DriverError):
+    """The host runs another hypervisor than the one it is being added as."""
+
+
+class VMNotFound(DriverError):
+    """No such VM on this host."""
+
+
+class OperationNotSupported(DriverError):
+    """The type cannot do this (its capabilities say so too)."""
+
+
+class OperationFailed(DriverError):
+    """The hypervisor tried and failed."""
+
+
+class OperationTimedOut(DriverError):
+    """The operation did not finish within its time limit."""
+
+
+# --- Declarations ------------------------------------------------------------
+
+class ConsoleKind(enum.StrEnum):
+    VNC = "vnc"
+    RDP = "rdp"
+    TEXT = "text"
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a type can do, as data. Everything is off unless a type says so."""
+    direct_download: bool = False
+    local_storage: bool = False
+    storage_kinds: tuple[str, ...] = ()  # of "NFS", "SMB", "Filesystem"
+    template_formats: tuple[str, ...] = ()  # of RAW, QCOW2, VHD, VHDX, TAR, OVA
+    iso: bool = False  # can boot / attach ISOs
+    live_migration: bool = False
+    storage_migration: bool = False
+    vm_snapshots: bool = False
+    scale_stopped_vm: bool = False
+    console: ConsoleKind = ConsoleKind.NONE
+    lifecycle_events: bool = False  # pushes VM state changes (else polled)
+    config_drive: bool = False  # user data / SSH keys through a config drive ISO
+    max_guests_per_host: int = 50
+    max_hosts_per_cluster: int = 16
+    max_data_volumes: int = 6
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class HostField:
+    """One field of a type's add-host form (and the matching API parameter)."""
+    name: str  # key in HostConnection.fields; API parameter where one exists
+    label: str
+    kind: str = "text"  # text | password | textarea | select | checkbox
+    required: bool = False
+    secret: bool = False  # stored encrypted, never shown back
+    choices: tuple[str, ...] = ()
+    default: str = ""
+    help: str = ""
+    # Extra validation: returns an error message or None.
+    validate: Callable[[str], str | None] | None = field(default=None, compare=False)
+
+
+# --- Value objects -----------------------------------------------------------
+
+@dataclass
+class HostConnection:
+    """How to reach one host: its URL/address plus the type's form fields
+    (secrets included, decrypted by the service just before the call)."""
+    url: str  # libvirt URI, simulator://name?..., or the Hyper-V address
+    address: str  # host name or IP (management address)
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class HostFacts:
+    hypervisor: str  # the type the host really runs (internal name)
+    version: str
+    arch: str
+    cpu_sockets: int
+    cpu_cores: int  # logical CPUs usable by guests
+    cpu_mhz: int
+    memory_bytes: int
+    hostname: str = ""
+    local_storage_path: str | None = None
+    local_storage_bytes: int = 0
+    local_storage_free: int = 0
+
+
+@dataclass
+class StoragePoolSpec:
+    uuid: str
+    name: str
+    kind: str  # "NFS", "SMB", "Filesystem"
+    path: str  # export path / share / local directory
+    server: str | None = None
+    username: str | None = None  # SMB
+    password: str | None = None
+
+
+@dataclass
+class PoolInfo:
+    capacity_bytes: int
+    available_bytes: int
+    allocated_bytes: int = 0
+
+
+@dataclass
+class VolumeSpec:
+    name: str  # file / volume name (a UUID where the type keys volumes by it)
+    pool: StoragePoolSpec
+    size_bytes: int
+    format: str = "QCOW2"
+    base_path: str | None = None  # template image to clone (thin where the format allows)
+    thin: bool = True
+
+
+@dataclass
+class VolumeInfo:
+    path: str
+    size_bytes: int
+    format: str
+    physical_bytes: int = 0
+
+
+@dataclass
+class DiskSpec:
+    path: str
+    format: str = "QCOW2"
+    device: str = "disk"  # disk | cdrom
+    device_id: int = 0  # order on the bus (0 = root)
+
+
+@dataclass
+class NicSpec:
+    mac: str
+    bridge: str  # libvirt bridge, Hyper-V virtual switch
+    vlan: int | None = None
+    ip: str | None = None
+
+
+@dataclass
+class ConsoleSpec:
+    listen: str = "127.0.0.1"  # the host's management address, never 0.0.0.0
+    port: int | None = None  # None: let the hypervisor pick
+    password: str | None = None
+
+
+@dataclass
+class VMSpec:
+    name: str  # instance name on the hypervisor
+    uuid: str
+    cpus: int
+    cpu_mhz: int
+    memory_mib: int
+    display_name: str = ""
+    disks: list[DiskSpec] = field(default_factory=list)
+    nics: list[NicSpec] = field(default_factory=list)
+    iso_path: str | None = None
+    boot_order: tuple[str, ...] = ("hd", "cdrom")
+    console: ConsoleSpec = field(default_factory=ConsoleSpec)
+    config_drive_path: str | None = None  # NoCloud cidata ISO
+    root_fs_path: str | None = None  # LXC/OpenVZ: directory holding the root filesystem
+    # Direct kernel boot (test guests, appliances)
+    kernel: str | None = None
+    initrd: str | None = None
+    cmdline: str | None = None
+    os_type: str = ""
+
+
+class PowerState(enum.StrEnum):
+    """What the hypervisor says; services map it to CloudStack's VM states."""
+    RUNNING = "running"
+    STOPPED = "stopped"  # defined or known, not running
+    PAUSED = "paused"
+    STARTING = "starting"
+    STOPPING = "stopping"
+    CRASHED = "crashed"
+    UNKNOWN = "unknown"
+
+
+@dataclass
+class ConsoleTarget:
+    kind: ConsoleKind
+    host: str
+    port: int
+    password: str | None = None  # for the proxy only; never sent to a browser
+    vm_guid: str | None = None  # RDP pre-connection blob (Hyper-V)
+
+
+@dataclass
+class VMInfo:
+    name: str
+    state: PowerState
+    uuid: str | None = None
+    cpus: int | None = None
+    memory_mib: int | None = None
+    console: ConsoleTarget | None = None
+
+
+@dataclass
+class HostStats:
+    cpu_pct: float
+    memory_total_bytes: int
+    memory_free_bytes: int
+
+
+@dataclass
+class VMStats:
+    """Cumulative counters at `timestamp`; services diff two samples for rates."""
+    timestamp: float
+    cpu_time_ns: int = 0
+    memory_kib: int = 0
+    disk_read_bytes: int = 0
+    disk_write_bytes: int = 0
+    net_rx_bytes: int = 0
+    net_tx_bytes: int = 0
+
+
+@dataclass
+class DriverContext:
+    """What a driver may know of Nubo: plain values, no Flask, no sessions."""
+    instance_path: str = "."
+    settings: dict[str, Any] = field(default_factory=dict)  # e.g. {"xen.guest.boot.mode": "pv"}
+    database_url: str | None = None  # the Simulator keeps its fake hosts there
+    testing: bool = False
+
+
+# --- The driver --------------------------------------------------------------
+
+class Driver:
+    """Base class of all drivers. One instance talks to one host.
+
+    Methods raise NotImplementedError where a subclass has not implemented them;
+    callers check the type's Capabilities first, so that only happens for bugs.
+    """
+
+    def __init__(self, conn: HostConnection, context: DriverContext | None = None):
+        self.conn = conn
+        self.context = context or DriverContext()
+
+    def close(self) -> None:
+        """Release connections. Safe to call twice."""
+
+    # Host
+    def check_host(self) -> HostFacts:
+        """Connect, verify the host runs this type, and read its facts.
+        Raises HostUnreachable, AuthenticationFailed or WrongHypervisor."""
+        raise NotImplementedError
+
+    def host_stats(self) -> HostStats:
+        raise NotImplementedError
+
+    # Storage
+    def prepare_storage_pool(self, pool: StoragePoolSpec) -> PoolInfo:
+        """Make the pool usable on this host (mount / define / create dir); idempotent."""
+        raise NotImplementedError
+
+    def delete_storage_pool(self, pool: StoragePoolSpec) -> None:
+        raise NotImplementedError
+
+    def pool_info(self, pool: StoragePoolSpec) -> PoolInfo:
+        raise NotImplementedError
+
+    def create_volume(self, vol: VolumeSpec) -> VolumeInfo:
+        """A blank volume, or a copy of vol.base_path (thin where the format allows)."""
+        raise NotImplementedError
+
+    def delete_volume(self, pool: StoragePoolSpec, name: str) -> None:
+        """Remove a volume; a missing one is not an error."""
+        raise NotImplementedError
+
+    def resize_volume(self, pool: StoragePoolSpec, name: str, size_bytes: int) -> VolumeInfo:
+        raise NotImplementedError
+
+    # VM lifecycle
+    def start_vm(self, spec: VMSpec) -> VMInfo:
+        """Define (or redefine) and start the VM; returns its info with the console target."""
+        raise NotImplementedError
+
+    def stop_vm(self, name: str, timeout: float) -> bool:
+        """Ask the guest to shut down; True if it stopped within timeout seconds."""
+        raise NotImplementedError
+
+    def force_stop_vm(self, name: str) -> None:
+        """Power off at once."""
+        raise NotImplementedError
+
+    def reboot_vm(self, name: str) -> None:
+        raise NotImplementedError
+
+    def destroy_vm(self, name: str) -> None:
+        """Power off if needed and remove the VM's definition (not its volumes).
+        A VM that does not exist is not an error."""
+        raise NotImplementedError
+
+    def vm_info(self, name: str) -> VMInfo:
+        """Raises VMNotFound."""
+        raise NotImplementedError
+
+    def list_vms(self) -> list[VMInfo]:
+        """Every VM the host knows (running or defined), for reconcile."""
+        raise NotImplementedError
+
+    def vm_stats(self) -> dict[str, VMStats]:
+        raise NotImplementedError
+
+    def console_target(self, name: str) -> ConsoleTarget:
+        raise NotImplementedError
+
+    def migrate_vm(self, name: str, dest: HostConnection, live: bool = True) -> None:
+        raise NotImplementedError
+
+    def scale_vm(self, name: str, cpus: int, memory_mib: int) -> None:
+        """Change CPU/memory of a stopped VM (libvirt: the persistent definition)."""
+        raise NotImplementedError
+
+    def attach_iso(self, name: str, iso_path: str) -> None:
+        raise NotImplementedError
+
+    def detach_iso(self, name: str) -> None:
+        raise NotImplementedError
+
+    def attach_volume(self, name: str, disk: DiskSpec) -> None:
+        raise NotImplementedError
+
+    def detach_volume(self, name: str, disk: DiskSpec) -> None:
+        raise NotImplementedError
+
+    # Events (types with Capabilities.lifecycle_events)
+    def register_events(self, callback: Callable[[str, PowerState], None]) -> None:
+        """Call callback(vm_name, new_state) on lifecycle changes. Runs on a driver
+        thread: the callback must only hand the event to a queue."""
+        raise OperationNotSupported("this type does not push events")
+
+
+# --- The type declaration ----------------------------------------------------
+
+class HypervisorType:
+    """A registered hypervisor type: its names, capabilities, add-host form and
+    driver. Subclass (or instantiate) and point an entry point of the
+    `nubo.hypervisors` group at the instance."""
+
+    name: ClassVar[str] = ""  # internal name stored in rows ("KVM", "Custom", ...)
+    default_display_name: ClassVar[str] = ""
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    host_fields: ClassVar[tuple[HostField, ...]] = ()
+    driver_class: ClassVar[type[Driver]] = Driver
+    # Default host-side bridge or switch name offered by the zone wizard.
+    default_traffic_label: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+
+    def connection(self, url: str, fields: dict[str, str]) -> HostConnection:
+        """Turn what the admin typed into a HostConnection (validated by the caller
+        through host_fields). Override where the URL needs normalising."""
+        from urllib.parse import urlsplit
+        host = urlsplit(url).hostname if "://" in url else url
+        return HostConnection(url=url, address=host or "localhost", fields=dict(fields))
+
+    def make_driver(self, conn: HostConnection, context: DriverContext | None = None) -> Driver:
+        return self.driver_class(conn, context)
