@@ -40,6 +40,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     from app import models  # noqa: F401  (register tables with the metadata)
     from app.hypervisors import registry
     registry.load_plugins()
+    from app.services import hypervisors as _hypervisors  # noqa: F401  (settings definitions)
 
     from app.web import register_blueprints
     register_blueprints(app)

@@ -15,3 +15,4 @@ from app.models.settings import Setting  # noqa: F401
 from app.models.jobs import AsyncJob, JobStatus  # noqa: F401
 from app.models.events import Event  # noqa: F401
 from app.models.consoles import ConsoleSession  # noqa: F401
+from app.models.hypervisors import HypervisorCapability  # noqa: F401

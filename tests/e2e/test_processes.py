@@ -1,0 +1,55 @@
+"""The processes `make run` starts: first start, login, restart keeps data."""
+import re
+
+import pytest
+import requests
+
+from tests.e2e.conftest import screenshot
+
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("e2e")]
+
+
+def _login(session: requests.Session, url: str, username: str, password: str) -> requests.Response:
+    html = session.get(url + "/login").text
+    token = re.search(r'name="csrf-token" content="([^"]+)"', html).group(1)
+    return session.post(url + "/login", data={"username": username, "password": password,
+                                              "csrf_token": token})
+
+
+def test_first_start_login_and_restart_keeps_data(stack):
+    first = stack.start()
+    assert "password:" not in stack.bootstrap_output  # NUBO_ADMIN_PASSWORD was used
+    s = requests.Session()
+    resp = _login(s, stack.url, "admin", "e2e-admin-pass")
+    assert resp.url.endswith("/admin/") and "Dashboard" in resp.text
+    log = stack.log.read_text()
+    for proc in ("web.1", "worker.1", "monitor.1", "console.1"):
+        assert f"{proc} started" in log
+    stack.flask("user", "create", "kept", "--password", "kept-pass")
+    stack.stop()
+
+    second = stack.start()
+    assert second < 15, f"second start took {second:.1f}s"
+    s = requests.Session()
+    assert _login(s, stack.url, "kept", "kept-pass").url.endswith("/portal/")
+    assert _login(requests.Session(), stack.url, "admin", "wrong").status_code == 401
+    print(f"first start {first:.1f}s, second start {second:.1f}s")
+
+
+def test_login_in_chromium(stack, page):
+    stack.start()
+    page.goto(stack.url + "/")
+    assert page.title().startswith("Log in")
+    page.fill("input[name=username]", "admin")
+    page.fill("input[name=password]", "e2e-admin-pass")
+    page.click("button[type=submit]")
+    page.wait_for_url("**/admin/")
+    assert page.locator("h1").inner_text() == "Dashboard"
+    screenshot(page, "admin-dashboard")
+    page.click("text=Log out")
+    page.wait_for_url("**/login")
+    page.fill("input[name=username]", "admin")
+    page.fill("input[name=password]", "nope-nope")
+    page.click("button[type=submit]")
+    assert "Wrong username or password" in page.locator(".form-errors").inner_text()
+    screenshot(page, "login-error")
