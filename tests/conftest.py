@@ -60,6 +60,24 @@ def server_database(url: str) -> str:
     return base.set(database=name).render_as_string(hide_password=False)
 
 
+def fresh_server_database(url: str, purpose: str) -> str:
+    """An empty database named for this checkout, worker and purpose (dropped first)."""
+    name = f"nubo_{purpose}_{_worker()}"
+    base = sa.engine.make_url(url)
+    if url.startswith("postgresql"):
+        eng = sa.create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
+        with eng.connect() as c:
+            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    else:
+        eng = sa.create_engine(base)
+        with eng.connect() as c:
+            c.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+            c.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+    eng.dispose()
+    return base.set(database=name).render_as_string(hide_password=False)
+
+
 @pytest.fixture
 def db_url(request):  # parametrized by pytest_generate_tests
     return request.param

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 03:14:05.525336
+Create Date: 2026-11-23 03:25:50.995045
 
 """
 from alembic import op
@@ -42,6 +42,22 @@ def upgrade():
     sa.Column('removed', sa.DateTime(), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_disk_offerings')),
     sa.UniqueConstraint('uuid', name=op.f('uq_disk_offerings_uuid'))
+    )
+    op.create_table('hypervisor_capabilities',
+    sa.Column('hypervisor_type', sa.String(length=64), nullable=False),
+    sa.Column('hypervisor_version', sa.String(length=64), nullable=False),
+    sa.Column('max_guests_limit', sa.Integer(), nullable=False),
+    sa.Column('max_data_volumes_limit', sa.Integer(), nullable=False),
+    sa.Column('max_hosts_per_cluster', sa.Integer(), nullable=False),
+    sa.Column('security_group_enabled', sa.Boolean(), nullable=False),
+    sa.Column('storage_motion_enabled', sa.Boolean(), nullable=False),
+    sa.Column('vm_snapshot_enabled', sa.Boolean(), nullable=False),
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('uuid', sa.String(length=36), nullable=False),
+    sa.Column('created', sa.DateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_hypervisor_capabilities')),
+    sa.UniqueConstraint('hypervisor_type', 'hypervisor_version', name=op.f('uq_hypervisor_capabilities_hypervisor_type')),
+    sa.UniqueConstraint('uuid', name=op.f('uq_hypervisor_capabilities_uuid'))
     )
     op.create_table('os_categories',
     sa.Column('name', sa.String(length=255), nullable=False),
@@ -639,5 +655,6 @@ def downgrade():
     op.drop_table('settings')
     op.drop_table('service_offerings')
     op.drop_table('os_categories')
+    op.drop_table('hypervisor_capabilities')
     op.drop_table('disk_offerings')
     op.drop_table('accounts')

@@ -4,6 +4,7 @@ import re
 import pytest
 import requests
 
+from tests.conftest import SERVER_URLS, fresh_server_database
 from tests.e2e.conftest import screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("e2e")]
@@ -16,7 +17,10 @@ def _login(session: requests.Session, url: str, username: str, password: str) ->
                                               "csrf_token": token})
 
 
-def test_first_start_login_and_restart_keeps_data(stack):
+@pytest.mark.parametrize("db", ["sqlite"] + SERVER_URLS, ids=lambda u: u.split("+")[0].split(":")[0])
+def test_first_start_login_and_restart_keeps_data(stack, db):
+    if db != "sqlite":
+        stack.env["NUBO_DATABASE_URL"] = fresh_server_database(db, "e2e")
     first = stack.start()
     assert "password:" not in stack.bootstrap_output  # NUBO_ADMIN_PASSWORD was used
     s = requests.Session()

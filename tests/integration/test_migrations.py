@@ -7,7 +7,7 @@ from flask_migrate import downgrade, upgrade
 
 from app import create_app
 from app.extensions import db
-from tests.conftest import SERVER_URLS, _worker
+from tests.conftest import SERVER_URLS, fresh_server_database
 
 URLS = ["sqlite"] + SERVER_URLS
 
@@ -15,20 +15,7 @@ URLS = ["sqlite"] + SERVER_URLS
 def _fresh_database(url: str, tmp_path) -> str:
     if url == "sqlite":
         return f"sqlite:///{tmp_path / 'mig.db'}"
-    name = f"nubo_mig_{_worker()}"
-    base = sa.engine.make_url(url)
-    if url.startswith("postgresql"):
-        eng = sa.create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
-        with eng.connect() as c:
-            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
-            c.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    else:
-        eng = sa.create_engine(base)
-        with eng.connect() as c:
-            c.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
-            c.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
-    eng.dispose()
-    return base.set(database=name).render_as_string(hide_password=False)
+    return fresh_server_database(url, "mig")
 
 
 @pytest.mark.parametrize("url", URLS, ids=lambda u: u.split("+")[0].split(":")[0])
