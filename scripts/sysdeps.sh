@@ -10,7 +10,7 @@ pkgs=(libvirt-dev pkg-config gcc python3-dev python3-venv qemu-utils xorriso)
 command -v node >/dev/null || pkgs+=(nodejs)
 command -v npm >/dev/null || pkgs+=(npm)
 if [ "$mode" = test ]; then
-  pkgs+=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-driver-lxc libvirt-clients
+  pkgs+=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-driver-lxc libvirt-clients libxml2-utils
          qemu-system-x86 chromium chromium-driver)
 fi
 
