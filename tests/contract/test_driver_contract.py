@@ -1,0 +1,352 @@
+"""The driver contract: ONE set of tests every driver passes (the pattern of
+OpenStack nova's test_virt_drivers.py). Each driver module in
+tests/contract/drivers/ plugs in through the `env` fixture (see env.py).
+
+The expectations here are base.py's contract, never one driver's specifics.
+Tests adapt to the type's declared Capabilities: an operation the type does
+not declare must raise OperationNotSupported, which is asserted, not skipped.
+
+Optional hooks a driver module may put in ContractEnv.extras:
+  "guest_ignores_acpi": bool   VMs from make_vm_spec ignore a graceful shutdown
+                               request (e.g. an empty disk at the BIOS); default False
+  "iso_path": str              an ISO file usable on the host; default: one the
+                               suite builds in tmp_path with xorriso
+  "iso_of": (vm_name) -> str|None    what the hypervisor has in the VM's ISO drive
+  "live_media": bool           the ISO can be changed on a running VM; default True
+  "volume_exists": (pool, name) -> bool   what the hypervisor holds, not what the driver says
+  "unreachable": () -> Driver  a driver for a host that does not answer
+"""
+from __future__ import annotations
+
+import queue
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from app.hypervisors.base import (
+    ConsoleKind, DriverError, HostUnreachable, OperationNotSupported, PoolInfo, PowerState,
+    VMNotFound, VolumeSpec,
+)
+
+MiB = 1024 * 1024
+DISK_FORMATS = ("QCOW2", "RAW", "VHDX", "VHD")
+
+
+def _name(prefix: str = "ct") -> str:
+    return f"nubo-{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def _wait_state(driver, name: str, state: PowerState, timeout: float = 15.0) -> PowerState:
+    deadline = time.monotonic() + timeout
+    while True:
+        current = driver.vm_info(name).state
+        if current == state or time.monotonic() > deadline:
+            return current
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def vm(env):
+    """A running VM, destroyed (with its definition) afterwards whatever happens."""
+    spec = env.make_vm_spec(_name())
+    try:
+        info = env.driver.start_vm(spec)
+        yield spec, info
+    finally:
+        env.driver.destroy_vm(spec.name)
+
+
+@pytest.fixture
+def iso_path(env, tmp_path):
+    if env.extras.get("iso_path"):
+        return env.extras["iso_path"]
+    src = tmp_path / "iso-src"
+    src.mkdir()
+    (src / "README.TXT").write_text("nubo contract test\n")
+    path = tmp_path / "contract.iso"
+    subprocess.run(["xorriso", "-as", "mkisofs", "-quiet", "-V", "NUBOTEST", "-o", str(path), str(src)],
+                   check=True, capture_output=True)
+    return str(path)
+
+
+# --- Host ----------------------------------------------------------------------
+
+def test_check_host_facts_are_sane(env):
+    facts = env.driver.check_host()
+    assert facts.hypervisor == env.hv_type.name
+    assert facts.version and facts.arch
+    assert facts.cpu_sockets >= 1 and facts.cpu_cores >= facts.cpu_sockets
+    assert facts.cpu_mhz > 0 and facts.memory_bytes >= 64 * MiB
+    if env.hv_type.capabilities.local_storage:
+        assert facts.local_storage_path
+        assert facts.local_storage_bytes >= facts.local_storage_free >= 0
+
+
+def test_unreachable_host_raises_host_unreachable(env):
+    make = env.extras.get("unreachable")
+    if make is None:
+        pytest.skip("this driver module gives no unreachable host")
+    driver = make()
+    try:
+        with pytest.raises(HostUnreachable):
+            driver.check_host()
+    finally:
+        driver.close()
+
+
+def test_host_stats(env):
+    s = env.driver.host_stats()
+    assert 0.0 <= s.cpu_pct <= 100.0
+    assert s.memory_total_bytes > 0 and 0 <= s.memory_free_bytes <= s.memory_total_bytes
+
+
+# --- Storage -------------------------------------------------------------------
+
+def test_prepare_storage_pool_is_idempotent(env):
+    first = env.driver.prepare_storage_pool(env.pool)
+    second = env.driver.prepare_storage_pool(env.pool)
+    for info in (first, second, env.driver.pool_info(env.pool)):
+        assert isinstance(info, PoolInfo)
+        assert info.capacity_bytes > 0 and 0 <= info.available_bytes <= info.capacity_bytes
+
+
+def _exists(env, name: str) -> bool | None:
+    check = env.extras.get("volume_exists")
+    return check(env.pool, name) if check else None
+
+
+def test_volumes_blank_and_from_base_leave_nothing_after_delete(env):
+    formats = [f for f in env.hv_type.capabilities.template_formats if f in DISK_FORMATS]
+    env.driver.prepare_storage_pool(env.pool)
+    if not formats:  # container types take root filesystems, not disk images
+        with pytest.raises(OperationNotSupported):
+            env.driver.create_volume(VolumeSpec(name=_name("vol"), pool=env.pool, size_bytes=16 * MiB))
+        return
+    fmt = formats[0]
+    base_name, thin_name, full_name = _name("base"), _name("thin"), _name("full")
+    made = []
+    try:
+        base = env.driver.create_volume(VolumeSpec(name=base_name, pool=env.pool, size_bytes=16 * MiB,
+                                                   format=fmt))
+        made.append(base_name)
+        assert base.size_bytes >= 16 * MiB and base.path
+        assert base.format.upper() == fmt
+        thin = env.driver.create_volume(VolumeSpec(name=thin_name, pool=env.pool, size_bytes=32 * MiB,
+                                                   format=fmt, base_path=base.path, thin=True))
+        made.append(thin_name)
+        assert thin.size_bytes >= 32 * MiB and thin.path != base.path
+        full = env.driver.create_volume(VolumeSpec(name=full_name, pool=env.pool, size_bytes=8 * MiB,
+                                                   format=fmt, base_path=base.path, thin=False))
+        made.append(full_name)
+        assert full.size_bytes >= base.size_bytes  # never smaller than its template
+        for name in made:
+            assert _exists(env, name) in (True, None)
+    finally:
+        for name in reversed(made):  # overlays before their base
+            env.driver.delete_volume(env.pool, name)
+    for name in made:
+        assert _exists(env, name) in (False, None)
+        env.driver.delete_volume(env.pool, name)  # a missing volume is not an error
+
+
+# --- Lifecycle -----------------------------------------------------------------
+
+def test_start_gives_running_vm_with_console_on_listen_address(env, vm):
+    spec, info = vm
+    assert info.name == spec.name and info.state == PowerState.RUNNING
+    kind = env.hv_type.capabilities.console
+    if kind is ConsoleKind.NONE:
+        with pytest.raises(OperationNotSupported):
+            env.driver.console_target(spec.name)
+        return
+    target = env.driver.console_target(spec.name)
+    assert target.kind is kind
+    if kind is ConsoleKind.VNC:
+        assert target.host == spec.console.listen and target.host not in ("0.0.0.0", "::")
+        assert 0 < target.port < 65536
+        assert info.console is not None and info.console.port == target.port
+
+
+def test_start_is_idempotent(env, vm):
+    spec, info = vm
+    again = env.driver.start_vm(spec)
+    assert again.state == PowerState.RUNNING and again.uuid == info.uuid
+
+
+def test_vm_info_and_list_vms(env, vm):
+    spec, _ = vm
+    info = env.driver.vm_info(spec.name)
+    assert info.state == PowerState.RUNNING
+    assert info.cpus == spec.cpus and info.memory_mib == spec.memory_mib
+    listed = {v.name: v for v in env.driver.list_vms()}
+    assert spec.name in listed and listed[spec.name].state == PowerState.RUNNING
+
+
+def test_graceful_stop_with_timeout_then_force_stop(env, vm):
+    spec, _ = vm
+    ignores = env.extras.get("guest_ignores_acpi", False)
+    started = time.monotonic()
+    stopped = env.driver.stop_vm(spec.name, timeout=2.0)
+    if ignores:
+        assert stopped is False
+        assert time.monotonic() - started < 15  # the timeout is honoured
+        assert env.driver.vm_info(spec.name).state == PowerState.RUNNING
+        env.driver.force_stop_vm(spec.name)
+    else:
+        assert stopped is True
+    assert _wait_state(env.driver, spec.name, PowerState.STOPPED) == PowerState.STOPPED
+    env.driver.force_stop_vm(spec.name)  # already off: not an error
+    assert env.driver.stop_vm(spec.name, timeout=1.0) is True
+
+
+def test_force_stop(env, vm):
+    spec, _ = vm
+    env.driver.force_stop_vm(spec.name)
+    assert _wait_state(env.driver, spec.name, PowerState.STOPPED) == PowerState.STOPPED
+    # A stopped VM is still known (reconcile sees it) until it is destroyed.
+    assert spec.name in {v.name for v in env.driver.list_vms()}
+
+
+def test_reboot_keeps_vm_running(env, vm):
+    spec, _ = vm
+    env.driver.reboot_vm(spec.name)
+    assert _wait_state(env.driver, spec.name, PowerState.RUNNING) == PowerState.RUNNING
+
+
+def test_destroy_leaves_nothing_and_is_idempotent(env, vm):
+    spec, _ = vm
+    env.driver.destroy_vm(spec.name)
+    with pytest.raises(VMNotFound):
+        env.driver.vm_info(spec.name)
+    assert spec.name not in {v.name for v in env.driver.list_vms()}
+    env.driver.destroy_vm(spec.name)
+
+
+def test_vm_stats(env, vm):
+    spec, _ = vm
+    stats = env.driver.vm_stats()
+    assert spec.name in stats
+    s = stats[spec.name]
+    assert s.timestamp > 0
+    for counter in (s.cpu_time_ns, s.memory_kib, s.disk_read_bytes, s.disk_write_bytes,
+                    s.net_rx_bytes, s.net_tx_bytes):
+        assert counter >= 0
+
+
+def test_scale_stopped_vm(env, vm):
+    spec, _ = vm
+    env.driver.force_stop_vm(spec.name)
+    _wait_state(env.driver, spec.name, PowerState.STOPPED)
+    if not env.hv_type.capabilities.scale_stopped_vm:
+        with pytest.raises(OperationNotSupported):
+            env.driver.scale_vm(spec.name, spec.cpus + 1, spec.memory_mib + 64)
+        return
+    env.driver.scale_vm(spec.name, spec.cpus + 1, spec.memory_mib + 64)
+    info = env.driver.vm_info(spec.name)
+    assert info.state == PowerState.STOPPED
+    assert (info.cpus, info.memory_mib) == (spec.cpus + 1, spec.memory_mib + 64)
+
+
+def test_scale_running_vm_is_refused(env, vm):
+    spec, _ = vm
+    with pytest.raises(DriverError):
+        env.driver.scale_vm(spec.name, spec.cpus + 1, spec.memory_mib + 64)
+    assert env.driver.vm_info(spec.name).cpus == spec.cpus
+
+
+def test_attach_and_detach_iso(env, vm, iso_path):
+    spec, _ = vm
+    iso_of = env.extras.get("iso_of")
+    if not env.hv_type.capabilities.iso:
+        with pytest.raises(OperationNotSupported):
+            env.driver.attach_iso(spec.name, iso_path)
+        return
+    # Running VM: change the media live, or say the driver cannot.
+    if env.extras.get("live_media", True):
+        env.driver.attach_iso(spec.name, iso_path)
+        if iso_of:
+            assert iso_of(spec.name) == iso_path
+        env.driver.detach_iso(spec.name)
+        if iso_of:
+            assert iso_of(spec.name) is None
+    else:
+        with pytest.raises(OperationNotSupported):
+            env.driver.attach_iso(spec.name, iso_path)
+    # Stopped VM: always possible.
+    env.driver.force_stop_vm(spec.name)
+    _wait_state(env.driver, spec.name, PowerState.STOPPED)
+    env.driver.attach_iso(spec.name, iso_path)
+    if iso_of:
+        assert iso_of(spec.name) == iso_path
+    env.driver.detach_iso(spec.name)
+    if iso_of:
+        assert iso_of(spec.name) is None
+
+
+def test_unknown_vm_raises_vm_not_found(env):
+    name = _name("ghost")
+    calls = [
+        lambda: env.driver.vm_info(name),
+        lambda: env.driver.stop_vm(name, timeout=1.0),
+        lambda: env.driver.force_stop_vm(name),
+        lambda: env.driver.reboot_vm(name),
+        lambda: env.driver.scale_vm(name, 1, 128),
+    ]
+    if env.hv_type.capabilities.console is not ConsoleKind.NONE:
+        calls.append(lambda: env.driver.console_target(name))
+    if env.hv_type.capabilities.iso:
+        calls.append(lambda: env.driver.attach_iso(name, "/nonexistent.iso"))
+    for call in calls:
+        with pytest.raises(VMNotFound):
+            call()
+    env.driver.destroy_vm(name)  # destroying what is not there is not an error
+
+
+def test_errors_are_driver_errors(env, vm):
+    """Whatever goes wrong comes out as a base.py exception, never a backend one."""
+    spec, _ = vm
+    for call in (lambda: env.driver.reboot_vm(_name("ghost")),
+                 lambda: env.driver.scale_vm(spec.name, spec.cpus + 1, spec.memory_mib)):
+        with pytest.raises(DriverError):
+            call()
+
+
+def test_lifecycle_events(env):
+    events: queue.Queue = queue.Queue()
+    if not env.hv_type.capabilities.lifecycle_events:
+        with pytest.raises(OperationNotSupported):
+            env.driver.register_events(lambda name, state: events.put((name, state)))
+        return
+    env.driver.register_events(lambda name, state: events.put((name, state)))
+    spec = env.make_vm_spec(_name("ev"))
+    try:
+        env.driver.start_vm(spec)
+        deadline = time.monotonic() + 15
+        seen = []
+        while time.monotonic() < deadline:
+            try:
+                seen.append(events.get(timeout=0.5))
+            except queue.Empty:
+                continue
+            if (spec.name, PowerState.RUNNING) in seen:
+                break
+        assert (spec.name, PowerState.RUNNING) in seen
+    finally:
+        env.driver.destroy_vm(spec.name)
+
+
+def test_live_migration(env, vm):
+    spec, _ = vm
+    if not env.hv_type.capabilities.live_migration:
+        with pytest.raises(OperationNotSupported):
+            env.driver.migrate_vm(spec.name, env.driver.conn)
+        return
+    if env.migration_target is None:
+        pytest.skip("this environment has one host of the type; migration is verified at unit level")
+    env.driver.migrate_vm(spec.name, env.migration_target.conn)
+    assert env.migration_target.vm_info(spec.name).state == PowerState.RUNNING
+    with pytest.raises(VMNotFound):
+        env.driver.vm_info(spec.name)
+    env.migration_target.destroy_vm(spec.name)
