@@ -1,0 +1,78 @@
+"""The libvirt driver as the KVM type on this machine's real libvirtd
+(`qemu:///system`): real guests from a small RAW disk made with
+`qemu-img create -f raw`, VNC on 127.0.0.1. An empty disk stops at SeaBIOS
+("No bootable device"), which ignores ACPI power-off: the graceful-stop test
+sees the timeout and the forced stop. Names and pools are unique per test, and
+everything this module made is removed afterwards."""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import uuid
+from typing import Iterator
+
+import libvirt
+
+from app.hypervisors.base import ConsoleSpec, DiskSpec, DriverContext, HostConnection, StoragePoolSpec, VMSpec
+from app.hypervisors.libvirt.types import KVM
+from tests.contract.env import ContractEnv
+
+NAME = "kvm"
+URI = "qemu:///system"
+
+
+def available() -> str | None:
+    if shutil.which("qemu-img") is None:
+        return "qemu-img is not installed (scripts/sysdeps.sh test installs qemu-utils)"
+    try:
+        conn = libvirt.open(URI)
+    except libvirt.libvirtError as e:
+        return f"no libvirtd answers on {URI} (scripts/libvirtd.sh starts one): {e.get_error_message()}"
+    conn.close()
+    return None
+
+
+@contextlib.contextmanager
+def environment(tmp_path) -> Iterator[ContractEnv]:
+    watcher = libvirt.open(URI)
+    driver = KVM.make_driver(HostConnection(url=URI, address="127.0.0.1"),
+                             DriverContext(instance_path=str(tmp_path), testing=True))
+    pool = StoragePoolSpec(uuid=str(uuid.uuid4()), name="contract", kind="Filesystem",
+                           path=str(tmp_path / "pool"))
+    made: list[str] = []
+
+    def make_vm_spec(name: str) -> VMSpec:
+        disk = tmp_path / f"{name}.raw"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "raw", str(disk), "64M"], check=True)
+        made.append(name)
+        return VMSpec(name=name, uuid=str(uuid.uuid4()), cpus=1, cpu_mhz=500, memory_mib=64,
+                      display_name=f"contract {name}", disks=[DiskSpec(path=str(disk), format="RAW")],
+                      console=ConsoleSpec(listen="127.0.0.1"))
+
+    def volume_exists(p: StoragePoolSpec, name: str) -> bool:
+        on_disk = os.path.exists(os.path.join(p.path, name))
+        try:
+            watcher.storagePoolLookupByName(p.uuid).storageVolLookupByName(name)
+            return True
+        except libvirt.libvirtError:
+            return on_disk
+
+    try:
+        yield ContractEnv(driver=driver, hv_type=KVM, pool=pool, make_vm_spec=make_vm_spec,
+                          extras={"guest_ignores_acpi": True, "live_media": True,
+                                  "iso_of": driver.iso_path, "volume_exists": volume_exists,
+                                  "unreachable": lambda: KVM.make_driver(
+                                      HostConnection(url="qemu+tcp://127.0.0.1:9/system", address="127.0.0.1"),
+                                      DriverContext(testing=True))})
+    finally:
+        for name in made:
+            driver.destroy_vm(name)
+        driver.delete_storage_pool(pool)
+        driver.close()
+        # Nothing of ours is left on the real libvirtd.
+        leftovers = [d.name() for d in watcher.listAllDomains(0) if d.name() in made]
+        leftovers += [p.name() for p in watcher.listAllStoragePools(0) if p.name() == pool.uuid]
+        watcher.close()
+        assert not leftovers, f"left behind on {URI}: {leftovers}"
