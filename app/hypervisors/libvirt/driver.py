@@ -23,7 +23,7 @@ from app.hypervisors.base import (
     AuthenticationFailed, ConsoleKind, ConsoleTarget, DiskSpec, Driver, DriverContext, DriverError,
     HostConnection, HostFacts, HostStats, HostUnreachable, OperationFailed, OperationNotSupported,
     OperationTimedOut, PoolInfo, PowerState, StoragePoolSpec, VMInfo, VMNotFound, VMSpec, VMStats,
-    VolumeInfo, VolumeSpec,
+    VolumeInfo, VolumeSpec, WrongHypervisor,
 )
 from app.hypervisors.libvirt import domain_xml as dx
 from app.hypervisors.libvirt import flavours
@@ -161,7 +161,9 @@ class LibvirtDriver(Driver):
             if code in _AUTH_ERRORS or "authentication" in text.lower() or "permission denied" in text.lower():
                 raise AuthenticationFailed(f"{self.conn.address} refused the credentials: {text}") from None
             if code == libvirt.VIR_ERR_NO_CONNECT and "no connection driver" in text:
-                raise HostUnreachable(f"This libvirt has no driver for {self.uri} ({text})") from None
+                err = HostUnreachable(f"This libvirt has no driver for {self.uri} ({text})")
+                err.no_driver = True  # check_host may know better: another hypervisor runs here
+                raise err from None
             if code in _UNREACHABLE_ERRORS or code == libvirt.VIR_ERR_NO_CONNECT:
                 raise HostUnreachable(f"Cannot reach {self.conn.address}: {text}") from None
             raise translate(e, f"Cannot connect to {self.conn.address}") from None
@@ -220,11 +222,20 @@ class LibvirtDriver(Driver):
     # --- host ---------------------------------------------------------------
 
     def check_host(self) -> HostFacts:
-        lv = self.lv
+        local = flavours.local_host_kind() if flavours.is_local_uri(self.uri) else None
+        try:
+            lv = self.lv
+        except HostUnreachable as e:
+            # xen:///system on a KVM host (or qemu:// on a dom0) finds no driver:
+            # say which hypervisor the host really runs.
+            want = self.base_flavour.domain_type
+            if getattr(e, "no_driver", False) and local and local != want and want in ("kvm", "xen"):
+                raise WrongHypervisor(f"The host runs {'Xen' if local == 'xen' else 'KVM'}, "
+                                      f"not {self.base_flavour.type_name}") from None
+            raise
         with _libvirt("Cannot read the host's facts"):
             conn_type = lv.getType()
             caps = lv.getCapabilities()
-            local = flavours.local_host_kind() if flavours.is_local_uri(self.uri) else None
             flavours.check_host_type(self.base_flavour, conn_type, caps, local)
             info = lv.getInfo()  # [arch, memory MiB, cpus, MHz, nodes, sockets/node, cores/socket, threads]
             version = lv.getVersion()
