@@ -144,11 +144,11 @@ def arm_fault(*, host: str | None = None, vm: str | None = None, count=1, messag
     return fault
 
 
-def list_faults() -> list[tuple[SimFault, str | None]]:
+def list_faults() -> list:
     """Armed faults, oldest first, with their host's name (None for VM faults)."""
     return list(db.session.execute(
         select(SimFault, SimHost.name).outerjoin(SimHost, SimHost.id == SimFault.host_id)
-        .where(SimFault.remaining > 0).order_by(SimFault.id)).tuples())
+        .where(SimFault.remaining > 0).order_by(SimFault.id)))
 
 
 def clear_fault(fault_id: int, *, user=None) -> None:
