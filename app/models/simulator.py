@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, DateTime, Double, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.extensions import db
@@ -52,7 +52,7 @@ class SimVM(db.Model):
     uuid: Mapped[str] = mapped_column(String(36))
     state: Mapped[str] = mapped_column(String(16))  # app.hypervisors.base.PowerState values
     pending_state: Mapped[str | None] = mapped_column(String(16))
-    pending_at: Mapped[float | None] = mapped_column(Float)
+    pending_at: Mapped[float | None] = mapped_column(Double)  # Double: MariaDB's FLOAT is 32-bit
     cpus: Mapped[int] = mapped_column(Integer)
     cpu_mhz: Mapped[int] = mapped_column(Integer)
     memory_mib: Mapped[int] = mapped_column(Integer)
@@ -62,7 +62,7 @@ class SimVM(db.Model):
     # JSON list of disk paths (bookkeeping only).
     disks: Mapped[str] = mapped_column(Text, default="[]")
     # Epoch seconds the guest last started (cumulative stats count from here).
-    started_at: Mapped[float | None] = mapped_column(Float)
+    started_at: Mapped[float | None] = mapped_column(Double)
     created: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
