@@ -84,9 +84,26 @@ def seed_demo() -> Zone | None:
         return None
     except Exception:
         db.session.rollback()
+        _forget_pools(hv_type, hosts, shared)
         raise
     log.info("seeded the demo zone %s with %d Simulator hosts", zone.name, len(hosts))
     return zone
+
+
+def _forget_pools(hv_type, hosts, shared: StoragePoolSpec) -> None:
+    """Best effort after a failed seed: the simulated hosts drop the pools they
+    prepared for it (the hosts themselves stay, like real machines would)."""
+    from app.services.hypervisors import driver_for
+    for i, (_name, url, _facts, local, _info) in enumerate(hosts):
+        driver = driver_for(SIMULATOR, hv_type.connection(url, {}))
+        try:
+            driver.delete_storage_pool(local)
+            if i == 0:
+                driver.delete_storage_pool(shared)
+        except Exception:  # noqa: BLE001 - cleanup must not hide the original error
+            log.warning("could not remove demo pool from %s", url, exc_info=True)
+        finally:
+            driver.close()
 
 
 def _create_rows(hosts, shared: StoragePoolSpec, shared_info: PoolInfo) -> Zone:

@@ -32,7 +32,7 @@ class FaultForm(FlaskForm):
     message = StringField("Error message", default=sim.DEFAULT_MESSAGE, validators=[Optional(), Length(max=1024)])
     operations = SelectMultipleField(
         "Only these operations", validators=[Optional()],
-        choices=[(op, op) for op in sorted(ACTIONS)] + [(op, f"{op} (query)") for op in sorted(QUERIES)])
+        choices=sorted(ACTIONS) + sorted(QUERIES))
 
 
 def _summary(name: str) -> sim.HostSummary:
