@@ -14,7 +14,7 @@ from sqlalchemy import event
 
 from app.hypervisors import registry
 from app.hypervisors.base import (
-    DiskSpec, DriverContext, HostUnreachable, OperationFailed, PowerState, StoragePoolSpec, VMNotFound, VMSpec,
+    ConsoleSpec, DiskSpec, DriverContext, HostUnreachable, OperationFailed, PowerState, StoragePoolSpec, VMNotFound, VMSpec,
     VolumeSpec,
 )
 from app.hypervisors.simulator import SIMULATOR, InvalidHostUrl, dispose_engines, engine_for, parse_url
@@ -163,8 +163,7 @@ def test_list_vms_is_one_query(host, db_uri):
 @pytest.mark.db
 def test_lifecycle_transitions(host):
     drv = host("life-1")
-    info = drv.start_vm(spec("i-1", cpus=2, memory=2048, console=__import__(
-        "app.hypervisors.base", fromlist=["ConsoleSpec"]).ConsoleSpec(password="pw")))
+    info = drv.start_vm(spec("i-1", cpus=2, memory=2048, console=ConsoleSpec(password="pw")))
     assert info.state == PowerState.RUNNING and info.console.kind == "vnc"
     assert info.console.host == "127.0.0.1" and info.console.port >= 5900 and info.console.password == "pw"
     assert drv.console_target("i-1").port == info.console.port
