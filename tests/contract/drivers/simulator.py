@@ -42,6 +42,8 @@ def environment(tmp_path) -> Iterator[ContractEnv]:
     other.prepare_storage_pool(pool)
 
     def make_vm_spec(name: str) -> VMSpec:
+        # Asked twice for one name, the suite gets a fresh root volume each time.
+        main.delete_volume(pool, f"{name}-root")
         vol = main.create_volume(VolumeSpec(name=f"{name}-root", pool=pool, size_bytes=1 << 30, format="RAW"))
         return VMSpec(name=name, uuid=str(uuid.uuid4()), cpus=1, cpu_mhz=1000, memory_mib=256,
                       display_name=name, disks=[DiskSpec(path=vol.path, format="RAW")])
