@@ -201,7 +201,7 @@ def test_starting_is_visible_while_it_lasts(app, host):
     drv = host("slowstart")
     with app.app_context():
         from app.extensions import db
-        sim.get_host("slowstart").step_seconds = 0.6
+        sim.get_host("slowstart").step_seconds = 1.0
         db.session.commit()
     import threading
     t = threading.Thread(target=drv.start_vm, args=(spec("i-s"),))
