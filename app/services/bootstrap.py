@@ -36,4 +36,8 @@ def run(config) -> str | None:
     """Returns the admin password when one was generated (to print once)."""
     settings.sync_definitions()
     seed_reference_data()
-    return accounts.ensure_admin(config.get("ADMIN_PASSWORD"))
+    generated = accounts.ensure_admin(config.get("ADMIN_PASSWORD"))
+    if config.get("SEED_DEMO"):
+        from app.services import demo
+        demo.seed_demo()  # only on a fresh install, and only with the Simulator installed
+    return generated

@@ -8,7 +8,8 @@ from flask_login import current_user, login_required
 
 
 # Navigation entries (endpoint, label); each area adds its pages here.
-ADMIN_NAV: list[tuple[str, str]] = [("admin.dashboard", "Dashboard"), ("hypervisors.index", "Hypervisors")]
+ADMIN_NAV: list[tuple[str, str]] = [("admin.dashboard", "Dashboard"), ("hypervisors.index", "Hypervisors"),
+                                     ("simulator.index", "Simulator")]
 USER_NAV: list[tuple[str, str]] = [("portal.my_vms", "My VMs")]
 
 
@@ -24,11 +25,12 @@ def admin_required(view):
 
 
 def register_blueprints(app: Flask) -> None:
-    from app.web import admin, auth, hypervisors, portal
+    from app.web import admin, auth, hypervisors, portal, simulator
     app.register_blueprint(auth.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(hypervisors.bp)
     app.register_blueprint(portal.bp)
+    app.register_blueprint(simulator.bp)
 
     @app.after_request
     def vary_on_htmx(response):

@@ -1,0 +1,698 @@
+"""The Simulator hypervisor: a real, selectable driver whose hosts and VMs are
+rows in Nubo's database (app/models/simulator.py), so the web, worker and
+monitor processes all see one simulated data centre.
+
+Like every driver it never touches Flask or Flask-SQLAlchemy's session: it opens
+its own SQLAlchemy engine from DriverContext.database_url (one per URL and
+process) and works on the model tables with a plain Session.
+
+Host URL: ``simulator://NAME?cpus=16&cpuspeed=2400&memory=65536&localstorage=2048``
+(cores, MHz per core, MiB, GiB; each optional). check_host creates the sim host
+or refreshes its capacity from the URL.
+
+Behaviour, for demos and tests:
+- VMs pass through STARTING / STOPPING for the host's `step_seconds`; the
+  transition is stored with the time it completes, so any process reading the
+  row sees the same state at the same moment (and a crashed worker cannot
+  leave a VM stuck half-way).
+- Faults (armed by app/services/simulator.py): a down host raises
+  HostUnreachable on every call; `delay_seconds` slows every call on the host;
+  SimFault rows make the next N actions on a host or a VM raise OperationFailed.
+  Read-only calls (list_vms, vm_info, stats, pool_info, console_target) consume a
+  fault only when it names them, so the monitor's polling never eats a fault
+  meant for the next start.
+
+Pattern: OpenStack nova's nova/virt/fake.py (a fake that is a real driver).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import threading
+import time
+import uuid as uuidlib
+import zlib
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlsplit
+
+import sqlalchemy as sa
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from app.config import engine_options
+from app.hypervisors.base import (
+    Capabilities, ConsoleKind, ConsoleTarget, DiskSpec, Driver, DriverError, HostConnection, HostFacts,
+    HostField, HostStats, HostUnreachable, HypervisorType, OperationFailed, PoolInfo, PowerState,
+    StoragePoolSpec, VMInfo, VMNotFound, VMSpec, VMStats, VolumeInfo, VolumeSpec,
+)
+from app.models.simulator import SimFault, SimHost, SimPool, SimVM, SimVolume
+
+VERSION = "1.0"
+MIB = 1 << 20
+GIB = 1 << 30
+# Capacity of a shared (NFS / shared mount point) pool: the simulated filer.
+SHARED_POOL_BYTES = 16 << 40
+FIRST_CONSOLE_PORT = 5900
+LOCAL_STORAGE_ROOT = "/var/lib/nubo/simulator"
+
+# URL parameter: (column, default, min, max, unit for messages)
+URL_PARAMS = {
+    "cpus": ("cpus", 16, 1, 4096, "cores"),
+    "cpuspeed": ("cpu_speed", 2400, 100, 10_000, "MHz"),
+    "memory": ("memory_mib", 65536, 256, 64 << 20, "MiB"),
+    "localstorage": ("local_storage_gib", 2048, 1, 1 << 20, "GiB"),
+}
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+# Calls that change something: an armed fault without an operation list hits these.
+ACTIONS = frozenset({
+    "check_host", "prepare_storage_pool", "delete_storage_pool", "create_volume", "delete_volume",
+    "resize_volume", "start_vm", "stop_vm", "force_stop_vm", "reboot_vm", "destroy_vm", "migrate_vm",
+    "scale_vm", "attach_iso", "detach_iso", "attach_volume", "detach_volume",
+})
+QUERIES = frozenset({"host_stats", "pool_info", "vm_info", "list_vms", "vm_stats", "console_target"})
+OPERATIONS = ACTIONS | QUERIES
+# States in which a guest holds memory on its host.
+ACTIVE = frozenset({PowerState.RUNNING, PowerState.STARTING, PowerState.STOPPING, PowerState.PAUSED})
+
+
+class InvalidHostUrl(DriverError, ValueError):
+    """A simulator:// URL that cannot be understood (message says why)."""
+
+
+@dataclass(frozen=True)
+class SimHostSpec:
+    name: str
+    cpus: int = 16
+    cpu_speed: int = 2400
+    memory_mib: int = 65536
+    local_storage_gib: int = 2048
+
+
+def parse_url(url: str) -> SimHostSpec:
+    """`simulator://NAME?cpus=16&cpuspeed=2400&memory=65536&localstorage=2048`."""
+    raw = (url or "").strip()
+    parts = urlsplit(raw)
+    if parts.scheme.lower() != "simulator":
+        raise InvalidHostUrl(f"A Simulator host URL starts with simulator://, not {raw!r}")
+    name = parts.netloc
+    if not NAME_RE.match(name):
+        raise InvalidHostUrl("A Simulator host name is 1-128 letters, digits, '.', '_' or '-' "
+                             f"(got {name!r}), e.g. simulator://sim-host-1")
+    if parts.path not in ("", "/") or parts.fragment:
+        raise InvalidHostUrl(f"Unexpected path in Simulator host URL {raw!r}")
+    values: dict[str, int] = {}
+    try:
+        pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    except ValueError:
+        raise InvalidHostUrl(f"Cannot read the parameters of {raw!r}") from None
+    for key, value in pairs:
+        key = key.lower()
+        if key not in URL_PARAMS:
+            raise InvalidHostUrl(f"Unknown Simulator host parameter {key!r}; "
+                                 f"known: {', '.join(URL_PARAMS)}")
+        column, _default, lo, hi, unit = URL_PARAMS[key]
+        if column in values:
+            raise InvalidHostUrl(f"Parameter {key} is given twice")
+        try:
+            number = int(value)
+        except ValueError:
+            raise InvalidHostUrl(f"{key} must be a whole number of {unit}, not {value!r}") from None
+        if not lo <= number <= hi:
+            raise InvalidHostUrl(f"{key} must be between {lo} and {hi} {unit} (got {number})")
+        values[column] = number
+    return SimHostSpec(name=name, **values)
+
+
+def _validate_url_field(value: str) -> str | None:
+    try:
+        parse_url(value)
+    except InvalidHostUrl as e:
+        return str(e)
+    return None
+
+
+# --- Engines: one per database URL and process -------------------------------
+
+_engines: dict[tuple[int, str], Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def engine_for(url: str) -> Engine:
+    key = (os.getpid(), url)  # a forked worker must not reuse its parent's connections
+    eng = _engines.get(key)
+    if eng is None:
+        with _engines_lock:
+            eng = _engines.get(key)
+            if eng is None:
+                eng = _engines[key] = sa.create_engine(url, **engine_options(url))
+    return eng
+
+
+def dispose_engines() -> None:
+    with _engines_lock:
+        for eng in _engines.values():
+            eng.dispose()
+        _engines.clear()
+
+
+# --- Helpers -----------------------------------------------------------------
+
+def effective_state(state: str, pending_state: str | None, pending_at: float | None,
+                    now: float | None = None) -> PowerState:
+    """A VM's state now: the pending one once its time has come."""
+    if pending_state and pending_at is not None and pending_at <= (time.time() if now is None else now):
+        return PowerState(pending_state)
+    return PowerState(state)
+
+
+def _settle(vm: SimVM, now: float) -> None:
+    """Write a completed transition into the row before changing it further."""
+    if vm.pending_state and vm.pending_at is not None and vm.pending_at <= now:
+        vm.state, vm.pending_state, vm.pending_at = vm.pending_state, None, None
+
+
+def _wobble(seed: str, now: float, period: float = 300.0) -> float:
+    """0..1, smooth in time and different per object: plausible varying load."""
+    phase = (zlib.crc32(seed.encode()) % 1000) / 1000.0
+    return 0.5 + 0.5 * math.sin(2 * math.pi * (now / period + phase))
+
+
+def _rate(seed: str, lo: float, hi: float) -> float:
+    return lo + (hi - lo) * ((zlib.crc32(seed.encode()) >> 8) % 1000) / 1000.0
+
+
+class SimulatorDriver(Driver):
+    """One instance per sim host; state lives in the database."""
+
+    def __init__(self, conn: HostConnection, context=None):
+        super().__init__(conn, context)
+        self._spec: SimHostSpec | None = None
+
+    # --- plumbing ------------------------------------------------------------
+
+    @property
+    def spec(self) -> SimHostSpec:
+        if self._spec is None:
+            self._spec = parse_url(self.conn.url)
+        return self._spec
+
+    @property
+    def host_name(self) -> str:
+        return self.spec.name
+
+    @property
+    def engine(self) -> Engine:
+        url = self.context.database_url
+        if not url:
+            raise OperationFailed("The Simulator keeps its hosts in Nubo's database, "
+                                  "but the driver was given no database URL")
+        return engine_for(url)
+
+    def _session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    @staticmethod
+    def local_path(name: str) -> str:
+        return f"{LOCAL_STORAGE_ROOT}/{name}"
+
+    def _host_row(self, s: Session, lock: bool = False, name: str | None = None) -> SimHost:
+        q = select(SimHost).where(SimHost.name == (name or self.host_name))
+        if lock:
+            q = q.with_for_update()
+        host = s.scalar(q)
+        if host is None:
+            raise HostUnreachable(f"Simulator host {name or self.host_name} does not exist "
+                                  "(add it first: check_host creates it)")
+        if not host.up:
+            raise HostUnreachable(f"Simulator host {host.name} is down")
+        return host
+
+    def _enter(self, op: str, vm_name: str | None = None, *, sleep: bool = True) -> SimHost:
+        """Every call starts here: the host must exist and be up; its delay is
+        slept; an armed fault for this host/VM and operation is consumed and raised."""
+        with self._session() as s:
+            host = self._host_row(s)
+            faults = s.execute(
+                select(SimFault.id, SimFault.operations, SimFault.message)
+                .where(SimFault.remaining > 0,
+                       sa.or_(sa.and_(SimFault.host_id == host.id, SimFault.vm_name.is_(None)),
+                              SimFault.vm_name == vm_name if vm_name else sa.false()))
+                .order_by(SimFault.id)).all()
+        if sleep and host.delay_seconds > 0:
+            time.sleep(host.delay_seconds)
+        for fault_id, operations, message in faults:
+            ops = {o.strip() for o in (operations or "").split(",") if o.strip()}
+            if (ops and op not in ops) or (not ops and op not in ACTIONS):
+                continue
+            with self._session() as s, s.begin():
+                # Atomic across processes: only one caller gets each remaining count.
+                taken = s.execute(update(SimFault).where(SimFault.id == fault_id, SimFault.remaining > 0)
+                                  .values(remaining=SimFault.remaining - 1)).rowcount
+                s.execute(delete(SimFault).where(SimFault.id == fault_id, SimFault.remaining <= 0))
+            if taken:
+                raise OperationFailed(message)
+        return host
+
+    def _vm(self, s: Session, host: SimHost, name: str, lock: bool = False) -> SimVM:
+        q = select(SimVM).where(SimVM.host_id == host.id, SimVM.name == name)
+        if lock:
+            q = q.with_for_update()
+        vm = s.scalar(q)
+        if vm is None:
+            raise VMNotFound(f"No VM named {name} on Simulator host {host.name}")
+        return vm
+
+    @staticmethod
+    def _committed_mib(s: Session, host_id: int, now: float, exclude: int | None = None) -> int:
+        rows = s.execute(select(SimVM.id, SimVM.state, SimVM.pending_state, SimVM.pending_at,
+                                SimVM.memory_mib).where(SimVM.host_id == host_id)).all()
+        return sum(r.memory_mib for r in rows
+                   if r.id != exclude and effective_state(r.state, r.pending_state, r.pending_at, now) in ACTIVE)
+
+    @staticmethod
+    def _check_fits(host: SimHost, cpus: int, memory_mib: int, used_mib: int) -> None:
+        if cpus > host.cpus:
+            raise OperationFailed(f"Simulator host {host.name} has {host.cpus} cores; "
+                                  f"a VM with {cpus} vCPUs cannot run there")
+        if used_mib + memory_mib > host.memory_mib:
+            raise OperationFailed(f"Not enough memory on Simulator host {host.name}: "
+                                  f"{host.memory_mib - used_mib} MiB free, {memory_mib} MiB needed")
+
+    def _console(self, vm_port: int, password: str | None) -> ConsoleTarget:
+        return ConsoleTarget(kind=ConsoleKind.VNC, host="127.0.0.1", port=vm_port, password=password)
+
+    def _info(self, vm: SimVM, now: float | None = None) -> VMInfo:
+        st = effective_state(vm.state, vm.pending_state, vm.pending_at, now)
+        console = self._console(vm.console_port, vm.console_password) if st == PowerState.RUNNING else None
+        return VMInfo(name=vm.name, state=st, uuid=vm.uuid, cpus=vm.cpus, memory_mib=vm.memory_mib,
+                      console=console)
+
+    # --- host ----------------------------------------------------------------
+
+    def check_host(self) -> HostFacts:
+        spec = self.spec
+        with self._session() as s:
+            exists = s.scalar(select(SimHost.id).where(SimHost.name == spec.name)) is not None
+        if exists:  # a down host stays down; armed faults and delays apply
+            self._enter("check_host")
+        with self._session() as s, s.begin():
+            host = s.scalar(select(SimHost).where(SimHost.name == spec.name).with_for_update())
+            if host is None:
+                host = SimHost(name=spec.name, up=True, delay_seconds=0.0, step_seconds=0.05)
+                s.add(host)
+            elif not host.up:
+                raise HostUnreachable(f"Simulator host {host.name} is down")
+            # The URL is the truth about declared capacity: refresh it.
+            host.cpus, host.cpu_speed = spec.cpus, spec.cpu_speed
+            host.memory_mib, host.local_storage_gib = spec.memory_mib, spec.local_storage_gib
+        with self._session() as s:
+            used = s.scalar(select(func.coalesce(func.sum(SimVolume.size_bytes), 0))
+                            .join(SimPool, SimPool.id == SimVolume.pool_id)
+                            .where(SimPool.host_id == host.id)) or 0
+        total = spec.local_storage_gib * GIB
+        return HostFacts(hypervisor="Simulator", version=VERSION, arch="x86_64",
+                         cpu_sockets=max(1, spec.cpus // 16), cpu_cores=spec.cpus, cpu_mhz=spec.cpu_speed,
+                         memory_bytes=spec.memory_mib * MIB, hostname=spec.name,
+                         local_storage_path=self.local_path(spec.name), local_storage_bytes=total,
+                         local_storage_free=max(0, total - int(used)))
+
+    def host_stats(self) -> HostStats:
+        host = self._enter("host_stats")
+        now = time.time()
+        with self._session() as s:
+            rows = s.execute(select(SimVM.name, SimVM.state, SimVM.pending_state, SimVM.pending_at,
+                                    SimVM.cpus, SimVM.memory_mib).where(SimVM.host_id == host.id)).all()
+        running = [r for r in rows if effective_state(r.state, r.pending_state, r.pending_at, now) in ACTIVE]
+        vcpu_load = sum(r.cpus * (0.1 + 0.6 * _wobble(r.name, now)) for r in running)
+        cpu_pct = min(100.0, round(1.5 + 100.0 * vcpu_load / host.cpus, 2))
+        total = host.memory_mib * MIB
+        # The hypervisor itself keeps ~2% (at least 512 MiB) for its own use.
+        used = sum(r.memory_mib for r in running) * MIB + max(512 * MIB, total // 50)
+        return HostStats(cpu_pct=cpu_pct, memory_total_bytes=total, memory_free_bytes=max(0, total - used))
+
+    # --- storage (bookkeeping) ------------------------------------------------
+
+    def _pool_row(self, s: Session, pool: StoragePoolSpec) -> SimPool:
+        row = s.scalar(select(SimPool).where(SimPool.uuid == pool.uuid))
+        if row is None:
+            raise OperationFailed(f"Storage pool {pool.name} is not prepared on Simulator host {self.host_name}")
+        return row
+
+    @staticmethod
+    def _pool_info(s: Session, row: SimPool) -> PoolInfo:
+        allocated = int(s.scalar(select(func.coalesce(func.sum(SimVolume.size_bytes), 0))
+                                 .where(SimVolume.pool_id == row.id)) or 0)
+        return PoolInfo(capacity_bytes=row.capacity_bytes, allocated_bytes=allocated,
+                        available_bytes=max(0, row.capacity_bytes - allocated))
+
+    def prepare_storage_pool(self, pool: StoragePoolSpec) -> PoolInfo:
+        host = self._enter("prepare_storage_pool")
+        if pool.kind not in ("NFS", "SMB", "Filesystem"):
+            raise OperationFailed(f"The Simulator cannot use {pool.kind} storage")
+        local = pool.kind == "Filesystem" and pool.path.rstrip("/") == self.local_path(host.name)
+        with self._session() as s, s.begin():
+            row = s.scalar(select(SimPool).where(SimPool.uuid == pool.uuid).with_for_update())
+            if row is None:
+                row = SimPool(uuid=pool.uuid, name=pool.name, kind=pool.kind, path=pool.path,
+                              host_id=host.id if local else None,
+                              capacity_bytes=host.local_storage_gib * GIB if local else SHARED_POOL_BYTES)
+                s.add(row)
+                s.flush()
+            elif row.host_id is not None and row.host_id != host.id:
+                raise OperationFailed(f"Pool {pool.name} is local storage of another Simulator host")
+            return self._pool_info(s, row)
+
+    def pool_info(self, pool: StoragePoolSpec) -> PoolInfo:
+        self._enter("pool_info")
+        with self._session() as s:
+            return self._pool_info(s, self._pool_row(s, pool))
+
+    def delete_storage_pool(self, pool: StoragePoolSpec) -> None:
+        self._enter("delete_storage_pool")
+        with self._session() as s, s.begin():
+            row = s.scalar(select(SimPool).where(SimPool.uuid == pool.uuid).with_for_update())
+            if row is None:
+                return
+            count = s.scalar(select(func.count()).select_from(SimVolume).where(SimVolume.pool_id == row.id))
+            if count:
+                raise OperationFailed(f"Storage pool {pool.name} still holds {count} volume(s)")
+            s.delete(row)
+
+    def _volume_info(self, pool: StoragePoolSpec, vol: SimVolume) -> VolumeInfo:
+        thin = vol.base_path is not None
+        physical = min(vol.size_bytes, 256 * MIB) if thin else vol.size_bytes
+        return VolumeInfo(path=f"{pool.path.rstrip('/')}/{vol.name}", size_bytes=vol.size_bytes,
+                          format=vol.format, physical_bytes=physical)
+
+    def create_volume(self, vol: VolumeSpec) -> VolumeInfo:
+        self._enter("create_volume")
+        if vol.size_bytes <= 0:
+            raise OperationFailed("A volume needs a size above zero")
+        with self._session() as s, s.begin():
+            row = s.scalar(select(SimPool).where(SimPool.uuid == vol.pool.uuid).with_for_update())
+            if row is None:
+                raise OperationFailed(f"Storage pool {vol.pool.name} is not prepared on "
+                                      f"Simulator host {self.host_name}")
+            if s.scalar(select(SimVolume.id).where(SimVolume.pool_id == row.id, SimVolume.name == vol.name)):
+                raise OperationFailed(f"A volume named {vol.name} already exists in pool {vol.pool.name}")
+            info = self._pool_info(s, row)
+            if vol.size_bytes > info.available_bytes:
+                raise OperationFailed(f"Not enough space in pool {vol.pool.name}: "
+                                      f"{info.available_bytes} bytes free, {vol.size_bytes} needed")
+            v = SimVolume(pool_id=row.id, name=vol.name, size_bytes=vol.size_bytes,
+                          format=vol.format, base_path=vol.base_path)
+            s.add(v)
+        return self._volume_info(vol.pool, v)
+
+    def delete_volume(self, pool: StoragePoolSpec, name: str) -> None:
+        self._enter("delete_volume")
+        with self._session() as s, s.begin():
+            row = s.scalar(select(SimPool.id).where(SimPool.uuid == pool.uuid))
+            if row is not None:
+                s.execute(delete(SimVolume).where(SimVolume.pool_id == row, SimVolume.name == name))
+
+    def resize_volume(self, pool: StoragePoolSpec, name: str, size_bytes: int) -> VolumeInfo:
+        self._enter("resize_volume")
+        with self._session() as s, s.begin():
+            prow = self._pool_row(s, pool)
+            v = s.scalar(select(SimVolume).where(SimVolume.pool_id == prow.id, SimVolume.name == name)
+                         .with_for_update())
+            if v is None:
+                raise OperationFailed(f"No volume named {name} in pool {pool.name}")
+            if size_bytes < v.size_bytes:
+                raise OperationFailed("Shrinking a volume is not supported")
+            if size_bytes - v.size_bytes > self._pool_info(s, prow).available_bytes:
+                raise OperationFailed(f"Not enough space in pool {pool.name}")
+            v.size_bytes = size_bytes
+        return self._volume_info(pool, v)
+
+    # --- VM lifecycle ----------------------------------------------------------
+
+    def start_vm(self, spec: VMSpec) -> VMInfo:
+        host = self._enter("start_vm", spec.name)
+        if spec.cpus < 1 or spec.memory_mib < 16:
+            raise OperationFailed("A VM needs at least 1 vCPU and 16 MiB of memory")
+        now = time.time()
+        with self._session() as s, s.begin():
+            host = self._host_row(s, lock=True)
+            vm = s.scalar(select(SimVM).where(SimVM.host_id == host.id, SimVM.name == spec.name)
+                          .with_for_update())
+            if vm is not None:
+                _settle(vm, now)
+                if vm.state in (PowerState.RUNNING, PowerState.STARTING):
+                    return self._info(vm, now)  # already running: starting again changes nothing
+                if vm.state == PowerState.STOPPING:
+                    raise OperationFailed(f"VM {spec.name} is shutting down; try again when it has stopped")
+            self._check_fits(host, spec.cpus, spec.memory_mib,
+                             self._committed_mib(s, host.id, now, exclude=vm.id if vm else None))
+            if vm is None:
+                vm = SimVM(host_id=host.id, name=spec.name, uuid=spec.uuid or str(uuidlib.uuid4()),
+                           console_port=spec.console.port or self._free_console_port(s, host.id))
+                s.add(vm)
+            elif spec.console.port:
+                vm.console_port = spec.console.port
+            # (Re)define from the spec, then power on.
+            vm.cpus, vm.cpu_mhz, vm.memory_mib = spec.cpus, spec.cpu_mhz, spec.memory_mib
+            vm.console_password = spec.console.password
+            vm.iso_path = spec.iso_path
+            vm.disks = json.dumps([d.path for d in spec.disks])
+            done = now + host.step_seconds
+            vm.state, vm.pending_state, vm.pending_at, vm.started_at = (
+                PowerState.STARTING.value, PowerState.RUNNING.value, done, done)
+        if host.step_seconds > 0:
+            time.sleep(host.step_seconds)
+        return self._info(vm)
+
+    @staticmethod
+    def _free_console_port(s: Session, host_id: int) -> int:
+        top = s.scalar(select(func.max(SimVM.console_port)).where(SimVM.host_id == host_id))
+        return max(FIRST_CONSOLE_PORT, (top or FIRST_CONSOLE_PORT - 1) + 1)
+
+    def stop_vm(self, name: str, timeout: float) -> bool:
+        # The host's delay slows the guest's shutdown rather than the call, so
+        # a slow guest is what makes a graceful stop run out of time.
+        host = self._enter("stop_vm", name, sleep=False)
+        now = time.time()
+        with self._session() as s, s.begin():
+            vm = self._vm(s, host, name, lock=True)
+            _settle(vm, now)
+            if vm.state == PowerState.STOPPED:
+                return True
+            if vm.state == PowerState.STOPPING:
+                done = vm.pending_at or now
+            else:
+                done = now + host.step_seconds + host.delay_seconds
+                vm.state, vm.pending_state, vm.pending_at = (
+                    PowerState.STOPPING.value, PowerState.STOPPED.value, done)
+        wait = done - time.time()
+        if wait > timeout:
+            time.sleep(max(0.0, timeout))
+            return False  # the guest is still shutting down; it will stop later
+        if wait > 0:
+            time.sleep(wait)
+        return True
+
+    def force_stop_vm(self, name: str) -> None:
+        host = self._enter("force_stop_vm", name)
+        with self._session() as s, s.begin():
+            vm = self._vm(s, host, name, lock=True)
+            vm.state, vm.pending_state, vm.pending_at, vm.started_at = PowerState.STOPPED.value, None, None, None
+
+    def reboot_vm(self, name: str) -> None:
+        host = self._enter("reboot_vm", name)
+        now = time.time()
+        with self._session() as s, s.begin():
+            vm = self._vm(s, host, name, lock=True)
+            _settle(vm, now)
+            if vm.state != PowerState.RUNNING:
+                raise OperationFailed(f"VM {name} is {vm.state}, not running: it cannot reboot")
+            done = now + host.step_seconds
+            vm.state, vm.pending_state, vm.pending_at = PowerState.STARTING.value, PowerState.RUNNING.value, done
+        if host.step_seconds > 0:
+            time.sleep(host.step_seconds)
+
+    def destroy_vm(self, name: str) -> None:
+        host = self._enter("destroy_vm", name)
+        with self._session() as s, s.begin():
+            s.execute(delete(SimVM).where(SimVM.host_id == host.id, SimVM.name == name))
+
+    def vm_info(self, name: str) -> VMInfo:
+        host = self._enter("vm_info", name)
+        with self._session() as s:
+            return self._info(self._vm(s, host, name))
+
+    def list_vms(self) -> list[VMInfo]:
+        """One query: the host row joined to its VMs (fast enough for a sweep of
+        thousands of hosts)."""
+        h, v = SimHost.__table__, SimVM.__table__
+        q = (select(h.c.id, h.c.up, h.c.delay_seconds, v.c.name, v.c.uuid, v.c.state, v.c.pending_state,
+                    v.c.pending_at, v.c.cpus, v.c.memory_mib, v.c.console_port, v.c.console_password)
+             .select_from(h.outerjoin(v, v.c.host_id == h.c.id)).where(h.c.name == self.host_name))
+        with self.engine.connect() as c:
+            rows = c.execute(q).all()
+        if not rows:
+            raise HostUnreachable(f"Simulator host {self.host_name} does not exist")
+        if not rows[0].up:
+            raise HostUnreachable(f"Simulator host {self.host_name} is down")
+        if rows[0].delay_seconds:
+            time.sleep(rows[0].delay_seconds)
+        now = time.time()
+        out = []
+        for r in rows:
+            if r.name is None:
+                continue
+            st = effective_state(r.state, r.pending_state, r.pending_at, now)
+            out.append(VMInfo(name=r.name, state=st, uuid=r.uuid, cpus=r.cpus, memory_mib=r.memory_mib,
+                              console=self._console(r.console_port, r.console_password)
+                              if st == PowerState.RUNNING else None))
+        return out
+
+    def vm_stats(self) -> dict[str, VMStats]:
+        """Cumulative counters since the guest started, growing at a per-VM rate
+        that wanders with time: diffs of two samples look like real load."""
+        host = self._enter("vm_stats")
+        now = time.time()
+        with self._session() as s:
+            rows = s.execute(select(SimVM.name, SimVM.state, SimVM.pending_state, SimVM.pending_at,
+                                    SimVM.cpus, SimVM.memory_mib, SimVM.started_at)
+                             .where(SimVM.host_id == host.id)).all()
+        out: dict[str, VMStats] = {}
+        for r in rows:
+            if effective_state(r.state, r.pending_state, r.pending_at, now) != PowerState.RUNNING:
+                continue
+            up = max(0.0, now - (r.started_at or now))
+            busy = 0.05 + 0.5 * _rate(r.name, 0.1, 1.0) * (0.6 + 0.4 * _wobble(r.name, now))
+            out[r.name] = VMStats(
+                timestamp=now,
+                cpu_time_ns=int(up * r.cpus * busy * 1e9),
+                memory_kib=int(r.memory_mib * 1024 * (0.35 + 0.4 * _wobble(r.name + "m", now, 900))),
+                disk_read_bytes=int(up * _rate(r.name + "dr", 2e4, 2e6)),
+                disk_write_bytes=int(up * _rate(r.name + "dw", 1e4, 1e6)),
+                net_rx_bytes=int(up * _rate(r.name + "rx", 1e3, 5e5)),
+                net_tx_bytes=int(up * _rate(r.name + "tx", 1e3, 2e5)))
+        return out
+
+    def console_target(self, name: str) -> ConsoleTarget:
+        host = self._enter("console_target", name)
+        with self._session() as s:
+            vm = self._vm(s, host, name)
+        if effective_state(vm.state, vm.pending_state, vm.pending_at) != PowerState.RUNNING:
+            raise OperationFailed(f"VM {name} is not running: it has no console")
+        return self._console(vm.console_port, vm.console_password)
+
+    def migrate_vm(self, name: str, dest: HostConnection, live: bool = True) -> None:
+        host = self._enter("migrate_vm", name)
+        try:
+            target = parse_url(dest.url).name
+        except InvalidHostUrl as e:
+            raise OperationFailed(f"Cannot migrate to {dest.url!r}: {e}") from None
+        if target == host.name:
+            raise OperationFailed(f"VM {name} is already on Simulator host {target}")
+        now = time.time()
+        with self._session() as s, s.begin():
+            # Lock both hosts in a fixed order so two crossing migrations cannot deadlock.
+            rows = {h.name: h for h in s.scalars(select(SimHost).where(SimHost.name.in_([host.name, target]))
+                                                 .order_by(SimHost.id).with_for_update())}
+            src, dst = rows.get(host.name), rows.get(target)
+            if src is None or not src.up:
+                raise HostUnreachable(f"Simulator host {host.name} is down")
+            if dst is None:
+                raise OperationFailed(f"Cannot migrate to Simulator host {target}: no such host")
+            if not dst.up:
+                raise OperationFailed(f"Cannot migrate to Simulator host {target}: it is down")
+            vm = self._vm(s, src, name, lock=True)
+            _settle(vm, now)
+            if live and vm.state != PowerState.RUNNING:
+                raise OperationFailed(f"VM {name} is {vm.state}: only a running VM migrates live")
+            if vm.state not in (PowerState.RUNNING, PowerState.STOPPED):
+                raise OperationFailed(f"VM {name} is {vm.state}: wait until it settles")
+            if s.scalar(select(SimVM.id).where(SimVM.host_id == dst.id, SimVM.name == name)):
+                raise OperationFailed(f"Simulator host {target} already has a VM named {name}")
+            if vm.state == PowerState.RUNNING:
+                self._check_fits(dst, vm.cpus, vm.memory_mib, self._committed_mib(s, dst.id, now))
+            port = self._free_console_port(s, dst.id)
+            vm.host_id, vm.console_port = dst.id, port
+            pause = host.step_seconds + dst.delay_seconds
+        if pause > 0:
+            time.sleep(pause)
+
+    def scale_vm(self, name: str, cpus: int, memory_mib: int) -> None:
+        host = self._enter("scale_vm", name)
+        if cpus < 1 or memory_mib < 16:
+            raise OperationFailed("A VM needs at least 1 vCPU and 16 MiB of memory")
+        with self._session() as s, s.begin():
+            vm = self._vm(s, host, name, lock=True)
+            _settle(vm, time.time())
+            if vm.state != PowerState.STOPPED:
+                raise OperationFailed(f"VM {name} is {vm.state}: stop it before changing CPU or memory")
+            self._check_fits(host, cpus, memory_mib, 0)
+            vm.cpus, vm.memory_mib = cpus, memory_mib
+
+    def attach_iso(self, name: str, iso_path: str) -> None:
+        host = self._enter("attach_iso", name)
+        with self._session() as s, s.begin():
+            self._vm(s, host, name, lock=True).iso_path = iso_path
+
+    def detach_iso(self, name: str) -> None:
+        host = self._enter("detach_iso", name)
+        with self._session() as s, s.begin():
+            self._vm(s, host, name, lock=True).iso_path = None
+
+    def attach_volume(self, name: str, disk: DiskSpec) -> None:
+        host = self._enter("attach_volume", name)
+        with self._session() as s, s.begin():
+            vm = self._vm(s, host, name, lock=True)
+            disks = json.loads(vm.disks or "[]")
+            if disk.path in disks:
+                raise OperationFailed(f"{disk.path} is already attached to VM {name}")
+            vm.disks = json.dumps([*disks, disk.path])
+
+    def detach_volume(self, name: str, disk: DiskSpec) -> None:
+        host = self._enter("detach_volume", name)
+        with self._session() as s, s.begin():
+            vm = self._vm(s, host, name, lock=True)
+            disks = json.loads(vm.disks or "[]")
+            if disk.path not in disks:
+                raise OperationFailed(f"{disk.path} is not attached to VM {name}")
+            vm.disks = json.dumps([d for d in disks if d != disk.path])
+
+    # Simulator-only helpers (tests, demos): what the hypervisor holds right now.
+    def vm_disks(self, name: str) -> list[str]:
+        host = self._enter("vm_info", name)
+        with self._session() as s:
+            return json.loads(self._vm(s, host, name).disks or "[]")
+
+
+class SimulatorType(HypervisorType):
+    name = "Simulator"
+    default_display_name = "Simulator"
+    description = "Simulated hosts and VMs kept in Nubo's database: demos, training and scale tests."
+    capabilities = Capabilities(
+        direct_download=True, local_storage=True, storage_kinds=("NFS", "Filesystem"),
+        template_formats=("RAW", "QCOW2"), iso=True, live_migration=True, storage_migration=False,
+        vm_snapshots=False, scale_stopped_vm=True, console=ConsoleKind.VNC, lifecycle_events=False,
+        config_drive=True, max_guests_per_host=100, max_hosts_per_cluster=128, max_data_volumes=6)
+    host_fields = (
+        HostField("url", "Host URL", required=True,
+                  default="simulator://sim-host-1?cpus=16&cpuspeed=2400&memory=65536&localstorage=2048",
+                  help="simulator://NAME with optional cpus (cores), cpuspeed (MHz), memory (MiB) "
+                       "and localstorage (GiB).",
+                  validate=_validate_url_field),
+    )
+    driver_class = SimulatorDriver
+    default_traffic_label = "simbr0"
+
+    def connection(self, url: str, fields: dict[str, str]) -> HostConnection:
+        url = (url or "").strip()
+        try:
+            address = parse_url(url).name
+        except InvalidHostUrl:
+            address = url  # the caller validates through host_fields
+        return HostConnection(url=url, address=address, fields=dict(fields))
+
+
+SIMULATOR = SimulatorType()
