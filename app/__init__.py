@@ -40,7 +40,8 @@ def create_app(overrides: dict | None = None) -> Flask:
     from app import models  # noqa: F401  (register tables with the metadata)
     from app.hypervisors import registry
     registry.load_plugins()
-    from app.services import hypervisors as _hypervisors  # noqa: F401  (settings definitions)
+    # Modules that declare settings must be imported before settings are read.
+    from app.services import hypervisors as _hv, planner as _planner  # noqa: F401
 
     from app.web import register_blueprints
     register_blueprints(app)

@@ -29,6 +29,8 @@ def seed_reference_data() -> None:
         for t in types:
             if t not in existing:
                 db.session.add(OsType(description=t, category=cat))
+    from app.services import hypervisors
+    hypervisors.ensure_capability_rows()
     db.session.commit()
 
 

@@ -122,7 +122,8 @@ define(Definition("xen.guest.boot.mode", "pv", "How Xen guests boot: pv (paravir
 
 # --- Limits (listHypervisorCapabilities / updateHypervisorCapabilities) -------
 
-def _ensure_capability_rows() -> None:
+def ensure_capability_rows() -> None:
+    """One limits row per registered type (bootstrap; new plugins get theirs at next start)."""
     have = set(db.session.scalars(select(HypervisorCapability.hypervisor_type)))
     for t in registry.all_types():
         if t.name not in have:
@@ -136,8 +137,6 @@ def _ensure_capability_rows() -> None:
 
 
 def list_capabilities(hypervisor: str | None = None, id: str | None = None) -> list[HypervisorCapability]:
-    _ensure_capability_rows()
-    db.session.commit()
     q = select(HypervisorCapability).order_by(HypervisorCapability.hypervisor_type)
     if hypervisor:
         q = q.where(HypervisorCapability.hypervisor_type == resolve(hypervisor).name)
@@ -164,8 +163,16 @@ def update_capabilities(id: str, *, max_guests_limit: int | None = None,
 
 
 def limits(type_name: str) -> HypervisorCapability:
-    rows = list_capabilities(type_name)
-    return rows[0]
+    """The admin-tuned limits of a type, or its declared defaults before bootstrap made a row."""
+    row = db.session.scalar(select(HypervisorCapability).where(
+        HypervisorCapability.hypervisor_type == type_name,
+        HypervisorCapability.hypervisor_version == "default"))
+    if row is None:
+        c = resolve(type_name).capabilities
+        row = HypervisorCapability(hypervisor_type=type_name, max_guests_limit=c.max_guests_per_host,
+                                   max_data_volumes_limit=c.max_data_volumes,
+                                   max_hosts_per_cluster=c.max_hosts_per_cluster)
+    return row
 
 
 # --- Views of the registry ----------------------------------------------------

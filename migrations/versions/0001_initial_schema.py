@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 03:25:50.995045
+Create Date: 2026-11-23 03:47:42.649236
 
 """
 from alembic import op
@@ -94,6 +94,21 @@ def upgrade():
     sa.Column('scope', sa.String(length=32), nullable=False),
     sa.Column('updated', sa.DateTime(), nullable=False),
     sa.PrimaryKeyConstraint('name', name=op.f('pk_settings'))
+    )
+    op.create_table('sim_hosts',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('name', sa.String(length=255), nullable=False),
+    sa.Column('cpus', sa.Integer(), nullable=False),
+    sa.Column('cpu_speed', sa.Integer(), nullable=False),
+    sa.Column('memory_mib', sa.Integer(), nullable=False),
+    sa.Column('local_storage_gib', sa.Integer(), nullable=False),
+    sa.Column('up', sa.Boolean(), nullable=False),
+    sa.Column('delay_seconds', sa.Float(), nullable=False),
+    sa.Column('step_seconds', sa.Float(), nullable=False),
+    sa.Column('created', sa.DateTime(), nullable=False),
+    sa.Column('updated', sa.DateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_sim_hosts')),
+    sa.UniqueConstraint('name', name=op.f('uq_sim_hosts_name'))
     )
     op.create_table('zones',
     sa.Column('name', sa.String(length=255), nullable=False),
@@ -219,6 +234,61 @@ def upgrade():
     sa.PrimaryKeyConstraint('id', name=op.f('pk_resource_limits')),
     sa.UniqueConstraint('account_id', 'resource_type', name=op.f('uq_resource_limits_account_id'))
     )
+    op.create_table('sim_faults',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('host_id', sa.Integer(), nullable=True),
+    sa.Column('vm_name', sa.String(length=255), nullable=True),
+    sa.Column('operations', sa.String(length=512), nullable=False),
+    sa.Column('remaining', sa.Integer(), nullable=False),
+    sa.Column('message', sa.String(length=1024), nullable=False),
+    sa.Column('created', sa.DateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['host_id'], ['sim_hosts.id'], name=op.f('fk_sim_faults_host_id_sim_hosts'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_sim_faults'))
+    )
+    with op.batch_alter_table('sim_faults', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_sim_faults_host_id'), ['host_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_sim_faults_vm_name'), ['vm_name'], unique=False)
+
+    op.create_table('sim_pools',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('uuid', sa.String(length=36), nullable=False),
+    sa.Column('name', sa.String(length=255), nullable=False),
+    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('path', sa.String(length=1024), nullable=False),
+    sa.Column('host_id', sa.Integer(), nullable=True),
+    sa.Column('capacity_bytes', sa.BigInteger(), nullable=False),
+    sa.ForeignKeyConstraint(['host_id'], ['sim_hosts.id'], name=op.f('fk_sim_pools_host_id_sim_hosts'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_sim_pools')),
+    sa.UniqueConstraint('uuid', name=op.f('uq_sim_pools_uuid'))
+    )
+    with op.batch_alter_table('sim_pools', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_sim_pools_host_id'), ['host_id'], unique=False)
+
+    op.create_table('sim_vms',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('host_id', sa.Integer(), nullable=False),
+    sa.Column('name', sa.String(length=255), nullable=False),
+    sa.Column('uuid', sa.String(length=36), nullable=False),
+    sa.Column('state', sa.String(length=16), nullable=False),
+    sa.Column('pending_state', sa.String(length=16), nullable=True),
+    sa.Column('pending_at', sa.Double(), nullable=True),
+    sa.Column('cpus', sa.Integer(), nullable=False),
+    sa.Column('cpu_mhz', sa.Integer(), nullable=False),
+    sa.Column('memory_mib', sa.Integer(), nullable=False),
+    sa.Column('console_port', sa.Integer(), nullable=False),
+    sa.Column('console_password', sa.String(length=255), nullable=True),
+    sa.Column('iso_path', sa.String(length=2048), nullable=True),
+    sa.Column('disks', sa.Text(), nullable=False),
+    sa.Column('started_at', sa.Double(), nullable=True),
+    sa.Column('created', sa.DateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['host_id'], ['sim_hosts.id'], name=op.f('fk_sim_vms_host_id_sim_hosts'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_sim_vms')),
+    sa.UniqueConstraint('host_id', 'name', name=op.f('uq_sim_vms_host_id'))
+    )
+    with op.batch_alter_table('sim_vms', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_sim_vms_host_id'), ['host_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_sim_vms_name'), ['name'], unique=False)
+
     op.create_table('ssh_keypairs',
     sa.Column('name', sa.String(length=255), nullable=False),
     sa.Column('account_id', sa.Integer(), nullable=False),
@@ -338,6 +408,20 @@ def upgrade():
         batch_op.create_index('ix_events_account_id', ['account_id', 'id'], unique=False)
         batch_op.create_index(batch_op.f('ix_events_resource_id'), ['resource_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_events_type'), ['type'], unique=False)
+
+    op.create_table('sim_volumes',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('pool_id', sa.Integer(), nullable=False),
+    sa.Column('name', sa.String(length=255), nullable=False),
+    sa.Column('size_bytes', sa.BigInteger(), nullable=False),
+    sa.Column('format', sa.String(length=16), nullable=False),
+    sa.Column('base_path', sa.String(length=2048), nullable=True),
+    sa.ForeignKeyConstraint(['pool_id'], ['sim_pools.id'], name=op.f('fk_sim_volumes_pool_id_sim_pools'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_sim_volumes')),
+    sa.UniqueConstraint('pool_id', 'name', name=op.f('uq_sim_volumes_pool_id'))
+    )
+    with op.batch_alter_table('sim_volumes', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_sim_volumes_pool_id'), ['pool_id'], unique=False)
 
     op.create_table('templates',
     sa.Column('name', sa.String(length=255), nullable=False),
@@ -640,11 +724,15 @@ def downgrade():
     op.drop_table('template_store_refs')
     op.drop_table('hosts')
     op.drop_table('templates')
+    op.drop_table('sim_volumes')
     op.drop_table('events')
     op.drop_table('clusters')
     op.drop_table('async_jobs')
     op.drop_table('users')
     op.drop_table('ssh_keypairs')
+    op.drop_table('sim_vms')
+    op.drop_table('sim_pools')
+    op.drop_table('sim_faults')
     op.drop_table('resource_limits')
     op.drop_table('pods')
     op.drop_table('physical_networks')
@@ -652,6 +740,7 @@ def downgrade():
     op.drop_table('networks')
     op.drop_table('image_stores')
     op.drop_table('zones')
+    op.drop_table('sim_hosts')
     op.drop_table('settings')
     op.drop_table('service_offerings')
     op.drop_table('os_categories')

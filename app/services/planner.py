@@ -1,0 +1,174 @@
+"""Deployment planner: which host gets a VM, and the atomic capacity reservation.
+
+Capacity lives on the host row (cpu_allocated MHz, memory_allocated bytes) and is
+changed only by single guarded UPDATE statements, so two concurrent deploys can
+never overbook a host on SQLite, PostgreSQL or MariaDB alike: the guard in the
+WHERE clause is re-checked under the row lock, and a reservation that lost the
+race simply moves on to the next candidate.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from sqlalchemy import and_, case, func, select, update
+
+from app.extensions import db
+from app.models import (AllocationState, Cluster, Host, HostState, Pod, ResourceState, StoragePool,
+                        StorageScope, VirtualMachine, VMState, Zone)
+from app.services import hypervisors as hv
+from app.services import settings
+from app.services.errors import InsufficientCapacity
+from app.services.settings import Definition, define
+
+MIB = 1024 * 1024
+
+define(Definition("cpu.overprovisioning.factor", "1.0",
+                  "Used for CPU overprovisioning: the CPU capacity of a host counts this many times.",
+                  category="Capacity", type="float", min=1.0, max=100.0))
+define(Definition("mem.overprovisioning.factor", "1.0",
+                  "Used for memory overprovisioning: the memory of a host counts this many times.",
+                  category="Capacity", type="float", min=1.0, max=10.0))
+define(Definition("vm.allocation.algorithm", "random",
+                  "How the planner orders suitable hosts: random, firstfit, userdispersing "
+                  "(fewest VMs of the same account first), firstfitleastconsumed (least allocated first).",
+                  category="Capacity",
+                  choices=("random", "firstfit", "userdispersing", "firstfitleastconsumed")))
+
+# VMs that count against a host's guest limit.
+_ACTIVE = (VMState.STARTING, VMState.RUNNING, VMState.STOPPING, VMState.MIGRATING)
+
+
+@dataclass(frozen=True)
+class Need:
+    """What one VM needs from a host."""
+    cpu_mhz: int  # cpu_number * cpu_speed
+    memory_bytes: int
+
+    @classmethod
+    def of(cls, cpu_number: int, cpu_speed: int, memory_mib: int) -> Need:
+        return cls(cpu_number * cpu_speed, memory_mib * MIB)
+
+
+def _cpu_capacity():
+    return Host.cpu_number * Host.cpu_speed * settings.get("cpu.overprovisioning.factor")
+
+
+def _mem_capacity():
+    return Host.memory_total * settings.get("mem.overprovisioning.factor")
+
+
+def _fits(need: Need):
+    return and_(Host.cpu_allocated + need.cpu_mhz <= _cpu_capacity(),
+                Host.memory_allocated + need.memory_bytes <= _mem_capacity())
+
+
+def _usable():
+    return and_(Host.removed.is_(None), Host.state == HostState.UP,
+                Host.resource_state == ResourceState.ENABLED)
+
+
+def reserve(host_id: int, need: Need) -> bool:
+    """Take capacity on one host if it still fits. Atomic; commits nothing itself."""
+    res = db.session.execute(
+        update(Host).where(Host.id == host_id, _usable(), _fits(need))
+        .values(cpu_allocated=Host.cpu_allocated + need.cpu_mhz,
+                memory_allocated=Host.memory_allocated + need.memory_bytes)
+        .execution_options(synchronize_session=False))
+    return res.rowcount == 1
+
+
+def release(host_id: int, need: Need) -> None:
+    """Give capacity back (never below zero)."""
+    db.session.execute(
+        update(Host).where(Host.id == host_id)
+        .values(cpu_allocated=case((Host.cpu_allocated > need.cpu_mhz, Host.cpu_allocated - need.cpu_mhz), else_=0),
+                memory_allocated=case((Host.memory_allocated > need.memory_bytes,
+                                       Host.memory_allocated - need.memory_bytes), else_=0))
+        .execution_options(synchronize_session=False))
+
+
+def _candidates(zone: Zone, hypervisor_type: str, need: Need, storage_type: str,
+                avoid: set[int], cluster_id: int | None):
+    limit = hv.limits(hypervisor_type).max_guests_limit
+    guests = (select(func.count()).select_from(VirtualMachine)
+              .where(VirtualMachine.host_id == Host.id, VirtualMachine.state.in_(_ACTIVE))
+              .scalar_subquery())
+    q = (select(Host.id, Host.cpu_allocated, Host.memory_allocated, _cpu_capacity(), _mem_capacity())
+         .join(Cluster, Cluster.id == Host.cluster_id).join(Pod, Pod.id == Host.pod_id)
+         .where(Host.zone_id == zone.id, Host.hypervisor_type == hypervisor_type, _usable(), _fits(need),
+                Cluster.allocation_state == AllocationState.ENABLED, Cluster.removed.is_(None),
+                Pod.allocation_state == AllocationState.ENABLED, guests < limit))
+    if cluster_id is not None:
+        q = q.where(Host.cluster_id == cluster_id)
+    if avoid:
+        q = q.where(Host.id.not_in(avoid))
+    if storage_type == "local":
+        q = q.where(select(StoragePool.id).where(
+            StoragePool.host_id == Host.id, StoragePool.scope == StorageScope.HOST,
+            StoragePool.removed.is_(None)).exists())
+    else:
+        q = q.where(select(StoragePool.id).where(
+            StoragePool.zone_id == zone.id, StoragePool.removed.is_(None),
+            ((StoragePool.scope == StorageScope.ZONE)
+             | ((StoragePool.scope == StorageScope.CLUSTER) & (StoragePool.cluster_id == Host.cluster_id)))
+        ).exists())
+    return db.session.execute(q.order_by(Host.id)).all()
+
+
+def _order(rows, account_id: int | None) -> list[int]:
+    algo = settings.get("vm.allocation.algorithm")
+    ids = [r[0] for r in rows]
+    if algo == "random":
+        random.shuffle(ids)
+    elif algo == "firstfitleastconsumed":
+        def used(r):
+            cpu = r[1] / r[3] if r[3] else 1
+            mem = r[2] / r[4] if r[4] else 1
+            return (max(cpu, mem), r[0])
+        ids = [r[0] for r in sorted(rows, key=used)]
+    elif algo == "userdispersing" and account_id is not None and ids:
+        mine = dict(db.session.execute(
+            select(VirtualMachine.host_id, func.count()).where(
+                VirtualMachine.account_id == account_id, VirtualMachine.host_id.in_(ids),
+                VirtualMachine.state.in_(_ACTIVE)).group_by(VirtualMachine.host_id)).all())
+        ids.sort(key=lambda i: (mine.get(i, 0), i))
+    return ids  # firstfit: by id
+
+
+def plan_and_reserve(zone: Zone, hypervisor_type: str, need: Need, *, storage_type: str = "shared",
+                     account_id: int | None = None, preferred_host_id: int | None = None,
+                     avoid: set[int] | None = None, cluster_id: int | None = None) -> Host:
+    """Pick a host and reserve `need` on it atomically; raise InsufficientCapacity
+    with the reason when no host fits. The caller commits (or rolls back)."""
+    avoid = set(avoid or ())
+    if preferred_host_id is not None and preferred_host_id not in avoid:
+        host = db.session.get(Host, preferred_host_id)
+        if host and host.zone_id == zone.id and host.hypervisor_type == hypervisor_type \
+                and reserve(host.id, need):
+            return host
+    for host_id in _order(_candidates(zone, hypervisor_type, need, storage_type, avoid, cluster_id),
+                          account_id):
+        if reserve(host_id, need):  # may lose a race: then try the next one
+            return db.session.get(Host, host_id)
+    raise InsufficientCapacity(explain(zone, hypervisor_type, need, storage_type))
+
+
+def explain(zone: Zone, hypervisor_type: str, need: Need, storage_type: str) -> str:
+    """Why no host fits, in the admin's words (the narrowest reason found)."""
+    name = hv.display_name(hypervisor_type)
+    base = select(func.count()).select_from(Host).where(
+        Host.zone_id == zone.id, Host.hypervisor_type == hypervisor_type, Host.removed.is_(None))
+    if not db.session.scalar(base):
+        return f"no host of type {name} in zone {zone.name}"
+    if not db.session.scalar(base.where(_usable())):
+        return f"no Up and Enabled host of type {name} in zone {zone.name}"
+    mem_mib = need.memory_bytes // MIB
+    if not db.session.scalar(base.where(_usable(), Host.memory_allocated + need.memory_bytes <= _mem_capacity())):
+        return f"no Up host of type {name} with {mem_mib} MiB free in zone {zone.name}"
+    if not db.session.scalar(base.where(_usable(), Host.cpu_allocated + need.cpu_mhz <= _cpu_capacity())):
+        return f"no Up host of type {name} with {need.cpu_mhz} MHz of CPU free in zone {zone.name}"
+    if storage_type == "local":
+        return f"no Up host of type {name} with local storage and {mem_mib} MiB free in zone {zone.name}"
+    return (f"no Up host of type {name} with {mem_mib} MiB and {need.cpu_mhz} MHz free, shared primary "
+            f"storage and room for another guest in an enabled pod and cluster of zone {zone.name}")
