@@ -399,11 +399,17 @@ class SimulatorDriver(Driver):
                                       f"Simulator host {self.host_name}")
             if s.scalar(select(SimVolume.id).where(SimVolume.pool_id == row.id, SimVolume.name == vol.name)):
                 raise OperationFailed(f"A volume named {vol.name} already exists in pool {vol.pool.name}")
+            size = vol.size_bytes
+            if vol.base_path:
+                # A copy is at least as large as its base image (any sim pool holding it).
+                base = s.scalar(select(SimVolume.size_bytes).where(
+                    SimVolume.name == vol.base_path.rstrip("/").rsplit("/", 1)[-1]))
+                size = max(size, base or 0)
             info = self._pool_info(s, row)
-            if vol.size_bytes > info.available_bytes:
+            if size > info.available_bytes:
                 raise OperationFailed(f"Not enough space in pool {vol.pool.name}: "
-                                      f"{info.available_bytes} bytes free, {vol.size_bytes} needed")
-            v = SimVolume(pool_id=row.id, name=vol.name, size_bytes=vol.size_bytes,
+                                      f"{info.available_bytes} bytes free, {size} needed")
+            v = SimVolume(pool_id=row.id, name=vol.name, size_bytes=size,
                           format=vol.format, base_path=vol.base_path)
             s.add(v)
         return self._volume_info(vol.pool, v)

@@ -79,8 +79,15 @@ def set_enabled(type_name: str, enabled: bool) -> list[str]:
 
 def _validate_list(entries: list[str]) -> None:
     seen: set[str] = set()
+    # An entry already in the list whose plugin was uninstalled may stay; new names must resolve.
+    current = {e.lower() for e in settings.get(LIST_SETTING)}
     for entry in entries:
-        t = resolve(entry, field="value")  # unknown names are refused
+        try:
+            t = resolve(entry, field="value")
+        except InvalidParameter:
+            if entry.lower() in current:
+                continue
+            raise
         if t.name in seen:
             raise InvalidParameter(f"{entry} is listed twice in hypervisor.list", field="value")
         seen.add(t.name)

@@ -5,6 +5,10 @@ changed only by single guarded UPDATE statements, so two concurrent deploys can
 never overbook a host on SQLite, PostgreSQL or MariaDB alike: the guard in the
 WHERE clause is re-checked under the row lock, and a reservation that lost the
 race simply moves on to the next candidate.
+
+Each attempt is its own short transaction (UPDATE, then COMMIT): a transaction
+never holds more than one host row lock, so concurrent planners cannot deadlock
+(InnoDB locks the rows an UPDATE scans even when its guard fails).
 """
 from __future__ import annotations
 
@@ -136,21 +140,36 @@ def _order(rows, account_id: int | None) -> list[int]:
     return ids  # firstfit: by id
 
 
+def _attempt(host_id: int, need: Need) -> bool:
+    """One reservation in its own transaction."""
+    try:
+        ok = reserve(host_id, need)
+        db.session.commit()
+        return ok
+    except Exception:
+        db.session.rollback()
+        raise
+
+
 def plan_and_reserve(zone: Zone, hypervisor_type: str, need: Need, *, storage_type: str = "shared",
                      account_id: int | None = None, preferred_host_id: int | None = None,
                      avoid: set[int] | None = None, cluster_id: int | None = None) -> Host:
-    """Pick a host and reserve `need` on it atomically; raise InsufficientCapacity
-    with the reason when no host fits. The caller commits (or rolls back)."""
+    """Pick a host and reserve `need` on it; raise InsufficientCapacity with the
+    reason when no host fits. The reservation is committed here (call this with no
+    pending changes in the session); undo it with release() if the deploy fails."""
     avoid = set(avoid or ())
+    zone_id, zone_name = zone.id, zone.name
     if preferred_host_id is not None and preferred_host_id not in avoid:
         host = db.session.get(Host, preferred_host_id)
-        if host and host.zone_id == zone.id and host.hypervisor_type == hypervisor_type \
-                and reserve(host.id, need):
-            return host
-    for host_id in _order(_candidates(zone, hypervisor_type, need, storage_type, avoid, cluster_id),
-                          account_id):
-        if reserve(host_id, need):  # may lose a race: then try the next one
+        if host and host.zone_id == zone_id and host.hypervisor_type == hypervisor_type \
+                and _attempt(host.id, need):
+            return db.session.get(Host, preferred_host_id)
+    order = _order(_candidates(zone, hypervisor_type, need, storage_type, avoid, cluster_id), account_id)
+    db.session.commit()  # end the read transaction: no snapshot or locks held while reserving
+    for host_id in order:
+        if _attempt(host_id, need):  # may lose a race: then try the next one
             return db.session.get(Host, host_id)
+    zone = db.session.get(Zone, zone_id)
     raise InsufficientCapacity(explain(zone, hypervisor_type, need, storage_type))
 
 
