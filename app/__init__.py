@@ -43,8 +43,15 @@ def create_app(overrides: dict | None = None) -> Flask:
     # Modules that declare settings must be imported before settings are read.
     from app.services import hypervisors as _hv, planner as _planner  # noqa: F401
 
+    from app import jobs
+    jobs.configure(app.config["JOBS_URL"], immediate=bool(app.config.get("JOBS_IMMEDIATE")))
+    from app.jobs import service as _jobs_service, tasks as _tasks  # noqa: F401  (tasks and settings)
+
     from app.web import register_blueprints
     register_blueprints(app)
+    from app.api import bp as api_bp
+    from app.api import commands as _commands  # noqa: F401  (declares every command)
+    app.register_blueprint(api_bp)
     from app.web.errors import register_error_handlers
     register_error_handlers(app)
     from app.web.filters import register_filters

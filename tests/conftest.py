@@ -87,7 +87,7 @@ def db_url(request):  # parametrized by pytest_generate_tests
 def app(tmp_path, db_url):
     url = "" if db_url == "sqlite" else server_database(db_url)
     app = create_app({"INSTANCE_PATH": str(tmp_path / "instance"), "DATABASE_URL": url,
-                      "TESTING": True, "SEED_DEMO": False})
+                      "TESTING": True, "SEED_DEMO": False, "JOBS_IMMEDIATE": True})
     with app.app_context():
         if url and url in _prepared:
             pass

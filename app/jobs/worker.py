@@ -3,7 +3,27 @@
 Creates the Flask app once so tasks run with an app context and the same
 configuration as the web process.
 """
-from app import create_app
+from __future__ import annotations
+
 from app.jobs import huey  # noqa: F401  (the consumer imports this name)
 
-flask_app = create_app()
+_app = None
+
+
+def get_app():
+    global _app
+    if _app is None:
+        from app import create_app
+        _app = create_app()
+    return _app
+
+
+def set_app(app) -> None:
+    """Run tasks in an existing app (a consumer embedded in tests or tools)."""
+    global _app
+    _app = app
+
+
+if __name__ != "__main__":
+    # Import tasks so the consumer knows them; the app is made on first use.
+    import app.jobs.tasks  # noqa: F401,E402

@@ -182,3 +182,62 @@ def ensure_admin(password: str | None) -> str | None:
         password = generated = secrets.token_urlsafe(12)
     create_user("admin", password, role=Role.ADMIN, account="admin")
     return generated
+
+
+# --- Lists and administration (API and admin pages) ---------------------------
+
+def list_users(caller: User, *, id: str | None = None, username: str | None = None,
+               account: str | None = None, state: str | None = None, keyword: str | None = None,
+               listall: bool = False, page=None):
+    """Admins see every user; a user sees the users of their own account."""
+    from app.services.pagination import page_of
+    q = select(User).join(Account).where(User.removed.is_(None)).order_by(User.id)
+    if not caller.is_admin:
+        q = q.where(User.account_id == caller.account_id)
+    elif account:
+        q = q.where(Account.name == account)
+    if id:
+        q = q.where(User.uuid == id)
+    if username:
+        q = q.where(User.username == username)
+    if state:
+        q = q.where(User.state == state.lower())
+    if keyword:
+        q = q.where(User.username.contains(keyword))
+    return page_of(q, page)
+
+
+def list_accounts(caller: User, *, id: str | None = None, name: str | None = None,
+                  keyword: str | None = None, page=None):
+    from app.services.pagination import page_of
+    q = select(Account).where(Account.removed.is_(None)).order_by(Account.id)
+    if not caller.is_admin:
+        q = q.where(Account.id == caller.account_id)
+    if id:
+        q = q.where(Account.uuid == id)
+    if name:
+        q = q.where(Account.name == name)
+    if keyword:
+        q = q.where(Account.name.contains(keyword))
+    return page_of(q, page)
+
+
+def visible_user(caller: User, uuid: str) -> User:
+    """A user the caller may act on (admins: any; users: only themselves)."""
+    user = db.session.scalar(select(User).where(User.uuid == uuid, User.removed.is_(None)))
+    if user is None or (not caller.is_admin and user.id != caller.id):
+        raise NotFound("Unable to find user with specified id", field="id")
+    return user
+
+
+def delete_user(caller: User, user: User) -> None:
+    if user.id == caller.id:
+        raise InvalidParameter("You cannot delete yourself", field="id")
+    if user.username == "admin":
+        raise InvalidParameter("The default admin user cannot be deleted", field="id")
+    user.removed = utcnow()
+    user.api_key = None
+    user.secret_key_enc = None
+    events.record("USER.DELETE", f"User {user.username} deleted", user=caller,
+                  resource_type="User", resource_id=user.uuid)
+    db.session.commit()

@@ -10,7 +10,7 @@ from flask_login import current_user, login_required
 # Navigation entries (endpoint, label); each area adds its pages here.
 ADMIN_NAV: list[tuple[str, str]] = [("admin.dashboard", "Dashboard"), ("hypervisors.index", "Hypervisors"),
                                      ("simulator.index", "Simulator")]
-USER_NAV: list[tuple[str, str]] = [("portal.my_vms", "My VMs")]
+USER_NAV: list[tuple[str, str]] = [("portal.my_vms", "My VMs"), ("apidocs.index", "API")]
 
 
 def admin_required(view):
@@ -25,8 +25,9 @@ def admin_required(view):
 
 
 def register_blueprints(app: Flask) -> None:
-    from app.web import admin, auth, hypervisors, portal, simulator
+    from app.web import admin, apidocs, auth, hypervisors, portal, simulator
     app.register_blueprint(auth.bp)
+    app.register_blueprint(apidocs.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(hypervisors.bp)
     app.register_blueprint(portal.bp)

@@ -1,0 +1,99 @@
+"""Users, accounts and API keys."""
+from __future__ import annotations
+
+from app.api.registry import ADMIN, Param, command
+from app.api.serializers import serialize
+from app.jobs import service as jobs
+from app.services import accounts
+from app.services.errors import NotFound
+
+
+@command("listUsers", "Lists user accounts", response="user", list=True, params=[
+    Param("username", "string", "List user by the username"),
+    Param("state", "string", "List users by state (enabled, disabled)")])
+def list_users(ctx, p):
+    return accounts.list_users(ctx.user, id=p.get("id"), username=p.get("username"),
+                               account=p.get("account"), state=p.get("state"),
+                               keyword=p.get("keyword"), listall=p.get("listall", False), page=ctx.page)
+
+
+@command("listAccounts", "Lists accounts", response="account", list=True, params=[
+    Param("name", "string", "List account by account name")])
+def list_accounts(ctx, p):
+    return accounts.list_accounts(ctx.user, id=p.get("id"), name=p.get("name"),
+                                  keyword=p.get("keyword"), page=ctx.page)
+
+
+@command("createAccount", "Creates an account with its first user", role=ADMIN, response="account", params=[
+    Param("username", "string", "the user's name (unique)", required=True),
+    Param("password", "string", "the user's password", required=True),
+    Param("email", "string", "email", required=True),
+    Param("firstname", "string", "first name", required=True),
+    Param("lastname", "string", "last name", required=True),
+    Param("account", "string", "the account's name (default: the user name)"),
+    Param("accounttype", "integer", "0 user, 1 root admin"),
+    Param("domainid", "uuid", "the domain (only ROOT)")])
+def create_account(ctx, p):
+    role = "admin" if p.get("accounttype") == 1 else "user"
+    name = p.get("account") or p["username"]
+    if accounts.get_account(name):
+        from app.services.errors import InvalidParameter
+        raise InvalidParameter(f"An account named {name} already exists", field="account")
+    user = accounts.create_user(p["username"], p["password"], role=role, account=name,
+                                email=p.get("email"), firstname=p.get("firstname"), lastname=p.get("lastname"))
+    return user.account
+
+
+@command("createUser", "Creates a user in an existing account", role=ADMIN, response="user", params=[
+    Param("username", "string", "the user's name (unique)", required=True),
+    Param("password", "string", "the user's password", required=True),
+    Param("account", "string", "the account to add the user to", required=True),
+    Param("email", "string", "email", required=True),
+    Param("firstname", "string", "first name", required=True),
+    Param("lastname", "string", "last name", required=True),
+    Param("domainid", "uuid", "the domain (only ROOT)")])
+def create_user(ctx, p):
+    if accounts.get_account(p["account"]) is None:
+        raise NotFound(f"Unable to find account {p['account']}", field="account")
+    return accounts.create_user(p["username"], p["password"], account=p["account"], email=p.get("email"),
+                                firstname=p.get("firstname"), lastname=p.get("lastname"))
+
+
+@command("disableUser", "Disables a user (async, as in CloudStack)", role=ADMIN, response="user",
+         is_async=True, params=[Param("id", "uuid", "the user", required=True)])
+def disable_user(ctx, p):
+    user = accounts.visible_user(ctx.user, p["id"])
+    return jobs.submit("org.apache.cloudstack.api.command.admin.user.DisableUserCmd", ctx.user,
+                       "user.disable", {"id": user.uuid}, instance_type="User", instance_id=user.uuid)
+
+
+@jobs.handler("user.disable")
+def _disable_job(job, params):
+    user = accounts.user_by_uuid(params["id"])
+    return {"user": serialize("user", accounts.set_user_state(user, enabled=False))}
+
+
+@command("enableUser", "Enables a user", role=ADMIN, response="user",
+         params=[Param("id", "uuid", "the user", required=True)])
+def enable_user(ctx, p):
+    return accounts.set_user_state(accounts.visible_user(ctx.user, p["id"]), enabled=True)
+
+
+@command("deleteUser", "Deletes a user", role=ADMIN, params=[Param("id", "uuid", "the user", required=True)])
+def delete_user(ctx, p):
+    accounts.delete_user(ctx.user, accounts.visible_user(ctx.user, p["id"]))
+    return {"success": True}
+
+
+@command("registerUserKeys", "Generates a new API key and secret key for a user", response="userkeys",
+         params=[Param("id", "uuid", "the user", required=True)], changes_state=True)
+def register_user_keys(ctx, p):
+    api_key, secret = accounts.register_keys(accounts.visible_user(ctx.user, p["id"]))
+    return {"apikey": api_key, "secretkey": secret}
+
+
+@command("getUserKeys", "Returns a user's API key and secret key", response="userkeys",
+         params=[Param("id", "uuid", "the user", required=True)])
+def get_user_keys(ctx, p):
+    keys = accounts.get_keys(accounts.visible_user(ctx.user, p["id"]))
+    return {"apikey": keys[0], "secretkey": keys[1]} if keys else {}

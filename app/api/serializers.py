@@ -1,0 +1,91 @@
+"""Models → CloudStack response objects. One serializer per object kind, usable
+from any command: `serialize("user", row)`. Null fields are left out."""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, Callable
+
+from app.models import Account, AsyncJob, HypervisorCapability, Setting, User
+
+DOMAIN_ID = "00000000-0000-0000-0000-000000000001"  # the one ROOT domain
+DOMAIN_NAME = "ROOT"
+
+_SERIALIZERS: dict[str, Callable[[Any], dict]] = {}
+
+
+def serializer(kind: str):
+    def decorate(fn):
+        _SERIALIZERS[kind] = fn
+        return fn
+    return decorate
+
+
+def cs_date(value: datetime | None) -> str | None:
+    """CloudStack's date format: 2024-05-01T10:20:30+0000 (stored values are UTC)."""
+    return value.strftime("%Y-%m-%dT%H:%M:%S+0000") if value else None
+
+
+def clean(obj: Any) -> Any:
+    """Drop None values recursively; format dates."""
+    if isinstance(obj, dict):
+        return {k: clean(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, (list, tuple)):
+        return [clean(v) for v in obj]
+    if isinstance(obj, datetime):
+        return cs_date(obj)
+    return obj
+
+
+def serialize(kind: str, obj: Any) -> dict:
+    if isinstance(obj, dict):
+        return clean(obj)
+    return clean(_SERIALIZERS[kind](obj))
+
+
+def has_serializer(kind: str | None) -> bool:
+    return kind in _SERIALIZERS
+
+
+@serializer("account")
+def account(a: Account) -> dict:
+    return {"id": a.uuid, "name": a.name, "accounttype": 1 if a.is_admin else 0,
+            "roletype": "Admin" if a.is_admin else "User", "state": a.state,
+            "domainid": DOMAIN_ID, "domain": DOMAIN_NAME, "created": a.created,
+            "user": [user(u) for u in a.users if u.removed is None]}
+
+
+@serializer("user")
+def user(u: User) -> dict:
+    return {"id": u.uuid, "username": u.username, "firstname": u.firstname, "lastname": u.lastname,
+            "email": u.email, "state": u.state, "account": u.account.name, "accountid": u.account.uuid,
+            "accounttype": 1 if u.is_admin else 0, "roletype": "Admin" if u.is_admin else "User",
+            "domainid": DOMAIN_ID, "domain": DOMAIN_NAME, "created": u.created,
+            "apikey": u.api_key, "iscallerchilddomain": False, "isdefault": u.username == "admin"}
+
+
+@serializer("configuration")
+def configuration(s: Setting) -> dict:
+    return {"name": s.name, "value": s.value, "defaultvalue": s.default, "category": s.category,
+            "description": s.description, "isdynamic": s.is_dynamic, "scope": s.scope}
+
+
+@serializer("hypervisorCapabilities")
+def hypervisor_capabilities(c: HypervisorCapability) -> dict:
+    from app.hypervisors import registry
+    from app.services import hypervisors as hv
+    t = registry.get(c.hypervisor_type)
+    caps = t.capabilities
+    return {"id": c.uuid, "hypervisor": hv.display_name(c.hypervisor_type),
+            "hypervisorversion": c.hypervisor_version, "maxguestslimit": c.max_guests_limit,
+            "maxdatavolumeslimit": c.max_data_volumes_limit, "maxhostspercluster": c.max_hosts_per_cluster,
+            "securitygroupenabled": c.security_group_enabled, "storagemotionenabled": c.storage_motion_enabled,
+            "vmsnapshotenabled": c.vm_snapshot_enabled, "directdownload": caps.direct_download,
+            "localstorage": caps.local_storage, "templateformats": list(caps.template_formats),
+            "livemigration": caps.live_migration, "consoletype": str(caps.console)}
+
+
+@serializer("asyncjobs")
+def async_job(j: AsyncJob) -> dict:
+    from app.jobs import service
+    return service.job_result(j)

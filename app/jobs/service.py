@@ -1,0 +1,177 @@
+"""Async jobs: a row per long action (what queryAsyncJobResult and the progress
+widgets read) plus one huey task that runs the registered handler.
+
+    @jobs.handler("zone.launch")
+    def launch(job, params): ...            # returns a result dict or raises ServiceError
+
+    job = jobs.submit("createZone", user, "zone.launch", {"wizard": ...},
+                      instance_type="Zone", instance_id=zone.uuid)
+    jobs.progress(job, 40, "Adding the first host")   # from inside the handler
+
+The terminal state is always recorded (a `finally`); a running job heart-beats,
+and the reaper fails jobs whose worker stopped heart-beating, with a reason.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+from datetime import timedelta
+from typing import Any, Callable
+
+from flask import current_app, has_app_context
+from sqlalchemy import select, update
+
+from app.extensions import db
+from app.models import AsyncJob, JobStatus, utcnow
+from app.services import settings
+from app.services.errors import ServiceError
+from app.services.settings import Definition, define
+
+log = logging.getLogger("nubo.jobs")
+
+define(Definition("job.heartbeat.timeout", "60", "Seconds without a heartbeat after which the "
+                  "reaper fails a running job (its worker is gone).", category="Jobs",
+                  type="integer", min=10, max=86400))
+define(Definition("job.queue.timeout", "3600", "Seconds a job may wait in the queue before the "
+                  "reaper fails it.", category="Jobs", type="integer", min=60, max=604800))
+
+HEARTBEAT_SECONDS = 10
+_HANDLERS: dict[str, Callable[[AsyncJob, dict], Any]] = {}
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def handler(name: str):
+    def decorate(fn):
+        _HANDLERS[name] = fn
+        return fn
+    return decorate
+
+
+def submit(cmd: str, user, handler_name: str, params: dict | None = None, *,
+           instance_type: str | None = None, instance_id: str | None = None) -> AsyncJob:
+    """Create the job row (committed) and enqueue its task."""
+    if handler_name not in _HANDLERS:
+        raise RuntimeError(f"no job handler named {handler_name}")
+    job = AsyncJob(cmd=cmd, user_id=getattr(user, "id", None), account_id=getattr(user, "account_id", None),
+                   instance_type=instance_type, instance_id=instance_id,
+                   params=json.dumps({"handler": handler_name, "params": params or {}}))
+    db.session.add(job)
+    db.session.commit()
+    from app.jobs.tasks import run_job
+    run_job(job.id)
+    db.session.refresh(job)
+    return job
+
+
+def progress(job: AsyncJob, percent: int, message: str | None = None, steps: list | None = None) -> None:
+    """Record progress (and a heartbeat) in its own short transaction."""
+    values: dict[str, Any] = {"progress": max(0, min(100, int(percent))), "heartbeat": utcnow()}
+    if message is not None:
+        values["progress_message"] = message[:1024]
+    if steps is not None:
+        values["steps"] = json.dumps(steps)
+    with db.engine.begin() as conn:
+        conn.execute(update(AsyncJob).where(AsyncJob.id == job.id).values(**values))
+
+
+def _heartbeat(app, job_id: int, stop: threading.Event) -> None:
+    while not stop.wait(HEARTBEAT_SECONDS):
+        with app.app_context():
+            with db.engine.begin() as conn:
+                conn.execute(update(AsyncJob).where(AsyncJob.id == job_id,
+                                                    AsyncJob.status == JobStatus.PENDING)
+                             .values(heartbeat=utcnow()))
+
+
+def execute(job_id: int) -> None:
+    """Run one job to a terminal state (called by the huey task with an app context)."""
+    job = db.session.get(AsyncJob, job_id)
+    if job is None or job.status != JobStatus.PENDING or job.started is not None:
+        return  # reaped, or already taken by another worker
+    claimed = db.session.execute(
+        update(AsyncJob).where(AsyncJob.id == job_id, AsyncJob.started.is_(None))
+        .values(started=utcnow(), heartbeat=utcnow(), worker=WORKER_ID)
+        .execution_options(synchronize_session=False))
+    db.session.commit()
+    if claimed.rowcount != 1:
+        return
+    db.session.refresh(job)
+    spec = json.loads(job.params or "{}")
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(current_app._get_current_object(), job_id, stop),
+                            daemon=True)
+    beat.start()
+    status, code, result = JobStatus.FAILED, 530, {"errorcode": 530, "errortext": "Job did not finish"}
+    try:
+        out = _HANDLERS[spec["handler"]](job, spec.get("params", {}))
+        status, code, result = JobStatus.SUCCEEDED, 0, out if out is not None else {}
+    except ServiceError as e:
+        db.session.rollback()
+        code, result = e.code, {"errorcode": e.code, "cserrorcode": e.cs_code, "errortext": e.message}
+    except Exception as e:  # noqa: BLE001 - recorded, never lost
+        db.session.rollback()
+        log.exception("job %s (%s) failed", job_id, job.cmd)
+        result = {"errorcode": 530, "cserrorcode": 4250, "errortext": f"Internal error: {e}"}
+    finally:
+        stop.set()
+        db.session.rollback()
+        db.session.execute(update(AsyncJob).where(AsyncJob.id == job_id).values(
+            status=status, result_code=code, result=json.dumps(result), completed=utcnow(),
+            progress=100 if status == JobStatus.SUCCEEDED else AsyncJob.progress)
+            .execution_options(synchronize_session=False))
+        db.session.commit()
+
+
+def reap(now=None) -> int:
+    """Fail jobs whose worker stopped heart-beating, or that waited too long in the queue."""
+    now = now or utcnow()
+    stale = now - timedelta(seconds=settings.get("job.heartbeat.timeout"))
+    queued = now - timedelta(seconds=settings.get("job.queue.timeout"))
+    reaped = 0
+    for reason, cond in (
+        ("the worker running this job stopped (no heartbeat)",
+         (AsyncJob.started.is_not(None)) & (AsyncJob.heartbeat < stale)),
+        ("the job was never picked up by a worker", AsyncJob.started.is_(None) & (AsyncJob.created < queued)),
+    ):
+        ids = list(db.session.scalars(select(AsyncJob.id).where(AsyncJob.status == JobStatus.PENDING, cond)))
+        for job_id in ids:
+            res = db.session.execute(update(AsyncJob).where(AsyncJob.id == job_id,
+                                                             AsyncJob.status == JobStatus.PENDING)
+                                     .values(status=JobStatus.FAILED, result_code=530, completed=now,
+                                             result=json.dumps({"errorcode": 530, "errortext": f"Job failed: {reason}"}))
+                                     .execution_options(synchronize_session=False))
+            reaped += res.rowcount
+            log.warning("reaped job %s: %s", job_id, reason)
+    db.session.commit()
+    return reaped
+
+
+def job_result(j: AsyncJob) -> dict:
+    """The CloudStack shape of a job (queryAsyncJobResult / listAsyncJobs)."""
+    from app.api.serializers import DOMAIN_ID, cs_date
+    from app.models import Account, User
+    out: dict[str, Any] = {
+        "jobid": j.uuid, "cmd": j.cmd, "jobstatus": j.status, "jobprocstatus": 0,
+        "jobresultcode": j.result_code, "jobresulttype": j.result_type,
+        "jobinstancetype": j.instance_type, "jobinstanceid": j.instance_id,
+        "created": cs_date(j.created), "completed": cs_date(j.completed), "domainid": DOMAIN_ID,
+    }
+    if j.account_id:
+        acct = db.session.get(Account, j.account_id)
+        out["accountid"], out["account"] = acct.uuid, acct.name
+    if j.user_id:
+        out["userid"] = db.session.get(User, j.user_id).uuid
+    if j.status != JobStatus.PENDING and j.result:
+        out["jobresult"] = json.loads(j.result)
+    return out
+
+
+def app_for_worker():
+    """The Flask app a task runs in: the current one (immediate mode, tests) or the worker's."""
+    if has_app_context():
+        return current_app._get_current_object()
+    from app.jobs import worker
+    return worker.get_app()

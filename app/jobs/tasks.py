@@ -1,0 +1,21 @@
+"""huey tasks. Each runs inside a Flask app context of its own."""
+from __future__ import annotations
+
+from huey import crontab
+
+from app.jobs import huey
+from app.jobs import service
+
+
+@huey.task()
+def run_job(job_id: int) -> None:
+    app = service.app_for_worker()
+    with app.app_context():  # a fresh context: its own database session
+        service.execute(job_id)
+
+
+@huey.periodic_task(crontab(minute="*"))
+def reap_jobs() -> None:
+    app = service.app_for_worker()
+    with app.app_context():
+        service.reap()

@@ -1,0 +1,58 @@
+"""A live Nubo (werkzeug server thread + a real huey consumer) for the real `cs` client."""
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from werkzeug.serving import make_server
+
+from app import create_app
+from app.extensions import db
+from app.services import accounts, bootstrap, settings
+from tests.e2e.conftest import free_port
+
+
+@pytest.fixture
+def live(tmp_path):
+    instance = tmp_path / "instance"
+    app = create_app({"INSTANCE_PATH": str(instance), "TESTING": True, "SEED_DEMO": False,
+                      "JOBS_URL": f"sqlite:///{instance}/jobs.db", "JOBS_IMMEDIATE": False})
+    with app.app_context():
+        db.create_all()
+        settings.clear_cache()
+        bootstrap.seed_reference_data()
+        settings.sync_definitions()
+        accounts.create_user("admin", "adminpass", role="admin", account="admin")
+        accounts.create_user("alice", "alicepass")
+        keys = {name: accounts.ensure_keys(accounts.get_user(name)) for name in ("admin", "alice")}
+    from huey.consumer import Consumer
+
+    from app.jobs import huey, worker
+    worker.set_app(app)  # the embedded consumer runs jobs in this app
+    consumer = Consumer(huey, workers=2, worker_type="thread", periodic=False, check_worker_health=False)
+    consumer.start()
+    port = free_port()
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+
+    class Live:
+        url = f"http://127.0.0.1:{port}/client/api"
+        flask_app = app
+
+        def client(self, user="admin", **kw):
+            from cs import CloudStack
+            key, secret = keys[user]
+            return CloudStack(endpoint=self.url, key=key, secret=secret, **kw)
+
+        def keys(self, user):
+            return keys[user]
+
+    yield Live()
+    server.shutdown()
+    consumer.stop(graceful=True)
+    worker.set_app(None)
+    with app.app_context():
+        db.engine.dispose()
+    settings.clear_cache()

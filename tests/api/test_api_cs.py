@@ -1,0 +1,109 @@
+"""The API driven by the real `cs` client (what Ansible's CloudStack modules use)."""
+import pytest
+from cs import CloudStackApiException
+
+pytestmark = pytest.mark.xdist_group("live-api")
+
+
+def test_signature_get_and_post_with_and_without_expiry(live):
+    for kw in ({}, {"method": "post"}, {"expiration": -1}, {"method": "post", "expiration": -1}):
+        api = live.client(**kw)
+        users = api.listUsers()
+        assert users["count"] == 2
+        assert {u["username"] for u in users["user"]} == {"admin", "alice"}
+
+
+@pytest.mark.parametrize("value", ["has spaces", "ünïcödé ☁", "star*", "slash/plus+equals=amp&", "tilde~"])
+def test_awkward_values_are_signed_and_read_back(live, value):
+    api = live.client(method="post")
+    api.updateConfiguration(name="hypervisor.custom.display.name", value=f"X{value}".replace(",", ""))
+    got = api.listConfigurations(name="hypervisor.custom.display.name")["configuration"][0]["value"]
+    assert got == f"X{value}"
+    caps = api.listCapabilities()["capability"]
+    assert caps["customhypervisordisplayname"] == f"X{value}"
+
+
+def test_list_and_map_parameters(live):
+    api = live.client()
+    # list parameter (comma-joined by cs) and a map parameter name[0].key=value both parse
+    res = api.listApis(name="listUsers")
+    assert res["api"][0]["name"] == "listUsers"
+    params = {p["name"] for p in res["api"][0]["params"]}
+    assert {"id", "keyword", "page", "pagesize", "listall", "username"} <= params
+
+
+def test_async_command_polled_to_completion(live):
+    api = live.client(fetch_result=True)
+    alice = api.listUsers(username="alice")["user"][0]
+    result = api.disableUser(id=alice["id"])
+    assert result["user"]["state"] == "disabled"
+    jobs = api.listAsyncJobs()["asyncjobs"]
+    assert jobs[0]["jobstatus"] == 1 and jobs[0]["jobresultcode"] == 0
+    # the disabled user's keys no longer work
+    with pytest.raises(CloudStackApiException) as e:
+        live.client("alice").listUsers()
+    assert e.value.error["errorcode"] == 401
+
+
+def test_paging_with_count(live):
+    api = live.client()
+    for i in range(7):
+        api.createUser(username=f"u{i}", password="password1", account="alice", email="a@b.c",
+                       firstname="A", lastname="B")
+    page = api.listUsers(page=2, pagesize=3)
+    assert page["count"] == 9 and len(page["user"]) == 3
+    assert len(api.listUsers(fetch_list=True)) == 9
+
+
+def test_errors_have_cloudstack_codes(live):
+    api = live.client()
+    with pytest.raises(CloudStackApiException) as e:
+        api.updateConfiguration(name="no.such.setting", value="1")
+    assert e.value.error["errorcode"] == 431
+    with pytest.raises(CloudStackApiException) as e:
+        api.updateConfiguration(name="api.throttling.max", value="abc")
+    assert e.value.error["errorcode"] == 431 and "integer" in e.value.error["errortext"]
+    with pytest.raises(CloudStackApiException) as e:
+        api.disableUser()
+    assert e.value.error["errorcode"] == 431 and "id" in e.value.error["errortext"]
+    with pytest.raises(CloudStackApiException) as e:
+        api.disableUser(id="not-a-uuid")
+    assert e.value.error["errorcode"] == 431
+
+
+def test_user_cannot_call_admin_commands_and_nothing_changes(live):
+    api = live.client("alice")
+    with pytest.raises(CloudStackApiException) as e:
+        api.updateConfiguration(name="api.throttling.max", value="3")
+    assert e.value.error["errorcode"] == 401
+    admin = live.client()
+    assert admin.listConfigurations(name="api.throttling.max")["configuration"][0]["value"] == "25"
+    assert api.listUsers()["count"] == 1  # a user sees only their account's users
+
+
+def test_wrong_secret_and_expired_and_unknown_command(live):
+    from cs import CloudStack
+    key, _ = live.keys("admin")
+    bad = CloudStack(endpoint=live.url, key=key, secret="wrong")
+    with pytest.raises(CloudStackApiException) as e:
+        bad.listUsers()
+    assert e.value.error["errorcode"] == 401
+    with pytest.raises(CloudStackApiException) as e:
+        live.client().doesNotExist()
+    assert e.value.error["errorcode"] == 401
+    with pytest.raises(CloudStackApiException) as e:
+        live.client().listUsers(expires="2020-01-01T00:00:00+0000", signatureVersion="3")
+    assert e.value.error["errorcode"] == 401
+    with pytest.raises(CloudStackApiException) as e:  # no apiKey at all
+        CloudStack(endpoint=live.url, key="", secret="x").listUsers()
+    assert e.value.error["errorcode"] == 401
+
+
+def test_hypervisor_commands(live):
+    api = live.client()
+    names = [h["name"] for h in api.listHypervisors()["hypervisor"]]
+    assert names[:2] == ["KVM", "Xen"] and "Simulator" in names
+    caps = api.listHypervisorCapabilities(hypervisor="Simulator")["hypervisorCapabilities"][0]
+    assert caps["hypervisor"] == "Simulator" and "RAW" in caps["templateformats"]
+    updated = api.updateHypervisorCapabilities(id=caps["id"], maxguestslimit=42)
+    assert updated["hypervisorCapabilities"]["maxguestslimit"] == 42
