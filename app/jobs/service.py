@@ -59,9 +59,14 @@ def submit(cmd: str, user, handler_name: str, params: dict | None = None, *,
                    instance_type=instance_type, instance_id=instance_id,
                    params=json.dumps({"handler": handler_name, "params": params or {}}))
     db.session.add(job)
+    db.session.flush()
+    job_id = job.id
     db.session.commit()
     from app.jobs.tasks import run_job
-    run_job(job.id)
+    run_job(job_id)
+    # End any read snapshot taken before the task ran (REPEATABLE READ on MariaDB),
+    # so the caller sees the job as it is now (done already in immediate mode).
+    db.session.commit()
     db.session.refresh(job)
     return job
 
