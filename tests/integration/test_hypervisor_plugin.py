@@ -1,4 +1,5 @@
 """A third-party package registers a type through the entry point: no core change."""
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +17,10 @@ PLUGIN = Path(__file__).resolve().parents[1] / "plugins" / "nubo-test-hypervisor
 def plugin_installed(tmp_path_factory):
     """pip-install the plugin into a private directory and put it on sys.path."""
     target = tmp_path_factory.mktemp("plugin")
+    source = tmp_path_factory.mktemp("plugin-src") / "src"
+    shutil.copytree(PLUGIN, source)  # the build leaves files behind: not in the repo
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
-                    str(target), str(PLUGIN)], check=True, capture_output=True)
+                    str(target), str(source)], check=True, capture_output=True)
     sys.path.insert(0, str(target))
     registry.load_plugins(force=True)
     yield
