@@ -23,7 +23,32 @@ def test_awkward_values_are_signed_and_read_back(live, value):
     assert caps["customhypervisordisplayname"] == f"X{value}"
 
 
-def test_list_and_map_parameters(live):
+@pytest.fixture
+def echo_command():
+    """A throw-away command with list and map parameters (none of this issue's commands has both)."""
+    from app.api.registry import COMMANDS, Param, command
+
+    @command("nuboEchoParams", "test only", params=[Param("ids", "list", "a list", item_type="uuid"),
+                                                     Param("tags", "map", "a map"), Param("n", "long", "a long")])
+    def echo(ctx, p):
+        return {"success": True, "ids": p.get("ids"), "tags": p.get("tags"), "n": p.get("n")}
+    yield
+    COMMANDS.pop("nuboechoparams")
+
+
+def test_list_and_map_parameters_are_signed_and_parsed(live, echo_command):
+    api = live.client(method="post")
+    ids = ["0b6f3f0c-1111-4222-8333-444455556666", "1c7a4e1d-2222-4333-8444-555566667777"]
+    got = api.nuboEchoParams(ids=",".join(ids), n=2**40,
+                             tags=[{"key": "env", "value": "prod/eu"}, {"key": "a b", "value": "*"}])
+    assert got["ids"] == ids and got["n"] == 2**40
+    assert got["tags"] == [{"key": "env", "value": "prod/eu"}, {"key": "a b", "value": "*"}]
+    with pytest.raises(CloudStackApiException) as e:
+        api.nuboEchoParams(ids="not-a-uuid")
+    assert e.value.error["errorcode"] == 431 and "ids" in e.value.error["errortext"]
+
+
+def test_list_apis_shape(live):
     api = live.client()
     # list parameter (comma-joined by cs) and a map parameter name[0].key=value both parse
     res = api.listApis(name="listUsers")
