@@ -89,3 +89,44 @@ def hypervisor_capabilities(c: HypervisorCapability) -> dict:
 def async_job(j: AsyncJob) -> dict:
     from app.jobs import service
     return service.job_result(j)
+
+
+@serializer("zone")
+def zone(z) -> dict:
+    from app.services import hypervisors as hv
+    return {"id": z.uuid, "name": z.name, "description": z.description, "dns1": z.dns1, "dns2": z.dns2,
+            "internaldns1": z.internal_dns1, "internaldns2": z.internal_dns2, "networktype": z.network_type,
+            "allocationstate": z.allocation_state, "localstorageenabled": z.local_storage_enabled,
+            "securitygroupsenabled": z.security_groups_enabled, "guestcidraddress": z.guest_cidr,
+            "domain": DOMAIN_NAME, "type": "Core",
+            "hypervisor": hv.display_name(z.hypervisor_type) if z.hypervisor_type else None}
+
+
+@serializer("pod")
+def pod(p) -> dict:
+    return {"id": p.uuid, "name": p.name, "zoneid": p.zone.uuid, "zonename": p.zone.name, "gateway": p.gateway,
+            "netmask": p.netmask, "startip": [p.start_ip], "endip": [p.end_ip],
+            "allocationstate": p.allocation_state}
+
+
+@serializer("cluster")
+def cluster(c) -> dict:
+    from app.services import hypervisors as hv
+    return {"id": c.uuid, "name": c.name, "podid": c.pod.uuid, "podname": c.pod.name, "zoneid": c.zone.uuid,
+            "zonename": c.zone.name, "hypervisortype": hv.display_name(c.hypervisor_type),
+            "clustertype": c.cluster_type, "allocationstate": c.allocation_state, "managedstate": c.managed_state}
+
+
+@serializer("host")
+def host(h) -> dict:
+    from app.services import hypervisors as hv
+    return {"id": h.uuid, "name": h.name, "state": h.state, "resourcestate": h.resource_state, "type": "Routing",
+            "ipaddress": h.address, "hypervisor": hv.display_name(h.hypervisor_type),
+            "hypervisorversion": h.hypervisor_version, "zoneid": h.zone.uuid, "zonename": h.zone.name,
+            "podid": h.pod.uuid, "podname": h.pod.name, "clusterid": h.cluster.uuid, "clustername": h.cluster.name,
+            "cpunumber": h.cpu_number, "cpuspeed": h.cpu_speed, "cpusockets": h.cpu_sockets,
+            "cpuallocated": f"{100.0 * h.cpu_allocated / (h.cpu_number * h.cpu_speed):.2f}%"
+            if h.cpu_number and h.cpu_speed else "0%",
+            "memorytotal": h.memory_total, "memoryallocated": h.memory_allocated, "memoryused": h.memory_used,
+            "disksizetotal": h.local_storage_total, "islocalstorageactive": bool(h.local_storage_path),
+            "lastpinged": h.last_pinged, "created": h.created, "events": h.state_reason}
