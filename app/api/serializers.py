@@ -130,3 +130,19 @@ def host(h) -> dict:
             "memorytotal": h.memory_total, "memoryallocated": h.memory_allocated, "memoryused": h.memory_used,
             "disksizetotal": h.local_storage_total, "islocalstorageactive": bool(h.local_storage_path),
             "lastpinged": h.last_pinged, "created": h.created, "events": h.state_reason}
+
+
+@serializer("storagepool")
+def storagepool(p) -> dict:
+    return {"id": p.uuid, "name": p.name, "zoneid": p.zone.uuid, "zonename": p.zone.name,
+            "clusterid": p.cluster.uuid if p.cluster else None, "clustername": p.cluster.name if p.cluster else None,
+            "hostid": p.host.uuid if p.host else None, "scope": p.scope, "type": p.pool_type, "path": p.path,
+            "ipaddress": p.server, "state": p.state, "disksizetotal": p.capacity_bytes,
+            "disksizeused": p.used_bytes, "disksizeallocated": p.allocated_bytes, "created": p.created}
+
+
+@serializer("imagestore")
+def imagestore(s) -> dict:
+    return {"id": s.uuid, "name": s.name, "providername": s.provider, "protocol": s.provider.lower(),
+            "url": s.url, "zoneid": s.zone.uuid if s.zone else None, "zonename": s.zone.name if s.zone else None,
+            "scope": "ZONE" if s.zone else "REGION", "disksizetotal": s.capacity_bytes, "disksizeused": s.used_bytes}

@@ -16,4 +16,5 @@ from app.models.jobs import AsyncJob, JobStatus  # noqa: F401
 from app.models.events import Event  # noqa: F401
 from app.models.consoles import ConsoleSession  # noqa: F401
 from app.models.hypervisors import HypervisorCapability  # noqa: F401
+from app.models.wizards import WizardDraft  # noqa: F401
 from app.models.simulator import SimFault, SimHost, SimPool, SimVM, SimVolume  # noqa: F401

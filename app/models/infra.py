@@ -46,7 +46,8 @@ class ResourceState(StrEnum):
 class Zone(PublicIdMixin, RemovableMixin, db.Model):
     __tablename__ = "zones"
 
-    name: Mapped[str] = mapped_column(String(255), unique=True)
+    # Unique among live zones (checked by the service): a removed zone keeps its row and name.
+    name: Mapped[str] = mapped_column(String(255), index=True)
     description: Mapped[str | None] = mapped_column(String(1024))
     network_type: Mapped[str] = mapped_column(String(16), default=NetworkType.ADVANCED)
     dns1: Mapped[str | None] = mapped_column(String(64))

@@ -32,6 +32,8 @@ class StoragePool(PublicIdMixin, RemovableMixin, db.Model):
     host_id: Mapped[int | None] = mapped_column(ForeignKey("hosts.id"), index=True)
     scope: Mapped[str] = mapped_column(String(16), default=StorageScope.CLUSTER)
     pool_type: Mapped[str] = mapped_column(String(32))
+    # The hypervisor type the pool serves (its cluster's, or the one given for a zone-wide pool).
+    hypervisor_type: Mapped[str | None] = mapped_column(String(64))
     url: Mapped[str] = mapped_column(String(1024))
     server: Mapped[str | None] = mapped_column(String(255))
     path: Mapped[str] = mapped_column(String(1024))

@@ -111,7 +111,7 @@ def add_host(caller, *, cluster_uuid: str, url: str, fields: dict[str, str], pod
     if zone.local_storage_enabled and t.capabilities.local_storage and facts.local_storage_path:
         db.session.add(StoragePool(uuid=new_uuid(), name=f"{host.name}-local", zone_id=zone.id, pod_id=cluster.pod_id,
                                    cluster_id=cluster.id, host_id=host.id, scope=StorageScope.HOST,
-                                   pool_type=PoolType.FILESYSTEM, url=f"file://{facts.local_storage_path}",
+                                   pool_type=PoolType.FILESYSTEM, hypervisor_type=t.name, url=f"file://{facts.local_storage_path}",
                                    path=facts.local_storage_path, capacity_bytes=facts.local_storage_bytes,
                                    used_bytes=max(0, facts.local_storage_bytes - facts.local_storage_free)))
     events.record("HOST.ADD", f"Host {host.name} ({hv.display_name(t.name)} {facts.version}) added to cluster "

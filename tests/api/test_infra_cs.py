@@ -85,3 +85,28 @@ def test_real_kvm_host_on_local_libvirtd(live):
     e = err(lambda: api.addHost(zoneid=zx["id"], podid=px["id"], clusterid=cx["id"], url="xen:///system"))
     assert e["errorcode"] in (431, 534, 530)
     assert api.listHosts(clusterid=cx["id"]) == {}
+
+
+def test_primary_and_secondary_storage_and_capacity(live, tmp_path):
+    api = live.client()
+    z, p, c = build(api)
+    api.addHost(zoneid=z["id"], podid=p["id"], clusterid=c["id"],
+                url="simulator://st-1?cpus=4&cpuspeed=2000&memory=8192&localstorage=50")
+    pool = api.createStoragePool(zoneid=z["id"], podid=p["id"], clusterid=c["id"], name="nfs1",
+                                 url="nfs://filer.example/export/primary")["storagepool"]
+    assert pool["scope"] == "CLUSTER" and pool["type"] == "NetworkFilesystem" and pool["disksizetotal"] > 0
+    scopes = sorted(x["scope"] for x in api.listStoragePools(zoneid=z["id"])["storagepool"])
+    assert scopes == ["CLUSTER", "HOST"]  # the host's local pool came with discovery
+    e = err(lambda: api.createStoragePool(zoneid=z["id"], clusterid=c["id"], name="bad", url="ftp://x/y"))
+    assert e["errorcode"] == 431
+    e = err(lambda: api.createStoragePool(zoneid=z["id"], clusterid=c["id"], name="smb", url="smb://filer/share"))
+    assert e["errorcode"] == 431 and "SMB" in e["errortext"]  # Simulator hosts take NFS or directories
+    store = api.addImageStore(provider="Local", url=f"file://{tmp_path}/secondary", zoneid=z["id"],
+                              name="sec1")["imagestore"]
+    assert store["providername"] == "Local" and store["disksizetotal"] > 0
+    assert err(lambda: api.addImageStore(provider="NFS", url="file:///tmp/x"))["errorcode"] == 431
+    caps = {x["type"]: x for x in api.listCapacity(zoneid=z["id"])["capacity"]}
+    assert caps[0]["capacitytotal"] == 8192 << 20 and caps[1]["capacitytotal"] == 8000
+    api.deleteImageStore(id=store["id"])
+    api.deleteStoragePool(id=pool["id"])
+    assert api.listImageStores() == {}

@@ -1,2 +1,2 @@
 """Command modules: importing this package declares every command."""
-from app.api.commands import accounts, base, configurations, hypervisors, infra, jobs  # noqa: F401
+from app.api.commands import accounts, base, configurations, hypervisors, infra, jobs, storage  # noqa: F401

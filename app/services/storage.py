@@ -1,0 +1,236 @@
+"""Primary storage pools (where volumes live) and image stores (secondary storage).
+
+A primary pool is prepared on every Up host in its scope through the driver;
+if one host fails, the hosts already prepared are undone and nothing is kept.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from urllib.parse import unquote, urlsplit
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import joinedload
+
+from app.extensions import db
+from app.hypervisors.base import DriverError, StoragePoolSpec
+from app.models import (Host, HostState, ImageStore, PoolType, StoragePool, StorageScope, TemplateStoreRef, Volume,
+                        new_uuid, utcnow)
+from app.services import crypto, events, zones
+from app.services import hypervisors as hv
+from app.services.errors import InvalidParameter, NotFound, ResourceInUse, ResourceUnavailable
+from app.services.pagination import page_of
+
+KINDS = {"nfs": PoolType.NFS, "smb": PoolType.SMB, "cifs": PoolType.SMB, "file": PoolType.FILESYSTEM}
+SPEC_KIND = {PoolType.NFS: "NFS", PoolType.SMB: "SMB", PoolType.FILESYSTEM: "Filesystem"}
+
+
+def parse_url(url: str, field: str = "url") -> tuple[str, str | None, str]:
+    """(pool type, server, path) from nfs://server/path, smb://server/share, file:///path."""
+    parts = urlsplit((url or "").strip())
+    kind = KINDS.get(parts.scheme.lower())
+    if kind is None:
+        raise InvalidParameter("The URL must be nfs://server/path, smb://server/share or file:///path", field=field)
+    path = unquote(parts.path)
+    if kind == PoolType.FILESYSTEM:
+        if parts.netloc or not path.startswith("/") or ".." in path.split("/"):
+            raise InvalidParameter("A directory URL is file:///absolute/path", field=field)
+        return kind, None, path
+    if not parts.hostname or not path.strip("/"):
+        raise InvalidParameter(f"The URL needs a server and a path: {parts.scheme}://server/path", field=field)
+    return kind, parts.hostname, path
+
+
+def spec_of(pool: StoragePool) -> StoragePoolSpec:
+    creds = crypto.decrypt_json(pool.credentials_enc)
+    return StoragePoolSpec(uuid=pool.uuid, name=pool.name, kind=SPEC_KIND[pool.pool_type], path=pool.path,
+                           server=pool.server, username=creds.get("user"), password=creds.get("password"))
+
+
+def _hosts_in_scope(pool: StoragePool) -> list[Host]:
+    q = select(Host).where(Host.removed.is_(None), Host.state == HostState.UP)
+    if pool.scope == StorageScope.CLUSTER:
+        q = q.where(Host.cluster_id == pool.cluster_id)
+    else:
+        q = q.where(Host.zone_id == pool.zone_id)
+    return list(db.session.scalars(q))
+
+
+def _type_of(pool: StoragePool) -> str | None:
+    """The hypervisor type a pool serves (recorded at creation; older rows: the cluster's)."""
+    return pool.hypervisor_type or (pool.cluster.hypervisor_type if pool.cluster_id else None)
+
+
+def prepare_on_hosts(pool: StoragePool, hosts: list[Host]) -> None:
+    """Prepare the pool on every host through its driver; on the first failure undo
+    the hosts already done and raise (nothing half-made). Sets the pool's size."""
+    from app.services import hosts as hosts_service
+    prepared: list[Host] = []
+    for host in hosts:
+        driver = hv.driver_for(host.hypervisor_type, hosts_service.connection_for(host))
+        try:
+            info = driver.prepare_storage_pool(spec_of(pool))
+        except DriverError as e:
+            unprepare_on_hosts(pool, prepared)
+            raise ResourceUnavailable(f"Storage pool {pool.name} could not be prepared on host {host.name}: {e}",
+                                      field="url") from None
+        finally:
+            driver.close()
+        prepared.append(host)
+        pool.capacity_bytes = info.capacity_bytes
+        pool.used_bytes = info.capacity_bytes - info.available_bytes
+
+
+def unprepare_on_hosts(pool: StoragePool, hosts: list[Host]) -> None:
+    """Best-effort removal of the pool from hosts (undo of prepare_on_hosts)."""
+    from app.services import hosts as hosts_service
+    for host in hosts:
+        driver = hv.driver_for(host.hypervisor_type, hosts_service.connection_for(host))
+        try:
+            driver.delete_storage_pool(spec_of(pool))
+        except DriverError:
+            pass
+        finally:
+            driver.close()
+
+
+def create_storage_pool(caller, *, zone_uuid: str, name: str, url: str, scope: str = "cluster",
+                        pod_uuid: str | None = None, cluster_uuid: str | None = None, hypervisor: str | None = None,
+                        details: dict | None = None) -> StoragePool:
+    from app.services import hosts as hosts_service
+    zone = zones.get_zone(zone_uuid)
+    kind, server, path = parse_url(url)
+    scope = (scope or "cluster").upper()
+    if scope not in (StorageScope.CLUSTER, StorageScope.ZONE):
+        raise InvalidParameter("scope must be cluster or zone", field="scope")
+    cluster = None
+    if scope == StorageScope.CLUSTER:
+        if not cluster_uuid:
+            raise InvalidParameter("A cluster-wide pool needs clusterid", field="clusterid")
+        cluster = zones.get_cluster(cluster_uuid)
+        if cluster.zone_id != zone.id:
+            raise InvalidParameter("The cluster is not in that zone", field="clusterid")
+        type_name = cluster.hypervisor_type
+    else:
+        if not hypervisor:
+            raise InvalidParameter("A zone-wide pool needs the hypervisor it serves", field="hypervisor")
+        type_name = hv.resolve(hypervisor).name
+    caps = hv.resolve(type_name).capabilities
+    if SPEC_KIND[kind] not in caps.storage_kinds:
+        raise InvalidParameter(f"{hv.display_name(type_name)} hosts take {', '.join(caps.storage_kinds) or 'no'} "
+                               f"shared storage, not {SPEC_KIND[kind]}", field="url")
+    name = zones._name(name)
+    details = details or {}
+    pool = StoragePool(uuid=new_uuid(), name=name, zone_id=zone.id, pod_id=cluster.pod_id if cluster else None,
+                       cluster_id=cluster.id if cluster else None, scope=scope, pool_type=kind, url=url,
+                       server=server, path=path, hypervisor_type=type_name,
+                       credentials_enc=crypto.encrypt_json({k: details[k] for k in ("user", "password") if details.get(k)}))
+    hosts = [h for h in _hosts_in_scope(pool) if h.hypervisor_type == type_name]
+    # End the read transaction before talking to hosts: no database lock is held
+    # while a driver works (the Simulator driver writes through its own connection).
+    db.session.commit()
+    prepare_on_hosts(pool, hosts)
+    db.session.add(pool)
+    events.record("STORAGE.POOL.CREATE", f"Primary storage {name} ({url}) added", user=caller,
+                  resource_type="StoragePool", resource_id=pool.uuid)
+    db.session.commit()
+    return pool
+
+
+def delete_storage_pool(caller, uuid: str) -> None:
+    pool = db.session.scalar(select(StoragePool).where(StoragePool.uuid == uuid, StoragePool.removed.is_(None)))
+    if pool is None:
+        raise NotFound("Unable to find storage pool with the specified id", field="id")
+    if db.session.scalar(select(func.count()).select_from(Volume).where(Volume.pool_id == pool.id,
+                                                                        Volume.removed.is_(None))):
+        raise ResourceInUse(f"Storage pool {pool.name} still holds volumes")
+    if pool.scope != StorageScope.HOST:  # a host's local pool is its own directory: leave it defined
+        hosts = [h for h in _hosts_in_scope(pool) if h.hypervisor_type == _type_of(pool)]
+        db.session.commit()  # no lock held while drivers work
+        unprepare_on_hosts(pool, hosts)
+    pool.removed = utcnow()
+    events.record("STORAGE.POOL.DELETE", f"Primary storage {pool.name} removed", user=caller,
+                  resource_type="StoragePool", resource_id=pool.uuid)
+    db.session.commit()
+
+
+def list_storage_pools(*, id=None, zone_uuid=None, cluster_uuid=None, name=None, keyword=None, scope=None, page=None):
+    q = (select(StoragePool).where(StoragePool.removed.is_(None)).order_by(StoragePool.id)
+         .options(joinedload(StoragePool.zone), joinedload(StoragePool.cluster), joinedload(StoragePool.host)))
+    if id:
+        q = q.where(StoragePool.uuid == id)
+    if zone_uuid:
+        q = q.where(StoragePool.zone_id == zones.get_zone(zone_uuid).id)
+    if cluster_uuid:
+        q = q.where(StoragePool.cluster_id == zones.get_cluster(cluster_uuid).id)
+    if scope:
+        q = q.where(StoragePool.scope == scope.upper())
+    if name:
+        q = q.where(StoragePool.name == name)
+    if keyword:
+        q = q.where(StoragePool.name.contains(keyword))
+    return page_of(q, page)
+
+
+# --- Image stores ---------------------------------------------------------------
+
+def add_image_store(caller, *, provider: str, url: str, name: str | None = None, zone_uuid: str | None = None,
+                    details: dict | None = None) -> ImageStore:
+    provider = (provider or "").strip()
+    providers = {"nfs": "NFS", "smb": "SMB", "local": "Local"}
+    if provider.lower() not in providers:
+        raise InvalidParameter("provider must be NFS, SMB or Local", field="provider")
+    provider = providers[provider.lower()]
+    kind, server, path = parse_url(url)
+    expected = {"NFS": PoolType.NFS, "SMB": PoolType.SMB, "Local": PoolType.FILESYSTEM}[provider]
+    if kind != expected:
+        raise InvalidParameter(f"A {provider} image store takes a "
+                               f"{ {'NFS': 'nfs://', 'SMB': 'smb://', 'Local': 'file:///'}[provider] } URL", field="url")
+    zone = zones.get_zone(zone_uuid) if zone_uuid else None
+    capacity = used = 0
+    if provider == "Local":
+        # On the management server itself: it must exist (or be creatable) and be writable.
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as e:
+            raise InvalidParameter(f"Cannot use {path}: {e.strerror}", field="url") from None
+        if not os.access(path, os.W_OK):
+            raise InvalidParameter(f"Nubo cannot write to {path}", field="url")
+        usage = shutil.disk_usage(path)
+        capacity, used = usage.total, usage.used
+    details = details or {}
+    store = ImageStore(uuid=new_uuid(), name=zones._name(name or url), zone_id=zone.id if zone else None,
+                       provider=provider, url=url, path=path, capacity_bytes=capacity, used_bytes=used,
+                       credentials_enc=crypto.encrypt_json({k: details[k] for k in ("user", "password") if details.get(k)}))
+    db.session.add(store)
+    events.record("IMAGE.STORE.ADD", f"Image store {store.name} ({provider}) added", user=caller,
+                  resource_type="ImageStore", resource_id=store.uuid)
+    db.session.commit()
+    return store
+
+
+def delete_image_store(caller, uuid: str) -> None:
+    store = db.session.scalar(select(ImageStore).where(ImageStore.uuid == uuid, ImageStore.removed.is_(None)))
+    if store is None:
+        raise NotFound("Unable to find image store with the specified id", field="id")
+    if db.session.scalar(select(func.count()).select_from(TemplateStoreRef).where(
+            TemplateStoreRef.image_store_id == store.id)):
+        raise ResourceInUse(f"Image store {store.name} still holds templates")
+    store.removed = utcnow()
+    db.session.commit()
+
+
+def list_image_stores(*, id=None, zone_uuid=None, provider=None, name=None, keyword=None, page=None):
+    q = select(ImageStore).where(ImageStore.removed.is_(None)).order_by(ImageStore.id).options(
+        joinedload(ImageStore.zone))
+    if id:
+        q = q.where(ImageStore.uuid == id)
+    if zone_uuid:
+        q = q.where(ImageStore.zone_id == zones.get_zone(zone_uuid).id)
+    if provider:
+        q = q.where(ImageStore.provider == provider)
+    if name:
+        q = q.where(ImageStore.name == name)
+    if keyword:
+        q = q.where(ImageStore.name.contains(keyword))
+    return page_of(q, page)
