@@ -146,3 +146,115 @@ def imagestore(s) -> dict:
     return {"id": s.uuid, "name": s.name, "providername": s.provider, "protocol": s.provider.lower(),
             "url": s.url, "zoneid": s.zone.uuid if s.zone else None, "zonename": s.zone.name if s.zone else None,
             "scope": "ZONE" if s.zone else "REGION", "disksizetotal": s.capacity_bytes, "disksizeused": s.used_bytes}
+
+
+@serializer("template")
+def template(t) -> dict:
+    """A template (or ISO) in one zone: CloudStack lists one row per template and zone.
+    The list command passes (template, ref) pairs; a bare template has no zone fields."""
+    from app.services import hypervisors as hv
+    from app.services import templates as tpl
+    t, ref = t if isinstance(t, tuple) else (t, None)
+    out = {"id": t.uuid, "name": t.name, "displaytext": t.display_text, "format": t.format,
+           "hypervisor": hv.display_name(t.hypervisor_type) if t.hypervisor_type else None,
+           "ostypeid": t.os_type.uuid if t.os_type else None, "ostypename": t.os_type.description if t.os_type else None,
+           "account": t.account.name, "accountid": t.account.uuid, "domainid": DOMAIN_ID, "domain": DOMAIN_NAME,
+           "ispublic": t.is_public, "isfeatured": t.featured, "bootable": t.bootable, "isextractable": False,
+           "directdownload": t.direct_download, "checksum": t.checksum, "url": t.url, "size": t.size,
+           "physicalsize": t.physical_size, "created": t.created, "templatetype": "USER",
+           "passwordenabled": False, "crossZones": False, "isready": False}
+    if ref is not None:
+        from app.models import DownloadState
+        out.update(zoneid=ref.zone.uuid if ref.zone else None, zonename=ref.zone.name if ref.zone else None,
+                   status=tpl.status_text(ref), downloadpercent=ref.download_pct,
+                   isready=ref.state in (DownloadState.DOWNLOADED, DownloadState.BYPASSED))
+    return out
+
+
+@serializer("ostype")
+def ostype(o) -> dict:
+    return {"id": o.uuid, "description": o.description, "name": o.description, "oscategoryid": o.category.uuid,
+            "oscategoryname": o.category.name, "isuserdefined": False}
+
+
+@serializer("oscategory")
+def oscategory(c) -> dict:
+    return {"id": c.uuid, "name": c.name}
+_SERIALIZERS["iso"] = template
+
+
+@serializer("diskoffering")
+def diskoffering(o) -> dict:
+    return {"id": o.uuid, "name": o.name, "displaytext": o.display_text, "disksize": o.disk_size,
+            "iscustomized": o.is_custom, "storagetype": o.storage_type, "created": o.created}
+
+
+@serializer("volume")
+def volume(v) -> dict:
+    vm = v.vm
+    return {"id": v.uuid, "name": v.name, "type": v.volume_type, "state": v.state, "size": v.size,
+            "zoneid": v.zone.uuid if v.zone else None, "zonename": v.zone.name if v.zone else None,
+            "virtualmachineid": vm.uuid if vm else None, "vmname": vm.name if vm else None,
+            "vmstate": vm.state if vm else None, "deviceid": v.device_id,
+            "storageid": v.pool.uuid if v.pool else None, "storage": v.pool.name if v.pool else None,
+            "path": v.uuid, "format": v.format if v.pool_id else None,
+            "diskofferingid": v.disk_offering.uuid if v.disk_offering else None,
+            "diskofferingname": v.disk_offering.name if v.disk_offering else None,
+            "account": v.account.name, "domainid": DOMAIN_ID, "domain": DOMAIN_NAME, "created": v.created,
+            "destroyed": v.removed is not None}
+
+
+def vm_dict(vm, minimal: bool = False) -> dict:
+    """A VM as listVirtualMachines shows it; `minimal` (details=min) skips the related objects."""
+    from app.services import hypervisors as hv
+    out = {"id": vm.uuid, "name": vm.name, "displayname": vm.display_name, "state": vm.state,
+           "instancename": vm.instance_name, "hypervisor": hv.display_name(vm.hypervisor_type),
+           "cpunumber": vm.cpu_number, "cpuspeed": vm.cpu_speed, "memory": vm.memory, "created": vm.created,
+           "domainid": DOMAIN_ID, "domain": DOMAIN_NAME}
+    if minimal:
+        return clean(out)
+    nics = [n for n in vm.nics if n.removed is None]
+    out.update({
+        "account": vm.account.name, "zoneid": vm.zone.uuid, "zonename": vm.zone.name,
+        "hostid": vm.host.uuid if vm.host else None, "hostname": vm.host.name if vm.host else None,
+        "templateid": vm.template.uuid if vm.template else None,
+        "templatename": vm.template.name if vm.template else None,
+        "isoid": vm.iso.uuid if vm.iso else None, "isoname": vm.iso.name if vm.iso else None,
+        "serviceofferingid": vm.service_offering.uuid, "serviceofferingname": vm.service_offering.name,
+        "haenable": bool(vm.service_offering.offer_ha), "cpuused": f"{vm.cpu_used_pct:.2f}%" if vm.cpu_used_pct else None,
+        "nic": [{"id": n.uuid, "networkid": n.network.uuid, "networkname": n.network.name, "macaddress": n.mac_address,
+                 "ipaddress": n.ip_address, "gateway": n.network.gateway, "netmask": n.network.netmask,
+                 "isdefault": n.is_default, "deviceid": n.device_id,
+                 "broadcasturi": f"vlan://{n.network.vlan}" if n.network.vlan else None} for n in nics],
+        "ipaddress": nics[0].ip_address if nics else None, "keypair": None, "isdynamicallyscalable": False,
+    })
+    return clean(out)
+
+
+@serializer("virtualmachine")
+def virtualmachine(vm) -> dict:
+    return vm_dict(vm)
+
+
+@serializer("serviceoffering")
+def serviceoffering(o) -> dict:
+    return {"id": o.uuid, "name": o.name, "displaytext": o.display_text, "cpunumber": o.cpu_number,
+            "cpuspeed": o.cpu_speed, "memory": o.memory, "storagetype": o.storage_type, "offerha": o.offer_ha,
+            "rootdisksize": o.root_disk_size, "created": o.created, "iscustomized": False}
+
+
+@serializer("network")
+def network(n) -> dict:
+    return {"id": n.uuid, "name": n.name, "displaytext": n.display_text, "zoneid": n.zone.uuid,
+            "zonename": n.zone.name, "cidr": n.cidr, "gateway": n.gateway, "netmask": n.netmask,
+            "vlan": str(n.vlan) if n.vlan else None, "broadcasturi": f"vlan://{n.vlan}" if n.vlan else None,
+            "isdefault": n.is_default, "state": n.state, "type": "Shared" if n.account_id is None else "Isolated",
+            "traffictype": "Guest", "startip": n.start_ip, "endip": n.end_ip}
+
+
+@serializer("event")
+def event(e) -> dict:
+    return {"id": e.uuid, "type": e.type, "level": e.level, "state": e.state, "description": e.description,
+            "created": e.created, "resourcetype": e.resource_type, "resourceid": e.resource_id,
+            "username": e.user.username if e.user else None, "account": e.account.name if e.account else None,
+            "domainid": DOMAIN_ID, "domain": DOMAIN_NAME}

@@ -137,7 +137,11 @@ def _render(cmd: Command, result) -> dict:
             body["id"] = job.instance_id
         return body
     if cmd.list or cmd.returns_list_of_one:
-        rows, total = result if cmd.list else ([result], 1)
+        if cmd.list:
+            rows, total = result
+        else:  # one object, or one per zone (registerTemplate)
+            rows = result if isinstance(result, list) else [result]
+            total = len(rows)
         if not rows:
             return {}
         return {"count": total, cmd.response: [serialize(cmd.response, r) for r in rows]}

@@ -152,6 +152,17 @@ class VolumeSpec:
 
 
 @dataclass
+class TemplateSource:
+    """Where a template image comes from when it is put into a primary pool."""
+    format: str
+    size_bytes: int = 0  # the file's size in bytes, when known
+    local_path: str | None = None  # a file the management server reads (a Local image store)
+    share_path: str | None = None  # the same file as the hosts see it (e.g. \\server\share\...)
+    url: str | None = None  # direct download: fetched from here, never kept on secondary storage
+    checksum: str | None = None  # "{SHA-256}hex" (or {MD5}, ...): verified as the bytes arrive
+
+
+@dataclass
 class VolumeInfo:
     path: str
     size_bytes: int
@@ -307,6 +318,12 @@ class Driver:
         raise NotImplementedError
 
     def resize_volume(self, pool: StoragePoolSpec, name: str, size_bytes: int) -> VolumeInfo:
+        raise NotImplementedError
+
+    def import_template(self, pool: StoragePoolSpec, name: str, source: TemplateSource) -> VolumeInfo:
+        """Put a template image into the pool as volume `name`, the base that root volumes are
+        copied (or thinly cloned) from. Idempotent: an existing volume of that name is returned.
+        A checksum that does not match leaves no volume and raises OperationFailed."""
         raise NotImplementedError
 
     # VM lifecycle

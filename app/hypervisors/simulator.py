@@ -46,7 +46,7 @@ from app.config import engine_options
 from app.hypervisors.base import (
     Capabilities, ConsoleKind, ConsoleTarget, DiskSpec, Driver, DriverError, HostConnection, HostFacts,
     HostField, HostStats, HostUnreachable, HypervisorType, OperationFailed, PoolInfo, PowerState,
-    StoragePoolSpec, VMInfo, VMNotFound, VMSpec, VMStats, VolumeInfo, VolumeSpec,
+    StoragePoolSpec, TemplateSource, VMInfo, VMNotFound, VMSpec, VMStats, VolumeInfo, VolumeSpec,
 )
 from app.models.simulator import SimFault, SimHost, SimPool, SimVM, SimVolume
 
@@ -71,7 +71,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 ACTIONS = frozenset({
     "check_host", "prepare_storage_pool", "delete_storage_pool", "create_volume", "delete_volume",
     "resize_volume", "start_vm", "stop_vm", "force_stop_vm", "reboot_vm", "destroy_vm", "migrate_vm",
-    "scale_vm", "attach_iso", "detach_iso", "attach_volume", "detach_volume",
+    "scale_vm", "attach_iso", "detach_iso", "attach_volume", "detach_volume", "import_template",
 })
 QUERIES = frozenset({"host_stats", "pool_info", "vm_info", "list_vms", "vm_stats", "console_target"})
 OPERATIONS = ACTIONS | QUERIES
@@ -434,6 +434,28 @@ class SimulatorDriver(Driver):
             if size_bytes - v.size_bytes > self._pool_info(s, prow).available_bytes:
                 raise OperationFailed(f"Not enough space in pool {pool.name}")
             v.size_bytes = size_bytes
+        return self._volume_info(pool, v)
+
+    def import_template(self, pool: StoragePoolSpec, name: str, source: TemplateSource) -> VolumeInfo:
+        """Bookkeeping only: a file on the management server is read to verify its checksum;
+        a URL (direct download) is not fetched, the volume gets the announced size."""
+        self._enter("import_template")
+        size = source.size_bytes or 2 * GIB
+        if source.local_path:
+            from app.hypervisors.sources import Verifier, open_source
+            chunks, size = open_source(source)
+            verifier = Verifier(source.checksum)
+            for chunk in chunks:
+                verifier.update(chunk)
+            verifier.check()
+        with self._session() as s, s.begin():
+            prow = self._pool_row(s, pool)
+            v = s.scalar(select(SimVolume).where(SimVolume.pool_id == prow.id, SimVolume.name == name))
+            if v is None:
+                if size > self._pool_info(s, prow).available_bytes:
+                    raise OperationFailed(f"Not enough space in pool {pool.name}")
+                v = SimVolume(pool_id=prow.id, name=name, size_bytes=size, format=source.format.upper())
+                s.add(v)
         return self._volume_info(pool, v)
 
     # --- VM lifecycle ----------------------------------------------------------

@@ -40,6 +40,8 @@ define(Definition("job.queue.timeout", "3600", "Seconds a job may wait in the qu
 
 HEARTBEAT_SECONDS = 10
 _HANDLERS: dict[str, Callable[[AsyncJob, dict], Any]] = {}
+# Clean-up run when the reaper fails a job of that handler (its worker died mid-way).
+_REAP_HOOKS: dict[str, Callable[[AsyncJob], None]] = {}
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -48,6 +50,11 @@ def handler(name: str):
         _HANDLERS[name] = fn
         return fn
     return decorate
+
+
+def on_reap(name: str, hook: Callable[[AsyncJob], None]) -> None:
+    """Register what to undo when a job of handler `name` is reaped."""
+    _REAP_HOOKS[name] = hook
 
 
 def submit(cmd: str, user, handler_name: str, params: dict | None = None, *,
@@ -150,8 +157,23 @@ def reap(now=None) -> int:
                                      .execution_options(synchronize_session=False))
             reaped += res.rowcount
             log.warning("reaped job %s: %s", job_id, reason)
+            db.session.commit()
+            if res.rowcount:
+                _after_reap(job_id)
     db.session.commit()
     return reaped
+
+
+def _after_reap(job_id: int) -> None:
+    job = db.session.get(AsyncJob, job_id)
+    hook = _REAP_HOOKS.get(json.loads(job.params or "{}").get("handler", ""))
+    if hook is None:
+        return
+    try:
+        hook(job)
+    except Exception:  # noqa: BLE001 - the job stays failed; the clean-up problem is logged
+        db.session.rollback()
+        log.exception("clean-up after reaping job %s failed", job_id)
 
 
 def job_result(j: AsyncJob) -> dict:

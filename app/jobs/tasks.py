@@ -19,3 +19,12 @@ def reap_jobs() -> None:
     app = service.app_for_worker()
     with app.app_context():
         service.reap()
+
+
+@huey.periodic_task(crontab(minute="*"))
+def expunge_destroyed_vms() -> None:
+    """VMs destroyed longer than expunge.delay ago are expunged."""
+    app = service.app_for_worker()
+    with app.app_context():
+        from app.services import vms
+        vms.sweep_expunge()

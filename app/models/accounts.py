@@ -5,7 +5,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from flask_login import UserMixin
-from sqlalchemy import DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
@@ -82,6 +82,19 @@ class ResourceLimit(db.Model):
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
     resource_type: Mapped[str] = mapped_column(String(32))
     max: Mapped[int] = mapped_column(Integer)  # -1 = unlimited
+
+
+class ResourceCount(db.Model):
+    """What an account uses now, per resource type; changed only by guarded UPDATEs
+    (app/services/quotas.py), so concurrent deploys can never pass a limit."""
+
+    __tablename__ = "resource_counts"
+    __table_args__ = (UniqueConstraint("account_id", "resource_type"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    resource_type: Mapped[str] = mapped_column(String(32))
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class SSHKeyPair(PublicIdMixin, db.Model):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from sqlalchemy import ForeignKey, Index, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
 from app.models.base import PublicIdMixin
@@ -21,3 +21,6 @@ class Event(PublicIdMixin, db.Model):
     resource_type: Mapped[str | None] = mapped_column(String(64))
     resource_id: Mapped[str | None] = mapped_column(String(36), index=True)
     source_address: Mapped[str | None] = mapped_column(String(64))
+
+    user = relationship("User")
+    account = relationship("Account")

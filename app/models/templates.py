@@ -87,6 +87,7 @@ class TemplateStoreRef(db.Model):
     job_id: Mapped[int | None] = mapped_column(ForeignKey("async_jobs.id", ondelete="SET NULL"))
 
     template: Mapped[Template] = relationship()
+    zone = relationship("Zone")
 
 
 class TemplatePoolRef(db.Model):

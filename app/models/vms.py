@@ -61,6 +61,8 @@ class VirtualMachine(PublicIdMixin, RemovableMixin, db.Model):
     active_job_id: Mapped[int | None] = mapped_column(Integer)
     # Capacity held on host_id (released on stop/destroy/failed deploy).
     capacity_reserved: Mapped[bool] = mapped_column(default=False)
+    # The account's resource counts include this VM (from deploy until expunge or a failed deploy).
+    quota_counted: Mapped[bool] = mapped_column(default=False)
     state_updated: Mapped[datetime | None] = mapped_column(DateTime)
     # Stats sampled by the monitor
     cpu_used_pct: Mapped[float | None] = mapped_column(db.Float)
@@ -108,9 +110,14 @@ class Volume(PublicIdMixin, RemovableMixin, db.Model):
     format: Mapped[str] = mapped_column(String(16), default="QCOW2")
     state: Mapped[str] = mapped_column(String(16), default=VolumeState.ALLOCATED)
     path: Mapped[str | None] = mapped_column(String(2048))
+    # The account's resource counts include this volume (until it is deleted or expunged).
+    quota_counted: Mapped[bool] = mapped_column(default=False)
 
     vm: Mapped[VirtualMachine | None] = relationship(back_populates="volumes")
     pool = relationship("StoragePool")
+    zone = relationship("Zone")
+    account = relationship("Account")
+    disk_offering = relationship("DiskOffering")
 
 
 class Nic(PublicIdMixin, RemovableMixin, db.Model):

@@ -1,7 +1,8 @@
 """State sync between hypervisors and Nubo's records (the `monitor` process).
 
-Until the VM lifecycle lands there is nothing to reconcile: the loop only
-reports that it is alive.
+Each sweep pings every host (app/monitor/hosts.py) and reconciles the VMs of
+the hosts that answered (app/monitor/vms.py); between sweeps, libvirt lifecycle
+events are applied as they arrive.
 """
 from __future__ import annotations
 
@@ -11,9 +12,38 @@ import time
 log = logging.getLogger("nubo.monitor")
 
 
-def run(once: bool = False, interval: float = 30.0) -> None:
+def sweep(listener=None):
+    from sqlalchemy import select
+
+    from app.extensions import db
+    from app.models import Host, HostState
+    from app.monitor.hosts import ping_hosts
+    from app.monitor.vms import reconcile_hosts
+    result = ping_hosts()
+    up = list(db.session.scalars(select(Host).where(Host.removed.is_(None), Host.state == HostState.UP)))
+    changed = reconcile_hosts(up)
+    if listener is not None:
+        listener.sync(up)
+    log.info("sweep: %d hosts, %d up, %d not answering, %d changed state, %d VM records corrected, %.2f s",
+             result.hosts, result.up, result.failed, result.changed, changed, result.seconds)
+    return result
+
+
+def run(once: bool = False) -> None:
+    from flask import current_app
+
+    from app.extensions import db
+    from app.monitor.vms import EventListener
+    from app.services import settings
     log.info("monitor started")
+    listener = None if once else EventListener(current_app._get_current_object())
     while True:
+        started = time.monotonic()
+        try:
+            sweep(listener)
+        except Exception:  # noqa: BLE001 - the monitor outlives a bad sweep (database restart, ...)
+            log.exception("monitor sweep failed")
+            db.session.rollback()
         if once:
             return
-        time.sleep(interval)
+        time.sleep(max(1.0, settings.get("ping.interval") - (time.monotonic() - started)))

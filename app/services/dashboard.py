@@ -7,23 +7,7 @@ from sqlalchemy import func, select
 
 from app.extensions import db
 from app.models import Account, Host, VirtualMachine, Zone
-
-
-@dataclass
-class ZoneCapacity:
-    zone: str
-    cpu_total: int  # MHz
-    cpu_allocated: int
-    memory_total: int  # bytes
-    memory_allocated: int
-
-    @property
-    def cpu_pct(self) -> float:
-        return 100.0 * self.cpu_allocated / self.cpu_total if self.cpu_total else 0.0
-
-    @property
-    def memory_pct(self) -> float:
-        return 100.0 * self.memory_allocated / self.memory_total if self.memory_total else 0.0
+from app.services.inventory import HostSums, PoolSums, Usage, host_sums, pool_sums
 
 
 def counts() -> dict[str, int]:
@@ -41,13 +25,17 @@ def counts() -> dict[str, int]:
     }
 
 
+@dataclass
+class ZoneCapacity:
+    zone: Zone
+    cpu: Usage  # MHz allocated of cores × MHz × cpu.overprovisioning.factor
+    memory: Usage  # bytes allocated of memory × mem.overprovisioning.factor
+    storage: Usage  # primary storage bytes used of its size
+
+
 def capacity_by_zone() -> list[ZoneCapacity]:
-    rows = db.session.execute(
-        select(Zone.name,
-               func.coalesce(func.sum(Host.cpu_number * Host.cpu_speed), 0),
-               func.coalesce(func.sum(Host.cpu_allocated), 0),
-               func.coalesce(func.sum(Host.memory_total), 0),
-               func.coalesce(func.sum(Host.memory_allocated), 0))
-        .select_from(Zone).outerjoin(Host, (Host.zone_id == Zone.id) & Host.removed.is_(None))
-        .where(Zone.removed.is_(None)).group_by(Zone.id, Zone.name).order_by(Zone.name)).all()
-    return [ZoneCapacity(*map(lambda v: v if isinstance(v, str) else int(v), r)) for r in rows]
+    """CPU, memory and primary storage of every zone: three queries."""
+    items = db.session.scalars(select(Zone).where(Zone.removed.is_(None)).order_by(Zone.name)).all()
+    sums, pools = host_sums(Host.zone_id), pool_sums()
+    return [ZoneCapacity(z, sums.get(z.id, HostSums()).cpu, sums.get(z.id, HostSums()).memory,
+                         pools.get(z.id, PoolSums()).used) for z in items]

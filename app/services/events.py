@@ -27,3 +27,28 @@ def record(type: str, description: str, *, user=None, account_id: int | None = N
     if commit:
         db.session.commit()
     return ev
+
+
+def list_events(caller, *, type_=None, level=None, start=None, end=None, keyword=None, resource_id=None,
+                page=None):
+    """Users see their account's events; admins see all. Newest first."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import joinedload
+
+    from app.services.pagination import page_of
+    q = select(Event).options(joinedload(Event.user), joinedload(Event.account)).order_by(Event.id.desc())
+    if not caller.is_admin:
+        q = q.where(Event.account_id == caller.account_id)
+    if type_:
+        q = q.where(Event.type == type_)
+    if level:
+        q = q.where(Event.level == level.upper())
+    if start:
+        q = q.where(Event.created >= start)
+    if end:
+        q = q.where(Event.created <= end)
+    if keyword:
+        q = q.where(Event.description.contains(keyword))
+    if resource_id:
+        q = q.where(Event.resource_id == resource_id)
+    return page_of(q, page)

@@ -16,13 +16,13 @@ from sqlalchemy.orm import joinedload
 from app.extensions import db
 from app.hypervisors.base import (AuthenticationFailed, DriverError, HostUnreachable, StoragePoolSpec,
                                   WrongHypervisor)
-from app.models import (Host, HostState, PoolType, ResourceState, StoragePool, StorageScope, VirtualMachine,
-                        VMState, new_uuid, utcnow)
+from app.models import (Cluster, Host, HostState, PoolType, ResourceState, StoragePool, StorageScope, VirtualMachine,
+                        Pod, VMState, Zone, new_uuid, utcnow)
 from app.services import crypto, events, zones
 from app.services import hypervisors as hv
 from app.services.errors import (InvalidParameter, NotFound, ResourceInUse, ResourceUnavailable, ServiceError,
                                  Unsupported)
-from app.services.pagination import page_of
+from app.services.pagination import name_of, page_of, ratio, sorted_by
 
 
 def get_host(uuid: str, field: str = "id") -> Host:
@@ -72,6 +72,19 @@ def discover(cluster, url: str, fields: dict[str, str]):
     return conn, facts
 
 
+def check_new_host(type_name: str, url: str, fields: dict[str, str]):
+    """Fields valid, the address not added yet, and the host answers as this type: (connection, facts).
+    The add-host and zone wizards run it before anything is created."""
+    t = hv.resolve(type_name)
+    values = _check_fields(t, url, fields)
+    conn = t.connection(values["url"], values)
+    if db.session.scalar(select(Host.id).where(Host.removed.is_(None), or_(
+            Host.url == conn.url, (Host.address == conn.address) & (Host.hypervisor_type == t.name)
+            & (conn.address not in ("localhost", "127.0.0.1"))))):
+        raise InvalidParameter(f"A host at {conn.address} is already added", field="url")
+    return discover(t.name, url, fields)
+
+
 def add_host(caller, *, cluster_uuid: str, url: str, fields: dict[str, str], pod_uuid: str | None = None,
              zone_uuid: str | None = None, hypervisor: str | None = None, commit: bool = True) -> Host:
     cluster = zones.get_cluster(cluster_uuid)
@@ -89,13 +102,8 @@ def add_host(caller, *, cluster_uuid: str, url: str, fields: dict[str, str], pod
     if count >= limit:
         raise InvalidParameter(f"Cluster {cluster.name} already has {count} hosts, the most a "
                                f"{hv.display_name(t.name)} cluster may hold", field="clusterid")
+    conn, facts = check_new_host(t.name, url, fields)
     values = _check_fields(t, url, fields)
-    conn = t.connection(values["url"], values)
-    if db.session.scalar(select(Host.id).where(Host.removed.is_(None), or_(
-            Host.url == conn.url, (Host.address == conn.address) & (Host.hypervisor_type == t.name)
-            & (conn.address not in ("localhost", "127.0.0.1"))))):
-        raise InvalidParameter(f"A host at {conn.address} is already added", field="url")
-    conn, facts = discover(cluster, url, fields)
     secret = {f.name: values[f.name] for f in t.host_fields if f.secret and values.get(f.name)}
     public = {f.name: values[f.name] for f in t.host_fields if not f.secret and f.name != "url" and values.get(f.name)}
     zone = cluster.zone
@@ -210,9 +218,17 @@ def delete_host(caller, uuid: str) -> None:
     db.session.commit()
 
 
+# Sort keys the admin lists accept (a whitelist: the key comes from the query string).
+HOST_SORTS = {"name": Host.name, "zone": name_of(Zone, Host.zone_id), "pod": name_of(Pod, Host.pod_id),
+              "cluster": name_of(Cluster, Host.cluster_id), "hypervisor": Host.hypervisor_type,
+              "state": Host.state, "resourcestate": Host.resource_state,
+              "cpu": ratio(Host.cpu_allocated, Host.cpu_number * Host.cpu_speed),
+              "memory": ratio(Host.memory_allocated, Host.memory_total)}
+
+
 def list_hosts(*, id=None, zone_uuid=None, pod_uuid=None, cluster_uuid=None, state=None, hypervisor=None,
-               name=None, keyword=None, resource_state=None, page=None):
-    q = (select(Host).where(Host.removed.is_(None)).order_by(Host.id)
+               name=None, keyword=None, resource_state=None, page=None, sort: str | None = None):
+    q = (sorted_by(select(Host).where(Host.removed.is_(None)), sort, HOST_SORTS, Host.id)
          .options(joinedload(Host.cluster), joinedload(Host.pod), joinedload(Host.zone)))  # no query per row
     if id:
         q = q.where(Host.uuid == id)

@@ -14,12 +14,12 @@ from sqlalchemy.orm import joinedload
 
 from app.extensions import db
 from app.hypervisors.base import DriverError, StoragePoolSpec
-from app.models import (Host, HostState, ImageStore, PoolType, StoragePool, StorageScope, TemplateStoreRef, Volume,
-                        new_uuid, utcnow)
+from app.models import (Cluster, Host, HostState, ImageStore, PoolType, StoragePool, StorageScope, TemplateStoreRef,
+                        Volume, Zone, new_uuid, utcnow)
 from app.services import crypto, events, zones
 from app.services import hypervisors as hv
 from app.services.errors import InvalidParameter, NotFound, ResourceInUse, ResourceUnavailable
-from app.services.pagination import page_of
+from app.services.pagination import name_of, page_of, ratio, sorted_by
 
 KINDS = {"nfs": PoolType.NFS, "smb": PoolType.SMB, "cifs": PoolType.SMB, "file": PoolType.FILESYSTEM}
 SPEC_KIND = {PoolType.NFS: "NFS", PoolType.SMB: "SMB", PoolType.FILESYSTEM: "Filesystem"}
@@ -39,6 +39,14 @@ def parse_url(url: str, field: str = "url") -> tuple[str, str | None, str]:
     if not parts.hostname or not path.strip("/"):
         raise InvalidParameter(f"The URL needs a server and a path: {parts.scheme}://server/path", field=field)
     return kind, parts.hostname, path
+
+
+def check_pool_kind(type_name: str, kind: str) -> None:
+    """The hypervisor type must be able to use this kind of shared storage."""
+    kinds = hv.resolve(type_name).capabilities.storage_kinds
+    if SPEC_KIND[kind] not in kinds:
+        raise InvalidParameter(f"{hv.display_name(type_name)} hosts take {', '.join(kinds) or 'no'} "
+                               f"shared storage, not {SPEC_KIND[kind]}", field="url")
 
 
 def spec_of(pool: StoragePool) -> StoragePoolSpec:
@@ -115,10 +123,7 @@ def create_storage_pool(caller, *, zone_uuid: str, name: str, url: str, scope: s
         if not hypervisor:
             raise InvalidParameter("A zone-wide pool needs the hypervisor it serves", field="hypervisor")
         type_name = hv.resolve(hypervisor).name
-    caps = hv.resolve(type_name).capabilities
-    if SPEC_KIND[kind] not in caps.storage_kinds:
-        raise InvalidParameter(f"{hv.display_name(type_name)} hosts take {', '.join(caps.storage_kinds) or 'no'} "
-                               f"shared storage, not {SPEC_KIND[kind]}", field="url")
+    check_pool_kind(type_name, kind)
     name = zones._name(name)
     details = details or {}
     pool = StoragePool(uuid=new_uuid(), name=name, zone_id=zone.id, pod_id=cluster.pod_id if cluster else None,
@@ -154,8 +159,17 @@ def delete_storage_pool(caller, uuid: str) -> None:
     db.session.commit()
 
 
-def list_storage_pools(*, id=None, zone_uuid=None, cluster_uuid=None, name=None, keyword=None, scope=None, page=None):
-    q = (select(StoragePool).where(StoragePool.removed.is_(None)).order_by(StoragePool.id)
+# Sort keys the admin lists accept (a whitelist: the key comes from the query string).
+POOL_SORTS = {"name": StoragePool.name, "zone": name_of(Zone, StoragePool.zone_id),
+              "cluster": name_of(Cluster, StoragePool.cluster_id), "scope": StoragePool.scope,
+              "type": StoragePool.pool_type, "state": StoragePool.state, "capacity": StoragePool.capacity_bytes,
+              "used": ratio(StoragePool.used_bytes, StoragePool.capacity_bytes),
+              "allocated": ratio(StoragePool.allocated_bytes, StoragePool.capacity_bytes)}
+
+
+def list_storage_pools(*, id=None, zone_uuid=None, cluster_uuid=None, name=None, keyword=None, scope=None, page=None,
+                       sort: str | None = None):
+    q = (sorted_by(select(StoragePool).where(StoragePool.removed.is_(None)), sort, POOL_SORTS, StoragePool.id)
          .options(joinedload(StoragePool.zone), joinedload(StoragePool.cluster), joinedload(StoragePool.host)))
     if id:
         q = q.where(StoragePool.uuid == id)
@@ -174,22 +188,22 @@ def list_storage_pools(*, id=None, zone_uuid=None, cluster_uuid=None, name=None,
 
 # --- Image stores ---------------------------------------------------------------
 
-def add_image_store(caller, *, provider: str, url: str, name: str | None = None, zone_uuid: str | None = None,
-                    details: dict | None = None) -> ImageStore:
-    provider = (provider or "").strip()
-    providers = {"nfs": "NFS", "smb": "SMB", "local": "Local"}
-    if provider.lower() not in providers:
+IMAGE_STORE_PROVIDERS = {"nfs": "NFS", "smb": "SMB", "local": "Local"}
+
+
+def validate_image_store(provider: str, url: str) -> tuple[str, str, int, int]:
+    """(provider, path, capacity, used) for an image store; a Local one must be a
+    directory the management server can write (created if missing)."""
+    provider = IMAGE_STORE_PROVIDERS.get((provider or "").strip().lower())
+    if provider is None:
         raise InvalidParameter("provider must be NFS, SMB or Local", field="provider")
-    provider = providers[provider.lower()]
     kind, server, path = parse_url(url)
     expected = {"NFS": PoolType.NFS, "SMB": PoolType.SMB, "Local": PoolType.FILESYSTEM}[provider]
     if kind != expected:
         raise InvalidParameter(f"A {provider} image store takes a "
                                f"{ {'NFS': 'nfs://', 'SMB': 'smb://', 'Local': 'file:///'}[provider] } URL", field="url")
-    zone = zones.get_zone(zone_uuid) if zone_uuid else None
     capacity = used = 0
     if provider == "Local":
-        # On the management server itself: it must exist (or be creatable) and be writable.
         try:
             os.makedirs(path, exist_ok=True)
         except OSError as e:
@@ -198,6 +212,13 @@ def add_image_store(caller, *, provider: str, url: str, name: str | None = None,
             raise InvalidParameter(f"Nubo cannot write to {path}", field="url")
         usage = shutil.disk_usage(path)
         capacity, used = usage.total, usage.used
+    return provider, path, capacity, used
+
+
+def add_image_store(caller, *, provider: str, url: str, name: str | None = None, zone_uuid: str | None = None,
+                    details: dict | None = None) -> ImageStore:
+    provider, path, capacity, used = validate_image_store(provider, url)
+    zone = zones.get_zone(zone_uuid) if zone_uuid else None
     details = details or {}
     store = ImageStore(uuid=new_uuid(), name=zones._name(name or url), zone_id=zone.id if zone else None,
                        provider=provider, url=url, path=path, capacity_bytes=capacity, used_bytes=used,
@@ -220,8 +241,13 @@ def delete_image_store(caller, uuid: str) -> None:
     db.session.commit()
 
 
-def list_image_stores(*, id=None, zone_uuid=None, provider=None, name=None, keyword=None, page=None):
-    q = select(ImageStore).where(ImageStore.removed.is_(None)).order_by(ImageStore.id).options(
+STORE_SORTS = {"name": ImageStore.name, "zone": name_of(Zone, ImageStore.zone_id), "provider": ImageStore.provider,
+               "capacity": ImageStore.capacity_bytes, "used": ratio(ImageStore.used_bytes, ImageStore.capacity_bytes)}
+
+
+def list_image_stores(*, id=None, zone_uuid=None, provider=None, name=None, keyword=None, page=None,
+                      sort: str | None = None):
+    q = sorted_by(select(ImageStore).where(ImageStore.removed.is_(None)), sort, STORE_SORTS, ImageStore.id).options(
         joinedload(ImageStore.zone))
     if id:
         q = q.where(ImageStore.uuid == id)

@@ -7,16 +7,18 @@
 from __future__ import annotations
 
 import ipaddress
+import json
+import re
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import joinedload
 
 from app.extensions import db
-from app.models import AllocationState, Cluster, Host, NetworkType, Pod, Zone, new_uuid, utcnow
+from app.models import AllocationState, Cluster, Host, NetworkType, PhysicalNetwork, Pod, Zone, new_uuid, utcnow
 from app.services import events
 from app.services import hypervisors as hv
 from app.services.errors import InvalidParameter, NotFound, ResourceInUse
-from app.services.pagination import page_of
+from app.services.pagination import name_of, page_of, sorted_by
 
 HYPERV = "Hyperv"
 
@@ -68,25 +70,30 @@ def get_zone(uuid: str, field: str = "zoneid") -> Zone:
     return zone
 
 
-def create_zone(caller, *, name: str, description: str | None = None, network_type: str = "Advanced",
-                dns1: str | None = None, dns2: str | None = None, internal_dns1: str | None = None,
-                internal_dns2: str | None = None, guest_cidr: str | None = None,
-                local_storage: bool = False, hypervisor: str | None = None,
-                allocation_state: str | None = None, commit: bool = True) -> Zone:
+def validate_zone(*, name: str, description: str | None = None, network_type: str = "Advanced",
+                  dns1: str | None = None, dns2: str | None = None, internal_dns1: str | None = None,
+                  internal_dns2: str | None = None, guest_cidr: str | None = None, local_storage: bool = False,
+                  hypervisor: str | None = None) -> dict:
+    """Check a new zone's values (the API and the wizard's first step); the normalized values."""
     name = _name(name)
     if network_type not in (NetworkType.BASIC, NetworkType.ADVANCED):
         raise InvalidParameter("networktype must be Basic or Advanced", field="networktype")
     if db.session.scalar(select(Zone.id).where(func.lower(Zone.name) == name.lower(), Zone.removed.is_(None))):
         raise InvalidParameter(f"A zone named {name} already exists", field="name")
-    zone = Zone(uuid=new_uuid(), name=name, description=description, network_type=network_type,
+    return dict(name=name, description=(description or "").strip() or None, network_type=network_type,
                 dns1=_ipv4(dns1, "dns1", required=True), dns2=_ipv4(dns2, "dns2"),
                 internal_dns1=_ipv4(internal_dns1, "internaldns1", required=True),
                 internal_dns2=_ipv4(internal_dns2, "internaldns2"),
                 guest_cidr=_cidr(guest_cidr, "guestcidraddress"), local_storage_enabled=bool(local_storage),
-                hypervisor_type=hv.resolve(hypervisor).name if hypervisor else None,
-                allocation_state=_state(allocation_state, AllocationState.ENABLED))
+                hypervisor_type=hv.resolve(hypervisor).name if hypervisor else None)
+
+
+def create_zone(caller, *, allocation_state: str | None = None, commit: bool = True, **values) -> Zone:
+    """values: those of validate_zone."""
+    zone = Zone(uuid=new_uuid(), allocation_state=_state(allocation_state, AllocationState.ENABLED),
+                **validate_zone(**values))
     db.session.add(zone)
-    events.record("ZONE.CREATE", f"Zone {name} created", user=caller, resource_type="Zone",
+    events.record("ZONE.CREATE", f"Zone {zone.name} created", user=caller, resource_type="Zone",
                   resource_id=zone.uuid)
     if commit:
         db.session.commit()
@@ -130,8 +137,13 @@ def delete_zone(caller, uuid: str) -> None:
     db.session.commit()
 
 
-def list_zones(*, id: str | None = None, name: str | None = None, keyword: str | None = None, page=None):
-    q = select(Zone).where(Zone.removed.is_(None)).order_by(Zone.id)
+# Sort keys the admin lists accept (a whitelist: the key comes from the query string).
+ZONE_SORTS = {"name": Zone.name, "networktype": Zone.network_type, "allocationstate": Zone.allocation_state}
+
+
+def list_zones(*, id: str | None = None, name: str | None = None, keyword: str | None = None, page=None,
+               sort: str | None = None):
+    q = sorted_by(select(Zone).where(Zone.removed.is_(None)), sort, ZONE_SORTS, Zone.id)
     if id:
         q = q.where(Zone.uuid == id)
     if name:
@@ -139,6 +151,56 @@ def list_zones(*, id: str | None = None, name: str | None = None, keyword: str |
     if keyword:
         q = q.where(Zone.name.contains(keyword))
     return page_of(q, page)
+
+
+# --- Physical networks --------------------------------------------------------
+
+# A Linux bridge name (IFNAMSIZ: 15 characters) or a Hyper-V virtual switch name.
+_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.:-]{0,63}$")
+
+
+def validate_vlan_range(value: str | None, required: bool) -> str | None:
+    """"100-199,300" style ranges within 1..4094, without overlaps."""
+    value = (value or "").replace(" ", "")
+    if not value:
+        if required:
+            raise InvalidParameter("An Advanced zone needs a guest VLAN range, e.g. 100-199", field="vlan")
+        return None
+    spans = []
+    for part in value.split(","):
+        m = re.fullmatch(r"(\d{1,4})(?:-(\d{1,4}))?", part)
+        lo, hi = (int(m.group(1)), int(m.group(2) or m.group(1))) if m else (0, 0)
+        if not m or not 1 <= lo <= hi <= 4094:
+            raise InvalidParameter(f"{part!r} is not a VLAN range within 1-4094 (e.g. 100-199)", field="vlan")
+        spans.append((lo, hi))
+    spans.sort()
+    for (_, hi), (lo, _) in zip(spans, spans[1:]):
+        if lo <= hi:
+            raise InvalidParameter("The VLAN ranges overlap", field="vlan")
+    return value
+
+
+def validate_traffic_label(value: str | None, type_name: str) -> str:
+    value = (value or "").strip()
+    if not value:
+        raise InvalidParameter(f"The {hv.display_name(type_name)} hosts' bridge or virtual switch name is required",
+                               field="trafficlabel")
+    limit = 255 if type_name == HYPERV else 15  # Linux bridge names are at most 15 characters
+    if len(value) > limit or not _LABEL.match(value) or (" " in value and type_name != HYPERV):
+        raise InvalidParameter(f"{value!r} is not a valid {'virtual switch' if type_name == HYPERV else 'bridge'} "
+                               f"name (letters, digits, . _ : -, at most {limit} characters)", field="trafficlabel")
+    return value
+
+
+def create_physical_network(caller, zone: Zone, *, vlan_range: str | None, traffic_labels: dict[str, str],
+                            name: str = "Physical Network 1") -> PhysicalNetwork:
+    net = PhysicalNetwork(uuid=new_uuid(), zone_id=zone.id, name=name, vlan_range=vlan_range,
+                          traffic_labels=json.dumps(traffic_labels))
+    db.session.add(net)
+    events.record("PHYSICAL.NETWORK.CREATE", f"Physical network {name} created in zone {zone.name}", user=caller,
+                  resource_type="PhysicalNetwork", resource_id=net.uuid)
+    db.session.commit()
+    return net
 
 
 # --- Pods -------------------------------------------------------------------------
@@ -150,10 +212,8 @@ def get_pod(uuid: str, field: str = "podid") -> Pod:
     return pod
 
 
-def create_pod(caller, *, zone_uuid: str, name: str, gateway: str, netmask: str, start_ip: str,
-               end_ip: str | None = None, allocation_state: str | None = None, commit: bool = True) -> Pod:
-    zone = get_zone(zone_uuid)
-    name = _name(name)
+def validate_pod_network(gateway: str, netmask: str, start_ip: str, end_ip: str | None = None) -> dict:
+    """Gateway, netmask and the host IP range inside that subnet; the normalized values."""
     gw = _ipv4(gateway, "gateway", required=True)
     mask = _ipv4(netmask, "netmask", required=True)
     try:
@@ -162,16 +222,28 @@ def create_pod(caller, *, zone_uuid: str, name: str, gateway: str, netmask: str,
         raise InvalidParameter(f"{mask} is not a valid netmask", field="netmask") from None
     start = _ipv4(start_ip, "startip", required=True)
     end = _ipv4(end_ip, "endip") or start
-    for field, ip in (("startip", start), ("endip", end)):
+    check_range(net, start, end, "startip", "endip")
+    return dict(gateway=gw, netmask=mask, start_ip=start, end_ip=end)
+
+
+def check_range(net: ipaddress.IPv4Network, start: str, end: str, start_field: str, end_field: str) -> None:
+    for field, ip in ((start_field, start), (end_field, end)):
         if ipaddress.IPv4Address(ip) not in net:
-            raise InvalidParameter(f"{field} {ip} is not in the pod's subnet {net}", field=field)
+            raise InvalidParameter(f"{ip} is not in the subnet {net}", field=field)
     if ipaddress.IPv4Address(start) > ipaddress.IPv4Address(end):
-        raise InvalidParameter("startip must not be after endip", field="endip")
+        raise InvalidParameter(f"The range must not start after it ends ({start} > {end})", field=end_field)
+
+
+def create_pod(caller, *, zone_uuid: str, name: str, gateway: str, netmask: str, start_ip: str,
+               end_ip: str | None = None, allocation_state: str | None = None, commit: bool = True) -> Pod:
+    zone = get_zone(zone_uuid)
+    name = _name(name)
+    network = validate_pod_network(gateway, netmask, start_ip, end_ip)
     if db.session.scalar(select(Pod.id).where(Pod.zone_id == zone.id, func.lower(Pod.name) == name.lower(),
                                               Pod.removed.is_(None))):
         raise InvalidParameter(f"Zone {zone.name} already has a pod named {name}", field="name")
-    pod = Pod(uuid=new_uuid(), zone_id=zone.id, name=name, gateway=gw, netmask=mask, start_ip=start, end_ip=end,
-              allocation_state=_state(allocation_state, AllocationState.ENABLED))
+    pod = Pod(uuid=new_uuid(), zone_id=zone.id, name=name, allocation_state=_state(allocation_state, AllocationState.ENABLED),
+              **network)
     db.session.add(pod)
     events.record("POD.CREATE", f"Pod {name} created in zone {zone.name}", user=caller, resource_type="Pod",
                   resource_id=pod.uuid)
@@ -199,8 +271,12 @@ def delete_pod(caller, uuid: str) -> None:
     db.session.commit()
 
 
-def list_pods(*, id=None, zone_uuid=None, name=None, keyword=None, page=None):
-    q = select(Pod).where(Pod.removed.is_(None)).order_by(Pod.id).options(joinedload(Pod.zone))
+POD_SORTS = {"name": Pod.name, "zone": name_of(Zone, Pod.zone_id), "gateway": Pod.gateway,
+             "allocationstate": Pod.allocation_state}
+
+
+def list_pods(*, id=None, zone_uuid=None, name=None, keyword=None, page=None, sort: str | None = None):
+    q = sorted_by(select(Pod).where(Pod.removed.is_(None)), sort, POD_SORTS, Pod.id).options(joinedload(Pod.zone))
     if id:
         q = q.where(Pod.uuid == id)
     if zone_uuid:
@@ -269,8 +345,13 @@ def delete_cluster(caller, uuid: str) -> None:
     db.session.commit()
 
 
-def list_clusters(*, id=None, zone_uuid=None, pod_uuid=None, hypervisor=None, name=None, keyword=None, page=None):
-    q = (select(Cluster).where(Cluster.removed.is_(None)).order_by(Cluster.id)
+CLUSTER_SORTS = {"name": Cluster.name, "zone": name_of(Zone, Cluster.zone_id), "pod": name_of(Pod, Cluster.pod_id),
+                 "hypervisor": Cluster.hypervisor_type, "allocationstate": Cluster.allocation_state}
+
+
+def list_clusters(*, id=None, zone_uuid=None, pod_uuid=None, hypervisor=None, name=None, keyword=None, page=None,
+                  sort: str | None = None):
+    q = (sorted_by(select(Cluster).where(Cluster.removed.is_(None)), sort, CLUSTER_SORTS, Cluster.id)
          .options(joinedload(Cluster.pod), joinedload(Cluster.zone)))
     if id:
         q = q.where(Cluster.uuid == id)

@@ -8,8 +8,9 @@ from flask_login import current_user, login_required
 
 
 # Navigation entries (endpoint, label); each area adds its pages here.
-ADMIN_NAV: list[tuple[str, str]] = [("admin.dashboard", "Dashboard"), ("hypervisors.index", "Hypervisors"),
-                                     ("simulator.index", "Simulator")]
+ADMIN_NAV: list[tuple[str, str]] = [("admin.dashboard", "Dashboard"), ("infra.zones", "Zones"),
+                                     ("infra.hosts", "Hosts"), ("infra.primary_storage", "Storage"),
+                                     ("hypervisors.index", "Hypervisors"), ("simulator.index", "Simulator")]
 USER_NAV: list[tuple[str, str]] = [("portal.my_vms", "My VMs"), ("apidocs.index", "API")]
 
 
@@ -25,13 +26,16 @@ def admin_required(view):
 
 
 def register_blueprints(app: Flask) -> None:
-    from app.web import admin, apidocs, auth, hypervisors, portal, simulator
+    from app.web import admin, apidocs, auth, hypervisors, infra, portal, simulator, uploads, zone_wizard
     app.register_blueprint(auth.bp)
     app.register_blueprint(apidocs.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(hypervisors.bp)
+    app.register_blueprint(infra.bp)
     app.register_blueprint(portal.bp)
     app.register_blueprint(simulator.bp)
+    app.register_blueprint(zone_wizard.bp)
+    app.register_blueprint(uploads.bp)
 
     @app.after_request
     def vary_on_htmx(response):

@@ -21,6 +21,13 @@ def dt(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else "—"
 
 
+def hvname(type_name: str | None) -> str:
+    """A hypervisor type as users see it (Custom's display name is a setting)."""
+    from app.services.hypervisors import display_name
+    return display_name(type_name) if type_name else "—"
+
+
 def register_filters(app: Flask) -> None:
     app.jinja_env.filters["filesize"] = filesize
+    app.jinja_env.filters["hvname"] = hvname
     app.jinja_env.filters["dt"] = dt

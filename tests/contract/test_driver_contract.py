@@ -15,6 +15,8 @@ Optional hooks a driver module may put in ContractEnv.extras:
   "live_media": bool           the ISO can be changed on a running VM; default True
   "volume_exists": (pool, name) -> bool   what the hypervisor holds, not what the driver says
   "unreachable": () -> Driver  a driver for a host that does not answer
+  "template_source": (tmp_path, checksum_ok) -> TemplateSource   an image the driver can import
+                               (a right or a wrong checksum); absent: import is not testable here
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ import uuid
 import pytest
 
 from app.hypervisors.base import (
-    ConsoleKind, DriverError, HostUnreachable, OperationNotSupported, PoolInfo, PowerState,
+    ConsoleKind, DriverError, HostUnreachable, OperationFailed, OperationNotSupported, PoolInfo, PowerState,
     VMNotFound, VolumeSpec,
 )
 
@@ -149,6 +151,33 @@ def test_volumes_blank_and_from_base_leave_nothing_after_delete(env):
     for name in made:
         assert _exists(env, name) in (False, None)
         env.driver.delete_volume(env.pool, name)  # a missing volume is not an error
+
+
+def test_import_template_is_idempotent_clones_and_refuses_a_bad_checksum(env, tmp_path):
+    make = env.extras.get("template_source")
+    if make is None:
+        pytest.skip("this driver module has no importable template image")
+    source = make(tmp_path, True)
+    env.driver.prepare_storage_pool(env.pool)
+    name, clone, bad = _name("tmpl"), _name("root"), _name("bad")
+    made = []
+    try:
+        info = env.driver.import_template(env.pool, name, source)
+        made.append(name)
+        assert info.path and info.size_bytes > 0 and info.format == source.format.upper()
+        assert env.driver.import_template(env.pool, name, source).path == info.path  # cached, not fetched again
+        fmt = "QCOW2" if info.format == "RAW" and "QCOW2" in env.hv_type.capabilities.template_formats \
+            else info.format
+        root = env.driver.create_volume(VolumeSpec(name=clone, pool=env.pool, size_bytes=info.size_bytes,
+                                                   format=fmt, base_path=info.path, thin=True))
+        made.append(clone)
+        assert root.size_bytes >= info.size_bytes and root.path != info.path
+    finally:
+        for n in reversed(made):
+            env.driver.delete_volume(env.pool, n)
+    with pytest.raises(OperationFailed, match="Checksum mismatch"):
+        env.driver.import_template(env.pool, bad, make(tmp_path, False))
+    assert _exists(env, bad) in (False, None)  # nothing half-imported
 
 
 # --- Lifecycle -----------------------------------------------------------------

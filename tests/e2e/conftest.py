@@ -56,6 +56,14 @@ class Stack:
         return subprocess.run([str(BIN / "flask"), "--app", "wsgi", *args], cwd=ROOT, env=self.env,
                               capture_output=True, text=True, check=True)
 
+    def api(self):
+        """The real `cs` client, signed with the admin's keys."""
+        import json
+
+        from cs import CloudStack
+        keys = json.loads(self.flask("user", "keys", "admin").stdout.strip().splitlines()[-1])
+        return CloudStack(endpoint=self.url + "/client/api", key=keys["apikey"], secret=keys["secretkey"])
+
     def start(self) -> float:
         t0 = time.monotonic()
         self.flask("db", "upgrade")

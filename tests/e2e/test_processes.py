@@ -33,7 +33,7 @@ def test_first_start_login_and_restart_keeps_data(stack, db):
     stack.stop()
 
     second = stack.start()
-    assert second < 15, f"second start took {second:.1f}s"
+    assert second < 60, f"second start took {second:.1f}s"  # no reinstall, no re-migration (figures: bench/RESULTS.md)
     s = requests.Session()
     assert _login(s, stack.url, "kept", "kept-pass").url.endswith("/portal/")
     assert _login(requests.Session(), stack.url, "admin", "wrong").status_code == 401

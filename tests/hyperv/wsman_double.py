@@ -12,6 +12,7 @@ their base64 JSON arguments (app/hypervisors/hyperv/powershell.py).
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import threading
 import uuid
@@ -40,6 +41,7 @@ class FakeHyperV:
         self.hyperv_role = hyperv_role
         self.vms: dict[str, dict] = {}
         self.vhds: dict[str, dict] = {}
+        self.images: dict[str, bytes] = {}  # files "on the network": {url or UNC path: bytes}
         self.lock = threading.Lock()
 
     def _vm(self, name):
@@ -79,6 +81,20 @@ class FakeHyperV:
         self.vhds[a["path"]] = {"size": size, "parent": a.get("parent") if a.get("thin") else None}
         physical = 4 << 20 if a.get("parent") and a.get("thin") else size
         return {"path": a["path"], "size": size, "physical": physical}
+
+    def op_import_template(self, a):
+        """Images "on the network" are self.images: {url or share path: (bytes)}."""
+        if a["path"] not in self.vhds:
+            data = self.images.get(a.get("url") or a.get("source"))
+            if data is None:
+                raise RuntimeError(f"Could not find file '{a.get('url') or a.get('source')}'")
+            if a.get("algo"):
+                got = hashlib.new(a["algo"].lower(), data).hexdigest()
+                if got != a["hash"]:
+                    raise RuntimeError(f"Checksum mismatch: expected {a['algo']} {a['hash']}, got {got}")
+            self.vhds[a["path"]] = {"size": len(data), "parent": None}
+        size = self.vhds[a["path"]]["size"]
+        return {"path": a["path"], "size": size, "physical": size, "format": "VHDX"}
 
     def op_delete_volume(self, a):
         self.vhds.pop(a["path"], None)

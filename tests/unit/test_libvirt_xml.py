@@ -79,6 +79,8 @@ def test_vlan_tag_only_when_given(tmp_path):
     assert nics[0].find("vlan/tag").get("id") == "42" and nics[0].find("source").get("bridge") == "cloudbr0"
     assert nics[0].find("mac").get("address") == "02:00:0a:00:00:01"
     assert nics[1].find("vlan") is None
+    # VLAN tags need an Open vSwitch bridge on libvirt hosts.
+    assert nics[0].find("virtualport").get("type") == "openvswitch" and nics[1].find("virtualport") is None
 
 
 @pytest.mark.parametrize("listen", ["0.0.0.0", "::", "0:0::0"])

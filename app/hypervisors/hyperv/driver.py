@@ -18,7 +18,8 @@ import xml.etree.ElementTree as ET
 from app.hypervisors.base import (
     AuthenticationFailed, ConsoleKind, ConsoleTarget, DiskSpec, Driver, DriverError, HostConnection,
     HostFacts, HostStats, HostUnreachable, OperationFailed, OperationNotSupported, PoolInfo, PowerState,
-    StoragePoolSpec, VMInfo, VMNotFound, VMSpec, VMStats, VolumeInfo, VolumeSpec, WrongHypervisor,
+    StoragePoolSpec, TemplateSource, VMInfo, VMNotFound, VMSpec, VMStats, VolumeInfo, VolumeSpec,
+    WrongHypervisor,
 )
 from app.hypervisors.hyperv import powershell as ps
 
@@ -66,6 +67,20 @@ elseif ($a.parent) { Copy-Item -Path $a.parent -Destination $a.path; $v = Get-VH
   if ($v.Size -lt $a.size) { Resize-VHD -Path $a.path -SizeBytes $a.size; $v = Get-VHD -Path $a.path } }
 else { $v = New-VHD -Path $a.path -SizeBytes $a.size -Dynamic }
 @{path=$v.Path; size=$v.Size; physical=$v.FileSize} | ConvertTo-Json -Compress
+""",
+    "import_template": r"""
+if (-not (Test-Path $a.path)) {
+  $tmp = "$($a.path).part"
+  if ($a.url) { Invoke-WebRequest -Uri $a.url -OutFile $tmp -UseBasicParsing }
+  else { Copy-Item -Path $a.source -Destination $tmp }
+  if ($a.algo) {
+    $h = (Get-FileHash -Path $tmp -Algorithm $a.algo).Hash.ToLower()
+    if ($h -ne $a.hash) { Remove-Item -Path $tmp -Force; throw "Checksum mismatch: expected $($a.algo) $($a.hash), got $h" }
+  }
+  Move-Item -Path $tmp -Destination $a.path
+}
+$v = Get-VHD -Path $a.path
+@{path=$v.Path; size=$v.Size; physical=$v.FileSize; format=[string]$v.VhdFormat} | ConvertTo-Json -Compress
 """,
     "delete_volume": r"""
 if (Test-Path $a.path) { Remove-Item -Path $a.path -Force }
@@ -272,6 +287,22 @@ class HypervDriver(Driver):
                                          "parent": vol.base_path, "thin": vol.thin, "size": vol.size_bytes})
         return VolumeInfo(path=d["path"], size_bytes=int(d["size"]), format=vol.format,
                           physical_bytes=int(d["physical"]))
+
+    def import_template(self, pool: StoragePoolSpec, name: str, source: TemplateSource) -> VolumeInfo:
+        """The host fetches the image itself (direct download) or copies it from the SMB image
+        store, checks its hash with Get-FileHash, and keeps it as <pool>\\<name>.vhd(x)."""
+        fmt = source.format.upper()
+        if fmt not in ("VHD", "VHDX"):
+            raise OperationNotSupported(f"Hyper-V templates are VHD or VHDX, not {source.format}")
+        if not (source.url or source.share_path):
+            raise OperationFailed("Hyper-V hosts read templates from an SMB image store or a URL")
+        from app.hypervisors.sources import Verifier
+        check = Verifier(source.checksum)
+        algo = {"md5": "MD5", "sha1": "SHA1", "sha256": "SHA256", "sha384": "SHA384", "sha512": "SHA512"}
+        d = self._run("import_template", {"path": self._vhd_path(pool, name, fmt), "url": source.url,
+                                           "source": source.share_path, "algo": algo.get(check.algo or ""),
+                                           "hash": check.expected})
+        return VolumeInfo(path=d["path"], size_bytes=int(d["size"]), format=fmt, physical_bytes=int(d["physical"]))
 
     def delete_volume(self, pool: StoragePoolSpec, name: str) -> None:
         for fmt in ("VHDX", "VHD"):

@@ -85,8 +85,11 @@ def nic_element(flavour: Flavour, nic: NicSpec) -> ET.Element:
     _sub(el, "mac", address=nic.mac)
     _sub(el, "source", bridge=nic.bridge)
     if nic.vlan is not None:
+        # libvirt tags VLANs only on Open vSwitch bridges (a Linux bridge refuses <vlan>),
+        # so a VLAN-tagged NIC names its bridge as an OVS port.
         vlan = _sub(el, "vlan")
         _sub(vlan, "tag", id=int(nic.vlan))
+        _sub(el, "virtualport", type="openvswitch")
     if flavour.nic_model:
         _sub(el, "model", type=flavour.nic_model)
     return el

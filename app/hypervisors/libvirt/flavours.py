@@ -85,8 +85,10 @@ def _os_aliases(os_type: str) -> tuple[str, ...]:
     return ("xen", "linux") if os_type in ("xen", "linux") else (os_type,)
 
 
-def resolve(base: Flavour, settings: dict, conn_type: str = "", caps_xml: str | None = None) -> Flavour:
-    """The concrete flavour for one host."""
+def resolve(base: Flavour, settings: dict, conn_type: str = "", caps_xml: str | None = None,
+            acceleration: str = "auto") -> Flavour:
+    """The concrete flavour for one host. acceleration "emulated" (a host field) forces
+    QEMU's software emulation: for nested labs where KVM cannot run real guests."""
     f = base
     if f.type_name == "Custom":
         rules = _CUSTOM_RULES.get(conn_type.upper())
@@ -97,7 +99,7 @@ def resolve(base: Flavour, settings: dict, conn_type: str = "", caps_xml: str | 
     if f.domain_type == "kvm" and caps_xml is not None:
         offered = offered_domain_types(caps_xml, "hvm")
         # No KVM on this host (no /dev/kvm): QEMU's software emulation, same API.
-        if "kvm" not in offered and "qemu" in offered:
+        if ("kvm" not in offered or acceleration == "emulated") and "qemu" in offered:
             f = replace(f, domain_type="qemu")
     return f
 

@@ -116,7 +116,10 @@ class KVMType(LibvirtType):
     flavour = flavours.KVM
     capabilities = Capabilities(**_VNC_VM, live_migration=True, storage_migration=True, vm_snapshots=True,
                                 max_guests_per_host=50, max_hosts_per_cluster=32, max_data_volumes=26)
-    host_fields = _fields(("qemu",), "qemu+ssh://root@kvm1/system or qemu+tls://kvm1/system")
+    host_fields = _fields(("qemu",), "qemu+ssh://root@kvm1/system or qemu+tls://kvm1/system") + (
+        HostField("acceleration", "Acceleration", kind="select", choices=("auto", "emulated"), default="auto",
+                  help="auto: KVM where the host offers it; emulated: QEMU's software emulation (nested labs "
+                       "where KVM cannot run real guests)"),)
 
 
 class XenType(LibvirtType):

@@ -6,7 +6,7 @@ import contextlib
 import uuid
 from typing import Iterator
 
-from app.hypervisors.base import DiskSpec, DriverContext, NicSpec, StoragePoolSpec, VMSpec, VolumeSpec
+from app.hypervisors.base import DiskSpec, DriverContext, NicSpec, StoragePoolSpec, TemplateSource, VMSpec, VolumeSpec
 from app.hypervisors.hyperv.types import HYPERV
 from tests.contract.env import ContractEnv
 from tests.hyperv.wsman_double import WsmanDouble
@@ -34,6 +34,15 @@ def environment(tmp_path) -> Iterator[ContractEnv]:
                           disks=[DiskSpec(path=vol.path, format="VHDX")],
                           nics=[NicSpec(mac="02:00:00:00:00:01", bridge="nubo-switch", vlan=42)])
 
+        def template_source(tmp, checksum_ok: bool) -> TemplateSource:
+            """A VHDX "on a web server" the double's host can fetch (Invoke-WebRequest)."""
+            import hashlib
+            data = b"vhdxfile" + bytes(4096)
+            a.hyperv.images["http://images.example/win.vhdx"] = data
+            digest = hashlib.sha256(data).hexdigest() if checksum_ok else "0" * 64
+            return TemplateSource(format="VHDX", url="http://images.example/win.vhdx", size_bytes=len(data),
+                                  checksum="{SHA-256}" + digest)
+
         def unreachable():
             fields = a.fields(port="1")  # nothing listens on port 1
             return HYPERV.make_driver(HYPERV.connection("127.0.0.1", fields), ctx)
@@ -41,7 +50,7 @@ def environment(tmp_path) -> Iterator[ContractEnv]:
         try:
             yield ContractEnv(driver=main, hv_type=HYPERV, pool=pool, make_vm_spec=make_vm_spec,
                               migration_target=other,
-                              extras={"unreachable": unreachable, "double": a,
+                              extras={"unreachable": unreachable, "double": a, "template_source": template_source,
                                       "iso_of": lambda n: a.hyperv.vms[n]["iso"],
                                       "volume_exists": lambda p, n: any(k.endswith((n + ".vhdx", n + ".vhd")) for k in a.hyperv.vhds)})
         finally:

@@ -11,15 +11,30 @@ import os
 import shutil
 import subprocess
 import uuid
+from pathlib import Path
 from typing import Iterator
 
 import libvirt
 
-from app.hypervisors.base import ConsoleSpec, DiskSpec, DriverContext, HostConnection, StoragePoolSpec, VMSpec
+from app.hypervisors.base import (ConsoleSpec, DiskSpec, DriverContext, HostConnection, StoragePoolSpec, TemplateSource,
+                                  VMSpec)
 from app.hypervisors.libvirt.types import KVM
 from tests.contract.env import ContractEnv
 
 NAME = "kvm"
+
+
+def raw_image_source(tmp: Path, checksum_ok: bool) -> TemplateSource:
+    """A real 8 MiB RAW image (qemu-img) with some content, and its SHA-256 (or a wrong one)."""
+    import hashlib
+    path = tmp / "template.raw"
+    if not path.exists():
+        subprocess.run(["qemu-img", "create", "-q", "-f", "raw", str(path), "8M"], check=True)
+        with open(path, "r+b") as f:
+            f.write(b"NUBO-TEMPLATE" * 4096)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest() if checksum_ok else "0" * 64
+    return TemplateSource(format="RAW", size_bytes=path.stat().st_size, local_path=str(path),
+                          checksum="{SHA-256}" + digest)
 URI = "qemu:///system"
 
 
@@ -59,10 +74,14 @@ def environment(tmp_path) -> Iterator[ContractEnv]:
         except libvirt.libvirtError:
             return on_disk
 
+    def template_source(tmp: Path, checksum_ok: bool) -> TemplateSource:
+        return raw_image_source(tmp, checksum_ok)
+
     try:
         yield ContractEnv(driver=driver, hv_type=KVM, pool=pool, make_vm_spec=make_vm_spec,
                           extras={"guest_ignores_acpi": True, "live_media": True,
                                   "iso_of": driver.iso_path, "volume_exists": volume_exists,
+                                  "template_source": template_source,
                                   "unreachable": lambda: KVM.make_driver(
                                       HostConnection(url="qemu+tcp://127.0.0.1:9/system", address="127.0.0.1"),
                                       DriverContext(testing=True))})

@@ -21,6 +21,11 @@ def available() -> str | None:
     return None  # needs nothing but SQLite
 
 
+def raw_image_source(tmp, checksum_ok):
+    from tests.contract.drivers.kvm import raw_image_source as real
+    return real(tmp, checksum_ok)
+
+
 @contextlib.contextmanager
 def environment(tmp_path) -> Iterator[ContractEnv]:
     import app  # noqa: F401  (registers the SQLite WAL / foreign-key pragmas)
@@ -54,7 +59,7 @@ def environment(tmp_path) -> Iterator[ContractEnv]:
 
     try:
         yield ContractEnv(driver=main, hv_type=SIMULATOR, pool=pool, make_vm_spec=make_vm_spec,
-                          migration_target=other, extras={"set_host_up": set_up})
+                          migration_target=other, extras={"set_host_up": set_up, "template_source": raw_image_source})
     finally:
         main.close()
         other.close()

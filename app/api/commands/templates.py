@@ -1,0 +1,145 @@
+"""Templates, ISOs and guest OS types (CloudStack names and fields)."""
+from __future__ import annotations
+
+from app.api.registry import Param, command
+from app.services import templates
+
+COMMON = [Param("name", "string", "the name", required=True),
+          Param("displaytext", "string", "the display text"),
+          Param("zoneid", "string", "the zone (-1 or omitted: every zone)"),
+          Param("ostypeid", "uuid", "the guest OS type"),
+          Param("checksum", "string", "{MD5}, {SHA-1}, {SHA-256}, {SHA-512} prefixed digest, or a plain MD5"),
+          Param("ispublic", "boolean", "visible to every account (admins)"),
+          Param("isfeatured", "boolean", "featured (admins)")]
+
+
+def _register(ctx, p, is_iso: bool):
+    t = templates.register(ctx.user, is_iso=is_iso, url=p["url"], name=p["name"],
+                              display_text=p.get("displaytext"), hypervisor=p.get("hypervisor"),
+                              format=p.get("format"), zone_uuid=p.get("zoneid"), os_type_uuid=p.get("ostypeid"),
+                              checksum=p.get("checksum"), is_public=p.get("ispublic", False),
+                              featured=p.get("isfeatured", False), bootable=p.get("bootable", True),
+                              direct_download=p.get("directdownload", False))
+    return [(t, ref) for ref in templates.refs_of(t)]  # one row per zone, as CloudStack answers
+
+
+def _rows(caller, is_iso: bool, p, page):
+    rows, total = templates.list_templates(
+        caller, is_iso=is_iso, template_filter=p.get("templatefilter") or p.get("isofilter") or "executable",
+        id=p.get("id"), name=p.get("name"), keyword=p.get("keyword"), zone_uuid=p.get("zoneid"),
+        hypervisor=p.get("hypervisor"), page=page)
+    refs = templates.refs_for([t.id for t in rows])
+    zone_id = p.get("zoneid")
+    pairs = [(t, r) for t in rows for r in refs[t.id] if not zone_id or r.zone.uuid == zone_id]
+    return pairs, total
+
+
+@command("registerTemplate", "Registers a template from a URL; it downloads into secondary storage",
+         response="template", returns_list_of_one=True, params=[
+             *COMMON, Param("url", "string", "http(s):// URL of the image", required=True, length=2048),
+             Param("hypervisor", "string", "the hypervisor (display name)", required=True),
+             Param("format", "string", "the format the hypervisor takes (RAW, QCOW2, VHD, VHDX, TAR, ...)",
+                   required=True),
+             Param("directdownload", "boolean", "hosts fetch it into primary storage at first use"),
+             Param("passwordenabled", "boolean", "ignored"), Param("requireshvm", "boolean", "ignored")])
+def register_template(ctx, p):
+    return _register(ctx, p, False)
+
+
+@command("registerIso", "Registers an ISO from a URL", response="iso", returns_list_of_one=True, params=[
+    *COMMON, Param("url", "string", "http(s):// URL of the ISO", required=True, length=2048),
+    Param("bootable", "boolean", "VMs may boot from it (default true)")])
+def register_iso(ctx, p):
+    return _register(ctx, p, True)
+
+
+@command("getUploadParamsForTemplate", "Returns a signed URL to POST a template file to", response="getuploadparams",
+         params=[*COMMON, Param("hypervisor", "string", "the hypervisor", required=True),
+                 Param("format", "string", "the format", required=True)])
+def get_upload_params(ctx, p):
+    out = templates.upload_params(ctx.user, name=p["name"], display_text=p.get("displaytext"),
+                                  hypervisor=p["hypervisor"], format=p["format"], zone_uuid=p.get("zoneid"),
+                                  os_type_uuid=p.get("ostypeid"), checksum=p.get("checksum"),
+                                  is_public=p.get("ispublic", False), featured=p.get("isfeatured", False))
+    out.pop("_expires_epoch", None)
+    return out
+
+
+@command("getUploadParamsForIso", "Returns a signed URL to POST an ISO file to", response="getuploadparams",
+         params=[*COMMON, Param("bootable", "boolean", "bootable (default true)")])
+def get_upload_params_iso(ctx, p):
+    out = templates.upload_params(ctx.user, is_iso=True, name=p["name"], display_text=p.get("displaytext"),
+                                  zone_uuid=p.get("zoneid"), os_type_uuid=p.get("ostypeid"),
+                                  checksum=p.get("checksum"), is_public=p.get("ispublic", False),
+                                  featured=p.get("isfeatured", False), bootable=p.get("bootable", True))
+    out.pop("_expires_epoch", None)
+    return out
+
+
+@command("listTemplates", "Lists templates, one row per template and zone", response="template", list=True,
+         params=[Param("templatefilter", "string", "featured, self, selfexecutable, executable, community, all",
+                       required=True),
+                 Param("name", "string", "the name"), Param("zoneid", "uuid", "the zone"),
+                 Param("hypervisor", "string", "the hypervisor")])
+def list_templates(ctx, p):
+    return _rows(ctx.user, False, p, ctx.page)
+
+
+@command("listIsos", "Lists ISOs, one row per ISO and zone", response="iso", list=True,
+         params=[Param("isofilter", "string", "featured, self, selfexecutable, executable, community, all"),
+                 Param("name", "string", "the name"), Param("zoneid", "uuid", "the zone"),
+                 Param("bootable", "boolean", "only bootable ISOs")])
+def list_isos(ctx, p):
+    pairs, total = _rows(ctx.user, True, p, ctx.page)
+    if p.get("bootable") is not None:
+        pairs = [(t, r) for t, r in pairs if t.bootable == p["bootable"]]
+    return pairs, total
+
+
+def _update(ctx, p, is_iso):
+    return templates.update_template(ctx.user, p["id"], name=p.get("name"), display_text=p.get("displaytext"),
+                                     os_type_uuid=p.get("ostypeid"), bootable=p.get("bootable"),
+                                     is_public=p.get("ispublic"), featured=p.get("isfeatured"), is_iso=is_iso)
+
+
+UPDATE = [Param("id", "uuid", "the template", required=True), Param("name", "string", "new name"),
+          Param("displaytext", "string", "new display text"), Param("ostypeid", "uuid", "new OS type"),
+          Param("bootable", "boolean", "bootable"), Param("ispublic", "boolean", "public (admins)"),
+          Param("isfeatured", "boolean", "featured (admins)")]
+
+
+@command("updateTemplate", "Updates a template", response="template", params=UPDATE)
+def update_template(ctx, p):
+    return _update(ctx, p, False)
+
+
+@command("updateIso", "Updates an ISO", response="iso", params=UPDATE)
+def update_iso(ctx, p):
+    return _update(ctx, p, True)
+
+
+@command("deleteTemplate", "Deletes a template (its copies and files) in one zone or all", is_async=True,
+         params=[Param("id", "uuid", "the template", required=True), Param("zoneid", "uuid", "only this zone"),
+                 Param("forced", "boolean", "ignored")])
+def delete_template(ctx, p):
+    return templates.submit_delete(ctx.user, p["id"], is_iso=False, zone_uuid=p.get("zoneid"))
+
+
+@command("deleteIso", "Deletes an ISO in one zone or all", is_async=True,
+         params=[Param("id", "uuid", "the ISO", required=True), Param("zoneid", "uuid", "only this zone")])
+def delete_iso(ctx, p):
+    return templates.submit_delete(ctx.user, p["id"], is_iso=True, zone_uuid=p.get("zoneid"))
+
+
+@command("listOsTypes", "Lists guest OS types", response="ostype", list=True,
+         params=[Param("oscategoryid", "uuid", "the category"), Param("description", "string", "the description")])
+def list_os_types(ctx, p):
+    return templates.list_os_types(id=p.get("id"), category_uuid=p.get("oscategoryid"),
+                                   description=p.get("description"), keyword=p.get("keyword"), page=ctx.page)
+
+
+@command("listOsCategories", "Lists guest OS categories", response="oscategory", list=True,
+         params=[Param("name", "string", "the name")])
+def list_os_categories(ctx, p):
+    return templates.list_os_categories(id=p.get("id"), name=p.get("name"), keyword=p.get("keyword"),
+                                        page=ctx.page)

@@ -1,0 +1,169 @@
+"""Virtual machines, service offerings, guest networks and events (CloudStack names)."""
+from __future__ import annotations
+
+from app.api.registry import ADMIN, Param, command
+from app.api.serializers import vm_dict
+from app.services import events, networks, offerings, vms
+
+
+@command("deployVirtualMachine", "Creates a VM from a template or a bootable ISO and starts it", is_async=True,
+         response="virtualmachine", async_returns_id=True, params=[
+             Param("zoneid", "uuid", "the zone", required=True),
+             Param("serviceofferingid", "uuid", "the service offering", required=True),
+             Param("templateid", "uuid", "the template or bootable ISO", required=True),
+             Param("name", "string", "host name of the VM"), Param("displayname", "string", "display name"),
+             Param("networkids", "list", "guest networks (default: the zone's)", item_type="uuid"),
+             Param("keypair", "string", "SSH key pair name"),
+             Param("userdata", "string", "base64 user data for cloud-init", length=1048576),
+             Param("diskofferingid", "uuid", "root disk of a VM from an ISO"),
+             Param("rootdisksize", "long", "root disk size in GiB"),
+             Param("startvm", "boolean", "start it (default true)"),
+             Param("hostid", "uuid", "the host (admins)"), Param("hypervisor", "string", "the hypervisor")])
+def deploy(ctx, p):
+    vm, job = vms.deploy(ctx.user, zone_uuid=p["zoneid"], service_offering_uuid=p["serviceofferingid"],
+                         template_uuid=p["templateid"], name=p.get("name"), display_name=p.get("displayname"),
+                         network_uuids=p.get("networkids"), keypair=p.get("keypair"), userdata=p.get("userdata"),
+                         disk_offering_uuid=p.get("diskofferingid"), root_disk_size_gib=p.get("rootdisksize"),
+                         start=p.get("startvm", True), host_uuid=p.get("hostid"), hypervisor=p.get("hypervisor"))
+    return job if job is not None else vm
+
+
+ID = [Param("id", "uuid", "the VM", required=True)]
+
+
+@command("startVirtualMachine", "Starts a stopped VM (on its last host when it can)", is_async=True,
+         response="virtualmachine", params=[*ID, Param("hostid", "uuid", "the host (admins)")])
+def start(ctx, p):
+    return vms.start(ctx.user, p["id"], p.get("hostid"))
+
+
+@command("stopVirtualMachine", "Stops a VM: graceful, powered off only with forced=true", is_async=True,
+         response="virtualmachine", params=[*ID, Param("forced", "boolean", "power off if the guest does not stop")])
+def stop(ctx, p):
+    return vms.stop(ctx.user, p["id"], p.get("forced", False))
+
+
+@command("rebootVirtualMachine", "Reboots a running VM", is_async=True, response="virtualmachine", params=ID)
+def reboot(ctx, p):
+    return vms.reboot(ctx.user, p["id"])
+
+
+@command("destroyVirtualMachine", "Destroys a VM (recoverable until expunged)", is_async=True,
+         response="virtualmachine", params=[*ID, Param("expunge", "boolean", "expunge at once")])
+def destroy(ctx, p):
+    return vms.destroy(ctx.user, p["id"], p.get("expunge", False))
+
+
+@command("recoverVirtualMachine", "Recovers a destroyed VM (it is Stopped again)", response="virtualmachine",
+         params=ID)
+def recover(ctx, p):
+    return vms.recover(ctx.user, p["id"])
+
+
+@command("expungeVirtualMachine", "Expunges a destroyed VM: volumes, IPs and capacity go", is_async=True,
+         params=ID)
+def expunge(ctx, p):
+    return vms.expunge(ctx.user, p["id"])
+
+
+@command("migrateVirtualMachine", "Live-migrates a running VM to another host of its cluster", role=ADMIN,
+         is_async=True, response="virtualmachine", params=[
+             Param("virtualmachineid", "uuid", "the VM", required=True),
+             Param("hostid", "uuid", "the destination (default: chosen by the planner)")])
+def migrate(ctx, p):
+    return vms.migrate(ctx.user, p["virtualmachineid"], p.get("hostid"))
+
+
+@command("changeServiceForVirtualMachine", "Changes the offering of a stopped VM", response="virtualmachine",
+         params=[*ID, Param("serviceofferingid", "uuid", "the new offering", required=True)])
+def change_service(ctx, p):
+    return vms.change_offering(ctx.user, p["id"], p["serviceofferingid"])
+
+
+@command("scaleVirtualMachine", "Changes the offering of a stopped VM (as changeServiceForVirtualMachine)",
+         is_async=True, response="virtualmachine",
+         params=[*ID, Param("serviceofferingid", "uuid", "the new offering", required=True)])
+def scale(ctx, p):
+    return vms.scale_job(ctx.user, p["id"], p["serviceofferingid"])
+
+
+@command("attachIso", "Attaches an ISO to a VM", is_async=True, response="virtualmachine", params=[
+    Param("id", "uuid", "the ISO", required=True), Param("virtualmachineid", "uuid", "the VM", required=True)])
+def attach_iso(ctx, p):
+    return vms.attach_iso(ctx.user, p["virtualmachineid"], p["id"])
+
+
+@command("detachIso", "Detaches the ISO of a VM", is_async=True, response="virtualmachine",
+         params=[Param("virtualmachineid", "uuid", "the VM", required=True)])
+def detach_iso(ctx, p):
+    return vms.detach_iso(ctx.user, p["virtualmachineid"])
+
+
+@command("listVirtualMachines", "Lists VMs (details=min for a lighter answer)", response="virtualmachine",
+         list=True, params=[Param("name", "string", "the name"), Param("state", "string", "the state"),
+                            Param("zoneid", "uuid", "the zone"), Param("hostid", "uuid", "the host (admins)"),
+                            Param("details", "list", "min or all")])
+def list_vms(ctx, p):
+    minimal = "min" in [d.lower() for d in p.get("details", [])]
+    rows, total = vms.list_vms(ctx.user, id=p.get("id"), name=p.get("name"), keyword=p.get("keyword"),
+                               state=p.get("state"), zone_uuid=p.get("zoneid"), host_uuid=p.get("hostid"),
+                               account=p.get("account"), page=ctx.page, details_min=minimal)
+    return ([vm_dict(vm, minimal) for vm in rows], total)
+
+
+@command("createServiceOffering", "Creates a service offering", role=ADMIN, response="serviceoffering", params=[
+    Param("name", "string", "the name", required=True), Param("displaytext", "string", "the display text"),
+    Param("cpunumber", "integer", "vCPUs", required=True), Param("cpuspeed", "integer", "MHz per vCPU", required=True),
+    Param("memory", "integer", "MiB", required=True), Param("storagetype", "string", "shared (default) or local"),
+    Param("rootdisksize", "long", "root disk GiB"), Param("offerha", "boolean", "HA")])
+def create_offering(ctx, p):
+    return offerings.create(ctx.user, name=p["name"], display_text=p.get("displaytext"), cpu_number=p["cpunumber"],
+                            cpu_speed=p["cpuspeed"], memory=p["memory"], storage_type=p.get("storagetype", "shared"),
+                            root_disk_size=p.get("rootdisksize"), offer_ha=p.get("offerha", False))
+
+
+@command("listServiceOfferings", "Lists service offerings", response="serviceoffering", list=True,
+         params=[Param("name", "string", "the name")])
+def list_offerings(ctx, p):
+    return offerings.list_offerings(id=p.get("id"), name=p.get("name"), keyword=p.get("keyword"), page=ctx.page)
+
+
+@command("deleteServiceOffering", "Deletes an unused service offering", role=ADMIN, params=ID)
+def delete_offering(ctx, p):
+    offerings.delete(ctx.user, p["id"])
+    return {"success": True}
+
+
+@command("createNetwork", "Creates a guest network in a zone", role=ADMIN, response="network", params=[
+    Param("zoneid", "uuid", "the zone", required=True), Param("name", "string", "the name", required=True),
+    Param("displaytext", "string", "the display text"), Param("cidr", "string", "e.g. 10.2.0.0/24", required=True),
+    Param("gateway", "string", "the gateway (default: the first address)"),
+    Param("startip", "string", "first guest address"), Param("endip", "string", "last guest address"),
+    Param("vlan", "integer", "VLAN (default: the next free one of the zone's range)")])
+def create_network(ctx, p):
+    return networks.create_network(ctx.user, zone_uuid=p["zoneid"], name=p["name"], cidr=p["cidr"],
+                                   gateway=p.get("gateway"), start_ip=p.get("startip"), end_ip=p.get("endip"),
+                                   vlan=p.get("vlan"), display_text=p.get("displaytext"))
+
+
+@command("listNetworks", "Lists the guest networks the caller may use", response="network", list=True,
+         params=[Param("zoneid", "uuid", "the zone"), Param("name", "string", "the name")])
+def list_networks(ctx, p):
+    return networks.list_networks(ctx.user, id=p.get("id"), zone_uuid=p.get("zoneid"), name=p.get("name"),
+                                  keyword=p.get("keyword"), page=ctx.page)
+
+
+@command("deleteNetwork", "Deletes a guest network without VMs", role=ADMIN, is_async=False, params=ID)
+def delete_network(ctx, p):
+    networks.delete_network(ctx.user, p["id"])
+    return {"success": True}
+
+
+@command("listEvents", "Lists events (the audit log)", response="event", list=True, params=[
+    Param("type", "string", "the event type, e.g. VM.START"), Param("level", "string", "INFO, WARN or ERROR"),
+    Param("startdate", "date", "from"), Param("enddate", "date", "until"),
+    Param("resourceid", "string", "events of this object")])
+def list_events(ctx, p):
+    return events.list_events(ctx.user, type_=p.get("type"), level=p.get("level"), start=p.get("startdate"),
+                              end=p.get("enddate"), keyword=p.get("keyword"), resource_id=p.get("resourceid"),
+                              page=ctx.page)

@@ -1,0 +1,105 @@
+"""Host pings: every host answers (its stats) or its state says it does not.
+
+CloudStack's rules, simplified: a host that answers is Up; one that misses a
+ping goes Alert; one that has not answered for `ping.interval` × `ping.timeout`
+seconds goes Down. Hosts in maintenance are not pinged. Each change of state is
+an event. Calls run in a thread pool (each with its own driver) and the
+results are written back in one short transaction, so a sweep of thousands of
+hosts costs a few queries, not one transaction per host.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import select
+
+from app.extensions import db
+from app.hypervisors.base import DriverError, HostStats
+from app.models import Host, HostState, ResourceState, utcnow
+from app.services import events, settings
+from app.services import hypervisors as hv
+from app.services.settings import Definition, define
+
+log = logging.getLogger("nubo.monitor")
+
+define(Definition("ping.interval", "30", "Seconds between two pings of every host by the monitor.",
+                  category="Monitor", type="integer", min=1, max=3600))
+define(Definition("ping.timeout", "2.5", "A host that has not answered for ping.interval × this is Down "
+                  "(before that it is Alert).", category="Monitor", type="float", min=1, max=100))
+define(Definition("monitor.threads", "16", "Hosts the monitor pings at the same time.", category="Monitor",
+                  type="integer", min=1, max=256, dynamic=False))
+
+
+@dataclass
+class SweepResult:
+    hosts: int = 0
+    up: int = 0
+    failed: int = 0
+    changed: int = 0
+    seconds: float = 0.0
+
+
+def _ping(app, host_id: int, type_name: str, conn) -> tuple[int, HostStats | None, str | None]:
+    with app.app_context():
+        try:
+            driver = hv.driver_for(type_name, conn)
+        except DriverError as e:
+            return host_id, None, str(e)
+        try:
+            return host_id, driver.host_stats(), None
+        except DriverError as e:
+            return host_id, None, str(e)
+        except Exception as e:  # noqa: BLE001 - a driver bug must not stop the sweep
+            log.exception("pinging host %s failed", host_id)
+            return host_id, None, f"internal error: {e}"
+        finally:
+            driver.close()
+
+
+def ping_hosts(now=None) -> SweepResult:
+    from app.services.hosts import connection_for
+    t0 = time.monotonic()
+    now = now or utcnow()
+    rows = list(db.session.scalars(select(Host).where(
+        Host.removed.is_(None), Host.resource_state.not_in([ResourceState.MAINTENANCE,
+                                                            ResourceState.PREPARE_FOR_MAINTENANCE]))))
+    work = [(h.id, h.hypervisor_type, connection_for(h)) for h in rows]
+    db.session.commit()  # no transaction held while hosts answer
+    app = current_app._get_current_object()
+    with ThreadPoolExecutor(max_workers=settings.get("monitor.threads")) as pool:
+        answers = list(pool.map(lambda w: _ping(app, *w), work))
+    down_after = timedelta(seconds=settings.get("ping.interval") * settings.get("ping.timeout"))
+    result = SweepResult(hosts=len(rows))
+    hosts = {h.id: h for h in db.session.scalars(select(Host).where(Host.id.in_([a[0] for a in answers])))}
+    for host_id, stats, error in answers:
+        host = hosts.get(host_id)
+        if host is None or host.removed:
+            continue
+        before = host.state
+        if stats is not None:
+            result.up += 1
+            host.state, host.state_reason, host.last_pinged = HostState.UP, None, now
+            host.cpu_used_pct = stats.cpu_pct
+            host.memory_used = max(0, stats.memory_total_bytes - stats.memory_free_bytes)
+        else:
+            result.failed += 1
+            silent_since = host.last_pinged or host.created
+            host.state = HostState.DOWN if now - silent_since >= down_after else HostState.ALERT
+            host.state_reason = (error or "no answer")[:1000]
+        if host.state != before:
+            result.changed += 1
+            if host.state in (HostState.ALERT, HostState.DOWN):
+                from app.monitor.vms import host_silent
+                host_silent(host)
+            events.record("HOST.STATE", f"Host {host.name} is {host.state}"
+                          + (f": {host.state_reason}" if host.state_reason else " again"),
+                          level="INFO" if host.state == HostState.UP else "WARN",
+                          resource_type="Host", resource_id=host.uuid)
+    db.session.commit()
+    result.seconds = time.monotonic() - t0
+    return result

@@ -1,0 +1,226 @@
+"""VM state from the hypervisors: what Nubo shows is what the host says.
+
+- `reconcile_host` compares a host's domains (list_vms) with Nubo's records and
+  corrects the records, with an event per change; domains Nubo does not know
+  are reported, never touched. A VM with an action running is left to it.
+- `apply` is the one place a seen power state changes a record: used by the
+  sweep, by libvirt lifecycle events (EventListener) and after a reaped job.
+- Hosts that stop answering: their VMs become Unknown (Alert) and then Stopped
+  with their capacity given back (Down).
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from flask import current_app
+from sqlalchemy import select
+
+from app.extensions import db
+from app.hypervisors.base import DriverError, PowerState, VMNotFound
+from app.models import Host, HostState, VirtualMachine, VMState, utcnow
+from app.services import events, planner, settings
+from app.services import hypervisors as hv
+
+log = logging.getLogger("nubo.monitor")
+# VM states a host's answer may correct (not Destroyed/Expunging/Error: those are Nubo's own).
+WATCHED = (VMState.RUNNING, VMState.STOPPED, VMState.UNKNOWN, VMState.STARTING, VMState.STOPPING)
+_reported_unknown: set[tuple[int, str]] = set()
+
+
+def _need(vm: VirtualMachine) -> planner.Need:
+    return planner.Need.of(vm.cpu_number, vm.cpu_speed, vm.memory)
+
+
+def apply(vm: VirtualMachine, host: Host, state: PowerState | None) -> bool:
+    """Set the record from what `host` says of the VM (None: the host does not have it).
+    Returns True when the record changed. Commits nothing itself."""
+    if vm.active_job_id is not None or vm.state not in WATCHED:
+        return False
+    running = state in (PowerState.RUNNING, PowerState.PAUSED, PowerState.STARTING, PowerState.STOPPING)
+    if running and (vm.state != VMState.RUNNING or vm.host_id != host.id):
+        if vm.capacity_reserved and vm.host_id and vm.host_id != host.id:
+            planner.release(vm.host_id, _need(vm))
+            vm.capacity_reserved = False
+        if not vm.capacity_reserved:
+            vm.capacity_reserved = planner.reserve(host.id, _need(vm))  # counted even if the host is full
+            if not vm.capacity_reserved:
+                from sqlalchemy import update
+                db.session.execute(update(Host).where(Host.id == host.id).values(
+                    cpu_allocated=Host.cpu_allocated + _need(vm).cpu_mhz,
+                    memory_allocated=Host.memory_allocated + _need(vm).memory_bytes))
+                vm.capacity_reserved = True
+        before = vm.state
+        vm.state, vm.host_id, vm.last_host_id, vm.state_updated = VMState.RUNNING, host.id, host.id, utcnow()
+        events.record("VM.STATE", f"VM {vm.name} is Running on {host.name} (was {before}, changed outside Nubo)",
+                      level="WARN", resource_type="VirtualMachine", resource_id=vm.uuid, account_id=vm.account_id)
+        return True
+    if not running and vm.state in (VMState.RUNNING, VMState.UNKNOWN, VMState.STARTING, VMState.STOPPING) \
+            and vm.host_id == host.id:
+        if vm.capacity_reserved:
+            planner.release(host.id, _need(vm))
+        before = vm.state
+        vm.capacity_reserved, vm.last_host_id, vm.host_id = False, host.id, None
+        vm.state, vm.state_updated, vm.console_port = VMState.STOPPED, utcnow(), None
+        events.record("VM.STATE", f"VM {vm.name} is Stopped (was {before}; {host.name} "
+                      f"{'does not have it' if state is None else 'reports it ' + state.value})",
+                      level="WARN", resource_type="VirtualMachine", resource_id=vm.uuid, account_id=vm.account_id)
+        return True
+    return False
+
+
+def _driver(host: Host):
+    from app.services.hosts import connection_for
+    return hv.driver_for(host.hypervisor_type, connection_for(host))
+
+
+def _list(app, host_id: int, type_name: str, conn):
+    with app.app_context():
+        try:
+            driver = hv.driver_for(type_name, conn)
+        except DriverError as e:
+            return host_id, None, str(e)
+        try:
+            return host_id, {v.name: v.state for v in driver.list_vms()}, None
+        except DriverError as e:
+            return host_id, None, str(e)
+        finally:
+            driver.close()
+
+
+def reconcile_hosts(hosts: list[Host]) -> int:
+    """One list_vms per host (in parallel), then the records corrected in one transaction."""
+    from app.services.hosts import connection_for
+    work = [(h.id, h.hypervisor_type, connection_for(h)) for h in hosts]
+    db.session.commit()
+    app = current_app._get_current_object()
+    with ThreadPoolExecutor(max_workers=settings.get("monitor.threads")) as pool:
+        answers = [a for a in pool.map(lambda w: _list(app, *w), work) if a[1] is not None]
+    if not answers:
+        return 0
+    ids = [a[0] for a in answers]
+    host_rows = {h.id: h for h in db.session.scalars(select(Host).where(Host.id.in_(ids)))}
+    vms = list(db.session.scalars(select(VirtualMachine).where(
+        VirtualMachine.removed.is_(None),
+        (VirtualMachine.host_id.in_(ids)) | (VirtualMachine.last_host_id.in_(ids)
+                                             & (VirtualMachine.state == VMState.STOPPED)))))
+    by_name = {vm.instance_name: vm for vm in vms}
+    changed = 0
+    for host_id, seen, _ in answers:
+        host = host_rows[host_id]
+        for vm in vms:
+            if vm.host_id == host_id and vm.instance_name not in seen:
+                changed += apply(vm, host, None)
+        for name, state in seen.items():
+            vm = by_name.get(name)
+            if vm is None:
+                _report_unknown(host, name, state)
+            elif vm.host_id in (host_id, None):
+                changed += apply(vm, host, state)
+    db.session.commit()
+    return changed
+
+
+def _report_unknown(host: Host, name: str, state: PowerState) -> None:
+    if (host.id, name) in _reported_unknown:
+        return
+    _reported_unknown.add((host.id, name))
+    known = db.session.scalar(select(VirtualMachine.id).where(VirtualMachine.instance_name == name))
+    if known is None:  # an expunged VM's leftovers are not news; a stranger is
+        events.record("HOST.UNKNOWN.VM", f"Host {host.name} runs {name} ({state.value}), which Nubo does not "
+                      "manage; it is left alone", level="WARN", resource_type="Host", resource_id=host.uuid)
+
+
+def reconcile_vm(vm: VirtualMachine) -> None:
+    """Ask the VM's host about this one VM (after a reaped job) and set the record from it."""
+    host = vm.host or (db.session.get(Host, vm.last_host_id) if vm.last_host_id else None)
+    if host is None:
+        if vm.state in (VMState.STARTING, VMState.STOPPING):
+            vm.state = VMState.STOPPED
+            db.session.commit()
+        return
+    driver = _driver(host)
+    try:
+        state = driver.vm_info(vm.instance_name).state
+    except VMNotFound:
+        state = None
+    except DriverError:
+        log.warning("could not reconcile %s: host %s did not answer", vm.name, host.name)
+        return
+    finally:
+        driver.close()
+    if vm.state in (VMState.STARTING, VMState.STOPPING, VMState.MIGRATING):
+        vm.state = VMState.UNKNOWN  # let apply decide from the host's answer
+        vm.host_id = vm.host_id or host.id
+    apply(vm, host, state)
+    db.session.commit()
+
+
+def host_silent(host: Host) -> None:
+    """The host stopped answering: its VMs are Unknown (Alert), or Stopped with capacity back (Down)."""
+    for vm in db.session.scalars(select(VirtualMachine).where(VirtualMachine.host_id == host.id,
+                                                              VirtualMachine.removed.is_(None),
+                                                              VirtualMachine.state.in_(WATCHED))):
+        if host.state == HostState.DOWN:
+            apply(vm, host, None)
+        elif vm.state == VMState.RUNNING and vm.active_job_id is None:
+            vm.state, vm.state_updated = VMState.UNKNOWN, utcnow()
+            events.record("VM.STATE", f"VM {vm.name} is Unknown: its host {host.name} does not answer",
+                          level="WARN", resource_type="VirtualMachine", resource_id=vm.uuid,
+                          account_id=vm.account_id)
+
+
+class EventListener:
+    """libvirt lifecycle events of every host that has them, applied within a second.
+    One driver (connection, with keepalive and reconnect in the driver) per host."""
+
+    def __init__(self, app):
+        self.app = app
+        self.queue: queue.Queue = queue.Queue()
+        self.drivers: dict[int, object] = {}
+        self.thread = threading.Thread(target=self._apply_loop, daemon=True, name="nubo-vm-events")
+        self.thread.start()
+
+    def sync(self, hosts: list[Host]) -> None:
+        """Listen on the hosts that push events and are Up; stop listening on the others."""
+        from app.services.hosts import connection_for
+        wanted = {h.id: h for h in hosts if h.state == HostState.UP
+                  and hv.resolve(h.hypervisor_type).capabilities.lifecycle_events}
+        for host_id in set(self.drivers) - set(wanted):
+            self.drivers.pop(host_id).close()
+        for host_id, h in wanted.items():
+            if host_id in self.drivers:
+                continue
+            driver = hv.driver_for(h.hypervisor_type, connection_for(h))
+            try:
+                driver.register_events(lambda name, state, hid=host_id: self.queue.put((hid, name, state)))
+                self.drivers[host_id] = driver
+            except DriverError as e:
+                driver.close()
+                log.warning("no events from %s: %s", h.name, e)
+
+    def _apply_loop(self) -> None:
+        while True:
+            host_id, name, state = self.queue.get()
+            with self.app.app_context():
+                try:
+                    vm = db.session.scalar(select(VirtualMachine).where(VirtualMachine.instance_name == name,
+                                                                       VirtualMachine.removed.is_(None)))
+                    host = db.session.get(Host, host_id)
+                    if vm is not None and host is not None:
+                        shown = None if state in (PowerState.STOPPED, PowerState.CRASHED) else state
+                        if apply(vm, host, shown):
+                            log.info("event: %s is %s on %s", name, state.value, host.name)
+                        db.session.commit()
+                except Exception:  # noqa: BLE001 - one bad event must not stop the listener
+                    log.exception("applying event for %s failed", name)
+                    db.session.rollback()
+                finally:
+                    db.session.remove()
+
+    def close(self) -> None:
+        for d in self.drivers.values():
+            d.close()
+        self.drivers.clear()

@@ -1,0 +1,54 @@
+"""Service offerings (CPU, memory, storage type) — what a VM is sized by."""
+from __future__ import annotations
+
+from sqlalchemy import func, select
+
+from app.extensions import db
+from app.models import ServiceOffering, VirtualMachine, new_uuid, utcnow
+from app.services import events, zones
+from app.services.errors import InvalidParameter, NotFound, ResourceInUse
+from app.services.pagination import page_of
+
+
+def create(caller, *, name: str, display_text: str | None, cpu_number: int, cpu_speed: int, memory: int,
+           storage_type: str = "shared", root_disk_size: int | None = None, offer_ha: bool = False) -> ServiceOffering:
+    name = zones._name(name)
+    for field, value, low, high in (("cpunumber", cpu_number, 1, 256), ("cpuspeed", cpu_speed, 100, 100000),
+                                    ("memory", memory, 32, 16 * 1024 * 1024)):
+        if value is None or not low <= value <= high:
+            raise InvalidParameter(f"{field} must be between {low} and {high}", field=field)
+    if storage_type not in ("shared", "local"):
+        raise InvalidParameter("storagetype must be shared or local", field="storagetype")
+    o = ServiceOffering(uuid=new_uuid(), name=name, display_text=display_text or name, cpu_number=cpu_number,
+                        cpu_speed=cpu_speed, memory=memory, storage_type=storage_type,
+                        root_disk_size=root_disk_size, offer_ha=bool(offer_ha))
+    db.session.add(o)
+    events.record("SERVICE.OFFERING.CREATE", f"Service offering {name} created", user=caller,
+                  resource_type="ServiceOffering", resource_id=o.uuid)
+    db.session.commit()
+    return o
+
+
+def delete(caller, uuid: str) -> None:
+    o = db.session.scalar(select(ServiceOffering).where(ServiceOffering.uuid == uuid,
+                                                        ServiceOffering.removed.is_(None)))
+    if o is None:
+        raise NotFound("Unable to find service offering with the specified id", field="id")
+    if db.session.scalar(select(func.count()).select_from(VirtualMachine).where(
+            VirtualMachine.service_offering_id == o.id, VirtualMachine.removed.is_(None))):
+        raise ResourceInUse(f"Service offering {o.name} is still used by VMs")
+    o.removed = utcnow()
+    events.record("SERVICE.OFFERING.DELETE", f"Service offering {o.name} deleted", user=caller,
+                  resource_type="ServiceOffering", resource_id=o.uuid)
+    db.session.commit()
+
+
+def list_offerings(*, id=None, name=None, keyword=None, page=None):
+    q = select(ServiceOffering).where(ServiceOffering.removed.is_(None)).order_by(ServiceOffering.id)
+    if id:
+        q = q.where(ServiceOffering.uuid == id)
+    if name:
+        q = q.where(ServiceOffering.name == name)
+    if keyword:
+        q = q.where(ServiceOffering.name.contains(keyword))
+    return page_of(q, page)

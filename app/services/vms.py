@@ -1,0 +1,867 @@
+"""Virtual machines: deploy and every action, with CloudStack's states and rules.
+
+Each action is checked here (state, ownership, capabilities), takes the VM's
+lock atomically (one action per VM at a time; a second gets "busy", 536) and
+runs as a job (`vm.<action>`). A job that fails leaves the VM in a true state and
+gives back what it reserved: host capacity (the planner's atomic reservation),
+guest IPs and the root volume of a failed deploy.
+
+States: Starting, Running, Stopping, Stopped, Destroyed (recoverable until
+expunged), Expunging, Migrating, Error, Unknown (its host stopped answering).
+"""
+from __future__ import annotations
+
+import base64
+import secrets
+from datetime import timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import joinedload, selectinload
+
+from app.extensions import db
+from app.hypervisors.base import ConsoleSpec, DiskSpec, DriverError, NicSpec, VMSpec, VolumeSpec
+from app.jobs import service as jobs
+from app.models import (AsyncJob, DownloadState, Host, Network, Nic, ServiceOffering, SSHKeyPair, StoragePool,
+                        StorageScope, Template, TemplateStoreRef, VirtualMachine, VMState, Volume, VolumeState,
+                        VolumeType, new_uuid, utcnow)
+from app.services import (config_drive, consoles, events, networks, planner, quotas, settings, storage,
+                          template_cache, volumes, zones)
+from app.services import hypervisors as hv
+from app.services.errors import (InsufficientCapacity, InvalidParameter, NotFound, PermissionDenied, ResourceInUse,
+                                 ResourceUnavailable, ServiceError, Unsupported)
+from app.services.pagination import page_of
+from app.services.settings import Definition, define
+
+define(Definition("vm.stop.timeout", "60", "Seconds a graceful stop waits for the guest before it fails "
+                  "(or, with forced=true, before the VM is powered off).", category="VM", type="integer",
+                  min=1, max=3600))
+define(Definition("expunge.delay", "86400", "Seconds a destroyed VM stays recoverable before the sweeper "
+                  "expunges it.", category="VM", type="integer", min=0, max=31536000))
+define(Definition("vm.userdata.max.length", "32768", "Largest user data accepted, in bytes (decoded).",
+                  category="VM", type="integer", min=0, max=1048576))
+
+GIB = 1 << 30
+ACTIONS_BY_STATE = {
+    "start": (VMState.STOPPED,),
+    "stop": (VMState.RUNNING, VMState.UNKNOWN),
+    "reboot": (VMState.RUNNING,),
+    "destroy": (VMState.RUNNING, VMState.STOPPED, VMState.ERROR, VMState.UNKNOWN),
+    "recover": (VMState.DESTROYED,),
+    "expunge": (VMState.DESTROYED, VMState.ERROR),
+    "migrate": (VMState.RUNNING,),
+    "scale": (VMState.STOPPED,),
+    "attachiso": (VMState.RUNNING, VMState.STOPPED),
+    "detachiso": (VMState.RUNNING, VMState.STOPPED),
+    "deploy": (VMState.STARTING, VMState.STOPPED),
+}
+
+
+# --- Lookup and listing --------------------------------------------------------------
+
+def _visible(caller):
+    q = select(VirtualMachine).where(VirtualMachine.removed.is_(None))
+    return q if caller.is_admin else q.where(VirtualMachine.account_id == caller.account_id)
+
+
+def get_vm(caller, uuid: str, field: str = "id") -> VirtualMachine:
+    """Another account's VM is "not found", exactly like a missing one."""
+    vm = db.session.scalar(_visible(caller).where(VirtualMachine.uuid == uuid))
+    if vm is None:
+        raise NotFound("Unable to find virtual machine with the specified id", field=field)
+    return vm
+
+
+def list_vms(caller, *, id=None, name=None, keyword=None, state=None, zone_uuid=None, host_uuid=None,
+             account=None, page=None, details_min: bool = False):
+    """Newest first; relations loaded in a fixed number of queries whatever the page size."""
+    q = _visible(caller).order_by(VirtualMachine.id.desc())
+    if not details_min:
+        q = q.options(joinedload(VirtualMachine.zone), joinedload(VirtualMachine.host),
+                      joinedload(VirtualMachine.template), joinedload(VirtualMachine.service_offering),
+                      joinedload(VirtualMachine.account), selectinload(VirtualMachine.nics).joinedload(Nic.network))
+    if id:
+        q = q.where(VirtualMachine.uuid == id)
+    if name:
+        q = q.where(VirtualMachine.name == name)
+    if keyword:
+        q = q.where(or_(VirtualMachine.name.contains(keyword), VirtualMachine.display_name.contains(keyword)))
+    if state:
+        q = q.where(VirtualMachine.state == state)
+    if zone_uuid:
+        q = q.where(VirtualMachine.zone_id == zones.get_zone(zone_uuid).id)
+    if host_uuid:
+        q = q.where(VirtualMachine.host_id == select(Host.id).where(Host.uuid == host_uuid).scalar_subquery())
+    if account and caller.is_admin:
+        from app.models import Account
+        q = q.where(VirtualMachine.account_id == select(Account.id).where(Account.name == account).scalar_subquery())
+    return page_of(q, page)
+
+
+# --- The per-VM lock ----------------------------------------------------------------
+
+def _lock(vm: VirtualMachine, action: str) -> int:
+    """Take the VM for one action, atomically with its state check. Returns the token."""
+    allowed = ACTIONS_BY_STATE[action]
+    token = -secrets.randbelow(2**30) - 1  # replaced by the job's id once it exists
+    done = db.session.execute(update(VirtualMachine).where(
+        VirtualMachine.id == vm.id, VirtualMachine.active_job_id.is_(None),
+        VirtualMachine.state.in_(allowed)).values(active_job_id=token).execution_options(synchronize_session=False))
+    db.session.commit()
+    if done.rowcount == 1:
+        return token
+    db.session.refresh(vm)
+    if vm.active_job_id is not None:
+        raise ResourceInUse(f"VM {vm.name} is busy with another action; try again when it has finished")
+    raise InvalidParameter(f"VM {vm.name} is {vm.state}; it can be {_verb(action)} only when it is "
+                           f"{' or '.join(allowed)}", field="id")
+
+
+def _verb(action: str) -> str:
+    return {"stop": "stopped", "start": "started", "reboot": "rebooted", "destroy": "destroyed",
+            "recover": "recovered", "expunge": "expunged", "migrate": "migrated", "scale": "scaled",
+            "attachiso": "given an ISO", "detachiso": "given no ISO"}.get(action, action)
+
+
+def _unlock(vm_id: int, *tokens: int) -> None:
+    db.session.execute(update(VirtualMachine).where(VirtualMachine.id == vm_id,
+                                                    VirtualMachine.active_job_id.in_(tokens))
+                       .values(active_job_id=None).execution_options(synchronize_session=False))
+    db.session.commit()
+
+
+def _submit(caller, vm: VirtualMachine, action: str, cmd: str, params: dict | None = None) -> AsyncJob:
+    token = _lock(vm, action)
+    try:
+        job = jobs.submit(cmd, caller, f"vm.{action}", {"vm": vm.uuid, "token": token, **(params or {})},
+                          instance_type="VirtualMachine", instance_id=vm.uuid)
+    except Exception:
+        _unlock(vm.id, token)
+        raise
+    # The job may have finished already (and unlocked); otherwise the lock now names it.
+    db.session.execute(update(VirtualMachine).where(VirtualMachine.id == vm.id,
+                                                    VirtualMachine.active_job_id == token)
+                       .values(active_job_id=job.id).execution_options(synchronize_session=False))
+    db.session.commit()
+    return job
+
+
+def _vm_job(action: str):
+    """Register the job handler of one action: load the VM, run, always unlock."""
+    def decorate(fn):
+        @jobs.handler(f"vm.{action}")
+        def run(job: AsyncJob, params: dict):
+            vm = db.session.scalar(select(VirtualMachine).where(VirtualMachine.uuid == params["vm"]))
+            try:
+                return fn(job, vm, params)
+            finally:
+                db.session.rollback()
+                _unlock(vm.id, params["token"], job.id)
+        jobs.on_reap(f"vm.{action}", _reaped)
+        return run
+    return decorate
+
+
+def _reaped(job: AsyncJob) -> None:
+    """The worker died mid-action: free the VM and set its state from the hypervisor."""
+    vm = db.session.scalar(select(VirtualMachine).where(VirtualMachine.uuid == job.instance_id))
+    if vm is None:
+        return
+    db.session.execute(update(VirtualMachine).where(VirtualMachine.id == vm.id).values(active_job_id=None))
+    db.session.commit()
+    from app.monitor import vms as monitor_vms
+    monitor_vms.reconcile_vm(vm)
+
+
+# --- Deploy ------------------------------------------------------------------------
+
+def _template_for(caller, zone, template_uuid: str | None, iso_uuid: str | None) -> tuple[Template, bool]:
+    uuid = template_uuid or iso_uuid
+    if not uuid:
+        raise InvalidParameter("templateid is required", field="templateid")
+    t = db.session.scalar(select(Template).where(Template.uuid == uuid, Template.removed.is_(None)))
+    if t is None or (not caller.is_admin and not t.is_public and t.account_id != caller.account_id):
+        raise NotFound("Unable to find template with the specified id", field="templateid")
+    if t.is_iso and not t.bootable:
+        raise InvalidParameter(f"ISO {t.name} is not bootable", field="templateid")
+    ready = db.session.scalar(select(TemplateStoreRef.id).where(
+        TemplateStoreRef.template_id == t.id, TemplateStoreRef.zone_id == zone.id,
+        TemplateStoreRef.state.in_([DownloadState.DOWNLOADED, DownloadState.BYPASSED])))
+    if ready is None:
+        raise InvalidParameter(f"{t.name} is not ready in zone {zone.name}", field="templateid")
+    return t, t.is_iso
+
+
+def _offering(uuid: str) -> ServiceOffering:
+    o = db.session.scalar(select(ServiceOffering).where(ServiceOffering.uuid == uuid,
+                                                        ServiceOffering.removed.is_(None)))
+    if o is None:
+        raise NotFound("Unable to find service offering with the specified id", field="serviceofferingid")
+    return o
+
+
+def _userdata(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except ValueError:
+        raise InvalidParameter("userdata must be base64-encoded", field="userdata") from None
+    if len(raw) > settings.get("vm.userdata.max.length"):
+        raise InvalidParameter(f"userdata is larger than {settings.get('vm.userdata.max.length')} bytes",
+                               field="userdata")
+    return value
+
+
+def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid: str | None = None,
+           iso_uuid: str | None = None, name: str | None = None, display_name: str | None = None,
+           network_uuids: list[str] | None = None, keypair: str | None = None, userdata: str | None = None,
+           disk_offering_uuid: str | None = None, root_disk_size_gib: int | None = None, start: bool = True,
+           host_uuid: str | None = None, hypervisor: str | None = None) -> tuple[VirtualMachine, AsyncJob | None]:
+    """deployVirtualMachine: the VM's rows now (VM, NICs with their IPs, root volume), its start as a job."""
+    zone = zones.get_zone(zone_uuid)
+    if zone.allocation_state != "Enabled" and not caller.is_admin:
+        raise InvalidParameter(f"Zone {zone.name} is disabled", field="zoneid")
+    offering = _offering(service_offering_uuid)
+    template, from_iso = _template_for(caller, zone, template_uuid, iso_uuid)
+    type_name = template.hypervisor_type or (hv.resolve(hypervisor).name if hypervisor else zone.hypervisor_type)
+    if not type_name:
+        raise InvalidParameter("Deploying from an ISO needs the hypervisor", field="hypervisor")
+    if hypervisor and hv.resolve(hypervisor).name != type_name:
+        raise InvalidParameter(f"Template {template.name} is for {hv.display_name(type_name)}", field="hypervisor")
+    root_size = (template.size or 0) if not from_iso else 0
+    if root_disk_size_gib:
+        root_size = max(root_size, root_disk_size_gib * GIB)
+    if from_iso:
+        if not disk_offering_uuid and not root_disk_size_gib:
+            raise InvalidParameter("A VM from an ISO needs a root disk: give diskofferingid or rootdisksize",
+                                   field="diskofferingid")
+        if disk_offering_uuid:
+            root_size = volumes.get_disk_offering(disk_offering_uuid).disk_size * GIB or root_size
+    nets = [networks.get_network(caller, u) for u in (network_uuids or [])]
+    if not nets:
+        default = networks.ensure_default_network(caller, zone)
+        if default is None:
+            raise InvalidParameter(f"Zone {zone.name} has no guest network; give networkids", field="networkids")
+        nets = [default]
+    for n in nets:
+        if n.zone_id != zone.id:
+            raise InvalidParameter(f"Network {n.name} is not in zone {zone.name}", field="networkids")
+    key = None
+    if keypair:
+        key = db.session.scalar(select(SSHKeyPair).where(SSHKeyPair.account_id == caller.account_id,
+                                                         SSHKeyPair.name == keypair))
+        if key is None:
+            raise NotFound(f"No SSH key pair named {keypair}", field="keypair")
+    userdata = _userdata(userdata)
+    host_id = None
+    if host_uuid:
+        if not caller.is_admin:
+            raise PermissionDenied("Only administrators may choose the host")
+        host_id = db.session.scalar(select(Host.id).where(Host.uuid == host_uuid, Host.removed.is_(None)))
+        if host_id is None:
+            raise NotFound("Unable to find host with the specified id", field="hostid")
+    name = (name or "").strip() or None
+    if name is not None and (len(name) > 63 or not all(c.isalnum() or c == "-" for c in name)
+                             or name.startswith("-") or name[0].isdigit()):
+        raise InvalidParameter("name must be a host name: letters, digits and hyphens, starting with a letter, "
+                               "at most 63 characters", field="name")
+    if name and db.session.scalar(select(VirtualMachine.id).where(
+            VirtualMachine.account_id == caller.account_id, VirtualMachine.name == name,
+            VirtualMachine.removed.is_(None))):
+        raise InvalidParameter(f"You already have a VM named {name}", field="name")
+    quotas.reserve_vm(caller.account_id, offering, root_size)  # atomic; 532 when a limit would pass
+    try:
+        vm = VirtualMachine(uuid=new_uuid(), name=name or "pending", display_name=display_name or name,
+                            instance_name=f"pending-{new_uuid()}",
+                            state=VMState.STARTING if start else VMState.STOPPED, account_id=caller.account_id,
+                            user_id=caller.id, zone_id=zone.id, template_id=None if from_iso else template.id,
+                            iso_id=template.id if from_iso else None, service_offering_id=offering.id,
+                            hypervisor_type=type_name, cpu_number=offering.cpu_number, cpu_speed=offering.cpu_speed,
+                            memory=offering.memory, keypair_id=key.id if key else None, userdata=userdata,
+                            state_updated=utcnow(), last_host_id=host_id, quota_counted=True)
+        db.session.add(vm)
+        db.session.flush()
+        vm.instance_name = f"i-{caller.account_id}-{vm.id}-VM"  # CloudStack's naming
+        if name is None:
+            vm.name = vm.display_name = f"VM-{vm.uuid[:8]}"
+        db.session.add(Volume(uuid=new_uuid(), name=f"ROOT-{vm.id}", account_id=vm.account_id, zone_id=zone.id,
+                              vm_id=vm.id, template_id=None if from_iso else template.id,
+                              volume_type=VolumeType.ROOT, device_id=0, size=root_size, state=VolumeState.ALLOCATED))
+        events.record("VM.CREATE", f"VM {vm.name} created ({offering.name}, {template.name})", user=caller,
+                      resource_type="VirtualMachine", resource_id=vm.uuid)
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        quotas.unreserve_vm(caller.account_id, offering, root_size)
+        raise
+    try:
+        for i, net in enumerate(nets):
+            networks.add_nic(vm, net, device_id=i)
+    except ServiceError:
+        _forget(vm)
+        raise
+    if not start:
+        return vm, None
+    job = _submit(caller, vm, "deploy", "deployVirtualMachine", {"host": host_id})
+    return vm, job
+
+
+def _forget(vm: VirtualMachine) -> None:
+    """Undo a deploy that could not even be submitted: rows gone, quota and IPs back."""
+    db.session.rollback()
+    networks.release_nics(vm)
+    quotas.release(vm)
+    vm.removed, vm.state = utcnow(), VMState.ERROR
+    for v in vm.volumes:
+        v.removed, v.state = utcnow(), VolumeState.EXPUNGED
+    db.session.commit()
+
+
+# --- Running a VM on a host -----------------------------------------------------------
+
+def _need(vm: VirtualMachine) -> planner.Need:
+    return planner.Need.of(vm.cpu_number, vm.cpu_speed, vm.memory)
+
+
+def _driver(host: Host):
+    from app.services.hosts import connection_for
+    return hv.driver_for(host.hypervisor_type, connection_for(host))
+
+
+def _pool_for(vm: VirtualMachine, host: Host) -> StoragePool:
+    """Where the root volume goes: the host's local pool, or a shared pool of its cluster or zone."""
+    local = vm.service_offering.storage_type == "local"
+    q = select(StoragePool).where(StoragePool.removed.is_(None), StoragePool.zone_id == host.zone_id)
+    if local:
+        q = q.where(StoragePool.host_id == host.id, StoragePool.scope == StorageScope.HOST)
+    else:
+        q = q.where(or_(StoragePool.scope == StorageScope.ZONE,
+                        (StoragePool.scope == StorageScope.CLUSTER) & (StoragePool.cluster_id == host.cluster_id)))
+    pool = db.session.scalars(q.order_by(StoragePool.allocated_bytes, StoragePool.id)).first()
+    if pool is None:
+        raise InsufficientCapacity(f"Host {host.name} has no {'local' if local else 'shared'} primary storage")
+    return pool
+
+
+def _console_listen(host: Host) -> str:
+    """VNC listens on the host's management address (127.0.0.1 for a local host), never everywhere."""
+    address = host.address or "127.0.0.1"
+    return "127.0.0.1" if address in ("localhost", "") else address
+
+
+def _spec(vm: VirtualMachine, host: Host, iso_path: str | None, config_drive: str | None) -> VMSpec:
+    disks = [DiskSpec(path=v.path, format=v.format, device_id=v.device_id or 0)
+             for v in sorted(vm.volumes, key=lambda v: v.device_id or 0)
+             if v.removed is None and v.path and v.state == VolumeState.READY]
+    nics = [NicSpec(mac=n.mac_address, bridge=networks.traffic_label(vm.zone_id, host.hypervisor_type),
+                    vlan=n.network.vlan, ip=n.ip_address) for n in vm.nics if n.removed is None]
+    return VMSpec(name=vm.instance_name, uuid=vm.uuid, cpus=vm.cpu_number, cpu_mhz=vm.cpu_speed,
+                  memory_mib=vm.memory, display_name=vm.display_name or vm.name, disks=disks, nics=nics,
+                  iso_path=iso_path, boot_order=("cdrom", "hd") if vm.iso_id and not vm.template_id else ("hd", "cdrom"),
+                  console=ConsoleSpec(listen=_console_listen(host)), config_drive_path=config_drive,
+                  os_type=vm.template.os_type.description if vm.template and vm.template.os_type else "")
+
+
+def _prepare_root(vm: VirtualMachine, host: Host, pool: StoragePool) -> None:
+    root = next(v for v in vm.volumes if v.volume_type == VolumeType.ROOT and v.removed is None)
+    if root.pool_id is not None:
+        return
+    volumes.reserve_on_pool(pool, root.size)
+    db.session.commit()
+    try:
+        if vm.template_id:
+            info = template_cache.create_root_volume(vm.template, pool, host, root.uuid, root.size)
+        else:  # from an ISO: a blank disk to install onto
+            fmt = volumes._format_for(host.hypervisor_type)
+            driver = _driver(host)
+            try:
+                info = driver.create_volume(VolumeSpec(name=root.uuid, pool=storage.spec_of(pool),
+                                                       size_bytes=root.size, format=fmt))
+            except DriverError as e:
+                raise ResourceUnavailable(f"Root volume could not be made in {pool.name}: {e}") from None
+            finally:
+                driver.close()
+    except ServiceError:
+        volumes.release_on_pool(pool.id, root.size)
+        db.session.commit()
+        raise
+    root.pool_id, root.path, root.format, root.state = pool.id, info.path, info.format, VolumeState.READY
+    root.size = max(root.size, info.size_bytes)
+    db.session.commit()
+
+
+def _iso_path(vm: VirtualMachine, host: Host, pool: StoragePool) -> str | None:
+    if not vm.iso_id:
+        return None
+    return template_cache.ensure_on_pool(vm.iso, pool, host).install_path
+
+
+def _run_on(vm: VirtualMachine, host: Host) -> None:
+    """Volumes, ISO, config drive, then start the domain; records what the hypervisor reports."""
+    pool = _pool_for(vm, host)
+    driver = _driver(host)
+    try:
+        driver.prepare_storage_pool(storage.spec_of(pool))  # idempotent; hosts added after the pool need it
+    except DriverError as e:
+        driver.close()
+        raise ResourceUnavailable(f"Primary storage {pool.name} is not usable on {host.name}: {e}") from None
+    driver.close()
+    _prepare_root(vm, host, pool)
+    iso = _iso_path(vm, host, pool)
+    cfg = config_drive.ensure(vm, host, pool)
+    db.session.refresh(vm)
+    spec = _spec(vm, host, iso, cfg)
+    db.session.commit()  # nothing held while the host works
+    driver = _driver(host)
+    try:
+        info = driver.start_vm(spec)
+    except DriverError as e:
+        raise ResourceUnavailable(f"VM {vm.name} could not start on {host.name}: {e}") from None
+    finally:
+        driver.close()
+    vm.state, vm.host_id, vm.last_host_id, vm.state_updated = VMState.RUNNING, host.id, host.id, utcnow()
+    vm.hypervisor_vm_id = info.uuid or vm.hypervisor_vm_id
+    if info.console is not None:
+        vm.console_host, vm.console_port = info.console.host, info.console.port
+    db.session.commit()
+
+
+def _start(job: AsyncJob, vm: VirtualMachine, *, preferred_host_id: int | None, first: bool) -> dict:
+    need = _need(vm)
+    jobs.progress(job, 10, "Finding a host")
+    vm.state, vm.state_updated = VMState.STARTING, utcnow()
+    db.session.commit()
+    host = planner.plan_and_reserve(vm.zone, vm.hypervisor_type, need, account_id=vm.account_id,
+                                    storage_type=vm.service_offering.storage_type,
+                                    preferred_host_id=preferred_host_id)
+    vm.host_id, vm.capacity_reserved = host.id, True
+    db.session.commit()
+    jobs.progress(job, 40, f"Starting on {host.name}")
+    try:
+        _run_on(vm, host)
+    except ServiceError as e:
+        db.session.rollback()
+        planner.release(host.id, need)
+        vm = db.session.get(VirtualMachine, vm.id)
+        vm.capacity_reserved, vm.host_id, vm.state_updated = False, None, utcnow()
+        if first:  # a failed deploy gives everything back: its root volume, IPs, quota
+            _drop_root_volume(vm)
+            networks.release_nics(vm)
+            quotas.release(vm)
+            vm.state = VMState.ERROR
+        else:
+            vm.state = VMState.STOPPED
+        events.record("VM.START.FAILED", f"VM {vm.name}: {e.message}", level="ERROR",
+                      resource_type="VirtualMachine", resource_id=vm.uuid, user=vm.user)
+        db.session.commit()
+        raise
+    events.record("VM.START", f"VM {vm.name} started on {host.name}", user=vm.user,
+                  resource_type="VirtualMachine", resource_id=vm.uuid)
+    db.session.commit()
+    return {"virtualmachine": _result(vm)}
+
+
+def _result(vm: VirtualMachine) -> dict:
+    from app.api.serializers import serialize
+    db.session.refresh(vm)
+    return serialize("virtualmachine", vm)
+
+
+def _drop_root_volume(vm: VirtualMachine) -> None:
+    for v in vm.volumes:
+        if v.volume_type == VolumeType.ROOT and v.removed is None:
+            _delete_volume_file(v)
+            v.removed, v.state = utcnow(), VolumeState.EXPUNGED
+
+
+def _delete_volume_file(v: Volume) -> None:
+    if v.pool_id is None:
+        return
+    pool = v.pool
+    host = pool.host or next(iter(storage._hosts_in_scope(pool)), None)
+    if host is not None:
+        driver = _driver(host)
+        try:
+            driver.delete_volume(storage.spec_of(pool), v.path.rsplit("/", 1)[-1].rsplit("\\", 1)[-1]
+                                 if v.path else v.uuid)
+        except DriverError:
+            pass  # reported by the pool's own checks; the row goes regardless
+        finally:
+            driver.close()
+    volumes.release_on_pool(pool.id, v.size)
+
+
+@_vm_job("deploy")
+def _run_deploy(job, vm, params):
+    return _start(job, vm, preferred_host_id=params.get("host"), first=True)
+
+
+def start(caller, uuid: str, host_uuid: str | None = None) -> AsyncJob:
+    vm = get_vm(caller, uuid)
+    host_id = None
+    if host_uuid:
+        if not caller.is_admin:
+            raise PermissionDenied("Only administrators may choose the host")
+        host_id = db.session.scalar(select(Host.id).where(Host.uuid == host_uuid, Host.removed.is_(None)))
+        if host_id is None:
+            raise NotFound("Unable to find host with the specified id", field="hostid")
+    return _submit(caller, vm, "start", "startVirtualMachine", {"host": host_id})
+
+
+@_vm_job("start")
+def _run_start(job, vm, params):
+    return _start(job, vm, preferred_host_id=params.get("host") or vm.last_host_id, first=False)
+
+
+# --- Stop, reboot ------------------------------------------------------------------
+
+def stop(caller, uuid: str, forced: bool = False) -> AsyncJob:
+    return _submit(caller, get_vm(caller, uuid), "stop", "stopVirtualMachine", {"forced": bool(forced)})
+
+
+def _stopped_on_host(vm: VirtualMachine) -> None:
+    """Record a VM as Stopped and give its host capacity back (once)."""
+    if vm.capacity_reserved and vm.host_id:
+        planner.release(vm.host_id, _need(vm))
+    vm.capacity_reserved = False
+    vm.last_host_id = vm.host_id or vm.last_host_id
+    vm.host_id, vm.state, vm.state_updated = None, VMState.STOPPED, utcnow()
+    vm.console_port = None
+
+
+@_vm_job("stop")
+def _run_stop(job, vm, params):
+    host = vm.host
+    timeout = settings.get("vm.stop.timeout")
+    vm.state, vm.state_updated = VMState.STOPPING, utcnow()
+    db.session.commit()
+    if host is not None:
+        driver = _driver(host)
+        try:
+            jobs.progress(job, 20, f"Asking the guest to shut down (up to {timeout} s)")
+            stopped = driver.stop_vm(vm.instance_name, timeout=timeout)
+            if not stopped:
+                if not params.get("forced"):
+                    vm.state = VMState.RUNNING
+                    db.session.commit()
+                    raise ResourceUnavailable(f"VM {vm.name} did not shut down within {timeout} s; "
+                                              "stop it with forced=true to power it off")
+                jobs.progress(job, 70, "Powering off")
+                driver.force_stop_vm(vm.instance_name)
+        except DriverError as e:
+            db.session.rollback()
+            vm.state = VMState.RUNNING
+            db.session.commit()
+            raise ResourceUnavailable(f"VM {vm.name} could not be stopped: {e}") from None
+        finally:
+            driver.close()
+    _stopped_on_host(vm)
+    events.record("VM.STOP", f"VM {vm.name} stopped", user=vm.user, resource_type="VirtualMachine",
+                  resource_id=vm.uuid)
+    db.session.commit()
+    return {"virtualmachine": _result(vm)}
+
+
+def reboot(caller, uuid: str) -> AsyncJob:
+    return _submit(caller, get_vm(caller, uuid), "reboot", "rebootVirtualMachine")
+
+
+@_vm_job("reboot")
+def _run_reboot(job, vm, params):
+    driver = _driver(vm.host)
+    try:
+        driver.reboot_vm(vm.instance_name)
+    except DriverError as e:
+        raise ResourceUnavailable(f"VM {vm.name} could not be rebooted: {e}") from None
+    finally:
+        driver.close()
+    events.record("VM.REBOOT", f"VM {vm.name} rebooted", user=vm.user, resource_type="VirtualMachine",
+                  resource_id=vm.uuid)
+    db.session.commit()
+    return {"virtualmachine": _result(vm)}
+
+
+# --- Destroy, recover, expunge -------------------------------------------------------
+
+def destroy(caller, uuid: str, expunge: bool = False) -> AsyncJob:
+    if expunge and not caller.is_admin and not settings.get("allow.user.expunge.recover.vm"):
+        raise PermissionDenied("Only administrators may expunge at once")
+    return _submit(caller, get_vm(caller, uuid), "destroy", "destroyVirtualMachine", {"expunge": bool(expunge)})
+
+
+define(Definition("allow.user.expunge.recover.vm", "true", "Users may expunge and recover their own VMs.",
+                  category="VM", type="boolean"))
+
+
+def _power_off(vm: VirtualMachine) -> None:
+    host = vm.host
+    if host is None:
+        return
+    driver = _driver(host)
+    try:
+        driver.force_stop_vm(vm.instance_name)
+    except DriverError as e:
+        if "No VM" not in str(e) and "not found" not in str(e).lower():
+            raise ResourceUnavailable(f"VM {vm.name} could not be powered off: {e}") from None
+    finally:
+        driver.close()
+
+
+@_vm_job("destroy")
+def _run_destroy(job, vm, params):
+    _power_off(vm)
+    _stopped_on_host(vm)
+    vm.state = VMState.DESTROYED
+    events.record("VM.DESTROY", f"VM {vm.name} destroyed" + ("" if params.get("expunge") else
+                  f" (recoverable for {settings.get('expunge.delay')} s)"), user=vm.user,
+                  resource_type="VirtualMachine", resource_id=vm.uuid)
+    db.session.commit()
+    if params.get("expunge"):
+        _expunge(vm)
+    return {"virtualmachine": _result(vm)}
+
+
+def recover(caller, uuid: str) -> VirtualMachine:
+    """Destroyed → Stopped (synchronous in CloudStack)."""
+    vm = get_vm(caller, uuid)
+    token = _lock(vm, "recover")
+    try:
+        vm = db.session.get(VirtualMachine, vm.id)
+        vm.state, vm.state_updated = VMState.STOPPED, utcnow()
+        events.record("VM.RECOVER", f"VM {vm.name} recovered", user=caller, resource_type="VirtualMachine",
+                      resource_id=vm.uuid)
+        db.session.commit()
+    finally:
+        _unlock(vm.id, token)
+    return vm
+
+
+def expunge(caller, uuid: str) -> AsyncJob:
+    if not caller.is_admin and not settings.get("allow.user.expunge.recover.vm"):
+        raise PermissionDenied("Only administrators may expunge VMs")
+    return _submit(caller, get_vm(caller, uuid), "expunge", "expungeVirtualMachine")
+
+
+@_vm_job("expunge")
+def _run_expunge(job, vm, params):
+    _expunge(vm)
+    return {"success": True}
+
+
+def _expunge(vm: VirtualMachine) -> None:
+    """The domain's definition, the root volume (data volumes are detached and kept),
+    the config drive, IPs and quota; the row stays, removed, for the audit trail."""
+    vm.state = VMState.EXPUNGING
+    db.session.commit()
+    host = db.session.get(Host, vm.last_host_id) if vm.last_host_id else None
+    if host is not None:
+        driver = _driver(host)
+        try:
+            driver.destroy_vm(vm.instance_name)
+        except DriverError as e:
+            vm.state = VMState.DESTROYED
+            db.session.commit()
+            raise ResourceUnavailable(f"VM {vm.name} could not be removed from {host.name}: {e}") from None
+        finally:
+            driver.close()
+    config_drive.remove(vm)
+    for v in vm.volumes:
+        if v.removed is not None:
+            continue
+        if v.volume_type == VolumeType.ROOT:
+            _delete_volume_file(v)
+            v.removed, v.state = utcnow(), VolumeState.EXPUNGED
+        else:
+            v.vm_id, v.device_id = None, None
+    networks.release_nics(vm)
+    quotas.release(vm)
+    consoles.forget_vm(vm)
+    vm.removed, vm.state_updated = utcnow(), utcnow()
+    events.record("VM.EXPUNGE", f"VM {vm.name} expunged", user=vm.user, resource_type="VirtualMachine",
+                  resource_id=vm.uuid)
+    db.session.commit()
+
+
+def sweep_expunge(now=None) -> int:
+    """Expunge VMs destroyed longer than expunge.delay ago (the huey periodic task)."""
+    now = now or utcnow()
+    cutoff = now - timedelta(seconds=settings.get("expunge.delay"))
+    due = list(db.session.scalars(select(VirtualMachine).where(
+        VirtualMachine.state == VMState.DESTROYED, VirtualMachine.removed.is_(None),
+        VirtualMachine.state_updated <= cutoff, VirtualMachine.active_job_id.is_(None))))
+    done = 0
+    for vm in due:
+        try:
+            token = _lock(vm, "expunge")
+        except ServiceError:
+            continue  # taken by someone else meanwhile
+        try:
+            _expunge(vm)
+            done += 1
+        except ServiceError:
+            db.session.rollback()
+        finally:
+            _unlock(vm.id, token)
+    return done
+
+
+# --- Migrate, scale, ISO ----------------------------------------------------------------
+
+def migrate(caller, uuid: str, host_uuid: str | None = None) -> AsyncJob:
+    if not caller.is_admin:
+        raise PermissionDenied("Only administrators may migrate VMs")
+    vm = get_vm(caller, uuid, "virtualmachineid")
+    if not hv.resolve(vm.hypervisor_type).capabilities.live_migration:
+        raise Unsupported(f"{hv.display_name(vm.hypervisor_type)} VMs cannot be live-migrated")
+    dest_id = None
+    if host_uuid:
+        dest = db.session.scalar(select(Host).where(Host.uuid == host_uuid, Host.removed.is_(None)))
+        if dest is None:
+            raise NotFound("Unable to find host with the specified id", field="hostid")
+        if vm.host is not None and dest.cluster_id != vm.host.cluster_id:
+            raise InvalidParameter("Live migration goes to a host of the same cluster", field="hostid")
+        if dest.id == vm.host_id:
+            raise InvalidParameter(f"VM {vm.name} already runs on {dest.name}", field="hostid")
+        dest_id = dest.id
+    return _submit(caller, vm, "migrate", "migrateVirtualMachine", {"dest": dest_id})
+
+
+@_vm_job("migrate")
+def _run_migrate(job, vm, params):
+    return {"virtualmachine": migrate_now(vm, params.get("dest"), job)}
+
+
+def migrate_now(vm: VirtualMachine, dest_id: int | None, job: AsyncJob | None = None) -> dict:
+    """Reserve on the destination, migrate live, release the source (also used by host maintenance)."""
+    source = vm.host
+    need = _need(vm)
+    if dest_id is None:
+        dest = planner.plan_and_reserve(vm.zone, vm.hypervisor_type, need, account_id=vm.account_id,
+                                        storage_type=vm.service_offering.storage_type, avoid={source.id},
+                                        cluster_id=source.cluster_id)
+    else:
+        dest = db.session.get(Host, dest_id)
+        if not planner._attempt(dest.id, need):
+            raise InsufficientCapacity(f"Host {dest.name} has not enough free CPU or memory for {vm.name}")
+    vm.state, vm.state_updated = VMState.MIGRATING, utcnow()
+    db.session.commit()
+    if job is not None:
+        jobs.progress(job, 30, f"Migrating from {source.name} to {dest.name}")
+    from app.services.hosts import connection_for
+    driver = _driver(source)
+    try:
+        driver.migrate_vm(vm.instance_name, connection_for(dest), live=True)
+    except DriverError as e:
+        db.session.rollback()
+        planner.release(dest.id, need)
+        vm.state = VMState.RUNNING
+        db.session.commit()
+        raise ResourceUnavailable(f"VM {vm.name} could not be migrated to {dest.name}: {e}") from None
+    finally:
+        driver.close()
+    planner.release(source.id, need)
+    vm.host_id, vm.last_host_id, vm.state, vm.state_updated = dest.id, dest.id, VMState.RUNNING, utcnow()
+    d2 = _driver(dest)
+    try:
+        target = d2.console_target(vm.instance_name)
+        vm.console_host, vm.console_port = target.host, target.port
+    except DriverError:
+        pass
+    finally:
+        d2.close()
+    consoles.forget_vm(vm)  # console tokens name the old host
+    events.record("VM.MIGRATE", f"VM {vm.name} migrated from {source.name} to {dest.name}", user=vm.user,
+                  resource_type="VirtualMachine", resource_id=vm.uuid)
+    db.session.commit()
+    return _result(vm)
+
+
+def change_offering(caller, uuid: str, offering_uuid: str) -> VirtualMachine:
+    """changeServiceForVirtualMachine / scaleVirtualMachine of a stopped VM (synchronous)."""
+    vm = get_vm(caller, uuid)
+    offering = _offering(offering_uuid)
+    if not hv.resolve(vm.hypervisor_type).capabilities.scale_stopped_vm:
+        raise Unsupported(f"{hv.display_name(vm.hypervisor_type)} VMs cannot change their offering")
+    token = _lock(vm, "scale")
+    try:
+        vm = db.session.get(VirtualMachine, vm.id)
+        quotas.rescale(caller, vm, offering)  # atomic; 532 when a limit would be passed
+        vm.service_offering_id, vm.cpu_number, vm.cpu_speed, vm.memory = (
+            offering.id, offering.cpu_number, offering.cpu_speed, offering.memory)
+        events.record("VM.UPGRADE", f"VM {vm.name} now has offering {offering.name}", user=caller,
+                      resource_type="VirtualMachine", resource_id=vm.uuid)
+        db.session.commit()
+    finally:
+        _unlock(vm.id, token)
+    db.session.refresh(vm)
+    return vm
+
+
+def scale_job(caller, uuid: str, offering_uuid: str) -> AsyncJob:
+    """scaleVirtualMachine: the same change as changeServiceForVirtualMachine, as a job."""
+    vm = get_vm(caller, uuid)
+    _offering(offering_uuid)
+    return jobs.submit("scaleVirtualMachine", caller, "vm.scale_offering", {"vm": vm.uuid, "offering": offering_uuid},
+                       instance_type="VirtualMachine", instance_id=vm.uuid)
+
+
+@jobs.handler("vm.scale_offering")
+def _run_scale(job, params):
+    from app.models import User
+    vm = change_offering(db.session.get(User, job.user_id), params["vm"], params["offering"])
+    return {"virtualmachine": _result(vm)}
+
+
+def attach_iso(caller, uuid: str, iso_uuid: str) -> AsyncJob:
+    vm = get_vm(caller, uuid, "virtualmachineid")
+    iso = db.session.scalar(select(Template).where(Template.uuid == iso_uuid, Template.is_iso.is_(True),
+                                                   Template.removed.is_(None)))
+    if iso is None or (not caller.is_admin and not iso.is_public and iso.account_id != caller.account_id):
+        raise NotFound("Unable to find ISO with the specified id", field="id")
+    if not hv.resolve(vm.hypervisor_type).capabilities.iso:
+        raise Unsupported(f"{hv.display_name(vm.hypervisor_type)} VMs take no ISOs")
+    if vm.iso_id:
+        raise InvalidParameter(f"VM {vm.name} already has an ISO attached; detach it first", field="id")
+    return _submit(caller, vm, "attachiso", "attachIso", {"iso": iso.id})
+
+
+@_vm_job("attachiso")
+def _run_attach_iso(job, vm, params):
+    iso = db.session.get(Template, params["iso"])
+    if vm.state == VMState.RUNNING:
+        pool = _pool_for(vm, vm.host)
+        path = template_cache.ensure_on_pool(iso, pool, vm.host).install_path
+        driver = _driver(vm.host)
+        try:
+            driver.attach_iso(vm.instance_name, path)
+        except DriverError as e:
+            raise ResourceUnavailable(f"ISO {iso.name} could not be attached: {e}") from None
+        finally:
+            driver.close()
+    vm.iso_id = iso.id
+    events.record("ISO.ATTACH", f"ISO {iso.name} attached to {vm.name}", user=vm.user,
+                  resource_type="VirtualMachine", resource_id=vm.uuid)
+    db.session.commit()
+    return {"virtualmachine": _result(vm)}
+
+
+def detach_iso(caller, uuid: str) -> AsyncJob:
+    vm = get_vm(caller, uuid, "virtualmachineid")
+    if not vm.iso_id:
+        raise InvalidParameter(f"VM {vm.name} has no ISO attached", field="virtualmachineid")
+    return _submit(caller, vm, "detachiso", "detachIso")
+
+
+@_vm_job("detachiso")
+def _run_detach_iso(job, vm, params):
+    if vm.state == VMState.RUNNING:
+        driver = _driver(vm.host)
+        try:
+            driver.detach_iso(vm.instance_name)
+        except DriverError as e:
+            raise ResourceUnavailable(f"The ISO could not be detached: {e}") from None
+        finally:
+            driver.close()
+    vm.iso_id = None
+    db.session.commit()
+    return {"virtualmachine": _result(vm)}

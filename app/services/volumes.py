@@ -1,0 +1,333 @@
+"""Disk offerings and data volumes: create (Allocated: no storage yet, as in
+CloudStack), attach (made on the VM's primary pool at first attach, then plugged
+in through the driver), detach, resize (offline only, never shrink), delete
+(the file goes with it). Volumes on Hyper-V are files named by their UUID.
+
+Primary storage is never filled past `storage.allocated.capacity.disablethreshold`."""
+from __future__ import annotations
+
+from sqlalchemy import case, select, update
+from sqlalchemy.orm import joinedload
+
+from app.extensions import db
+from app.hypervisors.base import DiskSpec, DriverError, VolumeSpec
+from app.models import (DiskOffering, Host, StoragePool, VirtualMachine, VMState, Volume, VolumeState, VolumeType,
+                        new_uuid, utcnow)
+from app.services import events, quotas, settings, storage, zones
+from app.services import hypervisors as hv
+from app.services.errors import InsufficientCapacity, InvalidParameter, NotFound, ResourceUnavailable
+from app.services.pagination import page_of
+from app.services.settings import Definition, define
+
+define(Definition("storage.allocated.capacity.disablethreshold", "0.85", "Primary storage pools are not "
+                  "allocated past this fraction of their capacity.", category="Storage", type="float",
+                  min=0.1, max=1.0))
+define(Definition("custom.diskoffering.size.max", "1024", "Largest custom data volume, in GiB.",
+                  category="Storage", type="integer", min=1, max=65536))
+
+GIB = 1 << 30
+
+
+# --- Capacity ------------------------------------------------------------------
+
+def reserve_on_pool(pool: StoragePool, size: int) -> None:
+    """Count `size` bytes as allocated on the pool, atomically, refusing past the threshold."""
+    threshold = settings.get("storage.allocated.capacity.disablethreshold")
+    if pool.capacity_bytes <= 0:
+        return  # size unknown (no host prepared it yet): nothing to check against
+    limit = int(pool.capacity_bytes * threshold)
+    done = db.session.execute(update(StoragePool).where(
+        StoragePool.id == pool.id, StoragePool.allocated_bytes + size <= limit).values(
+        allocated_bytes=StoragePool.allocated_bytes + size).execution_options(synchronize_session=False))
+    if done.rowcount != 1:
+        raise InsufficientCapacity(f"Primary storage {pool.name} would pass its allocation limit "
+                                   f"({threshold:.0%} of {pool.capacity_bytes // GIB} GiB) with {size // GIB} GiB more")
+
+
+def release_on_pool(pool_id: int, size: int) -> None:
+    db.session.execute(update(StoragePool).where(StoragePool.id == pool_id).values(
+        allocated_bytes=case((StoragePool.allocated_bytes > size, StoragePool.allocated_bytes - size), else_=0))
+        .execution_options(synchronize_session=False))
+
+
+# --- Disk offerings -------------------------------------------------------------
+
+def create_disk_offering(caller, *, name: str, display_text: str | None = None, disk_size: int | None = None,
+                         customized: bool = False, storage_type: str = "shared") -> DiskOffering:
+    name = zones._name(name)
+    if storage_type not in ("shared", "local"):
+        raise InvalidParameter("storagetype must be shared or local", field="storagetype")
+    if not customized and (disk_size is None or disk_size < 1):
+        raise InvalidParameter("disksize (GiB, at least 1) is required unless customized", field="disksize")
+    if disk_size and disk_size > settings.get("custom.diskoffering.size.max"):
+        raise InvalidParameter(f"disksize must be at most {settings.get('custom.diskoffering.size.max')} GiB",
+                               field="disksize")
+    o = DiskOffering(uuid=new_uuid(), name=name, display_text=display_text or name,
+                     disk_size=0 if customized else disk_size, is_custom=customized, storage_type=storage_type)
+    db.session.add(o)
+    events.record("DISK.OFFERING.CREATE", f"Disk offering {name} created", user=caller,
+                  resource_type="DiskOffering", resource_id=o.uuid)
+    db.session.commit()
+    return o
+
+
+def get_disk_offering(uuid: str, field: str = "diskofferingid") -> DiskOffering:
+    o = db.session.scalar(select(DiskOffering).where(DiskOffering.uuid == uuid, DiskOffering.removed.is_(None)))
+    if o is None:
+        raise NotFound("Unable to find disk offering with the specified id", field=field)
+    return o
+
+
+def delete_disk_offering(caller, uuid: str) -> None:
+    o = get_disk_offering(uuid, "id")
+    o.removed = utcnow()
+    events.record("DISK.OFFERING.DELETE", f"Disk offering {o.name} deleted", user=caller,
+                  resource_type="DiskOffering", resource_id=o.uuid)
+    db.session.commit()
+
+
+def list_disk_offerings(*, id=None, name=None, keyword=None, page=None):
+    q = select(DiskOffering).where(DiskOffering.removed.is_(None)).order_by(DiskOffering.id)
+    if id:
+        q = q.where(DiskOffering.uuid == id)
+    if name:
+        q = q.where(DiskOffering.name == name)
+    if keyword:
+        q = q.where(DiskOffering.name.contains(keyword))
+    return page_of(q, page)
+
+
+# --- Volumes ---------------------------------------------------------------------
+
+def _visible(caller):
+    q = select(Volume).where(Volume.removed.is_(None))
+    return q if caller.is_admin else q.where(Volume.account_id == caller.account_id)
+
+
+def get_volume(caller, uuid: str, field: str = "id") -> Volume:
+    """Another account's volume is "not found", exactly like a missing one."""
+    v = db.session.scalar(_visible(caller).where(Volume.uuid == uuid))
+    if v is None:
+        raise NotFound("Unable to find volume with the specified id", field=field)
+    return v
+
+
+def _get_vm(caller, uuid: str) -> VirtualMachine:
+    q = select(VirtualMachine).where(VirtualMachine.uuid == uuid, VirtualMachine.removed.is_(None))
+    if not caller.is_admin:
+        q = q.where(VirtualMachine.account_id == caller.account_id)
+    vm = db.session.scalar(q)
+    if vm is None:
+        raise NotFound("Unable to find virtual machine with the specified id", field="virtualmachineid")
+    return vm
+
+
+def create_volume(caller, *, name: str | None, zone_uuid: str, disk_offering_uuid: str,
+                  size_gib: int | None = None) -> Volume:
+    zone = zones.get_zone(zone_uuid)
+    offering = get_disk_offering(disk_offering_uuid)
+    if offering.is_custom:
+        if not size_gib or size_gib < 1:
+            raise InvalidParameter(f"Disk offering {offering.name} is custom: give size (GiB)", field="size")
+        if size_gib > settings.get("custom.diskoffering.size.max"):
+            raise InvalidParameter(f"size must be at most {settings.get('custom.diskoffering.size.max')} GiB",
+                                   field="size")
+        size = size_gib * GIB
+    else:
+        if size_gib:
+            raise InvalidParameter(f"Disk offering {offering.name} has a fixed size", field="size")
+        size = offering.disk_size * GIB
+    v = Volume(uuid=new_uuid(), name=(name or "").strip() or f"DATA-{new_uuid()[:8]}", account_id=caller.account_id,
+               zone_id=zone.id, disk_offering_id=offering.id, volume_type=VolumeType.DATADISK, size=size,
+               state=VolumeState.ALLOCATED)
+    quotas.take(caller.account_id, quotas.volume_deltas(size))  # 532 when a limit would pass
+    v.quota_counted = True
+    db.session.add(v)
+    events.record("VOLUME.CREATE", f"Volume {v.name} ({size // GIB} GiB) created", user=caller,
+                  resource_type="Volume", resource_id=v.uuid)
+    db.session.commit()
+    return v
+
+
+def _vm_host(vm: VirtualMachine) -> Host | None:
+    return vm.host or (db.session.get(Host, vm.last_host_id) if vm.last_host_id else None)
+
+
+def _driver(host):
+    from app.services.hosts import connection_for
+    return hv.driver_for(host.hypervisor_type, connection_for(host))
+
+
+def _format_for(type_name: str) -> str:
+    formats = hv.resolve(type_name).capabilities.template_formats
+    for f in ("QCOW2", "VHDX", "RAW", "VHD"):
+        if f in formats:
+            return f
+    raise InvalidParameter(f"{hv.display_name(type_name)} VMs take no data volumes", field="virtualmachineid")
+
+
+def attach_volume(caller, uuid: str, vm_uuid: str) -> Volume:
+    v = get_volume(caller, uuid)
+    vm = _get_vm(caller, vm_uuid)
+    if v.vm_id is not None:
+        raise InvalidParameter(f"Volume {v.name} is already attached", field="id")
+    if v.volume_type != VolumeType.DATADISK:
+        raise InvalidParameter("Only data volumes can be attached", field="id")
+    if v.zone_id != vm.zone_id:
+        raise InvalidParameter("The volume and the VM are in different zones", field="virtualmachineid")
+    if vm.state not in (VMState.RUNNING, VMState.STOPPED):
+        raise InvalidParameter(f"VM {vm.name} is {vm.state}; attach when it is Running or Stopped",
+                               field="virtualmachineid")
+    attached = [x for x in vm.volumes if x.removed is None and x.volume_type == VolumeType.DATADISK]
+    limit = hv.limits(vm.hypervisor_type).max_data_volumes_limit
+    if len(attached) >= limit:
+        raise InvalidParameter(f"VM {vm.name} already has {limit} data volumes, the most its type takes",
+                               field="virtualmachineid")
+    host = _vm_host(vm)
+    root = next((x for x in vm.volumes if x.volume_type == VolumeType.ROOT and x.pool_id), None)
+    if host is None or root is None:
+        raise ResourceUnavailable(f"VM {vm.name} has no host or root volume yet")
+    device_id = 1 + max([x.device_id or 0 for x in attached], default=0)
+    fmt = _format_for(vm.hypervisor_type)
+    pool = root.pool
+    db.session.commit()
+    driver = _driver(host)
+    try:
+        if v.pool_id is None:  # first attach: make the volume on the VM's pool
+            reserve_on_pool(pool, v.size)
+            db.session.commit()
+            try:
+                info = driver.create_volume(VolumeSpec(name=v.uuid, pool=storage.spec_of(pool), size_bytes=v.size,
+                                                       format=fmt))
+            except DriverError:
+                release_on_pool(pool.id, v.size)
+                db.session.commit()
+                raise
+            v.pool_id, v.path, v.format, v.state = pool.id, info.path, fmt, VolumeState.READY
+            db.session.commit()
+        if vm.state == VMState.RUNNING:  # a stopped VM gets its volumes in its spec at the next start
+            driver.attach_volume(vm.instance_name, DiskSpec(path=v.path, format=v.format, device_id=device_id))
+    except DriverError as e:
+        raise ResourceUnavailable(f"Volume {v.name} could not be attached to {vm.name}: {e}") from None
+    finally:
+        driver.close()
+    v.vm_id, v.device_id = vm.id, device_id
+    events.record("VOLUME.ATTACH", f"Volume {v.name} attached to {vm.name}", user=caller, resource_type="Volume",
+                  resource_id=v.uuid)
+    db.session.commit()
+    return v
+
+
+def detach_volume(caller, uuid: str) -> Volume:
+    v = get_volume(caller, uuid)
+    if v.vm_id is None:
+        raise InvalidParameter(f"Volume {v.name} is not attached", field="id")
+    if v.volume_type != VolumeType.DATADISK:
+        raise InvalidParameter("A root volume cannot be detached", field="id")
+    vm = v.vm
+    if vm.state == VMState.RUNNING:
+        driver = _driver(_vm_host(vm))
+        try:
+            driver.detach_volume(vm.instance_name, DiskSpec(path=v.path, format=v.format, device_id=v.device_id or 0))
+        except DriverError as e:
+            raise ResourceUnavailable(f"Volume {v.name} could not be detached from {vm.name}: {e}") from None
+        finally:
+            driver.close()
+    v.vm_id, v.device_id = None, None
+    events.record("VOLUME.DETACH", f"Volume {v.name} detached from {vm.name}", user=caller, resource_type="Volume",
+                  resource_id=v.uuid)
+    db.session.commit()
+    return v
+
+
+def _host_for_pool(pool: StoragePool):
+    """A host that can reach the pool (its own host for local storage, an Up host in scope otherwise)."""
+    if pool.host is not None:
+        return pool.host
+    hosts = storage._hosts_in_scope(pool)
+    if not hosts:
+        raise ResourceUnavailable(f"No Up host can reach primary storage {pool.name}")
+    return hosts[0]
+
+
+def resize_volume(caller, uuid: str, *, size_gib: int | None = None, disk_offering_uuid: str | None = None) -> Volume:
+    """Offline resize: the volume is detached, or its VM is Stopped. Volumes never shrink."""
+    v = get_volume(caller, uuid)
+    if disk_offering_uuid:
+        offering = get_disk_offering(disk_offering_uuid)
+        new = (size_gib if offering.is_custom else offering.disk_size) or 0
+    else:
+        new = size_gib or 0
+    if new < 1:
+        raise InvalidParameter("Give the new size (GiB) or a disk offering", field="size")
+    new_bytes = new * GIB
+    if new_bytes < v.size:
+        raise InvalidParameter(f"Volume {v.name} is {v.size // GIB} GiB; volumes never shrink", field="size")
+    if v.vm_id is not None and v.vm.state != VMState.STOPPED:
+        raise InvalidParameter(f"Stop VM {v.vm.name} first: volumes are resized offline", field="id")
+    grow = new_bytes - v.size
+    extra_gib = -(-new_bytes // GIB) - -(-v.size // GIB)
+    if v.quota_counted and extra_gib:
+        quotas.take(v.account_id, {"primary_storage": extra_gib})
+    if v.pool_id is not None and grow:
+        pool = v.pool
+        reserve_on_pool(pool, grow)
+        db.session.commit()
+        driver = _driver(_host_for_pool(pool))
+        try:
+            driver.resize_volume(storage.spec_of(pool), v.uuid if v.volume_type == VolumeType.DATADISK
+                                 else v.path.rsplit("/", 1)[-1], new_bytes)
+        except DriverError as e:
+            release_on_pool(pool.id, grow)
+            db.session.commit()
+            if v.quota_counted and extra_gib:
+                quotas.give(v.account_id, {"primary_storage": extra_gib})
+            raise ResourceUnavailable(f"Volume {v.name} could not be resized: {e}") from None
+        finally:
+            driver.close()
+    v.size = new_bytes
+    events.record("VOLUME.RESIZE", f"Volume {v.name} resized to {new} GiB", user=caller, resource_type="Volume",
+                  resource_id=v.uuid)
+    db.session.commit()
+    return v
+
+
+def delete_volume(caller, uuid: str) -> None:
+    v = get_volume(caller, uuid)
+    if v.vm_id is not None:
+        raise InvalidParameter(f"Detach volume {v.name} first", field="id")
+    if v.volume_type != VolumeType.DATADISK:
+        raise InvalidParameter("Root volumes go with their VM", field="id")
+    if v.pool_id is not None:
+        pool = v.pool
+        driver = _driver(_host_for_pool(pool))
+        try:
+            driver.delete_volume(storage.spec_of(pool), v.uuid)
+        except DriverError as e:
+            raise ResourceUnavailable(f"Volume {v.name} could not be deleted: {e}") from None
+        finally:
+            driver.close()
+        release_on_pool(pool.id, v.size)
+
+    quotas.release_volume(v)
+    v.removed, v.state = utcnow(), VolumeState.EXPUNGED
+    events.record("VOLUME.DELETE", f"Volume {v.name} deleted", user=caller, resource_type="Volume",
+                  resource_id=v.uuid)
+    db.session.commit()
+
+
+def list_volumes(caller, *, id=None, name=None, keyword=None, vm_uuid=None, zone_uuid=None, type_=None, page=None):
+    q = _visible(caller).options(joinedload(Volume.vm), joinedload(Volume.pool)).order_by(Volume.id)
+    if id:
+        q = q.where(Volume.uuid == id)
+    if name:
+        q = q.where(Volume.name == name)
+    if keyword:
+        q = q.where(Volume.name.contains(keyword))
+    if vm_uuid:
+        q = q.where(Volume.vm_id == _get_vm(caller, vm_uuid).id)
+    if zone_uuid:
+        q = q.where(Volume.zone_id == zones.get_zone(zone_uuid).id)
+    if type_:
+        q = q.where(Volume.volume_type == type_.upper())
+    return page_of(q, page)

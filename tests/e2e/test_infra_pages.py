@@ -1,0 +1,99 @@
+"""Infrastructure pages in Chromium against the real processes, on the demo zone:
+add a pod, a cluster and a host (Test connection first) through the pages, then
+the host list (search, a lifecycle action in the row), the zone page and the
+dashboard chart, at desktop and phone widths. Screenshots go to test-artifacts/."""
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.conftest import Stack, screenshot
+from tests.e2e.test_admin_pages import login
+
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("e2e")]
+
+
+@pytest.fixture
+def demo_stack(tmp_path):
+    s = Stack(tmp_path / "instance", {"NUBO_SEED_DEMO": "1"})  # a Simulator zone with three hosts
+    yield s
+    s.stop()
+
+
+def test_add_pod_cluster_host_then_hosts_list(demo_stack, page):
+    stack = demo_stack
+    stack.start()
+    login(page, stack.url)
+
+    page.goto(stack.url + "/admin/pods/add")
+    page.select_option("select[name=zone]", label="Demo")
+    page.fill("input[name=name]", "pod-2")
+    page.fill("input[name=gateway]", "192.168.20.1")
+    page.fill("input[name=start_ip]", "192.168.30.10")  # outside the subnet: refused beside the field
+    page.click("button:has-text('Add pod')")
+    page.wait_for_selector(".field.has-error:has(input[name=start_ip]) .error")
+    assert "not in the subnet" in page.locator(".field.has-error .error").inner_text()
+    screenshot(page, "admin-add-pod-error")
+    page.fill("input[name=start_ip]", "192.168.20.10")
+    page.fill("input[name=end_ip]", "192.168.20.50")
+    page.click("button:has-text('Add pod')")
+    page.wait_for_selector(".flash-success:has-text('Pod pod-2 added')")
+    screenshot(page, "admin-zone")
+
+    page.goto(stack.url + "/admin/clusters/add")
+    page.select_option("select[name=zone]", label="Demo")  # re-renders the form with the zone's pods
+    page.wait_for_selector("select[name=pod] option:has-text('pod-2')", state="attached")
+    page.select_option("select[name=pod]", label="pod-2")
+    page.fill("input[name=name]", "sim-2")
+    page.select_option("select[name=hypervisor]", label="Simulator")
+    page.click("button:has-text('Add cluster')")
+    page.wait_for_selector(".flash-success:has-text('Cluster sim-2 (Simulator) added')")
+
+    page.goto(stack.url + "/admin/hosts/add")
+    page.select_option("#add-host select[name=zone]", label="Demo")
+    page.wait_for_selector("#add-host select[name=pod] option:has-text('pod-2')", state="attached")
+    page.select_option("#add-host select[name=pod]", label="pod-2")
+    page.wait_for_selector("#add-host input[name=url]")  # the only cluster is chosen; its fields appear
+    page.fill("#add-host input[name=url]",
+              "simulator://sim-2-host-1?cpus=8&cpuspeed=2000&memory=16384&localstorage=100")
+    page.click("button:has-text('Test connection')")
+    page.wait_for_selector(".host-test-ok")
+    assert "8 cores × 2000 MHz" in page.locator(".host-test-ok").inner_text()
+    screenshot(page, "admin-add-host-test-connection")
+    page.click("button:has-text('Add host')")
+    page.wait_for_selector("h1:has-text('Host sim-2-host-1')")
+    screenshot(page, "admin-host")
+
+    page.goto(stack.url + "/admin/hosts")
+    assert page.locator("#hosts-list tbody tr").count() == 4
+    page.fill("input[name=q]", "demo-host")
+    page.wait_for_function("document.querySelectorAll('#hosts-list tbody tr').length === 3")
+    assert page.url.endswith("/admin/hosts?q=demo-host")  # the search is in the address bar
+    page.once("dialog", lambda d: d.accept())  # "Disable host …?"
+    row = page.locator("#hosts-list tbody tr", has_text="demo-host-2")
+    row.locator("button:has-text('Disable')").click()
+    page.wait_for_selector("#hosts-list tr:has-text('demo-host-2') button:has-text('Enable')")
+    assert page.locator("#hosts-list th[aria-sort=ascending]").text_content().strip().startswith("Host")  # by name
+    page.click("#hosts-list th a:has-text('Host')")  # the same header again: the other way
+    page.wait_for_selector("#hosts-list th[aria-sort=descending]")
+    assert "sort=-name" in page.url
+    assert page.locator("#hosts-list tbody tr").first.inner_text().startswith("demo-host-3")
+    screenshot(page, "admin-hosts")
+
+    page.goto(stack.url + "/admin/zones")
+    screenshot(page, "admin-zones")
+    page.goto(stack.url + "/admin/storage/primary")
+    screenshot(page, "admin-primary-storage")
+    page.goto(stack.url + "/admin/storage/primary/add")
+    page.select_option("select[name=protocol]", "smb")  # the form asks for itself again: SMB's fields
+    page.wait_for_selector("input[name=password]")
+    page.select_option("select[name=scope]", "zone")
+    page.wait_for_selector("select[name=hypervisor]")
+    assert page.locator("select[name=cluster]").count() == 0
+    screenshot(page, "admin-add-primary-storage")
+    page.goto(stack.url + "/admin/")
+    assert page.locator(".cap-zone").count() == 1
+    screenshot(page, "admin-dashboard")
+
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(stack.url + "/admin/hosts")
+    screenshot(page, "admin-hosts-phone")

@@ -1,0 +1,67 @@
+"""The monitor's host pings: Up → Alert → Down when a host stops answering, Up
+again when it comes back, maintenance hosts left alone, one event per change."""
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from app.extensions import db
+from app.models import Event, Host, utcnow
+from app.monitor.hosts import ping_hosts
+from app.services import hosts, settings, zones
+from app.services import simulator as sim
+
+pytestmark = pytest.mark.db
+
+
+def _cluster():
+    z = zones.create_zone(None, name="mz", dns1="8.8.8.8", internal_dns1="10.0.0.2")
+    p = zones.create_pod(None, zone_uuid=z.uuid, name="p", gateway="10.0.0.1", netmask="255.255.255.0",
+                         start_ip="10.0.0.10")
+    return zones.add_cluster(None, pod_uuid=p.uuid, name="c", hypervisor="Simulator")
+
+
+def test_states_follow_the_answers(app):
+    with app.app_context():
+        c = _cluster()
+        h1 = hosts.add_host(None, cluster_uuid=c.uuid, url="simulator://mon-1?cpus=4&memory=8192", fields={})
+        h2 = hosts.add_host(None, cluster_uuid=c.uuid, url="simulator://mon-2", fields={})
+        h3 = hosts.add_host(None, cluster_uuid=c.uuid, url="simulator://mon-3", fields={})
+        hosts.prepare_maintenance(None, h3.uuid)
+        r = ping_hosts()
+        assert (r.hosts, r.up, r.failed, r.changed) == (2, 2, 0, 0)
+        assert db.session.get(Host, h1.id).memory_used > 0  # stats sampled for the pages
+
+        sim.set_host_up("mon-1", False)
+        t0 = utcnow()
+        r = ping_hosts(now=t0)
+        assert (r.up, r.failed, r.changed) == (1, 1, 1)
+        host = db.session.get(Host, h1.id)
+        assert host.state == "Alert" and "down" in host.state_reason.lower()
+        # Silent for longer than ping.interval × ping.timeout: Down.
+        later = t0 + timedelta(seconds=settings.get("ping.interval") * settings.get("ping.timeout") + 1)
+        ping_hosts(now=later)
+        assert db.session.get(Host, h1.id).state == "Down"
+        sim.set_host_up("mon-1", True)
+        ping_hosts(now=later)
+        host = db.session.get(Host, h1.id)
+        assert host.state == "Up" and host.state_reason is None
+        assert db.session.get(Host, h3.id).state == "Up"  # in maintenance: not pinged, left as it was
+        changes = [e.description for e in db.session.scalars(
+            select(Event).where(Event.type == "HOST.STATE").order_by(Event.id))]
+        assert [c.split(" is ")[1].split(":")[0] for c in changes] == ["Alert", "Down", "Up again"]
+        assert db.session.get(Host, h2.id).state == "Up"
+
+
+@pytest.mark.libvirt
+def test_a_real_libvirt_host_answers(app):
+    with app.app_context():
+        z = zones.create_zone(None, name="kz", dns1="8.8.8.8", internal_dns1="10.0.0.2")
+        p = zones.create_pod(None, zone_uuid=z.uuid, name="p", gateway="10.0.0.1", netmask="255.255.255.0",
+                             start_ip="10.0.0.10")
+        c = zones.add_cluster(None, pod_uuid=p.uuid, name="c", hypervisor="KVM")
+        h = hosts.add_host(None, cluster_uuid=c.uuid, url="qemu:///system", fields={})
+        r = ping_hosts()
+        assert (r.up, r.failed) == (1, 0)
+        host = db.session.get(Host, h.id)
+        assert host.state == "Up" and 0 <= host.cpu_used_pct <= 100 and host.memory_used > 0

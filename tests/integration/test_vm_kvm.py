@@ -1,0 +1,222 @@
+"""The VM lifecycle end to end on the real local libvirtd, through Nubo's services
+and jobs: deploy from RAW templates, graceful stop of a guest that honours ACPI
+(tests/guests/acpi_guest.py), the forced path for an empty disk, reboot,
+destroy/recover/expunge leaving no domain, volume or IP lease; libvirt events
+and the reconcile keep the records true when the domain is changed behind Nubo's back.
+
+The host is added with acceleration=emulated: on these (nested) machines KVM
+starts an empty disk but cannot run a real kernel, so real guests use QEMU's
+software emulation — the same libvirt API and driver code."""
+from __future__ import annotations
+
+import http.server
+import subprocess
+import threading
+import time
+import xml.etree.ElementTree as ET
+
+import libvirt
+import pytest
+from sqlalchemy import func, select
+
+from app.extensions import db
+from app.models import IpAddress, ServiceOffering, VirtualMachine, Volume, new_uuid
+from app.services import accounts, hosts, networks, settings, storage, templates, vms, zones
+from tests.e2e.conftest import free_port
+from tests.guests import acpi_guest
+
+pytestmark = [pytest.mark.libvirt, pytest.mark.xdist_group("libvirt-guests")]
+BRIDGE = "nubotest0"
+URI = "qemu:///system"
+
+
+@pytest.fixture(scope="module")
+def guest_image(tmp_path_factory):
+    reason = acpi_guest.missing()
+    if reason:
+        pytest.fail(f"the ACPI test guest cannot be built: {reason} (scripts/sysdeps.sh test installs it)")
+    return acpi_guest.build(tmp_path_factory.mktemp("guest"))
+
+
+@pytest.fixture
+def www(tmp_path, guest_image):
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "acpi.raw").symlink_to(guest_image)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "raw", str(root / "empty.raw"), "64M"], check=True)
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", free_port()),
+        lambda *a, **kw: type("H", (http.server.SimpleHTTPRequestHandler,), {"log_message": lambda *x: None})(
+            *a, directory=str(root), **kw))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def bridge():
+    """A Linux bridge for the guests' NICs (no uplink: nothing leaves this machine)."""
+    if subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True).returncode != 0:
+        subprocess.run(["ip", "link", "add", "name", BRIDGE, "type", "bridge"], check=True)
+    subprocess.run(["ip", "link", "set", BRIDGE, "up"], check=True)
+
+
+@pytest.fixture
+def kvm(app, tmp_path, www):
+    """A Basic zone (no VLAN: VLAN tags need Open vSwitch) with the local libvirtd as its host."""
+    conn = libvirt.open(URI)
+    made = {}
+    with app.app_context():
+        admin = accounts.create_user("root", "rootpass1", role="admin", account="admin")
+        alice = accounts.create_user("alice", "alicepass1")
+        z = zones.create_zone(admin, name="kvm", network_type="Basic", dns1="8.8.8.8", internal_dns1="10.0.0.2",
+                              guest_cidr="10.77.0.0/24")
+        zones.create_physical_network(admin, z, vlan_range=None, traffic_labels={"KVM": BRIDGE})
+        networks.ensure_default_network(admin, z)
+        p = zones.create_pod(admin, zone_uuid=z.uuid, name="p", gateway="10.0.0.1", netmask="255.255.255.0",
+                             start_ip="10.0.0.10")
+        c = zones.add_cluster(admin, pod_uuid=p.uuid, name="c", hypervisor="KVM")
+        h = hosts.add_host(admin, cluster_uuid=c.uuid, url=URI, fields={"acceleration": "emulated"})
+        pool = storage.create_storage_pool(admin, zone_uuid=z.uuid, cluster_uuid=c.uuid, name="primary",
+                                           url=f"file://{tmp_path}/primary")
+        storage.add_image_store(admin, provider="Local", url=f"file://{tmp_path}/secondary", zone_uuid=z.uuid)
+        acpi = templates.register(admin, url=f"{www}/acpi.raw", name="acpi", hypervisor="KVM", format="RAW",
+                                  zone_uuid=z.uuid, is_public=True)
+        empty = templates.register(admin, url=f"{www}/empty.raw", name="empty", hypervisor="KVM", format="RAW",
+                                   zone_uuid=z.uuid, is_public=True)
+        so = ServiceOffering(uuid=new_uuid(), name="tiny", cpu_number=1, cpu_speed=500, memory=128)
+        db.session.add(so)
+        db.session.commit()
+        settings.update("vm.stop.timeout", "20")
+        made = dict(zone=z.uuid, acpi=acpi.uuid, empty=empty.uuid, so=so.uuid, host=h.uuid, pool=pool.uuid,
+                    alice=alice.uuid)
+    yield made
+    # Nothing of ours may stay on the real libvirtd.
+    for dom in conn.listAllDomains(0):
+        if dom.name().startswith("i-") and made.get("pool") and made["pool"] in dom.XMLDesc(0):
+            if dom.isActive():
+                dom.destroy()
+            dom.undefine()
+    try:
+        p = conn.storagePoolLookupByName(made["pool"])
+        for name in sorted(p.listVolumes(), key=lambda n: n.startswith("template-")):
+            p.storageVolLookupByName(name).delete(0)
+        p.destroy()
+        p.undefine()
+    except libvirt.libvirtError:
+        pass
+    conn.close()
+
+
+def _deploy(alice, kvm, template, name):
+    vm, job = vms.deploy(alice, zone_uuid=kvm["zone"], service_offering_uuid=kvm["so"], template_uuid=kvm[template],
+                         name=name)
+    db.session.refresh(job)
+    assert job.status == 1, job.result
+    return vms.get_vm(alice, vm.uuid)
+
+
+def _job_ok(job) -> bool:
+    db.session.refresh(job)
+    return job.status == 1
+
+
+def test_real_kvm_lifecycle(app, kvm):
+    conn = libvirt.open(URI)
+    with app.app_context():
+        alice = accounts.user_by_uuid(kvm["alice"])
+        vm = _deploy(alice, kvm, "acpi", "acpi1")
+        assert vm.state == "Running" and vm.console_host == "127.0.0.1" and vm.console_port
+        dom = conn.lookupByName(vm.instance_name)
+        assert dom.isActive()
+        xml = ET.fromstring(dom.XMLDesc(0))
+        assert xml.find("devices/graphics").get("listen") == "127.0.0.1"  # never 0.0.0.0
+        nic = xml.find("devices/interface")
+        assert nic.find("source").get("bridge") == BRIDGE
+        assert nic.find("mac").get("address") == vm.nics[0].mac_address
+        disk = xml.find("devices/disk/source").get("file")
+        assert ET.fromstring(conn.storageVolLookupByPath(disk).XMLDesc(0)).find("backingStore") is not None  # thin
+
+        # Graceful stop: the guest powers off on the ACPI button (it may still be booting: ask again).
+        for _ in range(4):
+            if _job_ok(vms.stop(alice, vm.uuid)):
+                break
+        vm = vms.get_vm(alice, vm.uuid)
+        assert vm.state == "Stopped" and not dom.isActive()
+        assert _job_ok(vms.start(alice, vm.uuid)) and dom.isActive()
+        assert _job_ok(vms.reboot(alice, vm.uuid))
+
+        # An empty disk ignores ACPI: the graceful stop times out and says so; forced powers it off.
+        settings.update("vm.stop.timeout", "3")
+        e = _deploy(alice, kvm, "empty", "empty1")
+        job = vms.stop(alice, e.uuid)
+        assert not _job_ok(job) and "did not shut down within 3 s" in job.result
+        assert vms.get_vm(alice, e.uuid).state == "Running"
+        assert _job_ok(vms.stop(alice, e.uuid, forced=True))
+        assert vms.get_vm(alice, e.uuid).state == "Stopped"
+
+        # Destroy, recover, destroy, expunge: nothing is left.
+        assert _job_ok(vms.destroy(alice, vm.uuid))
+        assert vms.get_vm(alice, vm.uuid).state == "Destroyed" and not dom.isActive()
+        assert vms.recover(alice, vm.uuid).state == "Stopped"
+        assert _job_ok(vms.destroy(alice, vm.uuid, expunge=True))
+        with pytest.raises(libvirt.libvirtError):
+            conn.lookupByName(vm.instance_name)
+        root = db.session.scalar(select(Volume).where(Volume.vm_id == vm.id))
+        assert root.removed is not None
+        with pytest.raises(libvirt.libvirtError):
+            conn.storageVolLookupByPath(disk)
+        nic_ids = [n.id for n in vm.nics]
+        assert db.session.scalar(select(func.count()).select_from(IpAddress).where(IpAddress.nic_id.in_(nic_ids))) == 0
+        assert hosts.get_host(kvm["host"]).memory_allocated == 0  # the empty VM is stopped, acpi1 expunged
+    conn.close()
+
+
+def test_changes_behind_nubos_back_are_seen(app, kvm):
+    from app.monitor.vms import EventListener, reconcile_hosts
+    conn = libvirt.open(URI)
+    with app.app_context():
+        alice = accounts.user_by_uuid(kvm["alice"])
+        vm = _deploy(alice, kvm, "empty", "ext1")
+        host = hosts.get_host(kvm["host"])
+        listener = EventListener(app)
+        listener.sync([host])
+        try:
+            t0 = time.monotonic()
+            conn.lookupByName(vm.instance_name).destroy()  # `virsh destroy`
+            while time.monotonic() - t0 < 2.0:
+                db.session.expire_all()
+                if db.session.get(VirtualMachine, vm.id).state == "Stopped":
+                    break
+                time.sleep(0.05)
+            assert db.session.get(VirtualMachine, vm.id).state == "Stopped", "the event was not applied within 2 s"
+            assert hosts.get_host(kvm["host"]).memory_allocated == 0
+        finally:
+            listener.close()
+        conn.lookupByName(vm.instance_name).create()  # `virsh start`, with no listener: the reconcile sees it
+        assert reconcile_hosts([hosts.get_host(kvm["host"])]) == 1
+        vm = db.session.get(VirtualMachine, vm.id)
+        assert vm.state == "Running" and vm.host_id == hosts.get_host(kvm["host"]).id
+        assert _job_ok(vms.destroy(alice, vm.uuid, expunge=True))
+    conn.close()
+
+
+def test_deploy_that_cannot_start_gives_everything_back(app, kvm):
+    """The host is unreachable when the deploy runs: the job fails with the reason, and
+    capacity, IP, volume and quota are released."""
+    from app.models import Host
+    with app.app_context():
+        alice = accounts.user_by_uuid(kvm["alice"])
+        host = hosts.get_host(kvm["host"])
+        host.url = "qemu+tcp://127.0.0.1:9/system"  # as if libvirtd had stopped
+        db.session.commit()
+        vm, job = vms.deploy(alice, zone_uuid=kvm["zone"], service_offering_uuid=kvm["so"],
+                             template_uuid=kvm["empty"], name="doomed")
+        assert not _job_ok(job) and "127.0.0.1" in job.result
+        vm = db.session.get(VirtualMachine, vm.id)
+        assert vm.state == "Error" and not vm.capacity_reserved and not vm.quota_counted
+        assert db.session.get(Host, host.id).memory_allocated == 0
+        assert db.session.scalar(select(func.count()).select_from(IpAddress)) == 0
+        assert all(v.removed is not None for v in vm.volumes)
+        from app.services import quotas
+        assert quotas.usage(alice.account_id)["user_vm"] == 0

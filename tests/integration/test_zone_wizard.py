@@ -1,0 +1,213 @@
+"""The zone wizard through the Flask test client: each step refuses one wrong
+entry with its message and keeps nothing, Back keeps what was typed, launch
+builds the zone, and a launch that fails half-way leaves nothing behind."""
+import json
+import re
+
+import pytest
+from sqlalchemy import func, select
+
+from app.extensions import db
+from app.models import (AsyncJob, Cluster, Host, ImageStore, JobStatus, PhysicalNetwork, Pod, SimPool, StoragePool,
+                        WizardDraft, Zone)
+from app.services import simulator as sim
+
+pytestmark = pytest.mark.db
+
+ZONE = {"name": "wz-1", "description": "wizard zone", "networktype": "Advanced", "hypervisor": "Simulator",
+        "dns1": "8.8.8.8", "internaldns1": "10.0.0.2", "guestcidraddress": "10.1.1.0/24",
+        "localstorageenabled": "y"}
+NETWORK = {"vlan": "100-199", "trafficlabel": "cloudbr0"}
+POD = {"name": "pod-1", "gateway": "192.168.10.1", "netmask": "255.255.255.0", "startip": "192.168.10.10",
+       "endip": "192.168.10.99"}
+CLUSTER = {"clustername": "cluster-1"}
+HOST = {"url": "simulator://wz-host-1?cpus=8&cpuspeed=2000&memory=16384&localstorage=100"}
+PRIMARY = {"kind": "nfs", "name": "primary-1", "server": "filer.example", "path": "/export/primary",
+           "scope": "cluster"}
+
+# (step, one wrong entry, the message it gets)
+WRONG = [
+    ("zone", {"dns1": "8.8.8"}, "DNS 1 must be an IPv4 address"),
+    ("network", {"vlan": "100-5000"}, "not a VLAN range within 1-4094"),
+    ("pod", {"startip": "10.9.9.9"}, "is not in the subnet 192.168.10.0/24"),
+    ("cluster", {"clustername": ""}, "Cluster name is required"),
+    ("host", {"url": "simulator://"}, ""),
+    ("primary", {"kind": "smb", "share": "vm", "user": "u", "password": "p"}, "Simulator hosts take NFS, Filesystem"),
+    ("secondary", {"provider": "NFS", "server": "", "path": "/x"}, "needs a server and a path"),
+]
+
+
+class Wizard:
+    def __init__(self, client, auth):
+        auth.login("admin")
+        self.client, self.auth = client, auth
+        r = client.get("/admin/zones/wizard/")
+        assert r.status_code == 302
+        self.base = r.headers["Location"].rsplit("/", 1)[0]
+
+    def post(self, step, data, action="next", hx=False):
+        headers = {"HX-Request": "true"} if hx else {}
+        return self.client.post(f"{self.base}/{step}", headers=headers,
+                                data={**data, "action": action, "csrf_token": self.auth.csrf(f"{self.base}/{step}")})
+
+    def next(self, step, data):
+        r = self.post(step, data)
+        assert r.status_code == 302, (step, error_text(r))
+        return r
+
+    def through(self, secondary_dir, until="review"):
+        steps = [("zone", ZONE), ("network", NETWORK), ("pod", POD), ("cluster", CLUSTER), ("host", HOST),
+                 ("primary", PRIMARY), ("secondary", {"provider": "Local", "name": "sec-1", "path": secondary_dir})]
+        for step, data in steps:
+            if step == until:
+                return
+            self.next(step, data)
+
+    def launch(self):
+        return self.client.post(f"{self.base}/launch", data={"csrf_token": self.auth.csrf(f"{self.base}/review")})
+
+
+def error_text(r) -> str:
+    html = r.get_data(as_text=True)
+    return " ".join(re.findall(r'class="error"[^>]*>([^<]*)<', html) + re.findall(r'<div class="form-errors"[^>]*><p>([^<]*)', html))
+
+
+def counts():
+    return {m.__name__: db.session.scalar(select(func.count()).select_from(m))
+            for m in (Zone, PhysicalNetwork, Pod, Cluster, Host, StoragePool, ImageStore)}
+
+
+def test_walk_refuse_one_wrong_entry_per_step_then_launch(app, client, auth, tmp_path):
+    w = Wizard(client, auth)
+    good = {"zone": ZONE, "network": NETWORK, "pod": POD, "cluster": CLUSTER, "host": HOST, "primary": PRIMARY,
+            "secondary": {"provider": "Local", "name": "sec-1", "path": str(tmp_path / "secondary")}}
+    for step, bad, message in WRONG:
+        r = w.post(step, {**good[step], **bad})
+        assert r.status_code == 422, step
+        assert message in error_text(r), (step, error_text(r))
+        with app.app_context():
+            draft = db.session.scalar(select(WizardDraft))
+            assert draft.step == step  # the wrong entry moved nothing forward
+        w.next(step, good[step])
+    r = w.launch()
+    assert r.status_code == 302 and "/admin/zones/wizard/launch/" in r.headers["Location"]
+    page = client.get(r.headers["Location"]).get_data(as_text=True)
+    assert "Zone wz-1 is ready and Enabled" in page and "hx-trigger" not in page  # done: no poller
+    with app.app_context():
+        zone = db.session.scalar(select(Zone))
+        assert zone.allocation_state == "Enabled" and zone.hypervisor_type == "Simulator"
+        assert counts() == {"Zone": 1, "PhysicalNetwork": 1, "Pod": 1, "Cluster": 1, "Host": 1,
+                            "StoragePool": 2, "ImageStore": 1}  # NFS pool + the host's local pool
+        net = db.session.scalar(select(PhysicalNetwork))
+        assert net.vlan_range == "100-199" and json.loads(net.traffic_labels) == {"Simulator": "cloudbr0"}
+        assert db.session.scalar(select(func.count()).select_from(WizardDraft)) == 0  # secrets gone with it
+
+
+def test_back_keeps_what_was_typed_and_htmx_swaps_in_place(app, client, auth, tmp_path):
+    w = Wizard(client, auth)
+    w.next("zone", ZONE)
+    r = w.post("network", {"vlan": "300-310", "trafficlabel": "br-guest"}, action="back")
+    assert r.status_code == 302 and r.headers["Location"].endswith("/zone")
+    html = client.get(f"{w.base}/zone").get_data(as_text=True)
+    assert 'value="wz-1"' in html
+    assert 'value="300-310"' in client.get(f"{w.base}/network").get_data(as_text=True)
+    r = w.post("network", NETWORK, hx=True)
+    assert r.status_code == 200 and r.headers["HX-Push-Url"].endswith("/pod")
+    assert "HX-Request" in r.headers["Vary"] and "<html" not in r.get_data(as_text=True)
+    r = w.post("pod", {**POD, "gateway": "nope"}, hx=True)
+    assert r.status_code == 422 and "Gateway must be an IPv4 address" in error_text(r)
+    # A later step cannot be opened before the earlier ones are done.
+    assert client.get(f"{w.base}/review").headers["Location"].endswith("/pod")
+
+
+def test_host_test_connection_shows_facts_or_the_error(app, client, auth):
+    w = Wizard(client, auth)
+    for step, data in (("zone", ZONE), ("network", NETWORK), ("pod", POD), ("cluster", CLUSTER)):
+        w.next(step, data)
+    token = auth.csrf(f"{w.base}/host")
+    r = client.post(f"{w.base}/host/test", headers={"HX-Request": "true"}, data={**HOST, "csrf_token": token})
+    html = r.get_data(as_text=True)
+    assert r.status_code == 200 and "16.0 GiB" in html and "8" in html
+    with app.app_context():
+        sim.set_host_up("wz-host-1", False)
+    r = client.post(f"{w.base}/host/test", headers={"HX-Request": "true"}, data={**HOST, "csrf_token": token})
+    assert "Cannot reach the host" in r.get_data(as_text=True)
+    with app.app_context():
+        assert counts()["Host"] == 0
+
+
+def test_launch_whose_host_step_fails_leaves_nothing(app, client, auth, tmp_path):
+    w = Wizard(client, auth)
+    w.through(str(tmp_path / "secondary"))
+    with app.app_context():
+        sim.set_host_up("wz-host-1", False)  # passed at its step, gone at launch
+    r = w.launch()
+    page = client.get(r.headers["Location"]).get_data(as_text=True)
+    assert "Add the host failed" in page and "Back to the wizard" in page
+    with app.app_context():
+        assert set(counts().values()) == {0}
+        job = db.session.scalar(select(AsyncJob).where(AsyncJob.cmd == "launchZone"))
+        assert job.status == JobStatus.FAILED
+        states = [s["state"] for s in json.loads(job.steps)]
+        assert states == ["undone", "undone", "undone", "undone", "failed", "pending", "pending", "pending"]
+        assert db.session.scalar(select(WizardDraft)).job_uuid == job.uuid  # kept: fix and launch again
+        sim.set_host_up("wz-host-1", True)
+    r = w.launch()
+    assert "is ready and Enabled" in client.get(r.headers["Location"]).get_data(as_text=True)
+
+
+def test_launch_failing_after_storage_removes_the_pool_from_hosts(app, client, auth, tmp_path):
+    secondary = tmp_path / "secondary"
+    w = Wizard(client, auth)
+    w.through(str(secondary))
+    secondary.rmdir()
+    secondary.write_text("a file where the directory was")
+    r = w.launch()
+    assert "Add secondary storage failed" in client.get(r.headers["Location"]).get_data(as_text=True)
+    with app.app_context():
+        assert set(counts().values()) == {0}
+        assert db.session.scalar(select(func.count()).select_from(SimPool)) == 0  # undone on the host too
+
+
+def test_reaper_undoes_a_launch_whose_worker_died(app):
+    from datetime import timedelta
+
+    from app.jobs import service as jobs
+    from app.models import utcnow
+    from app.services import zones
+    with app.app_context():
+        zone = zones.create_zone(None, name="half", dns1="8.8.8.8", internal_dns1="10.0.0.2",
+                                 allocation_state="Disabled")
+        steps = [{"key": "zone", "label": "Create the zone", "state": "done", "detail": "", "created": zone.uuid},
+                 {"key": "network", "label": "Create the physical network", "state": "running", "detail": "",
+                  "created": None}]
+        job = AsyncJob(cmd="launchZone", params=json.dumps({"handler": "zone.launch", "params": {}}),
+                       steps=json.dumps(steps), started=utcnow() - timedelta(hours=1),
+                       heartbeat=utcnow() - timedelta(hours=1))
+        db.session.add(job)
+        db.session.commit()
+        assert jobs.reap() == 1
+        assert db.session.scalar(select(func.count()).select_from(Zone)) == 0
+
+
+def test_users_and_other_admins_cannot_use_a_draft(app, client, auth):
+    w = Wizard(client, auth)
+    auth.logout()
+    auth.login("alice")
+    assert client.get(f"{w.base}/zone").status_code == 403
+    assert client.get("/admin/zones/wizard/").status_code == 403
+    auth.logout()
+    with app.app_context():
+        from app.services import accounts
+        accounts.create_user("root2", "root2pass", role="admin", account="admin")
+    token = auth.csrf("/login")
+    client.post("/login", data={"username": "root2", "password": "root2pass", "csrf_token": token})
+    assert client.get(f"{w.base}/zone").status_code == 404
+
+
+def test_missing_csrf_is_refused(app, client, auth):
+    w = Wizard(client, auth)
+    r = client.post(f"{w.base}/zone", data={**ZONE, "action": "next"})
+    assert r.status_code == 400
+    with app.app_context():
+        assert db.session.scalar(select(WizardDraft)).step == "zone"
