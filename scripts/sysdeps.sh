@@ -2,7 +2,7 @@
 # Install the Debian packages Nubo needs, only those missing. As root it runs
 # apt-get; otherwise it stops and names the exact command to run.
 #   scripts/sysdeps.sh run    build deps for libvirt-python, Python venv, Node
-#   scripts/sysdeps.sh test   + libvirtd/QEMU/LXC, Chromium, ISO tools, qemu-img
+#   scripts/sysdeps.sh test   + libvirtd/QEMU/LXC, Chromium, ISO tools, qemu-img, a kernel + busybox for the test guest
 set -euo pipefail
 mode=${1:-run}
 
@@ -11,7 +11,9 @@ command -v node >/dev/null || pkgs+=(nodejs)
 command -v npm >/dev/null || pkgs+=(npm)
 if [ "$mode" = test ]; then
   pkgs+=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-driver-lxc libvirt-clients libxml2-utils
-         qemu-system-x86 chromium chromium-driver)
+         qemu-system-x86 chromium chromium-driver
+         # the test guest that honours ACPI power-off (tests/guests/acpi_guest.py)
+         linux-image-cloud-amd64 busybox-static cpio syslinux mtools dosfstools)
 fi
 
 missing=()
