@@ -37,11 +37,10 @@ LAUNCH_STEPS = (("zone", "Create the zone"), ("network", "Create the physical ne
                 ("cluster", "Create the cluster"), ("host", "Add the host"), ("primary", "Add primary storage"),
                 ("secondary", "Add secondary storage"), ("enable", "Enable the zone"))
 DRAFT_TTL = timedelta(days=2)
-DEFAULT_LABELS = {"Hyperv": "External Switch"}  # libvirt types and the Simulator: a Linux bridge
-
-
 def default_label(type_name: str | None) -> str:
-    return DEFAULT_LABELS.get(type_name or "", "cloudbr0")
+    """The bridge or virtual switch a type's hosts usually give guests (the type declares it)."""
+    t = hv.resolve(type_name) if type_name else None
+    return getattr(t, "default_traffic_label", None) or "cloudbr0"
 
 
 # --- Drafts -----------------------------------------------------------------------

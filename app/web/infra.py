@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from app.hypervisors import registry
@@ -86,9 +86,7 @@ def _hypervisor_select() -> FilterSelect:
 @admin_required
 def zones():
     lst = listing("infra.zones", "zones", inventory.zone_rows, sorts=zones_service.ZONE_SORTS)
-    wizard = "zone_wizard.start" in current_app.view_functions  # the zone wizard's "Add zone"
-    return render_list(lst, "Zones", template="infra/zones.html",
-                       add_zone_url=url_for("zone_wizard.start") if wizard else None)
+    return render_list(lst, "Zones", template="infra/zones.html")
 
 
 @bp.route("/pods")
