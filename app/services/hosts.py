@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import joinedload
 
 from app.extensions import db
@@ -158,20 +158,24 @@ def update_host(caller, uuid: str, *, allocation_state: str | None = None, name:
     return host
 
 
-def prepare_maintenance(caller, uuid: str) -> Host:
-    """Empty hosts go straight to Maintenance. Moving VMs off a host comes with the
-    VM lifecycle (migration/stop jobs); until then a host with VMs is refused."""
+def prepare_maintenance(caller, uuid: str):
+    """PrepareForMaintenance at once (the planner stops placing VMs here), then a job moves
+    the host's VMs off: live-migrated to other hosts of the cluster where the type can,
+    stopped otherwise. The host ends in Maintenance, or ErrorInMaintenance saying which
+    VMs stayed. Returns the job (prepareHostForMaintenance is async, as in CloudStack)."""
+    from app.jobs import service as jobs
     host = get_host(uuid)
-    if host.resource_state == ResourceState.MAINTENANCE:
-        return host
-    if _vm_count(host):
-        raise Unsupported(f"Host {host.name} still runs VMs; moving them off during maintenance is not "
-                          "available yet: stop or migrate them first")
-    host.resource_state = ResourceState.MAINTENANCE
-    events.record("MAINT.PREPARE", f"Host {host.name} in maintenance", user=caller, resource_type="Host",
-                  resource_id=host.uuid)
+    done = db.session.execute(update(Host).where(Host.id == host.id, Host.resource_state.in_(
+        [ResourceState.ENABLED, ResourceState.DISABLED, ResourceState.ERROR_IN_MAINTENANCE]))
+        .values(resource_state=ResourceState.PREPARE_FOR_MAINTENANCE).execution_options(synchronize_session=False))
     db.session.commit()
-    return host
+    if done.rowcount != 1:
+        db.session.refresh(host)
+        raise InvalidParameter(f"Host {host.name} is {host.resource_state} already", field="id")
+    events.record("MAINT.PREPARE", f"Host {host.name} is being prepared for maintenance", user=caller,
+                  resource_type="Host", resource_id=host.uuid, commit=True)
+    return jobs.submit("prepareHostForMaintenance", caller, "host.maintenance", {"host": host.uuid},
+                       instance_type="Host", instance_id=host.uuid)
 
 
 def cancel_maintenance(caller, uuid: str) -> Host:

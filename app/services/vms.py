@@ -865,3 +865,51 @@ def _run_detach_iso(job, vm, params):
     vm.iso_id = None
     db.session.commit()
     return {"virtualmachine": _result(vm)}
+
+
+# --- Host maintenance --------------------------------------------------------------
+
+@jobs.handler("host.maintenance")
+def _run_maintenance(job: AsyncJob, params: dict) -> dict:
+    """Move every VM off the host (live migration where the type can, else a stop)."""
+    from app.models import ResourceState
+    host = db.session.scalar(select(Host).where(Host.uuid == params["host"]))
+    on_host = list(db.session.scalars(select(VirtualMachine).where(
+        VirtualMachine.host_id == host.id, VirtualMachine.removed.is_(None))))
+    can_migrate = hv.resolve(host.hypervisor_type).capabilities.live_migration
+    stuck = []
+    for i, vm in enumerate(on_host, 1):
+        jobs.progress(job, 100 * (i - 1) // max(len(on_host), 1),
+                      f"{'Migrating' if can_migrate else 'Stopping'} {vm.name} ({i} of {len(on_host)})")
+        try:
+            token = _lock(vm, "migrate" if can_migrate and vm.state == VMState.RUNNING else "stop")
+        except ServiceError as e:
+            stuck.append(f"{vm.name}: {e.message}")
+            continue
+        try:
+            if can_migrate and vm.state == VMState.RUNNING:
+                migrate_now(vm, None, job)
+            else:
+                _power_off(vm)
+                _stopped_on_host(vm)
+                events.record("VM.STOP", f"VM {vm.name} stopped for the maintenance of {host.name}",
+                              resource_type="VirtualMachine", resource_id=vm.uuid, account_id=vm.account_id)
+                db.session.commit()
+        except ServiceError as e:
+            db.session.rollback()
+            stuck.append(f"{vm.name}: {e.message}")
+        finally:
+            _unlock(vm.id, token)
+    host = db.session.get(Host, host.id)
+    if host.resource_state != ResourceState.PREPARE_FOR_MAINTENANCE:
+        return {"host": {"id": host.uuid, "resourcestate": host.resource_state}}  # cancelled meanwhile
+    host.resource_state = ResourceState.ERROR_IN_MAINTENANCE if stuck else ResourceState.MAINTENANCE
+    events.record("MAINT.DONE" if not stuck else "MAINT.ERROR",
+                  f"Host {host.name} is in maintenance" if not stuck else
+                  f"Host {host.name} could not be emptied: " + "; ".join(stuck),
+                  level="INFO" if not stuck else "ERROR", resource_type="Host", resource_id=host.uuid)
+    db.session.commit()
+    if stuck:
+        raise ResourceUnavailable(f"Host {host.name} could not be emptied: " + "; ".join(stuck))
+    from app.api.serializers import serialize
+    return {"host": serialize("host", host)}

@@ -207,6 +207,14 @@ def _host_fragment(uuid: str, panel: bool, error: str | None = None):
     return render_template("infra/_host_row.html", r=inventory.host_row(uuid), error=error)
 
 
+@bp.route("/hosts/<uuid>/state")
+@admin_required
+def host_state(uuid: str):
+    """The host's row (or panel, ?fragment=panel) again: polled while maintenance is under way."""
+    _found(hosts_service.get_host, uuid)
+    return _host_fragment(uuid, request.args.get("fragment") == "panel")
+
+
 @bp.route("/hosts/<uuid>/<action>", methods=["POST"])
 @admin_required
 def host_action(uuid: str, action: str):

@@ -36,7 +36,7 @@ def test_build_zone_with_simulator_hosts(live):
     assert e["errorcode"] == 431 and "already added" in e["errortext"]
     assert api.listHosts()["count"] == 1
     # Maintenance on an empty host, then back.
-    assert api.prepareHostForMaintenance(id=host["id"])["host"]["resourcestate"] == "Maintenance"
+    assert api.prepareHostForMaintenance(id=host["id"], fetch_result=True)["host"]["resourcestate"] == "Maintenance"
     assert api.cancelHostMaintenance(id=host["id"])["host"]["resourcestate"] == "Enabled"
     # A zone with clusters cannot be deleted.
     e = err(lambda: api.deleteZone(id=z["id"]))

@@ -123,3 +123,20 @@ def test_a_busy_vm_says_so_and_bad_requests_change_nothing(live, files, tmp_path
                                              serviceofferingid="00000000-0000-0000-0000-000000000000"))
     assert e["errorcode"] == 431 and "service offering" in e["errortext"]
     assert api.listVirtualMachines()["count"] == 1
+
+
+def test_maintenance_moves_vms_to_the_other_hosts(live, files, tmp_path):
+    api = live.client()
+    z, hs, t, so = simulator_zone(api, files, tmp_path, hosts=3)
+    first = hs[0]
+    vms_on_first = [deploy(api, z, t, so, name=f"m{i}", hostid=first["id"]) for i in range(3)]
+    assert {v["hostid"] for v in vms_on_first} == {first["id"]}
+    host = api.prepareHostForMaintenance(id=first["id"], fetch_result=True)["host"]
+    assert host["resourcestate"] == "Maintenance"
+    after = api.listVirtualMachines(listall="true")["virtualmachine"]
+    assert all(v["state"] == "Running" and v["hostid"] != first["id"] for v in after)
+    mem = {h["id"]: h["memoryallocated"] for h in api.listHosts()["host"]}
+    assert mem[first["id"]] == 0 and sum(mem.values()) == 3 * 1024 * MIB
+    # The planner places nothing on a host in maintenance; cancel brings it back.
+    assert deploy(api, z, t, so, name="after")["hostid"] != first["id"]
+    assert api.cancelHostMaintenance(id=first["id"])["host"]["resourcestate"] == "Enabled"

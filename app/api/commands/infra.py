@@ -133,7 +133,8 @@ def update_host(ctx, p):
     return hosts.update_host(ctx.user, p["id"], allocation_state=p.get("allocationstate"), name=p.get("name"))
 
 
-@command("prepareHostForMaintenance", "Puts a host into maintenance", role=ADMIN, response="host",
+@command("prepareHostForMaintenance", "Moves a host's VMs off (live migration, else stop) and puts it into "
+         "maintenance", role=ADMIN, response="host", is_async=True,
          params=[Param("id", "uuid", "the host", required=True)])
 def prepare_maintenance(ctx, p):
     return hosts.prepare_maintenance(ctx.user, p["id"])
