@@ -12,6 +12,7 @@ expunged), Expunging, Migrating, Error, Unknown (its host stopped answering).
 from __future__ import annotations
 
 import base64
+import re
 import secrets
 from datetime import timedelta
 
@@ -37,6 +38,10 @@ define(Definition("vm.stop.timeout", "60", "Seconds a graceful stop waits for th
                   min=1, max=3600))
 define(Definition("expunge.delay", "86400", "Seconds a destroyed VM stays recoverable before the sweeper "
                   "expunges it.", category="VM", type="integer", min=0, max=31536000))
+define(Definition("instance.name", "VM", "Suffix of the VMs' names on the hypervisors (i-<account>-<id>-<suffix>): "
+                  "give each Nubo installation sharing hosts its own.", category="VM", dynamic=False,
+                  validate=lambda v: None if re.fullmatch(r"[A-Za-z0-9]{1,16}", v) else (_ for _ in ()).throw(
+                      InvalidParameter("instance.name is 1-16 letters or digits", field="value"))))
 define(Definition("vm.userdata.max.length", "32768", "Largest user data accepted, in bytes (decoded).",
                   category="VM", type="integer", min=0, max=1048576))
 
@@ -281,7 +286,7 @@ def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid:
                             state_updated=utcnow(), last_host_id=host_id, quota_counted=True)
         db.session.add(vm)
         db.session.flush()
-        vm.instance_name = f"i-{caller.account_id}-{vm.id}-VM"  # CloudStack's naming
+        vm.instance_name = f"i-{caller.account_id}-{vm.id}-{settings.get('instance.name')}"  # CloudStack's naming
         if name is None:
             vm.name = vm.display_name = f"VM-{vm.uuid[:8]}"
         db.session.add(Volume(uuid=new_uuid(), name=f"ROOT-{vm.id}", account_id=vm.account_id, zone_id=zone.id,

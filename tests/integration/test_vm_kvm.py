@@ -13,6 +13,7 @@ import http.server
 import subprocess
 import threading
 import time
+import uuid
 import xml.etree.ElementTree as ET
 
 import libvirt
@@ -28,6 +29,7 @@ from tests.guests import acpi_guest
 pytestmark = [pytest.mark.libvirt, pytest.mark.xdist_group("libvirt-guests")]
 BRIDGE = "nubotest0"
 URI = "qemu:///system"
+SUFFIX = "T" + uuid.uuid4().hex[:8]
 
 
 @pytest.fixture(scope="module")
@@ -88,12 +90,13 @@ def kvm(app, tmp_path, www):
         db.session.add(so)
         db.session.commit()
         settings.update("vm.stop.timeout", "20")
+        settings.update("instance.name", SUFFIX)  # our domains' names, unique to this run
         made = dict(zone=z.uuid, acpi=acpi.uuid, empty=empty.uuid, so=so.uuid, host=h.uuid, pool=pool.uuid,
                     alice=alice.uuid)
     yield made
     # Nothing of ours may stay on the real libvirtd.
     for dom in conn.listAllDomains(0):
-        if dom.name().startswith("i-") and made.get("pool") and made["pool"] in dom.XMLDesc(0):
+        if dom.name().endswith("-" + SUFFIX):
             if dom.isActive():
                 dom.destroy()
             dom.undefine()
@@ -197,6 +200,38 @@ def test_changes_behind_nubos_back_are_seen(app, kvm):
         assert reconcile_hosts([hosts.get_host(kvm["host"])]) == 1
         vm = db.session.get(VirtualMachine, vm.id)
         assert vm.state == "Running" and vm.host_id == hosts.get_host(kvm["host"]).id
+        assert _job_ok(vms.destroy(alice, vm.uuid, expunge=True))
+    conn.close()
+
+
+def test_data_volume_attach_detach_resize_delete_on_a_real_guest(app, kvm):
+    from app.services import volumes
+    conn = libvirt.open(URI)
+    with app.app_context():
+        alice = accounts.user_by_uuid(kvm["alice"])
+        admin = accounts.get_user("root")
+        offering = volumes.create_disk_offering(admin, name="1G", disk_size=1)
+        vm = _deploy(alice, kvm, "acpi", "withdata")  # a guest that acknowledges PCI hot-unplug
+        booted_at = time.monotonic() + 15  # it boots in ~12 s under emulation; an unplug before is lost
+        v = volumes.create_volume(alice, name="data", zone_uuid=kvm["zone"], disk_offering_uuid=offering.uuid)
+        v = volumes.attach_volume(alice, v.uuid, vm.uuid)
+        dom = conn.lookupByName(vm.instance_name)
+        disks = [d.get("file") for d in ET.fromstring(dom.XMLDesc(0)).findall("devices/disk/source")]
+        assert v.path in disks and conn.storageVolLookupByPath(v.path).info()[1] == 1 << 30
+        time.sleep(max(0.0, booted_at - time.monotonic()))
+        v = volumes.detach_volume(alice, v.uuid)
+        persistent = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        assert v.path not in [d.get("file") for d in persistent.findall("devices/disk/source")]
+        deadline = time.monotonic() + 30  # the live unplug completes when the guest acknowledges it
+        while v.path in [d.get("file") for d in ET.fromstring(dom.XMLDesc(0)).findall("devices/disk/source")]:
+            assert time.monotonic() < deadline, "the guest did not release the disk"
+            time.sleep(0.5)
+        v = volumes.resize_volume(alice, v.uuid, size_gib=2)  # offline: it is detached
+        assert conn.storageVolLookupByPath(v.path).info()[1] == 2 << 30
+        path = v.path
+        volumes.delete_volume(alice, v.uuid)
+        with pytest.raises(libvirt.libvirtError):
+            conn.storageVolLookupByPath(path)  # no file left
         assert _job_ok(vms.destroy(alice, vm.uuid, expunge=True))
     conn.close()
 
