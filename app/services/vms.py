@@ -38,10 +38,14 @@ define(Definition("vm.stop.timeout", "60", "Seconds a graceful stop waits for th
                   min=1, max=3600))
 define(Definition("expunge.delay", "86400", "Seconds a destroyed VM stays recoverable before the sweeper "
                   "expunges it.", category="VM", type="integer", min=0, max=31536000))
+def _check_instance_name(value: str) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9]{1,16}", value):
+        raise InvalidParameter("instance.name is 1-16 letters or digits", field="value")
+
+
 define(Definition("instance.name", "VM", "Suffix of the VMs' names on the hypervisors (i-<account>-<id>-<suffix>): "
                   "give each Nubo installation sharing hosts its own.", category="VM", dynamic=False,
-                  validate=lambda v: None if re.fullmatch(r"[A-Za-z0-9]{1,16}", v) else (_ for _ in ()).throw(
-                      InvalidParameter("instance.name is 1-16 letters or digits", field="value"))))
+                  validate=_check_instance_name))
 define(Definition("vm.userdata.max.length", "32768", "Largest user data accepted, in bytes (decoded).",
                   category="VM", type="integer", min=0, max=1048576))
 
