@@ -40,7 +40,10 @@ def open_source(source: TemplateSource) -> tuple[Iterator[bytes], int]:
     """(chunks, size in bytes). A URL must announce its size (Content-Length)."""
     if source.local_path:
         import os
-        size = os.path.getsize(source.local_path)
+        try:
+            size = os.path.getsize(source.local_path)
+        except OSError as e:
+            raise OperationFailed(f"Cannot read the image {source.local_path}: {e.strerror}") from None
 
         def read():
             with open(source.local_path, "rb") as f:

@@ -451,15 +451,14 @@ def _start(job: AsyncJob, vm: VirtualMachine, *, preferred_host_id: int | None, 
     except ServiceError as e:
         db.session.rollback()
         planner.release(host.id, need)
+        db.session.commit()
         vm = db.session.get(VirtualMachine, vm.id)
-        vm.capacity_reserved, vm.host_id, vm.state_updated = False, None, utcnow()
         if first:  # a failed deploy gives everything back: its root volume, IPs, quota
             _drop_root_volume(vm)
             networks.release_nics(vm)
             quotas.release(vm)
-            vm.state = VMState.ERROR
-        else:
-            vm.state = VMState.STOPPED
+        vm.capacity_reserved, vm.host_id, vm.state_updated = False, None, utcnow()
+        vm.state = VMState.ERROR if first else VMState.STOPPED
         events.record("VM.START.FAILED", f"VM {vm.name}: {e.message}", level="ERROR",
                       resource_type="VirtualMachine", resource_id=vm.uuid, user=vm.user)
         db.session.commit()
@@ -486,6 +485,7 @@ def _drop_root_volume(vm: VirtualMachine) -> None:
 def _delete_volume_file(v: Volume) -> None:
     if v.pool_id is None:
         return
+    db.session.commit()  # no database lock held while the host works
     pool = v.pool
     host = pool.host or next(iter(storage._hosts_in_scope(pool)), None)
     if host is not None:

@@ -11,7 +11,8 @@ from flask_login import current_user, login_required
 ADMIN_NAV: list[tuple[str, str]] = [("admin.dashboard", "Dashboard"), ("infra.zones", "Zones"),
                                      ("infra.hosts", "Hosts"), ("infra.primary_storage", "Storage"),
                                      ("hypervisors.index", "Hypervisors"), ("simulator.index", "Simulator")]
-USER_NAV: list[tuple[str, str]] = [("portal.my_vms", "My VMs"), ("apidocs.index", "API")]
+USER_NAV: list[tuple[str, str]] = [("portal.my_vms", "My VMs"), ("images.index", "Templates"),
+                                   ("apidocs.index", "API")]
 
 
 def admin_required(view):
@@ -26,7 +27,8 @@ def admin_required(view):
 
 
 def register_blueprints(app: Flask) -> None:
-    from app.web import admin, apidocs, auth, hypervisors, infra, portal, simulator, uploads, zone_wizard
+    from app.web import (admin, apidocs, auth, hypervisors, images, infra, portal, simulator, uploads,
+                         zone_wizard)
     app.register_blueprint(auth.bp)
     app.register_blueprint(apidocs.bp)
     app.register_blueprint(admin.bp)
@@ -36,6 +38,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(simulator.bp)
     app.register_blueprint(zone_wizard.bp)
     app.register_blueprint(uploads.bp)
+    app.register_blueprint(images.bp)
 
     @app.after_request
     def vary_on_htmx(response):
