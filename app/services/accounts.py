@@ -203,7 +203,7 @@ def list_users(caller: User, *, id: str | None = None, username: str | None = No
     if state:
         q = q.where(User.state == state.lower())
     if keyword:
-        q = q.where(User.username.contains(keyword))
+        q = q.where(User.username.contains(keyword, autoescape=True))
     return page_of(q, page)
 
 
@@ -218,7 +218,7 @@ def list_accounts(caller: User, *, id: str | None = None, name: str | None = Non
     if name:
         q = q.where(Account.name == name)
     if keyword:
-        q = q.where(Account.name.contains(keyword))
+        q = q.where(Account.name.contains(keyword, autoescape=True))
     return page_of(q, page)
 
 

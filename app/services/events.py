@@ -48,7 +48,7 @@ def list_events(caller, *, type_=None, level=None, start=None, end=None, keyword
     if end:
         q = q.where(Event.created <= end)
     if keyword:
-        q = q.where(Event.description.contains(keyword))
+        q = q.where(Event.description.contains(keyword, autoescape=True))
     if resource_id:
         q = q.where(Event.resource_id == resource_id)
     return page_of(q, page)

@@ -251,5 +251,5 @@ def list_hosts(*, id=None, zone_uuid=None, pod_uuid=None, cluster_uuid=None, sta
     if name:
         q = q.where(Host.name == name)
     if keyword:
-        q = q.where(Host.name.contains(keyword))
+        q = q.where(Host.name.contains(keyword, autoescape=True))
     return page_of(q, page)

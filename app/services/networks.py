@@ -125,7 +125,7 @@ def list_networks(caller, *, id=None, zone_uuid=None, name=None, keyword=None, p
     if name:
         q = q.where(Network.name == name)
     if keyword:
-        q = q.where(Network.name.contains(keyword))
+        q = q.where(Network.name.contains(keyword, autoescape=True))
     return page_of(q, page)
 
 

@@ -50,5 +50,5 @@ def list_offerings(*, id=None, name=None, keyword=None, page=None):
     if name:
         q = q.where(ServiceOffering.name == name)
     if keyword:
-        q = q.where(ServiceOffering.name.contains(keyword))
+        q = q.where(ServiceOffering.name.contains(keyword, autoescape=True))
     return page_of(q, page)

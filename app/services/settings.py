@@ -162,7 +162,7 @@ def list_settings(name: str | None = None, category: str | None = None,
     if category:
         q = q.where(Setting.category == category)
     if keyword:
-        q = q.where(Setting.name.contains(keyword))
+        q = q.where(Setting.name.contains(keyword, autoescape=True))
     return [s for s in db.session.scalars(q) if s.name in DEFINITIONS]
 
 

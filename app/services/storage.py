@@ -182,7 +182,7 @@ def list_storage_pools(*, id=None, zone_uuid=None, cluster_uuid=None, name=None,
     if name:
         q = q.where(StoragePool.name == name)
     if keyword:
-        q = q.where(StoragePool.name.contains(keyword))
+        q = q.where(StoragePool.name.contains(keyword, autoescape=True))
     return page_of(q, page)
 
 
@@ -258,5 +258,5 @@ def list_image_stores(*, id=None, zone_uuid=None, provider=None, name=None, keyw
     if name:
         q = q.where(ImageStore.name == name)
     if keyword:
-        q = q.where(ImageStore.name.contains(keyword))
+        q = q.where(ImageStore.name.contains(keyword, autoescape=True))
     return page_of(q, page)

@@ -37,6 +37,7 @@ from app.jobs import service as jobs
 from app.models import (AsyncJob, DownloadState, ImageStore, OsCategory, OsType, Template, TemplateFormat,
                         TemplateStoreRef, Zone, new_uuid, utcnow)
 from app.services import events, settings, zones
+from app.services.units import filesize
 from app.services import hypervisors as hv
 from app.services.errors import InvalidParameter, NotFound, PermissionDenied, ResourceUnavailable, ServiceError
 from app.services.pagination import page_of
@@ -312,7 +313,6 @@ class _Progress:
             conn.execute(update(TemplateStoreRef).where(TemplateStoreRef.id == self.ref_id)
                          .values(downloaded_bytes=self.done, download_pct=pct))
         if self.job is not None:
-            from app.web.filters import filesize
             of = f" of {filesize(self.total)}" if self.total else ""
             jobs.progress(self.job, pct, f"{filesize(self.done)}{of}, {filesize(int(speed))}/s")
 
@@ -483,6 +483,22 @@ def run_download(job: AsyncJob, params: dict) -> dict:
         raise
 
 
+def _download_reaped(job: AsyncJob) -> None:
+    """The worker died mid-download: the copy is failed (retry is offered), no partial file stays."""
+    ref_id = json.loads(job.params or "{}").get("params", {}).get("ref")
+    ref = db.session.get(TemplateStoreRef, ref_id) if ref_id else None
+    if ref is None or ref.state != DownloadState.DOWNLOADING:
+        return
+    t = db.session.get(Template, ref.template_id)
+    root = mounted_root(ref_store(ref))
+    if root is not None:
+        (root / (relative_path(t) + ".part")).unlink(missing_ok=True)
+    _fail(ref.id, "The worker downloading it stopped; retry the download")
+
+
+jobs.on_reap("template.download", _download_reaped)
+
+
 # --- Upload (getUploadParamsForTemplate + the upload endpoint) ---------------------
 
 def upload_params(caller, *, is_iso: bool = False, name: str, display_text: str | None = None,
@@ -508,7 +524,7 @@ def upload_params(caller, *, is_iso: bool = False, name: str, display_text: str 
     from flask import url_for
     return {"id": t.uuid, "postURL": url_for("uploads.upload", _external=True), "metadata": metadata,
             "expires": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires)),
-            "signature": _sign(metadata, expires), "_expires_epoch": expires}
+            "signature": _sign(metadata, expires)}
 
 
 def _sign(metadata: str, expires: int) -> str:
@@ -540,9 +556,10 @@ def receive_upload(t: Template, ref: TemplateStoreRef, chunks, total: int | None
     """Stream an upload into the store, then check it like a download (in this request)."""
     ref.state, ref.error = DownloadState.DOWNLOADING, None
     db.session.commit()
-    final = store_root(ref_store(ref)) / relative_path(t)
-    part = final.with_name(final.name + ".part")
+    part = None
     try:
+        final = store_root(ref_store(ref)) / relative_path(t)
+        part = final.with_name(final.name + ".part")
         receive(chunks, part, checksum=t.checksum, total=total, progress=_Progress(None, ref.id, total))
         ref = db.session.get(TemplateStoreRef, ref.id)
         finish(t, ref, part, final)
@@ -550,7 +567,8 @@ def receive_upload(t: Template, ref: TemplateStoreRef, chunks, total: int | None
                       resource_type="Template", resource_id=t.uuid)
         db.session.commit()
     except ServiceError as e:
-        part.unlink(missing_ok=True)
+        if part is not None:
+            part.unlink(missing_ok=True)
         _fail(ref.id, e.message)
         raise
 
@@ -602,7 +620,7 @@ def list_templates(caller, *, is_iso: bool = False, template_filter: str = "exec
     if name:
         q = q.where(Template.name == name)
     if keyword:
-        q = q.where(Template.name.contains(keyword))
+        q = q.where(Template.name.contains(keyword, autoescape=True))
     if hypervisor:
         q = q.where(Template.hypervisor_type == hv.resolve(hypervisor).name)
     if zone_uuid:
@@ -706,7 +724,7 @@ def list_os_types(*, id=None, category_uuid=None, description=None, keyword=None
     if description:
         q = q.where(OsType.description == description)
     if keyword:
-        q = q.where(OsType.description.contains(keyword))
+        q = q.where(OsType.description.contains(keyword, autoescape=True))
     return page_of(q, page)
 
 
@@ -717,7 +735,7 @@ def list_os_categories(*, id=None, name=None, keyword=None, page=None):
     if name:
         q = q.where(OsCategory.name == name)
     if keyword:
-        q = q.where(OsCategory.name.contains(keyword))
+        q = q.where(OsCategory.name.contains(keyword, autoescape=True))
     return page_of(q, page)
 
 
@@ -769,7 +787,7 @@ def list_for_page(caller, *, is_iso: bool = False, template_filter: str | None =
     q = _visible(caller).where(Template.is_iso.is_(is_iso)).options(joinedload(Template.os_type),
                                                                      joinedload(Template.account))
     if keyword:
-        q = q.where(Template.name.contains(keyword))
+        q = q.where(Template.name.contains(keyword, autoescape=True))
     if zone_uuid:
         zone = zones.get_zone(zone_uuid)
         q = q.where(Template.id.in_(select(TemplateStoreRef.template_id).where(TemplateStoreRef.zone_id == zone.id)))

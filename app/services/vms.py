@@ -86,14 +86,15 @@ def list_vms(caller, *, id=None, name=None, keyword=None, state=None, zone_uuid=
     q = _visible(caller).order_by(VirtualMachine.id.desc())
     if not details_min:
         q = q.options(joinedload(VirtualMachine.zone), joinedload(VirtualMachine.host),
-                      joinedload(VirtualMachine.template), joinedload(VirtualMachine.service_offering),
+                      joinedload(VirtualMachine.template), joinedload(VirtualMachine.iso),
+                      joinedload(VirtualMachine.service_offering),
                       joinedload(VirtualMachine.account), selectinload(VirtualMachine.nics).joinedload(Nic.network))
     if id:
         q = q.where(VirtualMachine.uuid == id)
     if name:
         q = q.where(VirtualMachine.name == name)
     if keyword:
-        q = q.where(or_(VirtualMachine.name.contains(keyword), VirtualMachine.display_name.contains(keyword)))
+        q = q.where(or_(VirtualMachine.name.contains(keyword, autoescape=True), VirtualMachine.display_name.contains(keyword, autoescape=True)))
     if state:
         q = q.where(VirtualMachine.state == state)
     if zone_uuid:
@@ -310,7 +311,8 @@ def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid:
         _forget(vm)
         raise
     if not start:
-        return vm, None
+        return vm, jobs.submit("deployVirtualMachine", caller, "vm.created", {"vm": vm.uuid},
+                               instance_type="VirtualMachine", instance_id=vm.uuid)
     job = _submit(caller, vm, "deploy", "deployVirtualMachine", {"host": host_id})
     return vm, job
 
@@ -440,33 +442,42 @@ def _start(job: AsyncJob, vm: VirtualMachine, *, preferred_host_id: int | None, 
     jobs.progress(job, 10, "Finding a host")
     vm.state, vm.state_updated = VMState.STARTING, utcnow()
     db.session.commit()
-    host = planner.plan_and_reserve(vm.zone, vm.hypervisor_type, need, account_id=vm.account_id,
-                                    storage_type=vm.service_offering.storage_type,
-                                    preferred_host_id=preferred_host_id)
-    vm.host_id, vm.capacity_reserved = host.id, True
-    db.session.commit()
-    jobs.progress(job, 40, f"Starting on {host.name}")
+    host = None
     try:
+        host = planner.plan_and_reserve(vm.zone, vm.hypervisor_type, need, account_id=vm.account_id,
+                                        storage_type=vm.service_offering.storage_type,
+                                        preferred_host_id=preferred_host_id)
+        vm.host_id, vm.capacity_reserved = host.id, True
+        db.session.commit()
+        jobs.progress(job, 40, f"Starting on {host.name}")
         _run_on(vm, host)
-    except ServiceError as e:
-        db.session.rollback()
-        planner.release(host.id, need)
-        db.session.commit()
-        vm = db.session.get(VirtualMachine, vm.id)
-        if first:  # a failed deploy gives everything back: its root volume, IPs, quota
-            _drop_root_volume(vm)
-            networks.release_nics(vm)
-            quotas.release(vm)
-        vm.capacity_reserved, vm.host_id, vm.state_updated = False, None, utcnow()
-        vm.state = VMState.ERROR if first else VMState.STOPPED
-        events.record("VM.START.FAILED", f"VM {vm.name}: {e.message}", level="ERROR",
-                      resource_type="VirtualMachine", resource_id=vm.uuid, user=vm.user)
-        db.session.commit()
+    except Exception as e:  # noqa: BLE001 - whatever failed, the VM ends in a true state
+        _start_failed(vm.id, host.id if host else None, need, first, e)
         raise
     events.record("VM.START", f"VM {vm.name} started on {host.name}", user=vm.user,
                   resource_type="VirtualMachine", resource_id=vm.uuid)
     db.session.commit()
     return {"virtualmachine": _result(vm)}
+
+
+def _start_failed(vm_id: int, host_id: int | None, need: planner.Need, first: bool, error: Exception) -> None:
+    """Give back what the start took: host capacity; for a first deploy also the root
+    volume, IPs and quota (the VM is then Error); otherwise the VM is Stopped again."""
+    db.session.rollback()
+    if host_id is not None:
+        planner.release(host_id, need)
+    db.session.commit()
+    vm = db.session.get(VirtualMachine, vm_id)
+    if first:
+        _drop_root_volume(vm)
+        networks.release_nics(vm)
+        quotas.release(vm)
+    vm.capacity_reserved, vm.host_id, vm.state_updated = False, None, utcnow()
+    vm.state = VMState.ERROR if first else VMState.STOPPED
+    reason = error.message if isinstance(error, ServiceError) else f"internal error: {error}"
+    events.record("VM.START.FAILED", f"VM {vm.name}: {reason}", level="ERROR", resource_type="VirtualMachine",
+                  resource_id=vm.uuid, user=vm.user)
+    db.session.commit()
 
 
 def _result(vm: VirtualMachine) -> dict:
@@ -498,6 +509,13 @@ def _delete_volume_file(v: Volume) -> None:
         finally:
             driver.close()
     volumes.release_on_pool(pool.id, v.size)
+
+
+@jobs.handler("vm.created")
+def _run_created(job, params):
+    """deployVirtualMachine with startvm=false: the VM, Stopped, as the job's result."""
+    vm = db.session.scalar(select(VirtualMachine).where(VirtualMachine.uuid == params["vm"]))
+    return {"virtualmachine": _result(vm)}
 
 
 @_vm_job("deploy")
@@ -542,6 +560,7 @@ def _stopped_on_host(vm: VirtualMachine) -> None:
 def _run_stop(job, vm, params):
     host = vm.host
     timeout = settings.get("vm.stop.timeout")
+    before = vm.state
     vm.state, vm.state_updated = VMState.STOPPING, utcnow()
     db.session.commit()
     if host is not None:
@@ -549,19 +568,20 @@ def _run_stop(job, vm, params):
         try:
             jobs.progress(job, 20, f"Asking the guest to shut down (up to {timeout} s)")
             stopped = driver.stop_vm(vm.instance_name, timeout=timeout)
+            if not stopped and not params.get("forced"):
+                raise ResourceUnavailable(f"VM {vm.name} did not shut down within {timeout} s; "
+                                          "stop it with forced=true to power it off")
             if not stopped:
-                if not params.get("forced"):
-                    vm.state = VMState.RUNNING
-                    db.session.commit()
-                    raise ResourceUnavailable(f"VM {vm.name} did not shut down within {timeout} s; "
-                                              "stop it with forced=true to power it off")
                 jobs.progress(job, 70, "Powering off")
                 driver.force_stop_vm(vm.instance_name)
-        except DriverError as e:
+        except Exception as e:  # noqa: BLE001 - the VM goes back to the state it had
             db.session.rollback()
-            vm.state = VMState.RUNNING
+            vm = db.session.get(VirtualMachine, vm.id)
+            vm.state = before
             db.session.commit()
-            raise ResourceUnavailable(f"VM {vm.name} could not be stopped: {e}") from None
+            if isinstance(e, DriverError):
+                raise ResourceUnavailable(f"VM {vm.name} could not be stopped: {e}") from None
+            raise
         finally:
             driver.close()
     _stopped_on_host(vm)
@@ -632,6 +652,8 @@ def _run_destroy(job, vm, params):
 
 def recover(caller, uuid: str) -> VirtualMachine:
     """Destroyed → Stopped (synchronous in CloudStack)."""
+    if not caller.is_admin and not settings.get("allow.user.expunge.recover.vm"):
+        raise PermissionDenied("Only administrators may recover VMs")
     vm = get_vm(caller, uuid)
     token = _lock(vm, "recover")
     try:
@@ -722,6 +744,8 @@ def migrate(caller, uuid: str, host_uuid: str | None = None) -> AsyncJob:
     vm = get_vm(caller, uuid, "virtualmachineid")
     if not hv.resolve(vm.hypervisor_type).capabilities.live_migration:
         raise Unsupported(f"{hv.display_name(vm.hypervisor_type)} VMs cannot be live-migrated")
+    if vm.state != VMState.RUNNING:
+        raise InvalidParameter(f"VM {vm.name} is {vm.state}; only a Running VM can be migrated", field="id")
     dest_id = None
     if host_uuid:
         dest = db.session.scalar(select(Host).where(Host.uuid == host_uuid, Host.removed.is_(None)))
@@ -856,6 +880,8 @@ def _run_attach_iso(job, vm, params):
 
 def detach_iso(caller, uuid: str) -> AsyncJob:
     vm = get_vm(caller, uuid, "virtualmachineid")
+    if not hv.resolve(vm.hypervisor_type).capabilities.iso:
+        raise Unsupported(f"{hv.display_name(vm.hypervisor_type)} VMs take no ISOs")
     if not vm.iso_id:
         raise InvalidParameter(f"VM {vm.name} has no ISO attached", field="virtualmachineid")
     return _submit(caller, vm, "detachiso", "detachIso")

@@ -93,7 +93,7 @@ def list_disk_offerings(*, id=None, name=None, keyword=None, page=None):
     if name:
         q = q.where(DiskOffering.name == name)
     if keyword:
-        q = q.where(DiskOffering.name.contains(keyword))
+        q = q.where(DiskOffering.name.contains(keyword, autoescape=True))
     return page_of(q, page)
 
 
@@ -323,7 +323,7 @@ def list_volumes(caller, *, id=None, name=None, keyword=None, vm_uuid=None, zone
     if name:
         q = q.where(Volume.name == name)
     if keyword:
-        q = q.where(Volume.name.contains(keyword))
+        q = q.where(Volume.name.contains(keyword, autoescape=True))
     if vm_uuid:
         q = q.where(Volume.vm_id == _get_vm(caller, vm_uuid).id)
     if zone_uuid:

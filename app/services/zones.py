@@ -149,7 +149,7 @@ def list_zones(*, id: str | None = None, name: str | None = None, keyword: str |
     if name:
         q = q.where(Zone.name == name)
     if keyword:
-        q = q.where(Zone.name.contains(keyword))
+        q = q.where(Zone.name.contains(keyword, autoescape=True))
     return page_of(q, page)
 
 
@@ -284,7 +284,7 @@ def list_pods(*, id=None, zone_uuid=None, name=None, keyword=None, page=None, so
     if name:
         q = q.where(Pod.name == name)
     if keyword:
-        q = q.where(Pod.name.contains(keyword))
+        q = q.where(Pod.name.contains(keyword, autoescape=True))
     return page_of(q, page)
 
 
@@ -364,5 +364,5 @@ def list_clusters(*, id=None, zone_uuid=None, pod_uuid=None, hypervisor=None, na
     if name:
         q = q.where(Cluster.name == name)
     if keyword:
-        q = q.where(Cluster.name.contains(keyword))
+        q = q.where(Cluster.name.contains(keyword, autoescape=True))
     return page_of(q, page)

@@ -10,7 +10,8 @@ from flask_login import current_user, login_required
 # Navigation entries (endpoint, label); each area adds its pages here.
 ADMIN_NAV: list[tuple[str, str]] = [("admin.dashboard", "Dashboard"), ("infra.zones", "Zones"),
                                      ("infra.hosts", "Hosts"), ("infra.primary_storage", "Storage"),
-                                     ("hypervisors.index", "Hypervisors"), ("simulator.index", "Simulator")]
+                                     ("hypervisors.index", "Hypervisors"), ("simulator.index", "Simulator"),
+                                     ("vms.index", "VMs")]
 USER_NAV: list[tuple[str, str]] = [("portal.my_vms", "My VMs"), ("images.index", "Templates"),
                                    ("apidocs.index", "API")]
 
@@ -27,7 +28,7 @@ def admin_required(view):
 
 
 def register_blueprints(app: Flask) -> None:
-    from app.web import (admin, apidocs, auth, hypervisors, images, infra, portal, simulator, uploads,
+    from app.web import (admin, apidocs, auth, hypervisors, images, infra, portal, simulator, uploads, vms,
                          zone_wizard)
     app.register_blueprint(auth.bp)
     app.register_blueprint(apidocs.bp)
@@ -39,6 +40,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(zone_wizard.bp)
     app.register_blueprint(uploads.bp)
     app.register_blueprint(images.bp)
+    app.register_blueprint(vms.bp)
 
     @app.after_request
     def vary_on_htmx(response):

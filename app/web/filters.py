@@ -5,16 +5,7 @@ from datetime import datetime
 
 from flask import Flask
 
-
-def filesize(n: int | None) -> str:
-    if n is None:
-        return "—"
-    n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} PiB"
+from app.services.units import filesize
 
 
 def dt(value: datetime | None) -> str:

@@ -123,6 +123,8 @@ def test_a_busy_vm_says_so_and_bad_requests_change_nothing(live, files, tmp_path
                                              serviceofferingid="00000000-0000-0000-0000-000000000000"))
     assert e["errorcode"] == 431 and "service offering" in e["errortext"]
     assert api.listVirtualMachines()["count"] == 1
+    stopped = deploy(api, z, t, so, name="later", startvm="false")  # a job answers either way, as in CloudStack
+    assert stopped["state"] == "Stopped" and "hostid" not in stopped
 
 
 def test_maintenance_moves_vms_to_the_other_hosts(live, files, tmp_path):

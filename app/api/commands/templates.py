@@ -61,7 +61,6 @@ def get_upload_params(ctx, p):
                                   hypervisor=p["hypervisor"], format=p["format"], zone_uuid=p.get("zoneid"),
                                   os_type_uuid=p.get("ostypeid"), checksum=p.get("checksum"),
                                   is_public=p.get("ispublic", False), featured=p.get("isfeatured", False))
-    out.pop("_expires_epoch", None)
     return out
 
 
@@ -72,7 +71,6 @@ def get_upload_params_iso(ctx, p):
                                   zone_uuid=p.get("zoneid"), os_type_uuid=p.get("ostypeid"),
                                   checksum=p.get("checksum"), is_public=p.get("ispublic", False),
                                   featured=p.get("isfeatured", False), bootable=p.get("bootable", True))
-    out.pop("_expires_epoch", None)
     return out
 
 

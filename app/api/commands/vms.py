@@ -25,7 +25,7 @@ def deploy(ctx, p):
                          network_uuids=p.get("networkids"), keypair=p.get("keypair"), userdata=p.get("userdata"),
                          disk_offering_uuid=p.get("diskofferingid"), root_disk_size_gib=p.get("rootdisksize"),
                          start=p.get("startvm", True), host_uuid=p.get("hostid"), hypervisor=p.get("hypervisor"))
-    return job if job is not None else vm
+    return job
 
 
 ID = [Param("id", "uuid", "the VM", required=True)]

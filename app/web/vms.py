@@ -1,0 +1,364 @@
+"""VMs: admins see every VM, users their own (the services scope by caller).
+
+- /vms/ — the list: search, filters, pages (newest first, the service's one
+  order). While a row is in transition it reloads itself every 2 s.
+- /vms/<uuid> — the VM page: facts, NICs, volumes, console, stats, recent jobs
+  and events, and the actions that its state, its hypervisor type and the caller
+  allow. After an action its job's panel polls (1 s) until the job has finished.
+- POST /vms/<uuid>/<action> — one action. A plain POST redirects (+ flash); HTMX
+  gets the partial the page includes: the VM page's body, or for the list's quick
+  actions a message above the list, which then reloads itself (vmsChanged).
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+from flask_wtf import FlaskForm
+from sqlalchemy import select
+from wtforms import BooleanField, SelectField
+from wtforms.validators import DataRequired
+
+from app.extensions import db
+from app.hypervisors import registry
+from app.hypervisors.base import Capabilities
+from app.models import AsyncJob, JobStatus, VirtualMachine, VMState
+from app.services import accounts, events, offerings, settings, templates
+from app.services import hosts as hosts_service
+from app.services import vms as vms_service
+from app.services.errors import NotFound, ServiceError
+from app.web.forms import EmptyForm
+from app.web.infra import _back, _redirect
+from app.web.infra_forms import zone_options
+from app.web.listing import FilterSelect, Listing, listing, wants_fragment
+
+bp = Blueprint("vms", __name__, url_prefix="/vms")
+CHANGED = "vmsChanged"  # HX-Trigger event: the list reloads itself after a quick action
+REFRESHER = "vms-refresh"  # id of the list's (hidden) reloading element
+PAGESIZE = 50
+TRANSITIONAL = (VMState.STARTING, VMState.STOPPING, VMState.MIGRATING, VMState.EXPUNGING)
+RECENT = 10  # jobs and events on the VM page
+
+
+def _vm(uuid: str) -> VirtualMachine:
+    """The caller's VM (any VM for an admin); another account's is a 404, like a missing one."""
+    try:
+        return vms_service.get_vm(current_user, uuid)
+    except NotFound:
+        abort(404)
+
+
+def capabilities(vm: VirtualMachine) -> Capabilities:
+    t = registry.get(vm.hypervisor_type)
+    return t.capabilities if t else Capabilities()  # a plugin no longer installed: no extras
+
+
+def busy(vm: VirtualMachine) -> bool:
+    """In transition, or holding the lock of an action (queued or running)."""
+    return vm.state in TRANSITIONAL or vm.active_job_id is not None
+
+
+@bp.app_template_global()
+def vm_working(vm: VirtualMachine) -> bool:
+    """Busy with an action that its state does not show (yet): queued, or a reboot."""
+    return vm.active_job_id is not None and vm.state not in TRANSITIONAL
+
+
+# --- Actions --------------------------------------------------------------------
+
+class DestroyForm(FlaskForm):
+    expunge = BooleanField("Expunge now (cannot be recovered)")
+
+
+class MigrateForm(FlaskForm):
+    # Choices are only built to show the form; the service checks the host it gets.
+    host = SelectField("Destination host", validate_choice=False)
+
+
+class OfferingForm(FlaskForm):
+    offering = SelectField("Service offering", validate_choice=False,
+                           validators=[DataRequired("Choose a service offering")])
+
+
+class IsoForm(FlaskForm):
+    iso = SelectField("ISO", validate_choice=False, validators=[DataRequired("Choose an ISO")])
+
+
+def _may_expunge(vm: VirtualMachine) -> bool:
+    return current_user.is_admin or settings.get("allow.user.expunge.recover.vm")
+
+
+@dataclass(frozen=True)
+class VMAction:
+    label: str
+    rule: str  # key of vms.ACTIONS_BY_STATE: the states it is offered in
+    run: Callable[[Any, str, FlaskForm], Any]  # the service: an AsyncJob, or the VM when synchronous
+    form: type[FlaskForm] = EmptyForm
+    done: str = ""  # the message of a synchronous action ({name}: the VM's)
+    confirm: str | None = None
+    danger: bool = False
+    admin: bool = False
+    capability: str | None = None  # a flag of the type's Capabilities it needs
+    when: Callable[[VirtualMachine], bool] = lambda vm: True
+    quick: bool = False  # also a button of the list's rows
+    choice: str | None = None  # the form's one choice (a select), shown in the page's "Change" card
+    no_choice: str = ""  # shown instead of the form when there is nothing to choose
+
+    @property
+    def simple(self) -> bool:
+        """A button and nothing else."""
+        return self.form is EmptyForm
+
+
+VM_ACTIONS: dict[str, VMAction] = {
+    "start": VMAction("Start", "start", lambda caller, uuid, f: vms_service.start(caller, uuid), quick=True),
+    "stop": VMAction("Stop", "stop", lambda caller, uuid, f: vms_service.stop(caller, uuid), quick=True),
+    "force-stop": VMAction("Force stop", "stop", lambda caller, uuid, f: vms_service.stop(caller, uuid, True),
+                           confirm="Power off {name} without waiting for its guest to shut down?", danger=True),
+    "reboot": VMAction("Reboot", "reboot", lambda caller, uuid, f: vms_service.reboot(caller, uuid),
+                       confirm="Reboot {name}?", quick=True),
+    "destroy": VMAction("Destroy", "destroy",
+                        lambda caller, uuid, f: vms_service.destroy(caller, uuid, bool(f.expunge.data)),
+                        form=DestroyForm, danger=True, quick=True,
+                        confirm="Destroy {name}? It can be recovered until it is expunged."),
+    "recover": VMAction("Recover", "recover", lambda caller, uuid, f: vms_service.recover(caller, uuid),
+                        done="VM {name} is recovered: it is Stopped."),
+    "expunge": VMAction("Expunge", "expunge", lambda caller, uuid, f: vms_service.expunge(caller, uuid),
+                        confirm="Expunge {name}? Its root volume is deleted; this cannot be undone.",
+                        danger=True, when=_may_expunge),
+    "migrate": VMAction("Migrate", "migrate",
+                        lambda caller, uuid, f: vms_service.migrate(caller, uuid, f.host.data or None),
+                        form=MigrateForm, choice="host", admin=True, capability="live_migration"),
+    "change-offering": VMAction("Change offering", "scale",
+                                lambda caller, uuid, f: vms_service.change_offering(caller, uuid, f.offering.data),
+                                form=OfferingForm, choice="offering", capability="scale_stopped_vm",
+                                no_choice="there is no other service offering.",
+                                done="VM {name} has a new service offering."),
+    "attach-iso": VMAction("Attach ISO", "attachiso",
+                           lambda caller, uuid, f: vms_service.attach_iso(caller, uuid, f.iso.data),
+                           form=IsoForm, choice="iso", capability="iso", no_choice="no ISO is ready in this zone.",
+                           when=lambda vm: vm.iso_id is None),
+    "detach-iso": VMAction("Detach ISO", "detachiso", lambda caller, uuid, f: vms_service.detach_iso(caller, uuid),
+                           capability="iso", when=lambda vm: vm.iso_id is not None),
+}
+
+
+def offered(vm: VirtualMachine, key: str) -> bool:
+    a = VM_ACTIONS[key]
+    return ((current_user.is_admin or not a.admin) and vm.state in vms_service.ACTIONS_BY_STATE[a.rule]
+            and (a.capability is None or getattr(capabilities(vm), a.capability)) and a.when(vm))
+
+
+@bp.app_template_global()
+def vm_actions(vm: VirtualMachine, quick: bool = False) -> list[tuple[str, VMAction]]:
+    """The actions a VM offers now, in order (only the list's quick ones with quick);
+    none while it is busy (a second action would be refused as busy)."""
+    if busy(vm):
+        return []
+    return [(key, a) for key, a in VM_ACTIONS.items() if (a.quick or not quick) and offered(vm, key)]
+
+
+# --- Jobs -----------------------------------------------------------------------
+
+JOB_LABELS = {"deployVirtualMachine": "Deploy", "startVirtualMachine": "Start", "stopVirtualMachine": "Stop",
+              "rebootVirtualMachine": "Reboot", "destroyVirtualMachine": "Destroy", "expungeVirtualMachine": "Expunge",
+              "migrateVirtualMachine": "Migrate", "scaleVirtualMachine": "Change offering",
+              "attachIso": "Attach ISO", "detachIso": "Detach ISO"}
+
+
+@dataclass(frozen=True)
+class JobView:
+    """An async job of a VM as the page shows it."""
+    job: AsyncJob
+
+    @property
+    def label(self) -> str:
+        return JOB_LABELS.get(self.job.cmd, self.job.cmd)
+
+    @property
+    def state(self) -> str:
+        return {JobStatus.PENDING: "pending", JobStatus.SUCCEEDED: "succeeded"}.get(self.job.status, "failed")
+
+    @property
+    def pending(self) -> bool:
+        return self.job.status == JobStatus.PENDING
+
+    @property
+    def error(self) -> str | None:
+        if self.state != "failed":
+            return None
+        return json.loads(self.job.result or "{}").get("errortext") or "The job failed."
+
+    def summary(self, name: str) -> str:
+        if self.pending:
+            return f"{self.label} of VM {name} is under way."
+        return self.error or f"{self.label} of VM {name} is done."
+
+
+def _jobs_of(vm: VirtualMachine, uuid: str | None = None, limit: int = RECENT) -> list[JobView]:
+    """The VM's jobs, newest first (users: those of their account, as in queryAsyncJobResult)."""
+    q = select(AsyncJob).where(AsyncJob.instance_id == vm.uuid).order_by(AsyncJob.id.desc()).limit(limit)
+    if not current_user.is_admin:
+        q = q.where(AsyncJob.account_id == current_user.account_id)
+    if uuid:
+        q = q.where(AsyncJob.uuid == uuid)
+    return [JobView(j) for j in db.session.scalars(q)]
+
+
+def _panel_job(vm: VirtualMachine, jobs: list[JobView], uuid: str | None) -> JobView | None:
+    """The job the page follows: the one named in the URL, else the VM's running one."""
+    if not uuid and vm.active_job_id and vm.active_job_id > 0:  # < 0: a lock not yet given to its job
+        uuid = next((j.job.uuid for j in jobs if j.job.id == vm.active_job_id), None)
+    if not uuid:
+        return None
+    return next((j for j in jobs if j.job.uuid == uuid), None) or next(iter(_jobs_of(vm, uuid)), None)
+
+
+# --- List -----------------------------------------------------------------------
+
+class VMListing(Listing):
+    @property
+    def custom_pagesize(self) -> int | None:
+        return self.pagesize if self.pagesize != PAGESIZE else None
+
+    @property
+    def in_transition(self) -> bool:
+        return any(busy(vm) for vm in self.rows)
+
+
+def _fetch(*, keyword, sort, page, **filters):  # noqa: ARG001 - one order: newest first
+    if "pagesize" not in request.args:
+        page = (page[0], PAGESIZE)  # listing()'s default is 25; this list shows 50
+    return vms_service.list_vms(current_user, keyword=keyword, page=page, **filters)
+
+
+def _selects() -> list[FilterSelect]:
+    states = [(s.value, s.value) for s in VMState]
+    selects = [FilterSelect("zone", "Zone", zone_options()), FilterSelect("state", "State", states)]
+    if current_user.is_admin:
+        hosts = hosts_service.list_hosts(sort="name", page=(1, 500))[0]
+        selects += [FilterSelect("host", "Host", [(h.uuid, h.name) for h in hosts]),
+                    FilterSelect("account", "Account",
+                                 [(a.name, a.name) for a in accounts.list_accounts(current_user)[0]])]
+    return selects
+
+
+@bp.route("/")
+@login_required
+def index():
+    filters = {"zone": "zone_uuid", "state": "state"}
+    if current_user.is_admin:
+        filters |= {"host": "host_uuid", "account": "account"}
+    lst = listing("vms.index", "vms", _fetch, sorts=(), default_sort="", filters=filters)
+    lst = VMListing(**{f.name: getattr(lst, f.name) for f in fields(lst)})
+    if "pagesize" not in request.args:
+        lst.pagesize = PAGESIZE
+    if wants_fragment():
+        # The address bar follows searches and pages, not the list's own reloads.
+        push = {} if request.headers.get("HX-Trigger") == REFRESHER else {"HX-Push-Url": lst.url()}
+        return render_template("vms/_list.html", lst=lst), push
+    return render_template("vms/index.html", lst=lst, selects=_selects())
+
+
+# --- The VM page ----------------------------------------------------------------
+
+def _forms(vm: VirtualMachine) -> dict[str, FlaskForm | None]:
+    """The forms of the actions that take more than a click, with their choices (only
+    those offered now: no query for the others); None where there is nothing to choose."""
+    forms: dict[str, FlaskForm | None] = {"destroy": DestroyForm(formdata=None)}
+    keys = {key for key, _ in vm_actions(vm)}
+    if "migrate" in keys:
+        f = MigrateForm(formdata=None)
+        same = hosts_service.list_hosts(cluster_uuid=vm.host.cluster.uuid, sort="name")[0] if vm.host else []
+        f.host.choices = [("", "Let Nubo choose")] + [(h.uuid, f"{h.name} ({h.state})") for h in same
+                                                         if h.id != vm.host_id]
+        forms["migrate"] = f
+    if "change-offering" in keys:
+        f = OfferingForm(formdata=None)
+        f.offering.choices = [(o.uuid, f"{o.name} ({o.cpu_number} vCPU, {o.cpu_speed} MHz, {o.memory} MiB)")
+                              for o in offerings.list_offerings()[0] if o.id != vm.service_offering_id]
+        forms["change-offering"] = f if f.offering.choices else None
+    if "attach-iso" in keys:
+        f = IsoForm(formdata=None)
+        f.iso.choices = [(t.uuid, t.name) for t in templates.list_templates(
+            current_user, is_iso=True, zone_uuid=vm.zone.uuid, page=(1, 200))[0]]
+        forms["attach-iso"] = f if f.iso.choices else None
+    return forms
+
+
+def _page(vm: VirtualMachine, job_uuid: str | None = None, **context) -> dict:
+    jobs = _jobs_of(vm)
+    job = _panel_job(vm, jobs, job_uuid)
+    return dict(vm=vm, caps=capabilities(vm), jobs=jobs, job=job, forms=_forms(vm),
+                events=events.list_events(current_user, resource_id=vm.uuid, page=(1, RECENT))[0],
+                nics=[n for n in vm.nics if n.removed is None], volumes=[v for v in vm.volumes if v.removed is None],
+                # Polls: every 1 s while its job runs, every 2 s while the VM is in transition.
+                poll="1s" if job and job.pending else ("2s" if busy(vm) else None), **context)
+
+
+@bp.route("/<uuid>")
+@login_required
+def detail(uuid: str):
+    try:
+        vm = vms_service.get_vm(current_user, uuid)
+    except NotFound:
+        if request.htmx:  # a poller of a VM that was just expunged: back to the list
+            flash("That VM no longer exists: it has been expunged.", "info")
+            return "", 404, {"HX-Redirect": url_for(".index")}
+        abort(404)
+    context = _page(vm, request.args.get("job"))
+    if wants_fragment():
+        return render_template("vms/_vm.html", **context)
+    return render_template("vms/detail.html", **context)
+
+
+@bp.route("/<uuid>/<action>", methods=["POST"])
+@login_required
+def act(uuid: str, action: str):
+    """One action (VM_ACTIONS). The list's quick actions send fragment=list."""
+    a = VM_ACTIONS.get(action) or abort(404)
+    vm = _vm(uuid)
+    name = vm.name
+    form = a.form()
+    if not form.validate_on_submit():
+        if "csrf_token" in form.errors:
+            abort(400)
+        return _answer(uuid, name, error="; ".join(e for errors in form.errors.values() for e in errors))
+    try:
+        out = a.run(current_user, vm.uuid, form)
+    except ServiceError as e:
+        return _answer(uuid, name, error=e.message)
+    if isinstance(out, AsyncJob):
+        return _answer(uuid, name, job=JobView(out))
+    return _answer(uuid, name, done=a.done.format(name=name))
+
+
+def _answer(uuid: str, name: str, *, job: JobView | None = None, done: str | None = None,
+            error: str | None = None):
+    """What an action answers: see the module's docstring. A refusal is a 422 (htmx
+    swaps it in: base.html's htmx-config) and changes nothing."""
+    status = 422 if error else 200
+    if request.form.get("fragment") == "list":
+        failed = error or (job and job.error)
+        message = error or done or job.summary(name)
+        if request.htmx:
+            return (render_template("vms/_message.html", category="error" if failed else "success", message=message),
+                    status, {} if error else {"HX-Trigger": CHANGED})
+        flash(message, "error" if failed else "success")
+        return redirect(_back(url_for(".index")))
+    try:
+        vm = vms_service.get_vm(current_user, uuid)
+    except NotFound:  # expunged already (destroy with expunge; jobs that ran at once)
+        flash(f"VM {name} is expunged.", "success")
+        return _redirect(url_for(".index"))
+    here = url_for(".detail", uuid=uuid, job=job.job.uuid if job else None)
+    if not request.htmx:
+        if error or done:
+            flash(error or done, "error" if error else "success")
+        return redirect(here)  # a job's outcome is shown by its panel on the page
+    return (render_template("vms/_vm.html", **_page(vm, job.job.uuid if job else None, message=done, error=error)),
+            status, {"HX-Replace-Url": here} if job else {})
