@@ -64,9 +64,13 @@ class VirtualMachine(PublicIdMixin, RemovableMixin, db.Model):
     # The account's resource counts include this VM (from deploy until expunge or a failed deploy).
     quota_counted: Mapped[bool] = mapped_column(default=False)
     state_updated: Mapped[datetime | None] = mapped_column(DateTime)
-    # Stats sampled by the monitor
+    # Stats sampled by the monitor (rates over its last sweep)
     cpu_used_pct: Mapped[float | None] = mapped_column(db.Float)
     memory_used_kib: Mapped[int | None] = mapped_column(BigInteger)
+    disk_read_bps: Mapped[float | None] = mapped_column(db.Float)
+    disk_write_bps: Mapped[float | None] = mapped_column(db.Float)
+    net_rx_bps: Mapped[float | None] = mapped_column(db.Float)
+    net_tx_bps: Mapped[float | None] = mapped_column(db.Float)
 
     account = relationship("Account")
     user = relationship("User")

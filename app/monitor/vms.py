@@ -19,7 +19,7 @@ from flask import current_app
 from sqlalchemy import select
 
 from app.extensions import db
-from app.hypervisors.base import DriverError, PowerState, VMNotFound
+from app.hypervisors.base import DriverError, PowerState, VMNotFound, VMStats
 from app.models import Host, HostState, VirtualMachine, VMState, utcnow
 from app.services import events, planner, settings
 from app.services import hypervisors as hv
@@ -77,17 +77,44 @@ def _driver(host: Host):
 
 
 def _list(app, host_id: int, type_name: str, conn):
+    """(host id, {domain: power state} or None, error, {domain: VMStats})."""
     with app.app_context():
         try:
             driver = hv.driver_for(type_name, conn)
         except DriverError as e:
-            return host_id, None, str(e)
+            return host_id, None, str(e), {}
         try:
-            return host_id, {v.name: v.state for v in driver.list_vms()}, None
+            seen = {v.name: v.state for v in driver.list_vms()}
         except DriverError as e:
-            return host_id, None, str(e)
+            driver.close()
+            return host_id, None, str(e), {}
+        try:
+            stats = driver.vm_stats()
+        except DriverError:
+            stats = {}  # states matter more than stats: keep the sweep going
         finally:
             driver.close()
+        return host_id, seen, None, stats
+
+
+# The previous sample of each domain (this process), to turn counters into rates.
+_last_stats: dict[str, VMStats] = {}
+
+
+def _sample(vm: VirtualMachine, now: VMStats) -> None:
+    before = _last_stats.get(vm.instance_name)
+    _last_stats[vm.instance_name] = now
+    vm.memory_used_kib = now.memory_kib or vm.memory_used_kib
+    if before is None or now.timestamp <= before.timestamp:
+        return
+    dt = now.timestamp - before.timestamp
+    cpu = (now.cpu_time_ns - before.cpu_time_ns) / (dt * 1e9) / max(vm.cpu_number, 1) * 100
+    vm.cpu_used_pct = round(min(max(cpu, 0.0), 100.0), 2)
+    for attr, a, b in (("disk_read_bps", now.disk_read_bytes, before.disk_read_bytes),
+                       ("disk_write_bps", now.disk_write_bytes, before.disk_write_bytes),
+                       ("net_rx_bps", now.net_rx_bytes, before.net_rx_bytes),
+                       ("net_tx_bps", now.net_tx_bytes, before.net_tx_bytes)):
+        setattr(vm, attr, round(max(a - b, 0) / dt, 1))
 
 
 def reconcile_hosts(hosts: list[Host]) -> int:
@@ -108,7 +135,7 @@ def reconcile_hosts(hosts: list[Host]) -> int:
                                              & (VirtualMachine.state == VMState.STOPPED)))))
     by_name = {vm.instance_name: vm for vm in vms}
     changed = 0
-    for host_id, seen, _ in answers:
+    for host_id, seen, _, stats in answers:
         host = host_rows[host_id]
         for vm in vms:
             if vm.host_id == host_id and vm.instance_name not in seen:
@@ -119,6 +146,8 @@ def reconcile_hosts(hosts: list[Host]) -> int:
                 _report_unknown(host, name, state)
             elif vm.host_id in (host_id, None):
                 changed += apply(vm, host, state)
+                if name in stats and vm.state == VMState.RUNNING:
+                    _sample(vm, stats[name])
     db.session.commit()
     return changed
 

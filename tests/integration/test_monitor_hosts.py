@@ -65,3 +65,35 @@ def test_a_real_libvirt_host_answers(app):
         assert (r.up, r.failed) == (1, 0)
         host = db.session.get(Host, h.id)
         assert host.state == "Up" and 0 <= host.cpu_used_pct <= 100 and host.memory_used > 0
+
+
+def test_vm_stats_are_sampled_as_rates(app, tmp_path):
+    """Two sweeps over a running Simulator VM: CPU percent and memory from the hypervisor's counters."""
+    from app.hypervisors.base import DiskSpec, VMSpec
+    from app.models import ServiceOffering, VirtualMachine, new_uuid
+    from app.monitor.vms import reconcile_hosts
+    from app.services import accounts
+    with app.app_context():
+        c = _cluster()
+        h = hosts.add_host(None, cluster_uuid=c.uuid, url="simulator://stat-1?cpus=4&memory=8192", fields={})
+        alice = accounts.create_user("alice", "alicepass1")
+        so = ServiceOffering(uuid=new_uuid(), name="s", cpu_number=2, cpu_speed=1000, memory=1024)
+        db.session.add(so)
+        db.session.flush()
+        vm = VirtualMachine(uuid=new_uuid(), name="v", instance_name="i-9-1-VM", state="Running",
+                            account_id=alice.account_id, user_id=alice.id, zone_id=h.zone_id, host_id=h.id,
+                            service_offering_id=so.id, hypervisor_type="Simulator", cpu_number=2, cpu_speed=1000,
+                            memory=1024, capacity_reserved=True)
+        db.session.add(vm)
+        db.session.commit()
+        from app.services import hypervisors as hv
+        driver = hv.driver_for("Simulator", hosts.connection_for(h))
+        driver.start_vm(VMSpec(name="i-9-1-VM", uuid=vm.uuid, cpus=2, cpu_mhz=1000, memory_mib=1024,
+                               disks=[DiskSpec(path="/x/root", format="RAW")]))
+        driver.close()
+        import time
+        reconcile_hosts([h])
+        time.sleep(1.1)
+        reconcile_hosts([h])
+        vm = db.session.get(VirtualMachine, vm.id)
+        assert vm.memory_used_kib and vm.cpu_used_pct is not None and 0 <= vm.cpu_used_pct <= 100
