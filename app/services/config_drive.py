@@ -57,7 +57,7 @@ def ensure(vm: VirtualMachine, host: Host, pool: StoragePool) -> str | None:
                 raise ResourceUnavailable(f"The config drive could not be built: {e}") from None
             driver.delete_volume(storage.spec_of(pool), volume_name(vm))  # rebuilt at every start
             info = driver.import_template(storage.spec_of(pool), volume_name(vm),
-                                          TemplateSource(format="RAW", local_path=str(iso)))
+                                          TemplateSource(format="ISO", local_path=str(iso)))
     except DriverError as e:
         raise ResourceUnavailable(f"The config drive could not be put on {pool.name}: {e}") from None
     finally:

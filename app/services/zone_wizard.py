@@ -357,7 +357,8 @@ def _launch_zone(user, data, made) -> str:
                              dns1=z["dns1"], dns2=z["dns2"], internal_dns1=z["internaldns1"],
                              internal_dns2=z["internaldns2"], guest_cidr=z["guestcidraddress"],
                              local_storage=z["localstorageenabled"], hypervisor=z["hypervisor"],
-                             allocation_state=AllocationState.DISABLED)  # until the launch completes
+                             allocation_state=AllocationState.DISABLED,  # until the launch completes
+                             default_network=False)  # made with the physical network (its VLAN)
     return zone.uuid
 
 
@@ -449,6 +450,9 @@ def undo_one(key: str, uuid: str) -> None:
             db.session.delete(phys)
     elif key in ("cluster", "pod", "zone"):
         model = {"cluster": Cluster, "pod": Pod, "zone": Zone}[key]
+        if key == "zone":
+            db.session.execute(delete(Network).where(Network.zone_id == select(Zone.id).where(
+                Zone.uuid == uuid).scalar_subquery()))
         db.session.execute(delete(model).where(model.uuid == uuid))
     db.session.commit()
 

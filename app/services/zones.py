@@ -88,8 +88,10 @@ def validate_zone(*, name: str, description: str | None = None, network_type: st
                 hypervisor_type=hv.resolve(hypervisor).name if hypervisor else None)
 
 
-def create_zone(caller, *, allocation_state: str | None = None, commit: bool = True, **values) -> Zone:
-    """values: those of validate_zone."""
+def create_zone(caller, *, allocation_state: str | None = None, commit: bool = True, default_network: bool = True,
+                **values) -> Zone:
+    """values: those of validate_zone. With a guest CIDR the zone gets its default guest network
+    (the wizard makes it later, after the physical network that gives its VLAN)."""
     zone = Zone(uuid=new_uuid(), allocation_state=_state(allocation_state, AllocationState.ENABLED),
                 **validate_zone(**values))
     db.session.add(zone)
@@ -97,6 +99,9 @@ def create_zone(caller, *, allocation_state: str | None = None, commit: bool = T
                   resource_id=zone.uuid)
     if commit:
         db.session.commit()
+        if default_network and zone.guest_cidr:
+            from app.services import networks
+            networks.ensure_default_network(caller, zone)
     return zone
 
 

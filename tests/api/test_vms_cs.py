@@ -142,3 +142,21 @@ def test_maintenance_moves_vms_to_the_other_hosts(live, files, tmp_path):
     # The planner places nothing on a host in maintenance; cancel brings it back.
     assert deploy(api, z, t, so, name="after")["hostid"] != first["id"]
     assert api.cancelHostMaintenance(id=first["id"])["host"]["resourcestate"] == "Enabled"
+
+
+def test_guest_networks(live, files, tmp_path):
+    api, alice = live.client(), live.client("alice")
+    z, hs, t, so = simulator_zone(api, files, tmp_path)
+    default = api.listNetworks(zoneid=z["id"])["network"]
+    assert [n["cidr"] for n in default] == ["10.10.0.0/24"] and default[0]["isdefault"] is True
+    net = api.createNetwork(zoneid=z["id"], name="backend", cidr="10.20.0.0/28")["network"]
+    assert net["gateway"] == "10.20.0.1" and net["startip"] == "10.20.0.2" and net["endip"] == "10.20.0.14"
+    assert err(lambda: api.createNetwork(zoneid=z["id"], name="x", cidr="10.30.0.0/30"))["errorcode"] == 431
+    assert err(lambda: alice.createNetwork(zoneid=z["id"], name="x", cidr="10.40.0.0/24"))["errorcode"] == 401
+    vm = deploy(alice, z, t, so, name="two", networkids=f"{default[0]['id']},{net['id']}")
+    assert sorted(n["ipaddress"] for n in vm["nic"]) == ["10.10.0.2", "10.20.0.2"]
+    e = err(lambda: api.deleteNetwork(id=net["id"]))
+    assert e["errorcode"] == 536 and "VMs on it" in e["errortext"]
+    alice.destroyVirtualMachine(id=vm["id"], expunge="true", fetch_result=True)
+    api.deleteNetwork(id=net["id"])
+    assert [n["name"] for n in api.listNetworks(zoneid=z["id"])["network"]] == [default[0]["name"]]

@@ -236,6 +236,70 @@ def test_data_volume_attach_detach_resize_delete_on_a_real_guest(app, kvm):
     conn.close()
 
 
+def test_config_drive_iso_deploy_and_iso_attach(app, kvm, www, tmp_path):
+    """SSH key and user data on a NoCloud cidata ISO; a VM from a bootable ISO; attach/detach an ISO."""
+    import base64
+
+    from app.models import SSHKeyPair
+    from app.services import volumes
+    conn = libvirt.open(URI)
+    with app.app_context():
+        alice = accounts.user_by_uuid(kvm["alice"])
+        admin = accounts.get_user("root")
+        db.session.add(SSHKeyPair(uuid=new_uuid(), name="k1", account_id=alice.account_id, fingerprint="x",
+                                  public_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINubo alice@laptop"))
+        db.session.commit()
+        userdata = base64.b64encode(b"#cloud-config\nruncmd: [echo hello]\n").decode()
+        vm, job = vms.deploy(alice, zone_uuid=kvm["zone"], service_offering_uuid=kvm["so"],
+                             template_uuid=kvm["empty"], name="cfg1", keypair="k1", userdata=userdata)
+        assert _job_ok(job), job.result
+        dom = conn.lookupByName(vm.instance_name)
+        cdroms = [d.find("source").get("file") for d in ET.fromstring(dom.XMLDesc(0)).findall("devices/disk")
+                  if d.get("device") == "cdrom" and d.find("source") is not None]
+        cidata = next(p for p in cdroms if p.endswith("-cidata.iso"))
+        out = tmp_path / "cidata"
+        subprocess.run(["xorriso", "-osirrox", "on", "-indev", cidata, "-extract", "/", str(out)],
+                       check=True, capture_output=True)
+        assert "runcmd: [echo hello]" in (out / "user-data").read_text()
+        meta = (out / "meta-data").read_text()
+        assert vm.uuid in meta and "alice@laptop" in meta and "cfg1" in meta
+
+        # A bootable ISO: the VM boots from it onto a blank root disk of the disk offering's size.
+        src = tmp_path / "isosrc"
+        src.mkdir()
+        (src / "README").write_text("installer")
+        iso_path = tmp_path / "www" / "installer.iso"
+        subprocess.run(["xorriso", "-as", "mkisofs", "-quiet", "-o", str(iso_path), str(src)], check=True,
+                       capture_output=True)
+        iso = templates.register(admin, is_iso=True, url=f"{www}/installer.iso", name="installer",
+                                 zone_uuid=kvm["zone"], is_public=True)
+        offering = volumes.create_disk_offering(admin, name="root2", disk_size=2)
+        vm2, job = vms.deploy(alice, zone_uuid=kvm["zone"], service_offering_uuid=kvm["so"], iso_uuid=iso.uuid,
+                              hypervisor="KVM", disk_offering_uuid=offering.uuid, name="fromiso")
+        assert _job_ok(job), job.result
+        xml = ET.fromstring(conn.lookupByName(vm2.instance_name).XMLDesc(0))
+        disks = {d.get("device"): d for d in xml.findall("devices/disk")}
+        assert disks["cdrom"].find("source").get("file").endswith(template_cache_name(iso))
+        assert conn.storageVolLookupByPath(disks["disk"].find("source").get("file")).info()[1] == 2 << 30
+
+        # Attach the ISO to the first VM, then detach it.
+        assert _job_ok(vms.attach_iso(alice, vm.uuid, iso.uuid))
+        xml = ET.fromstring(dom.XMLDesc(0))
+        assert any(d.find("source") is not None and d.find("source").get("file").endswith(template_cache_name(iso))
+                   for d in xml.findall("devices/disk") if d.get("device") == "cdrom")
+        assert _job_ok(vms.detach_iso(alice, vm.uuid))
+        assert vms.get_vm(alice, vm.uuid).iso_id is None
+        for v in (vm, vm2):
+            assert _job_ok(vms.destroy(alice, v.uuid, expunge=True))
+        assert not any(p.endswith("-cidata.iso") for p in conn.storagePoolLookupByName(kvm["pool"]).listVolumes())
+    conn.close()
+
+
+def template_cache_name(t) -> str:
+    from app.services.template_cache import base_volume_name
+    return base_volume_name(t)
+
+
 def test_deploy_that_cannot_start_gives_everything_back(app, kvm):
     """The host is unreachable when the deploy runs: the job fails with the reason, and
     capacity, IP, volume and quota are released."""

@@ -435,8 +435,9 @@ class LibvirtDriver(Driver):
         management server's copy, or straight from the URL for direct download."""
         from app.hypervisors.sources import Verifier, open_source
         fmt = source.format.upper()
-        if fmt not in ("QCOW2", "RAW"):
-            raise OperationNotSupported(f"libvirt templates are QCOW2 or RAW, not {source.format}")
+        if fmt not in ("QCOW2", "RAW", "ISO"):
+            raise OperationNotSupported(f"libvirt templates are QCOW2, RAW or ISO, not {source.format}")
+        accepted = ("ISO", "RAW") if fmt == "ISO" else (fmt,)  # libvirt probes ISO 9660 images as "iso"
         existing = self._volume(pool, name)
         if existing is not None:
             return _volume_info(existing)
@@ -470,7 +471,7 @@ class LibvirtDriver(Driver):
                 v.delete(0)  # nothing half-imported
             raise
         info = _volume_info(v)
-        if info.format != fmt:
+        if info.format not in accepted:
             with contextlib.suppress(libvirt.libvirtError):
                 v.delete(0)
             raise OperationFailed(f"The image is {info.format}, not {fmt}")
