@@ -27,7 +27,7 @@ from app.services import hypervisors as hv
 log = logging.getLogger("nubo.monitor")
 # VM states a host's answer may correct (not Destroyed/Expunging/Error: those are Nubo's own).
 WATCHED = (VMState.RUNNING, VMState.STOPPED, VMState.UNKNOWN, VMState.STARTING, VMState.STOPPING)
-_reported_unknown: set[tuple[int, str]] = set()
+_reported_unknown: set[tuple[str, str]] = set()
 
 
 def _need(vm: VirtualMachine) -> planner.Need:
@@ -153,9 +153,9 @@ def reconcile_hosts(hosts: list[Host]) -> int:
 
 
 def _report_unknown(host: Host, name: str, state: PowerState) -> None:
-    if (host.id, name) in _reported_unknown:
+    if (host.uuid, name) in _reported_unknown:
         return
-    _reported_unknown.add((host.id, name))
+    _reported_unknown.add((host.uuid, name))
     known = db.session.scalar(select(VirtualMachine.id).where(VirtualMachine.instance_name == name))
     if known is None:  # an expunged VM's leftovers are not news; a stranger is
         events.record("HOST.UNKNOWN.VM", f"Host {host.name} runs {name} ({state.value}), which Nubo does not "

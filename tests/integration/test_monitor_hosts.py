@@ -97,3 +97,21 @@ def test_vm_stats_are_sampled_as_rates(app, tmp_path):
         reconcile_hosts([h])
         vm = db.session.get(VirtualMachine, vm.id)
         assert vm.memory_used_kib and vm.cpu_used_pct is not None and 0 <= vm.cpu_used_pct <= 100
+
+
+def test_a_domain_nubo_does_not_know_is_reported_and_left_alone(app):
+    from app.hypervisors.base import DiskSpec, PowerState, VMSpec
+    from app.monitor.vms import reconcile_hosts
+    from app.services import hypervisors as hv
+    with app.app_context():
+        c = _cluster()
+        h = hosts.add_host(None, cluster_uuid=c.uuid, url="simulator://stranger-host", fields={})
+        driver = hv.driver_for("Simulator", hosts.connection_for(h))
+        driver.start_vm(VMSpec(name="someone-elses-vm", uuid="00000000-0000-4000-8000-0000000000aa", cpus=1,
+                               cpu_mhz=500, memory_mib=256, disks=[DiskSpec(path="/x", format="RAW")]))
+        assert reconcile_hosts([h]) == 0
+        reconcile_hosts([h])  # reported once, not at every sweep
+        reports = list(db.session.scalars(select(Event).where(Event.type == "HOST.UNKNOWN.VM")))
+        assert len(reports) == 1 and "someone-elses-vm" in reports[0].description
+        assert driver.vm_info("someone-elses-vm").state == PowerState.RUNNING  # never touched
+        driver.close()
