@@ -1,3 +1,4 @@
+import contextlib
 import logging
 from logging.config import fileConfig
 
@@ -92,14 +93,40 @@ def run_migrations_online():
     connectable = get_engine()
 
     with connectable.connect() as connection:
-        context.configure(
-            connection=connection,
-            target_metadata=get_metadata(),
-            **conf_args
-        )
+        # Several processes may start together (make run on two machines): one migrates,
+        # the others wait for it here and then find nothing left to do.
+        with migration_lock(connection):
+            context.configure(
+                connection=connection,
+                target_metadata=get_metadata(),
+                **conf_args
+            )
 
-        with context.begin_transaction():
-            context.run_migrations()
+            with context.begin_transaction():
+                context.run_migrations()
+
+
+@contextlib.contextmanager
+def migration_lock(connection):
+    """A server-wide lock for the migration: PostgreSQL advisory lock, MariaDB GET_LOCK.
+    SQLite needs none: its write lock already serialises the migration transaction."""
+    from sqlalchemy import text
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        connection.execute(text("SELECT pg_advisory_lock(73120001)"))
+        connection.commit()
+    elif dialect in ("mysql", "mariadb"):
+        connection.execute(text("SELECT GET_LOCK('nubo-migrations', 600)"))
+        connection.commit()
+    try:
+        yield
+    finally:
+        if dialect == "postgresql":
+            connection.execute(text("SELECT pg_advisory_unlock(73120001)"))
+            connection.commit()
+        elif dialect in ("mysql", "mariadb"):
+            connection.execute(text("SELECT RELEASE_LOCK('nubo-migrations')"))
+            connection.commit()
 
 
 if context.is_offline_mode():
