@@ -17,7 +17,9 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 run: setup migrate bootstrap
 	@echo "Nubo on http://$(NUBO_BIND):$(NUBO_PORT)/  (Ctrl-C stops all processes)"
-	$(BIN)/honcho start
+	@# Prometheus metrics of every process are merged through this directory (emptied at start).
+	@rm -rf $(NUBO_INSTANCE_PATH)/prometheus && mkdir -p $(NUBO_INSTANCE_PATH)/prometheus
+	PROMETHEUS_MULTIPROC_DIR=$(NUBO_INSTANCE_PATH)/prometheus $(BIN)/honcho start
 
 setup: sysdeps $(VENV)/.installed static/vendor/.installed
 

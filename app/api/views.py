@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from flask import Blueprint, Response, request, session
+from flask import Blueprint, Response, g, request, session
 
 from app.api import ratelimit, signing
 from app.api.params import validate
@@ -158,6 +158,8 @@ def api():
     params = _params()
     name = params.get("command", "")
     cmd = lookup(name)
+    if cmd is not None:
+        g.api_command = cmd.name  # for the per-command latency metric
     if request.method not in ("GET", "POST"):
         return _error(name, 405, "method not allowed")
     try:

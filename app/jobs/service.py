@@ -18,6 +18,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from datetime import timedelta
 from typing import Any, Callable
 
@@ -117,6 +118,7 @@ def execute(job_id: int) -> None:
                             daemon=True)
     beat.start()
     status, code, result = JobStatus.FAILED, 530, {"errorcode": 530, "errortext": "Job did not finish"}
+    t0 = time.monotonic()
     try:
         out = _HANDLERS[spec["handler"]](job, spec.get("params", {}))
         status, code, result = JobStatus.SUCCEEDED, 0, out if out is not None else {}
@@ -129,6 +131,9 @@ def execute(job_id: int) -> None:
         result = {"errorcode": 530, "cserrorcode": 4250, "errortext": f"Internal error: {e}"}
     finally:
         stop.set()
+        from app.web.ops import JOB_SECONDS
+        JOB_SECONDS.labels(spec["handler"], "succeeded" if status == JobStatus.SUCCEEDED else "failed").observe(
+            time.monotonic() - t0)
         db.session.rollback()
         db.session.execute(update(AsyncJob).where(AsyncJob.id == job_id).values(
             status=status, result_code=code, result=json.dumps(result), completed=utcnow(),

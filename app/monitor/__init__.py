@@ -19,11 +19,15 @@ def sweep(listener=None):
     from app.models import Host, HostState
     from app.monitor.hosts import ping_hosts
     from app.monitor.vms import reconcile_hosts
+    from app.web.ops import MONITOR_SWEEP_SECONDS, MONITOR_SWEEPS
+    started = time.monotonic()
     result = ping_hosts()
     up = list(db.session.scalars(select(Host).where(Host.removed.is_(None), Host.state == HostState.UP)))
     changed = reconcile_hosts(up)
     if listener is not None:
         listener.sync(up)
+    MONITOR_SWEEP_SECONDS.set(time.monotonic() - started)
+    MONITOR_SWEEPS.inc()
     log.info("sweep: %d hosts, %d up, %d not answering, %d changed state, %d VM records corrected, %.2f s",
              result.hosts, result.up, result.failed, result.changed, changed, result.seconds)
     return result

@@ -30,6 +30,9 @@ def admin_required(view):
 def register_blueprints(app: Flask) -> None:
     from app.web import (admin, apidocs, auth, hypervisors, images, infra, portal, simulator, uploads, vms,
                          zone_wizard)
+    from app.web import ops
+    app.register_blueprint(ops.bp)
+    ops.init_app(app)
     app.register_blueprint(auth.bp)
     app.register_blueprint(apidocs.bp)
     app.register_blueprint(admin.bp)
