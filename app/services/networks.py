@@ -11,11 +11,12 @@ import json
 import secrets
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from app.extensions import db
 from app.models import IpAddress, Network, Nic, PhysicalNetwork, VirtualMachine, Zone, new_uuid, utcnow
 from app.services import events, zones
+from app.services.dbutil import is_retryable
 from app.services.errors import InsufficientCapacity, InvalidParameter, NotFound, ResourceInUse
 from app.services.pagination import page_of
 
@@ -169,6 +170,11 @@ def allocate_ip(net: Network, nic_id: int) -> str:
             return address
         except IntegrityError:
             db.session.rollback()  # taken by a concurrent deploy a moment ago: the next one
+        except DBAPIError as e:
+            # InnoDB may answer concurrent inserts of one key with a deadlock: the same lost race.
+            db.session.rollback()
+            if not is_retryable(e):
+                raise
 
 
 def release_nics(vm: VirtualMachine) -> None:

@@ -22,6 +22,7 @@ from app.models import (AllocationState, Cluster, Host, HostState, Pod, Resource
                         StorageScope, VirtualMachine, VMState, Zone)
 from app.services import hypervisors as hv
 from app.services import settings
+from app.services.dbutil import is_retryable
 from app.services.errors import InsufficientCapacity
 from app.services.settings import Definition, define
 
@@ -146,8 +147,10 @@ def _attempt(host_id: int, need: Need) -> bool:
         ok = reserve(host_id, need)
         db.session.commit()
         return ok
-    except Exception:
+    except Exception as e:
         db.session.rollback()
+        if is_retryable(e):
+            return False  # the database aborted us in a race: as if the host were taken
         raise
 
 

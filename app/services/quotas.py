@@ -10,10 +10,11 @@ volume until it is deleted. Administrators' accounts are not limited.
 from __future__ import annotations
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from app.extensions import db
 from app.models import Account, ResourceCount, ResourceLimit, ServiceOffering, VirtualMachine, Volume
+from app.services.dbutil import is_retryable
 from app.services.errors import ResourceLimitExceeded
 from app.services.settings import Definition, define
 
@@ -55,6 +56,10 @@ def _row(account_id: int, resource: str) -> None:
             db.session.commit()
         except IntegrityError:
             db.session.rollback()
+        except DBAPIError as e:  # InnoDB's answer to concurrent inserts of one key: made by another
+            db.session.rollback()
+            if not is_retryable(e):
+                raise
 
 
 def _unlimited(account_id: int) -> bool:

@@ -64,11 +64,13 @@ class Stack:
         keys = json.loads(self.flask("user", "keys", "admin").stdout.strip().splitlines()[-1])
         return CloudStack(endpoint=self.url + "/client/api", key=keys["apikey"], secret=keys["secretkey"])
 
-    def start(self) -> float:
+    def start(self, concurrency: str | None = None) -> float:
+        """concurrency: honcho's -c, e.g. "worker=2" for two huey consumer processes."""
         t0 = time.monotonic()
         self.flask("db", "upgrade")
         self.bootstrap_output = self.flask("bootstrap").stdout
-        self.proc = subprocess.Popen([str(BIN / "honcho"), "start"], cwd=ROOT, env=self.env,
+        extra = ["-c", concurrency] if concurrency else []
+        self.proc = subprocess.Popen([str(BIN / "honcho"), "start", *extra], cwd=ROOT, env=self.env,
                                      stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
                                      start_new_session=True)
         wait_http(self.url + "/login")
