@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from app.extensions import db
 from app.hypervisors.base import DriverError, HostStats
@@ -76,30 +76,39 @@ def ping_hosts(now=None) -> SweepResult:
     down_after = timedelta(seconds=settings.get("ping.interval") * settings.get("ping.timeout"))
     result = SweepResult(hosts=len(rows))
     hosts = {h.id: h for h in db.session.scalars(select(Host).where(Host.id.in_([a[0] for a in answers])))}
+    quiet = []  # hosts whose state did not change: one bulk UPDATE for all of them
     for host_id, stats, error in answers:
         host = hosts.get(host_id)
         if host is None or host.removed:
             continue
-        before = host.state
         if stats is not None:
             result.up += 1
-            host.state, host.state_reason, host.last_pinged = HostState.UP, None, now
-            host.cpu_used_pct = stats.cpu_pct
-            host.memory_used = max(0, stats.memory_total_bytes - stats.memory_free_bytes)
+            state, reason = HostState.UP, None
         else:
             result.failed += 1
             silent_since = host.last_pinged or host.created
-            host.state = HostState.DOWN if now - silent_since >= down_after else HostState.ALERT
-            host.state_reason = (error or "no answer")[:1000]
-        if host.state != before:
-            result.changed += 1
-            if host.state in (HostState.ALERT, HostState.DOWN):
-                from app.monitor.vms import host_silent
-                host_silent(host)
-            events.record("HOST.STATE", f"Host {host.name} is {host.state}"
-                          + (f": {host.state_reason}" if host.state_reason else " again"),
-                          level="INFO" if host.state == HostState.UP else "WARN",
-                          resource_type="Host", resource_id=host.uuid)
+            state = HostState.DOWN if now - silent_since >= down_after else HostState.ALERT
+            reason = (error or "no answer")[:1000]
+        values = {"state": state, "state_reason": reason}
+        if stats is not None:
+            values.update(last_pinged=now, cpu_used_pct=stats.cpu_pct,
+                          memory_used=max(0, stats.memory_total_bytes - stats.memory_free_bytes))
+        if state == host.state:
+            quiet.append({"id": host.id, **values})
+            continue
+        result.changed += 1
+        for k, v in values.items():
+            setattr(host, k, v)
+        events.record("HOST.STATE", f"Host {host.name} is {host.state}"
+                      + (f": {host.state_reason}" if host.state_reason else " again"),
+                      level="INFO" if host.state == HostState.UP else "WARN",
+                      resource_type="Host", resource_id=host.uuid)
+        if host.state in (HostState.ALERT, HostState.DOWN):
+            from app.monitor.vms import host_silent
+            host_silent(host)
     db.session.commit()
+    if quiet:
+        db.session.execute(update(Host), quiet)
+        db.session.commit()
     result.seconds = time.monotonic() - t0
     return result

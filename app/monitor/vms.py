@@ -13,10 +13,11 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from app.extensions import db
 from app.hypervisors.base import DriverError, PowerState, VMNotFound, VMStats
@@ -101,20 +102,22 @@ def _list(app, host_id: int, type_name: str, conn):
 _last_stats: dict[str, VMStats] = {}
 
 
-def _sample(vm: VirtualMachine, now: VMStats) -> None:
+def _sample(vm: VirtualMachine, now: VMStats) -> dict | None:
+    """The VM's new stats as a row for a bulk UPDATE (None until there are two samples)."""
     before = _last_stats.get(vm.instance_name)
     _last_stats[vm.instance_name] = now
-    vm.memory_used_kib = now.memory_kib or vm.memory_used_kib
     if before is None or now.timestamp <= before.timestamp:
-        return
+        return {"id": vm.id, "memory_used_kib": now.memory_kib} if now.memory_kib else None
     dt = now.timestamp - before.timestamp
     cpu = (now.cpu_time_ns - before.cpu_time_ns) / (dt * 1e9) / max(vm.cpu_number, 1) * 100
-    vm.cpu_used_pct = round(min(max(cpu, 0.0), 100.0), 2)
+    row = {"id": vm.id, "cpu_used_pct": round(min(max(cpu, 0.0), 100.0), 2),
+           "memory_used_kib": now.memory_kib or vm.memory_used_kib}
     for attr, a, b in (("disk_read_bps", now.disk_read_bytes, before.disk_read_bytes),
                        ("disk_write_bps", now.disk_write_bytes, before.disk_write_bytes),
                        ("net_rx_bps", now.net_rx_bytes, before.net_rx_bytes),
                        ("net_tx_bps", now.net_tx_bytes, before.net_tx_bytes)):
-        setattr(vm, attr, round(max(a - b, 0) / dt, 1))
+        row[attr] = round(max(a - b, 0) / dt, 1)
+    return row
 
 
 def reconcile_hosts(hosts: list[Host]) -> int:
@@ -134,11 +137,15 @@ def reconcile_hosts(hosts: list[Host]) -> int:
         (VirtualMachine.host_id.in_(ids)) | (VirtualMachine.last_host_id.in_(ids)
                                              & (VirtualMachine.state == VMState.STOPPED)))))
     by_name = {vm.instance_name: vm for vm in vms}
-    changed = 0
+    by_host: dict[int, list[VirtualMachine]] = defaultdict(list)
+    for vm in vms:
+        if vm.host_id is not None:
+            by_host[vm.host_id].append(vm)
+    changed, samples = 0, []
     for host_id, seen, _, stats in answers:
         host = host_rows[host_id]
-        for vm in vms:
-            if vm.host_id == host_id and vm.instance_name not in seen:
+        for vm in by_host.get(host_id, ()):
+            if vm.instance_name not in seen:
                 changed += apply(vm, host, None)
         for name, state in seen.items():
             vm = by_name.get(name)
@@ -147,8 +154,13 @@ def reconcile_hosts(hosts: list[Host]) -> int:
             elif vm.host_id in (host_id, None):
                 changed += apply(vm, host, state)
                 if name in stats and vm.state == VMState.RUNNING:
-                    _sample(vm, stats[name])
+                    row = _sample(vm, stats[name])
+                    if row:
+                        samples.append(row)
     db.session.commit()
+    if samples:  # stats of every running VM: one executemany, not one UPDATE per object
+        db.session.execute(update(VirtualMachine), samples)
+        db.session.commit()
     return changed
 
 
