@@ -205,14 +205,15 @@ def volume(v) -> dict:
 
 
 def vm_dict(vm, minimal: bool = False) -> dict:
-    """A VM as listVirtualMachines shows it; `minimal` (details=min) skips the related objects."""
+    """A VM as listVirtualMachines shows it (None values still in: serialize() cleans);
+    `minimal` (details=min) skips the related objects."""
     from app.services import hypervisors as hv
     out = {"id": vm.uuid, "name": vm.name, "displayname": vm.display_name, "state": vm.state,
            "instancename": vm.instance_name, "hypervisor": hv.display_name(vm.hypervisor_type),
            "cpunumber": vm.cpu_number, "cpuspeed": vm.cpu_speed, "memory": vm.memory, "created": vm.created,
            "domainid": DOMAIN_ID, "domain": DOMAIN_NAME}
     if minimal:
-        return clean(out)
+        return out
     nics = [n for n in vm.nics if n.removed is None]
     out.update({
         "account": vm.account.name, "zoneid": vm.zone.uuid, "zonename": vm.zone.name,
@@ -228,7 +229,7 @@ def vm_dict(vm, minimal: bool = False) -> dict:
                  "broadcasturi": f"vlan://{n.network.vlan}" if n.network.vlan else None} for n in nics],
         "ipaddress": nics[0].ip_address if nics else None, "keypair": None, "isdynamicallyscalable": False,
     })
-    return clean(out)
+    return out  # serialize() drops the None values, once
 
 
 @serializer("virtualmachine")

@@ -85,10 +85,11 @@ def list_vms(caller, *, id=None, name=None, keyword=None, state=None, zone_uuid=
     """Newest first; relations loaded in a fixed number of queries whatever the page size."""
     q = _visible(caller).order_by(VirtualMachine.id.desc())
     if not details_min:
+        # Many-to-one relations joined (measured faster than selectin here); NICs in one IN query.
         q = q.options(joinedload(VirtualMachine.zone), joinedload(VirtualMachine.host),
                       joinedload(VirtualMachine.template), joinedload(VirtualMachine.iso),
-                      joinedload(VirtualMachine.service_offering),
-                      joinedload(VirtualMachine.account), selectinload(VirtualMachine.nics).joinedload(Nic.network))
+                      joinedload(VirtualMachine.service_offering), joinedload(VirtualMachine.account),
+                      selectinload(VirtualMachine.nics).joinedload(Nic.network))
     if id:
         q = q.where(VirtualMachine.uuid == id)
     if name:
