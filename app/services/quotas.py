@@ -68,25 +68,30 @@ def _unlimited(account_id: int) -> bool:
 
 
 def take(account_id: int, deltas: dict[str, int]) -> None:
-    """Add to the account's counts, all or nothing; 532 naming the limit that would be passed."""
-    taken: list[tuple[str, int]] = []
+    """Add to the account's counts, all or nothing, in one short transaction (rows locked in a
+    fixed order, so concurrent takes cannot deadlock); 532 naming the limit that would be passed."""
+    deltas = {r: n for r, n in sorted(deltas.items()) if n}
+    if not deltas:
+        return
+    have = set(db.session.scalars(select(ResourceCount.resource_type).where(ResourceCount.account_id == account_id)))
+    for resource in deltas:
+        if resource not in have:
+            _row(account_id, resource)
+    unlimited = _unlimited(account_id)
+    db.session.commit()
     for resource, n in deltas.items():
-        if not n:
-            continue
-        _row(account_id, resource)
-        limit = -1 if _unlimited(account_id) else limit_of(account_id, resource)
+        limit = -1 if unlimited else limit_of(account_id, resource)
         q = update(ResourceCount).where(ResourceCount.account_id == account_id,
                                         ResourceCount.resource_type == resource)
         if limit >= 0 and n > 0:
             q = q.where(ResourceCount.count + n <= limit)
         done = db.session.execute(q.values(count=ResourceCount.count + n).execution_options(synchronize_session=False))
-        db.session.commit()
         if done.rowcount != 1:
-            give(account_id, dict(taken))
+            db.session.rollback()  # nothing of this take stays
             used = usage(account_id)[resource]
             raise ResourceLimitExceeded(f"The account's limit of {limit} {TYPES[resource][1]} would be passed "
                                         f"(it uses {used}, this needs {n} more)")
-        taken.append((resource, n))
+    db.session.commit()
 
 
 def give(account_id: int, deltas: dict[str, int]) -> None:
