@@ -35,10 +35,13 @@ def _need(vm: VirtualMachine) -> planner.Need:
     return planner.Need.of(vm.cpu_number, vm.cpu_speed, vm.memory)
 
 
-def apply(vm: VirtualMachine, host: Host, state: PowerState | None) -> bool:
-    """Set the record from what `host` says of the VM (None: the host does not have it).
-    Returns True when the record changed. Commits nothing itself."""
+def apply(vm: VirtualMachine, host: Host, state: PowerState | None, seen_at=None) -> bool:
+    """Set the record from what `host` said of the VM at `seen_at` (None: the host does not
+    have it). A record changed since then (an action finished meanwhile) is newer than the
+    answer and is left alone. Returns True when the record changed. Commits nothing itself."""
     if vm.active_job_id is not None or vm.state not in WATCHED:
+        return False
+    if seen_at is not None and vm.state_updated is not None and vm.state_updated > seen_at:
         return False
     running = state in (PowerState.RUNNING, PowerState.PAUSED, PowerState.STARTING, PowerState.STOPPING)
     if running and (vm.state != VMState.RUNNING or vm.host_id != host.id):
@@ -126,6 +129,7 @@ def reconcile_hosts(hosts: list[Host]) -> int:
     work = [(h.id, h.hypervisor_type, connection_for(h)) for h in hosts]
     db.session.commit()
     app = current_app._get_current_object()
+    seen_at = utcnow()  # the hosts' answers are at least this old when they are applied
     with ThreadPoolExecutor(max_workers=settings.get("monitor.threads")) as pool:
         answers = [a for a in pool.map(lambda w: _list(app, *w), work) if a[1] is not None]
     if not answers:
@@ -146,13 +150,13 @@ def reconcile_hosts(hosts: list[Host]) -> int:
         host = host_rows[host_id]
         for vm in by_host.get(host_id, ()):
             if vm.instance_name not in seen:
-                changed += apply(vm, host, None)
+                changed += apply(vm, host, None, seen_at)
         for name, state in seen.items():
             vm = by_name.get(name)
             if vm is None:
                 _report_unknown(host, name, state)
             elif vm.host_id in (host_id, None):
-                changed += apply(vm, host, state)
+                changed += apply(vm, host, state, seen_at)
                 if name in stats and vm.state == VMState.RUNNING:
                     row = _sample(vm, stats[name])
                     if row:
