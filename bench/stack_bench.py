@@ -167,7 +167,9 @@ def main() -> None:
             deploy(api, ids, args.n)
         else:
             deploy(api, ids, args.preload)
-            load(stack.api, args.clients, args.seconds, ids)
+            from cs import CloudStack
+            load(lambda: CloudStack(endpoint=api.endpoint, key=api.key, secret=api.secret), args.clients,
+                 args.seconds, ids)
     finally:
         stack.stop()
 
