@@ -28,8 +28,8 @@ import sqlalchemy as sa  # noqa: E402
 
 def generate(db, n_vms: int, n_hosts: int, n_zones: int) -> dict:
     """Rows straight into the tables (bulk inserts), shaped like a real cloud."""
-    from app.models import (Account, Cluster, Host, Network, Nic, Pod, ServiceOffering, Template, User,
-                            VirtualMachine, Zone, utcnow)
+    from app.models import (Cluster, Host, Network, Nic, Pod, ServiceOffering, Template, VirtualMachine, Zone,
+                            utcnow)
     from app.services import accounts
     now = utcnow()
     admin = accounts.create_user("benchadmin", "benchpass1", role="admin", account="benchadmin")

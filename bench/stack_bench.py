@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import http.server
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -28,16 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.conftest import fresh_server_database  # noqa: E402
-from tests.e2e.conftest import Stack, free_port  # noqa: E402
-
-
-def serve_image(root: Path) -> str:
-    subprocess.run(["qemu-img", "create", "-q", "-f", "raw", str(root / "tiny.raw"), "8M"], check=True)
-    handler = type("H", (http.server.SimpleHTTPRequestHandler,), {"log_message": lambda *a: None})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()),
-                                             lambda *a, **kw: handler(*a, directory=str(root), **kw))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{server.server_address[1]}/tiny.raw"
+from tests.e2e.conftest import Stack  # noqa: E402
+from tests.helpers.www import raw_image, serve  # noqa: E402
 
 
 def build_zone(api, image_url: str, instance: Path, hosts: int) -> dict:
@@ -157,7 +147,12 @@ def main() -> None:
                                      "NUBO_JOBS_URL": args.jobs_url, "NUBO_WEB_WORKERS": args.web_workers,
                                      "NUBO_WORKER_THREADS": "8"})
     (tmp / "www").mkdir()
-    image = serve_image(tmp / "www")
+    raw_image(tmp / "www" / "tiny.raw", "8M")
+    with serve(tmp / "www") as base:
+        run(args, stack, tmp, f"{base}/tiny.raw")
+
+
+def run(args, stack: Stack, tmp: Path, image: str) -> None:
     try:
         stack.start(concurrency="worker=2")
         api = stack.api()

@@ -182,3 +182,20 @@ class HxClient:
 @pytest.fixture
 def hx(client, auth):
     return HxClient(client, auth)
+
+
+@pytest.fixture
+def count_queries(app):
+    """count_queries(client, url) -> the number of SQL statements the request ran (asserting 200)."""
+    def count(client, url: str) -> int:
+        seen: list[str] = []
+        with app.app_context():
+            engine = _db.engine
+        listener = lambda conn, cursor, statement, *args: seen.append(statement)  # noqa: E731
+        sa.event.listen(engine, "before_cursor_execute", listener)
+        try:
+            assert client.get(url).status_code == 200
+        finally:
+            sa.event.remove(engine, "before_cursor_execute", listener)
+        return len(seen)
+    return count

@@ -14,14 +14,12 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import joinedload
 
 from app.extensions import db
-from app.hypervisors.base import (AuthenticationFailed, DriverError, HostUnreachable, StoragePoolSpec,
-                                  WrongHypervisor)
+from app.hypervisors.base import AuthenticationFailed, DriverError, HostUnreachable, WrongHypervisor
 from app.models import (Cluster, Host, HostState, PoolType, ResourceState, StoragePool, StorageScope, VirtualMachine,
                         Pod, VMState, Zone, new_uuid, utcnow)
 from app.services import crypto, events, zones
 from app.services import hypervisors as hv
-from app.services.errors import (InvalidParameter, NotFound, ResourceInUse, ResourceUnavailable, ServiceError,
-                                 Unsupported)
+from app.services.errors import InvalidParameter, NotFound, ResourceInUse, ResourceUnavailable, ServiceError
 from app.services.pagination import name_of, page_of, ratio, sorted_by
 
 

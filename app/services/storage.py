@@ -105,7 +105,6 @@ def unprepare_on_hosts(pool: StoragePool, hosts: list[Host]) -> None:
 def create_storage_pool(caller, *, zone_uuid: str, name: str, url: str, scope: str = "cluster",
                         pod_uuid: str | None = None, cluster_uuid: str | None = None, hypervisor: str | None = None,
                         details: dict | None = None) -> StoragePool:
-    from app.services import hosts as hosts_service
     zone = zones.get_zone(zone_uuid)
     kind, server, path = parse_url(url)
     scope = (scope or "cluster").upper()

@@ -22,7 +22,7 @@ from sqlalchemy.orm import joinedload, selectinload
 from app.extensions import db
 from app.hypervisors.base import ConsoleSpec, DiskSpec, DriverError, NicSpec, VMSpec, VolumeSpec
 from app.jobs import service as jobs
-from app.models import (AsyncJob, DownloadState, Host, Network, Nic, ServiceOffering, SSHKeyPair, StoragePool,
+from app.models import (AsyncJob, DownloadState, Host, Nic, ServiceOffering, SSHKeyPair, StoragePool,
                         StorageScope, Template, TemplateStoreRef, VirtualMachine, VMState, Volume, VolumeState,
                         VolumeType, new_uuid, utcnow)
 from app.services import (config_drive, consoles, events, networks, planner, quotas, settings, storage,
@@ -202,6 +202,18 @@ def _template_for(caller, zone, template_uuid: str | None, iso_uuid: str | None)
     return t, t.is_iso
 
 
+def _chosen_host(caller, host_uuid: str | None) -> int | None:
+    """The host an admin asked for (hostid), checked; None when none was asked for."""
+    if not host_uuid:
+        return None
+    if not caller.is_admin:
+        raise PermissionDenied("Only administrators may choose the host")
+    host_id = db.session.scalar(select(Host.id).where(Host.uuid == host_uuid, Host.removed.is_(None)))
+    if host_id is None:
+        raise NotFound("Unable to find host with the specified id", field="hostid")
+    return host_id
+
+
 def _offering(uuid: str) -> ServiceOffering:
     o = db.session.scalar(select(ServiceOffering).where(ServiceOffering.uuid == uuid,
                                                         ServiceOffering.removed.is_(None)))
@@ -264,13 +276,7 @@ def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid:
         if key is None:
             raise NotFound(f"No SSH key pair named {keypair}", field="keypair")
     userdata = _userdata(userdata)
-    host_id = None
-    if host_uuid:
-        if not caller.is_admin:
-            raise PermissionDenied("Only administrators may choose the host")
-        host_id = db.session.scalar(select(Host.id).where(Host.uuid == host_uuid, Host.removed.is_(None)))
-        if host_id is None:
-            raise NotFound("Unable to find host with the specified id", field="hostid")
+    host_id = _chosen_host(caller, host_uuid)
     name = (name or "").strip() or None
     if name is not None and (len(name) > 63 or not all(c.isalnum() or c == "-" for c in name)
                              or name.startswith("-") or name[0].isdigit()):
@@ -526,13 +532,7 @@ def _run_deploy(job, vm, params):
 
 def start(caller, uuid: str, host_uuid: str | None = None) -> AsyncJob:
     vm = get_vm(caller, uuid)
-    host_id = None
-    if host_uuid:
-        if not caller.is_admin:
-            raise PermissionDenied("Only administrators may choose the host")
-        host_id = db.session.scalar(select(Host.id).where(Host.uuid == host_uuid, Host.removed.is_(None)))
-        if host_id is None:
-            raise NotFound("Unable to find host with the specified id", field="hostid")
+    host_id = _chosen_host(caller, host_uuid)
     return _submit(caller, vm, "start", "startVirtualMachine", {"host": host_id})
 
 

@@ -113,13 +113,8 @@ def get_volume(caller, uuid: str, field: str = "id") -> Volume:
 
 
 def _get_vm(caller, uuid: str) -> VirtualMachine:
-    q = select(VirtualMachine).where(VirtualMachine.uuid == uuid, VirtualMachine.removed.is_(None))
-    if not caller.is_admin:
-        q = q.where(VirtualMachine.account_id == caller.account_id)
-    vm = db.session.scalar(q)
-    if vm is None:
-        raise NotFound("Unable to find virtual machine with the specified id", field="virtualmachineid")
-    return vm
+    from app.services import vms  # vms uses volumes: imported at call time
+    return vms.get_vm(caller, uuid, "virtualmachineid")
 
 
 def create_volume(caller, *, name: str | None, zone_uuid: str, disk_offering_uuid: str,

@@ -4,16 +4,13 @@ real processes. An API scenario (zone, Simulator hosts, a template, 50 deploys, 
 actions) runs through it with no lost or duplicated job."""
 from __future__ import annotations
 
-import http.server
 import os
-import subprocess
-import threading
 import time
 
 import pytest
 
 from tests.conftest import SERVER_URLS, fresh_server_database
-from tests.e2e.conftest import free_port
+from tests.helpers.www import raw_image, serve
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("e2e")]
 REDIS = os.environ.get("NUBO_TEST_REDIS_URL", "")
@@ -23,14 +20,9 @@ REDIS = os.environ.get("NUBO_TEST_REDIS_URL", "")
 def image_server(tmp_path):
     root = tmp_path / "www"
     root.mkdir()
-    subprocess.run(["qemu-img", "create", "-q", "-f", "raw", str(root / "tiny.raw"), "8M"], check=True)
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", free_port()),
-        lambda *a, **kw: type("H", (http.server.SimpleHTTPRequestHandler,), {"log_message": lambda *x: None})(
-            *a, directory=str(root), **kw))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/tiny.raw"
-    server.shutdown()
+    raw_image(root / "tiny.raw", "8M")
+    with serve(root) as url:
+        yield f"{url}/tiny.raw"
 
 
 def _wait_jobs(api, job_ids, timeout=300):

@@ -8,7 +8,7 @@ import re
 from types import SimpleNamespace
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 
 from app.extensions import db
 from app.hypervisors.simulator import dispose_engines
@@ -534,22 +534,13 @@ def test_add_host_never_echoes_passwords(app, client, auth):
 
 # --- Queries ---------------------------------------------------------------
 
-def test_hosts_list_queries_do_not_grow_with_the_hosts(app, client, auth, monkeypatch):
+def test_hosts_list_queries_do_not_grow_with_the_hosts(app, client, auth, monkeypatch, count_queries):
     monkeypatch.setattr(settings, "CACHE_SECONDS", 3600.0)  # a cache refresh would count as a query
     build(app, 5)
     auth.login("admin")
 
     def queries(url: str) -> int:
-        seen: list[str] = []
-        with app.app_context():
-            engine = db.engine
-        listener = lambda conn, cursor, statement, *args: seen.append(statement)  # noqa: E731
-        event.listen(engine, "before_cursor_execute", listener)
-        try:
-            assert client.get(url).status_code == 200
-        finally:
-            event.remove(engine, "before_cursor_execute", listener)
-        return len(seen)
+        return count_queries(client, url)
 
     client.get("/admin/hosts")  # warm up (settings cache)
     few = {url: queries(url) for url in ("/admin/hosts", "/admin/zones", "/admin/clusters")}

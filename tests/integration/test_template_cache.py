@@ -5,9 +5,6 @@ reused the second time. The Simulator does the same bookkeeping."""
 from __future__ import annotations
 
 import hashlib
-import http.server
-import subprocess
-import threading
 import xml.etree.ElementTree as ET
 
 import libvirt
@@ -17,15 +14,12 @@ from sqlalchemy import func, select
 from app.extensions import db
 from app.models import DownloadState, StoragePool, TemplatePoolRef, TemplateStoreRef
 from app.services import accounts, hosts, storage, template_cache, templates, zones
-from tests.e2e.conftest import free_port
+from tests.helpers.www import QuietHandler, raw_image, serve
 
 HITS: list[str] = []
 
 
-class Handler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
+class Handler(QuietHandler):
     def do_GET(self):
         HITS.append(self.path)
         super().do_GET()
@@ -35,16 +29,10 @@ class Handler(http.server.SimpleHTTPRequestHandler):
 def www(tmp_path):
     root = tmp_path / "www"
     root.mkdir()
-    image = root / "base.raw"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "raw", str(image), "16M"], check=True)
-    with open(image, "r+b") as f:
-        f.write(b"NUBO" * 4096)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()),
-                                             lambda *a, **kw: Handler(*a, directory=str(root), **kw))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    image = raw_image(root / "base.raw")
     HITS.clear()
-    yield f"http://127.0.0.1:{server.server_address[1]}", "{SHA-256}" + hashlib.sha256(image.read_bytes()).hexdigest()
-    server.shutdown()
+    with serve(root, Handler) as url:
+        yield url, "{SHA-256}" + hashlib.sha256(image.read_bytes()).hexdigest()
 
 
 def _infra(tmp_path, hypervisor, url):

@@ -9,9 +9,7 @@ starts an empty disk but cannot run a real kernel, so real guests use QEMU's
 software emulation — the same libvirt API and driver code."""
 from __future__ import annotations
 
-import http.server
 import subprocess
-import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -23,7 +21,7 @@ from sqlalchemy import func, select
 from app.extensions import db
 from app.models import IpAddress, ServiceOffering, VirtualMachine, Volume, new_uuid
 from app.services import accounts, hosts, networks, settings, storage, templates, vms, zones
-from tests.e2e.conftest import free_port
+from tests.helpers.www import raw_image, serve
 from tests.guests import acpi_guest
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.xdist_group("libvirt-guests")]
@@ -45,14 +43,9 @@ def www(tmp_path, guest_image):
     root = tmp_path / "www"
     root.mkdir()
     (root / "acpi.raw").symlink_to(guest_image)
-    subprocess.run(["qemu-img", "create", "-q", "-f", "raw", str(root / "empty.raw"), "64M"], check=True)
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", free_port()),
-        lambda *a, **kw: type("H", (http.server.SimpleHTTPRequestHandler,), {"log_message": lambda *x: None})(
-            *a, directory=str(root), **kw))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    raw_image(root / "empty.raw", "64M", stamp=None)
+    with serve(root) as url:
+        yield url
 
 
 @pytest.fixture(scope="module", autouse=True)
