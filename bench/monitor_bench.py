@@ -40,7 +40,7 @@ def main() -> None:
     from app.extensions import db
     from app.models import Cluster, Host, Pod, ServiceOffering, SimVM, VirtualMachine, Zone, utcnow
     from app.monitor.hosts import ping_hosts
-    from app.monitor.vms import reconcile_hosts
+    from app.monitor.vms import apply_answers
     from app.services import accounts, bootstrap, settings
     from bench.sim_sweep import build
     app = create_app({"INSTANCE_PATH": instance, "DATABASE_URL": url, "TESTING": True, "SEED_DEMO": False})
@@ -93,9 +93,8 @@ def main() -> None:
 
         def sweep(label: str) -> None:
             t = time.perf_counter()
-            pinged = ping_hosts()
-            up = list(db.session.scalars(sa.select(Host).where(Host.state == "Up")))
-            changed = reconcile_hosts(up)
+            pinged = ping_hosts(with_vms=True)  # what the monitor process runs (app/monitor/__init__.py)
+            changed = apply_answers(pinged.vm_answers, pinged.seen_at)
             print(f"| {label} | {time.perf_counter() - t:.2f} s | {pinged.hosts} hosts, {pinged.up} up | "
                   f"{changed} records corrected |")
         print("| sweep | time | hosts | corrections |\n|---|---|---|---|")

@@ -18,14 +18,14 @@ def sweep(listener=None):
     from app.extensions import db
     from app.models import Host, HostState
     from app.monitor.hosts import ping_hosts
-    from app.monitor.vms import reconcile_hosts
+    from app.monitor.vms import apply_answers
     from app.web.ops import MONITOR_SWEEP_SECONDS, MONITOR_SWEEPS
     started = time.monotonic()
-    result = ping_hosts()
-    up = list(db.session.scalars(select(Host).where(Host.removed.is_(None), Host.state == HostState.UP)))
-    changed = reconcile_hosts(up)
+    result = ping_hosts(with_vms=True)  # one driver session per host: ping, VMs, stats
+    changed = apply_answers(result.vm_answers, result.seen_at)
     if listener is not None:
-        listener.sync(up)
+        listener.sync(list(db.session.scalars(select(Host).where(Host.removed.is_(None),
+                                                                 Host.state == HostState.UP))))
     MONITOR_SWEEP_SECONDS.set(time.monotonic() - started)
     MONITOR_SWEEPS.inc()
     log.info("sweep: %d hosts, %d up, %d not answering, %d changed state, %d VM records corrected, %.2f s",

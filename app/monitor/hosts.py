@@ -12,14 +12,14 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from flask import current_app
 from sqlalchemy import select, update
 
 from app.extensions import db
-from app.hypervisors.base import DriverError, HostStats
+from app.hypervisors.base import DriverError
 from app.models import Host, HostState, ResourceState, utcnow
 from app.services import events, settings
 from app.services import hypervisors as hv
@@ -42,26 +42,34 @@ class SweepResult:
     failed: int = 0
     changed: int = 0
     seconds: float = 0.0
+    vm_answers: list = field(default_factory=list)  # for monitor.vms.apply_answers
+    seen_at: object = None
 
 
-def _ping(app, host_id: int, type_name: str, conn) -> tuple[int, HostStats | None, str | None]:
+def _ping(app, host_id: int, type_name: str, conn, with_vms: bool):
+    """(host id, HostStats or None, error, the VM answer for monitor.vms or None): one driver
+    session per host, which also lists its VMs and their stats when asked (the sweep does)."""
+    from app.monitor.vms import probe_vms
     with app.app_context():
         try:
             driver = hv.driver_for(type_name, conn)
         except DriverError as e:
-            return host_id, None, str(e)
+            return host_id, None, str(e), None
         try:
-            return host_id, driver.host_stats(), None
+            stats = driver.host_stats()
+            return host_id, stats, None, probe_vms(driver, host_id) if with_vms else None
         except DriverError as e:
-            return host_id, None, str(e)
+            return host_id, None, str(e), None
         except Exception as e:  # noqa: BLE001 - a driver bug must not stop the sweep
             log.exception("pinging host %s failed", host_id)
-            return host_id, None, f"internal error: {e}"
+            return host_id, None, f"internal error: {e}", None
         finally:
             driver.close()
 
 
-def ping_hosts(now=None) -> SweepResult:
+def ping_hosts(now=None, with_vms: bool = False) -> SweepResult:
+    """Ping every host (not in maintenance) in parallel and set its state from the answer.
+    with_vms: also list each answering host's VMs in the same session (result.vm_answers)."""
     from app.services.hosts import connection_for
     t0 = time.monotonic()
     now = now or utcnow()
@@ -72,12 +80,15 @@ def ping_hosts(now=None) -> SweepResult:
     db.session.commit()  # no transaction held while hosts answer
     app = current_app._get_current_object()
     with ThreadPoolExecutor(max_workers=settings.get("monitor.threads")) as pool:
-        answers = list(pool.map(lambda w: _ping(app, *w), work))
+        seen_at = utcnow()
+        answers = list(pool.map(lambda w: _ping(app, *w, with_vms), work))
     down_after = timedelta(seconds=settings.get("ping.interval") * settings.get("ping.timeout"))
     result = SweepResult(hosts=len(rows))
     hosts = {h.id: h for h in db.session.scalars(select(Host).where(Host.id.in_([a[0] for a in answers])))}
     quiet = []  # hosts whose state did not change: one bulk UPDATE for all of them
-    for host_id, stats, error in answers:
+    result.vm_answers = [a[3] for a in answers if a[3] is not None and a[3][1] is not None]
+    result.seen_at = seen_at
+    for host_id, stats, error, _ in answers:
         host = hosts.get(host_id)
         if host is None or host.removed:
             continue

@@ -80,25 +80,29 @@ def _driver(host: Host):
     return hv.driver_for(host.hypervisor_type, connection_for(host))
 
 
+def probe_vms(driver, host_id: int):
+    """(host id, {domain: power state} or None, error, {domain: VMStats}) from one driver."""
+    try:
+        seen = {v.name: v.state for v in driver.list_vms()}
+    except DriverError as e:
+        return host_id, None, str(e), {}
+    try:
+        stats = driver.vm_stats()
+    except DriverError:
+        stats = {}  # states matter more than stats: keep the sweep going
+    return host_id, seen, None, stats
+
+
 def _list(app, host_id: int, type_name: str, conn):
-    """(host id, {domain: power state} or None, error, {domain: VMStats})."""
     with app.app_context():
         try:
             driver = hv.driver_for(type_name, conn)
         except DriverError as e:
             return host_id, None, str(e), {}
         try:
-            seen = {v.name: v.state for v in driver.list_vms()}
-        except DriverError as e:
-            driver.close()
-            return host_id, None, str(e), {}
-        try:
-            stats = driver.vm_stats()
-        except DriverError:
-            stats = {}  # states matter more than stats: keep the sweep going
+            return probe_vms(driver, host_id)
         finally:
             driver.close()
-        return host_id, seen, None, stats
 
 
 # The previous sample of each domain (this process), to turn counters into rates.
@@ -132,6 +136,11 @@ def reconcile_hosts(hosts: list[Host]) -> int:
     seen_at = utcnow()  # the hosts' answers are at least this old when they are applied
     with ThreadPoolExecutor(max_workers=settings.get("monitor.threads")) as pool:
         answers = [a for a in pool.map(lambda w: _list(app, *w), work) if a[1] is not None]
+    return apply_answers(answers, seen_at)
+
+
+def apply_answers(answers: list, seen_at) -> int:
+    """Correct the records from the hosts' answers (probe_vms's tuples), in one transaction."""
     if not answers:
         return 0
     ids = [a[0] for a in answers]

@@ -115,3 +115,34 @@ def test_a_domain_nubo_does_not_know_is_reported_and_left_alone(app):
         assert len(reports) == 1 and "someone-elses-vm" in reports[0].description
         assert driver.vm_info("someone-elses-vm").state == PowerState.RUNNING  # never touched
         driver.close()
+
+
+def test_the_monitor_sweep_pings_and_reconciles_in_one_pass(app):
+    """app.monitor.sweep(): what the monitor process runs every ping.interval."""
+    from app.hypervisors.base import DiskSpec, VMSpec
+    from app.models import ServiceOffering, VirtualMachine, new_uuid
+    from app.monitor import sweep
+    from app.services import accounts
+    from app.services import hypervisors as hv
+    with app.app_context():
+        c = _cluster()
+        h = hosts.add_host(None, cluster_uuid=c.uuid, url="simulator://sweep-1?cpus=4&memory=8192", fields={})
+        alice = accounts.create_user("alice", "alicepass1")
+        so = ServiceOffering(uuid=new_uuid(), name="s", cpu_number=1, cpu_speed=1000, memory=512)
+        db.session.add(so)
+        db.session.flush()
+        vm = VirtualMachine(uuid=new_uuid(), name="v", instance_name="i-7-1-VM", state="Stopped",
+                            account_id=alice.account_id, user_id=alice.id, zone_id=h.zone_id, last_host_id=h.id,
+                            service_offering_id=so.id, hypervisor_type="Simulator", cpu_number=1, cpu_speed=1000,
+                            memory=512)
+        db.session.add(vm)
+        db.session.commit()
+        driver = hv.driver_for("Simulator", hosts.connection_for(h))
+        driver.start_vm(VMSpec(name="i-7-1-VM", uuid=vm.uuid, cpus=1, cpu_mhz=1000, memory_mib=512,
+                               disks=[DiskSpec(path="/x", format="RAW")]))  # started outside Nubo
+        driver.close()
+        result = sweep()
+        assert result.hosts == 1 and result.up == 1
+        vm = db.session.get(VirtualMachine, vm.id)
+        assert vm.state == "Running" and vm.host_id == h.id
+        assert hosts.get_host(h.uuid).memory_allocated == 512 << 20  # its capacity is counted
