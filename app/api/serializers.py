@@ -48,11 +48,15 @@ def has_serializer(kind: str | None) -> bool:
 
 
 @serializer("account")
-def account(a: Account) -> dict:
+def account(a: Account, totals: dict | None = None) -> dict:
+    """With CloudStack's usage figures (vmtotal, vmlimit, ...): `totals` when the caller
+    fetched them for a whole page (limits.account_totals), else fetched here."""
+    from app.services import limits
     return {"id": a.uuid, "name": a.name, "accounttype": 1 if a.is_admin else 0,
             "roletype": "Admin" if a.is_admin else "User", "state": a.state,
             "domainid": DOMAIN_ID, "domain": DOMAIN_NAME, "created": a.created,
-            "user": [user(u) for u in a.users if u.removed is None]}
+            "user": [user(u) for u in a.users if u.removed is None],
+            **(totals if totals is not None else limits.account_totals([a])[a.id])}
 
 
 @serializer("user")
@@ -204,7 +208,7 @@ def volume(v) -> dict:
             "destroyed": v.removed is not None}
 
 
-def vm_dict(vm, minimal: bool = False) -> dict:
+def vm_dict(vm, minimal: bool = False, admin: bool = False) -> dict:
     """A VM as listVirtualMachines shows it (None values still in: serialize() cleans);
     `minimal` (details=min) skips the related objects."""
     from app.services import hypervisors as hv
@@ -217,7 +221,8 @@ def vm_dict(vm, minimal: bool = False) -> dict:
     nics = [n for n in vm.nics if n.removed is None]
     out.update({
         "account": vm.account.name, "zoneid": vm.zone.uuid, "zonename": vm.zone.name,
-        "hostid": vm.host.uuid if vm.host else None, "hostname": vm.host.name if vm.host else None,
+        # Which host runs a VM is the admins' business, as in CloudStack.
+        "hostid": vm.host.uuid if admin and vm.host else None, "hostname": vm.host.name if admin and vm.host else None,
         "templateid": vm.template.uuid if vm.template else None,
         "templatename": vm.template.name if vm.template else None,
         "isoid": vm.iso.uuid if vm.iso else None, "isoname": vm.iso.name if vm.iso else None,
@@ -232,9 +237,16 @@ def vm_dict(vm, minimal: bool = False) -> dict:
     return out  # serialize() drops the None values, once
 
 
+def caller_is_admin() -> bool:
+    """Whether the API call or job being answered is an admin's (flask.g.caller)."""
+    from flask import g, has_app_context
+    caller = g.get("caller") if has_app_context() else None
+    return bool(caller is not None and caller.is_admin)
+
+
 @serializer("virtualmachine")
 def virtualmachine(vm) -> dict:
-    return vm_dict(vm)
+    return vm_dict(vm, admin=caller_is_admin())
 
 
 @serializer("serviceoffering")
@@ -259,3 +271,24 @@ def event(e) -> dict:
             "created": e.created, "resourcetype": e.resource_type, "resourceid": e.resource_id,
             "username": e.user.username if e.user else None, "account": e.account.name if e.account else None,
             "domainid": DOMAIN_ID, "domain": DOMAIN_NAME}
+
+
+# --- Self-service: SSH key pairs, resource limits --------------------------------
+
+@serializer("sshkeypair")
+def sshkeypair(kp) -> dict:
+    from app.extensions import db
+    owner = db.session.get(Account, kp.account_id)  # loaded with the page (keypairs.owners)
+    return {"id": kp.uuid, "name": kp.name, "fingerprint": kp.fingerprint, "account": owner.name,
+            "accountid": owner.uuid, "domainid": DOMAIN_ID, "domain": DOMAIN_NAME, "created": kp.created}
+
+
+_SERIALIZERS["keypair"] = sshkeypair  # createSSHKeyPair / registerSSHKeyPair answer "keypair"
+
+
+@serializer("resourcelimit")
+def resourcelimit(row) -> dict:
+    """An (account, limits.Limit) pair; resourcetype is a string in CloudStack's answer."""
+    acct, lim = row
+    return {"account": acct.name, "accountid": acct.uuid, "domainid": DOMAIN_ID, "domain": DOMAIN_NAME,
+            "resourcetype": str(lim.number), "resourcetypename": lim.resource, "max": lim.max}

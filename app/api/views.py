@@ -172,6 +172,7 @@ def api():
         if not ratelimit.allow(user.id):
             raise ApiError(429, "There are too many API calls, please try again later", 9999)
         typed = validate(cmd, params)
+        g.caller = user  # serializers show admin-only fields (a VM's host) to admins only
         ctx = Context(user=user, command=cmd, page=_paging(cmd, typed), raw=params,
                       source=request.remote_addr)
         result = cmd.handler(ctx, typed)

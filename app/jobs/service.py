@@ -119,6 +119,9 @@ def execute(job_id: int) -> None:
     beat.start()
     status, code, result = JobStatus.FAILED, 530, {"errorcode": 530, "errortext": "Job did not finish"}
     t0 = time.monotonic()
+    from flask import g
+    from app.models import User
+    g.caller = db.session.get(User, job.user_id) if job.user_id else None  # whom the result is for
     try:
         out = _HANDLERS[spec["handler"]](job, spec.get("params", {}))
         status, code, result = JobStatus.SUCCEEDED, 0, out if out is not None else {}

@@ -11,7 +11,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from app.extensions import db
 from app.models import Account, AccountState, Role, User, new_uuid, utcnow
 from app.services import crypto, events, settings
-from app.services.errors import InvalidParameter, NotFound, ServiceError
+from app.services.errors import InvalidParameter, NotFound, PermissionDenied, ServiceError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.@+-]{1,255}$")
 # Hashing a dummy password for unknown users keeps timing the same either way.
@@ -241,3 +241,72 @@ def delete_user(caller: User, user: User) -> None:
     events.record("USER.DELETE", f"User {user.username} deleted", user=caller,
                   resource_type="User", resource_id=user.uuid)
     db.session.commit()
+
+
+# --- Self-service and account administration (pages and updateUser) ----------
+
+def visible_account(caller: User, uuid: str) -> Account:
+    """An account the caller may see: admins any, users their own (else "not found")."""
+    q = select(Account).where(Account.uuid == uuid, Account.removed.is_(None))
+    if not caller.is_admin:
+        q = q.where(Account.id == caller.account_id)
+    acct = db.session.scalar(q)
+    if acct is None:
+        raise NotFound("Unable to find account with the specified id", field="id")
+    return acct
+
+
+def named_account(caller: User, name: str | None) -> Account:
+    """The account an API call names (account=): the caller's own when none is named;
+    another only for admins (users: 531), "not found" when it does not exist."""
+    if not name or name == caller.account.name:
+        return caller.account
+    if not caller.is_admin:
+        raise PermissionDenied(f"You may only act in your own account, {caller.account.name}")
+    acct = get_account(name)
+    if acct is None:
+        raise NotFound(f"Unable to find account {name}", field="account")
+    return acct
+
+
+def update_user(caller: User, user: User, *, username: str | None = None, firstname: str | None = None,
+                lastname: str | None = None, email: str | None = None, password: str | None = None,
+                current_password: str | None = None) -> User:
+    """updateUser: users change their own names, email and password; admins anyone's,
+    the user name included. Changing one's own password needs the current one."""
+    if not caller.is_admin and user.id != caller.id:
+        raise NotFound("Unable to find user with specified id", field="id")
+    if username is not None and username != user.username:
+        if not caller.is_admin:
+            raise PermissionDenied("Only administrators may rename users")
+        username = _check_name(username, "Username")
+        if get_user(username):
+            raise InvalidParameter(f"A user named {username} already exists", field="username")
+        user.username = username
+    for attr, value in (("firstname", firstname), ("lastname", lastname), ("email", email)):
+        if value is not None:
+            if len(value) > 255:
+                raise InvalidParameter(f"{attr} is at most 255 characters", field=attr)
+            setattr(user, attr, value.strip() or None)
+    if password is not None:
+        _check_password(password)
+        if user.id == caller.id and not check_password_hash(user.password_hash, current_password or ""):
+            raise InvalidParameter("The current password is wrong", field="currentpassword")
+        user.password_hash = hash_password(password)
+        user.failed_logins = 0
+    events.record("USER.UPDATE", f"User {user.username} updated" + (" (password changed)" if password else ""),
+                  user=caller, account_id=user.account_id, resource_type="User", resource_id=user.uuid)
+    db.session.commit()
+    return user
+
+
+def set_account_state(caller: User, account: Account, enabled: bool) -> Account:
+    """Enable or disable a whole account: its users can neither log in nor call the API."""
+    if account.id == caller.account_id and not enabled:
+        raise InvalidParameter("You cannot disable your own account", field="id")
+    account.state = AccountState.ENABLED if enabled else AccountState.DISABLED
+    events.record("ACCOUNT.ENABLE" if enabled else "ACCOUNT.DISABLE",
+                  f"Account {account.name} {'enabled' if enabled else 'disabled'}", user=caller,
+                  account_id=account.id, resource_type="Account", resource_id=account.uuid)
+    db.session.commit()
+    return account

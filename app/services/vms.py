@@ -100,7 +100,7 @@ def list_vms(caller, *, id=None, name=None, keyword=None, state=None, zone_uuid=
         q = q.where(VirtualMachine.state == state)
     if zone_uuid:
         q = q.where(VirtualMachine.zone_id == zones.get_zone(zone_uuid).id)
-    if host_uuid:
+    if host_uuid and caller.is_admin:  # hosts are the admins' business
         q = q.where(VirtualMachine.host_id == select(Host.id).where(Host.uuid == host_uuid).scalar_subquery())
     if account and caller.is_admin:
         from app.models import Account
@@ -300,7 +300,8 @@ def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid:
         db.session.flush()
         vm.instance_name = f"i-{caller.account_id}-{vm.id}-{settings.get('instance.name')}"  # CloudStack's naming
         if name is None:
-            vm.name = vm.display_name = f"VM-{vm.uuid[:8]}"
+            vm.name = f"VM-{vm.uuid[:8]}"
+            vm.display_name = display_name or vm.name
         db.session.add(Volume(uuid=new_uuid(), name=f"ROOT-{vm.id}", account_id=vm.account_id, zone_id=zone.id,
                               vm_id=vm.id, template_id=None if from_iso else template.id,
                               volume_type=VolumeType.ROOT, device_id=0, size=root_size, state=VolumeState.ALLOCATED))

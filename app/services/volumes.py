@@ -168,6 +168,9 @@ def attach_volume(caller, uuid: str, vm_uuid: str) -> Volume:
         raise InvalidParameter(f"Volume {v.name} is already attached", field="id")
     if v.volume_type != VolumeType.DATADISK:
         raise InvalidParameter("Only data volumes can be attached", field="id")
+    if v.account_id != vm.account_id:
+        raise InvalidParameter(f"Volume {v.name} and VM {vm.name} belong to different accounts",
+                               field="virtualmachineid")
     if v.zone_id != vm.zone_id:
         raise InvalidParameter("The volume and the VM are in different zones", field="virtualmachineid")
     if vm.state not in (VMState.RUNNING, VMState.STOPPED):

@@ -12,8 +12,10 @@ ADMIN_NAV: list[tuple[str, str]] = [("admin.dashboard", "Dashboard"), ("infra.zo
                                      ("infra.hosts", "Hosts"), ("infra.primary_storage", "Storage"),
                                      ("hypervisors.index", "Hypervisors"), ("simulator.index", "Simulator"),
                                      ("vms.index", "VMs")]
-USER_NAV: list[tuple[str, str]] = [("portal.my_vms", "My VMs"), ("images.index", "Templates"),
-                                   ("apidocs.index", "API")]
+USER_NAV: list[tuple[str, str]] = [("portal.my_vms", "My VMs"), ("volumes.index", "Volumes"),
+                                   ("portal.keypairs", "SSH keys"), ("images.index", "Templates"),
+                                   ("events.index", "Events"), ("apidocs.index", "API")]
+ADMIN_NAV.append(("accounts_admin.index", "Accounts"))  # self-service: account administration
 
 
 def admin_required(view):
@@ -39,6 +41,10 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(hypervisors.bp)
     app.register_blueprint(infra.bp)
     app.register_blueprint(portal.bp)
+    from app.web import accounts_admin, events_pages, volumes_pages  # self-service
+    app.register_blueprint(accounts_admin.bp)
+    app.register_blueprint(events_pages.bp)
+    app.register_blueprint(volumes_pages.bp)
     app.register_blueprint(simulator.bp)
     app.register_blueprint(zone_wizard.bp)
     app.register_blueprint(uploads.bp)

@@ -108,7 +108,7 @@ def list_vms(ctx, p):
     rows, total = vms.list_vms(ctx.user, id=p.get("id"), name=p.get("name"), keyword=p.get("keyword"),
                                state=p.get("state"), zone_uuid=p.get("zoneid"), host_uuid=p.get("hostid"),
                                account=p.get("account"), page=ctx.page, details_min=minimal)
-    return ([vm_dict(vm, minimal) for vm in rows], total)
+    return ([vm_dict(vm, minimal, admin=ctx.user.is_admin) for vm in rows], total)
 
 
 @command("createServiceOffering", "Creates a service offering", role=ADMIN, response="serviceoffering", params=[

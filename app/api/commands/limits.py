@@ -1,0 +1,43 @@
+"""Resource limits: listResourceLimits, updateResourceLimit (per-account overrides)."""
+from __future__ import annotations
+
+from app.api.commands.accounts import root_domain
+from app.api.registry import ADMIN, Param, command
+from app.services import accounts, limits
+from app.services.errors import InvalidParameter, NotFound
+
+TYPES = Param("resourcetype", "integer", "0 instances, 2 volumes, 8 vCPUs, 9 memory (MiB), "
+              "10 primary storage (GiB)")
+
+
+@command("listResourceLimits", "Lists the resource limits of the caller's account (administrators: any account)",
+         response="resourcelimit", list=True, params=[
+             Param("id", "long", "not used: limits have no ids in Nubo"), TYPES,
+             Param("resourcetypename", "string", "user_vm, volume, cpu, memory or primary_storage")])
+def list_limits(ctx, p):
+    root_domain(p)
+    kind = p.get("resourcetype", p.get("resourcetypename"))
+    rows = limits.list_limits(ctx.user, account=p.get("account"), resource=kind, listall=p.get("listall", False))
+    total = len(rows)
+    if ctx.page:
+        number, size = ctx.page
+        rows = rows[(number - 1) * size:number * size]
+    return rows, total  # (account, Limit) pairs: the resourcelimit serializer
+
+
+@command("updateResourceLimit", "Sets an account's limit of one resource type (-1: unlimited)", role=ADMIN,
+         response="resourcelimit", params=[
+             Param("resourcetype", "integer", TYPES.description, required=True),
+             Param("max", "long", "the limit; -1 (the default) for none"),
+             Param("account", "string", "the account (Nubo's limits are per account)"),
+             Param("domainid", "uuid", "the account's domain (only ROOT)")])
+def update_limit(ctx, p):
+    root_domain(p)
+    if not p.get("account"):
+        raise InvalidParameter("Give the account: Nubo's limits are per account (the defaults are the "
+                               "max.account.* settings)", field="account")
+    acct = accounts.get_account(p["account"])
+    if acct is None:
+        raise NotFound(f"Unable to find account {p['account']}", field="account")
+    lim = limits.set_limit(ctx.user, acct, limits.resource_of(p["resourcetype"]), p.get("max", limits.UNLIMITED))
+    return acct, lim
