@@ -200,7 +200,9 @@ def volume(v) -> dict:
             "zoneid": v.zone.uuid if v.zone else None, "zonename": v.zone.name if v.zone else None,
             "virtualmachineid": vm.uuid if vm else None, "vmname": vm.name if vm else None,
             "vmstate": vm.state if vm else None, "deviceid": v.device_id,
-            "storageid": v.pool.uuid if v.pool else None, "storage": v.pool.name if v.pool else None,
+            # Which primary storage holds it is the admins' business, as in CloudStack.
+            "storageid": v.pool.uuid if v.pool and caller_is_admin() else None,
+            "storage": v.pool.name if v.pool and caller_is_admin() else None,
             "path": v.uuid, "format": v.format if v.pool_id else None,
             "diskofferingid": v.disk_offering.uuid if v.disk_offering else None,
             "diskofferingname": v.disk_offering.name if v.disk_offering else None,

@@ -51,18 +51,10 @@ SHARED = [
                                                "listHypervisorCapabilities shows everyone"),
 ]
 # Known differences, each reported, not yet fixed: (command, parameter) -> why.
-KNOWN = {
-    ("listVirtualMachines", "hostid"): "users may filter their VMs by host, and listVirtualMachines shows them "
-                                       "hostid/hostname (CloudStack shows hosts to admins only): "
-                                       "vms.list_vms and serializers.vm_dict",
-}
+KNOWN: dict = {}  # (command, parameter) -> why a foreign id may be answered; empty: none may
 # Ids of others that a list may show bob: (command or "*", table) -> why.
 OWNER = "the owner (accountid) of a public template or ISO, as CloudStack shows it"
 SHOWN = {
-    ("*", "hosts"): KNOWN[("listVirtualMachines", "hostid")],  # reported, not yet fixed
-    ("listVolumes", "storage_pools"): "listVolumes shows users their volumes' primary storage (storageid, "
-                                      "storage); CloudStack shows pools to admins only: serializers.volume "
-                                      "(reported, not yet fixed)",
     ("listTemplates", "accounts"): OWNER, ("listIsos", "accounts"): OWNER,
 }
 # Bob's own objects for the parameters a call needs besides the one under test.
