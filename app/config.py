@@ -28,6 +28,15 @@ class Defaults:
     # Public origins the console proxy accepts (space separated); derived from
     # BIND/PORT when empty.
     PUBLIC_ORIGINS = ""
+    # Websocket URL browsers use for the console proxy (ws://host:port/path or
+    # wss://...); derived from BIND/CONSOLE_PORT when empty. Behind TLS: wss://.
+    CONSOLE_PUBLIC_URL = ""
+    # The console proxy serves wss:// itself when given a certificate and key.
+    CONSOLE_CERT = ""
+    CONSOLE_KEY = ""
+    # Seconds between the proxy's checks of an open console session (ended by an
+    # admin, VM stopped or moved, idle, too long).
+    CONSOLE_CHECK_SECONDS = 5
 
     SQLALCHEMY_TRACK_MODIFICATIONS = False
     SESSION_COOKIE_HTTPONLY = True
@@ -73,12 +82,15 @@ def finalize(config: dict, instance: Path) -> None:
     config["JOBS_URL"] = str(config.get("JOBS_URL") or "") or f"sqlite:///{instance / 'jobs.db'}"
     for key in ("PORT", "CONSOLE_PORT"):
         config[key] = int(config[key])
+    config["CONSOLE_CHECK_SECONDS"] = float(config.get("CONSOLE_CHECK_SECONDS") or 5)
     config["SEED_DEMO"] = str(config.get("SEED_DEMO", 1)) not in ("0", "false", "False", "no")
     if config.get("ADMIN_PASSWORD") is not None:
         config["ADMIN_PASSWORD"] = str(config["ADMIN_PASSWORD"])
+    host = "127.0.0.1" if config["BIND"] in ("0.0.0.0", "::") else config["BIND"]
     if not config.get("PUBLIC_ORIGINS"):
-        host = "127.0.0.1" if config["BIND"] in ("0.0.0.0", "::") else config["BIND"]
         config["PUBLIC_ORIGINS"] = f"http://{host}:{config['PORT']} http://localhost:{config['PORT']}"
+    if not config.get("CONSOLE_PUBLIC_URL"):
+        config["CONSOLE_PUBLIC_URL"] = f"ws://{host}:{config['CONSOLE_PORT']}/"
 
 
 def engine_options(url: str) -> dict:

@@ -294,3 +294,13 @@ def resourcelimit(row) -> dict:
     acct, lim = row
     return {"account": acct.name, "accountid": acct.uuid, "domainid": DOMAIN_ID, "domain": DOMAIN_NAME,
             "resourcetype": str(lim.number), "resourcetypename": lim.resource, "max": lim.max}
+
+
+@serializer("consolesession")
+def consolesession(view) -> dict:
+    """A consoles.SessionView, in CloudStack 4.21's consolesession shape."""
+    s, u, vm = view.session, view.user, view.vm
+    return {"id": s.uuid, "created": s.created, "acquired": s.used, "removed": s.closed,
+            "clientaddress": s.client_address, "userid": u.uuid, "user": u.username,
+            "accountid": u.account.uuid, "account": u.account.name, "domainid": DOMAIN_ID, "domain": DOMAIN_NAME,
+            "virtualmachineid": vm.uuid, "virtualmachinename": vm.name}

@@ -11,7 +11,7 @@ from flask_login import current_user, login_required
 ADMIN_NAV: list[tuple[str, str]] = [("admin.dashboard", "Dashboard"), ("infra.zones", "Zones"),
                                      ("infra.hosts", "Hosts"), ("infra.primary_storage", "Storage"),
                                      ("hypervisors.index", "Hypervisors"), ("simulator.index", "Simulator"),
-                                     ("vms.index", "VMs")]
+                                     ("vms.index", "VMs"), ("console.sessions", "Consoles")]
 USER_NAV: list[tuple[str, str]] = [("portal.my_vms", "My VMs"), ("volumes.index", "Volumes"),
                                    ("portal.keypairs", "SSH keys"), ("images.index", "Templates"),
                                    ("events.index", "Events"), ("apidocs.index", "API")]
@@ -49,6 +49,8 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(zone_wizard.bp)
     app.register_blueprint(uploads.bp)
     app.register_blueprint(images.bp)
+    from app.web import console
+    app.register_blueprint(console.bp)
     app.register_blueprint(vms.bp)
 
     @app.after_request
