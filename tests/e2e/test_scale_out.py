@@ -43,7 +43,8 @@ def _wait_jobs(api, job_ids, timeout=300):
 @pytest.mark.parametrize("db", SERVER_URLS, ids=lambda u: u.split("+")[0].split(":")[0])
 def test_scale_out_scenario(stack, db, image_server):
     import redis
-    queue_url = REDIS.rsplit("/", 1)[0] + "/7"  # a database of its own, emptied first
+    # A Redis database of its own per variant (xdist may run them at once), emptied first.
+    queue_url = REDIS.rsplit("/", 1)[0] + ("/7" if db.startswith("postgresql") else "/8")
     redis.Redis.from_url(queue_url).flushdb()
     stack.env.update(NUBO_DATABASE_URL=fresh_server_database(db, "scale"), NUBO_JOBS_URL=queue_url,
                      NUBO_WEB_WORKERS="2", NUBO_WORKER_THREADS="4")
