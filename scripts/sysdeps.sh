@@ -13,7 +13,9 @@ if [ "$mode" = test ]; then
   pkgs+=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-driver-lxc libvirt-clients libxml2-utils
          qemu-system-x86 chromium chromium-driver
          # the test guest that honours ACPI power-off (tests/guests/acpi_guest.py)
-         linux-image-cloud-amd64 busybox-static cpio syslinux mtools dosfstools)
+         linux-image-cloud-amd64 busybox-static cpio syslinux mtools dosfstools
+         # a Linux bridge for the real guests' NICs (ip link)
+         iproute2)
 fi
 
 missing=()

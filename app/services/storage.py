@@ -41,6 +41,11 @@ def parse_url(url: str, field: str = "url") -> tuple[str, str | None, str]:
     return kind, parts.hostname, path
 
 
+def _credentials(details: dict) -> str | None:
+    """SMB user/password of a pool or store, encrypted at rest (None without them)."""
+    return crypto.encrypt_json({k: details[k] for k in ("user", "password") if details.get(k)})
+
+
 def check_pool_kind(type_name: str, kind: str) -> None:
     """The hypervisor type must be able to use this kind of shared storage."""
     kinds = hv.resolve(type_name).capabilities.storage_kinds
@@ -128,7 +133,7 @@ def create_storage_pool(caller, *, zone_uuid: str, name: str, url: str, scope: s
     pool = StoragePool(uuid=new_uuid(), name=name, zone_id=zone.id, pod_id=cluster.pod_id if cluster else None,
                        cluster_id=cluster.id if cluster else None, scope=scope, pool_type=kind, url=url,
                        server=server, path=path, hypervisor_type=type_name,
-                       credentials_enc=crypto.encrypt_json({k: details[k] for k in ("user", "password") if details.get(k)}))
+                       credentials_enc=_credentials(details))
     hosts = [h for h in _hosts_in_scope(pool) if h.hypervisor_type == type_name]
     # End the read transaction before talking to hosts: no database lock is held
     # while a driver works (the Simulator driver writes through its own connection).
@@ -221,7 +226,7 @@ def add_image_store(caller, *, provider: str, url: str, name: str | None = None,
     details = details or {}
     store = ImageStore(uuid=new_uuid(), name=zones._name(name or url), zone_id=zone.id if zone else None,
                        provider=provider, url=url, path=path, capacity_bytes=capacity, used_bytes=used,
-                       credentials_enc=crypto.encrypt_json({k: details[k] for k in ("user", "password") if details.get(k)}))
+                       credentials_enc=_credentials(details))
     db.session.add(store)
     events.record("IMAGE.STORE.ADD", f"Image store {store.name} ({provider}) added", user=caller,
                   resource_type="ImageStore", resource_id=store.uuid)
@@ -237,6 +242,8 @@ def delete_image_store(caller, uuid: str) -> None:
             TemplateStoreRef.image_store_id == store.id)):
         raise ResourceInUse(f"Image store {store.name} still holds templates")
     store.removed = utcnow()
+    events.record("IMAGE.STORE.DELETE", f"Image store {store.name} removed", user=caller,
+                  resource_type="ImageStore", resource_id=store.uuid)
     db.session.commit()
 
 

@@ -240,10 +240,8 @@ def _selects() -> list[FilterSelect]:
     states = [(s.value, s.value) for s in VMState]
     selects = [FilterSelect("zone", "Zone", zone_options()), FilterSelect("state", "State", states)]
     if current_user.is_admin:
-        hosts = hosts_service.list_hosts(sort="name", page=(1, 500))[0]
-        selects += [FilterSelect("host", "Host", [(h.uuid, h.name) for h in hosts]),
-                    FilterSelect("account", "Account",
-                                 [(a.name, a.name) for a in accounts.list_accounts(current_user)[0]])]
+        selects += [FilterSelect("host", "Host", hosts_service.host_choices()),
+                    FilterSelect("account", "Account", [(n, n) for n in accounts.account_names()])]
     return selects
 
 

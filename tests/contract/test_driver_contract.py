@@ -17,6 +17,7 @@ Optional hooks a driver module may put in ContractEnv.extras:
   "unreachable": () -> Driver  a driver for a host that does not answer
   "template_source": (tmp_path, checksum_ok) -> TemplateSource   an image the driver can import
                                (a right or a wrong checksum); absent: import is not testable here
+  "no_template_import": str    why not (the skip's reason)
 """
 from __future__ import annotations
 
@@ -156,7 +157,7 @@ def test_volumes_blank_and_from_base_leave_nothing_after_delete(env):
 def test_import_template_is_idempotent_clones_and_refuses_a_bad_checksum(env, tmp_path):
     make = env.extras.get("template_source")
     if make is None:
-        pytest.skip("this driver module has no importable template image")
+        pytest.skip(env.extras.get("no_template_import", "this driver module has no importable template image"))
     source = make(tmp_path, True)
     env.driver.prepare_storage_pool(env.pool)
     name, clone, bad = _name("tmpl"), _name("root"), _name("bad")

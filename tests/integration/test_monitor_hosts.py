@@ -21,6 +21,33 @@ def _cluster():
     return zones.add_cluster(None, pod_uuid=p.uuid, name="c", hypervisor="Simulator")
 
 
+def _vm_on_sim(host_url: str, instance: str, *, running_in_nubo: bool, cpus: int = 1, memory: int = 512):
+    """A Simulator host, a VM record of alice's for it (Running on the host, or Stopped with it as
+    its last host) and the domain really running on the Simulator. Returns (host, vm)."""
+    from app.hypervisors.base import DiskSpec, VMSpec
+    from app.models import ServiceOffering, VirtualMachine, new_uuid
+    from app.services import accounts
+    from app.services import hypervisors as hv
+    c = _cluster()
+    h = hosts.add_host(None, cluster_uuid=c.uuid, url=host_url, fields={})
+    alice = accounts.create_user("alice", "alicepass1")
+    so = ServiceOffering(uuid=new_uuid(), name="s", cpu_number=cpus, cpu_speed=1000, memory=memory)
+    db.session.add(so)
+    db.session.flush()
+    vm = VirtualMachine(uuid=new_uuid(), name="v", instance_name=instance,
+                        state="Running" if running_in_nubo else "Stopped", account_id=alice.account_id,
+                        user_id=alice.id, zone_id=h.zone_id, host_id=h.id if running_in_nubo else None,
+                        last_host_id=h.id, service_offering_id=so.id, hypervisor_type="Simulator", cpu_number=cpus,
+                        cpu_speed=1000, memory=memory, capacity_reserved=running_in_nubo)
+    db.session.add(vm)
+    db.session.commit()  # the Simulator writes through its own connection
+    driver = hv.driver_for("Simulator", hosts.connection_for(h))
+    driver.start_vm(VMSpec(name=instance, uuid=vm.uuid, cpus=cpus, cpu_mhz=1000, memory_mib=memory,
+                           disks=[DiskSpec(path="/x/root", format="RAW")]))
+    driver.close()
+    return h, vm
+
+
 def test_states_follow_the_answers(app):
     with app.app_context():
         c = _cluster()
@@ -69,28 +96,11 @@ def test_a_real_libvirt_host_answers(app):
 
 def test_vm_stats_are_sampled_as_rates(app, tmp_path):
     """Two sweeps over a running Simulator VM: CPU percent and memory from the hypervisor's counters."""
-    from app.hypervisors.base import DiskSpec, VMSpec
-    from app.models import ServiceOffering, VirtualMachine, new_uuid
+    from app.models import VirtualMachine
     from app.monitor.vms import reconcile_hosts
-    from app.services import accounts
     with app.app_context():
-        c = _cluster()
-        h = hosts.add_host(None, cluster_uuid=c.uuid, url="simulator://stat-1?cpus=4&memory=8192", fields={})
-        alice = accounts.create_user("alice", "alicepass1")
-        so = ServiceOffering(uuid=new_uuid(), name="s", cpu_number=2, cpu_speed=1000, memory=1024)
-        db.session.add(so)
-        db.session.flush()
-        vm = VirtualMachine(uuid=new_uuid(), name="v", instance_name="i-9-1-VM", state="Running",
-                            account_id=alice.account_id, user_id=alice.id, zone_id=h.zone_id, host_id=h.id,
-                            service_offering_id=so.id, hypervisor_type="Simulator", cpu_number=2, cpu_speed=1000,
-                            memory=1024, capacity_reserved=True)
-        db.session.add(vm)
-        db.session.commit()
-        from app.services import hypervisors as hv
-        driver = hv.driver_for("Simulator", hosts.connection_for(h))
-        driver.start_vm(VMSpec(name="i-9-1-VM", uuid=vm.uuid, cpus=2, cpu_mhz=1000, memory_mib=1024,
-                               disks=[DiskSpec(path="/x/root", format="RAW")]))
-        driver.close()
+        h, vm = _vm_on_sim("simulator://stat-1?cpus=4&memory=8192", "i-9-1-VM", running_in_nubo=True, cpus=2,
+                           memory=1024)
         import time
         reconcile_hosts([h])
         time.sleep(1.1)
@@ -119,28 +129,11 @@ def test_a_domain_nubo_does_not_know_is_reported_and_left_alone(app):
 
 def test_the_monitor_sweep_pings_and_reconciles_in_one_pass(app):
     """app.monitor.sweep(): what the monitor process runs every ping.interval."""
-    from app.hypervisors.base import DiskSpec, VMSpec
-    from app.models import ServiceOffering, VirtualMachine, new_uuid
+    from app.models import VirtualMachine
     from app.monitor import sweep
-    from app.services import accounts
-    from app.services import hypervisors as hv
     with app.app_context():
-        c = _cluster()
-        h = hosts.add_host(None, cluster_uuid=c.uuid, url="simulator://sweep-1?cpus=4&memory=8192", fields={})
-        alice = accounts.create_user("alice", "alicepass1")
-        so = ServiceOffering(uuid=new_uuid(), name="s", cpu_number=1, cpu_speed=1000, memory=512)
-        db.session.add(so)
-        db.session.flush()
-        vm = VirtualMachine(uuid=new_uuid(), name="v", instance_name="i-7-1-VM", state="Stopped",
-                            account_id=alice.account_id, user_id=alice.id, zone_id=h.zone_id, last_host_id=h.id,
-                            service_offering_id=so.id, hypervisor_type="Simulator", cpu_number=1, cpu_speed=1000,
-                            memory=512)
-        db.session.add(vm)
-        db.session.commit()
-        driver = hv.driver_for("Simulator", hosts.connection_for(h))
-        driver.start_vm(VMSpec(name="i-7-1-VM", uuid=vm.uuid, cpus=1, cpu_mhz=1000, memory_mib=512,
-                               disks=[DiskSpec(path="/x", format="RAW")]))  # started outside Nubo
-        driver.close()
+        # Stopped in Nubo's records, started outside Nubo:
+        h, vm = _vm_on_sim("simulator://sweep-1?cpus=4&memory=8192", "i-7-1-VM", running_in_nubo=False)
         result = sweep()
         assert result.hosts == 1 and result.up == 1
         vm = db.session.get(VirtualMachine, vm.id)
