@@ -40,6 +40,7 @@ from urllib.parse import parse_qsl, urlsplit
 import sqlalchemy as sa
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from app.config import engine_options
@@ -49,6 +50,7 @@ from app.hypervisors.base import (
     StoragePoolSpec, TemplateSource, VMInfo, VMNotFound, VMSpec, VMStats, VolumeInfo, VolumeSpec,
 )
 from app.models.simulator import SimFault, SimHost, SimPool, SimVM, SimVolume
+from app.services.dbutil import is_retryable
 
 VERSION = "1.0"
 MIB = 1 << 20
@@ -461,9 +463,20 @@ class SimulatorDriver(Driver):
     # --- VM lifecycle ----------------------------------------------------------
 
     def start_vm(self, spec: VMSpec) -> VMInfo:
-        host = self._enter("start_vm", spec.name)
+        self._enter("start_vm", spec.name)
         if spec.cpus < 1 or spec.memory_mib < 16:
             raise OperationFailed("A VM needs at least 1 vCPU and 16 MiB of memory")
+        # The fake hypervisor keeps its state in a database: InnoDB may abort one of two starts on
+        # one host with a deadlock (host row lock + insert); a real host would simply serialise them.
+        for attempt in range(5):
+            try:
+                return self._start_once(spec)
+            except DBAPIError as e:
+                if attempt == 4 or not is_retryable(e):
+                    raise OperationFailed(f"The Simulator could not record the start: {e.orig}") from None
+        raise AssertionError("unreachable")
+
+    def _start_once(self, spec: VMSpec) -> VMInfo:
         now = time.time()
         with self._session() as s, s.begin():
             host = self._host_row(s, lock=True)
