@@ -51,7 +51,10 @@ def test_add_pod_cluster_host_then_hosts_list(demo_stack, page):
     page.goto(stack.url + "/admin/hosts/add")
     page.select_option("#add-host select[name=zone]", label="Demo")
     page.wait_for_selector("#add-host select[name=pod] option:has-text('pod-2')", state="attached")
+    settled = "!document.querySelector('.htmx-request, .htmx-settling, .htmx-swapping')"
+    page.wait_for_function(settled)  # choose the pod on the re-rendered form, not on the old one
     page.select_option("#add-host select[name=pod]", label="pod-2")
+    page.wait_for_function(settled)
     page.wait_for_selector("#add-host input[name=url]")  # the only cluster is chosen; its fields appear
     page.fill("#add-host input[name=url]",
               "simulator://sim-2-host-1?cpus=8&cpuspeed=2000&memory=16384&localstorage=100")
