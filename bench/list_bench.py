@@ -138,6 +138,7 @@ def main() -> None:
     os.environ.setdefault("NUBO_INSTANCE_PATH", instance)
     from app import create_app
     from app.extensions import db
+    from app.runtime import tune_gc
     from app.services import bootstrap, settings
     app = create_app({"INSTANCE_PATH": instance, "DATABASE_URL": args.database_url, "TESTING": True,
                       "SEED_DEMO": False, "JOBS_IMMEDIATE": True, "WTF_CSRF_ENABLED": False})
@@ -151,6 +152,7 @@ def main() -> None:
         ids = generate(db, args.vms, args.hosts, args.zones)
         made = time.perf_counter() - t0
         counter = Counter(db.engine)
+    tune_gc()  # as wsgi.py does in the web processes
     client = app.test_client()
     user, password = ids["admin"]
     key = client.post("/client/api", data={"command": "login", "username": user, "password": password,

@@ -14,7 +14,9 @@ def get_app():
     global _app
     if _app is None:
         from app import create_app
+        from app.runtime import tune_gc
         _app = create_app()
+        tune_gc()
     return _app
 
 

@@ -80,22 +80,29 @@ def get_vm(caller, uuid: str, field: str = "id") -> VirtualMachine:
     return vm
 
 
-def list_vms(caller, *, id=None, name=None, keyword=None, state=None, zone_uuid=None, host_uuid=None,
-             account=None, page=None, details_min: bool = False):
-    """Newest first; relations loaded in a fixed number of queries whatever the page size."""
-    q = _visible(caller).order_by(VirtualMachine.id.desc())
-    if not details_min:
+def list_vms(caller, *, page=None, details_min: bool = False, **filters):
+    """Newest first; relations loaded in a fixed number of queries whatever the page size.
+    (The API's listVirtualMachines reads rows instead: app/services/vm_views.py.)"""
+    options = () if details_min else (
         # Many-to-one relations joined (measured faster than selectin here); NICs in one IN query.
-        q = q.options(joinedload(VirtualMachine.zone), joinedload(VirtualMachine.host),
-                      joinedload(VirtualMachine.template), joinedload(VirtualMachine.iso),
-                      joinedload(VirtualMachine.service_offering), joinedload(VirtualMachine.account),
-                      selectinload(VirtualMachine.nics).joinedload(Nic.network))
+        joinedload(VirtualMachine.zone), joinedload(VirtualMachine.host),
+        joinedload(VirtualMachine.template), joinedload(VirtualMachine.iso),
+        joinedload(VirtualMachine.service_offering), joinedload(VirtualMachine.account),
+        selectinload(VirtualMachine.nics).joinedload(Nic.network))
+    return page_of(vm_query(caller, **filters), page, options=options, scan_once=bool(filters.get("keyword")))
+
+
+def vm_query(caller, *, id=None, name=None, keyword=None, state=None, zone_uuid=None, host_uuid=None,
+             account=None):
+    """The VMs a caller may list, filtered, newest first (a select of VirtualMachine)."""
+    q = _visible(caller).order_by(VirtualMachine.id.desc())
     if id:
         q = q.where(VirtualMachine.uuid == id)
     if name:
         q = q.where(VirtualMachine.name == name)
     if keyword:
-        q = q.where(or_(VirtualMachine.name.contains(keyword, autoescape=True), VirtualMachine.display_name.contains(keyword, autoescape=True)))
+        q = q.where(or_(VirtualMachine.name.contains(keyword, autoescape=True),
+                        VirtualMachine.display_name.contains(keyword, autoescape=True)))
     if state:
         q = q.where(VirtualMachine.state == state)
     if zone_uuid:
@@ -105,7 +112,7 @@ def list_vms(caller, *, id=None, name=None, keyword=None, state=None, zone_uuid=
     if account and caller.is_admin:
         from app.models import Account
         q = q.where(VirtualMachine.account_id == select(Account.id).where(Account.name == account).scalar_subquery())
-    return page_of(q, page)
+    return q
 
 
 # --- The per-VM lock ----------------------------------------------------------------

@@ -89,6 +89,28 @@ def test_lifecycle_on_the_simulator(live, files, tmp_path):
     assert [v["name"] for v in api.listVirtualMachines(listall="true", details="min")["virtualmachine"]] == ["web2"]
 
 
+def test_the_list_shows_each_vm_as_its_jobs_answer_it(live, files, tmp_path):
+    """listVirtualMachines reads plain rows (services/vm_views.py), the jobs' answers
+    read the model: both go through one serializer and must agree, field for field."""
+    api, alice = live.client(), live.client("alice")
+    z, hs, t, so = simulator_zone(api, files, tmp_path)
+
+    def listed(client, vm, **kw):
+        row = client.listVirtualMachines(id=vm["id"], listall="true", **kw)["virtualmachine"][0]
+        return {k: v for k, v in row.items() if k != "cpuused"}  # the monitor may sample in between
+
+    vm = deploy(alice, z, t, so, name="same1")
+    vm.pop("cpuused", None)
+    assert listed(alice, vm) == vm and "hostid" not in vm
+    stopped = api.stopVirtualMachine(id=vm["id"], fetch_result=True)["virtualmachine"]
+    assert listed(api, vm) == stopped and "hostid" not in stopped
+    started = api.startVirtualMachine(id=vm["id"], fetch_result=True)["virtualmachine"]
+    started.pop("cpuused", None)
+    assert listed(api, vm) == started and started["hostid"] in {h["id"] for h in hs}
+    minimal = listed(api, vm, details="min")
+    assert minimal == {k: started[k] for k in minimal} and "nic" not in minimal and "zoneid" not in minimal
+
+
 def test_concurrent_deploys_never_overbook(live, files, tmp_path):
     api = live.client()
     z, hs, t, so = simulator_zone(api, files, tmp_path, hosts=2, memory=5120)  # 5 x 1 GiB per host = 10

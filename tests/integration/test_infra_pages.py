@@ -547,5 +547,6 @@ def test_hosts_list_queries_do_not_grow_with_the_hosts(app, client, auth, monkey
     build(app, 45, start=5)
     many = {url: queries(url) for url in few}
     assert count(app, Host) == 50
-    assert many == few, (few, many)
-    assert few["/admin/hosts"] <= 12
+    # A page that is not full tells its total; a full one (50 hosts, 25 a page) adds one COUNT.
+    assert all(few[url] <= many[url] <= few[url] + 1 for url in few), (few, many)
+    assert many["/admin/hosts"] <= 12

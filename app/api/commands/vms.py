@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from app.api.registry import ADMIN, Param, command
 from app.api.serializers import vm_dict
-from app.services import events, networks, offerings, vms
+from app.services import events, networks, offerings, vm_views, vms
 
 
 @command("deployVirtualMachine", "Creates a VM from a template or a bootable ISO and starts it", is_async=True,
@@ -105,7 +105,7 @@ def detach_iso(ctx, p):
                             Param("details", "list", "min or all")])
 def list_vms(ctx, p):
     minimal = "min" in [d.lower() for d in p.get("details", [])]
-    rows, total = vms.list_vms(ctx.user, id=p.get("id"), name=p.get("name"), keyword=p.get("keyword"),
+    rows, total = vm_views.list_vms(ctx.user, id=p.get("id"), name=p.get("name"), keyword=p.get("keyword"),
                                state=p.get("state"), zone_uuid=p.get("zoneid"), host_uuid=p.get("hostid"),
                                account=p.get("account"), page=ctx.page, details_min=minimal)
     return ([vm_dict(vm, minimal, admin=ctx.user.is_admin) for vm in rows], total)
