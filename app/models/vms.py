@@ -35,9 +35,11 @@ class VirtualMachine(PublicIdMixin, RemovableMixin, db.Model):
         # A keyword search (LIKE '%…%', which no index can seek) scans this instead of
         # the table's wide rows: 27 → 17 ms at 100,000 VMs on SQLite.
         Index("ix_vm_removed_names", "removed", "name", "display_name", "id"),
-        Index("ix_vm_zone_id", "zone_id", "id"),
-        Index("ix_vm_host_id", "host_id", "id"),
-        Index("ix_vm_account_id", "account_id", "id"),
+        # (removed between: the count of a zone's live VMs is an index-only scan too)
+        Index("ix_vm_zone_removed_id", "zone_id", "removed", "id"),
+        Index("ix_vm_host_removed_id", "host_id", "removed", "id"),
+        Index("ix_vm_account_removed_id", "account_id", "removed", "id"),
+        # On PostgreSQL also a trigram index for keywords: see create_trigram_index below.
     )
 
     name: Mapped[str] = mapped_column(String(255), index=True)
@@ -88,6 +90,35 @@ class VirtualMachine(PublicIdMixin, RemovableMixin, db.Model):
     service_offering = relationship("ServiceOffering")
     nics: Mapped[list[Nic]] = relationship(back_populates="vm", order_by="Nic.device_id")
     volumes: Mapped[list[Volume]] = relationship(back_populates="vm", order_by="Volume.device_id")
+
+
+# Indexes kept out of the models because only some databases can have them; the
+# migrations make them and the schema comparison (migrations/env.py) skips them.
+DATABASE_ONLY_INDEXES = {"ix_vm_names_trgm"}
+
+
+def in_schema_comparison(obj, name, type_, reflected, compare_to) -> bool:
+    """Alembic's include_object: everything but DATABASE_ONLY_INDEXES."""
+    return not (type_ == "index" and name in DATABASE_ONLY_INDEXES)
+
+
+def create_trigram_index(connection) -> bool:
+    """On PostgreSQL with pg_trgm: a GIN trigram index on the VM names, so a keyword
+    search (LIKE '%…%' of 3 characters or more) is an index scan instead of reading
+    every row (26 → 2.4 ms at 100,000 VMs). Where the extension cannot be created
+    (no rights on a managed server) nothing changes but the speed; returns whether
+    the index exists."""
+    from sqlalchemy import text
+    if connection.dialect.name != "postgresql":
+        return False
+    try:
+        with connection.begin_nested():
+            connection.execute(text("CREATE EXTENSION IF NOT EXISTS pg_trgm"))
+    except Exception:  # noqa: BLE001 - any refusal means: no trigram index
+        return False
+    connection.execute(text("CREATE INDEX IF NOT EXISTS ix_vm_names_trgm ON vm_instances "
+                            "USING gin (name gin_trgm_ops, display_name gin_trgm_ops)"))
+    return True
 
 
 class VolumeType(StrEnum):

@@ -2,22 +2,51 @@
 whitelisted ORDER BY the admin lists sort by."""
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 
 from sqlalchemy import ColumnElement, Select, func, literal_column, select
 from sqlalchemy.orm.interfaces import ORMOption
 
 from app.extensions import db
+from app.services import settings
 
 
 def count_of(query: Select) -> int:
     """COUNT(*) of a list query, selecting no columns in the inner query (so a covering
-    index answers it: 100,000 VMs in ~5 ms instead of a table scan)."""
+    index can answer it). A total above LARGE_COUNT rows is reused for
+    `list.count.cache.seconds` (same statement, same parameters, this process): counting
+    100,000 VMs takes ~23 ms on PostgreSQL, a third of the page, and a client walking
+    200 pages would count 200 times. Smaller totals are always exact."""
     if query._distinct or query._group_by_clauses:  # the rows themselves define the count
         inner = query.order_by(None).subquery()
     else:
         inner = query.order_by(None).with_only_columns(literal_column("1"), maintain_column_froms=True).subquery()
-    return db.session.scalar(select(func.count()).select_from(inner)) or 0
+    stmt = select(func.count()).select_from(inner)
+    ttl = settings.get("list.count.cache.seconds")
+    if ttl <= 0:
+        return db.session.scalar(stmt) or 0
+    compiled = stmt.compile(dialect=db.session.get_bind().dialect)
+    key = compiled.string + repr(compiled.params)
+    now = time.monotonic()
+    hit = _counts.get(key)
+    if hit and now - hit[0] < ttl:
+        return hit[1]
+    total = db.session.scalar(stmt) or 0
+    if total > LARGE_COUNT:
+        if len(_counts) >= 1000:  # bounded: old keys go all at once
+            _counts.clear()
+        _counts[key] = (now, total)
+    return total
+
+
+LARGE_COUNT = 10_000
+_counts: dict[str, tuple[float, int]] = {}
+
+settings.define(settings.Definition(
+    "list.count.cache.seconds", "5", "How long the total of a list of more than 10,000 rows may be reused "
+    "before it is counted again (0: count every time). Smaller lists, and pages that are not full, are always "
+    "counted exactly.", category="Advanced", type="float", min=0, max=300))
 
 
 def page_of(query: Select, page: tuple[int, int] | None, *, scalars: bool = True,
@@ -66,7 +95,8 @@ def page_ids(query: Select, page: tuple[int, int] | None, *, scan_once: bool = F
         return ids, rows[0][1]
     if size is None or (len(ids) < size and (ids or offset == 0)):
         return ids, offset + len(ids)
-    return ids, count_of(query)
+    total = count_of(query)
+    return ids, max(total, offset + len(ids)) if ids else total  # a reused total never hides these rows
 
 
 def _single_entity(query: Select):
