@@ -50,7 +50,55 @@ def build_zone(api, image_url: str, instance: Path, hosts: int) -> dict:
     return {"zone": z["id"], "template": t["id"], "offering": so["id"]}
 
 
-def deploy(api, ids: dict, n: int) -> None:
+def cpu_seconds(root: int) -> dict[str, float]:
+    """CPU seconds so far (from /proc) of the stack's processes by role (descendants of
+    honcho, `root`), the database and Redis servers, and this process (the clients):
+    where a benchmark's time goes."""
+    import os
+    import resource
+    tick = os.sysconf("SC_CLK_TCK")
+    procs = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{entry}/stat").read()
+            args = open(f"/proc/{entry}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        procs[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick, args)
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in procs.items():
+        children.setdefault(ppid, []).append(pid)
+    stack, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        stack.add(pid)
+        todo += children.get(pid, [])
+    roles = {"gunicorn": "web (gunicorn)", "huey_consumer": "workers (huey)", " monitor": "monitor",
+             "app.console": "console", "postgres": "PostgreSQL", "mariadbd": "MariaDB", "redis-server": "Redis"}
+    totals: dict[str, float] = {}
+    for pid, (_, cpu, args) in procs.items():
+        for key, role in roles.items():
+            server = role in ("PostgreSQL", "MariaDB", "Redis")
+            if key in args and (server or pid in stack):
+                totals[role] = totals.get(role, 0.0) + cpu
+                break
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    totals["bench clients (cs)"] = me.ru_utime + me.ru_stime
+    return totals
+
+
+def cpu_report(before: dict[str, float], after: dict[str, float], wall: float) -> None:
+    used = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    total = sum(used.values())
+    print(f"CPU over {wall:.1f} s on {__import__('os').cpu_count()} cores: {total:.1f} s "
+          + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(used.items(), key=lambda kv: -kv[1]) if v >= 0.05))
+
+
+def deploy(api, ids: dict, n: int, session: int | None = None) -> None:
+    before = cpu_seconds(session) if session else {}
     t0 = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
         jobs = list(pool.map(lambda i: api.deployVirtualMachine(
@@ -83,9 +131,12 @@ def deploy(api, ids: dict, n: int) -> None:
         page += 1
     print(f"| {n} deploys | submitted in {submitted:.1f} s | all finished in {elapsed:.1f} s | "
           f"{n / elapsed:.1f} VMs/s | Running: {running} | failed: {failed} |")
+    if session:
+        cpu_report(before, cpu_seconds(session), elapsed)
 
 
-def load(api_factory, clients: int, seconds: float, ids: dict) -> None:
+def load(api_factory, clients: int, seconds: float, ids: dict, session: int | None = None) -> None:
+    before = cpu_seconds(session) if session else {}
     calls = [("listVirtualMachines", {"listall": "true", "pagesize": 50, "page": 1}),
              ("listVirtualMachines", {"listall": "true", "details": "min", "state": "Running", "pagesize": 200}),
              ("listHosts", {"pagesize": 50}), ("listTemplates", {"templatefilter": "executable"}),
@@ -126,6 +177,8 @@ def load(api_factory, clients: int, seconds: float, ids: dict) -> None:
           f"p50 {q[49]:.0f} ms | p95 {q[94]:.0f} ms | p99 {q[98]:.0f} ms | errors: {len(errors)} |")
     if errors:
         print("first errors:", errors[:3])
+    if session:
+        cpu_report(before, cpu_seconds(session), seconds)
 
 
 def main() -> None:
@@ -138,6 +191,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--web-workers", default="2")
+    ap.add_argument("--worker-threads", default="8", help="threads per huey consumer process (two processes)")
     ap.add_argument("--preload", type=int, default=200, help="VMs deployed before the load test")
     args = ap.parse_args()
     import redis
@@ -145,7 +199,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="nubo-stackbench-"))
     stack = Stack(tmp / "instance", {"NUBO_DATABASE_URL": fresh_server_database(args.database_url, "stackbench"),
                                      "NUBO_JOBS_URL": args.jobs_url, "NUBO_WEB_WORKERS": args.web_workers,
-                                     "NUBO_WORKER_THREADS": "8"})
+                                     "NUBO_WORKER_THREADS": args.worker_threads})
     (tmp / "www").mkdir()
     raw_image(tmp / "www" / "tiny.raw", "8M")
     with serve(tmp / "www") as base:
@@ -158,13 +212,14 @@ def run(args, stack: Stack, tmp: Path, image: str) -> None:
         api = stack.api()
         api.updateConfiguration(name="api.throttling.enabled", value="false")
         ids = build_zone(api, image, tmp / "instance", args.hosts)
+        session = stack.proc.pid  # honcho: the stack's processes are its descendants
         if args.mode == "deploy":
-            deploy(api, ids, args.n)
+            deploy(api, ids, args.n, session)
         else:
             deploy(api, ids, args.preload)
             from cs import CloudStack
             load(lambda: CloudStack(endpoint=api.endpoint, key=api.key, secret=api.secret), args.clients,
-                 args.seconds, ids)
+                 args.seconds, ids, session)
     finally:
         stack.stop()
 
