@@ -402,6 +402,10 @@ class HypervisorType:
     # Default host-side bridge or switch name offered by the zone wizard.
     default_traffic_label: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    # How many of this type's hosts the monitor may ask at once (None: monitor.threads).
+    # Drivers that wait on the network gain from many; one that computes in Nubo's own
+    # process (the Simulator) only adds contention for the interpreter lock.
+    max_parallel_calls: ClassVar[int | None] = None
 
     def connection(self, url: str, fields: dict[str, str]) -> HostConnection:
         """Turn what the admin typed into a HostConnection (validated by the caller

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from flask import current_app
 from sqlalchemy import select, update
@@ -23,6 +26,7 @@ from app.hypervisors.base import DriverError
 from app.models import Host, HostState, ResourceState, utcnow
 from app.services import events, settings
 from app.services import hypervisors as hv
+from app.services.errors import InvalidParameter
 from app.services.settings import Definition, define
 
 log = logging.getLogger("nubo.monitor")
@@ -67,6 +71,33 @@ def _ping(app, host_id: int, type_name: str, conn, with_vms: bool):
             driver.close()
 
 
+def ask_hosts(work: list[tuple], call: Callable[..., Any]) -> list:
+    """call(*w) for every w = (host id, type name, ...), in parallel; the answers in the
+    order of `work`. Each type's hosts get a pool of their own: monitor.threads wide, or
+    narrower where the type says so (HypervisorType.max_parallel_calls)."""
+    threads = settings.get("monitor.threads")
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, w in enumerate(work):
+        groups[w[1]].append(i)
+    answers: list = [None] * len(work)
+    pools, futures = [], []
+    try:
+        for type_name, indexes in groups.items():
+            try:
+                cap = hv.resolve(type_name).max_parallel_calls or threads
+            except InvalidParameter:  # a type whose plugin is gone: its calls fail on their own
+                cap = threads
+            pool = ThreadPoolExecutor(max_workers=max(1, min(threads, cap)))
+            pools.append(pool)
+            futures += [(i, pool.submit(call, *work[i])) for i in indexes]
+        for i, future in futures:
+            answers[i] = future.result()
+    finally:
+        for pool in pools:
+            pool.shutdown()
+    return answers
+
+
 def ping_hosts(now=None, with_vms: bool = False) -> SweepResult:
     """Ping every host (not in maintenance) in parallel and set its state from the answer.
     with_vms: also list each answering host's VMs in the same session (result.vm_answers)."""
@@ -79,9 +110,8 @@ def ping_hosts(now=None, with_vms: bool = False) -> SweepResult:
     work = [(h.id, h.hypervisor_type, connection_for(h)) for h in rows]
     db.session.commit()  # no transaction held while hosts answer
     app = current_app._get_current_object()
-    with ThreadPoolExecutor(max_workers=settings.get("monitor.threads")) as pool:
-        seen_at = utcnow()
-        answers = list(pool.map(lambda w: _ping(app, *w, with_vms), work))
+    seen_at = utcnow()
+    answers = ask_hosts(work, lambda *w: _ping(app, *w, with_vms))
     down_after = timedelta(seconds=settings.get("ping.interval") * settings.get("ping.timeout"))
     result = SweepResult(hosts=len(rows))
     hosts = {h.id: h for h in db.session.scalars(select(Host).where(Host.id.in_([a[0] for a in answers])))}

@@ -14,15 +14,14 @@ import logging
 import queue
 import threading
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from app.extensions import db
 from app.hypervisors.base import DriverError, PowerState, VMNotFound, VMStats
 from app.models import Host, HostState, VirtualMachine, VMState, utcnow
-from app.services import events, planner, settings
+from app.services import events, planner
 from app.services import hypervisors as hv
 
 log = logging.getLogger("nubo.monitor")
@@ -134,8 +133,8 @@ def reconcile_hosts(hosts: list[Host]) -> int:
     db.session.commit()
     app = current_app._get_current_object()
     seen_at = utcnow()  # the hosts' answers are at least this old when they are applied
-    with ThreadPoolExecutor(max_workers=settings.get("monitor.threads")) as pool:
-        answers = [a for a in pool.map(lambda w: _list(app, *w), work) if a[1] is not None]
+    from app.monitor.hosts import ask_hosts
+    answers = [a for a in ask_hosts(work, lambda *w: _list(app, *w)) if a[1] is not None]
     return apply_answers(answers, seen_at)
 
 
@@ -170,11 +169,22 @@ def apply_answers(answers: list, seen_at) -> int:
                     row = _sample(vm, stats[name])
                     if row:
                         samples.append(row)
+    _write_samples(samples)
     db.session.commit()
-    if samples:  # stats of every running VM: one executemany, not one UPDATE per object
-        db.session.execute(update(VirtualMachine), samples)
-        db.session.commit()
     return changed
+
+
+def _write_samples(rows: list[dict]) -> None:
+    """Stats of every running VM: one Core executemany per shape of row (a first sample
+    has only the memory), in the sweep's transaction. (The ORM's bulk UPDATE by primary
+    key also matched every row against the session: 0.5 of the 1.3 s of applying 500 hosts.)"""
+    t = VirtualMachine.__table__
+    shapes: dict[tuple[str, ...], list[dict]] = defaultdict(list)
+    for row in rows:
+        shapes[tuple(sorted(k for k in row if k != "id"))].append({f"new_{k}": v for k, v in row.items()})
+    for columns, batch in shapes.items():
+        stmt = update(t).where(t.c.id == bindparam("new_id")).values({c: bindparam(f"new_{c}") for c in columns})
+        db.session.execute(stmt, batch, execution_options={"synchronize_session": False})
 
 
 def _report_unknown(host: Host, name: str, state: PowerState) -> None:

@@ -26,8 +26,9 @@ def count_of(query: Select) -> int:
     ttl = settings.get("list.count.cache.seconds")
     if ttl <= 0:
         return db.session.scalar(stmt) or 0
-    compiled = stmt.compile(dialect=db.session.get_bind().dialect)
-    key = compiled.string + repr(compiled.params)
+    # SQLAlchemy's own cache key (the statement's shape) and the bound values: no compiling.
+    cache_key = stmt._generate_cache_key()
+    key = (cache_key.key, repr([b.effective_value for b in cache_key.bindparams]))
     now = time.monotonic()
     hit = _counts.get(key)
     if hit and now - hit[0] < ttl:
@@ -41,7 +42,7 @@ def count_of(query: Select) -> int:
 
 
 LARGE_COUNT = 10_000
-_counts: dict[str, tuple[float, int]] = {}
+_counts: dict[tuple, tuple[float, int]] = {}
 
 settings.define(settings.Definition(
     "list.count.cache.seconds", "5", "How long the total of a list of more than 10,000 rows may be reused "

@@ -139,3 +139,29 @@ def test_the_monitor_sweep_pings_and_reconciles_in_one_pass(app):
         vm = db.session.get(VirtualMachine, vm.id)
         assert vm.state == "Running" and vm.host_id == h.id
         assert hosts.get_host(h.uuid).memory_allocated == 512 << 20  # its capacity is counted
+
+
+def test_hosts_are_asked_in_parallel_within_each_types_limit(app):
+    """ask_hosts: answers in the order asked; a type that computes in Nubo's process
+    (the Simulator, max_parallel_calls=2) is never asked more than twice at once, while
+    hosts over the network (KVM) get monitor.threads."""
+    import threading
+    import time
+    from collections import defaultdict
+
+    from app.monitor.hosts import ask_hosts
+    active, peak, lock = defaultdict(int), defaultdict(int), threading.Lock()
+
+    def call(host_id, type_name):
+        with lock:
+            active[type_name] += 1
+            peak[type_name] = max(peak[type_name], active[type_name])
+        time.sleep(0.02)
+        with lock:
+            active[type_name] -= 1
+        return host_id
+
+    with app.app_context():
+        work = [(i, "Simulator" if i % 2 else "KVM") for i in range(40)]
+        assert ask_hosts(work, call) == list(range(40))
+    assert peak["Simulator"] == 2 and peak["KVM"] > 2
