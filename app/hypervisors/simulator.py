@@ -225,7 +225,9 @@ class SimulatorDriver(Driver):
         q = select(SimHost).where(SimHost.name == (name or self.host_name))
         if lock:
             q = q.with_for_update()
-        host = s.scalar(q)
+        return self._usable(s.scalar(q), name)
+
+    def _usable(self, host: SimHost | None, name: str | None = None) -> SimHost:
         if host is None:
             raise HostUnreachable(f"Simulator host {name or self.host_name} does not exist "
                                   "(add it first: check_host creates it)")
@@ -233,17 +235,23 @@ class SimulatorDriver(Driver):
             raise HostUnreachable(f"Simulator host {host.name} is down")
         return host
 
+    @staticmethod
+    def _faults_for(host_id, vm_name: str | None):
+        return (SimFault.remaining > 0,
+                sa.or_(sa.and_(SimFault.host_id == host_id, SimFault.vm_name.is_(None)),
+                       SimFault.vm_name == vm_name if vm_name else sa.false()))
+
     def _enter(self, op: str, vm_name: str | None = None, *, sleep: bool = True) -> SimHost:
         """Every call starts here: the host must exist and be up; its delay is
-        slept; an armed fault for this host/VM and operation is consumed and raised."""
+        slept; an armed fault for this host/VM and operation is consumed and raised.
+        (One query when no fault is armed, as in every sweep of the monitor.)"""
         with self._session() as s:
-            host = self._host_row(s)
+            armed = select(SimFault.id).where(*self._faults_for(SimHost.id, vm_name)).exists()
+            row = s.execute(select(SimHost, armed).where(SimHost.name == self.host_name)).first()
+            host = self._usable(row[0] if row else None)
             faults = s.execute(
                 select(SimFault.id, SimFault.operations, SimFault.message)
-                .where(SimFault.remaining > 0,
-                       sa.or_(sa.and_(SimFault.host_id == host.id, SimFault.vm_name.is_(None)),
-                              SimFault.vm_name == vm_name if vm_name else sa.false()))
-                .order_by(SimFault.id)).all()
+                .where(*self._faults_for(host.id, vm_name)).order_by(SimFault.id)).all() if row[1] else []
         if sleep and host.delay_seconds > 0:
             time.sleep(host.delay_seconds)
         for fault_id, operations, message in faults:
