@@ -4,9 +4,7 @@ and jobs: deploy from RAW templates, graceful stop of a guest that honours ACPI
 destroy/recover/expunge leaving no domain, volume or IP lease; libvirt events
 and the reconcile keep the records true when the domain is changed behind Nubo's back.
 
-The host is added with acceleration=emulated: on these (nested) machines KVM
-starts an empty disk but cannot run a real kernel, so real guests use QEMU's
-software emulation — the same libvirt API and driver code."""
+The host is added with acceleration=emulated (tests/helpers/kvm_zone.py says why)."""
 from __future__ import annotations
 
 import subprocess
@@ -19,14 +17,14 @@ import pytest
 from sqlalchemy import func, select
 
 from app.extensions import db
-from app.models import IpAddress, ServiceOffering, VirtualMachine, Volume, new_uuid
-from app.services import accounts, hosts, networks, settings, storage, templates, vms, zones
+from app.models import IpAddress, VirtualMachine, Volume, new_uuid
+from app.services import accounts, hosts, settings, templates, vms
+from tests.helpers import kvm_zone
 from tests.helpers.www import raw_image, serve
 from tests.guests import acpi_guest
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.xdist_group("libvirt-guests")]
-BRIDGE = "nubotest0"
-URI = "qemu:///system"
+BRIDGE, URI = kvm_zone.BRIDGE, kvm_zone.URI
 SUFFIX = "T" + uuid.uuid4().hex[:8]
 
 
@@ -50,58 +48,17 @@ def www(tmp_path, guest_image):
 
 @pytest.fixture(scope="module", autouse=True)
 def bridge():
-    """A Linux bridge for the guests' NICs (no uplink: nothing leaves this machine)."""
-    if subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True).returncode != 0:
-        subprocess.run(["ip", "link", "add", "name", BRIDGE, "type", "bridge"], check=True)
-    subprocess.run(["ip", "link", "set", BRIDGE, "up"], check=True)
+    kvm_zone.ensure_bridge()
 
 
 @pytest.fixture
 def kvm(app, tmp_path, www):
-    """A Basic zone (no VLAN: VLAN tags need Open vSwitch) with the local libvirtd as its host."""
-    conn = libvirt.open(URI)
+    """A Basic zone with the local libvirtd as its host (tests/helpers/kvm_zone.py)."""
     made = {}
     with app.app_context():
-        admin = accounts.create_user("root", "rootpass1", role="admin", account="admin")
-        alice = accounts.create_user("alice", "alicepass1")
-        z = zones.create_zone(admin, name="kvm", network_type="Basic", dns1="8.8.8.8", internal_dns1="10.0.0.2",
-                              guest_cidr="10.77.0.0/24")
-        zones.create_physical_network(admin, z, vlan_range=None, traffic_labels={"KVM": BRIDGE})
-        networks.ensure_default_network(admin, z)
-        p = zones.create_pod(admin, zone_uuid=z.uuid, name="p", gateway="10.0.0.1", netmask="255.255.255.0",
-                             start_ip="10.0.0.10")
-        c = zones.add_cluster(admin, pod_uuid=p.uuid, name="c", hypervisor="KVM")
-        h = hosts.add_host(admin, cluster_uuid=c.uuid, url=URI, fields={"acceleration": "emulated"})
-        pool = storage.create_storage_pool(admin, zone_uuid=z.uuid, cluster_uuid=c.uuid, name="primary",
-                                           url=f"file://{tmp_path}/primary")
-        storage.add_image_store(admin, provider="Local", url=f"file://{tmp_path}/secondary", zone_uuid=z.uuid)
-        acpi = templates.register(admin, url=f"{www}/acpi.raw", name="acpi", hypervisor="KVM", format="RAW",
-                                  zone_uuid=z.uuid, is_public=True)
-        empty = templates.register(admin, url=f"{www}/empty.raw", name="empty", hypervisor="KVM", format="RAW",
-                                   zone_uuid=z.uuid, is_public=True)
-        so = ServiceOffering(uuid=new_uuid(), name="tiny", cpu_number=1, cpu_speed=500, memory=128)
-        db.session.add(so)
-        db.session.commit()
-        settings.update("vm.stop.timeout", "20")
-        settings.update("instance.name", SUFFIX)  # our domains' names, unique to this run
-        made = dict(zone=z.uuid, acpi=acpi.uuid, empty=empty.uuid, so=so.uuid, host=h.uuid, pool=pool.uuid,
-                    alice=alice.uuid)
+        made = kvm_zone.make_zone(tmp_path, www, {"acpi": "acpi.raw", "empty": "empty.raw"}, SUFFIX)
     yield made
-    # Nothing of ours may stay on the real libvirtd.
-    for dom in conn.listAllDomains(0):
-        if dom.name().endswith("-" + SUFFIX):
-            if dom.isActive():
-                dom.destroy()
-            dom.undefine()
-    try:
-        p = conn.storagePoolLookupByName(made["pool"])
-        for name in sorted(p.listVolumes(), key=lambda n: n.startswith("template-")):
-            p.storageVolLookupByName(name).delete(0)
-        p.destroy()
-        p.undefine()
-    except libvirt.libvirtError:
-        pass
-    conn.close()
+    kvm_zone.clean_up(made, SUFFIX)
 
 
 def _deploy(alice, kvm, template, name):
