@@ -34,16 +34,30 @@ def _need(vm: VirtualMachine) -> planner.Need:
     return planner.Need.of(vm.cpu_number, vm.cpu_speed, vm.memory)
 
 
+def _running(state: PowerState | None) -> bool:
+    return state in (PowerState.RUNNING, PowerState.PAUSED, PowerState.STARTING, PowerState.STOPPING)
+
+
+def may_change(vm, host_id: int, state: PowerState | None, seen_at=None) -> bool:
+    """Whether `host_id`'s answer (`state`; None: it does not have the VM) changes the
+    record: apply()'s whole decision, on the columns of _COMPARED (a VM object or row)."""
+    if vm.active_job_id is not None or vm.state not in WATCHED:
+        return False
+    if seen_at is not None and vm.state_updated is not None and vm.state_updated > seen_at:
+        return False  # the record changed after the host answered: it is newer
+    if _running(state):
+        return vm.state != VMState.RUNNING or vm.host_id != host_id
+    return vm.state in (VMState.RUNNING, VMState.UNKNOWN, VMState.STARTING, VMState.STOPPING) \
+        and vm.host_id == host_id
+
+
 def apply(vm: VirtualMachine, host: Host, state: PowerState | None, seen_at=None) -> bool:
     """Set the record from what `host` said of the VM at `seen_at` (None: the host does not
     have it). A record changed since then (an action finished meanwhile) is newer than the
     answer and is left alone. Returns True when the record changed. Commits nothing itself."""
-    if vm.active_job_id is not None or vm.state not in WATCHED:
+    if not may_change(vm, host.id, state, seen_at):
         return False
-    if seen_at is not None and vm.state_updated is not None and vm.state_updated > seen_at:
-        return False
-    running = state in (PowerState.RUNNING, PowerState.PAUSED, PowerState.STARTING, PowerState.STOPPING)
-    if running and (vm.state != VMState.RUNNING or vm.host_id != host.id):
+    if _running(state):
         if vm.capacity_reserved and vm.host_id and vm.host_id != host.id:
             planner.release(vm.host_id, _need(vm))
             vm.capacity_reserved = False
@@ -60,18 +74,16 @@ def apply(vm: VirtualMachine, host: Host, state: PowerState | None, seen_at=None
         events.record("VM.STATE", f"VM {vm.name} is Running on {host.name} (was {before}, changed outside Nubo)",
                       level="WARN", resource_type="VirtualMachine", resource_id=vm.uuid, account_id=vm.account_id)
         return True
-    if not running and vm.state in (VMState.RUNNING, VMState.UNKNOWN, VMState.STARTING, VMState.STOPPING) \
-            and vm.host_id == host.id:
-        if vm.capacity_reserved:
-            planner.release(host.id, _need(vm))
-        before = vm.state
-        vm.capacity_reserved, vm.last_host_id, vm.host_id = False, host.id, None
-        vm.state, vm.state_updated, vm.console_port = VMState.STOPPED, utcnow(), None
-        events.record("VM.STATE", f"VM {vm.name} is Stopped (was {before}; {host.name} "
-                      f"{'does not have it' if state is None else 'reports it ' + state.value})",
-                      level="WARN", resource_type="VirtualMachine", resource_id=vm.uuid, account_id=vm.account_id)
-        return True
-    return False
+    # Not running there, while the record says it runs on this host.
+    if vm.capacity_reserved:
+        planner.release(host.id, _need(vm))
+    before = vm.state
+    vm.capacity_reserved, vm.last_host_id, vm.host_id = False, host.id, None
+    vm.state, vm.state_updated, vm.console_port = VMState.STOPPED, utcnow(), None
+    events.record("VM.STATE", f"VM {vm.name} is Stopped (was {before}; {host.name} "
+                  f"{'does not have it' if state is None else 'reports it ' + state.value})",
+                  level="WARN", resource_type="VirtualMachine", resource_id=vm.uuid, account_id=vm.account_id)
+    return True
 
 
 def _driver(host: Host):
@@ -138,33 +150,62 @@ def reconcile_hosts(hosts: list[Host]) -> int:
     return apply_answers(answers, seen_at)
 
 
+# What the sweep compares (may_change) and samples (_sample): read as plain rows for every
+# VM of every answering host; only the VMs that may change are loaded as objects.
+_COMPARED = (VirtualMachine.id, VirtualMachine.instance_name, VirtualMachine.state, VirtualMachine.host_id,
+             VirtualMachine.active_job_id, VirtualMachine.state_updated, VirtualMachine.cpu_number,
+             VirtualMachine.memory_used_kib)
+
+
 def apply_answers(answers: list, seen_at) -> int:
-    """Correct the records from the hosts' answers (probe_vms's tuples), in one transaction."""
+    """Correct the records from the hosts' answers (probe_vms's tuples), in one transaction.
+
+    The 50,000 VMs of a large sweep are compared as rows; a VM becomes an object (and
+    goes through apply) only when some answer may change it — apply can then change it
+    in the order the answers come, as it always did."""
     if not answers:
         return 0
     ids = [a[0] for a in answers]
     host_rows = {h.id: h for h in db.session.scalars(select(Host).where(Host.id.in_(ids)))}
-    vms = list(db.session.scalars(select(VirtualMachine).where(
+    rows = db.session.execute(select(*_COMPARED).where(
         VirtualMachine.removed.is_(None),
         (VirtualMachine.host_id.in_(ids)) | (VirtualMachine.last_host_id.in_(ids)
-                                             & (VirtualMachine.state == VMState.STOPPED)))))
-    by_name = {vm.instance_name: vm for vm in vms}
-    by_host: dict[int, list[VirtualMachine]] = defaultdict(list)
-    for vm in vms:
+                                             & (VirtualMachine.state == VMState.STOPPED)))).all()
+    by_name = {r.instance_name: r for r in rows}
+    on_host: dict[int, list] = defaultdict(list)
+    for r in rows:
+        if r.host_id is not None:
+            on_host[r.host_id].append(r)
+    suspects = set()
+    for host_id, seen, _, _ in answers:  # any answer that may change a VM, in any order
+        suspects.update(r.id for r in on_host.get(host_id, ())
+                        if r.instance_name not in seen and may_change(r, host_id, None, seen_at))
+        suspects.update(by_name[n].id for n, state in seen.items()
+                        if n in by_name and may_change(by_name[n], host_id, state, seen_at))
+    if suspects:
+        for vm in db.session.scalars(select(VirtualMachine).where(VirtualMachine.id.in_(suspects))):
+            by_name[vm.instance_name] = vm
+    by_host: dict[int, list] = defaultdict(list)
+    for vm in by_name.values():
         if vm.host_id is not None:
             by_host[vm.host_id].append(vm)
     changed, samples = 0, []
+    touched: set[int] = set()  # changed by this sweep: newer than seen_at, yet by the same answers
     for host_id, seen, _, stats in answers:
         host = host_rows[host_id]
         for vm in by_host.get(host_id, ()):
-            if vm.instance_name not in seen:
-                changed += apply(vm, host, None, seen_at)
+            if vm.instance_name not in seen and vm.id in suspects and apply(vm, host, None, seen_at):
+                changed += 1
+                touched.add(vm.id)
         for name, state in seen.items():
             vm = by_name.get(name)
             if vm is None:
                 _report_unknown(host, name, state)
             elif vm.host_id in (host_id, None):
-                changed += apply(vm, host, state, seen_at)
+                # A VM another host's silence just stopped (moved behind Nubo's back) may run here.
+                if vm.id in suspects and apply(vm, host, state, None if vm.id in touched else seen_at):
+                    changed += vm.id not in touched  # one VM corrected once
+                    touched.add(vm.id)
                 if name in stats and vm.state == VMState.RUNNING:
                     row = _sample(vm, stats[name])
                     if row:

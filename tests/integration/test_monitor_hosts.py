@@ -3,7 +3,7 @@ again when it comes back, maintenance hosts left alone, one event per change."""
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from app.extensions import db
 from app.models import Event, Host, utcnow
@@ -165,3 +165,42 @@ def test_hosts_are_asked_in_parallel_within_each_types_limit(app):
         work = [(i, "Simulator" if i % 2 else "KVM") for i in range(40)]
         assert ask_hosts(work, call) == list(range(40))
     assert peak["Simulator"] == 2 and peak["KVM"] > 2
+
+
+def test_a_vm_moved_behind_nubos_back_follows_its_new_host(app):
+    """One sweep over two hosts: the VM's record says host A, host B runs it, A does not.
+    The sweep compares rows and turns only such VMs into objects; A's silence stops the
+    record and B's answer, in the same sweep, makes it Running on B with the capacity
+    moved (it used to wait for the next sweep). A VM busy with a job is left alone,
+    whatever the hosts say."""
+    from app.hypervisors.base import DiskSpec, VMSpec
+    from app.models import VirtualMachine
+    from app.monitor.vms import reconcile_hosts
+    from app.services import hypervisors as hv
+    with app.app_context():
+        a, vm = _vm_on_sim("simulator://move-a?cpus=4&memory=8192", "i-8-1-VM", running_in_nubo=True)
+        b = hosts.add_host(None, cluster_uuid=hosts.get_host(a.uuid).cluster.uuid, url="simulator://move-b",
+                           fields={})
+        db.session.execute(update(Host).where(Host.id == a.id).values(memory_allocated=512 << 20))
+        db.session.commit()
+        for h, action in ((a, "stop"), (b, "start")):
+            driver = hv.driver_for("Simulator", hosts.connection_for(h))
+            if action == "stop":
+                driver.destroy_vm("i-8-1-VM")
+            else:
+                driver.start_vm(VMSpec(name="i-8-1-VM", uuid=vm.uuid, cpus=1, cpu_mhz=1000, memory_mib=512,
+                                       disks=[DiskSpec(path="/x/root", format="RAW")]))
+            driver.close()
+        busy = VirtualMachine(uuid="00000000-0000-4000-8000-0000000000bb", name="busy", instance_name="i-8-2-VM",
+                              state="Running", account_id=vm.account_id, user_id=vm.user_id, zone_id=vm.zone_id,
+                              host_id=a.id, last_host_id=a.id, service_offering_id=vm.service_offering_id,
+                              hypervisor_type="Simulator", cpu_number=1, cpu_speed=1000, memory=512,
+                              capacity_reserved=True, active_job_id=42)
+        db.session.add(busy)
+        db.session.commit()
+        assert reconcile_hosts([hosts.get_host(a.uuid), hosts.get_host(b.uuid)]) == 1  # one VM corrected, in one sweep
+        moved = db.session.get(VirtualMachine, vm.id)
+        assert moved.state == "Running" and moved.host_id == b.id and moved.capacity_reserved
+        assert hosts.get_host(a.uuid).memory_allocated == 0 and hosts.get_host(b.uuid).memory_allocated == 512 << 20
+        busy = db.session.get(VirtualMachine, busy.id)
+        assert busy.state == "Running" and busy.host_id == a.id  # not on A's list, but busy: untouched
