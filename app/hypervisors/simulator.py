@@ -227,7 +227,8 @@ class SimulatorDriver(Driver):
             q = q.with_for_update()
         return self._usable(s.scalar(q), name)
 
-    def _usable(self, host: SimHost | None, name: str | None = None) -> SimHost:
+    def _usable(self, host, name: str | None = None):
+        """The host (a SimHost or a row of its table), if it exists and is up."""
         if host is None:
             raise HostUnreachable(f"Simulator host {name or self.host_name} does not exist "
                                   "(add it first: check_host creates it)")
@@ -245,13 +246,13 @@ class SimulatorDriver(Driver):
         """Every call starts here: the host must exist and be up; its delay is
         slept; an armed fault for this host/VM and operation is consumed and raised.
         (One query when no fault is armed, as in every sweep of the monitor.)"""
-        with self._session() as s:
-            armed = select(SimFault.id).where(*self._faults_for(SimHost.id, vm_name)).exists()
-            row = s.execute(select(SimHost, armed).where(SimHost.name == self.host_name)).first()
-            host = self._usable(row[0] if row else None)
-            faults = s.execute(
+        h = SimHost.__table__
+        with self.engine.connect() as c:  # plain rows: this runs before every call
+            armed = select(SimFault.id).where(*self._faults_for(h.c.id, vm_name)).exists().label("armed")
+            host = self._usable(c.execute(select(h, armed).where(h.c.name == self.host_name)).first())
+            faults = c.execute(
                 select(SimFault.id, SimFault.operations, SimFault.message)
-                .where(*self._faults_for(host.id, vm_name)).order_by(SimFault.id)).all() if row[1] else []
+                .where(*self._faults_for(host.id, vm_name)).order_by(SimFault.id)).all() if host.armed else []
         if sleep and host.delay_seconds > 0:
             time.sleep(host.delay_seconds)
         for fault_id, operations, message in faults:
@@ -333,8 +334,8 @@ class SimulatorDriver(Driver):
     def host_stats(self) -> HostStats:
         host = self._enter("host_stats")
         now = time.time()
-        with self._session() as s:
-            rows = s.execute(select(SimVM.name, SimVM.state, SimVM.pending_state, SimVM.pending_at,
+        with self.engine.connect() as c:
+            rows = c.execute(select(SimVM.name, SimVM.state, SimVM.pending_state, SimVM.pending_at,
                                     SimVM.cpus, SimVM.memory_mib).where(SimVM.host_id == host.id)).all()
         running = [r for r in rows if effective_state(r.state, r.pending_state, r.pending_at, now) in ACTIVE]
         vcpu_load = sum(r.cpus * (0.1 + 0.6 * _wobble(r.name, now)) for r in running)
@@ -605,8 +606,8 @@ class SimulatorDriver(Driver):
         that wanders with time: diffs of two samples look like real load."""
         host = self._enter("vm_stats")
         now = time.time()
-        with self._session() as s:
-            rows = s.execute(select(SimVM.name, SimVM.state, SimVM.pending_state, SimVM.pending_at,
+        with self.engine.connect() as c:
+            rows = c.execute(select(SimVM.name, SimVM.state, SimVM.pending_state, SimVM.pending_at,
                                     SimVM.cpus, SimVM.memory_mib, SimVM.started_at)
                              .where(SimVM.host_id == host.id)).all()
         out: dict[str, VMStats] = {}
