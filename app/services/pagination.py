@@ -74,7 +74,7 @@ def page_of(query: Select, page: tuple[int, int] | None, *, scalars: bool = True
     return list(result), total
 
 
-def page_ids(query: Select, page: tuple[int, int] | None, *, scan_once: bool = False) -> tuple[list[int], int]:
+def page_ids(query: Select, page: tuple[int, int], *, scan_once: bool = False) -> tuple[list[int], int]:
     """The ids of one page of a `select(Model)` (in its order) and the total: index-only
     scans however deep the page, for reading the rows some other way. A page that is
     not full tells the total itself (no COUNT). `scan_once` is for filters no index
@@ -83,18 +83,16 @@ def page_ids(query: Select, page: tuple[int, int] | None, *, scan_once: bool = F
     entity = _single_entity(query)
     if entity is None:
         return [], count_of(query)
-    number, size = page or (1, None)
-    offset = (number - 1) * (size or 0)
+    number, size = page
+    offset = (number - 1) * size
     ids_query = query.with_only_columns(entity.id, maintain_column_froms=True)
     if scan_once:
         ids_query = ids_query.add_columns(func.count().over())
-    if size is not None:
-        ids_query = ids_query.limit(size).offset(offset)
-    rows = db.session.execute(ids_query).all()
+    rows = db.session.execute(ids_query.limit(size).offset(offset)).all()
     ids = [r[0] for r in rows]
     if scan_once and rows:
         return ids, rows[0][1]
-    if size is None or (len(ids) < size and (ids or offset == 0)):
+    if len(ids) < size and (ids or offset == 0):
         return ids, offset + len(ids)
     total = count_of(query)
     return ids, max(total, offset + len(ids)) if ids else total  # a reused total never hides these rows

@@ -83,14 +83,22 @@ _BASE = (_VM.id, _VM.uuid, _VM.name, _VM.display_name, _VM.state, _VM.instance_n
 
 
 def list_vms(caller, *, page=None, details_min: bool = False, **filters) -> tuple[list[VMView], int]:
-    """Same filters, order and visibility as vms.list_vms (vms.vm_query builds both)."""
-    ids, total = page_ids(vm_query(caller, **filters), page, scan_once=bool(filters.get("keyword")))
-    if not ids:
-        return [], total
+    """Same filters, order and visibility as vms.list_vms (vms.vm_query builds both).
+    A page is read by its ids; no page (every VM) by the filter as a subquery, never as
+    one bound value per VM (100,000 would pass the databases' limits on parameters)."""
+    query = vm_query(caller, **filters)
+    if page is None:
+        ids = None
+        wanted = query.with_only_columns(_VM.id, maintain_column_froms=True).order_by(None)
+    else:
+        ids, total = page_ids(query, page, scan_once=bool(filters.get("keyword")))
+        if not ids:
+            return [], total
+        wanted = ids
     if details_min:
-        rows = db.session.execute(select(*_BASE).where(_VM.id.in_(ids)))
-        views = {r[0]: VMView(*r[1:]) for r in rows}
-        return [views[i] for i in ids if i in views], total
+        rows = db.session.execute(select(*_BASE).where(_VM.id.in_(wanted)).order_by(_VM.id.desc()))
+        views = [VMView(*r[1:]) for r in rows]
+        return views, total if ids is not None else len(views)
     iso = aliased(Template)
     rows = db.session.execute(
         select(*_BASE, _VM.cpu_used_pct, Account.name, Zone.uuid, Zone.name, Host.uuid, Host.name,
@@ -100,7 +108,7 @@ def list_vms(caller, *, page=None, details_min: bool = False, **filters) -> tupl
         .join(ServiceOffering, ServiceOffering.id == _VM.service_offering_id)
         .outerjoin(Host, Host.id == _VM.host_id).outerjoin(Template, Template.id == _VM.template_id)
         .outerjoin(iso, iso.id == _VM.iso_id)
-        .where(_VM.id.in_(ids)))
+        .where(_VM.id.in_(wanted)).order_by(_VM.id.desc()))  # vm_query's order: newest first
     views: dict[int, VMView] = {}
     for r in rows:
         views[r[0]] = VMView(
@@ -112,7 +120,7 @@ def list_vms(caller, *, page=None, details_min: bool = False, **filters) -> tupl
             select(Nic.vm_id, Nic.uuid, Nic.mac_address, Nic.ip_address, Nic.is_default, Nic.device_id,
                    Network.uuid, Network.name, Network.gateway, Network.netmask, Network.vlan)
             .join(Network, Network.id == Nic.network_id)
-            .where(Nic.vm_id.in_(ids), Nic.removed.is_(None)).order_by(Nic.vm_id, Nic.device_id)):
+            .where(Nic.vm_id.in_(wanted), Nic.removed.is_(None)).order_by(Nic.vm_id, Nic.device_id)):
         net = networks.get(r[6]) or networks.setdefault(r[6], NetworkRef(*r[6:11]))
         views[r[0]].nics.append(NicView(r[1], net, r[2], r[3], r[4], r[5]))
-    return [views[i] for i in ids if i in views], total
+    return list(views.values()), total if ids is not None else len(views)
