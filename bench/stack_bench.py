@@ -76,15 +76,18 @@ def cpu_seconds(root: int) -> dict[str, float]:
         pid = todo.pop()
         stack.add(pid)
         todo += children.get(pid, [])
+    # The stack's processes by what their command line contains; the servers by their
+    # program name only (this process's own arguments name postgres too).
     roles = {"gunicorn": "web (gunicorn)", "huey_consumer": "workers (huey)", " monitor": "monitor",
-             "app.console": "console", "postgres": "PostgreSQL", "mariadbd": "MariaDB", "redis-server": "Redis"}
+             "app.console": "console"}
+    servers = {"postgres": "PostgreSQL", "mariadbd": "MariaDB", "redis-server": "Redis"}
     totals: dict[str, float] = {}
     for pid, (_, cpu, args) in procs.items():
-        for key, role in roles.items():
-            server = role in ("PostgreSQL", "MariaDB", "Redis")
-            if key in args and (server or pid in stack):
-                totals[role] = totals.get(role, 0.0) + cpu
-                break
+        program = os.path.basename(args.split(" ", 1)[0]).rstrip(":")
+        role = servers.get(program) or next((r for k, r in roles.items() if k in args), None) \
+            if pid in stack else servers.get(program)
+        if role:
+            totals[role] = totals.get(role, 0.0) + cpu
     me = resource.getrusage(resource.RUSAGE_SELF)
     totals["bench clients (cs)"] = me.ru_utime + me.ru_stime
     return totals
