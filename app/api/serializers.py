@@ -7,9 +7,7 @@ from datetime import datetime
 from typing import Any, Callable
 
 from app.models import Account, AsyncJob, HypervisorCapability, Setting, User
-
-DOMAIN_ID = "00000000-0000-0000-0000-000000000001"  # the one ROOT domain
-DOMAIN_NAME = "ROOT"
+from app.models.base import DOMAIN_ID, DOMAIN_NAME, cs_date  # noqa: F401  (defined below api and jobs)
 
 _SERIALIZERS: dict[str, Callable[[Any], dict]] = {}
 
@@ -19,11 +17,6 @@ def serializer(kind: str):
         _SERIALIZERS[kind] = fn
         return fn
     return decorate
-
-
-def cs_date(value: datetime | None) -> str | None:
-    """CloudStack's date format: 2024-05-01T10:20:30+0000 (stored values are UTC)."""
-    return value.strftime("%Y-%m-%dT%H:%M:%S+0000") if value else None
 
 
 def clean(obj: Any) -> Any:

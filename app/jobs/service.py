@@ -23,10 +23,11 @@ from datetime import timedelta
 from typing import Any, Callable
 
 from flask import current_app, has_app_context
+from prometheus_client import Histogram
 from sqlalchemy import select, update
 
 from app.extensions import db
-from app.models import AsyncJob, JobStatus, utcnow
+from app.models import DOMAIN_ID, AsyncJob, JobStatus, cs_date, utcnow
 from app.services import settings
 from app.services.errors import ServiceError
 from app.services.settings import Definition, define
@@ -38,6 +39,9 @@ define(Definition("job.heartbeat.timeout", "60", "Seconds without a heartbeat af
                   type="integer", min=10, max=86400))
 define(Definition("job.queue.timeout", "3600", "Seconds a job may wait in the queue before the "
                   "reaper fails it.", category="Jobs", type="integer", min=60, max=604800))
+
+JOB_SECONDS = Histogram("nubo_job_seconds", "Time a job ran, by handler and outcome", ["handler", "status"],
+                        buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600))
 
 HEARTBEAT_SECONDS = 10
 _HANDLERS: dict[str, Callable[[AsyncJob, dict], Any]] = {}
@@ -134,7 +138,6 @@ def execute(job_id: int) -> None:
         result = {"errorcode": 530, "cserrorcode": 4250, "errortext": f"Internal error: {e}"}
     finally:
         stop.set()
-        from app.web.ops import JOB_SECONDS
         JOB_SECONDS.labels(spec["handler"], "succeeded" if status == JobStatus.SUCCEEDED else "failed").observe(
             time.monotonic() - t0)
         db.session.rollback()
@@ -186,7 +189,6 @@ def _after_reap(job_id: int) -> None:
 
 def job_result(j: AsyncJob) -> dict:
     """The CloudStack shape of a job (queryAsyncJobResult / listAsyncJobs)."""
-    from app.api.serializers import DOMAIN_ID, cs_date
     from app.models import Account, User
     out: dict[str, Any] = {
         "jobid": j.uuid, "cmd": j.cmd, "jobstatus": j.status, "jobprocstatus": 0,

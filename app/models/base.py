@@ -17,6 +17,16 @@ def new_uuid() -> str:
     return str(uuidlib.uuid4())
 
 
+# Shared by the API's serializers and the job rows' CloudStack shape (both import from here).
+DOMAIN_ID = "00000000-0000-0000-0000-000000000001"  # the one ROOT domain
+DOMAIN_NAME = "ROOT"
+
+
+def cs_date(value: datetime | None) -> str | None:
+    """CloudStack's date format: 2024-05-01T10:20:30+0000 (stored values are UTC)."""
+    return value.strftime("%Y-%m-%dT%H:%M:%S+0000") if value else None
+
+
 class PublicIdMixin:
     """Integer primary key for joins; a UUID string is what users and the API see."""
 
