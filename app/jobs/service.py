@@ -50,6 +50,11 @@ _REAP_HOOKS: dict[str, Callable[[AsyncJob], None]] = {}
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 
+class JobLost(ServiceError):
+    """The job row is no longer pending: the reaper failed it while its worker still ran."""
+    code, cs_code = 530, 4250
+
+
 def handler(name: str):
     def decorate(fn):
         _HANDLERS[name] = fn
@@ -91,7 +96,12 @@ def progress(job: AsyncJob, percent: int, message: str | None = None, steps: lis
     if steps is not None:
         values["steps"] = json.dumps(steps)
     with db.engine.begin() as conn:
-        conn.execute(update(AsyncJob).where(AsyncJob.id == job.id).values(**values))
+        res = conn.execute(update(AsyncJob).where(AsyncJob.id == job.id, AsyncJob.status == JobStatus.PENDING)
+                           .values(**values))
+    if res.rowcount == 0:
+        # Reaped (or finished) under us: stop here rather than keep acting on what the
+        # reaper's clean-up already gave back.
+        raise JobLost(f"Job {job.uuid} was ended while it ran (reaped); its work stops here")
 
 
 def _heartbeat(app, job_id: int, stop: threading.Event) -> None:
@@ -141,11 +151,18 @@ def execute(job_id: int) -> None:
         JOB_SECONDS.labels(spec["handler"], "succeeded" if status == JobStatus.SUCCEEDED else "failed").observe(
             time.monotonic() - t0)
         db.session.rollback()
-        db.session.execute(update(AsyncJob).where(AsyncJob.id == job_id).values(
+        # Only a job still pending and still ours gets the outcome: one the reaper failed
+        # while this worker was stalled keeps the reaper's result (its clean-up already ran).
+        done = db.session.execute(update(AsyncJob).where(AsyncJob.id == job_id,
+                                                         AsyncJob.status == JobStatus.PENDING,
+                                                         AsyncJob.worker == WORKER_ID).values(
             status=status, result_code=code, result=json.dumps(result), completed=utcnow(),
             progress=100 if status == JobStatus.SUCCEEDED else AsyncJob.progress)
             .execution_options(synchronize_session=False))
         db.session.commit()
+        if done.rowcount != 1:
+            log.warning("job %s (%s) ended after it was reaped; its outcome (%s) is discarded",
+                        job_id, job.cmd, result.get("errortext", "success") if isinstance(result, dict) else result)
 
 
 def reap(now=None) -> int:
