@@ -56,9 +56,23 @@ bootstrap: setup
 	$(FLASK) bootstrap
 
 # Tests start a real libvirtd; DB-facing tests also run on every URL in
-# NUBO_TEST_DATABASE_URLS (space separated), as .ci/run sets it.
+# NUBO_TEST_DATABASE_URLS (space separated). Unset, it is filled with the local
+# PostgreSQL and MariaDB that answer on 127.0.0.1:5432/3306 (and NUBO_TEST_REDIS_URL
+# with Redis on 6379), so a developer's `make test` is CI's; set it empty to test
+# on SQLite only, or to other URLs (.ci/run sets both explicitly).
+PROBE = timeout 1 bash -c 'exec 3<>/dev/tcp/127.0.0.1/$(1)' 2>/dev/null
 test: setup-test
 	@scripts/libvirtd.sh || echo "warning: no libvirtd; libvirt tests will fail"
+	@if [ -z "$${NUBO_TEST_DATABASE_URLS+set}" ]; then \
+	  urls=""; \
+	  $(call PROBE,5432) && urls="postgresql+psycopg://postgres@127.0.0.1:5432/test"; \
+	  $(call PROBE,3306) && urls="$${urls:+$$urls }mysql+pymysql://root@127.0.0.1:3306/test"; \
+	  export NUBO_TEST_DATABASE_URLS="$$urls"; \
+	fi; \
+	if [ -z "$${NUBO_TEST_REDIS_URL+set}" ] && $(call PROBE,6379); then \
+	  export NUBO_TEST_REDIS_URL=redis://127.0.0.1:6379/0; \
+	fi; \
+	echo "database servers: $${NUBO_TEST_DATABASE_URLS:-none (SQLite only)}; redis: $${NUBO_TEST_REDIS_URL:-none}"; \
 	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 bench: setup-test
