@@ -137,7 +137,7 @@ def test_kvm_zone_on_the_local_libvirtd(stack, page, tmp_path):
     next_step(page, "network", {"vlan": "200-299", "trafficlabel": "cloudbr0"}, "pod")
     next_step(page, "pod", POD, "cluster")
     next_step(page, "cluster", {"clustername": "kvm-cluster"}, "host")
-    refused(page, {"url": "xen:///system"}, "")  # the host is not a Xen dom0 / not this type
+    refused(page, {"url": "xen:///system"}, "Use a qemu:// URI")  # a Xen URI in a KVM zone
     fill(page, {"url": "qemu:///system"})
     page.click("#wizard button:has-text('Test connection')")
     page.wait_for_selector("#wizard .host-test-result")
