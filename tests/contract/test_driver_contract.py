@@ -6,14 +6,17 @@ The expectations here are base.py's contract, never one driver's specifics.
 Tests adapt to the type's declared Capabilities: an operation the type does
 not declare must raise OperationNotSupported, which is asserted, not skipped.
 
+Hooks every driver module must put in ContractEnv.extras (what the hypervisor
+really holds, not what the driver says; the suite asserts their answers exactly):
+  "volume_exists": (pool, name) -> bool
+  "iso_of": (vm_name) -> str|None    what the hypervisor has in the VM's ISO drive
+
 Optional hooks a driver module may put in ContractEnv.extras:
   "guest_ignores_acpi": bool   VMs from make_vm_spec ignore a graceful shutdown
                                request (e.g. an empty disk at the BIOS); default False
   "iso_path": str              an ISO file usable on the host; default: one the
                                suite builds in tmp_path with xorriso
-  "iso_of": (vm_name) -> str|None    what the hypervisor has in the VM's ISO drive
   "live_media": bool           the ISO can be changed on a running VM; default True
-  "volume_exists": (pool, name) -> bool   what the hypervisor holds, not what the driver says
   "unreachable": () -> Driver  a driver for a host that does not answer
   "template_source": (tmp_path, checksum_ok) -> TemplateSource   an image the driver can import
                                (a right or a wrong checksum); absent: import is not testable here
@@ -115,9 +118,16 @@ def test_prepare_storage_pool_is_idempotent(env):
         assert info.capacity_bytes > 0 and 0 <= info.available_bytes <= info.capacity_bytes
 
 
-def _exists(env, name: str) -> bool | None:
-    check = env.extras.get("volume_exists")
-    return check(env.pool, name) if check else None
+REQUIRED_HOOKS = ("volume_exists", "iso_of")
+
+
+def test_driver_module_gives_the_required_hooks(env):
+    """Without them the checks below could not tell a driver that lies from one that works."""
+    assert [h for h in REQUIRED_HOOKS if not callable(env.extras.get(h))] == []
+
+
+def _exists(env, name: str) -> bool:
+    return env.extras["volume_exists"](env.pool, name)
 
 
 def test_volumes_blank_and_from_base_leave_nothing_after_delete(env):
@@ -145,12 +155,12 @@ def test_volumes_blank_and_from_base_leave_nothing_after_delete(env):
         made.append(full_name)
         assert full.size_bytes >= base.size_bytes  # never smaller than its template
         for name in made:
-            assert _exists(env, name) in (True, None)
+            assert _exists(env, name) is True
     finally:
         for name in reversed(made):  # overlays before their base
             env.driver.delete_volume(env.pool, name)
     for name in made:
-        assert _exists(env, name) in (False, None)
+        assert _exists(env, name) is False
         env.driver.delete_volume(env.pool, name)  # a missing volume is not an error
 
 
@@ -178,7 +188,7 @@ def test_import_template_is_idempotent_clones_and_refuses_a_bad_checksum(env, tm
             env.driver.delete_volume(env.pool, n)
     with pytest.raises(OperationFailed, match="Checksum mismatch"):
         env.driver.import_template(env.pool, bad, make(tmp_path, False))
-    assert _exists(env, bad) in (False, None)  # nothing half-imported
+    assert _exists(env, bad) is False  # nothing half-imported
 
 
 # --- Lifecycle -----------------------------------------------------------------
@@ -288,7 +298,7 @@ def test_scale_running_vm_is_refused(env, vm):
 
 def test_attach_and_detach_iso(env, vm, iso_path):
     spec, _ = vm
-    iso_of = env.extras.get("iso_of")
+    iso_of = env.extras["iso_of"]
     if not env.hv_type.capabilities.iso:
         with pytest.raises(OperationNotSupported):
             env.driver.attach_iso(spec.name, iso_path)
@@ -296,23 +306,20 @@ def test_attach_and_detach_iso(env, vm, iso_path):
     # Running VM: change the media live, or say the driver cannot.
     if env.extras.get("live_media", True):
         env.driver.attach_iso(spec.name, iso_path)
-        if iso_of:
-            assert iso_of(spec.name) == iso_path
+        assert iso_of(spec.name) == iso_path
         env.driver.detach_iso(spec.name)
-        if iso_of:
-            assert iso_of(spec.name) is None
+        assert iso_of(spec.name) is None
     else:
         with pytest.raises(OperationNotSupported):
             env.driver.attach_iso(spec.name, iso_path)
+        assert iso_of(spec.name) is None
     # Stopped VM: always possible.
     env.driver.force_stop_vm(spec.name)
     _wait_state(env.driver, spec.name, PowerState.STOPPED)
     env.driver.attach_iso(spec.name, iso_path)
-    if iso_of:
-        assert iso_of(spec.name) == iso_path
+    assert iso_of(spec.name) == iso_path
     env.driver.detach_iso(spec.name)
-    if iso_of:
-        assert iso_of(spec.name) is None
+    assert iso_of(spec.name) is None
 
 
 def test_unknown_vm_raises_vm_not_found(env):

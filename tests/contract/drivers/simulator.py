@@ -53,13 +53,25 @@ def environment(tmp_path) -> Iterator[ContractEnv]:
         return VMSpec(name=name, uuid=str(uuid.uuid4()), cpus=1, cpu_mhz=1000, memory_mib=256,
                       display_name=name, disks=[DiskSpec(path=vol.path, format="RAW")])
 
+    # What the fake hypervisor holds, read from its own tables (not through the driver).
+    def volume_exists(p: StoragePoolSpec, name: str) -> bool:
+        with engine.connect() as c:
+            return c.scalar(sa.select(sa.func.count()).select_from(SimVolume.__table__)
+                            .join(SimPool.__table__, SimPool.id == SimVolume.pool_id)
+                            .where(SimPool.uuid == p.uuid, SimVolume.name == name)) == 1
+
+    def iso_of(vm_name: str) -> str | None:
+        with engine.connect() as c:
+            return c.scalar(sa.select(SimVM.iso_path).where(SimVM.name == vm_name))
+
     def set_up(name: str, up: bool) -> None:
         with engine.begin() as c:
             c.execute(sa.update(SimHost.__table__).where(SimHost.name == name).values(up=up))
 
     try:
         yield ContractEnv(driver=main, hv_type=SIMULATOR, pool=pool, make_vm_spec=make_vm_spec,
-                          migration_target=other, extras={"set_host_up": set_up, "template_source": raw_image_source})
+                          migration_target=other, extras={"set_host_up": set_up, "template_source": raw_image_source,
+                                  "volume_exists": volume_exists, "iso_of": iso_of})
     finally:
         main.close()
         other.close()
