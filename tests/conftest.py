@@ -19,6 +19,53 @@ from app.extensions import db as _db
 from app.services import settings
 
 SERVER_URLS = [u for u in os.environ.get("NUBO_TEST_DATABASE_URLS", "").split() if u]
+BACKSTOP_SECONDS = 120
+_hang_file = None
+
+
+def _timeout(item) -> float:
+    """pytest-timeout's limit for this test: its mark, else --timeout, else the ini (0: none)."""
+    marker = item.get_closest_marker("timeout")
+    if marker and marker.args:
+        return float(marker.args[0])
+    try:
+        return float(item.config.getoption("timeout") or item.config.getini("timeout") or 0)
+    except ValueError:  # pytest-timeout is not installed
+        return 0.0
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """pytest-timeout's signal cannot interrupt a test blocked inside C code (a
+    libvirt call, a read on a socket that never answers): BACKSTOP_SECONDS after
+    its timeout, faulthandler writes the test's id and every thread's stack to
+    test-artifacts/hung-<worker>.txt (stderr is captured) and ends the process
+    (under xdist the worker is replaced and the run goes on)."""
+    import faulthandler
+    global _hang_file
+    timeout = _timeout(item)
+    if timeout:
+        if _hang_file is None:
+            path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "test-artifacts",
+                                f"hung-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}.txt")
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            _hang_file = open(path, "w")
+        _hang_file.seek(0)
+        _hang_file.truncate()
+        _hang_file.write(f"{item.nodeid} still running {timeout + BACKSTOP_SECONDS:.0f} s after it started\n")
+        _hang_file.flush()
+        faulthandler.dump_traceback_later(timeout + BACKSTOP_SECONDS, exit=True, file=_hang_file)
+    try:
+        yield
+    finally:
+        if timeout:
+            faulthandler.cancel_dump_traceback_later()
+
+
+def pytest_sessionfinish(session):
+    if _hang_file is not None:  # nothing hung
+        _hang_file.close()
+        os.unlink(_hang_file.name)
 
 
 def _backend_id(url: str) -> str:
