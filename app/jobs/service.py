@@ -6,10 +6,18 @@ widgets read) plus one huey task that runs the registered handler.
 
     job = jobs.submit("createZone", user, "zone.launch", {"wizard": ...},
                       instance_type="Zone", instance_id=zone.uuid)
+    jobs.submit(..., queue=jobs.TRANSFERS)   # a long transfer: its own queue and pool
     jobs.progress(job, 40, "Adding the first host")   # from inside the handler
 
 The terminal state is always recorded (a `finally`); a running job heart-beats,
 and the reaper fails jobs whose worker stopped heart-beating, with a reason.
+
+Long transfers (template/ISO downloads) go to the `transfers` queue, consumed by a
+process of its own with a bounded thread pool, so they never hold a thread that VM
+actions, the reaper or the expunge sweep need. One account runs at most
+`concurrent.transfers.per.account` of them at once; its others wait their turn in the
+queue (as CloudStack queues downloads rather than refusing the registration), leaving
+the pool's threads to other accounts meanwhile.
 """
 from __future__ import annotations
 
@@ -24,9 +32,10 @@ from typing import Any, Callable
 
 from flask import current_app, has_app_context
 from prometheus_client import Histogram
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from app.extensions import db
+from app.jobs import JOBS, TRANSFERS  # noqa: F401  (callers name the queue as jobs.TRANSFERS)
 from app.models import DOMAIN_ID, AsyncJob, JobStatus, cs_date, utcnow
 from app.services import settings
 from app.services.errors import ServiceError
@@ -39,11 +48,15 @@ define(Definition("job.heartbeat.timeout", "60", "Seconds without a heartbeat af
                   type="integer", min=10, max=86400))
 define(Definition("job.queue.timeout", "3600", "Seconds a job may wait in the queue before the "
                   "reaper fails it.", category="Jobs", type="integer", min=60, max=604800))
+define(Definition("concurrent.transfers.per.account", "2", "Template and ISO downloads one account may run "
+                  "at once; its further downloads wait their turn in the transfer queue.", category="Jobs",
+                  type="integer", min=1, max=1000))
 
 JOB_SECONDS = Histogram("nubo_job_seconds", "Time a job ran, by handler and outcome", ["handler", "status"],
                         buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600))
 
 HEARTBEAT_SECONDS = 10
+TRANSFER_WAIT_SECONDS = 3  # how often a transfer waiting for its account's turn looks again
 _HANDLERS: dict[str, Callable[[AsyncJob, dict], Any]] = {}
 # Clean-up run when the reaper fails a job of that handler (its worker died mid-way).
 _REAP_HOOKS: dict[str, Callable[[AsyncJob], None]] = {}
@@ -68,19 +81,21 @@ def on_reap(name: str, hook: Callable[[AsyncJob], None]) -> None:
 
 
 def submit(cmd: str, user, handler_name: str, params: dict | None = None, *,
-           instance_type: str | None = None, instance_id: str | None = None) -> AsyncJob:
-    """Create the job row (committed) and enqueue its task."""
+           instance_type: str | None = None, instance_id: str | None = None, queue: str = JOBS) -> AsyncJob:
+    """Create the job row (committed) and enqueue its task on `queue` (JOBS or TRANSFERS)."""
     if handler_name not in _HANDLERS:
         raise RuntimeError(f"no job handler named {handler_name}")
+    if queue not in (JOBS, TRANSFERS):
+        raise RuntimeError(f"no job queue named {queue}")
     job = AsyncJob(cmd=cmd, user_id=getattr(user, "id", None), account_id=getattr(user, "account_id", None),
-                   instance_type=instance_type, instance_id=instance_id,
+                   instance_type=instance_type, instance_id=instance_id, queue=queue,
                    params=json.dumps({"handler": handler_name, "params": params or {}}))
     db.session.add(job)
     db.session.flush()
     job_id = job.id
     db.session.commit()
-    from app.jobs.tasks import run_job
-    run_job(job_id)
+    from app.jobs.tasks import run_job, run_transfer
+    (run_transfer if queue == TRANSFERS else run_job)(job_id)
     # End any read snapshot taken before the task ran (REPEATABLE READ on MariaDB),
     # so the caller sees the job as it is now (done already in immediate mode).
     db.session.commit()
@@ -113,19 +128,23 @@ def _heartbeat(app, job_id: int, stop: threading.Event) -> None:
                              .values(heartbeat=utcnow()))
 
 
-def execute(job_id: int) -> None:
-    """Run one job to a terminal state (called by the huey task with an app context)."""
+def execute(job_id: int) -> float | None:
+    """Run one job to a terminal state (called by the huey task with an app context).
+    Returns the seconds after which to try again when a transfer must wait its turn."""
     job = db.session.get(AsyncJob, job_id)
     if job is None or job.status != JobStatus.PENDING or job.started is not None:
-        return  # reaped, or already taken by another worker
+        return None  # reaped, or already taken by another worker
     claimed = db.session.execute(
-        update(AsyncJob).where(AsyncJob.id == job_id, AsyncJob.started.is_(None))
+        update(AsyncJob).where(AsyncJob.id == job_id, AsyncJob.started.is_(None),
+                               AsyncJob.status == JobStatus.PENDING)
         .values(started=utcnow(), heartbeat=utcnow(), worker=WORKER_ID)
         .execution_options(synchronize_session=False))
     db.session.commit()
     if claimed.rowcount != 1:
-        return
+        return None
     db.session.refresh(job)
+    if job.queue == TRANSFERS and job.account_id is not None and not _transfer_turn(job):
+        return TRANSFER_WAIT_SECONDS
     spec = json.loads(job.params or "{}")
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(current_app._get_current_object(), job_id, stop),
@@ -165,6 +184,30 @@ def execute(job_id: int) -> None:
                         job_id, job.cmd, result.get("errortext", "success") if isinstance(result, dict) else result)
 
 
+def _transfer_turn(job: AsyncJob) -> bool:
+    """Whether this claimed transfer may run now under its account's limit; if not, the
+    claim is given back (the job waits in the queue, its thread is free for others).
+
+    Claim first, count after: a job runs only if the account's claimed transfers, itself
+    included, are within the limit. Of any set running together, the one that counted
+    last saw all the others claimed, so no interleaving lets more than the limit run
+    (at worst two back off at once and both look again)."""
+    running = db.session.scalar(select(func.count()).select_from(AsyncJob).where(
+        AsyncJob.account_id == job.account_id, AsyncJob.queue == TRANSFERS,
+        AsyncJob.status == JobStatus.PENDING, AsyncJob.started.is_not(None)))
+    if running <= settings.get("concurrent.transfers.per.account"):
+        return True
+    # Back to waiting: `heartbeat` notes when it last looked, so the queue-timeout reaper
+    # counts from there, not from when the download was asked for.
+    db.session.execute(update(AsyncJob).where(AsyncJob.id == job.id, AsyncJob.worker == WORKER_ID,
+                                              AsyncJob.status == JobStatus.PENDING)
+                       .values(started=None, worker=None, heartbeat=utcnow())
+                       .execution_options(synchronize_session=False))
+    db.session.commit()
+    log.info("job %s waits: account %s runs %s transfers already", job.id, job.account_id, running - 1)
+    return False
+
+
 def reap(now=None) -> int:
     """Fail jobs whose worker stopped heart-beating, or that waited too long in the queue."""
     now = now or utcnow()
@@ -174,7 +217,8 @@ def reap(now=None) -> int:
     for reason, cond in (
         ("the worker running this job stopped (no heartbeat)",
          (AsyncJob.started.is_not(None)) & (AsyncJob.heartbeat < stale)),
-        ("the job was never picked up by a worker", AsyncJob.started.is_(None) & (AsyncJob.created < queued)),
+        ("the job was never picked up by a worker",
+         AsyncJob.started.is_(None) & (func.coalesce(AsyncJob.heartbeat, AsyncJob.created) < queued)),
     ):
         ids = list(db.session.scalars(select(AsyncJob.id).where(AsyncJob.status == JobStatus.PENDING, cond)))
         for job_id in ids:

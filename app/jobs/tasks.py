@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from huey import crontab
 
-from app.jobs import huey
+from app.jobs import huey, transfers
 from app.jobs import service
 
 
@@ -12,6 +12,18 @@ def run_job(job_id: int) -> None:
     app = service.app_for_worker()
     with app.app_context():  # a fresh context: its own database session
         service.execute(job_id)
+
+
+@transfers.task()
+def run_transfer(job_id: int) -> None:
+    """A long transfer, on the transfers queue's own consumer. When its account already
+    runs as many transfers as it may, the job goes back to wait its turn (the thread is
+    free meanwhile for other accounts' transfers)."""
+    app = service.app_for_worker()
+    with app.app_context():
+        wait = service.execute(job_id)
+    if wait:
+        run_transfer.schedule((job_id,), delay=wait)
 
 
 @huey.periodic_task(crontab(minute="*"))

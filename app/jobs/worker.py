@@ -1,11 +1,13 @@
-"""The worker process: `huey_consumer app.jobs.worker.huey`.
+"""The worker processes: `huey_consumer app.jobs.worker.huey` (short jobs and the
+periodic tasks) and `huey_consumer app.jobs.worker.transfers --no-periodic` (long
+transfers, a bounded pool of their own).
 
 Creates the Flask app once so tasks run with an app context and the same
 configuration as the web process.
 """
 from __future__ import annotations
 
-from app.jobs import huey  # noqa: F401  (the consumer imports this name)
+from app.jobs import huey, transfers  # noqa: F401  (the consumers import these names)
 
 _app = None
 

@@ -20,7 +20,8 @@ class JobStatus(IntEnum):
 
 class AsyncJob(PublicIdMixin, db.Model):
     __tablename__ = "async_jobs"
-    __table_args__ = (Index("ix_async_jobs_status_heartbeat", "status", "heartbeat"),)
+    __table_args__ = (Index("ix_async_jobs_status_heartbeat", "status", "heartbeat"),
+                      Index("ix_async_jobs_account_queue_status", "account_id", "queue", "status"))
 
     cmd: Mapped[str] = mapped_column(String(255))
     account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"), index=True)
@@ -42,3 +43,5 @@ class AsyncJob(PublicIdMixin, db.Model):
     # The worker holding the job refreshes this; the reaper fails stale ones.
     worker: Mapped[str | None] = mapped_column(String(255))
     heartbeat: Mapped[datetime | None] = mapped_column(DateTime)
+    # Which huey queue runs it: "jobs" (short work) or "transfers" (downloads, their own pool).
+    queue: Mapped[str] = mapped_column(String(16), default="jobs", server_default="jobs")

@@ -265,7 +265,8 @@ def refs_of(t: Template) -> list[TemplateStoreRef]:
 
 def _submit_download(caller, t: Template, ref: TemplateStoreRef) -> AsyncJob:
     job = jobs.submit("downloadTemplate", caller, "template.download", {"ref": ref.id},
-                      instance_type="Iso" if t.is_iso else "Template", instance_id=t.uuid)
+                      instance_type="Iso" if t.is_iso else "Template", instance_id=t.uuid,
+                      queue=jobs.TRANSFERS)  # a long transfer: its own pool, its account's turn
     db.session.execute(update(TemplateStoreRef).where(TemplateStoreRef.id == ref.id,
                                                       TemplateStoreRef.job_id.is_(None))
                        .values(job_id=job.id).execution_options(synchronize_session=False))

@@ -63,12 +63,12 @@ class DatabaseCollector:
                                                                    ConsoleSession.closed.is_(None))))
         yield GaugeMetricFamily("nubo_jobs_pending", "Jobs not finished (queued or running)", value=db.session.scalar(
             select(func.count()).select_from(AsyncJob).where(AsyncJob.status == 0)))
-        from app.jobs import huey
+        from app import jobs
         try:
-            queued = huey.pending_count()
+            queued = jobs.pending_count()
         except Exception:  # noqa: BLE001 - the queue may be down: /readyz says so
             queued = float("nan")
-        yield GaugeMetricFamily("nubo_queue_depth", "Tasks waiting in the job queue", value=queued)
+        yield GaugeMetricFamily("nubo_queue_depth", "Tasks waiting in the job queues (jobs and transfers)", value=queued)
 
 
 def _registry() -> CollectorRegistry:
@@ -121,9 +121,9 @@ def readyz():
     except Exception as e:  # noqa: BLE001 - reported, not raised
         db.session.rollback()
         checks["database"] = f"error: {e.__class__.__name__}"
-    from app.jobs import huey
+    from app import jobs
     try:
-        huey.pending_count()
+        jobs.pending_count()
         checks["queue"] = "ok"
     except Exception as e:  # noqa: BLE001
         checks["queue"] = f"error: {e.__class__.__name__}"

@@ -28,10 +28,13 @@ def live(tmp_path):
         keys = {name: accounts.ensure_keys(accounts.get_user(name)) for name in ("admin", "alice")}
     from huey.consumer import Consumer
 
-    from app.jobs import huey, worker
-    worker.set_app(app)  # the embedded consumer runs jobs in this app
+    from app.jobs import huey, transfers, worker
+    worker.set_app(app)  # the embedded consumers run jobs in this app
     consumer = Consumer(huey, workers=2, worker_type="thread", periodic=False, check_worker_health=False)
     consumer.start()
+    transfer_consumer = Consumer(transfers, workers=2, worker_type="thread", periodic=False,
+                                 check_worker_health=False)  # downloads: their own queue and pool
+    transfer_consumer.start()
     port = free_port()
     server = make_server("127.0.0.1", port, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -52,6 +55,7 @@ def live(tmp_path):
     yield Live()
     server.shutdown()
     consumer.stop(graceful=True)
+    transfer_consumer.stop(graceful=True)
     worker.set_app(None)
     with app.app_context():
         db.engine.dispose()

@@ -1,5 +1,6 @@
 """Scale-out mode, as documented in README: PostgreSQL or MariaDB, Redis for the job
-queue, two gunicorn workers, two huey consumer processes and the console proxy, all
+queue, two gunicorn workers, two huey consumer processes (and the transfer queue's
+consumer) and the console proxy, all
 real processes. An API scenario (zone, Simulator hosts, a template, 50 deploys, then
 actions) runs through it with no lost or duplicated job."""
 from __future__ import annotations
@@ -51,6 +52,7 @@ def test_scale_out_scenario(stack, db, image_server):
     stack.start(concurrency="worker=2")
     log = stack.log.read_text()
     assert "worker.2 started" in log and "web.1 started" in log and "console.1 started" in log
+    assert "transfers.1 started" in log  # the template download below runs on the transfer consumer
     api = stack.api()
     z = api.createZone(name="SZ", networktype="Advanced", dns1="8.8.8.8", internaldns1="10.0.0.2",
                        guestcidraddress="10.50.0.0/24")["zone"]

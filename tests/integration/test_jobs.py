@@ -79,3 +79,204 @@ def test_a_worker_back_after_the_reap_stops_at_its_next_progress(app):
         assert "no heartbeat" in json.loads(job.result)["errortext"]  # the reaper's reason, not JobLost's
         assert job.progress == 0  # the late progress was not written
         assert CALLS["reaped"] == [job.id] and CALLS["after"] == []
+
+
+# --- The transfer queue ------------------------------------------------------------
+
+import http.server  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+
+from app import jobs as queues  # noqa: E402
+from app.models import (DownloadState, ServiceOffering, Template, TemplateStoreRef,  # noqa: E402
+                        VirtualMachine, new_uuid)
+from app.services import accounts, hosts, settings, storage, templates, vms, zones  # noqa: E402
+from tests.helpers.www import serve  # noqa: E402
+
+
+@contextmanager
+def trickling_server():
+    """Announces 1 GiB and sends 8 KiB every 0.25 s (32 KiB/s: slow, yet above any sane
+    minimum rate) until the test ends; then every open transfer is cut."""
+    stop = threading.Event()
+
+    class Trickle(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(1 << 30))
+            self.end_headers()
+            while not stop.wait(0.25):
+                try:
+                    self.wfile.write(b"\0" * 8192)
+                    self.wfile.flush()
+                except OSError:
+                    return
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        stop.set()
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def world(app, tmp_path):
+    """A Simulator zone with secondary storage, alice's running VM, and bob."""
+    with app.app_context():
+        admin = accounts.create_user("root", "rootpass1", role="admin", account="admin")
+        alice = accounts.create_user("alice", "alicepass1")
+        accounts.create_user("bob", "bobpass12")
+        settings.update("template.url.allow.internal", "true")  # the tests' loopback servers
+        z = zones.create_zone(admin, name="jz", dns1="8.8.8.8", internal_dns1="10.0.0.2", guest_cidr="10.4.0.0/24")
+        p = zones.create_pod(admin, zone_uuid=z.uuid, name="p", gateway="10.0.0.1", netmask="255.255.255.0",
+                             start_ip="10.0.0.10")
+        c = zones.add_cluster(admin, pod_uuid=p.uuid, name="c", hypervisor="Simulator")
+        hosts.add_host(admin, cluster_uuid=c.uuid, url="simulator://j1?cpus=4&memory=8192", fields={})
+        storage.create_storage_pool(admin, zone_uuid=z.uuid, cluster_uuid=c.uuid, name="nfs", url="nfs://f/e")
+        store = storage.add_image_store(admin, provider="Local", url=f"file://{tmp_path}/sec", zone_uuid=z.uuid)
+        (tmp_path / "sec" / "t.raw").write_bytes(b"\0" * 4096)
+        (tmp_path / "www").mkdir()
+        (tmp_path / "www" / "small.raw").write_bytes(b"NUBO" * 1024)
+        t = Template(uuid=new_uuid(), name="t", format="RAW", hypervisor_type="Simulator", account_id=admin.account_id,
+                     is_public=True, size=1 << 30, physical_size=1 << 30)
+        db.session.add(t)
+        db.session.flush()
+        db.session.add(TemplateStoreRef(template_id=t.id, zone_id=z.id, image_store_id=store.id,
+                                        state=DownloadState.DOWNLOADED, install_path="t.raw", size=1 << 30,
+                                        downloaded_bytes=1 << 30))
+        so = ServiceOffering(uuid=new_uuid(), name="s", cpu_number=1, cpu_speed=1000, memory=1024)
+        db.session.add(so)
+        db.session.commit()
+        vm, job = vms.deploy(alice, zone_uuid=z.uuid, service_offering_uuid=so.uuid, template_uuid=t.uuid, name="v1")
+        db.session.refresh(job)
+        assert job.status == JobStatus.SUCCEEDED, job.result
+        return dict(zone=z.uuid, vm=vm.uuid, www=tmp_path / "www")
+
+
+def _register(username: str, url: str, name: str) -> Template:
+    return templates.register(accounts.get_user(username), url=url, name=name, hypervisor="Simulator",
+                              format="RAW")
+
+
+def _job_of(t: Template) -> AsyncJob:
+    ref = templates.refs_of(t)[0]
+    return db.session.get(AsyncJob, ref.job_id)
+
+
+def test_an_accounts_downloads_past_its_limit_wait_their_turn(app, world):
+    """Immediate mode: alice already runs two transfers (hand-made rows), so her third
+    waits in the queue, unclaimed; bob's runs at once; hers runs when a slot frees."""
+    with app.app_context(), serve(world["www"]) as base:
+        url = f"{base}/small.raw"
+        queues.transfers.flush()  # immediate mode's in-memory queue is per process
+        alice = accounts.get_user("alice")
+        assert settings.get("concurrent.transfers.per.account") == 2
+        busy = [AsyncJob(cmd="downloadTemplate", account_id=alice.account_id, user_id=alice.id, queue=queues.TRANSFERS,
+                         params=json.dumps({"handler": "template.download", "params": {}}),
+                         started=utcnow(), heartbeat=utcnow()) for _ in range(2)]
+        db.session.add_all(busy)
+        db.session.commit()
+
+        waiting = _register("alice", url, "a3")
+        job = _job_of(waiting)
+        assert job.queue == queues.TRANSFERS
+        assert job.status == JobStatus.PENDING and job.started is None and job.heartbeat is not None
+        assert templates.refs_of(waiting)[0].state == DownloadState.NOT_DOWNLOADED
+        scheduled = queues.transfers.scheduled()  # back in the queue, to look again shortly
+        assert [(t.name, t.args) for t in scheduled] == [("run_transfer", (job.id,))]
+        assert jobs.reap() == 0  # waiting its turn is not "never picked up"
+
+        other = _register("bob", url, "b1")
+        assert templates.refs_of(other)[0].state == DownloadState.DOWNLOADED  # other accounts are not held
+
+        for b in busy:  # alice's two transfers end: her third one's turn
+            b.status = JobStatus.SUCCEEDED
+        db.session.commit()
+        later = queues.transfers._get_timestamp() + timedelta(seconds=60)
+        for task in queues.transfers.read_schedule(later):
+            queues.transfers.execute(task, later)
+        db.session.expire_all()
+        assert templates.refs_of(waiting)[0].state == DownloadState.DOWNLOADED
+        assert db.session.get(AsyncJob, job.id).status == JobStatus.SUCCEEDED
+
+
+@pytest.fixture
+def consumers(app, tmp_path):
+    """Real huey consumers on a SQLite queue, laid out as the Procfile runs them: the
+    jobs consumer (2 threads here) and the transfers consumer (2 threads)."""
+    from huey.consumer import Consumer
+
+    from app.jobs import worker
+    queues.configure(f"sqlite:///{tmp_path}/queue.db", immediate=False)
+    worker.set_app(app)
+    started = [Consumer(h, workers=2, worker_type="thread", periodic=False, check_worker_health=False)
+               for h in (queues.huey, queues.transfers)]
+    for c in started:
+        c.start()
+    yield
+    for c in started:
+        c.stop(graceful=True)
+    worker.set_app(None)
+    queues.configure("", immediate=True)
+
+
+def _wait(what, deadline_s: float, message: str):
+    """Poll the database until `what()` is true (fresh reads each time)."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        db.session.expire_all()
+        db.session.rollback()
+        value = what()
+        if value:
+            return value
+        assert time.monotonic() < deadline, message
+        time.sleep(0.1)
+
+
+def test_slow_downloads_fill_the_transfer_pool_and_short_jobs_still_run(app, world, consumers):
+    """Three downloads from a trickling server fill the transfer pool (two threads,
+    alice's limit two: one waits). A VM stop and the reaper still finish at once."""
+    with app.app_context(), trickling_server() as base:
+        pending_before = _pending(app)
+        slow = [_register("alice", f"{base}/slow-{i}.raw", f"slow-{i}") for i in range(3)]
+        downloading = lambda: [t for t in slow  # noqa: E731
+                               if templates.refs_of(t)[0].state == DownloadState.DOWNLOADING]
+        _wait(lambda: len(downloading()) == 2, 30, "two downloads should be running")
+        waiting = [t for t in slow if t not in downloading()]
+        assert _job_of(waiting[0]).started is None  # alice's third waits its turn, no thread held
+
+        t0 = time.monotonic()
+        job = vms.stop(accounts.get_user("alice"), world["vm"], forced=True)
+        _wait(lambda: db.session.get(AsyncJob, job.id).status != JobStatus.PENDING, 30,
+              "the VM stop waited behind the downloads")
+        assert db.session.get(AsyncJob, job.id).status == JobStatus.SUCCEEDED
+        vm = db.session.scalar(select(VirtualMachine).where(VirtualMachine.uuid == world["vm"]))
+        assert vm.state == "Stopped"
+        stop_s = time.monotonic() - t0
+
+        stale = AsyncJob(cmd="stopVirtualMachine", params=json.dumps({"handler": "test.stalls_then_succeeds",
+                                                                      "params": {}}),
+                         started=utcnow() - timedelta(hours=1), heartbeat=utcnow() - timedelta(hours=1),
+                         worker="gone:1")
+        db.session.add(stale)
+        db.session.commit()
+        from app.jobs.tasks import reap_jobs
+        t0 = time.monotonic()
+        reap_jobs()  # what the periodic scheduler enqueues every minute
+        _wait(lambda: db.session.get(AsyncJob, stale.id).status == JobStatus.FAILED, 30,
+              "the reaper waited behind the downloads")
+        reap_s = time.monotonic() - t0
+
+        assert len(downloading()) == 2  # the transfer pool was full the whole time
+        print(f"VM stop {stop_s:.2f} s, reap {reap_s:.2f} s with the transfer pool full")
+    # The server cut the transfers: they end failed, nothing stays pending.
+    with app.app_context():
+        _wait(lambda: _pending(app) == pending_before, 60, "a job stayed pending")
