@@ -1,0 +1,136 @@
+"""A worker that really dies: the job consumer running a VM start is SIGKILLed mid-job,
+in the real process stack. Another consumer's reaper fails the job with the reason,
+the VM is back to what the hypervisor says (Stopped), and host capacity and the
+account's usage are back where they were before the start."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from tests.e2e.conftest import BIN, ROOT
+from tests.helpers.www import raw_image, serve
+
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("e2e")]
+
+HEARTBEAT_TIMEOUT = 10  # job.heartbeat.timeout's smallest value
+
+
+def _consumer(stack, log, periodic: bool) -> subprocess.Popen:
+    """`huey_consumer` for the jobs queue, as the Procfile's worker runs it."""
+    args = [str(BIN / "huey_consumer"), "app.jobs.worker.huey", "--workers", "2", "--worker-type", "thread"]
+    return subprocess.Popen(args + ([] if periodic else ["--no-periodic"]), cwd=ROOT, env=stack.env,
+                            stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _until(what, timeout: float, message: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = what()
+        if value:
+            return value
+        assert time.monotonic() < deadline, message
+        time.sleep(0.3)
+
+
+def _usage(api, account: str) -> dict:
+    a = api.listAccounts(name=account, listall="true")["account"][0]
+    return {k: v for k, v in a.items() if k.endswith("total")}
+
+
+def _allocated(api) -> list:
+    return sorted((h["name"], h["memoryallocated"], h["cpuallocated"]) for h in api.listHosts(type="Routing")["host"])
+
+
+def test_a_killed_worker_is_reaped_and_its_start_undone(stack, tmp_path):
+    www = tmp_path / "www"
+    www.mkdir()
+    raw_image(www / "tiny.raw", "8M")
+    stack.env["NUBO_WORKER_THREADS"] = "2"
+    stack.start(concurrency="worker=0")  # web, transfers, monitor, console; the jobs consumers are ours
+    victim = _consumer(stack, tmp_path / "victim.log", periodic=False)  # no reaper in the one we kill
+    survivor = None
+    engine = sa.create_engine(f"sqlite:///{stack.env['NUBO_INSTANCE_PATH']}/nubo.db")
+    try:
+        api = stack.api()
+        api.updateConfiguration(name="job.heartbeat.timeout", value=str(HEARTBEAT_TIMEOUT))
+        z = api.createZone(name="KZ", networktype="Advanced", dns1="8.8.8.8", internaldns1="10.0.0.2",
+                           guestcidraddress="10.60.0.0/24")["zone"]
+        p = api.createPod(zoneid=z["id"], name="P", gateway="192.168.8.1", netmask="255.255.255.0",
+                          startip="192.168.8.10", endip="192.168.8.99")["pod"]
+        c = api.addCluster(zoneid=z["id"], podid=p["id"], clustername="C", hypervisor="Simulator",
+                           clustertype="CloudManaged")["cluster"][0]
+        api.addHost(zoneid=z["id"], podid=p["id"], clusterid=c["id"],
+                    url="simulator://kill-1?cpus=8&cpuspeed=2000&memory=16384")
+        api.createStoragePool(zoneid=z["id"], clusterid=c["id"], name="nfs", url="nfs://filer/export/kill")
+        api.addImageStore(provider="Local", url=f"file://{stack.env['NUBO_INSTANCE_PATH']}/sec", zoneid=z["id"],
+                          name="sec")
+        with serve(www) as url:
+            t = api.registerTemplate(name="tiny", url=f"{url}/tiny.raw", zoneid=z["id"], hypervisor="Simulator",
+                                     format="RAW", ispublic="true")["template"][0]
+            _until(lambda: api.listTemplates(templatefilter="all", id=t["id"])["template"][0].get("isready"), 60,
+                   "the template never became ready")
+        so = api.createServiceOffering(name="s", displaytext="s", cpunumber=2, cpuspeed=1000,
+                                       memory=2048)["serviceoffering"]
+        vm = api.deployVirtualMachine(zoneid=z["id"], templateid=t["id"], serviceofferingid=so["id"], name="kv",
+                                      startvm="false")
+        _until(lambda: api.queryAsyncJobResult(jobid=vm["jobid"])["jobstatus"] == 1, 60, "deploy never ended")
+        vm_id = vm["id"]
+        before = {"usage": _usage(api, "admin"), "hosts": _allocated(api)}
+
+        # Every call on the host now takes two minutes: the start reserves capacity, then hangs on the host.
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE sim_hosts SET delay_seconds = 120"))
+        job_id = api.startVirtualMachine(id=vm_id)["jobid"]
+        _until(lambda: _allocated(api) != before["hosts"], 60, "the start never reserved capacity")
+        assert api.listVirtualMachines(id=vm_id)["virtualmachine"][0]["state"] == "Starting"
+
+        os.killpg(victim.pid, signal.SIGKILL)  # the worker dies mid-job: no finally, no clean-up
+        killed = time.monotonic()
+        victim.wait()
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE sim_hosts SET delay_seconds = 0"))
+        job = api.queryAsyncJobResult(jobid=job_id)
+        assert job["jobstatus"] == 0  # nothing noticed yet
+
+        def heartbeat_stale():
+            with engine.connect() as conn:
+                age = conn.execute(sa.text("SELECT (julianday('now') - julianday(heartbeat)) * 86400 "
+                                           "FROM async_jobs WHERE uuid = :u"), {"u": job_id}).scalar()
+            return age is not None and age > HEARTBEAT_TIMEOUT + 1
+        _until(heartbeat_stale, HEARTBEAT_TIMEOUT + 30, "the dead worker's heartbeat never went stale")
+        # A worker comes back (a restart, or another machine's): its reaper runs at once, then each minute.
+        survivor = _consumer(stack, tmp_path / "survivor.log", periodic=True)
+        job = _until(lambda: (j := api.queryAsyncJobResult(jobid=job_id))["jobstatus"] != 0 and j, 90,
+                     "the reaper never failed the dead worker's job")
+        reaped_after = time.monotonic() - killed
+        assert job["jobstatus"] == 2 and job["jobresultcode"] == 530
+        assert "the worker running this job stopped (no heartbeat)" in job["jobresult"]["errortext"]
+
+        # Consistent again: the VM as the hypervisor has it, nothing held, nothing leaked.
+        assert api.listVirtualMachines(id=vm_id)["virtualmachine"][0]["state"] == "Stopped"
+        assert _allocated(api) == before["hosts"]
+        assert _usage(api, "admin") == before["usage"]
+        assert not [j for j in api.listAsyncJobs(listall="true")["asyncjobs"] if j["jobstatus"] == 0]
+        # ...and usable: the VM is not left locked by the dead job.
+        again = api.startVirtualMachine(id=vm_id)["jobid"]
+        done = _until(lambda: (j := api.queryAsyncJobResult(jobid=again))["jobstatus"] != 0 and j, 60,
+                      "the start after the reap never ended")
+        assert done["jobstatus"] == 1, done
+        print(f"reaped {reaped_after:.1f} s after the SIGKILL (job.heartbeat.timeout {HEARTBEAT_TIMEOUT} s); "
+              f"usage {before['usage']}, hosts {before['hosts']}")
+        assert api.listVirtualMachines(id=vm_id)["virtualmachine"][0]["state"] == "Running"
+    finally:
+        for proc in (victim, survivor):
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGINT)
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+        engine.dispose()
