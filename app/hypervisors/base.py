@@ -160,6 +160,9 @@ class TemplateSource:
     share_path: str | None = None  # the same file as the hosts see it (e.g. \\server\share\...)
     url: str | None = None  # direct download: fetched from here, never kept on secondary storage
     checksum: str | None = None  # "{SHA-256}hex" (or {MD5}, ...): verified as the bytes arrive
+    # How the URL may be fetched (app.net.outbound.FetchPolicy: addresses, size, deadline, rate);
+    # None: the strict defaults.
+    fetch: Any = None
 
 
 @dataclass

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
 from app.hypervisors.base import DriverError, TemplateSource, VolumeInfo, VolumeSpec
-from app.models import (DownloadState, Host, ImageStore, StoragePool, Template, TemplatePoolRef, TemplateStoreRef)
+from app.models import (Account, DownloadState, Host, ImageStore, StoragePool, Template, TemplatePoolRef, TemplateStoreRef)
 from app.services import hypervisors as hv
 from app.services import storage, templates, volumes
 from app.services.errors import ResourceUnavailable, ServiceError
@@ -30,7 +30,9 @@ def base_volume_name(t: Template) -> str:
 
 def _source(t: Template, pool: StoragePool) -> TemplateSource:
     if t.direct_download:
-        return TemplateSource(format=t.format, url=t.url, checksum=t.checksum, size_bytes=t.physical_size or 0)
+        owner = db.session.get(Account, t.account_id)
+        return TemplateSource(format=t.format, url=t.url, checksum=t.checksum, size_bytes=t.physical_size or 0,
+                              fetch=templates.fetch_policy(bool(owner and owner.is_admin)))
     ref = db.session.scalar(select(TemplateStoreRef).where(TemplateStoreRef.template_id == t.id,
                                                            TemplateStoreRef.zone_id == pool.zone_id))
     if ref is None or ref.state != DownloadState.DOWNLOADED or not ref.install_path:

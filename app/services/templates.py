@@ -10,32 +10,38 @@ real format (`qemu-img info` for disk images — a QCOW2 with a backing file is
 refused —, a tar listing for TAR, the ISO 9660 signature for ISOs; nothing is
 ever unpacked) and only then renames the file into place. Any failure leaves no
 file and records the reason.
+
+Every http(s) download goes through app.net.outbound (one address check, the
+connection pinned to the checked address, redirects through the same check, a
+size limit, an overall deadline and a minimum rate); `fetch_policy()` turns the
+settings into its FetchPolicy. Disk images are checked by
+app.hypervisors.images.check_disk_image, which direct download uses too.
 """
 from __future__ import annotations
 
 import calendar
 import hashlib
 import hmac
-import ipaddress
 import json
+import logging
 import os
 import re
-import socket
-import subprocess
 import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 from flask import current_app
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import joinedload
 
 from app.extensions import db
+from app.hypervisors.images import QEMU_FORMATS, ImageRefused, check_disk_image
 from app.jobs import service as jobs
 from app.models import (AsyncJob, DownloadState, ImageStore, OsCategory, OsType, Template, TemplateFormat,
                         TemplateStoreRef, Zone, new_uuid, utcnow)
+from app.net import outbound
 from app.services import events, settings, zones
 from app.services.units import filesize
 from app.services import hypervisors as hv
@@ -49,14 +55,38 @@ define(Definition("template.url.file.allowed.dirs", "", "Directories under which
                   "file:// template URLs (comma separated; empty: file:// is refused).", category="Storage",
                   type="list"))
 define(Definition("template.url.allow.internal", "false", "Let users (not only admins) register URLs that "
-                  "point at loopback, link-local or private addresses.", category="Security", type="boolean"))
+                  "point at any internal address (loopback, link-local, private...). Prefer "
+                  "secstorage.allowed.internal.sites, which opens only the networks listed.",
+                  category="Security", type="boolean"))
+
+
+def _check_sites(value: list[str]) -> None:
+    try:
+        outbound.parse_networks(value)
+    except ValueError as e:
+        raise InvalidParameter(str(e), field="value") from None
+
+
+define(Definition("secstorage.allowed.internal.sites", "", "Internal networks (comma-separated CIDRs, e.g. "
+                  "10.1.2.0/24) that template and ISO URLs may point at, for internal image servers. Any other "
+                  "address that is not public is refused, for every download and every redirect.",
+                  category="Security", type="list", validate=_check_sites))
+define(Definition("template.download.timeout", "21600", "Seconds a template or ISO download (and a direct "
+                  "download into primary storage) may take in all before it fails.", category="Storage",
+                  type="integer", min=1, max=7 * 86400))
+define(Definition("template.download.min.rate", "10", "Slowest accepted download, in KiB/s averaged over "
+                  "template.download.rate.window (0: no minimum).", category="Storage", type="integer",
+                  min=0, max=1 << 20))
+define(Definition("template.download.rate.window", "60", "Seconds over which the download rate is averaged; "
+                  "also the longest a download waits for any byte.", category="Storage", type="integer",
+                  min=1, max=3600))
 define(Definition("upload.url.expiry", "3600", "Seconds a getUploadParamsForTemplate upload URL stays valid.",
                   category="Storage", type="integer", min=60, max=86400))
 
+log = logging.getLogger("nubo.templates")
+
 CHECKSUM_ALGOS = {"MD5": "md5", "SHA-1": "sha1", "SHA-256": "sha256", "SHA-384": "sha384", "SHA-512": "sha512"}
 HEX_LENGTHS = {"md5": 32, "sha1": 40, "sha256": 64, "sha384": 96, "sha512": 128}
-# What `qemu-img info` calls each disk format.
-QEMU_FORMATS = {"RAW": "raw", "QCOW2": "qcow2", "VHD": "vpc", "VHDX": "vhdx"}
 EXTENSIONS = {"RAW": "raw", "QCOW2": "qcow2", "VHD": "vhd", "VHDX": "vhdx", "OVA": "ova", "TAR": "tar",
               "ISO": "iso"}
 CHUNK = 1 << 20
@@ -81,21 +111,24 @@ def parse_checksum(value: str | None) -> tuple[str, str] | None:
     return algo, digest.lower()
 
 
-def _internal(host: str) -> bool:
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except socket.gaierror:
-        return False  # unresolvable: the download will say so
-    for info in infos:
-        ip = ipaddress.ip_address(info[4][0].split("%")[0])
-        if ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_reserved or ip.is_unspecified:
-            return True
-    return False
+def fetch_policy(owner_is_admin: bool) -> outbound.FetchPolicy:
+    """The settings as app.net.outbound's policy for a download owned by a user or an admin.
+    Internal addresses: admins may use any (as before); users only those in
+    secstorage.allowed.internal.sites, or any when template.url.allow.internal is on."""
+    return outbound.FetchPolicy(
+        allow_internal=owner_is_admin or bool(settings.get("template.url.allow.internal")),
+        allowed_sites=outbound.parse_networks(settings.get("secstorage.allowed.internal.sites")),
+        max_bytes=settings.get("max.template.iso.size") * GIB, max_bytes_name="max.template.iso.size",
+        deadline=settings.get("template.download.timeout"),
+        min_rate=settings.get("template.download.min.rate") * 1024,
+        window=settings.get("template.download.rate.window"),
+        max_redirects=MAX_REDIRECTS)
 
 
 def check_url(url: str, caller) -> str:
-    """http(s) for everyone; internal addresses only for admins unless allowed; file:// only
-    for admins and only under the allowed directories (symlinks resolved)."""
+    """http(s) for everyone, with one meaning only (app.net.outbound.parse), leading to a public
+    address or an allowed one (resolved now: an unresolvable host is refused); file:// only for
+    admins and only under the allowed directories (symlinks resolved)."""
     url = (url or "").strip()
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
@@ -112,9 +145,10 @@ def check_url(url: str, caller) -> str:
         return url
     if scheme not in ("http", "https") or not parts.hostname:
         raise InvalidParameter("The URL must be http:// or https:// (file:// for administrators)", field="url")
-    if (not getattr(caller, "is_admin", False) and not settings.get("template.url.allow.internal")
-            and _internal(parts.hostname)):
-        raise InvalidParameter("The URL points at an internal address", field="url")
+    try:
+        outbound.check(url, fetch_policy(bool(getattr(caller, "is_admin", False))))
+    except outbound.FetchRefused as e:
+        raise InvalidParameter(e.message, field="url") from None
     return url
 
 
@@ -319,9 +353,8 @@ class _Progress:
 
 
 def _open_source(url: str, caller_is_admin: bool):
-    """(an iterator of chunks, the announced length) for http(s) or file:// URLs.
-    Redirects are followed by hand so every hop passes check_url's address rule."""
-    import requests
+    """(an iterator of chunks, the announced length) for http(s) or file:// URLs; http(s)
+    through app.net.outbound with the settings' policy (checked again now: settings change)."""
     parts = urlsplit(url)
     if parts.scheme == "file":
         path = os.path.realpath(parts.path)
@@ -332,24 +365,11 @@ def _open_source(url: str, caller_is_admin: bool):
                 while chunk := f.read(CHUNK):
                     yield chunk
         return read(), size
-    session = requests.Session()
-    for _ in range(MAX_REDIRECTS + 1):
-        try:
-            resp = session.get(url, stream=True, timeout=(10, 60), allow_redirects=False)
-        except requests.RequestException as e:
-            raise DownloadFailed(f"Cannot fetch {url}: {e.__class__.__name__}: {e}") from None
-        if resp.is_redirect:
-            url = urljoin(url, resp.headers["Location"])
-            if (not caller_is_admin and not settings.get("template.url.allow.internal")
-                    and _internal(urlsplit(url).hostname or "")):
-                raise DownloadFailed("The URL redirects to an internal address")
-            resp.close()
-            continue
-        if resp.status_code != 200:
-            raise DownloadFailed(f"The server answered HTTP {resp.status_code} for {url}")
-        length = resp.headers.get("Content-Length")
-        return resp.iter_content(CHUNK), int(length) if length and length.isdigit() else None
-    raise DownloadFailed("Too many redirects")
+    try:
+        download = outbound.open_url(url, fetch_policy(caller_is_admin))
+    except outbound.FetchError as e:
+        raise DownloadFailed(e.message) from None
+    return download, download.length
 
 
 def receive(chunks, dest: Path, *, checksum: str | None, total: int | None, progress: _Progress) -> int:
@@ -379,11 +399,17 @@ def receive(chunks, dest: Path, *, checksum: str | None, total: int | None, prog
         if total is not None and size != total:
             raise DownloadFailed(f"The transfer stopped after {size} of {total} bytes")
         if expected and digest.hexdigest() != expected[1]:
-            raise DownloadFailed(f"Checksum mismatch: expected {expected[0].upper()} {expected[1]}, "
-                                 f"got {digest.hexdigest()}")
+            # The real digest goes to the log only: users learn nothing about a file they cannot read.
+            log.warning("checksum mismatch for %s: expected %s %s, got %s", dest.name, expected[0],
+                        expected[1], digest.hexdigest())
+            raise DownloadFailed(f"Checksum mismatch: the file does not match the {expected[0].upper()} "
+                                 "checksum given")
     except DownloadFailed:
         dest.unlink(missing_ok=True)
         raise
+    except outbound.FetchError as e:
+        dest.unlink(missing_ok=True)
+        raise DownloadFailed(e.message) from None
     except Exception as e:  # noqa: BLE001 - network and disk errors: no partial file stays
         dest.unlink(missing_ok=True)
         raise DownloadFailed(f"Transfer failed: {e.__class__.__name__}: {e}") from None
@@ -396,17 +422,9 @@ def inspect(path: Path, declared: str) -> tuple[int, int]:
     physical = path.stat().st_size
     if declared in QEMU_FORMATS:
         try:
-            out = subprocess.run(["qemu-img", "info", "--output=json", str(path)], capture_output=True,
-                                 text=True, timeout=60, check=True).stdout
-        except (OSError, subprocess.SubprocessError) as e:
-            raise DownloadFailed(f"qemu-img could not read the image: {getattr(e, 'stderr', '') or e}") from None
-        info = json.loads(out)
-        found = info.get("format")
-        if found != QEMU_FORMATS[declared]:
-            name = {v: k for k, v in QEMU_FORMATS.items()}.get(found, found)
-            raise DownloadFailed(f"The file is {name}, not {declared}")
-        if info.get("backing-filename") or info.get("format-specific", {}).get("data", {}).get("data-file"):
-            raise DownloadFailed("The image refers to another file (backing or data file); that is refused")
+            info = check_disk_image(path, declared)
+        except ImageRefused as e:
+            raise DownloadFailed(e.message) from None
         return int(info.get("virtual-size", physical)), physical
     if declared in ("TAR", "OVA"):
         try:

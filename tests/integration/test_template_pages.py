@@ -262,7 +262,12 @@ def test_users_may_not_register_internal_urls_or_public_ones(app, client, auth, 
     auth.login("alice")
     r = post_register(client, auth, url="http://127.0.0.1/disk.raw")
     assert r.status_code == 422 and "internal address" in field_html(r.get_data(as_text=True), "url")
-    r = post_register(client, auth, ispublic="y")  # not offered to users: ignored
+    # An unresolvable host is refused too (it used to pass and fail at download).
+    r = post_register(client, auth)
+    assert r.status_code == 422 and "Cannot resolve images.example" in field_html(r.get_data(as_text=True), "url")
+    with app.app_context():  # an internal image server the admin allowed
+        settings.update("secstorage.allowed.internal.sites", "127.0.0.1/32")
+    r = post_register(client, auth, url=DEAD_URL, ispublic="y")  # not offered to users: ignored
     assert r.status_code == 302
     with app.app_context():
         assert not db.session.scalar(select(Template.is_public))
