@@ -149,7 +149,10 @@ def parse(url: str) -> Target:
         raise FetchRefused("The URL contains spaces, control or non-ASCII characters (percent-encode them)")
     if "\\" in url:
         raise FetchRefused("The URL contains a backslash")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise FetchRefused("The URL's host is not a valid IPv6 address") from None
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
         raise FetchRefused("The URL must be http:// or https://")
@@ -301,7 +304,12 @@ def open_url(url: str, policy: FetchPolicy) -> Download:
     started = time.monotonic()
     target = parse(url)
     for hop in range(policy.max_redirects + 1):
-        address = resolve(target, policy)
+        try:
+            address = resolve(target, policy)
+        except FetchRefused as e:
+            if hop:
+                raise FetchRefused(f"Refused a redirect to {target.url}: {e.message}") from None
+            raise
         timeout = urllib3.Timeout(connect=policy.connect_timeout, read=min(policy.window, policy.deadline))
         if target.scheme == "https":
             is_literal = _is_ip(target.host)

@@ -130,7 +130,10 @@ def check_url(url: str, caller) -> str:
     address or an allowed one (resolved now: an unresolvable host is refused); file:// only for
     admins and only under the allowed directories (symlinks resolved)."""
     url = (url or "").strip()
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed [ in the host
+        raise InvalidParameter("The URL cannot be parsed", field="url") from None
     scheme = parts.scheme.lower()
     if scheme == "file":
         if not getattr(caller, "is_admin", False):

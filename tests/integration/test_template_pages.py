@@ -21,8 +21,15 @@ from app.models import AsyncJob, DownloadState, JobStatus, Template
 from app.services import accounts, settings, storage, templates, zones
 from app.services import hypervisors as hv
 from tests.e2e.conftest import free_port
+from tests.helpers.dns import fake_dns
 
 pytestmark = pytest.mark.db
+
+
+@pytest.fixture(autouse=True)
+def _no_dns(monkeypatch):
+    """images.example and any other name fail at once: no DNS query leaves the machine."""
+    fake_dns(monkeypatch, {})
 
 
 class Quiet(http.server.SimpleHTTPRequestHandler):
