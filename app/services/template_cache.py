@@ -49,6 +49,20 @@ def _source(t: Template, pool: StoragePool) -> TemplateSource:
                           share_path=share, checksum=t.checksum)
 
 
+def fetch_pending(t: Template | None, zone_id: int) -> bool:
+    """Whether using `t` in the zone may first fetch it from its URL: a direct-download
+    template missing from one of the zone's Up pools. A job doing so is a long transfer
+    (it runs on the transfer queue, within its account's limit)."""
+    if t is None or not t.direct_download:
+        return False
+    have = select(TemplatePoolRef.id).where(TemplatePoolRef.pool_id == StoragePool.id,
+                                            TemplatePoolRef.template_id == t.id,
+                                            TemplatePoolRef.state == DownloadState.DOWNLOADED)
+    return db.session.scalar(select(StoragePool.id).where(
+        StoragePool.zone_id == zone_id, StoragePool.removed.is_(None), StoragePool.state == "Up",
+        ~have.exists()).limit(1)) is not None
+
+
 def _driver(host: Host):
     from app.services.hosts import connection_for
     return hv.driver_for(host.hypervisor_type, connection_for(host))

@@ -147,11 +147,24 @@ def _unlock(vm_id: int, *tokens: int) -> None:
     db.session.commit()
 
 
+def _queue_for(vm: VirtualMachine, action: str) -> str:
+    """A deploy or start that may first fetch a direct-download template (or ISO) from its
+    URL is a long transfer: the transfer queue, within the account's limit."""
+    if action not in ("deploy", "start") or not any(t is not None and t.direct_download for t in (vm.template, vm.iso)):
+        return jobs.JOBS
+    root_placed = any(v.pool_id for v in vm.volumes if v.volume_type == VolumeType.ROOT and v.removed is None)
+    if (not root_placed and template_cache.fetch_pending(vm.template, vm.zone_id)) or \
+            template_cache.fetch_pending(vm.iso, vm.zone_id):
+        return jobs.TRANSFERS
+    return jobs.JOBS
+
+
 def _submit(caller, vm: VirtualMachine, action: str, cmd: str, params: dict | None = None) -> AsyncJob:
+    queue = _queue_for(vm, action)
     token = _lock(vm, action)
     try:
         job = jobs.submit(cmd, caller, f"vm.{action}", {"vm": vm.uuid, "token": token, **(params or {})},
-                          instance_type="VirtualMachine", instance_id=vm.uuid)
+                          instance_type="VirtualMachine", instance_id=vm.uuid, queue=queue)
     except Exception:
         _unlock(vm.id, token)
         raise

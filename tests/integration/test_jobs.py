@@ -280,3 +280,29 @@ def test_slow_downloads_fill_the_transfer_pool_and_short_jobs_still_run(app, wor
     # The server cut the transfers: they end failed, nothing stays pending.
     with app.app_context():
         _wait(lambda: _pending(app) == pending_before, 60, "a job stayed pending")
+
+
+def test_a_deploy_that_fetches_a_direct_download_template_is_a_transfer(app, world):
+    """Its first use fetches the template from its URL into the pool (a long transfer);
+    once the base volume is there, deploys are short jobs again."""
+    import hashlib
+    with app.app_context(), serve(world["www"]) as base:
+        root = accounts.get_user("root")
+        checksum = "{SHA-256}" + hashlib.sha256((world["www"] / "small.raw").read_bytes()).hexdigest()
+        dd = templates.register(root, url=f"{base}/small.raw", name="dd", hypervisor="Simulator", format="RAW",
+                                zone_uuid=world["zone"], checksum=checksum, direct_download=True, is_public=True)
+        dd.size = dd.physical_size = 1 << 30  # the Simulator does not fetch: it takes the announced size
+        db.session.commit()
+        so = db.session.scalar(select(ServiceOffering))
+        alice = accounts.get_user("alice")
+        queues_used = []
+        for name in ("dd1", "dd2"):
+            vm, job = vms.deploy(alice, zone_uuid=world["zone"], service_offering_uuid=so.uuid,
+                                 template_uuid=dd.uuid, name=name)
+            db.session.refresh(job)
+            assert job.status == JobStatus.SUCCEEDED, job.result
+            queues_used.append(job.queue)
+        assert queues_used == [queues.TRANSFERS, queues.JOBS]
+        stop = vms.stop(alice, vm.uuid, forced=True)
+        start = vms.start(alice, vm.uuid)  # its root volume is in the pool: nothing to fetch
+        assert (stop.queue, start.queue) == (queues.JOBS, queues.JOBS)
