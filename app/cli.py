@@ -68,7 +68,35 @@ def monitor_command(once):
     run(once=once)
 
 
+setting_cli = AppGroup("setting", help="Read and change global settings (as updateConfiguration does).")
+
+
+@setting_cli.command("get")
+@click.argument("name")
+def setting_get(name):
+    """Print the value of setting NAME."""
+    from app.services import settings
+    if name not in settings.DEFINITIONS:
+        raise click.ClickException(f"Unknown configuration setting: {name}")
+    rows = settings.list_settings(name=name)
+    click.echo(rows[0].value if rows else settings.DEFINITIONS[name].default)
+
+
+@setting_cli.command("set")
+@click.argument("name")
+@click.argument("value")
+def setting_set(name, value):
+    """Set setting NAME to VALUE: checked by its type and range like every other write."""
+    from app.services import settings
+    try:
+        row = settings.update(name, value)
+    except ServiceError as e:
+        raise click.ClickException(e.message) from None
+    click.echo(f"{row.name} = {row.value}")
+
+
 def register_cli(app: Flask) -> None:
+    app.cli.add_command(setting_cli)
     app.cli.add_command(user_cli)
     app.cli.add_command(bootstrap_command)
     app.cli.add_command(monitor_command)

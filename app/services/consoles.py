@@ -22,6 +22,7 @@ with user, VM and source address; a token is never logged or stored in clear.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -59,8 +60,19 @@ define(Definition("console.vnc.port.min", "5900", "Lowest port the console proxy
 define(Definition("console.hyperv.grant.access", "false", "Grant the user VMConnect access to a Hyper-V VM "
                   "(Grant-VMConnectAccess on its host) when they download its .rdp file.", category="Console",
                   type="boolean"))
+_WINDOWS_DOMAIN = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,253}[A-Za-z0-9])?\Z")
+
+
+def _check_user_domain(value: str) -> None:
+    """A NetBIOS or DNS domain name: it goes into .rdp files and PowerShell grants as DOMAIN\\user."""
+    if value and not _WINDOWS_DOMAIN.match(value):
+        raise InvalidParameter("console.hyperv.user.domain must be a Windows domain name: ASCII letters, digits, "
+                               "dots and hyphens, at most 255 characters", field="value")
+
+
 define(Definition("console.hyperv.user.domain", "", "Windows domain put before Nubo user names in .rdp files and "
-                  "VMConnect grants (DOMAIN\\user); empty: the bare user name.", category="Console"))
+                  "VMConnect grants (DOMAIN\\user); empty: the bare user name.", category="Console",
+                  validate=_check_user_domain))
 
 SESSION_KEY = "console_sid"  # the web session's console id: binds reconnects to one browser session
 
@@ -396,14 +408,18 @@ def rdp(caller, vm_uuid: str, *, client_address: str | None = None) -> tuple[str
         raise error
     domain = settings.get("console.hyperv.user.domain")
     username = f"{domain}\\{caller.username}" if domain else caller.username
-    if settings.get("console.hyperv.grant.access"):
-        _grant_vmconnect(vm, username)
     target = ConsoleTarget(kind=ConsoleKind.RDP, host=vm.console_host or vm.host.address,
                            port=vm.console_port or RDP_PORT, vm_guid=vm.hypervisor_vm_id)
+    try:  # built first: a refused file grants nothing and records no console opening
+        text = rdp_file(target, username)
+    except ValueError as e:  # a host address or user name that would add a line to the file
+        raise InvalidParameter(f"No .rdp file can be made for VM {vm.name}: {e}") from None
+    if settings.get("console.hyperv.grant.access"):
+        _grant_vmconnect(vm, username)
     events.record("CONSOLE.OPEN", f"Console of VM {vm.name} ({caller.username}): .rdp file for VMConnect to "
                   f"{target.host}:{target.port}", user=caller, resource_type="VirtualMachine",
                   resource_id=vm.uuid, source_address=client_address, commit=True)
-    return f"{vm.name}.rdp", rdp_file(target, username)
+    return f"{vm.name}.rdp", text
 
 
 def _grant_vmconnect(vm: VirtualMachine, username: str) -> None:

@@ -7,7 +7,10 @@ CACHE_SECONDS, with no restart.
 """
 from __future__ import annotations
 
+import math
+import re
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -74,8 +77,11 @@ def _load() -> None:
     values = {name: value for name, value in rows}
     _cache.clear()
     for name, d in DEFINITIONS.items():
+        raw = values.get(name)
         try:
-            _cache[name] = _parse(d, values.get(name))
+            if raw is not None and has_control_chars(raw):
+                raise ValueError(name)
+            _cache[name] = _parse(d, raw)
         except ValueError:  # a hand-edited bad row: fall back to the default
             _cache[name] = _parse(d, None)
     _cache_at = time.monotonic()
@@ -89,33 +95,69 @@ def get(name: str) -> Any:
     return _cache.get(name, _parse(d, None))
 
 
-def validate(name: str, value: str) -> Any:
+# Strict literals: Python's int()/float() also take "1_000", "nan", "inf" and non-ASCII
+# digits, none of which CloudStack (Java's parseInt/parseFloat) or an admin means.
+_INTEGER = re.compile(r"[+-]?[0-9]+\Z")
+_FLOAT = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?\Z")
+
+
+def has_control_chars(value: str) -> bool:
+    """CR, LF, NUL, tabs and other control or line-separator characters (never in a setting:
+    values end up in files such as .rdp, in headers and in logs, one per line)."""
+    return any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in value)
+
+
+def validate(name: str, value: str, *, extra: bool = True) -> Any:
+    """The parsed value, or InvalidParameter (431) with CloudStack's words for a bad one.
+    extra=False skips the definition's own check (hooks storing a dependent value)."""
     d = DEFINITIONS.get(name)
     if d is None:
         raise InvalidParameter(f"Unknown configuration setting: {name}", field="name")
+    value = "" if value is None else str(value)
+    if has_control_chars(value):
+        raise InvalidParameter(f"The value of {name} may not contain control characters or line breaks",
+                               field="value")
+    value = value.strip()
+    if d.type == "integer" and not _INTEGER.match(value):
+        raise InvalidParameter(f"There was an error trying to parse the integer value for: {name}", field="value")
+    if d.type == "float" and not _FLOAT.match(value):
+        raise InvalidParameter(f"There was an error trying to parse the float value for: {name}", field="value")
+    if d.type == "boolean" and value.lower() not in ("true", "false"):
+        raise InvalidParameter(f"Please enter either 'true' or 'false' for {name}", field="value")
     try:
         parsed = _parse(d, value)
     except ValueError:
         raise InvalidParameter(f"{name} must be of type {d.type}", field="value") from None
-    if d.type == "boolean" and str(value).strip().lower() not in ("true", "false"):
-        raise InvalidParameter(f"{name} must be true or false", field="value")
-    if d.min is not None and parsed < d.min:
-        raise InvalidParameter(f"{name} must be at least {d.min:g}", field="value")
-    if d.max is not None and parsed > d.max:
-        raise InvalidParameter(f"{name} must be at most {d.max:g}", field="value")
+    if d.type == "float" and not math.isfinite(parsed):
+        raise InvalidParameter(f"There was an error trying to parse the float value for: {name}", field="value")
+    if (d.min is not None and parsed < d.min) or (d.max is not None and parsed > d.max):
+        kind = "an integer" if d.type == "integer" else "a number"
+        raise InvalidParameter(f"The provided value is not valid for {name}. Please enter {kind} in the range: "
+                               f"[{_bound(d.min)}-{_bound(d.max)}]", field="value")
     if d.choices and parsed not in d.choices:
         raise InvalidParameter(f"{name} must be one of: {', '.join(d.choices)}", field="value")
-    if d.validate:
+    if extra and d.validate:
         d.validate(parsed)
     return parsed
+
+
+def _bound(v: float | None) -> str:
+    return "" if v is None else f"{v:g}"
+
+
+def _normal(d: Definition, value: str) -> str:
+    """The text stored for a valid value (booleans as CloudStack writes them)."""
+    value = value.strip()
+    return value.lower() if d.type == "boolean" else value
 
 
 def update(name: str, value: str) -> Setting:
     """Validate and store a new value; runs the definition's on_change hook in the
     same transaction so dependent settings never disagree."""
-    value = "" if value is None else str(value).strip()
+    value = "" if value is None else str(value)
     parsed = validate(name, value)
     d = DEFINITIONS[name]
+    value = _normal(d, value)
     old = get(name)
     row = db.session.get(Setting, name) or _row_for(d)
     row.value = value
@@ -128,7 +170,10 @@ def update(name: str, value: str) -> Setting:
 
 
 def set_raw(name: str, value: str) -> None:
-    """Store a value without hooks (used by on_change hooks for dependent settings)."""
+    """Store a value without hooks (used by on_change hooks for dependent settings).
+    The value is still checked: no write path skips the definition's type and range."""
+    validate(name, value, extra=False)
+    value = _normal(DEFINITIONS[name], str(value))
     row = db.session.get(Setting, name) or _row_for(DEFINITIONS[name])
     row.value = value
     db.session.add(row)

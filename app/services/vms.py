@@ -298,10 +298,12 @@ def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid:
     userdata = _userdata(userdata)
     host_id = _chosen_host(caller, host_uuid)
     name = (name or "").strip() or None
-    if name is not None and (len(name) > 63 or not all(c.isalnum() or c == "-" for c in name)
-                             or name.startswith("-") or name[0].isdigit()):
-        raise InvalidParameter("name must be a host name: letters, digits and hyphens, starting with a letter, "
-                               "at most 63 characters", field="name")
+    # CloudStack's checkNameForRFCCompliance: a host name label in ASCII (display names may be unicode).
+    if name is not None and (len(name) > 63 or not all((c.isascii() and c.isalnum()) or c == "-" for c in name)
+                             or name.startswith("-") or name.endswith("-") or name[0].isdigit()):
+        raise InvalidParameter("Invalid name. Vm name can contain ASCII letters 'a' through 'z', the digits '0' "
+                               "through '9', and the hyphen ('-'), must be between 1 and 63 characters long, and "
+                               "can't start or end with \"-\" and can't start with digit", field="name")
     if name and db.session.scalar(select(VirtualMachine.id).where(
             VirtualMachine.account_id == caller.account_id, VirtualMachine.name == name,
             VirtualMachine.removed.is_(None))):

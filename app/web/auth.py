@@ -1,6 +1,7 @@
 """Login and logout."""
 from __future__ import annotations
 
+import unicodedata
 from urllib.parse import urlsplit
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
@@ -29,11 +30,15 @@ def _home_for(user) -> str:
 
 
 def _safe_next(target: str | None) -> str | None:
-    """Only same-site relative paths: never an open redirect."""
-    if not target:
+    """Only same-site relative paths: never an open redirect, never a header split.
+    Browsers drop tabs and line breaks from URLs and read "\\" as "/", so "/\\evil",
+    "/\t/evil" and "//evil" all go off-site: any control character or backslash is refused."""
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return None
+    if "\\" in target or any(unicodedata.category(c)[0] in "CZ" and c != " " for c in target):
         return None
     parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+    if parts.scheme or parts.netloc:
         return None
     return target
 

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import secrets
+from urllib.parse import quote
 
 from flask import Blueprint, abort, current_app, flash, make_response, redirect, render_template, request, session, \
     url_for
@@ -21,6 +22,16 @@ from app.web import admin_required
 from app.web.forms import EmptyForm
 
 bp = Blueprint("console", __name__)
+
+
+def attachment(filename: str) -> str:
+    """Content-Disposition for a download whose name may hold any character (a VM made
+    before names were ASCII-only, a display name): an ASCII fallback plus RFC 6266's
+    filename* in UTF-8, so no name can break the header or answer 500."""
+    fallback = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in filename)
+    if fallback == filename:
+        return f'attachment; filename="{filename}"'
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 def _private(response):
@@ -52,7 +63,7 @@ def open_console(uuid: str):
         name, text = opened.rdp
         response = make_response(text)
         response.headers["Content-Type"] = "application/x-rdp; charset=utf-8"
-        response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
+        response.headers["Content-Disposition"] = attachment(name)
         return _private(response)
     return _page(vm=opened.vm, url=opened.url)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import unicodedata
 import xml.etree.ElementTree as ET
 
 from app.hypervisors.base import (
@@ -390,8 +391,14 @@ class HypervDriver(Driver):
 
 def rdp_file(target: ConsoleTarget, username: str) -> str:
     """A VMConnect .rdp file: RDP to the host on 2179 with the VM's GUID as the
-    pre-connection blob. Never a password."""
-    lines = [f"full address:s:{target.host}", f"server port:i:{target.port}",
-             f"pcb:s:{target.vm_guid};EnhancedMode=0", "negotiate security layer:i:0",
-             f"username:s:{username}"]
+    pre-connection blob. Never a password. Each value must stay on its own line:
+    one holding a line break or another control character is refused (ValueError),
+    so no value can add a field (e.g. a second "full address")."""
+    values = {"full address": str(target.host), "server port": str(int(target.port)),
+              "pcb": f"{target.vm_guid};EnhancedMode=0", "username": str(username)}
+    for key, value in values.items():
+        if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in value):
+            raise ValueError(f"The .rdp field {key!r} may not contain control characters or line breaks")
+    lines = [f"full address:s:{values['full address']}", f"server port:i:{values['server port']}",
+             f"pcb:s:{values['pcb']}", "negotiate security layer:i:0", f"username:s:{values['username']}"]
     return "\r\n".join(lines) + "\r\n"
