@@ -45,14 +45,17 @@ def default_label(type_name: str | None) -> str:
 
 # --- Drafts -----------------------------------------------------------------------
 
-def start(user) -> WizardDraft:
-    """A new draft (old, abandoned drafts of this user are dropped)."""
-    db.session.execute(delete(WizardDraft).where(WizardDraft.user_id == user.id,
+def new_draft(user) -> WizardDraft:
+    """A blank draft that is not stored: the first step's page shows it, and the
+    first valid POST stores it (save()). A GET never makes a row."""
+    return WizardDraft(user_id=user.id, kind=KIND, step=STEPS[0], data_enc=None)
+
+
+def _store_new(draft: WizardDraft) -> None:
+    """Store a new draft (old, abandoned drafts of this user are dropped)."""
+    db.session.execute(delete(WizardDraft).where(WizardDraft.user_id == draft.user_id,
                                                  WizardDraft.updated < utcnow() - DRAFT_TTL))
-    draft = WizardDraft(user_id=user.id, kind=KIND, step=STEPS[0], data_enc=None)
     db.session.add(draft)
-    db.session.commit()
-    return draft
 
 
 def get_draft(user, uuid: str) -> WizardDraft:
@@ -102,6 +105,8 @@ def save(draft: WizardDraft, step: str, form: dict) -> str:
                 data.pop(later, None)
                 draft.step = min(draft.step, later, key=STEPS.index)
     _store(draft, data)
+    if draft.id is None:
+        _store_new(draft)
     nxt = STEPS[STEPS.index(step) + 1]
     if STEPS.index(nxt) > STEPS.index(draft.step):
         draft.step = nxt

@@ -114,14 +114,19 @@ def _draft(uuid: str):
 
 def _render(draft, step: str, form, error: str | None = None, status: int = 200, facts=None):
     data = wizard.values(draft)
-    ctx = dict(draft=draft, step=step, form=form, data=data, error=error, steps=wizard.STEPS,
+    ctx = dict(draft=draft, step=step, form=form, data=data, error=error, steps=wizard.STEPS, action=_url(draft, step),
                titles=wizard.TITLES, type_name=wizard.type_of(data), facts=facts,
                default_label=wizard.default_label(wizard.type_of(data)))
     if request.htmx:
         resp = make_response(render_template("zone_wizard/_wizard.html", **ctx), status)
-        resp.headers["HX-Push-Url"] = url_for(".step", uuid=draft.uuid, step=step)
+        resp.headers["HX-Push-Url"] = _url(draft, step)
         return resp
     return render_template("zone_wizard/step.html", **ctx), status
+
+
+def _url(draft, step: str) -> str:
+    """A step's address; a draft not stored yet has only its first step, at the wizard's root."""
+    return url_for(".step", uuid=draft.uuid, step=step) if draft.id is not None else url_for(".start")
 
 
 def _go(draft, step: str):
@@ -131,11 +136,12 @@ def _go(draft, step: str):
     return redirect(url_for(".step", uuid=draft.uuid, step=step))
 
 
-@bp.route("/")
+@bp.route("/", methods=["GET", "POST"])
 @admin_required
 def start():
-    draft = wizard.start(current_user)
-    return redirect(url_for(".step", uuid=draft.uuid, step=wizard.STEPS[0]))
+    """The first step of a new wizard. GET stores nothing; the first valid POST
+    stores the draft and goes on to /<uuid>/network (a draft is resumed by its URL)."""
+    return _step(wizard.new_draft(current_user), wizard.STEPS[0])
 
 
 @bp.route("/<uuid>/<step>", methods=["GET", "POST"])
@@ -146,6 +152,10 @@ def step(uuid: str, step: str):
         abort(404)
     if not wizard.reachable(draft, step):
         return redirect(url_for(".step", uuid=uuid, step=draft.step))
+    return _step(draft, step)
+
+
+def _step(draft, step: str):
     data = wizard.values(draft)
     if request.method == "GET":
         return _render(draft, step, _form(step, data))
