@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from tests.e2e.conftest import free_port
+from tests.e2e.conftest import IN_USE, free_port, wait_bound
 
 ROOT = Path(__file__).resolve().parents[1]
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -317,23 +317,40 @@ def wait_port(port: int, timeout: float = 20) -> None:
 def console_proxy(config, log: Path, **env):
     """`python -m app.console` on a free port for the app whose config is given
     (same instance directory and database). Yields (port, log path)."""
-    port = free_port()
-    full = {**os.environ, "NUBO_INSTANCE_PATH": config["INSTANCE_PATH"], "NUBO_DATABASE_URL": config["DATABASE_URL"],
-            "NUBO_BIND": "127.0.0.1", "NUBO_CONSOLE_PORT": str(port), "NUBO_SEED_DEMO": "0",
-            **{f"NUBO_{k}": str(v) for k, v in env.items()}}
-    with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "app.console"], cwd=ROOT, env=full, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_port(port)
-        yield port
-    finally:
+    def stop(proc):
+        if proc.poll() is not None:
+            return
         os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+    for _ in range(5):
+        port = free_port()
+        full = {**os.environ, "NUBO_INSTANCE_PATH": config["INSTANCE_PATH"],
+                "NUBO_DATABASE_URL": config["DATABASE_URL"], "NUBO_BIND": "127.0.0.1",
+                "NUBO_CONSOLE_PORT": str(port), "NUBO_SEED_DEMO": "0",
+                **{f"NUBO_{k}": str(v) for k, v in env.items()}}
+        offset = log.stat().st_size if log.exists() else 0
+        with open(log, "ab") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "app.console"], cwd=ROOT, env=full, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        # Ours only once the proxy says it holds the port (free_port() races).
+        exited = wait_bound(proc, log, offset, [f"proxying from 127.0.0.1:{port}"])
+        if exited is None:
+            break
+        stop(proc)
+        if not any(m in exited for m in IN_USE):
+            raise RuntimeError(f"the console proxy stopped:\n{exited[-3000:]}")
+    else:
+        raise RuntimeError("no free port after 5 attempts")
+    try:
+        wait_port(port)
+        yield port
+    finally:
+        stop(proc)
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:

@@ -10,7 +10,6 @@ from werkzeug.serving import make_server
 from app import create_app
 from app.extensions import db
 from app.services import accounts, bootstrap, settings
-from tests.e2e.conftest import free_port
 
 
 @pytest.fixture
@@ -35,8 +34,8 @@ def live(tmp_path):
     transfer_consumer = Consumer(transfers, workers=2, worker_type="thread", periodic=False,
                                  check_worker_health=False)  # downloads: their own queue and pool
     transfer_consumer.start()
-    port = free_port()
-    server = make_server("127.0.0.1", port, app, threaded=True)
+    server = make_server("127.0.0.1", 0, app, threaded=True)  # port 0: bound here, no race
+    port = server.port
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
 

@@ -16,7 +16,6 @@ import pytest
 import requests
 from cs import CloudStackApiException
 
-from tests.e2e.conftest import free_port
 
 pytestmark = pytest.mark.xdist_group("live-api")
 
@@ -59,7 +58,7 @@ def files(tmp_path):
     subprocess.run(["xorriso", "-as", "mkisofs", "-quiet", "-o", str(root / "tools.iso"), str(tmp_path / "isodir")],
                    check=True, capture_output=True)
     handler = lambda *a, **kw: Files(*a, directory=str(root), **kw)  # noqa: E731
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)  # port 0: no race
     threading.Thread(target=server.serve_forever, daemon=True).start()
 
     class F:

@@ -20,10 +20,42 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
+# What a server prints when its port was taken (gunicorn; websockify / Python).
+IN_USE = ("Connection in use", "Address already in use")
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on now, for a server in ANOTHER process to bind.
+    This races (anyone may take it before the child binds), so the caller must
+    check that the child really bound it and retry with a new port when it did
+    not (Stack.start, console_support.console_proxy). A server in this process
+    binds port 0 itself and reads the port back instead. Never the same port
+    twice in one test process."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+
+
+def wait_bound(proc: subprocess.Popen, log: Path, offset: int, lines: list[str], timeout: float = 60.0) -> str | None:
+    """Waits until each of `lines` appears in `log` after `offset`: what the child
+    prints once it holds its port (so a server of someone else's on the port is
+    never taken for ours). None then; if the child exits first, what it logged."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(log, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
+        if all(line in text for line in lines):
+            return None
+        if proc.poll() is not None:
+            return text
+        time.sleep(0.1)
+    raise TimeoutError(f"{log}: no {lines} within {timeout}s")
 
 
 def wait_http(url: str, timeout: float = 30.0) -> None:
@@ -42,15 +74,18 @@ class Stack:
     """`flask db upgrade`, `flask bootstrap`, then `honcho start`, as `make run` does."""
 
     def __init__(self, instance: Path, extra_env: dict | None = None):
-        self.port, self.console_port = free_port(), free_port()
         self.env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}",
                     "NUBO_INSTANCE_PATH": str(instance), "NUBO_BIND": "127.0.0.1",
-                    "NUBO_PORT": str(self.port), "NUBO_CONSOLE_PORT": str(self.console_port),
                     "NUBO_ADMIN_PASSWORD": "e2e-admin-pass", "NUBO_SEED_DEMO": "0",
                     "NUBO_WEB_WORKERS": "1", "NUBO_WORKER_THREADS": "2", **(extra_env or {})}
-        self.url = f"http://127.0.0.1:{self.port}"
+        self._new_ports()
         self.proc: subprocess.Popen | None = None
         self.log = instance / "honcho.log"
+
+    def _new_ports(self) -> None:
+        self.port, self.console_port = free_port(), free_port()
+        self.env.update(NUBO_PORT=str(self.port), NUBO_CONSOLE_PORT=str(self.console_port))
+        self.url = f"http://127.0.0.1:{self.port}"
 
     def flask(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run([str(BIN / "flask"), "--app", "wsgi", *args], cwd=ROOT, env=self.env,
@@ -70,11 +105,22 @@ class Stack:
         self.flask("db", "upgrade")
         self.bootstrap_output = self.flask("bootstrap").stdout
         extra = ["-c", concurrency] if concurrency else []
-        self.proc = subprocess.Popen([str(BIN / "honcho"), "start", *extra], cwd=ROOT, env=self.env,
-                                     stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        wait_http(self.url + "/login")
-        return time.monotonic() - t0
+        for _ in range(5):
+            offset = self.log.stat().st_size if self.log.exists() else 0
+            with open(self.log, "ab") as out:
+                self.proc = subprocess.Popen([str(BIN / "honcho"), "start", *extra], cwd=ROOT, env=self.env,
+                                             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            # Ours only once gunicorn and the console proxy say they hold the ports.
+            exited = wait_bound(self.proc, self.log, offset,
+                                [f"Listening at: {self.url}", f"proxying from 127.0.0.1:{self.console_port}"])
+            if exited is None:
+                wait_http(self.url + "/login")
+                return time.monotonic() - t0
+            self.stop()
+            if not any(m in exited for m in IN_USE):
+                raise RuntimeError(f"honcho stopped:\n{exited[-3000:]}")
+            self._new_ports()  # someone took a port between free_port() and the bind
+        raise RuntimeError("no free ports after 5 attempts")
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

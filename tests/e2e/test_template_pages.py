@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import free_port, screenshot
+from tests.e2e.conftest import screenshot
 from tests.e2e.test_admin_pages import login
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("e2e")]
@@ -48,7 +48,7 @@ def images(tmp_path):
     with open(disk, "r+b") as f:
         f.write(b"NUBO" * 4096)
     server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", free_port()), lambda *a, **kw: Files(*a, directory=str(root), **kw))
+        ("127.0.0.1", 0), lambda *a, **kw: Files(*a, directory=str(root), **kw))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     server.url = f"http://127.0.0.1:{server.server_address[1]}"
     yield disk, server.url

@@ -20,7 +20,6 @@ from app.extensions import db
 from app.models import AsyncJob, DownloadState, JobStatus, Template
 from app.services import accounts, settings, storage, templates, zones
 from app.services import hypervisors as hv
-from tests.e2e.conftest import free_port
 from tests.helpers.dns import fake_dns
 
 pytestmark = pytest.mark.db
@@ -44,7 +43,7 @@ def files(tmp_path):
     root.mkdir()
     subprocess.run(["qemu-img", "create", "-q", "-f", "raw", str(root / "disk.raw"), "1M"], check=True)
     server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", free_port()), lambda *a, **kw: Quiet(*a, directory=str(root), **kw))
+        ("127.0.0.1", 0), lambda *a, **kw: Quiet(*a, directory=str(root), **kw))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}", root
     server.shutdown()
