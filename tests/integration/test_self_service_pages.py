@@ -351,6 +351,11 @@ def test_admin_account_pages(app, world, auth, client):
     resp = post(client, auth, "/admin/accounts/new", {"account": "", "role": "user", "username": "carol",
                                                       "password": "carolpass", "email": "c@example.org"})
     assert resp.status_code == 302
+    with app.app_context():  # an account named after its first user, who can log in
+        carol = accounts.get_user("carol")
+        assert (carol.account.name, carol.account.role, carol.role, carol.email) == \
+            ("carol", "user", "user", "c@example.org")
+        assert accounts.authenticate("carol", "carolpass").uuid == carol.uuid
     resp = post(client, auth, "/admin/accounts/new", {"account": "carol", "role": "user", "username": "carol2",
                                                       "password": "carolpass"})
     assert resp.status_code == 422 and "An account named carol already exists" in html_of(resp)
@@ -374,14 +379,27 @@ def test_admin_account_pages(app, world, auth, client):
     with app.app_context():
         assert accounts.authenticate("alice", "alicepass") is None
     assert post(client, auth, f"/admin/accounts/users/{alice_user}/enable").status_code == 302
+    with app.app_context():
+        assert accounts.authenticate("alice", "alicepass").uuid == alice_user
     resp = post(client, auth, f"/admin/accounts/users/{alice_user}/password", {"password": "reset123"})
     assert resp.status_code == 302
+    with app.app_context():  # the new password works, the old one no longer
+        assert accounts.authenticate("alice", "alicepass") is None
+        assert accounts.authenticate("alice", "reset123").uuid == alice_user
+        old_keys = accounts.get_keys(accounts.get_user("alice"))
     resp = post(client, auth, f"/admin/accounts/users/{alice_user}/keys")
     assert resp.status_code == 200 and "Secret key" in html_of(resp) and resp.headers["Cache-Control"] == "no-store"
+    with app.app_context():  # new keys registered, and the page showed exactly those
+        api_key, secret = accounts.get_keys(accounts.get_user("alice"))
+    assert (api_key, secret) != old_keys and api_key in html_of(resp) and secret in html_of(resp)
     resp = post(client, auth, f"/admin/accounts/{alice_uuid}/users/new", {"username": "alice2", "password": "pass1234"})
     assert resp.status_code == 302
+    with app.app_context():
+        assert accounts.get_user("alice2").account.uuid == alice_uuid
     # The whole account disabled: nobody in it logs in.
     assert post(client, auth, f"/admin/accounts/{alice_uuid}/disable").status_code == 302
+    with app.app_context():
+        assert accounts.get_account("alice").state == "disabled"
     auth.logout()
     assert "Wrong username or password" in html_of(auth.login("alice2", "pass1234"))
     auth.login("bob")
