@@ -8,6 +8,7 @@ each test.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 
@@ -39,7 +40,7 @@ def pytest_runtest_protocol(item, nextitem):
     """pytest-timeout's signal cannot interrupt a test blocked inside C code (a
     libvirt call, a read on a socket that never answers): BACKSTOP_SECONDS after
     its timeout, faulthandler writes the test's id and every thread's stack to
-    test-artifacts/hung-<worker>.txt (stderr is captured) and ends the process
+    test-artifacts/hung-<worker>-<pid>.txt (stderr is captured) and ends the process
     (under xdist the worker is replaced and the run goes on)."""
     import faulthandler
     global _hang_file
@@ -47,7 +48,7 @@ def pytest_runtest_protocol(item, nextitem):
     if timeout:
         if _hang_file is None:
             path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "test-artifacts",
-                                f"hung-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}.txt")
+                                f"hung-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-{os.getpid()}.txt")
             os.makedirs(os.path.dirname(path), exist_ok=True)
             _hang_file = open(path, "w")
         _hang_file.seek(0)
@@ -65,7 +66,8 @@ def pytest_runtest_protocol(item, nextitem):
 def pytest_sessionfinish(session):
     if _hang_file is not None:  # nothing hung
         _hang_file.close()
-        os.unlink(_hang_file.name)
+        with contextlib.suppress(FileNotFoundError):  # e.g. test-artifacts/ emptied by someone
+            os.unlink(_hang_file.name)
 
 
 def _backend_id(url: str) -> str:
