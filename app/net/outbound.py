@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import re
 import socket
 import time
@@ -74,6 +75,9 @@ class FetchPolicy:
     connect_timeout: float = 10.0
     max_redirects: int = 5
     user_agent: str = "Nubo"
+    # CA certificates for https; None: REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE as requests reads them,
+    # else certifi's bundle.
+    ca_bundle: str | None = None
 
     def permits(self, ip: Address) -> bool:
         return self.allow_internal or is_public(ip) or any(_within(ip, n) for n in self.allowed_sites)
@@ -315,7 +319,9 @@ def open_url(url: str, policy: FetchPolicy) -> Download:
             is_literal = _is_ip(target.host)
             pool = urllib3.HTTPSConnectionPool(
                 address, target.port, timeout=timeout, retries=False, maxsize=1, cert_reqs="CERT_REQUIRED",
-                ca_certs=certifi.where(), server_hostname=None if is_literal else target.host,
+                ca_certs=(policy.ca_bundle or os.environ.get("REQUESTS_CA_BUNDLE")
+                          or os.environ.get("CURL_CA_BUNDLE") or certifi.where()),
+                server_hostname=None if is_literal else target.host,
                 assert_hostname=target.host)
         else:
             pool = urllib3.HTTPConnectionPool(address, target.port, timeout=timeout, retries=False, maxsize=1)

@@ -344,3 +344,62 @@ def test_a_silent_server_fails_after_the_window(app, zone, www):
         settings.update("template.download.rate.window", "1")
     state, error = register(app, "admin", f"{s2.base}/silent.raw")
     assert state == DownloadState.ERROR and "sent nothing for 1 s" in error, error
+
+
+# --- https: pinned to the checked address, the name kept for SNI and the certificate ---
+
+def _tls_files(tmp_path: Path, name: str) -> tuple[Path, Path, Path]:
+    """(CA certificate, server certificate, server key) for `name`, made for this test."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "nubo test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+          .not_valid_after(now + datetime.timedelta(hours=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                       data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                       crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = tmp_path / "ca.pem", tmp_path / "server.pem", tmp_path / "server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
+def test_https_connects_to_the_checked_address_with_the_name_for_sni_and_certificate(www, tmp_path,
+                                                                                      monkeypatch):
+    import ssl
+    s2 = www[2]
+    ca, cert, key = _tls_files(tmp_path, "images.tls.test")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    sni: list[str | None] = []
+    ctx.sni_callback = lambda sock, name, c: sni.append(name)
+    s2.httpd.socket = ctx.wrap_socket(s2.httpd.socket, server_side=True)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca))
+    fake_dns(monkeypatch, {"images.tls.test": ["127.0.0.2"], "other.tls.test": ["127.0.0.2"]})
+    url = f"https://images.tls.test:{s2.port}/disk.raw"
+    assert len(_drain(TemplateSource(format="RAW", url=url, fetch=policy()))) == 1 << 20
+    assert sni == ["images.tls.test"] and s2.hits == [("/disk.raw", f"images.tls.test:{s2.port}")]
+    # Same address, a name the certificate does not cover: refused by the certificate check.
+    with pytest.raises(OperationFailed, match="hostname 'other.tls.test' doesn't match"):
+        open_source(TemplateSource(format="RAW", url=f"https://other.tls.test:{s2.port}/disk.raw",
+                                   fetch=policy()))
+    assert len(s2.hits) == 1
