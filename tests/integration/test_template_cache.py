@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from app.extensions import db
 from app.models import DownloadState, StoragePool, TemplatePoolRef, TemplateStoreRef
-from app.services import accounts, hosts, storage, template_cache, templates, zones
+from app.services import accounts, hosts, settings, storage, template_cache, templates, zones
 from tests.helpers.www import QuietHandler, raw_image, serve
 
 HITS: list[str] = []
@@ -111,3 +111,52 @@ def test_simulator_template_cache(app, tmp_path, www):
         refs = list(db.session.scalars(select(TemplatePoolRef)))
         assert len(refs) == 1 and refs[0].state == DownloadState.DOWNLOADED and refs[0].size == 16 << 20
         assert db.session.scalar(select(TemplateStoreRef.state)) == DownloadState.DOWNLOADED
+
+
+@pytest.mark.libvirt
+def test_direct_download_into_a_real_pool_checks_the_image_and_the_address(app, tmp_path, www):
+    """A QCOW2 with a backing file never becomes a base volume (refused before any byte reaches the
+    pool); a user's direct-download URL is checked again at first use with the owner's rules."""
+    import subprocess
+    url, _ = www
+    root = tmp_path / "www"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", "/etc/hostname", "-F", "raw",
+                    str(root / "backed.qcow2")], check=True)
+    conn = libvirt.open("qemu:///system")
+    pool_uuid = None
+    try:
+        with app.app_context():
+            admin, z, h, pool = _infra(tmp_path, "KVM", "qemu:///system")
+            pool_uuid = pool.uuid
+            lv_pool = conn.storagePoolLookupByName(pool.uuid)
+            before = (sorted(lv_pool.listVolumes()), db.session.get(StoragePool, pool.id).allocated_bytes)
+            backed = root / "backed.qcow2"
+            t = templates.register(admin, url=f"{url}/backed.qcow2", name="backed", hypervisor="KVM",
+                                   format="QCOW2", zone_uuid=z.uuid, direct_download=True,
+                                   checksum="{SHA-256}" + hashlib.sha256(backed.read_bytes()).hexdigest())
+            with pytest.raises(Exception, match="backing or data file"):
+                template_cache.create_root_volume(t, pool, h, "root-backed")
+            lv_pool.refresh(0)
+            assert (sorted(lv_pool.listVolumes()), db.session.get(StoragePool, pool.id).allocated_bytes) == before
+            assert db.session.scalar(select(func.count()).select_from(TemplatePoolRef)) == 0
+
+            # alice's image server was allowed when she registered, no longer at first use.
+            settings.update("secstorage.allowed.internal.sites", "127.0.0.1/32")
+            alice = accounts.create_user("alice", "alicepass1")
+            u = templates.register(alice, url=f"{url}/base.raw", name="mine", hypervisor="KVM", format="RAW",
+                                   zone_uuid=z.uuid, direct_download=True, checksum=www[1])
+            settings.update("secstorage.allowed.internal.sites", "")
+            HITS.clear()
+            with pytest.raises(Exception, match="internal address"):
+                template_cache.create_root_volume(u, pool, h, "root-mine")
+            assert HITS == []
+            lv_pool.refresh(0)
+            assert sorted(lv_pool.listVolumes()) == before[0]
+    finally:
+        if pool_uuid:
+            p = conn.storagePoolLookupByName(pool_uuid)
+            for name in p.listVolumes():
+                p.storageVolLookupByName(name).delete(0)
+            p.destroy()
+            p.undefine()
+        conn.close()
