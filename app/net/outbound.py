@@ -262,6 +262,7 @@ class Download:
     _resp: object = field(repr=False)
     _policy: FetchPolicy = field(repr=False)
     _started: float = field(repr=False)
+    _pool: object = field(repr=False, default=None)
 
     def __iter__(self) -> Iterator[bytes]:
         from urllib3.exceptions import HTTPError, ReadTimeoutError
@@ -294,8 +295,14 @@ class Download:
             self.close()
 
     def close(self) -> None:
-        self._resp.release_conn()
-        self._resp.close()
+        _close(self._resp, self._pool)
+
+
+def _close(resp, pool) -> None:
+    """Close the socket itself: connections are never reused."""
+    resp.close()
+    if pool is not None:
+        pool.close()
 
 
 def open_url(url: str, policy: FetchPolicy) -> Download:
@@ -331,12 +338,12 @@ def open_url(url: str, policy: FetchPolicy) -> Download:
                 redirect=False, retries=False, preload_content=False, decode_content=False,
                 assert_same_host=False)
         except HTTPError as e:
+            pool.close()
             reason = getattr(e, "reason", None) or e
             raise FetchFailed(f"Cannot fetch {target.url}: {_short(reason)}") from None
         if resp.status in REDIRECTS:
             location = resp.headers.get("Location")
-            resp.release_conn()
-            resp.close()
+            _close(resp, pool)
             if not location:
                 raise FetchFailed(f"The server answered HTTP {resp.status} without a Location")
             if time.monotonic() - started > policy.deadline:
@@ -347,17 +354,15 @@ def open_url(url: str, policy: FetchPolicy) -> Download:
                 raise FetchRefused(f"Refused a redirect: {e.message}") from None
             continue
         if resp.status != 200:
-            resp.release_conn()
-            resp.close()
+            _close(resp, pool)
             raise FetchFailed(f"The server answered HTTP {resp.status} for {target.url}")
         length = resp.headers.get("Content-Length", "")
         length = int(length) if length.isdigit() else None
         if length is not None and policy.max_bytes is not None and length > policy.max_bytes:
-            resp.release_conn()
-            resp.close()
+            _close(resp, pool)
             raise FetchFailed(f"The file is {length} bytes, over {policy.max_bytes_name} ({policy.max_bytes} bytes)")
         return Download(url=target.url, address=address, length=length, _resp=resp, _policy=policy,
-                        _started=started)
+                        _started=started, _pool=pool)
     raise FetchFailed("Too many redirects")
 
 

@@ -486,7 +486,10 @@ def run_download(job: AsyncJob, params: dict) -> dict:
         final = store_root(ref_store(ref)) / relative_path(t)
         part = final.with_name(final.name + ".part")
         chunks, total = _open_source(t.url, owner_is_admin)
-        size = receive(chunks, part, checksum=t.checksum, total=total, progress=_Progress(job, ref.id, total))
+        try:
+            size = receive(chunks, part, checksum=t.checksum, total=total, progress=_Progress(job, ref.id, total))
+        finally:
+            getattr(chunks, "close", lambda: None)()  # the connection, when receive stopped early
         ref = db.session.get(TemplateStoreRef, ref.id)
         finish(t, ref, part, final)
         events.record("TEMPLATE.DOWNLOAD", f"{t.name} downloaded into {ref_store(ref).name} ({size} bytes)",
