@@ -5,7 +5,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from flask_login import UserMixin
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
@@ -89,7 +89,10 @@ class ResourceCount(db.Model):
     (app/services/quotas.py), so concurrent deploys can never pass a limit."""
 
     __tablename__ = "resource_counts"
-    __table_args__ = (UniqueConstraint("account_id", "resource_type"),)
+    # A count below zero is a bug (something given back twice, or more than was taken):
+    # the database refuses it, whatever code or person writes the row.
+    __table_args__ = (UniqueConstraint("account_id", "resource_type"),
+                      CheckConstraint("count >= 0", name="count_not_negative"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))

@@ -70,7 +70,8 @@ class VirtualMachine(PublicIdMixin, RemovableMixin, db.Model):
     active_job_id: Mapped[int | None] = mapped_column(Integer)
     # Capacity held on host_id (released on stop/destroy/failed deploy).
     capacity_reserved: Mapped[bool] = mapped_column(default=False)
-    # The account's resource counts include this VM (from deploy until expunge or a failed deploy).
+    # The account's counts include this VM's instance, vCPUs and memory (from deploy until expunge
+    # or a failed deploy); its ROOT volume counts through its own row (Volume.quota_counted).
     quota_counted: Mapped[bool] = mapped_column(default=False)
     state_updated: Mapped[datetime | None] = mapped_column(DateTime)
     # Stats sampled by the monitor (rates over its last sweep)
@@ -152,8 +153,10 @@ class Volume(PublicIdMixin, RemovableMixin, db.Model):
     format: Mapped[str] = mapped_column(String(16), default="QCOW2")
     state: Mapped[str] = mapped_column(String(16), default=VolumeState.ALLOCATED)
     path: Mapped[str | None] = mapped_column(String(2048))
-    # The account's resource counts include this volume (until it is deleted or expunged).
+    # The account's resource counts include this volume, ROOT or DATADISK (until it is deleted
+    # or expunged), with exactly counted_gib GiB of primary storage: what is given back.
     quota_counted: Mapped[bool] = mapped_column(default=False)
+    counted_gib: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     vm: Mapped[VirtualMachine | None] = relationship(back_populates="volumes")
     pool = relationship("StoragePool")

@@ -5,19 +5,29 @@ Usage lives in resource_counts and is changed only by guarded UPDATEs
 (`count + n <= limit` in the WHERE clause), each in its own short transaction,
 so parallel deploys can never pass a limit on SQLite, PostgreSQL or MariaDB.
 A VM counts from its deploy until it is expunged (or its deploy fails); a
-volume until it is deleted. Administrators' accounts are not limited.
+volume (ROOT or DATADISK, as CloudStack counts resource type 10) until it is
+deleted or expunged. Each row says what it counted (VirtualMachine.quota_counted:
+instance, vCPUs, memory; Volume.quota_counted and counted_gib: one volume and
+that many GiB), and the flag or size changes in the same transaction as the
+count, so exactly what was taken is given back. A count never goes below zero
+(a CHECK constraint; give() stops at zero and logs the drift). recount()
+rebuilds every count from the rows. Administrators' accounts are not limited.
 """
 from __future__ import annotations
 
-from sqlalchemy import select, update
+import logging
+from collections.abc import Iterable
+
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from app.extensions import db
 from app.models import Account, ResourceCount, ResourceLimit, ServiceOffering, VirtualMachine, Volume
 from app.services.dbutil import is_retryable
-from app.services.errors import ResourceLimitExceeded
+from app.services.errors import ResourceInUse, ResourceLimitExceeded
 from app.services.settings import Definition, define
 
+log = logging.getLogger(__name__)
 GIB, MIB = 1 << 30, 1 << 20
 # resource type -> (setting, what the message calls it, CloudStack's resourcetype number)
 TYPES = {
@@ -67,11 +77,33 @@ def _unlimited(account_id: int) -> bool:
     return account is None or account.is_admin
 
 
-def take(account_id: int, deltas: dict[str, int]) -> None:
+def gib(size_bytes: int | None) -> int:
+    """The GiB of primary storage a volume of this many bytes counts (rounded up)."""
+    return -(-(size_bytes or 0) // GIB)
+
+
+def _sub(account_id: int, resource: str, n: int) -> None:
+    """Take `n` off a count, stopping at zero: a count that would go below zero means
+    something was given back that was never taken, which is logged, not stored."""
+    q = update(ResourceCount).where(ResourceCount.account_id == account_id, ResourceCount.resource_type == resource)
+    done = db.session.execute(q.where(ResourceCount.count >= n).values(count=ResourceCount.count - n)
+                              .execution_options(synchronize_session=False))
+    if done.rowcount == 0:
+        drift = db.session.execute(q.where(ResourceCount.count < n).values(count=0)
+                                   .execution_options(synchronize_session=False))
+        if drift.rowcount:
+            log.warning("resource count %s of account %s would go below zero (giving back %s): set to 0",
+                        resource, account_id, n)
+
+
+def take(account_id: int, deltas: dict[str, int], also: Iterable = ()) -> None:
     """Add to the account's counts, all or nothing, in one short transaction (rows locked in a
-    fixed order, so concurrent takes cannot deadlock); 532 naming the limit that would be passed."""
+    fixed order, so concurrent takes cannot deadlock); 532 naming the limit that would be passed.
+    `also`: guarded UPDATEs of the counted rows, run in the same transaction, each of which must
+    change exactly one row (otherwise another request changed it first: 536, nothing taken)."""
     deltas = {r: n for r, n in sorted(deltas.items()) if n}
-    if not deltas:
+    also = list(also)
+    if not deltas and not also:
         return
     have = set(db.session.scalars(select(ResourceCount.resource_type).where(ResourceCount.account_id == account_id)))
     for resource in deltas:
@@ -80,10 +112,13 @@ def take(account_id: int, deltas: dict[str, int]) -> None:
     unlimited = _unlimited(account_id)
     db.session.commit()
     for resource, n in deltas.items():
+        if n < 0:
+            _sub(account_id, resource, -n)
+            continue
         limit = -1 if unlimited else limit_of(account_id, resource)
         q = update(ResourceCount).where(ResourceCount.account_id == account_id,
                                         ResourceCount.resource_type == resource)
-        if limit >= 0 and n > 0:
+        if limit >= 0:
             q = q.where(ResourceCount.count + n <= limit)
         done = db.session.execute(q.values(count=ResourceCount.count + n).execution_options(synchronize_session=False))
         if done.rowcount != 1:
@@ -91,25 +126,28 @@ def take(account_id: int, deltas: dict[str, int]) -> None:
             used = usage(account_id)[resource]
             raise ResourceLimitExceeded(f"The account's limit of {limit} {TYPES[resource][1]} would be passed "
                                         f"(it uses {used}, this needs {n} more)")
+    for stmt, busy in also:
+        if db.session.execute(stmt.execution_options(synchronize_session=False)).rowcount != 1:
+            db.session.rollback()
+            raise ResourceInUse(busy)
     db.session.commit()
 
 
-def give(account_id: int, deltas: dict[str, int]) -> None:
-    for resource, n in deltas.items():
+def give(account_id: int, deltas: dict[str, int], *, commit: bool = True) -> None:
+    for resource, n in sorted(deltas.items()):
         if n:
-            db.session.execute(update(ResourceCount).where(
-                ResourceCount.account_id == account_id, ResourceCount.resource_type == resource)
-                .values(count=ResourceCount.count - n).execution_options(synchronize_session=False))
-    db.session.commit()
+            _sub(account_id, resource, n)
+    if commit:
+        db.session.commit()
 
 
 def _vm_deltas(cpus: int, memory_mib: int, root_bytes: int) -> dict[str, int]:
-    return {"user_vm": 1, "cpu": cpus, "memory": memory_mib, "volume": 1,
-            "primary_storage": -(-root_bytes // GIB)}
+    return {"user_vm": 1, "cpu": cpus, "memory": memory_mib, **volume_deltas(root_bytes)}
 
 
 def reserve_vm(account_id: int, offering: ServiceOffering, root_bytes: int) -> None:
-    """A new VM and its root volume count (before their rows exist); 532 when a limit would pass."""
+    """A new VM and its root volume count (before their rows exist); 532 when a limit would pass.
+    The VM row then carries quota_counted, its ROOT volume quota_counted and counted_gib."""
     take(account_id, _vm_deltas(offering.cpu_number, offering.memory, root_bytes))
 
 
@@ -118,14 +156,17 @@ def unreserve_vm(account_id: int, offering: ServiceOffering, root_bytes: int) ->
 
 
 def release(vm: VirtualMachine) -> None:
-    """The VM no longer counts (once, however often this is called)."""
+    """The VM and its ROOT volume(s) no longer count (once, however often this is called);
+    data volumes stay counted (they outlive the VM, detached)."""
     done = db.session.execute(update(VirtualMachine).where(VirtualMachine.id == vm.id,
                                                            VirtualMachine.quota_counted.is_(True))
                               .values(quota_counted=False).execution_options(synchronize_session=False))
     if done.rowcount == 1:
-        root = next((v.size for v in vm.volumes if v.volume_type == "ROOT"), 0)
-        give(vm.account_id, _vm_deltas(vm.cpu_number, vm.memory, root))
+        give(vm.account_id, {"user_vm": 1, "cpu": vm.cpu_number, "memory": vm.memory}, commit=False)
     db.session.commit()
+    for root in db.session.scalars(select(Volume).where(Volume.vm_id == vm.id, Volume.volume_type == "ROOT",
+                                                        Volume.quota_counted.is_(True))).all():
+        release_volume(root)
 
 
 def rescale(caller, vm: VirtualMachine, offering: ServiceOffering) -> None:
@@ -135,12 +176,85 @@ def rescale(caller, vm: VirtualMachine, offering: ServiceOffering) -> None:
 
 
 def volume_deltas(size: int) -> dict[str, int]:
-    return {"volume": 1, "primary_storage": -(-size // GIB)}
+    return {"volume": 1, "primary_storage": gib(size)}
 
 
 def release_volume(v: Volume) -> None:
-    done = db.session.execute(update(Volume).where(Volume.id == v.id, Volume.quota_counted.is_(True))
-                              .values(quota_counted=False).execution_options(synchronize_session=False))
-    if done.rowcount == 1:
-        give(v.account_id, volume_deltas(v.size))
+    """The volume no longer counts: exactly the GiB it counted go back, once."""
+    for _ in range(3):
+        counted = db.session.execute(select(Volume.quota_counted, Volume.counted_gib)
+                                     .where(Volume.id == v.id)).one()
+        if not counted.quota_counted:
+            break
+        done = db.session.execute(update(Volume).where(Volume.id == v.id, Volume.quota_counted.is_(True),
+                                                       Volume.counted_gib == counted.counted_gib)
+                                  .values(quota_counted=False, counted_gib=0)
+                                  .execution_options(synchronize_session=False))
+        if done.rowcount == 1:
+            give(v.account_id, {"volume": 1, "primary_storage": counted.counted_gib}, commit=False)
+            break
+        db.session.rollback()  # resized meanwhile: read again
     db.session.commit()
+
+
+def recount_volume(v: Volume, old_gib: int, new_gib: int, *, after_failure: bool = False) -> None:
+    """The volume counts `new_gib` GiB instead of `old_gib`, atomically with the account's count:
+    growing is checked against the limit (532), going back gives back. If the volume no longer
+    counts `old_gib` another request changed it first: 536, nothing changes (after a failure,
+    quietly: the later change stands, and it counted the volume's whole size)."""
+    if old_gib == new_gib:
+        return
+    try:
+        take(v.account_id, {"primary_storage": new_gib - old_gib},
+             also=[(update(Volume).where(Volume.id == v.id, Volume.quota_counted.is_(True),
+                                         Volume.counted_gib == old_gib).values(counted_gib=new_gib),
+                    f"Volume {v.name} is being changed by another request")])
+    except ResourceInUse:
+        if not after_failure:
+            raise
+
+
+def count_new_volume(v: Volume) -> None:
+    """Mark a new volume row as counted (what reserve_vm / create_volume took for it)."""
+    v.quota_counted, v.counted_gib = True, gib(v.size)
+
+
+# --- Recount -----------------------------------------------------------------------
+
+def counted_from_rows(account_ids: list[int] | None = None) -> dict[int, dict[str, int]]:
+    """What each account's counts should be from the rows that say they count."""
+    out: dict[int, dict[str, int]] = {}
+    q = (select(VirtualMachine.account_id, func.count(), func.coalesce(func.sum(VirtualMachine.cpu_number), 0),
+                func.coalesce(func.sum(VirtualMachine.memory), 0))
+         .where(VirtualMachine.quota_counted.is_(True)).group_by(VirtualMachine.account_id))
+    if account_ids is not None:
+        q = q.where(VirtualMachine.account_id.in_(account_ids))
+    for aid, n, cpus, mem in db.session.execute(q):
+        out.setdefault(aid, {})
+        out[aid].update(user_vm=int(n), cpu=int(cpus), memory=int(mem))
+    q = (select(Volume.account_id, func.count(), func.coalesce(func.sum(Volume.counted_gib), 0))
+         .where(Volume.quota_counted.is_(True)).group_by(Volume.account_id))
+    if account_ids is not None:
+        q = q.where(Volume.account_id.in_(account_ids))
+    for aid, n, size in db.session.execute(q):
+        out.setdefault(aid, {})
+        out[aid].update(volume=int(n), primary_storage=int(size))
+    return {aid: {t: c.get(t, 0) for t in TYPES} for aid, c in out.items()}
+
+
+def recount() -> int:
+    """Set every account's counts to what its rows count (CloudStack's updateResourceCount, for
+    all accounts); returns how many counts changed. For repair after a crash between steps."""
+    want = counted_from_rows()
+    changed = 0
+    for account_id in db.session.scalars(select(Account.id)).all():
+        have = usage(account_id)
+        for resource, n in want.get(account_id, dict.fromkeys(TYPES, 0)).items():
+            if have[resource] != n:
+                _row(account_id, resource)
+                db.session.execute(update(ResourceCount).where(ResourceCount.account_id == account_id,
+                                                               ResourceCount.resource_type == resource)
+                                   .values(count=n).execution_options(synchronize_session=False))
+                changed += 1
+    db.session.commit()
+    return changed

@@ -324,9 +324,11 @@ def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid:
         if name is None:
             vm.name = f"VM-{vm.uuid[:8]}"
             vm.display_name = display_name or vm.name
-        db.session.add(Volume(uuid=new_uuid(), name=f"ROOT-{vm.id}", account_id=vm.account_id, zone_id=zone.id,
-                              vm_id=vm.id, template_id=None if from_iso else template.id,
-                              volume_type=VolumeType.ROOT, device_id=0, size=root_size, state=VolumeState.ALLOCATED))
+        root = Volume(uuid=new_uuid(), name=f"ROOT-{vm.id}", account_id=vm.account_id, zone_id=zone.id,
+                      vm_id=vm.id, template_id=None if from_iso else template.id,
+                      volume_type=VolumeType.ROOT, device_id=0, size=root_size, state=VolumeState.ALLOCATED)
+        quotas.count_new_volume(root)  # reserve_vm took its volume and GiB
+        db.session.add(root)
         events.record("VM.CREATE", f"VM {vm.name} created ({offering.name}, {template.name})", user=caller,
                       resource_type="VirtualMachine", resource_id=vm.uuid)
         db.session.commit()
@@ -429,6 +431,10 @@ def _prepare_root(vm: VirtualMachine, host: Host, pool: StoragePool) -> None:
     root.pool_id, root.path, root.format, root.state = pool.id, info.path, info.format, VolumeState.READY
     root.size = max(root.size, info.size_bytes)
     db.session.commit()
+    if root.quota_counted and quotas.gib(root.size) > root.counted_gib:
+        # The template's disk is bigger than the deploy counted: the rest counts too (532 past the
+        # limit: the start fails and gives everything back, this volume included).
+        quotas.recount_volume(root, root.counted_gib, quotas.gib(root.size))
 
 
 def _iso_path(vm: VirtualMachine, host: Host, pool: StoragePool) -> str | None:

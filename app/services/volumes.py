@@ -136,11 +136,16 @@ def create_volume(caller, *, name: str | None, zone_uuid: str, disk_offering_uui
                zone_id=zone.id, disk_offering_id=offering.id, volume_type=VolumeType.DATADISK, size=size,
                state=VolumeState.ALLOCATED)
     quotas.take(caller.account_id, quotas.volume_deltas(size))  # 532 when a limit would pass
-    v.quota_counted = True
-    db.session.add(v)
-    events.record("VOLUME.CREATE", f"Volume {v.name} ({size // GIB} GiB) created", user=caller,
-                  resource_type="Volume", resource_id=v.uuid)
-    db.session.commit()
+    try:
+        quotas.count_new_volume(v)
+        db.session.add(v)
+        events.record("VOLUME.CREATE", f"Volume {v.name} ({size // GIB} GiB) created", user=caller,
+                      resource_type="Volume", resource_id=v.uuid)
+        db.session.commit()
+    except Exception:
+        db.session.rollback()  # no row: what was taken goes back
+        quotas.give(caller.account_id, quotas.volume_deltas(size))
+        raise
     return v
 
 
@@ -264,25 +269,32 @@ def resize_volume(caller, uuid: str, *, size_gib: int | None = None, disk_offeri
     if v.vm_id is not None and v.vm.state != VMState.STOPPED:
         raise InvalidParameter(f"Stop VM {v.vm.name} first: volumes are resized offline", field="id")
     grow = new_bytes - v.size
-    extra_gib = -(-new_bytes // GIB) - -(-v.size // GIB)
-    if v.quota_counted and extra_gib:
-        quotas.take(v.account_id, {"primary_storage": extra_gib})
-    if v.pool_id is not None and grow:
-        pool = v.pool
-        reserve_on_pool(pool, grow)
-        db.session.commit()
-        driver = _driver(_host_for_pool(pool))
-        try:
-            driver.resize_volume(storage.spec_of(pool), v.uuid if v.volume_type == VolumeType.DATADISK
-                                 else v.path.rsplit("/", 1)[-1], new_bytes)
-        except DriverError as e:
-            release_on_pool(pool.id, grow)
+    # The new size counts before the disk grows (atomically against the limit, with the
+    # volume's counted_gib); every failure after this gives back exactly what it took.
+    new_gib, counted_before = quotas.gib(new_bytes), v.counted_gib
+    counting = v.quota_counted and new_gib > counted_before
+    if counting:
+        quotas.recount_volume(v, counted_before, new_gib)
+    try:
+        if v.pool_id is not None and grow:
+            pool = v.pool
+            reserve_on_pool(pool, grow)
             db.session.commit()
-            if v.quota_counted and extra_gib:
-                quotas.give(v.account_id, {"primary_storage": extra_gib})
-            raise ResourceUnavailable(f"Volume {v.name} could not be resized: {e}") from None
-        finally:
-            driver.close()
+            driver = _driver(_host_for_pool(pool))
+            try:
+                driver.resize_volume(storage.spec_of(pool), v.uuid if v.volume_type == VolumeType.DATADISK
+                                     else v.path.rsplit("/", 1)[-1], new_bytes)
+            except DriverError as e:
+                release_on_pool(pool.id, grow)
+                db.session.commit()
+                raise ResourceUnavailable(f"Volume {v.name} could not be resized: {e}") from None
+            finally:
+                driver.close()
+    except Exception:
+        db.session.rollback()
+        if counting:
+            quotas.recount_volume(v, new_gib, counted_before, after_failure=True)
+        raise
     v.size = new_bytes
     events.record("VOLUME.RESIZE", f"Volume {v.name} resized to {new} GiB", user=caller, resource_type="Volume",
                   resource_id=v.uuid)
