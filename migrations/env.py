@@ -104,8 +104,36 @@ def run_migrations_online():
                 **conf_args
             )
 
-            with context.begin_transaction():
+            with sqlite_foreign_keys_off(connection), context.begin_transaction():
                 context.run_migrations()
+                check_sqlite_foreign_keys(connection)
+
+
+@contextlib.contextmanager
+def sqlite_foreign_keys_off(connection):
+    """SQLite's batch mode copies a table and drops the old one: with foreign keys enforced
+    that drop fails when rows refer to the table (or, with ON DELETE CASCADE, deletes those
+    rows), so an install with data could not upgrade. SQLite's documented procedure: keys off
+    outside the transaction, check them before it commits, on again after."""
+    from sqlalchemy import text
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        connection.execute(text("PRAGMA foreign_keys=OFF"))  # outside a transaction: it takes effect
+        connection.commit()
+    try:
+        yield
+    finally:
+        if sqlite:
+            connection.execute(text("PRAGMA foreign_keys=ON"))
+            connection.commit()
+
+
+def check_sqlite_foreign_keys(connection):
+    from sqlalchemy import text
+    if connection.dialect.name == "sqlite":
+        broken = connection.execute(text("PRAGMA foreign_key_check")).all()
+        if broken:
+            raise RuntimeError(f"The migration would leave rows whose foreign keys point nowhere: {broken[:10]}")
 
 
 @contextlib.contextmanager

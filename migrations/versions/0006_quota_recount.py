@@ -39,9 +39,8 @@ def recount(bind) -> None:
     bind.execute(vm.update().where(vm.c.removed.is_(None), vm.c.state != "Error").values(quota_counted=sa.true()))
     bind.execute(vm.update().where(sa.or_(vm.c.removed.isnot(None), vm.c.state == "Error"))
                  .values(quota_counted=sa.false()))
-    # GiB rounded up, in integer arithmetic on every database (MariaDB's "/" is decimal).
-    ceil_gib = sa.cast(sa.func.floor((volume.c.size + (GIB - 1)) / sa.literal(GIB, sa.BigInteger)), sa.BigInteger) \
-        if bind.dialect.name != "sqlite" else (volume.c.size + (GIB - 1)) / GIB
+    # GiB rounded up, in integer arithmetic on every database ("//": MariaDB's DIV, "/" elsewhere).
+    ceil_gib = (volume.c.size + (GIB - 1)) // GIB
     live_vm = sa.select(vm.c.id).where(vm.c.quota_counted.is_(True))
     live = sa.and_(volume.c.removed.is_(None),
                    sa.or_(volume.c.volume_type != "ROOT", volume.c.vm_id.is_(None), volume.c.vm_id.in_(live_vm)))
