@@ -130,7 +130,7 @@ def test_quota_counts_through_every_upgrade(url, tmp_path):
     """Rows seeded at each revision (as that version of Nubo wrote them), the upgrade run one
     step at a time from 0001 to the head, the counts checked after each step. 0003 counts
     nothing it found (the bug: an upgraded install stopped counting its VMs, and the old
-    code's ROOT resize left an account at -1,963 GiB); 0006 rebuilds every count from the
+    code's ROOT resize left an account at -1,963 GiB); 0007 rebuilds every count from the
     rows, ROOT volumes included, and from then on the database refuses a negative count."""
     from sqlalchemy.exc import DBAPIError
     app = create_app({"INSTANCE_PATH": str(tmp_path), "DATABASE_URL": _fresh_database(url, tmp_path)})
@@ -174,10 +174,11 @@ def test_quota_counts_through_every_upgrade(url, tmp_path):
             conn.execute(sa.text("UPDATE resource_counts SET count = count + 1 WHERE account_id = :a"),
                          {"a": w["bob"]})  # what that deploy took (bob's other counts had no rows)
             seeded = _counts(conn)
-        upgrade(revision="0005")
-        with db.engine.begin() as conn:
-            assert _counts(conn) == seeded
-        upgrade()  # 0006 and anything after it
+        for revision in ("0005", "0006"):
+            upgrade(revision=revision)
+            with db.engine.begin() as conn:
+                assert _counts(conn) == seeded
+        upgrade(revision="0007")
         expected = {"alice": {"user_vm": 2, "cpu": 3, "memory": 1536, "volume": 4, "primary_storage": 10},
                     "bob": {"user_vm": 2, "cpu": 2, "memory": 1024, "volume": 2, "primary_storage": 2}}
         with db.engine.begin() as conn:
@@ -196,8 +197,8 @@ def test_quota_counts_through_every_upgrade(url, tmp_path):
         db.session.remove()  # no transaction left open: it would hold up the ALTERs below
         with pytest.raises(DBAPIError), db.engine.begin() as conn:
             conn.execute(sa.text("UPDATE resource_counts SET count = -1 WHERE account_id = :a"), {"a": w["bob"]})
-        # Down and up again: the counts come out the same (0006 is safe to run twice).
-        downgrade(revision="0005")
+        # Down and up again: the counts come out the same (0007 is safe to run twice).
+        downgrade(revision="0006")
         upgrade()
         with db.engine.begin() as conn:
             assert _counts(conn) == expected

@@ -10,14 +10,14 @@ volume that is not removed: ROOT and DATADISK, as CloudStack counts primary stor
 then every account's counts are rebuilt from those rows. Only then is the CHECK
 (count >= 0) added, so earlier negative counts cannot stop the upgrade.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 """
 from alembic import op
 import sqlalchemy as sa
 
-revision = '0006'
-down_revision = '0005'
+revision = '0007'
+down_revision = '0006'
 branch_labels = None
 depends_on = None
 
