@@ -150,14 +150,19 @@ def test_hosts_are_asked_in_parallel_within_each_types_limit(app):
     from collections import defaultdict
 
     from app.monitor.hosts import ask_hosts
-    active, peak, lock = defaultdict(int), defaultdict(int), threading.Lock()
+    active, peak, changed = defaultdict(int), defaultdict(int), threading.Condition()
+    # The first calls of a type wait for each other until this many run at once (or
+    # 30 s pass), so the peak does not depend on how busy the machine is.
+    want = {"Simulator": 2, "KVM": 3}
 
     def call(host_id, type_name):
-        with lock:
+        with changed:
             active[type_name] += 1
             peak[type_name] = max(peak[type_name], active[type_name])
-        time.sleep(0.02)
-        with lock:
+            changed.notify_all()
+            changed.wait_for(lambda: peak[type_name] >= want[type_name], timeout=30)
+        time.sleep(0.02)  # overlap a little: a pool wider than its limit would show
+        with changed:
             active[type_name] -= 1
         return host_id
 
