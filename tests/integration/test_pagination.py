@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
+from app.extensions import db
 from app.models import Account
 from app.services import accounts, pagination, settings
 from app.services.pagination import page_ids, page_of
@@ -47,3 +48,34 @@ def test_large_totals_are_reused_for_a_few_seconds(app, monkeypatch):
         settings.update("list.count.cache.seconds", "0")
         settings.clear_cache()
         assert page_of(q, (1, 3))[1] == 8
+
+
+def test_a_reused_total_is_never_another_accounts(app, users, monkeypatch):
+    """The same list asked by two users is two statements (the account is a bound
+    value of each): each gets its own account's total, cached or not."""
+    from app.services import events, keypairs
+    monkeypatch.setattr(pagination, "LARGE_COUNT", 5)
+    monkeypatch.setattr(pagination, "_counts", {})
+    with app.app_context():
+        settings.update("list.count.cache.seconds", "60")
+        alice, bob, admin = (accounts.get_user(n) for n in ("alice", "bob", "admin"))
+        for user, n in ((alice, 7), (bob, 9)):
+            for i in range(n):
+                events.record("VM.CREATE", f"VM {user.username}-{i} created", user=user)
+                keypairs.create(user, f"{user.username}-key-{i}", key_type="ed25519")
+        db.session.commit()
+        from sqlalchemy import func
+
+        from app.models import Event
+        exact = {u.username: db.session.scalar(select(func.count()).select_from(Event).where(
+            Event.account_id == u.account_id)) for u in (alice, bob)}
+        assert exact["alice"] != exact["bob"]
+        before = {u.username: events.list_events(u, page=(1, 3))[1] for u in (alice, bob, admin)}
+        keys = {u.username: keypairs.list_keypairs(u, page=(1, 3))[1] for u in (alice, bob)}
+        again = {u.username: events.list_events(u, page=(1, 3))[1] for u in (bob, alice)}
+        by_name = {name: keypairs.list_keypairs(admin, account=name, page=(1, 3))[1] for name in ("alice", "bob")}
+    assert before["alice"] == exact["alice"] and before["bob"] == exact["bob"]
+    assert before["admin"] >= exact["alice"] + exact["bob"]
+    assert keys == {"alice": 7, "bob": 9} and by_name == {"alice": 7, "bob": 9}
+    assert again == {"bob": exact["bob"], "alice": exact["alice"]}
+    assert len(pagination._counts) >= 4  # the totals were cached, each under its own key
