@@ -138,7 +138,8 @@ def test_changes_behind_nubos_back_are_seen(app, kvm):
             t_kill = time.monotonic()
             conn.lookupByName(vm.instance_name).destroy()  # `virsh destroy`: returns once QEMU is gone
             t0 = time.monotonic()
-            while time.monotonic() - t0 < 2.0:
+            # No reconcile runs here: only the event can change it. 60 s: a loaded machine.
+            while time.monotonic() - t0 < 60.0:
                 db.session.rollback()  # a fresh read each time: the listener commits in its own thread
                 if db.session.get(VirtualMachine, vm.id).state == "Stopped":
                     break
@@ -146,7 +147,7 @@ def test_changes_behind_nubos_back_are_seen(app, kvm):
             print(f"virsh destroy took {t0 - t_kill:.3f} s; the event was applied {time.monotonic() - t0:.3f} s "
                   "after it returned")
             db.session.rollback()
-            assert db.session.get(VirtualMachine, vm.id).state == "Stopped", "the event was not applied within 2 s"
+            assert db.session.get(VirtualMachine, vm.id).state == "Stopped", "the event was not applied within 60 s"
             assert hosts.get_host(kvm["host"]).memory_allocated == 0
         finally:
             listener.close()
