@@ -1,7 +1,9 @@
-"""A worker that really dies: the job consumer running a VM start is SIGKILLed mid-job,
-in the real process stack. Another consumer's reaper fails the job with the reason,
-the VM is back to what the hypervisor says (Stopped), and host capacity and the
-account's usage are back where they were before the start."""
+"""A worker that really dies, in the real process stack:
+- the job consumer running a VM start is SIGKILLed mid-job. Another consumer's reaper
+  fails the job with the reason, the VM is back to what the hypervisor says (Stopped),
+  and host capacity and the account's usage are back where they were before the start;
+- the transfer consumer is SIGKILLed mid-download: the reaper fails the job, the copy
+  is in Error with the reason, no partial file stays, and a retry downloads it."""
 from __future__ import annotations
 
 import os
@@ -13,18 +15,36 @@ import pytest
 import sqlalchemy as sa
 
 from tests.e2e.conftest import BIN, ROOT
-from tests.helpers.www import raw_image, serve
+from tests.helpers.www import raw_image, serve, trickling_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("e2e")]
 
 HEARTBEAT_TIMEOUT = 10  # job.heartbeat.timeout's smallest value
 
 
-def _consumer(stack, log, periodic: bool) -> subprocess.Popen:
-    """`huey_consumer` for the jobs queue, as the Procfile's worker runs it."""
-    args = [str(BIN / "huey_consumer"), "app.jobs.worker.huey", "--workers", "2", "--worker-type", "thread"]
+def _consumer(stack, log, periodic: bool, queue: str = "huey") -> subprocess.Popen:
+    """`huey_consumer` for the jobs queue (or "transfers"), as the Procfile runs them."""
+    args = [str(BIN / "huey_consumer"), f"app.jobs.worker.{queue}", "--workers", "2", "--worker-type", "thread"]
     return subprocess.Popen(args + ([] if periodic else ["--no-periodic"]), cwd=ROOT, env=stack.env,
                             stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(*procs) -> None:
+    for proc in procs:
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def _heartbeat_stale(engine, job_id: str) -> bool:
+    with engine.connect() as conn:
+        age = conn.execute(sa.text("SELECT (julianday('now') - julianday(heartbeat)) * 86400 "
+                                   "FROM async_jobs WHERE uuid = :u"), {"u": job_id}).scalar()
+    return age is not None and age > HEARTBEAT_TIMEOUT + 1
 
 
 def _until(what, timeout: float, message: str):
@@ -96,13 +116,8 @@ def test_a_killed_worker_is_reaped_and_its_start_undone(stack, tmp_path):
             conn.execute(sa.text("UPDATE sim_hosts SET delay_seconds = 0"))
         job = api.queryAsyncJobResult(jobid=job_id)
         assert job["jobstatus"] == 0  # nothing noticed yet
-
-        def heartbeat_stale():
-            with engine.connect() as conn:
-                age = conn.execute(sa.text("SELECT (julianday('now') - julianday(heartbeat)) * 86400 "
-                                           "FROM async_jobs WHERE uuid = :u"), {"u": job_id}).scalar()
-            return age is not None and age > HEARTBEAT_TIMEOUT + 1
-        _until(heartbeat_stale, HEARTBEAT_TIMEOUT + 30, "the dead worker's heartbeat never went stale")
+        _until(lambda: _heartbeat_stale(engine, job_id), HEARTBEAT_TIMEOUT + 30,
+               "the dead worker's heartbeat never went stale")
         # A worker comes back (a restart, or another machine's): its reaper runs at once, then each minute.
         survivor = _consumer(stack, tmp_path / "survivor.log", periodic=True)
         job = _until(lambda: (j := api.queryAsyncJobResult(jobid=job_id))["jobstatus"] != 0 and j, 90,
@@ -125,12 +140,66 @@ def test_a_killed_worker_is_reaped_and_its_start_undone(stack, tmp_path):
               f"usage {before['usage']}, hosts {before['hosts']}")
         assert api.listVirtualMachines(id=vm_id)["virtualmachine"][0]["state"] == "Running"
     finally:
-        for proc in (victim, survivor):
-            if proc is not None and proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGINT)
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+        _stop(victim, survivor)
         engine.dispose()
+
+
+def test_a_killed_transfer_worker_is_reaped_and_its_download_can_be_retried(stack, tmp_path):
+    image = raw_image(tmp_path / "image.raw", "4M").read_bytes()
+    stack.start(concurrency="worker=0,transfers=0")  # web, monitor, console; both consumers are ours
+    victim = _consumer(stack, tmp_path / "victim.log", periodic=False, queue="transfers")
+    jobs_consumer = transfers = None
+    instance = stack.env["NUBO_INSTANCE_PATH"]
+    engine = sa.create_engine(f"sqlite:///{instance}/nubo.db")
+    try:
+        api = stack.api()
+        api.updateConfiguration(name="job.heartbeat.timeout", value=str(HEARTBEAT_TIMEOUT))
+        z = api.createZone(name="TZ", networktype="Advanced", dns1="8.8.8.8", internaldns1="10.0.0.2",
+                           guestcidraddress="10.61.0.0/24")["zone"]
+        api.addImageStore(provider="Local", url=f"file://{instance}/sec", zoneid=z["id"], name="sec")
+        usage = _usage(api, "admin")
+        with trickling_server(image) as (url, fast):
+            t = api.registerTemplate(name="slow", url=f"{url}/image.raw", zoneid=z["id"], hypervisor="Simulator",
+                                     format="RAW")["template"][0]
+            with engine.connect() as conn:
+                job_id = conn.execute(sa.text("SELECT uuid FROM async_jobs WHERE cmd = 'downloadTemplate'")).scalar()
+            parts = lambda: list((tmp_path / "instance" / "sec").rglob("*.part"))  # noqa: E731
+            _until(parts, 60, "the download never started writing")
+
+            os.killpg(victim.pid, signal.SIGKILL)  # mid-download
+            victim.wait()
+            _until(lambda: _heartbeat_stale(engine, job_id), HEARTBEAT_TIMEOUT + 30,
+                   "the dead worker's heartbeat never went stale")
+            jobs_consumer = _consumer(stack, tmp_path / "jobs.log", periodic=True)  # its reaper runs at once
+            job = _until(lambda: (j := api.queryAsyncJobResult(jobid=job_id))["jobstatus"] != 0 and j, 90,
+                         "the reaper never failed the dead transfer worker's job")
+            assert job["jobstatus"] == 2
+            assert "the worker running this job stopped (no heartbeat)" in job["jobresult"]["errortext"]
+            listed = api.listTemplates(templatefilter="all", id=t["id"])["template"][0]
+            assert not listed.get("isready") and "retry the download" in listed["status"]
+            assert parts() == []  # no partial file left on secondary storage
+            assert _usage(api, "admin") == usage
+
+            # A transfer consumer again, and the owner retries (the portal's Retry): it downloads.
+            transfers = _consumer(stack, tmp_path / "transfers.log", periodic=False, queue="transfers")
+            fast.set()
+            s = _portal_session(stack)
+            page = s.get(f"{stack.url}/templates/").text
+            token = page.split('name="csrf-token" content="', 1)[1].split('"', 1)[0]
+            r = s.post(f"{stack.url}/templates/{t['id']}/retry", data={"csrf_token": token})
+            assert r.status_code < 400, r.status_code
+            _until(lambda: api.listTemplates(templatefilter="all", id=t["id"])["template"][0].get("isready"), 60,
+                   "the retried download never finished")
+        assert not [j for j in api.listAsyncJobs(listall="true")["asyncjobs"] if j["jobstatus"] == 0]
+    finally:
+        _stop(victim, jobs_consumer, transfers)
+        engine.dispose()
+
+
+def _portal_session(stack):
+    import requests
+    s = requests.Session()
+    html = s.get(stack.url + "/login").text
+    token = html.split('name="csrf-token" content="', 1)[1].split('"', 1)[0]
+    s.post(stack.url + "/login", data={"username": "admin", "password": "e2e-admin-pass", "csrf_token": token})
+    return s

@@ -27,6 +27,46 @@ def serve(root: Path, handler: type[http.server.SimpleHTTPRequestHandler] = Quie
         server.server_close()
 
 
+@contextlib.contextmanager
+def trickling_server(body: bytes | None = None, chunk: int = 8192, every: float = 0.25) -> Iterator[tuple[str, threading.Event]]:
+    """A server that sends `chunk` bytes every `every` seconds (32 KiB/s by default: slow,
+    yet above a sane minimum rate) of `body` (default: 1 GiB of zeros announced) until
+    `fast` is set (the rest at once) or the context ends (every open transfer is cut).
+    Yields (base URL, fast)."""
+    stop, fast = threading.Event(), threading.Event()
+    length = len(body) if body is not None else 1 << 30
+
+    class Trickle(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(length))
+            self.end_headers()
+            sent = 0
+            try:
+                while sent < length:
+                    if not fast.is_set() and stop.wait(every):
+                        return  # the test is over: cut the transfer
+                    n = min(1 << 20 if fast.is_set() else chunk, length - sent)
+                    self.wfile.write(body[sent:sent + n] if body is not None else b"\0" * n)
+                    self.wfile.flush()
+                    sent += n
+            except OSError:
+                return
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", fast
+    finally:
+        stop.set()
+        server.shutdown()
+        server.server_close()
+
+
 def raw_image(path: Path, size: str = "16M", stamp: bytes | None = b"NUBO" * 4096) -> Path:
     """A real RAW disk image made with qemu-img, with some non-zero bytes at the start."""
     subprocess.run(["qemu-img", "create", "-q", "-f", "raw", str(path), size], check=True)

@@ -83,48 +83,13 @@ def test_a_worker_back_after_the_reap_stops_at_its_next_progress(app):
 
 # --- The transfer queue ------------------------------------------------------------
 
-import http.server  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
 
 from app import jobs as queues  # noqa: E402
 from app.models import (DownloadState, ServiceOffering, Template, TemplateStoreRef,  # noqa: E402
                         VirtualMachine, new_uuid)
 from app.services import accounts, hosts, settings, storage, templates, vms, zones  # noqa: E402
-from tests.helpers.www import serve  # noqa: E402
-
-
-@contextmanager
-def trickling_server():
-    """Announces 1 GiB and sends 8 KiB every 0.25 s (32 KiB/s: slow, yet above any sane
-    minimum rate) until the test ends; then every open transfer is cut."""
-    stop = threading.Event()
-
-    class Trickle(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Length", str(1 << 30))
-            self.end_headers()
-            while not stop.wait(0.25):
-                try:
-                    self.wfile.write(b"\0" * 8192)
-                    self.wfile.flush()
-                except OSError:
-                    return
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        stop.set()
-        server.shutdown()
-        server.server_close()
+from tests.helpers.www import serve, trickling_server  # noqa: E402
 
 
 @pytest.fixture
@@ -244,7 +209,7 @@ def _wait(what, deadline_s: float, message: str):
 def test_slow_downloads_fill_the_transfer_pool_and_short_jobs_still_run(app, world, consumers):
     """Three downloads from a trickling server fill the transfer pool (two threads,
     alice's limit two: one waits). A VM stop and the reaper still finish at once."""
-    with app.app_context(), trickling_server() as base:
+    with app.app_context(), trickling_server() as (base, _):
         pending_before = _pending(app)
         slow = [_register("alice", f"{base}/slow-{i}.raw", f"slow-{i}") for i in range(3)]
         downloading = lambda: [t for t in slow  # noqa: E731
