@@ -126,8 +126,10 @@ def test_a_killed_worker_is_reaped_and_its_start_undone(stack, tmp_path):
         assert job["jobstatus"] == 2 and job["jobresultcode"] == 530
         assert "the worker running this job stopped (no heartbeat)" in job["jobresult"]["errortext"]
 
-        # Consistent again: the VM as the hypervisor has it, nothing held, nothing leaked.
-        assert api.listVirtualMachines(id=vm_id)["virtualmachine"][0]["state"] == "Stopped"
+        # Consistent again: the VM as the hypervisor has it, nothing held, nothing leaked. (The
+        # reaper's clean-up commits just after the job's failure: wait for the state, not a time.)
+        _until(lambda: api.listVirtualMachines(id=vm_id)["virtualmachine"][0]["state"] == "Stopped", 30,
+               "the VM never went back to Stopped")
         assert _allocated(api) == before["hosts"]
         assert _usage(api, "admin") == before["usage"]
         assert not [j for j in api.listAsyncJobs(listall="true")["asyncjobs"] if j["jobstatus"] == 0]
@@ -175,7 +177,8 @@ def test_a_killed_transfer_worker_is_reaped_and_its_download_can_be_retried(stac
                          "the reaper never failed the dead transfer worker's job")
             assert job["jobstatus"] == 2
             assert "the worker running this job stopped (no heartbeat)" in job["jobresult"]["errortext"]
-            listed = api.listTemplates(templatefilter="all", id=t["id"])["template"][0]
+            listed = _until(lambda: (x := api.listTemplates(templatefilter="all", id=t["id"])["template"][0])
+                            ["status"].startswith("Failed") and x, 30, "the copy never went to Error")
             assert not listed.get("isready") and "retry the download" in listed["status"]
             assert parts() == []  # no partial file left on secondary storage
             assert _usage(api, "admin") == usage
