@@ -13,14 +13,62 @@ def test_signature_get_and_post_with_and_without_expiry(live):
         assert {u["username"] for u in users["user"]} == {"admin", "alice"}
 
 
-@pytest.mark.parametrize("value", ["has spaces", "ünïcödé ☁", "star*", "slash/plus+equals=amp&", "tilde~"])
-def test_awkward_values_are_signed_and_read_back(live, value):
-    api = live.client(method="post")
+@pytest.mark.parametrize("method", ["get", "post"])
+@pytest.mark.parametrize("value", ["has spaces", "ünïcödé ☁", "star*", "slash/plus+equals=amp&", "tilde~",
+                                   "a+b c"])
+def test_awkward_values_are_signed_and_read_back(live, value, method):
+    api = live.client(method=method)
     api.updateConfiguration(name="hypervisor.custom.display.name", value=f"X{value}".replace(",", ""))
     got = api.listConfigurations(name="hypervisor.custom.display.name")["configuration"][0]["value"]
     assert got == f"X{value}"
     caps = api.listCapabilities()["capability"]
     assert caps["customhypervisordisplayname"] == f"X{value}"
+
+
+SETTING = "hypervisor.custom.display.name"
+
+
+def hand_made_get(live, params: dict, *, query=None, sign_as=None):
+    """A GET built by hand (as a shell script or another language's client would):
+    signed over `sign_as` (default: the params), sent as `query` (default: the params
+    with spaces as %20)."""
+    import requests
+    from urllib.parse import quote, urlencode
+
+    from app.api.signing import sign
+    key, secret = live.keys("admin")
+    params = {"apiKey": key, "response": "json", **params}
+    signature = sign({**params, **(sign_as or {})}, secret)
+    qs = query(params) if query else urlencode(params, quote_via=quote)
+    return requests.get(f"{live.url}?{qs}&signature={quote(signature, safe='')}", timeout=30)
+
+
+def setting(live) -> str:
+    return live.client().listConfigurations(name=SETTING)["configuration"][0]["value"]
+
+
+@pytest.mark.parametrize("encoding", ["%20", "+ (form style)"])
+def test_hand_made_get_with_plus_space_and_unicode(live, encoding):
+    from urllib.parse import urlencode
+    value = "Ä+b c/☁*~"
+    query = (lambda p: urlencode(p)) if encoding.startswith("+") else None  # quote_plus: ' '->'+', '+'->'%2B'
+    resp = hand_made_get(live, {"command": "updateConfiguration", "name": SETTING, "value": value}, query=query)
+    assert resp.status_code == 200, resp.text
+    assert setting(live) == value
+
+
+def test_a_plus_read_as_a_space_is_not_the_signed_value(live):
+    """Signed over "a+b", sent with a bare '+' (which a query string reads as a space): refused, unchanged."""
+    before = setting(live)
+    resp = hand_made_get(live, {"command": "updateConfiguration", "name": SETTING, "value": "a b"},
+                         sign_as={"value": "a+b"}, query=lambda p: "&".join(
+                             f"{k}={'a+b' if k == 'value' else v}" for k, v in p.items()))
+    assert resp.status_code == 401 and resp.json()["updateconfigurationresponse"]["errorcode"] == 401
+    assert setting(live) == before
+    # Unicode: signed as NFC "é", sent as NFD "é" (another byte sequence): refused too.
+    resp = hand_made_get(live, {"command": "updateConfiguration", "name": SETTING, "value": "e\u0301"},
+                         sign_as={"value": "\u00e9"})
+    assert resp.status_code == 401 and setting(live) == before
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-from app.api.signing import go_encode, sign, verify
+from app.api.signing import canonical, go_encode, sign, verify
 
 
 def test_cloudstack_test_vector():
@@ -18,3 +18,14 @@ def test_go_style_encoding_accepted():
     sig = sign(params, "s", go_encode)
     assert verify(params, "s", sig)
     assert not verify(params, "other", sig)
+
+
+def test_plus_space_and_unicode_are_encoded_as_javas_urlencoder():
+    """URLEncoder.encode(v, "UTF-8").replace("+", "%20"), lower-cased: a `+` and a
+    space never sign alike, and unicode is signed as its UTF-8 bytes."""
+    params = {"apiKey": "k", "command": "listUsers", "keyword": "a+b c\u00fc\u2601"}
+    assert canonical(params) == "apikey=k&command=listusers&keyword=a%2bb%20c%c3%bc%e2%98%81"
+    assert canonical(params, go_encode) == canonical(params)  # they differ only on * and ~
+    signed = sign(params, "s")
+    for other in ("a b c\u00fc\u2601", "a+b+c\u00fc\u2601", "a%2Bb c\u00fc\u2601", "a+b cu\u2601"):
+        assert not verify({**params, "keyword": other}, "s", signed), other
