@@ -63,9 +63,13 @@ _REAP_HOOKS: dict[str, Callable[[AsyncJob], None]] = {}
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 
-class JobLost(ServiceError):
-    """The job row is no longer pending: the reaper failed it while its worker still ran."""
-    code, cs_code = 530, 4250
+class JobLost(BaseException):
+    """The job row is no longer pending: the reaper failed it while its worker still ran.
+
+    Raised by progress(). Like asyncio's CancelledError it is a BaseException, so the
+    handler's own `except Exception` / `except ServiceError` clean-up does not run (the
+    reaper's clean-up already did, and what it freed may have a new owner, e.g. a retried
+    download writing the same file); only `finally` blocks and context managers unwind."""
 
 
 def handler(name: str):
@@ -158,6 +162,9 @@ def execute(job_id: int) -> float | None:
     try:
         out = _HANDLERS[spec["handler"]](job, spec.get("params", {}))
         status, code, result = JobStatus.SUCCEEDED, 0, out if out is not None else {}
+    except JobLost as e:
+        db.session.rollback()
+        result = {"errorcode": 530, "cserrorcode": 4250, "errortext": str(e)}  # the reaper's result stays
     except ServiceError as e:
         db.session.rollback()
         code, result = e.code, {"errorcode": e.code, "cserrorcode": e.cs_code, "errortext": e.message}

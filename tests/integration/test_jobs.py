@@ -14,7 +14,7 @@ from app.models import AsyncJob, JobStatus, utcnow
 
 pytestmark = pytest.mark.db
 
-CALLS: dict[str, list] = {"reaped": [], "after": []}
+CALLS: dict[str, list] = {"reaped": [], "after": [], "handler_cleanup": [], "finally": []}
 
 
 def _reap_from_outside(app, job_id: int) -> int:
@@ -38,10 +38,16 @@ def _stalls_then_succeeds(job, params):
 @jobs.handler("test.stalls_then_reports_progress")
 def _stalls_then_reports_progress(job, params):
     from flask import current_app
-    assert _reap_from_outside(current_app._get_current_object(), job.id) == 1
-    jobs.progress(job, 50, "half way")  # the first checkpoint after the reap stops the handler
-    CALLS["after"].append(job.id)  # never reached
-    return {"done": True}
+    try:
+        assert _reap_from_outside(current_app._get_current_object(), job.id) == 1
+        jobs.progress(job, 50, "half way")  # the first checkpoint after the reap stops the handler
+        CALLS["after"].append(job.id)  # never reached
+        return {"done": True}
+    except Exception:  # noqa: BLE001 - a handler's own failure clean-up (as the download's)
+        CALLS["handler_cleanup"].append(job.id)  # must not run: the reaper's clean-up did it already
+        raise
+    finally:
+        CALLS["finally"].append(job.id)
 
 
 jobs.on_reap("test.stalls_then_succeeds", lambda job: CALLS["reaped"].append(job.id))
@@ -79,6 +85,7 @@ def test_a_worker_back_after_the_reap_stops_at_its_next_progress(app):
         assert "no heartbeat" in json.loads(job.result)["errortext"]  # the reaper's reason, not JobLost's
         assert job.progress == 0  # the late progress was not written
         assert CALLS["reaped"] == [job.id] and CALLS["after"] == []
+        assert CALLS["handler_cleanup"] == [] and CALLS["finally"] == [job.id]
 
 
 # --- The transfer queue ------------------------------------------------------------
