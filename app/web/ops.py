@@ -68,7 +68,8 @@ class DatabaseCollector:
             queued = jobs.pending_count()
         except Exception:  # noqa: BLE001 - the queue may be down: /readyz says so
             queued = float("nan")
-        yield GaugeMetricFamily("nubo_queue_depth", "Tasks waiting in the job queues (jobs and transfers)", value=queued)
+        yield GaugeMetricFamily("nubo_queue_depth", "Tasks waiting in the job queues (jobs and transfers)",
+                                value=queued)
 
 
 def _registry() -> CollectorRegistry:

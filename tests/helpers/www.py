@@ -28,7 +28,8 @@ def serve(root: Path, handler: type[http.server.SimpleHTTPRequestHandler] = Quie
 
 
 @contextlib.contextmanager
-def trickling_server(body: bytes | None = None, chunk: int = 8192, every: float = 0.25) -> Iterator[tuple[str, threading.Event]]:
+def trickling_server(body: bytes | None = None, chunk: int = 8192,
+                     every: float = 0.25) -> Iterator[tuple[str, threading.Event]]:
     """A server that sends `chunk` bytes every `every` seconds (32 KiB/s by default: slow,
     yet above a sane minimum rate) of `body` (default: 1 GiB of zeros announced) until
     `fast` is set (the rest at once) or the context ends (every open transfer is cut).
