@@ -9,6 +9,13 @@ race simply moves on to the next candidate.
 Each attempt is its own short transaction (UPDATE, then COMMIT): a transaction
 never holds more than one host row lock, so concurrent planners cannot deadlock
 (InnoDB locks the rows an UPDATE scans even when its guard fails).
+
+A VM's share is held by the VM row itself (capacity_reserved on host_id): `hold` and
+`unhold` change the VM row and the host row in one transaction, and each is guarded
+on the VM row (a VM already holding, or no longer holding, changes nothing), so two
+processes working from stale objects (the reaper and the monitor) cannot count or
+give back the same VM twice. A host's allocation is thus the sum over its holding VMs
+(plus a migration's destination while it runs), which `capacity.check_hosts` repairs to.
 """
 from __future__ import annotations
 
@@ -93,6 +100,38 @@ def release(host_id: int, need: Need) -> None:
         .execution_options(synchronize_session=False))
 
 
+def hold(vm_id: int, host_id: int, need: Need, *, force: bool = False) -> bool:
+    """Mark the VM as holding `need` on `host_id` and add it to the host, in the caller's
+    transaction (VM row first, then the host row: the order every holder uses). Refused
+    (False) when the VM already holds capacity, or (unless force) when it does not fit;
+    after a refusal by the host roll the transaction back. force: counted even past the
+    host's capacity (a VM found running there)."""
+    marked = db.session.execute(
+        update(VirtualMachine).where(VirtualMachine.id == vm_id, VirtualMachine.capacity_reserved.is_(False))
+        .values(capacity_reserved=True, host_id=host_id).execution_options(synchronize_session=False))
+    if marked.rowcount != 1:
+        return False
+    if force:
+        db.session.execute(update(Host).where(Host.id == host_id).values(
+            cpu_allocated=Host.cpu_allocated + need.cpu_mhz, memory_allocated=Host.memory_allocated + need.memory_bytes)
+            .execution_options(synchronize_session=False))
+        return True
+    return reserve(host_id, need)
+
+
+def unhold(vm_id: int, host_id: int, need: Need) -> bool:
+    """Give back what the VM holds on `host_id`, once: only if the VM row still says it holds
+    it there (an answer from a stale object changes nothing). In the caller's transaction."""
+    marked = db.session.execute(
+        update(VirtualMachine).where(VirtualMachine.id == vm_id, VirtualMachine.capacity_reserved.is_(True),
+                                     VirtualMachine.host_id == host_id)
+        .values(capacity_reserved=False).execution_options(synchronize_session=False))
+    if marked.rowcount != 1:
+        return False
+    release(host_id, need)
+    return True
+
+
 def _candidates(zone: Zone, hypervisor_type: str, need: Need, storage_type: str,
                 avoid: set[int], cluster_id: int | None):
     limit = hv.limits(hypervisor_type).max_guests_limit
@@ -141,11 +180,14 @@ def _order(rows, account_id: int | None) -> list[int]:
     return ids  # firstfit: by id
 
 
-def _attempt(host_id: int, need: Need) -> bool:
-    """One reservation in its own transaction."""
+def _attempt(host_id: int, need: Need, vm_id: int | None = None) -> bool:
+    """One reservation in its own transaction (with vm_id: held by that VM's row, atomically)."""
     try:
-        ok = reserve(host_id, need)
-        db.session.commit()
+        ok = hold(vm_id, host_id, need) if vm_id is not None else reserve(host_id, need)
+        if ok:
+            db.session.commit()
+        else:
+            db.session.rollback()
         return ok
     except Exception as e:
         db.session.rollback()
@@ -156,21 +198,23 @@ def _attempt(host_id: int, need: Need) -> bool:
 
 def plan_and_reserve(zone: Zone, hypervisor_type: str, need: Need, *, storage_type: str = "shared",
                      account_id: int | None = None, preferred_host_id: int | None = None,
-                     avoid: set[int] | None = None, cluster_id: int | None = None) -> Host:
+                     avoid: set[int] | None = None, cluster_id: int | None = None,
+                     vm_id: int | None = None) -> Host:
     """Pick a host and reserve `need` on it; raise InsufficientCapacity with the
     reason when no host fits. The reservation is committed here (call this with no
-    pending changes in the session); undo it with release() if the deploy fails."""
+    pending changes in the session); undo it with release() if the deploy fails.
+    vm_id: the reservation is held by that VM (hold/unhold), committed with its row."""
     avoid = set(avoid or ())
     zone_id, zone_name = zone.id, zone.name
     if preferred_host_id is not None and preferred_host_id not in avoid:
         host = db.session.get(Host, preferred_host_id)
         if host and host.zone_id == zone_id and host.hypervisor_type == hypervisor_type \
-                and _attempt(host.id, need):
+                and _attempt(host.id, need, vm_id):
             return db.session.get(Host, preferred_host_id)
     order = _order(_candidates(zone, hypervisor_type, need, storage_type, avoid, cluster_id), account_id)
     db.session.commit()  # end the read transaction: no snapshot or locks held while reserving
     for host_id in order:
-        if _attempt(host_id, need):  # may lose a race: then try the next one
+        if _attempt(host_id, need, vm_id):  # may lose a race: then try the next one
             return db.session.get(Host, host_id)
     zone = db.session.get(Zone, zone_id)
     raise InsufficientCapacity(explain(zone, hypervisor_type, need, storage_type))
