@@ -28,6 +28,7 @@ log = logging.getLogger("nubo.monitor")
 # VM states a host's answer may correct (not Destroyed/Expunging/Error: those are Nubo's own).
 WATCHED = (VMState.RUNNING, VMState.STOPPED, VMState.UNKNOWN, VMState.STARTING, VMState.STOPPING)
 _reported_unknown: set[tuple[str, str]] = set()
+_reported_twice: set[tuple[str, str]] = set()  # (host uuid, domain) found running on a second host
 
 
 def _need(vm: VirtualMachine) -> planner.Need:
@@ -57,26 +58,19 @@ def apply(vm: VirtualMachine, host: Host, state: PowerState | None, seen_at=None
     answer and is left alone. Returns True when the record changed. Commits nothing itself."""
     if not may_change(vm, host.id, state, seen_at):
         return False
+    # Capacity moves with guards on the VM row (planner.hold/unhold): `vm` may be older than
+    # the row (the reaper or a job changed it meanwhile) and must not count it twice.
     if _running(state):
-        if vm.capacity_reserved and vm.host_id and vm.host_id != host.id:
-            planner.release(vm.host_id, _need(vm))
-            vm.capacity_reserved = False
-        if not vm.capacity_reserved:
-            vm.capacity_reserved = planner.reserve(host.id, _need(vm))  # counted even if the host is full
-            if not vm.capacity_reserved:
-                from sqlalchemy import update
-                db.session.execute(update(Host).where(Host.id == host.id).values(
-                    cpu_allocated=Host.cpu_allocated + _need(vm).cpu_mhz,
-                    memory_allocated=Host.memory_allocated + _need(vm).memory_bytes))
-                vm.capacity_reserved = True
+        if vm.host_id and vm.host_id != host.id:
+            planner.unhold(vm.id, vm.host_id, _need(vm))
+        planner.hold(vm.id, host.id, _need(vm), force=True)  # counted even if the host is full
         before = vm.state
         vm.state, vm.host_id, vm.last_host_id, vm.state_updated = VMState.RUNNING, host.id, host.id, utcnow()
         events.record("VM.STATE", f"VM {vm.name} is Running on {host.name} (was {before}, changed outside Nubo)",
                       level="WARN", resource_type="VirtualMachine", resource_id=vm.uuid, account_id=vm.account_id)
         return True
     # Not running there, while the record says it runs on this host.
-    if vm.capacity_reserved:
-        planner.release(host.id, _need(vm))
+    planner.unhold(vm.id, host.id, _need(vm))
     before = vm.state
     vm.capacity_reserved, vm.last_host_id, vm.host_id = False, host.id, None
     vm.state, vm.state_updated, vm.console_port = VMState.STOPPED, utcnow(), None
@@ -191,6 +185,7 @@ def apply_answers(answers: list, seen_at) -> int:
             by_host[vm.host_id].append(vm)
     changed, samples = 0, []
     touched: set[int] = set()  # changed by this sweep: newer than seen_at, yet by the same answers
+    seen_by = {a[0]: a[1] for a in answers}
     for host_id, seen, _, stats in answers:
         host = host_rows[host_id]
         for vm in by_host.get(host_id, ()):
@@ -210,6 +205,10 @@ def apply_answers(answers: list, seen_at) -> int:
                     row = _sample(vm, stats[name])
                     if row:
                         samples.append(row)
+            elif _running(state) and _running(seen_by.get(vm.host_id, {}).get(name)):
+                # Split brain: its recorded host runs it too. The record (and the capacity) stay
+                # with the recorded host; the other copy is reported, never touched.
+                _report_twice(host, vm, state)
     _write_samples(samples)
     db.session.commit()
     return changed
@@ -238,8 +237,22 @@ def _report_unknown(host: Host, name: str, state: PowerState) -> None:
                       "manage; it is left alone", level="WARN", resource_type="Host", resource_id=host.uuid)
 
 
+def _report_twice(host: Host, row, state: PowerState) -> None:
+    """Once per host and domain. `row`: the VM (an object or a _COMPARED row)."""
+    if (host.uuid, row.instance_name) in _reported_twice:
+        return
+    _reported_twice.add((host.uuid, row.instance_name))
+    vm = db.session.get(VirtualMachine, row.id)
+    recorded = db.session.get(Host, vm.host_id)
+    events.record("VM.STATE", f"VM {vm.name} ({vm.instance_name}) is {state.value} on {host.name} as well as "
+                  f"on {recorded.name}, where Nubo runs it: the copy on {host.name} is left alone; stop one of "
+                  "them", level="ERROR", resource_type="VirtualMachine", resource_id=vm.uuid,
+                  account_id=vm.account_id)
+
+
 def reconcile_vm(vm: VirtualMachine) -> None:
     """Ask the VM's host about this one VM (after a reaped job) and set the record from it."""
+    db.session.refresh(vm)  # the row as it is now, not as the caller loaded it
     host = vm.host or (db.session.get(Host, vm.last_host_id) if vm.last_host_id else None)
     if host is None:
         if vm.state in (VMState.STARTING, VMState.STOPPING):
