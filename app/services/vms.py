@@ -12,6 +12,7 @@ expunged), Expunging, Migrating, Error, Unknown (its host stopped answering).
 from __future__ import annotations
 
 import base64
+import json
 import re
 import secrets
 from datetime import timedelta
@@ -22,7 +23,7 @@ from sqlalchemy.orm import joinedload, selectinload
 from app.extensions import db
 from app.hypervisors.base import ConsoleSpec, DiskSpec, DriverError, NicSpec, VMSpec, VolumeSpec
 from app.jobs import service as jobs
-from app.models import (AsyncJob, DownloadState, Host, Nic, ServiceOffering, SSHKeyPair, StoragePool,
+from app.models import (AsyncJob, DownloadState, JobStatus, Host, Nic, ServiceOffering, SSHKeyPair, StoragePool,
                         StorageScope, Template, TemplateStoreRef, VirtualMachine, VMState, Volume, VolumeState,
                         VolumeType, new_uuid, utcnow)
 from app.services import (config_drive, consoles, events, networks, planner, quotas, settings, storage,
@@ -342,11 +343,86 @@ def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid:
     except ServiceError:
         _forget(vm)
         raise
-    if not start:
-        return vm, jobs.submit("deployVirtualMachine", caller, "vm.created", {"vm": vm.uuid},
-                               instance_type="VirtualMachine", instance_id=vm.uuid)
-    job = _submit(caller, vm, "deploy", "deployVirtualMachine", {"host": host_id})
+    try:
+        if not start:
+            return vm, jobs.submit("deployVirtualMachine", caller, "vm.created", {"vm": vm.uuid},
+                                   instance_type="VirtualMachine", instance_id=vm.uuid)
+        job = _submit(caller, vm, "deploy", "deployVirtualMachine", {"host": host_id})
+    except Exception:  # the job could not even be submitted: nothing of the deploy stays
+        db.session.rollback()
+        # A job row committed but never queued (the queue refused it) is failed here, unless
+        # a worker took it meanwhile: then the job owns the VM and gives back on failure.
+        mine = (AsyncJob.instance_type == "VirtualMachine", AsyncJob.instance_id == vm.uuid)
+        db.session.execute(update(AsyncJob).where(*mine, AsyncJob.status == JobStatus.PENDING,
+                                                  AsyncJob.started.is_(None)).values(
+            status=JobStatus.FAILED, result_code=530, completed=utcnow(),
+            result=json.dumps({"errorcode": 530, "errortext": "Job failed: it could not be queued"}))
+            .execution_options(synchronize_session=False))
+        db.session.commit()
+        if db.session.scalar(select(AsyncJob.id).where(*mine, AsyncJob.started.is_not(None))) is None:
+            _forget(vm)
+        raise
     return vm, job
+
+
+# Lock tokens seen held by no job: {(vm id, token): first seen}. A token still there
+# job.heartbeat.timeout seconds later belonged to a request that died (per process).
+_tokens_seen: dict[tuple[int, int], object] = {}
+
+
+def recover_orphans(now=None) -> int:
+    """What a killed process left half done to VMs, put right (start-up and every sweep):
+    - a lock naming a job that is no longer pending (killed between the job's end and the
+      unlock, or between the reaper's verdict and its clean-up): freed, the VM asked again;
+    - a lock token no job took (the request died between lock and submit), seen twice
+      job.heartbeat.timeout apart: freed;
+    - a VM in Starting with no job that ever ran its deploy, older than job.heartbeat.timeout
+      (the request died before submitting it): forgotten like a deploy that could not be
+      submitted: Error, IPs, root volume and quota back.
+    Returns the VMs changed."""
+    now = now or utcnow()
+    grace = timedelta(seconds=settings.get("job.heartbeat.timeout"))
+    fixed = 0
+    ended = list(db.session.execute(select(VirtualMachine.id, VirtualMachine.active_job_id).join(
+        AsyncJob, AsyncJob.id == VirtualMachine.active_job_id).where(
+        VirtualMachine.removed.is_(None), AsyncJob.status != JobStatus.PENDING)))
+    tokens = list(db.session.execute(select(VirtualMachine.id, VirtualMachine.active_job_id).where(
+        VirtualMachine.removed.is_(None), VirtualMachine.active_job_id < 0)))
+    for key in set(_tokens_seen) - set(map(tuple, tokens)):
+        _tokens_seen.pop(key)  # taken by a job or unlocked meanwhile
+    stale = []
+    for vm_id, token in tokens:
+        first = _tokens_seen.setdefault((vm_id, token), now)
+        if now - first >= grace:
+            stale.append((vm_id, token))
+    from app.monitor import vms as monitor_vms
+    for vm_id, holder in ended + stale:
+        done = db.session.execute(update(VirtualMachine).where(
+            VirtualMachine.id == vm_id, VirtualMachine.active_job_id == holder).values(active_job_id=None)
+            .execution_options(synchronize_session=False))
+        db.session.commit()
+        _tokens_seen.pop((vm_id, holder), None)
+        if done.rowcount:
+            fixed += 1
+            vm = db.session.get(VirtualMachine, vm_id)
+            events.record("VM.LOCK.FREED", f"VM {vm.name} was left busy by a process that stopped; freed",
+                          level="WARN", resource_type="VirtualMachine", resource_id=vm.uuid,
+                          account_id=vm.account_id, commit=True)
+            if vm.state in (VMState.STARTING, VMState.STOPPING, VMState.MIGRATING) and vm.host_id:
+                monitor_vms.reconcile_vm(vm)
+    ran = select(AsyncJob.id).where(AsyncJob.instance_type == "VirtualMachine",
+                                    AsyncJob.instance_id == VirtualMachine.uuid).exists()
+    for vm in list(db.session.scalars(select(VirtualMachine).where(
+            VirtualMachine.removed.is_(None), VirtualMachine.state == VMState.STARTING,
+            VirtualMachine.active_job_id.is_(None), VirtualMachine.host_id.is_(None),
+            VirtualMachine.state_updated <= now - grace, ~ran))):
+        _forget(vm)
+        events.record("VM.CREATE.FAILED", f"VM {vm.name}: its deploy was never submitted (the process "
+                      "stopped); what it reserved is given back", level="ERROR", resource_type="VirtualMachine",
+                      resource_id=vm.uuid, account_id=vm.account_id, commit=True)
+        fixed += 1
+    db.session.commit()
+    return fixed
 
 
 def _forget(vm: VirtualMachine) -> None:
@@ -407,9 +483,17 @@ def _spec(vm: VirtualMachine, host: Host, iso_path: str | None, config_drive: st
 
 def _prepare_root(vm: VirtualMachine, host: Host, pool: StoragePool) -> None:
     root = next(v for v in vm.volumes if v.volume_type == VolumeType.ROOT and v.removed is None)
-    if root.pool_id is not None:
+    if root.state == VolumeState.READY:
         return
-    volumes.reserve_on_pool(pool, root.size)
+    # The pool's allocation is held by the volume row (pool_id), committed with it, so a
+    # process killed while the host makes the disk leaves it owned, not leaked; an earlier
+    # attempt's hold on another pool is given back here.
+    if root.pool_id is not None and root.pool_id != pool.id:
+        volumes.release_on_pool(root.pool_id, root.size)
+        root.pool_id = None
+    if root.pool_id is None:
+        volumes.reserve_on_pool(pool, root.size)
+        root.pool_id = pool.id
     db.session.commit()
     try:
         if vm.template_id:
@@ -425,7 +509,9 @@ def _prepare_root(vm: VirtualMachine, host: Host, pool: StoragePool) -> None:
             finally:
                 driver.close()
     except ServiceError:
+        db.session.rollback()
         volumes.release_on_pool(pool.id, root.size)
+        root.pool_id = None
         db.session.commit()
         raise
     root.pool_id, root.path, root.format, root.state = pool.id, info.path, info.format, VolumeState.READY
@@ -480,11 +566,14 @@ def _start(job: AsyncJob, vm: VirtualMachine, *, preferred_host_id: int | None, 
     db.session.commit()
     host = None
     try:
+        if vm.capacity_reserved and vm.host_id:  # a stale hold (should not happen): given back first
+            planner.unhold(vm.id, vm.host_id, need)
+            db.session.commit()
+        # Held by the VM row, committed with it: a worker killed now leaves nothing uncounted.
         host = planner.plan_and_reserve(vm.zone, vm.hypervisor_type, need, account_id=vm.account_id,
                                         storage_type=vm.service_offering.storage_type,
-                                        preferred_host_id=preferred_host_id)
-        vm.host_id, vm.capacity_reserved = host.id, True
-        db.session.commit()
+                                        preferred_host_id=preferred_host_id, vm_id=vm.id)
+        db.session.refresh(vm)
         jobs.progress(job, 40, f"Starting on {host.name}")
         _run_on(vm, host)
     except Exception as e:  # noqa: BLE001 - whatever failed, the VM ends in a true state
@@ -501,7 +590,7 @@ def _start_failed(vm_id: int, host_id: int | None, need: planner.Need, first: bo
     volume, IPs and quota (the VM is then Error); otherwise the VM is Stopped again."""
     db.session.rollback()
     if host_id is not None:
-        planner.release(host_id, need)
+        planner.unhold(vm_id, host_id, need)
     db.session.commit()
     vm = db.session.get(VirtualMachine, vm_id)
     if first:
@@ -578,8 +667,8 @@ def stop(caller, uuid: str, forced: bool = False) -> AsyncJob:
 
 def _stopped_on_host(vm: VirtualMachine) -> None:
     """Record a VM as Stopped and give its host capacity back (once)."""
-    if vm.capacity_reserved and vm.host_id:
-        planner.release(vm.host_id, _need(vm))
+    if vm.host_id:
+        planner.unhold(vm.id, vm.host_id, _need(vm))
     vm.capacity_reserved = False
     vm.last_host_id = vm.host_id or vm.last_host_id
     vm.host_id, vm.state, vm.state_updated = None, VMState.STOPPED, utcnow()

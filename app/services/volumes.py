@@ -187,26 +187,42 @@ def attach_volume(caller, uuid: str, vm_uuid: str) -> Volume:
         raise InvalidParameter(f"VM {vm.name} already has {limit} data volumes, the most its type takes",
                                field="virtualmachineid")
     host = _vm_host(vm)
-    root = next((x for x in vm.volumes if x.volume_type == VolumeType.ROOT and x.pool_id), None)
+    root = next((x for x in vm.volumes if x.volume_type == VolumeType.ROOT and x.pool_id
+                 and x.state == VolumeState.READY), None)
     if host is None or root is None:
         raise ResourceUnavailable(f"VM {vm.name} has no host or root volume yet")
     device_id = 1 + max([x.device_id or 0 for x in attached], default=0)
     fmt = _format_for(vm.hypervisor_type)
     pool = root.pool
+    if v.state != VolumeState.READY:
+        # First attach: the pool's allocation is held by the volume row (pool_id), committed
+        # with it, so a process killed while the host makes the disk leaves it owned by the
+        # volume (deleting the volume gives it back; the next attach makes the disk) — never
+        # leaked. An earlier attempt's hold on another pool is given back first.
+        if v.pool_id is not None and v.pool_id != pool.id:
+            release_on_pool(v.pool_id, v.size)
+            v.pool_id = None
+        if v.pool_id is None:
+            try:
+                reserve_on_pool(pool, v.size)
+            except InsufficientCapacity:
+                db.session.rollback()
+                raise
+            v.pool_id = pool.id
     db.session.commit()
     driver = _driver(host)
     try:
-        if v.pool_id is None:  # first attach: make the volume on the VM's pool
-            reserve_on_pool(pool, v.size)
-            db.session.commit()
+        if v.state != VolumeState.READY:  # make the volume on the VM's pool
             try:
                 info = driver.create_volume(VolumeSpec(name=v.uuid, pool=storage.spec_of(pool), size_bytes=v.size,
                                                        format=fmt))
             except DriverError:
+                db.session.rollback()
                 release_on_pool(pool.id, v.size)
+                v.pool_id = None
                 db.session.commit()
                 raise
-            v.pool_id, v.path, v.format, v.state = pool.id, info.path, fmt, VolumeState.READY
+            v.path, v.format, v.state = info.path, fmt, VolumeState.READY
             db.session.commit()
         if vm.state == VMState.RUNNING:  # a stopped VM gets its volumes in its spec at the next start
             driver.attach_volume(vm.instance_name, DiskSpec(path=v.path, format=v.format, device_id=device_id))
@@ -280,16 +296,17 @@ def resize_volume(caller, uuid: str, *, size_gib: int | None = None, disk_offeri
             pool = v.pool
             reserve_on_pool(pool, grow)
             db.session.commit()
-            driver = _driver(_host_for_pool(pool))
-            try:
-                driver.resize_volume(storage.spec_of(pool), v.uuid if v.volume_type == VolumeType.DATADISK
-                                     else v.path.rsplit("/", 1)[-1], new_bytes)
-            except DriverError as e:
-                release_on_pool(pool.id, grow)
-                db.session.commit()
-                raise ResourceUnavailable(f"Volume {v.name} could not be resized: {e}") from None
-            finally:
-                driver.close()
+            if v.state == VolumeState.READY:  # else its disk is not made yet: made at the new size
+                driver = _driver(_host_for_pool(pool))
+                try:
+                    driver.resize_volume(storage.spec_of(pool), v.uuid if v.volume_type == VolumeType.DATADISK
+                                         else v.path.rsplit("/", 1)[-1], new_bytes)
+                except DriverError as e:
+                    release_on_pool(pool.id, grow)
+                    db.session.commit()
+                    raise ResourceUnavailable(f"Volume {v.name} could not be resized: {e}") from None
+                finally:
+                    driver.close()
     except Exception:
         db.session.rollback()
         if counting:
@@ -310,13 +327,14 @@ def delete_volume(caller, uuid: str) -> None:
         raise InvalidParameter("Root volumes go with their VM", field="id")
     if v.pool_id is not None:
         pool = v.pool
-        driver = _driver(_host_for_pool(pool))
-        try:
-            driver.delete_volume(storage.spec_of(pool), v.uuid)
-        except DriverError as e:
-            raise ResourceUnavailable(f"Volume {v.name} could not be deleted: {e}") from None
-        finally:
-            driver.close()
+        if v.state == VolumeState.READY:  # else its disk was never made (the process stopped first)
+            driver = _driver(_host_for_pool(pool))
+            try:
+                driver.delete_volume(storage.spec_of(pool), v.uuid)
+            except DriverError as e:
+                raise ResourceUnavailable(f"Volume {v.name} could not be deleted: {e}") from None
+            finally:
+                driver.close()
         release_on_pool(pool.id, v.size)
 
     quotas.release_volume(v)
