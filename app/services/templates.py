@@ -83,6 +83,11 @@ define(Definition("template.download.rate.window", "60", "Seconds over which the
 define(Definition("upload.url.expiry", "3600", "Seconds a getUploadParamsForTemplate upload URL stays valid.",
                   category="Storage", type="integer", min=60, max=86400))
 
+define(Definition("upload.stall.timeout", "300", "Seconds an upload may receive nothing before it is taken as "
+                  "cut off (its process stopped): the copy is failed, its partial file deleted, and the "
+                  "template can be uploaded again or deleted.", category="Storage", type="integer",
+                  min=30, max=86400))
+
 log = logging.getLogger("nubo.templates")
 
 CHECKSUM_ALGOS = {"MD5": "md5", "SHA-1": "sha1", "SHA-256": "sha256", "SHA-384": "sha384", "SHA-512": "sha512"}
@@ -575,6 +580,55 @@ def check_upload(metadata: str, expires: str, signature: str) -> tuple[Template,
     if ref.state not in (DownloadState.NOT_DOWNLOADED, DownloadState.ERROR):
         raise InvalidParameter("This template was uploaded already")
     return t, ref
+
+
+# Uploads seen in progress: {(ref id, bytes received): first seen}. An upload (it has no
+# job and no heartbeat) whose count has not moved for upload.stall.timeout is cut off.
+_uploads_seen: dict[tuple[int, int], object] = {}
+
+
+def recover_uploads(now=None) -> int:
+    """Uploads whose request died (a killed web process) leave the copy "n% Downloaded" and a
+    .part file: once nothing has arrived for upload.stall.timeout (seen by two checks), the
+    copy is failed and the partial file deleted, so the template can be uploaded again or
+    deleted. Returns the copies failed."""
+    from app.models import utcnow
+    now = now or utcnow()
+    grace = settings.get("upload.stall.timeout")
+    rows = list(db.session.execute(select(TemplateStoreRef.id, TemplateStoreRef.downloaded_bytes)
+                                   .join(Template, Template.id == TemplateStoreRef.template_id)
+                                   .where(TemplateStoreRef.state == DownloadState.DOWNLOADING,
+                                          Template.url.is_(None))))  # uploads: no URL, no job
+    db.session.commit()
+    current = {(r[0], r[1] or 0) for r in rows}
+    for key in set(_uploads_seen) - current:
+        _uploads_seen.pop(key)  # moved on, finished or failed meanwhile
+    failed = 0
+    for key in current:
+        first = _uploads_seen.setdefault(key, now)
+        if (now - first).total_seconds() < grace:
+            continue
+        ref_id, seen_bytes = key
+        done = db.session.execute(update(TemplateStoreRef).where(
+            TemplateStoreRef.id == ref_id, TemplateStoreRef.state == DownloadState.DOWNLOADING,
+            TemplateStoreRef.downloaded_bytes == seen_bytes).values(
+            state=DownloadState.ERROR, download_pct=0, downloaded_bytes=0,
+            error="The upload stopped before the whole file arrived; upload it again")
+            .execution_options(synchronize_session=False))
+        db.session.commit()
+        _uploads_seen.pop(key, None)
+        if not done.rowcount:
+            continue
+        ref = db.session.get(TemplateStoreRef, ref_id)
+        t = db.session.get(Template, ref.template_id)
+        root = mounted_root(ref_store(ref))
+        if root is not None:
+            (root / (relative_path(t) + ".part")).unlink(missing_ok=True)
+        events.record("TEMPLATE.UPLOAD.FAILED", f"{t.name}: the upload stopped after {seen_bytes} bytes; "
+                      "the partial file is deleted", level="WARN", resource_type="Template", resource_id=t.uuid,
+                      account_id=t.account_id, commit=True)
+        failed += 1
+    return failed
 
 
 def receive_upload(t: Template, ref: TemplateStoreRef, chunks, total: int | None) -> None:
