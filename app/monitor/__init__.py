@@ -23,6 +23,7 @@ def sweep(listener=None):
     started = time.monotonic()
     result = ping_hosts(with_vms=True)  # one driver session per host: ping, VMs, stats
     changed = apply_answers(result.vm_answers, result.seen_at)
+    reconcile_records()
     if listener is not None:
         listener.sync(list(db.session.scalars(select(Host).where(Host.removed.is_(None),
                                                                  Host.state == HostState.UP))))
@@ -33,6 +34,20 @@ def sweep(listener=None):
     return result
 
 
+def reconcile_records() -> None:
+    """What killed processes left half done (locks no job holds, deploys never submitted,
+    uploads cut off) and capacity that drifted from the VMs that hold it: put right at
+    start-up and after every sweep. Each part is guarded, so several monitors may run it."""
+    from app.extensions import db
+    from app.services import capacity, templates, vms
+    for part in (vms.recover_orphans, templates.recover_uploads, capacity.check_hosts):
+        try:
+            part()
+        except Exception:  # noqa: BLE001 - one failing part must not stop the others
+            log.exception("%s failed", part.__name__)
+            db.session.rollback()
+
+
 def run(once: bool = False) -> None:
     from flask import current_app
 
@@ -40,6 +55,7 @@ def run(once: bool = False) -> None:
     from app.monitor.vms import EventListener
     from app.services import settings
     log.info("monitor started")
+    reconcile_records()  # start-up: whatever a killed web, worker or monitor left behind
     listener = None if once else EventListener(current_app._get_current_object())
     while True:
         started = time.monotonic()
