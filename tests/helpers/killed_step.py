@@ -1,0 +1,93 @@
+"""Run one action in a child process that SIGKILLs itself at a named step, the way a
+web or worker process dies (no `finally`, no rollback, no clean-up).
+
+    run_killed(app, "deploy", {"user": ..., ...}, kill_at="app.services.planner:hold", when="after")
+
+The child builds the app on the same database (and instance directory) as the test's
+`app`, with jobs run in-process (so the "web" and the "worker" die together), patches
+`module:attribute` (a dotted attribute for methods, e.g. `...simulator:SimulatorDriver.start_vm`)
+so that reaching it (`before`) or returning from it (`after`) kills the process, then
+runs the action. Returns the child's exit status: -SIGKILL when the step was reached.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+
+
+def run_killed(app, action: str, args: dict, *, kill_at: str, when: str = "before", timeout: float = 120) -> int:
+    config = {"INSTANCE_PATH": app.instance_path, "DATABASE_URL": app.config["DATABASE_URL"],
+              "SECRET_KEY": app.config["SECRET_KEY"], "TESTING": True, "SEED_DEMO": False, "JOBS_IMMEDIATE": True}
+    spec = {"config": config, "action": action, "args": args, "kill_at": kill_at, "when": when}
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, "PYTHONPATH": root}
+    proc = subprocess.run([sys.executable, "-m", "tests.helpers.killed_step", json.dumps(spec)], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    if proc.returncode not in (-signal.SIGKILL, 0):
+        raise AssertionError(f"child failed ({proc.returncode}): {proc.stderr[-3000:]}")
+    return proc.returncode
+
+
+def _trap(kill_at: str, when: str) -> None:
+    module_name, _, attr = kill_at.partition(":")
+    owner = importlib.import_module(module_name)
+    *path, name = attr.split(".")
+    for part in path:
+        owner = getattr(owner, part)
+    real = getattr(owner, name)
+
+    def trapped(*a, **kw):
+        if when == "before":
+            os.kill(os.getpid(), signal.SIGKILL)
+        out = real(*a, **kw)
+        os.kill(os.getpid(), signal.SIGKILL)
+        return out
+
+    setattr(owner, name, trapped)
+
+
+def _deploy(args):
+    from app.services import accounts, vms
+    user = accounts.user_by_uuid(args["user"])
+    vms.deploy(user, zone_uuid=args["zone"], service_offering_uuid=args["so"], template_uuid=args["t"],
+               name=args["name"], host_uuid=args.get("host"))
+
+
+def _attach(args):
+    from app.services import accounts, volumes
+    volumes.attach_volume(accounts.user_by_uuid(args["user"]), args["volume"], args["vm"])
+
+
+def _upload(args):
+    from app.services import templates
+    t, ref = templates.check_upload(args["metadata"], args["expires"], args["signature"])
+    size = args["size"]
+    sent = 0
+
+    def chunks():
+        nonlocal sent
+        while sent < size:
+            n = min(1 << 16, size - sent)
+            sent += n
+            yield b"\0" * n
+    templates.receive_upload(t, ref, chunks(), size)
+
+
+ACTIONS = {"deploy": _deploy, "attach": _attach, "upload": _upload}
+
+
+def main() -> None:
+    spec = json.loads(sys.argv[1])
+    from app import create_app
+    app = create_app(spec["config"])
+    _trap(spec["kill_at"], spec["when"])
+    with app.app_context():
+        ACTIONS[spec["action"]](spec["args"])
+
+
+if __name__ == "__main__":
+    main()
