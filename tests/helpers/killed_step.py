@@ -29,6 +29,8 @@ def run_killed(app, action: str, args: dict, *, kill_at: str, when: str = "befor
                           capture_output=True, text=True, timeout=timeout)
     if proc.returncode not in (-signal.SIGKILL, 0):
         raise AssertionError(f"child failed ({proc.returncode}): {proc.stderr[-3000:]}")
+    from app.extensions import db
+    db.session.commit()  # end the caller's read snapshot (REPEATABLE READ on MariaDB): see what the child left
     return proc.returncode
 
 
