@@ -278,3 +278,20 @@ def test_a_deploy_that_fetches_a_direct_download_template_is_a_transfer(app, wor
         stop = vms.stop(alice, vm.uuid, forced=True)
         start = vms.start(alice, vm.uuid)  # its root volume is in the pool: nothing to fetch
         assert (stop.queue, start.queue) == (queues.JOBS, queues.JOBS)
+
+
+def test_a_transfer_waiting_its_turn_is_not_reaped_as_never_picked_up(app):
+    """job.queue.timeout counts from the last time a transfer worker looked at the job
+    (it waits for its account's turn), not from when the download was asked for."""
+    with app.app_context():
+        old = utcnow() - timedelta(seconds=settings.get("job.queue.timeout") + 60)
+        params = json.dumps({"handler": "template.download", "params": {}})
+        waiting = AsyncJob(cmd="downloadTemplate", queue=queues.TRANSFERS, params=params, created=old,
+                           heartbeat=utcnow())  # deferred just now, as _transfer_turn leaves it
+        lost = AsyncJob(cmd="downloadTemplate", queue=queues.TRANSFERS, params=params, created=old)
+        db.session.add_all([waiting, lost])
+        db.session.commit()
+        assert jobs.reap() == 1
+        db.session.expire_all()
+        assert db.session.get(AsyncJob, waiting.id).status == JobStatus.PENDING
+        assert "never picked up" in db.session.get(AsyncJob, lost.id).result
