@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from flask import Flask
 from sqlalchemy import event
@@ -60,7 +61,49 @@ def create_app(overrides: dict | None = None) -> Flask:
 
     from app.cli import register_cli
     register_cli(app)
+    register_security_headers(app)
     return app
+
+
+def _served_over_tls(config) -> bool:
+    return any(o.lower().startswith("https://") for o in str(config.get("PUBLIC_ORIGINS", "")).split())
+
+
+def content_security_policy(config) -> str:
+    """No inline script or style anywhere (templates load static/js and static/css;
+    htmx runs with allowEval and its inline indicator style off: see base.html);
+    websockets only to this site and the console proxy; never framed."""
+    connect = ["'self'"]
+    console = urlsplit(str(config.get("CONSOLE_PUBLIC_URL") or ""))
+    if console.scheme in ("ws", "wss") and console.netloc:
+        # console.js upgrades ws: to wss: when the page itself came over https.
+        connect += [f"ws://{console.netloc}", f"wss://{console.netloc}"]
+    return "; ".join([
+        "default-src 'self'", "script-src 'self'", "style-src 'self'", "img-src 'self' data:",
+        "font-src 'self'", "connect-src " + " ".join(dict.fromkeys(connect)), "object-src 'none'",
+        "base-uri 'none'", "form-action 'self'", "frame-ancestors 'none'"])
+
+
+def register_security_headers(app: Flask) -> None:
+    """Headers on every answer (pages, fragments, the API, static files): the CSP,
+    nosniff, no framing, a short referrer; HSTS and a Secure session cookie when the
+    public origins say https (NUBO_PUBLIC_ORIGINS)."""
+    tls = _served_over_tls(app.config)
+    if tls:
+        app.config["SESSION_COOKIE_SECURE"] = True
+        app.config["REMEMBER_COOKIE_SECURE"] = True
+    csp = content_security_policy(app.config)
+
+    @app.after_request
+    def _security_headers(response):
+        h = response.headers
+        h.setdefault("Content-Security-Policy", csp)
+        h.setdefault("X-Content-Type-Options", "nosniff")
+        h.setdefault("X-Frame-Options", "DENY")  # frame-ancestors for browsers without CSP 2
+        h.setdefault("Referrer-Policy", "same-origin")
+        if tls:
+            h.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+        return response
 
 
 @event.listens_for(Engine, "connect")

@@ -440,7 +440,7 @@ def test_delete_refusals_and_deletes(app, client, auth):
     html = client.get(f"/admin/zones/{ids.zone}").get_data(as_text=True)
     for kind, uuid in (("zones", ids.zone), ("pods", ids.pod), ("clusters", ids.cluster)):
         assert f'action="/admin/{kind}/{uuid}/delete"' in html  # each asks first
-    assert "onsubmit='return confirm(\"Delete zone Z1?\")'" in html
+    assert 'data-confirm="Delete zone Z1?"' in html  # asked by static/js/nubo.js (no inline script under the CSP)
     for url, message in ((f"/admin/zones/{ids.zone}/delete", "still has 1 cluster(s)"),
                          (f"/admin/pods/{ids.pod}/delete", "still has clusters"),
                          (f"/admin/clusters/{ids.cluster}/delete", "still has hosts")):
