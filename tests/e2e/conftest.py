@@ -142,19 +142,67 @@ def stack(tmp_path):
 
 @pytest.fixture(scope="session")
 def browser():
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
+    # Playwright's expect() gives up after 5 s by default: on two busy cores a page
+    # can take longer to show a state it will reach. Waits stay on the state.
+    expect.set_options(timeout=90_000)
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield b
         b.close()
 
 
+# Every page reports what the Content-Security-Policy blocked: Chromium logs each
+# violation on the console and fires securitypolicyviolation (the init script runs
+# outside the page's CSP, as the browser's own, so the policy cannot silence it).
+CSP_REPORTER = """document.addEventListener('securitypolicyviolation', e => console.error(
+  'CSP violation: ' + e.effectiveDirective + ' blocked ' + (e.blockedURI || 'inline') + ' at ' +
+  e.sourceFile + ':' + e.lineNumber + ' (' + (e.sample || '') + ') on ' +
+  (e.target && e.target.outerHTML ? e.target.outerHTML.slice(0, 160) : String(e.target))), true);"""
+
+
+def watch_csp(ctx, seen: list[str] | None = None) -> list[str]:
+    """The CSP violations of every page of a browser context, as they happen."""
+    seen = [] if seen is None else seen
+    ctx.add_init_script(CSP_REPORTER)
+
+    def on_console(msg):
+        text = msg.text
+        if msg.type == "error" and ("CSP violation" in text or "Content Security Policy" in text):
+            seen.append(f"{msg.page.url if msg.page else '?'}: {text}")
+    ctx.on("console", on_console)
+    return seen
+
+
+def assert_no_csp_violations(seen: list[str]) -> None:
+    assert not seen, "Content-Security-Policy violations:\n" + "\n".join(seen)
+
+
 @pytest.fixture
-def page(browser):
+def csp_violations() -> list[str]:
+    """What the CSP blocked on the `page` fixture's pages (checked empty at its end)."""
+    return []
+
+
+@pytest.fixture
+def page(browser, csp_violations):
     ctx = browser.new_context(viewport={"width": 1280, "height": 800})
+    seen = watch_csp(ctx, csp_violations)
     pg = ctx.new_page()
+    # The state a page shows is waited on, never a time: the limit only ends a run
+    # that truly hangs, and is generous so that two busy cores never reach it.
+    ctx.set_default_timeout(90_000)
     yield pg
     ctx.close()
+    assert_no_csp_violations(seen)
+
+
+def htmx_settled(page) -> None:
+    """Wait until htmx has finished its swaps: new content becomes live (hx-* processed)
+    only when it settles, so a click on a just-swapped-in link or button before then
+    is a plain navigation. The state on the page, not a time."""
+    from playwright.sync_api import expect
+    expect(page.locator(".htmx-request, .htmx-swapping, .htmx-settling, .htmx-added")).to_have_count(0)
 
 
 def screenshot(page, name: str) -> Path:

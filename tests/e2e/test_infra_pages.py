@@ -5,6 +5,7 @@ dashboard chart, at desktop and phone widths. Screenshots go to test-artifacts/.
 from __future__ import annotations
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.e2e.conftest import Stack, screenshot
 from tests.e2e.test_admin_pages import login
@@ -51,10 +52,10 @@ def test_add_pod_cluster_host_then_hosts_list(demo_stack, page):
     page.goto(stack.url + "/admin/hosts/add")
     page.select_option("#add-host select[name=zone]", label="Demo")
     page.wait_for_selector("#add-host select[name=pod] option:has-text('pod-2')", state="attached")
-    settled = "!document.querySelector('.htmx-request, .htmx-settling, .htmx-swapping')"
-    page.wait_for_function(settled)  # choose the pod on the re-rendered form, not on the old one
+    busy = page.locator(".htmx-request, .htmx-settling, .htmx-swapping")
+    expect(busy).to_have_count(0)  # choose the pod on the re-rendered form, not on the old one
     page.select_option("#add-host select[name=pod]", label="pod-2")
-    page.wait_for_function(settled)
+    expect(busy).to_have_count(0)
     page.wait_for_selector("#add-host input[name=url]")  # the only cluster is chosen; its fields appear
     page.fill("#add-host input[name=url]",
               "simulator://sim-2-host-1?cpus=8&cpuspeed=2000&memory=16384&localstorage=100")
@@ -69,7 +70,7 @@ def test_add_pod_cluster_host_then_hosts_list(demo_stack, page):
     page.goto(stack.url + "/admin/hosts")
     assert page.locator("#hosts-list tbody tr").count() == 4
     page.fill("input[name=q]", "demo-host")
-    page.wait_for_function("document.querySelectorAll('#hosts-list tbody tr').length === 3")
+    expect(page.locator("#hosts-list tbody tr")).to_have_count(3)
     assert page.url.endswith("/admin/hosts?q=demo-host")  # the search is in the address bar
     page.once("dialog", lambda d: d.accept())  # "Disable host …?"
     row = page.locator("#hosts-list tbody tr", has_text="demo-host-2")

@@ -10,7 +10,7 @@ import pytest
 
 from tests.api.test_templates_cs import files  # noqa: F401  (fixture: a RAW image over HTTP)
 from tests.api.test_vms_cs import simulator_zone
-from tests.e2e.conftest import screenshot
+from tests.e2e.conftest import assert_no_csp_violations, screenshot, watch_csp
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("e2e")]
 PHONE = {"width": 390, "height": 844}
@@ -104,6 +104,7 @@ def test_a_user_deploys_runs_and_destroys_a_vm(stack, browser, page, files, tmp_
 
     # On a phone.
     phone = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
+    phone_csp = watch_csp(phone)
     small = phone.new_page()
     login(small, stack.url, "alice", "alice-pass")
     screenshot(small, "portal-my-vms-phone")
@@ -126,9 +127,11 @@ def test_a_user_deploys_runs_and_destroys_a_vm(stack, browser, page, files, tmp_
     small.goto(vm_url)  # the VM page (app/web/vms.py), where the deploy lands
     screenshot(small, "portal-vm-phone")
     phone.close()
+    assert_no_csp_violations(phone_csp)
 
     # The admin's account pages.
     admin = browser.new_context(viewport={"width": 1280, "height": 800})
+    admin_csp = watch_csp(admin)
     adm = admin.new_page()
     adm.goto(stack.url + "/login")
     adm.fill("input[name=username]", "admin")
@@ -143,9 +146,11 @@ def test_a_user_deploys_runs_and_destroys_a_vm(stack, browser, page, files, tmp_
     assert adm.locator("#limits-form input[name=cpu]").input_value() == "8"
     screenshot(adm, "accounts-admin-account")
     admin.close()
+    assert_no_csp_violations(admin_csp)
 
     # Bob sees none of it.
     other = browser.new_context(viewport={"width": 1280, "height": 800})
+    other_csp = watch_csp(other)
     bob = other.new_page()
     login(bob, stack.url, "bob", "bob-pass")
     assert "No VMs yet" in bob.locator("#vms-list").inner_text() and "web1" not in bob.content()
@@ -155,3 +160,4 @@ def test_a_user_deploys_runs_and_destroys_a_vm(stack, browser, page, files, tmp_
     bob.goto(stack.url + "/portal/keys/")
     assert "laptop" not in bob.locator("main").inner_text()
     other.close()
+    assert_no_csp_violations(other_csp)

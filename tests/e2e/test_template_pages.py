@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.e2e.conftest import screenshot
 from tests.e2e.test_admin_pages import login
@@ -110,7 +111,7 @@ def test_upload_and_register_templates(stack, page, images, tmp_path):
     assert page.locator("#templates-refresh[hx-trigger*=every]").count() == 1
     screenshot(page, "templates-list-downloading")
     page.wait_for_selector("tr:has-text('debian-12-url') .state-ready", timeout=60_000)
-    page.wait_for_function("!document.querySelector('#templates-refresh[hx-trigger*=\"every\"]')", timeout=10_000)
+    expect(page.locator("#templates-refresh[hx-trigger*=every]")).to_have_count(0, timeout=10_000)
     # A URL that answers 404: Error and why, with Retry.
     register(page, stack.url, files_url + "/missing.raw", "broken-url")
     page.wait_for_selector("tr:has-text('broken-url') .state-error", timeout=30_000)
@@ -137,8 +138,12 @@ def test_upload_and_register_templates(stack, page, images, tmp_path):
 def formats_are(page, formats):
     """The format select offers `formats`, and htmx has settled the re-rendered form
     (its new elements only react to changes from then on)."""
-    page.wait_for_function("[...document.querySelectorAll('select[name=format] option')].map(o => o.value).join()"
-                           f" === '{formats}' && !document.querySelector('.htmx-settling, .htmx-request')")
+    options = page.locator("select[name=format] option")
+    wanted = formats.split(",")
+    expect(options).to_have_count(len(wanted))
+    for i, value in enumerate(wanted):
+        expect(options.nth(i)).to_have_attribute("value", value)
+    expect(page.locator(".htmx-settling, .htmx-request")).to_have_count(0)
 
 
 def register(page, url, image_url, name):

@@ -6,6 +6,7 @@ again. Screenshots go to test-artifacts/ (vm-list, vm-job-running, vm-detail).""
 from __future__ import annotations
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.api.test_templates_cs import files  # noqa: F401  (fixture: a RAW image over HTTP)
 from tests.api.test_vms_cs import deploy, simulator_zone
@@ -32,9 +33,9 @@ def test_list_detail_stop_and_start(stack, page, files, tmp_path):  # noqa: F811
     assert set(row.locator("button").all_inner_texts()) == {"Stop", "Reboot", "Destroy"}
     page.fill("input[name=q]", "web")  # the debounced search: the list alone, and the URL follows
     page.wait_for_url("**/vms/?q=web")
-    page.wait_for_function("document.querySelectorAll('#vms-list tbody tr').length === 1")
+    expect(page.locator("#vms-list tbody tr")).to_have_count(1)
     page.fill("input[name=q]", "")
-    page.wait_for_function("document.querySelectorAll('#vms-list tbody tr').length === 2")
+    expect(page.locator("#vms-list tbody tr")).to_have_count(2)
     screenshot(page, "vm-list")
 
     page.click(f"#vm-{vm['id']} a")
