@@ -176,3 +176,40 @@ def test_kvm_zone_on_the_local_libvirtd(stack, page, tmp_path):
                     p.destroy()
                 p.undefine()
         shutil.rmtree(primary, ignore_errors=True)
+
+
+def test_a_refusal_is_waited_for_until_its_answer_came(stack, page):
+    """Why the Primary storage step could time out on busy cores, made certain by
+    holding the host step's answer: the old wait (text anywhere in #wizard) was met
+    before the answer came, because the host step's help text names simulator://;
+    the wait used now is met only by the answer."""
+    stack.start()
+    login(page, stack.url)
+    page.goto(stack.url + "/admin/zones/wizard/")
+    at(page, "zone")
+    next_step(page, "zone", zone_step("Simulator", "held-zone"), "network")
+    next_step(page, "network", {"vlan": "100-199", "trafficlabel": "cloudbr0"}, "pod")
+    next_step(page, "pod", POD, "cluster")
+    next_step(page, "cluster", {"clustername": "cluster-1"}, "host")
+    held = []
+    page.route("**/host", lambda route: held.append(route) if route.request.method == "POST" else route.continue_())
+    fill(page, {"url": "simulator://"})
+    submit(page)
+    while not held:  # the POST reached the route (each call lets Playwright dispatch its events)
+        page.locator("#wizard").count()
+    # The answer is held, yet the old wait is already met: it proved nothing about the answer.
+    assert page.locator("#wizard :text('simulator://')").count() > 0
+    answered = "#wizard:not([data-stale]) .wizard-form :is(.error, .form-errors):has-text('A Simulator host name')"
+    assert page.locator(answered).count() == 0
+    # What the old test did next: type the good URL and click Next on the card the answer replaces.
+    fill(page, {"url": "simulator://held-1?cpus=8&memory=16384"})
+    page.click("#wizard button[value=next]")
+    held[0].continue_()
+    page.wait_for_selector(answered)
+    htmx_settled(page)
+    # htmx queued that click behind the held request and dropped it with its removed form:
+    # no second POST, the wizard still on Host, so "Primary storage" never came.
+    assert len(held) == 1
+    assert page.locator(".stepper li.current").inner_text().endswith("Host")
+    page.unroute("**/host")
+    next_step(page, "host", {"url": "simulator://held-1?cpus=8&memory=16384"}, "primary")
