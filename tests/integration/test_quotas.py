@@ -417,14 +417,23 @@ def test_twenty_parallel_creates_and_resizes_at_a_storage_limit(app, world, clie
     assert results.count("ok") == 12, results
     assert all(r.startswith("532 The account's limit of 25 GiB of primary storage") for r in results if r != "ok")
     assert assert_true(app)["primary_storage"] == 24
-    # 12 parallel resizes 2 -> 3 GiB with 1 GiB left: exactly one passes.
+    # 8 more (the limit lifted), then 20 parallel resizes 2 -> 3 GiB with 7 GiB left: exactly 7 pass.
+    api(app, client, "admin", command="updateResourceLimit", account="alice", resourcetype=10, max=-1)
+    with app.app_context():
+        for i in range(8):
+            volumes.create_volume(_alice(), name=f"m{i}", zone_uuid=world.zone, disk_offering_uuid=custom, size_gib=2)
+    api(app, client, "admin", command="updateResourceLimit", account="alice", resourcetype=10, max=47)
     with app.app_context():
         ids = list(db.session.scalars(select(Volume.uuid).where(Volume.volume_type == "DATADISK",
                                                                  Volume.removed.is_(None))))
+    assert len(ids) == 20 and assert_true(app)["primary_storage"] == 40
     results = _parallel(app, len(ids), lambda i: volumes.resize_volume(_alice(), ids[i], size_gib=3))
-    assert results.count("ok") == 1, results
-    assert all(r.startswith("532 ") for r in results if r != "ok"), results
-    assert assert_true(app)["primary_storage"] == 25
+    assert results.count("ok") == 7, results
+    assert all(r.startswith("532 The account's limit of 47 GiB of primary storage") for r in results if r != "ok")
+    assert assert_true(app)["primary_storage"] == 47
+    with app.app_context():
+        sizes = list(db.session.scalars(select(Volume.size).where(Volume.volume_type == "DATADISK")))
+    assert sorted(sizes) == [2 * GIB] * 13 + [3 * GIB] * 7  # the refused ones did not grow
     # 20 parallel resizes of one volume (to 3..22 GiB) with the limit lifted: the count stays the
     # sum of what each volume counts, whoever wins.
     api(app, client, "admin", command="updateResourceLimit", account="alice", resourcetype=10, max=-1)
