@@ -299,6 +299,15 @@ def resourcelimit(row) -> dict:
             "resourcetype": str(lim.number), "resourcetypename": lim.resource, "max": lim.max}
 
 
+@serializer("resourcecount")
+def resourcecount(row) -> dict:
+    """An (account, resource, count) triple, in CloudStack's ResourceCountResponse shape."""
+    from app.services.quotas import TYPES
+    acct, resource, count = row
+    return {"account": acct.name, "accountid": acct.uuid, "domainid": DOMAIN_ID, "domain": DOMAIN_NAME,
+            "resourcetype": str(TYPES[resource][2]), "resourcetypename": resource, "resourcecount": count}
+
+
 @serializer("consolesession")
 def consolesession(view) -> dict:
     """A consoles.SessionView, in CloudStack 4.21's consolesession shape."""

@@ -178,3 +178,21 @@ def vm_needs(offering: ServiceOffering, root_bytes: int) -> dict[str, int]:
 def refusal(limits: list[Limit], needs: dict[str, int]) -> str | None:
     """The first limit these needs would pass (the message quotas would give), or None."""
     return next((msg for lim in limits if (msg := lim.refusal(needs.get(lim.resource, 0)))), None)
+
+
+def update_counts(caller, *, account: str | None = None, resource=None) -> list[tuple[Account, str, int]]:
+    """updateResourceCount: an admin sets the counts of one account (or of every account) from
+    its rows; (account, resource, count) for each, or for the one resource type asked."""
+    if not caller.is_admin:
+        raise PermissionDenied("Only administrators may recalculate resource counts")
+    wanted = resource_of(resource) if resource is not None else None
+    if account:
+        accts = [named_account(caller, account)]
+    else:
+        accts = list(db.session.scalars(select(Account).where(Account.removed.is_(None)).order_by(Account.id)))
+    counts = quotas.recount([a.id for a in accts])
+    events.record("RESOURCE.COUNT.UPDATE", f"Resource counts recalculated for "
+                  f"{accts[0].name if account else 'every account'}", user=caller, resource_type="Account",
+                  resource_id=accts[0].uuid if account else None)
+    db.session.commit()
+    return [(a, r, n) for a in accts for r, n in counts[a.id].items() if wanted in (None, r)]

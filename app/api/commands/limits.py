@@ -41,3 +41,13 @@ def update_limit(ctx, p):
         raise NotFound(f"Unable to find account {p['account']}", field="account")
     lim = limits.set_limit(ctx.user, acct, limits.resource_of(p["resourcetype"]), p.get("max", limits.UNLIMITED))
     return acct, lim
+
+
+@command("updateResourceCount", "Recalculates the resource counts of an account (or of every account) from "
+         "what it has", role=ADMIN, response="resourcecount", list=True, params=[
+             Param("domainid", "uuid", "the domain (only ROOT)", required=True),
+             Param("account", "string", "the account; without it, every account"), TYPES])
+def update_count(ctx, p):
+    root_domain(p)
+    rows = limits.update_counts(ctx.user, account=p.get("account"), resource=p.get("resourcetype"))
+    return rows, len(rows)
