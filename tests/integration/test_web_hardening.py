@@ -180,3 +180,14 @@ def test_login_next_same_site_path_kept(client, users):
     r = client.post("/login?" + urlencode({"next": "/vms/?state=Running"}),
                     data={"username": "alice", "password": "alicepass", "csrf_token": csrf_token(client)})
     assert r.status_code == 302 and r.headers["Location"] == "/vms/?state=Running"
+
+
+@pytest.mark.parametrize("value", ["Fire\r\ncracker", "Fire\x00cracker", "Fire\u2028cracker"])
+def test_admin_page_write_path_refuses_control_characters(app, hx, value):
+    """The admin page that writes a setting (the Custom type's display name, which is
+    also written into hypervisor.list) goes through the same check: 422, nothing changed."""
+    hx._auth.login("admin")
+    before = (stored(app, "hypervisor.custom.display.name"), stored(app, "hypervisor.list"))
+    r = hx.post("/admin/hypervisors/Custom/name", data={"display_name": value})
+    assert r.status_code == 422 and "control characters" in r.get_data(as_text=True)
+    assert (stored(app, "hypervisor.custom.display.name"), stored(app, "hypervisor.list")) == before
