@@ -31,6 +31,10 @@ def create_app(overrides: dict | None = None) -> Flask:
     nubo_config.finalize(app.config, instance)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    if app.config["TRUSTED_PROXY_NETWORKS"]:
+        from app.proxies import TrustedProxyFix
+        app.wsgi_app = TrustedProxyFix(app.wsgi_app, app.config["TRUSTED_PROXY_NETWORKS"])
+
     db.init_app(app)
     migrate.init_app(app, db, directory=os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, "migrations")),
                      render_as_batch=True)

@@ -21,7 +21,7 @@ user_cli = AppGroup("user", help="Manage users.")
 
 @user_cli.command("create")
 @click.argument("name")
-@click.option("--password", required=True, help="The user's password (at least 6 characters).")
+@click.option("--password", required=True, help="The user's password (at least 12 characters, not a common one).")
 @click.option("--role", type=click.Choice(["admin", "user"]), default=None,
               help="Role of a new account (default user); must match an existing account's.")
 @click.option("--account", default=None, help="Account to join (created if missing; default NAME).")

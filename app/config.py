@@ -37,6 +37,10 @@ class Defaults:
     # Seconds between the proxy's checks of an open console session (ended by an
     # admin, VM stopped or moved, idle, too long).
     CONSOLE_CHECK_SECONDS = 5
+    # Reverse proxies (addresses or CIDR networks, space or comma separated) whose
+    # X-Forwarded-For/-Proto/-Host are believed; empty: none (app/proxies.py).
+    # Behind the documented nginx on the same machine: "127.0.0.1 ::1".
+    TRUSTED_PROXIES = ""
 
     SQLALCHEMY_TRACK_MODIFICATIONS = False
     SESSION_COOKIE_HTTPONLY = True
@@ -83,6 +87,11 @@ def finalize(config: dict, instance: Path) -> None:
     for key in ("PORT", "CONSOLE_PORT"):
         config[key] = int(config[key])
     config["CONSOLE_CHECK_SECONDS"] = float(config.get("CONSOLE_CHECK_SECONDS") or 5)
+    from app.proxies import parse_trusted
+    try:  # a typo here must stop the start, not silently trust nobody (or everybody)
+        config["TRUSTED_PROXY_NETWORKS"] = parse_trusted(config.get("TRUSTED_PROXIES"))
+    except ValueError as e:
+        raise ValueError(f"NUBO_TRUSTED_PROXIES: {e}") from None
     config["SEED_DEMO"] = str(config.get("SEED_DEMO", 1)) not in ("0", "false", "False", "no")
     if config.get("ADMIN_PASSWORD") is not None:
         config["ADMIN_PASSWORD"] = str(config["ADMIN_PASSWORD"])

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from app import create_app
 from app.extensions import db as _db
 from app.services import settings
+from tests.helpers.users import existing_user
 
 SERVER_URLS = [u for u in os.environ.get("NUBO_TEST_DATABASE_URLS", "").split() if u]
 BACKSTOP_SECONDS = 120
@@ -175,9 +176,9 @@ def users(app):
     """admin/adminpass (admin), alice/alicepass and bob/bobpass (users, own accounts)."""
     from app.services import accounts
     with app.app_context():
-        accounts.create_user("admin", "adminpass", role="admin", account="admin")
-        accounts.create_user("alice", "alicepass")
-        accounts.create_user("bob", "bobpass")
+        existing_user("admin", "adminpass", role="admin", account="admin")
+        existing_user("alice", "alicepass")
+        existing_user("bob", "bobpass")
     return {"admin": "adminpass", "alice": "alicepass", "bob": "bobpass"}
 
 

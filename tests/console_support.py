@@ -182,7 +182,8 @@ class WS(TCP):
     """A websocket client: binary messages in, a byte stream out (RFB over it)."""
 
     def __init__(self, url: str, origin: str | None = None, cookie: str | None = None,
-                 ssl_context: ssl.SSLContext | None = None, timeout: float = 10, zero_mask: bool = False):
+                 ssl_context: ssl.SSLContext | None = None, timeout: float = 10, zero_mask: bool = False,
+                 headers: dict[str, str] | None = None):
         u = urlsplit(url)
         self.sock = socket.create_connection((u.hostname, u.port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -196,6 +197,7 @@ class WS(TCP):
                  "Upgrade: websocket", "Connection: Upgrade", f"Sec-WebSocket-Key: {key.decode()}",
                  "Sec-WebSocket-Version: 13"]
         lines += [f"Origin: {origin}"] * bool(origin) + [f"Cookie: {cookie}"] * bool(cookie)
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
         self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
         while b"\r\n\r\n" not in self.raw:
             try:

@@ -15,7 +15,7 @@ from app.api.registry import ADMIN, Command, lookup
 from app.api.serializers import clean, serialize
 from app.extensions import csrf, db
 from app.models import AccountState, AsyncJob, User
-from app.services import accounts, settings
+from app.services import accounts, sessions, settings
 from app.services.errors import InvalidParameter, ServiceError
 from app.services.settings import Definition, define
 
@@ -109,7 +109,7 @@ def _authenticate(params: dict[str, str], cmd: Command | None) -> User:
         if not key or not stored or not secrets.compare_digest(key, stored) or not uid:
             raise ApiError(401, AUTH_FAILED)
         user = db.session.scalar(db.select(User).where(User.uuid == uid, User.removed.is_(None)))
-        if user is None:
+        if user is None or not sessions.valid(session, user):  # logged out, password changed, expired
             raise ApiError(401, AUTH_FAILED)
     if not user.is_active:
         raise ApiError(401, AUTH_FAILED)
@@ -199,4 +199,5 @@ def login_session(user: User) -> str:
     key = secrets.token_urlsafe(32)
     session["api_sessionkey"] = key
     session["api_user"] = user.uuid
+    sessions.begin(session, user)
     return key

@@ -27,6 +27,7 @@ from websockify.websocketproxy import ProxyRequestHandler, WebSocketProxy
 from websockify.websocketserver import WebSocketRequestHandlerMixIn
 
 from app.console.tokens import NuboTokens
+from app.proxies import client_address
 
 log = logging.getLogger("nubo.console")
 TOKEN_RE = re.compile(r"(token=)[^&\s'\"]+")
@@ -55,6 +56,13 @@ class ConsoleHandler(ProxyRequestHandler):
     ending: str | None = None
     buffer_size = 1 << 18  # bytes read from the VNC server at a time (websockify: 64 KiB): fewer, larger frames
 
+    @property
+    def client_ip(self) -> str:
+        """The viewer's address: behind a trusted proxy (NUBO_TRUSTED_PROXIES) the one
+        it forwarded, else the peer's (the same rule as the web app's)."""
+        return client_address(self.client_address[0], self.headers.get("X-Forwarded-For"),
+                              self.server.trusted_proxies)
+
     def handle_upgrade(self):
         self.auth_connection()
         self.validate_connection()
@@ -64,12 +72,12 @@ class ConsoleHandler(ProxyRequestHandler):
         """A refused Origin: logged, then answered (websockify's 403)."""
         origin = self.headers.get("Origin")
         self.server.token_plugin.refused(
-            "no Origin" if origin is None else f"Origin {origin[:100]!r} is not allowed", self.client_address[0])
+            "no Origin" if origin is None else f"Origin {origin[:100]!r} is not allowed", self.client_ip)
         super().send_auth_error(ex)
 
     def get_target(self, target_plugin):
         token = parse_qs(urlsplit(self.path).query).get("token", [None])[0]
-        self.grant = target_plugin.consume(token, client_address=self.client_address[0],
+        self.grant = target_plugin.consume(token, client_address=self.client_ip,
                                            cookie=self.headers.get("Cookie"))
         if self.grant is None:
             self.send_error(403, "Console token refused")
@@ -82,7 +90,7 @@ class ConsoleHandler(ProxyRequestHandler):
         try:
             super().new_websocket_client()
         finally:
-            self.server.token_plugin.close(self.grant, self.ending or self.reason, self.client_address[0])
+            self.server.token_plugin.close(self.grant, self.ending or self.reason, self.client_ip)
 
     def do_proxy(self, target):
         self.target, self.watching = target, threading.Event()
@@ -123,9 +131,10 @@ class ConsoleHandler(ProxyRequestHandler):
 
 
 class ConsoleProxy(WebSocketProxy):
-    def __init__(self, *args, check_seconds: float = 5, **kwargs):
+    def __init__(self, *args, check_seconds: float = 5, trusted_proxies=(), **kwargs):
         super().__init__(ConsoleHandler, *args, **kwargs)
         self.check_seconds = check_seconds
+        self.trusted_proxies = tuple(trusted_proxies)
 
 
 def make_proxy(app: Flask, **kwargs) -> ConsoleProxy:
@@ -140,4 +149,5 @@ def make_proxy(app: Flask, **kwargs) -> ConsoleProxy:
     tokens.warm_up()
     return ConsoleProxy(listen_host=cfg["BIND"], listen_port=cfg["CONSOLE_PORT"], token_plugin=tokens,
                         auth_plugin=ExpectOrigin(cfg["PUBLIC_ORIGINS"]), heartbeat=30,
-                        check_seconds=cfg["CONSOLE_CHECK_SECONDS"], **tls, **kwargs)
+                        check_seconds=cfg["CONSOLE_CHECK_SECONDS"],
+                        trusted_proxies=cfg["TRUSTED_PROXY_NETWORKS"], **tls, **kwargs)

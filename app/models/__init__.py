@@ -1,6 +1,6 @@
 """Typed SQLAlchemy 2.0 models, one module per area. Import from here."""
 from app.models.base import DOMAIN_ID, DOMAIN_NAME, cs_date, utcnow, new_uuid  # noqa: F401
-from app.models.accounts import Account, AccountState, ResourceCount, ResourceLimit, Role, SSHKeyPair, User  # noqa: F401
+from app.models.accounts import Account, AccountState, LoginThrottle, ResourceCount, ResourceLimit, Role, SSHKeyPair, User  # noqa: F401
 from app.models.infra import (  # noqa: F401
     AllocationState, Cluster, Host, HostState, NetworkType, PhysicalNetwork, Pod, ResourceState, Zone,
 )
@@ -13,7 +13,7 @@ from app.models.networks import IpAddress, Network  # noqa: F401
 from app.models.vms import Nic, VirtualMachine, VMState, Volume, VolumeState, VolumeType  # noqa: F401
 from app.models.settings import Setting  # noqa: F401
 from app.models.jobs import AsyncJob, JobStatus  # noqa: F401
-from app.models.events import Event  # noqa: F401
+from app.models.events import Event, EventBucket  # noqa: F401
 from app.models.consoles import ConsoleSession  # noqa: F401
 from app.models.hypervisors import HypervisorCapability  # noqa: F401
 from app.models.wizards import WizardDraft  # noqa: F401

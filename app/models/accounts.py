@@ -56,6 +56,9 @@ class User(UserMixin, PublicIdMixin, RemovableMixin, db.Model):
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     last_failed_login: Mapped[datetime | None] = mapped_column(DateTime)
     last_login: Mapped[datetime | None] = mapped_column(DateTime)
+    # Raised at logout and at a password change: a session (web cookie or API
+    # sessionkey) carries the version it was opened with and ends when it differs.
+    session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     account: Mapped[Account] = relationship(back_populates="users", lazy="joined")
 
@@ -108,3 +111,21 @@ class SSHKeyPair(PublicIdMixin, db.Model):
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
     public_key: Mapped[str] = mapped_column(Text)
     fingerprint: Mapped[str] = mapped_column(String(128))
+
+
+class LoginThrottle(db.Model):
+    """Failed login attempts of one user name (as typed, known or not) from one source
+    address (an IPv6 client's /64). An attempt is counted *before* its password is
+    checked, by a compare-and-set UPDATE, so parallel guesses cannot pass the limit;
+    a successful login deletes the row."""
+
+    __tablename__ = "login_throttles"
+    __table_args__ = (UniqueConstraint("username", "source", name="uq_login_throttles_username_source"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(255))
+    source: Mapped[str] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # No attempt is checked before this time (set once attempts reach the limit).
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime)
+    last_attempt: Mapped[datetime] = mapped_column(DateTime, index=True)

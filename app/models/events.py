@@ -1,7 +1,9 @@
 """The audit log (CloudStack's events)."""
 from __future__ import annotations
 
-from sqlalchemy import ForeignKey, Index, String, Text
+from datetime import datetime
+
+from sqlalchemy import DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
@@ -24,3 +26,19 @@ class Event(PublicIdMixin, db.Model):
 
     user = relationship("User")
     account = relationship("Account")
+
+
+class EventBucket(db.Model):
+    """Events caused by unauthenticated requests (failed logins, refused console
+    connections) are aggregated: one event row per (kind, source, window) whose
+    description carries the count, so an anonymous flood adds bounded rows."""
+
+    __tablename__ = "event_buckets"
+    __table_args__ = (UniqueConstraint("kind", "source", "window_start", name="uq_event_buckets_kind_source_window"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(64))  # "*" collects the sources past the per-window cap
+    window_start: Mapped[datetime] = mapped_column(DateTime, index=True)
+    count: Mapped[int] = mapped_column(Integer, default=1)
+    event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id", ondelete="SET NULL"))

@@ -275,9 +275,10 @@ def _no_reconnect(row: ConsoleSession, target, now, client_address, browser_sess
 
 
 def refuse(client_address: str | None, why: str) -> None:
-    """Log a console connection refused before any token was found (e.g. its Origin)."""
-    events.record("CONSOLE.REFUSED", f"Console connection from {client_address or 'unknown'} refused: {why}",
-                  level="WARN", source_address=client_address, commit=True)
+    """Log a console connection refused before any token was found (e.g. its Origin):
+    aggregated per source and window, as anyone can cause it (app/services/events.py)."""
+    events.record_unauthenticated("CONSOLE.REFUSED", f"Console connection from {client_address or 'unknown'} "
+                                  f"refused: {why}", source_address=client_address)
 
 
 def _refuse(row: ConsoleSession | None, client_address: str | None, why: str) -> None:

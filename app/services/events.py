@@ -2,13 +2,26 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta
 
 from flask import has_request_context, request
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
-from app.models import Event
+from app.models import Event, EventBucket, utcnow
+from app.services import settings
+from app.services.settings import Definition, define
 
 log = logging.getLogger("nubo.events")
+
+define(Definition("event.unauthenticated.window", "60", "Events caused by unauthenticated requests (failed "
+                  "logins, refused console connections) are aggregated: one event per kind and source "
+                  "address per this many seconds, carrying the count.", category="Security",
+                  type="integer", min=1, max=86400))
+define(Definition("event.unauthenticated.max.sources", "100", "Source addresses that get their own "
+                  "aggregated event per kind and window; the rest share one event (source *).",
+                  category="Security", type="integer", min=1, max=100000))
 
 
 def record(type: str, description: str, *, user=None, account_id: int | None = None,
@@ -27,6 +40,69 @@ def record(type: str, description: str, *, user=None, account_id: int | None = N
     if commit:
         db.session.commit()
     return ev
+
+
+def _window_start(now: datetime, seconds: int) -> datetime:
+    epoch = datetime(2000, 1, 1)
+    return epoch + timedelta(seconds=(int((now - epoch).total_seconds()) // seconds) * seconds)
+
+
+def record_unauthenticated(type: str, description: str, *, source_address: str | None = None,
+                           level: str = "WARN") -> None:
+    """An event caused by an unauthenticated request, aggregated so that a flood adds
+    bounded rows: per window, at most one event per (type, source) and at most
+    `event.unauthenticated.max.sources` sources (the others share source "*"). A
+    repeat raises its bucket's count (one atomic UPDATE) and rewrites the event's
+    description with it. Commits."""
+    if source_address is None and has_request_context():
+        source_address = request.remote_addr
+    source = (source_address or "unknown")[:64]
+    seconds = settings.get("event.unauthenticated.window")
+    now = utcnow()
+    start = _window_start(now, seconds)
+    for _ in range(20):  # a lost insert race is retried as an update
+        bucket = db.session.execute(select(EventBucket.id, EventBucket.event_id).where(
+            EventBucket.kind == type, EventBucket.source == source, EventBucket.window_start == start)).first()
+        if bucket is not None:
+            db.session.execute(update(EventBucket).where(EventBucket.id == bucket.id)
+                               .values(count=EventBucket.count + 1))
+            count = db.session.scalar(select(EventBucket.count).where(EventBucket.id == bucket.id))
+            if bucket.event_id is not None:
+                db.session.execute(update(Event).where(Event.id == bucket.event_id).values(
+                    description=_aggregate_text(description, count, source, start, seconds)))
+            db.session.commit()
+            if count & (count - 1) == 0:  # the log gets powers of two, not the flood
+                log.warning("%s %s (%d times from %s in this window)", type, description, count, source)
+            return
+        if source != "*":
+            used = db.session.scalar(select(func.count()).select_from(EventBucket).where(
+                EventBucket.kind == type, EventBucket.window_start == start))
+            if used >= settings.get("event.unauthenticated.max.sources"):
+                source = "*"
+                continue
+        try:
+            ev = Event(type=type, description=_aggregate_text(description, 1, source, start, seconds),
+                       level=level, source_address=None if source == "*" else source)
+            db.session.add(ev)
+            db.session.flush()
+            db.session.add(EventBucket(kind=type, source=source, window_start=start, count=1, event_id=ev.id))
+            # Old buckets are only bookkeeping (their events stay): forget them after a day.
+            db.session.execute(delete(EventBucket).where(EventBucket.window_start < now - timedelta(days=1)))
+            db.session.commit()
+        except IntegrityError:
+            db.session.rollback()
+            continue
+        log.warning("%s %s (from %s)", type, description, source)
+        return
+    db.session.rollback()
+    log.warning("%s %s (from %s; not recorded: contention)", type, description, source)
+
+
+def _aggregate_text(description: str, count: int, source: str, start: datetime, seconds: int) -> str:
+    if count == 1 and source != "*":
+        return description
+    where = "from other addresses" if source == "*" else f"from {source}"
+    return f"{description} [{count} times {where} in the {seconds} s from {start:%Y-%m-%d %H:%M:%S} UTC; the last shown]"
 
 
 def list_events(caller, *, type_=None, level=None, start=None, end=None, keyword=None, resource_id=None,

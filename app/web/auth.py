@@ -4,12 +4,12 @@ from __future__ import annotations
 import unicodedata
 from urllib.parse import urlsplit
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Blueprint, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
 
 from app.extensions import db, login_manager
 from app.models import User
-from app.services import accounts
+from app.services import accounts, sessions
 from app.web.forms import EmptyForm, LoginForm
 
 bp = Blueprint("auth", __name__)
@@ -22,7 +22,12 @@ login_manager.session_protection = "strong"
 @login_manager.user_loader
 def load_user(user_uuid: str) -> User | None:
     from sqlalchemy import select
-    return db.session.scalar(select(User).where(User.uuid == user_uuid, User.removed.is_(None)))
+    user = db.session.scalar(select(User).where(User.uuid == user_uuid, User.removed.is_(None)))
+    if user is not None and not sessions.valid(session, user):
+        # Logged out elsewhere, password changed, idle or too old: this cookie is done.
+        session.clear()
+        return None
+    return user
 
 
 def _home_for(user) -> str:
@@ -60,6 +65,7 @@ def login():
         try:
             user = accounts.authenticate(form.username.data, form.password.data)
         except accounts.LoginThrottled as e:
+            # The same for known and unknown names: it tells nothing about who exists.
             form.form_errors.append(e.message)
             status = 429
         else:
@@ -67,7 +73,9 @@ def login():
                 form.form_errors.append("Wrong username or password, or the user is disabled.")
                 status = 401
             else:
+                session.clear()  # nothing from before the login carries over
                 login_user(user)
+                sessions.begin(session, user)
                 return redirect(_safe_next(request.args.get("next")) or _home_for(user))
     elif request.method == "POST":
         status = 400
@@ -78,6 +86,9 @@ def login():
 def logout():
     form = EmptyForm()
     if form.validate_on_submit():
+        if current_user.is_authenticated:
+            accounts.end_sessions(current_user)  # copies of this cookie end too
         logout_user()
+        session.clear()
         flash("You have been logged out.", "info")
     return redirect(url_for("auth.login"))

@@ -24,13 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, abort, flash, make_response, render_template, request, url_for
+from flask import Blueprint, abort, flash, make_response, render_template, request, session, url_for
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from wtforms import HiddenField, IntegerField, PasswordField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, EqualTo, Length, NumberRange, Optional
 
-from app.services import accounts, deploy_options, keypairs, limits
+from app.services import accounts, deploy_options, keypairs, limits, sessions
 from app.services import hypervisors as hv
 from app.services import vms as vms_service
 from app.services.errors import NotFound, ServiceError
@@ -371,7 +371,7 @@ class PasswordForm(InfraForm):
     aliases = {"currentpassword": "current", "password": "new"}
     current = PasswordField("Current password", validators=[DataRequired()],
                             render_kw={"autocomplete": "current-password"})
-    new = PasswordField("New password", validators=[DataRequired(), Length(min=6, max=1024)],
+    new = PasswordField("New password", validators=[DataRequired(), Length(min=accounts.MIN_PASSWORD_LENGTH, max=1024)],
                         render_kw={"autocomplete": "new-password"})
     confirm = PasswordField("New password again", validators=[EqualTo("new", "The two passwords differ")],
                             render_kw={"autocomplete": "new-password"})
@@ -406,6 +406,7 @@ def profile():
 def password():
     def save(f: PasswordForm):
         accounts.update_user(current_user, current_user, password=f.new.data, current_password=f.current.data)
+        sessions.begin(session, current_user)  # every other session ended; this one goes on
         return "Your password is changed.", url_for(".account")
     return form_page(PasswordForm, save, crumbs=_crumb("Your account", ".account"))
 

@@ -10,6 +10,7 @@ from werkzeug.serving import make_server
 from app import create_app
 from app.extensions import db
 from app.services import accounts, bootstrap, settings
+from tests.helpers.users import existing_user
 
 
 @pytest.fixture
@@ -22,8 +23,8 @@ def live(tmp_path):
         settings.clear_cache()
         bootstrap.seed_reference_data()
         settings.sync_definitions()
-        accounts.create_user("admin", "adminpass", role="admin", account="admin")
-        accounts.create_user("alice", "alicepass")
+        existing_user("admin", "adminpass", role="admin", account="admin")
+        existing_user("alice", "alicepass")
         keys = {name: accounts.ensure_keys(accounts.get_user(name)) for name in ("admin", "alice")}
     from huey.consumer import Consumer
 

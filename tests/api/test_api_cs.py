@@ -121,7 +121,7 @@ def test_async_command_polled_to_completion(live):
 def test_paging_with_count(live):
     api = live.client()
     for i in range(7):
-        api.createUser(username=f"u{i}", password="password1", account="alice", email="a@b.c",
+        api.createUser(username=f"u{i}", password="paging-user-pass-77", account="alice", email="a@b.c",
                        firstname="A", lastname="B")
     page = api.listUsers(page=2, pagesize=3)
     assert page["count"] == 9 and len(page["user"]) == 3

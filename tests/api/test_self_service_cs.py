@@ -103,21 +103,21 @@ def test_update_user_and_domains(live):
     me = alice.listUsers()["user"][0]
     assert alice.updateUser(id=me["id"], email="alice@example.org", firstname="Alice")["user"]["email"] == \
         "alice@example.org"
-    e = err(lambda: alice.updateUser(id=me["id"], password="newpass1"))
+    e = err(lambda: alice.updateUser(id=me["id"], password="new-orchard-pass-41"))
     assert e["errorcode"] == 431 and "current password" in e["errortext"]
-    alice.updateUser(id=me["id"], password="newpass1", currentpassword="alicepass")
+    alice.updateUser(id=me["id"], password="new-orchard-pass-41", currentpassword="alicepass")
     assert err(lambda: alice.updateUser(id=me["id"], username="alicia"))["errorcode"] == 531
     admin_id = api.listUsers(username="admin")["user"][0]["id"]
     assert err(lambda: alice.updateUser(id=admin_id, email="x@y"))["errorcode"] == 431  # not found for her
     assert api.updateUser(id=me["id"], username="alicia")["user"]["username"] == "alicia"
-    assert api.updateUser(id=me["id"], password="byadmin1")["user"]["username"] == "alicia"  # no current needed
+    assert api.updateUser(id=me["id"], password="set-by-the-admin-77")["user"]["username"] == "alicia"  # no current needed
     with live.flask_app.app_context():
         from app.services import accounts
-        assert accounts.authenticate("alicia", "byadmin1") is not None
+        assert accounts.authenticate("alicia", "set-by-the-admin-77") is not None
     domains = alice.listDomains()
     assert domains["domain"] == [{"id": ROOT, "name": "ROOT", "level": 0, "path": "ROOT", "haschild": False,
                                   "state": "Active"}]
     assert api.listDomains(id="00000000-0000-0000-0000-000000000002") == {}
     with pytest.raises(CloudStackApiException):
-        api.createAccount(username="x", password="xxxxxx", email="x@y", firstname="x", lastname="y",
+        api.createAccount(username="x", password="unused-domain-pass-5", email="x@y", firstname="x", lastname="y",
                           domainid="00000000-0000-0000-0000-000000000002")

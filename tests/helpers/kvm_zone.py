@@ -15,6 +15,7 @@ import libvirt
 from app.extensions import db
 from app.models import ServiceOffering, new_uuid
 from app.services import accounts, hosts, networks, settings, storage, templates, zones
+from tests.helpers.users import existing_user
 
 URI = "qemu:///system"
 BRIDGE = "nubotest0"
@@ -31,8 +32,8 @@ def make_zone(tmp: Path, www: str, images: dict[str, str], suffix: str) -> dict:
     """Zone, pod, cluster, the libvirtd host, a file pool, a local image store, the
     templates `images` names (name → file under `www`), a tiny offering; admin "root"
     and user "alice". Call inside an app context. Returns their uuids."""
-    admin = accounts.create_user("root", "rootpass1", role="admin", account="admin")
-    alice = accounts.create_user("alice", "alicepass1")
+    admin = existing_user("root", "rootpass1", role="admin", account="admin")
+    alice = existing_user("alice", "alicepass1")
     z = zones.create_zone(admin, name="kvm", network_type="Basic", dns1="8.8.8.8", internal_dns1="10.0.0.2",
                           guest_cidr="10.77.0.0/24")
     zones.create_physical_network(admin, z, vlan_range=None, traffic_labels={"KVM": BRIDGE})

@@ -9,7 +9,7 @@ pytestmark = pytest.mark.db
 
 
 def test_user_create_and_keys(runner, app):
-    result = runner.invoke(args=["user", "create", "carol", "--password", "carolpass"])
+    result = runner.invoke(args=["user", "create", "carol", "--password", "quiet-harbor-lamp-27"])
     assert result.exit_code == 0, result.output
     result = runner.invoke(args=["user", "keys", "carol"])
     assert result.exit_code == 0
@@ -27,7 +27,7 @@ def test_user_create_and_keys(runner, app):
 
 
 def test_user_create_admin_in_account(runner, app):
-    result = runner.invoke(args=["user", "create", "root2", "--password", "rootpass",
+    result = runner.invoke(args=["user", "create", "root2", "--password", "amber-kettle-sings-4",
                                  "--role", "admin", "--account", "ops"])
     assert result.exit_code == 0, result.output
     with app.app_context():
@@ -36,14 +36,14 @@ def test_user_create_admin_in_account(runner, app):
 
 
 def test_user_create_refuses_bad_input(runner, app):
-    assert runner.invoke(args=["user", "create", "dave", "--password", "davepass"]).exit_code == 0
-    dup = runner.invoke(args=["user", "create", "dave", "--password", "davepass"])
+    assert runner.invoke(args=["user", "create", "dave", "--password", "violet-stone-river-9"]).exit_code == 0
+    dup = runner.invoke(args=["user", "create", "dave", "--password", "violet-stone-river-9"])
     assert dup.exit_code != 0 and "already exists" in dup.output
     short = runner.invoke(args=["user", "create", "erin", "--password", "x"])
-    assert short.exit_code != 0 and "at least 6" in short.output
-    bad = runner.invoke(args=["user", "create", "bad name", "--password", "goodpass"])
+    assert short.exit_code != 0 and "at least 12" in short.output
+    bad = runner.invoke(args=["user", "create", "bad name", "--password", "copper-meadow-fox-12"])
     assert bad.exit_code != 0
-    mismatch = runner.invoke(args=["user", "create", "frank", "--password", "frankpass",
+    mismatch = runner.invoke(args=["user", "create", "frank", "--password", "silent-orchid-mile-3",
                                    "--role", "admin", "--account", "dave"])
     assert mismatch.exit_code != 0 and "cannot add" in mismatch.output
     with app.app_context():
@@ -65,10 +65,10 @@ def test_bootstrap_creates_admin_once(runner, app):
 def test_bootstrap_uses_admin_password(tmp_path):
     from app import create_app
     from app.extensions import db
-    app = create_app({"INSTANCE_PATH": str(tmp_path / "i2"), "ADMIN_PASSWORD": "chosen-pass"})
+    app = create_app({"INSTANCE_PATH": str(tmp_path / "i2"), "ADMIN_PASSWORD": "chosen-secret-pass-42"})
     with app.app_context():
         db.create_all()
     result = app.test_cli_runner().invoke(args=["bootstrap"])
     assert result.exit_code == 0 and "password:" not in result.output
     with app.app_context():
-        assert accounts.authenticate("admin", "chosen-pass") is not None
+        assert accounts.authenticate("admin", "chosen-secret-pass-42") is not None

@@ -10,6 +10,7 @@ from app.models import Event, Host, utcnow
 from app.monitor.hosts import ping_hosts
 from app.services import hosts, settings, zones
 from app.services import simulator as sim
+from tests.helpers.users import existing_user
 
 pytestmark = pytest.mark.db
 
@@ -30,7 +31,7 @@ def _vm_on_sim(host_url: str, instance: str, *, running_in_nubo: bool, cpus: int
     from app.services import hypervisors as hv
     c = _cluster()
     h = hosts.add_host(None, cluster_uuid=c.uuid, url=host_url, fields={})
-    alice = accounts.create_user("alice", "alicepass1")
+    alice = existing_user("alice", "alicepass1")
     so = ServiceOffering(uuid=new_uuid(), name="s", cpu_number=cpus, cpu_speed=1000, memory=memory)
     db.session.add(so)
     db.session.flush()

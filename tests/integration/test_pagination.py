@@ -9,6 +9,7 @@ from app.extensions import db
 from app.models import Account
 from app.services import accounts, pagination, settings
 from app.services.pagination import page_ids, page_of
+from tests.helpers.users import existing_user
 
 pytestmark = pytest.mark.db
 
@@ -20,7 +21,7 @@ def names(rows):
 def test_pages_and_totals(app, monkeypatch):
     with app.app_context():
         for i in range(7):
-            accounts.create_user(f"p{i}", "password1")
+            existing_user(f"p{i}", "password1")
         q = select(Account).where(Account.removed.is_(None), Account.name.like("p%")).order_by(Account.id)
         assert page_of(q, (2, 3)) == (page_of(q, None)[0][3:6], 7)
         assert names(page_of(q, (2, 3))[0]) == ["p3", "p4", "p5"]
@@ -35,13 +36,13 @@ def test_pages_and_totals(app, monkeypatch):
 def test_large_totals_are_reused_for_a_few_seconds(app, monkeypatch):
     with app.app_context():
         for i in range(7):
-            accounts.create_user(f"p{i}", "password1")
+            existing_user(f"p{i}", "password1")
         q = select(Account).where(Account.removed.is_(None), Account.name.like("p%")).order_by(Account.id)
         monkeypatch.setattr(pagination, "LARGE_COUNT", 5)
         monkeypatch.setattr(pagination, "_counts", {})
         settings.update("list.count.cache.seconds", "60")
         assert page_of(q, (1, 3))[1] == 7
-        accounts.create_user("p7", "password1")
+        existing_user("p7", "password1")
         assert page_of(q, (1, 3))[1] == 7  # reused
         assert page_of(q, (3, 3)) == (page_of(q, None)[0][6:], 8)  # a partial page is always exact
         assert page_of(q.where(Account.name != "x"), (1, 3))[1] == 8  # another query: counted

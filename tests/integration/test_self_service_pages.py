@@ -235,15 +235,15 @@ def test_account_page_password_and_api_keys(app, users, auth, client, hx):
     html = html_of(client.get("/portal/account"))
     assert "Generate keys" in html and 'id="password-form"' in html
     resp = post(client, auth, "/portal/account/password",
-                {"current": "wrong", "new": "newpass1", "confirm": "newpass1"})
+                {"current": "wrong", "new": "new-orchard-pass-41", "confirm": "new-orchard-pass-41"})
     assert resp.status_code == 422 and "The current password is wrong" in html_of(resp)
-    resp = post(client, auth, "/portal/account/password", {"current": "alicepass", "new": "newpass1", "confirm": "x"})
+    resp = post(client, auth, "/portal/account/password", {"current": "alicepass", "new": "new-orchard-pass-41", "confirm": "x"})
     assert resp.status_code == 422 and "The two passwords differ" in html_of(resp)
     resp = post(client, auth, "/portal/account/password",
-                {"current": "alicepass", "new": "newpass1", "confirm": "newpass1"})
+                {"current": "alicepass", "new": "new-orchard-pass-41", "confirm": "new-orchard-pass-41"})
     assert resp.status_code == 302
     with app.app_context():
-        assert accounts.authenticate("alice", "newpass1") is not None
+        assert accounts.authenticate("alice", "new-orchard-pass-41") is not None
     # Keys: the secret once, then never again on the page; HTMX swaps the card.
     resp = hx.post("/portal/account/keys")
     html = html_of(resp)
@@ -349,15 +349,15 @@ def test_admin_account_pages(app, world, auth, client):
     html = html_of(client.get("/admin/accounts/"))
     assert "alice" in html and "bob" in html
     resp = post(client, auth, "/admin/accounts/new", {"account": "", "role": "user", "username": "carol",
-                                                      "password": "carolpass", "email": "c@example.org"})
+                                                      "password": "quiet-harbor-lamp-27", "email": "c@example.org"})
     assert resp.status_code == 302
     with app.app_context():  # an account named after its first user, who can log in
         carol = accounts.get_user("carol")
         assert (carol.account.name, carol.account.role, carol.role, carol.email) == \
             ("carol", "user", "user", "c@example.org")
-        assert accounts.authenticate("carol", "carolpass").uuid == carol.uuid
+        assert accounts.authenticate("carol", "quiet-harbor-lamp-27").uuid == carol.uuid
     resp = post(client, auth, "/admin/accounts/new", {"account": "carol", "role": "user", "username": "carol2",
-                                                      "password": "carolpass"})
+                                                      "password": "quiet-harbor-lamp-27"})
     assert resp.status_code == 422 and "An account named carol already exists" in html_of(resp)
     with app.app_context():
         alice = accounts.get_account("alice")
@@ -381,18 +381,18 @@ def test_admin_account_pages(app, world, auth, client):
     assert post(client, auth, f"/admin/accounts/users/{alice_user}/enable").status_code == 302
     with app.app_context():
         assert accounts.authenticate("alice", "alicepass").uuid == alice_user
-    resp = post(client, auth, f"/admin/accounts/users/{alice_user}/password", {"password": "reset123"})
+    resp = post(client, auth, f"/admin/accounts/users/{alice_user}/password", {"password": "reset-meadow-pass-8"})
     assert resp.status_code == 302
     with app.app_context():  # the new password works, the old one no longer
         assert accounts.authenticate("alice", "alicepass") is None
-        assert accounts.authenticate("alice", "reset123").uuid == alice_user
+        assert accounts.authenticate("alice", "reset-meadow-pass-8").uuid == alice_user
         old_keys = accounts.get_keys(accounts.get_user("alice"))
     resp = post(client, auth, f"/admin/accounts/users/{alice_user}/keys")
     assert resp.status_code == 200 and "Secret key" in html_of(resp) and resp.headers["Cache-Control"] == "no-store"
     with app.app_context():  # new keys registered, and the page showed exactly those
         api_key, secret = accounts.get_keys(accounts.get_user("alice"))
     assert (api_key, secret) != old_keys and api_key in html_of(resp) and secret in html_of(resp)
-    resp = post(client, auth, f"/admin/accounts/{alice_uuid}/users/new", {"username": "alice2", "password": "pass1234"})
+    resp = post(client, auth, f"/admin/accounts/{alice_uuid}/users/new", {"username": "alice2", "password": "pass-willow-1234"})
     assert resp.status_code == 302
     with app.app_context():
         assert accounts.get_user("alice2").account.uuid == alice_uuid
@@ -401,7 +401,7 @@ def test_admin_account_pages(app, world, auth, client):
     with app.app_context():
         assert accounts.get_account("alice").state == "disabled"
     auth.logout()
-    assert "Wrong username or password" in html_of(auth.login("alice2", "pass1234"))
+    assert "Wrong username or password" in html_of(auth.login("alice2", "pass-willow-1234"))
     auth.login("bob")
     assert client.get("/admin/accounts/").status_code == 403
     assert client.get(f"/admin/accounts/{alice_uuid}").status_code == 403

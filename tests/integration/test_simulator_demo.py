@@ -101,7 +101,7 @@ def test_nubo_seed_demo_env(tmp_path, monkeypatch):
     """NUBO_SEED_DEMO=0 turns the seed off for `flask bootstrap`; the default seeds."""
     for value, zones in (("0", 0), ("1", 1)):
         monkeypatch.setenv("NUBO_SEED_DEMO", value)
-        app = create_app({"INSTANCE_PATH": str(tmp_path / f"i{value}"), "ADMIN_PASSWORD": "demo-pass"})
+        app = create_app({"INSTANCE_PATH": str(tmp_path / f"i{value}"), "ADMIN_PASSWORD": "demo-secret-pass-42"})
         with app.app_context():
             db.create_all()
         result = app.test_cli_runner().invoke(args=["bootstrap"])

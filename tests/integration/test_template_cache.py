@@ -15,6 +15,7 @@ from app.extensions import db
 from app.models import DownloadState, StoragePool, TemplatePoolRef, TemplateStoreRef
 from app.services import accounts, hosts, settings, storage, template_cache, templates, zones
 from tests.helpers.www import QuietHandler, raw_image, serve
+from tests.helpers.users import existing_user
 
 HITS: list[str] = []
 
@@ -36,7 +37,7 @@ def www(tmp_path):
 
 
 def _infra(tmp_path, hypervisor, url):
-    admin = accounts.create_user("root", "rootpass1", role="admin", account="admin")
+    admin = existing_user("root", "rootpass1", role="admin", account="admin")
     z = zones.create_zone(admin, name=f"z-{hypervisor}", dns1="8.8.8.8", internal_dns1="10.0.0.2")
     p = zones.create_pod(admin, zone_uuid=z.uuid, name="p", gateway="10.0.0.1", netmask="255.255.255.0",
                          start_ip="10.0.0.10")

@@ -15,6 +15,7 @@ from app.monitor.hosts import ping_hosts
 from app.services import accounts, hosts, settings, storage, vms, zones
 from app.services import simulator as sim
 from app.services.errors import ResourceInUse
+from tests.helpers.users import existing_user
 
 pytestmark = pytest.mark.db
 
@@ -22,8 +23,8 @@ pytestmark = pytest.mark.db
 @pytest.fixture
 def world(app, tmp_path):
     with app.app_context():
-        admin = accounts.create_user("root", "rootpass1", role="admin", account="admin")
-        alice = accounts.create_user("alice", "alicepass1")
+        admin = existing_user("root", "rootpass1", role="admin", account="admin")
+        alice = existing_user("alice", "alicepass1")
         z = zones.create_zone(admin, name="fz", dns1="8.8.8.8", internal_dns1="10.0.0.2", guest_cidr="10.3.0.0/24")
         p = zones.create_pod(admin, zone_uuid=z.uuid, name="p", gateway="10.0.0.1", netmask="255.255.255.0",
                              start_ip="10.0.0.10")

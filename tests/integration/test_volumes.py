@@ -10,6 +10,7 @@ from app.models import ServiceOffering, StoragePool, VirtualMachine, Volume, Vol
 from app.services import accounts, hosts, settings, storage, volumes, zones
 from app.services import hypervisors as hv
 from app.services.errors import InsufficientCapacity, InvalidParameter, NotFound
+from tests.helpers.users import existing_user
 
 pytestmark = pytest.mark.db
 GIB = 1 << 30
@@ -19,8 +20,8 @@ GIB = 1 << 30
 def world(app):
     """A Running Simulator VM of alice's with a root volume on an NFS pool."""
     with app.app_context():
-        admin = accounts.create_user("root", "rootpass1", role="admin", account="admin")
-        alice = accounts.create_user("alice", "alicepass1")
+        admin = existing_user("root", "rootpass1", role="admin", account="admin")
+        alice = existing_user("alice", "alicepass1")
         z = zones.create_zone(admin, name="vz", dns1="8.8.8.8", internal_dns1="10.0.0.2")
         p = zones.create_pod(admin, zone_uuid=z.uuid, name="p", gateway="10.0.0.1", netmask="255.255.255.0",
                              start_ip="10.0.0.10")
@@ -105,7 +106,7 @@ def test_allocation_threshold_refuses_and_changes_nothing(app, world):
 def test_other_accounts_volume_is_not_found(app, world):
     with app.app_context():
         alice = _u(world["alice"])
-        bob = accounts.create_user("bob", "bobpass12")
+        bob = existing_user("bob", "bobpass12")
         v = volumes.create_volume(alice, name="mine", zone_uuid=world["zone"], disk_offering_uuid=world["fixed"])
         for action in (lambda: volumes.get_volume(bob, v.uuid), lambda: volumes.delete_volume(bob, v.uuid),
                        lambda: volumes.resize_volume(bob, v.uuid, size_gib=9),

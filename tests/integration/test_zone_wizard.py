@@ -12,6 +12,7 @@ from app.extensions import db
 from app.models import (AsyncJob, Cluster, Host, ImageStore, JobStatus, PhysicalNetwork, Pod, SimPool, StoragePool,
                         WizardDraft, Zone)
 from app.services import simulator as sim
+from tests.helpers.users import existing_user
 
 pytestmark = pytest.mark.db
 
@@ -217,7 +218,7 @@ def test_users_and_other_admins_cannot_use_a_draft(app, client, auth):
     auth.logout()
     with app.app_context():
         from app.services import accounts
-        accounts.create_user("root2", "root2pass", role="admin", account="admin")
+        existing_user("root2", "root2pass", role="admin", account="admin")
     token = auth.csrf("/login")
     client.post("/login", data={"username": "root2", "password": "root2pass", "csrf_token": token})
     assert client.get(f"{w.base}/zone").status_code == 404

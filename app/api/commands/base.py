@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import session
 
 from app.api.registry import Param, all_commands, command
-from app.services import accounts
+from app.services import accounts, sessions
 from app.services import hypervisors as hv
 
 CLOUDSTACK_VERSION = "4.19.0"  # the API level Nubo follows
@@ -29,12 +29,13 @@ def login(ctx, raw):
     key = login_session(user)
     return {"sessionkey": key, "username": user.username, "userid": user.uuid,
             "account": user.account.name, "type": "1" if user.is_admin else "0",
-            "domainid": "00000000-0000-0000-0000-000000000001", "timeout": "1800",
+            "domainid": "00000000-0000-0000-0000-000000000001", "timeout": str(sessions.timeout_seconds()),
             "firstname": user.firstname, "lastname": user.lastname}
 
 
 @command("logout", "Logs out the user", changes_state=False)
 def logout(ctx, p):
+    accounts.end_sessions(ctx.user)  # a copied sessionkey and cookie end too
     session.pop("api_sessionkey", None)
     session.pop("api_user", None)
     return {"description": "success"}
