@@ -58,7 +58,7 @@ def index():
 class UserFields(InfraForm):
     aliases = {"username": "username", "password": "password", "email": "email"}
     username = StringField("User name", validators=[DataRequired(), Length(max=255)])
-    password = PasswordField("Password", validators=[DataRequired(), Length(min=accounts.MIN_PASSWORD_LENGTH, max=1024)],
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=1024)],
                              render_kw={"autocomplete": "new-password"})
     email = EmailField("Email", validators=[Optional(), Length(max=255)])
     firstname = StringField("First name", validators=[Optional(), Length(max=255)])
@@ -186,7 +186,7 @@ class ResetPasswordForm(InfraForm):
     title = submit = "Reset the password"
     dom_id = "password-form"
     aliases = {"password": "password"}
-    password = PasswordField("New password", validators=[DataRequired(), Length(min=accounts.MIN_PASSWORD_LENGTH, max=1024)],
+    password = PasswordField("New password", validators=[DataRequired(), Length(max=1024)],
                              description="tell the user over a safe channel",
                              render_kw={"autocomplete": "new-password"})
 

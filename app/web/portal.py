@@ -371,7 +371,7 @@ class PasswordForm(InfraForm):
     aliases = {"currentpassword": "current", "password": "new"}
     current = PasswordField("Current password", validators=[DataRequired()],
                             render_kw={"autocomplete": "current-password"})
-    new = PasswordField("New password", validators=[DataRequired(), Length(min=accounts.MIN_PASSWORD_LENGTH, max=1024)],
+    new = PasswordField("New password", validators=[DataRequired(), Length(max=1024)],
                         render_kw={"autocomplete": "new-password"})
     confirm = PasswordField("New password again", validators=[EqualTo("new", "The two passwords differ")],
                             render_kw={"autocomplete": "new-password"})
