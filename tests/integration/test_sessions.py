@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from app.services import accounts, sessions, settings
+from app.services import accounts, settings
 from tests.conftest import csrf_token
 
 pytestmark = pytest.mark.db
@@ -93,6 +93,7 @@ def test_web_logout_ends_the_api_session_too(app, client, auth):
 
 @pytest.mark.parametrize("setting,minutes", [("session.timeout", 30), ("session.max.lifetime", 720)])
 def test_sessions_have_a_lifetime(app, client, auth, monkeypatch, setting, minutes):
+    from app.services import sessions
     clock = [1_000_000.0]
     monkeypatch.setattr(sessions, "_now", lambda: clock[0])
     auth.login("alice")
