@@ -157,7 +157,9 @@ def _lock_until(attempts: int, now):
     if attempts < allowed:
         return None
     wait = min(2 ** min(attempts - allowed, 30), settings.get("login.throttle.max.wait"))
-    return now + timedelta(seconds=wait)
+    until = now + timedelta(seconds=wait)
+    # Whole seconds, rounded up: MariaDB's DATETIME drops fractions (a 1 s wait could become 0).
+    return until.replace(microsecond=0) + timedelta(seconds=1 if until.microsecond else 0)
 
 
 def _claim_attempt(username: str, source: str) -> int:

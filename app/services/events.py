@@ -16,9 +16,12 @@ from app.services.settings import Definition, define
 log = logging.getLogger("nubo.events")
 
 define(Definition("event.unauthenticated.window", "60", "Events caused by unauthenticated requests (failed "
-                  "logins, refused console connections) are aggregated: one event per kind and source "
-                  "address per this many seconds, carrying the count.", category="Security",
+                  "logins, refused console connections) are aggregated per kind and source address over "
+                  "windows of this many seconds (see event.unauthenticated.burst).", category="Security",
                   type="integer", min=1, max=86400))
+define(Definition("event.unauthenticated.burst", "5", "Events of one kind and source address recorded "
+                  "one by one per window before the rest are aggregated into one.", category="Security",
+                  type="integer", min=0, max=1000))
 define(Definition("event.unauthenticated.max.sources", "100", "Source addresses that get their own "
                   "aggregated event per kind and window; the rest share one event (source *).",
                   category="Security", type="integer", min=1, max=100000))
@@ -49,58 +52,64 @@ def _window_start(now: datetime, seconds: int) -> datetime:
 
 def record_unauthenticated(type: str, description: str, *, source_address: str | None = None,
                            level: str = "WARN") -> None:
-    """An event caused by an unauthenticated request, aggregated so that a flood adds
-    bounded rows: per window, at most one event per (type, source) and at most
-    `event.unauthenticated.max.sources` sources (the others share source "*"). A
-    repeat raises its bucket's count (one atomic UPDATE) and rewrites the event's
-    description with it. Commits."""
+    """An event caused by an unauthenticated request, with bounded rows: per window
+    of `event.unauthenticated.window` seconds and (type, source), the first
+    `event.unauthenticated.burst` are recorded one by one, the rest as one event
+    whose description carries the count (the last one's text). At most
+    `event.unauthenticated.max.sources` sources get their own; the others share
+    source "*". The count is an atomic UPDATE of the window's bucket. Commits."""
     if source_address is None and has_request_context():
         source_address = request.remote_addr
     source = (source_address or "unknown")[:64]
     seconds = settings.get("event.unauthenticated.window")
+    burst = settings.get("event.unauthenticated.burst")
     now = utcnow()
     start = _window_start(now, seconds)
     for _ in range(20):  # a lost insert race is retried as an update
-        bucket = db.session.execute(select(EventBucket.id, EventBucket.event_id).where(
-            EventBucket.kind == type, EventBucket.source == source, EventBucket.window_start == start)).first()
-        if bucket is not None:
-            db.session.execute(update(EventBucket).where(EventBucket.id == bucket.id)
-                               .values(count=EventBucket.count + 1))
-            count = db.session.scalar(select(EventBucket.count).where(EventBucket.id == bucket.id))
-            if bucket.event_id is not None:
-                db.session.execute(update(Event).where(Event.id == bucket.event_id).values(
-                    description=_aggregate_text(description, count, source, start, seconds)))
-            db.session.commit()
-            if count & (count - 1) == 0:  # the log gets powers of two, not the flood
-                log.warning("%s %s (%d times from %s in this window)", type, description, count, source)
-            return
-        if source != "*":
+        bucket_id = db.session.scalar(select(EventBucket.id).where(
+            EventBucket.kind == type, EventBucket.source == source, EventBucket.window_start == start))
+        if bucket_id is None and source != "*":
             used = db.session.scalar(select(func.count()).select_from(EventBucket).where(
                 EventBucket.kind == type, EventBucket.window_start == start))
             if used >= settings.get("event.unauthenticated.max.sources"):
                 source = "*"
                 continue
         try:
-            ev = Event(type=type, description=_aggregate_text(description, 1, source, start, seconds),
-                       level=level, source_address=None if source == "*" else source)
-            db.session.add(ev)
-            db.session.flush()
-            db.session.add(EventBucket(kind=type, source=source, window_start=start, count=1, event_id=ev.id))
-            # Old buckets are only bookkeeping (their events stay): forget them after a day.
-            db.session.execute(delete(EventBucket).where(EventBucket.window_start < now - timedelta(days=1)))
+            if bucket_id is None:
+                db.session.add(EventBucket(kind=type, source=source, window_start=start, count=1))
+                # Old buckets are only bookkeeping (their events stay): forget them after a day.
+                db.session.execute(delete(EventBucket).where(EventBucket.window_start < now - timedelta(days=1)))
+                count, event_id = 1, None
+            else:
+                db.session.execute(update(EventBucket).where(EventBucket.id == bucket_id)
+                                   .values(count=EventBucket.count + 1))
+                count, event_id = db.session.execute(select(EventBucket.count, EventBucket.event_id)
+                                                     .where(EventBucket.id == bucket_id)).one()
+            shown_source = None if source == "*" else source
+            if count <= burst:  # one by one, as an authenticated action's event
+                db.session.add(Event(type=type, description=description, level=level,
+                                     source_address=(source_address or "")[:64] or None))
+            elif event_id is None:  # the first past the burst: the window's aggregate event
+                ev = Event(type=type, level=level, source_address=shown_source,
+                           description=_aggregate_text(description, count, source, start, seconds))
+                db.session.add(ev)
+                db.session.flush()
+                db.session.execute(update(EventBucket).where(EventBucket.id == bucket_id).values(event_id=ev.id))
+            else:
+                db.session.execute(update(Event).where(Event.id == event_id).values(
+                    description=_aggregate_text(description, count, source, start, seconds)))
             db.session.commit()
         except IntegrityError:
             db.session.rollback()
             continue
-        log.warning("%s %s (from %s)", type, description, source)
+        if count <= burst or count & (count - 1) == 0:  # the log gets powers of two, not the flood
+            log.warning("%s %s (from %s; %d in this window)", type, description, source_address, count)
         return
     db.session.rollback()
     log.warning("%s %s (from %s; not recorded: contention)", type, description, source)
 
 
 def _aggregate_text(description: str, count: int, source: str, start: datetime, seconds: int) -> str:
-    if count == 1 and source != "*":
-        return description
     where = "from other addresses" if source == "*" else f"from {source}"
     return f"{description} [{count} times {where} in the {seconds} s from {start:%Y-%m-%d %H:%M:%S} UTC; the last shown]"
 
