@@ -220,7 +220,7 @@ def main() -> None:
         db.create_all()
         settings.sync_definitions()
         bootstrap.seed_reference_data()
-        accounts.create_user("bench", "bench-pass-1")
+        accounts.create_user("bench", "quiet-harbor-lamp-41")
     vnc_port, vnc = vnc_process(args.megabytes * MIB)
     try:
         with app.app_context():

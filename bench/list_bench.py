@@ -32,8 +32,8 @@ def generate(db, n_vms: int, n_hosts: int, n_zones: int) -> dict:
                             utcnow)
     from app.services import accounts
     now = utcnow()
-    admin = accounts.create_user("benchadmin", "benchpass1", role="admin", account="benchadmin")
-    users = [accounts.create_user(f"u{i}", "benchpass1") for i in range(50)]
+    admin = accounts.create_user("benchadmin", "bench-secret-pass-41", role="admin", account="benchadmin")
+    users = [accounts.create_user(f"u{i}", "bench-secret-pass-41") for i in range(50)]
     so = ServiceOffering(uuid=str(uuid.uuid4()), name="small", cpu_number=1, cpu_speed=1000, memory=512)
     db.session.add(so)
     zones, pods, clusters, nets = [], [], [], []
@@ -99,7 +99,7 @@ def generate(db, n_vms: int, n_hosts: int, n_zones: int) -> dict:
         with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
             c.execute(sa.text("VACUUM ANALYZE"))  # what autovacuum does after bulk inserts
     sample_host = db.session.scalar(sa.select(Host.uuid).order_by(Host.id).limit(1).offset(n_hosts // 2))
-    return {"zone": zones[3].uuid, "host": sample_host, "admin": ("benchadmin", "benchpass1")}
+    return {"zone": zones[3].uuid, "host": sample_host, "admin": ("benchadmin", "bench-secret-pass-41")}
 
 
 class Counter:

@@ -54,7 +54,7 @@ def main() -> None:
             settings.update("monitor.threads", args.threads)
         t0 = time.perf_counter()
         build(db.engine, args.hosts, args.vms)  # the hypervisors' side
-        user = accounts.create_user("bench", "benchpass1")
+        user = accounts.create_user("bench", "quiet-harbor-lamp-41")
         zone = Zone(uuid=str(uuid.uuid4()), name="bench", dns1="8.8.8.8", internal_dns1="10.0.0.2",
                     allocation_state="Enabled")
         db.session.add(zone)

@@ -29,13 +29,13 @@ def test_first_start_login_and_restart_keeps_data(stack, db):
     log = stack.log.read_text()
     for proc in ("web.1", "worker.1", "transfers.1", "monitor.1", "console.1"):
         assert f"{proc} started" in log
-    stack.flask("user", "create", "kept", "--password", "kept-pass")
+    stack.flask("user", "create", "kept", "--password", "grey-harbor-secret-1")
     stack.stop()
 
     second = stack.start()
     assert second < 60, f"second start took {second:.1f}s"  # no reinstall, no re-migration (figures: bench/RESULTS.md)
     s = requests.Session()
-    assert _login(s, stack.url, "kept", "kept-pass").url.endswith("/portal/")
+    assert _login(s, stack.url, "kept", "grey-harbor-secret-1").url.endswith("/portal/")
     assert _login(requests.Session(), stack.url, "admin", "wrong").status_code == 401
     print(f"first start {first:.1f}s, second start {second:.1f}s")
 

@@ -12,6 +12,8 @@ from tests.api.test_templates_cs import files  # noqa: F401  (fixture: a RAW ima
 from tests.api.test_vms_cs import simulator_zone
 from tests.e2e.conftest import assert_no_csp_violations, screenshot, watch_csp
 
+E2E_PASSWORDS = {"alice": "orchard-lamp-e2e-41", "bob": "copper-fern-e2e-52"}  # the password policy: 12+, no user name
+
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("e2e")]
 PHONE = {"width": 390, "height": 844}
 
@@ -35,11 +37,11 @@ def test_a_user_deploys_runs_and_destroys_a_vm(stack, browser, page, files, tmp_
     z, hosts, t, so = simulator_zone(api, files, tmp_path)
     api.createServiceOffering(name="huge", displaytext="too big", cpunumber=64, cpuspeed=1000, memory=1024)
     for user in ("alice", "bob"):
-        api.createAccount(username=user, password=f"{user}-pass", email=f"{user}@example.org", firstname=user,
+        api.createAccount(username=user, password=E2E_PASSWORDS[user], email=f"{user}@example.org", firstname=user,
                           lastname="Tester")
     api.updateResourceLimit(account="alice", resourcetype=8, max=8)  # "huge" does not fit
 
-    login(page, stack.url, "alice", "alice-pass")
+    login(page, stack.url, "alice", E2E_PASSWORDS["alice"])
     assert "No VMs yet" in page.locator("#vms-list").inner_text()
     screenshot(page, "portal-my-vms-empty")
     page.click("text=Deploy a VM")
@@ -106,7 +108,7 @@ def test_a_user_deploys_runs_and_destroys_a_vm(stack, browser, page, files, tmp_
     phone = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
     phone_csp = watch_csp(phone)
     small = phone.new_page()
-    login(small, stack.url, "alice", "alice-pass")
+    login(small, stack.url, "alice", E2E_PASSWORDS["alice"])
     screenshot(small, "portal-my-vms-phone")
     small.goto(stack.url + "/portal/deploy")
     next_step(small, "Image")
@@ -152,7 +154,7 @@ def test_a_user_deploys_runs_and_destroys_a_vm(stack, browser, page, files, tmp_
     other = browser.new_context(viewport={"width": 1280, "height": 800})
     other_csp = watch_csp(other)
     bob = other.new_page()
-    login(bob, stack.url, "bob", "bob-pass")
+    login(bob, stack.url, "bob", E2E_PASSWORDS["bob"])
     assert "No VMs yet" in bob.locator("#vms-list").inner_text() and "web1" not in bob.content()
     assert bob.goto(vm_url).status == 404
     bob.goto(stack.url + "/events/")

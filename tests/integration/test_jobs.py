@@ -11,6 +11,7 @@ from sqlalchemy import func, select, update
 from app.extensions import db
 from app.jobs import service as jobs
 from app.models import AsyncJob, JobStatus, utcnow
+from tests.helpers.users import existing_user
 
 pytestmark = pytest.mark.db
 
@@ -103,9 +104,9 @@ from tests.helpers.www import serve, trickling_server  # noqa: E402
 def world(app, tmp_path):
     """A Simulator zone with secondary storage, alice's running VM, and bob."""
     with app.app_context():
-        admin = accounts.create_user("root", "rootpass1", role="admin", account="admin")
-        alice = accounts.create_user("alice", "alicepass1")
-        accounts.create_user("bob", "bobpass12")
+        admin = existing_user("root", "rootpass1", role="admin", account="admin")
+        alice = existing_user("alice", "alicepass1")
+        existing_user("bob", "bobpass12")
         settings.update("template.url.allow.internal", "true")  # the tests' loopback servers
         z = zones.create_zone(admin, name="jz", dns1="8.8.8.8", internal_dns1="10.0.0.2", guest_cidr="10.4.0.0/24")
         p = zones.create_pod(admin, zone_uuid=z.uuid, name="p", gateway="10.0.0.1", netmask="255.255.255.0",

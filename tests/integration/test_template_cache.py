@@ -143,7 +143,7 @@ def test_direct_download_into_a_real_pool_checks_the_image_and_the_address(app, 
 
             # alice's image server was allowed when she registered, no longer at first use.
             settings.update("secstorage.allowed.internal.sites", "127.0.0.1/32")
-            alice = accounts.create_user("alice", "alicepass1")
+            alice = existing_user("alice", "alicepass1")
             u = templates.register(alice, url=f"{url}/base.raw", name="mine", hypervisor="KVM", format="RAW",
                                    zone_uuid=z.uuid, direct_download=True, checksum=www[1])
             settings.update("secstorage.allowed.internal.sites", "")
