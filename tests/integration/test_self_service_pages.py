@@ -286,7 +286,10 @@ def test_volume_pages(app, world, auth, client, hx):
     resp = hx.post(f"/volumes/{uuid}/resize", data={"size": "5"})
     assert resp.status_code == 422 and "Stop VM web1 first" in html_of(resp)
     resp = hx.post(f"/volumes/{uuid}/delete")
-    assert resp.status_code in (404, 422)  # not offered while attached
+    assert resp.status_code == 422 and "Detach volume data1 first" in html_of(resp)
+    with app.app_context():  # refused: the volume is still there and still attached
+        kept = db.session.scalar(db.select(Volume).where(Volume.uuid == uuid))
+        assert kept is not None and kept.vm_id is not None and kept.removed is None
     assert post(client, auth, f"/volumes/{uuid}/detach").status_code == 302
     resp = hx.post(f"/volumes/{uuid}/resize", data={"size": "2"})
     assert resp.status_code == 422 and "never shrink" in html_of(resp)
