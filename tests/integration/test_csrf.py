@@ -15,11 +15,11 @@ pytestmark = pytest.mark.db
 REFUSED = "missing or invalid CSRF token"
 
 
-def other_session_token(app, username: str, other=None) -> str:
+def other_session_token(app, users, username: str, other=None) -> str:
     """A valid token, but of another browser's session (logged in as `username`)."""
     other = other or app.test_client()
     token = csrf_token(other, "/login")
-    assert other.post("/login", data={"username": username, "password": f"{username}pass",
+    assert other.post("/login", data={"username": username, "password": users[username],
                                       "csrf_token": token}).status_code == 302
     return csrf_token(other, "/portal/")
 
@@ -55,21 +55,21 @@ ACTIONS = {
 @pytest.mark.parametrize("action", list(ACTIONS))
 @pytest.mark.parametrize("token", ["missing", "garbage", "another admin session", "alice's session",
                                    "right token, other session's cookie"])
-def test_htmx_post_with_a_wrong_csrf_token_is_refused_and_changes_nothing(app, client, auth, sim_hosts,  # noqa: F811
-                                                                          action, token):
+def test_htmx_post_with_a_wrong_csrf_token_is_refused_and_changes_nothing(app, client, users, auth,
+                                                                          sim_hosts, action, token):  # noqa: F811
     url_of, state_of = ACTIONS[action]
     auth.login("admin")
     own = auth.csrf("/admin/")
     url = url_of(app)
     before = state_of(app, client)
     sent = {"missing": None, "garbage": "not-a-token",
-            "another admin session": other_session_token(app, "admin"),
-            "alice's session": other_session_token(app, "alice"),
+            "another admin session": other_session_token(app, users, "admin"),
+            "alice's session": other_session_token(app, users, "alice"),
             "right token, other session's cookie": own}[token]
     sender = client
     if token == "right token, other session's cookie":
         sender = app.test_client()  # our token replayed from a browser logged in elsewhere as admin
-        other_session_token(app, "admin", sender)
+        other_session_token(app, users, "admin", sender)
     headers = {"HX-Request": "true", **({"X-CSRFToken": sent} if sent else {})}
     resp = sender.post(url, headers=headers)
     assert resp.status_code == 400 and REFUSED in resp.get_data(as_text=True)
