@@ -887,16 +887,24 @@ def migrate_now(vm: VirtualMachine, dest_id: int | None, job: AsyncJob | None = 
     """Reserve on the destination, migrate live, release the source (also used by host maintenance)."""
     source = vm.host
     need = _need(vm)
-    if dest_id is None:
-        dest = planner.plan_and_reserve(vm.zone, vm.hypervisor_type, need, account_id=vm.account_id,
-                                        storage_type=vm.service_offering.storage_type, avoid={source.id},
-                                        cluster_id=source.cluster_id)
-    else:
-        dest = db.session.get(Host, dest_id)
-        if not planner._attempt(dest.id, need):
-            raise InsufficientCapacity(f"Host {dest.name} has not enough free CPU or memory for {vm.name}")
+    # Migrating before the destination is reserved: no VM row shows that reservation, and
+    # capacity.check_hosts leaves every host alone while a VM is Migrating.
     vm.state, vm.state_updated = VMState.MIGRATING, utcnow()
     db.session.commit()
+    try:
+        if dest_id is None:
+            dest = planner.plan_and_reserve(vm.zone, vm.hypervisor_type, need, account_id=vm.account_id,
+                                            storage_type=vm.service_offering.storage_type, avoid={source.id},
+                                            cluster_id=source.cluster_id)
+        else:
+            dest = db.session.get(Host, dest_id)
+            if not planner._attempt(dest.id, need):
+                raise InsufficientCapacity(f"Host {dest.name} has not enough free CPU or memory for {vm.name}")
+    except Exception:
+        db.session.rollback()
+        vm.state, vm.state_updated = VMState.RUNNING, utcnow()
+        db.session.commit()
+        raise
     if job is not None:
         jobs.progress(job, 30, f"Migrating from {source.name} to {dest.name}")
     from app.services.hosts import connection_for
