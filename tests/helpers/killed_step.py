@@ -79,7 +79,12 @@ def _upload(args):
     templates.receive_upload(t, ref, chunks(), size)
 
 
-ACTIONS = {"deploy": _deploy, "attach": _attach, "upload": _upload}
+def _migrate(args):
+    from app.services import accounts, vms
+    vms.migrate(accounts.user_by_uuid(args["user"]), args["vm"])
+
+
+ACTIONS = {"deploy": _deploy, "attach": _attach, "upload": _upload, "migrate": _migrate}
 
 
 def main() -> None:

@@ -425,3 +425,32 @@ def test_an_upload_still_receiving_is_left_alone(app, world):
         db.session.commit()
         templates.recover_uploads(now=now + timedelta(seconds=settings.get("upload.stall.timeout")))
         assert db.session.get(TemplateStoreRef, ref.id).state == DownloadState.DOWNLOADING
+
+
+@pytest.mark.parametrize("step,when", [("app.services.planner:plan_and_reserve", "after"),
+                                       ("app.hypervisors.simulator:SimulatorDriver.migrate_vm", "before")],
+                         ids=["reserved", "migrating"])
+def test_a_migration_killed_mid_way_leaves_the_vm_where_it_runs_and_its_destination_repaired(
+        app, world, step, when):
+    """The destination's reservation is the one thing no VM row holds: the capacity check
+    leaves it alone while the VM is Migrating (from before the reservation), and repairs it
+    (with an event) once the reaper has put the VM back where the hypervisor says it runs."""
+    with app.app_context():
+        template_bytes = _template_bytes()
+        vm = _deploy(world, "mg")
+        source = vm.host_id
+        assert run_killed(app, "migrate", {"user": world["admin"], "vm": vm.uuid},
+                          kill_at=step, when=when) == -signal.SIGKILL
+        db.session.expire_all()
+        assert db.session.get(VirtualMachine, vm.id).state == VMState.MIGRATING
+        assert capacity.check_hosts() == 0  # a migration in flight: nothing touched
+        before = {h.id: h.memory_allocated for h in db.session.scalars(select(Host))}
+        assert sum(before.values()) == 3 * (1024 << 20)  # warm-up VM, mg and mg's destination
+        _restart()
+        vm = db.session.get(VirtualMachine, vm.id)
+        assert vm.state == VMState.RUNNING and vm.host_id == source and vm.active_job_id is None
+        dest = next(h for h in before if h != source)
+        assert capacity.check_hosts() == 1
+        assert db.session.scalar(select(Event.id).where(Event.type == "CAPACITY.REPAIR",
+                                                        Event.resource_id == db.session.get(Host, dest).uuid))
+        _assert_consistent(world, template_bytes)
