@@ -41,7 +41,7 @@ def main() -> None:
         bootstrap.seed_reference_data()
         from app.models import Cluster, Host, Pod, ServiceOffering, VirtualMachine, Zone, new_uuid
         from app.services import zones
-        admin = accounts.create_user("root", "rootpass1", role="admin", account="admin")
+        admin = accounts.create_user("root", "Bench-secret-77", role="admin", account="admin")
         z = zones.create_zone(admin, name="bz", dns1="8.8.8.8", internal_dns1="10.0.0.2", guest_cidr="10.3.0.0/16")
         p = zones.create_pod(admin, zone_uuid=z.uuid, name="p", gateway="10.0.0.1", netmask="255.255.0.0",
                              start_ip="10.0.0.10")

@@ -29,8 +29,8 @@ GIB = 1 << 30
 @pytest.fixture
 def world(app, tmp_path):
     with app.app_context():
-        admin = accounts.create_user("root", "rootpass1", role="admin", account="admin")
-        alice = accounts.create_user("alice", "alicepass1")
+        admin = accounts.create_user("root", "Kx-admin-secret-7", role="admin", account="admin")
+        alice = accounts.create_user("alice", "Kx-user-secret-7")
         z = zones.create_zone(admin, name="kz", dns1="8.8.8.8", internal_dns1="10.0.0.2", guest_cidr="10.3.0.0/24")
         p = zones.create_pod(admin, zone_uuid=z.uuid, name="p", gateway="10.0.0.1", netmask="255.255.255.0",
                              start_ip="10.0.0.10")
