@@ -9,6 +9,7 @@ from app.extensions import db
 from app.services import accounts, settings
 from tests.conftest import csrf_token
 from tests.integration.test_api import keys, signed  # noqa: F401  (fixture)
+from tests.helpers.users import existing_user
 
 
 def test_security_headers_on_pages_fragments_api_and_static(client, auth, keys):  # noqa: F811
@@ -41,7 +42,7 @@ def test_https_origins_turn_on_hsts_and_secure_cookies(tmp_path):
     with app.app_context():
         db.create_all()
         settings.sync_definitions()
-        accounts.create_user("alice", "alicepass")
+        existing_user("alice", "alicepass")  # a password from before the policy
     client = app.test_client()
     r = client.get("/login")
     assert r.headers["Strict-Transport-Security"].startswith("max-age=31536000")
