@@ -64,9 +64,19 @@ def _answer(cmd_name: str, body: dict, status: int = 200) -> Response:
                     content_type="application/json; charset=UTF-8")
 
 
+def _header_safe(text: str) -> str:
+    """A message fit for a header value: one line, Latin-1, bounded."""
+    line = " ".join(str(text or "").split())
+    return line.encode("latin-1", "replace").decode("latin-1")[:1024]
+
+
 def _error(cmd_name: str, code: int, text: str, cs_code: int = 9999) -> Response:
-    return _answer(cmd_name or "error", {"uuidList": [], "errorcode": code, "cserrorcode": cs_code,
+    resp = _answer(cmd_name or "error", {"uuidList": [], "errorcode": code, "cserrorcode": cs_code,
                                          "errortext": text}, status=code)
+    # CloudStack's ApiServlet sets X-Description to the error's text; CloudMonkey prints
+    # "Error <code>: <X-Description>" from it.
+    resp.headers["X-Description"] = _header_safe(text)
+    return resp
 
 
 def _parse_expires(value: str) -> datetime:
@@ -129,6 +139,9 @@ def _paging(cmd: Command, p: dict) -> tuple[int, int] | None:
     return (page or 1, size or 500)
 
 
+_BARE = {"success", "displaytext", "details"}
+
+
 def _render(cmd: Command, result) -> dict:
     if cmd.is_async:
         job: AsyncJob = result
@@ -147,12 +160,17 @@ def _render(cmd: Command, result) -> dict:
         return {"count": total, cmd.response: [serialize(cmd.response, r) for r in rows]}
     if result is None:
         return {"success": True}
-    if isinstance(result, dict) and (cmd.response is None or "success" in result):
+    # A bare {"success": true(, "displaytext": ...)} answer stands alone; an object that merely
+    # has a success field (createConsoleEndpoint's) is nested under its response name.
+    if isinstance(result, dict) and (cmd.response is None or ("success" in result and set(result) <= _BARE)):
         return clean(result)
     return {cmd.response: serialize(cmd.response, result)}
 
 
-@bp.route("/client/api", methods=["GET", "POST"])
+# With and without the trailing slash (httpx-based clients send /client/api/). Every
+# method is routed here so that a wrong one gets the API's own error shape.
+@bp.route("/client/api", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+@bp.route("/client/api/", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
 @csrf.exempt  # authenticated by signature or sessionkey, never by the cookie alone
 def api():
     params = _params()

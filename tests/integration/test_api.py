@@ -61,7 +61,7 @@ def test_web_login_does_not_authorise_api(client, auth):
 
 def test_login_wrong_password_and_get(client, users):
     assert client.post("/client/api", data={"command": "login", "username": "alice",
-                                            "password": "nope", "response": "json"}).status_code == 401
+                                            "password": "nope", "response": "json"}).status_code == 531
     assert client.get("/client/api?command=login&username=alice&password=alicepass").status_code == 405
 
 

@@ -16,7 +16,7 @@ CLOUDSTACK_VERSION = "4.19.0"  # the API level Nubo follows
     Param("domain", "string", "the domain path (only ROOT exists)"),
     Param("domainId", "long", "the domain id")])
 def login(ctx, raw):
-    from app.api.views import ApiError, AUTH_FAILED, login_session
+    from app.api.views import ApiError, login_session
     from flask import request
     if request.method != "POST":
         raise ApiError(405, "login must be sent by POST")
@@ -25,7 +25,10 @@ def login(ctx, raw):
     except accounts.LoginThrottled as e:
         raise ApiError(429, e.message) from None
     if user is None:
-        raise ApiError(401, AUTH_FAILED)
+        # CloudStack answers a failed login with 531 (ACCOUNT_ERROR), never 401: clients
+        # treat 401 as "bad signature" (CloudMonkey then printed the URL, password and all).
+        raise ApiError(531, f"Failed to authenticate user {raw.get('username', '')} in domain 1; "
+                            "please provide valid credentials")
     key = login_session(user)
     return {"sessionkey": key, "username": user.username, "userid": user.uuid,
             "account": user.account.name, "type": "1" if user.is_admin else "0",
