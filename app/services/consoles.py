@@ -173,7 +173,7 @@ def endpoint(caller, vm_uuid: str, *, client_address: str | None, page_url: str)
     token, _ = create_console(caller, vm_uuid, client_address=client_address)
     u = urlsplit(current_app.config["CONSOLE_PUBLIC_URL"])
     port = u.port or (443 if u.scheme == "wss" else 80)
-    return {"result": True, "url": f"{page_url}#token={token}",
+    return {"success": True, "url": f"{page_url}#token={token}",
             "websocket": {"token": token, "host": u.hostname, "port": str(port), "path": u.path or "/"}}
 
 

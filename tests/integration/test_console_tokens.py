@@ -275,7 +275,7 @@ def test_api_create_endpoint_and_list_sessions(app, client, keys):  # noqa: F811
                                                   virtualmachineid=vm.uuid))
     out = json.loads(resp.data)["createconsoleendpointresponse"]["consoleendpoint"]
     ws = out["websocket"]
-    assert out["result"] is True and set(ws) == {"token", "host", "port", "path"}
+    assert out["success"] is True and "result" not in out and set(ws) == {"token", "host", "port", "path"}
     assert (ws["host"], ws["port"], ws["path"]) == ("127.0.0.1", str(app.config["CONSOLE_PORT"]), "/")
     assert out["url"] == f"http://localhost/console/#token={ws['token']}"  # the token never reaches a server log
     page = client.get("/console/").get_data(as_text=True)
