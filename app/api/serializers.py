@@ -19,6 +19,16 @@ def serializer(kind: str):
     return decorate
 
 
+def hypervisor_name(type_name: str | None) -> str | None:
+    """A hypervisor type's name on the wire, as CloudStack's HypervisorType.getHypervisorDisplayName()
+    gives it: the type's own name ("KVM", "Hyperv", "Simulator"), except that Custom goes by
+    hypervisor.custom.display.name. The UI's friendlier names ("Hyper-V") stay in the UI."""
+    from app.services import hypervisors as hv
+    if not type_name:
+        return None
+    return hv.display_name(type_name) if type_name == hv.CUSTOM else type_name
+
+
 def clean(obj: Any) -> Any:
     """Drop None values recursively; format dates. (Runs on every value of every list
     answer: scalars are kept without a call, which made a 500-VM page 3× cheaper here.)"""
@@ -80,10 +90,9 @@ def configuration(s: Setting) -> dict:
 @serializer("hypervisorCapabilities")
 def hypervisor_capabilities(c: HypervisorCapability) -> dict:
     from app.hypervisors import registry
-    from app.services import hypervisors as hv
     t = registry.get(c.hypervisor_type)
     caps = t.capabilities
-    return {"id": c.uuid, "hypervisor": hv.display_name(c.hypervisor_type),
+    return {"id": c.uuid, "hypervisor": hypervisor_name(c.hypervisor_type),
             "hypervisorversion": c.hypervisor_version, "maxguestslimit": c.max_guests_limit,
             "maxdatavolumeslimit": c.max_data_volumes_limit, "maxhostspercluster": c.max_hosts_per_cluster,
             "securitygroupenabled": c.security_group_enabled, "storagemotionenabled": c.storage_motion_enabled,
@@ -100,13 +109,12 @@ def async_job(j: AsyncJob) -> dict:
 
 @serializer("zone")
 def zone(z) -> dict:
-    from app.services import hypervisors as hv
     return {"id": z.uuid, "name": z.name, "description": z.description, "dns1": z.dns1, "dns2": z.dns2,
             "internaldns1": z.internal_dns1, "internaldns2": z.internal_dns2, "networktype": z.network_type,
             "allocationstate": z.allocation_state, "localstorageenabled": z.local_storage_enabled,
             "securitygroupsenabled": z.security_groups_enabled, "guestcidraddress": z.guest_cidr,
             "domain": DOMAIN_NAME, "type": "Core",
-            "hypervisor": hv.display_name(z.hypervisor_type) if z.hypervisor_type else None}
+            "hypervisor": hypervisor_name(z.hypervisor_type)}
 
 
 @serializer("pod")
@@ -118,17 +126,15 @@ def pod(p) -> dict:
 
 @serializer("cluster")
 def cluster(c) -> dict:
-    from app.services import hypervisors as hv
     return {"id": c.uuid, "name": c.name, "podid": c.pod.uuid, "podname": c.pod.name, "zoneid": c.zone.uuid,
-            "zonename": c.zone.name, "hypervisortype": hv.display_name(c.hypervisor_type),
+            "zonename": c.zone.name, "hypervisortype": hypervisor_name(c.hypervisor_type),
             "clustertype": c.cluster_type, "allocationstate": c.allocation_state, "managedstate": c.managed_state}
 
 
 @serializer("host")
 def host(h) -> dict:
-    from app.services import hypervisors as hv
     return {"id": h.uuid, "name": h.name, "state": h.state, "resourcestate": h.resource_state, "type": "Routing",
-            "ipaddress": h.address, "hypervisor": hv.display_name(h.hypervisor_type),
+            "ipaddress": h.address, "hypervisor": hypervisor_name(h.hypervisor_type),
             "hypervisorversion": h.hypervisor_version, "zoneid": h.zone.uuid, "zonename": h.zone.name,
             "podid": h.pod.uuid, "podname": h.pod.name, "clusterid": h.cluster.uuid, "clustername": h.cluster.name,
             "cpunumber": h.cpu_number, "cpuspeed": h.cpu_speed, "cpusockets": h.cpu_sockets,
@@ -159,11 +165,10 @@ def imagestore(s) -> dict:
 def template(t) -> dict:
     """A template (or ISO) in one zone: CloudStack lists one row per template and zone.
     The list command passes (template, ref) pairs; a bare template has no zone fields."""
-    from app.services import hypervisors as hv
     from app.services import templates as tpl
     t, ref = t if isinstance(t, tuple) else (t, None)
     out = {"id": t.uuid, "name": t.name, "displaytext": t.display_text, "format": t.format,
-           "hypervisor": hv.display_name(t.hypervisor_type) if t.hypervisor_type else None,
+           "hypervisor": hypervisor_name(t.hypervisor_type),
            "ostypeid": t.os_type.uuid if t.os_type else None, "ostypename": t.os_type.description if t.os_type else None,
            "account": t.account.name, "accountid": t.account.uuid, "domainid": DOMAIN_ID, "domain": DOMAIN_NAME,
            "ispublic": t.is_public, "isfeatured": t.featured, "bootable": t.bootable, "isextractable": False,
@@ -202,7 +207,13 @@ def volume(v) -> dict:
     return {"id": v.uuid, "name": v.name, "type": v.volume_type, "state": v.state, "size": v.size,
             "zoneid": v.zone.uuid if v.zone else None, "zonename": v.zone.name if v.zone else None,
             "virtualmachineid": vm.uuid if vm else None, "vmname": vm.name if vm else None,
-            "vmstate": vm.state if vm else None, "deviceid": v.device_id,
+            "vmdisplayname": vm.display_name or vm.name if vm else None, "vmstate": vm.state if vm else None,
+            "vmtype": "User" if vm else None, "deviceid": v.device_id if vm else None,
+            # A root volume is attached from its creation (as are data volumes attached before
+            # the column existed); a detached volume has no `attached`, as in CloudStack.
+            "attached": (v.attached or v.created) if vm else None,
+            "hypervisor": hypervisor_name(vm.hypervisor_type) if vm else None,
+            "storagetype": ("local" if v.pool.scope == "HOST" else "shared") if v.pool else None,
             # Which primary storage holds it is the admins' business, as in CloudStack.
             "storageid": v.pool.uuid if v.pool and caller_is_admin() else None,
             "storage": v.pool.name if v.pool and caller_is_admin() else None,
@@ -216,9 +227,8 @@ def volume(v) -> dict:
 def vm_dict(vm, minimal: bool = False, admin: bool = False) -> dict:
     """A VM as listVirtualMachines shows it (None values still in: serialize() cleans);
     `minimal` (details=min) skips the related objects."""
-    from app.services import hypervisors as hv
     out = {"id": vm.uuid, "name": vm.name, "displayname": vm.display_name, "state": vm.state,
-           "instancename": vm.instance_name, "hypervisor": hv.display_name(vm.hypervisor_type),
+           "instancename": vm.instance_name, "hypervisor": hypervisor_name(vm.hypervisor_type),
            "cpunumber": vm.cpu_number, "cpuspeed": vm.cpu_speed, "memory": vm.memory, "created": vm.created,
            "domainid": DOMAIN_ID, "domain": DOMAIN_NAME}
     if minimal:
@@ -261,13 +271,32 @@ def serviceoffering(o) -> dict:
             "rootdisksize": o.root_disk_size, "created": o.created, "iscustomized": False}
 
 
+# The network offerings today's networks are made from, under CloudStack's default names.
+# Nubo has no network offering rows yet: a zone-wide network is CloudStack's default shared
+# one, an account's network its isolated one *without* source NAT (Nubo runs no virtual
+# router). The ids are fixed, so every answer refers to the same offering.
+NETWORK_OFFERINGS = {
+    "Shared": {"networkofferingid": "00000000-0000-0000-0000-00000000000a",
+               "networkofferingname": "DefaultSharedNetworkOffering",
+               "networkofferingdisplaytext": "Offering for Shared networks",
+               "networkofferingconservemode": True, "networkofferingavailability": "Optional"},
+    "Isolated": {"networkofferingid": "00000000-0000-0000-0000-00000000000b",
+                 "networkofferingname": "DefaultIsolatedNetworkOffering",
+                 "networkofferingdisplaytext": "Offering for Isolated networks with no Source Nat service",
+                 "networkofferingconservemode": True, "networkofferingavailability": "Optional"},
+}
+
+
 @serializer("network")
 def network(n) -> dict:
+    kind = "Shared" if n.account_id is None else "Isolated"
     return {"id": n.uuid, "name": n.name, "displaytext": n.display_text, "zoneid": n.zone.uuid,
             "zonename": n.zone.name, "cidr": n.cidr, "gateway": n.gateway, "netmask": n.netmask,
             "vlan": str(n.vlan) if n.vlan else None, "broadcasturi": f"vlan://{n.vlan}" if n.vlan else None,
-            "isdefault": n.is_default, "state": n.state, "type": "Shared" if n.account_id is None else "Isolated",
-            "traffictype": "Guest", "startip": n.start_ip, "endip": n.end_ip}
+            "broadcastdomaintype": "Vlan" if n.vlan else "Native",
+            "isdefault": n.is_default, "state": n.state, "type": kind, **NETWORK_OFFERINGS[kind],
+            "acltype": "Domain" if kind == "Shared" else "Account", "issystem": False,
+            "traffictype": "Guest", "startip": n.start_ip, "endip": n.end_ip, "created": n.created}
 
 
 @serializer("event")

@@ -153,6 +153,8 @@ class Volume(PublicIdMixin, RemovableMixin, db.Model):
     format: Mapped[str] = mapped_column(String(16), default="QCOW2")
     state: Mapped[str] = mapped_column(String(16), default=VolumeState.ALLOCATED)
     path: Mapped[str | None] = mapped_column(String(2048))
+    # When a data volume was last attached to its VM (CloudStack's `attached`); None while detached.
+    attached: Mapped[datetime | None] = mapped_column(DateTime)
     # The account's resource counts include this volume, ROOT or DATADISK (until it is deleted
     # or expunged), with exactly counted_gib GiB of primary storage: what is given back.
     quota_counted: Mapped[bool] = mapped_column(default=False)

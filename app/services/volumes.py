@@ -230,7 +230,7 @@ def attach_volume(caller, uuid: str, vm_uuid: str) -> Volume:
         raise ResourceUnavailable(f"Volume {v.name} could not be attached to {vm.name}: {e}") from None
     finally:
         driver.close()
-    v.vm_id, v.device_id = vm.id, device_id
+    v.vm_id, v.device_id, v.attached = vm.id, device_id, utcnow()
     events.record("VOLUME.ATTACH", f"Volume {v.name} attached to {vm.name}", user=caller, resource_type="Volume",
                   resource_id=v.uuid)
     db.session.commit()
@@ -252,7 +252,7 @@ def detach_volume(caller, uuid: str) -> Volume:
             raise ResourceUnavailable(f"Volume {v.name} could not be detached from {vm.name}: {e}") from None
         finally:
             driver.close()
-    v.vm_id, v.device_id = None, None
+    v.vm_id, v.device_id, v.attached = None, None, None
     events.record("VOLUME.DETACH", f"Volume {v.name} detached from {vm.name}", user=caller, resource_type="Volume",
                   resource_id=v.uuid)
     db.session.commit()

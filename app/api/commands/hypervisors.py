@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 from app.api.registry import ADMIN, Param, command
+from app.api.serializers import hypervisor_name
 from app.services import hypervisors as hv
 
 
-@command("listHypervisors", "Lists hypervisor types (by display name)", response="hypervisor", list=True,
-         params=[Param("zoneid", "uuid", "only the types with a cluster in this zone")])
+@command("listHypervisors", "Lists hypervisor types (by CloudStack's names: KVM, Hyperv, ...)", response="hypervisor",
+         list=True, params=[Param("zoneid", "uuid", "only the types with a cluster in this zone")])
 def list_hypervisors(ctx, p):
-    names = hv.list_hypervisors(p.get("zoneid"))
+    names = [hypervisor_name(hv.resolve(n).name) for n in hv.list_hypervisors(p.get("zoneid"))]
     return [{"name": n} for n in names], len(names)
 
 
