@@ -118,9 +118,9 @@ def vm_query(caller, *, id=None, name=None, keyword=None, state=None, zone_uuid=
 
 # --- The per-VM lock ----------------------------------------------------------------
 
-def _lock(vm: VirtualMachine, action: str) -> int:
+def _lock(vm: VirtualMachine, action: str, allowed: tuple[str, ...] | None = None) -> int:
     """Take the VM for one action, atomically with its state check. Returns the token."""
-    allowed = ACTIONS_BY_STATE[action]
+    allowed = allowed or ACTIONS_BY_STATE[action]
     token = -secrets.randbelow(2**30) - 1  # replaced by the job's id once it exists
     done = db.session.execute(update(VirtualMachine).where(
         VirtualMachine.id == vm.id, VirtualMachine.active_job_id.is_(None),
@@ -160,9 +160,10 @@ def _queue_for(vm: VirtualMachine, action: str) -> str:
     return jobs.JOBS
 
 
-def _submit(caller, vm: VirtualMachine, action: str, cmd: str, params: dict | None = None) -> AsyncJob:
+def _submit(caller, vm: VirtualMachine, action: str, cmd: str, params: dict | None = None,
+            allowed: tuple[str, ...] | None = None) -> AsyncJob:
     queue = _queue_for(vm, action)
-    token = _lock(vm, action)
+    token = _lock(vm, action, allowed)
     try:
         job = jobs.submit(cmd, caller, f"vm.{action}", {"vm": vm.uuid, "token": token, **(params or {})},
                           instance_type="VirtualMachine", instance_id=vm.uuid, queue=queue)
@@ -734,7 +735,11 @@ def _run_reboot(job, vm, params):
 def destroy(caller, uuid: str, expunge: bool = False) -> AsyncJob:
     if expunge and not caller.is_admin and not settings.get("allow.user.expunge.recover.vm"):
         raise PermissionDenied("Only administrators may expunge at once")
-    return _submit(caller, get_vm(caller, uuid), "destroy", "destroyVirtualMachine", {"expunge": bool(expunge)})
+    # The API also takes a Destroyed VM, as CloudStack does: answered with the VM, and expunged
+    # when expunge=true (Ansible's `state: expunged` after `absent`). The pages offer
+    # Destroy only in ACTIONS_BY_STATE's states.
+    return _submit(caller, get_vm(caller, uuid), "destroy", "destroyVirtualMachine", {"expunge": bool(expunge)},
+                   allowed=(*ACTIONS_BY_STATE["destroy"], VMState.DESTROYED))
 
 
 define(Definition("allow.user.expunge.recover.vm", "true", "Users may expunge and recover their own VMs.",
@@ -757,13 +762,14 @@ def _power_off(vm: VirtualMachine) -> None:
 
 @_vm_job("destroy")
 def _run_destroy(job, vm, params):
-    _power_off(vm)
-    _stopped_on_host(vm)
-    vm.state = VMState.DESTROYED
-    events.record("VM.DESTROY", f"VM {vm.name} destroyed" + ("" if params.get("expunge") else
-                  f" (recoverable for {settings.get('expunge.delay')} s)"), user=vm.user,
-                  resource_type="VirtualMachine", resource_id=vm.uuid)
-    db.session.commit()
+    if vm.state != VMState.DESTROYED:
+        _power_off(vm)
+        _stopped_on_host(vm)
+        vm.state = VMState.DESTROYED
+        events.record("VM.DESTROY", f"VM {vm.name} destroyed" + ("" if params.get("expunge") else
+                      f" (recoverable for {settings.get('expunge.delay')} s)"), user=vm.user,
+                      resource_type="VirtualMachine", resource_id=vm.uuid)
+        db.session.commit()
     if params.get("expunge"):
         _expunge(vm)
     return {"virtualmachine": _result(vm)}
