@@ -1,0 +1,43 @@
+"""gunicorn settings for Nubo's two HTTP processes (Procfile `web` and `upload`).
+
+NUBO_PROCESS=web (default) serves the portal and /client/api on NUBO_BIND:NUBO_PORT;
+NUBO_PROCESS=upload serves only the signed template/ISO upload URL on
+NUBO_BIND:NUBO_UPLOAD_PORT, as CloudStack posts uploads to its SSVM, not to the
+management server: slow uploads hold the upload process's threads, never the web's.
+
+Why these values:
+- keepalive 75 s: API clients reuse one connection and poll jobs every 2-5 s (Ansible 2 s,
+  cs/CloudMonkey 1-3 s). gunicorn's default (2 s) closed idle connections just as clients
+  sent their next request on them: "Connection aborted" / "Connection reset by peer".
+  75 s is above every client's poll interval and above a load balancer's usual 60 s idle
+  timeout (the proxy must close first; CloudStack's Jetty keeps 30 s+).
+- gthread: an idle keep-alive connection waits in the worker's poller, not in a thread.
+- timeout 120 s: the worker's heartbeat (the main loop beats while request threads work,
+  so a long request does not kill its worker); graceful_timeout 30 s: on SIGTERM/HUP
+  in-flight requests finish before a worker goes.
+- no max_requests: a worker restarting for max_requests closes its idle keep-alive
+  connections, which is the very race above.
+"""
+import os
+
+_role = os.environ.get("NUBO_PROCESS", "web")
+_host = os.environ.get("NUBO_BIND", "127.0.0.1")
+
+if _role == "upload":
+    bind = f"{_host}:{os.environ.get('NUBO_UPLOAD_PORT', '8081')}"
+    workers = int(os.environ.get("NUBO_UPLOAD_WORKERS", "1"))
+    # One thread per upload in flight; the app refuses uploads beyond NUBO_UPLOAD_SLOTS
+    # at once (503) rather than queueing them behind each other.
+    threads = int(os.environ.get("NUBO_UPLOAD_THREADS", "16"))
+else:
+    bind = f"{_host}:{os.environ.get('NUBO_PORT', '8080')}"
+    workers = int(os.environ.get("NUBO_WEB_WORKERS", "2"))
+    threads = int(os.environ.get("NUBO_WEB_THREADS", "4"))
+
+worker_class = "gthread"
+keepalive = int(os.environ.get("NUBO_HTTP_KEEPALIVE", "75"))
+timeout = 120
+graceful_timeout = 30
+max_requests = 0
+accesslog = "-"
+proc_name = f"nubo-{_role}"
