@@ -42,6 +42,19 @@ class Defaults:
     # Behind the documented nginx on the same machine: "127.0.0.1 ::1".
     TRUSTED_PROXIES = ""
 
+    # Which Procfile process this is ("web", "upload"; empty: everything in one process, as
+    # `flask run` and the tests). Under "web", getUploadParamsForTemplate's postURL points
+    # to the upload process and the web process takes no uploads.
+    PROCESS = ""
+    UPLOAD_PORT = 8081
+    # The upload URL's base clients POST to (http(s)://host:port); derived from
+    # BIND/UPLOAD_PORT when empty. Behind a proxy: the proxy's public upload URL.
+    UPLOAD_PUBLIC_URL = ""
+    # Uploads one process takes at once (more get 503 + Retry-After), and the seconds
+    # an upload may send nothing before it is ended (408, the partial file removed).
+    UPLOAD_SLOTS = 8
+    UPLOAD_IDLE_TIMEOUT = 60
+
     SQLALCHEMY_TRACK_MODIFICATIONS = False
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
@@ -84,8 +97,10 @@ def finalize(config: dict, instance: Path) -> None:
     config["SQLALCHEMY_DATABASE_URI"] = url
     config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(url)
     config["JOBS_URL"] = str(config.get("JOBS_URL") or "") or f"sqlite:///{instance / 'jobs.db'}"
-    for key in ("PORT", "CONSOLE_PORT"):
+    for key in ("PORT", "CONSOLE_PORT", "UPLOAD_PORT", "UPLOAD_SLOTS"):
         config[key] = int(config[key])
+    config["UPLOAD_IDLE_TIMEOUT"] = float(config["UPLOAD_IDLE_TIMEOUT"])
+    config["PROCESS"] = str(config.get("PROCESS") or "")
     config["CONSOLE_CHECK_SECONDS"] = float(config.get("CONSOLE_CHECK_SECONDS") or 5)
     from app.proxies import parse_trusted
     try:  # a typo here must stop the start, not silently trust nobody (or everybody)
@@ -100,6 +115,8 @@ def finalize(config: dict, instance: Path) -> None:
         config["PUBLIC_ORIGINS"] = f"http://{host}:{config['PORT']} http://localhost:{config['PORT']}"
     if not config.get("CONSOLE_PUBLIC_URL"):
         config["CONSOLE_PUBLIC_URL"] = f"ws://{host}:{config['CONSOLE_PORT']}/"
+    if not config.get("UPLOAD_PUBLIC_URL") and config["PROCESS"]:
+        config["UPLOAD_PUBLIC_URL"] = f"http://{host}:{config['UPLOAD_PORT']}"
 
 
 def engine_options(url: str) -> dict:

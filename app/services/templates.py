@@ -551,10 +551,19 @@ def upload_params(caller, *, is_iso: bool = False, name: str, display_text: str 
     db.session.commit()
     expires = int(time.time()) + settings.get("upload.url.expiry")
     metadata = f"{t.uuid}:{ref.id}"
-    from flask import url_for
-    return {"id": t.uuid, "postURL": url_for("uploads.upload", _external=True), "metadata": metadata,
+    return {"id": t.uuid, "postURL": upload_url(), "metadata": metadata,
             "expires": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires)),
             "signature": _sign(metadata, expires)}
+
+
+def upload_url() -> str:
+    """Where uploads are POSTed: the upload process (UPLOAD_PUBLIC_URL) when the Procfile
+    runs one, else this server (one process: `flask run`, the tests)."""
+    base = current_app.config.get("UPLOAD_PUBLIC_URL")
+    if base:
+        return base.rstrip("/") + "/upload/template"
+    from flask import url_for
+    return url_for("uploads.upload", _external=True)
 
 
 def _sign(metadata: str, expires: int) -> str:

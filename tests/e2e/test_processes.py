@@ -27,7 +27,7 @@ def test_first_start_login_and_restart_keeps_data(stack, db):
     resp = _login(s, stack.url, "admin", "e2e-admin-pass")
     assert resp.url.endswith("/admin/") and "Dashboard" in resp.text
     log = stack.log.read_text()
-    for proc in ("web.1", "worker.1", "transfers.1", "monitor.1", "console.1"):
+    for proc in ("web.1", "upload.1", "worker.1", "transfers.1", "monitor.1", "console.1"):
         assert f"{proc} started" in log
     stack.flask("user", "create", "kept", "--password", "grey-harbor-secret-1")
     stack.stop()
