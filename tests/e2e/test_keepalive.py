@@ -27,7 +27,7 @@ DURATION = float(os.environ.get("NUBO_TEST_KEEPALIVE_SECONDS", "120"))
 @pytest.fixture
 def web(tmp_path):
     """Only the web process: `flask db upgrade`, `flask bootstrap`, then gunicorn as the Procfile runs it."""
-    s = Stack(tmp_path / "instance")
+    s = Stack(tmp_path / "instance", {"NUBO_ADMIN_PASSWORD": "keepalive-e2e-pass"})  # the password policy's
     s.flask("db", "upgrade")
     s.flask("bootstrap")
     keys = json.loads(s.flask("user", "keys", "admin").stdout.strip().splitlines()[-1])

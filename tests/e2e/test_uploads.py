@@ -76,7 +76,8 @@ def _wait(predicate, timeout=30.0, what=""):
 @pytest.fixture
 def stack(tmp_path):
     s = Stack(tmp_path / "instance", {"NUBO_UPLOAD_PORT": str(free_port()), "NUBO_UPLOAD_SLOTS": str(SLOTS),
-                                       "NUBO_UPLOAD_IDLE_TIMEOUT": str(IDLE)})
+                                       "NUBO_UPLOAD_IDLE_TIMEOUT": str(IDLE),
+                                       "NUBO_ADMIN_PASSWORD": "uploads-e2e-pass"})  # the password policy's
     yield s
     s.stop()
 
