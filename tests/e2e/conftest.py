@@ -76,7 +76,7 @@ class Stack:
     def __init__(self, instance: Path, extra_env: dict | None = None):
         self.env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}",
                     "NUBO_INSTANCE_PATH": str(instance), "NUBO_BIND": "127.0.0.1",
-                    "NUBO_ADMIN_PASSWORD": "e2e-admin-pass", "NUBO_SEED_DEMO": "0",
+                    "NUBO_ADMIN_PASSWORD": "e2e-operator-pass", "NUBO_SEED_DEMO": "0",
                     "NUBO_WEB_WORKERS": "1", "NUBO_WORKER_THREADS": "2", **(extra_env or {})}
         self._new_ports()
         self.proc: subprocess.Popen | None = None

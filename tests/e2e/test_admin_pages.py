@@ -10,7 +10,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("e2e")]
 def login(page, url):
     page.goto(url + "/login")
     page.fill("input[name=username]", "admin")
-    page.fill("input[name=password]", "e2e-admin-pass")
+    page.fill("input[name=password]", "e2e-operator-pass")
     page.click("button[type=submit]")
     page.wait_for_url("**/admin/")
 

@@ -24,7 +24,7 @@ def test_first_start_login_and_restart_keeps_data(stack, db):
     first = stack.start()
     assert "password:" not in stack.bootstrap_output  # NUBO_ADMIN_PASSWORD was used
     s = requests.Session()
-    resp = _login(s, stack.url, "admin", "e2e-admin-pass")
+    resp = _login(s, stack.url, "admin", "e2e-operator-pass")
     assert resp.url.endswith("/admin/") and "Dashboard" in resp.text
     log = stack.log.read_text()
     for proc in ("web.1", "upload.1", "worker.1", "transfers.1", "monitor.1", "console.1"):
@@ -45,7 +45,7 @@ def test_login_in_chromium(stack, page):
     page.goto(stack.url + "/")
     assert page.title().startswith("Log in")
     page.fill("input[name=username]", "admin")
-    page.fill("input[name=password]", "e2e-admin-pass")
+    page.fill("input[name=password]", "e2e-operator-pass")
     page.click("button[type=submit]")
     page.wait_for_url("**/admin/")
     assert page.locator("h1").inner_text() == "Dashboard"

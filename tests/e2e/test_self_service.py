@@ -137,7 +137,7 @@ def test_a_user_deploys_runs_and_destroys_a_vm(stack, browser, page, files, tmp_
     adm = admin.new_page()
     adm.goto(stack.url + "/login")
     adm.fill("input[name=username]", "admin")
-    adm.fill("input[name=password]", "e2e-admin-pass")
+    adm.fill("input[name=password]", "e2e-operator-pass")
     adm.click("button[type=submit]")
     adm.wait_for_url("**/admin/")
     adm.click("nav.mainnav >> text=Accounts")

@@ -204,5 +204,5 @@ def _portal_session(stack):
     s = requests.Session()
     html = s.get(stack.url + "/login").text
     token = html.split('name="csrf-token" content="', 1)[1].split('"', 1)[0]
-    s.post(stack.url + "/login", data={"username": "admin", "password": "e2e-admin-pass", "csrf_token": token})
+    s.post(stack.url + "/login", data={"username": "admin", "password": "e2e-operator-pass", "csrf_token": token})
     return s
