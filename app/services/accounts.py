@@ -60,7 +60,7 @@ def _common_passwords() -> frozenset[str]:
 
 def check_password_policy(password: str | None, username: str | None = None) -> None:
     """A new password: at least MIN_PASSWORD_LENGTH characters, not a common one,
-    not built on the user name. Existing shorter passwords keep working (login
+    not the user name. Existing shorter passwords keep working (login
     only compares hashes) until they are changed."""
     if not password or len(password) < MIN_PASSWORD_LENGTH:
         raise InvalidParameter(f"Password must be at least {MIN_PASSWORD_LENGTH} characters", field="password")
@@ -69,8 +69,8 @@ def check_password_policy(password: str | None, username: str | None = None) -> 
     low = password.lower()
     if low in _common_passwords() or len(set(low)) < 4:
         raise InvalidParameter("This password is too common: choose another", field="password")
-    if username and len(username) >= 3 and username.lower() in low:
-        raise InvalidParameter("The password must not contain the user name", field="password")
+    if username and low in (username.lower(), username.lower()[::-1]):
+        raise InvalidParameter("The password must not be the user name", field="password")
 
 
 def _check_password(password: str, username: str | None = None) -> None:
