@@ -83,9 +83,11 @@ class Stack:
         self.log = instance / "honcho.log"
 
     def _new_ports(self) -> None:
-        self.port, self.console_port = free_port(), free_port()
-        self.env.update(NUBO_PORT=str(self.port), NUBO_CONSOLE_PORT=str(self.console_port))
+        self.port, self.console_port, self.upload_port = free_port(), free_port(), free_port()
+        self.env.update(NUBO_PORT=str(self.port), NUBO_CONSOLE_PORT=str(self.console_port),
+                        NUBO_UPLOAD_PORT=str(self.upload_port))  # the Procfile's upload process
         self.url = f"http://127.0.0.1:{self.port}"
+        self.upload_url = f"http://127.0.0.1:{self.upload_port}"
 
     def flask(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run([str(BIN / "flask"), "--app", "wsgi", *args], cwd=ROOT, env=self.env,
@@ -112,7 +114,8 @@ class Stack:
                                              stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
             # Ours only once gunicorn and the console proxy say they hold the ports.
             exited = wait_bound(self.proc, self.log, offset,
-                                [f"Listening at: {self.url}", f"proxying from 127.0.0.1:{self.console_port}"])
+                                [f"Listening at: {self.url}", f"Listening at: {self.upload_url}",
+                                 f"proxying from 127.0.0.1:{self.console_port}"])
             if exited is None:
                 wait_http(self.url + "/login")
                 return time.monotonic() - t0

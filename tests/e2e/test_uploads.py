@@ -14,7 +14,7 @@ import time
 import pytest
 import requests
 
-from tests.e2e.conftest import Stack, free_port, wait_http
+from tests.e2e.conftest import Stack, wait_http
 
 pytestmark = pytest.mark.xdist_group("uploads")
 
@@ -75,7 +75,7 @@ def _wait(predicate, timeout=30.0, what=""):
 
 @pytest.fixture
 def stack(tmp_path):
-    s = Stack(tmp_path / "instance", {"NUBO_UPLOAD_PORT": str(free_port()), "NUBO_UPLOAD_SLOTS": str(SLOTS),
+    s = Stack(tmp_path / "instance", {"NUBO_UPLOAD_SLOTS": str(SLOTS),
                                        "NUBO_UPLOAD_IDLE_TIMEOUT": str(IDLE),
                                        "NUBO_ADMIN_PASSWORD": "uploads-e2e-pass"})  # the password policy's
     yield s
@@ -84,7 +84,7 @@ def stack(tmp_path):
 
 def test_slow_uploads_do_not_starve_the_web_process(stack, tmp_path):
     stack.start()
-    upload_base = f"http://127.0.0.1:{stack.env['NUBO_UPLOAD_PORT']}"
+    upload_base = stack.upload_url
     wait_http(upload_base + "/healthz")
     assert "upload.1 started" in stack.log.read_text()
     api = stack.api()
