@@ -24,7 +24,11 @@ def parse_trusted(value) -> tuple[Network, ...]:
     if value is None or value == "":
         return ()
     entries = value if isinstance(value, (list, tuple)) else str(value).replace(",", " ").split()
-    return tuple(ipaddress.ip_network(str(e).strip(), strict=False) for e in entries if str(e).strip())
+    entries = [str(e).strip() for e in entries if str(e).strip()]
+    for e in entries:
+        if e.isdigit():  # "2" would be read as the address 0.0.0.2
+            raise ValueError(f"{e!r}: give the proxies' addresses or networks, not a count")
+    return tuple(ipaddress.ip_network(e, strict=False) for e in entries)
 
 
 def _trusted(addr: str | None, networks: tuple[Network, ...]) -> bool:

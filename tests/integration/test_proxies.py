@@ -39,9 +39,10 @@ def test_off_by_default():
     assert client_address("127.0.0.1", "198.51.100.7", parse_trusted("")) == "127.0.0.1"
 
 
-def test_a_bad_setting_stops_the_start(tmp_path):
+@pytest.mark.parametrize("value", ["127.0.0.1 nginx.local", 2, "1"])
+def test_a_bad_setting_stops_the_start(tmp_path, value):
     with pytest.raises(ValueError, match="NUBO_TRUSTED_PROXIES"):
-        create_app({"INSTANCE_PATH": str(tmp_path / "i"), "TRUSTED_PROXIES": "127.0.0.1 nginx.local"})
+        create_app({"INSTANCE_PATH": str(tmp_path / "i"), "TRUSTED_PROXIES": value})
 
 
 @pytest.fixture
