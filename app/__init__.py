@@ -82,6 +82,10 @@ def content_security_policy(config) -> str:
     if console.scheme in ("ws", "wss") and console.netloc:
         # console.js upgrades ws: to wss: when the page itself came over https.
         connect += [f"ws://{console.netloc}", f"wss://{console.netloc}"]
+    upload = urlsplit(str(config.get("UPLOAD_PUBLIC_URL") or ""))
+    if upload.scheme in ("http", "https") and upload.netloc:
+        # The upload page POSTs the file to the upload process (NUBO_UPLOAD_PUBLIC_URL).
+        connect.append(f"{upload.scheme}://{upload.netloc}")
     return "; ".join([
         "default-src 'self'", "script-src 'self'", "style-src 'self'", "img-src 'self' data:",
         "font-src 'self'", "connect-src " + " ".join(dict.fromkeys(connect)), "object-src 'none'",
