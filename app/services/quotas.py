@@ -2,8 +2,12 @@
 volumes and primary storage per account, with per-account overrides.
 
 Usage lives in resource_counts and is changed only by guarded UPDATEs
-(`count + n <= limit` in the WHERE clause), each in its own short transaction,
-so parallel deploys can never pass a limit on SQLite, PostgreSQL or MariaDB.
+(`count + n <= limit` in the WHERE clause), so parallel deploys can never pass a
+limit on SQLite, PostgreSQL or MariaDB. A new VM, a new volume and a new offering
+take their quota in the same transaction that writes the rows counting it
+(take(..., commit=False), then the rows, then one commit): a process killed in
+between leaves neither, so nothing is counted for nothing. The count rows stay
+locked until that commit, which serialises one account's creates for a few ms.
 A VM counts from its deploy until it is expunged (or its deploy fails); a
 volume (ROOT or DATADISK, as CloudStack counts resource type 10) until it is
 deleted or expunged. Each row says what it counted (VirtualMachine.quota_counted:
@@ -96,11 +100,14 @@ def _sub(account_id: int, resource: str, n: int) -> None:
                         resource, account_id, n)
 
 
-def take(account_id: int, deltas: dict[str, int], also: Iterable = ()) -> None:
+def take(account_id: int, deltas: dict[str, int], also: Iterable = (), *, commit: bool = True) -> None:
     """Add to the account's counts, all or nothing, in one short transaction (rows locked in a
     fixed order, so concurrent takes cannot deadlock); 532 naming the limit that would be passed.
     `also`: guarded UPDATEs of the counted rows, run in the same transaction, each of which must
-    change exactly one row (otherwise another request changed it first: 536, nothing taken)."""
+    change exactly one row (otherwise another request changed it first: 536, nothing taken).
+    commit=False: the transaction stays open for the caller to write the rows that count what
+    was taken and commit them with it (or roll both back). Whatever the session held before
+    is committed first."""
     deltas = {r: n for r, n in sorted(deltas.items()) if n}
     also = list(also)
     if not deltas and not also:
@@ -130,7 +137,8 @@ def take(account_id: int, deltas: dict[str, int], also: Iterable = ()) -> None:
         if db.session.execute(stmt.execution_options(synchronize_session=False)).rowcount != 1:
             db.session.rollback()
             raise ResourceInUse(busy)
-    db.session.commit()
+    if commit:
+        db.session.commit()
 
 
 def give(account_id: int, deltas: dict[str, int], *, commit: bool = True) -> None:
@@ -146,13 +154,10 @@ def _vm_deltas(cpus: int, memory_mib: int, root_bytes: int) -> dict[str, int]:
 
 
 def reserve_vm(account_id: int, offering: ServiceOffering, root_bytes: int) -> None:
-    """A new VM and its root volume count (before their rows exist); 532 when a limit would pass.
-    The VM row then carries quota_counted, its ROOT volume quota_counted and counted_gib."""
-    take(account_id, _vm_deltas(offering.cpu_number, offering.memory, root_bytes))
-
-
-def unreserve_vm(account_id: int, offering: ServiceOffering, root_bytes: int) -> None:
-    give(account_id, _vm_deltas(offering.cpu_number, offering.memory, root_bytes))
+    """A new VM and its root volume count; 532 when a limit would pass. Uncommitted: the caller
+    adds the VM row (quota_counted) and its ROOT volume (count_new_volume) and commits them
+    with the counts, or rolls back and nothing was taken."""
+    take(account_id, _vm_deltas(offering.cpu_number, offering.memory, root_bytes), commit=False)
 
 
 def release(vm: VirtualMachine) -> None:
@@ -170,9 +175,11 @@ def release(vm: VirtualMachine) -> None:
 
 
 def rescale(caller, vm: VirtualMachine, offering: ServiceOffering) -> None:
-    """A new offering for a stopped VM: only the difference counts (atomically)."""
+    """A new offering for a stopped VM: only the difference counts (atomically). Uncommitted:
+    the caller sets the VM's new sizes and commits them with the counts (or rolls back)."""
     if vm.quota_counted:
-        take(vm.account_id, {"cpu": offering.cpu_number - vm.cpu_number, "memory": offering.memory - vm.memory})
+        take(vm.account_id, {"cpu": offering.cpu_number - vm.cpu_number, "memory": offering.memory - vm.memory},
+             commit=False)
 
 
 def volume_deltas(size: int) -> dict[str, int]:
@@ -215,7 +222,8 @@ def recount_volume(v: Volume, old_gib: int, new_gib: int, *, after_failure: bool
 
 
 def count_new_volume(v: Volume) -> None:
-    """Mark a new volume row as counted (what reserve_vm / create_volume took for it)."""
+    """Mark a new volume row as counted (what reserve_vm / create_volume took for it, in the
+    same transaction)."""
     v.quota_counted, v.counted_gib = True, gib(v.size)
 
 
@@ -245,8 +253,8 @@ def counted_from_rows(account_ids: list[int] | None = None) -> dict[int, dict[st
 def recount(account_ids: list[int] | None = None) -> dict[int, dict[str, int]]:
     """Set these accounts' counts (every account's: None) to what their rows count, as
     CloudStack's updateResourceCount does; returns the new counts. A repair for counts left
-    wrong by a crash between two steps: a deploy or volume create that has taken its quota
-    but not yet written its row is not seen, so run it when the accounts are quiet."""
+    wrong by hand or by a bug (a create takes its quota and writes its rows in one transaction,
+    so a crash cannot). Run it when the accounts are quiet: a count is set, not adjusted."""
     if account_ids is None:
         account_ids = list(db.session.scalars(select(Account.id).order_by(Account.id)))
     want = counted_from_rows(account_ids)

@@ -310,8 +310,10 @@ def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid:
             VirtualMachine.account_id == caller.account_id, VirtualMachine.name == name,
             VirtualMachine.removed.is_(None))):
         raise InvalidParameter(f"You already have a VM named {name}", field="name")
-    quotas.reserve_vm(caller.account_id, offering, root_size)  # atomic; 532 when a limit would pass
     try:
+        # 532 when a limit would pass; the counts commit with the rows below, or neither does
+        # (a process killed in between leaves nothing counted for nothing).
+        quotas.reserve_vm(caller.account_id, offering, root_size)
         vm = VirtualMachine(uuid=new_uuid(), name=name or "pending", display_name=display_name or name,
                             instance_name=f"pending-{new_uuid()}",
                             state=VMState.STARTING if start else VMState.STOPPED, account_id=caller.account_id,
@@ -335,8 +337,7 @@ def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid:
                       resource_type="VirtualMachine", resource_id=vm.uuid)
         db.session.commit()
     except Exception:
-        db.session.rollback()
-        quotas.unreserve_vm(caller.account_id, offering, root_size)
+        db.session.rollback()  # the counts taken go with the rows
         raise
     try:
         for i, net in enumerate(nets):
@@ -951,12 +952,15 @@ def change_offering(caller, uuid: str, offering_uuid: str) -> VirtualMachine:
     token = _lock(vm, "scale")
     try:
         vm = db.session.get(VirtualMachine, vm.id)
-        quotas.rescale(caller, vm, offering)  # atomic; 532 when a limit would be passed
+        quotas.rescale(caller, vm, offering)  # 532 when a limit would pass; commits with the sizes below
         vm.service_offering_id, vm.cpu_number, vm.cpu_speed, vm.memory = (
             offering.id, offering.cpu_number, offering.cpu_speed, offering.memory)
         events.record("VM.UPGRADE", f"VM {vm.name} now has offering {offering.name}", user=caller,
                       resource_type="VirtualMachine", resource_id=vm.uuid)
         db.session.commit()
+    except Exception:
+        db.session.rollback()  # neither the counts nor the sizes (the unlock below commits)
+        raise
     finally:
         _unlock(vm.id, token)
     db.session.refresh(vm)

@@ -135,16 +135,16 @@ def create_volume(caller, *, name: str | None, zone_uuid: str, disk_offering_uui
     v = Volume(uuid=new_uuid(), name=(name or "").strip() or f"DATA-{new_uuid()[:8]}", account_id=caller.account_id,
                zone_id=zone.id, disk_offering_id=offering.id, volume_type=VolumeType.DATADISK, size=size,
                state=VolumeState.ALLOCATED)
-    quotas.take(caller.account_id, quotas.volume_deltas(size))  # 532 when a limit would pass
     try:
+        # 532 when a limit would pass; the counts commit with the row, or neither does.
+        quotas.take(caller.account_id, quotas.volume_deltas(size), commit=False)
         quotas.count_new_volume(v)
         db.session.add(v)
         events.record("VOLUME.CREATE", f"Volume {v.name} ({size // GIB} GiB) created", user=caller,
                       resource_type="Volume", resource_id=v.uuid)
         db.session.commit()
     except Exception:
-        db.session.rollback()  # no row: what was taken goes back
-        quotas.give(caller.account_id, quotas.volume_deltas(size))
+        db.session.rollback()  # no row, nothing taken
         raise
     return v
 

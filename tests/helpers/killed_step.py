@@ -84,7 +84,19 @@ def _migrate(args):
     vms.migrate(accounts.user_by_uuid(args["user"]), args["vm"])
 
 
-ACTIONS = {"deploy": _deploy, "attach": _attach, "upload": _upload, "migrate": _migrate}
+def _create_volume(args):
+    from app.services import accounts, volumes
+    volumes.create_volume(accounts.user_by_uuid(args["user"]), name=args["name"], zone_uuid=args["zone"],
+                          disk_offering_uuid=args["offering"])
+
+
+def _scale(args):
+    from app.services import accounts, vms
+    vms.change_offering(accounts.user_by_uuid(args["user"]), args["vm"], args["offering"])
+
+
+ACTIONS = {"deploy": _deploy, "attach": _attach, "upload": _upload, "migrate": _migrate,
+           "create_volume": _create_volume, "scale": _scale}
 
 
 def main() -> None:

@@ -454,3 +454,64 @@ def test_a_migration_killed_mid_way_leaves_the_vm_where_it_runs_and_its_destinat
         assert db.session.scalar(select(Event.id).where(Event.type == "CAPACITY.REPAIR",
                                                         Event.resource_id == db.session.get(Host, dest).uuid))
         _assert_consistent(world, template_bytes)
+
+
+# Killed just after the quota is taken, before the rows that count it are written: the
+# take and the rows commit together (or neither does), so nothing is counted for nothing.
+def test_a_deploy_killed_after_taking_its_quota_counts_nothing(app, world):
+    with app.app_context():
+        template_bytes = _template_bytes()
+        before = _counts(world["alice"])
+        assert run_killed(app, "deploy", _deploy_args(world, "qk"), kill_at="app.services.quotas:take",
+                          when="after") == -signal.SIGKILL
+        assert db.session.scalar(select(VirtualMachine.id).where(VirtualMachine.name == "qk")) is None
+        assert _counts(world["alice"]) == before  # before any restart: nothing to repair
+        _restart()
+        assert _counts(world["alice"]) == before
+        _assert_consistent(world, template_bytes)
+        assert quotas.counted_from_rows([_alice(world).account_id])[_alice(world).account_id] == before["usage"]
+        _deploy(world, "qk")
+
+
+def test_a_volume_create_killed_after_taking_its_quota_counts_nothing(app, world):
+    with app.app_context():
+        template_bytes = _template_bytes()
+        offering = volumes.create_disk_offering(accounts.user_by_uuid(world["admin"]), name="d5", disk_size=5)
+        before = _counts(world["alice"])
+        assert run_killed(app, "create_volume", {"user": world["alice"], "name": "qv", "zone": world["zone"],
+                                                 "offering": offering.uuid},
+                          kill_at="app.services.quotas:take", when="after") == -signal.SIGKILL
+        assert db.session.scalar(select(Volume.id).where(Volume.name == "qv")) is None
+        assert _counts(world["alice"]) == before
+        _restart()
+        assert _counts(world["alice"]) == before
+        _assert_consistent(world, template_bytes)
+        aid = _alice(world).account_id
+        assert quotas.counted_from_rows([aid])[aid] == before["usage"]
+        volumes.create_volume(_alice(world), name="qv", zone_uuid=world["zone"], disk_offering_uuid=offering.uuid)
+        assert _counts(world["alice"])["usage"]["primary_storage"] == before["usage"]["primary_storage"] + 5
+
+
+def test_a_scale_killed_after_taking_its_quota_counts_the_old_offering(app, world):
+    with app.app_context():
+        template_bytes = _template_bytes()
+        vm = _deploy(world, "qs")
+        job = vms.stop(_alice(world), vm.uuid)
+        db.session.refresh(job)
+        assert job.status == JobStatus.SUCCEEDED, job.result
+        big = ServiceOffering(uuid=new_uuid(), name="big", cpu_number=4, cpu_speed=1000, memory=4096)
+        db.session.add(big)
+        db.session.commit()
+        before = _counts(world["alice"])
+        assert run_killed(app, "scale", {"user": world["alice"], "vm": vm.uuid, "offering": big.uuid},
+                          kill_at="app.services.quotas:take", when="after") == -signal.SIGKILL
+        vm = db.session.get(VirtualMachine, vm.id)
+        assert (vm.cpu_number, vm.memory) == (1, 1024)
+        assert _counts(world["alice"])["usage"] == before["usage"]
+        _restart()  # frees the lock the dead request held
+        assert _counts(world["alice"]) == before
+        _assert_consistent(world, template_bytes)
+        aid = _alice(world).account_id
+        assert quotas.counted_from_rows([aid])[aid] == before["usage"]
+        vm = vms.change_offering(_alice(world), vm.uuid, big.uuid)  # and it scales now
+        assert _counts(world["alice"])["usage"]["memory"] == before["usage"]["memory"] + 3072
