@@ -43,6 +43,7 @@ class Context:
     page: tuple[int, int] | None = None  # (page, pagesize)
     raw: dict = field(default_factory=dict)
     source: str | None = None
+    by_session: bool = False  # authenticated by a login's sessionkey (not by signed keys)
 
     @property
     def is_admin(self) -> bool:
@@ -192,7 +193,7 @@ def api():
         typed = validate(cmd, params)
         g.caller = user  # serializers show admin-only fields (a VM's host) to admins only
         ctx = Context(user=user, command=cmd, page=_paging(cmd, typed), raw=params,
-                      source=request.remote_addr)
+                      source=request.remote_addr, by_session=not (params.get("apiKey") or params.get("apikey")))
         result = cmd.handler(ctx, typed)
         return _answer(cmd.name, _render(cmd, result))
     except ApiError as e:

@@ -3,8 +3,8 @@
 Every answer comes from Nubo's database through app/services/consoles.py (so
 any number of proxy copies can serve the same tokens): the token is consumed
 atomically and the target is the VM's console as recorded now. Nothing the
-client sends besides the token (and its Nubo session cookie, for reconnects)
-is used; a refused token returns None and is logged as an event.
+client sends besides the token (and its Nubo session cookie, for reconnects,
+which must still be a live login session) is used; a refused token returns None and is logged as an event.
 
 websockify forks a process per connection: the parent warms up and closes its
 database connections before it serves, so that each connection process opens
@@ -19,7 +19,7 @@ from http.cookies import CookieError, SimpleCookie
 from flask import Flask
 
 from app.extensions import db
-from app.services import consoles, settings
+from app.services import consoles, sessions, settings
 
 log = logging.getLogger("nubo.console")
 
@@ -100,4 +100,7 @@ class NuboTokens:
         except Exception:  # noqa: BLE001 - a bad or old cookie is no session
             return None
         value = data.get(consoles.SESSION_KEY) if isinstance(data, dict) else None
-        return value if isinstance(value, str) else None
+        if not isinstance(value, str):
+            return None
+        # A cookie whose login was logged out, or ended by a password change, binds nothing.
+        return value if sessions.web_session_alive(data) else None

@@ -56,8 +56,9 @@ class User(UserMixin, PublicIdMixin, RemovableMixin, db.Model):
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     last_failed_login: Mapped[datetime | None] = mapped_column(DateTime)
     last_login: Mapped[datetime | None] = mapped_column(DateTime)
-    # Raised at logout and at a password change: a session (web cookie or API
-    # sessionkey) carries the version it was opened with and ends when it differs.
+    # Raised at a password change and when the user or account is disabled: a session
+    # (web cookie or API sessionkey) carries the version it was opened with and ends
+    # when it differs. A logout ends only its own session (RevokedSession).
     session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     account: Mapped[Account] = relationship(back_populates="users", lazy="joined")
@@ -111,6 +112,17 @@ class SSHKeyPair(PublicIdMixin, db.Model):
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
     public_key: Mapped[str] = mapped_column(Text)
     fingerprint: Mapped[str] = mapped_column(String(128))
+
+
+class RevokedSession(db.Model):
+    """A login session ended by its logout: the sha256 of its random id (app/services/sessions.py),
+    kept until the session would have ended anyway (its login + session.max.lifetime)."""
+
+    __tablename__ = "revoked_sessions"
+
+    sid_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    expires: Mapped[datetime] = mapped_column(DateTime, index=True)
 
 
 class LoginThrottle(db.Model):

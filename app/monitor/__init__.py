@@ -36,11 +36,11 @@ def sweep(listener=None):
 
 def reconcile_records() -> None:
     """What killed processes left half done (locks no job holds, deploys never submitted,
-    uploads cut off) and capacity that drifted from the VMs that hold it: put right at
-    start-up and after every sweep. Each part is guarded, so several monitors may run it."""
+    uploads cut off), capacity that drifted from the VMs that hold it, and revoked sessions
+    past their end: put right at start-up and after every sweep. Each part is guarded, so several monitors may run it."""
     from app.extensions import db
-    from app.services import capacity, templates, vms
-    for part in (vms.recover_orphans, templates.recover_uploads, capacity.check_hosts):
+    from app.services import capacity, sessions, templates, vms
+    for part in (vms.recover_orphans, templates.recover_uploads, capacity.check_hosts, sessions.prune):
         try:
             part()
         except Exception:  # noqa: BLE001 - one failing part must not stop the others

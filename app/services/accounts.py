@@ -130,7 +130,8 @@ def set_password(user: User, password: str) -> None:
 
 
 def end_sessions(user: User) -> None:
-    """End every web and API session of the user (logout, password change)."""
+    """End every web and API session of the user (a logout ends only its own:
+    app/services/sessions.py)."""
     db.session.execute(update(User).where(User.id == user.id).values(session_version=User.session_version + 1))
     db.session.commit()
     db.session.refresh(user)
@@ -271,6 +272,8 @@ def user_by_uuid(uuid: str) -> User:
 
 def set_user_state(user: User, enabled: bool) -> User:
     user.state = AccountState.ENABLED if enabled else AccountState.DISABLED
+    if not enabled:  # its sessions end for good: enabling it again revives none
+        user.session_version = User.session_version + 1
     events.record("USER.ENABLE" if enabled else "USER.DISABLE",
                   f"User {user.username} {'enabled' if enabled else 'disabled'}",
                   resource_type="User", resource_id=user.uuid)
@@ -414,6 +417,9 @@ def set_account_state(caller: User, account: Account, enabled: bool) -> Account:
     if account.id == caller.account_id and not enabled:
         raise InvalidParameter("You cannot disable your own account", field="id")
     account.state = AccountState.ENABLED if enabled else AccountState.DISABLED
+    if not enabled:  # every session of its users ends for good
+        db.session.execute(update(User).where(User.account_id == account.id)
+                           .values(session_version=User.session_version + 1))
     events.record("ACCOUNT.ENABLE" if enabled else "ACCOUNT.DISABLE",
                   f"Account {account.name} {'enabled' if enabled else 'disabled'}", user=caller,
                   account_id=account.id, resource_type="Account", resource_id=account.uuid)

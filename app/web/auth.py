@@ -87,7 +87,7 @@ def logout():
     form = EmptyForm()
     if form.validate_on_submit():
         if current_user.is_authenticated:
-            accounts.end_sessions(current_user)  # copies of this cookie end too
+            sessions.revoke(session, current_user)  # this session (and copies of its cookie) only
         logout_user()
         session.clear()
         flash("You have been logged out.", "info")

@@ -174,6 +174,26 @@ def test_reconnect_from_the_same_browser_session(app, vm, proxy, client, auth):
     assert [e.description.rsplit(": ", 1)[-1] for e in events(app, "CONSOLE.OPEN")][-1].startswith("reconnected")
 
 
+@pytest.mark.parametrize("end", ["logout", "password change"])
+def test_no_reconnect_with_a_cookie_whose_session_ended(app, vm, proxy, client, auth, end):
+    auth.login("alice")
+    page = client.post(f"/vms/{vm}/console", data={"csrf_token": auth.csrf()}).get_data(as_text=True)
+    tok = page.split("?token=", 1)[1].split('"', 1)[0]
+    cookie = f"session={client.get_cookie('session').value}"
+    ws = connect(proxy, tok, cookie=cookie)
+    screen_through(ws)
+    ws.close()
+    wait_events(app, "CONSOLE.CLOSE", 1)
+    if end == "logout":
+        auth.logout()
+    else:
+        with app.app_context():
+            accounts.set_password(accounts.get_user("alice"), "another-fine-secret-4")
+    opened = len(events(app, "CONSOLE.OPEN"))
+    assert refused(proxy, tok, cookie=cookie) == 403  # the cookie copied before
+    assert len(events(app, "CONSOLE.OPEN")) == opened
+
+
 def test_a_vm_that_migrated(app, vm, proxy, vnc):
     """What vms.migrate_now records: the console on the new host, then forget_vm."""
     unused, used = token(app, vm), token(app, vm)

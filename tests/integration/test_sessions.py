@@ -6,8 +6,12 @@ import json
 
 import pytest
 
+from sqlalchemy import func, select
+
+from app.extensions import db
+from app.models import RevokedSession
 from app.services import accounts, settings
-from tests.conftest import csrf_token
+from tests.conftest import AuthActions, csrf_token
 
 pytestmark = pytest.mark.db
 
@@ -83,12 +87,102 @@ def test_an_api_sessionkey_ends_at_a_password_change(app, client, users):
     assert api_call(client, key).status_code == 401
 
 
-def test_web_logout_ends_the_api_session_too(app, client, auth):
+def revoked_rows(app) -> int:
+    with app.app_context():
+        return db.session.scalar(select(func.count()).select_from(RevokedSession))
+
+
+def test_logout_of_one_browser_leaves_the_other_working(app, client, auth):
+    auth.login("alice")
+    other = app.test_client()
+    AuthActions(other).login("alice")
+    copied = copy_of(app, client)
+    assert other.get("/portal/").status_code == 200 and copied.get("/portal/").status_code == 200
+    before = revoked_rows(app)
+    auth.logout()
+    assert revoked_rows(app) == before + 1  # one row: this session's
+    assert client.get("/portal/").status_code == 302
+    assert copied.get("/portal/").status_code == 302  # a copy of the logged-out cookie
+    assert other.get("/portal/").status_code == 200  # the other browser goes on
+    AuthActions(other).logout()
+    assert other.get("/portal/").status_code == 302
+
+
+def test_an_api_sessionkey_survives_a_browser_logout_and_vice_versa(app, client, auth):
     api = app.test_client()
     key = api_login(api)
     auth.login("alice")
     auth.logout()
+    assert api_call(api, key).status_code == 200  # the script's session goes on
+    auth.login("alice")
+    assert api_call(api, key, "logout").status_code == 200
     assert api_call(api, key).status_code == 401
+    assert client.get("/portal/").status_code == 200  # the browser goes on
+
+
+def test_a_logout_signed_with_keys_ends_nothing(app, client, auth):
+    from app.api.signing import sign
+    with app.app_context():
+        api_key, secret = accounts.ensure_keys(accounts.get_user("alice"))
+    script = app.test_client()
+    key = api_login(script)
+    auth.login("alice")
+    params = {"apiKey": api_key, "command": "logout", "response": "json"}
+    params["signature"] = sign(params, secret)
+    before = revoked_rows(app)
+    resp = app.test_client().get("/client/api", query_string=params)
+    assert resp.status_code == 200 and json.loads(resp.data)["logoutresponse"]["description"] == "success"
+    assert revoked_rows(app) == before
+    assert client.get("/portal/").status_code == 200 and api_call(script, key).status_code == 200
+
+
+def test_a_copy_from_before_an_api_login_in_the_same_browser_ends_at_its_logout(app, client, auth):
+    auth.login("alice")
+    copied = copy_of(app, client)
+    key = api_login(client)  # the browser's session is replaced by the API login's
+    assert client.get("/portal/").status_code == 200 and api_call(client, key).status_code == 200
+    assert copied.get("/portal/").status_code == 302  # the replaced session is revoked
+    auth.logout()
+    assert api_call(client, key).status_code == 401
+
+
+@pytest.mark.parametrize("what", ["user", "account"])
+def test_disabling_ends_the_sessions_for_good(app, client, auth, what):
+    auth.login("alice")
+    key = api_login(api := app.test_client())
+    with app.app_context():
+        admin, alice = accounts.get_user("admin"), accounts.get_user("alice")
+        if what == "user":
+            accounts.set_user_state(alice, False)
+            accounts.set_user_state(alice, True)
+        else:
+            accounts.set_account_state(admin, alice.account, False)
+            accounts.set_account_state(admin, alice.account, True)
+    assert client.get("/portal/").status_code == 302 and api_call(api, key).status_code == 401
+    assert auth.login("alice").status_code == 302 and client.get("/portal/").status_code == 200
+
+
+def test_revoked_sessions_are_pruned_after_their_lifetime(app, client, auth, monkeypatch):
+    from app.services import sessions
+    clock = [2_000_000_000.0]
+    monkeypatch.setattr(sessions, "_now", lambda: clock[0])
+    auth.login("alice")
+    auth.logout()
+    assert revoked_rows(app) == 1
+    clock[0] += 720 * 60 - 1
+    with app.app_context():
+        assert sessions.prune() == 0
+    clock[0] += 2
+    with app.app_context():
+        assert sessions.prune() == 1  # the monitor's reconcile pass runs it too
+    assert revoked_rows(app) == 0
+
+
+def test_a_session_without_an_id_is_refused(app, client, auth):
+    auth.login("alice")
+    with client.session_transaction() as s:  # a cookie from before sessions had ids
+        s.pop("_nubo_sid")
+    assert client.get("/portal/").status_code == 302
 
 
 @pytest.mark.parametrize("setting,minutes", [("session.timeout", 30), ("session.max.lifetime", 720)])

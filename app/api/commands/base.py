@@ -38,9 +38,12 @@ def login(ctx, raw):
 
 @command("logout", "Logs out the user", changes_state=False)
 def logout(ctx, p):
-    accounts.end_sessions(ctx.user)  # a copied sessionkey and cookie end too
-    session.pop("api_sessionkey", None)
-    session.pop("api_user", None)
+    # Ends the session that logs out (copies of its sessionkey and cookie too), no other;
+    # a call signed with keys has no session and ends nothing (as CloudStack).
+    if ctx.by_session:
+        sessions.revoke(session, ctx.user)
+        session.pop("api_sessionkey", None)
+        session.pop("api_user", None)
     return {"description": "success"}
 
 
