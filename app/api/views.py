@@ -119,8 +119,8 @@ def _authenticate(params: dict[str, str], cmd: Command | None) -> User:
         uid = session.get("api_user")
         if not key or not stored or not secrets.compare_digest(key, stored) or not uid:
             raise ApiError(401, AUTH_FAILED)
-        user = db.session.scalar(db.select(User).where(User.uuid == uid, User.removed.is_(None)))
-        if user is None or not sessions.valid(session, user):  # logged out, password changed, expired
+        user = sessions.load(session, uid)
+        if user is None:  # logged out, password changed, expired
             raise ApiError(401, AUTH_FAILED)
     if not user.is_active:
         raise ApiError(401, AUTH_FAILED)

@@ -11,8 +11,8 @@ user's `session_version` (app/models/accounts.py):
 - a password change and disabling the user or account raise the version: every
   session of the user ends.
 
-Every request checks both (the version comes with the user row it loads anyway;
-the sid is one primary-key look-up). A session also ends `session.timeout`
+Every request checks both, in the statement that loads its user (load(): the
+version is a column of the user row, the sid an EXISTS on the primary key). A session also ends `session.timeout`
 minutes after its last request (idle) and `session.max.lifetime` minutes after
 the login (absolute; the lifetime in force at the login, or a shorter one set
 since). A revoked row is kept until its session would have ended anyway and is
@@ -65,7 +65,7 @@ def begin(session: MutableMapping, user) -> None:
     session[UNTIL] = now + get("session.max.lifetime") * 60
 
 
-def _alive(session: Mapping, user, now: float) -> bool:
+def _alive(session: Mapping, user, now: float, revoked: bool | None = None) -> bool:
     version, started, seen = session.get(VERSION), session.get(STARTED), session.get(SEEN)
     sid, until = session.get(SID), session.get(UNTIL)
     if version is None or version != user.session_version or not isinstance(sid, str) or not sid:
@@ -74,17 +74,33 @@ def _alive(session: Mapping, user, now: float) -> bool:
         return False
     if now > min(until, started + get("session.max.lifetime") * 60) or now - seen > get("session.timeout") * 60:
         return False
-    return db.session.get(RevokedSession, _hash(sid)) is None
+    if revoked is None:
+        revoked = db.session.get(RevokedSession, _hash(sid)) is not None
+    return not revoked
 
 
-def valid(session: MutableMapping, user) -> bool:
-    """Is this session still the user's? (Refreshes its last-request time.)"""
+def valid(session: MutableMapping, user, revoked: bool | None = None) -> bool:
+    """Is this session still the user's? (Refreshes its last-request time.) `revoked`:
+    already looked up with the user (load()), else one primary-key look-up."""
     now = _now()
-    if not _alive(session, user, now):
+    if not _alive(session, user, now, revoked):
         return False
     if now - session[SEEN] >= SEEN_GRANULARITY:
         session[SEEN] = int(now)
     return True
+
+
+def load(session: MutableMapping, user_uuid: str) -> User | None:
+    """The session's user if the session is still valid, else None: the user row and
+    the revocation check in one statement (every request runs this)."""
+    sid = session.get(SID)
+    if not isinstance(sid, str) or not sid:
+        return None
+    revoked = select(RevokedSession.sid_hash).where(RevokedSession.sid_hash == _hash(sid)).exists()
+    row = db.session.execute(select(User, revoked).where(User.uuid == user_uuid, User.removed.is_(None))).first()
+    if row is None or not valid(session, row[0], revoked=bool(row[1])):
+        return None
+    return row[0]
 
 
 def web_session_alive(data: Mapping) -> bool:

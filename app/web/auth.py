@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
 
-from app.extensions import db, login_manager
+from app.extensions import login_manager
 from app.models import User
 from app.services import accounts, sessions
 from app.web.forms import EmptyForm, LoginForm
@@ -21,12 +21,10 @@ login_manager.session_protection = "strong"
 
 @login_manager.user_loader
 def load_user(user_uuid: str) -> User | None:
-    from sqlalchemy import select
-    user = db.session.scalar(select(User).where(User.uuid == user_uuid, User.removed.is_(None)))
-    if user is not None and not sessions.valid(session, user):
-        # Logged out elsewhere, password changed, idle or too old: this cookie is done.
+    user = sessions.load(session, user_uuid)
+    if user is None:
+        # Logged out, password changed, idle or too old, user gone: this cookie is done.
         session.clear()
-        return None
     return user
 
 
