@@ -94,10 +94,10 @@ def test_a_worker_back_after_the_reap_stops_at_its_next_progress(app):
 import time  # noqa: E402
 
 from app import jobs as queues  # noqa: E402
-from app.models import (DownloadState, ServiceOffering, Template, TemplateStoreRef,  # noqa: E402
-                        VirtualMachine, new_uuid)
-from app.services import accounts, hosts, settings, storage, templates, vms, zones  # noqa: E402
+from app.models import DownloadState, ServiceOffering, Template, VirtualMachine  # noqa: E402
+from app.services import accounts, settings, templates, vms  # noqa: E402
 from tests.helpers.www import serve, trickling_server  # noqa: E402
+from tests.helpers.sim_zone import simulator_zone  # noqa: E402
 
 
 @pytest.fixture
@@ -108,26 +108,11 @@ def world(app, tmp_path):
         alice = existing_user("alice", "alicepass1")
         existing_user("bob", "bobpass12")
         settings.update("template.url.allow.internal", "true")  # the tests' loopback servers
-        z = zones.create_zone(admin, name="jz", dns1="8.8.8.8", internal_dns1="10.0.0.2", guest_cidr="10.4.0.0/24")
-        p = zones.create_pod(admin, zone_uuid=z.uuid, name="p", gateway="10.0.0.1", netmask="255.255.255.0",
-                             start_ip="10.0.0.10")
-        c = zones.add_cluster(admin, pod_uuid=p.uuid, name="c", hypervisor="Simulator")
-        hosts.add_host(admin, cluster_uuid=c.uuid, url="simulator://j1?cpus=4&memory=8192", fields={})
-        storage.create_storage_pool(admin, zone_uuid=z.uuid, cluster_uuid=c.uuid, name="nfs", url="nfs://f/e")
-        store = storage.add_image_store(admin, provider="Local", url=f"file://{tmp_path}/sec", zone_uuid=z.uuid)
-        (tmp_path / "sec" / "t.raw").write_bytes(b"\0" * 4096)
+        w = simulator_zone(admin, tmp_path, name="jz", guest_cidr="10.4.0.0/24",
+                           host_urls=["simulator://j1?cpus=4&memory=8192"])
+        z, t, so = w.zone, w.template, w.offering
         (tmp_path / "www").mkdir()
         (tmp_path / "www" / "small.raw").write_bytes(b"NUBO" * 1024)
-        t = Template(uuid=new_uuid(), name="t", format="RAW", hypervisor_type="Simulator", account_id=admin.account_id,
-                     is_public=True, size=1 << 30, physical_size=1 << 30)
-        db.session.add(t)
-        db.session.flush()
-        db.session.add(TemplateStoreRef(template_id=t.id, zone_id=z.id, image_store_id=store.id,
-                                        state=DownloadState.DOWNLOADED, install_path="t.raw", size=1 << 30,
-                                        downloaded_bytes=1 << 30))
-        so = ServiceOffering(uuid=new_uuid(), name="s", cpu_number=1, cpu_speed=1000, memory=1024)
-        db.session.add(so)
-        db.session.commit()
         vm, job = vms.deploy(alice, zone_uuid=z.uuid, service_offering_uuid=so.uuid, template_uuid=t.uuid, name="v1")
         db.session.refresh(job)
         assert job.status == JobStatus.SUCCEEDED, job.result

@@ -18,9 +18,10 @@ from app.models import (AsyncJob, DownloadState, Event, Host, IpAddress, JobStat
 from app.models.simulator import SimHost, SimVM
 from app.monitor import vms as monitor_vms
 from app.monitor.hosts import ping_hosts
-from app.services import accounts, capacity, hosts, quotas, settings, storage, templates, vms, volumes, zones
+from app.services import accounts, capacity, quotas, settings, templates, vms, volumes
 from app.services import simulator as sim
 from tests.helpers.killed_step import run_killed
+from tests.helpers.sim_zone import simulator_zone
 
 pytestmark = pytest.mark.db
 GIB = 1 << 30
@@ -31,25 +32,9 @@ def world(app, tmp_path):
     with app.app_context():
         admin = accounts.create_user("root", "Kx-admin-secret-7", role="admin", account="admin")
         alice = accounts.create_user("alice", "Kx-user-secret-7")
-        z = zones.create_zone(admin, name="kz", dns1="8.8.8.8", internal_dns1="10.0.0.2", guest_cidr="10.3.0.0/24")
-        p = zones.create_pod(admin, zone_uuid=z.uuid, name="p", gateway="10.0.0.1", netmask="255.255.255.0",
-                             start_ip="10.0.0.10")
-        c = zones.add_cluster(admin, pod_uuid=p.uuid, name="c", hypervisor="Simulator")
-        hs = [hosts.add_host(admin, cluster_uuid=c.uuid, url=f"simulator://kh{i}?cpus=8&memory=16384", fields={})
-              for i in (1, 2)]
-        storage.create_storage_pool(admin, zone_uuid=z.uuid, cluster_uuid=c.uuid, name="nfs", url="nfs://k/e")
-        store = storage.add_image_store(admin, provider="Local", url=f"file://{tmp_path}/sec", zone_uuid=z.uuid)
-        (tmp_path / "sec" / "t.raw").write_bytes(b"\0" * 4096)
-        t = Template(uuid=new_uuid(), name="t", format="RAW", hypervisor_type="Simulator", account_id=admin.account_id,
-                     is_public=True, size=1 << 30, physical_size=1 << 30)
-        db.session.add(t)
-        db.session.flush()
-        db.session.add(TemplateStoreRef(template_id=t.id, zone_id=z.id, image_store_id=store.id,
-                                        state=DownloadState.DOWNLOADED, install_path="t.raw", size=1 << 30,
-                                        downloaded_bytes=1 << 30))
-        so = ServiceOffering(uuid=new_uuid(), name="s", cpu_number=1, cpu_speed=1000, memory=1024)
-        db.session.add(so)
-        db.session.commit()
+        w = simulator_zone(admin, tmp_path, name="kz", guest_cidr="10.3.0.0/24",
+                           host_urls=[f"simulator://kh{i}?cpus=8&memory=16384" for i in (1, 2)])
+        z, t, so, hs = w.zone, w.template, w.offering, w.hosts
         w = dict(zone=z.uuid, t=t.uuid, so=so.uuid, alice=alice.uuid, admin=admin.uuid, hosts=[h.uuid for h in hs])
         # A first VM caches the template on the pool, so later deploys only add their root volumes.
         _deploy(w, "warm")

@@ -9,13 +9,13 @@ import pytest
 from sqlalchemy import func, select
 
 from app.extensions import db
-from app.models import (AsyncJob, DownloadState, IpAddress, ServiceOffering, Template, TemplateStoreRef,
-                        VirtualMachine, new_uuid, utcnow)
+from app.models import AsyncJob, IpAddress, VirtualMachine, utcnow
 from app.monitor.hosts import ping_hosts
-from app.services import accounts, hosts, settings, storage, vms, zones
+from app.services import accounts, hosts, settings, vms
 from app.services import simulator as sim
 from app.services.errors import ResourceInUse
 from tests.helpers.users import existing_user
+from tests.helpers.sim_zone import simulator_zone
 
 pytestmark = pytest.mark.db
 
@@ -25,25 +25,9 @@ def world(app, tmp_path):
     with app.app_context():
         admin = existing_user("root", "rootpass1", role="admin", account="admin")
         alice = existing_user("alice", "alicepass1")
-        z = zones.create_zone(admin, name="fz", dns1="8.8.8.8", internal_dns1="10.0.0.2", guest_cidr="10.3.0.0/24")
-        p = zones.create_pod(admin, zone_uuid=z.uuid, name="p", gateway="10.0.0.1", netmask="255.255.255.0",
-                             start_ip="10.0.0.10")
-        c = zones.add_cluster(admin, pod_uuid=p.uuid, name="c", hypervisor="Simulator")
-        for i in (1, 2):
-            hosts.add_host(admin, cluster_uuid=c.uuid, url=f"simulator://f{i}?cpus=4&memory=8192", fields={})
-        storage.create_storage_pool(admin, zone_uuid=z.uuid, cluster_uuid=c.uuid, name="nfs", url="nfs://f/e")
-        store = storage.add_image_store(admin, provider="Local", url=f"file://{tmp_path}/sec", zone_uuid=z.uuid)
-        (tmp_path / "sec" / "t.raw").write_bytes(b"\0" * 4096)
-        t = Template(uuid=new_uuid(), name="t", format="RAW", hypervisor_type="Simulator", account_id=admin.account_id,
-                     is_public=True, size=1 << 30, physical_size=1 << 30)
-        db.session.add(t)
-        db.session.flush()
-        db.session.add(TemplateStoreRef(template_id=t.id, zone_id=z.id, image_store_id=store.id,
-                                        state=DownloadState.DOWNLOADED, install_path="t.raw", size=1 << 30,
-                                        downloaded_bytes=1 << 30))
-        so = ServiceOffering(uuid=new_uuid(), name="s", cpu_number=1, cpu_speed=1000, memory=1024)
-        db.session.add(so)
-        db.session.commit()
+        w = simulator_zone(admin, tmp_path, name="fz", guest_cidr="10.3.0.0/24",
+                           host_urls=[f"simulator://f{i}?cpus=4&memory=8192" for i in (1, 2)])
+        z, t, so = w.zone, w.template, w.offering
         return dict(zone=z.uuid, t=t.uuid, so=so.uuid, alice=alice.uuid)
 
 
