@@ -129,14 +129,6 @@ def set_password(user: User, password: str) -> None:
     db.session.commit()
 
 
-def end_sessions(user: User) -> None:
-    """End every web and API session of the user (a logout ends only its own:
-    app/services/sessions.py)."""
-    db.session.execute(update(User).where(User.id == user.id).values(session_version=User.session_version + 1))
-    db.session.commit()
-    db.session.refresh(user)
-
-
 def _source_key(address: str | None) -> str:
     """Where an attempt comes from, for throttling: the address, or an IPv6 client's
     /64 (one host usually holds a whole /64)."""
