@@ -15,6 +15,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
+from app.network.host.specs import RouterFacts, RouterSpec, SegmentSpec, VmRuleset
+
 
 # --- Errors ------------------------------------------------------------------
 
@@ -74,6 +76,10 @@ class Capabilities:
     console: ConsoleKind = ConsoleKind.NONE
     lifecycle_events: bool = False  # pushes VM state changes (else polled)
     config_drive: bool = False  # user data / SSH keys through a config drive ISO
+    # Guest networking (docs/networking.md)
+    virtual_router: bool = False  # can run a network's virtual router on its hosts
+    security_groups: bool = False  # enforces security groups on its hosts
+    isolation_methods: tuple[str, ...] = ()  # of "VLAN", "VXLAN": the segments its hosts can make
     max_guests_per_host: int = 50
     max_hosts_per_cluster: int = 16
     max_data_volumes: int = 6
@@ -187,6 +193,11 @@ class NicSpec:
     bridge: str  # libvirt bridge, Hyper-V virtual switch
     vlan: int | None = None
     ip: str | None = None
+    # The segment the NIC joins: the driver makes it on the host (ensure_segment) and uses its
+    # bridge; None: `bridge` must already exist (the old, hand-made way).
+    segment: SegmentSpec | None = None
+    # The NIC's device on the host (security groups match on it): "vnic<nic id>"
+    target_dev: str | None = None
 
 
 @dataclass
@@ -382,6 +393,38 @@ class Driver:
 
     def detach_volume(self, name: str, disk: DiskSpec) -> None:
         raise NotImplementedError
+
+    # Guest networking on the host (Capabilities.isolation_methods / virtual_router /
+    # security_groups); every step is idempotent.
+    def check_labels(self, labels: list[str]) -> list[str]:
+        """The traffic labels (devices or bridges) missing on the host."""
+        raise NotImplementedError
+
+    def ensure_segment(self, segment: SegmentSpec) -> str:
+        """Make the segment's bridge (and VXLAN/VLAN device) if missing; return the bridge."""
+        raise NotImplementedError
+
+    def release_segment(self, segment: SegmentSpec) -> None:
+        """Remove the segment's bridge and device when nothing is plugged into it any more
+        (no VM port, no router veth); keep the label's own bridge."""
+        raise NotImplementedError
+
+    def router_apply(self, spec: RouterSpec) -> RouterFacts:
+        raise OperationNotSupported("this type runs no virtual router")
+
+    def router_destroy(self, router_id: int) -> None:
+        raise OperationNotSupported("this type runs no virtual router")
+
+    def router_status(self, router_id: int) -> RouterFacts:
+        raise OperationNotSupported("this type runs no virtual router")
+
+    def router_restart(self, router_id: int) -> RouterFacts:
+        """Restart the router's processes (rebootRouter); the configuration stays."""
+        raise OperationNotSupported("this type runs no virtual router")
+
+    def sg_apply(self, rulesets: list[VmRuleset]) -> None:
+        """Replace the host's security-group rules with these (every SG NIC on the host)."""
+        raise OperationNotSupported("this type enforces no security groups")
 
     # Events (types with Capabilities.lifecycle_events)
     def register_events(self, callback: Callable[[str, PowerState], None]) -> None:

@@ -2,14 +2,18 @@
 from app.models.base import DOMAIN_ID, DOMAIN_NAME, cs_date, utcnow, new_uuid  # noqa: F401
 from app.models.accounts import Account, AccountState, LoginThrottle, ResourceCount, ResourceLimit, RevokedSession, Role, SSHKeyPair, User  # noqa: F401
 from app.models.infra import (  # noqa: F401
-    AllocationState, Cluster, Host, HostState, NetworkType, PhysicalNetwork, Pod, ResourceState, Zone,
+    AllocationState, Cluster, Host, HostState, NetworkType, Pod, ResourceState, Zone,
 )
 from app.models.storage import ImageStore, PoolType, StoragePool, StorageScope  # noqa: F401
 from app.models.templates import (  # noqa: F401
     DownloadState, OsCategory, OsType, Template, TemplateFormat, TemplatePoolRef, TemplateStoreRef,
 )
 from app.models.offerings import DiskOffering, ServiceOffering  # noqa: F401
-from app.models.networks import IpAddress, Network  # noqa: F401
+from app.models.networks import (  # noqa: F401
+    FirewallRule, GuestType, GuestVnet, IpAddress, IpState, Network, NetworkOffering, NetworkServiceProvider,
+    NetworkState, PhysicalNetwork, PhysicalNetworkTrafficType, Provider, PublicIpAddress, Router, RouterState,
+    RulePurpose, RuleState, SecurityGroup, SecurityGroupRule, Service, TrafficType, VlanIpRange, VmSecurityGroup,
+)
 from app.models.vms import Nic, VirtualMachine, VMState, Volume, VolumeState, VolumeType  # noqa: F401
 from app.models.settings import Setting  # noqa: F401
 from app.models.jobs import AsyncJob, JobStatus  # noqa: F401

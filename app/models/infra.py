@@ -65,19 +65,6 @@ class Zone(PublicIdMixin, RemovableMixin, db.Model):
     pods: Mapped[list[Pod]] = relationship(back_populates="zone")
 
 
-class PhysicalNetwork(PublicIdMixin, RemovableMixin, db.Model):
-    """A zone's physical network: VLAN range and the host-side bridge/switch per type."""
-
-    __tablename__ = "physical_networks"
-
-    zone_id: Mapped[int] = mapped_column(ForeignKey("zones.id"), index=True)
-    name: Mapped[str] = mapped_column(String(255))
-    vlan_range: Mapped[str | None] = mapped_column(String(255))  # "100-199,300-310"
-    # JSON object {hypervisor type: bridge or virtual switch name}, e.g. {"KVM": "cloudbr0"}
-    traffic_labels: Mapped[str] = mapped_column(Text, default="{}")
-    state: Mapped[str] = mapped_column(String(16), default=AllocationState.ENABLED)
-
-
 class Pod(PublicIdMixin, RemovableMixin, db.Model):
     __tablename__ = "pods"
     __table_args__ = (UniqueConstraint("zone_id", "name"),)

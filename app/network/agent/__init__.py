@@ -1,0 +1,1 @@
+"""Programs copied to and run on a router's host (stdlib only: a host has Python 3, not Nubo)."""
