@@ -196,7 +196,7 @@ class NicSpec:
     # The segment the NIC joins: the driver makes it on the host (ensure_segment) and uses its
     # bridge; None: `bridge` must already exist (the old, hand-made way).
     segment: SegmentSpec | None = None
-    # The NIC's device on the host (security groups match on it): "vnic<nic id>"
+    # The NIC's device on the host (security groups match on it): specs.nic_device(nic uuid)
     target_dev: str | None = None
 
 
@@ -412,18 +412,22 @@ class Driver:
     def router_apply(self, spec: RouterSpec) -> RouterFacts:
         raise OperationNotSupported("this type runs no virtual router")
 
-    def router_destroy(self, router_id: int) -> None:
+    def router_destroy(self, key: str) -> None:
         raise OperationNotSupported("this type runs no virtual router")
 
-    def router_status(self, router_id: int) -> RouterFacts:
+    def router_status(self, key: str) -> RouterFacts:
         raise OperationNotSupported("this type runs no virtual router")
 
-    def router_restart(self, router_id: int) -> RouterFacts:
+    def router_restart(self, key: str) -> RouterFacts:
         """Restart the router's processes (rebootRouter); the configuration stays."""
         raise OperationNotSupported("this type runs no virtual router")
 
     def sg_apply(self, rulesets: list[VmRuleset]) -> None:
-        """Replace the host's security-group rules with these (every SG NIC on the host)."""
+        """Replace the rules of these NICs on the host (one table per NIC, each replaced whole)."""
+        raise OperationNotSupported("this type enforces no security groups")
+
+    def sg_remove(self, taps: list[str]) -> None:
+        """Remove the rules of these NICs (their VM stopped or left the host)."""
         raise OperationNotSupported("this type enforces no security groups")
 
     # Events (types with Capabilities.lifecycle_events)

@@ -193,6 +193,8 @@ class Network(PublicIdMixin, RemovableMixin, db.Model):
     restart_required: Mapped[bool] = mapped_column(Boolean, default=False)
     # Shared networks only: a security-group network (Basic zones and SG-enabled Advanced)
     security_groups: Mapped[bool] = mapped_column(Boolean, default=False)
+    # True while its account is charged for it (quota type 6), changed with the count
+    quota_counted: Mapped[bool] = mapped_column(Boolean, default=False)
 
     zone = relationship("Zone")
     offering = relationship("NetworkOffering")

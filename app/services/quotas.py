@@ -26,7 +26,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from app.extensions import db
-from app.models import Account, ResourceCount, ResourceLimit, ServiceOffering, VirtualMachine, Volume
+from app.models import Account, Network, PublicIpAddress, ResourceCount, ResourceLimit, ServiceOffering, VirtualMachine, Volume
 from app.services.dbutil import is_retryable
 from app.services.errors import ResourceInUse, ResourceLimitExceeded
 from app.services.settings import Definition, define
@@ -40,10 +40,14 @@ TYPES = {
     "cpu": ("max.account.cpus", "vCPUs", 8),
     "memory": ("max.account.memory", "MiB of memory", 9),
     "primary_storage": ("max.account.primary.storage", "GiB of primary storage", 10),
+    "public_ip": ("max.account.public.ips", "public IP addresses", 1),
+    "network": ("max.account.networks", "networks", 6),
 }
 for _setting, _default, _what in (("max.account.user.vms", "20", "instances"), ("max.account.volumes", "20", "volumes"),
                                   ("max.account.cpus", "40", "vCPUs"), ("max.account.memory", "81920", "MiB of memory"),
-                                  ("max.account.primary.storage", "400", "GiB of primary storage")):
+                                  ("max.account.primary.storage", "400", "GiB of primary storage"),
+                                  ("max.account.public.ips", "20", "public IP addresses"),
+                                  ("max.account.networks", "20", "networks")):
     define(Definition(_setting, _default, f"Default limit of {_what} per account (-1: unlimited).",
                       category="Limits", type="integer", min=-1, max=10**9))
 
@@ -247,6 +251,12 @@ def counted_from_rows(account_ids: list[int] | None = None) -> dict[int, dict[st
     for aid, n, size in db.session.execute(q):
         out.setdefault(aid, {})
         out[aid].update(volume=int(n), primary_storage=int(size))
+    for model, resource in ((PublicIpAddress, "public_ip"), (Network, "network")):
+        q = select(model.account_id, func.count()).where(model.quota_counted.is_(True)).group_by(model.account_id)
+        if account_ids is not None:
+            q = q.where(model.account_id.in_(account_ids))
+        for aid, n in db.session.execute(q):
+            out.setdefault(aid, {})[resource] = int(n)
     return {aid: {t: c.get(t, 0) for t in TYPES} for aid, c in out.items()}
 
 

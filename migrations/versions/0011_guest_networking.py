@@ -284,6 +284,7 @@ def upgrade():
         batch_op.add_column(sa.Column('dns2', sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column('restart_required', sa.Boolean(), nullable=False, server_default=sa.false()))
         batch_op.add_column(sa.Column('security_groups', sa.Boolean(), nullable=False, server_default=sa.false()))
+        batch_op.add_column(sa.Column('quota_counted', sa.Boolean(), nullable=False, server_default=sa.false()))
         batch_op.alter_column('cidr',
                existing_type=sa.VARCHAR(length=64),
                nullable=True)
@@ -351,6 +352,7 @@ def downgrade():
         batch_op.alter_column('cidr',
                existing_type=sa.VARCHAR(length=64),
                nullable=False)
+        batch_op.drop_column('quota_counted')
         batch_op.drop_column('security_groups')
         batch_op.drop_column('restart_required')
         batch_op.drop_column('dns2')

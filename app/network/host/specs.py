@@ -75,7 +75,10 @@ class FirewallSpec:
 class RouterSpec:
     """Everything one virtual router is. Applying it twice changes nothing; applying a new
     one replaces the old configuration (nftables in one transaction)."""
-    router_id: int  # names the namespace nr-<id> and the directory /var/lib/nubo/routers/<id>
+    # Names the namespace nr-<key>, its veths vr<key>g / vr<key>p and the directory
+    # /var/lib/nubo/routers/<key>: the first 10 hex digits of the router's uuid, so two Nubo
+    # installations (or two test databases) sharing a host never collide.
+    key: str
     name: str  # r-<id>-VM
     guest: SegmentSpec
     guest_ip: str  # the router's address on the guest network (the gateway of Isolated networks)
@@ -130,8 +133,18 @@ class SgRule:
 class VmRuleset:
     """A NIC on a security-group network: anti-spoofing (its MAC and addresses only) and the
     union of its groups' rules; default deny for ingress, and for egress once any egress rule
-    exists (CloudStack's behaviour)."""
-    tap: str  # the NIC's device on the host (NicSpec.target_dev)
+    exists (CloudStack's behaviour). On a host it is one nftables table of its own
+    (`bridge nubo_sg_<tap>`), replaced whole, so NICs never share state."""
+    tap: str  # the NIC's device on the host (NicSpec.target_dev: "vn" + 10 hex digits of the NIC's uuid)
     mac: str
     ips: tuple[str, ...]
     rules: tuple[SgRule, ...] = ()
+
+
+def router_key(uuid: str) -> str:
+    return uuid.replace("-", "")[:10]
+
+
+def nic_device(uuid: str) -> str:
+    """The host device name of a NIC (libvirt <target dev>): stable across hosts and starts."""
+    return "vn" + uuid.replace("-", "")[:10]
