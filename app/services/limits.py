@@ -22,10 +22,10 @@ from app.services.errors import InvalidParameter, PermissionDenied
 UNLIMITED = -1
 # CloudStack's AccountResponse prefix of each resource (vmlimit, cputotal, ...).
 ACCOUNT_FIELDS = {"user_vm": "vm", "volume": "volume", "cpu": "cpu", "memory": "memory",
-                  "primary_storage": "primarystorage"}
+                  "primary_storage": "primarystorage", "public_ip": "ip", "network": "network"}
 # Short labels for the usage bars (quotas.TYPES holds the message wording).
 LABELS = {"user_vm": "Instances", "cpu": "vCPUs", "memory": "Memory", "volume": "Volumes",
-          "primary_storage": "Primary storage"}
+          "primary_storage": "Primary storage", "public_ip": "Public IPs", "network": "Networks"}
 UNITS = {"memory": "MiB", "primary_storage": "GiB"}
 
 

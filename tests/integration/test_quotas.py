@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from app.extensions import db
-from app.models import ResourceCount, VirtualMachine, Volume
+from app.models import Network, PublicIpAddress, ResourceCount, VirtualMachine, Volume
 from app.services import accounts, vms, volumes
 from app.services.errors import ServiceError
 from tests.integration.test_vm_pages import _engines, deploy, world  # noqa: F401  (fixtures)
@@ -141,7 +141,7 @@ def test_the_override_beats_the_setting_and_admins_are_not_limited(app, world, c
 # --- The usage ledger: ROOT volumes count, and every failure gives back exactly what it took ---
 
 GIB = 1 << 30
-RESOURCES = ("user_vm", "cpu", "memory", "volume", "primary_storage")
+RESOURCES = ("user_vm", "volume", "cpu", "memory", "primary_storage", "public_ip", "network")
 
 
 def ledger(app, account="alice") -> dict:
@@ -160,8 +160,13 @@ def from_rows(app, account="alice") -> dict:
                                                                VirtualMachine.removed.is_(None),
                                                                VirtualMachine.state != "Error")).all()
         vols = db.session.scalars(select(Volume).where(Volume.account_id == acct.id, Volume.removed.is_(None))).all()
+        ips = db.session.scalar(select(func.count()).select_from(PublicIpAddress).where(
+            PublicIpAddress.account_id == acct.id, PublicIpAddress.state != "Free"))
+        nets = db.session.scalar(select(func.count()).select_from(Network).where(
+            Network.account_id == acct.id, Network.removed.is_(None), Network.guest_type == "Isolated"))
         return {"user_vm": len(vms_), "cpu": sum(v.cpu_number for v in vms_), "memory": sum(v.memory for v in vms_),
-                "volume": len(vols), "primary_storage": sum(-(-v.size // GIB) for v in vols)}
+                "volume": len(vols), "primary_storage": sum(-(-v.size // GIB) for v in vols), "public_ip": ips,
+                "network": nets}
 
 
 def assert_true(app, account="alice") -> dict:

@@ -6,14 +6,14 @@ from app.api.registry import ADMIN, Param, command
 from app.services import accounts, limits
 from app.services.errors import InvalidParameter, NotFound
 
-TYPES = Param("resourcetype", "integer", "0 instances, 2 volumes, 8 vCPUs, 9 memory (MiB), "
+TYPES = Param("resourcetype", "integer", "0 instances, 1 public IPs, 2 volumes, 6 networks, 8 vCPUs, 9 memory (MiB), "
               "10 primary storage (GiB)")
 
 
 @command("listResourceLimits", "Lists the resource limits of the caller's account (administrators: any account)",
          response="resourcelimit", list=True, params=[
              Param("id", "long", "not used: limits have no ids in Nubo"), TYPES,
-             Param("resourcetypename", "string", "user_vm, volume, cpu, memory or primary_storage")])
+             Param("resourcetypename", "string", "user_vm, public_ip, volume, network, cpu, memory or primary_storage")])
 def list_limits(ctx, p):
     root_domain(p)
     kind = p.get("resourcetype", p.get("resourcetypename"))
