@@ -15,7 +15,9 @@ if [ "$mode" = test ]; then
          # the test guest that honours ACPI power-off (tests/guests/acpi_guest.py)
          linux-image-cloud-amd64 busybox-static cpio syslinux mtools dosfstools
          # a Linux bridge for the real guests' NICs (ip link)
-         iproute2)
+         iproute2
+         # the networked test guest's stand-in router (tests/network/test_real_net_guest.py)
+         dnsmasq-base)
 fi
 
 missing=()
