@@ -15,7 +15,8 @@ from app.extensions import db
 from app.models import (AllocationState, DownloadState, Host, HostState, ResourceState, ServiceOffering, Template,
                         TemplateStoreRef, Zone)
 from app.services import hypervisors as hv
-from app.services import keypairs, limits, networks, offerings, zones
+from app.services import keypairs, limits, offerings, zones
+from app.services.network import networks
 from app.services.errors import NotFound
 from app.services.units import filesize
 

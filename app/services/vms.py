@@ -26,9 +26,10 @@ from app.jobs import service as jobs
 from app.models import (AsyncJob, DownloadState, JobStatus, Host, Nic, ServiceOffering, SSHKeyPair, StoragePool,
                         StorageScope, Template, TemplateStoreRef, VirtualMachine, VMState, Volume, VolumeState,
                         VolumeType, new_uuid, utcnow)
-from app.services import (config_drive, consoles, events, networks, planner, quotas, settings, storage,
+from app.services import (config_drive, consoles, events, planner, quotas, settings, storage,
                           template_cache, volumes, zones)
 from app.services import hypervisors as hv
+from app.services.network import ipam, networks
 from app.services.errors import (InsufficientCapacity, InvalidParameter, NotFound, PermissionDenied, ResourceInUse,
                                  ResourceUnavailable, ServiceError, Unsupported)
 from app.services.pagination import page_of
@@ -341,7 +342,7 @@ def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid:
         raise
     try:
         for i, net in enumerate(nets):
-            networks.add_nic(vm, net, device_id=i)
+            ipam.add_nic(vm, net, device_id=i)
     except ServiceError:
         _forget(vm)
         raise
@@ -430,7 +431,7 @@ def recover_orphans(now=None) -> int:
 def _forget(vm: VirtualMachine) -> None:
     """Undo a deploy that could not even be submitted: rows gone, quota and IPs back."""
     db.session.rollback()
-    networks.release_nics(vm)
+    ipam.release_nics(vm)
     quotas.release(vm)
     vm.removed, vm.state = utcnow(), VMState.ERROR
     for v in vm.volumes:
@@ -597,7 +598,7 @@ def _start_failed(vm_id: int, host_id: int | None, need: planner.Need, first: bo
     vm = db.session.get(VirtualMachine, vm_id)
     if first:
         _drop_root_volume(vm)
-        networks.release_nics(vm)
+        ipam.release_nics(vm)
         quotas.release(vm)
     vm.capacity_reserved, vm.host_id, vm.state_updated = False, None, utcnow()
     vm.state = VMState.ERROR if first else VMState.STOPPED
@@ -830,7 +831,7 @@ def _expunge(vm: VirtualMachine) -> None:
             v.removed, v.state = utcnow(), VolumeState.EXPUNGED
         else:
             v.vm_id, v.device_id = None, None
-    networks.release_nics(vm)
+    ipam.release_nics(vm)
     quotas.release(vm)
     consoles.forget_vm(vm)
     vm.removed, vm.state_updated = utcnow(), utcnow()

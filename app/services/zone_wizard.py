@@ -372,7 +372,7 @@ def _launch_network(user, data, made) -> str:
     zone = zones.get_zone(made["zone"])
     phys = zones.create_physical_network(user, zone, vlan_range=n["vlan"] or None,
                                          traffic_labels={type_of(data): n["trafficlabel"]})
-    from app.services import networks
+    from app.services.network import networks
     networks.ensure_default_network(user, zone)  # guests' default network, from the zone's guest CIDR
     return phys.uuid
 

@@ -100,7 +100,7 @@ def create_zone(caller, *, allocation_state: str | None = None, commit: bool = T
     if commit:
         db.session.commit()
         if default_network and zone.guest_cidr:
-            from app.services import networks
+            from app.services.network import networks
             networks.ensure_default_network(caller, zone)
     return zone
 

@@ -14,7 +14,8 @@ import libvirt
 
 from app.extensions import db
 from app.models import ServiceOffering, new_uuid
-from app.services import accounts, hosts, networks, settings, storage, templates, zones
+from app.services import accounts, hosts, settings, storage, templates, zones
+from app.services.network import networks
 from tests.helpers.users import existing_user
 
 URI = "qemu:///system"

@@ -28,7 +28,8 @@ from sqlalchemy import select
 from app.api.registry import ADMIN, all_commands
 from app.extensions import db
 from app.models import AsyncJob, DownloadState, Network, SSHKeyPair, Template, TemplateStoreRef, new_uuid
-from app.services import accounts, keypairs, limits, networks, vms, volumes
+from app.services import accounts, keypairs, limits, vms, volumes
+from app.services.network import networks
 from tests.integration.test_quotas import api
 from tests.integration.test_vm_pages import _engines, deploy, world  # noqa: F401  (fixtures)
 

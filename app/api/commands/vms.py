@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from app.api.registry import ADMIN, Param, command
 from app.api.serializers import vm_dict
-from app.services import events, networks, offerings, vm_views, vms
+from app.services import events, offerings, vm_views, vms
+from app.services.network import networks
 
 
 @command("deployVirtualMachine", "Creates a VM from a template or a bootable ISO and starts it", is_async=True,

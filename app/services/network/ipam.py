@@ -1,0 +1,86 @@
+"""Address management: NIC MACs and guest addresses (made unique by the database, so
+concurrent deploys never share one: a lost race simply tries the next free address), router
+guest addresses, and the public-address primitives (claim/free) the other modules build on."""
+from __future__ import annotations
+
+import ipaddress
+import secrets
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from app.extensions import db
+from app.models import IpAddress, Network, Nic, VirtualMachine, new_uuid, utcnow
+from app.services.dbutil import is_retryable
+from app.services.errors import InsufficientCapacity
+
+
+# --- NICs: MAC and IP -------------------------------------------------------------
+
+def _new_mac() -> str:
+    # Locally administered unicast (02:...), as CloudStack's guest MACs.
+    return "02:00:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(4))
+
+
+def add_nic(vm: VirtualMachine, net: Network, device_id: int = 0) -> Nic:
+    """A NIC with a unique MAC and the lowest free address of the network (committed)."""
+    for _ in range(8):
+        nic = Nic(uuid=new_uuid(), vm_id=vm.id, network_id=net.id, mac_address=_new_mac(),
+                  is_default=device_id == 0, device_id=device_id)
+        db.session.add(nic)
+        try:
+            db.session.commit()
+            break
+        except IntegrityError:
+            db.session.rollback()  # a MAC collision: draw again
+    else:
+        raise InsufficientCapacity("Could not draw a unique MAC address")
+    nic.ip_address = allocate_ip(net, nic.id)
+    db.session.commit()
+    return nic
+
+
+def allocate_ip(net: Network, nic_id: int) -> str:
+    """A free address of the network. Fast path: the address right after the allocated count
+    (where a range fills up in order); otherwise the lowest free one. The unique constraint
+    decides every race."""
+    start, end = int(ipaddress.IPv4Address(net.start_ip)), int(ipaddress.IPv4Address(net.end_ip))
+    used = db.session.scalar(select(func.count()).select_from(IpAddress).where(IpAddress.network_id == net.id))
+    if start + used <= end and _claim_ip(net, start + used, nic_id):
+        return str(ipaddress.IPv4Address(start + used))
+    while True:
+        taken = {int(ipaddress.IPv4Address(a)) for a in db.session.scalars(
+            select(IpAddress.address).where(IpAddress.network_id == net.id))}
+        free = next((i for i in range(start, end + 1) if i not in taken), None)
+        if free is None:
+            raise InsufficientCapacity(f"Network {net.name} has no free address left ({net.start_ip}-{net.end_ip})")
+        if _claim_ip(net, free, nic_id):
+            return str(ipaddress.IPv4Address(free))
+
+
+def _claim_ip(net: Network, address: int, nic_id: int) -> bool:
+    """Insert the allocation; False when a concurrent deploy took that address first."""
+    db.session.add(IpAddress(network_id=net.id, address=str(ipaddress.IPv4Address(address)), nic_id=nic_id,
+                             allocated=utcnow()))
+    try:
+        db.session.commit()
+        return True
+    except IntegrityError:
+        db.session.rollback()
+        return False
+    except DBAPIError as e:
+        # InnoDB may answer concurrent inserts of one key with a deadlock: the same lost race.
+        db.session.rollback()
+        if not is_retryable(e):
+            raise
+        return False
+
+
+def release_nics(vm: VirtualMachine) -> None:
+    """Addresses back to their networks; NICs marked removed (expunge, failed deploy)."""
+    nic_ids = [n.id for n in vm.nics if n.removed is None]
+    if nic_ids:
+        db.session.execute(delete(IpAddress).where(IpAddress.nic_id.in_(nic_ids)))
+        for n in vm.nics:
+            n.removed = utcnow()
+    db.session.commit()
