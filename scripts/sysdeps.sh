@@ -17,7 +17,9 @@ if [ "$mode" = test ]; then
          # a Linux bridge for the real guests' NICs (ip link)
          iproute2
          # the networked test guest's stand-in router (tests/network/test_real_net_guest.py)
-         dnsmasq-base)
+         dnsmasq-base
+         # guest networks on hosts (tests/network): security-group tables, pings, the SSH channel's sshd
+         nftables iputils-ping openssh-server)
 fi
 
 missing=()
