@@ -7,6 +7,7 @@ set -euo pipefail
 mode=${1:-run}
 
 pkgs=(libvirt-dev pkg-config gcc python3-dev python3-venv qemu-utils xorriso)
+pkgs+=(dnsmasq-base nftables iproute2)  # virtual routers on this host (app/network/host/router.py)
 command -v node >/dev/null || pkgs+=(nodejs)
 command -v npm >/dev/null || pkgs+=(npm)
 if [ "$mode" = test ]; then
