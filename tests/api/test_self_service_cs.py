@@ -67,7 +67,8 @@ def test_limits_are_listed_updated_and_enforced(live, files, tmp_path):  # noqa:
     z, hs, t, so = simulator_zone(api, files, tmp_path)
     limits = alice.listResourceLimits()["resourcelimit"]
     assert {(r["resourcetype"], r["resourcetypename"]) for r in limits} == {
-        ("0", "user_vm"), ("2", "volume"), ("8", "cpu"), ("9", "memory"), ("10", "primary_storage")}
+        ("0", "user_vm"), ("1", "public_ip"), ("2", "volume"), ("6", "network"), ("8", "cpu"), ("9", "memory"),
+        ("10", "primary_storage")}
     assert all(r["account"] == "alice" and r["domainid"] == ROOT for r in limits)
     assert alice.listResourceLimits(resourcetype=0)["resourcelimit"][0]["max"] == 20  # the setting
     assert err(lambda: alice.updateResourceLimit(account="alice", resourcetype=0, max=100))["errorcode"] == 401
