@@ -19,6 +19,7 @@ from app.network.host.channel import ChannelError, LocalChannel
 from app.network.host.specs import (
     DhcpEntry, FirewallSpec, NatRule, RouterSpec, SegmentSpec, VmMetadata,
 )
+from tests.network.test_ssh_channel import _channel, sshd  # noqa: F401 (a fixture)
 from tests.network.netns import (
     Lab, link_exists, netns_exists, pids_matching, random_mac, sh, wait_until,
 )
@@ -324,3 +325,47 @@ def test_a_failed_or_refused_apply_leaves_nothing(ch, lab):
         router.apply(ch, net.spec, lambda seg: f"tbrno{secrets.token_hex(3)}")
     assert not netns_exists(n.ns) and not os.path.exists(n.dir)
     assert not link_exists(n.guest_peer) and not link_exists(n.public_peer)
+
+
+def test_router_over_ssh(lab, sshd):
+    """The same executor through SSHChannel (as for a remote KVM host), to this host's sshd."""
+    ssh = _channel(sshd)
+    try:
+        net = Net(lab)
+        t0 = time.monotonic()
+        facts = net.apply(ssh)
+        took = time.monotonic() - t0
+        assert facts.healthy and facts.config_hash == router.config_hash(net.spec), facts
+        t0 = time.monotonic()
+        assert net.apply(ssh) == facts
+        again = time.monotonic() - t0
+        print(f"apply over SSH: new router {took:.3f} s, unchanged {again:.3f} s")
+        a = net.guest(net.mac_a)
+        assert a.dhcp()["ip"] == net.ip_a
+        assert a.http_get(net.router_ip, 80, "/latest/meta-data/instance-id") == (200, "11111111-aaaa")
+        assert router.restart(ssh, net.key).healthy
+        router.destroy(ssh, net.key)
+        assert not netns_exists(router.names(net.key).ns) and not os.path.exists(_dir(net))
+        assert not router.status(ssh, net.key).exists
+    finally:
+        ssh.close()
+
+
+def test_an_unfinished_apply_is_finished_by_the_next(ch, lab):
+    """An apply that stopped after writing new files (hash file 'pending') leaves processes
+    running with the old configuration: the next apply restarts them, and status shows no
+    hash meanwhile."""
+    net = Net(lab, public=False)
+    net.apply(ch)
+    d = _dir(net)
+    pids = (_pid(f"{d}/dnsmasq.pid"), _pid(f"{d}/metadata.pid"))
+    spec2 = replace(net.spec, dns_upstream=(f"{net.g}.53",))  # changes dnsmasq.conf
+    for name, text in router.render(spec2).items():
+        ch.write_file(f"{d}/{name}", text)
+    ch.write_file(f"{d}/{router.HASH_FILE}", router.PENDING)
+    assert router.status(ch, net.key).config_hash is None
+    facts = net.apply(ch, spec2)
+    assert facts.healthy and facts.config_hash == router.config_hash(spec2)
+    after = (_pid(f"{d}/dnsmasq.pid"), _pid(f"{d}/metadata.pid"))
+    assert after[0] != pids[0] and after[1] != pids[1]
+    assert router.status(ch, net.key) == facts

@@ -17,12 +17,14 @@ name fits Linux's 15 characters; `vr`/`vh` never collide with the VMs' `vn<10 he
 
 Files in the directory: dnsmasq.conf, dhcp-hosts, dhcp-opts, addn-hosts (dnsmasq.py), rules.nft
 (nft.py), metadata.json and metadata.py (the agent), spec.json (the applied spec, canonical
-JSON) and config-hash (its sha256, written last: a failed apply never claims the new hash).
+JSON) and config-hash (its sha256, written last: a failed apply never claims the new hash;
+"pending" while an apply changes the files, so the next one knows to restart the processes).
 
 Processes: dnsmasq (it daemonizes itself; pid file dnsmasq.pid) and the metadata server
 (`python3 metadata.py --daemon`, pid file metadata.pid), both started with `ip netns exec`,
-detached from Nubo: restarting Nubo leaves them running. A pid counts as ours only when
-/proc/<pid>/cmdline names this router's files, so a reused pid is never signalled.
+detached from Nubo: restarting Nubo leaves them running. They are found by `pgrep -f` on
+this router's directory and count as ours only when their command line names this router's
+files, so a stale pid file or a reused pid is never signalled.
 
 Every command is an argv list; every value that reaches a file or a command is validated
 first (checks.py) and bad input raises ValueError before anything is touched on the host.
@@ -55,6 +57,7 @@ META_PID = "metadata.pid"
 META_LOG = "metadata.log"
 SPEC_JSON = "spec.json"
 HASH_FILE = "config-hash"
+PENDING = "pending\n"  # in HASH_FILE while an apply changes the files
 
 
 @dataclass(frozen=True)
@@ -167,114 +170,97 @@ def render(spec: RouterSpec) -> dict[str, str]:
 
 
 # --- host state ------------------------------------------------------------------------
+# Few round trips (a remote host is one SSH command each): the namespace's links and
+# addresses come from one `ip -j addr show`, changes go in two `ip -batch -` runs (host side,
+# namespace side), the files are compared by one `sha256sum`, the processes found by one
+# `pgrep`.
 
 def _ns_exists(ch: Channel, ns: str) -> bool:
     out = ch.run(["ip", "netns", "list"]).stdout
     return any(line.split()[0] == ns for line in out.splitlines() if line.strip())
 
 
-def _link(ch: Channel, dev: str, ns: str | None = None) -> dict | None:
-    argv = ["ip", "-j"] + (["-n", ns] if ns else []) + ["link", "show", "dev", dev]
-    r = ch.run(argv, check=False)
-    if r.returncode != 0:
-        return None
-    data = json.loads(r.stdout or "[]")
-    return data[0] if data else None
+def _ns_links(ch: Channel, ns: str) -> dict[str, dict]:
+    """The namespace's links by name, each with its addr_info."""
+    r = ch.run(["ip", "-j", "-n", ns, "addr", "show"])
+    return {link["ifname"]: link for link in json.loads(r.stdout or "[]")}
 
 
-def _addrs(ch: Channel, ns: str, dev: str) -> list[str]:
-    r = ch.run(["ip", "-j", "-n", ns, "-4", "addr", "show", "dev", dev])
-    out = []
-    for link in json.loads(r.stdout or "[]"):
-        for a in link.get("addr_info", []):
-            if a.get("family") == "inet":
-                out.append(f"{a['local']}/{a['prefixlen']}")
-    return out
+def _inet(link: dict | None) -> list[str]:
+    return [f"{a['local']}/{a['prefixlen']}" for a in (link or {}).get("addr_info", [])
+            if a.get("family") == "inet"]
 
 
-def _cmdline(ch: Channel, pid: int) -> list[str]:
-    try:
-        raw = ch.read_file(f"/proc/{pid}/cmdline")
-    except (OSError, ChannelError):
-        return []
-    return [p for p in (raw or "").split("\0") if p]
+def _batch(ch: Channel, lines: list[str], ns: str | None = None) -> None:
+    """Several `ip` commands in one process (each line: validated names and addresses only)."""
+    if lines:
+        ch.run(["ip"] + (["-n", ns] if ns else []) + ["-batch", "-"], input="\n".join(lines) + "\n")
 
 
-def _pid(ch: Channel, path: str) -> int | None:
-    try:
-        text = ch.read_file(path)
-    except (OSError, ChannelError):
-        return None
-    try:
-        pid = int((text or "").strip())
-    except ValueError:
-        return None
-    return pid if pid > 1 else None
+@dataclass(frozen=True)
+class _Procs:
+    dnsmasq: int | None
+    metadata: int | None
+    metadata_bind: str | None = None  # the address the metadata server listens on
 
 
-def _dnsmasq_pid(ch: Channel, n: Names) -> int | None:
-    """The pid of this router's dnsmasq if it runs (its cmdline names this router's conf)."""
-    pid = _pid(ch, n.path(dnsmasq.PID))
-    if pid is None:
-        return None
-    argv = _cmdline(ch, pid)
-    if argv and argv[0].rsplit("/", 1)[-1] == "dnsmasq" and f"--conf-file={n.path(dnsmasq.CONF)}" in argv:
-        return pid
-    return None
+def _procs(ch: Channel, n: Names) -> _Procs:
+    """This router's processes, recognised by their command lines (which name this router's
+    files), so a stale pid file or a reused pid is never mistaken for them."""
+    r = ch.run(["pgrep", "-a", "-f", "--", n.dir + "/"], check=False)
+    dns = meta = bind = None
+    for line in r.stdout.splitlines():
+        pid_s, _, cmd = line.strip().partition(" ")
+        argv = cmd.split()
+        if not pid_s.isdigit() or not argv:
+            continue
+        prog = argv[0].rsplit("/", 1)[-1]
+        if prog == "dnsmasq" and f"--conf-file={n.path(dnsmasq.CONF)}" in argv:
+            dns = int(pid_s)
+        elif prog.startswith("python") and n.path(META_PY) in argv and "--dir" in argv:
+            meta = int(pid_s)
+            bind = argv[argv.index("--bind") + 1] if "--bind" in argv[:-1] else None
+    return _Procs(dns, meta, bind)
 
 
-def _metadata_pid(ch: Channel, n: Names) -> int | None:
-    pid = _pid(ch, n.path(META_PID))
-    if pid is None:
-        return None
-    argv = _cmdline(ch, pid)
-    if n.path(META_PY) in argv and "--dir" in argv:
-        return pid
-    return None
-
-
-def _stop(ch: Channel, pid: int | None, still_ours: Callable[[], int | None]) -> None:
-    """SIGTERM, wait for it to end (polling), then SIGKILL."""
+def _stop(ch: Channel, n: Names, which: str) -> None:
+    """SIGTERM this router's `which` process, wait for it to end (polling), then SIGKILL."""
+    pid = getattr(_procs(ch, n), which)
     if pid is None:
         return
-    ch.run(["kill", "-TERM", str(pid)], check=False)
-    deadline = time.monotonic() + STOP_WAIT
-    while time.monotonic() < deadline:
-        if still_ours() != pid:
-            return
-        time.sleep(0.02)
-    ch.run(["kill", "-KILL", str(pid)], check=False)
-    deadline = time.monotonic() + STOP_WAIT
-    while time.monotonic() < deadline and still_ours() == pid:
-        time.sleep(0.02)
+    for sig in ("-TERM", "-KILL"):
+        ch.run(["kill", sig, str(pid)], check=False)
+        deadline = time.monotonic() + STOP_WAIT
+        while time.monotonic() < deadline:
+            if getattr(_procs(ch, n), which) != pid:
+                return
+            time.sleep(0.02)
 
 
-def _wait_for(what: str, probe: Callable[[], int | None]) -> int:
+def _wait_started(ch: Channel, n: Names, which: str) -> int:
     deadline = time.monotonic() + START_WAIT
     while True:
-        pid = probe()
+        pid = getattr(_procs(ch, n), which)
         if pid is not None:
             return pid
         if time.monotonic() > deadline:
-            raise ChannelError(f"{what} did not start")
+            raise ChannelError(f"router {n.key}: {which} did not start")
         time.sleep(0.02)
 
 
 def _start_dnsmasq(ch: Channel, n: Names) -> int:
-    ch.run(["rm", "-f", "--", n.path(dnsmasq.PID)])
     # dnsmasq checks its configuration, binds its sockets, writes its pid file and then
     # detaches (the foreground process exits): an error is reported here, as the exit code.
     ch.run(["ip", "netns", "exec", n.ns, "dnsmasq", f"--conf-file={n.path(dnsmasq.CONF)}"])
-    return _wait_for("dnsmasq", lambda: _dnsmasq_pid(ch, n))
+    return _wait_started(ch, n, "dnsmasq")
 
 
 def _start_metadata(ch: Channel, n: Names, guest_ip: str) -> int:
-    ch.run(["rm", "-f", "--", n.path(META_PID)])
     # The agent daemonizes itself and returns once it listens (or with the bind error).
     ch.run(["ip", "netns", "exec", n.ns, PYTHON, n.path(META_PY), "--dir", n.dir,
             "--bind", checks.ipv4(guest_ip), "--port", str(METADATA_PORT), "--daemon",
             "--pidfile", n.path(META_PID), "--log", n.path(META_LOG)])
-    return _wait_for("metadata server", lambda: _metadata_pid(ch, n))
+    return _wait_started(ch, n, "metadata")
 
 
 def _sysctl(ch: Channel, n: Names) -> None:
@@ -288,49 +274,57 @@ def _sysctl(ch: Channel, n: Names) -> None:
             "net.ipv6.conf.default.disable_ipv6=1"])
 
 
-def _ensure_veth(ch: Channel, n: Names, dev: str, peer: str, bridge: str, mac: str, mtu: int | None) -> None:
-    """A veth pair: `dev` in the namespace with `mac`, `peer` on the host in `bridge`, both up."""
-    checks.device(bridge, "bridge")
-    if _link(ch, dev, n.ns) is None:
-        if _link(ch, peer) is not None:  # a leftover half: start again
-            ch.run(["ip", "link", "del", "dev", peer])
-        ch.run(["ip", "link", "add", "dev", peer, "type", "veth", "peer", "name", dev, "netns", n.ns])
-    link = _link(ch, dev, n.ns) or {}
-    if link.get("address", "").lower() != mac:
-        ch.run(["ip", "-n", n.ns, "link", "set", "dev", dev, "address", mac])
-    if mtu is not None:
-        ch.run(["ip", "-n", n.ns, "link", "set", "dev", dev, "mtu", str(mtu)])
-        ch.run(["ip", "link", "set", "dev", peer, "mtu", str(mtu)])
-    host = _link(ch, peer) or {}
-    if host.get("master") != bridge:
-        ch.run(["ip", "link", "set", "dev", peer, "master", bridge])
-    ch.run(["ip", "link", "set", "dev", peer, "up"])
-    ch.run(["ip", "-n", n.ns, "link", "set", "dev", dev, "up"])
+@dataclass(frozen=True)
+class _Veth:
+    dev: str  # in the namespace
+    peer: str  # on the host
+    bridge: str
+    mac: str
+    mtu: int | None
+    addrs: list[str]  # exactly these on dev
 
 
-def _sync_addrs(ch: Channel, n: Names, dev: str, want: list[str]) -> None:
-    """Exactly `want` on `dev`: the missing ones added first, then the others removed."""
-    have = _addrs(ch, n.ns, dev)
-    for a in want:
-        if a not in have:
-            ch.run(["ip", "-n", n.ns, "addr", "add", a, "dev", dev])
-    for a in have:
-        if a not in want:
-            ch.run(["ip", "-n", n.ns, "addr", "del", a, "dev", dev])
+def _veth_plan(ch: Channel, n: Names, links: dict[str, dict], v: _Veth, host: list[str],
+               inside: list[str]) -> None:
+    """The `ip` lines that make `v` true: `host` runs on the host, `inside` in the namespace."""
+    link = links.get(v.dev)
+    if link is None:
+        ch.run(["ip", "link", "del", "dev", v.peer], check=False)  # a leftover half, if any
+        host.append(f"link add dev {v.peer} type veth peer name {v.dev} netns {n.ns}")
+    if v.mtu is not None:
+        host.append(f"link set dev {v.peer} mtu {v.mtu}")
+        inside.append(f"link set dev {v.dev} mtu {v.mtu}")
+    host.append(f"link set dev {v.peer} master {v.bridge}")
+    host.append(f"link set dev {v.peer} up")
+    if link is None or link.get("address", "").lower() != v.mac:
+        inside.append(f"link set dev {v.dev} address {v.mac}")
+    inside.append(f"link set dev {v.dev} up")
+    have = _inet(link)
+    # The missing addresses first, then the others removed (promote_secondaries keeps the
+    # rest of a subnet when its first address goes).
+    inside += [f"addr add {a} dev {v.dev}" for a in v.addrs if a not in have]
+    inside += [f"addr del {a} dev {v.dev}" for a in have if a not in v.addrs]
 
 
-def _remove_veth(ch: Channel, n: Names, dev: str, peer: str) -> None:
-    if _link(ch, peer) is not None:
-        ch.run(["ip", "link", "del", "dev", peer], check=False)
-    if _ns_exists(ch, n.ns) and _link(ch, dev, n.ns) is not None:
-        ch.run(["ip", "-n", n.ns, "link", "del", "dev", dev], check=False)
+def _file_hashes(ch: Channel, n: Names, names_: list[str]) -> dict[str, str]:
+    r = ch.run(["sha256sum", "--"] + [n.path(x) for x in names_], check=False)
+    out = {}
+    for line in r.stdout.splitlines():
+        h, _, path = line.partition("  ")
+        out[path.rsplit("/", 1)[-1]] = h
+    return out
 
 
-def _write_changed(ch: Channel, n: Names, files: dict[str, str]) -> set[str]:
-    """Write the files whose text differs from what is on the host; the names written."""
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _write_changed(ch: Channel, n: Names, files: dict[str, str], have: dict[str, str]) -> set[str]:
+    """Write the files whose text differs from the host's (`have`: name -> sha256); the names
+    written."""
     changed = set()
     for name, text in files.items():
-        if ch.read_file(n.path(name)) != text:
+        if have.get(name) != _sha(text):
             mode = 0o600 if name in (META_JSON, SPEC_JSON) else 0o644  # user data stays root's
             ch.write_file(n.path(name), text, mode)
             changed.add(name)
@@ -351,54 +345,60 @@ def apply(ch: Channel, spec: RouterSpec, bridge_of: Callable[[SegmentSpec], str]
     try:
         if created:
             ch.run(["ip", "netns", "add", n.ns])
-        ch.run(["ip", "-n", n.ns, "link", "set", "dev", "lo", "up"])
-        _sysctl(ch, n)
-
+            _sysctl(ch, n)
+        links = _ns_links(ch, n.ns)
+        host: list[str] = []
+        inside = ["link set dev lo up"]
         prefix = checks.network(spec.guest_cidr).prefixlen
-        _ensure_veth(ch, n, n.guest_dev, n.guest_peer, guest_bridge, checks.mac(spec.guest_mac), spec.mtu)
-        _sync_addrs(ch, n, n.guest_dev, [f"{spec.guest_ip}/{prefix}"])
+        _veth_plan(ch, n, links, _Veth(n.guest_dev, n.guest_peer, guest_bridge, checks.mac(spec.guest_mac),
+                                   spec.mtu, [f"{checks.ipv4(spec.guest_ip)}/{prefix}"]), host, inside)
         if spec.public is not None:
-            _ensure_veth(ch, n, n.public_dev, n.public_peer, public_bridge,
-                         checks.mac(spec.public_mac), spec.public.mtu)
-            _sync_addrs(ch, n, n.public_dev, [str(checks.interface(a)) for a in spec.public_ips])
-            if spec.public_gateway:
-                ch.run(["ip", "-n", n.ns, "route", "replace", "default", "via", spec.public_gateway,
-                        "dev", n.public_dev])
-            else:
-                ch.run(["ip", "-n", n.ns, "route", "del", "default"], check=False)
+            _veth_plan(ch, n, links, _Veth(n.public_dev, n.public_peer, public_bridge, checks.mac(spec.public_mac),
+                                       spec.public.mtu, [str(checks.interface(a)) for a in spec.public_ips]),
+                       host, inside)
+            gw, gw_dev = spec.public_gateway, n.public_dev
         else:
-            _remove_veth(ch, n, n.public_dev, n.public_peer)
-            if spec.gateway and spec.gateway != spec.guest_ip:
-                # A Shared network's router reaches the upstream DNS through the network's gateway.
-                ch.run(["ip", "-n", n.ns, "route", "replace", "default", "via", spec.gateway,
-                        "dev", n.guest_dev])
-            else:
-                ch.run(["ip", "-n", n.ns, "route", "del", "default"], check=False)
+            if n.public_dev in links:
+                inside.append(f"link del dev {n.public_dev}")
+            # A Shared network's router reaches the upstream DNS through the network's gateway.
+            gw = spec.gateway if spec.gateway and spec.gateway != spec.guest_ip else None
+            gw_dev = n.guest_dev
+        if gw:
+            inside.append(f"route replace default via {checks.ipv4(gw)} dev {gw_dev}")
+        else:
+            inside.append("route flush exact 0.0.0.0/0")
+        _batch(ch, host)
+        _batch(ch, inside, n.ns)
 
-        changed = _write_changed(ch, n, files)
+        h = config_hash(spec)
+        have = _file_hashes(ch, n, sorted(files) + [HASH_FILE])
+        # An earlier apply that stopped half way (hash file "pending" or missing) may have left
+        # new files with old processes: this one restarts them whatever the files say.
+        unfinished = have.get(HASH_FILE) in (None, _sha(PENDING))
+        if not unfinished and any(have.get(k) != _sha(v) for k, v in files.items()):
+            ch.write_file(n.path(HASH_FILE), PENDING)
+        changed = _write_changed(ch, n, files, have)
         # The whole ruleset in one transaction, every time (it also repairs a flushed table).
         ch.run(["ip", "netns", "exec", n.ns, "nft", "-f", n.path(NFT_FILE)])
 
-        pid = _dnsmasq_pid(ch, n)
-        if pid is None:
-            _start_dnsmasq(ch, n)
-        elif dnsmasq.CONF in changed:
-            _stop(ch, pid, lambda: _dnsmasq_pid(ch, n))
-            _start_dnsmasq(ch, n)
+        procs = _procs(ch, n)
+        dns_pid, meta_pid = procs.dnsmasq, procs.metadata
+        if dns_pid is None:
+            dns_pid = _start_dnsmasq(ch, n)
+        elif dnsmasq.CONF in changed or unfinished:
+            _stop(ch, n, "dnsmasq")
+            dns_pid = _start_dnsmasq(ch, n)
         elif changed & {dnsmasq.HOSTS, dnsmasq.OPTS, dnsmasq.ADDN_HOSTS}:
-            ch.run(["kill", "-HUP", str(pid)])  # rereads the hosts, options and addn-hosts files
-
-        mpid = _metadata_pid(ch, n)
-        running_on = _cmdline(ch, mpid) if mpid else []
-        if mpid is None:
-            _start_metadata(ch, n, spec.guest_ip)
-        elif META_PY in changed or spec.guest_ip not in running_on:
-            _stop(ch, mpid, lambda: _metadata_pid(ch, n))
-            _start_metadata(ch, n, spec.guest_ip)
+            ch.run(["kill", "-HUP", str(procs.dnsmasq)])  # rereads hosts, options and addn-hosts
+        if meta_pid is None:
+            meta_pid = _start_metadata(ch, n, spec.guest_ip)
+        elif META_PY in changed or unfinished or procs.metadata_bind != spec.guest_ip:
+            _stop(ch, n, "metadata")
+            meta_pid = _start_metadata(ch, n, spec.guest_ip)
         # metadata.json needs nothing: the agent rereads it when its mtime changes.
 
-        h = config_hash(spec)
-        ch.write_file(n.path(HASH_FILE), h + "\n")
+        if have.get(HASH_FILE) != _sha(h + "\n"):
+            ch.write_file(n.path(HASH_FILE), h + "\n")
     except BaseException:
         if created:
             try:
@@ -406,24 +406,25 @@ def apply(ch: Channel, spec: RouterSpec, bridge_of: Callable[[SegmentSpec], str]
             except Exception:  # the original error is the one to report
                 pass
         raise
-    return status(ch, spec.key)
+    # What this call saw and did: the namespace, both processes (found or started), the hash.
+    return RouterFacts(exists=True, dnsmasq=dns_pid is not None, metadata=meta_pid is not None,
+                       config_hash=h, detail="")
 
 
 def destroy(ch: Channel, key: str) -> None:
     """Remove the router: its processes, namespace (and so its veths), directory. Idempotent."""
     n = names(key)
-    _stop(ch, _metadata_pid(ch, n), lambda: _metadata_pid(ch, n))
-    _stop(ch, _dnsmasq_pid(ch, n), lambda: _dnsmasq_pid(ch, n))
+    _stop(ch, n, "metadata")
+    _stop(ch, n, "dnsmasq")
     if _ns_exists(ch, n.ns):
         # Anything else still running in the namespace (a process whose pid file was lost).
-        pids = [int(p) for p in ch.run(["ip", "netns", "pids", n.ns], check=False).stdout.split() if p.isdigit()]
-        for pid in pids:
-            ch.run(["kill", "-KILL", str(pid)], check=False)
-    # Deleting the host-side peers removes both ends at once; a namespace's own devices go
-    # with it, but asynchronously.
-    for peer in (n.guest_peer, n.public_peer):
-        if _link(ch, peer) is not None:
-            ch.run(["ip", "link", "del", "dev", peer], check=False)
+        pids = [p for p in ch.run(["ip", "netns", "pids", n.ns], check=False).stdout.split() if p.isdigit()]
+        if pids:
+            ch.run(["kill", "-KILL", *pids], check=False)
+    # The host-side peers take both ends with them at once (a namespace's own devices go with
+    # it too, but asynchronously). -force: on past the one that does not exist.
+    ch.run(["ip", "-force", "-batch", "-"], check=False,
+           input=f"link del dev {n.guest_peer}\nlink del dev {n.public_peer}\n")
     if _ns_exists(ch, n.ns):
         ch.run(["ip", "netns", "delete", n.ns])
     ch.run(["rm", "-rf", "--", n.dir])
@@ -432,18 +433,18 @@ def destroy(ch: Channel, key: str) -> None:
 def status(ch: Channel, key: str) -> RouterFacts:
     n = names(key)
     exists = _ns_exists(ch, n.ns)
-    dns = _dnsmasq_pid(ch, n) is not None
-    meta = _metadata_pid(ch, n) is not None
-    h = (ch.read_file(n.path(HASH_FILE)) or "").strip() or None
+    procs = _procs(ch, n)
+    h = (ch.read_file(n.path(HASH_FILE)) or "").strip()
+    h = h if len(h) == 64 else None  # None: never applied, or an apply stopped half way
     problems = []
     if not exists:
         problems.append(f"namespace {n.ns} missing")
-    if not dns:
+    if procs.dnsmasq is None:
         problems.append("dnsmasq not running")
-    if not meta:
+    if procs.metadata is None:
         problems.append("metadata server not running")
-    return RouterFacts(exists=exists, dnsmasq=dns, metadata=meta, config_hash=h,
-                       detail="; ".join(problems))
+    return RouterFacts(exists=exists, dnsmasq=procs.dnsmasq is not None, metadata=procs.metadata is not None,
+                       config_hash=h, detail="; ".join(problems))
 
 
 def restart(ch: Channel, key: str) -> RouterFacts:
@@ -454,8 +455,8 @@ def restart(ch: Channel, key: str) -> RouterFacts:
     if not _ns_exists(ch, n.ns) or text is None:
         raise ChannelError(f"router {key} is not on this host (namespace {n.ns} or {n.path(SPEC_JSON)} missing)")
     guest_ip = checks.ipv4(json.loads(text)["guest_ip"], "guest IP")
-    _stop(ch, _metadata_pid(ch, n), lambda: _metadata_pid(ch, n))
-    _stop(ch, _dnsmasq_pid(ch, n), lambda: _dnsmasq_pid(ch, n))
+    _stop(ch, n, "metadata")
+    _stop(ch, n, "dnsmasq")
     ch.run(["ip", "netns", "exec", n.ns, "nft", "-f", n.path(NFT_FILE)])
     _start_dnsmasq(ch, n)
     _start_metadata(ch, n, guest_ip)
