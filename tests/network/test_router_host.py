@@ -288,6 +288,12 @@ def test_apply_twice_status_restart_and_destroy(ch, lab):
     assert facts.exists and facts.metadata and not facts.healthy and "dnsmasq" in facts.detail
     assert net.apply(ch).healthy
 
+    # Rules flushed behind the router's back: status gives no hash (so the monitor re-applies).
+    sh(["ip", "netns", "exec", router.names(net.key).ns, "nft", "flush", "ruleset"])
+    facts = router.status(ch, net.key)
+    assert facts.config_hash is None and "nftables" in facts.detail
+    assert net.apply(ch).config_hash == router.status(ch, net.key).config_hash == router.config_hash(net.spec)
+
     # rebootRouter: new processes, same configuration.
     before = (_pid(f"{d}/dnsmasq.pid"), _pid(f"{d}/metadata.pid"))
     facts = router.restart(ch, net.key)

@@ -18,7 +18,9 @@ name fits Linux's 15 characters; `vr`/`vh` never collide with the VMs' `vn<10 he
 Files in the directory: dnsmasq.conf, dhcp-hosts, dhcp-opts, addn-hosts (dnsmasq.py), rules.nft
 (nft.py), metadata.json and metadata.py (the agent), spec.json (the applied spec, canonical
 JSON) and config-hash (its sha256, written last: a failed apply never claims the new hash;
-"pending" while an apply changes the files, so the next one knows to restart the processes).
+"pending" while an apply changes the files, so the next one knows to restart the processes),
+nft-hash (sha256 of the live `nft list ruleset` after the load: status() reports no
+config_hash when the live rules differ, so the monitor re-applies).
 
 Processes: dnsmasq (it daemonizes itself; pid file dnsmasq.pid) and the metadata server
 (`python3 metadata.py --daemon`, pid file metadata.pid), both started with `ip netns exec`,
@@ -58,6 +60,7 @@ META_LOG = "metadata.log"
 SPEC_JSON = "spec.json"
 HASH_FILE = "config-hash"
 PENDING = "pending\n"  # in HASH_FILE while an apply changes the files
+NFT_HASH = "nft-hash"  # sha256 of `nft list ruleset` right after the load: status compares
 
 
 @dataclass(frozen=True)
@@ -315,6 +318,12 @@ def _file_hashes(ch: Channel, n: Names, names_: list[str]) -> dict[str, str]:
     return out
 
 
+def _ruleset_hash(ch: Channel, n: Names) -> str:
+    """sha256 of the namespace's live ruleset as nft lists it (a flushed or edited table
+    changes it)."""
+    return _sha(ch.run(["ip", "netns", "exec", n.ns, "nft", "list", "ruleset"]).stdout)
+
+
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -371,7 +380,7 @@ def apply(ch: Channel, spec: RouterSpec, bridge_of: Callable[[SegmentSpec], str]
         _batch(ch, inside, n.ns)
 
         h = config_hash(spec)
-        have = _file_hashes(ch, n, sorted(files) + [HASH_FILE])
+        have = _file_hashes(ch, n, sorted(files) + [HASH_FILE, NFT_HASH])
         # An earlier apply that stopped half way (hash file "pending" or missing) may have left
         # new files with old processes: this one restarts them whatever the files say.
         unfinished = have.get(HASH_FILE) in (None, _sha(PENDING))
@@ -380,6 +389,9 @@ def apply(ch: Channel, spec: RouterSpec, bridge_of: Callable[[SegmentSpec], str]
         changed = _write_changed(ch, n, files, have)
         # The whole ruleset in one transaction, every time (it also repairs a flushed table).
         ch.run(["ip", "netns", "exec", n.ns, "nft", "-f", n.path(NFT_FILE)])
+        live = _ruleset_hash(ch, n) + "\n"
+        if have.get(NFT_HASH) != _sha(live):
+            ch.write_file(n.path(NFT_HASH), live)
 
         procs = _procs(ch, n)
         dns_pid, meta_pid = procs.dnsmasq, procs.metadata
@@ -437,6 +449,12 @@ def status(ch: Channel, key: str) -> RouterFacts:
     h = (ch.read_file(n.path(HASH_FILE)) or "").strip()
     h = h if len(h) == 64 else None  # None: never applied, or an apply stopped half way
     problems = []
+    if exists and h is not None:
+        applied = (ch.read_file(n.path(NFT_HASH)) or "").strip()
+        if _ruleset_hash(ch, n) != applied:
+            # Not the configuration that was applied: no hash, so the monitor re-applies.
+            h = None
+            problems.append("nftables rules differ from the applied ones")
     if not exists:
         problems.append(f"namespace {n.ns} missing")
     if procs.dnsmasq is None:
