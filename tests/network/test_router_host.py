@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import sys
 import time
 from dataclasses import replace
 
@@ -25,6 +26,11 @@ from tests.network.netns import (
 )
 
 DOMAIN = "cs1cloud.internal"
+_PASSWORD_GET = (
+    "import http.client, sys\n"
+    "c = http.client.HTTPConnection(sys.argv[1], 8080, timeout=5)\n"
+    "c.request('GET', '/', headers={'DomU_Request': 'send_my_password'})\n"
+    "r = c.getresponse(); sys.stdout.write('%d %s' % (r.status, r.read().decode()))\n")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -172,6 +178,10 @@ def test_metadata_answers_each_vm_its_own_data_only(ch, lab):
     assert b.http_get(r, 80, "/latest/meta-data/public-keys") == (200, "ssh-ed25519 AAAAKEYB b@nubo")
     assert b.http_get(r, 80, "/latest/meta-data/instance-id") == (200, "22222222-bbbb")
     assert b.http_get(r, 80, "/latest/meta-data/service-offering")[0] == 404  # B has none: not A's
+
+    # CloudStack's password server (cloud-init asks it at boot): answered at once.
+    assert a.run([sys.executable, "-c", _PASSWORD_GET, r]).stdout == "200 saved_password"
+    assert stranger.run([sys.executable, "-c", _PASSWORD_GET, r]).stdout == "200 bad_request"
 
     assert stranger.http_get(r, 80, "/latest/user-data") == (404, "")
     assert stranger.http_get(r, 80, "/latest/meta-data/") == (404, "")

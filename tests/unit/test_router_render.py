@@ -109,7 +109,7 @@ def test_nft_router_services_from_the_guest_side_only():
     s = _rules(nft.render(_spec(), G, P))
     assert f'iifname "{G}" udp dport 67 accept' in s
     assert f'iifname "{G}" meta l4proto {{ tcp, udp }} th dport 53 accept' in s
-    assert f'iifname "{G}" ip daddr 10.1.1.1 tcp dport 80 accept' in s
+    assert f'iifname "{G}" ip daddr 10.1.1.1 tcp dport {{ 80, 8080 }} accept' in s
     assert not any(f'iifname "{P}"' in x and ("dport 53" in x or "dport 80" in x or "dport 67" in x) for x in s)
 
 
@@ -283,3 +283,15 @@ def test_agent_store_rereads_the_file_when_it_changes(tmp_path):
     assert store.get("10.1.1.11")["user-data"] == "changed, and longer"
     f.write_text("not json")
     assert store.get("10.1.1.11") is None
+
+
+def test_agent_password_server_speaks_cloudstacks_protocol(tmp_path):
+    f = tmp_path / "metadata.json"
+    f.write_text(json.dumps({"10.1.1.10": VM, "10.1.1.11": dict(VM, password="s3cret")}))
+    store, saved = agent.Store(str(f)), set()
+    assert agent.password_answer("send_my_password", "10.1.1.10", store, saved) == "saved_password"
+    assert agent.password_answer("send_my_password", "10.1.1.11", store, saved) == "s3cret"
+    assert agent.password_answer("saved_password", "10.1.1.11", store, saved) == "saved_password"
+    assert agent.password_answer("send_my_password", "10.1.1.11", store, saved) == "saved_password"
+    assert agent.password_answer("send_my_password", "10.1.1.99", store, saved) == "bad_request"
+    assert agent.password_answer("something", "10.1.1.10", store, saved) == "bad_request"

@@ -28,6 +28,12 @@ what cloud-init's CloudStack datasource reads:
     /latest/<item>                    the same item (the VR's shortcut), and /latest/user-data
 
 Paths are matched against that fixed set: no file is ever opened from a path.
+
+With --password-port (8080, as CloudStack's VR), it also answers the password server's
+protocol that cloud-init's CloudStack datasource speaks at boot (header `DomU_Request:
+send_my_password` / `saved_password`): the VM's "password" from metadata.json if one is set
+(once: then "saved_password"), "saved_password" when there is none, "bad_request" to an
+unknown address. Without an answer there, the datasource would wait out its timeouts.
 """
 from __future__ import annotations
 
@@ -149,15 +155,44 @@ class Handler(BaseHTTPRequestHandler):
         sys.stderr.write("%s %s\n" % (self.client_address[0], fmt % args))
 
 
+class PasswordHandler(Handler):
+    def do_GET(self):  # noqa: N802
+        ip = self.client_address[0]
+        body = password_answer(self.headers.get("DomU_Request", ""), ip, self.server.store, self.server.saved)
+        data = body.encode("utf-8")
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def password_answer(request: str, ip: str, store: Store, saved: set) -> str:
+    vm = store.get(ip)
+    if vm is None:
+        return "bad_request"
+    password = vm.get("password")
+    if request == "send_my_password":
+        if isinstance(password, str) and password and (ip, password) not in saved:
+            return password
+        return "saved_password"
+    if request == "saved_password":
+        if isinstance(password, str) and password:
+            saved.add((ip, password))
+        return "saved_password"
+    return "bad_request"
+
+
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 64
 
-    def __init__(self, addr, store: Store):
+    def __init__(self, addr, store: Store, handler=Handler):
         self.store = store
+        self.saved: set = set()  # (ip, password) pairs the VM said it saved
         self._slots = threading.BoundedSemaphore(MAX_THREADS)
-        super().__init__(addr, Handler)
+        super().__init__(addr, handler)
 
     def server_bind(self):
         # HTTPServer.server_bind looks the address up in DNS (socket.getfqdn), which inside a
@@ -208,6 +243,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dir", required=True)
     ap.add_argument("--bind", required=True)
     ap.add_argument("--port", type=int, default=80)
+    ap.add_argument("--password-port", type=int, default=0, help="CloudStack's password server (8080); 0: none")
     ap.add_argument("--daemon", action="store_true")
     ap.add_argument("--pidfile")
     ap.add_argument("--log")
@@ -215,8 +251,12 @@ def main(argv=None) -> int:
     ready: list = []
     if a.daemon:
         _daemonize(a.pidfile, a.log, ready)
+    store = Store(os.path.join(a.dir, "metadata.json"))
+    servers = []
     try:
-        server = Server((a.bind, a.port), Store(os.path.join(a.dir, "metadata.json")))
+        servers.append(Server((a.bind, a.port), store))
+        if a.password_port:
+            servers.append(Server((a.bind, a.password_port), store, PasswordHandler))
     except OSError as e:
         if ready:
             os.write(ready[0], f"error: {a.bind}:{a.port}: {e}".encode())
@@ -226,14 +266,23 @@ def main(argv=None) -> int:
         with open(tmp, "w") as f:
             f.write(f"{os.getpid()}\n")
         os.replace(tmp, a.pidfile)
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
+    server = servers[0]
+
+    def stop(*_):
+        for srv in servers:
+            threading.Thread(target=srv.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    for extra in servers[1:]:
+        threading.Thread(target=extra.serve_forever, kwargs={"poll_interval": 0.5}, daemon=True).start()
     if ready:
         os.write(ready[0], b"ok")
         os.close(ready[0])
     try:
         server.serve_forever(poll_interval=0.5)
     finally:
-        server.server_close()
+        for srv in servers:
+            srv.server_close()
     return 0
 
 

@@ -18,8 +18,8 @@ Two tables:
     packet dies here; without the PF rule it is not DNATed and reaches the router's own input
     chain, which drops it.
   - chain `input` (policy drop): loopback, established/related, and from the guest side only
-    DHCP (udp 67), DNS (53 tcp/udp), the metadata server (tcp 80 to the router's guest address)
-    and ICMP (CloudStack's VR accepts ICMP to itself). From the public side: ICMP only, which
+    DHCP (udp 67), DNS (53 tcp/udp), the metadata server (tcp 80 to the router's guest address,
+    and 8080: CloudStack's password server) and ICMP (CloudStack's VR accepts ICMP to itself). From the public side: ICMP only, which
     got here only if an ingress rule allowed it (CloudStack: ping a public IP with an ICMP
     firewall rule); nothing else but established traffic.
   - chain `forward` (policy drop): established/related; public -> guest only for connections
@@ -178,7 +178,7 @@ def render(spec: RouterSpec, guest_dev: str, public_dev: str | None) -> str:
         "    ct state invalid drop",
         f"    iifname {g} udp dport 67 accept",
         f"    iifname {g} meta l4proto {{ tcp, udp }} th dport 53 accept",
-        f"    iifname {g} ip daddr {guest_ip} tcp dport 80 accept",
+        f"    iifname {g} ip daddr {guest_ip} tcp dport {{ 80, 8080 }} accept",
         f"    iifname {g} meta l4proto icmp accept",
     ]
     if has_public:

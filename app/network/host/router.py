@@ -49,6 +49,7 @@ from .specs import RouterFacts, RouterSpec, SegmentSpec
 ROOT = "/var/lib/nubo/routers"
 PYTHON = "/usr/bin/python3"  # the host's system Python runs the metadata agent
 METADATA_PORT = 80
+PASSWORD_PORT = 8080  # CloudStack's VR password server, asked by cloud-init at boot
 STOP_WAIT = 5.0  # seconds a process gets to end on SIGTERM before SIGKILL
 START_WAIT = 10.0
 
@@ -261,7 +262,8 @@ def _start_dnsmasq(ch: Channel, n: Names) -> int:
 def _start_metadata(ch: Channel, n: Names, guest_ip: str) -> int:
     # The agent daemonizes itself and returns once it listens (or with the bind error).
     ch.run(["ip", "netns", "exec", n.ns, PYTHON, n.path(META_PY), "--dir", n.dir,
-            "--bind", checks.ipv4(guest_ip), "--port", str(METADATA_PORT), "--daemon",
+            "--bind", checks.ipv4(guest_ip), "--port", str(METADATA_PORT),
+            "--password-port", str(PASSWORD_PORT), "--daemon",
             "--pidfile", n.path(META_PID), "--log", n.path(META_LOG)])
     return _wait_started(ch, n, "metadata")
 
