@@ -21,7 +21,10 @@ class HypervType(HypervisorType):
     capabilities = Capabilities(
         local_storage=True, storage_kinds=("SMB",), template_formats=("VHD", "VHDX"), iso=True,
         live_migration=True, storage_migration=True, scale_stopped_vm=True, console=ConsoleKind.RDP,
-        max_guests_per_host=1024, max_hosts_per_cluster=64, max_data_volumes=64)
+        max_guests_per_host=1024, max_hosts_per_cluster=64, max_data_volumes=64,
+        # A guest network on Hyper-V is a VLAN id on the VM's network adapter (Set-VMNetworkAdapterVlan
+        # -Access, from NicSpec.vlan); no VXLAN, no virtual router, no security groups.
+        isolation_methods=("VLAN",))
     host_fields = (
         HostField("url", "Host address", required=True, validate=_address, help="Name or IP of the Hyper-V host"),
         HostField("username", "User name", required=True, help="A member of Hyper-V Administrators"),

@@ -84,6 +84,10 @@ def nic_element(flavour: Flavour, nic: NicSpec) -> ET.Element:
     el = ET.Element("interface", {"type": "bridge"})
     _sub(el, "mac", address=nic.mac)
     _sub(el, "source", bridge=nic.bridge)
+    if nic.target_dev:
+        # A stable host device name (security groups match on it); libvirt refuses names
+        # starting with "vnet" or "vif", which nic_device() never makes ("vn" + hex).
+        _sub(el, "target", dev=nic.target_dev)
     if nic.vlan is not None:
         # libvirt tags VLANs only on Open vSwitch bridges (a Linux bridge refuses <vlan>),
         # so a VLAN-tagged NIC names its bridge as an OVS port.
@@ -296,3 +300,13 @@ def disk_target_for_path(xml: str, path: str) -> str | None:
 
 def used_targets(xml: str) -> set[str]:
     return {t.get("dev") for t in ET.fromstring(xml).findall("devices/disk/target") if t.get("dev")}
+
+
+def nic_bridges(xml: str) -> list[str]:
+    """The bridges a domain's NICs are plugged into (<interface type='bridge'><source bridge>)."""
+    out = []
+    for iface in ET.fromstring(xml).findall("devices/interface"):
+        src = iface.find("source")
+        if src is not None and src.get("bridge") and src.get("bridge") not in out:
+            out.append(src.get("bridge"))
+    return out

@@ -7,7 +7,9 @@ translated into base.py's exceptions with a message fit for an admin.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
+import re
 import logging
 import os
 import shutil
@@ -28,6 +30,9 @@ from app.hypervisors.base import (
 from app.hypervisors.libvirt import domain_xml as dx
 from app.hypervisors.libvirt import flavours
 from app.hypervisors.libvirt.flavours import Flavour
+from app.network.host import secgroups, segments
+from app.network.host.channel import Channel, ChannelError, LocalChannel
+from app.network.host.specs import RouterFacts, RouterSpec, SegmentSpec, VmRuleset
 
 log = logging.getLogger("nubo.hypervisors.libvirt")
 
@@ -132,6 +137,7 @@ class LibvirtDriver(Driver):
         self._event_ids: list[int] = []
         self._cpu_sample: tuple[float, int, int] | None = None
         self._closed = False
+        self._channel: Channel | None = None
 
     # --- connection ---------------------------------------------------------
 
@@ -219,6 +225,9 @@ class LibvirtDriver(Driver):
                 with contextlib.suppress(libvirt.libvirtError):
                     conn.close()
         self._conn = self._events_conn = None
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
 
     # --- host ---------------------------------------------------------------
 
@@ -527,10 +536,34 @@ class LibvirtDriver(Driver):
             raise translate(e, f"Cannot look up VM {name}") from None
 
     def start_vm(self, spec: VMSpec) -> VMInfo:
-        xml = dx.build_domain(spec, self.flavour)
         old = self._find(spec.name)
         if old is not None and old.isActive():
             return self.vm_info(spec.name)  # already running: starting is idempotent
+        made: list[SegmentSpec] = []
+        try:
+            spec = self._plug_segments(spec, made)
+            return self._define_and_start(spec, old)
+        except DriverError:
+            for seg in reversed(made):  # undo, newest first: only what is now unused goes
+                with contextlib.suppress(DriverError):
+                    self.release_segment(seg)
+            raise
+
+    def _plug_segments(self, spec: VMSpec, made: list[SegmentSpec]) -> VMSpec:
+        """Ensure the bridge of every NIC that names its segment, and plug the NIC into it."""
+        if not any(n.segment for n in spec.nics):
+            return spec
+        nics = []
+        for nic in spec.nics:
+            if nic.segment is not None:
+                bridge = self.ensure_segment(nic.segment)
+                made.append(nic.segment)
+                nic = dataclasses.replace(nic, bridge=bridge)
+            nics.append(nic)
+        return dataclasses.replace(spec, nics=nics)
+
+    def _define_and_start(self, spec: VMSpec, old: libvirt.virDomain | None) -> VMInfo:
+        xml = dx.build_domain(spec, self.flavour)
         previous = None
         if old is not None:
             with _libvirt(f"Cannot read VM {spec.name}"):
@@ -558,15 +591,18 @@ class LibvirtDriver(Driver):
         dom = self._domain(name)
         if not dom.isActive():
             return True
+        bridges = self._bridges_of(dom)
         with _libvirt(f"Cannot shut down VM {name}"):
             dom.shutdown()
         deadline = time.monotonic() + max(0.0, timeout)
         while True:
             try:
                 if not dom.isActive():
+                    self._release_bridges(bridges)
                     return True
             except libvirt.libvirtError as e:
                 if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    self._release_bridges(bridges)
                     return True  # a transient domain is gone once it stops
                 raise translate(e, f"Cannot read VM {name}") from None
             if time.monotonic() >= deadline:
@@ -575,11 +611,34 @@ class LibvirtDriver(Driver):
 
     def force_stop_vm(self, name: str) -> None:
         dom = self._domain(name)
+        bridges = self._bridges_of(dom)
         try:
             dom.destroy()
         except libvirt.libvirtError as e:
             if e.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:  # "not running"
                 raise translate(e, f"Cannot power off VM {name}") from None
+        self._release_bridges(bridges)
+
+    def _bridges_of(self, dom: libvirt.virDomain) -> list[str]:
+        """The segment bridges (brvx-<VNI>, br<pif>-<vlan>) the VM's NICs use, read before it goes."""
+        try:
+            return [b for b in dx.nic_bridges(dom.XMLDesc(0)) if _SEGMENT_BRIDGE.match(b)]
+        except (libvirt.libvirtError, ET.ParseError):
+            return []
+
+    def _release_bridges(self, bridges: list[str]) -> None:
+        """After a VM stopped or went: remove the segments it was the last user of on this host.
+        Best effort (the service calls release_segment too, which is idempotent); a failure here
+        never fails the stop."""
+        if not bridges or not self._network_capable():
+            return
+        for bridge in bridges:
+            try:
+                seg = _segment_of_bridge(self.channel, bridge)
+                if seg is not None:
+                    segments.release(self.channel, seg)
+            except (ChannelError, DriverError) as e:
+                log.warning("could not release bridge %s on %s: %s", bridge, self.conn.address, e)
 
     def reboot_vm(self, name: str) -> None:
         dom = self._domain(name)
@@ -592,6 +651,13 @@ class LibvirtDriver(Driver):
         dom = self._find(name)
         if dom is None:
             return
+        bridges = self._bridges_of(dom)
+        try:
+            self._destroy(name, dom)
+        finally:
+            self._release_bridges(bridges)
+
+    def _destroy(self, name: str, dom: libvirt.virDomain) -> None:
         with _libvirt(f"Cannot destroy VM {name}"):
             if dom.isActive():
                 with contextlib.suppress(libvirt.libvirtError):
@@ -767,6 +833,98 @@ class LibvirtDriver(Driver):
         el.find("target").set("dev", target)
         self._change_device(name, None, target, detach_xml=ET.tostring(el, encoding="unicode"))
 
+    # --- guest networking on the host (docs/networking.md) ---------------------
+
+    def _network_capable(self) -> bool:
+        return bool(self.base_flavour.type_name in _NETWORK_TYPES)
+
+    @property
+    def channel(self) -> Channel:
+        """How host-side network steps reach this host: this machine for a URI without a remote
+        host (qemu:///system), SSH for qemu+ssh://user@host/... with the host's credentials and
+        its pinned host key."""
+        if self._channel is None:
+            parts = urlsplit(self.uri)
+            fields = self.conn.fields
+            transport = parts.scheme.split("+", 1)[1] if "+" in parts.scheme else ""
+            if transport in ("ssh", "libssh", "libssh2"):
+                from app.network.host.ssh import SSHChannel
+                try:
+                    self._channel = SSHChannel(
+                        parts.hostname or self.conn.address, parts.port or 22,
+                        parts.username or fields.get("username") or "root",
+                        private_key_pem=(fields.get("ssh_private_key") or "").strip() or None,
+                        password=fields.get("password") or None,
+                        known_host_key=(fields.get("ssh_host_key") or "").strip())
+                except ChannelError as e:
+                    raise OperationFailed(str(e)) from None
+            elif flavours.is_local_uri(self.uri):
+                self._channel = LocalChannel()
+            else:
+                raise OperationNotSupported(
+                    f"Guest network steps reach a host over SSH: add {self.conn.address} with a "
+                    f"{flavours.uri_scheme(self.uri)}+ssh:// URI (and its SSH host key)")
+        return self._channel
+
+    def _require_network(self, what: str) -> None:
+        if not self._network_capable():
+            raise OperationNotSupported(f"{self.base_flavour.type_name} hosts do not run {what}")
+
+    def _net(self, what: str, fn, *args):
+        """Run a host-side step, translating channel errors to the driver's."""
+        from app.network.host.ssh import SSHRefused, SSHUnreachable
+        try:
+            return fn(self.channel, *args)
+        except SSHUnreachable as e:
+            raise HostUnreachable(f"{what}: {e}") from None
+        except SSHRefused as e:
+            raise AuthenticationFailed(f"{what}: {e}") from None
+        except ChannelError as e:
+            raise OperationFailed(f"{what}: {e}") from None
+
+    def check_labels(self, labels: list[str]) -> list[str]:
+        return self._net("Cannot check the traffic labels", segments.missing_labels, list(labels))
+
+    def ensure_segment(self, segment: SegmentSpec) -> str:
+        if segment.isolation != "untagged" and segment.isolation not in _ISOLATION.get(
+                self.base_flavour.type_name, ()):
+            raise OperationNotSupported(f"{self.base_flavour.type_name} hosts cannot make {segment.isolation} segments")
+        return self._net(f"Cannot make the {segment.isolation} {segment.vnet or ''} segment on {segment.label}",
+                         segments.ensure, segment)
+
+    def release_segment(self, segment: SegmentSpec) -> None:
+        self._net(f"Cannot remove the {segment.isolation} {segment.vnet or ''} segment", segments.release, segment)
+
+    def _router(self):
+        self._require_network("virtual routers")
+        from app.network.host import router  # helper module: namespaces, dnsmasq, nft, metadata
+        return router
+
+    def router_apply(self, spec: RouterSpec) -> RouterFacts:
+        router = self._router()
+        return self._net(f"Cannot apply router {spec.name}",
+                         lambda ch, s: router.apply(ch, s, lambda seg: segments.ensure(ch, seg)), spec)
+
+    def router_destroy(self, key: str) -> None:
+        router = self._router()
+        self._net(f"Cannot destroy router {key}", router.destroy, key)
+
+    def router_status(self, key: str) -> RouterFacts:
+        router = self._router()
+        return self._net(f"Cannot read router {key}", router.status, key)
+
+    def router_restart(self, key: str) -> RouterFacts:
+        router = self._router()
+        return self._net(f"Cannot restart router {key}", router.restart, key)
+
+    def sg_apply(self, rulesets: list[VmRuleset]) -> None:
+        self._require_network("security groups")
+        self._net("Cannot apply security groups", secgroups.apply, list(rulesets))
+
+    def sg_remove(self, taps: list[str]) -> None:
+        self._require_network("security groups")
+        self._net("Cannot remove security groups", secgroups.remove, list(taps))
+
     # --- events -------------------------------------------------------------
 
     def register_events(self, callback: Callable[[str, PowerState], None]) -> None:
@@ -811,6 +969,36 @@ class LibvirtDriver(Driver):
 
 
 # --- helpers ----------------------------------------------------------------
+
+# Types whose hosts run Nubo's router namespaces and security-group tables (Linux hosts
+# verified here); which segments each type's hosts can make.
+_NETWORK_TYPES = {"KVM", "LXC", "Custom"}
+_ISOLATION = {"KVM": ("VLAN", "VXLAN"), "LXC": ("VLAN", "VXLAN"), "Custom": ("VLAN", "VXLAN"),
+              "Xen": ("VLAN", "VXLAN"), "OpenVZ": ("VLAN", "VXLAN")}
+_SEGMENT_BRIDGE = re.compile(r"^(brvx-(\d+)|br(.+)-(\d+))$")
+
+
+def _segment_of_bridge(ch: Channel, bridge: str) -> SegmentSpec | None:
+    """The segment a bridge named as CloudStack names them belongs to, from what the host holds
+    (brvx-<VNI> with vxlan<VNI>; br<pif>-<vlan> with the VLAN device <pif>.<vlan>); None for
+    any other bridge, which Nubo never removes."""
+    m = _SEGMENT_BRIDGE.match(bridge)
+    if not m:
+        return None
+    if m.group(2):
+        vni = int(m.group(2))
+        dev = segments.link(ch, f"vxlan{vni}")
+        if dev is None or segments.kind(dev) != "vxlan":
+            return None
+        label = ((dev.get("linkinfo") or {}).get("info_data") or {}).get("link")
+        if not isinstance(label, str) or not label or not 1 <= vni <= 16_777_215:
+            return None
+        return SegmentSpec("VXLAN", label, vni)
+    pif, vlan = m.group(3), int(m.group(4))
+    dev = segments.link(ch, f"{pif}.{vlan}")
+    if dev is None or segments.kind(dev) != "vlan" or not 1 <= vlan <= 4094:
+        return None
+    return SegmentSpec("VLAN", pif, vlan)
 
 def _version_string(v: int) -> str:
     return f"{v // 1_000_000}.{v // 1000 % 1000}.{v % 1000}"

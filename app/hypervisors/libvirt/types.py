@@ -32,6 +32,13 @@ def _validate_key(value: str) -> str | None:
     return None
 
 
+def _validate_host_key(value: str) -> str | None:
+    v = (value or "").strip()
+    if v and not any(p.startswith(("ssh-", "ecdsa-")) for p in v.split()[:-1]):
+        return "Paste the key as '<type> <base64>' (a line of ssh-keyscan or the host's .pub file)"
+    return None
+
+
 def _address_validator(schemes: tuple[str, ...]) -> Callable[[str], str | None]:
     def validate(value: str) -> str | None:
         value = (value or "").strip()
@@ -70,6 +77,9 @@ def _fields(schemes: tuple[str, ...], example: str, transports: bool = True) -> 
                       help="Used for qemu+ssh:// connections instead of a password"),
             HostField("ssh_host_key_check", "SSH host key check", kind="select", choices=("verify", "off"),
                       default="verify", help="'off' accepts any host key (libvirt's no_verify=1); lab use only"),
+            HostField("ssh_host_key", "SSH host key", kind="textarea", validate=_validate_host_key,
+                      help="The host's public key as `ssh-keyscan -t ed25519 <host>` prints it. Guest network "
+                           "steps (bridges, routers, security groups) run over SSH and refuse any other key"),
         ]
     return tuple(out)
 
@@ -104,6 +114,13 @@ class LibvirtType(HypervisorType):
         return HostConnection(url=url, address=host, fields=fields)
 
 
+# Guest networks on Linux libvirt hosts (docs/networking.md): VXLAN/VLAN bridges, router
+# namespaces and security-group tables made over the host channel.
+_NET_LINUX = dict(virtual_router=True, security_groups=True, isolation_methods=("VLAN", "VXLAN"))
+# Xen and OpenVZ hosts are Linux too and take the same bridges; their router and security
+# groups cannot be verified here (no Xen-booted or OpenVZ kernel), so they are not declared.
+_NET_SEGMENTS_ONLY = dict(isolation_methods=("VLAN", "VXLAN"))
+
 _VNC_VM = dict(direct_download=True, local_storage=True, storage_kinds=("NFS", "Filesystem"),
                template_formats=("QCOW2", "RAW"), iso=True, scale_stopped_vm=True,
                console=ConsoleKind.VNC, lifecycle_events=True, config_drive=True)
@@ -114,8 +131,8 @@ class KVMType(LibvirtType):
     default_display_name = "KVM"
     description = "Linux KVM through libvirt (QEMU; software emulation where the host has no /dev/kvm)"
     flavour = flavours.KVM
-    capabilities = Capabilities(**_VNC_VM, live_migration=True, storage_migration=True, vm_snapshots=True,
-                                max_guests_per_host=50, max_hosts_per_cluster=32, max_data_volumes=26)
+    capabilities = Capabilities(**_VNC_VM, **_NET_LINUX, live_migration=True, storage_migration=True,
+                                vm_snapshots=True, max_guests_per_host=50, max_hosts_per_cluster=32, max_data_volumes=26)
     host_fields = _fields(("qemu",), "qemu+ssh://root@kvm1/system or qemu+tls://kvm1/system") + (
         HostField("acceleration", "Acceleration", kind="select", choices=("auto", "emulated"), default="auto",
                   help="auto: KVM where the host offers it; emulated: QEMU's software emulation (nested labs "
@@ -128,7 +145,7 @@ class XenType(LibvirtType):
     description = "Xen through libvirt's libxl driver (not XenServer/XCP-ng's XAPI)"
     flavour = flavours.XEN
     uri_scheme = "xen"
-    capabilities = Capabilities(**_VNC_VM, live_migration=True, vm_snapshots=False,
+    capabilities = Capabilities(**_VNC_VM, **_NET_SEGMENTS_ONLY, live_migration=True, vm_snapshots=False,
                                 max_guests_per_host=50, max_hosts_per_cluster=16, max_data_volumes=14)
     host_fields = _fields(("xen", "libxl"), "xen+ssh://root@dom0/system")
 
@@ -142,7 +159,7 @@ class LXCType(LibvirtType):
     capabilities = Capabilities(direct_download=True, local_storage=True, storage_kinds=("NFS", "Filesystem"),
                                 template_formats=("TAR",), scale_stopped_vm=True, console=ConsoleKind.TEXT,
                                 lifecycle_events=True, max_guests_per_host=100, max_hosts_per_cluster=16,
-                                max_data_volumes=0)
+                                max_data_volumes=0, **_NET_LINUX)
     host_fields = _fields(("lxc",), "lxc+ssh://root@host/system")
 
 
@@ -154,7 +171,8 @@ class OpenVZType(LibvirtType):
     uri_scheme = "openvz"
     capabilities = Capabilities(direct_download=True, local_storage=True, template_formats=("TAR",),
                                 scale_stopped_vm=True, console=ConsoleKind.NONE, lifecycle_events=False,
-                                max_guests_per_host=100, max_hosts_per_cluster=16, max_data_volumes=0)
+                                max_guests_per_host=100, max_hosts_per_cluster=16, max_data_volumes=0,
+                                **_NET_SEGMENTS_ONLY)
     host_fields = _fields(("openvz",), "openvz+ssh://root@host/system")
 
 
@@ -165,7 +183,7 @@ class CustomType(LibvirtType):
     flavour = flavours.CUSTOM
     capabilities = Capabilities(direct_download=True, local_storage=True, template_formats=("RAW",), iso=True,
                                 scale_stopped_vm=True, console=ConsoleKind.VNC, lifecycle_events=True,
-                                max_guests_per_host=50, max_hosts_per_cluster=16, max_data_volumes=6)
+                                max_guests_per_host=50, max_hosts_per_cluster=16, max_data_volumes=6, **_NET_LINUX)
     host_fields = (HostField("url", "libvirt URI", required=True, validate=_address_validator(()),
                              help="Any libvirt URI, e.g. qemu+ssh://root@host/system or bhyve:///system"),
                    ) + _fields((), "")[1:]

@@ -43,9 +43,17 @@ def load_private_key(pem: str, password: str | None = None) -> paramiko.PKey:
     raise ChannelError("The SSH private key is not an Ed25519, ECDSA or RSA key Nubo can read")
 
 
+class SSHUnreachable(ChannelError):
+    """The host did not answer on its SSH port."""
+
+
+class SSHRefused(ChannelError):
+    """The host refused the credentials, or offered a host key that is not the pinned one."""
+
+
 class _Pinned(paramiko.MissingHostKeyPolicy):
     def missing_host_key(self, client, hostname, key):
-        raise ChannelError(f"{hostname} offered an SSH host key that is not the pinned one "
+        raise SSHRefused(f"{hostname} offered an SSH host key that is not the pinned one "
                            f"({key.get_name()} {key.fingerprint}): refusing to connect")
 
 
@@ -81,14 +89,14 @@ class SSHChannel(Channel):
                 raise
             except paramiko.BadHostKeyException as e:
                 client.close()
-                raise ChannelError(f"{self.host} offered an SSH host key that is not the pinned one "
+                raise SSHRefused(f"{self.host} offered an SSH host key that is not the pinned one "
                                    f"({e.key.get_name()} {e.key.fingerprint}): refusing to connect") from None
             except paramiko.AuthenticationException as e:
                 client.close()
-                raise ChannelError(f"{self.username}@{self.host} refused the SSH credentials: {e}") from None
+                raise SSHRefused(f"{self.username}@{self.host} refused the SSH credentials: {e}") from None
             except (OSError, socket.timeout, paramiko.SSHException) as e:
                 client.close()
-                raise ChannelError(f"Cannot reach {self.host}:{self.port} over SSH: {e}") from None
+                raise SSHUnreachable(f"Cannot reach {self.host}:{self.port} over SSH: {e}") from None
             self._client = client
             return client
 

@@ -20,6 +20,7 @@ from app.hypervisors.base import (ConsoleSpec, DiskSpec, DriverContext, HostConn
                                   VMSpec)
 from app.hypervisors.libvirt.types import KVM
 from tests.contract.env import ContractEnv
+from tests.contract.hostnet import LocalNet
 
 NAME = "kvm"
 
@@ -77,15 +78,17 @@ def environment(tmp_path) -> Iterator[ContractEnv]:
     def template_source(tmp: Path, checksum_ok: bool) -> TemplateSource:
         return raw_image_source(tmp, checksum_ok)
 
+    net = LocalNet()
     try:
         yield ContractEnv(driver=driver, hv_type=KVM, pool=pool, make_vm_spec=make_vm_spec,
-                          extras={"guest_ignores_acpi": True, "live_media": True,
+                          extras={**net.extras(), "real_taps": True, "guest_ignores_acpi": True, "live_media": True,
                                   "iso_of": driver.iso_path, "volume_exists": volume_exists,
                                   "template_source": template_source,
                                   "unreachable": lambda: KVM.make_driver(
                                       HostConnection(url="qemu+tcp://127.0.0.1:9/system", address="127.0.0.1"),
                                       DriverContext(testing=True))})
     finally:
+        net.close()
         for name in made:
             driver.destroy_vm(name)
         driver.delete_storage_pool(pool)

@@ -14,6 +14,7 @@ import libvirt
 from app.hypervisors.base import ConsoleSpec, DiskSpec, DriverContext, HostConnection, StoragePoolSpec, VMSpec
 from app.hypervisors.libvirt.types import KVM
 from tests.contract.env import ContractEnv
+from tests.contract.hostnet import LocalNet
 
 NAME = "libvirt-test"
 URI = "test:///default"
@@ -50,9 +51,10 @@ def environment(tmp_path) -> Iterator[ContractEnv]:
                       disks=[DiskSpec(path=str(tmp_path / f"{name}.raw"), format="RAW")],
                       console=ConsoleSpec(listen="127.0.0.1", port=next(_ports)))
 
+    net = LocalNet()
     try:
         yield ContractEnv(driver=driver, hv_type=KVM, pool=pool, make_vm_spec=make_vm_spec,
-                          extras={"guest_ignores_acpi": False, "live_media": False,
+                          extras={**net.extras(), "guest_ignores_acpi": False, "live_media": False,
                                   "no_template_import": "libvirt's test driver has no virStorageVolUpload "
                                                         "(template import runs on the real libvirtd: kvm module)",
                                   "iso_of": driver.iso_path, "volume_exists": _volume_exists(watcher),
@@ -60,6 +62,7 @@ def environment(tmp_path) -> Iterator[ContractEnv]:
                                       HostConnection(url="qemu+tcp://127.0.0.1:9/system", address="127.0.0.1"),
                                       DriverContext(testing=True))})
     finally:
+        net.close()
         for dom in watcher.listAllDomains(0):
             if dom.name().startswith("nubo-"):
                 driver.destroy_vm(dom.name())
