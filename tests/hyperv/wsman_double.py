@@ -42,6 +42,7 @@ class FakeHyperV:
         self.vms: dict[str, dict] = {}
         self.vhds: dict[str, dict] = {}
         self.images: dict[str, bytes] = {}  # files "on the network": {url or UNC path: bytes}
+        self.switches: list[str] = ["nubo-switch"]  # Get-VMSwitch
         self.lock = threading.Lock()
 
     def _vm(self, name):
@@ -65,6 +66,9 @@ class FakeHyperV:
         return {"hyperv": True, "version": "10.0.20348", "arch": "AMD64", "sockets": 2, "cores": 32,
                 "mhz": 2600, "memory": 256 * GIB, "hostname": "HV-DOUBLE", "vhdpath": "C:\\VMs",
                 "vhdtotal": 2000 * GIB, "vhdfree": 1500 * GIB}
+
+    def op_switches(self, a):
+        return {"names": list(self.switches)}
 
     def op_host_stats(self, a):
         return {"cpu": 7, "total": 256 * GIB, "free": 200 * GIB}

@@ -50,6 +50,9 @@ $drive = Get-PSDrive -Name ($h.VirtualHardDiskPath.Substring(0,1))
   hostname=$env:COMPUTERNAME; vhdpath=$h.VirtualHardDiskPath; vhdtotal=($drive.Used + $drive.Free);
   vhdfree=$drive.Free} | ConvertTo-Json -Compress
 """,
+    "switches": r"""
+@{names=@(Get-VMSwitch | ForEach-Object { $_.Name })} | ConvertTo-Json -Compress
+""",
     "host_stats": r"""
 $os = Get-CimInstance Win32_OperatingSystem
 $load = (Get-CimInstance Win32_Processor | Measure-Object -Property LoadPercentage -Average).Average
@@ -252,6 +255,23 @@ class HypervDriver(Driver):
                          memory_bytes=int(d["memory"]), hostname=d.get("hostname", ""),
                          local_storage_path=d.get("vhdpath"), local_storage_bytes=int(d.get("vhdtotal", 0)),
                          local_storage_free=int(d.get("vhdfree", 0)))
+
+    # Guest networks: a Hyper-V host's segment is its virtual switch (the traffic label) with the
+    # VLAN id set on each VM's adapter (NicSpec.vlan, Set-VMNetworkAdapterVlan -Access in
+    # start_vm); nothing is made or removed on the host. No VXLAN, router or security groups.
+    def check_labels(self, labels: list[str]) -> list[str]:
+        names = set((self._run("switches") or {}).get("names") or [])
+        return [label for label in labels if label not in names]
+
+    def ensure_segment(self, segment) -> str:
+        if segment.isolation not in ("VLAN", "untagged"):
+            raise OperationNotSupported(f"Hyper-V hosts cannot make {segment.isolation} segments")
+        if self.check_labels([segment.label]):
+            raise OperationFailed(f"Hyper-V host {self.conn.address} has no virtual switch {segment.label}")
+        return segment.label
+
+    def release_segment(self, segment) -> None:
+        return None  # the switch is the admin's; the VLAN goes with the VM's adapter
 
     def host_stats(self) -> HostStats:
         d = self._run("host_stats")

@@ -50,7 +50,7 @@ def environment(tmp_path) -> Iterator[ContractEnv]:
         try:
             yield ContractEnv(driver=main, hv_type=HYPERV, pool=pool, make_vm_spec=make_vm_spec,
                               migration_target=other,
-                              extras={"unreachable": unreachable, "double": a, "template_source": template_source,
+                              extras={"vlan_label": "nubo-switch", "unreachable": unreachable, "double": a, "template_source": template_source,
                                       "iso_of": lambda n: a.hyperv.vms[n]["iso"],
                                       "volume_exists": lambda p, n: any(k.endswith((n + ".vhdx", n + ".vhd")) for k in a.hyperv.vhds)})
         finally:
