@@ -136,3 +136,21 @@ def test_vlan_segments(env):
     assert env.driver.ensure_segment(seg) == bridge
     env.driver.release_segment(seg)
     env.driver.release_segment(seg)
+
+
+def test_failed_start_leaves_no_segment(env):
+    exists = env.extras.get("bridge_exists")
+    if "VXLAN" not in env.hv_type.capabilities.isolation_methods or exists is None:
+        pytest.skip("the type makes no VXLAN segments, or the module cannot look at the host's bridges")
+    from app.hypervisors.base import DriverError, NicSpec
+    seg = SegmentSpec("VXLAN", env.extras["network_label"](), _vni())
+    spec = env.make_vm_spec(f"nubo-net-{uuid.uuid4().hex[:8]}")
+    spec.nics = [NicSpec(mac="02:00:00:12:34:57", bridge="", segment=seg)]
+    spec.boot_order = ("nonsense",)  # refused after the segment was made
+    try:
+        with pytest.raises(DriverError):
+            env.driver.start_vm(spec)
+        assert not exists(f"brvx-{seg.vnet}")  # undone
+    finally:
+        env.driver.destroy_vm(spec.name)
+        env.driver.release_segment(seg)

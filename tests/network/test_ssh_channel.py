@@ -108,3 +108,25 @@ def test_bad_credentials_and_unreachable(sshd, tmp_path):
         _channel(sshd, private_key_pem=wrong).run(["true"])
     with pytest.raises(ChannelError, match="Cannot reach"):
         _channel(sshd, port=_free_port()).run(["true"])
+
+
+def test_libvirt_driver_runs_network_steps_over_ssh(sshd, tmp_path):
+    """A qemu+ssh:// host's network steps go through SSHChannel with the host's fields."""
+    from app.hypervisors.base import AuthenticationFailed, HostConnection, HostUnreachable
+    from app.hypervisors.libvirt.types import KVM
+
+    def driver(host_key: str, port: int | None = None):
+        return KVM.make_driver(HostConnection(
+            url=f"qemu+ssh://root@127.0.0.1:{port or sshd['port']}/system", address="127.0.0.1",
+            fields={"ssh_private_key": sshd["client_key"], "ssh_host_key": host_key}))
+
+    d = driver(sshd["host_key"])
+    try:
+        assert d.check_labels(["lo", "nolabel0"]) == ["nolabel0"]
+    finally:
+        d.close()
+    _, other_pub = _keygen(tmp_path / "other")
+    with pytest.raises(AuthenticationFailed, match="pinned"):
+        driver(other_pub).check_labels(["lo"])
+    with pytest.raises(HostUnreachable):
+        driver(sshd["host_key"], port=_free_port()).check_labels(["lo"])
