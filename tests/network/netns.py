@@ -153,7 +153,7 @@ class Netns:
         assert line.strip() == "listening", f"echo server in {self.name}: {line!r} {p.stderr.read() if p.poll() is not None else ''}"
         return p
 
-    def tcp(self, ip: str, port: int, timeout: float = 2) -> str:
+    def tcp(self, ip: str, port: int, timeout: float = 5) -> str:
         """What a server at ip:port says (our address as it sees it), or 'FAIL ...'."""
         return self.run([PY, "-c", _TCP_CLIENT, ip, str(port), str(timeout)], timeout=timeout + 20).stdout.strip()
 

@@ -214,8 +214,8 @@ def test_port_forwarding_needs_both_a_pf_rule_and_a_firewall_rule(ch, lab):
     assert out.tcp(net.snat_ip, 8080) == net.outside_ip
     assert out.tcp(net.snat_ip, 9000) == net.outside_ip  # 9000 -> 7000
     assert out.tcp(net.snat_ip, 9001) == net.outside_ip  # 9001 -> 7001
-    assert out.tcp(net.snat_ip, 80).startswith("FAIL")  # the private port is not public
-    assert out.tcp(net.static_ip, 8080).startswith("FAIL")  # nor on another public IP
+    assert out.tcp(net.snat_ip, 80, timeout=1).startswith("FAIL")  # the private port is not public
+    assert out.tcp(net.static_ip, 8080, timeout=1).startswith("FAIL")  # nor on another public IP
 
     net.apply(ch, replace(both, ingress=(fw_range,)))  # firewall rule removed, PF kept
     assert out.tcp(net.snat_ip, 8080, timeout=1).startswith("FAIL")

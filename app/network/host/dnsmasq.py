@@ -69,6 +69,8 @@ def render_conf(spec: RouterSpec, router_dir: str, guest_dev: str) -> str:
         "no-resolv",
         "no-hosts",
         "no-poll",
+        # Privileges dropped after start-up; the router directory is 0755, the files it
+        # rereads on SIGHUP 0644 (router.apply).
         "user=nobody",
         "group=nogroup",
         f"log-facility={_path(router_dir, LOG)}",

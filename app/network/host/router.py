@@ -357,6 +357,9 @@ def apply(ch: Channel, spec: RouterSpec, bridge_of: Callable[[SegmentSpec], str]
         if created:
             ch.run(["ip", "netns", "add", n.ns])
             _sysctl(ch, n)
+            # dnsmasq runs as nobody and rereads its files on SIGHUP: whatever Nubo's umask,
+            # the way to them must be open (the files with user data are 0600, root's).
+            ch.run(["install", "-d", "-m", "0755", ROOT.rsplit("/", 1)[0], ROOT, n.dir])
         links = _ns_links(ch, n.ns)
         host: list[str] = []
         inside = ["link set dev lo up"]
