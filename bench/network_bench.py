@@ -27,7 +27,6 @@ has a random suffix; everything is removed at the end.
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import os
 import random
@@ -42,6 +41,57 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+# A DHCP client that only asks, run in the client namespace.
+PROBE = r'''
+import os, select, socket, struct, sys, time
+# A DHCP client that only asks: a DISCOVER (broadcast flag set) every EVERY seconds from the
+# MAC given, on a raw packet socket (no address needed on the interface); prints the monotonic
+# time of the first OFFER and the address offered, then exits.
+ifname, mac, every, deadline = sys.argv[1], bytes.fromhex(sys.argv[2].replace(":", "")), float(sys.argv[3]), float(sys.argv[4])
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+s.bind((ifname, 0))
+xid = os.urandom(4)
+bootp = (struct.pack("!BBBB4sHH4s4s4s4s", 1, 1, 6, 0, xid, 0, 0x8000, bytes(4), bytes(4), bytes(4), bytes(4))
+         + mac + bytes(10) + bytes(192) + b"\x63\x82\x53\x63" + b"\x35\x01\x01" + b"\x37\x03\x01\x03\x06" + b"\xff")
+udp = struct.pack("!HHHH", 68, 67, 8 + len(bootp), 0) + bootp
+def csum(b):
+    t = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    t = (t >> 16) + (t & 0xFFFF); t += t >> 16
+    return ~t & 0xFFFF
+iph = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, bytes(4), b"\xff" * 4)
+iph = iph[:10] + struct.pack("!H", csum(iph)) + iph[12:]
+frame = b"\xff" * 6 + mac + b"\x08\x00" + iph + udp
+print("ready", flush=True)
+end = time.monotonic() + deadline
+nxt = 0.0
+while time.monotonic() < end:
+    now = time.monotonic()
+    if now >= nxt:
+        try:
+            s.send(frame)
+        except OSError:
+            pass  # the interface is not up yet
+        nxt = now + every
+    r, _, _ = select.select([s], [], [], max(0.0, min(nxt, end) - time.monotonic()))
+    if not r:
+        continue
+    pkt = s.recv(2048)
+    if len(pkt) < 14 + 20 + 8 + 240 or pkt[12:14] != b"\x08\x00" or pkt[23] != 17:
+        continue
+    ihl = (pkt[14] & 0x0F) * 4
+    u = 14 + ihl
+    if struct.unpack("!H", pkt[u + 2:u + 4])[0] != 68:
+        continue
+    b = pkt[u + 8:]
+    if b[0] != 2 or b[4:8] != xid:
+        continue
+    print("offer", repr(time.monotonic()), socket.inet_ntoa(b[16:20]), socket.inet_ntoa(pkt[26:30]), flush=True)
+    sys.exit(0)
+print("timeout", flush=True)
+sys.exit(1)
+'''
 
 
 def cpu_now() -> float:
@@ -60,6 +110,8 @@ def row(label: str, times: list[float], cpus: list[float] | None = None) -> str:
     out = f"| {label} | {len(times)} | {statistics.median(times):.2f} s | {p90(times):.2f} s |"
     if cpus is not None:
         out += f" {statistics.median(cpus):.2f} s | {p90(cpus):.2f} s |"
+    else:
+        out += " | |"
     return out
 
 
@@ -171,6 +223,124 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {model}"
 
 
+def bench_isolated(args, tmp: Path) -> None:
+    """A deploy into a new isolated network (implements it), a second one into it; then
+    everything is deleted (the delete is timed too)."""
+    from tests.network.test_real_guest import build_zone, clean_zone, lab_made, offering_id
+    from tests.helpers.www import serve
+    (tmp / "www").mkdir()
+    (tmp / "www" / "net-guest.raw").symlink_to(guest_image(tmp))
+    first, second, cpu1, cpu2, gone = [], [], [], [], []
+    with lab_made() as lab, live_app(tmp) as (app, url), serve(tmp / "www") as www:
+        from tests.helpers.users import existing_user
+        with app.app_context():
+            existing_user("admin", "adminpass", role="admin", account="admin")
+            existing_user("alice", "alicepass")
+        admin, alice = client(app, url, "admin"), client(app, url, "alice")
+        made: dict = {}
+        try:
+            made.update(build_zone(admin, lab, www, tmp))
+            offering = offering_id(alice, "DefaultIsolatedNetworkOfferingWithSourceNatService")
+            common = dict(zoneid=made["zone"]["id"], templateid=made["template"]["id"],
+                          serviceofferingid=made["offering"]["id"])
+            # A first deploy outside the measure: copies the template into the pool.
+            for i in range(args.runs + 1):
+                net = alice.createNetwork(name=f"n{i}", displaytext="bench", zoneid=made["zone"]["id"],
+                                          networkofferingid=offering)["network"]
+                vm1, t1, c1 = deploy_timed(alice, networkids=net["id"], name=f"a{i}", **common)
+                vm2, t2, c2 = deploy_timed(alice, networkids=net["id"], name=f"b{i}", **common)
+                t0 = time.monotonic()
+                for vm in (vm1, vm2):
+                    alice.destroyVirtualMachine(id=vm["id"], expunge="true", fetch_result=True)
+                alice.deleteNetwork(id=net["id"], fetch_result=True)
+                if i:
+                    first.append(t1)
+                    cpu1.append(c1)
+                    second.append(t2)
+                    cpu2.append(c2)
+                    gone.append(time.monotonic() - t0)
+            report(f"deploys into an isolated network with a virtual router ({args.runs} runs)",
+                   [("first deploy → Running (implements the network: VNI, bridge, router)", first, cpu1),
+                    ("second deploy into the implemented network → Running", second, cpu2),
+                    ("expunge both VMs + deleteNetwork (router and segment removed)", gone, None)])
+        finally:
+            clean_zone(admin, made, lab)
+
+
+def bench_router(args, tmp: Path) -> None:
+    """The host step alone: segment + router from nothing (router.apply on the local
+    channel, what the driver's router_apply runs) to the first DHCP OFFER seen by a client
+    namespace on the segment carrying a MAC of the router's static leases."""
+    from app.network.host import router, segments
+    from app.network.host.channel import LocalChannel
+    from app.network.host.specs import DhcpEntry, RouterSpec, SegmentSpec, VmMetadata
+    ch = LocalChannel()
+    tag = uuid.uuid4().hex[:6]
+    guest_br, public_br = f"nbu{tag}", f"nbp{tag}"
+    vni_base = random.randrange(100000, 16000000 - args.runs - 1)
+    applied, offered, cpus, destroyed = [], [], [], []
+    for br in (guest_br, public_br):
+        subprocess.run(["ip", "link", "add", br, "type", "bridge"], check=True)
+        subprocess.run(["ip", "link", "set", br, "up"], check=True)
+    (tmp / "probe.py").write_text(PROBE)
+    try:
+        for i in range(args.runs):
+            key = uuid.uuid4().hex[:10]
+            g, p = f"10.{random.randint(100, 250)}.{random.randint(0, 255)}", f"198.18.{random.randint(0, 255)}"
+            mac = "52:54:00:%02x:%02x:%02x" % tuple(random.randbytes(3))
+            seg = SegmentSpec(isolation="VXLAN", label=guest_br, vnet=vni_base + i)
+            spec = RouterSpec(key=key, name=f"r-{i}-VM", guest=seg, guest_ip=f"{g}.1", guest_cidr=f"{g}.0/24",
+                              guest_mac="1e:00:%02x:%02x:%02x:%02x" % tuple(random.randbytes(4)),
+                              dhcp_range=(f"{g}.2", f"{g}.254"), gateway=f"{g}.1", domain="bench.internal",
+                              leases=(DhcpEntry(mac=mac, ip=f"{g}.50", hostname="client"),),
+                              metadata=(VmMetadata(ip=f"{g}.50", instance_id=str(uuid.uuid4()),
+                                                   local_hostname="client"),),
+                              public=SegmentSpec(isolation="untagged", label=public_br),
+                              public_mac="1e:00:%02x:%02x:%02x:%02x" % tuple(random.randbytes(4)),
+                              public_ips=(f"{p}.10/24",), public_gateway=f"{p}.1", source_nat_ip=f"{p}.10")
+            ns, host_end = f"nbc{tag}{i}", f"nbc{tag}{i}h"
+            subprocess.run(["ip", "netns", "add", ns], check=True)
+            try:
+                subprocess.run(["ip", "link", "add", host_end, "type", "veth", "peer", "name", "eth0", "netns", ns,
+                                "address", mac], check=True)
+                subprocess.run(["ip", "-n", ns, "link", "set", "eth0", "up"], check=True)
+                probe = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, str(tmp / "probe.py"), "eth0",
+                                          mac, "0.02", "60"], stdout=subprocess.PIPE, text=True)
+                assert probe.stdout.readline().strip() == "ready"
+                c0, t0 = cpu_now(), time.monotonic()
+                bridge = segments.ensure(ch, seg)
+                subprocess.run(["ip", "link", "set", host_end, "master", bridge, "up"], check=True)
+                facts = router.apply(ch, spec, lambda s: segments.ensure(ch, s))
+                t_apply, c_apply = time.monotonic() - t0, cpu_now() - c0
+                assert facts.healthy, facts
+                answer = probe.stdout.readline().split()
+                probe.wait(timeout=10)
+                if not answer or answer[0] != "offer" or answer[2] != f"{g}.50":
+                    raise SystemExit(f"no DHCP offer for the client: {answer}")
+                applied.append(t_apply)
+                cpus.append(c_apply)
+                offered.append(float(answer[1]) - t0)
+                t1 = time.monotonic()
+                subprocess.run(["ip", "link", "del", host_end], check=True)
+                router.destroy(ch, key)
+                segments.release(ch, seg)
+                destroyed.append(time.monotonic() - t1)
+            finally:
+                subprocess.run(["ip", "link", "del", host_end], capture_output=True)
+                subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+                with contextlib.suppress(Exception):
+                    router.destroy(ch, key)
+                with contextlib.suppress(Exception):
+                    segments.release(ch, seg)
+        report(f"a router made on the host from nothing ({args.runs} runs)",
+               [("segment + router_apply (namespace, veths, nftables, dnsmasq, metadata server)", applied, cpus),
+                ("start → first DHCP OFFER to a client on the segment", offered, None),
+                ("router_destroy + segment release", destroyed, None)])
+    finally:
+        for br in (guest_br, public_br):
+            subprocess.run(["ip", "link", "del", br], capture_output=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("mode", choices=("shared", "isolated", "router"))
@@ -179,7 +349,7 @@ def main() -> None:
     if os.geteuid() != 0:
         raise SystemExit("needs root (bridges, namespaces)")
     tmp = Path(tempfile.mkdtemp(prefix="nubo-netbench-"))
-    {"shared": bench_shared}[args.mode](args, tmp)
+    {"shared": bench_shared, "isolated": bench_isolated, "router": bench_router}[args.mode](args, tmp)
 
 
 if __name__ == "__main__":
