@@ -15,7 +15,8 @@ What the guest does when it boots (under QEMU emulation it is ready in ~10-20 s)
   `/latest/meta-data/public-keys`) with busybox `nc` (busybox `wget` crashes when
   static) and prints them on its console;
 - if its user-data has a line `nubo-connect=IP:PORT`, connects there once and sends
-  its identity (the test sees which source address arrives outside);
+  its identity (the test sees which source address arrives outside; `report` says
+  whether it connected);
 - then reads commands on its serial console (ttyS0), one a line, each with a token
   the test chose, and answers with lines carrying that token:
       report TOKEN                  everything below again (ip, lease, metadata)
@@ -113,7 +114,13 @@ print_state() {
   say "$1ip $(state ip)"
   say "$1lease server=$(state server) router=$(state router) mask=$(state mask) dns=$(state dns | tr ' ' ',')"
   say "$1mac $(state mac)"
-  if [ -e /run/ready ]; then print_meta "$1"; say "$1ready"; else say "$1booting"; fi
+  if [ -e /run/ready ]; then
+    print_meta "$1"
+    [ -e /run/boot-send ] && say "$1boot-send $(state boot-send)"
+    say "$1ready"
+  else
+    say "$1booting"
+  fi
 }
 send_identity() {  # send_identity IP PORT
   if identity | timeout 8 nc -w 4 "$1" "$2" > /dev/null 2>&1; then echo ok; else echo fail; fi
@@ -133,12 +140,12 @@ while :; do  # the router's metadata server may come up after the lease: retry a
   n=$((n+1)); [ $n -ge 30 ] && break
   sleep 1
 done
-touch /run/ready
-print_state ""
 target=$(sed -n 's/^nubo-connect=//p' /run/user-data | head -n 1 | tr -d '\r')
 if [ -n "$target" ]; then
-  say "boot-send ${target} $(send_identity ${target%:*} ${target#*:})"
+  echo "$target $(send_identity ${target%:*} ${target#*:})" > /run/boot-send
 fi
+touch /run/ready
+print_state ""
 """
 
 UDHCPC = r"""#!/bin/sh
@@ -418,6 +425,8 @@ def parse_report(lines: list[str]) -> dict:
         elif words[0] == "meta" and len(words) >= 3:
             state[f"{words[1]}.code"] = words[2]
             state[words[1]] = base64.b64decode(words[3]) if len(words) > 3 else b""
+        elif words[0] == "boot-send" and len(words) >= 3:
+            state["boot-send"] = (words[1], words[2] == "ok")  # (target, connected)
         elif words[0] in ("ready", "booting"):
             state["ready"] = words[0] == "ready"
     return state
