@@ -558,7 +558,7 @@ class LibvirtDriver(Driver):
             if nic.segment is not None:
                 bridge = self.ensure_segment(nic.segment)
                 made.append(nic.segment)
-                nic = dataclasses.replace(nic, bridge=bridge)
+                nic = dataclasses.replace(nic, bridge=bridge, vlan=None)  # the segment is the isolation: no <vlan> tag
             nics.append(nic)
         return dataclasses.replace(spec, nics=nics)
 
