@@ -49,5 +49,10 @@ class ResourceInUse(ServiceError):
     code, cs_code = 536, 4370
 
 
+class NetworkRuleConflict(ServiceError):
+    """CloudStack's NetworkRuleConflictException: a rule that collides with another one."""
+    code, cs_code = 537, 4360
+
+
 class RateLimited(ServiceError):
     code, cs_code = 429, 9999

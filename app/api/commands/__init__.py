@@ -2,3 +2,4 @@
 from app.api.commands import accounts, base, configurations, hypervisors, infra, jobs, storage, templates, vms, volumes  # noqa: F401
 from app.api.commands import keypairs, limits  # noqa: F401
 from app.api.commands import consoles  # noqa: F401
+from app.api.commands import network  # noqa: F401

@@ -1,0 +1,2 @@
+"""Network command modules (CloudStack's network API, one module per family)."""
+from app.api.commands.network import addresses, rules  # noqa: F401
