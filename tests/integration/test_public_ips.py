@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from app.extensions import db
 from app.hypervisors.simulator import dispose_engines
 from app.models import (Event, FirewallRule, IpState, Network, NetworkOffering, Nic, PublicIpAddress, ResourceCount,
-                        RuleState, VlanIpRange, new_uuid, utcnow)
+                        RuleState, VlanIpRange, new_uuid)
 from app.services import accounts, settings, vms
 from app.services.errors import ResourceUnavailable, ServiceError
 from app.services.network import public_ips, routers, rules
@@ -235,14 +235,14 @@ def test_another_accounts_ip_is_refused(app, nw):
                      lambda: public_ips.disassociate_ip(_user("bob"), ip.uuid),
                      lambda: public_ips.enable_static_nat(_user("bob"), ip_uuid=ip.uuid, vm_uuid=nw.bvm)):
             e = _error(call)
-            assert e.code == 531, e.message
+            assert e.code == 431 and "Unable to find" in e.message, e.message  # as a missing one
         assert len(_rules()) == before
         # alice's rule cannot name bob's VM (another account's VM is not found)
         assert _error(rules.create_port_forwarding_rule, _user("alice"), ip_uuid=ip.uuid, protocol="tcp",
                       public_port=80, private_port=80, vm_uuid=nw.bvm).code == 431
         # and bob cannot delete alice's rule
         fw = _fw(ip.uuid, 22)
-        assert _error(rules.delete_firewall_rule, _user("bob"), fw.uuid).code == 531
+        assert _error(rules.delete_firewall_rule, _user("bob"), fw.uuid).code == 431
 
 
 # --- Conflicts and validation ---------------------------------------------------------------------
@@ -457,3 +457,17 @@ def test_list_public_ips_filters(app, nw):
         assert public_ips.list_public_ips(bob, address=ip.address)[1] == 0
         zone_net = public_ips.public_network_id(rows[0].zone)
         assert public_ips.list_public_ips(alice, network_uuid=zone_net)[1] == 2
+
+
+def test_an_expunged_vm_takes_its_rules_and_static_nat(app, nw):
+    with app.app_context():
+        ip = _associate(nw=nw)
+        _pf(ip.uuid, nw.avm, 80, 80)
+        ip2 = _associate(nw=nw)
+        public_ips.enable_static_nat(_user("alice"), ip_uuid=ip2.uuid, vm_uuid=nw.avm)
+        _fw(ip2.uuid, 443)
+        vm = vms.get_vm(_user("alice"), nw.avm)
+        public_ips.release_for_vm(vm)
+        db.session.expire_all()
+        assert _rules() == [] and db.session.get(PublicIpAddress, ip2.id).vm_id is None
+        assert db.session.get(PublicIpAddress, ip2.id).state == IpState.ALLOCATED  # the address stays the account's

@@ -217,6 +217,39 @@ def release_all(network, caller=None) -> int:
     return len(ips)
 
 
+def free(ip: PublicIpAddress, *, commit: bool = True) -> None:
+    """An address back to Free with its count given back (its rules must be gone already)."""
+    _free(ip)
+    if commit:
+        db.session.commit()
+
+
+def release_for_vm(vm, caller=None) -> None:
+    """A VM expunged: its port forwarding rules go and static NAT to it is disabled (with every
+    rule of those addresses), then each network concerned is re-applied once. A router that
+    cannot take it now is left to the monitor's re-apply (the database is the desired state)."""
+    import logging
+    pf = db.session.scalars(select(FirewallRule).where(FirewallRule.vm_id == vm.id,
+                                                       FirewallRule.purpose == "PortForwarding")).all()
+    batch = [r for rule in pf for r in rules._batch(rule)]
+    ips = db.session.scalars(select(PublicIpAddress).where(PublicIpAddress.vm_id == vm.id)).all()
+    networks = {r.network_id for r in batch} | {ip.network_id for ip in ips if ip.network_id}
+    for ip in ips:
+        batch += db.session.scalars(select(FirewallRule).where(FirewallRule.public_ip_id == ip.id)).all()
+        ip.vm_id, ip.vm_ip = None, None
+        events.record("STATICNAT.DISABLE", f"Static NAT of {ip.address} disabled: VM {vm.name} expunged", user=caller,
+                      account_id=ip.account_id, resource_type="IpAddress", resource_id=ip.uuid)
+    rules._delete_rows(list({r.id: r for r in batch}.values()))
+    db.session.commit()
+    for network_id in networks:
+        try:
+            rules._apply(db.session.get(Network, network_id))
+        except Exception as e:  # noqa: BLE001 - the monitor re-applies
+            db.session.rollback()
+            logging.getLogger(__name__).warning("router of network %s not re-applied after VM %s left: %s",
+                                                network_id, vm.uuid, e)
+
+
 # --- Static NAT ------------------------------------------------------------------------------------
 
 def enable_static_nat(caller, *, ip_uuid: str, vm_uuid: str, network_uuid: str | None = None,

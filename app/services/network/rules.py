@@ -27,7 +27,7 @@ from app.models import (FirewallRule, GuestType, IpState, Network, Nic, PublicIp
                         RuleState, VirtualMachine, VlanIpRange, VMState, new_uuid)
 from app.network.host.specs import FirewallSpec, NatRule
 from app.services import events
-from app.services.errors import InvalidParameter, NetworkRuleConflict, NotFound, PermissionDenied
+from app.services.errors import InvalidParameter, NetworkRuleConflict, NotFound
 from app.services.pagination import page_of
 
 INGRESS, EGRESS = "Ingress", "Egress"
@@ -117,18 +117,13 @@ def check_service(network: Network, service: str) -> None:
         raise InvalidParameter(f"Service {service} is not supported in the network id={network.uuid}")
 
 
-def owner_check(caller, ip: PublicIpAddress) -> None:
-    """CloudStack's checkAccess on an address: another account's is a permission error (531)."""
-    if not caller.is_admin and ip.account_id != caller.account_id:
-        raise PermissionDenied(f"Account {caller.account.name} does not have permission to operate with "
-                               f"public IP address {ip.uuid}")
-
-
 def get_public_ip(caller, uuid: str, field: str = "ipaddressid") -> PublicIpAddress:
+    """An address the caller may act on. Another account's (or a Free one, for a user) is
+    answered exactly like a missing one (Nubo's isolation rule; CloudStack would say 531 and
+    so tell that it exists)."""
     ip = db.session.scalar(select(PublicIpAddress).where(PublicIpAddress.uuid == uuid))
-    if ip is None:
+    if ip is None or (not caller.is_admin and ip.account_id != caller.account_id):
         raise NotFound(f"Unable to find IP address by ID {uuid}", field=field)
-    owner_check(caller, ip)
     return ip
 
 
@@ -414,10 +409,8 @@ def delete_all(rule_filter) -> int:
 def get_rule(caller, uuid: str, purpose: str, traffic: str = INGRESS, field: str = "id") -> FirewallRule:
     rule = db.session.scalar(select(FirewallRule).where(FirewallRule.uuid == uuid, FirewallRule.purpose == purpose,
                                                         FirewallRule.traffic_type == traffic))
-    if rule is None:
+    if rule is None or (not caller.is_admin and rule.account_id != caller.account_id):  # the same answer
         raise NotFound(f"Unable to find {uuid} having purpose {purpose}", field=field)
-    if not caller.is_admin and rule.account_id != caller.account_id:
-        raise PermissionDenied(f"Account {caller.account.name} does not have permission to operate with rule {uuid}")
     return rule
 
 
