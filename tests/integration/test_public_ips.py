@@ -296,6 +296,7 @@ def test_port_forwarding_validation(app, nw, kwargs, message):
     (dict(protocol="tcp", icmp_type=8), "Can specify icmpCode and icmpType for ICMP protocol only"),
     (dict(protocol="icmp", start_port=22), "Can't specify start/end port when protocol is ICMP"),
     (dict(protocol="all"), "Protocol all is not supported in zone"),
+    (dict(protocol="icmp", icmp_code=3), "An ICMP code needs an ICMP type"),
     (dict(protocol="tcp", start_port=22, cidrs=["10.0.0.300/8"]), "Source CIDRs formatting error 10.0.0.300/8"),
     (dict(protocol="tcp", start_port=65536), "publicPort is an invalid value: 65536"),
 ])

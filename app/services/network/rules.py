@@ -202,6 +202,9 @@ def _icmp_params(proto: str, start: int | None, end: int | None, icmp_type: int 
         for name, v in (("icmptype", icmp_type), ("icmpcode", icmp_code)):
             if not -1 <= v <= 255:
                 raise InvalidParameter(f"Invalid {name} {v}: it must be -1 (any) or 0-255", field=name)
+        if icmp_type == -1 and icmp_code != -1:
+            raise InvalidParameter("An ICMP code needs an ICMP type (icmptype -1 means any type and any code)",
+                                   field="icmpcode")
     return icmp_type, icmp_code
 
 
