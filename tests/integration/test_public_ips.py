@@ -472,3 +472,37 @@ def test_an_expunged_vm_takes_its_rules_and_static_nat(app, nw):
         db.session.expire_all()
         assert _rules() == [] and db.session.get(PublicIpAddress, ip2.id).vm_id is None
         assert db.session.get(PublicIpAddress, ip2.id).state == IpState.ALLOCATED  # the address stays the account's
+
+
+def test_parallel_colliding_rules_on_one_address_one_wins(app, nw):
+    """Rule checks on one address run one at a time (its row is locked): of eight creates of
+    the same public port, exactly one is written."""
+    with app.app_context():
+        ip = _associate(nw=nw).uuid
+    results: list[str] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(8, timeout=60)
+
+    def one(i: int):
+        barrier.wait()
+        with app.app_context():
+            try:
+                rules.create_port_forwarding_rule(accounts.get_user("alice"), ip_uuid=ip, protocol="tcp",
+                                                  public_port=443, private_port=443, vm_uuid=nw.avm,
+                                                  open_firewall=False)
+                out = "ok"
+            except ServiceError as e:
+                out = f"{e.code}"
+            finally:
+                db.session.remove()
+        with lock:
+            results.append(out)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["537"] * 7 + ["ok"], results
+    with app.app_context():
+        assert len(_rules(ip)) == 1
