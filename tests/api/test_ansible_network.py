@@ -20,7 +20,7 @@ from tests.api.test_vms_cs import simulator_zone
 
 pytestmark = [pytest.mark.xdist_group("live-api"), pytest.mark.timeout(900)]
 
-PLAYBOOK = Path(__file__).parent / "ansible" / "network.yml"
+PLAYBOOKS = Path(__file__).parent / "ansible"
 ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 PUBLIC_IP = "198.18.0.40"  # the range's last address: the network's source NAT takes a free one
 
@@ -31,39 +31,44 @@ def recap(output: str) -> dict[str, int]:
     return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(1))}
 
 
-def test_playbook_runs_twice_and_the_second_run_changes_nothing(live, files, tmp_path):  # noqa: F811
-    if not ANSIBLE_PLAYBOOK.exists():
-        pytest.skip("ansible-playbook is not installed (requirements-test.txt pins `ansible`)")
-    api = live.client()
-    z, _, t, so = simulator_zone(api, files, tmp_path)
-    admin_key, admin_secret = live.keys("admin")
-    user_key, user_secret = live.keys("alice")
-    home = tmp_path / "ansible-home"
-    env = {**os.environ, "CLOUDSTACK_ENDPOINT": live.url, "CLOUDSTACK_KEY": admin_key,
-           "CLOUDSTACK_SECRET": admin_secret, "CLOUDSTACK_TIMEOUT": "60", "ANSIBLE_HOME": str(home),
-           "ANSIBLE_LOCAL_TEMP": str(home / "tmp"), "ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "0",
-           "ANSIBLE_DEPRECATION_WARNINGS": "0", "ANSIBLE_LOCALHOST_WARNING": "0",
-           "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0"}
-    extra = {"ansible_python_interpreter": sys.executable, "zone": z["name"], "template": t["name"],
-             "service_offering": so["name"], "public_ip": PUBLIC_IP, "user_key": user_key,
-             "user_secret": user_secret}
-    cmd = [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", str(PLAYBOOK)]
-    for k, v in extra.items():
-        cmd += ["-e", f"{k}={v}"]
+class Playbooks:
+    """ansible-playbook against the live server: admin credentials in CLOUDSTACK_*, the user's
+    and the zone's names in extra vars; the collection's modules run with this venv's Python."""
 
-    def run() -> dict[str, int]:
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    def __init__(self, live, z, t, so, tmp_path):
+        admin_key, admin_secret = live.keys("admin")
+        user_key, user_secret = live.keys("alice")
+        home = tmp_path / "ansible-home"
+        self.env = {**os.environ, "CLOUDSTACK_ENDPOINT": live.url, "CLOUDSTACK_KEY": admin_key,
+                    "CLOUDSTACK_SECRET": admin_secret, "CLOUDSTACK_TIMEOUT": "60", "ANSIBLE_HOME": str(home),
+                    "ANSIBLE_LOCAL_TEMP": str(home / "tmp"), "ANSIBLE_NOCOLOR": "1",
+                    "ANSIBLE_RETRY_FILES_ENABLED": "0", "ANSIBLE_DEPRECATION_WARNINGS": "0",
+                    "ANSIBLE_LOCALHOST_WARNING": "0", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0"}
+        self.extra = {"ansible_python_interpreter": sys.executable, "zone": z["name"], "template": t["name"],
+                      "service_offering": so["name"], "public_ip": PUBLIC_IP, "user_key": user_key,
+                      "user_secret": user_secret}
+
+    def run(self, playbook: str) -> dict[str, int]:
+        cmd = [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", str(PLAYBOOKS / playbook)]
+        for k, v in self.extra.items():
+            cmd += ["-e", f"{k}={v}"]
+        out = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=600)
         print(out.stdout[-20000:], out.stderr[-5000:])  # shown when the test fails
         stats = recap(out.stdout)
         assert out.returncode == 0 and stats["failed"] == 0, out.stdout[-8000:]
         return stats
 
-    first = run()
-    assert first["changed"] > 0
-    second = run()
-    assert second["changed"] == 0 and second["failed"] == 0, second
 
-    # What the playbook made, as the API lists it.
+@pytest.fixture
+def playbooks(live, files, tmp_path):  # noqa: F811
+    if not ANSIBLE_PLAYBOOK.exists():
+        pytest.skip("ansible-playbook is not installed (requirements-test.txt pins `ansible`)")
+    z, _, t, so = simulator_zone(live.client(), files, tmp_path)
+    return z, Playbooks(live, z, t, so, tmp_path)
+
+
+def check_zone(api, z):
+    """What zone.yml made, as the API lists it."""
     pn = api.listPhysicalNetworks(zoneid=z["id"])["physicalnetwork"]
     assert [(p["name"], p["isolationmethods"], p["vlan"], p["state"]) for p in pn] == \
         [("pn1", "VXLAN", "5000-5099", "Enabled")]
@@ -72,6 +77,8 @@ def test_playbook_runs_twice_and_the_second_run_changes_nothing(live, files, tmp
         [("Guest", "cloudbr0"), ("Management", "cloudbr0"), ("Public", "cloudbr0")]
     vr = api.listNetworkServiceProviders(physicalnetworkid=pn[0]["id"], name="VirtualRouter")
     assert vr["networkserviceprovider"][0]["state"] == "Enabled"
+    element = api.listVirtualRouterElements(nspid=vr["networkserviceprovider"][0]["id"])["virtualrouterelement"]
+    assert element[0]["enabled"] is True
     ranges = api.listVlanIpRanges(zoneid=z["id"])["vlaniprange"]
     assert [(r["startip"], r["endip"], r["gateway"], r["forvirtualnetwork"]) for r in ranges] == \
         [("198.18.0.10", "198.18.0.40", "198.18.0.1", True)]
@@ -80,11 +87,31 @@ def test_playbook_runs_twice_and_the_second_run_changes_nothing(live, files, tmp
         [("Isolated", "Enabled", True)]
     assert {s["name"] for s in offering[0]["service"]} == \
         {"Dhcp", "Dns", "UserData", "SourceNat", "StaticNat", "PortForwarding", "Firewall"}
+    return offering[0]
 
+
+def test_zone_playbook_runs_twice_and_the_second_run_changes_nothing(live, playbooks):
+    z, pb = playbooks
+    first = pb.run("zone.yml")
+    assert first["changed"] > 0
+    second = pb.run("zone.yml")
+    assert second["changed"] == 0, second
+    check_zone(live.client(), z)
+
+
+def test_playbook_runs_twice_and_the_second_run_changes_nothing(live, playbooks):
+    z, pb = playbooks
+    api = live.client()
+    first = pb.run("network.yml")
+    assert first["changed"] > 0
+    second = pb.run("network.yml")
+    assert second["changed"] == 0, second
+
+    offering = check_zone(api, z)
     alice = live.client("alice")
     nets = alice.listNetworks(zoneid=z["id"])["network"]
     assert [(n["name"], n["displaytext"], n["networkofferingid"], n["cidr"], n["state"]) for n in nets] == \
-        [("web", "web tier", offering[0]["id"], "10.1.1.0/24", "Implemented")]
+        [("web", "web tier", offering["id"], "10.1.1.0/24", "Implemented")]
     vms = alice.listVirtualMachines()["virtualmachine"]
     assert [(v["name"], v["state"], [n["networkid"] for n in v["nic"]]) for v in vms] == \
         [("web1", "Running", [nets[0]["id"]])]
