@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.api.test_libcloud_network import sim_zone
 from tests.api.test_templates_cs import files  # noqa: F401  (fixture)
-from tests.api.test_vms_cs import simulator_zone
 
 pytestmark = [pytest.mark.xdist_group("live-api"), pytest.mark.timeout(900)]
 
@@ -63,7 +63,7 @@ class Playbooks:
 def playbooks(live, files, tmp_path):  # noqa: F811
     if not ANSIBLE_PLAYBOOK.exists():
         pytest.skip("ansible-playbook is not installed (requirements-test.txt pins `ansible`)")
-    z, _, t, so = simulator_zone(live.client(), files, tmp_path)
+    z, t, so = sim_zone(live.client(), files, tmp_path)
     return z, Playbooks(live, z, t, so, tmp_path)
 
 

@@ -9,8 +9,7 @@ import ipaddress
 
 import pytest
 
-from tests.api.test_templates_cs import files  # noqa: F401  (fixture)
-from tests.api.test_vms_cs import simulator_zone
+from tests.api.test_templates_cs import files, wait_status  # noqa: F401  (fixture)
 
 libcloud = pytest.importorskip("libcloud", reason="apache-libcloud is in requirements-test.txt")
 from libcloud.compute.providers import Provider, get_driver  # noqa: E402
@@ -22,11 +21,34 @@ PUBLIC = ipaddress.ip_network("198.18.0.0/24")  # the zone's public range (test 
 ISOLATED = "DefaultIsolatedNetworkOfferingWithSourceNatService"
 
 
+def sim_zone(api, files, tmp_path):  # noqa: F811
+    """An Advanced zone with two Simulator hosts, storage, a ready template (with its OS type, which
+    Libcloud's list_images reads) and a service offering; no networking yet, and no guest CIDR
+    (a zone with one gets a default shared network that would show in every list)."""
+    z = api.createZone(name="NZ", networktype="Advanced", dns1="8.8.8.8", internaldns1="10.0.0.2")["zone"]
+    p = api.createPod(zoneid=z["id"], name="P", gateway="192.168.5.1", netmask="255.255.255.0",
+                      startip="192.168.5.10", endip="192.168.5.99")["pod"]
+    c = api.addCluster(zoneid=z["id"], podid=p["id"], clustername="C", hypervisor="Simulator",
+                       clustertype="CloudManaged")["cluster"][0]
+    for i in range(2):
+        api.addHost(zoneid=z["id"], podid=p["id"], clusterid=c["id"],
+                    url=f"simulator://net-h{i}?cpus=4&cpuspeed=2000&memory=4096&localstorage=100")
+    api.createStoragePool(zoneid=z["id"], clusterid=c["id"], name="nfs", url="nfs://filer/export/vms")
+    api.addImageStore(provider="Local", url=f"file://{tmp_path}/sec", zoneid=z["id"], name="sec")
+    os_type = api.listOsTypes(keyword="Debian")["ostype"][0]
+    t = api.registerTemplate(name="tiny", displaytext="tiny image", url=f"{files.url}/disk.raw", zoneid=z["id"],
+                             hypervisor="Simulator", format="RAW", ispublic="true", ostypeid=os_type["id"])
+    assert wait_status(api, t["template"][0]["id"])["isready"]
+    so = api.createServiceOffering(name="s1", displaytext="1 vCPU 1 GiB", cpunumber=1, cpuspeed=1000,
+                                   memory=1024)["serviceoffering"]
+    return z, t["template"][0], so
+
+
 def network_zone(api, files, tmp_path):  # noqa: F811
-    """An Advanced Simulator zone made the way CloudStack's API makes one: a VXLAN physical
+    """sim_zone made ready for guest networks the way CloudStack's API does it: a VXLAN physical
     network carrying Guest, Public and Management traffic, the VirtualRouter provider enabled,
     and a public range in 198.18.0.0/24."""
-    z, hs, t, so = simulator_zone(api, files, tmp_path)
+    z, t, so = sim_zone(api, files, tmp_path)
     pn = api.createPhysicalNetwork(zoneid=z["id"], name="pn1", isolationmethods="VXLAN", vlan="5000-5099",
                                    fetch_result=True)["physicalnetwork"]
     for traffic in ("Guest", "Public", "Management"):
