@@ -99,7 +99,7 @@ def test_libcloud_networks_public_ips_and_rules(live, files, tmp_path):  # noqa:
     # A VM on it: the network is implemented (router, source-NAT IP) at its first start.
     size = one(drv.list_sizes(), id=so["id"])
     image = one(drv.list_images(loc), id=t["id"])
-    node = drv.create_node(name="web1", size=size, image=image, location=loc, networks=[net])
+    node = drv.create_node(name="web1", size=size, image=image, location=loc, networks=[net], ex_start_vm=True)
     assert node.state == NodeState.RUNNING and node.public_ips == []
     assert ipaddress.ip_address(node.private_ips[0]) in ipaddress.ip_network("10.1.1.0/24")
     assert one(drv.ex_list_networks(), id=net.id).extra["state"] == "Implemented"
@@ -172,7 +172,9 @@ def test_libcloud_networks_public_ips_and_rules(live, files, tmp_path):  # noqa:
 
     # The VM and the network go away with the driver's calls too.
     assert driver(live, "admin").destroy_node(node, ex_expunge=True) is True
-    assert drv.ex_delete_network(net) is True
+    # force=False: without it the driver sends "forced=None", which CloudStack reads as false
+    # (Boolean.valueOf) and Nubo refuses (431: must be true or false).
+    assert drv.ex_delete_network(net, force=False) is True
     assert net.id not in {n.id for n in drv.ex_list_networks()}
 
 
