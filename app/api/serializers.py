@@ -243,13 +243,30 @@ def vm_dict(vm, minimal: bool = False, admin: bool = False) -> dict:
         "isoid": vm.iso.uuid if vm.iso else None, "isoname": vm.iso.name if vm.iso else None,
         "serviceofferingid": vm.service_offering.uuid, "serviceofferingname": vm.service_offering.name,
         "haenable": bool(vm.service_offering.offer_ha), "cpuused": f"{vm.cpu_used_pct:.2f}%" if vm.cpu_used_pct else None,
-        "nic": [{"id": n.uuid, "networkid": n.network.uuid, "networkname": n.network.name, "macaddress": n.mac_address,
-                 "ipaddress": n.ip_address, "gateway": n.network.gateway, "netmask": n.network.netmask,
-                 "isdefault": n.is_default, "deviceid": n.device_id,
-                 "broadcasturi": f"vlan://{n.network.vlan}" if n.network.vlan else None} for n in nics],
-        "ipaddress": nics[0].ip_address if nics else None, "keypair": None, "isdynamicallyscalable": False,
+        "nic": [_vm_nic(n) for n in nics],
+        "ipaddress": next((n.ip_address for n in nics if n.is_default), nics[0].ip_address if nics else None),
+        "keypair": None, "isdynamicallyscalable": False,
     })
+    extras = getattr(vm, "net_extras", None)
+    if extras is None:  # one VM (a job's answer): two small queries
+        from app.services import vm_views
+        extras = vm_views.network_extras([vm.id]).get(vm.id)
+    if extras is not None:
+        out["securitygroup"] = [{"id": u, "name": name, "description": d} for u, name, d in extras.security_groups]
+        if extras.public_ip:
+            out["publicip"], out["publicipid"] = extras.public_ip
     return out  # serialize() drops the None values, once
+
+
+def _vm_nic(n) -> dict:
+    """A NIC inside a VM's answer (CloudStack's NicResponse), from a Nic or a vm_views.NicView."""
+    net = n.network
+    kind = getattr(net, "guest_type", None) or ("Shared" if getattr(net, "account_id", None) is None else "Isolated")
+    uri = getattr(net, "broadcast_uri", None) or (f"vlan://{net.vlan}" if net.vlan else None)
+    return {"id": n.uuid, "networkid": net.uuid, "networkname": net.name, "macaddress": n.mac_address,
+            "ipaddress": n.ip_address, "gateway": net.gateway, "netmask": net.netmask, "isdefault": n.is_default,
+            "deviceid": str(n.device_id), "traffictype": "Guest", "type": kind, "broadcasturi": uri,
+            "isolationuri": uri}
 
 
 def caller_is_admin() -> bool:

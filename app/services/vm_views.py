@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import aliased
 
 from app.extensions import db
@@ -43,6 +43,16 @@ class NetworkRef(NamedTuple):
     gateway: str | None
     netmask: str | None
     vlan: int | None
+    guest_type: str | None = None
+    account_id: int | None = None
+    broadcast_uri: str | None = None
+
+
+class NetExtras(NamedTuple):
+    """A VM's security groups [(uuid, name, description)] and its static-NAT public IP
+    (address, uuid) or None."""
+    security_groups: list
+    public_ip: tuple | None
 
 
 class NicView(NamedTuple):
@@ -75,6 +85,24 @@ class VMView:
     iso: Ref | None = None
     service_offering: OfferingRef | None = None
     nics: list[NicView] | None = None
+    net_extras: NetExtras | None = None
+
+
+def network_extras(vm_ids) -> dict[int, NetExtras]:
+    """Security groups and static-NAT public IPs of these VMs, two queries whatever their number."""
+    from app.models import PublicIpAddress, SecurityGroup, VmSecurityGroup
+    out = {i: NetExtras([], None) for i in vm_ids} if not isinstance(vm_ids, Select) else {}
+    for vm_id, uuid, name, desc in db.session.execute(
+            select(VmSecurityGroup.vm_id, SecurityGroup.uuid, SecurityGroup.name, SecurityGroup.description)
+            .join(SecurityGroup, SecurityGroup.id == VmSecurityGroup.security_group_id)
+            .where(VmSecurityGroup.vm_id.in_(vm_ids)).order_by(VmSecurityGroup.vm_id, SecurityGroup.id)):
+        out.setdefault(vm_id, NetExtras([], None)).security_groups.append((uuid, name, desc))
+    for vm_id, address, uuid in db.session.execute(
+            select(PublicIpAddress.vm_id, PublicIpAddress.address, PublicIpAddress.uuid)
+            .where(PublicIpAddress.vm_id.in_(vm_ids)).order_by(PublicIpAddress.id)):
+        if out.setdefault(vm_id, NetExtras([], None)).public_ip is None:
+            out[vm_id] = out[vm_id]._replace(public_ip=(address, uuid))
+    return out
 
 
 _VM = VirtualMachine
@@ -118,9 +146,16 @@ def list_vms(caller, *, page=None, details_min: bool = False, **filters) -> tupl
     networks: dict[str, NetworkRef] = {}
     for r in db.session.execute(
             select(Nic.vm_id, Nic.uuid, Nic.mac_address, Nic.ip_address, Nic.is_default, Nic.device_id,
-                   Network.uuid, Network.name, Network.gateway, Network.netmask, Network.vlan)
+                   Network.uuid, Network.name, Network.gateway, Network.netmask, Network.vlan, Network.guest_type,
+                   Network.account_id, Network.broadcast_uri)
             .join(Network, Network.id == Nic.network_id)
             .where(Nic.vm_id.in_(wanted), Nic.removed.is_(None)).order_by(Nic.vm_id, Nic.device_id)):
-        net = networks.get(r[6]) or networks.setdefault(r[6], NetworkRef(*r[6:11]))
+        net = networks.get(r[6]) or networks.setdefault(r[6], NetworkRef(*r[6:14]))
         views[r[0]].nics.append(NicView(r[1], net, r[2], r[3], r[4], r[5]))
+    for vm_id, extras in network_extras(wanted).items():
+        if vm_id in views:
+            views[vm_id].net_extras = extras
+    for view in views.values():
+        if view.net_extras is None:
+            view.net_extras = NetExtras([], None)
     return list(views.values()), total if ids is not None else len(views)

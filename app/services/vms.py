@@ -29,7 +29,7 @@ from app.models import (AsyncJob, DownloadState, JobStatus, Host, Nic, ServiceOf
 from app.services import (config_drive, consoles, events, planner, quotas, settings, storage,
                           template_cache, volumes, zones)
 from app.services import hypervisors as hv
-from app.services.network import ipam, networks
+from app.services.network import ipam, networks, secgroups, vm_nics
 from app.services.errors import (InsufficientCapacity, InvalidParameter, NotFound, PermissionDenied, ResourceInUse,
                                  ResourceUnavailable, ServiceError, Unsupported)
 from app.services.pagination import page_of
@@ -258,12 +258,77 @@ def _userdata(value: str | None) -> str | None:
     return value
 
 
+def _deploy_networks(caller, zone, network_uuids, ip_address, ip_to_network, sg_uuids, sg_names):
+    """The deploy's networks in NIC order (the first is the default NIC's), the addresses asked
+    for ({network id: ip}) and the security groups of its NICs on security-group networks."""
+    if ip_to_network and (network_uuids or ip_address):
+        raise InvalidParameter("ipToNetworkMap can't be specified along with networkIds or ipAddress",
+                               field="iptonetworklist")
+    asked: list[tuple[str, str | None]] = []
+    for entry in ip_to_network or []:
+        if not entry.get("networkid"):
+            raise InvalidParameter("Each iptonetworklist entry needs a networkid", field="iptonetworklist")
+        asked.append((entry["networkid"].strip(), (entry.get("ip") or "").strip() or None))
+    if not asked:
+        asked = [(u, None) for u in (network_uuids or [])]
+    nets = []
+    for uuid, _ip in asked:
+        net = vm_nics.usable_network(caller, caller.account_id, uuid, zone.id,
+                                     "iptonetworklist" if ip_to_network else "networkids")
+        if any(n.id == net.id for n in nets):
+            raise InvalidParameter(f"Network {net.name} is given twice", field="networkids")
+        nets.append(net)
+    if not nets:
+        nets = [_default_network(caller, zone)]
+    wanted = {n.id: ip for n, (_u, ip) in zip(nets, asked) if ip}
+    if ip_address:
+        wanted[nets[0].id] = ip_address
+    wanted = {nid: vm_nics.check_requested_ip(next(n for n in nets if n.id == nid), ip,
+                                              "iptonetworklist" if ip_to_network else "ipaddress")
+              for nid, ip in wanted.items()}
+    if sg_uuids and sg_names:
+        raise InvalidParameter("securitygroupids parameter is mutually exclusive with securitygroupnames parameter",
+                               field="securitygroupids")
+    sg_nets = [n for n in nets if n.security_groups]
+    if (sg_uuids or sg_names) and not sg_nets:
+        raise InvalidParameter("Can't create vm with security groups; security group feature is not enabled on "
+                               "the vm's networks", field="securitygroupids")
+    groups = secgroups.groups_for_deploy(caller, caller.account_id, sg_uuids, sg_names) if sg_nets else []
+    return nets, wanted, groups
+
+
+def _default_network(caller, zone):
+    """No networkids: the zone's default network (a zone made with a guest CIDR, Basic zones'
+    shared network); in an Advanced zone without one, the account's own isolated network,
+    made from the required offering when it has none (CloudStack's behaviour)."""
+    default = networks.ensure_default_network(caller, zone)
+    if default is not None:
+        return default
+    account_net = _account_isolated_network(caller, zone)
+    if account_net is not None:
+        return account_net
+    raise InvalidParameter(f"Zone {zone.name} has no guest network; give networkids", field="networkids")
+
+
+def _account_isolated_network(caller, zone):
+    from app.models import Network
+    if zone.network_type != "Advanced":
+        return None
+    net = db.session.scalar(select(Network).where(
+        Network.zone_id == zone.id, Network.account_id == caller.account_id, Network.removed.is_(None),
+        Network.guest_type == "Isolated").order_by(Network.id))
+    return net
+
+
 def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid: str | None = None,
            iso_uuid: str | None = None, name: str | None = None, display_name: str | None = None,
            network_uuids: list[str] | None = None, keypair: str | None = None, userdata: str | None = None,
            disk_offering_uuid: str | None = None, root_disk_size_gib: int | None = None, start: bool = True,
-           host_uuid: str | None = None, hypervisor: str | None = None) -> tuple[VirtualMachine, AsyncJob | None]:
-    """deployVirtualMachine: the VM's rows now (VM, NICs with their IPs, root volume), its start as a job."""
+           host_uuid: str | None = None, hypervisor: str | None = None, ip_address: str | None = None,
+           ip_to_network: list[dict] | None = None, security_group_uuids: list[str] | None = None,
+           security_group_names: list[str] | None = None) -> tuple[VirtualMachine, AsyncJob | None]:
+    """deployVirtualMachine: the VM's rows now (VM, NICs with their IPs, its security groups, root volume),
+    its start as a job."""
     zone = zones.get_zone(zone_uuid)
     if zone.allocation_state != "Enabled" and not caller.is_admin:
         raise InvalidParameter(f"Zone {zone.name} is disabled", field="zoneid")
@@ -283,15 +348,8 @@ def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid:
                                    field="diskofferingid")
         if disk_offering_uuid:
             root_size = volumes.get_disk_offering(disk_offering_uuid).disk_size * GIB or root_size
-    nets = [networks.get_network(caller, u) for u in (network_uuids or [])]
-    if not nets:
-        default = networks.ensure_default_network(caller, zone)
-        if default is None:
-            raise InvalidParameter(f"Zone {zone.name} has no guest network; give networkids", field="networkids")
-        nets = [default]
-    for n in nets:
-        if n.zone_id != zone.id:
-            raise InvalidParameter(f"Network {n.name} is not in zone {zone.name}", field="networkids")
+    nets, wanted_ips, groups = _deploy_networks(caller, zone, network_uuids, ip_address, ip_to_network,
+                                                security_group_uuids, security_group_names)
     key = None
     if keypair:
         key = db.session.scalar(select(SSHKeyPair).where(SSHKeyPair.account_id == caller.account_id,
@@ -334,6 +392,7 @@ def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid:
                       volume_type=VolumeType.ROOT, device_id=0, size=root_size, state=VolumeState.ALLOCATED)
         quotas.count_new_volume(root)  # reserve_vm took its volume and GiB
         db.session.add(root)
+        secgroups.add_vm(vm, groups)  # security_group_vm_map, with the VM
         events.record("VM.CREATE", f"VM {vm.name} created ({offering.name}, {template.name})", user=caller,
                       resource_type="VirtualMachine", resource_id=vm.uuid)
         db.session.commit()
@@ -342,10 +401,17 @@ def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid:
         raise
     try:
         for i, net in enumerate(nets):
-            ipam.add_nic(vm, net, device_id=i)
+            vm_nics.create_nic(vm, net, device_id=i, ip=wanted_ips.get(net.id))
     except ServiceError:
         _forget(vm)
         raise
+    if groups:  # a new member: the rules naming its groups now include its address
+        try:
+            secgroups.members_changed([g.id for g in groups])
+        except ServiceError as e:
+            events.record("SG.APPLY.FAILED", f"VM {vm.name} joined its security groups, but a host refused the "
+                          f"new rules: {e.message}", level="WARN", user=caller, resource_type="VirtualMachine",
+                          resource_id=vm.uuid, commit=True)
     try:
         if not start:
             return vm, jobs.submit("deployVirtualMachine", caller, "vm.created", {"vm": vm.uuid},
@@ -432,6 +498,7 @@ def _forget(vm: VirtualMachine) -> None:
     """Undo a deploy that could not even be submitted: rows gone, quota and IPs back."""
     db.session.rollback()
     ipam.release_nics(vm)
+    secgroups.forget_vm(vm)
     quotas.release(vm)
     vm.removed, vm.state = utcnow(), VMState.ERROR
     for v in vm.volumes:
@@ -599,6 +666,7 @@ def _start_failed(vm_id: int, host_id: int | None, need: planner.Need, first: bo
     if first:
         _drop_root_volume(vm)
         ipam.release_nics(vm)
+        secgroups.forget_vm(vm)
         quotas.release(vm)
     vm.capacity_reserved, vm.host_id, vm.state_updated = False, None, utcnow()
     vm.state = VMState.ERROR if first else VMState.STOPPED
@@ -832,6 +900,7 @@ def _expunge(vm: VirtualMachine) -> None:
         else:
             v.vm_id, v.device_id = None, None
     ipam.release_nics(vm)
+    secgroups.forget_vm(vm)
     quotas.release(vm)
     consoles.forget_vm(vm)
     vm.removed, vm.state_updated = utcnow(), utcnow()

@@ -19,13 +19,23 @@ from app.services.network import networks
              Param("diskofferingid", "uuid", "root disk of a VM from an ISO"),
              Param("rootdisksize", "long", "root disk size in GiB"),
              Param("startvm", "boolean", "start it (default true)"),
-             Param("hostid", "uuid", "the host (admins)"), Param("hypervisor", "string", "the hypervisor")])
+             Param("hostid", "uuid", "the host (admins)"), Param("hypervisor", "string", "the hypervisor"),
+             Param("ipaddress", "string", "the IP address of the default NIC"),
+             Param("iptonetworklist", "map", "networks with the IP each NIC gets: iptonetworklist[0].networkid, "
+                   "iptonetworklist[0].ip (instead of networkids and ipaddress)"),
+             Param("securitygroupids", "list", "security groups of its NICs on security-group networks "
+                   "(mutually exclusive with securitygroupnames)", item_type="uuid"),
+             Param("securitygroupnames", "list", "security groups by name (mutually exclusive with "
+                   "securitygroupids)")])
 def deploy(ctx, p):
     vm, job = vms.deploy(ctx.user, zone_uuid=p["zoneid"], service_offering_uuid=p["serviceofferingid"],
                          template_uuid=p["templateid"], name=p.get("name"), display_name=p.get("displayname"),
                          network_uuids=p.get("networkids"), keypair=p.get("keypair"), userdata=p.get("userdata"),
                          disk_offering_uuid=p.get("diskofferingid"), root_disk_size_gib=p.get("rootdisksize"),
-                         start=p.get("startvm", True), host_uuid=p.get("hostid"), hypervisor=p.get("hypervisor"))
+                         start=p.get("startvm", True), host_uuid=p.get("hostid"), hypervisor=p.get("hypervisor"),
+                         ip_address=p.get("ipaddress"), ip_to_network=p.get("iptonetworklist"),
+                         security_group_uuids=p.get("securitygroupids"),
+                         security_group_names=p.get("securitygroupnames"))
     return job
 
 
