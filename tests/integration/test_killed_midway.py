@@ -159,8 +159,8 @@ def test_four_deploys_killed_in_the_worker_leave_capacity_counted_once(app, worl
 
 # The web request's steps of a deploy (before any job runs).
 WEB_STEPS = [
-    ("app.services.network.ipam:add_nic", "before"),  # VM and root volume rows, no NIC, no job
-    ("app.services.network.ipam:add_nic", "after"),  # a NIC with its IP, no job
+    ("app.services.network.vm_nics:create_nic", "before"),  # VM and root volume rows, no NIC, no job
+    ("app.services.network.vm_nics:create_nic", "after"),  # a NIC with its IP, no job
     ("app.services.vms:_lock", "after"),  # locked by a token no job took
     ("app.jobs.service:submit", "before"),
 ]

@@ -16,8 +16,7 @@ def securitygroup(g) -> dict:
 @command("createSecurityGroup", "Creates a security group", response="securitygroup", params=[
     Param("name", "string", "name of the security group", required=True),
     Param("description", "string", "the description of the security group"),
-    Param("account", "string", "the account of the group (admins)"),
-    Param("domainid", "uuid", "the domain of the account")])
+    Param("account", "string", "the account of the group (admins)")])
 def create(ctx, p):
     return secgroups.create_group(ctx.user, name=p["name"], description=p.get("description"),
                                   account=p.get("account"))
@@ -25,8 +24,7 @@ def create(ctx, p):
 
 @command("deleteSecurityGroup", "Deletes a security group", params=[
     Param("id", "uuid", "the ID of the security group"), Param("name", "string", "the name of the security group"),
-    Param("account", "string", "the account of the group (admins)"),
-    Param("domainid", "uuid", "the domain of the account")])
+    Param("account", "string", "the account of the group (admins)")])
 def delete(ctx, p):
     secgroups.delete_group(ctx.user, uuid=p.get("id"), name=p.get("name"), account=p.get("account"))
     return {"success": True}
@@ -52,8 +50,7 @@ RULE_PARAMS = [
     Param("icmptype", "integer", "type of the icmp message"), Param("icmpcode", "integer", "code of the icmp message"),
     Param("cidrlist", "list", "the cidr list associated (comma-separated)"),
     Param("usersecuritygrouplist", "map", "user to security group mapping (account, group)"),
-    Param("account", "string", "the account of the security group (admins)"),
-    Param("domainid", "uuid", "the domain of the account")]
+    Param("account", "string", "the account of the security group (admins)")]
 
 
 def _authorize(direction):
