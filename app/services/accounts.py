@@ -93,6 +93,9 @@ def create_account(name: str, role: str = Role.USER, *, commit: bool = True) -> 
         raise InvalidParameter(f"An account named {name} already exists", field="account")
     acct = Account(name=name, role=role)
     db.session.add(acct)
+    db.session.flush()
+    from app.services.network import secgroups
+    secgroups.ensure_default(acct.id)  # CloudStack gives every account its "default" security group
     if commit:
         db.session.commit()
     return acct
