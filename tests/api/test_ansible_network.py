@@ -101,8 +101,7 @@ def test_zone_playbook_runs_twice_and_the_second_run_changes_nothing(live, playb
     check_zone(live.client(), z)
 
 
-@pytest.mark.skip(reason="needs the zone networking commands (C), createNetwork for users (D), associateIpAddress "
-                  "and the rule commands (E), security groups and listNics (F)")
+@pytest.mark.skip(reason="needs the zone networking commands (C) and createNetwork for users (D)")
 def test_playbook_runs_twice_and_the_second_run_changes_nothing(live, playbooks):
     z, pb = playbooks
     api = live.client()

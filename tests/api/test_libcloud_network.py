@@ -76,8 +76,7 @@ def one(items, **attrs):
 
 
 @pytest.mark.skip(reason="needs createPhysicalNetwork/addTrafficType/createVlanIpRange/listNetworkOfferings (C), "
-                  "createNetwork for users and listNetworks with networkofferingid (D), listPublicIpAddresses, "
-                  "associateIpAddress, enableStaticNat and the forwarding/firewall rule commands (E)")
+                  "createNetwork for users and listNetworks with networkofferingid (D)")
 def test_libcloud_networks_public_ips_and_rules(live, files, tmp_path):  # noqa: F811
     api, alice = live.client(), live.client("alice")
     z, t, so = network_zone(api, files, tmp_path)
@@ -181,8 +180,6 @@ def test_libcloud_networks_public_ips_and_rules(live, files, tmp_path):  # noqa:
     assert net.id not in {n.id for n in drv.ex_list_networks()}
 
 
-@pytest.mark.skip(reason="needs createSecurityGroup, authorizeSecurityGroupIngress, listSecurityGroups, "
-                  "revokeSecurityGroupIngress, deleteSecurityGroup (F)")
 def test_libcloud_security_groups(live):
     """Create, authorize ingress (the driver sends TCP and ICMP in capitals), list, revoke, delete."""
     drv = driver(live, "alice")
