@@ -288,34 +288,6 @@ def serviceoffering(o) -> dict:
             "rootdisksize": o.root_disk_size, "created": o.created, "iscustomized": False}
 
 
-# The network offerings today's networks are made from, under CloudStack's default names.
-# Nubo has no network offering rows yet: a zone-wide network is CloudStack's default shared
-# one, an account's network its isolated one *without* source NAT (Nubo runs no virtual
-# router). The ids are fixed, so every answer refers to the same offering.
-NETWORK_OFFERINGS = {
-    "Shared": {"networkofferingid": "00000000-0000-0000-0000-00000000000a",
-               "networkofferingname": "DefaultSharedNetworkOffering",
-               "networkofferingdisplaytext": "Offering for Shared networks",
-               "networkofferingconservemode": True, "networkofferingavailability": "Optional"},
-    "Isolated": {"networkofferingid": "00000000-0000-0000-0000-00000000000b",
-                 "networkofferingname": "DefaultIsolatedNetworkOffering",
-                 "networkofferingdisplaytext": "Offering for Isolated networks with no Source Nat service",
-                 "networkofferingconservemode": True, "networkofferingavailability": "Optional"},
-}
-
-
-@serializer("network")
-def network(n) -> dict:
-    kind = "Shared" if n.account_id is None else "Isolated"
-    return {"id": n.uuid, "name": n.name, "displaytext": n.display_text, "zoneid": n.zone.uuid,
-            "zonename": n.zone.name, "cidr": n.cidr, "gateway": n.gateway, "netmask": n.netmask,
-            "vlan": str(n.vlan) if n.vlan else None, "broadcasturi": f"vlan://{n.vlan}" if n.vlan else None,
-            "broadcastdomaintype": "Vlan" if n.vlan else "Native",
-            "isdefault": n.is_default, "state": n.state, "type": kind, **NETWORK_OFFERINGS[kind],
-            "acltype": "Domain" if kind == "Shared" else "Account", "issystem": False,
-            "traffictype": "Guest", "startip": n.start_ip, "endip": n.end_ip, "created": n.created}
-
-
 @serializer("event")
 def event(e) -> dict:
     return {"id": e.uuid, "type": e.type, "level": e.level, "state": e.state, "description": e.description,

@@ -49,7 +49,8 @@ from app.hypervisors.base import (
     HostField, HostStats, HostUnreachable, HypervisorType, OperationFailed, PoolInfo, PowerState,
     StoragePoolSpec, TemplateSource, VMInfo, VMNotFound, VMSpec, VMStats, VolumeInfo, VolumeSpec,
 )
-from app.models.simulator import SimFault, SimHost, SimPool, SimVM, SimVolume
+from app.models.simulator import SimFault, SimHost, SimPool, SimRouter, SimSegment, SimVM, SimVolume
+from app.network.host.specs import RouterFacts, RouterSpec, SegmentSpec, VmRuleset
 from app.services.dbutil import is_retryable
 
 VERSION = "1.0"
@@ -76,7 +77,11 @@ ACTIONS = frozenset({
     "scale_vm", "attach_iso", "detach_iso", "attach_volume", "detach_volume", "import_template",
 })
 QUERIES = frozenset({"host_stats", "pool_info", "vm_info", "list_vms", "vm_stats", "console_target"})
-OPERATIONS = ACTIONS | QUERIES
+# Network steps: like queries, a fault hits them only when it names them (so a fault armed for
+# the next start is not eaten by the router or segment work done before it).
+NETWORK = frozenset({"check_labels", "ensure_segment", "release_segment", "router_apply", "router_destroy",
+                     "router_status", "router_restart", "sg_apply", "sg_remove"})
+OPERATIONS = ACTIONS | QUERIES | NETWORK
 # States in which a guest holds memory on its host.
 ACTIVE = frozenset({PowerState.RUNNING, PowerState.STARTING, PowerState.STOPPING, PowerState.PAUSED})
 
@@ -499,6 +504,9 @@ class SimulatorDriver(Driver):
                     raise OperationFailed(f"VM {spec.name} is shutting down; try again when it has stopped")
             self._check_fits(host, spec.cpus, spec.memory_mib,
                              self._committed_mib(s, host.id, now, exclude=vm.id if vm else None))
+            # The NICs' segments are made on this host as the start makes them on a real one.
+            bridges = json.dumps(sorted({self._ensure_segment(s, host.id, n.segment)
+                                         for n in spec.nics if n.segment is not None}))
             if vm is None:
                 vm = SimVM(host_id=host.id, name=spec.name, uuid=spec.uuid or str(uuidlib.uuid4()),
                            console_port=spec.console.port or self._free_console_port(s, host.id))
@@ -510,6 +518,7 @@ class SimulatorDriver(Driver):
             vm.console_password = spec.console.password
             vm.iso_path = spec.iso_path
             vm.disks = json.dumps([d.path for d in spec.disks])
+            vm.bridges = bridges
             done = now + host.step_seconds
             vm.state, vm.pending_state, vm.pending_at, vm.started_at = (
                 PowerState.STARTING.value, PowerState.RUNNING.value, done, done)
@@ -711,6 +720,113 @@ class SimulatorDriver(Driver):
             vm.disks = json.dumps([d for d in disks if d != disk.path])
 
     # Simulator-only helpers (tests, demos): what the hypervisor holds right now.
+    # --- guest networking (bookkeeping: rows in sim_routers / sim_segments) -------
+
+    def check_labels(self, labels: list[str]) -> list[str]:
+        self._enter("check_labels")
+        return []  # every label exists on a sim host (a fault on check_labels says otherwise)
+
+    @staticmethod
+    def segment_bridge(segment: SegmentSpec) -> str:
+        """The bridge a real KVM host would use (CloudStack's modifyvxlan/modifyvlan names)."""
+        if segment.isolation == "VXLAN":
+            return f"brvx-{segment.vnet}"
+        if segment.isolation == "VLAN" and segment.vnet is not None:
+            return f"br{segment.label}-{segment.vnet}"
+        return segment.label
+
+    def _ensure_segment(self, s: Session, host_id: int, segment: SegmentSpec) -> str:
+        bridge = self.segment_bridge(segment)
+        if bridge != segment.label and s.scalar(select(SimSegment.id).where(
+                SimSegment.host_id == host_id, SimSegment.bridge == bridge)) is None:
+            s.add(SimSegment(host_id=host_id, bridge=bridge))
+        return bridge
+
+    def ensure_segment(self, segment: SegmentSpec) -> str:
+        host = self._enter("ensure_segment")
+        with self._session() as s, s.begin():
+            return self._ensure_segment(s, host.id, segment)
+
+    def release_segment(self, segment: SegmentSpec) -> None:
+        """Removed unless a VM of this host or a router still uses it (known from the specs)."""
+        host = self._enter("release_segment")
+        bridge = self.segment_bridge(segment)
+        with self._session() as s, s.begin():
+            for spec in s.scalars(select(SimRouter.spec).where(SimRouter.host_id == host.id)):
+                if json.loads(spec or "{}").get("bridge") == bridge:
+                    return
+            now = time.time()
+            for r in s.execute(select(SimVM.bridges, SimVM.state, SimVM.pending_state, SimVM.pending_at)
+                               .where(SimVM.host_id == host.id)):
+                if bridge in json.loads(r.bridges or "[]") and \
+                        effective_state(r.state, r.pending_state, r.pending_at, now) in ACTIVE:
+                    return
+            s.execute(delete(SimSegment).where(SimSegment.host_id == host.id, SimSegment.bridge == bridge))
+
+    @staticmethod
+    def spec_hash(spec: RouterSpec) -> str:
+        import hashlib
+        from dataclasses import asdict
+        return hashlib.sha256(json.dumps(asdict(spec), sort_keys=True, default=str).encode()).hexdigest()
+
+    def router_apply(self, spec: RouterSpec) -> RouterFacts:
+        host = self._enter("router_apply")
+        from dataclasses import asdict
+        digest = self.spec_hash(spec)
+        with self._session() as s, s.begin():
+            bridge = self._ensure_segment(s, host.id, spec.guest)
+            row = s.scalar(select(SimRouter).where(SimRouter.host_id == host.id, SimRouter.key == spec.key))
+            if row is None:
+                row = SimRouter(host_id=host.id, key=spec.key)
+                s.add(row)
+            row.hash, row.state = digest, "Running"
+            row.spec = json.dumps({**asdict(spec), "bridge": bridge}, default=str)
+        return RouterFacts(exists=True, dnsmasq=True, metadata=True, config_hash=digest)
+
+    def router_destroy(self, key: str) -> None:
+        host = self._enter("router_destroy")
+        with self._session() as s, s.begin():
+            row = s.scalar(select(SimRouter).where(SimRouter.host_id == host.id, SimRouter.key == key))
+            if row is None:
+                return
+            bridge = json.loads(row.spec or "{}").get("bridge")
+            s.delete(row)
+            s.flush()
+            now = time.time()
+            in_use = bridge and any(
+                bridge in json.loads(r.bridges or "[]")
+                and effective_state(r.state, r.pending_state, r.pending_at, now) in ACTIVE
+                for r in s.execute(select(SimVM.bridges, SimVM.state, SimVM.pending_state, SimVM.pending_at)
+                                   .where(SimVM.host_id == host.id)))
+            if bridge and not in_use:
+                s.execute(delete(SimSegment).where(SimSegment.host_id == host.id, SimSegment.bridge == bridge))
+
+    def router_status(self, key: str) -> RouterFacts:
+        host = self._enter("router_status")
+        with self.engine.connect() as c:
+            row = c.execute(select(SimRouter.hash, SimRouter.state).where(
+                SimRouter.host_id == host.id, SimRouter.key == key)).first()
+        if row is None:
+            return RouterFacts(exists=False, dnsmasq=False, metadata=False, detail="no such router")
+        ok = row.state == "Running"
+        return RouterFacts(exists=True, dnsmasq=ok, metadata=ok, config_hash=row.hash,
+                           detail="" if ok else "router processes are not running")
+
+    def router_restart(self, key: str) -> RouterFacts:
+        host = self._enter("router_restart")
+        with self._session() as s, s.begin():
+            row = s.scalar(select(SimRouter).where(SimRouter.host_id == host.id, SimRouter.key == key))
+            if row is None:
+                raise OperationFailed(f"No router {key} on Simulator host {host.name}")
+            row.state = "Running"
+            return RouterFacts(exists=True, dnsmasq=True, metadata=True, config_hash=row.hash)
+
+    def sg_apply(self, rulesets: list[VmRuleset]) -> None:
+        self._enter("sg_apply")
+
+    def sg_remove(self, taps: list[str]) -> None:
+        self._enter("sg_remove")
+
     def vm_disks(self, name: str) -> list[str]:
         host = self._enter("vm_info", name)
         with self._session() as s:
@@ -725,7 +841,8 @@ class SimulatorType(HypervisorType):
         direct_download=True, local_storage=True, storage_kinds=("NFS", "Filesystem"),
         template_formats=("RAW", "QCOW2"), iso=True, live_migration=True, storage_migration=False,
         vm_snapshots=False, scale_stopped_vm=True, console=ConsoleKind.VNC, lifecycle_events=False,
-        config_drive=True, max_guests_per_host=100, max_hosts_per_cluster=128, max_data_volumes=6)
+        config_drive=True, virtual_router=True, security_groups=True, isolation_methods=("VLAN", "VXLAN"),
+        max_guests_per_host=100, max_hosts_per_cluster=128, max_data_volumes=6)
     host_fields = (
         HostField("url", "Host URL", required=True,
                   default="simulator://sim-host-1?cpus=16&cpuspeed=2400&memory=65536&localstorage=2048",

@@ -61,6 +61,8 @@ class SimVM(db.Model):
     iso_path: Mapped[str | None] = mapped_column(String(2048))
     # JSON list of disk paths (bookkeeping only).
     disks: Mapped[str] = mapped_column(Text, default="[]")
+    # JSON list of the guest segments' bridges its NICs are on (bookkeeping for release_segment).
+    bridges: Mapped[str] = mapped_column(Text, default="[]")
     # Epoch seconds the guest last started (cumulative stats count from here).
     started_at: Mapped[float | None] = mapped_column(Double)
     created: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
@@ -107,3 +109,29 @@ class SimFault(db.Model):
     remaining: Mapped[int] = mapped_column(Integer)
     message: Mapped[str] = mapped_column(String(1024))
     created: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class SimRouter(db.Model):
+    """A virtual router on a sim host (bookkeeping): its key, the configuration hash applied
+    and the spec itself (JSON, so tests can read what a real router would serve)."""
+
+    __tablename__ = "sim_routers"
+    __table_args__ = (UniqueConstraint("host_id", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    host_id: Mapped[int] = mapped_column(ForeignKey("sim_hosts.id", ondelete="CASCADE"), index=True)
+    key: Mapped[str] = mapped_column(String(32), index=True)
+    hash: Mapped[str | None] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), default="Running")  # Running | Broken
+    spec: Mapped[str] = mapped_column(Text, default="{}")
+
+
+class SimSegment(db.Model):
+    """A guest segment's bridge on a sim host (bookkeeping)."""
+
+    __tablename__ = "sim_segments"
+    __table_args__ = (UniqueConstraint("host_id", "bridge"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    host_id: Mapped[int] = mapped_column(ForeignKey("sim_hosts.id", ondelete="CASCADE"), index=True)
+    bridge: Mapped[str] = mapped_column(String(64))

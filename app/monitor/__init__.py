@@ -24,6 +24,7 @@ def sweep(listener=None):
     result = ping_hosts(with_vms=True)  # one driver session per host: ping, VMs, stats
     changed = apply_answers(result.vm_answers, result.seen_at)
     reconcile_records()
+    check_routers()
     if listener is not None:
         listener.sync(list(db.session.scalars(select(Host).where(Host.removed.is_(None),
                                                                  Host.state == HostState.UP))))
@@ -40,12 +41,26 @@ def reconcile_records() -> None:
     past their end: put right at start-up and after every sweep. Each part is guarded, so several monitors may run it."""
     from app.extensions import db
     from app.services import capacity, sessions, templates, vms
-    for part in (vms.recover_orphans, templates.recover_uploads, capacity.check_hosts, sessions.prune):
+    from app.services.network import networks
+    for part in (vms.recover_orphans, templates.recover_uploads, capacity.check_hosts, sessions.prune,
+                 networks.repair_orphans):
         try:
             part()
         except Exception:  # noqa: BLE001 - one failing part must not stop the others
             log.exception("%s failed", part.__name__)
             db.session.rollback()
+
+
+def check_routers() -> None:
+    """Virtual routers against the database: re-applied when they differ, rebuilt elsewhere
+    when their host is Down (app/services/network/routers.py check_all)."""
+    from app.extensions import db
+    from app.services.network import routers
+    try:
+        routers.check_all()
+    except Exception:  # noqa: BLE001 - the sweep goes on
+        log.exception("router health check failed")
+        db.session.rollback()
 
 
 def run(once: bool = False) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import re
 import secrets
 from datetime import timedelta
@@ -29,11 +30,13 @@ from app.models import (AsyncJob, DownloadState, JobStatus, Host, Nic, ServiceOf
 from app.services import (config_drive, consoles, events, planner, quotas, settings, storage,
                           template_cache, volumes, zones)
 from app.services import hypervisors as hv
-from app.services.network import ipam, networks, secgroups, vm_nics
+from app.services.network import ipam, networks, routers, secgroups, vm_nics
 from app.services.errors import (InsufficientCapacity, InvalidParameter, NotFound, PermissionDenied, ResourceInUse,
                                  ResourceUnavailable, ServiceError, Unsupported)
 from app.services.pagination import page_of
 from app.services.settings import Definition, define
+
+log = logging.getLogger(__name__)
 
 define(Definition("vm.stop.timeout", "60", "Seconds a graceful stop waits for the guest before it fails "
                   "(or, with forced=true, before the VM is powered off).", category="VM", type="integer",
@@ -538,12 +541,17 @@ def _console_listen(host: Host) -> str:
     return "127.0.0.1" if address in ("localhost", "") else address
 
 
-def _spec(vm: VirtualMachine, host: Host, iso_path: str | None, config_drive: str | None) -> VMSpec:
+def _spec(vm: VirtualMachine, host: Host, iso_path: str | None, config_drive: str | None,
+          segments: dict | None = None) -> VMSpec:
+    """segments: {nic id: (SegmentSpec or None, target dev)} from networks.prepare_nics."""
+    segments = segments or {}
     disks = [DiskSpec(path=v.path, format=v.format, device_id=v.device_id or 0)
              for v in sorted(vm.volumes, key=lambda v: v.device_id or 0)
              if v.removed is None and v.path and v.state == VolumeState.READY]
     nics = [NicSpec(mac=n.mac_address, bridge=networks.traffic_label(vm.zone_id, host.hypervisor_type),
-                    vlan=n.network.vlan, ip=n.ip_address) for n in vm.nics if n.removed is None]
+                    vlan=n.network.vlan, ip=n.ip_address, segment=segments.get(n.id, (None, None))[0],
+                    target_dev=segments.get(n.id, (None, None))[1])
+            for n in vm.nics if n.removed is None]
     return VMSpec(name=vm.instance_name, uuid=vm.uuid, cpus=vm.cpu_number, cpu_mhz=vm.cpu_speed,
                   memory_mib=vm.memory, display_name=vm.display_name or vm.name, disks=disks, nics=nics,
                   iso_path=iso_path, boot_order=("cdrom", "hd") if vm.iso_id and not vm.template_id else ("hd", "cdrom"),
@@ -613,7 +621,12 @@ def _run_on(vm: VirtualMachine, host: Host) -> None:
     iso = _iso_path(vm, host, pool)
     cfg = config_drive.ensure(vm, host, pool)
     db.session.refresh(vm)
-    spec = _spec(vm, host, iso, cfg)
+    # The NICs' networks implemented (lazily, near this host), their segments named; the
+    # routers learn the VM's leases and metadata before the guest boots and asks for them.
+    segments = networks.prepare_nics(vm, host)
+    db.session.refresh(vm)
+    networks.apply_routers(vm)
+    spec = _spec(vm, host, iso, cfg, segments)
     db.session.commit()  # nothing held while the host works
     driver = _driver(host)
     try:
@@ -627,6 +640,7 @@ def _run_on(vm: VirtualMachine, host: Host) -> None:
     if info.console is not None:
         vm.console_host, vm.console_port = info.console.host, info.console.port
     db.session.commit()
+    secgroups.apply_for_vm(vm, host)
 
 
 def _start(job: AsyncJob, vm: VirtualMachine, *, preferred_host_id: int | None, first: bool) -> dict:
@@ -774,6 +788,7 @@ def _run_stop(job, vm, params):
             raise
         finally:
             driver.close()
+        networks.left_host(vm, host)
     _stopped_on_host(vm)
     events.record("VM.STOP", f"VM {vm.name} stopped", user=vm.user, resource_type="VirtualMachine",
                   resource_id=vm.uuid)
@@ -828,6 +843,7 @@ def _power_off(vm: VirtualMachine) -> None:
             raise ResourceUnavailable(f"VM {vm.name} could not be powered off: {e}") from None
     finally:
         driver.close()
+    networks.left_host(vm, host)
 
 
 @_vm_job("destroy")
@@ -899,6 +915,7 @@ def _expunge(vm: VirtualMachine) -> None:
             v.removed, v.state = utcnow(), VolumeState.EXPUNGED
         else:
             v.vm_id, v.device_id = None, None
+    nets = [n.network for n in vm.nics if n.removed is None]
     ipam.release_nics(vm)
     secgroups.forget_vm(vm)
     quotas.release(vm)
@@ -907,6 +924,11 @@ def _expunge(vm: VirtualMachine) -> None:
     events.record("VM.EXPUNGE", f"VM {vm.name} expunged", user=vm.user, resource_type="VirtualMachine",
                   resource_id=vm.uuid)
     db.session.commit()
+    for net in set(nets):  # the routers drop its leases and metadata
+        try:
+            routers.apply(net)
+        except ServiceError as e:  # the monitor re-applies a router that differs
+            log.warning("router of %s after expunging %s: %s", net.name, vm.name, e.message)
 
 
 def sweep_expunge(now=None) -> int:
@@ -985,6 +1007,14 @@ def migrate_now(vm: VirtualMachine, dest_id: int | None, job: AsyncJob | None = 
     if job is not None:
         jobs.progress(job, 30, f"Migrating from {source.name} to {dest.name}")
     from app.services.hosts import connection_for
+    try:
+        networks.ensure_segments(vm, dest)  # the NICs' bridges must exist on the destination
+    except ServiceError:
+        db.session.rollback()
+        planner.release(dest.id, need)
+        vm.state = VMState.RUNNING
+        db.session.commit()
+        raise
     driver = _driver(source)
     try:
         driver.migrate_vm(vm.instance_name, connection_for(dest), live=True)
@@ -998,6 +1028,9 @@ def migrate_now(vm: VirtualMachine, dest_id: int | None, job: AsyncJob | None = 
         driver.close()
     planner.release(source.id, need)
     vm.host_id, vm.last_host_id, vm.state, vm.state_updated = dest.id, dest.id, VMState.RUNNING, utcnow()
+    db.session.commit()
+    secgroups.apply_for_vm(vm, dest)
+    networks.left_host(vm, source)
     d2 = _driver(dest)
     try:
         target = d2.console_target(vm.instance_name)

@@ -1,10 +1,9 @@
-"""Virtual machines, service offerings, guest networks and events (CloudStack names)."""
+"""Virtual machines, service offerings and events (CloudStack names); networks: network/."""
 from __future__ import annotations
 
 from app.api.registry import ADMIN, Param, command
 from app.api.serializers import vm_dict
 from app.services import events, offerings, vm_views, vms
-from app.services.network import networks
 
 
 @command("deployVirtualMachine", "Creates a VM from a template or a bootable ISO and starts it", is_async=True,
@@ -142,31 +141,6 @@ def list_offerings(ctx, p):
 @command("deleteServiceOffering", "Deletes an unused service offering", role=ADMIN, params=ID)
 def delete_offering(ctx, p):
     offerings.delete(ctx.user, p["id"])
-    return {"success": True}
-
-
-@command("createNetwork", "Creates a guest network in a zone", role=ADMIN, response="network", params=[
-    Param("zoneid", "uuid", "the zone", required=True), Param("name", "string", "the name", required=True),
-    Param("displaytext", "string", "the display text"), Param("cidr", "string", "e.g. 10.2.0.0/24", required=True),
-    Param("gateway", "string", "the gateway (default: the first address)"),
-    Param("startip", "string", "first guest address"), Param("endip", "string", "last guest address"),
-    Param("vlan", "integer", "VLAN (default: the next free one of the zone's range)")])
-def create_network(ctx, p):
-    return networks.create_network(ctx.user, zone_uuid=p["zoneid"], name=p["name"], cidr=p["cidr"],
-                                   gateway=p.get("gateway"), start_ip=p.get("startip"), end_ip=p.get("endip"),
-                                   vlan=p.get("vlan"), display_text=p.get("displaytext"))
-
-
-@command("listNetworks", "Lists the guest networks the caller may use", response="network", list=True,
-         params=[Param("zoneid", "uuid", "the zone"), Param("name", "string", "the name")])
-def list_networks(ctx, p):
-    return networks.list_networks(ctx.user, id=p.get("id"), zone_uuid=p.get("zoneid"), name=p.get("name"),
-                                  keyword=p.get("keyword"), page=ctx.page)
-
-
-@command("deleteNetwork", "Deletes a guest network without VMs", role=ADMIN, is_async=False, params=ID)
-def delete_network(ctx, p):
-    networks.delete_network(ctx.user, p["id"])
     return {"success": True}
 
 

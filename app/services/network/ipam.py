@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 import secrets
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from app.extensions import db
@@ -84,3 +84,85 @@ def release_nics(vm: VirtualMachine) -> None:
         for n in vm.nics:
             n.removed = utcnow()
     db.session.commit()
+
+
+# --- Routers' guest addresses -------------------------------------------------------
+
+def allocate_router_ip(net: Network, router_id: int, address: str | None = None) -> str:
+    """A guest address held by the network's router (an IpAddress row with router_id): the
+    given one (an Isolated network's gateway, outside the guest range) or the lowest free one
+    of the range (a Shared network's router). Committed."""
+    if address is not None:
+        db.session.add(IpAddress(network_id=net.id, address=address, router_id=router_id, allocated=utcnow()))
+        try:
+            db.session.commit()
+        except IntegrityError:
+            db.session.rollback()
+            raise InsufficientCapacity(f"Address {address} of network {net.name} is taken") from None
+        return address
+    start, end = int(ipaddress.IPv4Address(net.start_ip)), int(ipaddress.IPv4Address(net.end_ip))
+    while True:
+        taken = {int(ipaddress.IPv4Address(a)) for a in db.session.scalars(
+            select(IpAddress.address).where(IpAddress.network_id == net.id))}
+        free = next((i for i in range(start, end + 1) if i not in taken), None)
+        if free is None:
+            raise InsufficientCapacity(f"Network {net.name} has no free address left for its router")
+        db.session.add(IpAddress(network_id=net.id, address=str(ipaddress.IPv4Address(free)),
+                                 router_id=router_id, allocated=utcnow()))
+        try:
+            db.session.commit()
+            return str(ipaddress.IPv4Address(free))
+        except (IntegrityError, DBAPIError) as e:
+            db.session.rollback()
+            if isinstance(e, DBAPIError) and not isinstance(e, IntegrityError) and not is_retryable(e):
+                raise
+
+
+def release_router_ips(router_id: int) -> None:
+    db.session.execute(delete(IpAddress).where(IpAddress.router_id == router_id))
+
+
+# --- Public addresses ---------------------------------------------------------------
+
+def claim_public(zone, account_id: int | None, network=None, *, source_nat: bool = False,
+                 address: str | None = None):
+    """Take a Free public address of the zone (a given one, or the lowest free) for the account
+    and network. A guarded UPDATE ... WHERE state='Free' decides races: the row count says who
+    won; a lost race tries the next free address. Committed; InsufficientCapacity when none."""
+    from app.models import IpState, PublicIpAddress, VlanIpRange
+    from app.services.errors import InvalidParameter
+    zone_id = getattr(zone, "id", zone)
+    ranges = select(VlanIpRange.id).where(VlanIpRange.zone_id == zone_id, VlanIpRange.removed.is_(None),
+                                          VlanIpRange.for_virtual_network.is_(True),
+                                          (VlanIpRange.account_id.is_(None)) | (VlanIpRange.account_id == account_id))
+    for _ in range(64):
+        q = select(PublicIpAddress.id).where(PublicIpAddress.zone_id == zone_id,
+                                             PublicIpAddress.state == IpState.FREE,
+                                             PublicIpAddress.vlan_range_id.in_(ranges))
+        if address is not None:
+            q = q.where(PublicIpAddress.address == address)
+        candidates = list(db.session.scalars(q.order_by(PublicIpAddress.id).limit(8)))
+        if not candidates:
+            if address is not None:
+                raise InvalidParameter(f"Public IP address {address} is not free in this zone", field="ipaddress")
+            raise InsufficientCapacity("Insufficient address capacity")
+        for ip_id in candidates:
+            won = db.session.execute(
+                update(PublicIpAddress).where(PublicIpAddress.id == ip_id, PublicIpAddress.state == IpState.FREE)
+                .values(state=IpState.ALLOCATED, account_id=account_id,
+                        network_id=getattr(network, "id", network), is_source_nat=source_nat,
+                        allocated=utcnow())
+                .execution_options(synchronize_session=False)).rowcount
+            db.session.commit()
+            if won == 1:
+                ip = db.session.get(PublicIpAddress, ip_id)
+                db.session.refresh(ip)
+                return ip
+    raise InsufficientCapacity("Insufficient address capacity")
+
+
+def free_public(ip) -> None:
+    """The address back to Free: no account, network, source NAT or static NAT (not committed)."""
+    from app.models import IpState
+    ip.state, ip.account_id, ip.network_id, ip.is_source_nat = IpState.FREE, None, None, False
+    ip.vm_id = ip.vm_ip = ip.allocated = None

@@ -1,3 +1,3 @@
 """Network command modules (CloudStack's network API, one module per family)."""
-from app.api.commands.network import addresses, rules  # noqa: F401
+from app.api.commands.network import addresses, networks, routers, rules  # noqa: F401
 from app.api.commands.network import nics, secgroups  # noqa: F401

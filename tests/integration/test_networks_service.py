@@ -1,0 +1,198 @@
+"""Guest networks on a Simulator zone, through the services: an isolated network is
+implemented on its first VM start (a VNI taken, the source-NAT IP claimed, a router Running
+whose spec holds the VM's lease and metadata); a router failing half way leaves no rows and
+nothing on the sim host; deleting with VMs is refused; a VLAN outside the range, an
+overlapping CIDR and the network quota (type 6) are refused; expunge drops the lease;
+delete gives everything back; the monitor re-applies a router that differs."""
+import base64
+import json
+
+import pytest
+from sqlalchemy import func, select
+
+from app.extensions import db
+from app.models import (GuestVnet, IpAddress, Network, PublicIpAddress, Router, SimRouter, SimSegment, VirtualMachine)
+from app.services import accounts, limits, quotas, vms
+from app.services import simulator as sim
+from app.services.errors import InvalidParameter, ResourceInUse, ResourceLimitExceeded
+from app.services.network import networks, routers
+from tests.helpers.net_zone import ISOLATED, network_zone, offering
+from tests.helpers.sim_zone import simulator_zone
+from tests.helpers.users import existing_user
+
+pytestmark = pytest.mark.db
+
+
+@pytest.fixture
+def world(app, tmp_path):
+    with app.app_context():
+        admin = existing_user("root", "rootpass1", role="admin", account="admin")
+        alice = existing_user("alice", "alicepass1")
+        w = simulator_zone(admin, tmp_path, name="nz", guest_cidr="10.5.0.0/24",
+                           host_urls=[f"simulator://n{i}?cpus=4&memory=8192" for i in (1, 2)])
+        network_zone(w.zone)
+        return dict(zone=w.zone.uuid, t=w.template.uuid, so=w.offering.uuid, alice=alice.uuid, admin=admin.uuid,
+                    hosts=[h.name for h in w.hosts])
+
+
+def _user(uuid):
+    return accounts.user_by_uuid(uuid)
+
+
+def _deploy(w, name, net, **kw):
+    vm, job = vms.deploy(_user(w["alice"]), zone_uuid=w["zone"], service_offering_uuid=w["so"],
+                         template_uuid=w["t"], name=name, network_uuids=[net.uuid], **kw)
+    db.session.refresh(job)
+    return db.session.get(VirtualMachine, vm.id), job
+
+
+def _sim_router(key):
+    return db.session.scalar(select(SimRouter).where(SimRouter.key == key))
+
+
+def test_isolated_network_is_implemented_on_first_start(app, world):
+    with app.app_context():
+        alice = _user(world["alice"])
+        net = networks.create_network(alice, zone_uuid=world["zone"], name="iso", display_text="iso")
+        assert net.state == "Allocated" and net.guest_type == "Isolated" and net.cidr == "10.5.0.0/24"
+        assert net.vlan is None and net.quota_counted and routers.router_of(net) is None
+        userdata = base64.b64encode(b"#cloud-config\nhostname: w1\n").decode()
+        vm, job = _deploy(world, "w1", net, userdata=userdata)
+        assert job.status == 1, job.result
+        db.session.refresh(net)
+        assert net.state == "Implemented" and 5000 <= net.vlan <= 5003 and net.broadcast_uri == f"vxlan://{net.vlan}"
+        assert db.session.scalar(select(GuestVnet.vnet).where(GuestVnet.network_id == net.id)) == net.vlan
+        snat = db.session.scalar(select(PublicIpAddress).where(PublicIpAddress.network_id == net.id))
+        assert snat.is_source_nat and snat.state == "Allocated" and snat.account_id == alice.account_id
+        router = routers.router_of(net)
+        assert router.state == "Running" and router.name == f"r-{router.id}-VM" and router.guest_ip == net.gateway
+        assert router.public_ip_id == snat.id and router.applied_hash
+        spec = json.loads(_sim_router(router.uuid.replace("-", "")[:10]).spec)
+        nic = vm.nics[0]
+        assert [(le["mac"], le["ip"], le["hostname"]) for le in spec["leases"]] == \
+            [(nic.mac_address, nic.ip_address, "w1")]
+        meta = spec["metadata"][0]
+        assert meta["ip"] == nic.ip_address and meta["user_data"].startswith("#cloud-config")
+        assert dict(map(tuple, meta["items"]))["availability-zone"] == "nz"
+        assert spec["source_nat_ip"] == snat.address and spec["public_ips"] == [f"{snat.address}/24"]
+        assert spec["domain"] == f"cs{alice.account_id:x}cloud.internal" and spec["dns_upstream"] == ["8.8.8.8"]
+        assert spec["guest"]["isolation"] == "VXLAN" and spec["guest"]["vnet"] == net.vlan
+        # The VM's host has the segment too.
+        assert db.session.scalar(select(func.count()).select_from(SimSegment).where(
+            SimSegment.bridge == f"brvx-{net.vlan}")) >= 1
+        # A second VM: same router, both leases; no second source NAT IP.
+        vm2, job2 = _deploy(world, "w2", net)
+        assert job2.status == 1, job2.result
+        spec = json.loads(_sim_router(router.uuid.replace("-", "")[:10]).spec)
+        assert sorted(le["hostname"] for le in spec["leases"]) == ["w1", "w2"]
+        assert db.session.scalar(select(func.count()).select_from(Router).where(Router.network_id == net.id)) == 1
+        # deleteNetwork with VMs: refused, nothing changes.
+        with pytest.raises(ResourceInUse, match="VMs on it"):
+            networks.delete_network(alice, net.uuid)
+        # Expunging a VM drops its lease from the router.
+        job = vms.destroy(alice, vm2.uuid, expunge=True)
+        db.session.refresh(job)
+        assert job.status == 1, job.result
+        spec = json.loads(_sim_router(router.uuid.replace("-", "")[:10]).spec)
+        assert [le["hostname"] for le in spec["leases"]] == ["w1"]
+        # restartNetwork cleanup=true: a new router with the same addresses.
+        networks.restart_network(alice, net.uuid, cleanup=True)
+        new = routers.router_of(net)
+        assert new.id != router.id and new.state == "Running" and new.guest_ip == net.gateway
+        assert new.public_ip_id == snat.id and _sim_router(router.uuid.replace("-", "")[:10]) is None
+        # Delete: the router gone from the host, the IP Free, the VNI and the quota back.
+        job = vms.destroy(alice, vm.uuid, expunge=True)
+        db.session.refresh(job)
+        networks.delete_network(alice, net.uuid)
+        db.session.refresh(snat)
+        assert snat.state == "Free" and snat.account_id is None and snat.network_id is None
+        assert db.session.scalar(select(SimRouter.id)) is None
+        assert db.session.scalar(select(GuestVnet.id).where(GuestVnet.network_id == net.id)) is None
+        assert db.session.scalar(select(func.count()).select_from(IpAddress).where(
+            IpAddress.network_id == net.id)) == 0
+        assert quotas.usage(alice.account_id)["network"] == 0
+
+
+def test_a_router_failing_half_way_leaves_nothing(app, world):
+    with app.app_context():
+        alice = _user(world["alice"])
+        net = networks.create_network(alice, zone_uuid=world["zone"], name="iso", display_text="iso")
+        for h in world["hosts"]:
+            sim.arm_fault(host=h, operations=["router_apply"], message="dnsmasq did not start")
+        vm, job = _deploy(world, "f1", net)
+        assert job.status == 2 and "dnsmasq did not start" in job.result
+        db.session.expire_all()
+        net = db.session.get(Network, net.id)
+        assert net.state == "Allocated" and net.vlan is None and net.broadcast_uri is None
+        assert db.session.scalar(select(func.count()).select_from(Router).where(Router.network_id == net.id,
+                                                                              Router.removed.is_(None))) == 0
+        assert db.session.scalar(select(func.count()).select_from(Router).where(Router.network_id == net.id)) == 0
+        assert db.session.scalar(select(GuestVnet.id).where(GuestVnet.network_id == net.id)) is None
+        assert db.session.scalar(select(func.count()).select_from(PublicIpAddress).where(
+            PublicIpAddress.state != "Free")) == 0
+        assert db.session.scalar(select(func.count()).select_from(IpAddress).where(
+            IpAddress.router_id.is_not(None))) == 0
+        assert db.session.scalar(select(SimRouter.id)) is None
+        assert db.session.scalar(select(SimSegment.id)) is None
+        # The fault consumed, the next start implements it.
+        for h in world["hosts"]:
+            sim.reset(h)
+        vm2, job2 = _deploy(world, "f2", net)
+        assert job2.status == 1, job2.result
+        assert routers.router_of(net).state == "Running"
+
+
+def test_bad_networks_are_refused(app, world):
+    with app.app_context():
+        admin, alice = _user(world["admin"]), _user(world["alice"])
+        iso = offering(ISOLATED).uuid
+        with pytest.raises(InvalidParameter, match="not in the guest VLAN range"):
+            networks.create_network(admin, zone_uuid=world["zone"], name="x", offering_uuid=iso,
+                                    account_name="alice", vlan=4000)
+        networks.create_network(alice, zone_uuid=world["zone"], name="a", gateway="10.9.0.1",
+                                netmask="255.255.255.0")
+        with pytest.raises(InvalidParameter, match="overlaps"):
+            networks.create_network(alice, zone_uuid=world["zone"], name="b", gateway="10.9.0.129",
+                                    netmask="255.255.255.128")
+        with pytest.raises(InvalidParameter, match="not allowed for L2"):
+            networks.create_network(admin, zone_uuid=world["zone"], name="l2",
+                                    offering_uuid=offering("DefaultL2NetworkOffering").uuid, gateway="10.8.0.1",
+                                    netmask="255.255.255.0")
+        off = offering(ISOLATED)
+        off.state = "Disabled"
+        db.session.commit()
+        with pytest.raises(InvalidParameter, match="not Enabled"):
+            networks.create_network(alice, zone_uuid=world["zone"], name="c", offering_uuid=off.uuid)
+        off.state = "Enabled"
+        db.session.commit()
+        n_before = db.session.scalar(select(func.count()).select_from(Network))
+        assert quotas.usage(alice.account_id)["network"] == 1  # network "a"
+        limits.set_limit(admin, alice.account, "network", 1)
+        with pytest.raises(ResourceLimitExceeded):
+            networks.create_network(alice, zone_uuid=world["zone"], name="d", gateway="10.7.0.1",
+                                    netmask="255.255.255.0")
+        assert db.session.scalar(select(func.count()).select_from(Network)) == n_before
+
+
+def test_the_monitor_reapplies_a_router_that_differs(app, world):
+    with app.app_context():
+        alice = _user(world["alice"])
+        net = networks.create_network(alice, zone_uuid=world["zone"], name="iso", display_text="iso")
+        vm, job = _deploy(world, "m1", net)
+        assert job.status == 1, job.result
+        router = routers.router_of(net)
+        row = _sim_router(router.uuid.replace("-", "")[:10])
+        row.hash, row.state = "stale", "Broken"  # as if the host lost its dnsmasq and rules
+        db.session.commit()
+        assert routers.check_all() == 1
+        db.session.expire_all()
+        row = _sim_router(router.uuid.replace("-", "")[:10])
+        assert row.state == "Running" and row.hash == db.session.get(Router, router.id).applied_hash
+        assert routers.check_all() == 0  # healthy now
+        # A router that cannot be re-applied goes Alert.
+        row.hash = "stale"
+        db.session.commit()
+        sim.arm_fault(host=router.host.name, operations=["router_apply"], count=5, message="no space")
+        routers.check_all()
+        db.session.expire_all()
+        assert db.session.get(Router, router.id).state == "Alert"
