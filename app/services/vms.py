@@ -924,7 +924,7 @@ def _expunge(vm: VirtualMachine) -> None:
     events.record("VM.EXPUNGE", f"VM {vm.name} expunged", user=vm.user, resource_type="VirtualMachine",
                   resource_id=vm.uuid)
     db.session.commit()
-    for net in set(nets):  # the routers drop its leases and metadata
+    for net in {n for n in nets if networks.managed(n)}:  # the routers drop its leases and metadata
         try:
             routers.apply(net)
         except ServiceError as e:  # the monitor re-applies a router that differs

@@ -196,3 +196,28 @@ def test_the_monitor_reapplies_a_router_that_differs(app, world):
         routers.check_all()
         db.session.expire_all()
         assert db.session.get(Router, router.id).state == "Alert"
+
+
+def test_a_router_left_starting_by_a_dead_worker_is_removed(app, world):
+    from datetime import timedelta
+
+    from app.models import utcnow
+    with app.app_context():
+        alice = _user(world["alice"])
+        net = networks.create_network(alice, zone_uuid=world["zone"], name="iso", display_text="iso")
+        networks.implement(net)
+        router = routers.router_of(net)
+        key = router.uuid.replace("-", "")[:10]
+        assert _sim_router(key) is not None
+        # As a worker killed between the host work and the end of the implementation leaves it.
+        router.state, net.state = "Starting", "Implementing"
+        router.last_checked = utcnow() - timedelta(hours=1)
+        db.session.commit()
+        assert networks.repair_orphans() == 1
+        db.session.expire_all()
+        net = db.session.get(Network, net.id)
+        assert net.state == "Allocated" and net.vlan is None and routers.router_of(net) is None
+        assert _sim_router(key) is None and db.session.scalar(select(SimSegment.id)) is None
+        assert db.session.scalar(select(func.count()).select_from(PublicIpAddress).where(
+            PublicIpAddress.state != "Free")) == 0
+        assert db.session.scalar(select(GuestVnet.id).where(GuestVnet.network_id == net.id)) is None

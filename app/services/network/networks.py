@@ -84,7 +84,7 @@ def _offering(uuid: str | None, caller) -> NetworkOffering | None:
                                                               NetworkOffering.removed.is_(None)))
         if off is None:
             raise NotFound("Unable to find network offering by id", field="networkofferingid")
-    elif caller.is_admin:
+    elif caller is None or caller.is_admin:  # None: the system (a zone's default network)
         return None
     else:
         off = db.session.scalar(select(NetworkOffering).where(NetworkOffering.name == DEFAULT_ISOLATED,
@@ -309,9 +309,6 @@ def list_networks(caller, *, id=None, zone_uuid=None, name=None, keyword=None, p
                   traffic_type=None, can_use_for_deploy=None, supported_services=None, restart_required=None,
                   acl_type=None, vpc=None):
     q = visible(caller).order_by(Network.id)
-    if caller.is_admin and not list_all and not id and not zone_uuid and account is None and keyword is None \
-            and list_all is False:
-        q = q.where((Network.account_id.is_(None)) | (Network.account_id == caller.account_id))
     if id:
         q = q.where(Network.uuid == id)
     if zone_uuid:
@@ -444,8 +441,8 @@ def implement(network: Network, near_host: Host | None = None) -> Network:
         db.session.execute(update(Network).where(Network.id == net_id).values(
             state=NetworkState.ALLOCATED, broadcast_uri=None).execution_options(synchronize_session=False))
         db.session.commit()
-        if isinstance(e, ServiceError):
-            raise ResourceUnavailable(f"Unable to implement network {network.name}: {e.message}") from None
+        if isinstance(e, ServiceError):  # the same kind of error (533 no capacity, 530 a host refused...)
+            raise type(e)(f"Unable to implement network {network.name}: {e.message}", field=e.field) from None
         raise
     return network
 
