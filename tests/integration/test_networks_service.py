@@ -221,3 +221,40 @@ def test_a_router_left_starting_by_a_dead_worker_is_removed(app, world):
         assert db.session.scalar(select(func.count()).select_from(PublicIpAddress).where(
             PublicIpAddress.state != "Free")) == 0
         assert db.session.scalar(select(GuestVnet.id).where(GuestVnet.network_id == net.id)) is None
+
+
+def test_shared_and_l2_networks(app, world):
+    from tests.helpers.net_zone import L2, SHARED
+    with app.app_context():
+        admin, alice = _user(world["admin"]), _user(world["alice"])
+        shared = networks.create_network(admin, zone_uuid=world["zone"], name="sh", offering_uuid=offering(SHARED).uuid,
+                                         gateway="172.16.5.1", netmask="255.255.255.0", start_ip="172.16.5.10",
+                                         end_ip="172.16.5.50", vlan=3999)
+        # Implemented at once: its router holds the first address of the range; no public side.
+        assert shared.state == "Implemented" and shared.account_id is None and not shared.quota_counted
+        router = routers.router_of(shared)
+        assert router.state == "Running" and router.guest_ip == "172.16.5.10" and router.public_ip_id is None
+        vm, job = _deploy(world, "s1", shared)
+        assert job.status == 1, job.result
+        assert vm.nics[0].ip_address == "172.16.5.11"
+        spec = json.loads(_sim_router(router.uuid.replace("-", "")[:10]).spec)
+        assert spec["gateway"] == "172.16.5.1" and spec["public"] is None
+        assert [le["ip"] for le in spec["leases"]] == ["172.16.5.11"]
+        # L2: only the segment, no addresses, no router.
+        l2 = networks.create_network(admin, zone_uuid=world["zone"], name="l2", offering_uuid=offering(L2).uuid,
+                                     account_name="alice")
+        vm2, job2 = _deploy(world, "l1", l2)
+        assert job2.status == 1, job2.result
+        db.session.refresh(l2)
+        assert l2.state == "Implemented" and l2.vlan is not None and routers.router_of(l2) is None
+        assert vm2.nics[0].ip_address is None
+        # A router whose host went Down is rebuilt on the other host (same addresses).
+        old_host = router.host
+        old_host.state = "Down"
+        db.session.commit()
+        assert routers.check_all() >= 1
+        db.session.expire_all()
+        moved = db.session.get(type(router), router.id)
+        assert moved.state == "Running" and moved.host_id != old_host.id and moved.guest_ip == "172.16.5.10"
+        old_host.state = "Up"
+        db.session.commit()

@@ -35,8 +35,9 @@ def add_nic(vm: VirtualMachine, net: Network, device_id: int = 0) -> Nic:
             db.session.rollback()  # a MAC collision: draw again
     else:
         raise InsufficientCapacity("Could not draw a unique MAC address")
-    nic.ip_address = allocate_ip(net, nic.id)
-    db.session.commit()
+    if net.start_ip is not None:  # an L2 network gives no addresses
+        nic.ip_address = allocate_ip(net, nic.id)
+        db.session.commit()
     return nic
 
 
