@@ -916,6 +916,8 @@ def _expunge(vm: VirtualMachine) -> None:
         else:
             v.vm_id, v.device_id = None, None
     nets = [n.network for n in vm.nics if n.removed is None]
+    from app.services.network import public_ips
+    public_ips.release_for_vm(vm)  # its port forwarding and static NAT go (routers re-applied)
     ipam.release_nics(vm)
     secgroups.forget_vm(vm)
     quotas.release(vm)

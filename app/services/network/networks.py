@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
 from app.hypervisors.base import DriverError
-from app.models import (FirewallRule, GuestType, GuestVnet, Host, HostState, Network, NetworkOffering, NetworkState,
+from app.models import (GuestType, GuestVnet, Host, HostState, IpState, Network, NetworkOffering, NetworkState,
                         Nic, PhysicalNetwork, PublicIpAddress, Router, RouterState, VirtualMachine, Zone, new_uuid,
                         utcnow)
 from app.network.host.specs import SegmentSpec, nic_device, router_key
@@ -498,7 +498,8 @@ def _start_router(net: Network, host: Host, steps: _Steps) -> Router:
         source_nat = db.session.scalar(select(PublicIpAddress).where(PublicIpAddress.network_id == net.id,
                                                                      PublicIpAddress.is_source_nat.is_(True)))
         if source_nat is None:
-            source_nat = ipam.claim_public(net.zone_id, net.account_id, net, source_nat=True)
+            from app.services.network import public_ips  # counted as the account's public IP (type 1)
+            source_nat = public_ips.claim(net.zone_id, net.account_id, net.id, source_nat=True)
             ip_id = source_nat.id
             steps.made("source NAT IP", lambda: _free_ip(ip_id))
     router = Router(uuid=new_uuid(), name="pending", network_id=net.id, zone_id=net.zone_id, host_id=host.id,
@@ -534,9 +535,10 @@ def _start_router(net: Network, host: Host, steps: _Steps) -> Router:
 
 
 def _free_ip(ip_id: int) -> None:
+    from app.services.network import public_ips
     ip = db.session.get(PublicIpAddress, ip_id)
-    if ip is not None:
-        ipam.free_public(ip)
+    if ip is not None and ip.state != IpState.FREE:
+        public_ips.free(ip, commit=False)
 
 
 def _drop_router_rows(router_id: int) -> None:
@@ -627,27 +629,6 @@ def _destroy_router(net: Network, *, quiet: bool = False) -> None:
     db.session.commit()
 
 
-def release_public_ips(net: Network) -> None:
-    """Every public IP of the network back to Free, with its rules (helper E's
-    public_ips.release_all replaces this body when it lands)."""
-    try:
-        from app.services.network import public_ips
-        release_all = getattr(public_ips, "release_all")
-    except (ImportError, AttributeError):
-        release_all = None
-    if release_all is not None:
-        release_all(net)
-        return
-    for ip in list(db.session.scalars(select(PublicIpAddress).where(PublicIpAddress.network_id == net.id))):
-        db.session.execute(delete(FirewallRule).where(FirewallRule.public_ip_id == ip.id))
-        if ip.quota_counted and ip.account_id:
-            quotas.give(ip.account_id, {"public_ip": 1}, commit=False)
-            ip.quota_counted = False
-        ipam.free_public(ip)
-    db.session.execute(delete(FirewallRule).where(FirewallRule.network_id == net.id))
-    db.session.commit()
-
-
 def delete_network(caller, uuid: str) -> None:
     """deleteNetwork (the async job body): refused while VMs use it; the router destroyed,
     public IPs released, the VNET and quota given back."""
@@ -657,7 +638,8 @@ def delete_network(caller, uuid: str) -> None:
                                 VirtualMachine.removed.is_(None))):
         raise ResourceInUse(f"Unable to delete network {net.name}: it has VMs on it (delete them first)")
     _destroy_router(net)
-    release_public_ips(net)
+    from app.services.network import public_ips
+    public_ips.release_all(net, caller)  # its rules and addresses (the source NAT one too), counts back
     _remove_rows(net)
     events.record("NETWORK.DELETE", f"Network {net.name} deleted", user=caller, resource_type="Network",
                   resource_id=net.uuid, account_id=net.account_id)

@@ -185,10 +185,15 @@ def spec_for(router: Router) -> RouterSpec:
         vlan = None if rng.vlan in (None, "", "untagged") else int(str(rng.vlan).removeprefix("vlan://"))
         public = SegmentSpec(isolation="VLAN" if vlan else "untagged", label=label, vnet=vlan)
         public_mac, public_gw = router.public_mac, rng.gateway
-        public_ips.append(_prefixed(source_nat.address, rng.netmask))
-        for addr in public_rules.public_ips:
-            if addr.split("/")[0] != source_nat.address:
-                public_ips.append(addr if "/" in addr else _prefixed(addr, rng.netmask))
+        public_ips.append(_prefixed(source_nat.address, rng.netmask))  # the source NAT IP first
+        prefixes = public_rules.public_prefixes or ()
+        for i, addr in enumerate(public_rules.public_ips):
+            if addr.split("/")[0] == source_nat.address:
+                continue
+            if "/" in addr:
+                public_ips.append(addr)
+            else:
+                public_ips.append(f"{addr}/{prefixes[i]}" if i < len(prefixes) else _prefixed(addr, rng.netmask))
     dns = tuple(d for d in (zone.dns1, zone.dns2) if d)
     offering = net.offering
     return RouterSpec(
@@ -199,7 +204,7 @@ def spec_for(router: Router) -> RouterSpec:
         public_ips=tuple(public_ips), public_gateway=public_gw,
         source_nat_ip=source_nat.address if source_nat else None, nat=public_rules.nat,
         ingress=public_rules.ingress, egress=public_rules.egress,
-        egress_default_allow=offering.egress_default_policy if offering is not None else True)
+        egress_default_allow=public_rules.egress_default_allow if offering is not None else True)
 
 
 # --- Host calls ----------------------------------------------------------------------------
