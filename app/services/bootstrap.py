@@ -31,6 +31,8 @@ def seed_reference_data() -> None:
                 db.session.add(OsType(description=t, category=cat))
     from app.services import hypervisors
     hypervisors.ensure_capability_rows()
+    from app.services.network import offerings
+    offerings.ensure_defaults(commit=False)  # CloudStack's default network offerings, in every database
     db.session.commit()
 
 

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 
 from sqlalchemy import func, select
@@ -198,14 +197,16 @@ def validate_traffic_label(value: str | None, type_name: str) -> str:
 
 
 def create_physical_network(caller, zone: Zone, *, vlan_range: str | None, traffic_labels: dict[str, str],
-                            name: str = "Physical Network 1") -> PhysicalNetwork:
-    net = PhysicalNetwork(uuid=new_uuid(), zone_id=zone.id, name=name, vlan_range=vlan_range,
-                          traffic_labels=json.dumps(traffic_labels))
-    db.session.add(net)
-    events.record("PHYSICAL.NETWORK.CREATE", f"Physical network {name} created in zone {zone.name}", user=caller,
-                  resource_type="PhysicalNetwork", resource_id=net.uuid)
-    db.session.commit()
-    return net
+                            name: str = "Physical Network 1", isolation_method: str = "VLAN",
+                            commit: bool = True) -> PhysicalNetwork:
+    """A physical network carrying Guest traffic with these labels (network/physical.py has the rules)."""
+    from app.services.network import physical
+    phys = physical.create_physical_network(caller, zone=zone, name=name, vlan=vlan_range,
+                                            isolation_method=isolation_method, commit=False)
+    physical.add_traffic_type(caller, phys.uuid, "Guest", traffic_labels, commit=False)
+    if commit:
+        db.session.commit()
+    return phys
 
 
 # --- Pods -------------------------------------------------------------------------

@@ -8,7 +8,6 @@ failure); Shared ones are implemented at once. NIC addresses: ipam.py; routers: 
 from __future__ import annotations
 
 import ipaddress
-import json
 
 import logging
 import time
@@ -66,11 +65,8 @@ def _first_vlan(zone: Zone) -> int | None:
 
 def traffic_label(zone_id: int, type_name: str) -> str:
     """The host-side bridge or virtual switch for guests of this type in this zone."""
-    phys = db.session.scalar(select(PhysicalNetwork).where(PhysicalNetwork.zone_id == zone_id,
-                                                           PhysicalNetwork.removed.is_(None)))
-    labels = json.loads(phys.traffic_labels or "{}") if phys else {}
-    from app.services.zone_wizard import default_label
-    return labels.get(type_name) or default_label(type_name)
+    from app.services.network.physical import label_for
+    return label_for(zone_id, "Guest", type_name)
 
 
 DEFAULT_ISOLATED = "DefaultIsolatedNetworkOfferingWithSourceNatService"
