@@ -101,6 +101,7 @@ def add_host(caller, *, cluster_uuid: str, url: str, fields: dict[str, str], pod
         raise InvalidParameter(f"Cluster {cluster.name} already has {count} hosts, the most a "
                                f"{hv.display_name(t.name)} cluster may hold", field="clusterid")
     conn, facts = check_new_host(t.name, url, fields)
+    _check_labels(cluster.zone_id, t.name, conn, facts.hostname or conn.address)
     values = _check_fields(t, url, fields)
     secret = {f.name: values[f.name] for f in t.host_fields if f.secret and values.get(f.name)}
     public = {f.name: values[f.name] for f in t.host_fields if not f.secret and f.name != "url" and values.get(f.name)}
@@ -125,6 +126,18 @@ def add_host(caller, *, cluster_uuid: str, url: str, fields: dict[str, str], pod
     if commit:
         db.session.commit()
     return host
+
+
+def _check_labels(zone_id: int, type_name: str, conn, host_name: str) -> None:
+    """The zone's traffic labels for this type exist on the host (before anything is made)."""
+    from app.services.network import physical
+    driver = hv.driver_for(type_name, conn)
+    try:
+        physical.check_host_labels(zone_id, type_name, driver, host_name)
+    except DriverError as e:
+        raise ServiceError(f"Unable to check the traffic labels on host {host_name}: {e}", field="url") from None
+    finally:
+        driver.close()
 
 
 def connection_for(host: Host):

@@ -1,8 +1,10 @@
 """The zone wizard: a draft kept server-side, one validated step at a time, then
 a launch job that builds the zone and removes everything again if a step fails.
 
-Steps (CloudStack's order): zone → physical network → pod → cluster → first host
-→ primary storage → secondary storage → review. Each step's values are checked
+Steps (CloudStack's order): zone → physical network (guest VLAN/VNI range, isolation method,
+label) → public traffic (Advanced: the public IP range and its label; Basic zones skip it) → pod
+(Basic: with the guests' range, which becomes a shared network with security groups) → cluster →
+first host → primary storage → secondary storage → review. Each step's values are checked
 by the same service functions the API uses (zones.validate_zone, ...), so the
 wizard and createZone/createPod/... accept and refuse the same things.
 
@@ -22,25 +24,31 @@ from sqlalchemy import delete, select, update
 
 from app.jobs import service as jobs
 from app.extensions import db
-from app.models import (AllocationState, AsyncJob, Cluster, Host, ImageStore, JobStatus, Network, PhysicalNetwork, Pod,
-                        StoragePool, WizardDraft, Zone, utcnow)
+from app.models import (AllocationState, AsyncJob, Cluster, GuestVnet, Host, ImageStore, JobStatus, Network,
+                        NetworkServiceProvider, PhysicalNetwork, PhysicalNetworkTrafficType, Pod, PublicIpAddress,
+                        StoragePool, VlanIpRange, WizardDraft, Zone, utcnow)
 from app.services import crypto, events, hosts, storage, zones
+from app.services.network import physical, ranges
 from app.services import hypervisors as hv
 from app.services.errors import InvalidParameter, NotFound, ServiceError
 
 KIND = "zone"
-STEPS = ("zone", "network", "pod", "cluster", "host", "primary", "secondary", "review")
-TITLES = {"zone": "Zone", "network": "Physical network", "pod": "Pod", "cluster": "Cluster", "host": "Host",
+STEPS = ("zone", "network", "public", "pod", "cluster", "host", "primary", "secondary", "review")
+TITLES = {"zone": "Zone", "network": "Physical network", "public": "Public traffic", "pod": "Pod",
+          "cluster": "Cluster", "host": "Host",
           "primary": "Primary storage", "secondary": "Secondary storage", "review": "Review and launch"}
 # What the launch job does, in order; the names are the progress list's lines.
-LAUNCH_STEPS = (("zone", "Create the zone"), ("network", "Create the physical network"), ("pod", "Create the pod"),
+LAUNCH_STEPS = (("zone", "Create the zone"), ("network", "Create the physical network"),
+                ("public", "Create the public IP range"), ("pod", "Create the pod"),
                 ("cluster", "Create the cluster"), ("host", "Add the host"), ("primary", "Add primary storage"),
                 ("secondary", "Add secondary storage"), ("enable", "Enable the zone"))
 DRAFT_TTL = timedelta(days=2)
+BASIC_GUEST_STEP = "Create the guest network (security groups)"  # the "public" launch step of Basic zones
+
+
 def default_label(type_name: str | None) -> str:
     """The bridge or virtual switch a type's hosts usually give guests (the type declares it)."""
-    t = hv.resolve(type_name) if type_name else None
-    return getattr(t, "default_traffic_label", None) or "cloudbr0"
+    return physical.default_label(type_name)
 
 
 # --- Drafts -----------------------------------------------------------------------
@@ -100,7 +108,7 @@ def save(draft: WizardDraft, step: str, form: dict) -> str:
     data[step] = checked
     # A changed hypervisor or zone type invalidates what later steps assumed.
     if step == "zone" and draft.step != "zone":
-        for later in ("network", "host", "primary"):
+        for later in ("network", "public", "host", "primary"):
             if data.get(later, {}).get("_type") not in (None, checked["hypervisor"]):
                 data.pop(later, None)
                 draft.step = min(draft.step, later, key=STEPS.index)
@@ -108,6 +116,10 @@ def save(draft: WizardDraft, step: str, form: dict) -> str:
     if draft.id is None:
         _store_new(draft)
     nxt = STEPS[STEPS.index(step) + 1]
+    if nxt == "public" and data["zone"]["networktype"] == "Basic":
+        data["public"] = {"_basic": True}  # Basic zones have no public traffic: skipped
+        _store(draft, data)
+        nxt = "pod"
     if STEPS.index(nxt) > STEPS.index(draft.step):
         draft.step = nxt
     db.session.commit()
@@ -165,8 +177,43 @@ def _check_zone(data: dict, form: dict) -> dict:
 def _check_network(data: dict, form: dict) -> dict:
     t = type_of(data)
     advanced = data["zone"]["networktype"] == "Advanced"
-    return {"vlan": zones.validate_vlan_range(form.get("vlan"), required=advanced) or "",
+    method = (form.get("isolationmethod") or "VLAN").strip().upper() if advanced else "VLAN"
+    if method not in physical.ISOLATION_METHODS:
+        raise InvalidParameter("The isolation method is VLAN or VXLAN", field="isolationmethod")
+    supported = hv.resolve(t).capabilities.isolation_methods
+    if advanced and supported and method not in supported:
+        raise InvalidParameter(f"{hv.display_name(t)} hosts cannot make {method} segments (they make "
+                               f"{', '.join(supported)})", field="isolationmethod")
+    vlan = (form.get("vlan") or "").strip()
+    if advanced and not vlan:
+        what = "VNI" if method == "VXLAN" else "VLAN"
+        raise InvalidParameter(f"An Advanced zone needs a guest {what} range, e.g. "
+                               f"{'5000-5999' if method == 'VXLAN' else '100-199'}", field="vlan")
+    spans = physical.parse_vnet_range(vlan, method) if advanced else []
+    return {"isolationmethod": method, "vlan": physical.format_spans(spans) or "",
             "trafficlabel": zones.validate_traffic_label(form.get("trafficlabel"), t), "_type": t}
+
+
+def _check_public(data: dict, form: dict) -> dict:
+    """Advanced zones: the first public IP range and the public traffic's label."""
+    import ipaddress
+    if data["zone"]["networktype"] == "Basic":
+        return {"_basic": True}
+    t = type_of(data)
+    vlan = ranges.parse_vlan(form.get("vlan"))
+    gw, mask, start, end, subnet = ranges.check_subnet(form.get("gateway"), form.get("netmask"),
+                                                       form.get("startip"), form.get("endip"))
+    n = data.get("network", {})
+    if vlan != "untagged" and n.get("isolationmethod", "VLAN") == "VLAN" and physical.in_spans(
+            int(vlan), physical.parse_vnet_range(n.get("vlan"))):
+        raise InvalidParameter(f"VLAN {vlan} is in the guest VLAN range {n.get('vlan')}; the public VLAN must be "
+                               "another one", field="vlan")
+    cidr = data["zone"].get("guestcidraddress")
+    if cidr and ipaddress.IPv4Network(cidr).overlaps(subnet):
+        raise InvalidParameter(f"The public range overlaps the zone's guest CIDR {cidr}", field="gateway")
+    label = (form.get("trafficlabel") or "").strip() or n.get("trafficlabel")
+    return {"gateway": gw, "netmask": mask, "vlan": vlan, "startip": start, "endip": end,
+            "trafficlabel": zones.validate_traffic_label(label, t), "_type": t}
 
 
 def _check_pod(data: dict, form: dict) -> dict:
@@ -267,7 +314,7 @@ def _check_review(data: dict, form: dict) -> dict:
     return {}
 
 
-CHECKS = {"zone": _check_zone, "network": _check_network, "pod": _check_pod, "cluster": _check_cluster,
+CHECKS = {"zone": _check_zone, "network": _check_network, "public": _check_public, "pod": _check_pod, "cluster": _check_cluster,
           "host": _check_host, "primary": _check_primary, "secondary": _check_secondary, "review": _check_review}
 
 
@@ -329,6 +376,8 @@ def run_launch(job: AsyncJob, params: dict) -> dict:
         jobs.progress(job, 100 * done // len(steps), f"{steps[i].label}: {state}",
                       steps=[s.__dict__ for s in steps])
 
+    if data["zone"]["networktype"] == "Basic":
+        steps[[k for k, _ in LAUNCH_STEPS].index("public")].label = BASIC_GUEST_STEP
     made: dict[str, str] = {}
     i = 0
     try:
@@ -368,13 +417,61 @@ def _launch_zone(user, data, made) -> str:
 
 
 def _launch_network(user, data, made) -> str:
+    """The physical network with Guest, Management (and Advanced: Public) traffic labelled for
+    the zone's hypervisor type, its providers enabled, and the default guest network."""
     n = data["network"]
+    t = type_of(data)
     zone = zones.get_zone(made["zone"])
-    phys = zones.create_physical_network(user, zone, vlan_range=n["vlan"] or None,
-                                         traffic_labels={type_of(data): n["trafficlabel"]})
-    from app.services.network import networks
-    networks.ensure_default_network(user, zone)  # guests' default network, from the zone's guest CIDR
+    phys = physical.create_physical_network(user, zone=zone, name="Physical Network 1", vlan=n["vlan"] or None,
+                                            isolation_method=n.get("isolationmethod", "VLAN"), commit=False)
+    label = {t: n["trafficlabel"]}
+    physical.add_traffic_type(user, phys.uuid, "Guest", label, commit=False)
+    physical.add_traffic_type(user, phys.uuid, "Management", label, commit=False)
+    if zone.network_type == "Advanced":
+        physical.add_traffic_type(user, phys.uuid, "Public", {t: data["public"]["trafficlabel"]}, commit=False)
+    physical.enable_providers(user, phys, commit=False)
+    db.session.commit()
+    made["network"] = phys.uuid  # from here on, a failure undoes the physical network too
+    if zone.network_type == "Advanced":
+        from app.services.network import networks
+        networks.ensure_default_network(user, zone)  # guests' default network, from the zone's guest CIDR
     return phys.uuid
+
+
+def _launch_public(user, data, made) -> str:
+    """Advanced: the public IP range (one Free address row each). Basic: the zone's shared guest
+    network with security groups, on the pod's subnet and guest range."""
+    zone = zones.get_zone(made["zone"])
+    if zone.network_type == "Advanced":
+        p = data["public"]
+        return ranges.create_range(user, zone_uuid=zone.uuid, physical_network_uuid=made["network"], vlan=p["vlan"],
+                                   gateway=p["gateway"], netmask=p["netmask"], start_ip=p["startip"],
+                                   end_ip=p["endip"], for_virtual_network=True).uuid
+    return _basic_guest_network(user, data, zone, made["network"])
+
+
+def _basic_guest_network(user, data, zone, phys_uuid: str) -> str:
+    import ipaddress
+
+    from app.models import GuestType, new_uuid
+    from app.services.network import offerings
+    p = data["pod"]
+    subnet = ipaddress.IPv4Network(f"{p['gateway']}/{p['netmask']}", strict=False)
+    offering = offerings.default_for(GuestType.SHARED, security_groups=True)
+    phys = physical.get_physical_network(phys_uuid)
+    net = Network(uuid=new_uuid(), name=f"{zone.name}-guest", display_text=f"Guest network of Basic zone {zone.name}",
+                  zone_id=zone.id, physical_network_id=phys.id, network_offering_id=offering.id,
+                  guest_type=GuestType.SHARED, account_id=None, cidr=str(subnet), gateway=p["gateway"],
+                  netmask=p["netmask"], vlan=None, broadcast_uri="vlan://untagged", is_default=True,
+                  security_groups=True, state="Implemented")
+    db.session.add(net)
+    db.session.flush()
+    ranges.create_range(user, network_uuid=net.uuid, vlan="untagged", gateway=p["gateway"], netmask=p["netmask"],
+                        start_ip=p["gueststartip"], end_ip=p["guestendip"], for_virtual_network=False, commit=False)
+    events.record("NETWORK.CREATE", f"Shared guest network {net.name} ({net.cidr}, security groups) created in "
+                  f"zone {zone.name}", user=user, resource_type="Network", resource_id=net.uuid)
+    db.session.commit()
+    return net.uuid
 
 
 def _launch_pod(user, data, made) -> str:
@@ -415,7 +512,7 @@ def _launch_enable(user, data, made) -> None:
     zones.update_zone(user, made["zone"], allocation_state=AllocationState.ENABLED)
 
 
-_LAUNCHERS = {"zone": _launch_zone, "network": _launch_network, "pod": _launch_pod, "cluster": _launch_cluster,
+_LAUNCHERS = {"zone": _launch_zone, "network": _launch_network, "public": _launch_public, "pod": _launch_pod, "cluster": _launch_cluster,
               "host": _launch_host, "primary": _launch_primary, "secondary": _launch_secondary,
               "enable": _launch_enable}
 
@@ -448,18 +545,38 @@ def undo_one(key: str, uuid: str) -> None:
         if host is not None:
             db.session.execute(delete(StoragePool).where(StoragePool.host_id == host.id))
             db.session.delete(host)
+    elif key == "public":
+        r = db.session.scalar(select(VlanIpRange).where(VlanIpRange.uuid == uuid))
+        net = db.session.scalar(select(Network).where(Network.uuid == uuid))
+        if r is not None:
+            db.session.execute(delete(PublicIpAddress).where(PublicIpAddress.vlan_range_id == r.id))
+            db.session.delete(r)
+        if net is not None:  # Basic: the shared guest network and its range
+            db.session.execute(delete(VlanIpRange).where(VlanIpRange.network_id == net.id))
+            db.session.delete(net)
     elif key == "network":
         phys = db.session.scalar(select(PhysicalNetwork).where(PhysicalNetwork.uuid == uuid))
         if phys is not None:
-            db.session.execute(delete(Network).where(Network.zone_id == phys.zone_id))
-            db.session.delete(phys)
+            _delete_zone_networking(phys.zone_id)
     elif key in ("cluster", "pod", "zone"):
         model = {"cluster": Cluster, "pod": Pod, "zone": Zone}[key]
         if key == "zone":
-            db.session.execute(delete(Network).where(Network.zone_id == select(Zone.id).where(
-                Zone.uuid == uuid).scalar_subquery()))
+            zone_id = db.session.scalar(select(Zone.id).where(Zone.uuid == uuid))
+            if zone_id is not None:
+                _delete_zone_networking(zone_id)
         db.session.execute(delete(model).where(model.uuid == uuid))
     db.session.commit()
+
+
+def _delete_zone_networking(zone_id: int) -> None:
+    """Every networking row of a zone the launch made (it is new: nothing else uses them)."""
+    phys_ids = select(PhysicalNetwork.id).where(PhysicalNetwork.zone_id == zone_id).scalar_subquery()
+    db.session.execute(delete(PublicIpAddress).where(PublicIpAddress.zone_id == zone_id))
+    db.session.execute(delete(VlanIpRange).where(VlanIpRange.zone_id == zone_id))
+    db.session.execute(delete(Network).where(Network.zone_id == zone_id))
+    for model in (PhysicalNetworkTrafficType, NetworkServiceProvider, GuestVnet):
+        db.session.execute(delete(model).where(model.physical_network_id.in_(phys_ids)))
+    db.session.execute(delete(PhysicalNetwork).where(PhysicalNetwork.zone_id == zone_id))
 
 
 def undo_reaped(job: AsyncJob) -> None:

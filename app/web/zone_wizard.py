@@ -40,8 +40,19 @@ class ZoneStep(FlaskForm):
 
 
 class NetworkStep(FlaskForm):
-    vlan = StringField("Guest VLAN range", **_text)
+    isolationmethod = RadioField("Isolation of guest networks", default="VLAN", choices=[
+        C("VLAN", "VLAN (802.1Q tags on the hosts' device)"), C("VXLAN", "VXLAN (VNIs over the hosts' IP network)")])
+    vlan = StringField("Guest VLAN / VNI range", **_text)
     trafficlabel = StringField("Bridge or virtual switch on the hosts", **_text)
+
+
+class PublicStep(FlaskForm):
+    gateway = StringField("Public gateway", **_text)
+    netmask = StringField("Public netmask", **_text)
+    vlan = StringField("Public VLAN", **_text)
+    startip = StringField("First public IP", **_text)
+    endip = StringField("Last public IP", **_text)
+    trafficlabel = StringField("Public bridge or virtual switch on the hosts", **_text)
 
 
 class PodStep(FlaskForm):
@@ -83,7 +94,7 @@ class ReviewStep(FlaskForm):
     pass
 
 
-FORMS = {"zone": ZoneStep, "network": NetworkStep, "pod": PodStep, "cluster": ClusterStep,
+FORMS = {"zone": ZoneStep, "network": NetworkStep, "public": PublicStep, "pod": PodStep, "cluster": ClusterStep,
          "primary": PrimaryStep, "secondary": SecondaryStep, "review": ReviewStep}
 # Service error fields that have no field of that name on the step's form.
 FIELD_ALIASES = {"primary": {"url": "kind"}, "secondary": {"url": "path"}}

@@ -14,7 +14,7 @@ from tests.e2e.test_admin_pages import login
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("e2e")]
 
-TITLES = {"zone": "Zone", "network": "Physical network", "pod": "Pod", "cluster": "Cluster", "host": "Host",
+TITLES = {"zone": "Zone", "network": "Physical network", "public": "Public traffic", "pod": "Pod", "cluster": "Cluster", "host": "Host",
           "primary": "Primary storage", "secondary": "Secondary storage", "review": "Review and launch"}
 
 
@@ -65,6 +65,7 @@ def zone_step(hypervisor, name):
             "internaldns1": "10.0.0.2", "guestcidraddress": "10.1.1.0/24"}
 
 
+PUBLIC = {"gateway": "198.18.0.1", "netmask": "255.255.255.0", "startip": "198.18.0.10", "endip": "198.18.0.20"}
 POD = {"name": "pod-1", "gateway": "192.168.10.1", "netmask": "255.255.255.0", "startip": "192.168.10.10",
        "endip": "192.168.10.99"}
 
@@ -80,13 +81,20 @@ def test_simulator_zone_wrong_entries_failed_launch_then_launch(stack, page, tmp
     next_step(page, "zone", {"dns1": "8.8.8.8"}, "network")
     refused(page, {"vlan": "100-5000", "trafficlabel": "cloudbr0"}, "not a VLAN range within 1-4094")
     screenshot(page, "wizard-2-network")
-    next_step(page, "network", {"vlan": "100-199"}, "pod")
+    next_step(page, "network", {"vlan": "100-199"}, "public")
+    refused(page, {**PUBLIC, "vlan": "150"}, "is in the guest VLAN range")
+    screenshot(page, "wizard-3-public")
+    next_step(page, "public", {"vlan": "untagged"}, "pod")
     refused(page, {**POD, "startip": "10.9.9.9"}, "is not in the subnet 192.168.10.0/24")
     screenshot(page, "wizard-3-pod")
     # Back keeps what was typed.
     submit(page, "#wizard button[value=back]")
+    at(page, "public")
+    submit(page, "#wizard button[value=back]")
     at(page, "network")
     assert page.input_value("#wizard [name=vlan]") == "100-199"
+    submit(page)
+    at(page, "public")
     submit(page)
     at(page, "pod")
     next_step(page, "pod", POD, "cluster")
@@ -118,7 +126,7 @@ def test_simulator_zone_wrong_entries_failed_launch_then_launch(stack, page, tmp
     page.click("button:has-text('Launch zone')")
     page.wait_for_selector(".launch-step.step-failed:has-text('Add the host')", timeout=30000)
     page.wait_for_selector("a:has-text('Back to the wizard')")
-    assert page.locator(".launch-step.step-undone").count() == 4
+    assert page.locator(".launch-step.step-undone").count() == 5
     screenshot(page, "wizard-launch-failed")
     api = stack.api()
     assert api.listZones() == {} and api.listStoragePools() == {} and api.listImageStores() == {}
@@ -135,6 +143,8 @@ def test_simulator_zone_wrong_entries_failed_launch_then_launch(stack, page, tmp
     assert zone["name"] == "sim-zone" and zone["allocationstate"] == "Enabled"
     assert api.listHosts()["host"][0]["state"] == "Up"
     assert sorted(p["scope"] for p in api.listStoragePools()["storagepool"]) == ["CLUSTER", "HOST"]
+    r = api.listVlanIpRanges()["vlan"][0]
+    assert (r["startip"], r["endip"], r["vlan"]) == ("198.18.0.10", "198.18.0.20", "vlan://untagged")
 
 
 @pytest.mark.libvirt
@@ -146,7 +156,8 @@ def test_kvm_zone_on_the_local_libvirtd(stack, page, tmp_path):
     page.goto(stack.url + "/admin/zones/wizard/")
     at(page, "zone")
     next_step(page, "zone", zone_step("KVM", "kvm-zone"), "network")
-    next_step(page, "network", {"vlan": "200-299", "trafficlabel": "cloudbr0"}, "pod")
+    next_step(page, "network", {"vlan": "200-299", "trafficlabel": "cloudbr0"}, "public")
+    next_step(page, "public", PUBLIC, "pod")
     next_step(page, "pod", POD, "cluster")
     next_step(page, "cluster", {"clustername": "kvm-cluster"}, "host")
     refused(page, {"url": "xen:///system"}, "Use a qemu:// URI")  # a Xen URI in a KVM zone
@@ -188,7 +199,8 @@ def test_a_refusal_is_waited_for_until_its_answer_came(stack, page):
     page.goto(stack.url + "/admin/zones/wizard/")
     at(page, "zone")
     next_step(page, "zone", zone_step("Simulator", "held-zone"), "network")
-    next_step(page, "network", {"vlan": "100-199", "trafficlabel": "cloudbr0"}, "pod")
+    next_step(page, "network", {"vlan": "100-199", "trafficlabel": "cloudbr0"}, "public")
+    next_step(page, "public", PUBLIC, "pod")
     next_step(page, "pod", POD, "cluster")
     next_step(page, "cluster", {"clustername": "cluster-1"}, "host")
     held = []

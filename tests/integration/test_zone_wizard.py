@@ -9,8 +9,9 @@ import pytest
 from sqlalchemy import func, select
 
 from app.extensions import db
-from app.models import (AsyncJob, Cluster, Host, ImageStore, JobStatus, PhysicalNetwork, Pod, SimPool, StoragePool,
-                        WizardDraft, Zone)
+from app.models import (AsyncJob, Cluster, Host, ImageStore, JobStatus, Network, NetworkServiceProvider,
+                        PhysicalNetwork, PhysicalNetworkTrafficType, Pod, PublicIpAddress, SimPool, StoragePool,
+                        VlanIpRange, WizardDraft, Zone)
 from app.services import simulator as sim
 from tests.helpers.users import existing_user
 
@@ -20,6 +21,8 @@ ZONE = {"name": "wz-1", "description": "wizard zone", "networktype": "Advanced",
         "dns1": "8.8.8.8", "internaldns1": "10.0.0.2", "guestcidraddress": "10.1.1.0/24",
         "localstorageenabled": "y"}
 NETWORK = {"vlan": "100-199", "trafficlabel": "cloudbr0"}
+PUBLIC = {"gateway": "198.18.0.1", "netmask": "255.255.255.0", "vlan": "untagged", "startip": "198.18.0.10",
+          "endip": "198.18.0.29"}
 POD = {"name": "pod-1", "gateway": "192.168.10.1", "netmask": "255.255.255.0", "startip": "192.168.10.10",
        "endip": "192.168.10.99"}
 CLUSTER = {"clustername": "cluster-1"}
@@ -31,6 +34,7 @@ PRIMARY = {"kind": "nfs", "name": "primary-1", "server": "filer.example", "path"
 WRONG = [
     ("zone", {"dns1": "8.8.8"}, "DNS 1 must be an IPv4 address"),
     ("network", {"vlan": "100-5000"}, "not a VLAN range within 1-4094"),
+    ("public", {"vlan": "150"}, "is in the guest VLAN range 100-199"),
     ("pod", {"startip": "10.9.9.9"}, "is not in the subnet 192.168.10.0/24"),
     ("cluster", {"clustername": ""}, "Cluster name is required"),
     ("host", {"url": "simulator://"}, "A Simulator host name is 1-128 letters, digits, '.', '_' or '-' (got '')"),
@@ -70,7 +74,7 @@ class Wizard:
         return r
 
     def through(self, secondary_dir, until="review"):
-        steps = [("zone", ZONE), ("network", NETWORK), ("pod", POD), ("cluster", CLUSTER), ("host", HOST),
+        steps = [("zone", ZONE), ("network", NETWORK), ("public", PUBLIC), ("pod", POD), ("cluster", CLUSTER), ("host", HOST),
                  ("primary", PRIMARY), ("secondary", {"provider": "Local", "name": "sec-1", "path": secondary_dir})]
         for step, data in steps:
             if step == "zone" and self.base:
@@ -88,14 +92,18 @@ def error_text(r) -> str:
     return unescape(" ".join(re.findall(r'class="error"[^>]*>([^<]*)<', html) + re.findall(r'<div class="form-errors"[^>]*><p>([^<]*)', html)))
 
 
-def counts():
+NET_MODELS = (Network, NetworkServiceProvider, PhysicalNetworkTrafficType, VlanIpRange, PublicIpAddress)
+
+
+def counts(networking=False):
     return {m.__name__: db.session.scalar(select(func.count()).select_from(m))
-            for m in (Zone, PhysicalNetwork, Pod, Cluster, Host, StoragePool, ImageStore)}
+            for m in (Zone, PhysicalNetwork, Pod, Cluster, Host, StoragePool, ImageStore)
+            + (NET_MODELS if networking else ())}
 
 
 def test_walk_refuse_one_wrong_entry_per_step_then_launch(app, client, auth, tmp_path):
     w = Wizard(client, auth, stored=False)
-    good = {"zone": ZONE, "network": NETWORK, "pod": POD, "cluster": CLUSTER, "host": HOST, "primary": PRIMARY,
+    good = {"zone": ZONE, "network": NETWORK, "public": PUBLIC, "pod": POD, "cluster": CLUSTER, "host": HOST, "primary": PRIMARY,
             "secondary": {"provider": "Local", "name": "sec-1", "path": str(tmp_path / "secondary")}}
     for step, bad, message in WRONG:
         assert message, step  # an empty expected message would match any page
@@ -120,6 +128,16 @@ def test_walk_refuse_one_wrong_entry_per_step_then_launch(app, client, auth, tmp
                             "StoragePool": 2, "ImageStore": 1}  # NFS pool + the host's local pool
         net = db.session.scalar(select(PhysicalNetwork))
         assert net.vlan_range == "100-199" and json.loads(net.traffic_labels) == {"Simulator": "cloudbr0"}
+        assert net.isolation_method == "VLAN"
+        types = {t.traffic_type: json.loads(t.labels) for t in db.session.scalars(select(PhysicalNetworkTrafficType))}
+        assert types == {"Guest": {"Simulator": "cloudbr0"}, "Management": {"Simulator": "cloudbr0"},
+                         "Public": {"Simulator": "cloudbr0"}}
+        assert {(p.name, p.state) for p in db.session.scalars(select(NetworkServiceProvider))} == {
+            ("VirtualRouter", "Enabled"), ("SecurityGroupProvider", "Enabled")}
+        r = db.session.scalar(select(VlanIpRange))
+        assert (r.start_ip, r.end_ip, r.vlan, r.for_virtual_network) == ("198.18.0.10", "198.18.0.29", "untagged", True)
+        assert db.session.scalar(select(func.count()).select_from(PublicIpAddress).where(
+            PublicIpAddress.state == "Free")) == 20
         assert db.session.scalar(select(func.count()).select_from(WizardDraft)) == 0  # secrets gone with it
 
 
@@ -131,7 +149,8 @@ def test_back_keeps_what_was_typed_and_htmx_swaps_in_place(app, client, auth, tm
     assert 'value="wz-1"' in html
     assert 'value="300-310"' in client.get(f"{w.base}/network").get_data(as_text=True)
     r = w.post("network", NETWORK, hx=True)
-    assert r.status_code == 200 and r.headers["HX-Push-Url"].endswith("/pod")
+    assert r.status_code == 200 and r.headers["HX-Push-Url"].endswith("/public")
+    w.next("public", PUBLIC)
     assert "HX-Request" in r.headers["Vary"] and "<html" not in r.get_data(as_text=True)
     r = w.post("pod", {**POD, "gateway": "nope"}, hx=True)
     assert r.status_code == 422 and "Gateway must be an IPv4 address" in error_text(r)
@@ -141,7 +160,7 @@ def test_back_keeps_what_was_typed_and_htmx_swaps_in_place(app, client, auth, tm
 
 def test_host_test_connection_shows_facts_or_the_error(app, client, auth):
     w = Wizard(client, auth)
-    for step, data in (("network", NETWORK), ("pod", POD), ("cluster", CLUSTER)):
+    for step, data in (("network", NETWORK), ("public", PUBLIC), ("pod", POD), ("cluster", CLUSTER)):
         w.next(step, data)
     token = auth.csrf(f"{w.base}/host")
     r = client.post(f"{w.base}/host/test", headers={"HX-Request": "true"}, data={**HOST, "csrf_token": token})
@@ -164,11 +183,11 @@ def test_launch_whose_host_step_fails_leaves_nothing(app, client, auth, tmp_path
     page = client.get(r.headers["Location"]).get_data(as_text=True)
     assert "Add the host failed" in page and "Back to the wizard" in page
     with app.app_context():
-        assert set(counts().values()) == {0}
+        assert set(counts(networking=True).values()) == {0}
         job = db.session.scalar(select(AsyncJob).where(AsyncJob.cmd == "launchZone"))
         assert job.status == JobStatus.FAILED
         states = [s["state"] for s in json.loads(job.steps)]
-        assert states == ["undone", "undone", "undone", "undone", "failed", "pending", "pending", "pending"]
+        assert states == ["undone", "undone", "undone", "undone", "undone", "failed", "pending", "pending", "pending"]
         assert db.session.scalar(select(WizardDraft)).job_uuid == job.uuid  # kept: fix and launch again
         sim.set_host_up("wz-host-1", True)
     r = w.launch()
@@ -184,7 +203,7 @@ def test_launch_failing_after_storage_removes_the_pool_from_hosts(app, client, a
     r = w.launch()
     assert "Add secondary storage failed" in client.get(r.headers["Location"]).get_data(as_text=True)
     with app.app_context():
-        assert set(counts().values()) == {0}
+        assert set(counts(networking=True).values()) == {0}
         assert db.session.scalar(select(func.count()).select_from(SimPool)) == 0  # undone on the host too
 
 
@@ -256,11 +275,11 @@ def test_get_makes_no_draft_first_post_does_and_it_can_be_resumed(app, client, a
     assert r.status_code == 200 and r.headers["HX-Push-Url"].endswith("/network")
     assert drafts(app) == 1
     w.base = r.headers["HX-Push-Url"].rsplit("/", 1)[0]
-    for step, data in (("network", NETWORK), ("pod", POD)):
+    for step, data in (("network", NETWORK), ("public", PUBLIC), ("pod", POD)):
         w.next(step, data)
     html = client.get(f"{w.base}/cluster").get_data(as_text=True)
     links = re.findall(r'href="(/admin/zones/wizard/[^"]+)"', html)
-    assert sorted(links) == sorted(f"{w.base}/{s}" for s in ("zone", "network", "pod"))
+    assert sorted(links) == sorted(f"{w.base}/{s}" for s in ("zone", "network", "public", "pod"))
     for link in links:
         assert client.get(link).status_code == 200
     # Resumed later (a new login): the draft's address opens where it was left.

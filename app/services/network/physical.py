@@ -510,3 +510,24 @@ def configure_vr_element(caller, uuid: str, enabled: bool) -> NetworkServiceProv
                   resource_id=nsp.element_uuid)
     db.session.commit()
     return nsp
+
+
+def check_host_labels(zone_id: int, hypervisor_type: str, driver, host_name: str) -> None:
+    """addHost: every traffic label of the zone for this type must exist on the host; the
+    first missing one refuses the host. Drivers that cannot check yet are skipped (logged)."""
+    import logging
+
+    from app.services.errors import ServiceError
+    wanted = labels_for_host(zone_id, hypervisor_type)
+    if not wanted:
+        return
+    try:
+        missing = set(driver.check_labels(sorted({label for _, label in wanted})))
+    except NotImplementedError:
+        logging.getLogger("nubo.network").info("%s hosts cannot check traffic labels yet; %s not checked",
+                                               hypervisor_type, host_name)
+        return
+    for traffic_type, label in wanted:
+        if label in missing:
+            raise ServiceError(f"Unable to add the host: the traffic label {label} of {traffic_type} traffic does "
+                               f"not exist on host {host_name}", field="url")
