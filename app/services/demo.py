@@ -10,7 +10,6 @@ for now; the infrastructure services will take this over.
 """
 from __future__ import annotations
 
-import json
 import logging
 
 from sqlalchemy import func, select
@@ -21,7 +20,7 @@ from app.hypervisors import registry
 from app.hypervisors.base import HostFacts, PoolInfo, StoragePoolSpec
 from app.models import (
     AllocationState, Cluster, DownloadState, Host, HostState, ImageStore, Network, NetworkType, OsType,
-    PhysicalNetwork, Pod, PoolType, ResourceState, ServiceOffering, StoragePool, StorageScope, Template,
+    Pod, PoolType, ResourceState, ServiceOffering, StoragePool, StorageScope, Template,
     TemplateFormat, TemplateStoreRef, Zone, new_uuid, utcnow,
 )
 from app.services import accounts
@@ -37,6 +36,9 @@ NFS_SERVER = "demo-nfs.simulator"
 TEMPLATE_NAME = "Demo Linux (RAW)"
 TEMPLATE_SIZE = 2 << 30
 OFFERINGS = (("Small Instance", 1, 500, 512), ("Medium Instance", 2, 1000, 2048))
+# The demo zone's public range: the benchmark block (RFC 2544), never routed anywhere.
+PUBLIC = {"gateway": "198.18.0.1", "netmask": "255.255.255.0", "start": "198.18.0.10", "end": "198.18.0.250",
+          "guest_vlans": "100-199"}
 
 
 def needed() -> bool:
@@ -106,20 +108,34 @@ def _forget_pools(hv_type, hosts, shared: StoragePoolSpec) -> None:
             driver.close()
 
 
+def _create_networking(zone: Zone) -> None:
+    """As the zone wizard makes it: a VLAN physical network carrying Guest, Public and
+    Management traffic on the Simulator's bridge, its providers enabled, and a public range
+    in the benchmark block (198.18.0.0/24) so isolated networks get source NAT addresses."""
+    from app.services.network import offerings, physical, ranges
+    offerings.ensure_defaults(commit=False)
+    phys = physical.create_physical_network(None, zone=zone, name="Demo Physical Network", vlan=PUBLIC["guest_vlans"],
+                                            commit=False)
+    for traffic in ("Guest", "Public", "Management"):
+        physical.add_traffic_type(None, phys.uuid, traffic, {SIMULATOR: TRAFFIC_LABEL}, commit=False)
+    physical.enable_providers(None, phys, commit=False)
+    ranges.create_range(None, zone_uuid=zone.uuid, physical_network_uuid=phys.uuid, vlan="untagged",
+                        gateway=PUBLIC["gateway"], netmask=PUBLIC["netmask"], start_ip=PUBLIC["start"],
+                        end_ip=PUBLIC["end"], for_virtual_network=True, commit=False)
+
+
 def _create_rows(hosts, shared: StoragePoolSpec, shared_info: PoolInfo) -> Zone:
     admin = accounts.get_account("admin")
     if admin is None:
         raise RuntimeError("the admin account must exist before the demo is seeded")
     now = utcnow()
-    zone = Zone(name=ZONE_NAME, description="Demo zone on the Simulator hypervisor",
+    zone = Zone(uuid=new_uuid(), name=ZONE_NAME, description="Demo zone on the Simulator hypervisor",
                 network_type=NetworkType.ADVANCED, dns1="8.8.8.8", dns2="1.1.1.1",
                 internal_dns1="10.1.1.1", guest_cidr="10.1.1.0/24", local_storage_enabled=True,
                 hypervisor_type=SIMULATOR, allocation_state=AllocationState.ENABLED)
     db.session.add(zone)
     db.session.flush()
-    db.session.add(PhysicalNetwork(zone_id=zone.id, name="Demo Physical Network", vlan_range="100-199",
-                                   traffic_labels=json.dumps({SIMULATOR: TRAFFIC_LABEL}),
-                                   state=AllocationState.ENABLED))
+    _create_networking(zone)
     pod = Pod(zone_id=zone.id, name="Demo Pod", gateway="192.168.56.1", netmask="255.255.255.0",
               start_ip="192.168.56.10", end_ip="192.168.56.99", allocation_state=AllocationState.ENABLED)
     db.session.add(pod)

@@ -388,6 +388,7 @@ def run_launch(job: AsyncJob, params: dict) -> dict:
                 made[key] = steps[i].created = made_uuid
             report(i, "done")
     except ServiceError as e:
+        db.session.rollback()  # what the failed step wrote (a progress write must not wait for its lock)
         report(i, "failed", e.message)
         _undo(steps, made, report)
         events.record("ZONE.LAUNCH.FAILED", f"Zone {data['zone']['name']}: {steps[i].label.lower()} failed "

@@ -127,6 +127,8 @@ def create_range(caller, *, zone_uuid: str | None = None, network_uuid: str | No
     if public and hi - lo + 1 > MAX_ADDRESSES:
         raise InvalidParameter(f"A public IP range holds at most {MAX_ADDRESSES} addresses", field="endip")
     tag = f"vlan://{vlan_id}"
+    if net is not None and net.cidr and not subnet.subnet_of(ipaddress.IPv4Network(net.cidr, strict=False)):
+        raise InvalidParameter(f"The IP range must be inside the network's CIDR {net.cidr}", field="gateway")
     for other in _live_ranges(zone.id):
         o_lo, o_hi = int(ipaddress.IPv4Address(other.start_ip)), int(ipaddress.IPv4Address(other.end_ip))
         if _overlaps(lo, hi, o_lo, o_hi):
@@ -146,8 +148,6 @@ def create_range(caller, *, zone_uuid: str | None = None, network_uuid: str | No
                                                       Network.cidr.is_not(None))):
         g_net = ipaddress.IPv4Network(g.cidr, strict=False)
         if net is not None and g.id == net.id:
-            if not subnet.subnet_of(g_net) and subnet != g_net:
-                raise InvalidParameter(f"The IP range must be inside the network's CIDR {g.cidr}", field="gateway")
             continue
         if g_net.overlaps(subnet):
             raise InvalidParameter(f"The IP range {first}-{last} overlaps with the guest network {g.name} "
