@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import ColumnElement, case, func, select
 
@@ -184,7 +184,22 @@ def host_rows(*, zone_uuid: str | None = None, pod_uuid: str | None = None, clus
 class PhysicalNetworkView:
     name: str
     vlan_range: str | None
-    labels: list[tuple[str, str]]  # (hypervisor display name, bridge or switch)
+    labels: list[tuple[str, str]]  # (hypervisor display name, bridge or switch) of Guest traffic
+    isolation: str = "VLAN"
+    state: str = "Enabled"
+    traffic: list[tuple[str, list[tuple[str, str]]]] = field(default_factory=list)  # other traffic types' labels
+    providers: list[tuple[str, str]] = field(default_factory=list)  # (provider, state)
+
+
+@dataclass
+class PublicRangeView:
+    vlan: str
+    gateway: str
+    netmask: str
+    start_ip: str
+    end_ip: str
+    free: int
+    total: int
 
 
 @dataclass
@@ -196,6 +211,33 @@ class ZoneDetail:
     clusters: tuple[list[ClusterRow], int]
     pools: tuple[list[StoragePool], int]
     stores: tuple[list[ImageStore], int]
+    public_ranges: list[PublicRangeView] = field(default_factory=list)
+
+
+def _physical_view(n: PhysicalNetwork) -> PhysicalNetworkView:
+    from app.models import NetworkServiceProvider, PhysicalNetworkTrafficType
+    traffic = [(t.traffic_type, _labels(t.labels)) for t in db.session.scalars(select(
+        PhysicalNetworkTrafficType).where(PhysicalNetworkTrafficType.physical_network_id == n.id,
+                                          PhysicalNetworkTrafficType.traffic_type != "Guest")
+        .order_by(PhysicalNetworkTrafficType.id))]
+    providers = [(p.name, p.state) for p in db.session.scalars(select(NetworkServiceProvider).where(
+        NetworkServiceProvider.physical_network_id == n.id).order_by(NetworkServiceProvider.id))]
+    return PhysicalNetworkView(n.name, n.vlan_range, _labels(n.traffic_labels), n.isolation_method, n.state,
+                               traffic, providers)
+
+
+def _public_ranges(zone_id: int) -> list[PublicRangeView]:
+    from app.models import PublicIpAddress, VlanIpRange
+    out = []
+    for r in db.session.scalars(select(VlanIpRange).where(VlanIpRange.zone_id == zone_id,
+                                                          VlanIpRange.removed.is_(None),
+                                                          VlanIpRange.for_virtual_network.is_(True))
+                                .order_by(VlanIpRange.id)):
+        counts = dict(db.session.execute(select(PublicIpAddress.state, func.count()).where(
+            PublicIpAddress.vlan_range_id == r.id).group_by(PublicIpAddress.state)).all())
+        out.append(PublicRangeView(r.vlan, r.gateway, r.netmask, r.start_ip, r.end_ip, counts.get("Free", 0),
+                                   sum(counts.values())))
+    return out
 
 
 def _labels(raw: str | None) -> list[tuple[str, str]]:
@@ -213,7 +255,7 @@ def zone_detail(uuid: str, limit: int = DETAIL_ROWS) -> ZoneDetail:
     first = (1, limit)
     return ZoneDetail(
         row=_zone_rows([zone])[0], hypervisors=hv.list_hypervisors(zone.uuid),
-        networks=[PhysicalNetworkView(n.name, n.vlan_range, _labels(n.traffic_labels)) for n in networks],
+        networks=[_physical_view(n) for n in networks], public_ranges=_public_ranges(zone.id),
         pods=pod_rows(zone_uuid=zone.uuid, sort="name", page=first),
         clusters=cluster_rows(zone_uuid=zone.uuid, sort="name", page=first),
         pools=storage.list_storage_pools(zone_uuid=zone.uuid, sort="name", page=first),

@@ -314,3 +314,20 @@ def test_demo_zone_has_public_range_labels_and_enabled_providers(app):
             assert offerings.default_for("Isolated").state == "Enabled"
     finally:
         dispose_engines()
+
+
+def test_zone_page_shows_traffic_providers_and_public_ranges(app, client, auth):
+    with app.app_context():
+        from app.services import accounts
+        admin = accounts.get_user("admin")  # made by the auth fixture
+        z, pn = advanced_zone(admin, vlan="5000-5010", method="VXLAN")
+        physical.add_traffic_type(admin, pn.uuid, "Guest", {"KVM": "brguest"})
+        physical.add_traffic_type(admin, pn.uuid, "Public", {"KVM": "brpub"})
+        ranges.create_range(admin, zone_uuid=z.uuid, gateway="198.18.0.1", netmask="255.255.255.0",
+                            start_ip="198.18.0.10", end_ip="198.18.0.19")
+        zone_uuid = z.uuid
+    auth.login("admin")
+    html = client.get(f"/admin/zones/{zone_uuid}").get_data(as_text=True)
+    assert "5000-5010" in html and "VXLAN" in html and "KVM: <code>brguest</code>" in html
+    assert "KVM: <code>brpub</code>" in html and "VirtualRouter: Disabled" in html
+    assert "198.18.0.10 – 198.18.0.19" in html and "10 of 10" in html
