@@ -44,6 +44,7 @@ SHARED = [
     ("zones", lambda r: True, "zones are listed and used by every account (listZones, deploy)"),
     ("service_offerings", lambda r: True, "service offerings are public in CloudStack"),
     ("disk_offerings", lambda r: True, "disk offerings are public in CloudStack"),
+    ("network_offerings", lambda r: True, "network offerings are public in CloudStack (listNetworkOfferings)"),
     ("os_types", lambda r: True, "guest OS types are reference data"),
     ("os_categories", lambda r: True, "guest OS categories are reference data"),
     ("templates", lambda r: r.is_public, "public templates and ISOs are usable by every account"),

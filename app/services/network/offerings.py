@@ -315,7 +315,10 @@ def list_offerings(caller=None, *, id=None, name=None, guest_ip_type=None, traff
         if zone.network_type == "Basic":  # Basic zones take security-group shared networks only
             rows = [o for o in rows if Service.SECURITY_GROUP in services_of(o)]
     if network_uuid:
-        net = db.session.scalar(select(Network).where(Network.uuid == network_uuid, Network.removed.is_(None)))
+        q_net = select(Network).where(Network.uuid == network_uuid, Network.removed.is_(None))
+        if caller is not None and not caller.is_admin:  # a user names only networks it can see
+            q_net = q_net.where(Network.account_id.is_(None) | (Network.account_id == caller.account_id))
+        net = db.session.scalar(q_net)
         if net is None:
             raise NotFound("Unable to find network with the specified id", field="networkid")
         rows = [o for o in rows if o.guest_ip_type == net.guest_type and o.id != net.network_offering_id
