@@ -8,6 +8,7 @@ failure); Shared ones are implemented at once. NIC addresses: ipam.py; routers: 
 from __future__ import annotations
 
 import ipaddress
+import json
 
 import logging
 import time
