@@ -881,6 +881,8 @@ class LibvirtDriver(Driver):
             raise AuthenticationFailed(f"{what}: {e}") from None
         except ChannelError as e:
             raise OperationFailed(f"{what}: {e}") from None
+        except ValueError as e:  # the host side refused a value (defence in depth: services validate)
+            raise OperationFailed(f"{what}: invalid value: {e}") from None
 
     def check_labels(self, labels: list[str]) -> list[str]:
         return self._net("Cannot check the traffic labels", segments.missing_labels, list(labels))
