@@ -139,7 +139,7 @@ def test_vlan_ip_ranges(live):
                               forvirtualnetwork="true")["vlan"]
     assert r["forvirtualnetwork"] is True and r["vlan"] == "vlan://untagged" and r["physicalnetworkid"] == pn["id"]
     assert r["startip"] == "198.18.0.10" and r["endip"] == "198.18.0.19" and r["zoneid"] == z["id"]
-    assert api.listVlanIpRanges(zoneid=z["id"])["vlan"][0]["id"] == r["id"]
+    assert api.listVlanIpRanges(zoneid=z["id"])["vlaniprange"][0]["id"] == r["id"]
     for kw, text in ((dict(startip="198.18.0.15", endip="198.18.0.30"), "overlap"),
                      (dict(startip="198.18.1.10", endip="198.18.1.20"), "same subnet"),
                      (dict(startip="198.18.0.40", endip="198.18.0.30"), "valid IP range"),

@@ -143,7 +143,7 @@ def test_simulator_zone_wrong_entries_failed_launch_then_launch(stack, page, tmp
     assert zone["name"] == "sim-zone" and zone["allocationstate"] == "Enabled"
     assert api.listHosts()["host"][0]["state"] == "Up"
     assert sorted(p["scope"] for p in api.listStoragePools()["storagepool"]) == ["CLUSTER", "HOST"]
-    r = api.listVlanIpRanges()["vlan"][0]
+    r = api.listVlanIpRanges()["vlaniprange"][0]
     assert (r["startip"], r["endip"], r["vlan"]) == ("198.18.0.10", "198.18.0.20", "vlan://untagged")
 
 

@@ -10,6 +10,7 @@ from app.services.errors import NotFound
 from app.services.network import ranges
 
 
+@serializer("vlaniprange")
 @serializer("vlan")
 def vlan(r) -> dict:
     net = db.session.get(Network, r.network_id) if r.network_id else None
@@ -58,7 +59,7 @@ def create_vlan_ip_range(ctx, p):
                                account_id=account_id)
 
 
-@command("listVlanIpRanges", "Lists all VLAN IP ranges", role=ADMIN, response="vlan", list=True, params=[
+@command("listVlanIpRanges", "Lists all VLAN IP ranges", role=ADMIN, response="vlaniprange", list=True, params=[
     Param("zoneid", "uuid", "the Zone ID of the VLAN IP range"), Param("networkid", "uuid", "network id"),
     Param("physicalnetworkid", "uuid", "physical network id"), Param("vlan", "string", "the ID or VID of the VLAN"),
     Param("forvirtualnetwork", "boolean", "true if VLAN is of Virtual type, false if Direct"),
