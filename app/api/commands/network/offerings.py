@@ -1,9 +1,11 @@
 """Network offerings (CloudStack's names, parameters and response fields)."""
 from __future__ import annotations
 
+import uuid
+
 from app.api.registry import ADMIN, Param, command
 from app.api.serializers import serializer
-from app.models import DOMAIN_ID, Service
+from app.models import Service
 from app.services.network import offerings
 
 # What Nubo's providers can do, in CloudStack's capability names (the values it reports).
@@ -14,6 +16,11 @@ CAPABILITIES = {
                              ("SupportedTrafficDirection", "ingress, egress"), ("MultipleIps", "true")],
     Service.DNS.value: [("AllowDnsSuffixModification", "true")],
 }
+
+# CloudStack reports on every offering the system service offering of its virtual routers
+# ("System Offering For Software Router"); Libcloud's ex_list_network_offerings reads it
+# unconditionally. Nubo's routers are namespaces without an offering: a fixed id stands for it.
+ROUTER_OFFERING_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "nubo:system-offering:router"))
 
 
 def service_list(services: dict[str, str]) -> list[dict]:
@@ -31,7 +38,7 @@ def networkoffering(o) -> dict:
             "egressdefaultpolicy": o.egress_default_policy, "availability": o.availability, "state": o.state,
             "networkrate": o.network_rate, "maxconnections": o.max_connections, "forvpc": False, "fornsx": False,
             "ispersistent": False, "supportsstrechedl2subnet": False, "supportspublicaccess": False,
-            "internetprotocol": "IPv4", "domainid": DOMAIN_ID, "domain": "ROOT",
+            "internetprotocol": "IPv4", "serviceofferingid": ROUTER_OFFERING_ID,
             "service": service_list(offerings.services_of(o))}
 
 
