@@ -90,8 +90,6 @@ def check_zone(api, z):
     return offering[0]
 
 
-@pytest.mark.skip(reason="needs the zone networking commands (C): createPhysicalNetwork, addTrafficType, "
-                  "listVirtualRouterElements, createVlanIpRange, createNetworkOffering...")
 def test_zone_playbook_runs_twice_and_the_second_run_changes_nothing(live, playbooks):
     z, pb = playbooks
     first = pb.run("zone.yml")
@@ -101,7 +99,6 @@ def test_zone_playbook_runs_twice_and_the_second_run_changes_nothing(live, playb
     check_zone(live.client(), z)
 
 
-@pytest.mark.skip(reason="needs the zone networking commands (C) and createNetwork for users (D)")
 def test_playbook_runs_twice_and_the_second_run_changes_nothing(live, playbooks):
     z, pb = playbooks
     api = live.client()

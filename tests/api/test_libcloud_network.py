@@ -75,8 +75,6 @@ def one(items, **attrs):
     return found[0]
 
 
-@pytest.mark.skip(reason="needs createPhysicalNetwork/addTrafficType/createVlanIpRange/listNetworkOfferings (C), "
-                  "createNetwork for users and listNetworks with networkofferingid (D)")
 def test_libcloud_networks_public_ips_and_rules(live, files, tmp_path):  # noqa: F811
     api, alice = live.client(), live.client("alice")
     z, t, so = network_zone(api, files, tmp_path)
