@@ -12,7 +12,8 @@ ADMIN_NAV: list[tuple[str, str]] = [("admin.dashboard", "Dashboard"), ("infra.zo
                                      ("infra.hosts", "Hosts"), ("infra.primary_storage", "Storage"),
                                      ("hypervisors.index", "Hypervisors"), ("simulator.index", "Simulator"),
                                      ("vms.index", "VMs"), ("console.sessions", "Consoles")]
-USER_NAV: list[tuple[str, str]] = [("portal.my_vms", "My VMs"), ("volumes.index", "Volumes"), ("network.networks_index", "Networks"),
+USER_NAV: list[tuple[str, str]] = [("portal.my_vms", "My VMs"), ("volumes.index", "Volumes"),
+                                   ("network.networks_index", "Networks"), ("secgroups.index", "Security groups"),
                                    ("portal.keypairs", "SSH keys"), ("images.index", "Templates"),
                                    ("events.index", "Events"), ("apidocs.index", "API")]
 ADMIN_NAV.append(("accounts_admin.index", "Accounts"))  # self-service: account administration
@@ -54,6 +55,8 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(vms.bp)
     from app.web.network import guest as network_guest
     app.register_blueprint(network_guest.bp)
+    from app.web.network import secgroups as network_secgroups
+    app.register_blueprint(network_secgroups.bp)
 
     @app.after_request
     def vary_on_htmx(response):

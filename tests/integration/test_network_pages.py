@@ -214,3 +214,50 @@ def test_csrf_required(app, nz, auth, client):
     assert _count(app, Network, Network.name == "x") == 0
     assert client.post("/publicips/", data={"network": net.uuid}).status_code == 400
     assert _net(app, "web-net") is not None
+
+
+def test_security_group_pages(app, nz, auth, client, hx):
+    from app.models import SecurityGroup, SecurityGroupRule
+    auth.login("alice")
+    assert "default" in html_of(client.get("/securitygroups/"))  # the account's default group
+    r = post(client, auth, "/securitygroups/new", {"name": "web", "description": "web servers"})
+    assert r.status_code == 302, html_of(r)
+    r = post(client, auth, "/securitygroups/new", {"name": "web"})
+    assert r.status_code == 422 and "already exists" in html_of(r)
+    with app.app_context():
+        g = db.session.scalar(select(SecurityGroup).where(SecurityGroup.name == "web"))
+        g_uuid, g_id = g.uuid, g.id
+    assert f'id="secgroup-{g_uuid}"' in html_of(client.get("/securitygroups/"))
+    page = html_of(client.get(f"/securitygroups/{g_uuid}"))
+    assert "Ingress rules" in page and "Egress rules" in page
+    r = hx.post(f"/securitygroups/{g_uuid}/ingress", data={"ingress-protocol": "tcp", "ingress-start_port": "80",
+                                                           "ingress-end_port": "80", "ingress-cidr": "198.18.0.0/16"})
+    assert r.status_code == 200, html_of(r)
+    assert "198.18.0.0/16" in html_of(r)
+    r = hx.post(f"/securitygroups/{g_uuid}/ingress", data={"ingress-protocol": "tcp", "ingress-start_port": "22",
+                                                           "ingress-group": "default"})
+    assert r.status_code == 200, html_of(r)[html_of(r).find("flash"):][:300]
+    assert "group default" in html_of(r)
+    r = hx.post(f"/securitygroups/{g_uuid}/egress", data={"egress-protocol": "icmp", "egress-icmp_type": "8",
+                                                          "egress-icmp_code": "0", "egress-cidr": "10.0.0.0/8"})
+    assert r.status_code == 200 and "type 8, code 0" in html_of(r)
+    # A refusal (neither CIDR nor group) is the service's message; nothing added.
+    r = hx.post(f"/securitygroups/{g_uuid}/ingress", data={"ingress-protocol": "tcp", "ingress-start_port": "443"})
+    assert r.status_code == 422 and "At least one cidr" in html_of(r)
+    assert _count(app, SecurityGroupRule, SecurityGroupRule.security_group_id == g_id) == 3
+    with app.app_context():
+        rule = db.session.scalar(select(SecurityGroupRule.uuid).where(SecurityGroupRule.security_group_id == g_id,
+                                                                      SecurityGroupRule.type == "egress"))
+    r = hx.post(f"/securitygroups/{g_uuid}/revoke-egress", data={"rule": rule})
+    assert r.status_code == 200 and f'id="rule-{rule}"' not in html_of(r)
+    assert client.post(f"/securitygroups/{g_uuid}/delete").status_code == 400  # CSRF
+    # Bob never sees it.
+    auth.logout()
+    auth.login("bob")
+    assert g_uuid not in html_of(client.get("/securitygroups/"))
+    assert client.get(f"/securitygroups/{g_uuid}").status_code == 404
+    assert post(client, auth, f"/securitygroups/{g_uuid}/delete").status_code == 404
+    auth.logout()
+    auth.login("alice")
+    r = post(client, auth, f"/securitygroups/{g_uuid}/delete")
+    assert r.status_code == 302 and _count(app, SecurityGroup, SecurityGroup.id == g_id) == 0
