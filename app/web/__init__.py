@@ -10,6 +10,7 @@ from flask_login import current_user, login_required
 # Navigation entries (endpoint, label); each area adds its pages here.
 ADMIN_NAV: list[tuple[str, str]] = [("admin.dashboard", "Dashboard"), ("infra.zones", "Zones"),
                                      ("infra.hosts", "Hosts"), ("infra.primary_storage", "Storage"),
+                                     ("netadmin.index", "Networking"),
                                      ("hypervisors.index", "Hypervisors"), ("simulator.index", "Simulator"),
                                      ("vms.index", "VMs"), ("console.sessions", "Consoles")]
 USER_NAV: list[tuple[str, str]] = [("portal.my_vms", "My VMs"), ("volumes.index", "Volumes"),
@@ -57,6 +58,8 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(network_guest.bp)
     from app.web.network import secgroups as network_secgroups
     app.register_blueprint(network_secgroups.bp)
+    from app.web.network import admin as network_admin
+    app.register_blueprint(network_admin.bp)
 
     @app.after_request
     def vary_on_htmx(response):

@@ -5,6 +5,8 @@ user never sees another account's networks or addresses, CSRF is required."""
 from __future__ import annotations
 
 
+import re
+
 import pytest
 from sqlalchemy import func, select
 
@@ -261,3 +263,89 @@ def test_security_group_pages(app, nz, auth, client, hx):
     auth.login("alice")
     r = post(client, auth, f"/securitygroups/{g_uuid}/delete")
     assert r.status_code == 302 and _count(app, SecurityGroup, SecurityGroup.id == g_id) == 0
+
+
+def test_admin_zone_networking_page(app, nz, auth, client):
+    from app.models import NetworkServiceProvider, VlanIpRange
+    auth.login("alice")
+    assert client.get("/admin/network/").status_code == 403
+    assert client.get(f"/admin/network/zones/{nz.zone}").status_code == 403
+    auth.logout()
+    auth.login("admin")
+    assert "Networking" in html_of(client.get("/admin/"))
+    index = html_of(client.get("/admin/network/"))
+    assert f'id="zone-{nz.zone}"' in index and "198.18.0.10" in index
+    page = html_of(client.get(f"/admin/network/zones/{nz.zone}"))
+    assert "VXLAN" in page and "5000-5003" in page and "Public IP ranges" in page
+    assert re.search(r"198\.18\.0\.10–198\.18\.0\.12</td>.*?<td class=\"num\">0</td><td class=\"num\">3</td>", page, re.S)
+    # Add a range: an overlapping one is refused beside its field, nothing added; a good one is listed.
+    before = _count(app, VlanIpRange, VlanIpRange.removed.is_(None))
+    r = post(client, auth, f"/admin/network/zones/{nz.zone}/range",
+             {"gateway": "198.18.0.1", "netmask": "255.255.255.0", "start_ip": "198.18.0.11", "end_ip": "198.18.0.20"})
+    assert r.status_code == 422 and "overlap" in html_of(r)
+    assert _count(app, VlanIpRange, VlanIpRange.removed.is_(None)) == before
+    r = post(client, auth, f"/admin/network/zones/{nz.zone}/range",
+             {"gateway": "198.18.0.1", "netmask": "255.255.255.0", "start_ip": "198.18.0.40", "end_ip": "198.18.0.44"})
+    assert r.status_code == 302, html_of(r)
+    page = html_of(client.get(f"/admin/network/zones/{nz.zone}"))
+    assert "198.18.0.40–198.18.0.44" in page
+    with app.app_context():
+        rng = db.session.scalar(select(VlanIpRange.uuid).where(VlanIpRange.start_ip == "198.18.0.40"))
+    r = post(client, auth, f"/admin/network/zones/{nz.zone}/range-delete", {"range": rng})
+    assert r.status_code == 302 and "198.18.0.40" not in html_of(client.get(f"/admin/network/zones/{nz.zone}"))
+    assert client.post(f"/admin/network/zones/{nz.zone}/range-delete", data={"range": rng}).status_code == 400
+    # Providers: disable and enable again (when the zone's physical network has them).
+    with app.app_context():
+        nsp = db.session.scalar(select(NetworkServiceProvider).where(NetworkServiceProvider.state == "Enabled"))
+        nsp_uuid = nsp.uuid if nsp else None
+    if nsp_uuid:
+        r = post(client, auth, f"/admin/network/zones/{nz.zone}/provider-disable", {"provider": nsp_uuid})
+        assert r.status_code == 302
+        assert f'id="provider-{nsp_uuid}"' in html_of(client.get(f"/admin/network/zones/{nz.zone}"))
+
+
+def test_admin_offerings_page(app, nz, auth, client):
+    from app.models import NetworkOffering
+    auth.login("admin")
+    page = html_of(client.get("/admin/network/offerings"))
+    assert ISOLATED in page and "SourceNat" in page
+    r = post(client, auth, "/admin/network/offerings",
+             {"name": "web-offering", "guest_type": "Isolated", "services": ["Dhcp", "Dns", "SourceNat", "Firewall"],
+              "egress_allow": "y"})
+    assert r.status_code == 302, html_of(r)
+    with app.app_context():
+        o = db.session.scalar(select(NetworkOffering).where(NetworkOffering.name == "web-offering"))
+        o_uuid, state = o.uuid, o.state
+    assert state == "Disabled"
+    r = post(client, auth, "/admin/network/offerings", {"name": "web-offering", "guest_type": "Isolated",
+                                                        "services": ["Dhcp"]})
+    assert r.status_code == 422 and "already exists" in html_of(r)
+    post(client, auth, f"/admin/network/offerings/{o_uuid}/enable")
+    with app.app_context():
+        assert db.session.scalar(select(NetworkOffering.state).where(NetworkOffering.uuid == o_uuid)) == "Enabled"
+    assert post(client, auth, f"/admin/network/offerings/{o_uuid}/delete").status_code == 302
+    assert f'id="offering-{o_uuid}"' not in html_of(client.get("/admin/network/offerings"))
+    # The default offering cannot be deleted: the service's message.
+    r = post(client, auth, f"/admin/network/offerings/{nz.offering}/delete", follow_redirects=True)
+    assert "Default network offering can&#39;t be deleted" in html_of(r)
+
+
+def test_admin_routers_page(app, nz, auth, client):
+    auth.login("alice")
+    _create(client, auth, nz)
+    net = _net(app, "web-net")
+    _vm_on(app, nz, net.uuid)
+    auth.logout()
+    auth.login("admin")
+    with app.app_context():
+        router = db.session.scalar(select(Router).where(Router.network_id == net.id, Router.removed.is_(None)))
+        router.state, router.state_reason = "Alert", "dnsmasq is not running"
+        db.session.commit()
+        r_uuid, r_name = router.uuid, router.name
+    page = html_of(client.get("/admin/network/routers"))
+    assert r_name in page and "web-net" in page and "alice" in page
+    assert 'class="row-alert"' in page and "dnsmasq is not running" in page
+    r = post(client, auth, f"/admin/network/routers/{r_uuid}/restart-cleanup", follow_redirects=True)
+    assert r.status_code == 200
+    assert "Router" in html_of(r)
+    assert client.post(f"/admin/network/routers/{r_uuid}/reboot").status_code == 400

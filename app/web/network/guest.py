@@ -18,7 +18,7 @@ from flask_wtf import FlaskForm
 from wtforms import BooleanField, IntegerField, SelectField, StringField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
-from app.services import deploy_options
+from app.services import accounts, deploy_options
 from app.services import vms as vms_service
 from app.services.errors import NotFound, ServiceError
 from app.services.network import networks, offerings, public_ips, routers, rules
@@ -31,6 +31,13 @@ from app.web.portal import form_page
 bp = Blueprint("network", __name__)
 
 PROTOCOLS = [("tcp", "TCP"), ("udp", "UDP"), ("icmp", "ICMP")]
+
+
+def owners() -> dict[int, str]:
+    """Account names by id, for the account columns admins see."""
+    if not current_user.is_admin:
+        return {}
+    return {a.id: a.name for a in accounts.list_accounts(current_user, page=(1, 10000))[0]}
 
 
 def _errors(form: FlaskForm) -> str:
@@ -61,9 +68,10 @@ def networks_index():
     lst = listing("network.networks_index", "networks", _fetch, sorts=(), default_sort="", filters={"zone": "zone_uuid"})
     counts = _vm_counts(lst.rows)
     if wants_fragment():
-        return render_template("network/_networks.html", lst=lst, counts=counts), {"HX-Push-Url": lst.url()}
+        return render_template("network/_networks.html", lst=lst, counts=counts, owners=owners()), \
+            {"HX-Push-Url": lst.url()}
     selects = [FilterSelect("zone", "Zone", [(z.uuid, z.name) for z in deploy_options.zones_for(current_user)])]
-    return render_template("network/networks.html", lst=lst, selects=selects, counts=counts)
+    return render_template("network/networks.html", lst=lst, selects=selects, counts=counts, owners=owners())
 
 
 class NetworkForm(InfraForm):
@@ -152,7 +160,7 @@ def _network_page(net, *, egress: EgressForm | None = None, **context) -> dict:
                                      page=(1, 500))[0] if net.account_id else []
     return dict(net=net, vms=[(vm, nics) for vm, nics in vms if nics], router=routers.router_of(net),
                 egress_rules=egress_rules, egress=egress or EgressForm(formdata=None), ips=ips,
-                firewall=_has(net, "Firewall"), **context)
+                firewall=_has(net, "Firewall"), owners=owners(), **context)
 
 
 def _has(net, service: str) -> bool:
