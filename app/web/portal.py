@@ -27,13 +27,15 @@ from typing import Any
 from flask import Blueprint, abort, flash, make_response, render_template, request, session, url_for
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
-from wtforms import HiddenField, IntegerField, PasswordField, SelectField, StringField, TextAreaField
+from wtforms import (HiddenField, IntegerField, PasswordField, SelectField, SelectMultipleField, StringField,
+                     TextAreaField)
 from wtforms.validators import DataRequired, EqualTo, Length, NumberRange, Optional
 
 from app.services import accounts, deploy_options, keypairs, limits, sessions
 from app.services import hypervisors as hv
 from app.services import vms as vms_service
 from app.services.errors import NotFound, ServiceError
+from app.services.network import networks, secgroups
 from app.web import vms as vm_pages
 from app.web.forms import EmptyForm, attach_error
 from app.web.infra import _redirect
@@ -114,7 +116,7 @@ class Step:
 STEPS = (Step("zone", "Zone", "Where should the VM run?", ("zoneid",)),
          Step("image", "Image", "What should it start from?", ("templateid",)),
          Step("offering", "Size", "How big should it be?", ("serviceofferingid", "rootdisksize", "hypervisor")),
-         Step("network", "Network", "Which network?", ("networkid",)),
+         Step("network", "Network", "Which network?", ("networkid", "securitygroupids")),
          Step("access", "Access", "SSH key and user data", ("keypair", "userdata")),
          Step("name", "Name", "What is it called?", ("name", "displayname")),
          Step("review", "Review", "Review and deploy"))
@@ -133,6 +135,8 @@ class DeployForm(FlaskForm):
     hypervisor = SelectField("Hypervisor", validate_choice=False,
                              description="the type of host the ISO boots on")
     networkid = HiddenField()
+    securitygroupids = SelectMultipleField("Security groups", validate_choice=False,
+                                           description="on a network with security groups; none: your default group")
     keypair = SelectField("SSH key pair", validate_choice=False,
                           description="put into the VM by cloud-init (the NoCloud config drive)")
     userdata = TextAreaField("User data", validators=[Optional(), Length(max=1 << 20)],
@@ -183,6 +187,23 @@ class Wizard:
     def _network(self):
         if self.form.networkid.data not in {o.value for o in deploy_options.networks_for(current_user, self.zone)}:
             raise NotFound("Choose one of the networks offered", field="networkid")
+        offered = {g.uuid for g in self.groups()}
+        if any(u not in offered for u in self.form.securitygroupids.data or []):
+            raise NotFound("Choose among your security groups", field="securitygroupids")
+
+    def groups(self) -> list:
+        """The caller's security groups, offered on a zone with security-group networks."""
+        return secgroups.list_groups(current_user, page=(1, 500))[0] if self.sg_zone else []
+
+    @property
+    def sg_zone(self) -> bool:
+        return any(n.security_groups for n in networks.list_networks(current_user, zone_uuid=self.zone.uuid)[0])
+
+    def sg_network(self) -> bool:
+        """Does the chosen network (empty: the zone's default) enforce security groups?"""
+        chosen = self.form.networkid.data
+        return any(n.security_groups and (n.uuid == chosen if chosen else n.is_default)
+                   for n in networks.list_networks(current_user, zone_uuid=self.zone.uuid)[0])
 
     def _access(self):
         if self.form.keypair.data not in {o.value for o in deploy_options.keypairs_for(current_user)}:
@@ -208,6 +229,7 @@ class Wizard:
             self.form.hypervisor.choices = choices([(t, hv.display_name(t)) for t in types])
             return deploy_options.offerings_for(current_user, self.root_bytes)
         if key == "network":
+            self.form.securitygroupids.choices = choices([(g.uuid, g.name) for g in self.groups()])
             return deploy_options.networks_for(current_user, self.zone)
         if key == "access":
             self.form.keypair.choices = choices([(o.value, o.title) for o in deploy_options.keypairs_for(current_user)])
@@ -224,6 +246,9 @@ class Wizard:
                                          f"{len(f.userdata.data.encode())} bytes of user data" if f.userdata.data
                                          else ""]))
         name = f.name.data or "made up by Nubo"
+        if self.sg_network():
+            chosen = [g.name for g in self.groups() if g.uuid in (f.securitygroupids.data or [])]
+            net += " · security groups: " + (", ".join(chosen) or "default")
         return list(zip(STEPS, [self.zone.name, image, size, net, access, name]))
 
 
@@ -244,6 +269,7 @@ def _deploy(w: Wizard):
             template_uuid=None if iso else w.image.uuid, iso_uuid=w.image.uuid if iso else None,
             root_disk_size_gib=f.rootdisksize.data if iso else None, hypervisor=f.hypervisor.data if iso else None,
             network_uuids=[f.networkid.data] if f.networkid.data else None, keypair=f.keypair.data or None,
+            security_group_uuids=(f.securitygroupids.data or None) if w.sg_network() else None,
             name=f.name.data, display_name=f.displayname.data or None, userdata=userdata)
     except ServiceError as e:
         w.index = STEP_OF.get(e.field or "", w.index)

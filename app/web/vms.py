@@ -288,12 +288,19 @@ def _forms(vm: VirtualMachine) -> dict[str, FlaskForm | None]:
     return forms
 
 
+def _static_nat(vm: VirtualMachine) -> dict[int, str]:
+    """The VM's public IPs by network id: its Static NAT addresses (CloudStack's publicip)."""
+    from app.services.network import rules
+    views = rules.list_ip_forwarding_rules(current_user, vm_uuid=vm.uuid, listall=True, page=(1, 100))[0]
+    return {v.network.id: v.ip.address for v in views if v.ip is not None}
+
+
 def _page(vm: VirtualMachine, job_uuid: str | None = None, **context) -> dict:
     jobs = _jobs_of(vm)
     job = _panel_job(vm, jobs, job_uuid)
     return dict(vm=vm, caps=capabilities(vm), jobs=jobs, job=job, forms=_forms(vm),
                 events=events.list_events(current_user, resource_id=vm.uuid, page=(1, RECENT))[0],
-                nics=[n for n in vm.nics if n.removed is None], volumes=[v for v in vm.volumes if v.removed is None],
+                nics=[n for n in vm.nics if n.removed is None], static_nat=_static_nat(vm), volumes=[v for v in vm.volumes if v.removed is None],
                 # Polls: every 1 s while its job runs, every 2 s while the VM is in transition.
                 poll="1s" if job and job.pending else ("2s" if busy(vm) else None), **context)
 

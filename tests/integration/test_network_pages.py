@@ -349,3 +349,46 @@ def test_admin_routers_page(app, nz, auth, client):
     assert r.status_code == 200
     assert "Router" in html_of(r)
     assert client.post(f"/admin/network/routers/{r_uuid}/reboot").status_code == 400
+
+
+def test_deploy_wizard_network_and_security_groups(app, world, auth, client):
+    """The wizard's network step offers the zone's usable networks and, where a network has
+    security groups, the caller's groups; the VM gets the NIC there and the chosen group,
+    and its page shows its NICs with the network linked."""
+    from app.models import Network as Net
+    from app.models import SecurityGroup, VirtualMachine, VmSecurityGroup, new_uuid
+    from app.services.network import secgroups
+    with app.app_context():
+        z = zones.get_zone(world.zone)
+        sg_net = Net(uuid=new_uuid(), name="sg-shared", zone_id=z.id, guest_type="Shared", account_id=None,
+                     cidr="10.50.0.0/24", gateway="10.50.0.1", netmask="255.255.255.0", start_ip="10.50.0.10",
+                     end_ip="10.50.0.200", security_groups=True, state="Implemented")
+        db.session.add(sg_net)
+        db.session.commit()
+        net_uuid = sg_net.uuid
+        web = secgroups.create_group(accounts.get_user("alice"), name="web")
+        web_uuid, web_id = web.uuid, web.id
+    auth.login("alice")
+    state = {"step": "network", "zoneid": world.zone, "templateid": world.template, "serviceofferingid": world.small,
+             "csrf_token": auth.csrf()}
+    html = html_of(client.post("/portal/deploy", data={**state, "go": "stay"}))
+    assert 'aria-current="step">Network' in html and "sg-shared" in html
+    assert 'id="deploy-secgroups"' in html and web_uuid in html
+    # A group that is not the caller's is refused on its step.
+    r = client.post("/portal/deploy", data={**state, "networkid": net_uuid, "securitygroupids": new_uuid()})
+    assert r.status_code == 422 and "Choose among your security groups" in html_of(r)
+    state.update(networkid=net_uuid, securitygroupids=web_uuid, keypair="", userdata="", name="sgvm",
+                 displayname="", step="review")
+    html = html_of(client.post("/portal/deploy", data={**state, "go": "stay"}))
+    assert "security groups: web" in html and f'name="securitygroupids" value="{web_uuid}"' in html
+    r = client.post("/portal/deploy", data={**state, "go": "deploy"})
+    assert r.status_code == 302, html_of(r)
+    with app.app_context():
+        vm = db.session.scalar(select(VirtualMachine).where(VirtualMachine.name == "sgvm"))
+        assert [n.network.uuid for n in vm.nics if n.removed is None] == [net_uuid]
+        assert db.session.scalar(select(VmSecurityGroup.security_group_id).where(VmSecurityGroup.vm_id == vm.id)) \
+            == web_id
+        vm_uuid = vm.uuid
+        assert db.session.get(SecurityGroup, web_id) is not None
+    page = html_of(client.get(f"/vms/{vm_uuid}"))
+    assert f'href="/networks/{net_uuid}"' in page and "10.50.0." in page
