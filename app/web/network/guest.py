@@ -91,6 +91,9 @@ class NetworkForm(InfraForm):
         self.offer(self.zone, [(z.uuid, z.name) for z in deploy_options.zones_for(current_user)], "Choose a zone")
         rows = offerings.list_offerings(current_user, guest_ip_type="Isolated", state="Enabled", page=(1, 200))[0]
         self.offer(self.offering, [(o.uuid, o.display_text or o.name) for o in rows], "Choose an offering")
+        if request.method == "GET" and not self.offering.data:  # CloudStack's default one, preselected
+            default = offerings.default_for("Isolated")
+            self.offering.data = default.uuid if default.uuid in {o.uuid for o in rows} else ""
 
 
 def _gateway_netmask(cidr: str | None) -> tuple[str | None, str | None]:
