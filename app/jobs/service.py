@@ -72,6 +72,42 @@ class JobLost(BaseException):
     download writing the same file); only `finally` blocks and context managers unwind."""
 
 
+class ObjectResult:
+    """A handler's answer object (a VM, a network, ...) to be put in CloudStack's shape when the
+    job ends. The API layer registers how (set_formatter), so jobs and services never import it:
+    return {"virtualmachine": ObjectResult("virtualmachine", vm)}."""
+
+    __slots__ = ("kind", "obj")
+
+    def __init__(self, kind: str, obj):
+        self.kind, self.obj = kind, obj
+
+
+_formatter: Callable[[str, object], dict] | None = None
+
+
+def set_formatter(fn: Callable[[str, object], dict]) -> None:
+    """The API layer's serializer for ObjectResult values (registered when the app is made)."""
+    global _formatter
+    _formatter = fn
+
+
+def _formatted(out):
+    """The handler's answer with its ObjectResult values serialised (top level of the dict)."""
+    if not isinstance(out, dict):
+        return out
+    done = {}
+    for key, value in out.items():
+        if isinstance(value, ObjectResult):
+            if _formatter is None:
+                raise RuntimeError("no result formatter registered (app.api not loaded)")
+            if value.obj in db.session:
+                db.session.refresh(value.obj)  # what the job left, not what was loaded before it
+            value = _formatter(value.kind, value.obj)
+        done[key] = value
+    return done
+
+
 def handler(name: str):
     def decorate(fn):
         _HANDLERS[name] = fn
@@ -160,7 +196,7 @@ def execute(job_id: int) -> float | None:
     from app.models import User
     g.caller = db.session.get(User, job.user_id) if job.user_id else None  # whom the result is for
     try:
-        out = _HANDLERS[spec["handler"]](job, spec.get("params", {}))
+        out = _formatted(_HANDLERS[spec["handler"]](job, spec.get("params", {})))
         status, code, result = JobStatus.SUCCEEDED, 0, out if out is not None else {}
     except JobLost as e:
         db.session.rollback()

@@ -320,7 +320,19 @@ def _account_isolated_network(caller, zone):
     net = db.session.scalar(select(Network).where(
         Network.zone_id == zone.id, Network.account_id == caller.account_id, Network.removed.is_(None),
         Network.guest_type == "Isolated").order_by(Network.id))
-    return net
+    if net is not None:
+        return net
+    # None yet: CloudStack makes the account's "<account>-network" from the Required isolated
+    # offering when the zone's virtual router can serve it (allocated now, implemented at start).
+    from app.services.network import offerings, physical
+    offering = offerings.by_name("DefaultIsolatedNetworkOfferingWithSourceNatService")
+    if offering is None or offering.state != "Enabled" or offering.availability != "Required" \
+            or not physical.provider_enabled(zone.id, "VirtualRouter"):
+        return None
+    return networks.create_network(caller, zone_uuid=zone.uuid, name=f"{caller.account.name}-network",
+                                   display_text=f"Default network of account {caller.account.name}",
+                                   offering_uuid=offering.uuid, account_id=caller.account_id,
+                                   cidr=None if zone.guest_cidr else "10.1.1.0/24")  # CloudStack's default guest CIDR
 
 
 def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid: str | None = None,
@@ -690,10 +702,9 @@ def _start_failed(vm_id: int, host_id: int | None, need: planner.Need, first: bo
     db.session.commit()
 
 
-def _result(vm: VirtualMachine) -> dict:
-    from app.api.serializers import serialize
-    db.session.refresh(vm)
-    return serialize("virtualmachine", vm)
+def _result(vm: VirtualMachine):
+    """The VM in the job's answer (serialised by the API layer when the job ends)."""
+    return jobs.ObjectResult("virtualmachine", vm)
 
 
 def _drop_root_volume(vm: VirtualMachine) -> None:
@@ -1188,5 +1199,4 @@ def _run_maintenance(job: AsyncJob, params: dict) -> dict:
     db.session.commit()
     if stuck:
         raise ResourceUnavailable(f"Host {host.name} could not be emptied: " + "; ".join(stuck))
-    from app.api.serializers import serialize
-    return {"host": serialize("host", host)}
+    return {"host": jobs.ObjectResult("host", host)}

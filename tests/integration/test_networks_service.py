@@ -258,3 +258,29 @@ def test_shared_and_l2_networks(app, world):
         assert moved.state == "Running" and moved.host_id != old_host.id and moved.guest_ip == "172.16.5.10"
         old_host.state = "Up"
         db.session.commit()
+
+
+def test_a_deploy_without_networkids_makes_the_accounts_isolated_network(app, tmp_path):
+    """CloudStack's behaviour in an Advanced zone whose virtual router is enabled: no networkids and
+    no network of the account yet -> "<account>-network" from the Required isolated offering (the
+    zone's guest CIDR, or 10.1.1.0/24), implemented at the VM's start; the next deploy reuses it."""
+    with app.app_context():
+        admin = existing_user("root", "rootpass1", role="admin", account="admin")
+        alice = existing_user("alice", "alicepass1")
+        w = simulator_zone(admin, tmp_path, name="az", guest_cidr=None,
+                           host_urls=["simulator://a1?cpus=4&memory=8192"])
+        from app.services.network import physical
+        phys = physical.create_physical_network(admin, zone=w.zone, isolation_method="VXLAN", vlan="5000-5003")
+        physical.enable_providers(admin, phys)
+        network_zone(w.zone)
+        made = []
+        for name in ("d1", "d2"):
+            vm, job = vms.deploy(alice, zone_uuid=w.zone.uuid, service_offering_uuid=w.offering.uuid,
+                                 template_uuid=w.template.uuid, name=name)
+            db.session.refresh(job)
+            assert job.status == 1, job.result
+            made.append(db.session.get(VirtualMachine, vm.id).nics[0].network)
+        net = made[0]
+        assert made[1].id == net.id and net.name == "alice-network" and net.guest_type == "Isolated"
+        assert net.account_id == alice.account_id and net.cidr == "10.1.1.0/24" and net.state == "Implemented"
+        assert routers.router_of(net).state == "Running"

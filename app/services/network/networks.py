@@ -789,9 +789,7 @@ def _register_jobs() -> None:
     from app.jobs import service as jobs
 
     def result(net: Network) -> dict:
-        from app.api.serializers import serialize  # the job's answer in CloudStack's shape
-        db.session.refresh(net)
-        return {"network": serialize("network", net)}
+        return {"network": jobs.ObjectResult("network", net)}
 
     @jobs.handler("network.update")
     def _update(job, params):

@@ -364,9 +364,7 @@ def _register_jobs() -> None:
         return db.session.scalar(select(Router).where(Router.uuid == params["router"]))
 
     def result(router: Router) -> dict:
-        from app.api.serializers import serialize
-        db.session.refresh(router)
-        return {"router": serialize("router", router)}
+        return {"router": jobs.ObjectResult("router", router)}
 
     @jobs.handler("router.reboot")
     def _reboot(job, params):
