@@ -9,7 +9,12 @@ from __future__ import annotations
 import logging
 import time
 
+from prometheus_client import Counter, Gauge
+
 log = logging.getLogger("nubo.monitor")
+MONITOR_SWEEP_SECONDS = Gauge("nubo_monitor_sweep_seconds", "Duration of the monitor's last sweep",
+                              multiprocess_mode="max")
+MONITOR_SWEEPS = Counter("nubo_monitor_sweeps", "Sweeps the monitor has made")
 
 
 def sweep(listener=None):
@@ -19,7 +24,6 @@ def sweep(listener=None):
     from app.models import Host, HostState
     from app.monitor.hosts import ping_hosts
     from app.monitor.vms import apply_answers
-    from app.web.ops import MONITOR_SWEEP_SECONDS, MONITOR_SWEEPS
     started = time.monotonic()
     result = ping_hosts(with_vms=True)  # one driver session per host: ping, VMs, stats
     changed = apply_answers(result.vm_answers, result.seen_at)

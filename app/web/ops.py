@@ -18,7 +18,7 @@ import os
 import time
 
 from flask import Blueprint, Response, abort, g, jsonify, request
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select, text
 
@@ -27,7 +27,8 @@ from app.services import settings
 from app.services.settings import Definition, define
 
 bp = Blueprint("ops", __name__)
-# nubo_job_seconds is defined where jobs run (app/jobs/service.py), below this layer.
+# nubo_job_seconds and nubo_monitor_sweep* are defined where they are measured (app/jobs/service.py,
+# app/monitor/__init__.py), below this layer.
 
 define(Definition("metrics.allowed.addresses", "127.0.0.1,::1", "Addresses or networks (CIDR) allowed to "
                   "read /metrics.", category="Monitoring", type="list"))
@@ -38,9 +39,6 @@ BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 REQUEST_SECONDS = Histogram("nubo_request_seconds", "Time to answer a request", ["endpoint", "method"],
                             buckets=BUCKETS)
 API_SECONDS = Histogram("nubo_api_command_seconds", "Time to answer an API command", ["command"], buckets=BUCKETS)
-MONITOR_SWEEP_SECONDS = Gauge("nubo_monitor_sweep_seconds", "Duration of the monitor's last sweep",
-                              multiprocess_mode="max")
-MONITOR_SWEEPS = Counter("nubo_monitor_sweeps", "Sweeps the monitor has made")
 
 
 class DatabaseCollector:
