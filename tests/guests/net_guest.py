@@ -54,6 +54,8 @@ import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from tests.guests.acpi_guest import _static  # the same busybox check
+
 PREFIX = "nubo-net-guest: "
 # The order the modules depend on each other (no modprobe in the guest).
 MODULES = ("virtio_ring", "virtio", "virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio_pci", "failover",
@@ -209,9 +211,6 @@ def missing() -> str | None:
     return None
 
 
-def _static(path: str) -> bool:
-    out = subprocess.run(["ldd", path], capture_output=True, text=True)
-    return "not a dynamic executable" in (out.stdout + out.stderr)
 
 
 def _module_paths(version: str) -> dict[str, str] | None:

@@ -10,35 +10,16 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from app.extensions import db
-from app.models import IpAddress, Network, Nic, VirtualMachine, new_uuid, utcnow
+from app.models import IpAddress, Network, VirtualMachine, utcnow
 from app.services.dbutil import is_retryable
 from app.services.errors import InsufficientCapacity
 
 
 # --- NICs: MAC and IP -------------------------------------------------------------
 
-def _new_mac() -> str:
+def new_mac() -> str:
     # Locally administered unicast (02:...), as CloudStack's guest MACs.
     return "02:00:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(4))
-
-
-def add_nic(vm: VirtualMachine, net: Network, device_id: int = 0) -> Nic:
-    """A NIC with a unique MAC and the lowest free address of the network (committed)."""
-    for _ in range(8):
-        nic = Nic(uuid=new_uuid(), vm_id=vm.id, network_id=net.id, mac_address=_new_mac(),
-                  is_default=device_id == 0, device_id=device_id)
-        db.session.add(nic)
-        try:
-            db.session.commit()
-            break
-        except IntegrityError:
-            db.session.rollback()  # a MAC collision: draw again
-    else:
-        raise InsufficientCapacity("Could not draw a unique MAC address")
-    if net.start_ip is not None:  # an L2 network gives no addresses
-        nic.ip_address = allocate_ip(net, nic.id)
-        db.session.commit()
-    return nic
 
 
 def allocate_ip(net: Network, nic_id: int) -> str:

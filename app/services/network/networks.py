@@ -501,7 +501,7 @@ def _start_router(net: Network, host: Host, steps: _Steps) -> Router:
             steps.made("source NAT IP", lambda: _free_ip(ip_id))
     router = Router(uuid=new_uuid(), name="pending", network_id=net.id, zone_id=net.zone_id, host_id=host.id,
                     state=RouterState.STARTING, public_ip_id=source_nat.id if source_nat else None,
-                    guest_mac=ipam._new_mac(), public_mac=ipam._new_mac() if source_nat else None,
+                    guest_mac=ipam.new_mac(), public_mac=ipam.new_mac() if source_nat else None,
                     last_checked=utcnow())
     db.session.add(router)
     db.session.flush()

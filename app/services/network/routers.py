@@ -366,33 +366,22 @@ def _register_jobs() -> None:
     def result(router: Router) -> dict:
         return {"router": jobs.ObjectResult("router", router)}
 
-    @jobs.handler("router.reboot")
-    def _reboot(job, params):
-        router = load(params)
+    def _reboot(router: Router) -> None:
         restart(router)
         router.state, router.state_reason = RouterState.RUNNING, None
-        events.record("ROUTER.REBOOT", f"Virtual router {router.name} rebooted", resource_type="DomainRouter",
-                      resource_id=router.uuid, account_id=router.network.account_id)
-        db.session.commit()
-        return result(router)
 
-    @jobs.handler("router.stop")
-    def _stop(job, params):
-        router = load(params)
-        stop(router)
-        events.record("ROUTER.STOP", f"Virtual router {router.name} stopped", resource_type="DomainRouter",
-                      resource_id=router.uuid, account_id=router.network.account_id)
-        db.session.commit()
-        return result(router)
-
-    @jobs.handler("router.start")
-    def _start(job, params):
-        router = load(params)
-        start(router)
-        events.record("ROUTER.START", f"Virtual router {router.name} started", resource_type="DomainRouter",
-                      resource_id=router.uuid, account_id=router.network.account_id)
-        db.session.commit()
-        return result(router)
+    # rebootRouter, stopRouter, startRouter: the step, then CloudStack's event
+    for action, step, event, done in (("reboot", _reboot, "ROUTER.REBOOT", "rebooted"),
+                                      ("stop", stop, "ROUTER.STOP", "stopped"),
+                                      ("start", start, "ROUTER.START", "started")):
+        def run(job, params, step=step, event=event, done=done):
+            router = load(params)
+            step(router)
+            events.record(event, f"Virtual router {router.name} {done}", resource_type="DomainRouter",
+                          resource_id=router.uuid, account_id=router.network.account_id)
+            db.session.commit()
+            return result(router)
+        jobs.handler(f"router.{action}")(run)
 
     @jobs.handler("router.destroy")
     def _destroy(job, params):

@@ -51,7 +51,7 @@ def create_nic(vm: VirtualMachine, net: Network, device_id: int, *, ip: str | No
     """A NIC with a unique MAC and `ip` (checked, refused when taken) or the lowest free
     address (none on L2 networks). Committed."""
     for _ in range(8):
-        nic = Nic(uuid=new_uuid(), vm_id=vm.id, network_id=net.id, mac_address=ipam._new_mac(),
+        nic = Nic(uuid=new_uuid(), vm_id=vm.id, network_id=net.id, mac_address=ipam.new_mac(),
                   is_default=device_id == 0 if default is None else default, device_id=device_id)
         db.session.add(nic)
         try:
