@@ -261,6 +261,24 @@ def _userdata(value: str | None) -> str | None:
     return value
 
 
+def _check_joinable(net, type_name: str) -> None:
+    """A type's VMs join only the networks its capabilities allow: Isolated ones need a type that
+    can run the network's router next to them (Hyper-V: shared and L2 only), and a tagged
+    segment needs the type to make that kind (VLAN or VXLAN) on its hosts."""
+    if net.network_offering_id is None:
+        return  # the legacy zone-wide network: the label's bridge, as before
+    caps = hv.resolve(type_name).capabilities
+    name = hv.display_name(type_name)
+    if net.guest_type == "Isolated" and not caps.virtual_router:
+        raise InvalidParameter(f"{name} VMs can join only Shared and L2 networks, not the Isolated network "
+                               f"{net.name}", field="networkids")
+    phys = routers.physical_of(net)
+    tagged = net.vlan is not None or net.guest_type != "Shared"
+    if phys is not None and tagged and phys.isolation_method.upper() not in caps.isolation_methods:
+        raise InvalidParameter(f"{name} hosts cannot carry {phys.isolation_method} network {net.name}",
+                               field="networkids")
+
+
 def _deploy_networks(caller, zone, network_uuids, ip_address, ip_to_network, sg_uuids, sg_names):
     """The deploy's networks in NIC order (the first is the default NIC's), the addresses asked
     for ({network id: ip}) and the security groups of its NICs on security-group networks."""
@@ -365,6 +383,8 @@ def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid:
             root_size = volumes.get_disk_offering(disk_offering_uuid).disk_size * GIB or root_size
     nets, wanted_ips, groups = _deploy_networks(caller, zone, network_uuids, ip_address, ip_to_network,
                                                 security_group_uuids, security_group_names)
+    for net in nets:
+        _check_joinable(net, type_name)
     key = None
     if keypair:
         key = db.session.scalar(select(SSHKeyPair).where(SSHKeyPair.account_id == caller.account_id,

@@ -284,3 +284,19 @@ def test_a_deploy_without_networkids_makes_the_accounts_isolated_network(app, tm
         assert made[1].id == net.id and net.name == "alice-network" and net.guest_type == "Isolated"
         assert net.account_id == alice.account_id and net.cidr == "10.1.1.0/24" and net.state == "Implemented"
         assert routers.router_of(net).state == "Running"
+
+
+def test_a_type_without_routers_joins_only_shared_and_l2_networks(app, world):
+    """Hyper-V runs no virtual router and makes no VXLAN: its VMs are refused on Isolated
+    networks and on VXLAN segments (the deploy checks before any row is made); KVM joins both."""
+    with app.app_context():
+        alice = _user(world["alice"])
+        iso = networks.create_network(alice, zone_uuid=world["zone"], name="iso-hv", display_text="iso")
+        with pytest.raises(InvalidParameter, match="Hyper-V VMs can join only Shared and L2 networks"):
+            vms._check_joinable(iso, "Hyperv")
+        l2 = networks.create_network(_user(world["admin"]), zone_uuid=world["zone"], name="l2-hv",
+                                     offering_uuid=offering("DefaultL2NetworkOffering").uuid, account_name="alice")
+        with pytest.raises(InvalidParameter, match="cannot carry VXLAN network l2-hv"):
+            vms._check_joinable(l2, "Hyperv")
+        vms._check_joinable(iso, "KVM")
+        vms._check_joinable(l2, "KVM")
