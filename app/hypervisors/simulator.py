@@ -86,6 +86,9 @@ OPERATIONS = ACTIONS | QUERIES | NETWORK
 ACTIVE = frozenset({PowerState.RUNNING, PowerState.STARTING, PowerState.STOPPING, PowerState.PAUSED})
 
 
+LABEL_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")  # a Linux device name
+
+
 class InvalidHostUrl(DriverError, ValueError):
     """A simulator:// URL that cannot be understood (message says why)."""
 
@@ -97,10 +100,12 @@ class SimHostSpec:
     cpu_speed: int = 2400
     memory_mib: int = 65536
     local_storage_gib: int = 2048
+    # The traffic labels the host has (None: every label): labels=cloudbr0,cloudbr1
+    labels: tuple[str, ...] | None = None
 
 
 def parse_url(url: str) -> SimHostSpec:
-    """`simulator://NAME?cpus=16&cpuspeed=2400&memory=65536&localstorage=2048`."""
+    """`simulator://NAME?cpus=16&cpuspeed=2400&memory=65536&localstorage=2048[&labels=cloudbr0,...]`."""
     raw = (url or "").strip()
     parts = urlsplit(raw)
     if parts.scheme.lower() != "simulator":
@@ -116,11 +121,19 @@ def parse_url(url: str) -> SimHostSpec:
         pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
     except ValueError:
         raise InvalidHostUrl(f"Cannot read the parameters of {raw!r}") from None
+    labels = None
     for key, value in pairs:
         key = key.lower()
+        if key == "labels":
+            if labels is not None:
+                raise InvalidHostUrl("Parameter labels is given twice")
+            labels = tuple(part.strip() for part in value.split(",") if part.strip())
+            if not labels or not all(LABEL_RE.match(part) for part in labels):
+                raise InvalidHostUrl("labels is a comma-separated list of device names, e.g. cloudbr0,cloudbr1")
+            continue
         if key not in URL_PARAMS:
             raise InvalidHostUrl(f"Unknown Simulator host parameter {key!r}; "
-                                 f"known: {', '.join(URL_PARAMS)}")
+                                 f"known: {', '.join(URL_PARAMS)}, labels")
         column, _default, lo, hi, unit = URL_PARAMS[key]
         if column in values:
             raise InvalidHostUrl(f"Parameter {key} is given twice")
@@ -131,7 +144,7 @@ def parse_url(url: str) -> SimHostSpec:
         if not lo <= number <= hi:
             raise InvalidHostUrl(f"{key} must be between {lo} and {hi} {unit} (got {number})")
         values[column] = number
-    return SimHostSpec(name=name, **values)
+    return SimHostSpec(name=name, labels=labels, **values)
 
 
 def _validate_url_field(value: str) -> str | None:
@@ -724,7 +737,10 @@ class SimulatorDriver(Driver):
 
     def check_labels(self, labels: list[str]) -> list[str]:
         self._enter("check_labels")
-        return []  # every label exists on a sim host (a fault on check_labels says otherwise)
+        # A sim host has every label, unless its URL lists them (simulator://h?labels=cloudbr0,cloudbr1);
+        # a fault on check_labels fails the check itself.
+        have = parse_url(self.conn.url).labels
+        return [] if have is None else [label for label in labels if label not in have]
 
     @staticmethod
     def segment_bridge(segment: SegmentSpec) -> str:

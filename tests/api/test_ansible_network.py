@@ -90,15 +90,6 @@ def check_zone(api, z):
     return offering[0]
 
 
-def test_zone_playbook_runs_twice_and_the_second_run_changes_nothing(live, playbooks):
-    z, pb = playbooks
-    first = pb.run("zone.yml")
-    assert first["changed"] > 0
-    second = pb.run("zone.yml")
-    assert second["changed"] == 0, second
-    check_zone(live.client(), z)
-
-
 def test_playbook_runs_twice_and_the_second_run_changes_nothing(live, playbooks):
     z, pb = playbooks
     api = live.client()

@@ -25,7 +25,7 @@ from app.services.errors import ResourceUnavailable, ServiceError
 from app.services.network import public_ips, routers, rules
 from tests.helpers.sim_zone import simulator_zone
 
-pytestmark = pytest.mark.db
+# The tests where the database's locking and transactions decide also run on PostgreSQL and MariaDB (db).
 
 ISOLATED_SERVICES = {"Dhcp": "VirtualRouter", "Dns": "VirtualRouter", "UserData": "VirtualRouter",
                      "SourceNat": "VirtualRouter", "StaticNat": "VirtualRouter", "PortForwarding": "VirtualRouter",
@@ -134,6 +134,7 @@ def _error(fn, *a, **kw) -> ServiceError:
 
 # --- Associate, quota, release ------------------------------------------------------------------
 
+@pytest.mark.db
 def test_associate_counts_and_release_gives_back_with_the_rules(app, nw):
     with app.app_context():
         assert _count("alice") == 1  # the source NAT address counts
@@ -155,6 +156,7 @@ def test_associate_counts_and_release_gives_back_with_the_rules(app, nw):
         assert {"NET.IPASSIGN", "NET.IPRELEASE", "FIREWALL.OPEN", "NET.RULEADD"} <= types
 
 
+@pytest.mark.db
 def test_parallel_associates_at_the_limit_take_exactly_the_limit(app, nw):
     with app.app_context():
         settings.update("max.account.public.ips", "4")  # the source NAT address is one of them
@@ -316,6 +318,7 @@ def _failing(monkeypatch):
     monkeypatch.setattr(routers, "apply", boom)
 
 
+@pytest.mark.db
 def test_a_router_failure_leaves_no_rule(app, nw, monkeypatch):
     with app.app_context():
         ip = _associate(nw=nw).uuid
@@ -474,6 +477,7 @@ def test_an_expunged_vm_takes_its_rules_and_static_nat(app, nw):
         assert db.session.get(PublicIpAddress, ip2.id).state == IpState.ALLOCATED  # the address stays the account's
 
 
+@pytest.mark.db
 def test_parallel_colliding_rules_on_one_address_one_wins(app, nw):
     """Rule checks on one address run one at a time (its row is locked): of eight creates of
     the same public port, exactly one is written."""

@@ -10,11 +10,11 @@ import sqlalchemy as sa
 
 from app.hypervisors.base import DiskSpec, DriverContext, StoragePoolSpec, VMSpec, VolumeSpec
 from app.hypervisors.simulator import SIMULATOR, dispose_engines
-from app.models import SimFault, SimHost, SimPool, SimVM, SimVolume
+from app.models import SimFault, SimHost, SimPool, SimRouter, SimSegment, SimVM, SimVolume
 from tests.contract.env import ContractEnv
 
 NAME = "simulator"
-TABLES = [m.__table__ for m in (SimHost, SimVM, SimPool, SimVolume, SimFault)]
+TABLES = [m.__table__ for m in (SimHost, SimVM, SimPool, SimVolume, SimFault, SimRouter, SimSegment)]
 
 
 def available() -> str | None:
@@ -36,7 +36,7 @@ def environment(tmp_path) -> Iterator[ContractEnv]:
     ctx = DriverContext(instance_path=str(tmp_path), database_url=url, testing=True)
 
     def driver(name: str):
-        d = SIMULATOR.make_driver(SIMULATOR.connection(f"simulator://{name}?cpus=8&memory=16384", {}), ctx)
+        d = SIMULATOR.make_driver(SIMULATOR.connection(f"simulator://{name}?cpus=8&memory=16384&labels=cloudbr0", {}), ctx)
         d.check_host()
         return d
 
