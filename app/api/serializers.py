@@ -60,6 +60,12 @@ def has_serializer(kind: str | None) -> bool:
     return kind in _SERIALIZERS
 
 
+def owner_fields(acct: Account) -> dict:
+    """CloudStack's owner fields of any owned object (account, accountid, domainid, domain;
+    project and projectid once projects exist): every serializer of an owned object uses this."""
+    return {"account": acct.name, "accountid": acct.uuid, "domainid": DOMAIN_ID, "domain": DOMAIN_NAME}
+
+
 @serializer("account")
 def account(a: Account, totals: dict | None = None) -> dict:
     """With CloudStack's usage figures (vmtotal, vmlimit, ...): `totals` when the caller
