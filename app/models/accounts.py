@@ -36,6 +36,12 @@ class Account(PublicIdMixin, RemovableMixin, db.Model):
     def is_admin(self) -> bool:
         return self.role == Role.ADMIN
 
+    @property
+    def role_type(self) -> str:
+        """CloudStack's role type (Admin, ResourceAdmin, DomainAdmin, User): what the access
+        layer (app/services/access.py) and the API's role checks decide on."""
+        return "Admin" if self.is_admin else "User"
+
 
 class User(UserMixin, PublicIdMixin, RemovableMixin, db.Model):
     __tablename__ = "users"
