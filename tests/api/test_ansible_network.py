@@ -7,64 +7,22 @@ playbook runs twice: the first run changes things and fails nothing, the second 
 the API."""
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
+from tests.api.ansible_runner import Playbooks, require_ansible
 from tests.api.test_libcloud_network import sim_zone
 from tests.api.test_templates_cs import files  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.xdist_group("live-api"), pytest.mark.timeout(900)]
 
-PLAYBOOKS = Path(__file__).parent / "ansible"
-ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 PUBLIC_IP = "198.18.0.40"  # the range's last address: the network's source NAT takes a free one
-
-
-def recap(output: str) -> dict[str, int]:
-    m = re.search(r"^localhost\s*:\s*(.*)$", output, re.M)
-    assert m, output
-    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(1))}
-
-
-class Playbooks:
-    """ansible-playbook against the live server: admin credentials in CLOUDSTACK_*, the user's
-    and the zone's names in extra vars; the collection's modules run with this venv's Python."""
-
-    def __init__(self, live, z, t, so, tmp_path):
-        admin_key, admin_secret = live.keys("admin")
-        user_key, user_secret = live.keys("alice")
-        home = tmp_path / "ansible-home"
-        self.env = {**os.environ, "CLOUDSTACK_ENDPOINT": live.url, "CLOUDSTACK_KEY": admin_key,
-                    "CLOUDSTACK_SECRET": admin_secret, "CLOUDSTACK_TIMEOUT": "60", "ANSIBLE_HOME": str(home),
-                    "ANSIBLE_LOCAL_TEMP": str(home / "tmp"), "ANSIBLE_NOCOLOR": "1",
-                    "ANSIBLE_RETRY_FILES_ENABLED": "0", "ANSIBLE_DEPRECATION_WARNINGS": "0",
-                    "ANSIBLE_LOCALHOST_WARNING": "0", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0"}
-        self.extra = {"ansible_python_interpreter": sys.executable, "zone": z["name"], "template": t["name"],
-                      "service_offering": so["name"], "public_ip": PUBLIC_IP, "user_key": user_key,
-                      "user_secret": user_secret}
-
-    def run(self, playbook: str) -> dict[str, int]:
-        cmd = [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", str(PLAYBOOKS / playbook)]
-        for k, v in self.extra.items():
-            cmd += ["-e", f"{k}={v}"]
-        out = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=600)
-        print(out.stdout[-20000:], out.stderr[-5000:])  # shown when the test fails
-        stats = recap(out.stdout)
-        assert out.returncode == 0 and stats["failed"] == 0, out.stdout[-8000:]
-        return stats
 
 
 @pytest.fixture
 def playbooks(live, files, tmp_path):  # noqa: F811
-    if not ANSIBLE_PLAYBOOK.exists():
-        pytest.skip("ansible-playbook is not installed (requirements-test.txt pins `ansible`)")
+    require_ansible()
     z, t, so = sim_zone(live.client(), files, tmp_path)
-    return z, Playbooks(live, z, t, so, tmp_path)
+    return z, Playbooks(live, z, t, so, tmp_path, public_ip=PUBLIC_IP)
 
 
 def check_zone(api, z):
