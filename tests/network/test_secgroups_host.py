@@ -5,19 +5,23 @@ pings. Names are random per run; the namespaces (and their tables) are removed a
 from __future__ import annotations
 
 import random
-import shutil
 import subprocess
 import sys
 import time
 
 import pytest
 
+from tests.helpers import requires
+
 from app.network.host import secgroups
 from app.network.host.specs import SgRule, VmRuleset
 from tests.network.hostns import Lab, NetnsChannel, never_pings, ping, sh, suffix
 
-pytestmark = pytest.mark.skipif(shutil.which("nft") is None or shutil.which("ping") is None,
-                                reason="needs nftables and iputils-ping (scripts/sysdeps.sh test)")
+
+@pytest.fixture(autouse=True, scope="module")
+def _tools():
+    requires.need("nft", "ping", why="scripts/sysdeps.sh test installs nftables and iputils-ping")
+
 
 SERVER = """
 import socket, sys

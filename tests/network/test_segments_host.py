@@ -6,17 +6,21 @@ devices in them) are removed afterwards."""
 from __future__ import annotations
 
 import random
-import shutil
 import time
 
 import pytest
+
+from tests.helpers import requires
 
 from app.network.host import segments
 from app.network.host.specs import SegmentSpec
 from tests.network.hostns import Lab, NetnsChannel, never_pings, ping, sh, suffix
 
-pytestmark = pytest.mark.skipif(shutil.which("ip") is None or shutil.which("ping") is None,
-                                reason="needs iproute2 and iputils-ping (scripts/sysdeps.sh test)")
+
+@pytest.fixture(autouse=True, scope="module")
+def _tools():
+    requires.need("ip", "ping", why="scripts/sysdeps.sh test installs iproute2 and iputils-ping")
+
 
 MUTATING = ({"add", "del", "set", "append"})
 

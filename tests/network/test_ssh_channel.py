@@ -3,19 +3,23 @@ own host key and authorized_keys in a temporary directory; Debian openssh-server
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import time
 
 import pytest
 
+from tests.helpers import requires
+
 from app.network.host.channel import ChannelError
 from app.network.host.ssh import SSHChannel
 
 SSHD = "/usr/sbin/sshd"
-pytestmark = pytest.mark.skipif(not os.path.exists(SSHD) or shutil.which("ssh-keygen") is None,
-                                reason="needs openssh-server (scripts/sysdeps.sh test)")
+
+@pytest.fixture(autouse=True, scope="module")
+def _tools():
+    requires.need(SSHD, "ssh-keygen", why="scripts/sysdeps.sh test installs openssh-server")
+
 
 
 def _free_port() -> int:
