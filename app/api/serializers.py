@@ -157,7 +157,10 @@ def storagepool(p) -> dict:
             "clusterid": p.cluster.uuid if p.cluster else None, "clustername": p.cluster.name if p.cluster else None,
             "hostid": p.host.uuid if p.host else None, "scope": p.scope, "type": p.pool_type, "path": p.path,
             "ipaddress": p.server, "state": p.state, "disksizetotal": p.capacity_bytes,
-            "disksizeused": p.used_bytes, "disksizeallocated": p.allocated_bytes, "created": p.created}
+            "disksizeused": p.used_bytes, "disksizeallocated": p.allocated_bytes, "created": p.created,
+            "podid": p.cluster.pod.uuid if p.cluster else None, "podname": p.cluster.pod.name if p.cluster else None,
+            "hypervisor": hypervisor_name(p.hypervisor_type), "provider": "DefaultPrimary", "managed": False,
+            "tags": p.tags, "istagarule": False, "capacityiops": p.capacity_iops}
 
 
 @serializer("imagestore")

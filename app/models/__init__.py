@@ -4,7 +4,7 @@ from app.models.accounts import Account, AccountState, LoginThrottle, ResourceCo
 from app.models.infra import (  # noqa: F401
     AllocationState, Cluster, Host, HostState, NetworkType, Pod, ResourceState, Zone,
 )
-from app.models.storage import ImageStore, PoolType, StoragePool, StorageScope  # noqa: F401
+from app.models.storage import ImageStore, PoolState, PoolType, StoragePool, StoragePoolWork, StorageScope  # noqa: F401
 from app.models.templates import (  # noqa: F401
     DownloadState, OsCategory, OsType, Template, TemplateFormat, TemplatePoolRef, TemplateStoreRef,
 )

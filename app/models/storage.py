@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, ForeignKey, String, Text
+from sqlalchemy import BigInteger, Boolean, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
@@ -38,14 +38,39 @@ class StoragePool(PublicIdMixin, RemovableMixin, db.Model):
     server: Mapped[str | None] = mapped_column(String(255))
     path: Mapped[str] = mapped_column(String(1024))
     credentials_enc: Mapped[str | None] = mapped_column(Text)  # SMB user/password
-    state: Mapped[str] = mapped_column(String(16), default="Up")
+    state: Mapped[str] = mapped_column(String(32), default="Up")  # PoolState
     capacity_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     used_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     allocated_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    capacity_iops: Mapped[int | None] = mapped_column(BigInteger)  # what the admin says the pool can give
+    tags: Mapped[str | None] = mapped_column(String(4096))  # storage tags, comma-separated as CloudStack shows them
 
     zone = relationship("Zone")
     cluster = relationship("Cluster")
     host = relationship("Host")
+
+
+class PoolState(StrEnum):
+    """CloudStack's StoragePoolStatus values Nubo uses."""
+    UP = "Up"
+    DISABLED = "Disabled"
+    PREPARE_FOR_MAINTENANCE = "PrepareForMaintenance"
+    MAINTENANCE = "Maintenance"
+    ERROR_IN_MAINTENANCE = "ErrorInMaintenance"
+    CANCEL_MAINTENANCE = "CancelMaintenance"
+
+
+class StoragePoolWork(db.Model):
+    """CloudStack's storage_pool_work: a VM that a pool's maintenance stopped, so that cancelling
+    the maintenance starts it again (and a killed job finds what it already did)."""
+    __tablename__ = "storage_pool_work"
+    __table_args__ = (UniqueConstraint("pool_id", "vm_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pool_id: Mapped[int] = mapped_column(ForeignKey("storage_pools.id"), index=True)
+    vm_id: Mapped[int] = mapped_column(ForeignKey("vm_instances.id"), index=True)
+    stopped_for_maintenance: Mapped[bool] = mapped_column(Boolean, default=False)
+    started_after_maintenance: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class ImageStore(PublicIdMixin, RemovableMixin, db.Model):

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from sqlalchemy import and_, case, func, select, update
 
 from app.extensions import db
-from app.models import (AllocationState, Cluster, Host, HostState, Pod, ResourceState, StoragePool,
+from app.models import (AllocationState, Cluster, Host, HostState, Pod, PoolState, ResourceState, StoragePool,
                         StorageScope, VirtualMachine, VMState, Zone)
 from app.services import hypervisors as hv
 from app.services import settings
@@ -150,10 +150,10 @@ def _candidates(zone: Zone, hypervisor_type: str, need: Need, storage_type: str,
     if storage_type == "local":
         q = q.where(select(StoragePool.id).where(
             StoragePool.host_id == Host.id, StoragePool.scope == StorageScope.HOST,
-            StoragePool.removed.is_(None)).exists())
+            StoragePool.removed.is_(None), StoragePool.state == PoolState.UP).exists())
     else:
         q = q.where(select(StoragePool.id).where(
-            StoragePool.zone_id == zone.id, StoragePool.removed.is_(None),
+            StoragePool.zone_id == zone.id, StoragePool.removed.is_(None), StoragePool.state == PoolState.UP,
             ((StoragePool.scope == StorageScope.ZONE)
              | ((StoragePool.scope == StorageScope.CLUSTER) & (StoragePool.cluster_id == Host.cluster_id)))
         ).exists())

@@ -169,6 +169,15 @@ def update(name: str, value: str) -> Setting:
     return row
 
 
+def reset(name: str) -> Setting:
+    """CloudStack's resetConfiguration: the setting back to its default, through update() so the
+    default is checked and dependent settings follow as for any change."""
+    d = DEFINITIONS.get(name)
+    if d is None:
+        validate(name, "")  # the unknown-name error, worded as for updateConfiguration
+    return update(name, d.default)
+
+
 def set_raw(name: str, value: str) -> None:
     """Store a value without hooks (used by on_change hooks for dependent settings).
     The value is still checked: no write path skips the definition's type and range."""

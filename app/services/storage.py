@@ -9,13 +9,13 @@ import os
 import shutil
 from urllib.parse import unquote, urlsplit
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import joinedload
 
 from app.extensions import db
 from app.hypervisors.base import DriverError, StoragePoolSpec
-from app.models import (Cluster, Host, HostState, ImageStore, PoolType, StoragePool, StorageScope, TemplateStoreRef,
-                        Volume, Zone, new_uuid, utcnow)
+from app.models import (Cluster, Host, HostState, ImageStore, PoolState, PoolType, StoragePool, StorageScope,
+                        TemplateStoreRef, Volume, Zone, new_uuid, utcnow)
 from app.services import crypto, events, zones
 from app.services import hypervisors as hv
 from app.services.errors import InvalidParameter, NotFound, ResourceInUse, ResourceUnavailable
@@ -107,9 +107,28 @@ def unprepare_on_hosts(pool: StoragePool, hosts: list[Host]) -> None:
             driver.close()
 
 
+def normal_tags(tags: list[str] | str | None) -> str | None:
+    """Storage tags as CloudStack lists them: comma-separated, in the order given, no blanks or repeats.
+    An empty list clears them (None)."""
+    if tags is None:
+        return None
+    items = tags.split(",") if isinstance(tags, str) else tags
+    out: list[str] = []
+    for t in (str(t).strip() for t in items):
+        if t and t not in out:
+            if any(ord(c) < 32 for c in t):
+                raise InvalidParameter("A storage tag may not contain control characters", field="tags")
+            out.append(t)
+    joined = ",".join(out)
+    if len(joined) > 4096:
+        raise InvalidParameter("The storage tags are longer than 4096 characters", field="tags")
+    return joined or None
+
+
 def create_storage_pool(caller, *, zone_uuid: str, name: str, url: str, scope: str = "cluster",
                         pod_uuid: str | None = None, cluster_uuid: str | None = None, hypervisor: str | None = None,
-                        details: dict | None = None) -> StoragePool:
+                        details: dict | None = None, tags: list[str] | None = None,
+                        capacity_iops: int | None = None) -> StoragePool:
     zone = zones.get_zone(zone_uuid)
     kind, server, path = parse_url(url)
     scope = (scope or "cluster").upper()
@@ -130,10 +149,12 @@ def create_storage_pool(caller, *, zone_uuid: str, name: str, url: str, scope: s
     check_pool_kind(type_name, kind)
     name = zones._name(name)
     details = details or {}
+    if capacity_iops is not None and capacity_iops < 0:
+        raise InvalidParameter("capacityiops may not be negative", field="capacityiops")
     pool = StoragePool(uuid=new_uuid(), name=name, zone_id=zone.id, pod_id=cluster.pod_id if cluster else None,
                        cluster_id=cluster.id if cluster else None, scope=scope, pool_type=kind, url=url,
                        server=server, path=path, hypervisor_type=type_name,
-                       credentials_enc=_credentials(details))
+                       credentials_enc=_credentials(details), tags=normal_tags(tags), capacity_iops=capacity_iops)
     hosts = [h for h in _hosts_in_scope(pool) if h.hypervisor_type == type_name]
     # End the read transaction before talking to hosts: no database lock is held
     # while a driver works (the Simulator driver writes through its own connection).
@@ -161,6 +182,63 @@ def delete_storage_pool(caller, uuid: str) -> None:
     events.record("STORAGE.POOL.DELETE", f"Primary storage {pool.name} removed", user=caller,
                   resource_type="StoragePool", resource_id=pool.uuid)
     db.session.commit()
+
+
+def get_storage_pool(uuid: str) -> StoragePool:
+    pool = db.session.scalar(select(StoragePool).where(StoragePool.uuid == uuid, StoragePool.removed.is_(None)))
+    if pool is None:
+        raise NotFound("Unable to find storage pool with the specified id", field="id")
+    return pool
+
+
+def update_storage_pool(caller, uuid: str, *, name: str | None = None, tags: list[str] | None = None,
+                        capacity_bytes: int | None = None, capacity_iops: int | None = None,
+                        enabled: bool | None = None) -> StoragePool:
+    """CloudStack's updateStoragePool: name, storage tags (an empty list clears them), the bytes and
+    IOPS Nubo may provision from it, and enabled (false: no new volumes or placements; true: back Up).
+    Everything is checked first and written in one transaction: a refused change changes nothing."""
+    pool = get_storage_pool(uuid)
+    if enabled is True and pool.state != PoolState.DISABLED:
+        raise InvalidParameter(f"Primary storage with id {pool.uuid} cannot be enabled. Storage pool state : "
+                               f"{pool.state}", field="enabled")
+    if enabled is False and pool.state != PoolState.UP:
+        raise InvalidParameter(f"Primary storage with id {pool.uuid} cannot be disabled. Storage pool state : "
+                               f"{pool.state}", field="enabled")
+    if capacity_iops is not None and capacity_iops < 0:
+        raise InvalidParameter("capacityiops may not be negative", field="capacityiops")
+    changes: dict = {}
+    if name is not None and name.strip():
+        changes["name"] = zones._name(name)
+    if tags is not None:
+        changes["tags"] = normal_tags(tags)
+    if capacity_iops is not None:
+        changes["capacity_iops"] = capacity_iops
+    if enabled is not None:
+        changes["state"] = PoolState.UP if enabled else PoolState.DISABLED
+    q = update(StoragePool).where(StoragePool.id == pool.id, StoragePool.state == pool.state)
+    if capacity_bytes is not None:
+        if capacity_bytes <= 0:
+            raise InvalidParameter("capacitybytes must be positive", field="capacitybytes")
+        changes["capacity_bytes"] = capacity_bytes
+        # Never below what volumes already hold, checked in the same UPDATE as concurrent reservations.
+        q = q.where(StoragePool.allocated_bytes <= capacity_bytes)
+    if changes:
+        done = db.session.execute(q.values(**changes).execution_options(synchronize_session=False))
+        if done.rowcount != 1:
+            db.session.rollback()
+            db.session.refresh(pool)
+            if capacity_bytes is not None and pool.allocated_bytes > capacity_bytes:
+                raise InvalidParameter(f"Primary storage {pool.name} already has {pool.allocated_bytes} bytes "
+                                       f"allocated; capacitybytes cannot be less", field="capacitybytes")
+            raise InvalidParameter(f"Primary storage {pool.name} changed state to {pool.state} meanwhile; "
+                                   f"try again", field="id")
+        events.record("STORAGE.POOL.UPDATE" if enabled is None else
+                      ("ENABLE.PRIMARY.STORAGE" if enabled else "DISABLE.PRIMARY.STORAGE"),
+                      f"Primary storage {changes.get('name', pool.name)} updated: " + ", ".join(sorted(changes)),
+                      user=caller, resource_type="StoragePool", resource_id=pool.uuid)
+        db.session.commit()
+        db.session.refresh(pool)
+    return pool
 
 
 # Sort keys the admin lists accept (a whitelist: the key comes from the query string).

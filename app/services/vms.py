@@ -24,8 +24,8 @@ from sqlalchemy.orm import joinedload, selectinload
 from app.extensions import db
 from app.hypervisors.base import ConsoleSpec, DiskSpec, DriverError, NicSpec, VMSpec, VolumeSpec
 from app.jobs import service as jobs
-from app.models import (AsyncJob, DownloadState, JobStatus, Host, Nic, ServiceOffering, SSHKeyPair, StoragePool,
-                        StorageScope, Template, TemplateStoreRef, VirtualMachine, VMState, Volume, VolumeState,
+from app.models import (AsyncJob, DownloadState, JobStatus, Host, Nic, PoolState, ServiceOffering, SSHKeyPair,
+                        StoragePool, StorageScope, Template, TemplateStoreRef, VirtualMachine, VMState, Volume, VolumeState,
                         VolumeType, new_uuid, utcnow)
 from app.services import (config_drive, consoles, events, planner, quotas, settings, storage,
                           template_cache, volumes, zones)
@@ -555,7 +555,8 @@ def _driver(host: Host):
 def _pool_for(vm: VirtualMachine, host: Host) -> StoragePool:
     """Where the root volume goes: the host's local pool, or a shared pool of its cluster or zone."""
     local = vm.service_offering.storage_type == "local"
-    q = select(StoragePool).where(StoragePool.removed.is_(None), StoragePool.zone_id == host.zone_id)
+    q = select(StoragePool).where(StoragePool.removed.is_(None), StoragePool.zone_id == host.zone_id,
+                                  StoragePool.state == PoolState.UP)  # not Disabled nor in maintenance
     if local:
         q = q.where(StoragePool.host_id == host.id, StoragePool.scope == StorageScope.HOST)
     else:
@@ -765,8 +766,10 @@ def _run_deploy(job, vm, params):
 
 
 def start(caller, uuid: str, host_uuid: str | None = None) -> AsyncJob:
+    from app.services import storage_maintenance
     vm = get_vm(caller, uuid)
     host_id = _chosen_host(caller, host_uuid)
+    storage_maintenance.check_pools_usable(vm)
     return _submit(caller, vm, "start", "startVirtualMachine", {"host": host_id})
 
 

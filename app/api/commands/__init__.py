@@ -1,5 +1,5 @@
 """Command modules: importing this package declares every command."""
 from app.api.commands import accounts, base, configurations, hypervisors, infra, jobs, storage, templates, vms, volumes  # noqa: F401
 from app.api.commands import keypairs, limits  # noqa: F401
-from app.api.commands import consoles  # noqa: F401
+from app.api.commands import consoles, infra_catalog  # noqa: F401
 from app.api.commands import network  # noqa: F401

@@ -1,4 +1,4 @@
-"""Global settings: listConfigurations, updateConfiguration."""
+"""Global settings: listConfigurations, updateConfiguration, resetConfiguration."""
 from __future__ import annotations
 
 from app.api.registry import ADMIN, Param, command
@@ -22,3 +22,10 @@ def list_configurations(ctx, p):
              Param("value", "string", "the new value")])
 def update_configuration(ctx, p):
     return settings.update(p["name"], p.get("value", ""))
+
+
+@command("resetConfiguration", "Resets a configuration. The configuration will be set to default value for "
+         "global setting", role=ADMIN, response="configuration",
+         params=[Param("name", "string", "the name of the configuration", required=True)])
+def reset_configuration(ctx, p):
+    return settings.reset(p["name"])

@@ -1,0 +1,154 @@
+"""Primary storage as CloudStack's admins change it, on a Simulator zone: updateStoragePool (name,
+tags, capacity bytes and IOPS, enabled) with its refusals changing nothing, and maintenance
+(enableStorageMaintenance stops the running VMs using the pool and ends in Maintenance; no VM
+starts or lands on it meanwhile; cancelStorageMaintenance brings it Up and starts them again; a
+worker killed mid-maintenance is reaped to ErrorInMaintenance, from where it resumes)."""
+import json
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from app.extensions import db
+from app.models import AsyncJob, StoragePool, StoragePoolWork, VirtualMachine, utcnow
+from app.services import accounts, storage, storage_maintenance, vms
+from app.services.errors import InvalidParameter, NotFound, ResourceUnavailable
+from tests.helpers.sim_zone import simulator_zone
+from tests.helpers.users import existing_user
+
+pytestmark = pytest.mark.db
+
+
+@pytest.fixture
+def world(app, tmp_path):
+    with app.app_context():
+        admin = existing_user("root", "rootpass1", role="admin", account="admin")
+        alice = existing_user("alice", "alicepass1")
+        w = simulator_zone(admin, tmp_path, name="sz", guest_cidr="10.4.0.0/24",
+                           host_urls=[f"simulator://s{i}?cpus=4&memory=8192" for i in (1, 2)])
+        pool = db.session.scalar(select(StoragePool).where(StoragePool.zone_id == w.zone.id))
+        return dict(zone=w.zone.uuid, t=w.template.uuid, so=w.offering.uuid, alice=alice.uuid, admin=admin.uuid,
+                    pool=pool.uuid)
+
+
+def _deploy(w, name):
+    alice = accounts.user_by_uuid(w["alice"])
+    vm, job = vms.deploy(alice, zone_uuid=w["zone"], service_offering_uuid=w["so"], template_uuid=w["t"], name=name)
+    db.session.refresh(job)
+    assert job.status == 1, job.result
+    return db.session.get(VirtualMachine, vm.id)
+
+
+def _deploy_fails(w, name):
+    """No host has a usable shared pool: the deploy's job fails with CloudStack's 533."""
+    alice = accounts.user_by_uuid(w["alice"])
+    vm, job = vms.deploy(alice, zone_uuid=w["zone"], service_offering_uuid=w["so"], template_uuid=w["t"], name=name)
+    db.session.refresh(job)
+    assert job.status == 2 and "shared primary storage" in job.result, job.result
+    assert json.loads(job.result)["errorcode"] == 533
+
+
+def _pool(w) -> StoragePool:
+    db.session.expire_all()
+    return storage.get_storage_pool(w["pool"])
+
+
+def _snapshot(w) -> tuple:
+    p = _pool(w)
+    return (p.name, p.tags, p.capacity_bytes, p.capacity_iops, p.state)
+
+
+def test_update_storage_pool_and_its_refusals(app, world):
+    with app.app_context():
+        admin = accounts.user_by_uuid(world["admin"])
+        p = storage.update_storage_pool(admin, world["pool"], name="fast", tags=["ssd", " fast", "ssd"],
+                                        capacity_iops=5000, capacity_bytes=200 << 30)
+        assert (p.name, p.tags, p.capacity_iops, p.capacity_bytes) == ("fast", "ssd,fast", 5000, 200 << 30)
+        before = _snapshot(world)
+        for kw, field in [(dict(enabled=True), "enabled"),            # Up already: CloudStack refuses
+                          (dict(capacity_bytes=0), "capacitybytes"),
+                          (dict(capacity_iops=-1), "capacityiops"),
+                          (dict(name="x" * 300), "name")]:
+            with pytest.raises(InvalidParameter) as e:
+                storage.update_storage_pool(admin, world["pool"], tags=["changed"], **kw)
+            assert e.value.field == field, kw
+            assert _snapshot(world) == before  # nothing half-changed
+        with pytest.raises(NotFound):
+            storage.update_storage_pool(admin, "00000000-0000-0000-0000-00000000dead", name="y")
+        # Below what volumes hold: refused, in the same UPDATE that concurrent reservations race.
+        _deploy(world, "v1")
+        allocated = _pool(world).allocated_bytes
+        with pytest.raises(InvalidParameter, match="allocated"):
+            storage.update_storage_pool(admin, world["pool"], capacity_bytes=allocated - 1)
+        assert _snapshot(world) == before
+        # Disabled: no new VM lands on it (its only pool); enabled again: deploys work.
+        assert storage.update_storage_pool(admin, world["pool"], enabled=False).state == "Disabled"
+        alice = accounts.user_by_uuid(world["alice"])
+        _deploy_fails(world, "v2")
+        with pytest.raises(InvalidParameter, match="cannot be disabled"):
+            storage.update_storage_pool(admin, world["pool"], enabled=False)
+        assert storage.update_storage_pool(admin, world["pool"], enabled=True).state == "Up"
+        assert storage.update_storage_pool(admin, world["pool"], tags=[]).tags is None
+        _deploy(world, "v3")
+
+
+def test_maintenance_stops_the_vms_and_cancel_starts_them_again(app, world):
+    with app.app_context():
+        admin = accounts.user_by_uuid(world["admin"])
+        alice = accounts.user_by_uuid(world["alice"])
+        running = [_deploy(world, f"m{i}") for i in range(2)]
+        stopped = _deploy(world, "m-off")
+        db.session.refresh(vms.stop(alice, stopped.uuid))
+        job = storage_maintenance.enable_maintenance(admin, world["pool"])
+        db.session.refresh(job)
+        assert job.status == 1, job.result
+        assert json.loads(job.result)["storagepool"]["state"] == "Maintenance"
+        db.session.expire_all()
+        assert [db.session.get(VirtualMachine, v.id).state for v in running] == ["Stopped", "Stopped"]
+        assert all(db.session.get(VirtualMachine, v.id).host_id is None for v in running)
+        assert db.session.scalar(select(func.count()).select_from(StoragePoolWork)) == 2  # not the one already off
+        # In maintenance: a start of a VM on it, a new deploy, a second maintenance are refused.
+        with pytest.raises(ResourceUnavailable, match="Maintenance"):
+            vms.start(alice, running[0].uuid)
+        _deploy_fails(world, "m3")
+        with pytest.raises(InvalidParameter, match="not ready for migration"):
+            storage_maintenance.enable_maintenance(admin, world["pool"])
+        job = storage_maintenance.cancel_maintenance(admin, world["pool"])
+        db.session.refresh(job)
+        assert job.status == 1, job.result
+        db.session.expire_all()
+        assert _pool(world).state == "Up"
+        assert [db.session.get(VirtualMachine, v.id).state for v in running] == ["Running", "Running"]
+        assert db.session.get(VirtualMachine, stopped.id).state == "Stopped"  # it was off before: stays off
+        assert db.session.scalar(select(func.count()).select_from(StoragePoolWork)) == 0
+        with pytest.raises(InvalidParameter, match="not ready to complete"):
+            storage_maintenance.cancel_maintenance(admin, world["pool"])
+
+
+def test_a_maintenance_whose_worker_died_is_reaped_and_resumes(app, world):
+    from app.jobs import service as jobs
+    with app.app_context():
+        admin = accounts.user_by_uuid(world["admin"])
+        vm = _deploy(world, "k1")
+        pool = _pool(world)
+        stale = utcnow() - timedelta(hours=1)
+        # The worker died right after the pool went PrepareForMaintenance and its work was recorded.
+        pool.state = "PrepareForMaintenance"
+        job = AsyncJob(cmd="enableStorageMaintenance", instance_type="StoragePool", instance_id=pool.uuid,
+                       params=json.dumps({"handler": "storage.maintenance", "params": {"pool": pool.uuid}}),
+                       started=stale, heartbeat=stale)
+        db.session.add_all([job, StoragePoolWork(pool_id=pool.id, vm_id=vm.id)])
+        db.session.commit()
+        assert jobs.reap() == 1
+        assert _pool(world).state == "ErrorInMaintenance"
+        assert db.session.get(VirtualMachine, vm.id).state == "Running"
+        job = storage_maintenance.enable_maintenance(admin, world["pool"])  # resumes from the rows
+        db.session.refresh(job)
+        assert job.status == 1, job.result
+        db.session.expire_all()
+        assert _pool(world).state == "Maintenance"
+        assert db.session.get(VirtualMachine, vm.id).state == "Stopped"
+        job = storage_maintenance.cancel_maintenance(admin, world["pool"])
+        db.session.refresh(job)
+        db.session.expire_all()
+        assert job.status == 1 and db.session.get(VirtualMachine, vm.id).state == "Running"
