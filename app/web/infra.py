@@ -24,8 +24,9 @@ from app.services import hosts as hosts_service
 from app.services import hypervisors as hv
 from app.services import inventory
 from app.services import storage as storage_service
+from app.services import storage_maintenance
 from app.services import zones as zones_service
-from app.services.errors import NotFound, ServiceError
+from app.services.errors import InvalidParameter, NotFound, ServiceError
 from app.web import admin_required, hostform
 from app.web.forms import attach_error
 from app.web.infra_forms import (ClusterForm, HostLocationForm, InfraForm, PodForm, PrimaryStorageForm,
@@ -241,6 +242,47 @@ def host_action(uuid: str, action: str):
         return _host_fragment(uuid, panel)
     flash(act.done.format(name=name), "success")
     return redirect(_back(url_for(".host", uuid=uuid)))
+
+
+# --- Primary storage lifecycle ----------------------------------------------
+
+def _pool_settings(caller, uuid: str):
+    """The pool page's settings form: storage tags (comma-separated; empty clears them) and IOPS."""
+    iops = (request.form.get("capacityiops") or "").strip()
+    if iops and not iops.isdigit():
+        raise InvalidParameter("IOPS is a whole number", field="capacityiops")
+    return storage_service.update_storage_pool(caller, uuid, tags=request.form.get("tags", "").split(","),
+                                               capacity_iops=int(iops) if iops else None)
+
+
+# action: (the service, the flash after it); the page offers each only in the states CloudStack allows.
+POOL_ACTIONS: dict[str, tuple[Callable[[Any, str], Any], str]] = {
+    "enable": (lambda caller, uuid: storage_service.update_storage_pool(caller, uuid, enabled=True),
+               "Primary storage {name} is enabled."),
+    "disable": (lambda caller, uuid: storage_service.update_storage_pool(caller, uuid, enabled=False),
+                "Primary storage {name} is disabled: no new volumes are placed on it."),
+    "maintain": (storage_maintenance.enable_maintenance,
+                 "Primary storage {name} is being prepared for maintenance: its running VMs are stopped."),
+    "cancel-maintenance": (storage_maintenance.cancel_maintenance,
+                           "Primary storage {name} is leaving maintenance: the VMs it stopped are started again."),
+    "settings": (_pool_settings, "Primary storage {name} updated."),
+}
+
+
+@bp.route("/storage/primary/<uuid>/<action>", methods=["POST"])
+@admin_required
+def pool_action(uuid: str, action: str):
+    if action not in POOL_ACTIONS:
+        abort(404)
+    run, done = POOL_ACTIONS[action]
+    name = _found(storage_service.get_storage_pool, uuid).name
+    try:
+        run(current_user, uuid)
+    except ServiceError as e:
+        flash(e.message, "error")
+    else:
+        flash(done.format(name=name), "success")
+    return redirect(url_for(".storage_pool", uuid=uuid))
 
 
 # --- Delete -----------------------------------------------------------------

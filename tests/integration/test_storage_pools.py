@@ -152,3 +152,41 @@ def test_a_maintenance_whose_worker_died_is_reaped_and_resumes(app, world):
         db.session.refresh(job)
         db.session.expire_all()
         assert job.status == 1 and db.session.get(VirtualMachine, vm.id).state == "Running"
+
+
+def test_the_pool_page_changes_the_pool(app, client, users, auth, tmp_path):
+    """The admin's pool page: disable/enable, maintenance and back (offered in the states CloudStack allows),
+    storage tags and IOPS; a refusal is flashed and changes nothing; users never reach it."""
+    with app.app_context():
+        admin = accounts.get_user("admin")
+        w = simulator_zone(admin, tmp_path, name="pz", guest_cidr="10.5.0.0/24", host_urls=["simulator://p1"])
+        uuid = db.session.scalar(select(StoragePool.uuid).where(StoragePool.zone_id == w.zone.id))
+    auth.login("admin")
+    page = f"/admin/storage/primary/{uuid}"
+
+    def post(action, **data):
+        token = auth.csrf(page)
+        return client.post(f"{page}/{action}", data={"csrf_token": token, **data}, follow_redirects=True)
+
+    html = client.get(page).get_data(as_text=True)
+    assert "Disable" in html and "Enable maintenance mode" in html and "Cancel maintenance mode" not in html
+    html = post("disable").get_data(as_text=True)
+    assert "is disabled" in html and "state-disabled" in html
+    html = post("settings", tags="ssd, fast", capacityiops="abc").get_data(as_text=True)
+    assert "IOPS is a whole number" in html
+    html = post("settings", tags="ssd, fast", capacityiops="500").get_data(as_text=True)
+    assert "ssd,fast" in html and "500" in html
+    html = post("enable").get_data(as_text=True)
+    assert "is enabled" in html
+    html = post("maintain").get_data(as_text=True)  # jobs run at once in these tests
+    assert "Cancel maintenance mode" in html and "state-maintenance" in html
+    html = post("maintain").get_data(as_text=True)
+    assert "not ready for migration" in html
+    html = post("cancel-maintenance").get_data(as_text=True)
+    assert "Enable maintenance mode" in html and "state-up" in html
+    assert client.post(f"{page}/explode", data={"csrf_token": auth.csrf(page)}).status_code == 404
+    auth.logout()
+    auth.login("alice")
+    assert client.post(f"{page}/disable", data={"csrf_token": auth.csrf()}).status_code in (302, 403, 404)
+    with app.app_context():
+        assert storage.get_storage_pool(uuid).state == "Up"
