@@ -55,13 +55,26 @@ def enable_maintenance(caller, uuid: str) -> AsyncJob:
         if other is not None:
             raise ServiceError(f"Only one storage pool in a cluster can be in PrepareForMaintenance mode, "
                                f"{other} is already in PrepareForMaintenance mode")
+    before = pool.state
     if not _move(pool, PoolState.PREPARE_FOR_MAINTENANCE, allowed=(PoolState.UP, PoolState.ERROR_IN_MAINTENANCE)):
         raise InvalidParameter(f"Primary storage with id {pool.uuid} is not ready for migration, as the status "
                                f"is:{pool.state}", field="id")
     events.record("MAINT.PREPARE.PS", f"Primary storage {pool.name} is being prepared for maintenance",
                   user=caller, resource_type="StoragePool", resource_id=pool.uuid, commit=True)
-    return jobs.submit("enableStorageMaintenance", caller, "storage.maintenance", {"pool": pool.uuid},
-                       instance_type="StoragePool", instance_id=pool.uuid)
+    return _submit(pool, before, "enableStorageMaintenance", caller, "storage.maintenance")
+
+
+def _submit(pool: StoragePool, before: str, cmd: str, caller, handler: str) -> AsyncJob:
+    """The job for a state change already made; if it cannot be queued the pool goes back, so no
+    state is left without the job that would finish it."""
+    now = pool.state
+    try:
+        return jobs.submit(cmd, caller, handler, {"pool": pool.uuid}, instance_type="StoragePool",
+                           instance_id=pool.uuid)
+    except Exception:
+        db.session.rollback()
+        _move(pool, before, allowed=(now,))  # only if nothing moved it since
+        raise
 
 
 def _vms_on(pool: StoragePool) -> list[VirtualMachine]:
@@ -131,14 +144,14 @@ def _run_maintenance(job: AsyncJob, params: dict) -> dict:
 
 def cancel_maintenance(caller, uuid: str) -> AsyncJob:
     pool = get_pool(uuid)
+    before = pool.state
     if not _move(pool, PoolState.CANCEL_MAINTENANCE, allowed=(PoolState.MAINTENANCE, PoolState.PREPARE_FOR_MAINTENANCE,
                                                       PoolState.ERROR_IN_MAINTENANCE)):
         raise InvalidParameter(f"Primary storage with id {pool.uuid} is not ready to complete migration, as the "
                                f"status is:{pool.state}", field="id")
     events.record("MAINT.CANCEL.PS", f"Primary storage {pool.name} is leaving maintenance", user=caller,
                   resource_type="StoragePool", resource_id=pool.uuid, commit=True)
-    return jobs.submit("cancelStorageMaintenance", caller, "storage.cancel_maintenance", {"pool": pool.uuid},
-                       instance_type="StoragePool", instance_id=pool.uuid)
+    return _submit(pool, before, "cancelStorageMaintenance", caller, "storage.cancel_maintenance")
 
 
 @jobs.handler("storage.cancel_maintenance")

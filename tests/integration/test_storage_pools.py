@@ -190,3 +190,14 @@ def test_the_pool_page_changes_the_pool(app, client, users, auth, tmp_path):
     assert client.post(f"{page}/disable", data={"csrf_token": auth.csrf()}).status_code in (302, 403, 404)
     with app.app_context():
         assert storage.get_storage_pool(uuid).state == "Up"
+
+
+def test_a_maintenance_that_cannot_be_queued_leaves_the_pool_as_it_was(app, world, monkeypatch):
+    def queue_down(*a, **kw):
+        raise ConnectionError("the job queue does not answer")
+    with app.app_context():
+        admin = accounts.user_by_uuid(world["admin"])
+        monkeypatch.setattr(storage_maintenance.jobs, "submit", queue_down)
+        with pytest.raises(ConnectionError):
+            storage_maintenance.enable_maintenance(admin, world["pool"])
+        assert _pool(world).state == "Up"  # not left PrepareForMaintenance with no job to finish it
