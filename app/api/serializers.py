@@ -3,6 +3,7 @@ from any command: `serialize("user", row)`. Null fields are left out."""
 from __future__ import annotations
 
 import json
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any, Callable
 
@@ -58,6 +59,70 @@ def serialize(kind: str, obj: Any) -> dict:
 
 def has_serializer(kind: str | None) -> bool:
     return kind in _SERIALIZERS
+
+
+# --- Resource tags in every taggable response ----------------------------------------------
+#
+# A serializer shows an object's tags with tags_for(type, id). A list answer loads the tags
+# of the whole page in one query first: the kind registers how (`prefetch`), and the API
+# view wraps its rows in `prefetched(kind, rows)`.
+
+_PREFETCH: dict[str, Callable[[list], None]] = {}
+
+
+def prefetch(kind: str, fn: Callable[[list], None]) -> None:
+    """How to load the tags of a page of `kind` rows: fn(rows) calls preload_tags(...)."""
+    _PREFETCH[kind] = fn
+
+
+def tag_dict(tag, acct: Account | None) -> dict:
+    """One tag as CloudStack's ResourceTagResponse (also inside every tagged object)."""
+    owner = owner_fields(acct) if acct is not None else {"domainid": DOMAIN_ID, "domain": DOMAIN_NAME}
+    owner.pop("accountid", None)
+    return {"key": tag.key, "value": tag.value, "resourcetype": tag.resource_type, "resourceid": tag.resource_uuid,
+            **owner, "customer": tag.customer}
+
+
+def tags_of(resource_type: str, ids) -> dict[int, list[dict]]:
+    """{id: [tag, ...]} for objects of one type (one query), for any area's responses."""
+    from app.services import tags
+    return {i: [tag_dict(t, a) for t, a in pairs] for i, pairs in tags.of(resource_type, ids).items()}
+
+
+# The tags of the page being answered (per thread/request: gunicorn serves requests in threads)
+_page_tags: ContextVar[dict[str, dict[int, list[dict]]] | None] = ContextVar("page_tags", default=None)
+
+
+def preload_tags(resource_type: str, ids) -> None:
+    page = _page_tags.get()
+    if page is not None:
+        page.setdefault(resource_type, {}).update(tags_of(resource_type, ids))
+
+
+def tags_for(resource_type: str, obj_id: int) -> list[dict]:
+    """An object's tags: from its page's prefetch, else one query."""
+    page = (_page_tags.get() or {}).get(resource_type)
+    if page is not None and obj_id in page:
+        return page[obj_id]
+    return tags_of(resource_type, [obj_id]).get(obj_id, [])
+
+
+class prefetched:
+    """`with prefetched(kind, rows):` serialize rows whose tags were loaded in one query."""
+
+    def __init__(self, kind: str | None, rows: list):
+        self.kind, self.rows = kind, rows
+
+    def __enter__(self):
+        self._token = _page_tags.set({})
+        fn = _PREFETCH.get(self.kind or "")
+        if fn is not None and self.rows:
+            fn(self.rows)
+        return self
+
+    def __exit__(self, *exc):
+        _page_tags.reset(self._token)
+        return False
 
 
 def owner_fields(acct: Account) -> dict:
@@ -183,7 +248,8 @@ def template(t) -> dict:
            "ispublic": t.is_public, "isfeatured": t.featured, "bootable": t.bootable, "isextractable": False,
            "directdownload": t.direct_download, "checksum": t.checksum, "url": t.url, "size": t.size,
            "physicalsize": t.physical_size, "created": t.created, "templatetype": "USER",
-           "passwordenabled": False, "crossZones": False, "isready": False}
+           "passwordenabled": False, "crossZones": False, "isready": False,
+           "tags": tags_for("ISO" if t.is_iso else "Template", t.id)}
     if ref is not None:
         from app.models import DownloadState
         out.update(zoneid=ref.zone.uuid if ref.zone else None, zonename=ref.zone.name if ref.zone else None,
@@ -202,6 +268,16 @@ def ostype(o) -> dict:
 def oscategory(c) -> dict:
     return {"id": c.uuid, "name": c.name}
 _SERIALIZERS["iso"] = template
+
+
+def _prefetch_templates(rows) -> None:
+    ts = [r[0] if isinstance(r, tuple) else r for r in rows]
+    preload_tags("Template", {t.id for t in ts if not t.is_iso})
+    preload_tags("ISO", {t.id for t in ts if t.is_iso})
+
+
+prefetch("template", _prefetch_templates)
+prefetch("iso", _prefetch_templates)
 
 
 @serializer("diskoffering")
@@ -230,7 +306,10 @@ def volume(v) -> dict:
             "diskofferingid": v.disk_offering.uuid if v.disk_offering else None,
             "diskofferingname": v.disk_offering.name if v.disk_offering else None,
             "account": v.account.name, "domainid": DOMAIN_ID, "domain": DOMAIN_NAME, "created": v.created,
-            "destroyed": v.removed is not None}
+            "destroyed": v.removed is not None, "tags": tags_for("Volume", v.id)}
+
+
+prefetch("volume", lambda rows: preload_tags("Volume", [v.id for v in rows]))
 
 
 def vm_dict(vm, minimal: bool = False, admin: bool = False) -> dict:
@@ -256,6 +335,9 @@ def vm_dict(vm, minimal: bool = False, admin: bool = False) -> dict:
         "ipaddress": next((n.ip_address for n in nics if n.is_default), nics[0].ip_address if nics else None),
         "keypair": None, "isdynamicallyscalable": False,
     })
+    # vm_views loads a page's tags in one query (VMView.tags); one VM (a job's answer) asks here
+    page_tags = getattr(vm, "tags", None)
+    out["tags"] = [tag_dict(t, a) for t, a in page_tags] if page_tags is not None else tags_for("UserVm", vm.id)
     extras = getattr(vm, "net_extras", None)
     if extras is None:  # one VM (a job's answer): two small queries
         from app.services import vm_views

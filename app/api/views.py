@@ -12,7 +12,7 @@ from flask import Blueprint, Response, g, request, session
 from app.api import ratelimit, signing
 from app.api.params import validate
 from app.api.registry import ADMIN, Command, lookup
-from app.api.serializers import clean, serialize
+from app.api.serializers import clean, prefetched, serialize
 from app.extensions import csrf, db
 from app.models import AccountState, AsyncJob, User
 from app.services import accounts, sessions, settings
@@ -158,7 +158,8 @@ def _render(cmd: Command, result) -> dict:
             total = len(rows)
         if not rows:
             return {}
-        return {"count": total, cmd.response: [serialize(cmd.response, r) for r in rows]}
+        with prefetched(cmd.response, rows):  # a page's resource tags in one query
+            return {"count": total, cmd.response: [serialize(cmd.response, r) for r in rows]}
     if result is None:
         return {"success": True}
     # A bare {"success": true(, "displaytext": ...)} answer stands alone; an object that merely

@@ -33,6 +33,15 @@ def reap_jobs() -> None:
         service.reap()
 
 
+@huey.periodic_task(crontab(minute="23"))
+def purge_orphan_tags() -> None:
+    """Tags of objects that no longer exist (hidden already) are deleted."""
+    app = service.app_for_worker()
+    with app.app_context():
+        from app.services import tags
+        tags.purge()
+
+
 @huey.periodic_task(crontab(minute="*"))
 def expunge_destroyed_vms() -> None:
     """VMs destroyed longer than expunge.delay ago are expunged."""

@@ -21,4 +21,5 @@ from app.models.events import Event, EventBucket  # noqa: F401
 from app.models.consoles import ConsoleSession  # noqa: F401
 from app.models.hypervisors import HypervisorCapability  # noqa: F401
 from app.models.wizards import WizardDraft  # noqa: F401
+from app.models.tags import ResourceTag  # noqa: F401
 from app.models.simulator import SimFault, SimHost, SimPool, SimRouter, SimSegment, SimVM, SimVolume  # noqa: F401

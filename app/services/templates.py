@@ -681,7 +681,7 @@ def get_visible(caller, uuid: str, *, owned: bool = False, is_iso: bool | None =
 
 
 def list_templates(caller, *, is_iso: bool = False, template_filter: str = "executable", id=None, name=None,
-                   keyword=None, zone_uuid=None, hypervisor=None, page=None):
+                   keyword=None, zone_uuid=None, hypervisor=None, tags=None, page=None):
     """CloudStack's templatefilter: featured, self, selfexecutable, executable (own + public,
     ready), community (public, not featured), all (admins)."""
     f = (template_filter or "executable").lower()
@@ -714,6 +714,8 @@ def list_templates(caller, *, is_iso: bool = False, template_filter: str = "exec
     if zone_uuid:
         zone = zones.get_zone(zone_uuid)
         q = q.where(Template.id.in_(select(TemplateStoreRef.template_id).where(TemplateStoreRef.zone_id == zone.id)))
+    from app.services import tags as tagging
+    q = tagging.matching(q, "ISO" if is_iso else "Template", Template.id, tags)
     return page_of(q.order_by(Template.id), page)
 
 

@@ -18,6 +18,7 @@ from sqlalchemy.orm import aliased
 
 from app.extensions import db
 from app.models import Account, Host, Network, Nic, ServiceOffering, Template, VirtualMachine, Zone
+from app.services import tags
 from app.services.pagination import page_ids
 from app.services.vms import vm_query
 
@@ -86,6 +87,7 @@ class VMView:
     service_offering: OfferingRef | None = None
     nics: list[NicView] | None = None
     net_extras: NetExtras | None = None
+    tags: list | None = None  # [(ResourceTag, Account)], the page's in one query
 
 
 def network_extras(vm_ids) -> dict[int, NetExtras]:
@@ -158,4 +160,9 @@ def list_vms(caller, *, page=None, details_min: bool = False, **filters) -> tupl
     for view in views.values():
         if view.net_extras is None:
             view.net_extras = NetExtras([], None)
+    for view in views.values():
+        view.tags = []
+    for vm_id, pairs in tags.of("UserVm", wanted).items():
+        if vm_id in views:
+            views[vm_id].tags = pairs
     return list(views.values()), total if ids is not None else len(views)

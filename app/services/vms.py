@@ -98,9 +98,10 @@ def list_vms(caller, *, page=None, details_min: bool = False, **filters):
 
 
 def vm_query(caller, *, id=None, name=None, keyword=None, state=None, zone_uuid=None, host_uuid=None,
-             account=None):
+             account=None, tags=None):
     """The VMs a caller may list, filtered, newest first (a select of VirtualMachine)."""
-    q = _visible(caller).order_by(VirtualMachine.id.desc())
+    from app.services import tags as tagging
+    q = tagging.matching(_visible(caller).order_by(VirtualMachine.id.desc()), "UserVm", VirtualMachine.id, tags)
     if id:
         q = q.where(VirtualMachine.uuid == id)
     if name:

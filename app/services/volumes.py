@@ -344,8 +344,11 @@ def delete_volume(caller, uuid: str) -> None:
     db.session.commit()
 
 
-def list_volumes(caller, *, id=None, name=None, keyword=None, vm_uuid=None, zone_uuid=None, type_=None, page=None):
+def list_volumes(caller, *, id=None, name=None, keyword=None, vm_uuid=None, zone_uuid=None, type_=None, tags=None,
+                 page=None):
+    from app.services import tags as tagging
     q = _visible(caller).options(joinedload(Volume.vm), joinedload(Volume.pool)).order_by(Volume.id)
+    q = tagging.matching(q, "Volume", Volume.id, tags)
     if id:
         q = q.where(Volume.uuid == id)
     if name:

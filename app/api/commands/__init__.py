@@ -3,3 +3,4 @@ from app.api.commands import accounts, base, configurations, hypervisors, infra,
 from app.api.commands import keypairs, limits  # noqa: F401
 from app.api.commands import consoles, infra_catalog  # noqa: F401
 from app.api.commands import network  # noqa: F401
+from app.api.commands import tags  # noqa: F401

@@ -27,7 +27,7 @@ def _rows(caller, is_iso: bool, p, page):
     rows, total = templates.list_templates(
         caller, is_iso=is_iso, template_filter=p.get("templatefilter") or p.get("isofilter") or "executable",
         id=p.get("id"), name=p.get("name"), keyword=p.get("keyword"), zone_uuid=p.get("zoneid"),
-        hypervisor=p.get("hypervisor"), page=page)
+        hypervisor=p.get("hypervisor"), tags=p.get("tags"), page=page)
     refs = templates.refs_for([t.id for t in rows])
     zone_id = p.get("zoneid")
     pairs = [(t, r) for t in rows for r in refs[t.id] if not zone_id or r.zone.uuid == zone_id]
@@ -78,7 +78,7 @@ def get_upload_params_iso(ctx, p):
          params=[Param("templatefilter", "string", "featured, self, selfexecutable, executable, community, all",
                        required=True),
                  Param("name", "string", "the name"), Param("zoneid", "uuid", "the zone"),
-                 Param("hypervisor", "string", "the hypervisor")])
+                 Param("hypervisor", "string", "the hypervisor"), Param("tags", "map", "List resources by tags (key/value pairs): tags[0].key=...&tags[0].value=...")])
 def list_templates(ctx, p):
     return _rows(ctx.user, False, p, ctx.page)
 
@@ -86,7 +86,7 @@ def list_templates(ctx, p):
 @command("listIsos", "Lists ISOs, one row per ISO and zone", response="iso", list=True,
          params=[Param("isofilter", "string", "featured, self, selfexecutable, executable, community, all"),
                  Param("name", "string", "the name"), Param("zoneid", "uuid", "the zone"),
-                 Param("bootable", "boolean", "only bootable ISOs")])
+                 Param("bootable", "boolean", "only bootable ISOs"), Param("tags", "map", "List resources by tags (key/value pairs): tags[0].key=...&tags[0].value=...")])
 def list_isos(ctx, p):
     pairs, total = _rows(ctx.user, True, p, ctx.page)
     if p.get("bootable") is not None:

@@ -112,12 +112,12 @@ def detach_iso(ctx, p):
 @command("listVirtualMachines", "Lists VMs (details=min for a lighter answer)", response="virtualmachine",
          list=True, params=[Param("name", "string", "the name"), Param("state", "string", "the state"),
                             Param("zoneid", "uuid", "the zone"), Param("hostid", "uuid", "the host (admins)"),
-                            Param("details", "list", "min or all")])
+                            Param("details", "list", "min or all"), Param("tags", "map", "List resources by tags (key/value pairs): tags[0].key=...&tags[0].value=...")])
 def list_vms(ctx, p):
     minimal = "min" in [d.lower() for d in p.get("details", [])]
     rows, total = vm_views.list_vms(ctx.user, id=p.get("id"), name=p.get("name"), keyword=p.get("keyword"),
                                state=p.get("state"), zone_uuid=p.get("zoneid"), host_uuid=p.get("hostid"),
-                               account=p.get("account"), page=ctx.page, details_min=minimal)
+                               account=p.get("account"), tags=p.get("tags"), page=ctx.page, details_min=minimal)
     return ([vm_dict(vm, minimal, admin=ctx.user.is_admin) for vm in rows], total)
 
 

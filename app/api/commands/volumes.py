@@ -80,11 +80,11 @@ def delete_volume(ctx, p):
 
 @command("listVolumes", "Lists volumes", response="volume", list=True, params=[
     Param("name", "string", "the name"), Param("virtualmachineid", "uuid", "the VM"),
-    Param("zoneid", "uuid", "the zone"), Param("type", "string", "ROOT or DATADISK")])
+    Param("zoneid", "uuid", "the zone"), Param("type", "string", "ROOT or DATADISK"), Param("tags", "map", "List resources by tags (key/value pairs): tags[0].key=...&tags[0].value=...")])
 def list_volumes(ctx, p):
     return volumes.list_volumes(ctx.user, id=p.get("id"), name=p.get("name"), keyword=p.get("keyword"),
                                 vm_uuid=p.get("virtualmachineid"), zone_uuid=p.get("zoneid"), type_=p.get("type"),
-                                page=ctx.page)
+                                tags=p.get("tags"), page=ctx.page)
 
 
 def _user(job):

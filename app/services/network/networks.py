@@ -304,8 +304,9 @@ def _owned(caller, uuid: str) -> Network:
 def list_networks(caller, *, id=None, zone_uuid=None, name=None, keyword=None, page=None, guest_type=None,
                   is_system=None, account=None, list_all=None, offering_uuid=None, physical_network_uuid=None,
                   traffic_type=None, can_use_for_deploy=None, supported_services=None, restart_required=None,
-                  acl_type=None, vpc=None):
-    q = visible(caller).order_by(Network.id)
+                  acl_type=None, vpc=None, tags=None):
+    from app.services import tags as tagging
+    q = tagging.matching(visible(caller).order_by(Network.id), "Network", Network.id, tags)
     if id:
         q = q.where(Network.uuid == id)
     if zone_uuid:
@@ -343,7 +344,7 @@ def list_networks(caller, *, id=None, zone_uuid=None, name=None, keyword=None, p
         rows = [n for n in db.session.scalars(q)
                 if wanted <= {k.lower() for k in routers.services_of(n)}]
         ids = [n.id for n in rows]
-        q = visible(caller).where(Network.id.in_(ids)).order_by(Network.id)
+        q = visible(caller).where(Network.id.in_(ids)).order_by(Network.id)  # (the tag filter is in ids)
     return page_of(q, page)
 
 

@@ -160,6 +160,8 @@ def _free(ip: PublicIpAddress) -> None:
     db.session.execute(update(PublicIpAddress).where(PublicIpAddress.id == ip.id).values(
         state=IpState.FREE, account_id=None, network_id=None, is_source_nat=False, vm_id=None, vm_ip=None,
         allocated=None).execution_options(synchronize_session=False))
+    from app.services import tags
+    tags.forget("PublicIpAddress", [ip.id])  # the row is taken again later, by anyone
 
 
 def get_ip(caller, uuid: str, field: str = "id") -> PublicIpAddress:
@@ -401,7 +403,7 @@ def view(ip: PublicIpAddress) -> IpView:
 def list_public_ips(caller, *, id=None, address=None, zone_uuid=None, associated_network_uuid=None,
                     network_uuid=None, is_static_nat=None, is_source_nat=None, allocated_only=None,
                     for_virtual_network=None, vlan_uuid=None, physical_network_uuid=None, state=None, keyword=None,
-                    account=None, listall: bool = False, page=None):
+                    account=None, listall: bool = False, tags=None, page=None):
     """listPublicIpAddresses: the caller's addresses (admins: an account's, or every one with
     listall); with allocatedonly=false also the Free ones. allocatedonly defaults to true
     (false when a state is asked for)."""
@@ -453,6 +455,8 @@ def list_public_ips(caller, *, id=None, address=None, zone_uuid=None, associated
     if physical_network_uuid:
         q = q.where(VlanIpRange.physical_network_id == select(PhysicalNetwork.id).where(
             PhysicalNetwork.uuid == physical_network_uuid).scalar_subquery())
+    from app.services import tags as tagging
+    q = tagging.matching(q, "PublicIpAddress", PublicIpAddress.id, tags)
     rows, total = page_of(q.order_by(PublicIpAddress.id), page)
     return _views(list(rows)), total
 

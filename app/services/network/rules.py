@@ -305,6 +305,9 @@ def _delete_rows(rules: list[FirewallRule]) -> None:
                        .values(related_rule_id=None).execution_options(synchronize_session=False))
     for r in rules:
         db.session.delete(r)
+    from app.services import tags
+    tags.forget("FirewallRule", ids)
+    tags.forget("PortForwardingRule", ids)
 
 
 def activate(caller, rule_uuid: str) -> FirewallRule:
@@ -650,7 +653,8 @@ def views(rules: list[FirewallRule]) -> list[RuleView]:
     return out
 
 
-def _listed(caller, q, *, id=None, ip_uuid=None, network_uuid=None, account=None, listall=False, page=None):
+def _listed(caller, q, *, id=None, ip_uuid=None, network_uuid=None, account=None, listall=False, tags=None,
+            tag_type: str = "FirewallRule", page=None):
     if ip_uuid:
         ip = get_public_ip(caller, ip_uuid)
         q = q.where(FirewallRule.public_ip_id == ip.id)
@@ -663,6 +667,9 @@ def _listed(caller, q, *, id=None, ip_uuid=None, network_uuid=None, account=None
         q = q.where(FirewallRule.account_id == accounts.named_account(caller, account).id)
     elif not (caller.is_admin and listall):
         q = q.where(FirewallRule.account_id == caller.account_id)
+    if tags:
+        from app.services import tags as tagging
+        q = tagging.matching(q, tag_type, FirewallRule.id, tags)
     rows, total = page_of(q.order_by(FirewallRule.id.desc()), page)
     return views(list(rows)), total
 
@@ -673,7 +680,8 @@ def list_firewall_rules(caller, **kw):
 
 
 def list_port_forwarding_rules(caller, **kw):
-    return _listed(caller, select(FirewallRule).where(FirewallRule.purpose == RulePurpose.PORT_FORWARDING), **kw)
+    return _listed(caller, select(FirewallRule).where(FirewallRule.purpose == RulePurpose.PORT_FORWARDING),
+                   tag_type="PortForwardingRule", **kw)
 
 
 def list_ip_forwarding_rules(caller, *, vm_uuid=None, **kw):

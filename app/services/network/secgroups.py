@@ -127,6 +127,8 @@ def delete_group(caller, *, uuid: str | None = None, name: str | None = None, ac
         raise ResourceInUse("Cannot delete group when it's in use by virtual machines")
     db.session.execute(delete(SecurityGroupRule).where(SecurityGroupRule.security_group_id == group.id))
     db.session.delete(group)
+    from app.services import tags
+    tags.forget("SecurityGroup", [group.id])
     events.record("SG.DELETE", f"Security group {group.name} deleted", user=caller, account_id=group.account_id,
                   resource_type="SecurityGroup", resource_id=group.uuid)
     db.session.commit()
@@ -158,9 +160,8 @@ def list_groups(caller, *, id: str | None = None, name: str | None = None, vm_uu
         vm = vms.get_vm(caller, vm_uuid, "virtualmachineid")
         q = q.where(SecurityGroup.id.in_(select(VmSecurityGroup.security_group_id)
                                          .where(VmSecurityGroup.vm_id == vm.id)))
-    if tags:  # Nubo keeps no resource tags: nothing carries the asked ones
-        return [], 0
-    return page_of(q, page)
+    from app.services import tags as tagging
+    return page_of(tagging.matching(q, "SecurityGroup", SecurityGroup.id, tags), page)
 
 
 # --- The response (SecurityGroupResponse), batch-loaded ---------------------------------

@@ -4,7 +4,8 @@ and IPAddressResponse)."""
 from __future__ import annotations
 
 from app.api.registry import Param, command
-from app.api.serializers import DOMAIN_ID, DOMAIN_NAME, caller_is_admin, serialize, serializer
+from app.api.serializers import (DOMAIN_ID, DOMAIN_NAME, caller_is_admin, preload_tags, prefetch, serialize,
+                                 serializer, tags_for)
 from app.jobs import service as jobs
 from app.services.network import public_ips
 
@@ -36,11 +37,13 @@ def ipaddress(v: public_ips.IpView) -> dict:
         "state": ip.state,
         # The range is the admins' business (CloudStack's full view only)
         "vlanid": v.vlan.uuid if admin else None, "vlanname": v.vlan.vlan if admin else None,
-        "fordisplay": True, "forsystemvms": False, "hasrules": v.has_rules, "hasannotations": False, "tags": [],
+        "fordisplay": True, "forsystemvms": False, "hasrules": v.has_rules, "hasannotations": False,
+        "tags": tags_for("PublicIpAddress", ip.id),
     }
 
 
-serializer("ipaddress")(ipaddress)  # associateIpAddress answers {"ipaddress": {...}} (libcloud reads that key)
+serializer("ipaddress")(ipaddress)
+prefetch("publicipaddress", lambda rows: preload_tags("PublicIpAddress", [v.ip.id for v in rows]))  # associateIpAddress answers {"ipaddress": {...}} (libcloud reads that key)
 
 
 @command("associateIpAddress", "Acquires and associates a public IP to an account's isolated network", is_async=True,
@@ -104,7 +107,7 @@ def _disassociate(job, params):
     Param("vlanid", "uuid", "addresses of this range"), Param("physicalnetworkid", "uuid", "the physical network"),
     Param("state", "string", "Free, Allocating, Allocated or Releasing"),
     Param("forloadbalancing", "boolean", "ignored (no load balancers)"), Param("fordisplay", "boolean", "ignored"),
-    Param("vpcid", "uuid", "ignored (no VPCs)"), Param("isrecursive", "boolean", "ignored (one domain)")])
+    Param("vpcid", "uuid", "ignored (no VPCs)"), Param("isrecursive", "boolean", "ignored (one domain)"), Param("tags", "map", "List resources by tags (key/value pairs): tags[0].key=...&tags[0].value=...")])
 def list_public_ip_addresses(ctx, p):
     return public_ips.list_public_ips(
         ctx.user, id=p.get("id"), address=p.get("ipaddress"), zone_uuid=p.get("zoneid"),
@@ -112,7 +115,7 @@ def list_public_ip_addresses(ctx, p):
         is_static_nat=p.get("isstaticnat"), is_source_nat=p.get("issourcenat"), allocated_only=p.get("allocatedonly"),
         for_virtual_network=p.get("forvirtualnetwork"), vlan_uuid=p.get("vlanid"),
         physical_network_uuid=p.get("physicalnetworkid"), state=p.get("state"), keyword=p.get("keyword"),
-        account=p.get("account"), listall=p.get("listall", False), page=ctx.page)
+        account=p.get("account"), listall=p.get("listall", False), tags=p.get("tags"), page=ctx.page)
 
 
 @command("enableStaticNat", "Enables static NAT for the given public IP address", params=[

@@ -3,7 +3,7 @@ and the "network" serializer (CloudStack's NetworkResponse)."""
 from __future__ import annotations
 
 from app.api.registry import Param, command
-from app.api.serializers import serializer
+from app.api.serializers import preload_tags, prefetch, serializer, tags_for
 from app.models.base import DOMAIN_ID, DOMAIN_NAME
 from app.services.network import networks, routers
 
@@ -64,7 +64,8 @@ def network(n) -> dict:
         "physicalnetworkid": phys.uuid if phys else None, "restartrequired": bool(n.restart_required),
         "specifyipranges": bool(off.specify_ip_ranges) if off else kind == "Shared",
         "canusefordeploy": n.state in ("Allocated", "Implementing", "Implemented"), "ispersistent": False,
-        "redundantrouter": False, "strechedl2subnet": False, "displaynetwork": True, "tags": [],
+        "redundantrouter": False, "strechedl2subnet": False, "displaynetwork": True,
+        "tags": tags_for("Network", n.id),
         "egressdefaultpolicy": bool(off.egress_default_policy) if off else True,
         "internetprotocol": "IPv4", "service": _services(n), "details": {},
         "domainid": DOMAIN_ID, "domain": DOMAIN_NAME, "created": n.created,
@@ -87,6 +88,9 @@ def network(n) -> dict:
                        else "Offering for Isolated networks with no Source Nat service"),
                    networkofferingconservemode=True, networkofferingavailability="Optional")
     return out
+
+
+prefetch("network", lambda rows: preload_tags("Network", [n.id for n in rows]))
 
 
 @command("createNetwork", "Creates a network", response="network", params=[
@@ -127,7 +131,7 @@ def create_network(ctx, p):
     Param("supportedservices", "list", "networks having all these services"),
     Param("restartrequired", "boolean", "needing a restart"), Param("acltype", "string", "Account or Domain"),
     Param("vpcid", "uuid", "the VPC (none)"), Param("forvpc", "boolean", "VPC tiers (none)"),
-    Param("tags", "map", "resource tags (none)"), Param("displaynetwork", "boolean", "ignored")])
+    Param("tags", "map", "List resources by tags (key/value pairs): tags[0].key=...&tags[0].value=..."), Param("displaynetwork", "boolean", "ignored")])
 def list_networks(ctx, p):
     if p.get("forvpc"):
         return [], 0
@@ -137,7 +141,7 @@ def list_networks(ctx, p):
         account=p.get("account"), list_all=p.get("listall"), offering_uuid=p.get("networkofferingid"),
         physical_network_uuid=p.get("physicalnetworkid"), traffic_type=p.get("traffictype"),
         can_use_for_deploy=p.get("canusefordeploy"), supported_services=p.get("supportedservices"),
-        restart_required=p.get("restartrequired"), acl_type=p.get("acltype"), vpc=p.get("vpcid"))
+        restart_required=p.get("restartrequired"), acl_type=p.get("acltype"), vpc=p.get("vpcid"), tags=p.get("tags"))
 
 
 @command("updateNetwork", "Updates a network", is_async=True, response="network", params=[

@@ -5,7 +5,7 @@ list. Response shapes: CloudStack's FirewallResponse ("firewallrule"), FirewallR
 from __future__ import annotations
 
 from app.api.registry import Param, command
-from app.api.serializers import serialize, serializer
+from app.api.serializers import preload_tags, prefetch, serialize, serializer, tags_for
 from app.jobs import service as jobs
 from app.models import RulePurpose
 from app.services.network import rules
@@ -28,7 +28,7 @@ def firewallrule(v: rules.RuleView) -> dict:
             "ipaddressid": v.ip.uuid if v.ip else None, "ipaddress": v.ip.address if v.ip else None,
             "networkid": v.network.uuid, "state": _state(r), "cidrlist": r.source_cidrs or "",
             "destcidrlist": r.dest_cidrs or "", "icmptype": r.icmp_type, "icmpcode": r.icmp_code,
-            "traffictype": r.traffic_type, "fordisplay": True, "tags": []}
+            "traffictype": r.traffic_type, "fordisplay": True, "tags": tags_for("FirewallRule", r.id)}
 
 
 @serializer("portforwardingrule")
@@ -41,7 +41,11 @@ def portforwardingrule(v: rules.RuleView) -> dict:
             "virtualmachineid": vm.uuid if vm else None, "virtualmachinename": vm.name if vm else None,
             "virtualmachinedisplayname": (vm.display_name or vm.name) if vm else None,
             "vmguestip": r.vm_ip, "networkid": v.network.uuid, "cidrlist": r.source_cidrs or "",
-            "state": _state(r), "fordisplay": True, "tags": []}
+            "state": _state(r), "fordisplay": True, "tags": tags_for("PortForwardingRule", r.id)}
+
+
+prefetch("firewallrule", lambda rows: preload_tags("FirewallRule", [v.rule.id for v in rows]))
+prefetch("portforwardingrule", lambda rows: preload_tags("PortForwardingRule", [v.rule.id for v in rows]))
 
 
 @serializer("ipforwardingrule")
@@ -103,12 +107,13 @@ def _delete_job(job, params):
 
 _LIST = [Param("ipaddressid", "uuid", "rules of this public IP address"),
          Param("networkid", "uuid", "rules of this network"), Param("fordisplay", "boolean", "ignored"),
-         Param("isrecursive", "boolean", "ignored (one domain)")]
+         Param("isrecursive", "boolean", "ignored (one domain)"),
+         Param("tags", "map", "List resources by tags (key/value pairs): tags[0].key=...&tags[0].value=...")]
 
 
 def _list_args(ctx, p) -> dict:
     return dict(id=p.get("id"), ip_uuid=p.get("ipaddressid"), network_uuid=p.get("networkid"),
-                account=p.get("account"), listall=p.get("listall", False), page=ctx.page)
+                account=p.get("account"), listall=p.get("listall", False), tags=p.get("tags"), page=ctx.page)
 
 
 # --- Firewall ----------------------------------------------------------------------------------

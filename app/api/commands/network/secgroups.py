@@ -4,13 +4,24 @@ async, as in CloudStack)."""
 from __future__ import annotations
 
 from app.api.registry import Param, command
-from app.api.serializers import serializer
+from app.api.serializers import serializer, tags_of
 from app.services.network import secgroups
+
+
+def _described(groups) -> list[dict]:
+    """SecurityGroupResponse of each group, with its resource tags (one query for all)."""
+    by_id = tags_of("SecurityGroup", [g.id for g in groups])
+    out = secgroups.describe(groups)
+    for g, d in zip(groups, out, strict=True):
+        d["tags"] = by_id.get(g.id, [])
+    return out
 
 
 @serializer("securitygroup")
 def securitygroup(g) -> dict:
-    return secgroups.describe([g])[0]
+    if isinstance(g, dict):  # listSecurityGroups answers described rows
+        return g
+    return _described([g])[0]
 
 
 @command("createSecurityGroup", "Creates a security group", response="securitygroup", params=[
@@ -39,7 +50,7 @@ def list_groups(ctx, p):
                                         vm_uuid=p.get("virtualmachineid"), account=p.get("account"),
                                         listall=p.get("listall", False), keyword=p.get("keyword"),
                                         tags=p.get("tags"), page=ctx.page)
-    return secgroups.describe(rows), total
+    return _described(rows), total
 
 
 RULE_PARAMS = [
