@@ -60,6 +60,8 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(network_secgroups.bp)
     from app.web.network import admin as network_admin
     app.register_blueprint(network_admin.bp)
+    from app.web import tags
+    app.register_blueprint(tags.bp)
 
     @app.after_request
     def vary_on_htmx(response):
