@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.xdist_group("live-api"), pytest.mark.timeout(900)]
 def test_breadth_playbook_runs_twice_and_the_second_run_changes_nothing(live, files, tmp_path):  # noqa: F811
     require_ansible()
     z, t, so = network_zone(live.client(), files, tmp_path)
-    pb = Playbooks(live, z, t, so, tmp_path, pod="P", cluster="C", files_url=files.url)
+    pb = Playbooks(live, z, t, so, tmp_path, pod="P", cluster="C", files_url=files.url, work_dir=tmp_path)
     first = pb.run("breadth.yml")
     assert first["changed"] > 0, first
     second = pb.run("breadth.yml")
