@@ -201,3 +201,52 @@ def test_a_maintenance_that_cannot_be_queued_leaves_the_pool_as_it_was(app, worl
         with pytest.raises(ConnectionError):
             storage_maintenance.enable_maintenance(admin, world["pool"])
         assert _pool(world).state == "Up"  # not left PrepareForMaintenance with no job to finish it
+
+
+def test_parallel_maintenance_requests_have_one_winner(app, world):
+    """Six admins put the same pool into maintenance at once: one job runs, the others get CloudStack's
+    431 at once, and the pool ends in Maintenance with its VM stopped once."""
+    import threading
+    with app.app_context():
+        vm = _deploy(world, "race1")
+    results: list[str] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(6, timeout=60)
+
+    def one():
+        barrier.wait()
+        with app.app_context():
+            try:
+                job = storage_maintenance.enable_maintenance(accounts.user_by_uuid(world["admin"]), world["pool"])
+                out = f"job {job.status}"
+            except InvalidParameter as e:
+                out = f"{e.code}"
+            finally:
+                db.session.remove()
+        with lock:
+            results.append(out)
+
+    threads = [threading.Thread(target=one) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["431"] * 5 + ["job 1"], results
+    with app.app_context():
+        assert _pool(world).state == "Maintenance"
+        assert db.session.get(VirtualMachine, vm.id).state == "Stopped"
+        assert db.session.scalar(select(func.count()).select_from(StoragePoolWork)) == 1
+
+
+def test_a_cancel_whose_worker_died_leaves_the_pool_up(app, world):
+    from app.jobs import service as jobs
+    with app.app_context():
+        pool = _pool(world)
+        stale = utcnow() - timedelta(hours=1)
+        pool.state = "CancelMaintenance"
+        db.session.add(AsyncJob(cmd="cancelStorageMaintenance", instance_type="StoragePool", instance_id=pool.uuid,
+                                params=json.dumps({"handler": "storage.cancel_maintenance",
+                                                   "params": {"pool": pool.uuid}}), started=stale, heartbeat=stale))
+        db.session.commit()
+        assert jobs.reap() == 1
+        assert _pool(world).state == "Up"
