@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import requires
+
 PLAYBOOKS = Path(__file__).parent / "ansible"
 ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 
@@ -22,7 +24,7 @@ def recap(output: str) -> dict[str, int]:
 
 def require_ansible() -> None:
     if not ANSIBLE_PLAYBOOK.exists():
-        pytest.skip("ansible-playbook is not installed (requirements-test.txt pins `ansible`)")
+        requires.unavailable("ansible-playbook is not installed (requirements-test.txt pins `ansible`)")
 
 
 class Playbooks:

@@ -17,6 +17,7 @@ import pytest
 
 from tests.api.test_templates_cs import files  # noqa: F401  (fixture)
 from tests.api.test_vms_cs import simulator_zone
+from tests.helpers import requires
 
 pytestmark = [pytest.mark.xdist_group("live-api"), pytest.mark.timeout(900)]
 
@@ -47,7 +48,7 @@ def sdk_python() -> str:
         if not marker.exists() or marker.read_text() != REQUIREMENTS.read_text():
             base = _python312()
             if base is None:
-                pytest.skip("py-acs-sdk needs Python 3.12+ and none was found (set NUBO_ACS_SDK_PYTHON)")
+                requires.unavailable("py-acs-sdk needs Python 3.12+ and none was found (set NUBO_ACS_SDK_PYTHON)")
             subprocess.run([base, "-m", "venv", "--clear", str(VENV)], check=True)
             subprocess.run([str(python), "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)], check=True,
                            timeout=600)
