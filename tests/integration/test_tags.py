@@ -275,3 +275,33 @@ def test_tags_card_on_pages(app, client, world, auth, hx):
     assert hx.post(f"/tags/UserVm/{vm}/{tag_uuid}/delete").status_code == 404
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(ResourceTag)) == 2
+
+
+def test_parallel_creates_of_one_key_leave_one_tag(app, world):
+    """Six requests tag one VM with the same key at once: one wins, the others get CloudStack's
+    431, and the VM has one tag (the unique key and the re-check after a lost race)."""
+    import threading
+
+    from app.services.errors import ServiceError
+    vm = deploy(app, world, name="race1")
+    barrier, outcomes = threading.Barrier(6), []
+
+    def one(i):
+        with app.app_context():
+            alice = accounts.get_user("alice")
+            barrier.wait()
+            try:
+                tags.create(alice, [vm], "UserVm", [{"key": "slot", "value": str(i)}])
+                outcomes.append("ok")
+            except ServiceError as e:
+                outcomes.append(e.code)
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes, key=str) == sorted(["ok"] + [431] * 5, key=str), outcomes
+    assert n_tags(app) == 1
