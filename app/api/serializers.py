@@ -248,7 +248,7 @@ def template(t) -> dict:
            "ispublic": t.is_public, "isfeatured": t.featured, "bootable": t.bootable, "isextractable": False,
            "directdownload": t.direct_download, "checksum": t.checksum, "url": t.url, "size": t.size,
            "physicalsize": t.physical_size, "created": t.created, "templatetype": "USER",
-           "passwordenabled": False, "crossZones": False, "isready": False,
+           "passwordenabled": bool(t.password_enabled), "crossZones": False, "isready": False,
            "tags": tags_for("ISO" if t.is_iso else "Template", t.id)}
     if ref is not None:
         from app.models import DownloadState
@@ -330,10 +330,11 @@ def vm_dict(vm, minimal: bool = False, admin: bool = False) -> dict:
         "templatename": vm.template.name if vm.template else None,
         "isoid": vm.iso.uuid if vm.iso else None, "isoname": vm.iso.name if vm.iso else None,
         "serviceofferingid": vm.service_offering.uuid, "serviceofferingname": vm.service_offering.name,
-        "haenable": bool(vm.service_offering.offer_ha), "cpuused": f"{vm.cpu_used_pct:.2f}%" if vm.cpu_used_pct else None,
+        "haenable": bool(vm.ha_enable), "cpuused": f"{vm.cpu_used_pct:.2f}%" if vm.cpu_used_pct else None,
         "nic": [_vm_nic(n) for n in nics],
         "ipaddress": next((n.ip_address for n in nics if n.is_default), nics[0].ip_address if nics else None),
-        "keypair": None, "isdynamicallyscalable": False,
+        "isdynamicallyscalable": bool(vm.dynamically_scalable),
+        **_vm_more(vm),
     })
     # vm_views loads a page's tags in one query (VMView.tags); one VM (a job's answer) asks here
     page_tags = getattr(vm, "tags", None)
@@ -347,6 +348,41 @@ def vm_dict(vm, minimal: bool = False, admin: bool = False) -> dict:
         if extras.public_ip:
             out["publicip"], out["publicipid"] = extras.public_ip
     return out  # serialize() drops the None values, once
+
+
+def _vm_more(vm) -> dict:
+    """updateVirtualMachine's fields, from a VirtualMachine or a vm_views.VMView."""
+    from app.services import userdata as ud
+    group, obj, os_type = vm.group, vm.userdata_obj, vm.os_type
+    if isinstance(vm, _vm_model()):
+        keypair = vm_keypair_name(vm)
+        password_enabled = bool(vm.template and vm.template.password_enabled)
+    else:
+        keypair, password_enabled = vm.keypair_name, vm.password_enabled
+    try:
+        details = json.loads(vm.details) if vm.details else None
+    except ValueError:
+        details = None
+    return {"group": group.name if group else None, "groupid": group.uuid if group else None,
+            "userdataid": obj.uuid if obj else None, "userdataname": obj.name if obj else None,
+            "userdatadetails": ud.java_map(ud.details_of(vm)) if obj else None,
+            "userdatapolicy": "ALLOWOVERRIDE" if obj else None,
+            "ostypeid": os_type.uuid if os_type else None, "osdisplayname": os_type.description
+            if os_type is not None and hasattr(os_type, "description") else (os_type.name if os_type else None),
+            "details": details, "keypairs": keypair, "keypair": keypair, "passwordenabled": password_enabled}
+
+
+def _vm_model():
+    from app.models import VirtualMachine
+    return VirtualMachine
+
+
+def vm_keypair_name(vm) -> str | None:
+    if not vm.keypair_id:
+        return None
+    from app.extensions import db
+    from app.models import SSHKeyPair
+    return db.session.get(SSHKeyPair, vm.keypair_id).name
 
 
 def _vm_nic(n) -> dict:
@@ -370,6 +406,23 @@ def caller_is_admin() -> bool:
 @serializer("virtualmachine")
 def virtualmachine(vm) -> dict:
     return vm_dict(vm, admin=caller_is_admin())
+
+
+@serializer("virtualmachinepassword")
+def virtualmachine_with_password(pair) -> dict:
+    """A job's VM with the password it was just given (deploy, resetPassword, restore, resetSSHKey)."""
+    vm, password = pair
+    return {**vm_dict(vm, admin=caller_is_admin()), "password": password}
+
+
+@serializer("instancegroup")
+def instancegroup(g) -> dict:
+    return {"id": g.uuid, "name": g.name, "created": g.created, **owner_fields(g.account)}
+
+
+@serializer("userdata")
+def userdata(u) -> dict:
+    return {"id": u.uuid, "name": u.name, "userdata": u.userdata, "params": u.params, **owner_fields(u.account)}
 
 
 @serializer("serviceoffering")

@@ -203,7 +203,7 @@ def api():
     except ServiceError as e:
         db.session.rollback()
         text = e.message
-        if e.code == 530 and not (locals().get("user") and user.is_admin):
+        if e.code == 530 and not getattr(e, "shown_to_users", False) and not (locals().get("user") and user.is_admin):
             text = "Internal error executing command, please contact your system administrator"
         return _error(name, e.code, text, e.cs_code)
     except Exception:  # noqa: BLE001

@@ -101,8 +101,10 @@ def _formatted(out):
         if isinstance(value, ObjectResult):
             if _formatter is None:
                 raise RuntimeError("no result formatter registered (app.api not loaded)")
-            if value.obj in db.session:
-                db.session.refresh(value.obj)  # what the job left, not what was loaded before it
+            # what the job left, not what was loaded before it (a tuple: each model in it)
+            for obj in value.obj if isinstance(value.obj, tuple) else (value.obj,):
+                if isinstance(obj, db.Model) and obj in db.session:
+                    db.session.refresh(obj)
             value = _formatter(value.kind, value.obj)
         done[key] = value
     return done

@@ -14,6 +14,7 @@ from app.models.networks import (  # noqa: F401
     NetworkState, PhysicalNetwork, PhysicalNetworkTrafficType, Provider, PublicIpAddress, Router, RouterState,
     RulePurpose, RuleState, SecurityGroup, SecurityGroupRule, Service, TrafficType, VlanIpRange, VmSecurityGroup,
 )
+from app.models.userdata import InstanceGroup, UserData  # noqa: F401
 from app.models.vms import Nic, VirtualMachine, VMState, Volume, VolumeState, VolumeType  # noqa: F401
 from app.models.settings import Setting  # noqa: F401
 from app.models.jobs import AsyncJob, JobStatus  # noqa: F401

@@ -63,6 +63,8 @@ class Template(PublicIdMixin, RemovableMixin, db.Model):
     direct_download: Mapped[bool] = mapped_column(Boolean, default=False)
     size: Mapped[int | None] = mapped_column(BigInteger)  # virtual size, bytes
     physical_size: Mapped[int | None] = mapped_column(BigInteger)
+    # CloudStack's passwordenabled: its guests take a password from the router at boot.
+    password_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
 
     os_type: Mapped[OsType | None] = relationship()
     account = relationship("Account")

@@ -61,6 +61,21 @@ class VirtualMachine(PublicIdMixin, RemovableMixin, db.Model):
     memory: Mapped[int] = mapped_column(Integer)  # MiB
     keypair_id: Mapped[int | None] = mapped_column(ForeignKey("ssh_keypairs.id", ondelete="SET NULL"))
     userdata: Mapped[str | None] = mapped_column(Text)
+    # A registered user data (registerUserData) and the values of its params, as JSON {name: value}.
+    userdata_id: Mapped[int | None] = mapped_column(ForeignKey("user_data.id"), index=True)
+    userdata_details: Mapped[str | None] = mapped_column(Text)
+    group_id: Mapped[int | None] = mapped_column(ForeignKey("instance_groups.id", ondelete="SET NULL"), index=True)
+    ha_enable: Mapped[bool] = mapped_column(default=False)
+    dynamically_scalable: Mapped[bool] = mapped_column(default=False)
+    # The guest OS when it differs from the template's (updateVirtualMachine ostypeid).
+    os_type_id: Mapped[int | None] = mapped_column(ForeignKey("os_types.id"))
+    # Free-form details (updateVirtualMachine details), JSON {name: value}.
+    details: Mapped[str | None] = mapped_column(Text)
+    # A password for password-enabled templates: the router's password server hands it to the
+    # guest (encrypted here with the credentials key); getVMPassword answers it encrypted with
+    # the VM's RSA SSH key (CloudStack's encrypted.password detail).
+    password_secret: Mapped[str | None] = mapped_column(Text)
+    encrypted_password: Mapped[str | None] = mapped_column(Text)
     # The hypervisor's own id for the VM (libvirt UUID, Hyper-V GUID).
     hypervisor_vm_id: Mapped[str | None] = mapped_column(String(64))
     # Console target reported by the driver at start (e.g. VNC host/port).
@@ -89,6 +104,9 @@ class VirtualMachine(PublicIdMixin, RemovableMixin, db.Model):
     template = relationship("Template", foreign_keys=[template_id])
     iso = relationship("Template", foreign_keys=[iso_id])
     service_offering = relationship("ServiceOffering")
+    group = relationship("InstanceGroup")
+    userdata_obj = relationship("UserData")
+    os_type = relationship("OsType")
     nics: Mapped[list[Nic]] = relationship(back_populates="vm", order_by="Nic.device_id")
     volumes: Mapped[list[Volume]] = relationship(back_populates="vm", order_by="Volume.device_id")
 

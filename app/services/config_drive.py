@@ -115,6 +115,9 @@ def build(vm: VirtualMachine, dest: Path) -> Path:
         if vm.keypair_id else None
     if key:
         meta["public-keys"] = [key]
+    from app.services import userdata as userdata_svc
+    for k, v in userdata_svc.details_of(vm).items():  # a registered user data's variables
+        meta.setdefault(k, v)
     (src / "meta-data").write_text(json.dumps(meta, indent=1))  # JSON is valid YAML
     user = base64.b64decode(vm.userdata).decode("utf-8", "replace") if vm.userdata else "#cloud-config\n{}\n"
     (src / "user-data").write_text(user)

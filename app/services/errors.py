@@ -6,6 +6,8 @@ from __future__ import annotations
 class ServiceError(Exception):
     code = 530  # internal
     cs_code = 4250
+    # A 530 whose text is CloudStack's answer to a user too (a refusal, not an internal fault).
+    shown_to_users = False
 
     def __init__(self, message: str, *, field: str | None = None):
         super().__init__(message)

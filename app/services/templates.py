@@ -267,7 +267,8 @@ def relative_path(t: Template) -> str:
 def register(caller, *, is_iso: bool = False, url: str, name: str, display_text: str | None = None,
              hypervisor: str | None = None, format: str | None = None, zone_uuid: str | None = None,
              os_type_uuid: str | None = None, checksum: str | None = None, is_public: bool = False,
-             featured: bool = False, bootable: bool = True, direct_download: bool = False) -> Template:
+             featured: bool = False, bootable: bool = True, direct_download: bool = False,
+             password_enabled: bool = False) -> Template:
     """registerTemplate / registerIso: the row, one ref per zone, one download job per ref."""
     url = check_url(url, caller)
     r = _check_registration(caller, is_iso=is_iso, name=name, display_text=display_text, hypervisor=hypervisor,
@@ -276,6 +277,7 @@ def register(caller, *, is_iso: bool = False, url: str, name: str, display_text:
                             direct_download=direct_download)
     stores = {} if r.direct_download else {z: _store_of(z) for z in r.zone_ids}
     t = _template_row(caller, r, is_iso, url)
+    t.password_enabled = bool(password_enabled) and not is_iso
     for zone_id in r.zone_ids:
         db.session.add(TemplateStoreRef(template_id=t.id, zone_id=zone_id,
                                         image_store_id=stores[zone_id].id if stores else None,
@@ -738,7 +740,7 @@ def status_text(ref: TemplateStoreRef) -> str:
 
 
 def update_template(caller, uuid: str, *, name=None, display_text=None, os_type_uuid=None, bootable=None,
-                    is_public=None, featured=None, is_iso: bool = False) -> Template:
+                    is_public=None, featured=None, is_iso: bool = False, password_enabled=None) -> Template:
     t = get_visible(caller, uuid, owned=True, is_iso=is_iso)
     if (is_public or featured) and not caller.is_admin:
         raise PermissionDenied("Only administrators may make templates public or featured")
@@ -751,7 +753,8 @@ def update_template(caller, uuid: str, *, name=None, display_text=None, os_type_
         if os_type is None:
             raise NotFound("Unable to find OS type with the specified id", field="ostypeid")
         t.os_type_id = os_type.id
-    for attr, value in (("bootable", bootable), ("is_public", is_public), ("featured", featured)):
+    for attr, value in (("bootable", bootable), ("is_public", is_public), ("featured", featured),
+                        ("password_enabled", None if is_iso else password_enabled)):
         if value is not None:
             setattr(t, attr, bool(value))
     events.record("TEMPLATE.UPDATE", f"{t.name} updated", user=caller, resource_type="Template", resource_id=t.uuid)

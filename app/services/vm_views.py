@@ -17,7 +17,8 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import aliased
 
 from app.extensions import db
-from app.models import Account, Host, Network, Nic, ServiceOffering, Template, VirtualMachine, Zone
+from app.models import (Account, Host, InstanceGroup, Network, Nic, OsType, ServiceOffering, SSHKeyPair, Template,
+                        UserData, VirtualMachine, Zone)
 from app.services import tags
 from app.services.pagination import page_ids
 from app.services.vms import vm_query
@@ -88,6 +89,23 @@ class VMView:
     nics: list[NicView] | None = None
     net_extras: NetExtras | None = None
     tags: list | None = None  # [(ResourceTag, Account)], the page's in one query
+    # updateVirtualMachine's fields (serializers.vm_dict reads them as from the model)
+    ha_enable: bool = False
+    group: Ref | None = None
+    userdata_obj: Ref | None = None
+    userdata_details: str | None = None
+    os_type: Ref | None = None
+    dynamically_scalable: bool = False
+    details: str | None = None
+    keypair_name: str | None = None
+    password_enabled: bool = False
+    encrypted_password: str | None = None
+    # the monitor's last sample (listVirtualMachinesMetrics)
+    memory_used_kib: int | None = None
+    disk_read_bps: float | None = None
+    disk_write_bps: float | None = None
+    net_rx_bps: float | None = None
+    net_tx_bps: float | None = None
 
 
 def network_extras(vm_ids) -> dict[int, NetExtras]:
@@ -112,7 +130,7 @@ _BASE = (_VM.id, _VM.uuid, _VM.name, _VM.display_name, _VM.state, _VM.instance_n
          _VM.cpu_number, _VM.cpu_speed, _VM.memory, _VM.created)
 
 
-def list_vms(caller, *, page=None, details_min: bool = False, **filters) -> tuple[list[VMView], int]:
+def list_vms(caller, *, page=None, details_min: bool = False, **filters) -> tuple[list[VMView], int]:  # noqa: C901
     """Same filters, order and visibility as vms.list_vms (vms.vm_query builds both).
     A page is read by its ids; no page (every VM) by the filter as a subquery, never as
     one bound value per VM (100,000 would pass the databases' limits on parameters)."""
@@ -133,18 +151,31 @@ def list_vms(caller, *, page=None, details_min: bool = False, **filters) -> tupl
     rows = db.session.execute(
         select(*_BASE, _VM.cpu_used_pct, Account.name, Zone.uuid, Zone.name, Host.uuid, Host.name,
                Template.uuid, Template.name, iso.uuid, iso.name,
-               ServiceOffering.uuid, ServiceOffering.name, ServiceOffering.offer_ha)
+               ServiceOffering.uuid, ServiceOffering.name, ServiceOffering.offer_ha,
+               _VM.ha_enable, InstanceGroup.uuid, InstanceGroup.name, UserData.uuid, UserData.name,
+               _VM.userdata_details, OsType.uuid, OsType.description, _VM.dynamically_scalable, _VM.details,
+               SSHKeyPair.name, Template.password_enabled, _VM.encrypted_password, _VM.memory_used_kib,
+               _VM.disk_read_bps, _VM.disk_write_bps, _VM.net_rx_bps, _VM.net_tx_bps)
         .join(Account, Account.id == _VM.account_id).join(Zone, Zone.id == _VM.zone_id)
         .join(ServiceOffering, ServiceOffering.id == _VM.service_offering_id)
         .outerjoin(Host, Host.id == _VM.host_id).outerjoin(Template, Template.id == _VM.template_id)
         .outerjoin(iso, iso.id == _VM.iso_id)
+        .outerjoin(InstanceGroup, InstanceGroup.id == _VM.group_id)
+        .outerjoin(UserData, UserData.id == _VM.userdata_id)
+        .outerjoin(OsType, OsType.id == _VM.os_type_id)
+        .outerjoin(SSHKeyPair, SSHKeyPair.id == _VM.keypair_id)
         .where(_VM.id.in_(wanted)).order_by(_VM.id.desc()))  # vm_query's order: newest first
     views: dict[int, VMView] = {}
     for r in rows:
         views[r[0]] = VMView(
             *r[1:12], account=AccountRef(r[12]), zone=Ref(r[13], r[14]),
             host=Ref(r[15], r[16]) if r[15] else None, template=Ref(r[17], r[18]) if r[17] else None,
-            iso=Ref(r[19], r[20]) if r[19] else None, service_offering=OfferingRef(r[21], r[22], r[23]), nics=[])
+            iso=Ref(r[19], r[20]) if r[19] else None, service_offering=OfferingRef(r[21], r[22], r[23]), nics=[],
+            ha_enable=bool(r[24]), group=Ref(r[25], r[26]) if r[25] else None,
+            userdata_obj=Ref(r[27], r[28]) if r[27] else None, userdata_details=r[29],
+            os_type=Ref(r[30], r[31]) if r[30] else None, dynamically_scalable=bool(r[32]), details=r[33],
+            keypair_name=r[34], password_enabled=bool(r[35]), encrypted_password=r[36], memory_used_kib=r[37],
+            disk_read_bps=r[38], disk_write_bps=r[39], net_rx_bps=r[40], net_tx_bps=r[41])
     networks: dict[str, NetworkRef] = {}
     for r in db.session.execute(
             select(Nic.vm_id, Nic.uuid, Nic.mac_address, Nic.ip_address, Nic.is_default, Nic.device_id,

@@ -11,7 +11,6 @@ expunged), Expunging, Migrating, Error, Unknown (its host stopped answering).
 """
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import re
@@ -67,6 +66,12 @@ ACTIONS_BY_STATE = {
     "attachiso": (VMState.RUNNING, VMState.STOPPED),
     "detachiso": (VMState.RUNNING, VMState.STOPPED),
     "deploy": (VMState.STARTING, VMState.STOPPED),
+    # app/services/vm_admin.py's
+    "update": (VMState.RUNNING, VMState.STOPPED, VMState.DESTROYED, VMState.UNKNOWN),
+    "restore": (VMState.RUNNING, VMState.STOPPED),
+    "resetsshkey": (VMState.STOPPED,),
+    "resetpassword": (VMState.RUNNING, VMState.STOPPED),
+    "assign": (VMState.STOPPED,),
 }
 
 
@@ -93,12 +98,13 @@ def list_vms(caller, *, page=None, details_min: bool = False, **filters):
         joinedload(VirtualMachine.zone), joinedload(VirtualMachine.host),
         joinedload(VirtualMachine.template), joinedload(VirtualMachine.iso),
         joinedload(VirtualMachine.service_offering), joinedload(VirtualMachine.account),
+        joinedload(VirtualMachine.group),
         selectinload(VirtualMachine.nics).joinedload(Nic.network))
     return page_of(vm_query(caller, **filters), page, options=options, scan_once=bool(filters.get("keyword")))
 
 
 def vm_query(caller, *, id=None, name=None, keyword=None, state=None, zone_uuid=None, host_uuid=None,
-             account=None, tags=None):
+             account=None, tags=None, group_uuid=None):
     """The VMs a caller may list, filtered, newest first (a select of VirtualMachine)."""
     from app.services import tags as tagging
     q = tagging.matching(_visible(caller).order_by(VirtualMachine.id.desc()), "UserVm", VirtualMachine.id, tags)
@@ -118,6 +124,10 @@ def vm_query(caller, *, id=None, name=None, keyword=None, state=None, zone_uuid=
     if account and caller.is_admin:
         from app.models import Account
         q = q.where(VirtualMachine.account_id == select(Account.id).where(Account.name == account).scalar_subquery())
+    if group_uuid:
+        from app.models import InstanceGroup
+        q = q.where(VirtualMachine.group_id == select(InstanceGroup.id).where(
+            InstanceGroup.uuid == group_uuid).scalar_subquery())
     return q
 
 
@@ -143,7 +153,9 @@ def _lock(vm: VirtualMachine, action: str, allowed: tuple[str, ...] | None = Non
 def _verb(action: str) -> str:
     return {"stop": "stopped", "start": "started", "reboot": "rebooted", "destroy": "destroyed",
             "recover": "recovered", "expunge": "expunged", "migrate": "migrated", "scale": "scaled",
-            "attachiso": "given an ISO", "detachiso": "given no ISO"}.get(action, action)
+            "attachiso": "given an ISO", "detachiso": "given no ISO", "update": "updated", "restore": "restored",
+            "resetsshkey": "given a new SSH key", "resetpassword": "given a new password",
+            "assign": "assigned to another account"}.get(action, action)
 
 
 def _unlock(vm_id: int, *tokens: int) -> None:
@@ -249,19 +261,6 @@ def _offering(uuid: str) -> ServiceOffering:
     return o
 
 
-def _userdata(value: str | None) -> str | None:
-    if not value:
-        return None
-    try:
-        raw = base64.b64decode(value, validate=True)
-    except ValueError:
-        raise InvalidParameter("userdata must be base64-encoded", field="userdata") from None
-    if len(raw) > settings.get("vm.userdata.max.length"):
-        raise InvalidParameter(f"userdata is larger than {settings.get('vm.userdata.max.length')} bytes",
-                               field="userdata")
-    return value
-
-
 def _check_joinable(net, type_name: str) -> None:
     """A type's VMs join only the networks its capabilities allow: Isolated ones need a type that
     can run the network's router next to them (Hyper-V: shared and L2 only), and a tagged
@@ -360,7 +359,9 @@ def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid:
            disk_offering_uuid: str | None = None, root_disk_size_gib: int | None = None, start: bool = True,
            host_uuid: str | None = None, hypervisor: str | None = None, ip_address: str | None = None,
            ip_to_network: list[dict] | None = None, security_group_uuids: list[str] | None = None,
-           security_group_names: list[str] | None = None) -> tuple[VirtualMachine, AsyncJob | None]:
+           security_group_names: list[str] | None = None, group: str | None = None,
+           userdata_uuid: str | None = None, userdata_details=None,
+           http_method: str = "POST") -> tuple[VirtualMachine, AsyncJob | None]:
     """deployVirtualMachine: the VM's rows now (VM, NICs with their IPs, its security groups, root volume),
     its start as a job."""
     zone = zones.get_zone(zone_uuid)
@@ -392,7 +393,10 @@ def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid:
                                                          SSHKeyPair.name == keypair))
         if key is None:
             raise NotFound(f"No SSH key pair named {keypair}", field="keypair")
-    userdata = _userdata(userdata)
+    from app.services import userdata as userdata_svc
+    userdata, userdata_obj, userdata_details = userdata_svc.for_vm(
+        caller, caller.account_id, userdata=userdata, userdata_uuid=userdata_uuid, details=userdata_details,
+        http_method=http_method)
     host_id = _chosen_host(caller, host_uuid)
     name = (name or "").strip() or None
     # CloudStack's checkNameForRFCCompliance: a host name label in ASCII (display names may be unicode).
@@ -416,9 +420,17 @@ def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid:
                             iso_id=template.id if from_iso else None, service_offering_id=offering.id,
                             hypervisor_type=type_name, cpu_number=offering.cpu_number, cpu_speed=offering.cpu_speed,
                             memory=offering.memory, keypair_id=key.id if key else None, userdata=userdata,
-                            state_updated=utcnow(), last_host_id=host_id, quota_counted=True)
+                            state_updated=utcnow(), last_host_id=host_id, quota_counted=True,
+                            userdata_id=userdata_obj.id if userdata_obj else None, userdata_details=userdata_details,
+                            ha_enable=bool(offering.offer_ha))
+        if group:
+            from app.services import instance_groups
+            vm.group_id = instance_groups.for_vm(caller.account_id, group).id
         db.session.add(vm)
         db.session.flush()
+        if template.password_enabled and not from_iso:  # the router hands it to the guest at boot
+            from app.services import vm_admin
+            vm_admin.set_password(vm, vm_admin.new_password())
         vm.instance_name = f"i-{caller.account_id}-{vm.id}-{settings.get('instance.name')}"  # CloudStack's naming
         if name is None:
             vm.name = f"VM-{vm.uuid[:8]}"
@@ -758,12 +770,21 @@ def _delete_volume_file(v: Volume) -> None:
 def _run_created(job, params):
     """deployVirtualMachine with startvm=false: the VM, Stopped, as the job's result."""
     vm = db.session.scalar(select(VirtualMachine).where(VirtualMachine.uuid == params["vm"]))
-    return {"virtualmachine": _result(vm)}
+    return _deployed(vm, {"virtualmachine": _result(vm)})
+
+
+def _deployed(vm: VirtualMachine, out: dict) -> dict:
+    """A deploy's answer: with the VM's password for a password-enabled template (CloudStack's
+    deploy answers it, once)."""
+    if vm.password_secret:
+        from app.services import vm_admin
+        return {"virtualmachine": jobs.ObjectResult("virtualmachinepassword", (vm, vm_admin.password_of(vm)))}
+    return out
 
 
 @_vm_job("deploy")
 def _run_deploy(job, vm, params):
-    return _start(job, vm, preferred_host_id=params.get("host"), first=True)
+    return _deployed(vm, _start(job, vm, preferred_host_id=params.get("host"), first=True))
 
 
 def start(caller, uuid: str, host_uuid: str | None = None) -> AsyncJob:

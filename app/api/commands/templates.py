@@ -10,7 +10,8 @@ COMMON = [Param("name", "string", "the name", required=True),
           Param("ostypeid", "uuid", "the guest OS type"),
           Param("checksum", "string", "{MD5}, {SHA-1}, {SHA-256}, {SHA-512} prefixed digest, or a plain MD5"),
           Param("ispublic", "boolean", "visible to every account (admins)"),
-          Param("isfeatured", "boolean", "featured (admins)")]
+          Param("isfeatured", "boolean", "featured (admins)"),
+          Param("passwordenabled", "boolean", "its guests take a password from the router (templates)")]
 
 
 def _register(ctx, p, is_iso: bool):
@@ -19,7 +20,8 @@ def _register(ctx, p, is_iso: bool):
                               format=p.get("format"), zone_uuid=p.get("zoneid"), os_type_uuid=p.get("ostypeid"),
                               checksum=p.get("checksum"), is_public=p.get("ispublic", False),
                               featured=p.get("isfeatured", False), bootable=p.get("bootable", True),
-                              direct_download=p.get("directdownload", False))
+                              direct_download=p.get("directdownload", False),
+                              password_enabled=p.get("passwordenabled", False))
     return [(t, ref) for ref in templates.refs_of(t)]  # one row per zone, as CloudStack answers
 
 
@@ -41,7 +43,9 @@ def _rows(caller, is_iso: bool, p, page):
              Param("format", "string", "the format the hypervisor takes (RAW, QCOW2, VHD, VHDX, TAR, ...)",
                    required=True),
              Param("directdownload", "boolean", "hosts fetch it into primary storage at first use"),
-             Param("passwordenabled", "boolean", "ignored"), Param("requireshvm", "boolean", "ignored")])
+             Param("passwordenabled", "boolean", "its guests take a password from the router at boot "
+                   "(resetPasswordForVirtualMachine, getVMPassword)"),
+             Param("requireshvm", "boolean", "ignored")])
 def register_template(ctx, p):
     return _register(ctx, p, False)
 
@@ -97,13 +101,15 @@ def list_isos(ctx, p):
 def _update(ctx, p, is_iso):
     return templates.update_template(ctx.user, p["id"], name=p.get("name"), display_text=p.get("displaytext"),
                                      os_type_uuid=p.get("ostypeid"), bootable=p.get("bootable"),
-                                     is_public=p.get("ispublic"), featured=p.get("isfeatured"), is_iso=is_iso)
+                                     is_public=p.get("ispublic"), featured=p.get("isfeatured"), is_iso=is_iso,
+                                     password_enabled=p.get("passwordenabled"))
 
 
 UPDATE = [Param("id", "uuid", "the template", required=True), Param("name", "string", "new name"),
           Param("displaytext", "string", "new display text"), Param("ostypeid", "uuid", "new OS type"),
           Param("bootable", "boolean", "bootable"), Param("ispublic", "boolean", "public (admins)"),
-          Param("isfeatured", "boolean", "featured (admins)")]
+          Param("isfeatured", "boolean", "featured (admins)"),
+          Param("passwordenabled", "boolean", "its guests take a password from the router (templates)")]
 
 
 @command("updateTemplate", "Updates a template", response="template", params=UPDATE)

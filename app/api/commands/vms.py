@@ -25,8 +25,12 @@ from app.services import events, offerings, vm_views, vms
              Param("securitygroupids", "list", "security groups of its NICs on security-group networks "
                    "(mutually exclusive with securitygroupnames)", item_type="uuid"),
              Param("securitygroupnames", "list", "security groups by name (mutually exclusive with "
-                   "securitygroupids)")])
+                   "securitygroupids)"),
+             Param("group", "string", "an optional group for the virtual machine"),
+             Param("userdataid", "uuid", "the ID of the registered user data"),
+             Param("userdatadetails", "map", "the values of the user data's variables: userdatadetails[0].name=value")])
 def deploy(ctx, p):
+    from flask import request
     vm, job = vms.deploy(ctx.user, zone_uuid=p["zoneid"], service_offering_uuid=p["serviceofferingid"],
                          template_uuid=p["templateid"], name=p.get("name"), display_name=p.get("displayname"),
                          network_uuids=p.get("networkids"), keypair=p.get("keypair"), userdata=p.get("userdata"),
@@ -34,7 +38,9 @@ def deploy(ctx, p):
                          start=p.get("startvm", True), host_uuid=p.get("hostid"), hypervisor=p.get("hypervisor"),
                          ip_address=p.get("ipaddress"), ip_to_network=p.get("iptonetworklist"),
                          security_group_uuids=p.get("securitygroupids"),
-                         security_group_names=p.get("securitygroupnames"))
+                         security_group_names=p.get("securitygroupnames"), group=p.get("group"),
+                         userdata_uuid=p.get("userdataid"), userdata_details=p.get("userdatadetails"),
+                         http_method=request.method)
     return job
 
 
@@ -112,12 +118,14 @@ def detach_iso(ctx, p):
 @command("listVirtualMachines", "Lists VMs (details=min for a lighter answer)", response="virtualmachine",
          list=True, params=[Param("name", "string", "the name"), Param("state", "string", "the state"),
                             Param("zoneid", "uuid", "the zone"), Param("hostid", "uuid", "the host (admins)"),
-                            Param("details", "list", "min or all"), Param("tags", "map", "List resources by tags (key/value pairs): tags[0].key=...&tags[0].value=...")])
+                            Param("details", "list", "min or all"), Param("tags", "map", "List resources by tags (key/value pairs): tags[0].key=...&tags[0].value=..."),
+                            Param("groupid", "uuid", "the instance group")])
 def list_vms(ctx, p):
     minimal = "min" in [d.lower() for d in p.get("details", [])]
     rows, total = vm_views.list_vms(ctx.user, id=p.get("id"), name=p.get("name"), keyword=p.get("keyword"),
                                state=p.get("state"), zone_uuid=p.get("zoneid"), host_uuid=p.get("hostid"),
-                               account=p.get("account"), tags=p.get("tags"), page=ctx.page, details_min=minimal)
+                               account=p.get("account"), tags=p.get("tags"), group_uuid=p.get("groupid"), page=ctx.page,
+                               details_min=minimal)
     return ([vm_dict(vm, minimal, admin=ctx.user.is_admin) for vm in rows], total)
 
 

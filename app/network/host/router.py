@@ -124,6 +124,10 @@ def _metadata_json(spec: RouterSpec) -> str:
             "public-keys": keys,
             "items": items,
         }
+        if m.password is not None:
+            if not isinstance(m.password, str) or not m.password.isprintable() or not m.password:
+                raise ValueError("invalid password")
+            out[ip]["password"] = m.password
     return json.dumps(out, sort_keys=True, indent=1) + "\n"
 
 

@@ -42,6 +42,8 @@ class VmMetadata:
     # any other meta-data items: service-offering, availability-zone, local-ipv4,
     # public-ipv4, vm-id, public-hostname, instance-id ... (name -> value)
     items: tuple[tuple[str, str], ...] = ()
+    # the password its password server hands out once (password-enabled templates), or None
+    password: str | None = None
 
 
 @dataclass(frozen=True)

@@ -174,9 +174,14 @@ def spec_for(router: Router) -> RouterSpec:
                  ("local-hostname", vm.name), ("vm-id", vm.uuid), ("instance-id", vm.instance_name)]
         if public_ip:
             items.append(("public-ipv4", public_ip))
+        from app.services import userdata as userdata_svc, vm_admin
+        taken = {k for k, _ in items}
+        # a registered user data's variables (userdatadetails), as CloudStack's VR serves them
+        items += [(k.lower(), v) for k, v in userdata_svc.details_of(vm).items() if k.lower() not in taken]
         metadata.append(VmMetadata(ip=nic.ip_address, instance_id=vm.uuid, local_hostname=vm.name,
                                    user_data=_user_data(vm.userdata),
-                                   public_keys=(key.public_key.strip(),) if key else (), items=tuple(items)))
+                                   public_keys=(key.public_key.strip(),) if key else (), items=tuple(items),
+                                   password=vm_admin.password_of(vm)))
     public = public_mac = public_gw = None
     public_ips: list[str] = []
     if source_nat is not None:
