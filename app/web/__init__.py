@@ -15,7 +15,8 @@ ADMIN_NAV: list[tuple[str, str]] = [("admin.dashboard", "Dashboard"), ("infra.zo
                                      ("vms.index", "VMs"), ("console.sessions", "Consoles")]
 USER_NAV: list[tuple[str, str]] = [("portal.my_vms", "My VMs"), ("volumes.index", "Volumes"),
                                    ("network.networks_index", "Networks"), ("secgroups.index", "Security groups"),
-                                   ("portal.keypairs", "SSH keys"), ("images.index", "Templates"),
+                                   ("portal.keypairs", "SSH keys"), ("userdata.index", "User data"),
+                                   ("images.index", "Templates"),
                                    ("events.index", "Events"), ("apidocs.index", "API")]
 ADMIN_NAV.append(("accounts_admin.index", "Accounts"))  # self-service: account administration
 
@@ -54,6 +55,8 @@ def register_blueprints(app: Flask) -> None:
     from app.web import console
     app.register_blueprint(console.bp)
     app.register_blueprint(vms.bp)
+    from app.web import userdata as userdata_pages
+    app.register_blueprint(userdata_pages.bp)
     from app.web.network import guest as network_guest
     app.register_blueprint(network_guest.bp)
     from app.web.network import secgroups as network_secgroups

@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -20,8 +21,8 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from sqlalchemy import select
-from wtforms import BooleanField, SelectField
-from wtforms.validators import DataRequired
+from wtforms import BooleanField, SelectField, StringField, TextAreaField
+from wtforms.validators import DataRequired, Length, Optional
 
 from app.extensions import db
 from app.hypervisors import registry
@@ -29,6 +30,7 @@ from app.hypervisors.base import Capabilities
 from app.models import AsyncJob, JobStatus, VirtualMachine, VMState
 from app.services import accounts, events, offerings, settings, templates
 from app.services import hosts as hosts_service
+from app.services import instance_groups, vm_admin
 from app.services import vms as vms_service
 from app.services.errors import NotFound, ServiceError
 from app.web.forms import EmptyForm
@@ -88,6 +90,39 @@ class IsoForm(FlaskForm):
     iso = SelectField("ISO", validate_choice=False, validators=[DataRequired("Choose an ISO")])
 
 
+class EditForm(FlaskForm):
+    """updateVirtualMachine's everyday fields (the VM page's Settings card)."""
+    displayname = StringField("Display name", validators=[Optional(), Length(max=255)])
+    group = StringField("Instance group", validators=[Optional(), Length(max=255)],
+                        description="Made for the account when it has none of that name")
+    haenable = BooleanField("High availability")
+    userdata = TextAreaField("User data", validators=[Optional(), Length(max=1 << 20)],
+                             description="cloud-init user data; the guest reads it from its router now and "
+                                         "from its config drive at the next start")
+
+
+class RestoreForm(FlaskForm):
+    template = SelectField("Template", validate_choice=False)
+
+
+class KeyForm(FlaskForm):
+    keypair = SelectField("SSH key pair", validate_choice=False, validators=[DataRequired("Choose a key pair")])
+
+
+class AssignForm(FlaskForm):
+    account = SelectField("New owner", validate_choice=False, validators=[DataRequired("Choose an account")])
+
+
+def _edit(caller, uuid: str, f: EditForm):
+    vm = vms_service.get_vm(caller, uuid)
+    text = (f.userdata.data or "").replace("\r\n", "\n")
+    current = base64.b64decode(vm.userdata).decode("utf-8", "replace") if vm.userdata else ""
+    userdata = base64.b64encode(text.encode()).decode() if text.strip() and text != current else None
+    return vm_admin.update_vm(caller, uuid, display_name=f.displayname.data or None, group=f.group.data or None,
+                              ha_enable=f.haenable.data if vm.service_offering.offer_ha else None,
+                              userdata_b64=userdata)
+
+
 def _may_expunge(vm: VirtualMachine) -> bool:
     return current_user.is_admin or settings.get("allow.user.expunge.recover.vm")
 
@@ -144,6 +179,23 @@ VM_ACTIONS: dict[str, VMAction] = {
                            when=lambda vm: vm.iso_id is None),
     "detach-iso": VMAction("Detach ISO", "detachiso", lambda caller, uuid, f: vms_service.detach_iso(caller, uuid),
                            capability="iso", when=lambda vm: vm.iso_id is not None),
+    "reset-password": VMAction("Reset password", "resetpassword",
+                               lambda caller, uuid, f: vm_admin.reset_password(caller, uuid),
+                               confirm="Give {name} a new password? Its router hands it to the guest at its next boot.",
+                               when=lambda vm: bool(vm.template and vm.template.password_enabled)),
+    "restore": VMAction("Restore", "restore", lambda caller, uuid, f: vm_admin.restore(caller, uuid, f.template.data or None),
+                        form=RestoreForm, choice="template", danger=True,
+                        confirm="Reinstall the root disk of {name} from the template? Everything on it is lost."),
+    "reset-ssh-key": VMAction("Reset SSH key", "resetsshkey",
+                              lambda caller, uuid, f: vm_admin.reset_ssh_key(caller, uuid, keypair=f.keypair.data),
+                              form=KeyForm, choice="keypair", no_choice="the account has no SSH key pair.",
+                              capability="config_drive"),
+    "assign": VMAction("Assign to account", "assign",
+                       lambda caller, uuid, f: vm_admin.assign(caller, uuid, account=f.account.data),
+                       form=AssignForm, choice="account", admin=True, done="VM {name} now belongs to another account.",
+                       no_choice="there is no other account."),
+    # Not a button: the Settings card's form (templates/vms/_vm.html)
+    "edit": VMAction("Save", "update", _edit, form=EditForm, done="VM {name} is updated."),
 }
 
 
@@ -167,7 +219,8 @@ def vm_actions(vm: VirtualMachine, quick: bool = False) -> list[tuple[str, VMAct
 JOB_LABELS = {"deployVirtualMachine": "Deploy", "startVirtualMachine": "Start", "stopVirtualMachine": "Stop",
               "rebootVirtualMachine": "Reboot", "destroyVirtualMachine": "Destroy", "expungeVirtualMachine": "Expunge",
               "migrateVirtualMachine": "Migrate", "scaleVirtualMachine": "Change offering",
-              "attachIso": "Attach ISO", "detachIso": "Detach ISO"}
+              "attachIso": "Attach ISO", "detachIso": "Detach ISO", "restoreVirtualMachine": "Restore",
+              "resetSSHKeyForVirtualMachine": "Reset SSH key", "resetPasswordForVirtualMachine": "Reset password"}
 
 
 @dataclass(frozen=True)
@@ -192,6 +245,14 @@ class JobView:
         if self.state != "failed":
             return None
         return json.loads(self.job.result or "{}").get("errortext") or "The job failed."
+
+    @property
+    def password(self) -> str | None:
+        """The new password a succeeded job answered (reset password, restore, reset SSH key)."""
+        if self.state != "succeeded":
+            return None
+        result = json.loads(self.job.result or "{}")
+        return (result.get("virtualmachine") or {}).get("password") if isinstance(result, dict) else None
 
     def summary(self, name: str) -> str:
         if self.pending:
@@ -239,6 +300,9 @@ def _fetch(*, keyword, sort, page, **filters):  # noqa: ARG001 - one order: newe
 def _selects() -> list[FilterSelect]:
     states = [(s.value, s.value) for s in VMState]
     selects = [FilterSelect("zone", "Zone", zone_options()), FilterSelect("state", "State", states)]
+    groups = instance_groups.list_groups(current_user)[0]
+    if groups:
+        selects.append(FilterSelect("group", "Instance group", [(g.uuid, g.name) for g in groups]))
     if current_user.is_admin:
         selects += [FilterSelect("host", "Host", hosts_service.host_choices()),
                     FilterSelect("account", "Account", [(n, n) for n in accounts.account_names()])]
@@ -248,7 +312,7 @@ def _selects() -> list[FilterSelect]:
 @bp.route("/")
 @login_required
 def index():
-    filters = {"zone": "zone_uuid", "state": "state"}
+    filters = {"zone": "zone_uuid", "state": "state", "group": "group_uuid"}
     if current_user.is_admin:
         filters |= {"host": "host_uuid", "account": "account"}
     lst = listing("vms.index", "vms", _fetch, sorts=(), default_sort="", filters=filters)
@@ -280,6 +344,30 @@ def _forms(vm: VirtualMachine) -> dict[str, FlaskForm | None]:
         f.offering.choices = [(o.uuid, f"{o.name} ({o.cpu_number} vCPU, {o.cpu_speed} MHz, {o.memory} MiB)")
                               for o in offerings.list_offerings()[0] if o.id != vm.service_offering_id]
         forms["change-offering"] = f if f.offering.choices else None
+    if "restore" in keys:
+        f = RestoreForm(formdata=None)
+        mine = [(t.uuid, t.name) for t in templates.list_templates(current_user, is_iso=False, zone_uuid=vm.zone.uuid,
+                                                                  page=(1, 200))[0]
+                if t.hypervisor_type == vm.hypervisor_type and t.id != vm.template_id]
+        f.template.choices = ([("", f"Its template ({vm.template.name})")] if vm.template else []) + mine
+        forms["restore"] = f if f.template.choices else None
+    if "reset-ssh-key" in keys:
+        from app.models import SSHKeyPair
+        f = KeyForm(formdata=None)
+        f.keypair.choices = [(n, n) for n in db.session.scalars(select(SSHKeyPair.name).where(
+            SSHKeyPair.account_id == vm.account_id).order_by(SSHKeyPair.name))]
+        forms["reset-ssh-key"] = f if f.keypair.choices else None
+    if "assign" in keys:
+        f = AssignForm(formdata=None)
+        f.account.choices = [(n, n) for n in accounts.account_names() if n != vm.account.name]
+        forms["assign"] = f if f.account.choices else None
+    if "edit" in keys:
+        f = EditForm(formdata=None, obj=None)
+        f.displayname.data = vm.display_name
+        f.group.data = vm.group.name if vm.group else ""
+        f.haenable.data = vm.ha_enable
+        f.userdata.data = base64.b64decode(vm.userdata).decode("utf-8", "replace") if vm.userdata else ""
+        forms["edit"] = f
     if "attach-iso" in keys:
         f = IsoForm(formdata=None)
         f.iso.choices = [(t.uuid, t.name) for t in templates.list_templates(
