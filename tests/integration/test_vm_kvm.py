@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from app.extensions import db
 from app.models import IpAddress, VirtualMachine, Volume, new_uuid
-from app.services import accounts, hosts, settings, templates, vms
+from app.services import accounts, hosts, settings, templates, vm_admin, vms
 from tests.helpers import kvm_zone
 from tests.helpers.www import raw_image, serve
 from tests.guests import acpi_guest
@@ -69,6 +69,13 @@ def _deploy(alice, kvm, template, name):
     return vms.get_vm(alice, vm.uuid)
 
 
+def _qemu_io(path: str, command: str) -> None:
+    """Run one qemu-io command on a disk (shared, so a running guest's disk is readable)."""
+    args = ["qemu-io", "-r", "-U", "-c", command, path] if command.startswith("read") else ["qemu-io", "-c", command, path]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "Pattern verification failed" not in out.stdout + out.stderr, out
+
+
 def _job_ok(job) -> bool:
     db.session.refresh(job)
     return job.status == 1
@@ -107,6 +114,23 @@ def test_real_kvm_lifecycle(app, kvm):
         assert vms.get_vm(alice, e.uuid).state == "Running"
         assert _job_ok(vms.stop(alice, e.uuid, forced=True))
         assert vms.get_vm(alice, e.uuid).state == "Stopped"
+
+        # restoreVirtualMachine: the root disk is made again from the template (a marker written
+        # to the old disk is gone with it); the guest boots from the new disk.
+        old_root = next(v for v in vms.get_vm(alice, e.uuid).volumes if v.removed is None)
+        _qemu_io(old_root.path, "write -P 0x5a 0 64k")
+        _qemu_io(old_root.path, "read -P 0x5a 0 64k")
+        assert _job_ok(vm_admin.restore(alice, e.uuid))
+        assert _job_ok(vms.start(alice, e.uuid))
+        e = vms.get_vm(alice, e.uuid)
+        new_root = next(v for v in e.volumes if v.removed is None)
+        assert new_root.id != old_root.id and new_root.path != old_root.path and new_root.state == "Ready"
+        with pytest.raises(libvirt.libvirtError):
+            conn.storageVolLookupByPath(old_root.path)
+        live = ET.fromstring(conn.lookupByName(e.instance_name).XMLDesc(0)).find("devices/disk/source").get("file")
+        assert live == new_root.path
+        _qemu_io(new_root.path, "read -P 0 0 64k")  # the template's zeros, no marker
+        assert _job_ok(vms.stop(alice, e.uuid, forced=True))
 
         # Destroy, recover, destroy, expunge: nothing is left.
         assert _job_ok(vms.destroy(alice, vm.uuid))
