@@ -126,6 +126,12 @@ def _run_reset_password(job, vm, params):
     return {"virtualmachine": jobs.ObjectResult("virtualmachinepassword", (vm, password))}
 
 
+def user_data_of(caller, uuid: str) -> dict:
+    """getVirtualMachineUserData: the VM's effective user data (base64)."""
+    vm = vms.get_vm(caller, uuid, "virtualmachineid")
+    return {"virtualmachineid": vm.uuid, "userdata": vm.userdata or ""}
+
+
 # --- updateVirtualMachine ----------------------------------------------------------------
 
 def _check_name(vm: VirtualMachine, name: str) -> str:

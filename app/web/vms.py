@@ -195,7 +195,8 @@ VM_ACTIONS: dict[str, VMAction] = {
                        form=AssignForm, choice="account", admin=True, done="VM {name} now belongs to another account.",
                        no_choice="there is no other account."),
     # Not a button: the Settings card's form (templates/vms/_vm.html)
-    "edit": VMAction("Save", "update", _edit, form=EditForm, done="VM {name} is updated."),
+    "edit": VMAction("Save", "update", _edit, form=EditForm, done="VM {name} is updated.",
+                     when=lambda vm: vm.state in (VMState.RUNNING, VMState.STOPPED)),
 }
 
 

@@ -250,12 +250,13 @@ def test_actions_follow_state_and_capabilities(app, world, auth, client):
     assert 'hx-confirm="Destroy web1? It can be recovered until it is expunged."' in row_of(html, run)
 
     page = client.get(f"/vms/{run}").get_data(as_text=True)
-    assert buttons(page) == {"Stop", "Force stop", "Reboot", "Destroy", "Migrate", "Attach ISO"}
+    # (Save: the Settings card's; Restore: reinstall from its template)
+    assert buttons(page) == {"Stop", "Force stop", "Reboot", "Destroy", "Migrate", "Attach ISO", "Save", "Restore"}
     other = next(h for h in ("h1", "h2") if h != host_name(app, run))
     assert "expunge now" in page and "Let Nubo choose" in page and f"{other} (Up)" in page
     assert f"{host_name(app, run)} (Up)" not in page  # not where it runs already
     assert buttons(client.get(f"/vms/{stop}").get_data(as_text=True)) == {
-        "Start", "Destroy", "Change offering", "Attach ISO"}
+        "Start", "Destroy", "Change offering", "Attach ISO", "Save", "Restore", "Assign to account"}
     assert buttons(client.get(f"/vms/{gone}").get_data(as_text=True)) == {"Recover", "Expunge"}
     # A busy VM (an action queued or running) offers nothing: it would be refused.
     set_vm(app, stop, active_job_id=12345)

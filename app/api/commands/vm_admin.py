@@ -33,6 +33,12 @@ def update(ctx, p):
         dynamically_scalable=p.get("isdynamicallyscalable"), http_method=request.method)
 
 
+@command("getVirtualMachineUserData", "Returns user data associated with the VM", response="virtualmachineuserdata",
+         changes_state=False, params=[Param("virtualmachineid", "uuid", "The ID of the virtual machine", required=True)])
+def get_user_data(ctx, p):
+    return vm_admin.user_data_of(ctx.user, p["virtualmachineid"])
+
+
 @command("restoreVirtualMachine", "Restore a VM to original template/ISO or new template/ISO", is_async=True,
          response="virtualmachine", params=[
              Param("virtualmachineid", "uuid", "Virtual Machine ID", required=True),
