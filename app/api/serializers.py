@@ -116,8 +116,9 @@ class prefetched:
     def __enter__(self):
         self._token = _page_tags.set({})
         fn = _PREFETCH.get(self.kind or "")
-        if fn is not None and self.rows:
-            fn(self.rows)
+        rows = [r for r in self.rows if not isinstance(r, dict)]  # a dict row is serialised already
+        if fn is not None and rows:
+            fn(rows)
         return self
 
     def __exit__(self, *exc):

@@ -251,16 +251,18 @@ def test_actions_follow_state_and_capabilities(app, world, auth, client):
 
     page = client.get(f"/vms/{run}").get_data(as_text=True)
     # (Save: the Settings card's; Restore: reinstall from its template)
-    assert buttons(page) == {"Stop", "Force stop", "Reboot", "Destroy", "Migrate", "Attach ISO", "Save", "Restore"}
+    assert buttons(page) == {"Stop", "Force stop", "Reboot", "Destroy", "Migrate", "Attach ISO", "Save", "Restore",
+                             "Add tag"}
     other = next(h for h in ("h1", "h2") if h != host_name(app, run))
     assert "expunge now" in page and "Let Nubo choose" in page and f"{other} (Up)" in page
     assert f"{host_name(app, run)} (Up)" not in page  # not where it runs already
     assert buttons(client.get(f"/vms/{stop}").get_data(as_text=True)) == {
-        "Start", "Destroy", "Change offering", "Attach ISO", "Save", "Restore", "Assign to account"}
-    assert buttons(client.get(f"/vms/{gone}").get_data(as_text=True)) == {"Recover", "Expunge"}
-    # A busy VM (an action queued or running) offers nothing: it would be refused.
+        "Start", "Destroy", "Change offering", "Attach ISO", "Save", "Restore", "Assign to account",
+        "Add tag"}
+    assert buttons(client.get(f"/vms/{gone}").get_data(as_text=True)) == {"Recover", "Expunge", "Add tag"}
+    # A busy VM (an action queued or running) offers no action: it would be refused (tags stay editable).
     set_vm(app, stop, active_job_id=12345)
-    assert buttons(client.get(f"/vms/{stop}").get_data(as_text=True)) == set()
+    assert buttons(client.get(f"/vms/{stop}").get_data(as_text=True)) == {"Add tag"}
 
 
 def test_expunge_is_offered_to_users_only_when_allowed(app, world, auth, client):
@@ -269,7 +271,7 @@ def test_expunge_is_offered_to_users_only_when_allowed(app, world, auth, client)
         vms.destroy(accounts.get_user("alice"), uuid)
         settings.update("allow.user.expunge.recover.vm", "false")
     auth.login("alice")
-    assert buttons(client.get(f"/vms/{uuid}").get_data(as_text=True)) == {"Recover"}
+    assert buttons(client.get(f"/vms/{uuid}").get_data(as_text=True)) == {"Recover", "Add tag"}
     resp = post(client, auth, f"/vms/{uuid}/expunge", follow_redirects=True)
     assert "Only administrators may expunge VMs" in resp.get_data(as_text=True)
     assert state_of(app, uuid) == "Destroyed"
@@ -308,7 +310,7 @@ def test_stop_start_destroy_recover_expunge(app, world, auth, client, hx):
     assert resp.headers["HX-Replace-Url"].startswith(f"/vms/{uuid}?job=")
     assert state_of(app, uuid) == "Running"
     resp = hx.post(f"/vms/{uuid}/destroy")
-    assert state_of(app, uuid) == "Destroyed" and buttons(resp.get_data(as_text=True)) == {"Recover", "Expunge"}
+    assert state_of(app, uuid) == "Destroyed" and buttons(resp.get_data(as_text=True)) == {"Recover", "Expunge", "Add tag"}
     resp = hx.post(f"/vms/{uuid}/recover")
     html = resp.get_data(as_text=True)
     assert state_of(app, uuid) == "Stopped" and "VM web1 is recovered: it is Stopped." in html
