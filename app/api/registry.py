@@ -12,7 +12,9 @@ app/api/commands/__init__.py):
 
 - `params` are validated before the handler runs (types: uuid, string, integer,
   long, boolean, date, list, map; `required=True`); a bad one is a 431 naming it.
-- `role="admin"` commands are invisible to users: they get CloudStack's 401.
+- `role="admin"` commands are open to Admin-type roles only, the others to every role
+  type; the caller's role rules come first (app/services/roles.py): a command the role
+  may not call gets CloudStack's 432 "The API [x] does not exist or is not available...".
 - `list=True` commands also get id, keyword, page, pagesize, listall, account,
   domainid declared automatically; the handler returns (rows, total) and `ctx.page`
   holds the paging. Rows are serialized with the serializer registered for
@@ -59,6 +61,9 @@ class Command:
     # Some CloudStack create commands answer with a list of one (addHost, registerTemplate).
     returns_list_of_one: bool = False
     anonymous: bool = False  # login
+    # Role types (Admin, ResourceAdmin, DomainAdmin, User) the command is open to when no rule of
+    # the caller's role names it (CloudStack's @APICommand(authorized=...)); empty: from `role`.
+    authorized: tuple[str, ...] = ()
 
     @property
     def lower(self) -> str:
@@ -81,7 +86,7 @@ COMMANDS: dict[str, Command] = {}  # by lower-case name
 def command(name: str, description: str, *, params: list[Param] | None = None, role: str = USER,
             is_async: bool = False, response: str | None = None, list: bool = False,
             async_returns_id: bool = False, returns_list_of_one: bool = False,
-            anonymous: bool = False, changes_state: bool | None = None):
+            anonymous: bool = False, changes_state: bool | None = None, authorized: tuple[str, ...] = ()):
     def decorate(fn):
         declared = [*(params or [])]
         if list:
@@ -91,7 +96,8 @@ def command(name: str, description: str, *, params: list[Param] | None = None, r
             list or name.startswith(("list", "get", "query")))
         COMMANDS[name.lower()] = Command(name, description, fn, declared, role, is_async, response, list,
                                          async_returns_id, changes_state=state,
-                                         returns_list_of_one=returns_list_of_one, anonymous=anonymous)
+                                         returns_list_of_one=returns_list_of_one, anonymous=anonymous,
+                                         authorized=tuple(authorized))
         return fn
     return decorate
 

@@ -132,13 +132,38 @@ def owner_fields(acct: Account) -> dict:
     return {"account": acct.name, "accountid": acct.uuid, "domainid": DOMAIN_ID, "domain": DOMAIN_NAME}
 
 
+# CloudStack's Account.Type by role type: 0 user, 1 root admin, 2 domain admin, 3 resource admin.
+ACCOUNT_TYPES = {"User": 0, "Admin": 1, "DomainAdmin": 2, "ResourceAdmin": 3}
+
+
+def role_fields(a: Account) -> dict:
+    """accounttype, roleid, rolename, roletype of an account (and of its users)."""
+    from app.services import roles
+    role = roles.role_of(a)
+    rtype = a.role_type
+    return {"accounttype": ACCOUNT_TYPES.get(rtype, 0), "roletype": rtype,
+            "roleid": role.uuid if role else None, "rolename": role.name if role else None}
+
+
+@serializer("role")
+def role(r) -> dict:
+    return {"id": r.uuid, "name": r.name, "type": r.role_type, "description": r.description,
+            "isdefault": r.is_default, "ispublic": True, "state": r.state.capitalize()}
+
+
+@serializer("rolepermission")
+def role_permission(p) -> dict:
+    return {"id": p.uuid, "roleid": p.role.uuid, "rolename": p.role.name, "rule": p.rule,
+            "permission": p.permission, "description": p.description}
+
+
 @serializer("account")
 def account(a: Account, totals: dict | None = None) -> dict:
     """With CloudStack's usage figures (vmtotal, vmlimit, ...): `totals` when the caller
     fetched them for a whole page (limits.account_totals), else fetched here."""
     from app.services import limits
-    return {"id": a.uuid, "name": a.name, "accounttype": 1 if a.is_admin else 0,
-            "roletype": "Admin" if a.is_admin else "User", "state": a.state,
+    return {"id": a.uuid, "name": a.name, **role_fields(a), "state": a.state,
+            "networkdomain": a.network_domain,
             "domainid": DOMAIN_ID, "domain": DOMAIN_NAME, "created": a.created,
             "user": [user(u) for u in a.users if u.removed is None],
             **(totals if totals is not None else limits.account_totals([a])[a.id])}
@@ -148,7 +173,7 @@ def account(a: Account, totals: dict | None = None) -> dict:
 def user(u: User) -> dict:
     return {"id": u.uuid, "username": u.username, "firstname": u.firstname, "lastname": u.lastname,
             "email": u.email, "state": u.state, "account": u.account.name, "accountid": u.account.uuid,
-            "accounttype": 1 if u.is_admin else 0, "roletype": "Admin" if u.is_admin else "User",
+            **role_fields(u.account),
             "domainid": DOMAIN_ID, "domain": DOMAIN_NAME, "created": u.created,
             "apikey": u.api_key, "iscallerchilddomain": False, "isdefault": u.username == "admin"}
 

@@ -11,11 +11,11 @@ from flask import Blueprint, Response, g, request, session
 
 from app.api import ratelimit, signing
 from app.api.params import validate
-from app.api.registry import ADMIN, Command, lookup
+from app.api.registry import Command, lookup
 from app.api.serializers import clean, prefetched, serialize
 from app.extensions import csrf, db
 from app.models import AccountState, AsyncJob, User
-from app.services import accounts, sessions, settings
+from app.services import accounts, roles, sessions, settings
 from app.services.errors import InvalidParameter, ServiceError
 from app.services.settings import Definition, define
 
@@ -186,9 +186,11 @@ def api():
         if cmd is not None and cmd.anonymous:
             return _answer(cmd.name, cmd.handler(None, params))
         user = _authenticate(params, cmd)
-        if cmd is None or (cmd.role == ADMIN and not user.is_admin):
-            # CloudStack answers an unknown or forbidden command like bad credentials.
+        if cmd is None:
+            # CloudStack answers an unknown command like bad credentials.
             raise ApiError(401, AUTH_FAILED)
+        if not roles.allowed(user, cmd):  # the caller's role rules (DynamicRoleBasedAPIAccessChecker)
+            raise ApiError(432, roles.denied_text(cmd.name, user.account), 9999)
         if not ratelimit.allow(user.id):
             raise ApiError(429, "There are too many API calls, please try again later", 9999)
         typed = validate(cmd, params)

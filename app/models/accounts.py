@@ -10,6 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
 from app.models.base import PublicIdMixin, RemovableMixin
+from app.models.roles import AccountRole
 
 
 class Role(StrEnum):
@@ -20,6 +21,7 @@ class Role(StrEnum):
 class AccountState(StrEnum):
     ENABLED = "enabled"
     DISABLED = "disabled"
+    LOCKED = "locked"  # lockAccount / disableAccount lock=true: its users cannot log in, its VMs run on
 
 
 class Account(PublicIdMixin, RemovableMixin, db.Model):
@@ -29,8 +31,17 @@ class Account(PublicIdMixin, RemovableMixin, db.Model):
     # CloudStack's account type: an admin account's users are root admins.
     role: Mapped[str] = mapped_column(String(16), default=Role.USER)
     state: Mapped[str] = mapped_column(String(16), default=AccountState.ENABLED)
+    # The account's dynamic role (app/services/roles.py); None: the default role of its type.
+    # `role` above stays "admin" exactly when this role's type is Admin (root admins).
+    role_id: Mapped[int | None] = mapped_column(ForeignKey("roles.id"), index=True)
+    network_domain: Mapped[str | None] = mapped_column(String(255))  # updateAccount networkdomain
+    # Set by deleteAccount before anything is removed: nothing new is made in it from then on.
+    cleanup_started: Mapped[datetime | None] = mapped_column(DateTime)
 
     users: Mapped[list[User]] = relationship(back_populates="account")
+    # Joined with the account (itself joined with every loaded user): the API's role check
+    # reads the role's rules version from here with no query of its own.
+    role_obj: Mapped[AccountRole | None] = relationship(lazy="joined")
 
     @property
     def is_admin(self) -> bool:
@@ -39,7 +50,10 @@ class Account(PublicIdMixin, RemovableMixin, db.Model):
     @property
     def role_type(self) -> str:
         """CloudStack's role type (Admin, ResourceAdmin, DomainAdmin, User): what the access
-        layer (app/services/access.py) and the API's role checks decide on."""
+        layer (app/services/access.py) and the API's role checks decide on. It comes from
+        the account's role; an account without one has the default role of its `role`."""
+        if self.role_obj is not None:
+            return self.role_obj.role_type
         return "Admin" if self.is_admin else "User"
 
 
@@ -76,7 +90,7 @@ class User(UserMixin, PublicIdMixin, RemovableMixin, db.Model):
     @property
     def is_active(self) -> bool:  # Flask-Login: disabled users cannot log in
         return (self.state == AccountState.ENABLED and self.removed is None
-                and self.account.state == AccountState.ENABLED)
+                and self.account.state == AccountState.ENABLED and self.account.cleanup_started is None)
 
     def get_id(self) -> str:  # Flask-Login stores the public id in the session
         return self.uuid

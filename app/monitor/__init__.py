@@ -41,13 +41,14 @@ def sweep(listener=None):
 
 def reconcile_records() -> None:
     """What killed processes left half done (locks no job holds, deploys never submitted,
-    uploads cut off), capacity that drifted from the VMs that hold it, and revoked sessions
+    uploads cut off, account deletions whose job was lost), capacity that drifted from the VMs that hold it, and revoked sessions
     past their end: put right at start-up and after every sweep. Each part is guarded, so several monitors may run it."""
     from app.extensions import db
     from app.services import capacity, sessions, templates, vms
     from app.services.network import networks
+    from app.services import account_deletion
     for part in (vms.recover_orphans, templates.recover_uploads, capacity.check_hosts, sessions.prune,
-                 networks.repair_orphans):
+                 networks.repair_orphans, account_deletion.resume_all):
         try:
             part()
         except Exception:  # noqa: BLE001 - one failing part must not stop the others

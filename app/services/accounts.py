@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.extensions import db
-from app.models import Account, AccountState, LoginThrottle, Role, User, new_uuid, utcnow
+from app.models import Account, AccountRole, AccountState, LoginThrottle, Role, RoleType, User, new_uuid, utcnow
 from app.services import crypto, events, settings
 from app.services.errors import InvalidParameter, NotFound, PermissionDenied, ServiceError
 from app.services.settings import Definition, define
@@ -85,13 +85,21 @@ def get_user(username: str) -> User | None:
     return db.session.scalar(select(User).where(User.username == username, User.removed.is_(None)))
 
 
-def create_account(name: str, role: str = Role.USER, *, commit: bool = True) -> Account:
+def create_account(name: str, role: str = Role.USER, *, commit: bool = True,
+                   account_role: AccountRole | None = None) -> Account:
+    """`account_role`: its dynamic role (else the default role of `role`); `role` then follows
+    the role's type ("admin" exactly for Admin-type roles)."""
     name = _check_name(name, "Account")
     if role not in (Role.ADMIN, Role.USER):
         raise InvalidParameter("Role must be admin or user", field="role")
     if get_account(name):
         raise InvalidParameter(f"An account named {name} already exists", field="account")
-    acct = Account(name=name, role=role)
+    from app.services import roles
+    if account_role is None:
+        account_role = roles.default_role(RoleType.ADMIN if role == Role.ADMIN else RoleType.USER)
+    else:
+        role = Role.ADMIN if account_role.role_type == RoleType.ADMIN else Role.USER
+    acct = Account(name=name, role=role, role_obj=account_role)
     db.session.add(acct)
     db.session.flush()
     from app.services.network import secgroups
@@ -103,7 +111,7 @@ def create_account(name: str, role: str = Role.USER, *, commit: bool = True) -> 
 
 def create_user(username: str, password: str, *, role: str | None = None, account: str | None = None,
                 email: str | None = None, firstname: str | None = None,
-                lastname: str | None = None) -> User:
+                lastname: str | None = None, account_role: AccountRole | None = None) -> User:
     """Create a user; its account is created when it does not exist (named after the
     user unless given). The user's role follows its account's type, as in CloudStack."""
     username = _check_name(username, "Username")
@@ -111,8 +119,10 @@ def create_user(username: str, password: str, *, role: str | None = None, accoun
     if get_user(username):
         raise InvalidParameter(f"A user named {username} already exists", field="username")
     acct = get_account(account or username)
+    if acct is not None:
+        _not_being_deleted(acct)
     if acct is None:
-        acct = create_account(account or username, role or Role.USER, commit=False)
+        acct = create_account(account or username, role or Role.USER, commit=False, account_role=account_role)
     elif role and role != acct.role:
         raise InvalidParameter(f"Account {acct.name} is an {acct.role} account; "
                                f"cannot add a user with role {role}", field="role")
@@ -276,6 +286,19 @@ def set_user_state(user: User, enabled: bool) -> User:
     return user
 
 
+def lock_user(caller: User, user: User) -> User:
+    """lockUser: the user cannot log in (as after too many failed logins in CloudStack)."""
+    if user.id == caller.id:
+        raise InvalidParameter("You cannot lock yourself", field="id")
+    user.state = AccountState.LOCKED
+    user.session_version = User.session_version + 1
+    events.record("USER.LOCK", f"User {user.username} locked", user=caller, account_id=user.account_id,
+                  resource_type="User", resource_id=user.uuid)
+    db.session.commit()
+    db.session.refresh(user)
+    return user
+
+
 def ensure_admin(password: str | None) -> str | None:
     """First start: create `admin` (in account `admin`). Returns the generated
     password when one had to be made up, so the caller can print it once."""
@@ -370,6 +393,7 @@ def named_account(caller: User, name: str | None) -> Account:
     acct = get_account(name)
     if acct is None:
         raise NotFound(f"Unable to find account {name}", field="account")
+    _not_being_deleted(acct)  # deleteAccount has begun: nothing new is made in it
     return acct
 
 
@@ -426,3 +450,163 @@ def account_names(limit: int = 500) -> list[str]:
     """Names of live accounts, for filter selects: one light query."""
     return list(db.session.scalars(select(Account.name).where(Account.removed.is_(None))
                                    .order_by(Account.name).limit(limit)))
+
+
+# --- Account life cycle (updateAccount, disable/enable/lockAccount, moveUser) ------
+
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+DOMAIN_RE = re.compile(rf"^(?=.{{1,190}}$){_LABEL}(\.{_LABEL})*$")
+
+
+def find_account(caller: User, *, id: str | None = None, name: str | None = None) -> Account:
+    """The account an admin command names by id, or by name (account=, with domainid)."""
+    if id:
+        return visible_account(caller, id)
+    if not name:
+        raise InvalidParameter("Either id or account name must be specified", field="id")
+    acct = get_account(name)
+    if acct is None or not (caller.is_admin or acct.id == caller.account_id):
+        raise NotFound(f"Unable to find account {name}", field="account")
+    return acct
+
+
+def _not_being_deleted(acct: Account) -> None:
+    if acct.cleanup_started is not None:
+        raise InvalidParameter(f"Account {acct.name} is being deleted", field="id")
+
+
+def update_account(caller: User, acct: Account, *, newname: str | None = None,
+                   network_domain: str | None = None, role_uuid: str | None = None) -> Account:
+    """updateAccount: a new name, network domain or role. An account's role stays of the same
+    kind as to root admin (Admin-type roles only for admin accounts, and back), as CloudStack's
+    updateAccount keeps its account type."""
+    from app.services import roles
+    _not_being_deleted(acct)
+    if newname is not None and newname != acct.name:
+        newname = _check_name(newname, "Account")
+        if get_account(newname):
+            raise InvalidParameter(f"The specified account name {newname} already exists", field="newname")
+    if network_domain is not None and network_domain != "" and not DOMAIN_RE.match(network_domain):
+        raise InvalidParameter("Invalid network domain. Total length shouldn't exceed 190 chars. Each domain "
+                               "label must be between 1 and 63 characters long, can contain ASCII letters 'a' "
+                               "through 'z', the digits '0' through '9', and the hyphen ('-'); can't start or "
+                               "end with \"-\"", field="networkdomain")
+    role = roles.assignable(caller, role_uuid)
+    if role is not None:
+        if (role.role_type == RoleType.ADMIN) != acct.is_admin:
+            raise PermissionDenied(f"Account: {acct.name} is {'' if acct.is_admin else 'not '}a root admin "
+                                   f"account, can't set role type {role.role_type}")
+    if newname is not None:
+        acct.name = newname
+    if network_domain is not None:
+        acct.network_domain = network_domain or None
+    if role is not None:
+        acct.role_obj = role
+    events.record("ACCOUNT.UPDATE", f"Account {acct.name} updated", user=caller, account_id=acct.id,
+                  resource_type="Account", resource_id=acct.uuid)
+    db.session.commit()
+    return acct
+
+
+def _check_state_change(caller: User, acct: Account) -> None:
+    _not_being_deleted(acct)
+    if acct.id == caller.account_id:
+        raise InvalidParameter("You cannot disable or lock your own account", field="id")
+    if acct.name == "admin":
+        raise InvalidParameter("The default admin account cannot be disabled or locked", field="id")
+
+
+def lock_account(caller: User, acct: Account) -> Account:
+    """lockAccount / disableAccount lock=true: its users cannot log in; its VMs go on running."""
+    _check_state_change(caller, acct)
+    if acct.state == AccountState.DISABLED:
+        raise InvalidParameter(f"Account {acct.name} is disabled; enable it before locking it", field="id")
+    acct.state = AccountState.LOCKED
+    db.session.execute(update(User).where(User.account_id == acct.id)
+                       .values(session_version=User.session_version + 1))
+    events.record("ACCOUNT.LOCK", f"Account {acct.name} locked", user=caller, account_id=acct.id,
+                  resource_type="Account", resource_id=acct.uuid)
+    db.session.commit()
+    return acct
+
+
+def check_disable(caller: User, acct: Account) -> None:
+    _check_state_change(caller, acct)
+
+
+def disable_account(caller: User, acct: Account) -> Account:
+    """disableAccount lock=false (the job): disabled like set_account_state, then each of its
+    running VMs is stopped (a VM busy with another action is left to run on)."""
+    _check_state_change(caller, acct)
+    set_account_state(caller, acct, enabled=False)
+    from app.models import VirtualMachine, VMState
+    from app.services import vms
+    running = list(db.session.scalars(select(VirtualMachine.uuid).where(
+        VirtualMachine.account_id == acct.id, VirtualMachine.removed.is_(None),
+        VirtualMachine.state == VMState.RUNNING)))
+    for uuid in running:
+        try:
+            vms.stop(caller, uuid, forced=True)
+        except ServiceError:
+            db.session.rollback()
+    return acct
+
+
+def enable_account(caller: User, acct: Account) -> Account:
+    _not_being_deleted(acct)
+    return set_account_state(caller, acct, enabled=True)
+
+
+def move_user(caller: User, user: User, target: Account) -> User:
+    """moveUser: the user now belongs to `target` (its role follows the account's); every
+    session of it ends. The default admin user stays where it is."""
+    if user.username == "admin":
+        raise InvalidParameter("The default admin user cannot be moved", field="id")
+    if user.id == caller.id:
+        raise InvalidParameter("You cannot move yourself", field="id")
+    _not_being_deleted(target)
+    if target.id == user.account_id:
+        raise InvalidParameter(f"The user is already in account {target.name}", field="account")
+    source = user.account
+    user.account = target
+    user.role = target.role
+    user.session_version = User.session_version + 1
+    events.record("USER.MOVE", f"User {user.username} moved from account {source.name} to {target.name}",
+                  user=caller, account_id=target.id, resource_type="User", resource_id=user.uuid)
+    db.session.commit()
+    db.session.refresh(user)
+    return user
+
+
+ACCOUNT_TYPE_ROLES = {0: RoleType.USER, 1: RoleType.ADMIN, 2: RoleType.DOMAIN_ADMIN, 3: RoleType.RESOURCE_ADMIN}
+
+
+def create_account_with_user(caller: User, *, username: str, password: str, account: str | None = None,
+                             accounttype: int | None = None, role_uuid: str | None = None,
+                             network_domain: str | None = None, email: str | None = None,
+                             firstname: str | None = None, lastname: str | None = None) -> Account:
+    """createAccount: the account under a role (roleid, else the default role of accounttype,
+    else User) with its first user, all or nothing."""
+    from app.services import roles
+    if accounttype is not None and accounttype not in ACCOUNT_TYPE_ROLES:
+        raise InvalidParameter(f"Invalid account type {accounttype} given; unable to create account",
+                               field="accounttype")
+    role = roles.assignable(caller, role_uuid)
+    if role is not None:
+        if accounttype is not None and ACCOUNT_TYPE_ROLES[accounttype] != role.role_type:
+            raise InvalidParameter("The role's type does not match the given account type", field="roleid")
+    else:
+        role = roles.default_role(ACCOUNT_TYPE_ROLES[accounttype or 0])
+    name = account or username
+    if get_account(name):
+        raise InvalidParameter(f"An account named {name} already exists", field="account")
+    if network_domain and not DOMAIN_RE.match(network_domain):
+        raise InvalidParameter("Invalid network domain", field="networkdomain")
+    kind = Role.ADMIN if role is not None and role.role_type == RoleType.ADMIN else (
+        Role.ADMIN if role is None and accounttype == 1 else Role.USER)
+    user = create_user(username, password, role=kind, account=name, email=email, firstname=firstname,
+                       lastname=lastname, account_role=role)
+    if network_domain:
+        user.account.network_domain = network_domain
+        db.session.commit()
+    return user.account

@@ -33,6 +33,8 @@ def seed_reference_data() -> None:
     hypervisors.ensure_capability_rows()
     from app.services.network import offerings
     offerings.ensure_defaults(commit=False)  # CloudStack's default network offerings, in every database
+    from app.services import roles
+    roles.ensure_defaults(commit=False)  # the four default roles; accounts without one get their type's
     db.session.commit()
 
 

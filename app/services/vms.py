@@ -940,6 +940,25 @@ def expunge(caller, uuid: str) -> AsyncJob:
     return _submit(caller, get_vm(caller, uuid), "expunge", "expungeVirtualMachine")
 
 
+def expunge_any(vm: VirtualMachine) -> None:
+    """deleteAccount's VM step: powered off and expunged whatever its state, at once (no
+    expunge delay). Idempotent: a removed VM is left alone; a busy one is ResourceInUse."""
+    if vm.removed is not None:
+        return
+    token = _lock(vm, "expunge", allowed=tuple(VMState))
+    try:
+        vm = db.session.get(VirtualMachine, vm.id)
+        if vm.state not in (VMState.DESTROYED, VMState.EXPUNGING):
+            _power_off(vm)
+            _stopped_on_host(vm)
+            vm.state = VMState.DESTROYED
+            db.session.commit()
+        _expunge(vm)
+    finally:
+        db.session.rollback()
+        _unlock(vm.id, token)
+
+
 @_vm_job("expunge")
 def _run_expunge(job, vm, params):
     _expunge(vm)

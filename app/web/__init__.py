@@ -19,6 +19,7 @@ USER_NAV: list[tuple[str, str]] = [("portal.my_vms", "My VMs"), ("volumes.index"
                                    ("images.index", "Templates"),
                                    ("events.index", "Events"), ("apidocs.index", "API")]
 ADMIN_NAV.append(("accounts_admin.index", "Accounts"))  # self-service: account administration
+ADMIN_NAV.append(("roles.index", "Roles"))  # dynamic roles and their rules
 
 
 def admin_required(view):
@@ -46,6 +47,8 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(portal.bp)
     from app.web import accounts_admin, events_pages, volumes_pages  # self-service
     app.register_blueprint(accounts_admin.bp)
+    from app.web import roles as roles_pages
+    app.register_blueprint(roles_pages.bp)
     app.register_blueprint(events_pages.bp)
     app.register_blueprint(volumes_pages.bp)
     app.register_blueprint(simulator.bp)

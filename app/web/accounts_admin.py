@@ -2,8 +2,10 @@
 
 - / — accounts with their users and usage against their limits; search.
 - /new — create an account with its first user.
-- /<uuid> — one account: enable/disable, usage, limits (an override per resource;
-  empty: the max.account.* default), its users with their actions, add a user.
+- /<uuid> — one account: edit (name, network domain, role), enable/lock/disable (disable
+  stops its VMs), delete (a job: its progress shows on the page), usage, limits (an override
+  per resource; empty: the max.account.* default), its users with their actions (move to
+  another account), add a user.
 - /users/<uuid>/password — reset a user's password.
 - POST /users/<uuid>/<action> — enable, disable, delete, keys (new API keys, the
   secret shown once).
@@ -11,13 +13,17 @@ Rules live in app/services/accounts.py and app/services/limits.py.
 """
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, render_template, request, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from wtforms import EmailField, IntegerField, PasswordField, SelectField, StringField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
-from app.models import Role
-from app.services import accounts, limits, quotas, settings
+from flask_wtf import FlaskForm
+from sqlalchemy import select
+
+from app.extensions import db
+from app.models import Account, Role
+from app.services import account_deletion, accounts, limits, quotas, roles, settings
 from app.services.errors import InvalidParameter, NotFound, ServiceError
 from app.web import admin_required
 from app.web.forms import EmptyForm
@@ -69,11 +75,15 @@ class AccountForm(UserFields):
     title = submit = "Create an account"
     intro = "An account owns VMs, volumes, templates and key pairs; its first user is made with it."
     dom_id = "account-form"
-    layout = ("account", "role", "username", "password", "email", "firstname", "lastname")
-    aliases = {**UserFields.aliases, "account": "account", "role": "role"}
+    layout = ("account", "role", "roleid", "username", "password", "email", "firstname", "lastname")
+    aliases = {**UserFields.aliases, "account": "account", "role": "role", "roleid": "roleid"}
     account = StringField("Account name", validators=[Optional(), Length(max=255)],
                           description="empty: the user name")
     role = SelectField("Type", choices=choices([(Role.USER, "User account"), (Role.ADMIN, "Administrators' account")]))
+    roleid = SelectField("Role", description="empty: the default role of its type", validate_choice=False)
+
+    def prepare(self) -> None:
+        self.roleid.choices = choices([("", "—")] + _role_options())
 
 
 class UserForm(UserFields):
@@ -86,13 +96,12 @@ class UserForm(UserFields):
 def create():
     def save(f: AccountForm):
         name = (f.account.data or f.username.data).strip()
-        if accounts.get_account(name):
-            raise InvalidParameter(f"An account named {name} already exists", field="account")
-        user = accounts.create_user(f.username.data, f.password.data, role=f.role.data, account=name,
-                                    email=f.email.data or None, firstname=f.firstname.data or None,
-                                    lastname=f.lastname.data or None)
-        return f"Account {user.account.name} created with user {user.username}.", \
-            url_for(".account", uuid=user.account.uuid)
+        acct = accounts.create_account_with_user(
+            current_user, username=f.username.data, password=f.password.data, account=name,
+            accounttype=None if f.roleid.data else (1 if f.role.data == Role.ADMIN else 0),
+            role_uuid=f.roleid.data or None, email=f.email.data or None, firstname=f.firstname.data or None,
+            lastname=f.lastname.data or None)
+        return f"Account {acct.name} created with user {f.username.data}.", url_for(".account", uuid=acct.uuid)
     return form_page(AccountForm, save, crumbs=_crumbs())
 
 
@@ -117,11 +126,19 @@ def _limits_form(acct, formdata=None) -> LimitsForm:
     return form
 
 
+def _role_options() -> list[tuple[str, str]]:
+    rows, _ = roles.list_roles(current_user)
+    return [(r.uuid, f"{r.name} ({r.role_type})") for r in rows]
+
+
 def _account_page(acct, status: int = 200, **context):
     users = [u for u in acct.users if u.removed is None]
     context.setdefault("limits_form", _limits_form(acct))
+    others = [n for n in accounts.account_names() if n != acct.name]
     return render_template("accounts/account.html", acct=acct, users=users, usage=limits.of_account(acct),
-                           action_form=EmptyForm(), **context), status
+                           action_form=EmptyForm(), role=roles.role_of(acct), move_to=others,
+                           deletion=(job := account_deletion.job_of(acct)),
+                           deletion_error=account_deletion.error_of(job), **context), status
 
 
 @bp.route("/<uuid>")
@@ -130,21 +147,81 @@ def account(uuid: str):
     return _account_page(_found(accounts.visible_account, uuid))
 
 
+STATES = {"enable": "enabled", "disable": "disabled (its running VMs are being stopped)", "lock": "locked",
+          "delete": "marked for removal: everything it owns is being deleted"}
+
+
 @bp.route("/<uuid>/<state>", methods=["POST"])
 @admin_required
 def set_state(uuid: str, state: str):
-    if state not in ("enable", "disable"):
+    if state not in STATES:
         abort(404)
     acct = _found(accounts.visible_account, uuid)
     if not EmptyForm().validate_on_submit():
         abort(400)
     try:
-        accounts.set_account_state(current_user, acct, enabled=state == "enable")
+        if state == "enable":
+            accounts.enable_account(current_user, acct)
+        elif state == "lock":
+            accounts.lock_account(current_user, acct)
+        elif state == "disable":
+            accounts.disable_account(current_user, acct)
+        else:
+            account_deletion.start(current_user, acct)
     except ServiceError as e:
         flash(e.message, "error")
     else:
-        flash(f"Account {acct.name} {state}d.", "success")
+        flash(f"Account {acct.name} {STATES[state]}.", "success")
+    db.session.expire_all()
+    if db.session.get(Account, acct.id).removed is not None:  # the job ran at once
+        return _redirect(url_for(".index"))
     return _redirect(url_for(".account", uuid=uuid))
+
+
+@bp.route("/<uuid>/deletion")
+@admin_required
+def deletion(uuid: str):
+    """The deletion's progress (polled by the account page); once done, back to the list."""
+    acct = db.session.scalar(select(Account).where(Account.uuid == uuid))
+    if acct is None or not (acct.cleanup_started or acct.removed):
+        abort(404)
+    if acct.removed is not None:
+        flash(f"Account {acct.name.split('#')[0]} deleted.", "success")
+        return "", 200, {"HX-Redirect": url_for(".index")}
+    job = account_deletion.job_of(acct)
+    return render_template("accounts/_deletion.html", acct=acct, deletion=job,
+                           deletion_error=account_deletion.error_of(job))
+
+
+class EditAccountForm(InfraForm):
+    title, submit, dom_id = "Edit the account", "Save", "edit-account-form"
+    aliases = {"newname": "name", "networkdomain": "network_domain", "roleid": "roleid"}
+    name = StringField("Name", validators=[DataRequired(), Length(max=255)])
+    network_domain = StringField("Network domain", validators=[Optional(), Length(max=190)],
+                                 description="the DNS domain of its networks' VMs")
+    roleid = SelectField("Role", validate_choice=False)
+
+    def prepare(self) -> None:
+        self.roleid.choices = choices(_role_options())
+
+
+@bp.route("/<uuid>/edit", methods=["GET", "POST"])
+@admin_required
+def edit(uuid: str):
+    acct = _found(accounts.visible_account, uuid)
+    if request.method == "GET" and not request.args:  # the form starts from what the account has
+        role = roles.role_of(acct)
+        return redirect(url_for(".edit", uuid=uuid, name=acct.name, network_domain=acct.network_domain or "",
+                                roleid=role.uuid if role else ""))
+
+    def save(f: EditAccountForm):
+        role = roles.role_of(acct)
+        accounts.update_account(current_user, acct, newname=f.name.data,
+                                network_domain=f.network_domain.data or "",
+                                role_uuid=f.roleid.data if f.roleid.data and (not role or f.roleid.data != role.uuid)
+                                else None)
+        return f"Account {acct.name} saved.", url_for(".account", uuid=uuid)
+    return form_page(EditAccountForm, save, crumbs=_crumbs(acct), heading=f"Edit {acct.name}")
 
 
 @bp.route("/<uuid>/limits", methods=["POST"])
@@ -206,6 +283,29 @@ def reset_password(uuid: str):
 
 
 USER_ACTIONS = {"enable": "enabled", "disable": "disabled", "delete": "deleted", "keys": ""}
+
+
+class MoveUserForm(FlaskForm):
+    account = SelectField("To account", validate_choice=False, validators=[DataRequired()])
+
+
+@bp.route("/users/<uuid>/move", methods=["POST"])
+@admin_required
+def move_user(uuid: str):
+    """moveUser: the user into another account (its role follows that account's)."""
+    user = _found(accounts.visible_user, uuid)
+    form = MoveUserForm()
+    if not form.validate_on_submit():
+        abort(400)
+    back = url_for(".account", uuid=user.account.uuid)
+    try:
+        target = accounts.find_account(current_user, name=form.account.data)
+        accounts.move_user(current_user, user, target)
+    except ServiceError as e:
+        flash(e.message, "error")
+    else:
+        flash(f"User {user.username} moved to {target.name}.", "success")
+    return _redirect(back)
 
 
 @bp.route("/users/<uuid>/<action>", methods=["POST"])

@@ -4,7 +4,8 @@ from __future__ import annotations
 from flask import Blueprint, render_template, request
 from flask_login import current_user, login_required
 
-from app.api.registry import ADMIN, all_commands
+from app.api.registry import all_commands
+from app.services import roles
 
 bp = Blueprint("apidocs", __name__, url_prefix="/api-docs")
 
@@ -13,7 +14,7 @@ bp = Blueprint("apidocs", __name__, url_prefix="/api-docs")
 @login_required
 def index():
     q = (request.args.get("q") or "").strip().lower()
-    commands = [c for c in all_commands() if current_user.is_admin or c.role != ADMIN]
+    commands = [c for c in all_commands() if roles.allowed(current_user, c)]
     if q:
         commands = [c for c in commands if q in c.name.lower() or q in c.description.lower()]
     template = "apidocs/_list.html" if request.htmx else "apidocs/index.html"

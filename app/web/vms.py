@@ -28,7 +28,7 @@ from app.extensions import db
 from app.hypervisors import registry
 from app.hypervisors.base import Capabilities
 from app.models import AsyncJob, JobStatus, VirtualMachine, VMState
-from app.services import accounts, events, offerings, settings, templates
+from app.services import accounts, events, offerings, roles, settings, templates
 from app.services import hosts as hosts_service
 from app.services import instance_groups, vm_admin
 from app.services import vms as vms_service
@@ -142,6 +142,7 @@ class VMAction:
     quick: bool = False  # also a button of the list's rows
     choice: str | None = None  # the form's one choice (a select), shown in the page's "Change" card
     no_choice: str = ""  # shown instead of the form when there is nothing to choose
+    api: str = ""  # the API command it is: the caller's role must allow it (app/services/roles.py)
 
     @property
     def simple(self) -> bool:
@@ -150,59 +151,67 @@ class VMAction:
 
 
 VM_ACTIONS: dict[str, VMAction] = {
-    "start": VMAction("Start", "start", lambda caller, uuid, f: vms_service.start(caller, uuid), quick=True),
-    "stop": VMAction("Stop", "stop", lambda caller, uuid, f: vms_service.stop(caller, uuid), quick=True),
+    "start": VMAction("Start", "start", lambda caller, uuid, f: vms_service.start(caller, uuid), quick=True,
+    api="startVirtualMachine"),
+    "stop": VMAction("Stop", "stop", lambda caller, uuid, f: vms_service.stop(caller, uuid), quick=True,
+    api="stopVirtualMachine"),
     "force-stop": VMAction("Force stop", "stop", lambda caller, uuid, f: vms_service.stop(caller, uuid, True),
-                           confirm="Power off {name} without waiting for its guest to shut down?", danger=True),
+                           confirm="Power off {name} without waiting for its guest to shut down?", danger=True,
+                           api="stopVirtualMachine"),
     "reboot": VMAction("Reboot", "reboot", lambda caller, uuid, f: vms_service.reboot(caller, uuid),
-                       confirm="Reboot {name}?", quick=True),
+                       confirm="Reboot {name}?", quick=True, api="rebootVirtualMachine"),
     "destroy": VMAction("Destroy", "destroy",
                         lambda caller, uuid, f: vms_service.destroy(caller, uuid, bool(f.expunge.data)),
                         form=DestroyForm, danger=True, quick=True,
-                        confirm="Destroy {name}? It can be recovered until it is expunged."),
+                        confirm="Destroy {name}? It can be recovered until it is expunged.",
+                        api="destroyVirtualMachine"),
     "recover": VMAction("Recover", "recover", lambda caller, uuid, f: vms_service.recover(caller, uuid),
-                        done="VM {name} is recovered: it is Stopped."),
+                        done="VM {name} is recovered: it is Stopped.", api="recoverVirtualMachine"),
     "expunge": VMAction("Expunge", "expunge", lambda caller, uuid, f: vms_service.expunge(caller, uuid),
                         confirm="Expunge {name}? Its root volume is deleted; this cannot be undone.",
-                        danger=True, when=_may_expunge),
+                        danger=True, when=_may_expunge, api="expungeVirtualMachine"),
     "migrate": VMAction("Migrate", "migrate",
                         lambda caller, uuid, f: vms_service.migrate(caller, uuid, f.host.data or None),
-                        form=MigrateForm, choice="host", admin=True, capability="live_migration"),
+                        form=MigrateForm, choice="host", admin=True, capability="live_migration",
+                        api="migrateVirtualMachine"),
     "change-offering": VMAction("Change offering", "scale",
                                 lambda caller, uuid, f: vms_service.change_offering(caller, uuid, f.offering.data),
                                 form=OfferingForm, choice="offering", capability="scale_stopped_vm",
                                 no_choice="there is no other service offering.",
-                                done="VM {name} has a new service offering."),
+                                done="VM {name} has a new service offering.", api="changeServiceForVirtualMachine"),
     "attach-iso": VMAction("Attach ISO", "attachiso",
                            lambda caller, uuid, f: vms_service.attach_iso(caller, uuid, f.iso.data),
                            form=IsoForm, choice="iso", capability="iso", no_choice="no ISO is ready in this zone.",
-                           when=lambda vm: vm.iso_id is None),
+                           when=lambda vm: vm.iso_id is None, api="attachIso"),
     "detach-iso": VMAction("Detach ISO", "detachiso", lambda caller, uuid, f: vms_service.detach_iso(caller, uuid),
-                           capability="iso", when=lambda vm: vm.iso_id is not None),
+                           capability="iso", when=lambda vm: vm.iso_id is not None, api="detachIso"),
     "reset-password": VMAction("Reset password", "resetpassword",
                                lambda caller, uuid, f: vm_admin.reset_password(caller, uuid),
                                confirm="Give {name} a new password? Its router hands it to the guest at its next boot.",
-                               when=lambda vm: bool(vm.template and vm.template.password_enabled)),
+                               when=lambda vm: bool(vm.template and vm.template.password_enabled),
+                               api="resetPasswordForVirtualMachine"),
     "restore": VMAction("Restore", "restore", lambda caller, uuid, f: vm_admin.restore(caller, uuid, f.template.data or None),
                         form=RestoreForm, choice="template", danger=True,
-                        confirm="Reinstall the root disk of {name} from the template? Everything on it is lost."),
+                        confirm="Reinstall the root disk of {name} from the template? Everything on it is lost.",
+                        api="restoreVirtualMachine"),
     "reset-ssh-key": VMAction("Reset SSH key", "resetsshkey",
                               lambda caller, uuid, f: vm_admin.reset_ssh_key(caller, uuid, keypair=f.keypair.data),
                               form=KeyForm, choice="keypair", no_choice="the account has no SSH key pair.",
-                              capability="config_drive"),
+                              capability="config_drive", api="resetSSHKeyForVirtualMachine"),
     "assign": VMAction("Assign to account", "assign",
                        lambda caller, uuid, f: vm_admin.assign(caller, uuid, account=f.account.data),
                        form=AssignForm, choice="account", admin=True, done="VM {name} now belongs to another account.",
-                       no_choice="there is no other account."),
+                       no_choice="there is no other account.", api="assignVirtualMachine"),
     # Not a button: the Settings card's form (templates/vms/_vm.html)
     "edit": VMAction("Save", "update", _edit, form=EditForm, done="VM {name} is updated.",
-                     when=lambda vm: vm.state in (VMState.RUNNING, VMState.STOPPED)),
+                     when=lambda vm: vm.state in (VMState.RUNNING, VMState.STOPPED), api="updateVirtualMachine"),
 }
 
 
 def offered(vm: VirtualMachine, key: str) -> bool:
     a = VM_ACTIONS[key]
-    return ((current_user.is_admin or not a.admin) and vm.state in vms_service.ACTIONS_BY_STATE[a.rule]
+    return ((current_user.is_admin or not a.admin) and roles.allowed_name(current_user, a.api)
+            and vm.state in vms_service.ACTIONS_BY_STATE[a.rule]
             and (a.capability is None or getattr(capabilities(vm), a.capability)) and a.when(vm))
 
 
@@ -416,6 +425,8 @@ def act(uuid: str, action: str):
     """One action (VM_ACTIONS). The list's quick actions send fragment=list."""
     a = VM_ACTIONS.get(action) or abort(404)
     vm = _vm(uuid)
+    if not roles.allowed_name(current_user, a.api):  # the same rule as the API's
+        abort(403)
     name = vm.name
     form = a.form()
     if not form.validate_on_submit():

@@ -72,7 +72,7 @@ def test_rules_each_refused_and_nothing_changes(live):
     assert api.listHosts() == {}
     # A user cannot build infrastructure.
     assert err(lambda: live.client("alice").createZone(name="U", networktype="Basic", dns1="1.1.1.1",
-                                                        internaldns1="1.1.1.1"))["errorcode"] == 401
+                                                        internaldns1="1.1.1.1"))["errorcode"] == 432
 
 
 def test_real_kvm_host_on_local_libvirtd(live):

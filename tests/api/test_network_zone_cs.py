@@ -73,7 +73,7 @@ def test_physical_network_traffic_types_and_providers(live):
     assert api.listPhysicalNetworks(zoneid=z["id"]) == {}
     # Users do not see these commands.
     e = err(lambda: live.client("alice").listPhysicalNetworks())
-    assert e["errorcode"] == 401
+    assert e["errorcode"] == 432
 
 
 def test_network_offerings(live):

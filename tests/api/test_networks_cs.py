@@ -47,7 +47,7 @@ def test_isolated_network_and_its_router(live, files, tmp_path):  # noqa: F811
     assert router["requiresupgrade"] is False and router["account"] == "alice"
     assert {n["traffictype"] for n in router["nic"]} == {"Guest", "Public"}
     assert [r["id"] for r in alice.listRouters()["router"]] == [router["id"]]
-    assert err(lambda: alice.rebootRouter(id=router["id"]))["errorcode"] == 401  # admins only
+    assert err(lambda: alice.rebootRouter(id=router["id"]))["errorcode"] == 432  # admins only
 
     rebooted = api.rebootRouter(id=router["id"], fetch_result=True)["router"]
     assert rebooted["state"] == "Running"

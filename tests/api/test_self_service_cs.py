@@ -71,7 +71,7 @@ def test_limits_are_listed_updated_and_enforced(live, files, tmp_path):  # noqa:
         ("10", "primary_storage")}
     assert all(r["account"] == "alice" and r["domainid"] == ROOT for r in limits)
     assert alice.listResourceLimits(resourcetype=0)["resourcelimit"][0]["max"] == 20  # the setting
-    assert err(lambda: alice.updateResourceLimit(account="alice", resourcetype=0, max=100))["errorcode"] == 401
+    assert err(lambda: alice.updateResourceLimit(account="alice", resourcetype=0, max=100))["errorcode"] == 432
     assert err(lambda: api.updateResourceLimit(account="alice", resourcetype=3, max=1))["errorcode"] == 431
     assert err(lambda: api.updateResourceLimit(account="alice", resourcetype=0, max=-2))["errorcode"] == 431
     assert err(lambda: api.updateResourceLimit(resourcetype=0, max=1))["errorcode"] == 431  # which account?

@@ -66,7 +66,7 @@ def test_lifecycle_on_the_simulator(live, files, tmp_path):
     alice.rebootVirtualMachine(id=vm["id"], fetch_result=True)
     host_now = api.listVirtualMachines(id=vm["id"])["virtualmachine"][0]["hostid"]
     other = next(h for h in hs if h["id"] != host_now)
-    assert err(lambda: alice.migrateVirtualMachine(virtualmachineid=vm["id"]))["errorcode"] == 401  # admin only
+    assert err(lambda: alice.migrateVirtualMachine(virtualmachineid=vm["id"]))["errorcode"] == 432  # admin only
     moved = api.migrateVirtualMachine(virtualmachineid=vm["id"], hostid=other["id"],
                                       fetch_result=True)["virtualmachine"]
     assert moved["hostid"] == other["id"] and moved["state"] == "Running"

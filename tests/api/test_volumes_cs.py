@@ -19,7 +19,7 @@ def test_offerings_and_volume_lifecycle(live):
     fixed = api.createDiskOffering(name="small", displaytext="5 GiB", disksize=5)["diskoffering"]
     custom = api.createDiskOffering(name="custom", customized="true")["diskoffering"]
     assert fixed["disksize"] == 5 and custom["iscustomized"] is True
-    assert err(lambda: alice.createDiskOffering(name="x", disksize=1))["errorcode"] == 401  # admin command
+    assert err(lambda: alice.createDiskOffering(name="x", disksize=1))["errorcode"] == 432  # admin command
     assert err(lambda: api.createDiskOffering(name="x"))["errorcode"] == 431
     v = alice.createVolume(name="data1", zoneid=z["id"], diskofferingid=fixed["id"], fetch_result=True)["volume"]
     assert v["state"] == "Allocated" and v["size"] == 5 * GIB and v["type"] == "DATADISK"

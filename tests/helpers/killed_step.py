@@ -95,8 +95,14 @@ def _scale(args):
     vms.change_offering(accounts.user_by_uuid(args["user"]), args["vm"], args["offering"])
 
 
+def _delete_account(args):
+    from app.services import account_deletion, accounts
+    caller = accounts.user_by_uuid(args["user"])
+    account_deletion.start(caller, accounts.visible_account(caller, args["account"]))
+
+
 ACTIONS = {"deploy": _deploy, "attach": _attach, "upload": _upload, "migrate": _migrate,
-           "create_volume": _create_volume, "scale": _scale}
+           "create_volume": _create_volume, "scale": _scale, "delete_account": _delete_account}
 
 
 def main() -> None:

@@ -464,7 +464,7 @@ def test_update_resource_count_rebuilds_the_counts_from_the_rows(app, world, cli
                 ResourceCount.account_id == accounts.get_account(name).id).values(count=n))
         db.session.commit()
     status, body = api(app, client, "alice", command="updateResourceCount", domainid=DOMAIN_ID, account="alice")
-    assert status == 401 and ledger(app)["cpu"] == 999  # not a command users have
+    assert status == 432 and ledger(app)["cpu"] == 999  # not a command users have
     status, body = api(app, client, "admin", command="updateResourceCount", domainid=DOMAIN_ID, account="alice",
                        resourcetype=10)
     assert status == 200, body

@@ -4,8 +4,9 @@ from __future__ import annotations
 from app.api import serializers
 from app.api.registry import ADMIN, Param, command
 from app.api.serializers import DOMAIN_ID, serialize
+from app.extensions import db
 from app.jobs import service as jobs
-from app.services import accounts, limits
+from app.services import account_deletion, accounts, limits
 from app.services.errors import NotFound
 
 
@@ -41,18 +42,16 @@ def list_accounts(ctx, p):
     Param("firstname", "string", "first name", required=True),
     Param("lastname", "string", "last name", required=True),
     Param("account", "string", "the account's name (default: the user name)"),
-    Param("accounttype", "integer", "0 user, 1 root admin"),
+    Param("accounttype", "integer", "0 user, 1 root admin, 2 domain admin (default: from roleid, else 0)"),
+    Param("roleid", "uuid", "Creates the account under the specified role."),
+    Param("networkdomain", "string", "Network domain for the account's networks"),
     Param("domainid", "uuid", "the domain (only ROOT)")])
 def create_account(ctx, p):
     root_domain(p)
-    role = "admin" if p.get("accounttype") == 1 else "user"
-    name = p.get("account") or p["username"]
-    if accounts.get_account(name):
-        from app.services.errors import InvalidParameter
-        raise InvalidParameter(f"An account named {name} already exists", field="account")
-    user = accounts.create_user(p["username"], p["password"], role=role, account=name,
-                                email=p.get("email"), firstname=p.get("firstname"), lastname=p.get("lastname"))
-    return user.account
+    return accounts.create_account_with_user(
+        ctx.user, username=p["username"], password=p["password"], account=p.get("account"),
+        accounttype=p.get("accounttype"), role_uuid=p.get("roleid"), network_domain=p.get("networkdomain"),
+        email=p.get("email"), firstname=p.get("firstname"), lastname=p.get("lastname"))
 
 
 @command("createUser", "Creates a user in an existing account", role=ADMIN, response="user", params=[
@@ -91,6 +90,12 @@ def enable_user(ctx, p):
     return accounts.set_user_state(accounts.visible_user(ctx.user, p["id"]), enabled=True)
 
 
+@command("lockUser", "Locks a user account", role=ADMIN, response="user",
+         params=[Param("id", "uuid", "Locks user by user ID.", required=True)])
+def lock_user(ctx, p):
+    return accounts.lock_user(ctx.user, accounts.visible_user(ctx.user, p["id"]))
+
+
 @command("deleteUser", "Deletes a user", role=ADMIN, params=[Param("id", "uuid", "the user", required=True)])
 def delete_user(ctx, p):
     accounts.delete_user(ctx.user, accounts.visible_user(ctx.user, p["id"]))
@@ -121,6 +126,81 @@ def update_user(ctx, p):
     return accounts.update_user(ctx.user, accounts.visible_user(ctx.user, p["id"]), username=p.get("username"),
                                 firstname=p.get("firstname"), lastname=p.get("lastname"), email=p.get("email"),
                                 password=p.get("password"), current_password=p.get("currentpassword"))
+
+
+ACCOUNT_REF = [Param("id", "uuid", "Account id"),
+               Param("account", "string", "the account's name (with domainid)"),
+               Param("domainid", "uuid", "the domain of the account (only ROOT)")]
+
+
+def _account(ctx, p):
+    root_domain(p)
+    return accounts.find_account(ctx.user, id=p.get("id"), name=p.get("account"))
+
+
+@command("updateAccount", "Updates account information for the authenticated user", role=ADMIN,
+         response="account", params=[
+             *ACCOUNT_REF, Param("newname", "string", "new name for the account"),
+             Param("networkdomain", "string", "Network domain for the account's networks"),
+             Param("roleid", "uuid", "The UUID of the dynamic role to set for the account"),
+             Param("details", "map", "Details for the account (accepted and ignored)")])
+def update_account(ctx, p):
+    return accounts.update_account(ctx.user, _account(ctx, p), newname=p.get("newname"),
+                                   network_domain=p.get("networkdomain"), role_uuid=p.get("roleid"))
+
+
+@command("disableAccount", "Disables an account", role=ADMIN, response="account", is_async=True, params=[
+    *ACCOUNT_REF, Param("lock", "boolean", "If true, only lock the account; else disable the account",
+                        required=True)])
+def disable_account(ctx, p):
+    acct = _account(ctx, p)
+    accounts.check_disable(ctx.user, acct)
+    return jobs.submit("org.apache.cloudstack.api.command.admin.account.DisableAccountCmd", ctx.user,
+                       "account.disable", {"id": acct.uuid, "lock": bool(p["lock"])},
+                       instance_type="Account", instance_id=acct.uuid)
+
+
+@jobs.handler("account.disable")
+def _disable_account_job(job, params):
+    from app.models import User
+    caller = db.session.get(User, job.user_id)
+    acct = accounts.find_account(caller, id=params["id"])
+    done = (accounts.lock_account if params["lock"] else accounts.disable_account)(caller, acct)
+    return {"account": jobs.ObjectResult("account", done)}
+
+
+@command("enableAccount", "Enables an account", role=ADMIN, response="account", params=ACCOUNT_REF)
+def enable_account(ctx, p):
+    return accounts.enable_account(ctx.user, _account(ctx, p))
+
+
+@command("lockAccount", "Locks an account: its users cannot log in", role=ADMIN, response="account",
+         params=[Param("account", "string", "Locks the specified account.", required=True),
+                 Param("domainid", "uuid", "Locks the specified account on this domain.", required=True)])
+def lock_account(ctx, p):
+    return accounts.lock_account(ctx.user, _account(ctx, p))
+
+
+@command("deleteAccount", "Deletes an account and all its users, VMs, volumes, templates, networks, "
+         "addresses, security groups and key pairs", role=ADMIN, is_async=True,
+         params=[Param("id", "uuid", "Account id", required=True)])
+def delete_account(ctx, p):
+    return account_deletion.start(ctx.user, accounts.visible_account(ctx.user, p["id"]))
+
+
+@command("moveUser", "Moves a user to another account in the same domain", role=ADMIN, params=[
+    Param("id", "uuid", "id of the user to be moved.", required=True),
+    Param("account", "string", "Moves the user under the specified account. If no account name is "
+                               "specified, it is necessary to provide an account id."),
+    Param("accountid", "uuid", "Moves the user under the specified account. If no account id is "
+                               "specified, it is necessary to provide an account name.")])
+def move_user(ctx, p):
+    if not p.get("account") and not p.get("accountid"):
+        from app.services.errors import InvalidParameter
+        raise InvalidParameter("Please specify either account or accountid", field="account")
+    target = accounts.find_account(ctx.user, id=p.get("accountid"), name=p.get("account"))
+    accounts.move_user(ctx.user, accounts.visible_user(ctx.user, p["id"]), target)
+    return {"success": True}
 
 
 @command("listDomains", "Lists domains: Nubo has one, ROOT", response="domain", list=True, params=[

@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import session
 
 from app.api.registry import Param, all_commands, command
-from app.services import accounts, sessions
+from app.services import accounts, roles, sessions
 from app.services import hypervisors as hv
 
 CLOUDSTACK_VERSION = "4.19.0"  # the API level Nubo follows
@@ -59,7 +59,7 @@ def _api_entry(c) -> dict:
 @command("listApis", "Lists all available APIs and their parameters", response="api", list=True,
          params=[Param("name", "string", "API name")])
 def list_apis(ctx, p):
-    visible = [c for c in all_commands() if ctx.is_admin or c.role != "admin"]
+    visible = [c for c in all_commands() if roles.allowed(ctx.user, c)]
     if p.get("name"):
         visible = [c for c in visible if c.name.lower() == p["name"].lower()]
     return [_api_entry(c) for c in visible], len(visible)
@@ -71,5 +71,5 @@ def list_capabilities(ctx, p):
         "cloudstackversion": CLOUDSTACK_VERSION, "customhypervisordisplayname": hv.display_name(hv.CUSTOM),
         "userpublictemplateenabled": True, "allowusercreateprojects": False, "apilimitinterval": 1,
         "apilimitmax": 25, "kvmsnapshotenabled": False, "securitygroupsenabled": False,
-        "supportELB": "false", "dynamicrolesenabled": False, "kubernetesserviceenabled": False,
+        "supportELB": "false", "dynamicrolesenabled": True, "kubernetesserviceenabled": False,
     }
