@@ -53,12 +53,12 @@ class Compiled:
     rules: tuple[tuple[re.Pattern, bool], ...]  # (pattern, allowed) in order
 
 
-_cache: dict[tuple[int, int], Compiled] = {}
+_cache: dict[tuple[str, int], Compiled] = {}  # by (role uuid, rules_version): unique across databases
 _lock = threading.Lock()
 
 
 def _compiled(role: AccountRole) -> Compiled:
-    key = (role.id, role.rules_version)
+    key = (role.uuid, role.rules_version)
     hit = _cache.get(key)
     if hit is not None:
         return hit
@@ -68,7 +68,7 @@ def _compiled(role: AccountRole) -> Compiled:
     compiled = Compiled(role.role_type, role.is_default and role.role_type == RoleType.ADMIN,
                         tuple((compile_rule(r.rule), r.permission == Permission.ALLOW) for r in rows))
     with _lock:
-        for old in [k for k in _cache if k[0] == role.id]:
+        for old in [k for k in _cache if k[0] == role.uuid]:
             del _cache[old]
         _cache[key] = compiled
     return compiled
