@@ -1,7 +1,7 @@
 """Infrastructure commands clients call, through the real `cs` client against a live server with a real job
 consumer: listStorageProviders, updateStoragePool, enableStorageMaintenance/cancelStorageMaintenance (async,
 a user's running VM stopped and started again), listRegions, listGuestOsMapping, resetConfiguration; bad
-input gets CloudStack's codes, users get 401 for admin commands, and nothing changes."""
+input gets CloudStack's codes, users get 432 for admin commands (the role check), and nothing changes."""
 from __future__ import annotations
 
 import pytest
@@ -18,7 +18,7 @@ def test_storage_pool_update_and_maintenance(live, files, tmp_path):  # noqa: F8
                                                                                "type": "PRIMARY"}]
     assert {p["name"] for p in api.listStorageProviders(type="image")["dataStoreProvider"]} == {"NFS", "SMB", "Local"}
     assert err(lambda: api.listStorageProviders(type="cache"))["errorcode"] == 431
-    assert err(lambda: alice.listStorageProviders(type="primary"))["errorcode"] == 401
+    assert err(lambda: alice.listStorageProviders(type="primary"))["errorcode"] == 432
 
     z, hs, t, so = simulator_zone(api, files, tmp_path, hosts=1)
     pool = api.listStoragePools(zoneid=z["id"])["storagepool"][0]
@@ -27,7 +27,7 @@ def test_storage_pool_update_and_maintenance(live, files, tmp_path):  # noqa: F8
     p = api.updateStoragePool(id=pool["id"], name="fast", tags="ssd,fast", capacityiops=3000)["storagepool"]
     assert (p["name"], p["tags"], p["capacityiops"]) == ("fast", "ssd,fast", 3000)
     assert err(lambda: api.updateStoragePool(id=pool["id"], enabled="true"))["errorcode"] == 431  # Up already
-    assert err(lambda: alice.updateStoragePool(id=pool["id"], name="x"))["errorcode"] == 401
+    assert err(lambda: alice.updateStoragePool(id=pool["id"], name="x"))["errorcode"] == 432
     assert api.listStoragePools(id=pool["id"])["storagepool"][0]["name"] == "fast"  # refusals changed nothing
 
     vm = deploy(alice, z, t, so, name="m1")
@@ -54,7 +54,7 @@ def test_regions_guest_os_mappings_and_reset_configuration(live):
     one = api.listGuestOsMapping(id=kvm[0]["id"])["guestosmapping"]
     assert one == [kvm[0]]
     assert err(lambda: api.listGuestOsMapping(hypervisor="VMware"))["errorcode"] == 431
-    assert err(lambda: alice.listGuestOsMapping())["errorcode"] == 401
+    assert err(lambda: alice.listGuestOsMapping())["errorcode"] == 432
 
     name = "vm.allocation.algorithm"
     default = api.listConfigurations(name=name)["configuration"][0]["value"]
@@ -62,4 +62,4 @@ def test_regions_guest_os_mappings_and_reset_configuration(live):
     assert api.resetConfiguration(name=name)["configuration"]["value"] == default
     assert api.listConfigurations(name=name)["configuration"][0]["value"] == default
     assert err(lambda: api.resetConfiguration(name="no.such.setting"))["errorcode"] == 431
-    assert err(lambda: alice.resetConfiguration(name=name))["errorcode"] == 401
+    assert err(lambda: alice.resetConfiguration(name=name))["errorcode"] == 432

@@ -40,7 +40,7 @@ def test_every_error_carries_x_description(live):
         ("GET", signed(live, command="updateConfiguration", name="no.such.setting", value="1"), 431),
         ("GET", signed(live, command="doesNotExist"), 401),  # unknown command
         ("GET", {**signed(live, command="listUsers"), "signature": "bad"}, 401),
-        ("GET", signed(live, "alice", command="updateConfiguration", name="x", value="1"), 401),  # admin only
+        ("GET", signed(live, "alice", command="updateConfiguration", name="x", value="1"), 432),  # admin only
         ("PUT", signed(live, command="listUsers"), 405),
         ("GET", signed(live, command="disableUser", id="not-a-uuid"), 431),
     ]

@@ -4,7 +4,7 @@ ids of objects that are not his (alice's VM, volumes, template, ISO, key pair, n
 jobs, events, user, account; the admins' VM, template, users and the whole
 infrastructure: hosts, pods, clusters, pools, image stores, wizard drafts...). Each answer
 must be exactly the answer to a random id that exists nowhere ("not found" is the same
-whether the object is someone else's or missing: API 431/531/401, web 404/403), and no
+whether the object is someone else's or missing: API 431/531/432/401, web 404/403), and no
 row that is not bob's may change. New commands and routes are covered with no change
 here; only ids that every account may legitimately use are left out (SHARED, each with
 its reason).
@@ -230,7 +230,7 @@ def test_every_api_command_refuses_others_ids(app, scene, client):
         with app.app_context():
             before = snapshot(scene["bob_account"])
         for p in params:
-            ids = list(foreign) if cmd.role != ADMIN else list(foreign)[:3]  # admin commands: 401, whatever id
+            ids = list(foreign) if cmd.role != ADMIN else list(foreign)[:3]  # admin commands: 432, whatever id
             ref = outcome(app, client, call_args(cmd, p, RANDOM, scene["bob"]), RANDOM)
             for x in ids:
                 got = outcome(app, client, call_args(cmd, p, x, scene["bob"]), x)
