@@ -80,7 +80,7 @@ def test_vm_commands_with_cs_and_libcloud(live, files, tmp_path):  # noqa: F811
     # Restore (stopped: it stays stopped), then assign to another account (admins only).
     out = alice.restoreVirtualMachine(virtualmachineid=vm["id"], templateid=t["id"], fetch_result=True)
     assert out["virtualmachine"]["templateid"] == t["id"] and out["virtualmachine"]["state"] == "Stopped"
-    assert code_of(lambda: alice.assignVirtualMachine(virtualmachineid=vm["id"], account="admin")) == 401
+    assert code_of(lambda: alice.assignVirtualMachine(virtualmachineid=vm["id"], account="admin")) == 432
     moved = api.assignVirtualMachine(virtualmachineid=vm["id"], account="admin", networkids=admin_net(api, z))
     assert moved["virtualmachine"]["account"] == "admin"
     assert alice.listVirtualMachines(id=vm["id"]) == {}
