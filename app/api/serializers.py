@@ -504,3 +504,31 @@ def consolesession(view) -> dict:
             "clientaddress": s.client_address, "userid": u.uuid, "user": u.username,
             "accountid": u.account.uuid, "account": u.account.name, "domainid": DOMAIN_ID, "domain": DOMAIN_NAME,
             "virtualmachineid": vm.uuid, "virtualmachinename": vm.name}
+
+
+@serializer("snapshot")
+def snapshot(s) -> dict:
+    """CloudStack's SnapshotResponse (a volume snapshot kept on secondary storage)."""
+    from app.models import SnapshotState
+    v = s.volume
+    scheduled = s.snapshot_type != "MANUAL"
+    return {"id": s.uuid, "name": s.name, **owner_fields(s.account), "created": s.created,
+            "snapshottype": "RECURRING" if scheduled else "MANUAL",
+            "intervaltype": s.snapshot_type if scheduled else None,
+            "volumeid": v.uuid if v else None, "volumename": v.name if v else None,
+            "volumetype": s.volume_type, "volumestate": v.state if v else None,
+            "state": s.state, "physicalsize": s.physical_size, "virtualsize": s.size,
+            "zoneid": s.zone.uuid if s.zone else None, "zonename": s.zone.name if s.zone else None,
+            "hypervisor": hypervisor_name(s.hypervisor_type), "locationtype": "Secondary",
+            "revertable": s.state == SnapshotState.BACKED_UP and v is not None and v.removed is None,
+            "datastoretype": "Image", "datastorestate": "Ready" if s.state == SnapshotState.BACKED_UP else None,
+            "tags": []}
+
+
+@serializer("snapshotpolicy")
+def snapshot_policy(p) -> dict:
+    """CloudStack's SnapshotPolicyResponse: intervaltype is the interval's number (HOURLY 0 ... MONTHLY 3)."""
+    from app.models import INTERVAL_NUMBERS
+    return {"id": p.uuid, "volumeid": p.volume.uuid, "schedule": p.schedule,
+            "intervaltype": INTERVAL_NUMBERS[p.interval_type], "maxsnaps": p.max_snaps, "timezone": p.timezone,
+            "fordisplay": p.display, "tags": []}

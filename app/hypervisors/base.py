@@ -72,6 +72,9 @@ class Capabilities:
     live_migration: bool = False
     storage_migration: bool = False
     vm_snapshots: bool = False
+    # Volume snapshots: a consistent copy of a volume to secondary storage (backup_volume),
+    # put back with restore_volume; volumes and templates are made from the copy.
+    volume_snapshots: bool = False
     scale_stopped_vm: bool = False
     console: ConsoleKind = ConsoleKind.NONE
     lifecycle_events: bool = False  # pushes VM state changes (else polled)
@@ -338,6 +341,21 @@ class Driver:
         """Put a template image into the pool as volume `name`, the base that root volumes are
         copied (or thinly cloned) from. Idempotent: an existing volume of that name is returned.
         A checksum that does not match leaves no volume and raises OperationFailed."""
+        raise NotImplementedError
+
+    def backup_volume(self, pool: StoragePoolSpec, volume_path: str, dest_path: str,
+                      vm_name: str | None = None) -> VolumeInfo:
+        """Write a consistent, self-contained QCOW2 copy of the volume at volume_path (its
+        backing chain flattened) to dest_path, a file the management server reaches (the
+        image store). vm_name: a running VM uses the volume; its writes go on while the copy
+        is made (KVM: an external disk-only snapshot, committed back afterwards). Returns the
+        copy's virtual and physical sizes; a failure leaves no file at dest_path and the
+        volume as it was. (Capabilities.volume_snapshots)"""
+        raise NotImplementedError
+
+    def restore_volume(self, pool: StoragePoolSpec, name: str, source: TemplateSource) -> VolumeInfo:
+        """Replace volume `name`'s content with the image (a snapshot's copy on the image
+        store); the VM using it is stopped. (Capabilities.volume_snapshots)"""
         raise NotImplementedError
 
     # VM lifecycle

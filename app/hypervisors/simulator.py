@@ -487,6 +487,40 @@ class SimulatorDriver(Driver):
                 s.add(v)
         return self._volume_info(pool, v)
 
+    # --- Volume snapshots ------------------------------------------------------
+
+    def _volume_at(self, s: Session, pool: StoragePoolSpec, path: str) -> SimVolume:
+        prow = self._pool_row(s, pool)
+        v = s.scalar(select(SimVolume).where(SimVolume.pool_id == prow.id,
+                                             SimVolume.name == path.rstrip("/").rsplit("/", 1)[-1]))
+        if v is None:
+            raise OperationFailed(f"No volume {path} in pool {pool.name}")
+        return v
+
+    def backup_volume(self, pool: StoragePoolSpec, volume_path: str, dest_path: str,
+                      vm_name: str | None = None) -> VolumeInfo:
+        """Simulated: the copy is a sparse file of the volume's size (no bytes written); its
+        physical size is the volume's simulated one."""
+        self._enter("backup_volume", vm_name)
+        with self._session() as s:
+            v = self._volume_at(s, pool, volume_path)
+            info = self._volume_info(pool, v)
+        os.makedirs(os.path.dirname(dest_path), exist_ok=True)
+        with open(dest_path + ".part", "wb") as f:
+            f.truncate(info.size_bytes)
+        os.replace(dest_path + ".part", dest_path)
+        return VolumeInfo(path=dest_path, size_bytes=info.size_bytes, format="QCOW2",
+                          physical_bytes=info.physical_bytes)
+
+    def restore_volume(self, pool: StoragePoolSpec, name: str, source: TemplateSource) -> VolumeInfo:
+        self._enter("restore_volume")
+        size = source.size_bytes or (os.path.getsize(source.local_path) if source.local_path else 0)
+        with self._session() as s, s.begin():
+            v = self._volume_at(s, pool, name)
+            v.size_bytes, v.base_path, v.format = max(size, 1), None, "QCOW2"
+        with self._session() as s:
+            return self._volume_info(pool, self._volume_at(s, pool, name))
+
     # --- VM lifecycle ----------------------------------------------------------
 
     def start_vm(self, spec: VMSpec) -> VMInfo:
@@ -856,7 +890,7 @@ class SimulatorType(HypervisorType):
     capabilities = Capabilities(
         direct_download=True, local_storage=True, storage_kinds=("NFS", "Filesystem"),
         template_formats=("RAW", "QCOW2"), iso=True, live_migration=True, storage_migration=False,
-        vm_snapshots=False, scale_stopped_vm=True, console=ConsoleKind.VNC, lifecycle_events=False,
+        vm_snapshots=False, volume_snapshots=True, scale_stopped_vm=True, console=ConsoleKind.VNC, lifecycle_events=False,
         config_drive=True, virtual_router=True, security_groups=True, isolation_methods=("VLAN", "VXLAN"),
         max_guests_per_host=100, max_hosts_per_cluster=128, max_data_volumes=6)
     host_fields = (

@@ -49,3 +49,13 @@ def expunge_destroyed_vms() -> None:
     with app.app_context():
         from app.services import vms
         vms.sweep_expunge()
+
+
+@huey.periodic_task(crontab(minute="*"))
+def run_snapshot_policies() -> None:
+    """Scheduled volume snapshots whose time has come (a missed run is taken once)."""
+    app = service.app_for_worker()
+    with app.app_context():
+        from app.services.snapshots import policies, volume
+        policies.run_due()
+        volume.recover()

@@ -229,6 +229,7 @@ MATRIX_ROWS = (
     ("live_migration", "Live migration"),
     ("storage_migration", "Storage migration"),
     ("vm_snapshots", "VM snapshots"),
+    ("volume_snapshots", "Volume snapshots"),
     ("scale_stopped_vm", "Scale stopped VM"),
     ("console", "Console"),
     ("lifecycle_events", "Lifecycle events"),

@@ -22,11 +22,13 @@ from app.services.errors import InvalidParameter, PermissionDenied
 UNLIMITED = -1
 # CloudStack's AccountResponse prefix of each resource (vmlimit, cputotal, ...).
 ACCOUNT_FIELDS = {"user_vm": "vm", "volume": "volume", "cpu": "cpu", "memory": "memory",
-                  "primary_storage": "primarystorage", "public_ip": "ip", "network": "network"}
+                  "primary_storage": "primarystorage", "public_ip": "ip", "network": "network",
+                  "snapshot": "snapshot", "secondary_storage": "secondarystorage"}
 # Short labels for the usage bars (quotas.TYPES holds the message wording).
 LABELS = {"user_vm": "Instances", "cpu": "vCPUs", "memory": "Memory", "volume": "Volumes",
-          "primary_storage": "Primary storage", "public_ip": "Public IPs", "network": "Networks"}
-UNITS = {"memory": "MiB", "primary_storage": "GiB"}
+          "primary_storage": "Primary storage", "public_ip": "Public IPs", "network": "Networks",
+          "snapshot": "Snapshots", "secondary_storage": "Secondary storage"}
+UNITS = {"memory": "MiB", "primary_storage": "GiB", "secondary_storage": "GiB"}
 
 
 @dataclass(frozen=True)

@@ -42,12 +42,16 @@ TYPES = {
     "primary_storage": ("max.account.primary.storage", "GiB of primary storage", 10),
     "public_ip": ("max.account.public.ips", "public IP addresses", 1),
     "network": ("max.account.networks", "networks", 6),
+    "snapshot": ("max.account.snapshots", "snapshots", 3),
+    "secondary_storage": ("max.account.secondary.storage", "GiB of secondary storage", 11),
 }
 for _setting, _default, _what in (("max.account.user.vms", "20", "instances"), ("max.account.volumes", "20", "volumes"),
                                   ("max.account.cpus", "40", "vCPUs"), ("max.account.memory", "81920", "MiB of memory"),
                                   ("max.account.primary.storage", "400", "GiB of primary storage"),
                                   ("max.account.public.ips", "20", "public IP addresses"),
-                                  ("max.account.networks", "20", "networks")):
+                                  ("max.account.networks", "20", "networks"),
+                                  ("max.account.snapshots", "20", "snapshots"),
+                                  ("max.account.secondary.storage", "400", "GiB of secondary storage")):
     define(Definition(_setting, _default, f"Default limit of {_what} per account (-1: unlimited).",
                       category="Limits", type="integer", min=-1, max=10**9))
 
@@ -251,6 +255,14 @@ def counted_from_rows(account_ids: list[int] | None = None) -> dict[int, dict[st
     for aid, n, size in db.session.execute(q):
         out.setdefault(aid, {})
         out[aid].update(volume=int(n), primary_storage=int(size))
+    from app.models import Snapshot
+    q = (select(Snapshot.account_id, func.count(), func.coalesce(func.sum(Snapshot.counted_gib), 0))
+         .where(Snapshot.quota_counted.is_(True)).group_by(Snapshot.account_id))
+    if account_ids is not None:
+        q = q.where(Snapshot.account_id.in_(account_ids))
+    for aid, n, size in db.session.execute(q):
+        out.setdefault(aid, {})
+        out[aid].update(snapshot=int(n), secondary_storage=int(size))
     for model, resource in ((PublicIpAddress, "public_ip"), (Network, "network")):
         q = select(model.account_id, func.count()).where(model.quota_counted.is_(True)).group_by(model.account_id)
         if account_ids is not None:

@@ -119,6 +119,12 @@ def _get_vm(caller, uuid: str) -> VirtualMachine:
 
 def create_volume(caller, *, name: str | None, zone_uuid: str, disk_offering_uuid: str,
                   size_gib: int | None = None) -> Volume:
+    if not zone_uuid:
+        raise InvalidParameter("Missing parameter zoneid: give zoneid and diskofferingid, or snapshotid",
+                               field="zoneid")
+    if not disk_offering_uuid:
+        raise InvalidParameter("Missing parameter diskofferingid: give zoneid and diskofferingid, or snapshotid",
+                               field="diskofferingid")
     zone = zones.get_zone(zone_uuid)
     offering = get_disk_offering(disk_offering_uuid)
     if offering.is_custom:

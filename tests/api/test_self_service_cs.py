@@ -68,11 +68,11 @@ def test_limits_are_listed_updated_and_enforced(live, files, tmp_path):  # noqa:
     limits = alice.listResourceLimits()["resourcelimit"]
     assert {(r["resourcetype"], r["resourcetypename"]) for r in limits} == {
         ("0", "user_vm"), ("1", "public_ip"), ("2", "volume"), ("6", "network"), ("8", "cpu"), ("9", "memory"),
-        ("10", "primary_storage")}
+        ("10", "primary_storage"), ("3", "snapshot"), ("11", "secondary_storage")}
     assert all(r["account"] == "alice" and r["domainid"] == ROOT for r in limits)
     assert alice.listResourceLimits(resourcetype=0)["resourcelimit"][0]["max"] == 20  # the setting
     assert err(lambda: alice.updateResourceLimit(account="alice", resourcetype=0, max=100))["errorcode"] == 432
-    assert err(lambda: api.updateResourceLimit(account="alice", resourcetype=3, max=1))["errorcode"] == 431
+    assert err(lambda: api.updateResourceLimit(account="alice", resourcetype=7, max=1))["errorcode"] == 431
     assert err(lambda: api.updateResourceLimit(account="alice", resourcetype=0, max=-2))["errorcode"] == 431
     assert err(lambda: api.updateResourceLimit(resourcetype=0, max=1))["errorcode"] == 431  # which account?
     assert err(lambda: api.updateResourceLimit(account="admin", resourcetype=0, max=1))["errorcode"] == 431

@@ -38,12 +38,18 @@ def _async(ctx, cmd: str, action: str, params: dict, volume_uuid: str):
     return jobs.submit(cmd, ctx.user, "volume." + action, params, instance_type="Volume", instance_id=volume_uuid)
 
 
-@command("createVolume", "Creates a data volume (allocated on primary storage at first attach)", is_async=True,
+@command("createVolume", "Creates a data volume (allocated on primary storage at first attach), or one from a "
+         "snapshot (written on the snapshot's volume's primary storage)", is_async=True,
          response="volume", async_returns_id=True, params=[
-             Param("name", "string", "the name"), Param("zoneid", "uuid", "the zone", required=True),
-             Param("diskofferingid", "uuid", "the disk offering", required=True),
+             Param("name", "string", "the name"), Param("zoneid", "uuid", "the zone (required without snapshotid)"),
+             Param("diskofferingid", "uuid", "the disk offering (required without snapshotid)"),
+             Param("snapshotid", "uuid", "the snapshot ID for the disk volume"),
              Param("size", "long", "size in GiB for a custom offering")])
 def create_volume(ctx, p):
+    if p.get("snapshotid"):
+        from app.services.snapshots import volume as snapshots
+        return snapshots.submit_create_volume(ctx.user, p["snapshotid"], name=p.get("name"),
+                                              zone_uuid=p.get("zoneid"))
     v = volumes.create_volume(ctx.user, name=p.get("name"), zone_uuid=p["zoneid"],
                               disk_offering_uuid=p["diskofferingid"], size_gib=p.get("size"))
     return jobs.submit("createVolume", ctx.user, "volume.show", {"id": v.uuid}, instance_type="Volume",

@@ -521,6 +521,136 @@ class LibvirtDriver(Driver):
             v.resize(int(size_bytes), 0)
         return _volume_info(v)
 
+    # --- volume snapshots (as CloudStack's KVM agent: snapshot, then qemu-img convert) ---
+
+    def backup_volume(self, pool: StoragePoolSpec, volume_path: str, dest_path: str,
+                      vm_name: str | None = None) -> VolumeInfo:
+        """A running VM's disk is frozen first by an external disk-only snapshot (its writes go
+        to an overlay meanwhile), copied with qemu-img convert (libvirt's createXMLFrom: the
+        backing chain flattened into one QCOW2) inside the pool, streamed to dest_path, then
+        the overlay is committed back (active block commit + pivot) and removed."""
+        self._require_storage()
+        p = self._active_pool(pool)
+        with contextlib.suppress(libvirt.libvirtError):
+            p.refresh(0)
+        vol = self._volume_by_path(volume_path)
+        dom = self._find(vm_name) if vm_name else None
+        frozen = None
+        if dom is not None and dom.isActive():
+            frozen = self._freeze_disk(dom, volume_path)
+        token = hashlib.sha1(f"{dest_path}{time.time()}".encode()).hexdigest()[:12]
+        copy = None
+        part = dest_path + ".part"
+        try:
+            el = ET.Element("volume")
+            ET.SubElement(el, "name").text = f"nubo-snapshot-{token}.qcow2"
+            with _libvirt("Cannot read the volume"):
+                capacity = int(vol.info()[1])
+            ET.SubElement(el, "capacity", {"unit": "bytes"}).text = str(capacity)
+            ET.SubElement(ET.SubElement(el, "target"), "format", {"type": "qcow2"})
+            with _libvirt("Cannot copy the volume"):
+                copy = p.createXMLFrom(ET.tostring(el, encoding="unicode"), vol, 0)
+            info = _volume_info(copy)
+            os.makedirs(os.path.dirname(dest_path), exist_ok=True)
+            with open(part, "wb") as f, _libvirt("Cannot copy the snapshot to secondary storage"):
+                stream = self.lv.newStream(0)
+                copy.download(stream, 0, 0, 0)
+                try:
+                    stream.recvAll(lambda _st, data, fh: fh.write(data), f)
+                    stream.finish()
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        stream.abort()
+                    raise
+            os.replace(part, dest_path)
+            return VolumeInfo(path=dest_path, size_bytes=info.size_bytes, format="QCOW2",
+                              physical_bytes=os.path.getsize(dest_path))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(part)
+            raise
+        finally:
+            if copy is not None:
+                with contextlib.suppress(libvirt.libvirtError):
+                    copy.delete(0)
+            if frozen is not None:
+                self._thaw_disk(dom, p, *frozen)
+
+    def _freeze_disk(self, dom: libvirt.virDomain, volume_path: str) -> tuple[str, str, str]:
+        """External disk-only snapshot of the disk whose source is volume_path: (target, base,
+        overlay). The other disks are left alone; libvirt keeps no snapshot metadata."""
+        root = ET.fromstring(dom.XMLDesc(0))
+        target = None
+        snap = ET.Element("domainsnapshot")
+        ET.SubElement(snap, "name").text = "nubo-backup"
+        disks = ET.SubElement(snap, "disks")
+        overlay = f"{volume_path}.nubo-overlay"
+        for disk in root.findall("devices/disk"):
+            src, tgt = disk.find("source"), disk.find("target")
+            if tgt is None:
+                continue
+            dev = tgt.get("dev")
+            if src is not None and src.get("file") == volume_path and disk.get("device", "disk") == "disk":
+                target = dev
+                d = ET.SubElement(disks, "disk", {"name": dev, "snapshot": "external"})
+                ET.SubElement(d, "driver", {"type": "qcow2"})
+                ET.SubElement(d, "source", {"file": overlay})
+            else:
+                ET.SubElement(disks, "disk", {"name": dev, "snapshot": "no"})
+        if target is None:
+            raise OperationFailed(f"The VM does not use {volume_path}")
+        flags = (libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA
+                 | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC)
+        with _libvirt("Cannot snapshot the running VM's disk"):
+            dom.snapshotCreateXML(ET.tostring(snap, encoding="unicode"), flags)
+        return target, volume_path, overlay
+
+    def _thaw_disk(self, dom: libvirt.virDomain, p: libvirt.virStoragePool, target: str, base: str,
+                   overlay: str, timeout: float = 300.0) -> None:
+        """Commit the overlay's writes back into the volume and make it the VM's disk again."""
+        with _libvirt("Cannot commit the snapshot overlay back into the volume"):
+            dom.blockCommit(target, base, None, 0, libvirt.VIR_DOMAIN_BLOCK_COMMIT_ACTIVE)
+            deadline = time.monotonic() + timeout
+            while True:  # the job is ready to pivot when it has copied everything
+                info = dom.blockJobInfo(target, 0)
+                if info and info.get("end", 0) and info.get("cur") == info.get("end"):
+                    break
+                if time.monotonic() > deadline:
+                    raise OperationTimedOut(f"Committing {overlay} back took over {timeout:.0f} s")
+                time.sleep(0.05)
+            dom.blockJobAbort(target, libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT)
+            while dom.blockJobInfo(target, 0):
+                if time.monotonic() > deadline:
+                    raise OperationTimedOut(f"The pivot back to {base} did not finish")
+                time.sleep(0.05)
+        with contextlib.suppress(libvirt.libvirtError):
+            p.refresh(0)
+            self._volume_by_path(overlay).delete(0)
+
+    def restore_volume(self, pool: StoragePoolSpec, name: str, source: TemplateSource) -> VolumeInfo:
+        """The copy is uploaded (and checked) under a temporary name first; only then is the
+        volume replaced by a copy of it under its own name (its path stays the same)."""
+        self._require_storage()
+        staged = f"{name}.nubo-restore"
+        self.delete_volume(pool, staged)
+        staging = self.import_template(pool, staged, source)
+        try:
+            p = self._active_pool(pool)
+            old = self._volume(pool, name)
+            capacity = staging.size_bytes
+            if old is not None:
+                with _libvirt(f"Cannot replace volume {name}"):
+                    old.delete(0)
+            el = ET.Element("volume")
+            ET.SubElement(el, "name").text = name
+            ET.SubElement(el, "capacity", {"unit": "bytes"}).text = str(capacity)
+            ET.SubElement(ET.SubElement(el, "target"), "format", {"type": "qcow2"})
+            with _libvirt(f"Cannot write volume {name}"):
+                v = p.createXMLFrom(ET.tostring(el, encoding="unicode"), self._volume(pool, staged), 0)
+            return _volume_info(v)
+        finally:
+            self.delete_volume(pool, staged)
+
     # --- VMs ----------------------------------------------------------------
 
     def _domain(self, name: str) -> libvirt.virDomain:

@@ -132,7 +132,8 @@ class KVMType(LibvirtType):
     description = "Linux KVM through libvirt (QEMU; software emulation where the host has no /dev/kvm)"
     flavour = flavours.KVM
     capabilities = Capabilities(**_VNC_VM, **_NET_LINUX, live_migration=True, storage_migration=True,
-                                vm_snapshots=True, max_guests_per_host=50, max_hosts_per_cluster=32, max_data_volumes=26)
+                                vm_snapshots=True, volume_snapshots=True, max_guests_per_host=50,
+                                max_hosts_per_cluster=32, max_data_volumes=26)
     host_fields = _fields(("qemu",), "qemu+ssh://root@kvm1/system or qemu+tls://kvm1/system") + (
         HostField("acceleration", "Acceleration", kind="select", choices=("auto", "emulated"), default="auto",
                   help="auto: KVM where the host offers it; emulated: QEMU's software emulation (nested labs "
