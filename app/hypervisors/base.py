@@ -351,12 +351,12 @@ class Driver:
         is made (KVM: an external disk-only snapshot, committed back afterwards). Returns the
         copy's virtual and physical sizes; a failure leaves no file at dest_path and the
         volume as it was. (Capabilities.volume_snapshots)"""
-        raise NotImplementedError
+        raise OperationNotSupported("this type takes no volume snapshots")
 
     def restore_volume(self, pool: StoragePoolSpec, name: str, source: TemplateSource) -> VolumeInfo:
         """Replace volume `name`'s content with the image (a snapshot's copy on the image
         store); the VM using it is stopped. (Capabilities.volume_snapshots)"""
-        raise NotImplementedError
+        raise OperationNotSupported("this type takes no volume snapshots")
 
     # VM lifecycle
     def start_vm(self, spec: VMSpec) -> VMInfo:

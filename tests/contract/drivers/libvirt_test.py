@@ -57,6 +57,8 @@ def environment(tmp_path) -> Iterator[ContractEnv]:
                           extras={**net.extras(), "guest_ignores_acpi": False, "live_media": False,
                                   "no_template_import": "libvirt's test driver has no virStorageVolUpload "
                                                         "(template import runs on the real libvirtd: kvm module)",
+                                  "no_volume_backup": "libvirt's test driver has no virStorageVolDownload "
+                                                      "(volume snapshots run on the real libvirtd: kvm module)",
                                   "iso_of": driver.iso_path, "volume_exists": _volume_exists(watcher),
                                   "unreachable": lambda: KVM.make_driver(
                                       HostConnection(url="qemu+tcp://127.0.0.1:9/system", address="127.0.0.1"),
