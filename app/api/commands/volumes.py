@@ -50,8 +50,8 @@ def create_volume(ctx, p):
         from app.services.snapshots import volume as snapshots
         return snapshots.submit_create_volume(ctx.user, p["snapshotid"], name=p.get("name"),
                                               zone_uuid=p.get("zoneid"))
-    v = volumes.create_volume(ctx.user, name=p.get("name"), zone_uuid=p["zoneid"],
-                              disk_offering_uuid=p["diskofferingid"], size_gib=p.get("size"))
+    v = volumes.create_volume(ctx.user, name=p.get("name"), zone_uuid=p.get("zoneid"),
+                              disk_offering_uuid=p.get("diskofferingid"), size_gib=p.get("size"))
     return jobs.submit("createVolume", ctx.user, "volume.show", {"id": v.uuid}, instance_type="Volume",
                        instance_id=v.uuid)
 

@@ -629,7 +629,8 @@ def write_template(t: Template, snapshot_uuid: str | None, volume_uuid: str | No
 def _run_template(job: AsyncJob, params: dict) -> dict:
     t = db.session.scalar(select(Template).where(Template.uuid == params["id"]))
     t = write_template(t, params.get("snapshot"), params.get("volume"))
-    return {"template": jobs.ObjectResult("template", t)}
+    # With its zone's copy, as CloudStack answers (zoneid, isready): clients wait on isready.
+    return {"template": jobs.ObjectResult("template", (t, templates.refs_of(t)[0]))}
 
 
 def _template_reaped(job: AsyncJob) -> None:
