@@ -14,6 +14,7 @@ ADMIN_NAV: list[tuple[str, str]] = [("admin.dashboard", "Dashboard"), ("infra.zo
                                      ("hypervisors.index", "Hypervisors"), ("simulator.index", "Simulator"),
                                      ("vms.index", "VMs"), ("console.sessions", "Consoles")]
 USER_NAV: list[tuple[str, str]] = [("portal.my_vms", "My VMs"), ("volumes.index", "Volumes"),
+                                   ("snapshots.index", "Snapshots"),
                                    ("network.networks_index", "Networks"), ("secgroups.index", "Security groups"),
                                    ("portal.keypairs", "SSH keys"), ("userdata.index", "User data"),
                                    ("images.index", "Templates"),
@@ -51,6 +52,8 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(roles_pages.bp)
     app.register_blueprint(events_pages.bp)
     app.register_blueprint(volumes_pages.bp)
+    from app.web import snapshots as snapshots_pages
+    app.register_blueprint(snapshots_pages.bp)
     app.register_blueprint(simulator.bp)
     app.register_blueprint(zone_wizard.bp)
     app.register_blueprint(uploads.bp)

@@ -199,9 +199,10 @@ def test_quota_counts_through_every_upgrade(url, tmp_path):
         upgrade()
         with db.engine.begin() as conn:
             assert _counts(conn) == expected
-        # The running code (at head: it also counts public IPs and networks) agrees with the migration.
+        # The running code (at head: it also counts public IPs, networks, snapshots and secondary
+        # storage) agrees with the migration.
         from app.services import quotas
-        none = {"public_ip": 0, "network": 0}
+        none = {"public_ip": 0, "network": 0, "snapshot": 0, "secondary_storage": 0}
         assert quotas.counted_from_rows() == {w["alice"]: {**expected["alice"], **none},
                                               w["bob"]: {**expected["bob"], **none}}
         db.session.remove()

@@ -257,3 +257,48 @@ def test_hyperv_declares_no_volume_snapshots(app):
         snaps.check_supported("Hyperv")
     with app.app_context():
         assert settings.get("max.account.snapshots") == 20
+
+
+def test_pages_take_revert_schedule_and_make_from_a_snapshot(app, client, auth, world):
+    """The volume page's and VM page's Snapshots card: take, schedule, create a volume, revert
+    (refused while running, with CloudStack's reason), delete; bob gets 404 on alice's."""
+    vm = deploy(app, world)
+    root = root_of(app, vm)
+    auth.login("alice")
+    page = client.get(f"/volumes/{root}").get_data(as_text=True)
+    assert "Take a snapshot" in page and "No snapshots yet." in page and "Schedules" in page
+    token = auth.csrf(f"/volumes/{root}")
+    back = f"volume:{root}"
+    r = client.post(f"/snapshots/volume/{root}/take", data={"csrf_token": token, "back": back, "name": "paged"})
+    assert r.status_code == 302 and r.headers["Location"].endswith(f"/volumes/{root}")
+    with app.app_context():
+        s = db.session.scalar(select(Snapshot).where(Snapshot.name == "paged"))
+        assert s.state == "BackedUp"
+        sid = s.uuid
+    page = client.get(f"/volumes/{root}").get_data(as_text=True)
+    assert "paged" in page and "Create template" in page
+    assert "paged" in client.get(f"/vms/{vm}").get_data(as_text=True)
+    assert "paged" in client.get("/snapshots/").get_data(as_text=True)
+    r = client.post(f"/snapshots/volume/{root}/policies", data={"csrf_token": token, "back": back,
+                                                                  "intervaltype": "DAILY", "schedule": "30:02",
+                                                                  "timezone": "UTC", "maxsnaps": "2"})
+    assert r.status_code == 302
+    assert "30:02" in client.get(f"/volumes/{root}").get_data(as_text=True)
+    r = client.post(f"/snapshots/{sid}/revert", data={"csrf_token": token, "back": back}, follow_redirects=True)
+    assert "shutdown state" in r.get_data(as_text=True)
+    r = client.post(f"/snapshots/{sid}/volume", data={"csrf_token": token, "back": back, "name": "paged-vol"})
+    assert r.status_code == 302
+    with app.app_context():
+        assert db.session.scalar(select(Volume).where(Volume.name == "paged-vol")).state == "Ready"
+    assert client.post(f"/snapshots/{sid}/delete", data={"back": back}).status_code == 400  # no CSRF token
+    auth.logout()
+    auth.login("bob")
+    token = auth.csrf()
+    for url in (f"/snapshots/{sid}/delete", f"/snapshots/volume/{root}/take", f"/volumes/{root}"):
+        r = client.post(url, data={"csrf_token": token}) if "snapshots" in url else client.get(url)
+        assert r.status_code == 404, url
+    auth.logout()
+    auth.login("alice")
+    token = auth.csrf()
+    r = client.post(f"/snapshots/{sid}/delete", data={"csrf_token": token, "back": back})
+    assert r.status_code == 302 and snap_count(app) == 0
