@@ -109,6 +109,15 @@ def test_snapshot_life_on_the_simulator(app, client, world, tmp_path):
                             template_uuid=tpl2["id"], name="from-template")
         assert new.state in ("Running", "Starting")
 
+    # A VM busy with another action is not snapshotted meanwhile: the job fails, nothing stays counted
+    before = counts(app)
+    set_vm(app, vm, active_job_id=987654)
+    status, body = api(app, client, "alice", command="createSnapshot", volumeid=root)
+    failed = job_result(app, client, "alice", body["jobid"])
+    assert failed["jobstatus"] == 2 and "busy" in failed["jobresult"]["errortext"]
+    set_vm(app, vm, active_job_id=None)
+    assert counts(app) == before and snap_count(app) == 1
+
     # Delete: the file and the counts go
     status, body = api(app, client, "alice", command="deleteSnapshot", id=snap["id"])
     assert status == 200 and job_result(app, client, "alice", body["jobid"])["jobresult"]["success"] is True

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import select, update
@@ -122,6 +123,33 @@ def _host_for(volume: Volume) -> Host:
 def _driver(host: Host):
     from app.services.hosts import connection_for
     return hv.driver_for(host.hypervisor_type, connection_for(host))
+
+
+@contextmanager
+def _vm_held(vm: VirtualMachine | None, job: AsyncJob | None, allowed: tuple[str, ...]):
+    """Hold the volume's VM for the job (its active_job_id, as VM actions do), so that no start,
+    stop or migration runs while its disk is copied or replaced; 536 when it is busy. The lock
+    names the job: if the process dies, the monitor's repair frees it when the job is failed."""
+    if vm is None or job is None:
+        yield
+        return
+    done = db.session.execute(update(VirtualMachine).where(
+        VirtualMachine.id == vm.id, VirtualMachine.active_job_id.is_(None), VirtualMachine.state.in_(allowed))
+        .values(active_job_id=job.id).execution_options(synchronize_session=False))
+    db.session.commit()
+    if done.rowcount != 1:
+        db.session.refresh(vm)
+        if vm.active_job_id is not None:
+            raise ResourceInUse(f"VM {vm.name} is busy with another action; try again when it has finished")
+        raise InvalidParameter(f"VM {vm.name} is {vm.state}", field="id")
+    try:
+        yield
+    finally:
+        db.session.rollback()
+        db.session.execute(update(VirtualMachine).where(VirtualMachine.id == vm.id,
+                                                        VirtualMachine.active_job_id == job.id)
+                           .values(active_job_id=None).execution_options(synchronize_session=False))
+        db.session.commit()
 
 
 def _user_of(job: AsyncJob) -> User | None:
@@ -241,14 +269,16 @@ def take(s: Snapshot, job: AsyncJob | None = None) -> Snapshot:
     db.session.commit()
     dest = file_of(s)
     vm = volume.vm
-    vm_name = vm.instance_name if vm is not None and vm.state == VMState.RUNNING else None
     try:
-        host = _host_for(volume)
-        driver = _driver(host)
-        try:
-            info = driver.backup_volume(storage.spec_of(volume.pool), volume.path, str(dest), vm_name)
-        finally:
-            driver.close()
+        with _vm_held(vm, job, (VMState.RUNNING, VMState.STOPPED)):
+            db.session.refresh(volume)
+            vm = volume.vm
+            vm_name = vm.instance_name if vm is not None and vm.state == VMState.RUNNING else None
+            driver = _driver(_host_for(volume))
+            try:
+                info = driver.backup_volume(storage.spec_of(volume.pool), volume.path, str(dest), vm_name)
+            finally:
+                driver.close()
     except (DriverError, ServiceError) as e:
         _fail(s.id, str(getattr(e, "message", e)))
         raise SnapshotFailed(f"Failed to create snapshot of volume {volume.name}: "
@@ -377,19 +407,22 @@ def submit_revert(caller, uuid: str) -> AsyncJob:
                        instance_id=uuid)
 
 
-def revert_snapshot(caller, uuid: str) -> Snapshot:
+def revert_snapshot(caller, uuid: str, job: AsyncJob | None = None) -> Snapshot:
     s = get_snapshot(caller, uuid)
     volume = _check_revert(s)
     src = file_of(s)
     name = volume.uuid if volume.volume_type == VolumeType.DATADISK else volume.path.rsplit("/", 1)[-1]
-    driver = _driver(_host_for(volume))
-    try:
-        info = driver.restore_volume(storage.spec_of(volume.pool), name,
-                                     TemplateSource(format="QCOW2", size_bytes=s.size, local_path=str(src)))
-    except DriverError as e:
-        raise SnapshotFailed(f"Failed to revert volume {volume.name} to snapshot {s.name}: {e}") from None
-    finally:
-        driver.close()
+    with _vm_held(volume.vm, job, (VMState.STOPPED,)):
+        driver = _driver(_host_for(volume))
+        try:
+            info = driver.restore_volume(storage.spec_of(volume.pool), name,
+                                         TemplateSource(format="QCOW2", size_bytes=s.size, local_path=str(src)))
+        except DriverError as e:
+            raise SnapshotFailed(f"Failed to revert volume {volume.name} to snapshot {s.name}: {e}") from None
+        finally:
+            driver.close()
+    volume = db.session.get(Volume, volume.id)
+    s = db.session.get(Snapshot, s.id)
     volume.path = info.path
     events.record("SNAPSHOT.REVERT", f"Volume {volume.name} reverted to snapshot {s.name}", user=caller,
                   account_id=s.account_id, resource_type="Snapshot", resource_id=s.uuid)
@@ -399,7 +432,7 @@ def revert_snapshot(caller, uuid: str) -> Snapshot:
 
 @jobs.handler("snapshot.revert")
 def _run_revert(job: AsyncJob, params: dict) -> dict:
-    return {"snapshot": jobs.ObjectResult("snapshot", revert_snapshot(_user_of(job), params["id"]))}
+    return {"snapshot": jobs.ObjectResult("snapshot", revert_snapshot(_user_of(job), params["id"], job))}
 
 
 # --- A volume from a snapshot -----------------------------------------------------------
@@ -577,7 +610,8 @@ def _fail_template(template_id: int, reason: str) -> None:
     db.session.commit()
 
 
-def write_template(t: Template, snapshot_uuid: str | None, volume_uuid: str | None) -> Template:
+def write_template(t: Template, snapshot_uuid: str | None, volume_uuid: str | None,
+                   job: AsyncJob | None = None) -> Template:
     ref = templates.refs_of(t)[0]
     dest = templates.store_root(templates.ref_store(ref)) / ref.install_path
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -599,11 +633,12 @@ def write_template(t: Template, snapshot_uuid: str | None, volume_uuid: str | No
             if v.vm is not None and v.vm.state != VMState.STOPPED:
                 raise InvalidParameter(f"VM {v.vm.name} was started: stop it to make a template of its volume",
                                        field="volumeid")
-            driver = _driver(_host_for(v))
-            try:
-                info = driver.backup_volume(storage.spec_of(v.pool), v.path, str(dest), None)
-            finally:
-                driver.close()
+            with _vm_held(v.vm, job, (VMState.STOPPED,)):
+                driver = _driver(_host_for(v))
+                try:
+                    info = driver.backup_volume(storage.spec_of(v.pool), v.path, str(dest), None)
+                finally:
+                    driver.close()
             virtual, physical = info.size_bytes, info.physical_bytes
     except DriverError as e:
         _fail_template(t.id, str(e))
@@ -628,7 +663,7 @@ def write_template(t: Template, snapshot_uuid: str | None, volume_uuid: str | No
 @jobs.handler("snapshot.template")
 def _run_template(job: AsyncJob, params: dict) -> dict:
     t = db.session.scalar(select(Template).where(Template.uuid == params["id"]))
-    t = write_template(t, params.get("snapshot"), params.get("volume"))
+    t = write_template(t, params.get("snapshot"), params.get("volume"), job)
     # With its zone's copy, as CloudStack answers (zoneid, isready): clients wait on isready.
     return {"template": jobs.ObjectResult("template", (t, templates.refs_of(t)[0]))}
 
