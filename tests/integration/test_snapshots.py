@@ -248,6 +248,8 @@ def test_policy_runs_once_for_missed_slots_and_keeps_maxsnaps(app, client, world
     assert c["snapshot"] == 2
     _, listed = api(app, client, "alice", command="listSnapshots", intervaltype="HOURLY")
     assert listed["count"] == 2 and all(s["snapshottype"] == "RECURRING" for s in listed["snapshot"])
+    assert api(app, client, "alice", command="listSnapshots", snapshottype="RECURRING")[1]["count"] == 2
+    assert api(app, client, "alice", command="listSnapshots", snapshottype="MANUAL")[1] == {}
 
     status, upd = api(app, client, "alice", command="updateSnapshotPolicy", id=body["id"], fordisplay="false")
     assert status == 200 and upd["snapshotpolicy"]["fordisplay"] is False

@@ -65,8 +65,11 @@ def list_snapshots(caller, *, id=None, ids=None, name=None, keyword=None, volume
         q = q.where(Snapshot.name.contains(keyword, autoescape=True))
     if volume_uuid:
         q = q.where(Snapshot.volume_id == volumes.get_volume(caller, volume_uuid, "volumeid").id)
-    if snapshot_type:
-        q = q.where(Snapshot.snapshot_type == str(snapshot_type).upper())
+    if snapshot_type:  # MANUAL, or RECURRING (taken by a policy)
+        kind = str(snapshot_type).upper()
+        q = q.where(Snapshot.snapshot_type == IntervalType.MANUAL if kind == "MANUAL" else
+                    Snapshot.snapshot_type != IntervalType.MANUAL if kind == "RECURRING" else
+                    Snapshot.snapshot_type == kind)
     if interval_type:
         q = q.where(Snapshot.snapshot_type == str(interval_type).upper())
     if zone_uuid:
