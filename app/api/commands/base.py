@@ -70,6 +70,6 @@ def list_capabilities(ctx, p):
     return {
         "cloudstackversion": CLOUDSTACK_VERSION, "customhypervisordisplayname": hv.display_name(hv.CUSTOM),
         "userpublictemplateenabled": True, "allowusercreateprojects": False, "apilimitinterval": 1,
-        "apilimitmax": 25, "kvmsnapshotenabled": False, "securitygroupsenabled": False,
+        "apilimitmax": 25, "kvmsnapshotenabled": True, "securitygroupsenabled": False,
         "supportELB": "false", "dynamicrolesenabled": True, "kubernetesserviceenabled": False,
     }
