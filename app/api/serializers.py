@@ -239,7 +239,7 @@ def host(h) -> dict:
             if h.cpu_number and h.cpu_speed else "0%",
             "memorytotal": h.memory_total, "memoryallocated": h.memory_allocated, "memoryused": h.memory_used,
             "disksizetotal": h.local_storage_total, "islocalstorageactive": bool(h.local_storage_path),
-            "lastpinged": h.last_pinged, "created": h.created, "events": h.state_reason}
+            "lastpinged": h.last_pinged, "created": h.created, "events": h.state_reason, "hosttags": h.host_tags}
 
 
 @serializer("storagepool")
@@ -309,7 +309,7 @@ prefetch("iso", _prefetch_templates)
 @serializer("diskoffering")
 def diskoffering(o) -> dict:
     return {"id": o.uuid, "name": o.name, "displaytext": o.display_text, "disksize": o.disk_size,
-            "iscustomized": o.is_custom, "storagetype": o.storage_type, "created": o.created}
+            "iscustomized": o.is_custom, "storagetype": o.storage_type, "created": o.created, "tags": o.tags}
 
 
 @serializer("volume")
@@ -365,6 +365,12 @@ def vm_dict(vm, minimal: bool = False, admin: bool = False) -> dict:
     # vm_views loads a page's tags in one query (VMView.tags); one VM (a job's answer) asks here
     page_tags = getattr(vm, "tags", None)
     out["tags"] = [tag_dict(t, a) for t, a in page_tags] if page_tags is not None else tags_for("UserVm", vm.id)
+    groups = getattr(vm, "affinity_groups", None)
+    if groups is None:  # one VM (a job's answer): one small query
+        from app.services import affinity
+        groups = affinity.groups_of_vms([vm.id]).get(vm.id, [])
+    out["affinitygroup"] = [{"id": g.uuid, "name": g.name, "type": g.type, "description": g.description}
+                            for g in groups]
     extras = getattr(vm, "net_extras", None)
     if extras is None:  # one VM (a job's answer): two small queries
         from app.services import vm_views
@@ -455,7 +461,8 @@ def userdata(u) -> dict:
 def serviceoffering(o) -> dict:
     return {"id": o.uuid, "name": o.name, "displaytext": o.display_text, "cpunumber": o.cpu_number,
             "cpuspeed": o.cpu_speed, "memory": o.memory, "storagetype": o.storage_type, "offerha": o.offer_ha,
-            "rootdisksize": o.root_disk_size, "created": o.created, "iscustomized": False}
+            "rootdisksize": o.root_disk_size, "created": o.created, "iscustomized": False,
+            "hosttags": o.host_tags, "storagetags": o.storage_tags}
 
 
 @serializer("event")

@@ -26,3 +26,4 @@ from app.models.hypervisors import HypervisorCapability  # noqa: F401
 from app.models.wizards import WizardDraft  # noqa: F401
 from app.models.tags import ResourceTag  # noqa: F401
 from app.models.simulator import SimFault, SimHost, SimPool, SimRouter, SimSegment, SimVM, SimVolume  # noqa: F401
+from app.models.affinity import AffinityGroup, AffinityGroupVM  # noqa: F401

@@ -131,6 +131,9 @@ class Host(PublicIdMixin, RemovableMixin, db.Model):
     memory_total: Mapped[int] = mapped_column(BigInteger, default=0)  # bytes
     local_storage_path: Mapped[str | None] = mapped_column(String(1024))
     local_storage_total: Mapped[int] = mapped_column(BigInteger, default=0)  # bytes
+    # CloudStack's host tags, comma separated ("ssd,gpu"): a service offering with host tags
+    # runs only on hosts that have every one of them.
+    host_tags: Mapped[str | None] = mapped_column(String(4096))
 
     # Capacity bookkeeping, updated atomically by the planner (CloudStack's op_host_capacity).
     cpu_allocated: Mapped[int] = mapped_column(BigInteger, default=0)  # MHz

@@ -19,6 +19,9 @@ class ServiceOffering(PublicIdMixin, RemovableMixin, db.Model):
     storage_type: Mapped[str] = mapped_column(String(16), default="shared")  # shared | local
     root_disk_size: Mapped[int | None] = mapped_column(BigInteger)  # GiB, None = template size
     offer_ha: Mapped[bool] = mapped_column(Boolean, default=False)
+    host_tags: Mapped[str | None] = mapped_column(String(4096))  # comma separated: hosts need them all
+    storage_tags: Mapped[str | None] = mapped_column(String(4096))  # comma separated: root volume pools
+    sort_key: Mapped[int] = mapped_column(Integer, default=0)  # lists: ascending, then by id
 
 
 class DiskOffering(PublicIdMixin, RemovableMixin, db.Model):
@@ -29,3 +32,5 @@ class DiskOffering(PublicIdMixin, RemovableMixin, db.Model):
     disk_size: Mapped[int] = mapped_column(BigInteger, default=0)  # GiB, 0 when custom
     is_custom: Mapped[bool] = mapped_column(Boolean, default=False)
     storage_type: Mapped[str] = mapped_column(String(16), default="shared")
+    tags: Mapped[str | None] = mapped_column(String(4096))  # storage tags, comma separated
+    sort_key: Mapped[int] = mapped_column(Integer, default=0)

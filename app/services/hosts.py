@@ -84,7 +84,10 @@ def check_new_host(type_name: str, url: str, fields: dict[str, str]):
 
 
 def add_host(caller, *, cluster_uuid: str, url: str, fields: dict[str, str], pod_uuid: str | None = None,
-             zone_uuid: str | None = None, hypervisor: str | None = None, commit: bool = True) -> Host:
+             zone_uuid: str | None = None, hypervisor: str | None = None, commit: bool = True,
+             host_tags=None) -> Host:
+    from app.services import placement_tags
+    host_tags = placement_tags.normalize(host_tags, "hosttags")
     cluster = zones.get_cluster(cluster_uuid)
     if pod_uuid and zones.get_pod(pod_uuid).id != cluster.pod_id:
         raise InvalidParameter("The cluster is not in that pod", field="clusterid")
@@ -112,7 +115,7 @@ def add_host(caller, *, cluster_uuid: str, url: str, fields: dict[str, str], pod
                 resource_state=ResourceState.ENABLED, last_pinged=utcnow(), hypervisor_version=facts.version,
                 arch=facts.arch, cpu_sockets=facts.cpu_sockets, cpu_number=facts.cpu_cores, cpu_speed=facts.cpu_mhz,
                 memory_total=facts.memory_bytes, local_storage_path=facts.local_storage_path,
-                local_storage_total=facts.local_storage_bytes)
+                local_storage_total=facts.local_storage_bytes, host_tags=host_tags)
     db.session.add(host)
     db.session.flush()
     if zone.local_storage_enabled and t.capabilities.local_storage and facts.local_storage_path:
@@ -152,8 +155,13 @@ def _vm_count(host: Host) -> int:
         VirtualMachine.state != VMState.DESTROYED))
 
 
-def update_host(caller, uuid: str, *, allocation_state: str | None = None, name: str | None = None) -> Host:
+def update_host(caller, uuid: str, *, allocation_state: str | None = None, name: str | None = None,
+                host_tags=None) -> Host:
+    """updateHost: enable/disable, rename, and its host tags (given: replaced; an empty value clears them)."""
+    from app.services import placement_tags
     host = get_host(uuid)
+    if host_tags is not None:
+        host.host_tags = placement_tags.normalize(host_tags, "hosttags")
     if allocation_state is not None:
         wanted = {"enable": ResourceState.ENABLED, "disable": ResourceState.DISABLED}.get(allocation_state.lower())
         if wanted is None:

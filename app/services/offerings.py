@@ -5,14 +5,17 @@ from sqlalchemy import func, select
 
 from app.extensions import db
 from app.models import ServiceOffering, VirtualMachine, new_uuid, utcnow
-from app.services import events, zones
+from app.services import events, placement_tags, zones
 from app.services.errors import InvalidParameter, NotFound, ResourceInUse
 from app.services.pagination import page_of
 
 
 def create(caller, *, name: str, display_text: str | None, cpu_number: int, cpu_speed: int, memory: int,
-           storage_type: str = "shared", root_disk_size: int | None = None, offer_ha: bool = False) -> ServiceOffering:
+           storage_type: str = "shared", root_disk_size: int | None = None, offer_ha: bool = False,
+           host_tags=None, storage_tags=None) -> ServiceOffering:
     name = zones._name(name)
+    host_tags = placement_tags.normalize(host_tags, "hosttags")
+    storage_tags = placement_tags.normalize(storage_tags, "tags")
     for field, value, low, high in (("cpunumber", cpu_number, 1, 256), ("cpuspeed", cpu_speed, 100, 100000),
                                     ("memory", memory, 32, 16 * 1024 * 1024)):
         if value is None or not low <= value <= high:
@@ -21,7 +24,8 @@ def create(caller, *, name: str, display_text: str | None, cpu_number: int, cpu_
         raise InvalidParameter("storagetype must be shared or local", field="storagetype")
     o = ServiceOffering(uuid=new_uuid(), name=name, display_text=display_text or name, cpu_number=cpu_number,
                         cpu_speed=cpu_speed, memory=memory, storage_type=storage_type,
-                        root_disk_size=root_disk_size, offer_ha=bool(offer_ha))
+                        root_disk_size=root_disk_size, offer_ha=bool(offer_ha), host_tags=host_tags,
+                        storage_tags=storage_tags)
     db.session.add(o)
     events.record("SERVICE.OFFERING.CREATE", f"Service offering {name} created", user=caller,
                   resource_type="ServiceOffering", resource_id=o.uuid)
@@ -29,11 +33,39 @@ def create(caller, *, name: str, display_text: str | None, cpu_number: int, cpu_
     return o
 
 
-def delete(caller, uuid: str) -> None:
+def _get(uuid: str) -> ServiceOffering:
     o = db.session.scalar(select(ServiceOffering).where(ServiceOffering.uuid == uuid,
                                                         ServiceOffering.removed.is_(None)))
     if o is None:
         raise NotFound("Unable to find service offering with the specified id", field="id")
+    return o
+
+
+def update(caller, uuid: str, *, name: str | None = None, display_text: str | None = None,
+           sort_key: int | None = None, host_tags=None, storage_tags=None) -> ServiceOffering:
+    """updateServiceOffering: name, display text, sort key, and (CloudStack 4.16+) host and storage tags.
+    The tags rule where the offering's VMs go from their next start on; running VMs stay put."""
+    o = _get(uuid)
+    if name is not None:
+        o.name = zones._name(name)
+    if display_text is not None:
+        if len(display_text) > 4096 or any(ord(c) < 32 for c in display_text):
+            raise InvalidParameter("Invalid displaytext", field="displaytext")
+        o.display_text = display_text
+    if sort_key is not None:
+        o.sort_key = sort_key
+    if host_tags is not None:
+        o.host_tags = placement_tags.normalize(host_tags, "hosttags")
+    if storage_tags is not None:
+        o.storage_tags = placement_tags.normalize(storage_tags, "storagetags")
+    events.record("SERVICE.OFFERING.EDIT", f"Service offering {o.name} updated", user=caller,
+                  resource_type="ServiceOffering", resource_id=o.uuid)
+    db.session.commit()
+    return o
+
+
+def delete(caller, uuid: str) -> None:
+    o = _get(uuid)
     if db.session.scalar(select(func.count()).select_from(VirtualMachine).where(
             VirtualMachine.service_offering_id == o.id, VirtualMachine.removed.is_(None))):
         raise ResourceInUse(f"Service offering {o.name} is still used by VMs")
@@ -44,7 +76,8 @@ def delete(caller, uuid: str) -> None:
 
 
 def list_offerings(*, id=None, name=None, keyword=None, page=None):
-    q = select(ServiceOffering).where(ServiceOffering.removed.is_(None)).order_by(ServiceOffering.id)
+    q = select(ServiceOffering).where(ServiceOffering.removed.is_(None)).order_by(ServiceOffering.sort_key,
+                                                                                 ServiceOffering.id)
     if id:
         q = q.where(ServiceOffering.uuid == id)
     if name:

@@ -16,6 +16,13 @@ on the VM row (a VM already holding, or no longer holding, changes nothing), so 
 processes working from stale objects (the reaper and the monitor) cannot count or
 give back the same VM twice. A host's allocation is thus the sum over its holding VMs
 (plus a migration's destination while it runs), which `capacity.check_hosts` repairs to.
+
+Affinity groups (app/services/affinity.py) narrow the candidates (anti-affinity: not where a
+sibling runs; affinity: only where the siblings run), and each reservation of a VM in groups
+first takes its groups' row locks and checks again where the siblings are now, in the same
+short transaction as the hold: two deploys into one anti-affinity group are serialised there
+and the second sees the first's host (CloudStack's processor `check` after `process`).
+Tags: an offering's host tags and storage tags keep only the hosts (and pools) that have them all.
 """
 from __future__ import annotations
 
@@ -27,8 +34,9 @@ from sqlalchemy import and_, case, func, select, update
 from app.extensions import db
 from app.models import (AllocationState, Cluster, Host, HostState, Pod, PoolState, ResourceState, StoragePool,
                         StorageScope, VirtualMachine, VMState, Zone)
+from app.services import affinity
 from app.services import hypervisors as hv
-from app.services import settings
+from app.services import placement_tags, settings
 from app.services.dbutil import is_retryable
 from app.services.errors import InsufficientCapacity
 from app.services.settings import Definition, define
@@ -132,8 +140,21 @@ def unhold(vm_id: int, host_id: int, need: Need) -> bool:
     return True
 
 
+def _pool_exists(zone_id: int, storage_type: str, storage_tags: str | None):
+    """SQL: the host can reach a primary pool of the kind (and with the storage tags) asked for."""
+    pools = select(StoragePool.id).where(StoragePool.removed.is_(None), StoragePool.state == PoolState.UP,
+                                         placement_tags.has_all(StoragePool.tags, storage_tags))
+    if storage_type == "local":
+        return pools.where(StoragePool.host_id == Host.id, StoragePool.scope == StorageScope.HOST).exists()
+    return pools.where(
+        StoragePool.zone_id == zone_id,
+        ((StoragePool.scope == StorageScope.ZONE)
+         | ((StoragePool.scope == StorageScope.CLUSTER) & (StoragePool.cluster_id == Host.cluster_id)))).exists()
+
+
 def _candidates(zone: Zone, hypervisor_type: str, need: Need, storage_type: str,
-                avoid: set[int], cluster_id: int | None):
+                avoid: set[int], cluster_id: int | None, host_tags: str | None = None,
+                storage_tags: str | None = None, only: set[int] | None = None):
     limit = hv.limits(hypervisor_type).max_guests_limit
     guests = (select(func.count()).select_from(VirtualMachine)
               .where(VirtualMachine.host_id == Host.id, VirtualMachine.state.in_(_ACTIVE))
@@ -147,16 +168,9 @@ def _candidates(zone: Zone, hypervisor_type: str, need: Need, storage_type: str,
         q = q.where(Host.cluster_id == cluster_id)
     if avoid:
         q = q.where(Host.id.not_in(avoid))
-    if storage_type == "local":
-        q = q.where(select(StoragePool.id).where(
-            StoragePool.host_id == Host.id, StoragePool.scope == StorageScope.HOST,
-            StoragePool.removed.is_(None), StoragePool.state == PoolState.UP).exists())
-    else:
-        q = q.where(select(StoragePool.id).where(
-            StoragePool.zone_id == zone.id, StoragePool.removed.is_(None), StoragePool.state == PoolState.UP,
-            ((StoragePool.scope == StorageScope.ZONE)
-             | ((StoragePool.scope == StorageScope.CLUSTER) & (StoragePool.cluster_id == Host.cluster_id)))
-        ).exists())
+    if only is not None:
+        q = q.where(Host.id.in_(only or {-1}))
+    q = q.where(placement_tags.has_all(Host.host_tags, host_tags), _pool_exists(zone.id, storage_type, storage_tags))
     return db.session.execute(q.order_by(Host.id)).all()
 
 
@@ -180,9 +194,18 @@ def _order(rows, account_id: int | None) -> list[int]:
     return ids  # firstfit: by id
 
 
-def _attempt(host_id: int, need: Need, vm_id: int | None = None) -> bool:
-    """One reservation in its own transaction (with vm_id: held by that VM's row, atomically)."""
+def _attempt(host_id: int, need: Need, vm_id: int | None = None,
+             placement: affinity.Placement | None = None) -> bool:
+    """One reservation in its own transaction (with vm_id: held by that VM's row, atomically).
+    placement: the VM's affinity groups, locked first and checked again against where their
+    other VMs are now (a sibling placed meanwhile makes this host wrong: False)."""
     try:
+        if placement is not None and placement.group_ids:
+            db.session.commit()  # a fresh transaction: the check below reads after the locks
+            affinity.lock_groups(placement.group_ids)
+            if affinity.conflict(placement.vm_id, host_id) is not None:
+                db.session.rollback()
+                return False
         ok = hold(vm_id, host_id, need) if vm_id is not None else reserve(host_id, need)
         if ok:
             db.session.commit()
@@ -199,28 +222,44 @@ def _attempt(host_id: int, need: Need, vm_id: int | None = None) -> bool:
 def plan_and_reserve(zone: Zone, hypervisor_type: str, need: Need, *, storage_type: str = "shared",
                      account_id: int | None = None, preferred_host_id: int | None = None,
                      avoid: set[int] | None = None, cluster_id: int | None = None,
-                     vm_id: int | None = None) -> Host:
+                     vm_id: int | None = None, placing_vm_id: int | None = None,
+                     host_tags: str | None = None, storage_tags: str | None = None) -> Host:
     """Pick a host and reserve `need` on it; raise InsufficientCapacity with the
     reason when no host fits. The reservation is committed here (call this with no
     pending changes in the session); undo it with release() if the deploy fails.
-    vm_id: the reservation is held by that VM (hold/unhold), committed with its row."""
+    vm_id: the reservation is held by that VM (hold/unhold), committed with its row.
+    placing_vm_id (default vm_id): the VM whose affinity groups the host must satisfy
+    (a migration reserves for a VM that already holds its source).
+    host_tags / storage_tags: the offering's; hosts (and a pool they reach) must have them all."""
     avoid = set(avoid or ())
-    zone_id, zone_name = zone.id, zone.name
+    zone_id = zone.id
+    placing = placing_vm_id if placing_vm_id is not None else vm_id
+    placement = affinity.placement(placing) if placing is not None else None
     if preferred_host_id is not None and preferred_host_id not in avoid:
         host = db.session.get(Host, preferred_host_id)
         if host and host.zone_id == zone_id and host.hypervisor_type == hypervisor_type \
-                and _attempt(host.id, need, vm_id):
+                and db.session.scalar(select(Host.id).where(Host.id == host.id,
+                                                            placement_tags.has_all(Host.host_tags, host_tags))) \
+                and _attempt(host.id, need, vm_id, placement):
             return db.session.get(Host, preferred_host_id)
-    order = _order(_candidates(zone, hypervisor_type, need, storage_type, avoid, cluster_id), account_id)
+    only = placement.only if placement is not None else None
+    narrowed = avoid | (placement.avoid if placement is not None else set())
+    rows = _candidates(zone, hypervisor_type, need, storage_type, narrowed, cluster_id, host_tags, storage_tags, only)
+    order = _order(rows, account_id)
     db.session.commit()  # end the read transaction: no snapshot or locks held while reserving
     for host_id in order:
-        if _attempt(host_id, need, vm_id):  # may lose a race: then try the next one
+        if _attempt(host_id, need, vm_id, placement):  # may lose a race: then try the next one
             return db.session.get(Host, host_id)
     zone = db.session.get(Zone, zone_id)
-    raise InsufficientCapacity(explain(zone, hypervisor_type, need, storage_type))
+    if placement is not None and placement.group_ids and _candidates(
+            zone, hypervisor_type, need, storage_type, avoid, cluster_id, host_tags, storage_tags):
+        # Hosts fit, but none the affinity groups allow: CloudStack's 533, naming the groups.
+        raise InsufficientCapacity(affinity.refusal(placement))
+    raise InsufficientCapacity(explain(zone, hypervisor_type, need, storage_type, host_tags, storage_tags))
 
 
-def explain(zone: Zone, hypervisor_type: str, need: Need, storage_type: str) -> str:
+def explain(zone: Zone, hypervisor_type: str, need: Need, storage_type: str, host_tags: str | None = None,
+            storage_tags: str | None = None) -> str:
     """Why no host fits, in the admin's words (the narrowest reason found)."""
     name = hv.display_name(hypervisor_type)
     base = select(func.count()).select_from(Host).where(
@@ -234,6 +273,12 @@ def explain(zone: Zone, hypervisor_type: str, need: Need, storage_type: str) -> 
         return f"no Up host of type {name} with {mem_mib} MiB free in zone {zone.name}"
     if not db.session.scalar(base.where(_usable(), Host.cpu_allocated + need.cpu_mhz <= _cpu_capacity())):
         return f"no Up host of type {name} with {need.cpu_mhz} MHz of CPU free in zone {zone.name}"
+    if host_tags and not db.session.scalar(base.where(_usable(), placement_tags.has_all(Host.host_tags, host_tags))):
+        return f"no Up and Enabled host of type {name} with the host tags {host_tags} in zone {zone.name}"
+    if storage_tags and not db.session.scalar(base.where(_usable(), _pool_exists(zone.id, storage_type,
+                                                                                   storage_tags))):
+        return (f"no Up host of type {name} reaches {storage_type} primary storage with the storage tags "
+                f"{storage_tags} in zone {zone.name}")
     if storage_type == "local":
         return f"no Up host of type {name} with local storage and {mem_mib} MiB free in zone {zone.name}"
     return (f"no Up host of type {name} with {mem_mib} MiB and {need.cpu_mhz} MHz free, shared primary "

@@ -106,6 +106,7 @@ class VMView:
     disk_write_bps: float | None = None
     net_rx_bps: float | None = None
     net_tx_bps: float | None = None
+    affinity_groups: list | None = None
 
 
 def network_extras(vm_ids) -> dict[int, NetExtras]:
@@ -196,4 +197,8 @@ def list_vms(caller, *, page=None, details_min: bool = False, **filters) -> tupl
     for vm_id, pairs in tags.of("UserVm", wanted).items():
         if vm_id in views:
             views[vm_id].tags = pairs
+    from app.services import affinity
+    groups = affinity.groups_of_vms(wanted)
+    for vm_id, view in views.items():
+        view.affinity_groups = groups.get(vm_id, [])
     return list(views.values()), total if ids is not None else len(views)

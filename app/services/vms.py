@@ -26,8 +26,8 @@ from app.jobs import service as jobs
 from app.models import (AsyncJob, DownloadState, JobStatus, Host, Nic, PoolState, ServiceOffering, SSHKeyPair,
                         StoragePool, StorageScope, Template, TemplateStoreRef, VirtualMachine, VMState, Volume, VolumeState,
                         VolumeType, new_uuid, utcnow)
-from app.services import (config_drive, consoles, events, planner, quotas, settings, storage,
-                          template_cache, volumes, zones)
+from app.services import (affinity, config_drive, consoles, events, placement_tags, planner, quotas, settings,
+                          storage, template_cache, volumes, zones)
 from app.services import hypervisors as hv
 from app.services.network import ipam, networks, routers, secgroups, vm_nics
 from app.services.errors import (InsufficientCapacity, InvalidParameter, NotFound, PermissionDenied, ResourceInUse,
@@ -72,6 +72,7 @@ ACTIONS_BY_STATE = {
     "resetsshkey": (VMState.STOPPED,),
     "resetpassword": (VMState.RUNNING, VMState.STOPPED),
     "assign": (VMState.STOPPED,),
+    "affinity": (VMState.STOPPED,),
 }
 
 
@@ -155,7 +156,8 @@ def _verb(action: str) -> str:
             "recover": "recovered", "expunge": "expunged", "migrate": "migrated", "scale": "scaled",
             "attachiso": "given an ISO", "detachiso": "given no ISO", "update": "updated", "restore": "restored",
             "resetsshkey": "given a new SSH key", "resetpassword": "given a new password",
-            "assign": "assigned to another account"}.get(action, action)
+            "assign": "assigned to another account",
+            "affinity": "given other affinity groups"}.get(action, action)
 
 
 def _unlock(vm_id: int, *tokens: int) -> None:
@@ -361,9 +363,10 @@ def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid:
            ip_to_network: list[dict] | None = None, security_group_uuids: list[str] | None = None,
            security_group_names: list[str] | None = None, group: str | None = None,
            userdata_uuid: str | None = None, userdata_details=None,
-           http_method: str = "POST") -> tuple[VirtualMachine, AsyncJob | None]:
-    """deployVirtualMachine: the VM's rows now (VM, NICs with their IPs, its security groups, root volume),
-    its start as a job."""
+           http_method: str = "POST", affinity_group_uuids: list[str] | None = None,
+           affinity_group_names: list[str] | None = None) -> tuple[VirtualMachine, AsyncJob | None]:
+    """deployVirtualMachine: the VM's rows now (VM, NICs with their IPs, its security groups, its affinity
+    groups, root volume), its start as a job."""
     zone = zones.get_zone(zone_uuid)
     if zone.allocation_state != "Enabled" and not caller.is_admin:
         raise InvalidParameter(f"Zone {zone.name} is disabled", field="zoneid")
@@ -398,6 +401,7 @@ def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid:
         caller, caller.account_id, userdata=userdata, userdata_uuid=userdata_uuid, details=userdata_details,
         http_method=http_method)
     host_id = _chosen_host(caller, host_uuid)
+    ag = affinity.resolve(caller, caller.account_id, affinity_group_uuids, affinity_group_names)
     name = (name or "").strip() or None
     # CloudStack's checkNameForRFCCompliance: a host name label in ASCII (display names may be unicode).
     if name is not None and (len(name) > 63 or not all((c.isascii() and c.isalnum()) or c == "-" for c in name)
@@ -441,6 +445,7 @@ def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid:
         quotas.count_new_volume(root)  # reserve_vm took its volume and GiB
         db.session.add(root)
         secgroups.add_vm(vm, groups)  # security_group_vm_map, with the VM
+        affinity.add_vm(vm, ag)  # affinity_group_vm_map, with the VM (the start's planner reads it)
         events.record("VM.CREATE", f"VM {vm.name} created ({offering.name}, {template.name})", user=caller,
                       resource_type="VirtualMachine", resource_id=vm.uuid)
         db.session.commit()
@@ -568,8 +573,10 @@ def _driver(host: Host):
 def _pool_for(vm: VirtualMachine, host: Host) -> StoragePool:
     """Where the root volume goes: the host's local pool, or a shared pool of its cluster or zone."""
     local = vm.service_offering.storage_type == "local"
+    tags = vm.service_offering.storage_tags
     q = select(StoragePool).where(StoragePool.removed.is_(None), StoragePool.zone_id == host.zone_id,
-                                  StoragePool.state == PoolState.UP)  # not Disabled nor in maintenance
+                                  StoragePool.state == PoolState.UP,  # not Disabled nor in maintenance
+                                  placement_tags.has_all(StoragePool.tags, tags))
     if local:
         q = q.where(StoragePool.host_id == host.id, StoragePool.scope == StorageScope.HOST)
     else:
@@ -577,7 +584,8 @@ def _pool_for(vm: VirtualMachine, host: Host) -> StoragePool:
                         (StoragePool.scope == StorageScope.CLUSTER) & (StoragePool.cluster_id == host.cluster_id)))
     pool = db.session.scalars(q.order_by(StoragePool.allocated_bytes, StoragePool.id)).first()
     if pool is None:
-        raise InsufficientCapacity(f"Host {host.name} has no {'local' if local else 'shared'} primary storage")
+        raise InsufficientCapacity(f"Host {host.name} has no {'local' if local else 'shared'} primary storage"
+                                   + (f" with the storage tags {tags}" if tags else ""))
     return pool
 
 
@@ -700,8 +708,10 @@ def _start(job: AsyncJob, vm: VirtualMachine, *, preferred_host_id: int | None, 
             planner.unhold(vm.id, vm.host_id, need)
             db.session.commit()
         # Held by the VM row, committed with it: a worker killed now leaves nothing uncounted.
+        offering = vm.service_offering
         host = planner.plan_and_reserve(vm.zone, vm.hypervisor_type, need, account_id=vm.account_id,
-                                        storage_type=vm.service_offering.storage_type,
+                                        storage_type=offering.storage_type, host_tags=offering.host_tags,
+                                        storage_tags=offering.storage_tags,
                                         preferred_host_id=preferred_host_id, vm_id=vm.id)
         db.session.refresh(vm)
         jobs.progress(job, 40, f"Starting on {host.name}")
@@ -727,6 +737,7 @@ def _start_failed(vm_id: int, host_id: int | None, need: planner.Need, first: bo
         _drop_root_volume(vm)
         ipam.release_nics(vm)
         secgroups.forget_vm(vm)
+        affinity.forget_vm(vm.id)  # an Error VM leaves its groups, as in CloudStack
         quotas.release(vm)
     vm.capacity_reserved, vm.host_id, vm.state_updated = False, None, utcnow()
     vm.state = VMState.ERROR if first else VMState.STOPPED
@@ -995,6 +1006,7 @@ def _expunge(vm: VirtualMachine) -> None:
     public_ips.release_for_vm(vm)  # its port forwarding and static NAT go (routers re-applied)
     ipam.release_nics(vm)
     secgroups.forget_vm(vm)
+    affinity.forget_vm(vm.id)
     quotas.release(vm)
     consoles.forget_vm(vm)
     vm.removed, vm.state_updated = utcnow(), utcnow()
@@ -1050,6 +1062,9 @@ def migrate(caller, uuid: str, host_uuid: str | None = None) -> AsyncJob:
             raise InvalidParameter("Live migration goes to a host of the same cluster", field="hostid")
         if dest.id == vm.host_id:
             raise InvalidParameter(f"VM {vm.name} already runs on {dest.name}", field="hostid")
+        why = affinity.conflict(vm.id, dest.id)
+        if why is not None:
+            raise InvalidParameter(f"VM {vm.name} cannot be migrated to {dest.name}: {why}", field="hostid")
         dest_id = dest.id
     return _submit(caller, vm, "migrate", "migrateVirtualMachine", {"dest": dest_id})
 
@@ -1071,11 +1086,14 @@ def migrate_now(vm: VirtualMachine, dest_id: int | None, job: AsyncJob | None = 
         if dest_id is None:
             dest = planner.plan_and_reserve(vm.zone, vm.hypervisor_type, need, account_id=vm.account_id,
                                             storage_type=vm.service_offering.storage_type, avoid={source.id},
-                                            cluster_id=source.cluster_id)
+                                            cluster_id=source.cluster_id, placing_vm_id=vm.id,
+                                            host_tags=vm.service_offering.host_tags)
         else:
             dest = db.session.get(Host, dest_id)
-            if not planner._attempt(dest.id, need):
-                raise InsufficientCapacity(f"Host {dest.name} has not enough free CPU or memory for {vm.name}")
+            if not planner._attempt(dest.id, need, placement=affinity.placement(vm.id)):
+                why = affinity.conflict(vm.id, dest.id)
+                raise InsufficientCapacity(f"VM {vm.name} cannot go to {dest.name}: {why}" if why else
+                                           f"Host {dest.name} has not enough free CPU or memory for {vm.name}")
     except Exception:
         db.session.rollback()
         vm.state, vm.state_updated = VMState.RUNNING, utcnow()

@@ -6,14 +6,14 @@ in through the driver), detach, resize (offline only, never shrink), delete
 Primary storage is never filled past `storage.allocated.capacity.disablethreshold`."""
 from __future__ import annotations
 
-from sqlalchemy import case, select, update
+from sqlalchemy import case, or_, select, update
 from sqlalchemy.orm import joinedload
 
 from app.extensions import db
 from app.hypervisors.base import DiskSpec, DriverError, VolumeSpec
-from app.models import (DiskOffering, Host, StoragePool, VirtualMachine, VMState, Volume, VolumeState, VolumeType,
-                        new_uuid, utcnow)
-from app.services import events, quotas, settings, storage, zones
+from app.models import (DiskOffering, Host, PoolState, StoragePool, StorageScope, VirtualMachine, VMState, Volume,
+                        VolumeState, VolumeType, new_uuid, utcnow)
+from app.services import events, placement_tags, quotas, settings, storage, zones
 from app.services import hypervisors as hv
 from app.services.errors import InsufficientCapacity, InvalidParameter, NotFound, ResourceUnavailable
 from app.services.pagination import page_of
@@ -53,8 +53,9 @@ def release_on_pool(pool_id: int, size: int) -> None:
 # --- Disk offerings -------------------------------------------------------------
 
 def create_disk_offering(caller, *, name: str, display_text: str | None = None, disk_size: int | None = None,
-                         customized: bool = False, storage_type: str = "shared") -> DiskOffering:
+                         customized: bool = False, storage_type: str = "shared", tags=None) -> DiskOffering:
     name = zones._name(name)
+    tags = placement_tags.normalize(tags, "tags")
     if storage_type not in ("shared", "local"):
         raise InvalidParameter("storagetype must be shared or local", field="storagetype")
     if not customized and (disk_size is None or disk_size < 1):
@@ -63,7 +64,8 @@ def create_disk_offering(caller, *, name: str, display_text: str | None = None, 
         raise InvalidParameter(f"disksize must be at most {settings.get('custom.diskoffering.size.max')} GiB",
                                field="disksize")
     o = DiskOffering(uuid=new_uuid(), name=name, display_text=display_text or name,
-                     disk_size=0 if customized else disk_size, is_custom=customized, storage_type=storage_type)
+                     disk_size=0 if customized else disk_size, is_custom=customized, storage_type=storage_type,
+                     tags=tags)
     db.session.add(o)
     events.record("DISK.OFFERING.CREATE", f"Disk offering {name} created", user=caller,
                   resource_type="DiskOffering", resource_id=o.uuid)
@@ -78,6 +80,26 @@ def get_disk_offering(uuid: str, field: str = "diskofferingid") -> DiskOffering:
     return o
 
 
+def update_disk_offering(caller, uuid: str, *, name: str | None = None, display_text: str | None = None,
+                         sort_key: int | None = None, tags=None) -> DiskOffering:
+    """updateDiskOffering: name, display text, sort key, storage tags (for the volumes made from now on)."""
+    o = get_disk_offering(uuid, "id")
+    if name is not None:
+        o.name = zones._name(name)
+    if display_text is not None:
+        if len(display_text) > 4096 or any(ord(c) < 32 for c in display_text):
+            raise InvalidParameter("Invalid displaytext", field="displaytext")
+        o.display_text = display_text
+    if sort_key is not None:
+        o.sort_key = sort_key
+    if tags is not None:
+        o.tags = placement_tags.normalize(tags, "tags")
+    events.record("DISK.OFFERING.EDIT", f"Disk offering {o.name} updated", user=caller,
+                  resource_type="DiskOffering", resource_id=o.uuid)
+    db.session.commit()
+    return o
+
+
 def delete_disk_offering(caller, uuid: str) -> None:
     o = get_disk_offering(uuid, "id")
     o.removed = utcnow()
@@ -87,7 +109,7 @@ def delete_disk_offering(caller, uuid: str) -> None:
 
 
 def list_disk_offerings(*, id=None, name=None, keyword=None, page=None):
-    q = select(DiskOffering).where(DiskOffering.removed.is_(None)).order_by(DiskOffering.id)
+    q = select(DiskOffering).where(DiskOffering.removed.is_(None)).order_by(DiskOffering.sort_key, DiskOffering.id)
     if id:
         q = q.where(DiskOffering.uuid == id)
     if name:
@@ -199,7 +221,7 @@ def attach_volume(caller, uuid: str, vm_uuid: str) -> Volume:
         raise ResourceUnavailable(f"VM {vm.name} has no host or root volume yet")
     device_id = 1 + max([x.device_id or 0 for x in attached], default=0)
     fmt = _format_for(vm.hypervisor_type)
-    pool = root.pool
+    pool = root.pool if v.state == VolumeState.READY else _pool_for_data(v, host, root.pool)
     if v.state != VolumeState.READY:
         # First attach: the pool's allocation is held by the volume row (pool_id), committed
         # with it, so a process killed while the host makes the disk leaves it owned by the
@@ -241,6 +263,24 @@ def attach_volume(caller, uuid: str, vm_uuid: str) -> Volume:
                   resource_id=v.uuid)
     db.session.commit()
     return v
+
+
+def _pool_for_data(v: Volume, host: Host, root_pool: StoragePool) -> StoragePool:
+    """Where a data volume is made at its first attach: the root volume's pool, unless its disk
+    offering has storage tags that pool lacks; then a shared pool the host reaches that has them all."""
+    tags = v.disk_offering.tags if v.disk_offering else None
+    if not tags or not placement_tags.missing(root_pool.tags, tags):
+        return root_pool
+    pool = db.session.scalars(select(StoragePool).where(
+        StoragePool.removed.is_(None), StoragePool.zone_id == host.zone_id, StoragePool.state == PoolState.UP,
+        placement_tags.has_all(StoragePool.tags, tags),
+        or_(StoragePool.scope == StorageScope.ZONE,
+            (StoragePool.scope == StorageScope.CLUSTER) & (StoragePool.cluster_id == host.cluster_id)))
+        .order_by(StoragePool.allocated_bytes, StoragePool.id)).first()
+    if pool is None:
+        raise InsufficientCapacity(f"No primary storage with the storage tags {tags} is reachable from "
+                                   f"host {host.name}")
+    return pool
 
 
 def detach_volume(caller, uuid: str) -> Volume:

@@ -4,6 +4,7 @@ from app.api.commands import keypairs, limits  # noqa: F401
 from app.api.commands import consoles, infra_catalog  # noqa: F401
 from app.api.commands import roles  # noqa: F401
 from app.api.commands import snapshots  # noqa: F401
+from app.api.commands import affinity  # noqa: F401
 from app.api.commands import network  # noqa: F401
 from app.api.commands import tags  # noqa: F401
 from app.api.commands import instance_groups, metrics, userdata, vm_admin  # noqa: F401

@@ -117,20 +117,24 @@ def list_clusters(ctx, p):
              Param("url", "string", "libvirt URI, host address, simulator://NAME?..., or the Hyper-V host", required=True),
              Param("username", "string", "user name"), Param("password", "string", "password"),
              Param("hypervisor", "string", "the hypervisor type (must match the cluster's)"),
+             Param("hosttags", "list", "list of tags to be added to the host"),
              Param("details", "map", "type-specific fields, e.g. details[0].transport=ssl")])
 def add_host(ctx, p):
     fields = {"username": p.get("username"), "password": p.get("password")}
     for entry in p.get("details", []):
         fields.update(entry)
     return hosts.add_host(ctx.user, cluster_uuid=p["clusterid"], pod_uuid=p["podid"], zone_uuid=p["zoneid"],
-                          url=p["url"], fields=fields, hypervisor=p.get("hypervisor"))
+                          url=p["url"], fields=fields, hypervisor=p.get("hypervisor"), host_tags=p.get("hosttags"))
 
 
-@command("updateHost", "Enables or disables a host", role=ADMIN, response="host", params=[
-    Param("id", "uuid", "the host", required=True), Param("allocationstate", "string", "Enable or Disable"),
-    Param("name", "string", "new name")])
+@command("updateHost", "Enables or disables a host, renames it, sets its host tags", role=ADMIN, response="host",
+         params=[Param("id", "uuid", "the host", required=True),
+                 Param("allocationstate", "string", "Enable or Disable"), Param("name", "string", "new name"),
+                 Param("hosttags", "list", "list of host tags to be applied to the host (replacing its tags; "
+                       "empty: none)")])
 def update_host(ctx, p):
-    return hosts.update_host(ctx.user, p["id"], allocation_state=p.get("allocationstate"), name=p.get("name"))
+    return hosts.update_host(ctx.user, p["id"], allocation_state=p.get("allocationstate"), name=p.get("name"),
+                             host_tags=p.get("hosttags"))
 
 
 @command("prepareHostForMaintenance", "Moves a host's VMs off (live migration, else stop) and puts it into "

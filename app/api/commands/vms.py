@@ -28,7 +28,11 @@ from app.services import events, offerings, vm_views, vms
                    "securitygroupids)"),
              Param("group", "string", "an optional group for the virtual machine"),
              Param("userdataid", "uuid", "the ID of the registered user data"),
-             Param("userdatadetails", "map", "the values of the user data's variables: userdatadetails[0].name=value")])
+             Param("userdatadetails", "map", "the values of the user data's variables: userdatadetails[0].name=value"),
+             Param("affinitygroupids", "list", "comma separated list of affinity groups id that are going to be "
+                   "applied to the virtual machine (mutually exclusive with affinitygroupnames)", item_type="uuid"),
+             Param("affinitygroupnames", "list", "comma separated list of affinity groups names that are going to be "
+                   "applied to the virtual machine (mutually exclusive with affinitygroupids)")])
 def deploy(ctx, p):
     from flask import request
     vm, job = vms.deploy(ctx.user, zone_uuid=p["zoneid"], service_offering_uuid=p["serviceofferingid"],
@@ -40,7 +44,8 @@ def deploy(ctx, p):
                          security_group_uuids=p.get("securitygroupids"),
                          security_group_names=p.get("securitygroupnames"), group=p.get("group"),
                          userdata_uuid=p.get("userdataid"), userdata_details=p.get("userdatadetails"),
-                         http_method=request.method)
+                         http_method=request.method, affinity_group_uuids=p.get("affinitygroupids"),
+                         affinity_group_names=p.get("affinitygroupnames"))
     return job
 
 
@@ -133,11 +138,28 @@ def list_vms(ctx, p):
     Param("name", "string", "the name", required=True), Param("displaytext", "string", "the display text"),
     Param("cpunumber", "integer", "vCPUs", required=True), Param("cpuspeed", "integer", "MHz per vCPU", required=True),
     Param("memory", "integer", "MiB", required=True), Param("storagetype", "string", "shared (default) or local"),
-    Param("rootdisksize", "long", "root disk GiB"), Param("offerha", "boolean", "HA")])
+    Param("rootdisksize", "long", "root disk GiB"), Param("offerha", "boolean", "HA"),
+    Param("hosttags", "string", "the host tag for this service offering (comma separated: hosts need them all)"),
+    Param("tags", "string", "the storage tags for this service offering (comma separated)")])
 def create_offering(ctx, p):
     return offerings.create(ctx.user, name=p["name"], display_text=p.get("displaytext"), cpu_number=p["cpunumber"],
                             cpu_speed=p["cpuspeed"], memory=p["memory"], storage_type=p.get("storagetype", "shared"),
-                            root_disk_size=p.get("rootdisksize"), offer_ha=p.get("offerha", False))
+                            root_disk_size=p.get("rootdisksize"), offer_ha=p.get("offerha", False),
+                            host_tags=p.get("hosttags"), storage_tags=p.get("tags"))
+
+
+@command("updateServiceOffering", "Updates a service offering", role=ADMIN, response="serviceoffering", params=[
+    Param("id", "uuid", "the ID of the service offering to be updated", required=True),
+    Param("name", "string", "the name of the service offering to be updated"),
+    Param("displaytext", "string", "the display text of the service offering to be updated"),
+    Param("sortkey", "integer", "sort key of the service offering, integer"),
+    Param("hosttags", "string", "comma-separated list of host tags for the service offering, tags should match "
+          "with existing host tags"),
+    Param("storagetags", "string", "comma-separated list of tags for the service offering, tags should match "
+          "with existing storage pool tags")])
+def update_offering(ctx, p):
+    return offerings.update(ctx.user, p["id"], name=p.get("name"), display_text=p.get("displaytext"),
+                            sort_key=p.get("sortkey"), host_tags=p.get("hosttags"), storage_tags=p.get("storagetags"))
 
 
 @command("listServiceOfferings", "Lists service offerings", response="serviceoffering", list=True,

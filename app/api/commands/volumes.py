@@ -11,11 +11,23 @@ from app.services import volumes
     Param("name", "string", "the name", required=True), Param("displaytext", "string", "the display text"),
     Param("disksize", "long", "size in GiB (not for custom offerings)"),
     Param("customized", "boolean", "the size is chosen at volume creation"),
-    Param("storagetype", "string", "shared (default) or local")])
+    Param("storagetype", "string", "shared (default) or local"),
+    Param("tags", "string", "tags for the disk offering (storage tags, comma separated)")])
 def create_disk_offering(ctx, p):
     return volumes.create_disk_offering(ctx.user, name=p["name"], display_text=p.get("displaytext"),
                                         disk_size=p.get("disksize"), customized=p.get("customized", False),
-                                        storage_type=p.get("storagetype", "shared"))
+                                        storage_type=p.get("storagetype", "shared"), tags=p.get("tags"))
+
+
+@command("updateDiskOffering", "Updates a disk offering", role=ADMIN, response="diskoffering", params=[
+    Param("id", "uuid", "ID of the disk offering", required=True), Param("name", "string", "updates name of the disk offering with this value"),
+    Param("displaytext", "string", "updates alternate display text of the disk offering with this value"),
+    Param("sortkey", "integer", "sort key of the disk offering, integer"),
+    Param("tags", "string", "comma-separated list of tags for the disk offering, tags should match with "
+          "existing storage pool tags")])
+def update_disk_offering(ctx, p):
+    return volumes.update_disk_offering(ctx.user, p["id"], name=p.get("name"), display_text=p.get("displaytext"),
+                                        sort_key=p.get("sortkey"), tags=p.get("tags"))
 
 
 @command("listDiskOfferings", "Lists disk offerings", response="diskoffering", list=True,
