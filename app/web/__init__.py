@@ -16,6 +16,7 @@ ADMIN_NAV: list[tuple[str, str]] = [("admin.dashboard", "Dashboard"), ("infra.zo
 USER_NAV: list[tuple[str, str]] = [("portal.my_vms", "My VMs"), ("volumes.index", "Volumes"),
                                    ("snapshots.index", "Snapshots"),
                                    ("network.networks_index", "Networks"), ("secgroups.index", "Security groups"),
+                                   ("affinity.index", "Affinity groups"),
                                    ("portal.keypairs", "SSH keys"), ("userdata.index", "User data"),
                                    ("images.index", "Templates"),
                                    ("events.index", "Events"), ("apidocs.index", "API")]
@@ -71,6 +72,8 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(network_admin.bp)
     from app.web import tags
     app.register_blueprint(tags.bp)
+    from app.web import affinity as affinity_pages
+    app.register_blueprint(affinity_pages.bp)
 
     @app.after_request
     def vary_on_htmx(response):

@@ -396,7 +396,9 @@ def _static_nat(vm: VirtualMachine) -> dict[int, str]:
 def _page(vm: VirtualMachine, job_uuid: str | None = None, **context) -> dict:
     jobs = _jobs_of(vm)
     job = _panel_job(vm, jobs, job_uuid)
+    from app.web import affinity as affinity_pages
     return dict(vm=vm, caps=capabilities(vm), jobs=jobs, job=job, forms=_forms(vm),
+                affinity=affinity_pages.vm_context(vm),
                 events=events.list_events(current_user, resource_id=vm.uuid, page=(1, RECENT))[0],
                 nics=[n for n in vm.nics if n.removed is None], static_nat=_static_nat(vm), volumes=[v for v in vm.volumes if v.removed is None],
                 # Polls: every 1 s while its job runs, every 2 s while the VM is in transition.

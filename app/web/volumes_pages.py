@@ -195,6 +195,20 @@ class DiskOfferingForm(InfraForm):
                             description="empty for a custom size, chosen when the volume is made")
     customized = BooleanField("Custom size")
     storagetype = SelectField("Storage", choices=choices([("shared", "Shared"), ("local", "Local to the host")]))
+    tags = StringField("Storage tags", validators=[Optional(), Length(max=4096)],
+                       description="comma separated: its volumes go to primary storage with all of them")
+
+
+class EditDiskOfferingForm(InfraForm):
+    title = submit = "Save the disk offering"
+    dom_id = "offering-edit-form"
+    aliases = {"displaytext": "displaytext", "sortkey": "sortkey"}
+    name = StringField("Name", validators=[DataRequired(), Length(max=255)])
+    displaytext = StringField("Description", validators=[Optional(), Length(max=4096)])
+    tags = StringField("Storage tags", validators=[Optional(), Length(max=4096)],
+                       description="comma separated; empty: any primary storage. Volumes made from now on follow them")
+    sortkey = IntegerField("Sort key", validators=[Optional(), NumberRange(-2**31, 2**31 - 1)],
+                           description="lists show offerings by ascending sort key")
 
 
 @bp.route("/offerings", methods=["GET", "POST"])
@@ -203,10 +217,27 @@ def offerings():
     def save(f: DiskOfferingForm):
         o = volumes.create_disk_offering(current_user, name=f.name.data, display_text=f.displaytext.data,
                                          disk_size=f.disksize.data, customized=f.customized.data,
-                                         storage_type=f.storagetype.data)
+                                         storage_type=f.storagetype.data, tags=f.tags.data or None)
         return f"Disk offering {o.name} added.", url_for(".offerings")
     return form_page(DiskOfferingForm, save, template="volumes/offerings.html",
                      rows=volumes.list_disk_offerings()[0], size=_size)
+
+
+@bp.route("/offerings/<uuid>/edit", methods=["GET", "POST"])
+@admin_required
+def edit_offering(uuid: str):
+    """updateDiskOffering's page (the list's Edit link presets the fields)."""
+    try:
+        o = volumes.get_disk_offering(uuid, "id")
+    except NotFound:
+        abort(404)
+
+    def save(f: EditDiskOfferingForm):
+        o = volumes.update_disk_offering(current_user, uuid, name=f.name.data, display_text=f.displaytext.data or "",
+                                         sort_key=f.sortkey.data, tags=f.tags.data or "")
+        return f"Disk offering {o.name} saved.", url_for(".offerings")
+    return form_page(EditDiskOfferingForm, save, crumbs=[("Disk offerings", url_for(".offerings"))],
+                     heading=f"Edit {o.name}")
 
 
 @bp.route("/offerings/<uuid>/delete", methods=["POST"])

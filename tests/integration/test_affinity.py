@@ -269,3 +269,77 @@ def test_host_and_storage_tags(app, world, tmp_path):
             offerings.update(admin, so.uuid, host_tags="bad\x01tag")
         assert db.session.get(ServiceOffering, so.id).storage_tags == "slow"
         assert db.session.scalar(select(func.count()).select_from(AsyncJob)) > 0
+
+
+def test_pages_list_create_delete_and_the_vm_card(app, world, client):
+    from tests.conftest import AuthActions
+    auth = AuthActions(client)
+    with app.app_context():
+        vm, _ = _deploy(world, "alice", "pg1")
+        vm_uuid = vm.uuid
+    auth.login("alice", "Kx-user-secret-7")
+    assert b"Affinity groups" in client.get("/portal/").data  # in the navigation
+    token = auth.csrf("/affinitygroups/new")
+    r = client.post("/affinitygroups/new", data={"name": "front", "type": "host anti-affinity",
+                                                 "description": "spread", "csrf_token": token})
+    assert r.status_code == 302, r.data
+    r = client.post("/affinitygroups/new", data={"name": "front", "type": "host affinity", "csrf_token": token})
+    assert r.status_code == 422 and b"already exists" in r.data
+    page = client.get("/affinitygroups/").get_data(as_text=True)
+    assert "front" in page and "host anti-affinity" in page
+    with app.app_context():
+        g = db.session.scalar(select(AffinityGroup).where(AffinityGroup.name == "front"))
+        g_uuid = g.uuid
+    # the VM page: Running, so the groups cannot change; Stopped, they can
+    html = client.get(f"/vms/{vm_uuid}").get_data(as_text=True)
+    assert "In no affinity group." in html and "Stop the VM to change its groups." in html
+    with app.app_context():
+        _run(vms.stop(_u(world, "alice"), vm_uuid))
+    html = client.get(f"/vms/{vm_uuid}").get_data(as_text=True)
+    assert f'value="{g_uuid}"' in html
+    r = client.post(f"/affinitygroups/vm/{vm_uuid}", data={"group": g_uuid, "csrf_token": token})
+    assert r.status_code == 303
+    html = client.get(f"/vms/{vm_uuid}").get_data(as_text=True)
+    assert "<strong>front</strong>" in html and "Affinity groups changed" in html
+    # another account's group or VM: 404, nothing changed
+    auth.logout()
+    auth.login("bob", "Kx-user-secret-8")
+    token = auth.csrf("/affinitygroups/")
+    assert client.post(f"/affinitygroups/{g_uuid}/delete", data={"csrf_token": token}).status_code == 404
+    assert client.post(f"/affinitygroups/vm/{vm_uuid}", data={"csrf_token": token}).status_code == 404
+    assert "front" not in client.get("/affinitygroups/").get_data(as_text=True)
+    auth.logout()
+    auth.login("alice", "Kx-user-secret-7")
+    token = auth.csrf("/affinitygroups/")
+    assert client.post(f"/affinitygroups/{g_uuid}/delete", data={"csrf_token": token}).status_code == 302
+    html = client.get("/affinitygroups/").get_data(as_text=True)
+    assert "Affinity group front deleted" in html and f'id="affinity-{g_uuid}"' not in html
+
+
+def test_disk_offering_tags_and_edit_page(app, world, client):
+    from tests.conftest import AuthActions
+    auth = AuthActions(client)
+    auth.login("root", "Kx-admin-secret-7")
+    token = auth.csrf("/volumes/offerings")
+    r = client.post("/volumes/offerings", data={"name": "fastdisk", "disksize": "5", "storagetype": "shared",
+                                                "tags": "fast, ssd", "csrf_token": token})
+    assert r.status_code == 302, r.data
+    with app.app_context():
+        from app.models import DiskOffering
+        o = db.session.scalar(select(DiskOffering).where(DiskOffering.name == "fastdisk"))
+        assert o.tags == "fast,ssd"
+        uuid = o.uuid
+    html = client.get("/volumes/offerings").get_data(as_text=True)
+    assert "fast,ssd" in html and f"/volumes/offerings/{uuid}/edit?" in html
+    assert 'value="fast,ssd"' in client.get(f"/volumes/offerings/{uuid}/edit?tags=fast,ssd").get_data(as_text=True)
+    r = client.post(f"/volumes/offerings/{uuid}/edit", data={"name": "fast2", "displaytext": "quick", "tags": "",
+                                                            "sortkey": "3", "csrf_token": token})
+    assert r.status_code == 302, r.data
+    with app.app_context():
+        o = db.session.scalar(select(DiskOffering).where(DiskOffering.uuid == uuid))
+        assert (o.name, o.display_text, o.tags, o.sort_key) == ("fast2", "quick", None, 3)
+    r = client.post(f"/volumes/offerings/{uuid}/edit", data={"name": "", "csrf_token": token})
+    assert r.status_code == 422
+    auth.logout()
+    auth.login("alice", "Kx-user-secret-7")
+    assert client.get(f"/volumes/offerings/{uuid}/edit").status_code == 403
