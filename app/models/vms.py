@@ -85,6 +85,10 @@ class VirtualMachine(PublicIdMixin, RemovableMixin, db.Model):
     active_job_id: Mapped[int | None] = mapped_column(Integer)
     # Capacity held on host_id (released on stop/destroy/failed deploy).
     capacity_reserved: Mapped[bool] = mapped_column(default=False)
+    # While Migrating: the destination reserved for it (the affinity check counts it there too,
+    # so two migrations into one anti-affinity group never pick the same host). A plain id, no
+    # foreign key: read only while the VM is Migrating.
+    migration_host_id: Mapped[int | None] = mapped_column(Integer)
     # The account's counts include this VM's instance, vCPUs and memory (from deploy until expunge
     # or a failed deploy); its ROOT volume counts through its own row (Volume.quota_counted).
     quota_counted: Mapped[bool] = mapped_column(default=False)

@@ -311,13 +311,17 @@ def placement(vm_id: int) -> Placement | None:
 
 
 def _sibling_hosts(group_ids: list[int], vm_id: int) -> dict[int, set[int]]:
+    """Where each group's other VMs are: their hosts, and a migrating one's destination too."""
     out: dict[int, set[int]] = {}
-    for gid, host_id in db.session.execute(
-            select(AffinityGroupVM.affinity_group_id, VirtualMachine.host_id)
+    for gid, host_id, state, dest in db.session.execute(
+            select(AffinityGroupVM.affinity_group_id, VirtualMachine.host_id, VirtualMachine.state,
+                   VirtualMachine.migration_host_id)
             .join(VirtualMachine, VirtualMachine.id == AffinityGroupVM.vm_id)
             .where(AffinityGroupVM.affinity_group_id.in_(group_ids), AffinityGroupVM.vm_id != vm_id,
                    VirtualMachine.removed.is_(None), VirtualMachine.host_id.is_not(None))):
         out.setdefault(gid, set()).add(host_id)
+        if state == VMState.MIGRATING and dest is not None:
+            out[gid].add(dest)
     return out
 
 

@@ -207,6 +207,10 @@ def _attempt(host_id: int, need: Need, vm_id: int | None = None,
                 db.session.rollback()
                 return False
         ok = hold(vm_id, host_id, need) if vm_id is not None else reserve(host_id, need)
+        if ok and vm_id is None and placement is not None and placement.group_ids:
+            # A migration's destination, recorded under the groups' locks with the reservation.
+            db.session.execute(update(VirtualMachine).where(VirtualMachine.id == placement.vm_id)
+                               .values(migration_host_id=host_id).execution_options(synchronize_session=False))
         if ok:
             db.session.commit()
         else:

@@ -1107,7 +1107,7 @@ def migrate_now(vm: VirtualMachine, dest_id: int | None, job: AsyncJob | None = 
     except ServiceError:
         db.session.rollback()
         planner.release(dest.id, need)
-        vm.state = VMState.RUNNING
+        vm.state, vm.migration_host_id = VMState.RUNNING, None
         db.session.commit()
         raise
     driver = _driver(source)
@@ -1116,13 +1116,14 @@ def migrate_now(vm: VirtualMachine, dest_id: int | None, job: AsyncJob | None = 
     except DriverError as e:
         db.session.rollback()
         planner.release(dest.id, need)
-        vm.state = VMState.RUNNING
+        vm.state, vm.migration_host_id = VMState.RUNNING, None
         db.session.commit()
         raise ResourceUnavailable(f"VM {vm.name} could not be migrated to {dest.name}: {e}") from None
     finally:
         driver.close()
     planner.release(source.id, need)
     vm.host_id, vm.last_host_id, vm.state, vm.state_updated = dest.id, dest.id, VMState.RUNNING, utcnow()
+    vm.migration_host_id = None
     db.session.commit()
     secgroups.apply_for_vm(vm, dest)
     networks.left_host(vm, source)

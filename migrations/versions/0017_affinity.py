@@ -1,4 +1,5 @@
-"""Affinity groups and their VMs; host tags, offering tags and sort keys (pool tags: 0012)
+"""Affinity groups and their VMs (and a migrating VM's destination); host tags, offering tags and
+sort keys (storage pool tags came with 0012)
 
 Revision ID: 0017
 Revises: 0016
@@ -54,9 +55,13 @@ def upgrade():
         batch_op.add_column(sa.Column('host_tags', sa.String(length=4096), nullable=True))
         batch_op.add_column(sa.Column('storage_tags', sa.String(length=4096), nullable=True))
         batch_op.add_column(sa.Column('sort_key', sa.Integer(), nullable=False, server_default='0'))
+    with op.batch_alter_table('vm_instances', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('migration_host_id', sa.Integer(), nullable=True))
 
 
 def downgrade():
+    with op.batch_alter_table('vm_instances', schema=None) as batch_op:
+        batch_op.drop_column('migration_host_id')
     with op.batch_alter_table('service_offerings', schema=None) as batch_op:
         batch_op.drop_column('sort_key')
         batch_op.drop_column('storage_tags')

@@ -17,7 +17,7 @@ from app.services import accounts, affinity, hosts, offerings, settings, storage
 from app.services.errors import InsufficientCapacity, InvalidParameter, NotFound, PermissionDenied
 from tests.helpers.sim_zone import simulator_zone
 
-pytestmark = pytest.mark.db
+# Placement (locks, transactions) runs on every database (@pytest.mark.db); the rest on SQLite.
 
 
 @pytest.fixture
@@ -102,6 +102,7 @@ def test_groups_and_their_errors(app, world):
         assert [r.name for r in affinity.list_groups(_u(w, "alice"))[0]] == ["web"]
 
 
+@pytest.mark.db
 def test_anti_affinity_spreads_and_533_names_the_group(app, world):
     with app.app_context():
         w = world
@@ -157,6 +158,7 @@ def test_affinity_packs_and_update_needs_a_stopped_vm(app, world):
         assert db.session.get(VirtualMachine, loose.id).state == VMState.RUNNING
 
 
+@pytest.mark.db
 def test_migration_and_maintenance_keep_anti_affinity(app, world):
     with app.app_context():
         w = world
@@ -169,9 +171,18 @@ def test_migration_and_maintenance_keep_anti_affinity(app, world):
         admin = _u(w, "admin")
         with pytest.raises(InvalidParameter, match="anti-affinity group ha already has a VM on that host"):
             vms.migrate(admin, a.uuid, w["hosts"][1])
+        # b migrating to h2 (its destination reserved, recorded on its row): h2 counts as b's too
+        b.state, b.migration_host_id = VMState.MIGRATING, h[2]
+        db.session.commit()
+        job = _run(vms.migrate(admin, a.uuid))
+        assert job.status == JobStatus.FAILED and job.result_code == 533 and "ha" in job.result, job.result
+        b = db.session.get(VirtualMachine, b.id)
+        b.state, b.migration_host_id = VMState.RUNNING, None
+        db.session.commit()
         job = _run(vms.migrate(admin, a.uuid))  # the planner: not h1 (b), so h2
         assert job.status == JobStatus.SUCCEEDED, job.result
-        assert db.session.get(VirtualMachine, a.id).host_id == h[2]
+        moved = db.session.get(VirtualMachine, a.id)
+        assert (moved.host_id, moved.migration_host_id) == (h[2], None)
         # maintenance of h2: a can go nowhere but h0 (h1 has b)
         job = _run(hosts.prepare_maintenance(admin, w["hosts"][2]))
         assert job.status == JobStatus.SUCCEEDED, job.result
@@ -185,6 +196,7 @@ def test_migration_and_maintenance_keep_anti_affinity(app, world):
         assert db.session.get(VirtualMachine, a.id).host_id == h[0]
 
 
+@pytest.mark.db
 def test_parallel_deploys_into_one_anti_affinity_group(app, world):
     """Four deploys at once into one anti-affinity group on three hosts: three run on three
     different hosts, one fails with 533 — the group lock serialises the placements."""
