@@ -83,8 +83,8 @@ def test_affinity_groups_tags_and_offerings_with_cs(live, files, tmp_path):  # n
     vm = deploy(alice, z, t, gpu, name="g1")
     assert api.listVirtualMachines(id=vm["id"])["virtualmachine"][0]["hostid"] == hs[1]["id"]
     assert api.listVolumes(virtualmachineid=vm["id"])["volume"][0]["storageid"] == pool["id"]
-    # admins only, and bad ids: 401 for users (the command is invisible), 431 for a missing offering
-    assert err(lambda: alice.updateServiceOffering(id=gpu["id"], name="x"))["errorcode"] == 401
+    # admins only, and bad ids: 432 for users (the role check refuses it), 431 for a missing offering
+    assert err(lambda: alice.updateServiceOffering(id=gpu["id"], name="x"))["errorcode"] == 432
     assert err(lambda: api.updateServiceOffering(id=t["id"], name="x"))["errorcode"] == 431
     do = api.createDiskOffering(name="d", displaytext="d", disksize=1, tags="fast")["diskoffering"]
     assert do["tags"] == "fast"
