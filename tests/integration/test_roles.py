@@ -14,7 +14,6 @@ from app.services import accounts, roles
 from tests.integration.test_quotas import api
 from tests.integration.test_vm_pages import _engines, deploy, post, world  # noqa: F401  (fixtures)
 
-pytestmark = pytest.mark.db
 
 
 def snapshot(app) -> tuple:
@@ -33,6 +32,7 @@ def ok(app, client, user="admin", **params) -> dict:
     return body
 
 
+@pytest.mark.db
 def test_default_roles(app, client, users):
     body = ok(app, client, command="listRoles")
     by_name = {r["name"]: r for r in body["role"]}
@@ -127,6 +127,7 @@ def test_custom_role_denies_on_api_and_pages(app, client, users, world, auth):
     assert "Keepers" not in {r["name"] for r in ok(app, client, command="listRoles")["role"]}
 
 
+@pytest.mark.db
 def test_bad_input_changes_nothing(app, client, users):
     role = ok(app, client, command="createRole", name="Custom", type="User")["role"]
     perm = ok(app, client, command="createRolePermission", roleid=role["id"], rule="list*",
@@ -164,6 +165,7 @@ def test_bad_input_changes_nothing(app, client, users):
         assert accounts.get_user("carol") is None
 
 
+@pytest.mark.db
 def test_account_with_a_role_and_role_changes(app, client, users):
     role = ok(app, client, command="createRole", name="Ops", type="DomainAdmin")["role"]
     acct = ok(app, client, command="createAccount", username="carol", password="Carol-long-pass-1", email="c@x",
@@ -179,6 +181,7 @@ def test_account_with_a_role_and_role_changes(app, client, users):
         assert carol.role_type == "DomainAdmin" and not carol.is_admin
 
 
+@pytest.mark.db
 def test_role_change_seen_by_another_app_instance(app, client, users):
     """Two app instances on one database (two web processes): a rule added through the first
     is applied by the second at its next call, with no query per call while nothing changes."""
