@@ -7,7 +7,7 @@ from app.models.infra import (  # noqa: F401
 )
 from app.models.storage import ImageStore, PoolState, PoolType, StoragePool, StoragePoolWork, StorageScope  # noqa: F401
 from app.models.templates import (  # noqa: F401
-    DownloadState, OsCategory, OsType, Template, TemplateFormat, TemplatePoolRef, TemplateStoreRef,
+    DownloadState, OsCategory, OsType, Template, TemplateFormat, TemplatePermission, TemplatePoolRef, TemplateStoreRef,
 )
 from app.models.offerings import DiskOffering, ServiceOffering  # noqa: F401
 from app.models.networks import (  # noqa: F401

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import false, BigInteger, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
@@ -61,6 +61,8 @@ class Template(PublicIdMixin, RemovableMixin, db.Model):
     featured: Mapped[bool] = mapped_column(Boolean, default=False)
     bootable: Mapped[bool] = mapped_column(Boolean, default=True)
     direct_download: Mapped[bool] = mapped_column(Boolean, default=False)
+    # CloudStack's isextractable: extractTemplate/extractIso may hand out a download URL
+    extractable: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     size: Mapped[int | None] = mapped_column(BigInteger)  # virtual size, bytes
     physical_size: Mapped[int | None] = mapped_column(BigInteger)
     # CloudStack's passwordenabled: its guests take a password from the router at boot.
@@ -104,3 +106,15 @@ class TemplatePoolRef(db.Model):
     state: Mapped[str] = mapped_column(String(32), default=DownloadState.NOT_DOWNLOADED)
     install_path: Mapped[str | None] = mapped_column(String(2048))
     size: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class TemplatePermission(db.Model):
+    """CloudStack's launch_permission: another account may see and deploy from a private
+    template or ISO (updateTemplatePermissions op=add)."""
+
+    __tablename__ = "template_permissions"
+    __table_args__ = (UniqueConstraint("template_id", "account_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    template_id: Mapped[int] = mapped_column(ForeignKey("templates.id", ondelete="CASCADE"), index=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)

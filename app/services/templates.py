@@ -40,9 +40,9 @@ from app.extensions import db
 from app.hypervisors.images import QEMU_FORMATS, ImageRefused, check_disk_image
 from app.jobs import service as jobs
 from app.models import (AsyncJob, DownloadState, ImageStore, OsCategory, OsType, Template, TemplateFormat,
-                        TemplateStoreRef, Zone, new_uuid, utcnow)
+                        TemplatePermission, TemplateStoreRef, Zone, new_uuid, utcnow)
 from app.net import outbound
-from app.services import events, settings, zones
+from app.services import access, events, settings, zones
 from app.services.units import filesize
 from app.services import hypervisors as hv
 from app.services.errors import InvalidParameter, NotFound, PermissionDenied, ResourceUnavailable, ServiceError
@@ -665,12 +665,26 @@ def receive_upload(t: Template, ref: TemplateStoreRef, chunks, total: int | None
 
 # --- Reading, updating, deleting -------------------------------------------------
 
+def _shared_with(caller):
+    """Ids of the templates another account shared with the caller's (launch permissions)."""
+    return select(TemplatePermission.template_id).where(TemplatePermission.account_id == caller.account_id)
+
+
 def _visible(caller):
-    """Templates the caller may see: all for admins; own and public ones for users."""
+    """Templates the caller may see: those access.owned lets it see, public ones, and
+    those shared with its account (updateTemplatePermissions op=add)."""
     q = select(Template).where(Template.removed.is_(None))
     if not caller.is_admin:
-        q = q.where(or_(Template.account_id == caller.account_id, Template.is_public.is_(True)))
+        q = q.where(or_(access.owned(caller, Template.account_id), Template.is_public.is_(True),
+                        Template.id.in_(_shared_with(caller))))
     return q
+
+
+def usable(caller, t: Template) -> bool:
+    """May the caller deploy from (or attach) this template or ISO?"""
+    if t.is_public or access.can_see(caller, t.account_id):
+        return True
+    return db.session.scalar(_shared_with(caller).where(TemplatePermission.template_id == t.id)) is not None
 
 
 def get_visible(caller, uuid: str, *, owned: bool = False, is_iso: bool | None = None) -> Template:
@@ -684,8 +698,9 @@ def get_visible(caller, uuid: str, *, owned: bool = False, is_iso: bool | None =
 
 def list_templates(caller, *, is_iso: bool = False, template_filter: str = "executable", id=None, name=None,
                    keyword=None, zone_uuid=None, hypervisor=None, tags=None, page=None):
-    """CloudStack's templatefilter: featured, self, selfexecutable, executable (own + public,
-    ready), community (public, not featured), all (admins)."""
+    """CloudStack's templatefilter: featured, self, selfexecutable, shared/sharedexecutable
+    (shared with the caller's account), executable (own + public + shared, ready),
+    community (public, not featured), all (admins)."""
     f = (template_filter or "executable").lower()
     q = _visible(caller).where(Template.is_iso.is_(is_iso)).options(joinedload(Template.os_type),
                                                                      joinedload(Template.account))
@@ -693,15 +708,17 @@ def list_templates(caller, *, is_iso: bool = False, template_filter: str = "exec
         q = q.where(Template.featured.is_(True), Template.is_public.is_(True))
     elif f in ("self", "selfexecutable"):
         q = q.where(Template.account_id == caller.account_id)
+    elif f in ("shared", "sharedexecutable"):
+        q = q.where(Template.id.in_(_shared_with(caller)))
     elif f == "community":
         q = q.where(Template.is_public.is_(True), Template.featured.is_(False))
     elif f == "all":
         if not caller.is_admin:
             raise PermissionDenied("templatefilter=all is for administrators")
     elif f != "executable":
-        raise InvalidParameter("templatefilter must be featured, self, selfexecutable, executable, community "
-                               "or all", field="templatefilter")
-    if f in ("selfexecutable", "executable"):
+        raise InvalidParameter("templatefilter must be featured, self, selfexecutable, sharedexecutable, "
+                               "shared, executable, community or all", field="templatefilter")
+    if f in ("selfexecutable", "sharedexecutable", "executable"):
         ready = select(TemplateStoreRef.template_id).where(TemplateStoreRef.state.in_(
             [DownloadState.DOWNLOADED, DownloadState.BYPASSED]))
         q = q.where(Template.id.in_(ready))
@@ -891,3 +908,75 @@ def list_for_page(caller, *, is_iso: bool = False, template_filter: str | None =
 def get_for_page(caller, uuid: str) -> TemplateCopies:
     """One template (or ISO) the caller may see, with its copies; NotFound otherwise."""
     return with_copies([get_visible(caller, uuid)])[0]
+
+
+# --- Permissions (updateTemplatePermissions, listTemplatePermissions) -------------------
+
+def update_permissions(caller, uuid: str, *, is_iso: bool, accounts: list[str] | None = None,
+                       project_ids: list[str] | None = None, op: str | None = None, is_public=None,
+                       featured=None, extractable=None) -> None:
+    """CloudStack's updateTemplateOrIsoPermissions: the owner (or an admin) shares a private
+    template with named accounts (op add/remove; reset drops every permission and makes it
+    private and not featured), and sets ispublic/isfeatured/isextractable. Everything is
+    checked before anything changes."""
+    t = get_visible(caller, uuid, owned=True, is_iso=is_iso)
+    op = (op or "").strip().lower() or None
+    accounts = [a.strip() for a in (accounts or []) if a and a.strip()]
+    if accounts and project_ids:
+        raise InvalidParameter("Accounts and projectIds can't be specified together", field="accounts")
+    if project_ids:  # no projects in Nubo yet: every id is unknown
+        raise InvalidParameter(f"Unable to find project by id {project_ids[0]}", field="projectids")
+    if op is not None and op not in ("add", "remove", "reset"):
+        raise InvalidParameter(f"Invalid operation on accounts, the operation must be either 'add' or 'remove' in "
+                               f"order to modify launch permissions. Given operation is: '{op}'", field="op")
+    if accounts and op not in ("add", "remove"):
+        raise InvalidParameter("Accounts are given but no operation (add, remove) to perform on them", field="op")
+    if (is_public or featured) and not caller.is_admin:
+        raise PermissionDenied("Only administrators may make templates public or featured")
+    if extractable is not None and not is_iso and not caller.is_admin:
+        raise InvalidParameter("Only ROOT admins are allowed to modify isExtractable attribute.",
+                               field="isextractable")
+    from app.services import accounts as accts
+    named = []
+    for name in accounts:
+        acct = accts.get_account(name)
+        if acct is None or acct.removed is not None:
+            raise InvalidParameter(f"Unable to grant a launch permission to account {name}, account not found.",
+                                   field="accounts")
+        named.append(acct)
+    if is_public is not None:
+        t.is_public = bool(is_public)
+    if featured is not None:
+        t.featured = bool(featured)
+    if extractable is not None:
+        t.extractable = bool(extractable)
+    have = set(db.session.scalars(select(TemplatePermission.account_id).where(TemplatePermission.template_id == t.id)))
+    if op == "add":
+        for acct in named:
+            if acct.id != t.account_id and acct.id not in have:  # the owner needs no permission
+                db.session.add(TemplatePermission(template_id=t.id, account_id=acct.id))
+                have.add(acct.id)
+    elif op == "remove" and named:
+        db.session.execute(TemplatePermission.__table__.delete().where(
+            TemplatePermission.template_id == t.id, TemplatePermission.account_id.in_([a.id for a in named])))
+    elif op == "reset":
+        t.is_public, t.featured = False, False
+        db.session.execute(TemplatePermission.__table__.delete().where(TemplatePermission.template_id == t.id))
+    kind = "ISO" if is_iso else "Template"
+    events.record(f"{kind.upper()}.UPDATE", f"{kind} {t.name} permissions updated"
+                  + (f" ({op} {', '.join(accounts)})" if accounts else f" ({op})" if op else ""),
+                  user=caller, resource_type="Template", resource_id=t.uuid)
+    db.session.commit()
+
+
+def list_permissions(caller, uuid: str, *, is_iso: bool) -> dict:
+    """CloudStack's TemplatePermissionsResponse. The owner and admins see every account it is
+    shared with; an account it is shared with sees only its own name."""
+    t = get_visible(caller, uuid, is_iso=is_iso)
+    from app.models import Account
+    q = (select(Account.name).join(TemplatePermission, TemplatePermission.account_id == Account.id)
+         .where(TemplatePermission.template_id == t.id, Account.removed.is_(None)).order_by(Account.name))
+    if not access.can_see(caller, t.account_id):
+        q = q.where(Account.id == caller.account_id)
+    from app.models import DOMAIN_ID
+    return {"id": t.uuid, "ispublic": t.is_public, "domainid": DOMAIN_ID, "account": list(db.session.scalars(q))}

@@ -27,7 +27,7 @@ from app.models import (AsyncJob, DownloadState, JobStatus, Host, Nic, PoolState
                         StoragePool, StorageScope, Template, TemplateStoreRef, VirtualMachine, VMState, Volume, VolumeState,
                         VolumeType, new_uuid, utcnow)
 from app.services import (affinity, config_drive, consoles, events, placement_tags, planner, quotas, settings,
-                          storage, template_cache, volumes, zones)
+                          storage, template_cache, templates, volumes, zones)
 from app.services import hypervisors as hv
 from app.services.network import ipam, networks, routers, secgroups, vm_nics
 from app.services.errors import (InsufficientCapacity, InvalidParameter, NotFound, PermissionDenied, ResourceInUse,
@@ -231,7 +231,7 @@ def _template_for(caller, zone, template_uuid: str | None, iso_uuid: str | None)
     if not uuid:
         raise InvalidParameter("templateid is required", field="templateid")
     t = db.session.scalar(select(Template).where(Template.uuid == uuid, Template.removed.is_(None)))
-    if t is None or (not caller.is_admin and not t.is_public and t.account_id != caller.account_id):
+    if t is None or not templates.usable(caller, t):
         raise NotFound("Unable to find template with the specified id", field="templateid")
     if t.is_iso and not t.bootable:
         raise InvalidParameter(f"ISO {t.name} is not bootable", field="templateid")
@@ -1185,7 +1185,7 @@ def attach_iso(caller, uuid: str, iso_uuid: str) -> AsyncJob:
     vm = get_vm(caller, uuid, "virtualmachineid")
     iso = db.session.scalar(select(Template).where(Template.uuid == iso_uuid, Template.is_iso.is_(True),
                                                    Template.removed.is_(None)))
-    if iso is None or (not caller.is_admin and not iso.is_public and iso.account_id != caller.account_id):
+    if iso is None or not templates.usable(caller, iso):
         raise NotFound("Unable to find ISO with the specified id", field="id")
     if not hv.resolve(vm.hypervisor_type).capabilities.iso:
         raise Unsupported(f"{hv.display_name(vm.hypervisor_type)} VMs take no ISOs")

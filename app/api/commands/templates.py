@@ -147,3 +147,48 @@ def list_os_types(ctx, p):
 def list_os_categories(ctx, p):
     return templates.list_os_categories(id=p.get("id"), name=p.get("name"), keyword=p.get("keyword"),
                                         page=ctx.page)
+
+
+PERMS = [Param("id", "uuid", "the template ID", required=True),
+         Param("accounts", "list", "a comma delimited list of accounts. If specified, \"op\" parameter has to be "
+               "passed in."),
+         Param("projectids", "list", "a comma delimited list of projects. If specified, \"op\" parameter has to be "
+               "passed in.", item_type="uuid"),
+         Param("op", "string", "permission operator (add, remove, reset)"),
+         Param("ispublic", "boolean", "true for public template/iso, false for private templates/isos"),
+         Param("isfeatured", "boolean", "true for featured template/iso, false otherwise"),
+         Param("isextractable", "boolean", "true if the template/iso is extractable, false other wise. Can be set "
+               "only by root admin")]
+
+
+def _update_permissions(ctx, p, is_iso):
+    templates.update_permissions(ctx.user, p["id"], is_iso=is_iso, accounts=p.get("accounts"),
+                                 project_ids=p.get("projectids"), op=p.get("op"), is_public=p.get("ispublic"),
+                                 featured=p.get("isfeatured"), extractable=p.get("isextractable"))
+    return {"success": True}
+
+
+@command("updateTemplatePermissions", "Updates a template visibility permissions. A public template is visible to "
+         "all accounts within the same domain. A private template is visible only to the owner of the template. "
+         "A privileged template is a private template with account permissions added.", params=PERMS)
+def update_template_permissions(ctx, p):
+    return _update_permissions(ctx, p, False)
+
+
+@command("updateIsoPermissions", "Updates ISO permissions", params=PERMS)
+def update_iso_permissions(ctx, p):
+    return _update_permissions(ctx, p, True)
+
+
+@command("listTemplatePermissions", "List template visibility and all accounts that have permissions to view this "
+         "template.", response="templatepermission", changes_state=False,
+         params=[Param("id", "uuid", "the template ID", required=True)])
+def list_template_permissions(ctx, p):
+    return templates.list_permissions(ctx.user, p["id"], is_iso=False)
+
+
+@command("listIsoPermissions", "List ISO visibility and all accounts that have permissions to view this ISO.",
+         response="templatepermission", changes_state=False,
+         params=[Param("id", "uuid", "the template ID", required=True)])
+def list_iso_permissions(ctx, p):
+    return templates.list_permissions(ctx.user, p["id"], is_iso=True)
