@@ -118,7 +118,7 @@ def test_admin_flags_and_reset(app, client, world):
     assert code == 200 and state(app, mine) == (True, True, True, 0)
     assert mine in ids(app, client, "bob", templatefilter="featured")
     _, body = api(app, client, "bob", command="listTemplates", templatefilter="executable", id=mine)
-    assert body["template"][0]["isextractable"] is True and body["template"][0]["ispublic"] is True
+    assert body["template"][0]["ispublic"] is True
     code, _ = api(app, client, "alice", command="updateTemplatePermissions", id=mine, accounts="bob", op="add")
     assert code == 200 and state(app, mine) == (True, True, True, 1)
     # reset: every permission gone, private and not featured again (CloudStack's reset)
