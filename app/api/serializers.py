@@ -529,7 +529,7 @@ def snapshot(s) -> dict:
             "hypervisor": hypervisor_name(s.hypervisor_type), "locationtype": "Secondary",
             "revertable": s.state == SnapshotState.BACKED_UP and v is not None and v.removed is None,
             "datastoretype": "Image", "datastorestate": "Ready" if s.state == SnapshotState.BACKED_UP else None,
-            "tags": []}
+            "tags": tags_for("Snapshot", s.id)}
 
 
 @serializer("snapshotpolicy")
@@ -538,4 +538,8 @@ def snapshot_policy(p) -> dict:
     from app.models import INTERVAL_NUMBERS
     return {"id": p.uuid, "volumeid": p.volume.uuid, "schedule": p.schedule,
             "intervaltype": INTERVAL_NUMBERS[p.interval_type], "maxsnaps": p.max_snaps, "timezone": p.timezone,
-            "fordisplay": p.display, "tags": []}
+            "fordisplay": p.display, "tags": tags_for("SnapshotPolicy", p.id)}
+
+
+prefetch("snapshot", lambda rows: preload_tags("Snapshot", [s.id for s in rows]))
+prefetch("snapshotpolicy", lambda rows: preload_tags("SnapshotPolicy", [p.id for p in rows]))

@@ -183,6 +183,16 @@ def _volumes(caller, account):
         volumes.delete_volume(caller, v.uuid)
 
 
+@deleter("snapshots", order=25)
+def _snapshots(caller, account):
+    """Volume snapshots outlive their volumes (their policies went with the volumes)."""
+    from app.models import Snapshot
+    from app.services.snapshots import volume as snapshots
+    for s in list(db.session.scalars(select(Snapshot).where(Snapshot.account_id == account.id,
+                                                            Snapshot.removed.is_(None)))):
+        snapshots.delete_row(s, user=caller)
+
+
 @deleter("templates and ISOs", order=30)
 def _templates(caller, account):
     from app.services import templates

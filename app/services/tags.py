@@ -28,8 +28,8 @@ from sqlalchemy import ColumnElement, Select, and_, delete, false, func, or_, se
 from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
-from app.models import (Account, FirewallRule, Network, PublicIpAddress, ResourceTag, SecurityGroup, Template,
-                        User, VirtualMachine, Volume)
+from app.models import (Account, FirewallRule, Network, PublicIpAddress, ResourceTag, SecurityGroup, Snapshot,
+                        SnapshotPolicy, Template, User, VirtualMachine, Volume)
 from app.services import access, events
 from app.services.errors import InvalidParameter, PermissionDenied, ServiceError
 from app.services.pagination import page_of
@@ -92,6 +92,8 @@ register(TaggedType("PortForwardingRule", FirewallRule, live=lambda: FirewallRul
 register(TaggedType("SecurityGroup", SecurityGroup))
 register(TaggedType("Account", Account, owner=lambda: Account.id, live=lambda: Account.removed.is_(None)))
 register(TaggedType("User", User, live=lambda: User.removed.is_(None)))
+register(TaggedType("Snapshot", Snapshot, live=lambda: Snapshot.removed.is_(None)))
+register(TaggedType("SnapshotPolicy", SnapshotPolicy))  # deleted with its row
 
 
 def tagged_type(name: str | None) -> TaggedType:

@@ -1,5 +1,5 @@
 """deleteAccount: the account is marked first (its users are out, nothing new is made in it),
-then a job removes its VMs, volumes, templates, networks, addresses, security groups, key
+then a job removes its VMs, volumes, snapshots, templates, networks, addresses, security groups, key
 pairs and users, with progress. Killed at any step, the job is finished by the reaper's
 hook (or the monitor's start-up repair) from where it stopped; the name is free again."""
 from __future__ import annotations
@@ -12,9 +12,10 @@ from sqlalchemy import func, select
 
 from app.extensions import db
 from app.jobs import service as jobs
-from app.models import (Account, AccountRole, AsyncJob, JobStatus, ResourceCount, SecurityGroup, SimVM, SSHKeyPair, Template,
-                        User, VirtualMachine, Volume, new_uuid, utcnow)
+from app.models import (Account, AccountRole, AsyncJob, JobStatus, ResourceCount, SecurityGroup, SimVM, Snapshot,
+                        SSHKeyPair, Template, User, VirtualMachine, Volume, new_uuid, utcnow)
 from app.services import account_deletion, accounts, keypairs, quotas, volumes
+from app.services.snapshots import volume as snaps
 from tests.helpers.killed_step import run_killed
 from tests.integration.test_quotas import api
 from tests.integration.test_vm_pages import _engines, deploy, post, world  # noqa: F401  (fixtures)
@@ -24,7 +25,7 @@ GIB = 1 << 30
 
 def alice_things(app, world) -> dict:
     """Two VMs (one Running, one Stopped), a data volume attached to the running one and a
-    detached one, a key pair, a private template: all alice's."""
+    detached one, a snapshot of the attached one, a key pair, a private template: all alice's."""
     running = deploy(app, world, name="web1")
     deploy(app, world, name="web2", start=False)
     with app.app_context():
@@ -34,6 +35,7 @@ def alice_things(app, world) -> dict:
         volumes.create_volume(alice, name="data2", zone_uuid=world.zone, disk_offering_uuid=off.uuid)
         volumes.attach_volume(alice, v1.uuid, running)
         keypairs.create(alice, "k1")
+        snaps.take(snaps.allocate(alice.account_id, v1, name="s1"))  # a snapshot of the attached volume
         db.session.add(Template(uuid=new_uuid(), name="mine", format="RAW", hypervisor_type="Simulator",
                                 account_id=alice.account_id, size=GIB, physical_size=GIB))
         db.session.commit()
@@ -45,6 +47,7 @@ def left(account_id: int) -> dict:
     return {
         "vms": q(VirtualMachine, VirtualMachine.account_id == account_id, VirtualMachine.removed.is_(None)),
         "volumes": q(Volume, Volume.account_id == account_id, Volume.removed.is_(None)),
+        "snapshots": q(Snapshot, Snapshot.account_id == account_id, Snapshot.removed.is_(None)),
         "templates": q(Template, Template.account_id == account_id, Template.removed.is_(None)),
         "keypairs": q(SSHKeyPair, SSHKeyPair.account_id == account_id),
         "groups": q(SecurityGroup, SecurityGroup.account_id == account_id),
@@ -58,7 +61,7 @@ def left(account_id: int) -> dict:
 def gone(app, account_id: int) -> None:
     with app.app_context():
         counts = left(account_id)
-        assert counts == {"vms": 0, "volumes": 0, "templates": 0, "keypairs": 0, "groups": 0, "users": 0,
+        assert counts == {"vms": 0, "volumes": 0, "snapshots": 0, "templates": 0, "keypairs": 0, "groups": 0, "users": 0,
                           "guests": 0}
         acct = db.session.get(Account, account_id)
         assert acct.removed is not None

@@ -66,6 +66,14 @@ def test_snapshot_life_on_the_simulator(app, client, world, tmp_path):
     assert [x["id"] for x in listed["snapshot"]] == [snap["id"]] and listed["count"] == 1
     _, other = api(app, client, "bob", command="listSnapshots")
     assert other == {}
+    # Tagged like any taggable object, and filtered by its tags
+    status, body = api(app, client, "alice", command="createTags", resourcetype="Snapshot",
+                       **{"resourceids": snap["id"], "tags[0].key": "tier", "tags[0].value": "gold"})
+    assert status == 200 and job_result(app, client, "alice", body["jobid"])["jobstatus"] == 1, body
+    _, tagged = api(app, client, "alice", command="listSnapshots", **{"tags[0].key": "tier", "tags[0].value": "gold"})
+    assert [(x["id"], [(t["key"], t["value"]) for t in x["tags"]]) for x in tagged["snapshot"]] == \
+        [(snap["id"], [("tier", "gold")])]
+    assert api(app, client, "alice", command="listSnapshots", **{"tags[0].key": "tier", "tags[0].value": "x"})[1] == {}
     assert api(app, client, "bob", command="deleteSnapshot", id=snap["id"])[0] == 431
     assert api(app, client, "bob", command="createSnapshot", volumeid=root)[0] == 431
 

@@ -27,12 +27,13 @@ def create_snapshot(ctx, p):
     Param("volumeid", "uuid", "the ID of the disk volume"),
     Param("snapshottype", "string", "valid values are MANUAL or RECURRING"),
     Param("intervaltype", "string", "valid values are HOURLY, DAILY, WEEKLY, and MONTHLY"),
-    Param("zoneid", "uuid", "list snapshots by zone id")], changes_state=False)
+    Param("zoneid", "uuid", "list snapshots by zone id"),
+    Param("tags", "map", "List resources by tags (key/value pairs): tags[0].key=...&tags[0].value=...")], changes_state=False)
 def list_snapshots(ctx, p):
     return snapshots.list_snapshots(ctx.user, id=p.get("id"), ids=p.get("ids"), name=p.get("name"),
                                     keyword=p.get("keyword"), volume_uuid=p.get("volumeid"),
                                     snapshot_type=p.get("snapshottype"), interval_type=p.get("intervaltype"),
-                                    zone_uuid=p.get("zoneid"), page=ctx.page)
+                                    zone_uuid=p.get("zoneid"), tags=p.get("tags"), page=ctx.page)
 
 
 @command("deleteSnapshot", "Deletes a snapshot of a disk volume", is_async=True,
@@ -79,10 +80,11 @@ def delete_snapshot_policies(ctx, p):
 
 @command("listSnapshotPolicies", "Lists snapshot policies", response="snapshotpolicy", list=True, params=[
     Param("volumeid", "uuid", "the ID of the disk volume"),
-    Param("fordisplay", "boolean", "list resources by display flag")], changes_state=False)
+    Param("fordisplay", "boolean", "list resources by display flag"),
+    Param("tags", "map", "List resources by tags (key/value pairs): tags[0].key=...&tags[0].value=...")], changes_state=False)
 def list_snapshot_policies(ctx, p):
     return policies.list_policies(ctx.user, id=p.get("id"), volume_uuid=p.get("volumeid"),
-                                  display=p.get("fordisplay"), page=ctx.page)
+                                  display=p.get("fordisplay"), tags=p.get("tags"), page=ctx.page)
 
 
 @command("createTemplate", "Creates a template of a virtual machine's volume or of a snapshot", is_async=True,

@@ -112,7 +112,8 @@ def delete_policies(caller, *, id: str | None = None, ids: list[str] | None = No
     db.session.commit()
 
 
-def list_policies(caller, *, id=None, volume_uuid=None, display=None, page=None):
+def list_policies(caller, *, id=None, volume_uuid=None, display=None, tags=None, page=None):
+    from app.services import tags as tagging
     q = _visible(caller).join(Volume, Volume.id == SnapshotPolicy.volume_id).where(Volume.removed.is_(None)) \
         .order_by(SnapshotPolicy.id)
     if id:
@@ -121,7 +122,7 @@ def list_policies(caller, *, id=None, volume_uuid=None, display=None, page=None)
         q = q.where(SnapshotPolicy.volume_id == volumes.get_volume(caller, volume_uuid, "volumeid").id)
     if display is not None:
         q = q.where(SnapshotPolicy.display.is_(bool(display)))
-    return page_of(q, page)
+    return page_of(tagging.matching(q, "SnapshotPolicy", SnapshotPolicy.id, tags), page)
 
 
 def policies_of_volume(caller, volume: Volume) -> list[SnapshotPolicy]:

@@ -53,8 +53,9 @@ def get_snapshot(caller, uuid: str, field: str = "id") -> Snapshot:
 
 
 def list_snapshots(caller, *, id=None, ids=None, name=None, keyword=None, volume_uuid=None, snapshot_type=None,
-                   interval_type=None, zone_uuid=None, page=None):
-    q = _visible(caller).order_by(Snapshot.id)
+                   interval_type=None, zone_uuid=None, tags=None, page=None):
+    from app.services import tags as tagging
+    q = tagging.matching(_visible(caller).order_by(Snapshot.id), "Snapshot", Snapshot.id, tags)
     if id:
         q = q.where(Snapshot.uuid == id)
     if ids:
