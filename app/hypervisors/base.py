@@ -71,10 +71,13 @@ class Capabilities:
     iso: bool = False  # can boot / attach ISOs
     live_migration: bool = False
     storage_migration: bool = False
-    vm_snapshots: bool = False
     # Volume snapshots: a consistent copy of a volume to secondary storage (backup_volume),
     # put back with restore_volume; volumes and templates are made from the copy.
     volume_snapshots: bool = False
+    vm_snapshots: bool = False  # createVMSnapshot: disk-only of a stopped VM, disk and memory of a running one
+    # A disk-only VM snapshot of a *running* VM (KVM's internal qcow2 snapshots cannot: there a
+    # running VM's snapshot includes its memory, as CloudStack's KVM rule says).
+    vm_snapshot_disk_running: bool = False
     scale_stopped_vm: bool = False
     console: ConsoleKind = ConsoleKind.NONE
     lifecycle_events: bool = False  # pushes VM state changes (else polled)
@@ -282,6 +285,26 @@ class VMStats:
 
 
 @dataclass
+class VMSnapshotSpec:
+    """One VM snapshot on the hypervisor (CloudStack's VMSnapshotTO)."""
+    name: str  # unique per VM (CloudStack's <instance name>_VS_<timestamp>)
+    description: str = ""
+    memory: bool = False  # DiskAndMemory (the VM runs) or Disk
+    quiesce: bool = False
+    # What create_vm_snapshot returned as `metadata` (libvirt: the snapshot's XML): lets a host
+    # that does not know the snapshot yet (the VM started elsewhere) learn it again.
+    metadata: str | None = None
+
+
+@dataclass
+class VMSnapshotInfo:
+    name: str
+    memory: bool
+    metadata: str | None = None
+    size_bytes: int = 0
+
+
+@dataclass
 class DriverContext:
     """What a driver may know of Nubo: plain values, no Flask, no sessions."""
     instance_path: str = "."
@@ -411,6 +434,25 @@ class Driver:
 
     def detach_volume(self, name: str, disk: DiskSpec) -> None:
         raise NotImplementedError
+
+    # VM snapshots (Capabilities.vm_snapshots)
+    def create_vm_snapshot(self, name: str, snap: VMSnapshotSpec) -> VMSnapshotInfo:
+        """Snapshot the VM's disks (and its memory when snap.memory; the VM must run then).
+        A snapshot of that name that already exists is returned as it is (idempotent)."""
+        raise OperationNotSupported("this type takes no VM snapshots")
+
+    def revert_vm_snapshot(self, name: str, snap: VMSnapshotSpec) -> VMInfo:
+        """Put the VM back to the snapshot: running from the saved memory for a memory
+        snapshot, stopped for a disk-only one (a running VM is powered off first)."""
+        raise OperationNotSupported("this type takes no VM snapshots")
+
+    def delete_vm_snapshot(self, name: str, snap: VMSnapshotSpec) -> None:
+        """Remove the snapshot; one that does not exist is not an error."""
+        raise OperationNotSupported("this type takes no VM snapshots")
+
+    def list_vm_snapshots(self, name: str) -> list[str]:
+        """The names of the VM's snapshots on the host (none for a VM the host does not know)."""
+        raise OperationNotSupported("this type takes no VM snapshots")
 
     # Guest networking on the host (Capabilities.isolation_methods / virtual_router /
     # security_groups); every step is idempotent.

@@ -47,9 +47,10 @@ from app.config import engine_options
 from app.hypervisors.base import (
     Capabilities, ConsoleKind, ConsoleTarget, DiskSpec, Driver, DriverError, HostConnection, HostFacts,
     HostField, HostStats, HostUnreachable, HypervisorType, OperationFailed, PoolInfo, PowerState,
-    StoragePoolSpec, TemplateSource, VMInfo, VMNotFound, VMSpec, VMStats, VolumeInfo, VolumeSpec,
+    StoragePoolSpec, TemplateSource, VMInfo, VMNotFound, VMSnapshotInfo, VMSnapshotSpec, VMSpec, VMStats,
+    VolumeInfo, VolumeSpec,
 )
-from app.models.simulator import SimFault, SimHost, SimPool, SimRouter, SimSegment, SimVM, SimVolume
+from app.models.simulator import SimFault, SimHost, SimPool, SimRouter, SimSegment, SimVM, SimVMSnapshot, SimVolume
 from app.network.host.specs import RouterFacts, RouterSpec, SegmentSpec, VmRuleset
 from app.services.dbutil import is_retryable
 
@@ -75,8 +76,10 @@ ACTIONS = frozenset({
     "check_host", "prepare_storage_pool", "delete_storage_pool", "create_volume", "delete_volume",
     "resize_volume", "start_vm", "stop_vm", "force_stop_vm", "reboot_vm", "destroy_vm", "migrate_vm",
     "scale_vm", "attach_iso", "detach_iso", "attach_volume", "detach_volume", "import_template",
+    "create_vm_snapshot", "revert_vm_snapshot", "delete_vm_snapshot",
 })
-QUERIES = frozenset({"host_stats", "pool_info", "vm_info", "list_vms", "vm_stats", "console_target"})
+QUERIES = frozenset({"host_stats", "pool_info", "vm_info", "list_vms", "vm_stats", "console_target",
+                     "list_vm_snapshots"})
 # Network steps: like queries, a fault hits them only when it names them (so a fault armed for
 # the next start is not eaten by the router or segment work done before it).
 NETWORK = frozenset({"check_labels", "ensure_segment", "release_segment", "router_apply", "router_destroy",
@@ -877,6 +880,63 @@ class SimulatorDriver(Driver):
     def sg_remove(self, taps: list[str]) -> None:
         self._enter("sg_remove")
 
+    # --- VM snapshots: what the guest was, kept with it; a revert puts exactly that back -------
+
+    def create_vm_snapshot(self, name: str, snap: VMSnapshotSpec) -> VMSnapshotInfo:
+        host = self._enter("create_vm_snapshot", name)
+        now = time.time()
+        with self._session() as s, s.begin():
+            vm = self._vm(s, host, name, lock=True)
+            _settle(vm, now)
+            have = s.scalar(select(SimVMSnapshot).where(SimVMSnapshot.vm_id == vm.id, SimVMSnapshot.name == snap.name))
+            if have is not None:
+                return VMSnapshotInfo(name=have.name, memory=have.memory)
+            if vm.state not in (PowerState.RUNNING, PowerState.STOPPED):
+                raise OperationFailed(f"VM {name} is {vm.state}: wait until it settles")
+            if snap.memory and vm.state != PowerState.RUNNING:
+                raise OperationFailed(f"VM {name} is not running: it has no memory to snapshot")
+            s.add(SimVMSnapshot(vm_id=vm.id, name=snap.name, memory=snap.memory, state=vm.state, cpus=vm.cpus,
+                                memory_mib=vm.memory_mib, disks=vm.disks))
+            size = sum(1 << 20 for _ in json.loads(vm.disks or "[]")) + (vm.memory_mib << 20 if snap.memory else 0)
+        if host.step_seconds > 0:
+            time.sleep(host.step_seconds)
+        return VMSnapshotInfo(name=snap.name, memory=snap.memory, size_bytes=size)
+
+    def revert_vm_snapshot(self, name: str, snap: VMSnapshotSpec) -> VMInfo:
+        host = self._enter("revert_vm_snapshot", name)
+        now = time.time()
+        with self._session() as s, s.begin():
+            vm = self._vm(s, host, name, lock=True)
+            _settle(vm, now)
+            row = s.scalar(select(SimVMSnapshot).where(SimVMSnapshot.vm_id == vm.id, SimVMSnapshot.name == snap.name))
+            if row is None:
+                raise OperationFailed(f"VM {name} has no snapshot {snap.name} on Simulator host {host.name}")
+            if row.memory:  # running again from the saved memory, as it was then
+                if vm.state != PowerState.RUNNING:
+                    self._check_fits(host, row.cpus, row.memory_mib, self._committed_mib(s, host.id, now, exclude=vm.id))
+                    vm.started_at = now
+                vm.state, vm.pending_state, vm.pending_at = PowerState.RUNNING.value, None, None
+            else:  # the disks as they were; a disk-only snapshot holds no running guest
+                vm.state, vm.pending_state, vm.pending_at, vm.started_at = PowerState.STOPPED.value, None, None, None
+            vm.cpus, vm.memory_mib, vm.disks = row.cpus, row.memory_mib, row.disks
+        return self._info(vm, now)
+
+    def delete_vm_snapshot(self, name: str, snap: VMSnapshotSpec) -> None:
+        host = self._enter("delete_vm_snapshot", name)
+        with self._session() as s, s.begin():
+            vm = s.scalar(select(SimVM).where(SimVM.host_id == host.id, SimVM.name == name))
+            if vm is not None:
+                s.execute(delete(SimVMSnapshot).where(SimVMSnapshot.vm_id == vm.id, SimVMSnapshot.name == snap.name))
+
+    def list_vm_snapshots(self, name: str) -> list[str]:
+        host = self._enter("list_vm_snapshots", name)
+        with self._session() as s:
+            vm = s.scalar(select(SimVM).where(SimVM.host_id == host.id, SimVM.name == name))
+            if vm is None:
+                return []
+            return list(s.scalars(select(SimVMSnapshot.name).where(SimVMSnapshot.vm_id == vm.id)
+                                  .order_by(SimVMSnapshot.id)))
+
     def vm_disks(self, name: str) -> list[str]:
         host = self._enter("vm_info", name)
         with self._session() as s:
@@ -890,7 +950,7 @@ class SimulatorType(HypervisorType):
     capabilities = Capabilities(
         direct_download=True, local_storage=True, storage_kinds=("NFS", "Filesystem"),
         template_formats=("RAW", "QCOW2"), iso=True, live_migration=True, storage_migration=False,
-        vm_snapshots=False, volume_snapshots=True, scale_stopped_vm=True, console=ConsoleKind.VNC, lifecycle_events=False,
+        vm_snapshots=True, vm_snapshot_disk_running=True, volume_snapshots=True, scale_stopped_vm=True, console=ConsoleKind.VNC, lifecycle_events=False,
         config_drive=True, virtual_router=True, security_groups=True, isolation_methods=("VLAN", "VXLAN"),
         max_guests_per_host=100, max_hosts_per_cluster=128, max_data_volumes=6)
     host_fields = (

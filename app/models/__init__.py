@@ -19,11 +19,12 @@ from app.models.userdata import InstanceGroup, UserData  # noqa: F401
 from app.models.vms import Nic, VirtualMachine, VMState, Volume, VolumeState, VolumeType  # noqa: F401
 from app.models.snapshots import INTERVAL_NUMBERS, IntervalType, Snapshot, SnapshotPolicy, SnapshotState  # noqa: F401
 from app.models.settings import Setting  # noqa: F401
+from app.models.vm_snapshots import VMSnapshot, VMSnapshotState, VMSnapshotType  # noqa: F401
 from app.models.jobs import AsyncJob, JobStatus  # noqa: F401
 from app.models.events import Event, EventBucket  # noqa: F401
 from app.models.consoles import ConsoleSession  # noqa: F401
 from app.models.hypervisors import HypervisorCapability  # noqa: F401
 from app.models.wizards import WizardDraft  # noqa: F401
 from app.models.tags import ResourceTag  # noqa: F401
-from app.models.simulator import SimFault, SimHost, SimPool, SimRouter, SimSegment, SimVM, SimVolume  # noqa: F401
 from app.models.affinity import AffinityGroup, AffinityGroupVM  # noqa: F401
+from app.models.simulator import SimFault, SimHost, SimPool, SimRouter, SimSegment, SimVM, SimVMSnapshot, SimVolume  # noqa: F401

@@ -135,3 +135,21 @@ class SimSegment(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     host_id: Mapped[int] = mapped_column(ForeignKey("sim_hosts.id", ondelete="CASCADE"), index=True)
     bridge: Mapped[str] = mapped_column(String(64))
+
+
+class SimVMSnapshot(db.Model):
+    """A VM snapshot the fake hypervisor keeps with its VM: what the guest was (power state,
+    CPU, memory, disks) when it was taken, so a revert can put exactly that back."""
+
+    __tablename__ = "sim_vm_snapshots"
+    __table_args__ = (UniqueConstraint("vm_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    vm_id: Mapped[int] = mapped_column(ForeignKey("sim_vms.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    memory: Mapped[bool] = mapped_column(Boolean, default=False)  # the guest's memory is in it
+    state: Mapped[str] = mapped_column(String(16))  # the guest's power state when taken
+    cpus: Mapped[int] = mapped_column(Integer)
+    memory_mib: Mapped[int] = mapped_column(Integer)
+    disks: Mapped[str] = mapped_column(Text, default="[]")
+    created: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -47,8 +47,9 @@ def reconcile_records() -> None:
     from app.services import capacity, sessions, templates, vms
     from app.services.network import networks
     from app.services import account_deletion
+    from app.services.snapshots import vm_snapshots
     for part in (vms.recover_orphans, templates.recover_uploads, capacity.check_hosts, sessions.prune,
-                 networks.repair_orphans, account_deletion.resume_all):
+                 networks.repair_orphans, account_deletion.resume_all, vm_snapshots.recover_orphans):
         try:
             part()
         except Exception:  # noqa: BLE001 - one failing part must not stop the others

@@ -154,10 +154,17 @@ def list_capabilities(hypervisor: str | None = None, id: str | None = None) -> l
 
 def update_capabilities(id: str, *, max_guests_limit: int | None = None,
                         max_data_volumes_limit: int | None = None,
-                        max_hosts_per_cluster: int | None = None) -> HypervisorCapability:
+                        max_hosts_per_cluster: int | None = None,
+                        vm_snapshot_enabled: bool | None = None) -> HypervisorCapability:
     row = db.session.scalar(select(HypervisorCapability).where(HypervisorCapability.uuid == id))
     if row is None:
         raise NotFound("Unable to find hypervisor capabilities with the specified id", field="id")
+    if vm_snapshot_enabled is not None:
+        # The table can turn off what a type declares, never give it what it cannot do.
+        if vm_snapshot_enabled and not resolve(row.hypervisor_type).capabilities.vm_snapshots:
+            raise InvalidParameter(f"{display_name(row.hypervisor_type)} does not support VM snapshots",
+                                   field="vmsnapshotenabled")
+        row.vm_snapshot_enabled = bool(vm_snapshot_enabled)
     for name, value in (("max_guests_limit", max_guests_limit),
                         ("max_data_volumes_limit", max_data_volumes_limit),
                         ("max_hosts_per_cluster", max_hosts_per_cluster)):
@@ -178,7 +185,8 @@ def limits(type_name: str) -> HypervisorCapability:
         c = resolve(type_name).capabilities
         row = HypervisorCapability(hypervisor_type=type_name, max_guests_limit=c.max_guests_per_host,
                                    max_data_volumes_limit=c.max_data_volumes,
-                                   max_hosts_per_cluster=c.max_hosts_per_cluster)
+                                   max_hosts_per_cluster=c.max_hosts_per_cluster,
+                                   storage_motion_enabled=c.storage_migration, vm_snapshot_enabled=c.vm_snapshots)
     return row
 
 

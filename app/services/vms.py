@@ -157,7 +157,8 @@ def _verb(action: str) -> str:
             "attachiso": "given an ISO", "detachiso": "given no ISO", "update": "updated", "restore": "restored",
             "resetsshkey": "given a new SSH key", "resetpassword": "given a new password",
             "assign": "assigned to another account",
-            "affinity": "given other affinity groups"}.get(action, action)
+            "affinity": "given other affinity groups", "snapshot": "snapshotted",
+            "revert": "reverted to a snapshot", "deletesnapshot": "changed"}.get(action, action)
 
 
 def _unlock(vm_id: int, *tokens: int) -> None:
@@ -981,6 +982,8 @@ def _expunge(vm: VirtualMachine) -> None:
     the config drive, IPs and quota; the row stays, removed, for the audit trail."""
     vm.state = VMState.EXPUNGING
     db.session.commit()
+    from app.services.snapshots import vm_snapshots
+    vm_snapshots.remove_all(vm)  # CloudStack deletes a VM's snapshots when it is expunged
     host = db.session.get(Host, vm.last_host_id) if vm.last_host_id else None
     if host is not None:
         driver = _driver(host)
@@ -1053,6 +1056,9 @@ def migrate(caller, uuid: str, host_uuid: str | None = None) -> AsyncJob:
         raise Unsupported(f"{hv.display_name(vm.hypervisor_type)} VMs cannot be live-migrated")
     if vm.state != VMState.RUNNING:
         raise InvalidParameter(f"VM {vm.name} is {vm.state}; only a Running VM can be migrated", field="id")
+    from app.services.snapshots import vm_snapshots
+    vm_snapshots.refuse_if_snapshots(vm, f"VM {vm.name} has VM snapshots; it cannot be migrated. Please delete "
+                                     "the VM snapshots first", field="virtualmachineid")
     dest_id = None
     if host_uuid:
         dest = db.session.scalar(select(Host).where(Host.uuid == host_uuid, Host.removed.is_(None)))
@@ -1078,6 +1084,10 @@ def migrate_now(vm: VirtualMachine, dest_id: int | None, job: AsyncJob | None = 
     """Reserve on the destination, migrate live, release the source (also used by host maintenance)."""
     source = vm.host
     need = _need(vm)
+    from app.services.snapshots import vm_snapshots
+    # The hypervisor keeps a VM's snapshots where it runs (libvirt refuses to migrate them).
+    vm_snapshots.refuse_if_snapshots(vm, f"VM {vm.name} has VM snapshots; it cannot be migrated. Please delete "
+                                     "the VM snapshots first", field="virtualmachineid")
     # Migrating before the destination is reserved: no VM row shows that reservation, and
     # capacity.check_hosts leaves every host alone while a VM is Migrating.
     vm.state, vm.state_updated = VMState.MIGRATING, utcnow()
@@ -1148,6 +1158,9 @@ def change_offering(caller, uuid: str, offering_uuid: str) -> VirtualMachine:
     offering = _offering(offering_uuid)
     if not hv.resolve(vm.hypervisor_type).capabilities.scale_stopped_vm:
         raise Unsupported(f"{hv.display_name(vm.hypervisor_type)} VMs cannot change their offering")
+    from app.services.snapshots import vm_snapshots
+    vm_snapshots.refuse_if_snapshots(vm, "Unable to change service offering for VM, please remove VM snapshots "
+                                     "before changing service offering of VM")
     token = _lock(vm, "scale")
     try:
         vm = db.session.get(VirtualMachine, vm.id)
@@ -1283,3 +1296,49 @@ def _run_maintenance(job: AsyncJob, params: dict) -> dict:
     if stuck:
         raise ResourceUnavailable(f"Host {host.name} could not be emptied: " + "; ".join(stuck))
     return {"host": jobs.ObjectResult("host", host)}
+
+
+# --- For the VM snapshot service (app/services/snapshots/vm_snapshots.py) -------------------
+# Its actions hold the same per-VM lock as every action here, for their whole job.
+
+def lock(vm: VirtualMachine, action: str, allowed: tuple[str, ...]) -> int:
+    return _lock(vm, action, allowed)
+
+
+def unlock(vm_id: int, *tokens: int) -> None:
+    _unlock(vm_id, *tokens)
+
+
+def hand_lock(vm_id: int, token: int, job_id: int) -> None:
+    """The lock taken with `token` now names the job (unless the job already ended and unlocked)."""
+    db.session.execute(update(VirtualMachine).where(VirtualMachine.id == vm_id,
+                                                    VirtualMachine.active_job_id == token)
+                       .values(active_job_id=job_id).execution_options(synchronize_session=False))
+    db.session.commit()
+
+
+def driver_for(host: Host):
+    return _driver(host)
+
+
+def start_now(job: AsyncJob, vm: VirtualMachine) -> None:
+    """Start a stopped VM inside another action's job, on its last host when it can."""
+    _start(job, vm, preferred_host_id=vm.last_host_id, first=False)
+
+
+def power_off(vm: VirtualMachine) -> None:
+    """Power a running VM off (no graceful shutdown) and record it Stopped."""
+    _power_off(vm)
+    _stopped_on_host(vm)
+    events.record("VM.STOP", f"VM {vm.name} powered off", user=vm.user, resource_type="VirtualMachine",
+                  resource_id=vm.uuid)
+    db.session.commit()
+
+
+def result_of(vm: VirtualMachine):
+    return _result(vm)
+
+
+def ask_host(vm: VirtualMachine) -> None:
+    from app.monitor import vms as monitor_vms
+    monitor_vms.reconcile_vm(vm)

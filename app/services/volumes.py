@@ -209,6 +209,9 @@ def attach_volume(caller, uuid: str, vm_uuid: str) -> Volume:
     if vm.state not in (VMState.RUNNING, VMState.STOPPED):
         raise InvalidParameter(f"VM {vm.name} is {vm.state}; attach when it is Running or Stopped",
                                field="virtualmachineid")
+    from app.services.snapshots import vm_snapshots
+    vm_snapshots.refuse_if_snapshots(vm, "Unable to attach volume, please specify a VM that does not have VM "
+                                     "snapshots", field="virtualmachineid")
     attached = [x for x in vm.volumes if x.removed is None and x.volume_type == VolumeType.DATADISK]
     limit = hv.limits(vm.hypervisor_type).max_data_volumes_limit
     if len(attached) >= limit:
@@ -290,6 +293,9 @@ def detach_volume(caller, uuid: str) -> Volume:
     if v.volume_type != VolumeType.DATADISK:
         raise InvalidParameter("A root volume cannot be detached", field="id")
     vm = v.vm
+    from app.services.snapshots import vm_snapshots
+    vm_snapshots.refuse_if_snapshots(vm, "Unable to detach volume, please specify a VM that does not have VM "
+                                     "snapshots")
     if vm.state == VMState.RUNNING:
         driver = _driver(_vm_host(vm))
         try:
@@ -330,6 +336,10 @@ def resize_volume(caller, uuid: str, *, size_gib: int | None = None, disk_offeri
         raise InvalidParameter(f"Volume {v.name} is {v.size // GIB} GiB; volumes never shrink", field="size")
     if v.vm_id is not None and v.vm.state != VMState.STOPPED:
         raise InvalidParameter(f"Stop VM {v.vm.name} first: volumes are resized offline", field="id")
+    if v.vm_id is not None and new_bytes != v.size:
+        from app.services.snapshots import vm_snapshots
+        vm_snapshots.refuse_if_snapshots(v.vm, "A volume that is attached to a VM with any VM snapshots cannot be "
+                                         "resized.")
     grow = new_bytes - v.size
     # The new size counts before the disk grows (atomically against the limit, with the
     # volume's counted_gib); every failure after this gives back exactly what it took.

@@ -22,6 +22,8 @@ Optional hooks a driver module may put in ContractEnv.extras:
                                (a right or a wrong checksum); absent: import is not testable here
   "no_template_import": str    why not (the skip's reason)
   "no_volume_backup": str      why volume snapshots' streams cannot run here though the type declares them
+  "make_snapshot_vm_spec": (name) -> VMSpec   a VM whose disks can hold VM snapshots (KVM: qcow2);
+                               default: make_vm_spec
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ import pytest
 
 from app.hypervisors.base import (
     ConsoleKind, DriverError, HostUnreachable, OperationFailed, OperationNotSupported, PoolInfo, PowerState,
-    TemplateSource, VMNotFound, VolumeSpec,
+    TemplateSource, VMNotFound, VMSnapshotSpec, VolumeSpec,
 )
 
 MiB = 1024 * 1024
@@ -427,3 +429,49 @@ def test_live_migration(env, vm):
     with pytest.raises(VMNotFound):
         env.driver.vm_info(spec.name)
     env.migration_target.destroy_vm(spec.name)
+
+
+# --- VM snapshots (Capabilities.vm_snapshots) -------------------------------------
+
+def test_vm_snapshots_both_kinds_revert_and_delete(env):
+    caps = env.hv_type.capabilities
+    make = env.extras.get("make_snapshot_vm_spec") or env.make_vm_spec
+    spec = make(_name("snap"))
+    mem = VMSnapshotSpec(name=_name("mem"), description="contract", memory=True)
+    disk = VMSnapshotSpec(name=_name("disk"))
+    try:
+        env.driver.start_vm(spec)
+        if not caps.vm_snapshots:
+            with pytest.raises(OperationNotSupported):
+                env.driver.create_vm_snapshot(spec.name, mem)
+            return
+        info = env.driver.create_vm_snapshot(spec.name, mem)
+        assert info.name == mem.name and info.memory
+        assert env.driver.create_vm_snapshot(spec.name, mem).name == mem.name  # idempotent
+        assert env.driver.list_vm_snapshots(spec.name) == [mem.name]
+        if not caps.vm_snapshot_disk_running:
+            with pytest.raises(DriverError):
+                env.driver.create_vm_snapshot(spec.name, disk)
+            assert env.driver.list_vm_snapshots(spec.name) == [mem.name]
+        env.driver.force_stop_vm(spec.name)
+        assert _wait_state(env.driver, spec.name, PowerState.STOPPED) == PowerState.STOPPED
+        with pytest.raises(DriverError):  # a stopped VM has no memory to keep
+            env.driver.create_vm_snapshot(spec.name, VMSnapshotSpec(name=_name("nomem"), memory=True))
+        assert not env.driver.create_vm_snapshot(spec.name, disk).memory
+        assert sorted(env.driver.list_vm_snapshots(spec.name)) == sorted([mem.name, disk.name])
+        # A memory snapshot brings the VM back running; a disk-only one leaves it stopped.
+        env.driver.revert_vm_snapshot(spec.name, mem)
+        assert _wait_state(env.driver, spec.name, PowerState.RUNNING) == PowerState.RUNNING
+        env.driver.revert_vm_snapshot(spec.name, disk)
+        assert _wait_state(env.driver, spec.name, PowerState.STOPPED) == PowerState.STOPPED
+        with pytest.raises(DriverError):
+            env.driver.revert_vm_snapshot(spec.name, VMSnapshotSpec(name=_name("none")))
+        for s in (disk, mem):
+            env.driver.delete_vm_snapshot(spec.name, s)
+            env.driver.delete_vm_snapshot(spec.name, s)  # a missing one is not an error
+        assert env.driver.list_vm_snapshots(spec.name) == []
+        assert env.driver.list_vm_snapshots(_name("absent")) == []
+    finally:
+        env.driver.destroy_vm(spec.name)  # with its snapshots: nothing of the VM stays
+    with pytest.raises(VMNotFound):
+        env.driver.vm_info(spec.name)

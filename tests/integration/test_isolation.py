@@ -30,6 +30,7 @@ from app.extensions import db
 from app.models import AsyncJob, DownloadState, Network, SSHKeyPair, Template, TemplateStoreRef, new_uuid
 from app.services import accounts, keypairs, limits, vms, volumes
 from app.services.network import networks
+from app.services.snapshots import vm_snapshots
 from tests.integration.test_quotas import api
 from tests.integration.test_vm_pages import _engines, deploy, world  # noqa: F401  (fixtures)
 
@@ -87,6 +88,7 @@ def scene(app, world, users, tmp_path):
                                       disk_offering_uuid=offering.uuid)
             own[who.username] = {"volume": v.uuid}
         volumes.attach_volume(alice, own["alice"]["volume"], alice_vm)
+        vm_snapshots.create(alice, alice_vm, name="alice-snap", memory=True)  # after the attach: it refuses them
         for who, is_iso in ((alice, False), (alice, True), (admin, False)):  # private, ready in the zone
             t = Template(uuid=new_uuid(), name=f"{who.username}-{'iso' if is_iso else 'tpl'}",
                          format="ISO" if is_iso else "RAW", is_iso=is_iso,

@@ -26,8 +26,10 @@ def list_hypervisor_capabilities(ctx, p):
              Param("id", "uuid", "the capabilities row", required=True),
              Param("maxguestslimit", "long", "the maximum number of guests per host"),
              Param("maxdatavolumeslimit", "integer", "the maximum number of data volumes per VM"),
-             Param("maxhostspercluster", "integer", "the maximum number of hosts per cluster")])
+             Param("maxhostspercluster", "integer", "the maximum number of hosts per cluster"),
+             Param("vmsnapshotenabled", "boolean", "Set true to enable VM snapshots for this hypervisor")])
 def update_hypervisor_capabilities(ctx, p):
     return hv.update_capabilities(p["id"], max_guests_limit=p.get("maxguestslimit"),
                                   max_data_volumes_limit=p.get("maxdatavolumeslimit"),
-                                  max_hosts_per_cluster=p.get("maxhostspercluster"))
+                                  max_hosts_per_cluster=p.get("maxhostspercluster"),
+                                  vm_snapshot_enabled=p.get("vmsnapshotenabled"))

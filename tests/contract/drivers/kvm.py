@@ -67,6 +67,15 @@ def environment(tmp_path) -> Iterator[ContractEnv]:
                       display_name=f"contract {name}", disks=[DiskSpec(path=str(disk), format="RAW")],
                       console=ConsoleSpec(listen="127.0.0.1"))
 
+    def make_snapshot_vm_spec(name: str) -> VMSpec:
+        """VM snapshots are internal qcow2 snapshots: a qcow2 disk."""
+        disk = tmp_path / f"{name}.qcow2"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "64M"], check=True)
+        made.append(name)
+        return VMSpec(name=name, uuid=str(uuid.uuid4()), cpus=1, cpu_mhz=500, memory_mib=64,
+                      display_name=f"contract {name}", disks=[DiskSpec(path=str(disk), format="QCOW2")],
+                      console=ConsoleSpec(listen="127.0.0.1"))
+
     def volume_exists(p: StoragePoolSpec, name: str) -> bool:
         on_disk = os.path.exists(os.path.join(p.path, name))
         try:
@@ -83,7 +92,7 @@ def environment(tmp_path) -> Iterator[ContractEnv]:
         yield ContractEnv(driver=driver, hv_type=KVM, pool=pool, make_vm_spec=make_vm_spec,
                           extras={**net.extras(), "real_taps": True, "guest_ignores_acpi": True, "live_media": True,
                                   "iso_of": driver.iso_path, "volume_exists": volume_exists,
-                                  "template_source": template_source,
+                                  "template_source": template_source, "make_snapshot_vm_spec": make_snapshot_vm_spec,
                                   "unreachable": lambda: KVM.make_driver(
                                       HostConnection(url="qemu+tcp://127.0.0.1:9/system", address="127.0.0.1"),
                                       DriverContext(testing=True))})

@@ -51,10 +51,16 @@ def environment(tmp_path) -> Iterator[ContractEnv]:
                       disks=[DiskSpec(path=str(tmp_path / f"{name}.raw"), format="RAW")],
                       console=ConsoleSpec(listen="127.0.0.1", port=next(_ports)))
 
+    def make_snapshot_vm_spec(name: str) -> VMSpec:
+        return VMSpec(name=name, uuid=str(uuid.uuid4()), cpus=1, cpu_mhz=500, memory_mib=64,
+                      disks=[DiskSpec(path=str(tmp_path / f"{name}.qcow2"), format="QCOW2")],
+                      console=ConsoleSpec(listen="127.0.0.1", port=next(_ports)))
+
     net = LocalNet()
     try:
         yield ContractEnv(driver=driver, hv_type=KVM, pool=pool, make_vm_spec=make_vm_spec,
                           extras={**net.extras(), "guest_ignores_acpi": False, "live_media": False,
+                                  "make_snapshot_vm_spec": make_snapshot_vm_spec,
                                   "no_template_import": "libvirt's test driver has no virStorageVolUpload "
                                                         "(template import runs on the real libvirtd: kvm module)",
                                   "no_volume_backup": "libvirt's test driver has no virStorageVolDownload "

@@ -10,11 +10,11 @@ import sqlalchemy as sa
 
 from app.hypervisors.base import DiskSpec, DriverContext, StoragePoolSpec, VMSpec, VolumeSpec
 from app.hypervisors.simulator import SIMULATOR, dispose_engines
-from app.models import SimFault, SimHost, SimPool, SimRouter, SimSegment, SimVM, SimVolume
+from app.models import SimFault, SimHost, SimPool, SimRouter, SimSegment, SimVM, SimVMSnapshot, SimVolume
 from tests.contract.env import ContractEnv
 
 NAME = "simulator"
-TABLES = [m.__table__ for m in (SimHost, SimVM, SimPool, SimVolume, SimFault, SimRouter, SimSegment)]
+TABLES = [m.__table__ for m in (SimHost, SimVM, SimPool, SimVolume, SimFault, SimRouter, SimSegment, SimVMSnapshot)]
 
 
 def available() -> str | None:
