@@ -64,6 +64,8 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(vms.bp)
     from app.web import userdata as userdata_pages
     app.register_blueprint(userdata_pages.bp)
+    from app.web import vm_snapshots
+    app.register_blueprint(vm_snapshots.bp)
     from app.web.network import guest as network_guest
     app.register_blueprint(network_guest.bp)
     from app.web.network import secgroups as network_secgroups

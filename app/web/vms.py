@@ -230,7 +230,9 @@ JOB_LABELS = {"deployVirtualMachine": "Deploy", "startVirtualMachine": "Start", 
               "rebootVirtualMachine": "Reboot", "destroyVirtualMachine": "Destroy", "expungeVirtualMachine": "Expunge",
               "migrateVirtualMachine": "Migrate", "scaleVirtualMachine": "Change offering",
               "attachIso": "Attach ISO", "detachIso": "Detach ISO", "restoreVirtualMachine": "Restore",
-              "resetSSHKeyForVirtualMachine": "Reset SSH key", "resetPasswordForVirtualMachine": "Reset password"}
+              "resetSSHKeyForVirtualMachine": "Reset SSH key", "resetPasswordForVirtualMachine": "Reset password",
+              "createVMSnapshot": "Take VM snapshot", "revertToVMSnapshot": "Revert to VM snapshot",
+              "deleteVMSnapshot": "Delete VM snapshot"}
 
 
 @dataclass(frozen=True)
@@ -456,13 +458,13 @@ def _answer(uuid: str, name: str, *, job: JobView | None = None, done: str | Non
             return (render_template("vms/_message.html", category="error" if failed else "success", message=message),
                     status, {} if error else {"HX-Trigger": CHANGED})
         flash(message, "error" if failed else "success")
-        return redirect(_back(url_for(".index")))
+        return redirect(_back(url_for("vms.index")))
     try:
         vm = vms_service.get_vm(current_user, uuid)
     except NotFound:  # expunged already (destroy with expunge; jobs that ran at once)
         flash(f"VM {name} is expunged.", "success")
-        return _redirect(url_for(".index"))
-    here = url_for(".detail", uuid=uuid, job=job.job.uuid if job else None)
+        return _redirect(url_for("vms.index"))
+    here = url_for("vms.detail", uuid=uuid, job=job.job.uuid if job else None)
     if not request.htmx:
         if error or done:
             flash(error or done, "error" if error else "success")

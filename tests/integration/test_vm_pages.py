@@ -253,13 +253,13 @@ def test_actions_follow_state_and_capabilities(app, world, auth, client):
     page = client.get(f"/vms/{run}").get_data(as_text=True)
     # (Save: the Settings card's; Restore: reinstall from its template)
     assert buttons(page) == {"Stop", "Force stop", "Reboot", "Destroy", "Migrate", "Attach ISO", "Save", "Restore",
-                             "Add tag"}
+                             "Add tag", "Take snapshot"}  # a VM snapshot: the Simulator's
     other = next(h for h in ("h1", "h2") if h != host_name(app, run))
     assert "expunge now" in page and "Let Nubo choose" in page and f"{other} (Up)" in page
     assert f"{host_name(app, run)} (Up)" not in page  # not where it runs already
     assert buttons(client.get(f"/vms/{stop}").get_data(as_text=True)) == {
         "Start", "Destroy", "Change offering", "Attach ISO", "Save", "Restore", "Assign to account",
-        "Add tag"}
+        "Add tag", "Take snapshot"}
     assert buttons(client.get(f"/vms/{gone}").get_data(as_text=True)) == {"Recover", "Expunge", "Add tag"}
     # A busy VM (an action queued or running) offers no action: it would be refused (tags stay editable).
     set_vm(app, stop, active_job_id=12345)
