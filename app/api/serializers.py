@@ -271,7 +271,7 @@ def template(t) -> dict:
            "hypervisor": hypervisor_name(t.hypervisor_type),
            "ostypeid": t.os_type.uuid if t.os_type else None, "ostypename": t.os_type.description if t.os_type else None,
            "account": t.account.name, "accountid": t.account.uuid, "domainid": DOMAIN_ID, "domain": DOMAIN_NAME,
-           "ispublic": t.is_public, "isfeatured": t.featured, "bootable": t.bootable, "isextractable": False,
+           "ispublic": t.is_public, "isfeatured": t.featured, "bootable": t.bootable, "isextractable": t.extractable,
            "directdownload": t.direct_download, "checksum": t.checksum, "url": t.url, "size": t.size,
            "physicalsize": t.physical_size, "created": t.created, "templatetype": "USER",
            "passwordenabled": bool(t.password_enabled), "crossZones": False, "isready": False,
