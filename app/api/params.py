@@ -33,6 +33,8 @@ def _convert(name: str, type_: str, raw: str, length: int):
             raise _bad(name, f"{raw} must be true or false")
         return low == "true"
     if type_ == "uuid":
+        if name == "projectid" and raw.strip() == "-1":  # CloudStack: every project of the caller
+            return "-1"
         try:
             return str(uuidlib.UUID(raw.strip()))
         except ValueError:

@@ -12,9 +12,12 @@ app/api/commands/__init__.py):
 
 - `params` are validated before the handler runs (types: uuid, string, integer,
   long, boolean, date, list, map; `required=True`); a bad one is a 431 naming it.
-- `role="admin"` commands are open to Admin-type roles only, the others to every role
-  type; the caller's role rules come first (app/services/roles.py): a command the role
-  may not call gets CloudStack's 432 "The API [x] does not exist or is not available...".
+- `role="admin"` commands are open to Admin-type roles only, `role="domainadmin"` ones to
+  Admin and DomainAdmin role types (as if declared `authorized=(Admin, DomainAdmin)`), the
+  others to every role type; the caller's role rules come first (app/services/roles.py): a
+  command the role may not call gets CloudStack's 432 "The API [x] does not exist or is not
+  available...". So the default Domain Admin role's rules decide what domain admins may call;
+  which accounts and objects they reach is app/services/access.py's subtree rule.
 - `list=True` commands also get id, keyword, page, pagesize, listall, account,
   domainid declared automatically; the handler returns (rows, total) and `ctx.page`
   holds the paging. Rows are serialized with the serializer registered for
@@ -31,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 ADMIN, USER = "admin", "user"
+DOMAIN_ADMIN = "domainadmin"  # root admins and domain admins (CloudStack's RoleType.Admin, DomainAdmin)
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,20 @@ LIST_PARAMS = [
     Param("listall", "boolean", "true to list everything the caller may see, not only its own"),
     Param("account", "string", "list resources of this account (admins)"),
     Param("domainid", "uuid", "list resources of this domain (admins)"),
+    Param("isrecursive", "boolean", "with domainid: also the domains below it"),
+    Param("projectid", "uuid", "list objects of this project (-1: of every project of the caller)"),
 ]
+# List commands that are not about objects an account owns: no projectid.
+NO_PROJECT = {"listusers", "listaccounts", "listdomains", "listdomainchildren", "listprojects",
+              "listprojectaccounts", "listprojectinvitations", "listzones", "listhosts", "listpods", "listclusters",
+              "liststoragepools", "listimagestores", "listserviceofferings", "listdiskofferings",
+              "listnetworkofferings", "listostypes", "listoscategories", "listconfigurations", "listcapabilities",
+              "listhypervisors", "listhypervisorcapabilities", "listapis", "listphysicalnetworks",
+              "listtraffictypes", "listnetworkserviceproviders", "listsupportednetworkservices", "listregions"}
+
+# Commands with an `account` parameter that is not the owner of something made.
+NO_PROJECT_CREATE = {"createaccount", "createuser", "addaccounttoproject", "deleteaccountfromproject",
+                     "createproject", "updateproject"}
 
 COMMANDS: dict[str, Command] = {}  # by lower-case name
 
@@ -91,13 +108,22 @@ def command(name: str, description: str, *, params: list[Param] | None = None, r
         declared = [*(params or [])]
         if list:
             names = {p.name for p in declared}
-            declared += [p for p in LIST_PARAMS if p.name not in names]
+            declared += [p for p in LIST_PARAMS if p.name not in names
+                         and not (p.name == "projectid" and name.lower() in NO_PROJECT)]
+        elif any(p.name == "account" for p in declared) and not any(p.name == "projectid" for p in declared) \
+                and name.lower() not in NO_PROJECT_CREATE:
+            # CloudStack takes projectid wherever a command takes the owner's account.
+            declared.append(Param("projectid", "uuid", "the project that owns the object"))
         state = changes_state if changes_state is not None else not (
             list or name.startswith(("list", "get", "query")))
+        if role == DOMAIN_ADMIN and not authorized:  # the roles' rules decide (app/services/roles.py)
+            auth = ("Admin", "DomainAdmin")
+        else:
+            auth = authorized
         COMMANDS[name.lower()] = Command(name, description, fn, declared, role, is_async, response, list,
                                          async_returns_id, changes_state=state,
                                          returns_list_of_one=returns_list_of_one, anonymous=anonymous,
-                                         authorized=tuple(authorized))
+                                         authorized=tuple(auth))
         return fn
     return decorate
 

@@ -126,10 +126,27 @@ class prefetched:
         return False
 
 
-def owner_fields(acct: Account) -> dict:
-    """CloudStack's owner fields of any owned object (account, accountid, domainid, domain;
-    project and projectid once projects exist): every serializer of an owned object uses this."""
-    return {"account": acct.name, "accountid": acct.uuid, "domainid": DOMAIN_ID, "domain": DOMAIN_NAME}
+def owner_fields(acct: Account | None) -> dict:
+    """CloudStack's owner fields of any owned object (ApiResponseHelper.populateOwner): account
+    and accountid, or project and projectid for a project's object, and the domain: every
+    serializer of an owned object uses this."""
+    if acct is None:
+        return {}
+    if hasattr(acct, "domain_uuid"):  # a list view's owner (vm_views.AccountRef): read with the rows
+        if acct.project_uuid:
+            return {"domainid": acct.domain_uuid, "domain": acct.domain_name, "project": acct.project_name,
+                    "projectid": acct.project_uuid}
+        return {"domainid": acct.domain_uuid, "domain": acct.domain_name, "account": acct.name,
+                "accountid": acct.uuid}
+    out = {"domainid": acct.domain.uuid, "domain": acct.domain.name}
+    if acct.is_project:
+        from app.services import projects
+        p = projects.of_account(acct.id)
+        if p is not None:
+            out.update(project=p.name, projectid=p.uuid)
+        return out
+    out.update(account=acct.name, accountid=acct.uuid)
+    return out
 
 
 # CloudStack's Account.Type by role type: 0 user, 1 root admin, 2 domain admin, 3 resource admin.
@@ -141,7 +158,7 @@ def role_fields(a: Account) -> dict:
     from app.services import roles
     role = roles.role_of(a)
     rtype = a.role_type
-    return {"accounttype": ACCOUNT_TYPES.get(rtype, 0), "roletype": rtype,
+    return {"accounttype": a.account_type, "roletype": rtype,
             "roleid": role.uuid if role else None, "rolename": role.name if role else None}
 
 
@@ -162,9 +179,12 @@ def account(a: Account, totals: dict | None = None) -> dict:
     """With CloudStack's usage figures (vmtotal, vmlimit, ...): `totals` when the caller
     fetched them for a whole page (limits.account_totals), else fetched here."""
     from app.services import limits
+    from app.services import domains
     return {"id": a.uuid, "name": a.name, **role_fields(a), "state": a.state,
-            "networkdomain": a.network_domain,
-            "domainid": DOMAIN_ID, "domain": DOMAIN_NAME, "created": a.created,
+            "domainid": a.domain.uuid, "domain": a.domain.name,
+            "domainpath": domains.display_path(a.domain), "created": a.created,
+            "networkdomain": a.network_domain or a.domain.network_domain,
+            "isdefault": a.name == "admin" and a.domain.parent_id is None,
             "user": [user(u) for u in a.users if u.removed is None],
             **(totals if totals is not None else limits.account_totals([a])[a.id])}
 
@@ -174,7 +194,7 @@ def user(u: User) -> dict:
     return {"id": u.uuid, "username": u.username, "firstname": u.firstname, "lastname": u.lastname,
             "email": u.email, "state": u.state, "account": u.account.name, "accountid": u.account.uuid,
             **role_fields(u.account),
-            "domainid": DOMAIN_ID, "domain": DOMAIN_NAME, "created": u.created,
+            "domainid": u.account.domain.uuid, "domain": u.account.domain.name, "created": u.created,
             "apikey": u.api_key, "iscallerchilddomain": False, "isdefault": u.username == "admin"}
 
 
@@ -270,7 +290,7 @@ def template(t) -> dict:
     out = {"id": t.uuid, "name": t.name, "displaytext": t.display_text, "format": t.format,
            "hypervisor": hypervisor_name(t.hypervisor_type),
            "ostypeid": t.os_type.uuid if t.os_type else None, "ostypename": t.os_type.description if t.os_type else None,
-           "account": t.account.name, "accountid": t.account.uuid, "domainid": DOMAIN_ID, "domain": DOMAIN_NAME,
+           **owner_fields(t.account),
            "ispublic": t.is_public, "isfeatured": t.featured, "bootable": t.bootable, "isextractable": t.extractable,
            "directdownload": t.direct_download, "checksum": t.checksum, "url": t.url, "size": t.size,
            "physicalsize": t.physical_size, "created": t.created, "templatetype": "USER",
@@ -331,7 +351,7 @@ def volume(v) -> dict:
             "path": v.uuid, "format": v.format if v.pool_id else None,
             "diskofferingid": v.disk_offering.uuid if v.disk_offering else None,
             "diskofferingname": v.disk_offering.name if v.disk_offering else None,
-            "account": v.account.name, "domainid": DOMAIN_ID, "domain": DOMAIN_NAME, "created": v.created,
+            **owner_fields(v.account), "created": v.created,
             "destroyed": v.removed is not None, "tags": tags_for("Volume", v.id)}
 
 
@@ -344,12 +364,12 @@ def vm_dict(vm, minimal: bool = False, admin: bool = False) -> dict:
     out = {"id": vm.uuid, "name": vm.name, "displayname": vm.display_name, "state": vm.state,
            "instancename": vm.instance_name, "hypervisor": hypervisor_name(vm.hypervisor_type),
            "cpunumber": vm.cpu_number, "cpuspeed": vm.cpu_speed, "memory": vm.memory, "created": vm.created,
-           "domainid": DOMAIN_ID, "domain": DOMAIN_NAME}
+           **owner_fields(vm.account)}
     if minimal:
         return out
     nics = [n for n in vm.nics if n.removed is None]
     out.update({
-        "account": vm.account.name, "zoneid": vm.zone.uuid, "zonename": vm.zone.name,
+        "zoneid": vm.zone.uuid, "zonename": vm.zone.name,
         # Which host runs a VM is the admins' business, as in CloudStack.
         "hostid": vm.host.uuid if admin and vm.host else None, "hostname": vm.host.name if admin and vm.host else None,
         "templateid": vm.template.uuid if vm.template else None,
@@ -469,8 +489,8 @@ def serviceoffering(o) -> dict:
 def event(e) -> dict:
     return {"id": e.uuid, "type": e.type, "level": e.level, "state": e.state, "description": e.description,
             "created": e.created, "resourcetype": e.resource_type, "resourceid": e.resource_id,
-            "username": e.user.username if e.user else None, "account": e.account.name if e.account else None,
-            "domainid": DOMAIN_ID, "domain": DOMAIN_NAME}
+            "username": e.user.username if e.user else None,
+            **(owner_fields(e.account) if e.account else {"domainid": DOMAIN_ID, "domain": DOMAIN_NAME})}
 
 
 # --- Self-service: SSH key pairs, resource limits --------------------------------
@@ -479,8 +499,8 @@ def event(e) -> dict:
 def sshkeypair(kp) -> dict:
     from app.extensions import db
     owner = db.session.get(Account, kp.account_id)  # loaded with the page (keypairs.owners)
-    return {"id": kp.uuid, "name": kp.name, "fingerprint": kp.fingerprint, "account": owner.name,
-            "accountid": owner.uuid, "domainid": DOMAIN_ID, "domain": DOMAIN_NAME, "created": kp.created}
+    return {"id": kp.uuid, "name": kp.name, "fingerprint": kp.fingerprint, **owner_fields(owner),
+            "created": kp.created}
 
 
 _SERIALIZERS["keypair"] = sshkeypair  # createSSHKeyPair / registerSSHKeyPair answer "keypair"
@@ -490,8 +510,7 @@ _SERIALIZERS["keypair"] = sshkeypair  # createSSHKeyPair / registerSSHKeyPair an
 def resourcelimit(row) -> dict:
     """An (account, limits.Limit) pair; resourcetype is a string in CloudStack's answer."""
     acct, lim = row
-    return {"account": acct.name, "accountid": acct.uuid, "domainid": DOMAIN_ID, "domain": DOMAIN_NAME,
-            "resourcetype": str(lim.number), "resourcetypename": lim.resource, "max": lim.max}
+    return {**owner_fields(acct), "resourcetype": str(lim.number), "resourcetypename": lim.resource, "max": lim.max}
 
 
 @serializer("resourcecount")
@@ -499,8 +518,7 @@ def resourcecount(row) -> dict:
     """An (account, resource, count) triple, in CloudStack's ResourceCountResponse shape."""
     from app.services.quotas import TYPES
     acct, resource, count = row
-    return {"account": acct.name, "accountid": acct.uuid, "domainid": DOMAIN_ID, "domain": DOMAIN_NAME,
-            "resourcetype": str(TYPES[resource][2]), "resourcetypename": resource, "resourcecount": count}
+    return {**owner_fields(acct), "resourcetype": str(TYPES[resource][2]), "resourcetypename": resource, "resourcecount": count}
 
 
 @serializer("consolesession")
@@ -509,7 +527,7 @@ def consolesession(view) -> dict:
     s, u, vm = view.session, view.user, view.vm
     return {"id": s.uuid, "created": s.created, "acquired": s.used, "removed": s.closed,
             "clientaddress": s.client_address, "userid": u.uuid, "user": u.username,
-            "accountid": u.account.uuid, "account": u.account.name, "domainid": DOMAIN_ID, "domain": DOMAIN_NAME,
+            **owner_fields(u.account),
             "virtualmachineid": vm.uuid, "virtualmachinename": vm.name}
 
 

@@ -15,7 +15,7 @@ from app.api.registry import Command, lookup
 from app.api.serializers import clean, prefetched, serialize
 from app.extensions import csrf, db
 from app.models import AccountState, AsyncJob, User
-from app.services import accounts, roles, sessions, settings
+from app.services import access, accounts, roles, sessions, settings
 from app.services.errors import InvalidParameter, ServiceError
 from app.services.settings import Definition, define
 
@@ -197,6 +197,8 @@ def api():
         g.caller = user  # serializers show admin-only fields (a VM's host) to admins only
         ctx = Context(user=user, command=cmd, page=_paging(cmd, typed), raw=params,
                       source=request.remote_addr, by_session=not (params.get("apiKey") or params.get("apikey")))
+        # The request's project (projectid; -1: every project of the caller), for the access layer.
+        access.enter_scope(user, typed.get("projectid"), listing=cmd.list, domainid=typed.get("domainid"))
         result = cmd.handler(ctx, typed)
         return _answer(cmd.name, _render(cmd, result))
     except ApiError as e:

@@ -305,6 +305,7 @@ def job_result(j: AsyncJob) -> dict:
     if j.account_id:
         acct = db.session.get(Account, j.account_id)
         out["accountid"], out["account"] = acct.uuid, acct.name
+        out["domainid"] = acct.domain.uuid
     if j.user_id:
         out["userid"] = db.session.get(User, j.user_id).uuid
     if j.status != JobStatus.PENDING and j.result:

@@ -10,12 +10,21 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
 from app.models.base import PublicIdMixin, RemovableMixin
+from app.models.domains import Domain
 from app.models.roles import AccountRole
 
 
 class Role(StrEnum):
+    """CloudStack's account types: root admin (1), domain admin (2), user (0) and the
+    account that owns a project's resources (5)."""
     ADMIN = "admin"
     USER = "user"
+    DOMAIN_ADMIN = "domainadmin"
+    PROJECT = "project"
+
+
+ACCOUNT_TYPES = {Role.USER: 0, Role.ADMIN: 1, Role.DOMAIN_ADMIN: 2, Role.PROJECT: 5}
+ROLE_TYPES = {Role.USER: "User", Role.ADMIN: "Admin", Role.DOMAIN_ADMIN: "DomainAdmin", Role.PROJECT: "User"}
 
 
 class AccountState(StrEnum):
@@ -26,9 +35,11 @@ class AccountState(StrEnum):
 
 class Account(PublicIdMixin, RemovableMixin, db.Model):
     __tablename__ = "accounts"
+    # Account names are unique within a domain, as in CloudStack.
+    __table_args__ = (UniqueConstraint("domain_id", "name", name="uq_accounts_domain_name"),)
 
-    name: Mapped[str] = mapped_column(String(255), unique=True)
-    # CloudStack's account type: an admin account's users are root admins.
+    name: Mapped[str] = mapped_column(String(255))
+    # CloudStack's account type (Role): an admin account's users are root admins.
     role: Mapped[str] = mapped_column(String(16), default=Role.USER)
     state: Mapped[str] = mapped_column(String(16), default=AccountState.ENABLED)
     # The account's dynamic role (app/services/roles.py); None: the default role of its type.
@@ -42,6 +53,8 @@ class Account(PublicIdMixin, RemovableMixin, db.Model):
     # Joined with the account (itself joined with every loaded user): the API's role check
     # reads the role's rules version from here with no query of its own.
     role_obj: Mapped[AccountRole | None] = relationship(lazy="joined")
+    domain_id: Mapped[int] = mapped_column(ForeignKey("domains.id"), index=True)
+    domain: Mapped[Domain] = relationship(lazy="joined")
 
     @property
     def is_admin(self) -> bool:
@@ -54,7 +67,18 @@ class Account(PublicIdMixin, RemovableMixin, db.Model):
         the account's role; an account without one has the default role of its `role`."""
         if self.role_obj is not None:
             return self.role_obj.role_type
-        return "Admin" if self.is_admin else "User"
+        return ROLE_TYPES.get(self.role, "User")
+
+    @property
+    def account_type(self) -> int:
+        """CloudStack's account type, from the role type (5: a project's own account)."""
+        if self.role == Role.PROJECT:
+            return 5
+        return {"Admin": 1, "DomainAdmin": 2, "ResourceAdmin": 3}.get(self.role_type, 0)
+
+    @property
+    def is_project(self) -> bool:
+        return self.role == Role.PROJECT
 
 
 class User(UserMixin, PublicIdMixin, RemovableMixin, db.Model):
@@ -86,6 +110,10 @@ class User(UserMixin, PublicIdMixin, RemovableMixin, db.Model):
     @property
     def is_admin(self) -> bool:
         return self.role == Role.ADMIN
+
+    @property
+    def role_type(self) -> str:
+        return self.account.role_type
 
     @property
     def is_active(self) -> bool:  # Flask-Login: disabled users cannot log in

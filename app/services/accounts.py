@@ -15,8 +15,8 @@ from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.extensions import db
-from app.models import Account, AccountRole, AccountState, LoginThrottle, Role, RoleType, User, new_uuid, utcnow
-from app.services import crypto, events, settings
+from app.models import ACCOUNT_TYPES, Account, AccountRole, AccountState, LoginThrottle, Role, RoleType, User, new_uuid, utcnow
+from app.services import access, crypto, events, settings
 from app.services.errors import InvalidParameter, NotFound, PermissionDenied, ServiceError
 from app.services.settings import Definition, define
 
@@ -77,33 +77,45 @@ def _check_password(password: str, username: str | None = None) -> None:
     check_password_policy(password, username)
 
 
-def get_account(name: str) -> Account | None:
-    return db.session.scalar(select(Account).where(Account.name == name, Account.removed.is_(None)))
+def get_account(name: str, domain_id: int | None = None) -> Account | None:
+    """A live account by name in a domain (ROOT when none is given): names are unique per domain."""
+    if domain_id is None:
+        from app.services import domains
+        domain_id = domains.ensure_root().id
+    return db.session.scalar(select(Account).where(Account.name == name, Account.domain_id == domain_id,
+                                                   Account.removed.is_(None)))
 
 
 def get_user(username: str) -> User | None:
     return db.session.scalar(select(User).where(User.username == username, User.removed.is_(None)))
 
 
-def create_account(name: str, role: str = Role.USER, *, commit: bool = True,
+def create_account(name: str, role: str = Role.USER, *, domain=None, commit: bool = True,
                    account_role: AccountRole | None = None) -> Account:
-    """`account_role`: its dynamic role (else the default role of `role`); `role` then follows
-    the role's type ("admin" exactly for Admin-type roles)."""
+    """An account in `domain` (ROOT when None). Root admin accounts live in ROOT only.
+    `account_role`: its dynamic role (else the default role of `role`); `role` then follows
+    the role's type ("admin" exactly for Admin-type roles, "domainadmin" for DomainAdmin ones);
+    a project's own account ("project") has no role: it never calls anything."""
+    from app.services import domains, roles
     name = _check_name(name, "Account")
-    if role not in (Role.ADMIN, Role.USER):
-        raise InvalidParameter("Role must be admin or user", field="role")
-    if get_account(name):
-        raise InvalidParameter(f"An account named {name} already exists", field="account")
-    from app.services import roles
-    if account_role is None:
-        account_role = roles.default_role(RoleType.ADMIN if role == Role.ADMIN else RoleType.USER)
-    else:
-        role = Role.ADMIN if account_role.role_type == RoleType.ADMIN else Role.USER
-    acct = Account(name=name, role=role, role_obj=account_role)
+    if role not in (Role.ADMIN, Role.USER, Role.DOMAIN_ADMIN, Role.PROJECT):
+        raise InvalidParameter("Role must be admin, domainadmin or user", field="role")
+    if account_role is None and role != Role.PROJECT:
+        account_role = roles.default_role(ROLE_TYPE_OF[role])
+    elif account_role is not None:
+        role = ROLE_OF_TYPE.get(account_role.role_type, Role.USER)
+    domain = domain or domains.ensure_root()
+    if role == Role.ADMIN and domain.parent_id is not None:
+        raise InvalidParameter("Root admin accounts can only be created in the ROOT domain", field="accounttype")
+    if get_account(name, domain.id):
+        raise InvalidParameter(f"The specified account: {name} already exists in domain "
+                               f"{domains.display_path(domain)}", field="account")
+    acct = Account(name=name, role=role, domain_id=domain.id, role_obj=account_role)
     db.session.add(acct)
     db.session.flush()
-    from app.services.network import secgroups
-    secgroups.ensure_default(acct.id)  # CloudStack gives every account its "default" security group
+    if role != Role.PROJECT:
+        from app.services.network import secgroups
+        secgroups.ensure_default(acct.id)  # CloudStack gives every account its "default" security group
     if commit:
         db.session.commit()
     return acct
@@ -111,18 +123,21 @@ def create_account(name: str, role: str = Role.USER, *, commit: bool = True,
 
 def create_user(username: str, password: str, *, role: str | None = None, account: str | None = None,
                 email: str | None = None, firstname: str | None = None,
-                lastname: str | None = None, account_role: AccountRole | None = None) -> User:
+                lastname: str | None = None, account_role: AccountRole | None = None, domain=None) -> User:
     """Create a user; its account is created when it does not exist (named after the
     user unless given). The user's role follows its account's type, as in CloudStack."""
     username = _check_name(username, "Username")
     _check_password(password, username)
     if get_user(username):
         raise InvalidParameter(f"A user named {username} already exists", field="username")
-    acct = get_account(account or username)
+    acct = get_account(account or username, domain.id if domain is not None else None)
     if acct is not None:
         _not_being_deleted(acct)
     if acct is None:
-        acct = create_account(account or username, role or Role.USER, commit=False, account_role=account_role)
+        acct = create_account(account or username, role or Role.USER, domain=domain, commit=False,
+                              account_role=account_role)
+    elif acct.is_project:
+        raise InvalidParameter("A project's account has no users", field="account")
     elif role and role != acct.role:
         raise InvalidParameter(f"Account {acct.name} is an {acct.role} account; "
                                f"cannot add a user with role {role}", field="role")
@@ -313,16 +328,30 @@ def ensure_admin(password: str | None) -> str | None:
 
 # --- Lists and administration (API and admin pages) ---------------------------
 
+def _domain_filter(caller, q, domainid: str | None, recursive: bool):
+    """Accounts (joined in q) of the domain named (and below it, recursive) when one is."""
+    if not domainid:
+        return q
+    d = access.domain_by_uuid(caller, domainid)
+    if recursive:
+        return q.where(Account.domain_id.in_(access.domain_ids_under(d.path)))
+    return q.where(Account.domain_id == d.id)
+
+
 def list_users(caller: User, *, id: str | None = None, username: str | None = None,
                account: str | None = None, state: str | None = None, keyword: str | None = None,
-               listall: bool = False, page=None):
-    """Admins see every user; a user sees the users of their own account."""
+               listall: bool = False, domainid: str | None = None, isrecursive: bool = False,
+               accounttype: int | None = None, page=None):
+    """Admins see the users of every account of their domain and below (root admins: all);
+    a user sees the users of their own account."""
     from app.services.pagination import page_of
-    q = select(User).join(Account).where(User.removed.is_(None)).order_by(User.id)
-    if not caller.is_admin:
-        q = q.where(User.account_id == caller.account_id)
-    elif account:
-        q = q.where(Account.name == account)
+    q = select(User).join(Account, User.account_id == Account.id).where(
+        User.removed.is_(None), access.accounts_visible(caller)).order_by(User.id)
+    q = _domain_filter(caller, q, domainid, isrecursive or listall)
+    if account and access.is_any_admin(caller):
+        q = q.where(User.account_id == access.owner_for(caller, account, domainid).id)
+    if accounttype is not None:
+        q = q.where(Account.role == next((r for r, t in ACCOUNT_TYPES.items() if t == accounttype), "none"))
     if id:
         q = q.where(User.uuid == id)
     if username:
@@ -335,11 +364,17 @@ def list_users(caller: User, *, id: str | None = None, username: str | None = No
 
 
 def list_accounts(caller: User, *, id: str | None = None, name: str | None = None,
-                  keyword: str | None = None, page=None):
+                  keyword: str | None = None, domainid: str | None = None, isrecursive: bool = False,
+                  listall: bool = False, accounttype: int | None = None, state: str | None = None, page=None):
+    """listAccounts: the accounts the caller may see (access.accounts_visible), of the domain
+    named (and below it with isrecursive or listall)."""
     from app.services.pagination import page_of
-    q = select(Account).where(Account.removed.is_(None)).order_by(Account.id)
-    if not caller.is_admin:
-        q = q.where(Account.id == caller.account_id)
+    q = select(Account).where(Account.removed.is_(None), access.accounts_visible(caller)).order_by(Account.id)
+    q = _domain_filter(caller, q, domainid, isrecursive or listall)
+    if accounttype is not None:
+        q = q.where(Account.role == next((r for r, t in ACCOUNT_TYPES.items() if t == accounttype), "none"))
+    if state:
+        q = q.where(Account.state == state.lower())
     if id:
         q = q.where(Account.uuid == id)
     if name:
@@ -350,9 +385,10 @@ def list_accounts(caller: User, *, id: str | None = None, name: str | None = Non
 
 
 def visible_user(caller: User, uuid: str) -> User:
-    """A user the caller may act on (admins: any; users: only themselves)."""
-    user = db.session.scalar(select(User).where(User.uuid == uuid, User.removed.is_(None)))
-    if user is None or (not caller.is_admin and user.id != caller.id):
+    """A user the caller may act on (admins: any of their domain and below; users: only themselves)."""
+    user = db.session.scalar(select(User).join(Account, User.account_id == Account.id).where(
+        User.uuid == uuid, User.removed.is_(None), access.accounts_visible(caller)))
+    if user is None or (not access.is_any_admin(caller) and user.id != caller.id):
         raise NotFound("Unable to find user with specified id", field="id")
     return user
 
@@ -373,26 +409,20 @@ def delete_user(caller: User, user: User) -> None:
 # --- Self-service and account administration (pages and updateUser) ----------
 
 def visible_account(caller: User, uuid: str) -> Account:
-    """An account the caller may see: admins any, users their own (else "not found")."""
-    q = select(Account).where(Account.uuid == uuid, Account.removed.is_(None))
-    if not caller.is_admin:
-        q = q.where(Account.id == caller.account_id)
+    """An account the caller may see: admins any of their domain and below, users their own
+    (else "not found")."""
+    q = select(Account).where(Account.uuid == uuid, Account.removed.is_(None), access.accounts_visible(caller))
     acct = db.session.scalar(q)
     if acct is None:
         raise NotFound("Unable to find account with the specified id", field="id")
     return acct
 
 
-def named_account(caller: User, name: str | None) -> Account:
-    """The account an API call names (account=): the caller's own when none is named;
-    another only for admins (users: 531), "not found" when it does not exist."""
-    if not name or name == caller.account.name:
-        return caller.account
-    if not caller.is_admin:
-        raise PermissionDenied(f"You may only act in your own account, {caller.account.name}")
-    acct = get_account(name)
-    if acct is None:
-        raise NotFound(f"Unable to find account {name}", field="account")
+def named_account(caller: User, name: str | None, domainid: str | None = None) -> Account:
+    """The account an API call names (account= and domainid=, or the request's project): the
+    caller's own when none is named; another only for admins over its domain (users: 531),
+    "not found" when it does not exist (app/services/access.owner_for)."""
+    acct = access.owner_for(caller, name, domainid)
     _not_being_deleted(acct)  # deleteAccount has begun: nothing new is made in it
     return acct
 
@@ -402,10 +432,10 @@ def update_user(caller: User, user: User, *, username: str | None = None, firstn
                 current_password: str | None = None) -> User:
     """updateUser: users change their own names, email and password; admins anyone's,
     the user name included. Changing one's own password needs the current one."""
-    if not caller.is_admin and user.id != caller.id:
+    if not access.is_any_admin(caller) and user.id != caller.id:
         raise NotFound("Unable to find user with specified id", field="id")
     if username is not None and username != user.username:
-        if not caller.is_admin:
+        if not access.is_any_admin(caller):
             raise PermissionDenied("Only administrators may rename users")
         username = _check_name(username, "Username")
         if get_user(username):
@@ -458,14 +488,17 @@ _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 DOMAIN_RE = re.compile(rf"^(?=.{{1,190}}$){_LABEL}(\.{_LABEL})*$")
 
 
-def find_account(caller: User, *, id: str | None = None, name: str | None = None) -> Account:
-    """The account an admin command names by id, or by name (account=, with domainid)."""
+def find_account(caller: User, *, id: str | None = None, name: str | None = None,
+                 domainid: str | None = None) -> Account:
+    """The account an admin command names by id, or by name (account=, in domainid, else the
+    caller's domain); accounts outside what the caller sees are not found."""
     if id:
         return visible_account(caller, id)
     if not name:
         raise InvalidParameter("Either id or account name must be specified", field="id")
-    acct = get_account(name)
-    if acct is None or not (caller.is_admin or acct.id == caller.account_id):
+    domain = access.domain_by_uuid(caller, domainid) if domainid else caller.account.domain
+    acct = get_account(name, domain.id)
+    if acct is None or acct.is_project or not access.can_see(caller, acct.id):
         raise NotFound(f"Unable to find account {name}", field="account")
     return acct
 
@@ -484,7 +517,7 @@ def update_account(caller: User, acct: Account, *, newname: str | None = None,
     _not_being_deleted(acct)
     if newname is not None and newname != acct.name:
         newname = _check_name(newname, "Account")
-        if get_account(newname):
+        if get_account(newname, acct.domain_id):
             raise InvalidParameter(f"The specified account name {newname} already exists", field="newname")
     if network_domain is not None and network_domain != "" and not DOMAIN_RE.match(network_domain):
         raise InvalidParameter("Invalid network domain. Total length shouldn't exceed 190 chars. Each domain "
@@ -502,6 +535,9 @@ def update_account(caller: User, acct: Account, *, newname: str | None = None,
         acct.network_domain = network_domain or None
     if role is not None:
         acct.role_obj = role
+        if not acct.is_admin:  # User <-> DomainAdmin (the check above keeps Admin apart)
+            acct.role = ROLE_OF_TYPE.get(role.role_type, Role.USER)
+            db.session.execute(update(User).where(User.account_id == acct.id).values(role=acct.role))
     events.record("ACCOUNT.UPDATE", f"Account {acct.name} updated", user=caller, account_id=acct.id,
                   resource_type="Account", resource_id=acct.uuid)
     db.session.commit()
@@ -579,34 +615,54 @@ def move_user(caller: User, user: User, target: Account) -> User:
 
 
 ACCOUNT_TYPE_ROLES = {0: RoleType.USER, 1: RoleType.ADMIN, 2: RoleType.DOMAIN_ADMIN, 3: RoleType.RESOURCE_ADMIN}
+# The account row's `role` (CloudStack's account type) for a role type, and back.
+ROLE_OF_TYPE = {RoleType.ADMIN: Role.ADMIN, RoleType.DOMAIN_ADMIN: Role.DOMAIN_ADMIN}
+ROLE_TYPE_OF = {Role.ADMIN: RoleType.ADMIN, Role.DOMAIN_ADMIN: RoleType.DOMAIN_ADMIN, Role.USER: RoleType.USER}
 
 
-def create_account_with_user(caller: User, *, username: str, password: str, account: str | None = None,
+def create_account_with_user(caller: User, username: str, password: str, *, account: str | None = None,
                              accounttype: int | None = None, role_uuid: str | None = None,
-                             network_domain: str | None = None, email: str | None = None,
-                             firstname: str | None = None, lastname: str | None = None) -> Account:
-    """createAccount: the account under a role (roleid, else the default role of accounttype,
-    else User) with its first user, all or nothing."""
-    from app.services import roles
+                             domainid: str | None = None, network_domain: str | None = None,
+                             email: str | None = None, firstname: str | None = None,
+                             lastname: str | None = None) -> Account:
+    """createAccount: an account (named after the user unless given) in a domain the caller
+    manages (their own by default), under a role (roleid, else the default role of
+    accounttype, else User), with its first user, all or nothing. Domain admins make user and
+    domain admin accounts of their subtree; only root admins make root admin accounts."""
+    from app.services import domains, roles
     if accounttype is not None and accounttype not in ACCOUNT_TYPE_ROLES:
         raise InvalidParameter(f"Invalid account type {accounttype} given; unable to create account",
                                field="accounttype")
+    domain = access.domain_by_uuid(caller, domainid) if domainid else caller.account.domain
     role = roles.assignable(caller, role_uuid)
     if role is not None:
         if accounttype is not None and ACCOUNT_TYPE_ROLES[accounttype] != role.role_type:
             raise InvalidParameter("The role's type does not match the given account type", field="roleid")
     else:
         role = roles.default_role(ACCOUNT_TYPE_ROLES[accounttype or 0])
+    rtype = role.role_type if role is not None else ACCOUNT_TYPE_ROLES[accounttype or 0]
+    if rtype in (RoleType.ADMIN, RoleType.RESOURCE_ADMIN) and not access.is_root(caller):
+        raise PermissionDenied("Only root admins may create root admin accounts")
     name = account or username
-    if get_account(name):
-        raise InvalidParameter(f"An account named {name} already exists", field="account")
+    if get_account(name, domain.id):
+        raise InvalidParameter(f"The specified account: {name} already exists in domain "
+                               f"{domains.display_path(domain)}", field="account")
     if network_domain and not DOMAIN_RE.match(network_domain):
         raise InvalidParameter("Invalid network domain", field="networkdomain")
-    kind = Role.ADMIN if role is not None and role.role_type == RoleType.ADMIN else (
-        Role.ADMIN if role is None and accounttype == 1 else Role.USER)
-    user = create_user(username, password, role=kind, account=name, email=email, firstname=firstname,
-                       lastname=lastname, account_role=role)
+    user = create_user(username, password, role=ROLE_OF_TYPE.get(rtype, Role.USER), account=name, domain=domain,
+                       email=email, firstname=firstname, lastname=lastname, account_role=role)
     if network_domain:
         user.account.network_domain = network_domain
         db.session.commit()
     return user.account
+
+
+def create_user_in(caller: User, username: str, password: str, *, account: str, domainid: str | None = None,
+                   email: str | None = None, firstname: str | None = None, lastname: str | None = None) -> User:
+    """createUser: a user in an existing account of a domain the caller manages."""
+    domain = access.domain_by_uuid(caller, domainid) if domainid else caller.account.domain
+    acct = get_account(account, domain.id)
+    if acct is None or acct.is_project:
+        raise NotFound(f"Unable to find account {account} in domain {domain.name}", field="account")
+    return create_user(username, password, account=account, domain=domain, email=email,
+                       firstname=firstname, lastname=lastname)

@@ -19,6 +19,8 @@ OS_TYPES = {
 
 
 def seed_reference_data() -> None:
+    from app.services import domains
+    domains.ensure_root()  # CloudStack's ROOT domain, the top of the tree
     existing = set(db.session.scalars(select(OsType.description)))
     categories = {c.name: c for c in db.session.scalars(select(OsCategory))}
     for cat_name, types in OS_TYPES.items():

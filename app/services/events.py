@@ -122,8 +122,8 @@ def list_events(caller, *, type_=None, level=None, start=None, end=None, keyword
 
     from app.services.pagination import page_of
     q = select(Event).options(joinedload(Event.user), joinedload(Event.account)).order_by(Event.id.desc())
-    if not caller.is_admin:
-        q = q.where(Event.account_id == caller.account_id)
+    from app.services import access
+    q = q.where(access.owned(caller, Event.account_id))
     if type_:
         q = q.where(Event.type == type_)
     if level:

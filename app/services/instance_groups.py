@@ -96,7 +96,7 @@ def delete(caller, uuid: str) -> None:
     db.session.commit()
 
 
-def list_groups(caller, *, id=None, name=None, keyword=None, account=None, page=None):
+def list_groups(caller, *, id=None, name=None, keyword=None, account=None, domainid=None, page=None):
     q = select(InstanceGroup).where(access.owned(caller, InstanceGroup.account_id)).order_by(InstanceGroup.id)
     if id:
         q = q.where(InstanceGroup.uuid == id)
@@ -104,9 +104,8 @@ def list_groups(caller, *, id=None, name=None, keyword=None, account=None, page=
         q = q.where(InstanceGroup.name == name)
     if keyword:
         q = q.where(InstanceGroup.name.contains(keyword, autoescape=True))
-    if account and caller.is_admin:
-        from app.models import Account
-        q = q.where(InstanceGroup.account_id.in_(select(Account.id).where(Account.name == account)))
+    if account or domainid:
+        q = q.where(access.list_owner(caller, InstanceGroup.account_id, account=account, domainid=domainid))
     return page_of(q, page)
 
 

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
 from app.models import Account, SSHKeyPair, new_uuid
-from app.services import accounts, events
+from app.services import access, events
 from app.services.errors import InvalidParameter, NotFound
 from app.services.pagination import page_of
 
@@ -28,8 +28,7 @@ MIN_RSA_BITS = 1024  # what OpenSSH still accepts
 
 
 def _visible(caller):
-    q = select(SSHKeyPair).order_by(SSHKeyPair.id)
-    return q if caller.is_admin else q.where(SSHKeyPair.account_id == caller.account_id)
+    return select(SSHKeyPair).where(access.owned(caller, SSHKeyPair.account_id)).order_by(SSHKeyPair.id)
 
 
 def get_keypair(caller, uuid: str) -> SSHKeyPair:
@@ -115,15 +114,17 @@ def _add(caller, owner: Account, name: str, public_key: str, event: str) -> SSHK
     return kp
 
 
-def create(caller, name: str, *, account: str | None = None, key_type: str = "rsa") -> tuple[SSHKeyPair, str]:
+def create(caller, name: str, *, account: str | None = None, domainid: str | None = None,
+           key_type: str = "rsa") -> tuple[SSHKeyPair, str]:
     """A new pair; the private key is returned here and nowhere else, ever."""
-    owner, name = accounts.named_account(caller, account), _name(name)
+    owner, name = access.owner_for(caller, account, domainid), _name(name)
     public, private = _generate(key_type)
     return _add(caller, owner, name, public, "SSH.KEYPAIR.CREATE"), private
 
 
-def register(caller, name: str, public_key: str, *, account: str | None = None) -> SSHKeyPair:
-    owner, name = accounts.named_account(caller, account), _name(name)
+def register(caller, name: str, public_key: str, *, account: str | None = None,
+             domainid: str | None = None) -> SSHKeyPair:
+    owner, name = access.owner_for(caller, account, domainid), _name(name)
     return _add(caller, owner, name, parse_public_key(public_key), "SSH.KEYPAIR.REGISTER")
 
 
@@ -134,9 +135,9 @@ def _delete(caller, kp: SSHKeyPair) -> None:
     db.session.commit()
 
 
-def delete(caller, name: str, *, account: str | None = None) -> None:
-    """deleteSSHKeyPair: by name, in the caller's account (admins: the one named)."""
-    owner = accounts.named_account(caller, account)
+def delete(caller, name: str, *, account: str | None = None, domainid: str | None = None) -> None:
+    """deleteSSHKeyPair: by name, in the caller's account (admins: the one named; or the project's)."""
+    owner = access.owner_for(caller, account, domainid)
     kp = db.session.scalar(select(SSHKeyPair).where(SSHKeyPair.account_id == owner.id, SSHKeyPair.name == name))
     if kp is None:
         raise NotFound(f"A key pair with name '{name}' does not exist for account {owner.name}", field="name")
@@ -148,13 +149,12 @@ def delete_by_uuid(caller, uuid: str) -> None:
 
 
 def list_keypairs(caller, *, id=None, name=None, fingerprint=None, keyword=None, listall: bool = False,
-                  account: str | None = None, page=None):
-    """Own pairs; admins also any account's (account=) or every one (listall)."""
+                  account: str | None = None, domainid: str | None = None, page=None):
+    """Own pairs (or the project's named); admins also any account's (account=) or every one
+    they may see (listall)."""
     q = _visible(caller)
-    if account:
-        q = q.where(SSHKeyPair.account_id == accounts.named_account(caller, account).id)
-    elif not (caller.is_admin and listall):
-        q = q.where(SSHKeyPair.account_id == caller.account_id)
+    q = q.where(access.list_owner(caller, SSHKeyPair.account_id, account=account, domainid=domainid,
+                                  listall=listall))
     if id:
         q = q.where(SSHKeyPair.uuid == id)
     if name:

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from app.extensions import db
 from app.models import Account, ResourceCount, ResourceLimit, ServiceOffering, VirtualMachine, VMState
 from app.services import events, quotas, settings
-from app.services.accounts import named_account
+from app.services import access
 from app.services.errors import InvalidParameter, PermissionDenied
 
 UNLIMITED = -1
@@ -109,13 +109,21 @@ def of_account(account: Account) -> list[Limit]:
     return of_accounts([account])[account.id]
 
 
-def list_limits(caller, *, account: str | None = None, resource=None, listall: bool = False
-                ) -> list[tuple[Account, Limit]]:
-    """listResourceLimits: the caller's account (admins: the one named, or every one with listall)."""
-    if caller.is_admin and listall and not account:
-        accounts = list(db.session.scalars(select(Account).where(Account.removed.is_(None)).order_by(Account.id)))
+def limited_account(caller, account: str | None, domainid: str | None = None) -> Account:
+    """The account (or the request's project) whose limits an admin sets."""
+    return access.owner_for(caller, account, domainid)
+
+
+def list_limits(caller, *, account: str | None = None, domainid: str | None = None, resource=None,
+                listall: bool = False) -> list[tuple[Account, Limit]]:
+    """listResourceLimits: the caller's account or the project named (admins: the account named,
+    or every one they may see with listall)."""
+    if access.is_any_admin(caller) and listall and not account and not access.current_project():
+        accounts = list(db.session.scalars(select(Account).where(Account.removed.is_(None),
+                                                                 access.accounts_visible(caller))
+                                           .order_by(Account.id)))
     else:
-        accounts = [named_account(caller, account)]
+        accounts = [access.owner_for(caller, account, domainid)]
     wanted = resource_of(resource) if resource is not None else None
     limits = of_accounts(accounts)
     return [(a, lim) for a in accounts for lim in limits[a.id] if wanted in (None, lim.resource)]
@@ -182,16 +190,21 @@ def refusal(limits: list[Limit], needs: dict[str, int]) -> str | None:
     return next((msg for lim in limits if (msg := lim.refusal(needs.get(lim.resource, 0)))), None)
 
 
-def update_counts(caller, *, account: str | None = None, resource=None) -> list[tuple[Account, str, int]]:
+def update_counts(caller, *, account: str | None = None, domainid: str | None = None,
+                  resource=None) -> list[tuple[Account, str, int]]:
     """updateResourceCount: an admin sets the counts of one account (or of every account) from
     its rows; (account, resource, count) for each, or for the one resource type asked."""
     if not caller.is_admin:
         raise PermissionDenied("Only administrators may recalculate resource counts")
     wanted = resource_of(resource) if resource is not None else None
-    if account:
-        accts = [named_account(caller, account)]
+    if account or access.current_project():
+        accts = [access.owner_for(caller, account, domainid)]
     else:
-        accts = list(db.session.scalars(select(Account).where(Account.removed.is_(None)).order_by(Account.id)))
+        d = access.domain_by_uuid(caller, domainid) if domainid else None
+        q = select(Account).where(Account.removed.is_(None)).order_by(Account.id)
+        if d is not None:
+            q = q.where(Account.domain_id.in_(access.domain_ids_under(d.path)))
+        accts = list(db.session.scalars(q))
     counts = quotas.recount([a.id for a in accts])
     events.record("RESOURCE.COUNT.UPDATE", f"Resource counts recalculated for "
                   f"{accts[0].name if account else 'every account'}", user=caller, resource_type="Account",

@@ -78,7 +78,7 @@ def role_of(account: Account) -> AccountRole | None:
     """The account's role: its own, else the default role of its type (rows made before roles)."""
     if account.role_obj is not None:
         return account.role_obj
-    return default_role(RoleType.ADMIN if account.is_admin else RoleType.USER)
+    return default_role(account.role_type)
 
 
 def allowed(user: User, cmd) -> bool:
@@ -86,7 +86,7 @@ def allowed(user: User, cmd) -> bool:
     caller's role is unchanged.)"""
     role = role_of(user.account)
     if role is None:  # roles not seeded yet (a bare test database): the declaration decides
-        return (RoleType.ADMIN if user.is_admin else RoleType.USER) in implicit_types(cmd)
+        return user.account.role_type in implicit_types(cmd)
     c = _compiled(role)
     if c.root:
         return True
@@ -142,7 +142,8 @@ def ensure_defaults(commit: bool = True) -> None:
         for i, rule in enumerate(_default_rules(rtype)):
             db.session.add(RolePermission(role_id=role.id, rule=rule, permission=Permission.ALLOW, sort_order=i))
     db.session.flush()
-    for rtype, acct_role in ((RoleType.ADMIN, Role.ADMIN), (RoleType.USER, Role.USER)):
+    for rtype, acct_role in ((RoleType.ADMIN, Role.ADMIN), (RoleType.DOMAIN_ADMIN, Role.DOMAIN_ADMIN),
+                             (RoleType.USER, Role.USER)):
         db.session.execute(update(Account).where(Account.role_id.is_(None), Account.role == acct_role)
                            .values(role_id=default_role(rtype).id))
     if commit:

@@ -294,7 +294,7 @@ def register(caller, *, is_iso: bool = False, url: str, name: str, display_text:
 
 def _template_row(caller, r: Registration, is_iso: bool, url: str | None) -> Template:
     t = Template(uuid=new_uuid(), name=r.name, display_text=r.display_text, is_iso=is_iso, format=r.format,
-                 hypervisor_type=r.hypervisor, os_type_id=r.os_type_id, account_id=caller.account_id, url=url,
+                 hypervisor_type=r.hypervisor, os_type_id=r.os_type_id, account_id=access.owner_for(caller).id, url=url,
                  checksum=r.checksum, is_public=r.is_public, featured=r.featured, bootable=r.bootable,
                  direct_download=r.direct_download)
     db.session.add(t)
@@ -691,7 +691,7 @@ def get_visible(caller, uuid: str, *, owned: bool = False, is_iso: bool | None =
     t = db.session.scalar(_visible(caller).where(Template.uuid == uuid))
     if t is None or (is_iso is not None and t.is_iso != is_iso):
         raise NotFound("Unable to find template with the specified id", field="id")
-    if owned and not caller.is_admin and t.account_id != caller.account_id:
+    if owned and not access.can_see(caller, t.account_id):
         raise PermissionDenied(f"{t.name} belongs to another account")
     return t
 
@@ -707,7 +707,7 @@ def list_templates(caller, *, is_iso: bool = False, template_filter: str = "exec
     if f == "featured":
         q = q.where(Template.featured.is_(True), Template.is_public.is_(True))
     elif f in ("self", "selfexecutable"):
-        q = q.where(Template.account_id == caller.account_id)
+        q = q.where(Template.account_id == access.own_account_id(caller))
     elif f in ("shared", "sharedexecutable"):
         q = q.where(Template.id.in_(_shared_with(caller)))
     elif f == "community":
@@ -939,7 +939,7 @@ def update_permissions(caller, uuid: str, *, is_iso: bool, accounts: list[str] |
     from app.services import accounts as accts
     named = []
     for name in accounts:
-        acct = accts.get_account(name)
+        acct = accts.get_account(name, t.account.domain_id)  # names are unique per domain: the owner's
         if acct is None or acct.removed is not None:
             raise InvalidParameter(f"Unable to grant a launch permission to account {name}, account not found.",
                                    field="accounts")

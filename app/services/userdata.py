@@ -123,7 +123,7 @@ def delete(caller, uuid: str) -> None:
     db.session.commit()
 
 
-def list_userdata(caller, *, id=None, name=None, keyword=None, account=None, page=None):
+def list_userdata(caller, *, id=None, name=None, keyword=None, account=None, domainid=None, page=None):
     q = select(UserData).where(access.owned(caller, UserData.account_id)).order_by(UserData.id)
     if id:
         q = q.where(UserData.uuid == id)
@@ -131,8 +131,8 @@ def list_userdata(caller, *, id=None, name=None, keyword=None, account=None, pag
         q = q.where(UserData.name == name)
     if keyword:
         q = q.where(UserData.name.contains(keyword, autoescape=True))
-    if account and caller.is_admin:
-        q = q.where(UserData.account_id.in_(select(Account.id).where(Account.name == account)))
+    if account or domainid:
+        q = q.where(access.list_owner(caller, UserData.account_id, account=account, domainid=domainid))
     return page_of(q, page)
 
 

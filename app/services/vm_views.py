@@ -17,8 +17,8 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import aliased
 
 from app.extensions import db
-from app.models import (Account, Host, InstanceGroup, Network, Nic, OsType, ServiceOffering, SSHKeyPair, Template,
-                        UserData, VirtualMachine, Zone)
+from app.models import (Account, Domain, Host, InstanceGroup, Network, Nic, OsType, Project, ServiceOffering,
+                        SSHKeyPair, Template, UserData, VirtualMachine, Zone)
 from app.services import tags
 from app.services.pagination import page_ids
 from app.services.vms import vm_query
@@ -36,7 +36,13 @@ class OfferingRef(NamedTuple):
 
 
 class AccountRef(NamedTuple):
+    """The owner fields of a VM (serializers.owner_fields reads them like an Account's)."""
     name: str
+    uuid: str | None = None
+    domain_uuid: str | None = None
+    domain_name: str | None = None
+    project_uuid: str | None = None
+    project_name: str | None = None
 
 
 class NetworkRef(NamedTuple):
@@ -127,6 +133,7 @@ def network_extras(vm_ids) -> dict[int, NetExtras]:
 
 
 _VM = VirtualMachine
+_OWNER = (Account.name, Account.uuid, Domain.uuid, Domain.name, Project.uuid, Project.name)
 _BASE = (_VM.id, _VM.uuid, _VM.name, _VM.display_name, _VM.state, _VM.instance_name, _VM.hypervisor_type,
          _VM.cpu_number, _VM.cpu_speed, _VM.memory, _VM.created)
 
@@ -145,8 +152,11 @@ def list_vms(caller, *, page=None, details_min: bool = False, **filters) -> tupl
             return [], total
         wanted = ids
     if details_min:
-        rows = db.session.execute(select(*_BASE).where(_VM.id.in_(wanted)).order_by(_VM.id.desc()))
-        views = [VMView(*r[1:]) for r in rows]
+        rows = db.session.execute(select(*_BASE, *_OWNER).join(Account, Account.id == _VM.account_id)
+                                  .join(Domain, Domain.id == Account.domain_id)
+                                  .outerjoin(Project, Project.account_id == Account.id)
+                                  .where(_VM.id.in_(wanted)).order_by(_VM.id.desc()))
+        views = [VMView(*r[1:11], account=AccountRef(*r[11:])) for r in rows]
         return views, total if ids is not None else len(views)
     iso = aliased(Template)
     rows = db.session.execute(
@@ -156,8 +166,10 @@ def list_vms(caller, *, page=None, details_min: bool = False, **filters) -> tupl
                _VM.ha_enable, InstanceGroup.uuid, InstanceGroup.name, UserData.uuid, UserData.name,
                _VM.userdata_details, OsType.uuid, OsType.description, _VM.dynamically_scalable, _VM.details,
                SSHKeyPair.name, Template.password_enabled, _VM.encrypted_password, _VM.memory_used_kib,
-               _VM.disk_read_bps, _VM.disk_write_bps, _VM.net_rx_bps, _VM.net_tx_bps)
+               _VM.disk_read_bps, _VM.disk_write_bps, _VM.net_rx_bps, _VM.net_tx_bps,
+               *_OWNER[1:])  # the owner's last: r[42:]
         .join(Account, Account.id == _VM.account_id).join(Zone, Zone.id == _VM.zone_id)
+        .join(Domain, Domain.id == Account.domain_id).outerjoin(Project, Project.account_id == Account.id)
         .join(ServiceOffering, ServiceOffering.id == _VM.service_offering_id)
         .outerjoin(Host, Host.id == _VM.host_id).outerjoin(Template, Template.id == _VM.template_id)
         .outerjoin(iso, iso.id == _VM.iso_id)
@@ -169,7 +181,7 @@ def list_vms(caller, *, page=None, details_min: bool = False, **filters) -> tupl
     views: dict[int, VMView] = {}
     for r in rows:
         views[r[0]] = VMView(
-            *r[1:12], account=AccountRef(r[12]), zone=Ref(r[13], r[14]),
+            *r[1:12], account=AccountRef(r[12], *r[42:]), zone=Ref(r[13], r[14]),
             host=Ref(r[15], r[16]) if r[15] else None, template=Ref(r[17], r[18]) if r[17] else None,
             iso=Ref(r[19], r[20]) if r[19] else None, service_offering=OfferingRef(r[21], r[22], r[23]), nics=[],
             ha_enable=bool(r[24]), group=Ref(r[25], r[26]) if r[25] else None,

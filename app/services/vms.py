@@ -26,8 +26,8 @@ from app.jobs import service as jobs
 from app.models import (AsyncJob, DownloadState, JobStatus, Host, Nic, PoolState, ServiceOffering, SSHKeyPair,
                         StoragePool, StorageScope, Template, TemplateStoreRef, VirtualMachine, VMState, Volume, VolumeState,
                         VolumeType, new_uuid, utcnow)
-from app.services import (affinity, config_drive, consoles, events, placement_tags, planner, quotas, settings,
-                          storage, template_cache, templates, volumes, zones)
+from app.services import (access, affinity, config_drive, consoles, events, placement_tags, planner, quotas,
+                          settings, storage, template_cache, templates, volumes, zones)
 from app.services import hypervisors as hv
 from app.services.network import ipam, networks, routers, secgroups, vm_nics
 from app.services.errors import (InsufficientCapacity, InvalidParameter, NotFound, PermissionDenied, ResourceInUse,
@@ -79,8 +79,7 @@ ACTIONS_BY_STATE = {
 # --- Lookup and listing --------------------------------------------------------------
 
 def _visible(caller):
-    q = select(VirtualMachine).where(VirtualMachine.removed.is_(None))
-    return q if caller.is_admin else q.where(VirtualMachine.account_id == caller.account_id)
+    return select(VirtualMachine).where(VirtualMachine.removed.is_(None), access.owned(caller, VirtualMachine.account_id))
 
 
 def get_vm(caller, uuid: str, field: str = "id") -> VirtualMachine:
@@ -105,7 +104,7 @@ def list_vms(caller, *, page=None, details_min: bool = False, **filters):
 
 
 def vm_query(caller, *, id=None, name=None, keyword=None, state=None, zone_uuid=None, host_uuid=None,
-             account=None, tags=None, group_uuid=None):
+             account=None, domainid=None, tags=None, group_uuid=None):
     """The VMs a caller may list, filtered, newest first (a select of VirtualMachine)."""
     from app.services import tags as tagging
     q = tagging.matching(_visible(caller).order_by(VirtualMachine.id.desc()), "UserVm", VirtualMachine.id, tags)
@@ -122,9 +121,8 @@ def vm_query(caller, *, id=None, name=None, keyword=None, state=None, zone_uuid=
         q = q.where(VirtualMachine.zone_id == zones.get_zone(zone_uuid).id)
     if host_uuid and caller.is_admin:  # hosts are the admins' business
         q = q.where(VirtualMachine.host_id == select(Host.id).where(Host.uuid == host_uuid).scalar_subquery())
-    if account and caller.is_admin:
-        from app.models import Account
-        q = q.where(VirtualMachine.account_id == select(Account.id).where(Account.name == account).scalar_subquery())
+    if account and access.is_any_admin(caller):
+        q = q.where(VirtualMachine.account_id == access.owner_for(caller, account, domainid).id)
     if group_uuid:
         from app.models import InstanceGroup
         q = q.where(VirtualMachine.group_id == select(InstanceGroup.id).where(
@@ -282,7 +280,7 @@ def _check_joinable(net, type_name: str) -> None:
                                field="networkids")
 
 
-def _deploy_networks(caller, zone, network_uuids, ip_address, ip_to_network, sg_uuids, sg_names):
+def _deploy_networks(caller, owner, zone, network_uuids, ip_address, ip_to_network, sg_uuids, sg_names):
     """The deploy's networks in NIC order (the first is the default NIC's), the addresses asked
     for ({network id: ip}) and the security groups of its NICs on security-group networks."""
     if ip_to_network and (network_uuids or ip_address):
@@ -297,13 +295,13 @@ def _deploy_networks(caller, zone, network_uuids, ip_address, ip_to_network, sg_
         asked = [(u, None) for u in (network_uuids or [])]
     nets = []
     for uuid, _ip in asked:
-        net = vm_nics.usable_network(caller, caller.account_id, uuid, zone.id,
+        net = vm_nics.usable_network(caller, owner.id, uuid, zone.id,
                                      "iptonetworklist" if ip_to_network else "networkids")
         if any(n.id == net.id for n in nets):
             raise InvalidParameter(f"Network {net.name} is given twice", field="networkids")
         nets.append(net)
     if not nets:
-        nets = [_default_network(caller, zone)]
+        nets = [_default_network(caller, owner, zone)]
     wanted = {n.id: ip for n, (_u, ip) in zip(nets, asked) if ip}
     if ip_address:
         wanted[nets[0].id] = ip_address
@@ -317,29 +315,29 @@ def _deploy_networks(caller, zone, network_uuids, ip_address, ip_to_network, sg_
     if (sg_uuids or sg_names) and not sg_nets:
         raise InvalidParameter("Can't create vm with security groups; security group feature is not enabled on "
                                "the vm's networks", field="securitygroupids")
-    groups = secgroups.groups_for_deploy(caller, caller.account_id, sg_uuids, sg_names) if sg_nets else []
+    groups = secgroups.groups_for_deploy(caller, owner.id, sg_uuids, sg_names) if sg_nets else []
     return nets, wanted, groups
 
 
-def _default_network(caller, zone):
+def _default_network(caller, owner, zone):
     """No networkids: the zone's default network (a zone made with a guest CIDR, Basic zones'
     shared network); in an Advanced zone without one, the account's own isolated network,
     made from the required offering when it has none (CloudStack's behaviour)."""
     default = networks.ensure_default_network(caller, zone)
     if default is not None:
         return default
-    account_net = _account_isolated_network(caller, zone)
+    account_net = _account_isolated_network(caller, owner, zone)
     if account_net is not None:
         return account_net
     raise InvalidParameter(f"Zone {zone.name} has no guest network; give networkids", field="networkids")
 
 
-def _account_isolated_network(caller, zone):
+def _account_isolated_network(caller, owner, zone):
     from app.models import Network
     if zone.network_type != "Advanced":
         return None
     net = db.session.scalar(select(Network).where(
-        Network.zone_id == zone.id, Network.account_id == caller.account_id, Network.removed.is_(None),
+        Network.zone_id == zone.id, Network.account_id == owner.id, Network.removed.is_(None),
         Network.guest_type == "Isolated").order_by(Network.id))
     if net is not None:
         return net
@@ -350,9 +348,9 @@ def _account_isolated_network(caller, zone):
     if offering is None or offering.state != "Enabled" or offering.availability != "Required" \
             or not physical.provider_enabled(zone.id, "VirtualRouter"):
         return None
-    return networks.create_network(caller, zone_uuid=zone.uuid, name=f"{caller.account.name}-network",
-                                   display_text=f"Default network of account {caller.account.name}",
-                                   offering_uuid=offering.uuid, account_id=caller.account_id,
+    return networks.create_network(caller, zone_uuid=zone.uuid, name=f"{owner.name}-network",
+                                   display_text=f"Default network of account {owner.name}",
+                                   offering_uuid=offering.uuid, account_id=owner.id,
                                    cidr=None if zone.guest_cidr else "10.1.1.0/24")  # CloudStack's default guest CIDR
 
 
@@ -365,9 +363,12 @@ def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid:
            security_group_names: list[str] | None = None, group: str | None = None,
            userdata_uuid: str | None = None, userdata_details=None,
            http_method: str = "POST", affinity_group_uuids: list[str] | None = None,
-           affinity_group_names: list[str] | None = None) -> tuple[VirtualMachine, AsyncJob | None]:
+           affinity_group_names: list[str] | None = None, account: str | None = None,
+           domainid: str | None = None) -> tuple[VirtualMachine, AsyncJob | None]:
     """deployVirtualMachine: the VM's rows now (VM, NICs with their IPs, its security groups, its affinity
-    groups, root volume), its start as a job."""
+    groups, root volume), its start as a job. Its owner: the caller's account, the account named
+    (admins) or the project the request names (access.owner_for)."""
+    owner = access.owner_for(caller, account, domainid)
     zone = zones.get_zone(zone_uuid)
     if zone.allocation_state != "Enabled" and not caller.is_admin:
         raise InvalidParameter(f"Zone {zone.name} is disabled", field="zoneid")
@@ -387,22 +388,22 @@ def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid:
                                    field="diskofferingid")
         if disk_offering_uuid:
             root_size = volumes.get_disk_offering(disk_offering_uuid).disk_size * GIB or root_size
-    nets, wanted_ips, groups = _deploy_networks(caller, zone, network_uuids, ip_address, ip_to_network,
+    nets, wanted_ips, groups = _deploy_networks(caller, owner, zone, network_uuids, ip_address, ip_to_network,
                                                 security_group_uuids, security_group_names)
     for net in nets:
         _check_joinable(net, type_name)
     key = None
     if keypair:
-        key = db.session.scalar(select(SSHKeyPair).where(SSHKeyPair.account_id == caller.account_id,
+        key = db.session.scalar(select(SSHKeyPair).where(SSHKeyPair.account_id == owner.id,
                                                          SSHKeyPair.name == keypair))
         if key is None:
             raise NotFound(f"No SSH key pair named {keypair}", field="keypair")
     from app.services import userdata as userdata_svc
     userdata, userdata_obj, userdata_details = userdata_svc.for_vm(
-        caller, caller.account_id, userdata=userdata, userdata_uuid=userdata_uuid, details=userdata_details,
+        caller, owner.id, userdata=userdata, userdata_uuid=userdata_uuid, details=userdata_details,
         http_method=http_method)
     host_id = _chosen_host(caller, host_uuid)
-    ag = affinity.resolve(caller, caller.account_id, affinity_group_uuids, affinity_group_names)
+    ag = affinity.resolve(caller, owner.id, affinity_group_uuids, affinity_group_names)
     name = (name or "").strip() or None
     # CloudStack's checkNameForRFCCompliance: a host name label in ASCII (display names may be unicode).
     if name is not None and (len(name) > 63 or not all((c.isascii() and c.isalnum()) or c == "-" for c in name)
@@ -411,16 +412,16 @@ def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid:
                                "through '9', and the hyphen ('-'), must be between 1 and 63 characters long, and "
                                "can't start or end with \"-\" and can't start with digit", field="name")
     if name and db.session.scalar(select(VirtualMachine.id).where(
-            VirtualMachine.account_id == caller.account_id, VirtualMachine.name == name,
+            VirtualMachine.account_id == owner.id, VirtualMachine.name == name,
             VirtualMachine.removed.is_(None))):
         raise InvalidParameter(f"You already have a VM named {name}", field="name")
     try:
         # 532 when a limit would pass; the counts commit with the rows below, or neither does
         # (a process killed in between leaves nothing counted for nothing).
-        quotas.reserve_vm(caller.account_id, offering, root_size)
+        quotas.reserve_vm(owner.id, offering, root_size)
         vm = VirtualMachine(uuid=new_uuid(), name=name or "pending", display_name=display_name or name,
                             instance_name=f"pending-{new_uuid()}",
-                            state=VMState.STARTING if start else VMState.STOPPED, account_id=caller.account_id,
+                            state=VMState.STARTING if start else VMState.STOPPED, account_id=owner.id,
                             user_id=caller.id, zone_id=zone.id, template_id=None if from_iso else template.id,
                             iso_id=template.id if from_iso else None, service_offering_id=offering.id,
                             hypervisor_type=type_name, cpu_number=offering.cpu_number, cpu_speed=offering.cpu_speed,
@@ -430,13 +431,13 @@ def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid:
                             ha_enable=bool(offering.offer_ha))
         if group:
             from app.services import instance_groups
-            vm.group_id = instance_groups.for_vm(caller.account_id, group).id
+            vm.group_id = instance_groups.for_vm(owner.id, group).id
         db.session.add(vm)
         db.session.flush()
         if template.password_enabled and not from_iso:  # the router hands it to the guest at boot
             from app.services import vm_admin
             vm_admin.set_password(vm, vm_admin.new_password())
-        vm.instance_name = f"i-{caller.account_id}-{vm.id}-{settings.get('instance.name')}"  # CloudStack's naming
+        vm.instance_name = f"i-{owner.id}-{vm.id}-{settings.get('instance.name')}"  # CloudStack's naming
         if name is None:
             vm.name = f"VM-{vm.uuid[:8]}"
             vm.display_name = display_name or vm.name

@@ -13,7 +13,7 @@ from app.extensions import db
 from app.hypervisors.base import DiskSpec, DriverError, VolumeSpec
 from app.models import (DiskOffering, Host, PoolState, StoragePool, StorageScope, VirtualMachine, VMState, Volume,
                         VolumeState, VolumeType, new_uuid, utcnow)
-from app.services import events, placement_tags, quotas, settings, storage, zones
+from app.services import access, events, placement_tags, quotas, settings, storage, zones
 from app.services import hypervisors as hv
 from app.services.errors import InsufficientCapacity, InvalidParameter, NotFound, ResourceUnavailable
 from app.services.pagination import page_of
@@ -122,8 +122,7 @@ def list_disk_offerings(*, id=None, name=None, keyword=None, page=None):
 # --- Volumes ---------------------------------------------------------------------
 
 def _visible(caller):
-    q = select(Volume).where(Volume.removed.is_(None))
-    return q if caller.is_admin else q.where(Volume.account_id == caller.account_id)
+    return select(Volume).where(Volume.removed.is_(None), access.owned(caller, Volume.account_id))
 
 
 def get_volume(caller, uuid: str, field: str = "id") -> Volume:
@@ -140,13 +139,14 @@ def _get_vm(caller, uuid: str) -> VirtualMachine:
 
 
 def create_volume(caller, *, name: str | None, zone_uuid: str, disk_offering_uuid: str,
-                  size_gib: int | None = None) -> Volume:
+                  size_gib: int | None = None, account: str | None = None, domainid: str | None = None) -> Volume:
     if not zone_uuid:
         raise InvalidParameter("Missing parameter zoneid: give zoneid and diskofferingid, or snapshotid",
                                field="zoneid")
     if not disk_offering_uuid:
         raise InvalidParameter("Missing parameter diskofferingid: give zoneid and diskofferingid, or snapshotid",
                                field="diskofferingid")
+    owner = access.owner_for(caller, account, domainid)  # the caller's, the account named or the project's
     zone = zones.get_zone(zone_uuid)
     offering = get_disk_offering(disk_offering_uuid)
     if offering.is_custom:
@@ -160,12 +160,12 @@ def create_volume(caller, *, name: str | None, zone_uuid: str, disk_offering_uui
         if size_gib:
             raise InvalidParameter(f"Disk offering {offering.name} has a fixed size", field="size")
         size = offering.disk_size * GIB
-    v = Volume(uuid=new_uuid(), name=(name or "").strip() or f"DATA-{new_uuid()[:8]}", account_id=caller.account_id,
+    v = Volume(uuid=new_uuid(), name=(name or "").strip() or f"DATA-{new_uuid()[:8]}", account_id=owner.id,
                zone_id=zone.id, disk_offering_id=offering.id, volume_type=VolumeType.DATADISK, size=size,
                state=VolumeState.ALLOCATED)
     try:
         # 532 when a limit would pass; the counts commit with the row, or neither does.
-        quotas.take(caller.account_id, quotas.volume_deltas(size), commit=False)
+        quotas.take(owner.id, quotas.volume_deltas(size), commit=False)
         quotas.count_new_volume(v)
         db.session.add(v)
         events.record("VOLUME.CREATE", f"Volume {v.name} ({size // GIB} GiB) created", user=caller,
@@ -401,10 +401,12 @@ def delete_volume(caller, uuid: str) -> None:
 
 
 def list_volumes(caller, *, id=None, name=None, keyword=None, vm_uuid=None, zone_uuid=None, type_=None, tags=None,
-                 page=None):
+                 account: str | None = None, domainid: str | None = None, page=None):
     from app.services import tags as tagging
     q = _visible(caller).options(joinedload(Volume.vm), joinedload(Volume.pool)).order_by(Volume.id)
     q = tagging.matching(q, "Volume", Volume.id, tags)
+    if account:
+        q = q.where(Volume.account_id == access.owner_for(caller, account, domainid).id)
     if id:
         q = q.where(Volume.uuid == id)
     if name:

@@ -22,8 +22,8 @@ def _fetch(*, keyword, sort, page, type_, level):  # noqa: ARG001 - one order: n
 def _types() -> list[tuple[str, str]]:
     """The event types the caller has events of (one query)."""
     q = select(Event.type).distinct().order_by(Event.type)
-    if not current_user.is_admin:
-        q = q.where(Event.account_id == current_user.account_id)
+    from app.services import access
+    q = q.where(access.owned(current_user, Event.account_id))
     return [(t, t) for t in db.session.scalars(q)]
 
 

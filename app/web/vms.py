@@ -275,8 +275,8 @@ class JobView:
 def _jobs_of(vm: VirtualMachine, uuid: str | None = None, limit: int = RECENT) -> list[JobView]:
     """The VM's jobs, newest first (users: those of their account, as in queryAsyncJobResult)."""
     q = select(AsyncJob).where(AsyncJob.instance_id == vm.uuid).order_by(AsyncJob.id.desc()).limit(limit)
-    if not current_user.is_admin:
-        q = q.where(AsyncJob.account_id == current_user.account_id)
+    from app.services import access
+    q = q.where(access.owned(current_user, AsyncJob.account_id))
     if uuid:
         q = q.where(AsyncJob.uuid == uuid)
     return [JobView(j) for j in db.session.scalars(q)]

@@ -116,8 +116,8 @@ def test_update_user_and_domains(live):
         from app.services import accounts
         assert accounts.authenticate("alicia", "set-by-the-admin-77") is not None
     domains = alice.listDomains()
-    assert domains["domain"] == [{"id": ROOT, "name": "ROOT", "level": 0, "path": "ROOT", "haschild": False,
-                                  "state": "Active"}]
+    assert [{k: v for k, v in d.items() if k != "created"} for d in domains["domain"]] == [
+        {"id": ROOT, "name": "ROOT", "level": 0, "path": "ROOT", "haschild": False, "state": "Active"}]
     assert api.listDomains(id="00000000-0000-0000-0000-000000000002") == {}
     with pytest.raises(CloudStackApiException):
         api.createAccount(username="x", password="unused-domain-pass-5", email="x@y", firstname="x", lastname="y",

@@ -2,40 +2,40 @@
 from __future__ import annotations
 
 from app.api import serializers
-from app.api.registry import ADMIN, Param, command
-from app.api.serializers import DOMAIN_ID, serialize
+from app.api.registry import ADMIN, DOMAIN_ADMIN, Param, command
+from app.api.serializers import serialize
 from app.extensions import db
 from app.jobs import service as jobs
 from app.services import account_deletion, accounts, limits
-from app.services.errors import NotFound
-
-
-def root_domain(p: dict) -> None:
-    """Nubo has one domain, ROOT: a domainid naming any other is not found."""
-    if p.get("domainid") and p["domainid"] != DOMAIN_ID:
-        raise NotFound("Unable to find domain by the specified id", field="domainid")
 
 
 @command("listUsers", "Lists user accounts", response="user", list=True, params=[
     Param("username", "string", "List user by the username"),
+    Param("accounttype", "integer", "List users by account type (0 user, 1 root admin, 2 domain admin)"),
     Param("state", "string", "List users by state (enabled, disabled)")])
 def list_users(ctx, p):
     return accounts.list_users(ctx.user, id=p.get("id"), username=p.get("username"),
                                account=p.get("account"), state=p.get("state"),
-                               keyword=p.get("keyword"), listall=p.get("listall", False), page=ctx.page)
+                               keyword=p.get("keyword"), listall=p.get("listall", False),
+                               domainid=p.get("domainid"), isrecursive=p.get("isrecursive", False),
+                               accounttype=p.get("accounttype"), page=ctx.page)
 
 
 @command("listAccounts", "Lists accounts, with their resource usage and limits", response="account", list=True,
-         params=[Param("name", "string", "List account by account name")])
+         params=[Param("name", "string", "List account by account name"),
+                 Param("accounttype", "integer", "List accounts by account type"),
+                 Param("state", "string", "List accounts by state"),
+                 Param("details", "list", "accepted (all details are returned)")])
 def list_accounts(ctx, p):
-    root_domain(p)
-    rows, total = accounts.list_accounts(ctx.user, id=p.get("id"), name=p.get("name"),
-                                         keyword=p.get("keyword"), page=ctx.page)
+    rows, total = accounts.list_accounts(ctx.user, id=p.get("id"), name=p.get("name"), keyword=p.get("keyword"),
+                                         domainid=p.get("domainid"), isrecursive=p.get("isrecursive", False),
+                                         listall=p.get("listall", False), accounttype=p.get("accounttype"),
+                                         state=p.get("state"), page=ctx.page)
     totals = limits.account_totals(rows)  # vmtotal, vmlimit, ... for the whole page at once
     return [serializers.account(a, totals[a.id]) for a in rows], total
 
 
-@command("createAccount", "Creates an account with its first user", role=ADMIN, response="account", params=[
+@command("createAccount", "Creates an account with its first user", role=DOMAIN_ADMIN, response="account", params=[
     Param("username", "string", "the user's name (unique)", required=True),
     Param("password", "string", "the user's password", required=True),
     Param("email", "string", "email", required=True),
@@ -44,33 +44,33 @@ def list_accounts(ctx, p):
     Param("account", "string", "the account's name (default: the user name)"),
     Param("accounttype", "integer", "0 user, 1 root admin, 2 domain admin (default: from roleid, else 0)"),
     Param("roleid", "uuid", "Creates the account under the specified role."),
+    Param("domainid", "uuid", "the domain (default: the caller's)"),
     Param("networkdomain", "string", "Network domain for the account's networks"),
-    Param("domainid", "uuid", "the domain (only ROOT)")])
+    Param("timezone", "string", "accepted and ignored")])
 def create_account(ctx, p):
-    root_domain(p)
     return accounts.create_account_with_user(
         ctx.user, username=p["username"], password=p["password"], account=p.get("account"),
-        accounttype=p.get("accounttype"), role_uuid=p.get("roleid"), network_domain=p.get("networkdomain"),
-        email=p.get("email"), firstname=p.get("firstname"), lastname=p.get("lastname"))
+        accounttype=p.get("accounttype"), role_uuid=p.get("roleid"), domainid=p.get("domainid"),
+        network_domain=p.get("networkdomain"), email=p.get("email"), firstname=p.get("firstname"),
+        lastname=p.get("lastname"))
 
 
-@command("createUser", "Creates a user in an existing account", role=ADMIN, response="user", params=[
+@command("createUser", "Creates a user in an existing account", role=DOMAIN_ADMIN, response="user", params=[
     Param("username", "string", "the user's name (unique)", required=True),
     Param("password", "string", "the user's password", required=True),
     Param("account", "string", "the account to add the user to", required=True),
     Param("email", "string", "email", required=True),
     Param("firstname", "string", "first name", required=True),
     Param("lastname", "string", "last name", required=True),
-    Param("domainid", "uuid", "the domain (only ROOT)")])
+    Param("domainid", "uuid", "the account's domain (default: the caller's)"),
+    Param("timezone", "string", "accepted and ignored")])
 def create_user(ctx, p):
-    root_domain(p)
-    if accounts.get_account(p["account"]) is None:
-        raise NotFound(f"Unable to find account {p['account']}", field="account")
-    return accounts.create_user(p["username"], p["password"], account=p["account"], email=p.get("email"),
-                                firstname=p.get("firstname"), lastname=p.get("lastname"))
+    return accounts.create_user_in(ctx.user, p["username"], p["password"], account=p["account"],
+                                   domainid=p.get("domainid"), email=p.get("email"),
+                                   firstname=p.get("firstname"), lastname=p.get("lastname"))
 
 
-@command("disableUser", "Disables a user (async, as in CloudStack)", role=ADMIN, response="user",
+@command("disableUser", "Disables a user (async, as in CloudStack)", role=DOMAIN_ADMIN, response="user",
          is_async=True, params=[Param("id", "uuid", "the user", required=True)])
 def disable_user(ctx, p):
     user = accounts.visible_user(ctx.user, p["id"])
@@ -84,7 +84,7 @@ def _disable_job(job, params):
     return {"user": serialize("user", accounts.set_user_state(user, enabled=False))}
 
 
-@command("enableUser", "Enables a user", role=ADMIN, response="user",
+@command("enableUser", "Enables a user", role=DOMAIN_ADMIN, response="user",
          params=[Param("id", "uuid", "the user", required=True)])
 def enable_user(ctx, p):
     return accounts.set_user_state(accounts.visible_user(ctx.user, p["id"]), enabled=True)
@@ -96,7 +96,7 @@ def lock_user(ctx, p):
     return accounts.lock_user(ctx.user, accounts.visible_user(ctx.user, p["id"]))
 
 
-@command("deleteUser", "Deletes a user", role=ADMIN, params=[Param("id", "uuid", "the user", required=True)])
+@command("deleteUser", "Deletes a user", role=DOMAIN_ADMIN, params=[Param("id", "uuid", "the user", required=True)])
 def delete_user(ctx, p):
     accounts.delete_user(ctx.user, accounts.visible_user(ctx.user, p["id"]))
     return {"success": True}
@@ -130,12 +130,11 @@ def update_user(ctx, p):
 
 ACCOUNT_REF = [Param("id", "uuid", "Account id"),
                Param("account", "string", "the account's name (with domainid)"),
-               Param("domainid", "uuid", "the domain of the account (only ROOT)")]
+               Param("domainid", "uuid", "the domain of the account")]
 
 
 def _account(ctx, p):
-    root_domain(p)
-    return accounts.find_account(ctx.user, id=p.get("id"), name=p.get("account"))
+    return accounts.find_account(ctx.user, id=p.get("id"), name=p.get("account"), domainid=p.get("domainid"))
 
 
 @command("updateAccount", "Updates account information for the authenticated user", role=ADMIN,
@@ -202,12 +201,3 @@ def move_user(ctx, p):
     accounts.move_user(ctx.user, accounts.visible_user(ctx.user, p["id"]), target)
     return {"success": True}
 
-
-@command("listDomains", "Lists domains: Nubo has one, ROOT", response="domain", list=True, params=[
-    Param("name", "string", "the domain's name"), Param("level", "integer", "the domain's level")])
-def list_domains(ctx, p):
-    root = {"id": DOMAIN_ID, "name": serializers.DOMAIN_NAME, "level": 0, "path": serializers.DOMAIN_NAME,
-            "haschild": False, "state": "Active"}
-    wanted = (p.get("id") in (None, DOMAIN_ID) and p.get("name") in (None, root["name"])
-              and p.get("level") in (None, 0))
-    return ([root], 1) if wanted else ([], 0)

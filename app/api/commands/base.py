@@ -31,8 +31,8 @@ def login(ctx, raw):
                             "please provide valid credentials")
     key = login_session(user)
     return {"sessionkey": key, "username": user.username, "userid": user.uuid,
-            "account": user.account.name, "type": "1" if user.is_admin else "0",
-            "domainid": "00000000-0000-0000-0000-000000000001", "timeout": str(sessions.timeout_seconds()),
+            "account": user.account.name, "type": str(user.account.account_type),
+            "domainid": user.account.domain.uuid, "timeout": str(sessions.timeout_seconds()),
             "firstname": user.firstname, "lastname": user.lastname}
 
 

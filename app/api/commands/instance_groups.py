@@ -1,18 +1,13 @@
 """Instance groups: createInstanceGroup, listInstanceGroups, updateInstanceGroup, deleteInstanceGroup."""
 from __future__ import annotations
 
-from app.api.commands.accounts import root_domain
 from app.api.registry import Param, command
 from app.services import instance_groups
-from app.services.errors import InvalidParameter
 
 
-def owner_account(p) -> str | None:
-    """The `account` a create names, after its domainid (only ROOT) and projectid are checked."""
-    root_domain(p)
-    if p.get("projectid"):
-        raise InvalidParameter("Nubo has no projects", field="projectid")
-    return p.get("account")
+def owner(p) -> dict:
+    """The owner a create names: account (+ domainid) or projectid (access.owner_for)."""
+    return {"account": p.get("account"), "domainid": p.get("domainid"), "projectid": p.get("projectid")}
 
 OWNER = [Param("account", "string", "the account (administrators; default: the caller's)"),
          Param("domainid", "uuid", "the account's domain"), Param("projectid", "uuid", "the project")]
@@ -21,14 +16,14 @@ OWNER = [Param("account", "string", "the account (administrators; default: the c
 @command("createInstanceGroup", "Creates a VM group", response="instancegroup", params=[
     Param("name", "string", "the name of the instance group", required=True), *OWNER])
 def create(ctx, p):
-    return instance_groups.create(ctx.user, p["name"], account=owner_account(p))
+    return instance_groups.create(ctx.user, p["name"], **owner(p))
 
 
 @command("listInstanceGroups", "Lists VM groups", response="instancegroup", list=True, params=[
     Param("name", "string", "list instance groups by name")])
 def list_groups(ctx, p):
     return instance_groups.list_groups(ctx.user, id=p.get("id"), name=p.get("name"), keyword=p.get("keyword"),
-                                       account=p.get("account"), page=ctx.page)
+                                       account=p.get("account"), domainid=p.get("domainid"), page=ctx.page)
 
 
 @command("updateInstanceGroup", "Updates a VM group", response="instancegroup", params=[

@@ -12,8 +12,8 @@ from app.services.pagination import page_of
 
 
 def _visible(ctx):
-    q = select(AsyncJob).order_by(AsyncJob.id.desc())
-    return q if ctx.is_admin else q.where(AsyncJob.account_id == ctx.user.account_id)
+    from app.services import access
+    return select(AsyncJob).where(access.owned(ctx.user, AsyncJob.account_id)).order_by(AsyncJob.id.desc())
 
 
 @command("queryAsyncJobResult", "Retrieves the current status of an asynchronous job",

@@ -1,10 +1,9 @@
 """Resource limits: listResourceLimits, updateResourceLimit (per-account overrides)."""
 from __future__ import annotations
 
-from app.api.commands.accounts import root_domain
 from app.api.registry import ADMIN, Param, command
-from app.services import accounts, limits
-from app.services.errors import InvalidParameter, NotFound
+from app.services import limits
+from app.services.errors import InvalidParameter
 
 TYPES = Param("resourcetype", "integer", "0 instances, 1 public IPs, 2 volumes, 6 networks, 8 vCPUs, 9 memory (MiB), "
               "10 primary storage (GiB)")
@@ -15,9 +14,9 @@ TYPES = Param("resourcetype", "integer", "0 instances, 1 public IPs, 2 volumes, 
              Param("id", "long", "not used: limits have no ids in Nubo"), TYPES,
              Param("resourcetypename", "string", "user_vm, public_ip, volume, network, cpu, memory or primary_storage")])
 def list_limits(ctx, p):
-    root_domain(p)
     kind = p.get("resourcetype", p.get("resourcetypename"))
-    rows = limits.list_limits(ctx.user, account=p.get("account"), resource=kind, listall=p.get("listall", False))
+    rows = limits.list_limits(ctx.user, account=p.get("account"), domainid=p.get("domainid"), resource=kind,
+                              listall=p.get("listall", False))
     total = len(rows)
     if ctx.page:
         number, size = ctx.page
@@ -29,25 +28,24 @@ def list_limits(ctx, p):
          response="resourcelimit", params=[
              Param("resourcetype", "integer", TYPES.description, required=True),
              Param("max", "long", "the limit; -1 (the default) for none"),
-             Param("account", "string", "the account (Nubo's limits are per account)"),
-             Param("domainid", "uuid", "the account's domain (only ROOT)")])
+             Param("account", "string", "the account (Nubo's limits are per account or project)"),
+             Param("domainid", "uuid", "the account's domain (default: the caller's)"),
+             Param("projectid", "uuid", "the project")])
 def update_limit(ctx, p):
-    root_domain(p)
-    if not p.get("account"):
-        raise InvalidParameter("Give the account: Nubo's limits are per account (the defaults are the "
-                               "max.account.* settings)", field="account")
-    acct = accounts.get_account(p["account"])
-    if acct is None:
-        raise NotFound(f"Unable to find account {p['account']}", field="account")
+    if not p.get("account") and not p.get("projectid"):
+        raise InvalidParameter("Give the account or the project: Nubo's limits are per account or project "
+                               "(the defaults are the max.account.* settings)", field="account")
+    acct = limits.limited_account(ctx.user, p.get("account"), p.get("domainid"))
     lim = limits.set_limit(ctx.user, acct, limits.resource_of(p["resourcetype"]), p.get("max", limits.UNLIMITED))
     return acct, lim
 
 
 @command("updateResourceCount", "Recalculates the resource counts of an account (or of every account) from "
          "what it has", role=ADMIN, response="resourcecount", list=True, params=[
-             Param("domainid", "uuid", "the domain (only ROOT)", required=True),
-             Param("account", "string", "the account; without it, every account"), TYPES])
+             Param("domainid", "uuid", "the domain", required=True),
+             Param("account", "string", "the account; without it, every account of the domain"),
+             Param("projectid", "uuid", "the project"), TYPES])
 def update_count(ctx, p):
-    root_domain(p)
-    rows = limits.update_counts(ctx.user, account=p.get("account"), resource=p.get("resourcetype"))
+    rows = limits.update_counts(ctx.user, account=p.get("account"), domainid=p.get("domainid"),
+                                resource=p.get("resourcetype"))
     return rows, len(rows)

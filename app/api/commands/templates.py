@@ -11,7 +11,8 @@ COMMON = [Param("name", "string", "the name", required=True),
           Param("checksum", "string", "{MD5}, {SHA-1}, {SHA-256}, {SHA-512} prefixed digest, or a plain MD5"),
           Param("ispublic", "boolean", "visible to every account (admins)"),
           Param("isfeatured", "boolean", "featured (admins)"),
-          Param("passwordenabled", "boolean", "its guests take a password from the router (templates)")]
+          Param("passwordenabled", "boolean", "its guests take a password from the router (templates)"),
+          Param("projectid", "uuid", "the project that owns it")]
 
 
 def _register(ctx, p, is_iso: bool):

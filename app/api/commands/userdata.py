@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import request
 
-from app.api.commands.instance_groups import owner_account
+from app.api.commands.instance_groups import owner
 from app.api.registry import Param, command
 from app.services import userdata
 
@@ -17,7 +17,7 @@ OWNER = [Param("account", "string", "the account (administrators; default: the c
           "POST)", required=True, length=1048576),
     Param("params", "string", "comma separated list of variables declared in userdata content"), *OWNER])
 def register(ctx, p):
-    return userdata.register(ctx.user, p["name"], p["userdata"], params=p.get("params"), account=owner_account(p),
+    return userdata.register(ctx.user, p["name"], p["userdata"], params=p.get("params"), **owner(p),
                              http_method=request.method)
 
 
@@ -25,12 +25,11 @@ def register(ctx, p):
     Param("name", "string", "Name of the userdata")])
 def list_userdata(ctx, p):
     return userdata.list_userdata(ctx.user, id=p.get("id"), name=p.get("name"), keyword=p.get("keyword"),
-                                  account=p.get("account"), page=ctx.page)
+                                  account=p.get("account"), domainid=p.get("domainid"), page=ctx.page)
 
 
 @command("deleteUserData", "Deletes a userdata", params=[
     Param("id", "uuid", "the ID of the Userdata", required=True), *OWNER])
 def delete(ctx, p):
-    owner_account(p)
     userdata.delete(ctx.user, p["id"])
     return {"success": True}

@@ -57,8 +57,6 @@ def restore(ctx, p):
              Param("domainid", "uuid", "an optional domainId for the ssh key"),
              Param("projectid", "uuid", "an optional project for the ssh key")])
 def reset_ssh_key(ctx, p):
-    from app.api.commands.instance_groups import owner_account
-    owner_account(p)
     return vm_admin.reset_ssh_key(ctx.user, p["id"], keypair=p.get("keypair"), keypairs=p.get("keypairs"))
 
 

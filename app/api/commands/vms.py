@@ -32,7 +32,10 @@ from app.services import events, offerings, vm_views, vms
              Param("affinitygroupids", "list", "comma separated list of affinity groups id that are going to be "
                    "applied to the virtual machine (mutually exclusive with affinitygroupnames)", item_type="uuid"),
              Param("affinitygroupnames", "list", "comma separated list of affinity groups names that are going to be "
-                   "applied to the virtual machine (mutually exclusive with affinitygroupids)")])
+                   "applied to the virtual machine (mutually exclusive with affinitygroupids)"),
+             Param("account", "string", "the owner's account (admins; with domainid)"),
+             Param("domainid", "uuid", "the owner's domain"),
+             Param("projectid", "uuid", "the project that owns the VM")])
 def deploy(ctx, p):
     from flask import request
     vm, job = vms.deploy(ctx.user, zone_uuid=p["zoneid"], service_offering_uuid=p["serviceofferingid"],
@@ -45,7 +48,8 @@ def deploy(ctx, p):
                          security_group_names=p.get("securitygroupnames"), group=p.get("group"),
                          userdata_uuid=p.get("userdataid"), userdata_details=p.get("userdatadetails"),
                          http_method=request.method, affinity_group_uuids=p.get("affinitygroupids"),
-                         affinity_group_names=p.get("affinitygroupnames"))
+                         affinity_group_names=p.get("affinitygroupnames"), account=p.get("account"),
+                         domainid=p.get("domainid"))
     return job
 
 
@@ -129,8 +133,8 @@ def list_vms(ctx, p):
     minimal = "min" in [d.lower() for d in p.get("details", [])]
     rows, total = vm_views.list_vms(ctx.user, id=p.get("id"), name=p.get("name"), keyword=p.get("keyword"),
                                state=p.get("state"), zone_uuid=p.get("zoneid"), host_uuid=p.get("hostid"),
-                               account=p.get("account"), tags=p.get("tags"), group_uuid=p.get("groupid"), page=ctx.page,
-                               details_min=minimal)
+                               account=p.get("account"), domainid=p.get("domainid"), tags=p.get("tags"),
+                               group_uuid=p.get("groupid"), page=ctx.page, details_min=minimal)
     return ([vm_dict(vm, minimal, admin=ctx.user.is_admin) for vm in rows], total)
 
 

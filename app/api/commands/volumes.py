@@ -56,14 +56,18 @@ def _async(ctx, cmd: str, action: str, params: dict, volume_uuid: str):
              Param("name", "string", "the name"), Param("zoneid", "uuid", "the zone (required without snapshotid)"),
              Param("diskofferingid", "uuid", "the disk offering (required without snapshotid)"),
              Param("snapshotid", "uuid", "the snapshot ID for the disk volume"),
-             Param("size", "long", "size in GiB for a custom offering")])
+             Param("size", "long", "size in GiB for a custom offering"),
+             Param("account", "string", "the owner's account (admins; with domainid)"),
+             Param("domainid", "uuid", "the owner's domain"),
+             Param("projectid", "uuid", "the project that owns the volume")])
 def create_volume(ctx, p):
     if p.get("snapshotid"):
         from app.services.snapshots import volume as snapshots
         return snapshots.submit_create_volume(ctx.user, p["snapshotid"], name=p.get("name"),
                                               zone_uuid=p.get("zoneid"))
     v = volumes.create_volume(ctx.user, name=p.get("name"), zone_uuid=p.get("zoneid"),
-                              disk_offering_uuid=p.get("diskofferingid"), size_gib=p.get("size"))
+                              disk_offering_uuid=p.get("diskofferingid"), size_gib=p.get("size"),
+                              account=p.get("account"), domainid=p.get("domainid"))
     return jobs.submit("createVolume", ctx.user, "volume.show", {"id": v.uuid}, instance_type="Volume",
                        instance_id=v.uuid)
 
@@ -102,7 +106,8 @@ def delete_volume(ctx, p):
 def list_volumes(ctx, p):
     return volumes.list_volumes(ctx.user, id=p.get("id"), name=p.get("name"), keyword=p.get("keyword"),
                                 vm_uuid=p.get("virtualmachineid"), zone_uuid=p.get("zoneid"), type_=p.get("type"),
-                                tags=p.get("tags"), page=ctx.page)
+                                tags=p.get("tags"), account=p.get("account"), domainid=p.get("domainid"),
+                                page=ctx.page)
 
 
 def _user(job):

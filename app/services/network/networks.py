@@ -278,11 +278,10 @@ def ensure_default_network(caller, zone: Zone) -> Network | None:
 
 
 def visible(caller):
-    """Networks the caller sees: zone-wide ones and its account's (admins: all)."""
-    q = select(Network).where(Network.removed.is_(None))
-    if not caller.is_admin:
-        q = q.where((Network.account_id.is_(None)) | (Network.account_id == caller.account_id))
-    return q
+    """Networks the caller sees: zone-wide ones and those of the accounts it may see (access.owned)."""
+    from app.services import access
+    return select(Network).where(Network.removed.is_(None),
+                                 or_(Network.account_id.is_(None), access.owned(caller, Network.account_id)))
 
 
 def get_network(caller, uuid: str, field: str = "networkid") -> Network:
@@ -295,8 +294,9 @@ def get_network(caller, uuid: str, field: str = "networkid") -> Network:
 def _owned(caller, uuid: str) -> Network:
     """A network the caller may change: its account's (admins: any). Another's is "not found",
     the same answer as a missing one."""
+    from app.services import access
     net = get_network(caller, uuid, "id")
-    if not caller.is_admin and net.account_id != caller.account_id:
+    if not access.can_see(caller, net.account_id):  # a zone-wide network: root admins only
         raise NotFound("Unable to find network with the specified id", field="id")
     return net
 

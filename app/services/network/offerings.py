@@ -317,7 +317,8 @@ def list_offerings(caller=None, *, id=None, name=None, guest_ip_type=None, traff
     if network_uuid:
         q_net = select(Network).where(Network.uuid == network_uuid, Network.removed.is_(None))
         if caller is not None and not caller.is_admin:  # a user names only networks it can see
-            q_net = q_net.where(Network.account_id.is_(None) | (Network.account_id == caller.account_id))
+            from app.services import access
+            q_net = q_net.where(Network.account_id.is_(None) | access.owned(caller, Network.account_id))
         net = db.session.scalar(q_net)
         if net is None:
             raise NotFound("Unable to find network with the specified id", field="networkid")

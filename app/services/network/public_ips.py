@@ -24,7 +24,7 @@ from sqlalchemy import and_, or_, select, update
 from app.extensions import db
 from app.models import (Account, FirewallRule, GuestType, IpState, Network, NetworkState, Nic, PhysicalNetwork,
                         PublicIpAddress, RuleState, VirtualMachine, VlanIpRange, VMState, Zone, utcnow)
-from app.services import events, quotas
+from app.services import access, events, quotas
 from app.services.errors import InsufficientCapacity, InvalidParameter, NetworkRuleConflict, NotFound, ResourceInUse
 from app.services.network import rules
 from app.services.pagination import page_of
@@ -40,7 +40,7 @@ def public_network_id(zone: Zone) -> str:
 
 def _network(caller, uuid: str) -> Network:
     net = db.session.scalar(select(Network).where(Network.uuid == uuid, Network.removed.is_(None)))
-    if net is None or (not caller.is_admin and net.account_id is not None and net.account_id != caller.account_id):
+    if net is None or (net.account_id is not None and not access.can_see(caller, net.account_id)):
         raise NotFound("Unable to find network by network id specified", field="networkid")
     return net
 
@@ -54,7 +54,7 @@ def _owner_network(caller, zone_uuid: str, owner: Account) -> Network:
         Network.zone_id == zone.id, Network.account_id == owner.id, Network.guest_type == GuestType.ISOLATED,
         Network.removed.is_(None))).all()
     if not nets:
-        raise InvalidParameter(f"Account name={owner.name} domain=ROOT doesn't have virtual networks in "
+        raise InvalidParameter(f"Account name={owner.name} domain={owner.domain.name} doesn't have virtual networks in "
                                f"zone={zone.name}", field="zoneid")
     if len(nets) > 1:
         raise InvalidParameter("Account has more than one isolated network in the zone", field="zoneid")
@@ -104,8 +104,7 @@ def associate_ip(caller, *, network_uuid: str | None = None, zone_uuid: str | No
                  address: str | None = None, account: str | None = None) -> PublicIpAddress:
     """associateIpAddress's synchronous half (CloudStack's create()): the address is taken for
     the network's owner and counted; finish_associate() then gives it to the router."""
-    from app.services import accounts
-    named = accounts.named_account(caller, account) if account else None
+    named = access.owner_for(caller, account) if (account or access.current_project()) else None
     if network_uuid:
         network = _network(caller, network_uuid)
     elif zone_uuid:
@@ -410,20 +409,15 @@ def list_public_ips(caller, *, id=None, address=None, zone_uuid=None, associated
     q = select(PublicIpAddress).join(VlanIpRange, VlanIpRange.id == PublicIpAddress.vlan_range_id)
     if allocated_only is None:
         allocated_only = state is None
-    if account:
-        from app.services import accounts
-        owner = PublicIpAddress.account_id == accounts.named_account(caller, account).id
-    elif caller.is_admin and listall:
-        owner = PublicIpAddress.account_id.is_not(None)
-    else:
-        owner = PublicIpAddress.account_id == caller.account_id
+    owner = and_(PublicIpAddress.account_id.is_not(None),
+                 access.list_owner(caller, PublicIpAddress.account_id, account=account, listall=listall))
     if allocated_only:
         q = q.where(owner, PublicIpAddress.state != IpState.FREE)
     else:
         # Free addresses of ranges the account may take (shared ones, or dedicated to it)
         free = PublicIpAddress.state == IpState.FREE
         if not caller.is_admin:
-            free = and_(free, or_(VlanIpRange.account_id.is_(None), VlanIpRange.account_id == caller.account_id))
+            free = and_(free, or_(VlanIpRange.account_id.is_(None), access.owned(caller, VlanIpRange.account_id)))
         q = q.where(or_(owner, free))
     if id:
         q = q.where(PublicIpAddress.uuid == id)

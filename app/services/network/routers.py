@@ -299,8 +299,8 @@ def list_routers(caller, *, id=None, name=None, zone_uuid=None, network_uuid=Non
     from app.services.pagination import page_of
     q = select(Router).join(Network, Network.id == Router.network_id).where(Router.removed.is_(None)) \
         .order_by(Router.id)
-    if not caller.is_admin:
-        q = q.where(Network.account_id == caller.account_id)
+    from app.services import access
+    q = q.where(access.owned(caller, Network.account_id))
     if id:
         q = q.where(Router.uuid == id)
     if name:

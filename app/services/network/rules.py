@@ -26,7 +26,7 @@ from app.extensions import db
 from app.models import (FirewallRule, GuestType, IpState, Network, Nic, PublicIpAddress, RulePurpose,
                         RuleState, VirtualMachine, VlanIpRange, VMState, new_uuid)
 from app.network.host.specs import FirewallSpec, NatRule
-from app.services import events
+from app.services import access, events
 from app.services.errors import InvalidParameter, NetworkRuleConflict, NotFound
 from app.services.pagination import page_of
 
@@ -122,7 +122,7 @@ def get_public_ip(caller, uuid: str, field: str = "ipaddressid") -> PublicIpAddr
     answered exactly like a missing one (Nubo's isolation rule; CloudStack would say 531 and
     so tell that it exists)."""
     ip = db.session.scalar(select(PublicIpAddress).where(PublicIpAddress.uuid == uuid))
-    if ip is None or (not caller.is_admin and ip.account_id != caller.account_id):
+    if ip is None or not access.can_see(caller, ip.account_id):
         raise NotFound(f"Unable to find IP address by ID {uuid}", field=field)
     return ip
 
@@ -415,7 +415,7 @@ def delete_all(rule_filter) -> int:
 def get_rule(caller, uuid: str, purpose: str, traffic: str = INGRESS, field: str = "id") -> FirewallRule:
     rule = db.session.scalar(select(FirewallRule).where(FirewallRule.uuid == uuid, FirewallRule.purpose == purpose,
                                                         FirewallRule.traffic_type == traffic))
-    if rule is None or (not caller.is_admin and rule.account_id != caller.account_id):  # the same answer
+    if rule is None or not access.can_see(caller, rule.account_id):  # the same answer
         raise NotFound(f"Unable to find {uuid} having purpose {purpose}", field=field)
     return rule
 
@@ -581,7 +581,7 @@ def delete_ip_forwarding_rule(caller, uuid: str) -> None:
 
 def _network(caller, uuid: str, field: str = "networkid") -> Network:
     net = db.session.scalar(select(Network).where(Network.uuid == uuid, Network.removed.is_(None)))
-    if net is None or (not caller.is_admin and net.account_id != caller.account_id):
+    if net is None or not access.can_see(caller, net.account_id):
         raise NotFound("Unable to find network with the specified id", field=field)
     return net
 
@@ -662,11 +662,7 @@ def _listed(caller, q, *, id=None, ip_uuid=None, network_uuid=None, account=None
         q = q.where(FirewallRule.network_id == _network(caller, network_uuid).id)
     if id:
         q = q.where(FirewallRule.uuid == id)
-    if account:
-        from app.services import accounts
-        q = q.where(FirewallRule.account_id == accounts.named_account(caller, account).id)
-    elif not (caller.is_admin and listall):
-        q = q.where(FirewallRule.account_id == caller.account_id)
+    q = q.where(access.list_owner(caller, FirewallRule.account_id, account=account, listall=listall))
     if tags:
         from app.services import tags as tagging
         q = tagging.matching(q, tag_type, FirewallRule.id, tags)

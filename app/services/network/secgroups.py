@@ -24,7 +24,7 @@ from app.models import (Account, Host, HostState, Network, Nic, SecurityGroup, S
                         VMState, VmSecurityGroup, new_uuid)
 from app.models.base import DOMAIN_ID, DOMAIN_NAME
 from app.network.host.specs import SgRule, VmRuleset, nic_device
-from app.services import events
+from app.services import access, events
 from app.services.errors import (InvalidParameter, NotFound, PermissionDenied, ResourceInUse, ResourceUnavailable,
                                  ServiceError)
 from app.services.pagination import page_of
@@ -58,8 +58,7 @@ def ensure_default(account_id: int) -> SecurityGroup:
 
 
 def _visible(caller):
-    q = select(SecurityGroup)
-    return q if caller.is_admin else q.where(SecurityGroup.account_id == caller.account_id)
+    return select(SecurityGroup).where(access.owned(caller, SecurityGroup.account_id))
 
 
 def get_group(caller, uuid: str, field: str = "id") -> SecurityGroup:
@@ -70,8 +69,7 @@ def get_group(caller, uuid: str, field: str = "id") -> SecurityGroup:
 
 
 def _owner(caller, account: str | None) -> Account:
-    from app.services import accounts
-    return accounts.named_account(caller, account)
+    return access.owner_for(caller, account)
 
 
 def group_by_name(caller, name: str, account: str | None = None, field: str = "securitygroupname") -> SecurityGroup:
@@ -139,15 +137,16 @@ def list_groups(caller, *, id: str | None = None, name: str | None = None, vm_uu
                 tags: list | None = None, page=None):
     """listSecurityGroups. A user sees its own groups (its default one made if missing);
     an admin its own unless listall=true or account= names another."""
-    owner = _owner(caller, account) if account else None
-    if not caller.is_admin or not listall or owner is not None:
+    owner = _owner(caller, account) if (account or access.current_project()) else None
+    wide = access.is_any_admin(caller) and listall
+    if not wide or owner is not None:
         target = owner or caller.account
         ensure_default(target.id)
         db.session.commit()
-    q = select(SecurityGroup).order_by(SecurityGroup.id)
+    q = _visible(caller).order_by(SecurityGroup.id)
     if owner is not None:
         q = q.where(SecurityGroup.account_id == owner.id)
-    elif not (caller.is_admin and listall):
+    elif not wide and not access.listing_projects():
         q = q.where(SecurityGroup.account_id == caller.account_id)
     if id:
         q = q.where(SecurityGroup.uuid == id)
@@ -165,6 +164,16 @@ def list_groups(caller, *, id: str | None = None, name: str | None = None, vm_uu
 
 
 # --- The response (SecurityGroupResponse), batch-loaded ---------------------------------
+
+def _domain_of(account_id: int | None) -> dict:
+    acct = db.session.get(Account, account_id) if account_id else None
+    if acct is None:
+        return {"domainid": DOMAIN_ID, "domain": DOMAIN_NAME}
+    from app.services import projects
+    p = projects.of_account(acct.id) if acct.is_project else None
+    return {"domainid": acct.domain.uuid, "domain": acct.domain.name,
+            **({"project": p.name, "projectid": p.uuid} if p else {})}
+
 
 def describe(groups: list[SecurityGroup], only_rules: list[SecurityGroupRule] | None = None) -> list[dict]:
     """CloudStack's SecurityGroupResponse of each group, in a fixed number of queries.
@@ -205,7 +214,7 @@ def describe(groups: list[SecurityGroup], only_rules: list[SecurityGroupRule] | 
         out["tags"] = []
         by_group[r.security_group_id][r.type].append(out)
     return [{"id": g.uuid, "name": g.name, "description": g.description, "account": names.get(g.account_id),
-             "domainid": DOMAIN_ID, "domain": DOMAIN_NAME, "ingressrule": by_group[g.id][INGRESS],
+             **_domain_of(g.account_id), "ingressrule": by_group[g.id][INGRESS],
              "egressrule": by_group[g.id][EGRESS], "tags": [], "virtualmachinecount": len(members[g.id]),
              "virtualmachineids": members[g.id]} for g in groups]
 
@@ -308,7 +317,7 @@ def check_authorize(caller, direction: str, *, group_uuid=None, group_name=None,
             raise InvalidParameter("Invalid user group specified, fields 'group' and 'account' cannot be null, please "
                                    "specify groups in the form:  userGroupList[0].group=XXX&userGroupList[0].account=YYY",
                                    field="usersecuritygrouplist")
-        acct = accounts.get_account(acct_name)
+        acct = accounts.get_account(acct_name, db.session.get(Account, group.account_id).domain_id)
         if acct is None or acct.removed is not None:
             raise InvalidParameter(f"Nonexistent account: {acct_name} when trying to authorize security group rule  "
                                    f"for {group.uuid}:{protocol}:{start}:{end}", field="usersecuritygrouplist")
@@ -390,7 +399,7 @@ def revoke(caller, direction: str, rule_uuid: str):
     """revokeSecurityGroupIngress / Egress (a job): the rule goes and the hosts follow."""
     rule = db.session.scalar(select(SecurityGroupRule).where(SecurityGroupRule.uuid == rule_uuid))
     group = db.session.get(SecurityGroup, rule.security_group_id) if rule else None
-    if rule is None or (not caller.is_admin and group.account_id != caller.account_id):
+    if rule is None or not access.can_see(caller, group.account_id):
         raise NotFound(f"Unable to find security rule with id {rule_uuid}", field="id")
     if rule.type != direction:
         raise InvalidParameter(f"Mismatch in rule type for security rule with id {rule_uuid}", field="id")
@@ -434,7 +443,7 @@ def groups_for_deploy(caller, account_id: int, group_uuids: list[str] | None,
     out: list[SecurityGroup] = []
     for uuid in group_uuids or []:
         g = db.session.scalar(select(SecurityGroup).where(SecurityGroup.uuid == uuid))
-        if g is None or (g.account_id != account_id and not caller.is_admin):
+        if g is None or not access.can_see(caller, g.account_id):
             raise NotFound(f"Unable to find security group by id {uuid}", field="securitygroupids")
         if g.account_id != account_id:
             raise PermissionDenied(f"Security group {g.name} belongs to another account than the VM")

@@ -83,7 +83,9 @@ def usable_network(caller, vm_account_id: int, uuid: str, zone_id: int, field: s
     """A network the VM may join: the account's own (Isolated or L2), or a shared one; in the
     VM's zone."""
     net = db.session.scalar(select(Network).where(Network.uuid == uuid, Network.removed.is_(None)))
-    if net is None or (net.account_id is not None and net.account_id != vm_account_id and not caller.is_admin):
+    from app.services import access
+    if net is None or (net.account_id is not None and net.account_id != vm_account_id
+                       and not access.can_see(caller, net.account_id)):
         raise NotFound(f"Unable to find network by id {uuid}", field=field)
     if net.account_id is not None and net.account_id != vm_account_id:
         raise InvalidParameter(f"Network {net.name} belongs to another account than the VM", field=field)

@@ -4,8 +4,8 @@ and IPAddressResponse)."""
 from __future__ import annotations
 
 from app.api.registry import Param, command
-from app.api.serializers import (DOMAIN_ID, DOMAIN_NAME, caller_is_admin, preload_tags, prefetch, serialize,
-                                 serializer, tags_for)
+from app.api.serializers import (DOMAIN_ID, DOMAIN_NAME, caller_is_admin, owner_fields, preload_tags, prefetch,
+                                 serialize, serializer, tags_for)
 from app.jobs import service as jobs
 from app.services.network import public_ips
 
@@ -26,8 +26,7 @@ def ipaddress(v: public_ips.IpView) -> dict:
         "id": ip.uuid, "ipaddress": ip.address, "allocated": ip.allocated, "zoneid": v.zone.uuid,
         "zonename": v.zone.name, "issourcenat": ip.is_source_nat, "isstaticnat": ip.vm_id is not None,
         "issystem": False, "isportable": False, "forvirtualnetwork": v.vlan.for_virtual_network,
-        "account": v.account.name if v.account else None,
-        "domainid": DOMAIN_ID if v.account else None, "domain": DOMAIN_NAME if v.account else None,
+        **owner_fields(v.account),
         "virtualmachineid": vm.uuid if vm else None, "virtualmachinename": vm.name if vm else None,
         "virtualmachinedisplayname": (vm.display_name or vm.name) if vm else None,
         "vmipaddress": ip.vm_ip if vm else None,

@@ -3,7 +3,7 @@ and the "network" serializer (CloudStack's NetworkResponse)."""
 from __future__ import annotations
 
 from app.api.registry import Param, command
-from app.api.serializers import preload_tags, prefetch, serializer, tags_for
+from app.api.serializers import owner_fields, preload_tags, prefetch, serializer, tags_for
 from app.models.base import DOMAIN_ID, DOMAIN_NAME
 from app.services.network import networks, routers
 
@@ -73,7 +73,7 @@ def network(n) -> dict:
     if kind == "Shared":
         out["subdomainaccess"] = True
     if acct is not None:
-        out["account"] = acct.name
+        out.update(owner_fields(acct))
     if off is not None:
         out.update(networkofferingid=off.uuid, networkofferingname=off.name,
                    networkofferingdisplaytext=off.display_text, networkofferingconservemode=bool(off.conserve_mode),

@@ -33,8 +33,8 @@ def router(r) -> dict:
         "healthcheckfailed": r.state == "Alert", "healthchecks": [{
             "checkname": "router_status", "checktype": "basic", "success": r.state != "Alert",
             "lastupdated": r.last_checked, "details": r.state_reason or ""}],
-        "created": r.created, "domainid": DOMAIN_ID, "domain": DOMAIN_NAME,
-        "account": acct.name if acct else "system",
+        "created": r.created, "domainid": acct.domain.uuid if acct else DOMAIN_ID,
+        "domain": acct.domain.name if acct else DOMAIN_NAME, "account": acct.name if acct else "system",
     }
     nics = [{"id": f"{r.uuid}-guest", "networkid": net.uuid, "networkname": net.name, "ipaddress": r.guest_ip,
              "macaddress": r.guest_mac, "netmask": net.netmask, "gateway": net.gateway, "traffictype": "Guest",

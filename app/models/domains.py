@@ -1,0 +1,80 @@
+"""Domains (a tree of account groups) and projects (an account of type PROJECT whose
+members share its resources), as CloudStack has them."""
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.extensions import db
+from app.models.base import PublicIdMixin, RemovableMixin, utcnow
+
+class DomainState(StrEnum):
+    ACTIVE = "Active"
+    INACTIVE = "Inactive"
+
+
+class Domain(PublicIdMixin, RemovableMixin, db.Model):
+    """`path` is CloudStack's: "/" for ROOT, "/child/grandchild/" below it, so a subtree is
+    every domain whose path starts with its root's path."""
+
+    __tablename__ = "domains"
+    __table_args__ = (UniqueConstraint("parent_id", "name", "removed_key", name="uq_domains_parent_name"),)
+
+    name: Mapped[str] = mapped_column(String(255))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("domains.id"), index=True)
+    path: Mapped[str] = mapped_column(String(1024))
+    level: Mapped[int] = mapped_column(Integer, default=0)
+    network_domain: Mapped[str | None] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(16), default=DomainState.ACTIVE)
+    # 0 while the domain lives, its id once removed: live names are unique under a parent,
+    # removed ones may repeat (a NULL would not be compared by the unique key on every database).
+    removed_key: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+    parent: Mapped[Domain | None] = relationship(remote_side="Domain.id", lazy="joined", join_depth=1)
+
+
+class ProjectState(StrEnum):
+    ACTIVE = "Active"
+    SUSPENDED = "Suspended"
+    DISABLED = "Disabled"
+
+
+class Project(PublicIdMixin, RemovableMixin, db.Model):
+    """A project: its resources belong to its own account (role "project"), which
+    `account_id` names; its members are ProjectAccount rows."""
+
+    __tablename__ = "projects"
+
+    name: Mapped[str] = mapped_column(String(255))
+    display_text: Mapped[str | None] = mapped_column(Text)
+    domain_id: Mapped[int] = mapped_column(ForeignKey("domains.id"), index=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), unique=True)
+    state: Mapped[str] = mapped_column(String(16), default=ProjectState.ACTIVE)
+
+    domain: Mapped[Domain] = relationship(lazy="joined")
+    account = relationship("Account", lazy="joined", foreign_keys=[account_id])
+    members: Mapped[list[ProjectAccount]] = relationship(back_populates="project", cascade="all, delete-orphan")
+
+
+class ProjectRole(StrEnum):
+    ADMIN = "Admin"
+    REGULAR = "Regular"
+
+
+class ProjectAccount(db.Model):
+    """An account's membership of a project, Admin (may manage the project) or Regular."""
+
+    __tablename__ = "project_accounts"
+    __table_args__ = (UniqueConstraint("project_id", "account_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    role: Mapped[str] = mapped_column(String(16), default=ProjectRole.REGULAR)
+    created: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    project: Mapped[Project] = relationship(back_populates="members")
+    account = relationship("Account", lazy="joined", foreign_keys=[account_id])
