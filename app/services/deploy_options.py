@@ -80,7 +80,8 @@ def images_for(caller, zone: Zone) -> list[Template]:
     q = select(Template).where(Template.removed.is_(None), Template.id.in_(ready),
                                or_(Template.is_iso.is_(False), Template.bootable.is_(True)))
     if not caller.is_admin:
-        q = q.where(or_(Template.account_id == caller.account_id, Template.is_public.is_(True)))
+        from app.services import access
+        q = q.where(or_(access.owned(caller, Template.account_id), Template.is_public.is_(True)))
     rows = db.session.scalars(q.order_by(Template.is_iso, Template.featured.desc(), Template.name)).all()
     isos_boot = bool(iso_types(zone))
     return [t for t in rows if (isos_boot if t.is_iso else t.hypervisor_type in types)]
