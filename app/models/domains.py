@@ -24,7 +24,9 @@ class Domain(PublicIdMixin, RemovableMixin, db.Model):
     __table_args__ = (UniqueConstraint("parent_id", "name", "removed_key", name="uq_domains_parent_name"),)
 
     name: Mapped[str] = mapped_column(String(255))
-    parent_id: Mapped[int | None] = mapped_column(ForeignKey("domains.id"), index=True)
+    # ON DELETE CASCADE only so that emptying the table works on MariaDB (it checks a
+    # self-reference row by row); Nubo never deletes a domain row (removed is set).
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("domains.id", ondelete="CASCADE"), index=True)
     path: Mapped[str] = mapped_column(String(1024))
     level: Mapped[int] = mapped_column(Integer, default=0)
     network_domain: Mapped[str | None] = mapped_column(String(255))

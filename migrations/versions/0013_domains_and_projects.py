@@ -34,7 +34,7 @@ def upgrade():
     sa.Column('uuid', sa.String(length=36), nullable=False),
     sa.Column('created', sa.DateTime(), nullable=False),
     sa.Column('removed', sa.DateTime(), nullable=True),
-    sa.ForeignKeyConstraint(['parent_id'], ['domains.id'], name=op.f('fk_domains_parent_id_domains')),
+    sa.ForeignKeyConstraint(['parent_id'], ['domains.id'], name=op.f('fk_domains_parent_id_domains'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_domains')),
     sa.UniqueConstraint('parent_id', 'name', 'removed_key', name='uq_domains_parent_name'),
     sa.UniqueConstraint('uuid', name=op.f('uq_domains_uuid'))
