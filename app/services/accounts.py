@@ -666,3 +666,12 @@ def create_user_in(caller: User, username: str, password: str, *, account: str, 
         raise NotFound(f"Unable to find account {account} in domain {domain.name}", field="account")
     return create_user(username, password, account=account, domain=domain, email=email,
                        firstname=firstname, lastname=lastname)
+
+
+def accounts_per_domain(domain_ids: list[int]) -> dict[int, int]:
+    """Live (non-project) accounts of each domain, one query."""
+    if not domain_ids:
+        return {}
+    return dict(db.session.execute(select(Account.domain_id, func.count()).where(
+        Account.domain_id.in_(domain_ids), Account.removed.is_(None), Account.role != Role.PROJECT)
+        .group_by(Account.domain_id)).all())

@@ -9,13 +9,15 @@
 - /users/<uuid>/password — reset a user's password.
 - POST /users/<uuid>/<action> — enable, disable, delete, keys (new API keys, the
   secret shown once).
+- /domains — the domain tree; /domains/new, /domains/<uuid>/edit, POST /domains/<uuid>/delete
+  (with clean-up: its accounts go too).
 Rules live in app/services/accounts.py and app/services/limits.py.
 """
 from __future__ import annotations
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
-from wtforms import EmailField, IntegerField, PasswordField, SelectField, StringField
+from wtforms import BooleanField, EmailField, IntegerField, PasswordField, SelectField, StringField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
 from flask_wtf import FlaskForm
@@ -23,7 +25,7 @@ from sqlalchemy import select
 
 from app.extensions import db
 from app.models import Account, Role
-from app.services import account_deletion, accounts, limits, quotas, roles, settings
+from app.services import access, account_deletion, accounts, domains, limits, quotas, roles, settings
 from app.services.errors import InvalidParameter, NotFound, ServiceError
 from app.web import admin_required
 from app.web.forms import EmptyForm
@@ -75,14 +77,18 @@ class AccountForm(UserFields):
     title = submit = "Create an account"
     intro = "An account owns VMs, volumes, templates and key pairs; its first user is made with it."
     dom_id = "account-form"
-    layout = ("account", "role", "roleid", "username", "password", "email", "firstname", "lastname")
-    aliases = {**UserFields.aliases, "account": "account", "role": "role", "roleid": "roleid"}
+    layout = ("domain", "account", "role", "roleid", "username", "password", "email", "firstname", "lastname")
+    aliases = {**UserFields.aliases, "account": "account", "role": "accounttype", "roleid": "roleid",
+               "domain": "domainid"}
+    domain = SelectField("Domain", choices=[], validate_choice=False)  # the service checks it (431)
     account = StringField("Account name", validators=[Optional(), Length(max=255)],
-                          description="empty: the user name")
-    role = SelectField("Type", choices=choices([(Role.USER, "User account"), (Role.ADMIN, "Administrators' account")]))
+                          description="empty: the user name; unique in its domain")
+    role = SelectField("Type", choices=choices([(Role.USER, "User account"), (Role.DOMAIN_ADMIN, "Domain admin"),
+                                                (Role.ADMIN, "Administrators' account (ROOT only)")]))
     roleid = SelectField("Role", description="empty: the default role of its type", validate_choice=False)
 
     def prepare(self) -> None:
+        self.domain.choices = choices(domain_options())
         self.roleid.choices = choices([("", "—")] + _role_options())
 
 
@@ -98,9 +104,9 @@ def create():
         name = (f.account.data or f.username.data).strip()
         acct = accounts.create_account_with_user(
             current_user, username=f.username.data, password=f.password.data, account=name,
-            accounttype=None if f.roleid.data else (1 if f.role.data == Role.ADMIN else 0),
-            role_uuid=f.roleid.data or None, email=f.email.data or None, firstname=f.firstname.data or None,
-            lastname=f.lastname.data or None)
+            accounttype=None if f.roleid.data else {Role.USER: 0, Role.ADMIN: 1, Role.DOMAIN_ADMIN: 2}[f.role.data],
+            role_uuid=f.roleid.data or None, domainid=f.domain.data or None, email=f.email.data or None,
+            firstname=f.firstname.data or None, lastname=f.lastname.data or None)
         return f"Account {acct.name} created with user {f.username.data}.", url_for(".account", uuid=acct.uuid)
     return form_page(AccountForm, save, crumbs=_crumbs())
 
@@ -334,3 +340,86 @@ def user_action(uuid: str, action: str):
     else:
         flash(f"User {user.username} {USER_ACTIONS[action]}.", "success")
     return _redirect(back)
+
+
+# --- Domains ----------------------------------------------------------------------
+
+def domain_options() -> list[tuple[str, str]]:
+    """Every domain the admin may see, by path ("ROOT/sales/emea")."""
+    rows, _ = domains.list_domains(current_user, listall=True, page=None)
+    return [(d.uuid, domains.display_path(d)) for d in rows]
+
+
+class DomainForm(InfraForm):
+    title = submit = "Create a domain"
+    intro = "A domain groups accounts; its admins (domain admin accounts) manage it and the domains below it."
+    dom_id = "domain-form"
+    aliases = {"name": "name", "parent": "parentdomainid", "network_domain": "networkdomain"}
+    name = StringField("Name", validators=[DataRequired(), Length(max=255)])
+    parent = SelectField("Parent domain", choices=[])
+    network_domain = StringField("Network domain", validators=[Optional(), Length(max=255)],
+                                 description="the DNS suffix of the domain's networks (optional)")
+
+    def prepare(self) -> None:
+        self.parent.choices = choices(domain_options())
+
+
+class DomainEditForm(InfraForm):
+    title, submit, dom_id = "Edit the domain", "Save", "domain-edit-form"
+    aliases = {"name": "name", "network_domain": "networkdomain"}
+    name = StringField("Name", validators=[DataRequired(), Length(max=255)])
+    network_domain = StringField("Network domain", validators=[Optional(), Length(max=255)])
+
+
+class DeleteDomainForm(EmptyForm):
+    cleanup = BooleanField("Also delete its sub-domains and accounts (clean-up)")
+
+
+@bp.route("/domains")
+@admin_required
+def domains_index():
+    rows, _ = domains.list_domains(current_user, listall=True, page=None)
+    kids = domains.has_children([d.id for d in rows])
+    counts = accounts.accounts_per_domain([d.id for d in rows])
+    return render_template("accounts/domains.html", rows=rows, kids=kids, counts=counts,
+                           path=domains.display_path, delete_form=DeleteDomainForm())
+
+
+@bp.route("/domains/new", methods=["GET", "POST"])
+@admin_required
+def create_domain():
+    def save(f: DomainForm):
+        d = domains.create_domain(current_user, f.name.data, f.parent.data or None, f.network_domain.data or None)
+        return f"Domain {domains.display_path(d)} created.", url_for(".domains_index")
+    return form_page(DomainForm, save, crumbs=[("Domains", url_for(".domains_index"))])
+
+
+@bp.route("/domains/<uuid>/edit", methods=["GET", "POST"])
+@admin_required
+def edit_domain(uuid: str):
+    d = _found(domains.get, uuid)
+
+    def save(f: DomainEditForm):
+        domains.update_domain(current_user, d.uuid, name=f.name.data if f.name.data != d.name else None,
+                              network_domain=f.network_domain.data or "")
+        return f"Domain {f.name.data} saved.", url_for(".domains_index")
+    if request.method == "GET" and not request.args:  # the form starts filled with the domain's values
+        return _redirect(url_for(".edit_domain", uuid=uuid, name=d.name, network_domain=d.network_domain or ""))
+    return form_page(DomainEditForm, save, crumbs=[("Domains", url_for(".domains_index"))],
+                     heading=f"Edit {domains.display_path(d)}")
+
+
+@bp.route("/domains/<uuid>/delete", methods=["POST"])
+@admin_required
+def delete_domain(uuid: str):
+    d = _found(domains.get, uuid)
+    form = DeleteDomainForm()
+    if not form.validate_on_submit():
+        abort(400)
+    try:
+        domains.delete_domain(current_user, d, bool(form.cleanup.data))
+    except ServiceError as e:
+        flash(e.message, "error")
+    else:
+        flash(f"Domain {domains.display_path(d)} deleted.", "success")
+    return _redirect(url_for(".domains_index"))

@@ -179,3 +179,41 @@ def test_delete(app, client, world, tree):
         assert db.session.scalar(select(VirtualMachine.id).where(VirtualMachine.name == "keep")) is not None
     # The same name may be used again once the domain is gone.
     assert make_domain(app, client, "ops")["path"] == "ROOT/ops"
+
+
+def test_domain_pages(app, client, auth, tree):
+    """Admin → Accounts → Domains: the tree, create, edit, delete (with clean-up); an account
+    made in a domain from the account form."""
+    import re
+    auth.login("admin")
+    html = client.get("/admin/accounts/domains").get_data(as_text=True)
+    assert "ROOT/sales/emea" in html and "ROOT/ops" in html
+    token = auth.csrf("/admin/accounts/domains/new")
+    resp = client.post("/admin/accounts/domains/new", data={"csrf_token": token, "name": "apac",
+                                                            "parent": tree["sales"]["id"], "network_domain": ""})
+    assert resp.status_code == 302
+    resp = client.post("/admin/accounts/domains/new", data={"csrf_token": token, "name": "a/b", "parent": ROOT})
+    assert resp.status_code == 422 and "can&#39;t contain" in resp.get_data(as_text=True)
+    with app.app_context():
+        apac = db.session.scalar(select(Domain).where(Domain.name == "apac"))
+        assert apac.path == "/sales/apac/"
+    edit = client.get(f"/admin/accounts/domains/{apac.uuid}/edit", follow_redirects=True).get_data(as_text=True)
+    assert 'value="apac"' in edit
+    resp = client.post(f"/admin/accounts/domains/{apac.uuid}/edit?name=apac",
+                       data={"csrf_token": token, "name": "asia", "network_domain": "asia.example"})
+    assert resp.status_code == 302
+    resp = client.post("/admin/accounts/new", data={"csrf_token": token, "domain": apac.uuid, "role": "domainadmin",
+                                                    "account": "ann", "username": "ann", "password": PASSWORD})
+    assert resp.status_code == 302
+    accounts_html = client.get("/admin/accounts/").get_data(as_text=True)
+    assert re.search(r"ann</strong></a></td>\s*<td[^>]*>asia</td>\s*<td>Domain admin", accounts_html)
+    resp = client.post(f"/admin/accounts/domains/{apac.uuid}/delete", data={"csrf_token": token})
+    assert resp.status_code == 302  # refused (flash): it has an account
+    with app.app_context():
+        assert db.session.get(Domain, apac.id).removed is None
+    client.post(f"/admin/accounts/domains/{apac.uuid}/delete", data={"csrf_token": token, "cleanup": "y"})
+    with app.app_context():
+        assert db.session.get(Domain, apac.id).removed is not None
+    auth.logout()
+    auth.login("alice")
+    assert client.get("/admin/accounts/domains").status_code == 403

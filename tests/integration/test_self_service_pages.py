@@ -361,7 +361,7 @@ def test_admin_account_pages(app, world, auth, client):
         assert accounts.authenticate("carol", "quiet-harbor-lamp-27").uuid == carol.uuid
     resp = post(client, auth, "/admin/accounts/new", {"account": "carol", "role": "user", "username": "carol2",
                                                       "password": "quiet-harbor-lamp-27"})
-    assert resp.status_code == 422 and "An account named carol already exists" in html_of(resp)
+    assert resp.status_code == 422 and "The specified account: carol already exists" in html_of(resp)
     with app.app_context():
         alice = accounts.get_account("alice")
         alice_uuid, alice_user = alice.uuid, accounts.get_user("alice").uuid
