@@ -58,6 +58,12 @@ def start(caller: User, account: Account) -> AsyncJob:
     running = _running_job(account)
     if running is not None:
         return running
+    _mark(caller, account)
+    return jobs.submit(CMD, caller, HANDLER, {"id": account.uuid, "by": caller.uuid},
+                       instance_type="Account", instance_id=account.uuid)
+
+
+def _mark(caller: User, account: Account) -> None:
     if account.cleanup_started is None:
         db.session.execute(update(Account).where(Account.id == account.id, Account.cleanup_started.is_(None))
                            .values(cleanup_started=utcnow()))
@@ -67,8 +73,22 @@ def start(caller: User, account: Account) -> AsyncJob:
         events.record("ACCOUNT.DELETE", f"Account {account.name} marked for removal", user=caller,
                       account_id=account.id, resource_type="Account", resource_id=account.uuid)
         db.session.commit()
-    return jobs.submit(CMD, caller, HANDLER, {"id": account.uuid, "by": caller.uuid},
-                       instance_type="Account", instance_id=account.uuid)
+        db.session.refresh(account)
+
+
+def run_now(caller: User, account: Account) -> None:
+    """The whole deletion of one account inside the caller's own job (deleteDomain and
+    deleteProject with cleanup): marked and committed first, then every step, then removed.
+    Killed part way, the mark stays and the start-up repair (resume_all) finishes it."""
+    if account.removed is not None:
+        return
+    _mark(caller, account)
+    from app.services import vms
+    vms.recover_orphans()
+    for d in DELETERS:
+        d.fn(caller, account)
+        db.session.commit()
+    _finish(caller, account)
 
 
 def job_of(account: Account) -> AsyncJob | None:
@@ -230,3 +250,12 @@ def _security_groups(caller, account):
 @deleter("SSH key pairs", order=60)
 def _keypairs(caller, account):
     db.session.execute(delete(SSHKeyPair).where(SSHKeyPair.account_id == account.id))
+
+
+@deleter("project memberships", order=80)
+def _projects(caller, account):
+    """The projects it was a member of lose it; a project's own account takes its project along."""
+    from app.services import projects
+    projects.remove_account_project_rows(account)
+    if account.is_project:
+        projects.remove_project_rows(caller, account)

@@ -220,25 +220,12 @@ def delete_domain(caller, d: Domain, cleanup: bool) -> None:
 
 
 def remove_account(caller, acct: Account) -> None:
-    """An account of a domain being cleaned up. The account deletion (deleteAccount, which
-    removes its VMs, volumes, networks, ...) is used when it exists; without it only an
-    account that owns nothing live may go."""
-    from app.services import accounts
-    deleter = getattr(accounts, "delete_account_now", None)
-    if deleter is not None:
-        deleter(caller, acct)
-        return
-    left = owns_anything(acct.id)
-    if left:
-        raise ResourceInUse(f"Account {acct.name} still owns {left}: delete its resources first")
-    from app.services import projects
-    projects.remove_account_project_rows(acct)
-    acct.removed = utcnow()
-    for u in acct.users:
-        if u.removed is None:
-            u.removed, u.api_key, u.secret_key_enc = utcnow(), None, None
-    events.record("ACCOUNT.DELETE", f"Account {acct.name} deleted", user=caller, account_id=acct.id,
-                  resource_type="Account", resource_id=acct.uuid)
+    """An account of a domain being cleaned up: deleteAccount's steps (its VMs, volumes,
+    templates, networks, addresses, groups, keys, project memberships; a project's account
+    its project) run inside the domain's job; killed part way, each marked account is
+    finished by the start-up repair and a new deleteDomain goes on from there."""
+    from app.services import account_deletion
+    account_deletion.run_now(caller, acct)
 
 
 def owns_anything(account_id: int) -> str | None:

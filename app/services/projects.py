@@ -37,6 +37,18 @@ def remove_account_project_rows(acct: Account) -> None:
         db.session.delete(m)
 
 
+def remove_project_rows(caller, acct: Account) -> None:
+    """A project's own account being deleted: its project goes (members first)."""
+    project = of_account(acct.id)
+    if project is None or project.removed is not None:
+        return
+    for m in list(project.members):
+        db.session.delete(m)
+    project.removed, project.state = utcnow(), ProjectState.DISABLED
+    events.record("PROJECT.DELETE", f"Project {project.name} deleted", user=caller, account_id=acct.id,
+                  resource_type="Project", resource_id=project.uuid)
+
+
 def _membership(project: Project, account_id: int) -> ProjectAccount | None:
     return db.session.scalar(select(ProjectAccount).where(ProjectAccount.project_id == project.id,
                                                          ProjectAccount.account_id == account_id))
@@ -236,11 +248,10 @@ def delete_project(caller, project: Project, cleanup: bool = False) -> None:
     left = domains.owns_anything(project.account_id)
     if left and not cleanup:
         raise ResourceInUse(f"Can't delete project {project.name}: it still owns {left}")
-    if left:
-        deleter = getattr(__import__("app.services.accounts", fromlist=["x"]), "delete_account_now", None)
-        if deleter is None:
-            raise ResourceInUse(f"Can't delete project {project.name}: it still owns {left}; delete them first")
-        deleter(caller, project.account)
+    if left:  # deleteAccount's steps on its account: its resources, then the project (remove_project_rows)
+        from app.services import account_deletion
+        account_deletion.run_now(caller, project.account)
+        return
     now = utcnow()
     for m in list(project.members):
         db.session.delete(m)

@@ -77,10 +77,10 @@ def test_the_tree(app, client, tree):
         assert status == 431, (args, body)
     with app.app_context():
         assert db.session.query(Domain).count() == 4
-    # A user sees only their own domain, and may not make domains (401: not a command for users).
+    # A user sees only their own domain, and may not make domains (432: the User role may not call it).
     assert [d["name"] for d in ok(api(app, client, "carol", command="listDomains", listall="true"))["domain"]] == \
         ["sales"]
-    assert api(app, client, "carol", command="createDomain", name="mine")[0] == 401
+    assert api(app, client, "carol", command="createDomain", name="mine")[0] == 432
 
 
 def test_accounts_are_named_per_domain(app, client, tree):
