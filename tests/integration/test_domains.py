@@ -163,20 +163,21 @@ def test_delete(app, client, world, tree):
     status, body = api(app, client, "admin", command="deleteDomain", id=ops["id"])
     assert status == 536 and "accounts" in body["errortext"]  # not empty, no cleanup: refused before any job
     assert api(app, client, "admin", command="deleteDomain", id=ROOT)[0] == 531
-    # cleanup: its accounts (owning nothing) and the domain go.
+    # cleanup: its accounts go through deleteAccount's steps (their names freed: "olga#<id>"), then the domain.
     assert job(app, client, "admin", command="deleteDomain", id=ops["id"], cleanup="true")[0] == 1
     names = [d["name"] for d in ok(api(app, client, "admin", command="listDomains", listall="true"))["domain"]]
     assert "ops" not in names
     with app.app_context():
-        assert db.session.scalar(select(Account.removed).where(Account.name == "olga")) is not None
-        assert db.session.scalar(select(User.api_key).where(User.username == "olga")) is None  # her keys went too
-    # An account of the subtree still owning a VM: the job fails and nothing is removed.
+        olga = db.session.scalar(select(Account).where(Account.name.startswith("olga#")))
+        assert olga is not None and olga.removed is not None and olga.cleanup_started is not None
+        assert db.session.scalar(select(User.api_key).where(User.username.startswith("olga#"))) is None  # keys too
+    # An account of the subtree owning a VM: the VM is expunged with its account, the domains go.
     deploy(app, world, user="dave", name="keep")
-    status, result = job(app, client, "admin", command="deleteDomain", id=sales["id"], cleanup="true")
-    assert status == 2 and "still owns" in result["errortext"]
+    assert job(app, client, "admin", command="deleteDomain", id=sales["id"], cleanup="true")[0] == 1
     with app.app_context():
-        assert db.session.scalar(select(Domain.removed).where(Domain.uuid == sales["id"])) is None
-        assert db.session.scalar(select(VirtualMachine.id).where(VirtualMachine.name == "keep")) is not None
+        assert db.session.scalar(select(Domain.removed).where(Domain.uuid == sales["id"])) is not None
+        assert db.session.scalar(select(VirtualMachine.removed).where(VirtualMachine.name == "keep")) is not None
+        assert db.session.scalar(select(Account.id).where(Account.name == "dave")) is None
     # The same name may be used again once the domain is gone.
     assert make_domain(app, client, "ops")["path"] == "ROOT/ops"
 

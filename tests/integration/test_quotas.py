@@ -164,9 +164,12 @@ def from_rows(app, account="alice") -> dict:
             PublicIpAddress.account_id == acct.id, PublicIpAddress.state != "Free"))
         nets = db.session.scalar(select(func.count()).select_from(Network).where(
             Network.account_id == acct.id, Network.removed.is_(None), Network.guest_type == "Isolated"))
+        from app.models import Snapshot
+        snaps = db.session.scalars(select(Snapshot).where(Snapshot.account_id == acct.id,
+                                                          Snapshot.removed.is_(None))).all()
         return {"user_vm": len(vms_), "cpu": sum(v.cpu_number for v in vms_), "memory": sum(v.memory for v in vms_),
                 "volume": len(vols), "primary_storage": sum(-(-v.size // GIB) for v in vols), "public_ip": ips,
-                "network": nets}
+                "network": nets, "snapshot": len(snaps), "secondary_storage": sum(s.counted_gib for s in snaps)}
 
 
 def assert_true(app, account="alice") -> dict:
