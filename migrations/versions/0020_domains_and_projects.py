@@ -1,8 +1,8 @@
 """domains and projects: the domains tree (ROOT made here, uuid 00000000-0000-0000-0000-000000000001),
 accounts in domains (existing ones in ROOT; names unique per domain), projects and their members.
 
-Revision ID: 0018
-Revises: 0017
+Revision ID: 0020
+Revises: 0019
 Create Date: 2026-12-05 21:16:37.088629
 
 """
@@ -15,8 +15,8 @@ ROOT_UUID = "00000000-0000-0000-0000-000000000001"
 
 
 # revision identifiers, used by Alembic.
-revision = '0018'
-down_revision = '0017'
+revision = '0020'
+down_revision = '0019'
 branch_labels = None
 depends_on = None
 
