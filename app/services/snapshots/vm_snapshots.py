@@ -85,9 +85,8 @@ def list_snapshots(caller, *, id=None, ids=None, vm_uuid=None, name=None, state=
         q = q.where(or_(VMSnapshot.name.contains(keyword, autoescape=True),
                         VMSnapshot.display_name.contains(keyword, autoescape=True),
                         VMSnapshot.description.contains(keyword, autoescape=True)))
-    if account and caller.is_admin:
-        from app.models import Account
-        q = q.where(VMSnapshot.account_id == select(Account.id).where(Account.name == account).scalar_subquery())
+    if account and access.is_any_admin(caller):
+        q = q.where(VMSnapshot.account_id == access.owner_for(caller, account).id)
     q = tag_service.matching(q, "VMSnapshot", VMSnapshot.id, tags)
     return page_of(q, page)
 
