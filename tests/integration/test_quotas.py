@@ -141,7 +141,8 @@ def test_the_override_beats_the_setting_and_admins_are_not_limited(app, world, c
 # --- The usage ledger: ROOT volumes count, and every failure gives back exactly what it took ---
 
 GIB = 1 << 30
-RESOURCES = ("user_vm", "volume", "cpu", "memory", "primary_storage", "public_ip", "network")
+RESOURCES = ("user_vm", "volume", "cpu", "memory", "primary_storage", "public_ip", "network", "snapshot",
+             "secondary_storage")
 
 
 def ledger(app, account="alice") -> dict:
