@@ -11,7 +11,7 @@ import pytest
 
 from tests.api.test_templates_cs import files, wait_status  # noqa: F401  (fixture)
 
-libcloud = pytest.importorskip("libcloud", reason="apache-libcloud is in requirements-test.txt")
+import libcloud  # noqa: E402  (requirements-test.txt pins apache-libcloud: a missing one is a failure, not a skip)
 from libcloud.compute.providers import Provider, get_driver  # noqa: E402
 from libcloud.compute.types import NodeState  # noqa: E402
 
