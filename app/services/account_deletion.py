@@ -213,12 +213,29 @@ def _snapshots(caller, account):
         snapshots.delete_row(s, user=caller)
 
 
+@deleter("snapshot policies", order=27)
+def _snapshot_policies(caller, account):
+    """Those of volumes that were removed elsewhere (a volume's own removal takes its policies)."""
+    from app.models import SnapshotPolicy
+    from app.services import tags
+    ids = list(db.session.scalars(select(SnapshotPolicy.id).where(SnapshotPolicy.account_id == account.id)))
+    tags.forget("SnapshotPolicy", ids)
+    db.session.execute(delete(SnapshotPolicy).where(SnapshotPolicy.account_id == account.id))
+
+
 @deleter("templates and ISOs", order=30)
 def _templates(caller, account):
     from app.services import templates
     for t in list(db.session.scalars(select(Template).where(Template.account_id == account.id,
                                                             Template.removed.is_(None)))):
         templates.delete_template(caller, t.uuid, is_iso=t.is_iso)
+
+
+@deleter("launch permissions", order=35)
+def _launch_permissions(caller, account):
+    """Other accounts' templates it was allowed to use (its own went with them)."""
+    from app.models import TemplatePermission
+    db.session.execute(delete(TemplatePermission).where(TemplatePermission.account_id == account.id))
 
 
 @deleter("networks", order=40)
@@ -234,8 +251,22 @@ def _networks(caller, account):
 def _public_ips(caller, account):
     from app.models import PublicIpAddress
     from app.services.network import public_ips
-    for ip in list(db.session.scalars(select(PublicIpAddress).where(PublicIpAddress.account_id == account.id))):
+    from app.models import IpState
+    for ip in list(db.session.scalars(select(PublicIpAddress).where(PublicIpAddress.account_id == account.id,
+                                                                    PublicIpAddress.state != IpState.FREE))):
         public_ips.disassociate_ip(caller, ip.uuid)  # on networks not its own (its own went with them)
+
+
+@deleter("dedicated public IP ranges", order=47)
+def _dedicated_ranges(caller, account):
+    """Ranges dedicated to it go back to the system, free for every account (CloudStack's
+    releaseAccountSpecificVirtualRanges); so do their free addresses."""
+    from app.models import IpState, PublicIpAddress, VlanIpRange
+    db.session.execute(update(PublicIpAddress).where(PublicIpAddress.account_id == account.id,
+                                                     PublicIpAddress.state == IpState.FREE)
+                       .values(account_id=None).execution_options(synchronize_session=False))
+    db.session.execute(update(VlanIpRange).where(VlanIpRange.account_id == account.id)
+                       .values(account_id=None).execution_options(synchronize_session=False))
 
 
 @deleter("security groups", order=50)
@@ -245,6 +276,33 @@ def _security_groups(caller, account):
     db.session.execute(delete(SecurityGroupRule).where(SecurityGroupRule.allowed_group_id.in_(groups)))
     db.session.execute(delete(SecurityGroupRule).where(SecurityGroupRule.security_group_id.in_(groups)))
     db.session.execute(delete(SecurityGroup).where(SecurityGroup.account_id == account.id))
+
+
+@deleter("affinity groups", order=52)
+def _affinity_groups(caller, account):
+    from app.models import AffinityGroup, AffinityGroupVM
+    groups = select(AffinityGroup.id).where(AffinityGroup.account_id == account.id)
+    db.session.execute(delete(AffinityGroupVM).where(AffinityGroupVM.affinity_group_id.in_(groups)))
+    db.session.execute(delete(AffinityGroup).where(AffinityGroup.account_id == account.id))
+
+
+@deleter("instance groups", order=54)
+def _instance_groups(caller, account):
+    from app.models import InstanceGroup
+    groups = select(InstanceGroup.id).where(InstanceGroup.account_id == account.id)
+    # Its expunged VMs keep their rows: they point at no group.
+    db.session.execute(update(VirtualMachine).where(VirtualMachine.group_id.in_(groups)).values(group_id=None)
+                       .execution_options(synchronize_session=False))
+    db.session.execute(delete(InstanceGroup).where(InstanceGroup.account_id == account.id))
+
+
+@deleter("user data", order=56)
+def _userdata(caller, account):
+    from app.models import UserData
+    ids = select(UserData.id).where(UserData.account_id == account.id)
+    db.session.execute(update(VirtualMachine).where(VirtualMachine.userdata_id.in_(ids)).values(userdata_id=None)
+                       .execution_options(synchronize_session=False))
+    db.session.execute(delete(UserData).where(UserData.account_id == account.id))
 
 
 @deleter("SSH key pairs", order=60)
@@ -259,3 +317,18 @@ def _projects(caller, account):
     projects.remove_account_project_rows(account)
     if account.is_project:
         projects.remove_project_rows(caller, account)
+
+
+@deleter("resource tags", order=90)
+def _tags(caller, account):
+    """What is left of its tags (each removed object took its own with it)."""
+    from app.models import ResourceTag
+    db.session.execute(delete(ResourceTag).where(ResourceTag.account_id == account.id))
+
+
+@deleter("resource limits and counts", order=99)
+def _limits(caller, account):
+    """Last, as in CloudStack's cleanupAccount: nothing is given back to its counts after this."""
+    from app.models import ResourceCount, ResourceLimit
+    db.session.execute(delete(ResourceCount).where(ResourceCount.account_id == account.id))
+    db.session.execute(delete(ResourceLimit).where(ResourceLimit.account_id == account.id))

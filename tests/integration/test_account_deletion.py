@@ -188,3 +188,73 @@ def test_account_pages(app, client, world, users, auth):
     with app.app_context():
         assert accounts.get_account("alice") is None
     assert client.get(url).status_code == 404
+
+
+# --- Nothing of the account is left ---------------------------------------------------------
+
+# Tables that keep an account's rows after deleteAccount, as CloudStack keeps them: the audit
+# trail (events, jobs), the account's users (marked removed, their names freed) and the account.
+KEPT = {"accounts", "users", "events", "async_jobs"}
+
+
+def live_rows(account_id: int) -> dict[str, int]:
+    """Every table with an account_id column (found from the models, so a new one is checked
+    too): how many of its rows of this account are left (a row marked removed is gone)."""
+    found = {}
+    for table in db.metadata.sorted_tables:
+        if table.name in KEPT or "account_id" not in table.c:
+            continue
+        where = [table.c.account_id == account_id]
+        if "removed" in table.c:
+            where.append(table.c.removed.is_(None))
+        n = db.session.scalar(select(func.count()).select_from(table).where(*where))
+        if n:
+            found[table.name] = n
+    return found
+
+
+def test_nothing_of_the_account_is_left(app, client, world, users):
+    """One of each thing an account can own (tags, instance group, user data, affinity group,
+    VM snapshot, snapshot policy, template permission, resource limit, ...): deleteAccount leaves
+    no live row of the account in any table (CloudStack's AccountManagerImpl.cleanupAccount)."""
+    things = alice_things(app, world)
+    vm = deploy(app, world, name="web3")
+    with app.app_context():
+        vol = db.session.scalar(select(Volume.uuid).where(Volume.account_id == things["id"],
+                                                          Volume.name == "data1"))
+        tpl = db.session.scalar(select(Template.uuid).where(Template.name == "tiny"))
+    calls = [
+        ("alice", {"command": "createTags", "resourceids": vm, "resourcetype": "UserVm",
+                   "tags[0].key": "env", "tags[0].value": "prod"}),
+        ("alice", {"command": "createTags", "resourceids": vol, "resourcetype": "Volume",
+                   "tags[0].key": "env", "tags[0].value": "prod"}),
+        ("alice", {"command": "createInstanceGroup", "name": "g1"}),
+        ("alice", {"command": "registerUserData", "name": "ud1", "userdata": "IyEvYmluL3NoCg=="}),
+        ("alice", {"command": "createAffinityGroup", "name": "ag1", "type": "host anti-affinity"}),
+        ("alice", {"command": "createVMSnapshot", "virtualmachineid": vm}),
+        ("alice", {"command": "createSnapshotPolicy", "volumeid": vol, "intervaltype": "daily",
+                   "schedule": "00:01", "timezone": "UTC", "maxsnaps": 2}),
+        ("admin", {"command": "updateTemplatePermissions", "id": tpl, "accounts": "alice", "op": "add"}),
+        ("admin", {"command": "updateResourceLimit", "account": "alice", "domainid": _root_domain(app),
+                   "resourcetype": 0, "max": 50}),
+    ]
+    for user, params in calls:
+        status, body = api(app, client, user, **params)
+        assert status == 200, (params["command"], body)
+    with app.app_context():
+        before = live_rows(things["id"])
+        for table in ("resource_tags", "instance_groups", "user_data", "affinity_groups", "vm_snapshots",
+                      "snapshot_policies", "template_permissions", "resource_limits", "resource_counts"):
+            assert before.get(table), (table, before)
+    status, body = api(app, client, "admin", command="deleteAccount", id=things["account"])
+    assert status == 200, body
+    gone(app, things["id"])
+    with app.app_context():
+        left_over = live_rows(things["id"])
+        assert left_over == {}, str(left_over)
+
+
+def _root_domain(app) -> str:
+    from app.models import Domain
+    with app.app_context():
+        return db.session.scalar(select(Domain.uuid).where(Domain.parent_id.is_(None)))

@@ -510,3 +510,26 @@ def test_parallel_colliding_rules_on_one_address_one_wins(app, nw):
     assert sorted(results) == ["537"] * 7 + ["ok"], results
     with app.app_context():
         assert len(_rules(ip)) == 1
+
+
+def test_delete_account_leaves_no_address_rule_or_dedicated_range(app, nw):
+    """deleteAccount: its addresses are Free, its rules gone, a range dedicated to it is the
+    system's again (CloudStack's releaseAccountSpecificVirtualRanges)."""
+    from app.services import account_deletion
+    from app.services.network import ranges
+    from tests.integration.test_account_deletion import live_rows
+    with app.app_context():
+        alice = _user("alice")
+        ip = _associate(nw=nw)
+        _pf(ip.uuid, nw.avm, 80, 80)
+        _fw(ip.uuid, 22, 22)
+        rules.activate(alice, rules.create_egress_rule(alice, network_uuid=nw.anet, protocol="udp",
+                                                       start_port=53).uuid)
+        r = ranges.create_range(None, zone_uuid=nw.zone, vlan="untagged", gateway="198.18.0.1",
+                                netmask="255.255.255.0", start_ip="198.18.0.40", end_ip="198.18.0.42", for_virtual_network=True, account_id=alice.account_id)
+        range_uuid, account_id = r.uuid, alice.account_id
+        assert {"public_ip_addresses", "firewall_rules", "vlan_ip_ranges"} <= set(live_rows(account_id))
+        account_deletion.run_now(_user("admin"), alice.account)
+        assert live_rows(account_id) == {}
+        r = ranges.get_range(range_uuid)
+        assert r.account_id is None and r.removed is None
