@@ -103,9 +103,10 @@ def list_snapshot_policies(ctx, p):
              Param("isdynamicallyscalable", "boolean", "true if the template supports dynamic scaling"),
              Param("requireshvm", "boolean", "true if the template requires HVM"),
              Param("bits", "integer", "32 or 64 bit"),
-             Param("zoneid", "uuid", "the zone for the template (the snapshot's or volume's)")])
+             Param("zoneid", "uuid", "the zone for the template (the snapshot's or volume's)"),
+             Param("projectid", "uuid", "create template for the project")])
 def create_template(ctx, p):
     return snapshots.submit_create_template(
         ctx.user, name=p["name"], display_text=p.get("displaytext"), os_type_uuid=p["ostypeid"],
         snapshot_uuid=p.get("snapshotid"), volume_uuid=p.get("volumeid"), is_public=p.get("ispublic", False),
-        featured=p.get("isfeatured", False))
+        featured=p.get("isfeatured", False), projectid=p.get("projectid"))

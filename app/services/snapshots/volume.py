@@ -577,12 +577,15 @@ def _source_of(caller, snapshot_uuid: str | None, volume_uuid: str | None):
 
 
 def create_template(caller, *, name: str, display_text: str | None, os_type_uuid: str, snapshot_uuid=None,
-                    volume_uuid=None, is_public: bool = False, featured: bool = False) -> Template:
-    """The template's row and its copy's (in progress) on the zone's image store."""
+                    volume_uuid=None, is_public: bool = False, featured: bool = False,
+                    projectid: str | None = None) -> Template:
+    """The template's row and its copy's (in progress) on the zone's image store. Its owner is
+    the caller (or the project named), not the source's owner, as CloudStack's
+    CreateTemplateCmd.getEntityOwnerId: an admin's template of a user's snapshot is the admin's."""
     s, v = _source_of(caller, snapshot_uuid, volume_uuid)
     src_volume = v if v is not None else s.volume
     type_name = s.hypervisor_type if s is not None else type_of(v)
-    owner = s.account if s is not None else v.account
+    owner = access.owner_for(caller, projectid=projectid)
     try:
         t, _ = _template_row(caller, name=name, display_text=display_text, os_type_uuid=os_type_uuid,
                              type_name=type_name, zone_id=(s or v).zone_id, size=(s or v).size,
