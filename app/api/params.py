@@ -70,6 +70,9 @@ def validate(cmd: Command, raw: dict[str, str]) -> dict:
                                        f"parameter {p.name}", field=p.name)
             continue
         value = lower.get(p.name.lower())
+        if p.type == "list" and p.empty_means_none and value is not None and not value.strip(","):
+            out[p.name] = []
+            continue
         if value is None or value == "":
             if p.required:
                 raise InvalidParameter(f"Unable to execute API command {cmd.lower} due to missing "

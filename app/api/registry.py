@@ -46,6 +46,10 @@ class Param:
     # for list params: type of each element (e.g. "uuid")
     item_type: str = "string"
     length: int = 4096
+    # A list param whose empty value means "none" (an empty list reaches the command, as
+    # CloudStack's ParamProcessWorker makes one): updateVMAffinityGroup's affinitygroupids=
+    # clears the VM's groups. Elsewhere an empty value is left out, as if not given.
+    empty_means_none: bool = False
 
 
 @dataclass

@@ -355,3 +355,34 @@ def test_disk_offering_tags_and_edit_page(app, world, client):
     auth.logout()
     auth.login("alice", "Kx-user-secret-7")
     assert client.get(f"/volumes/offerings/{uuid}/edit").status_code == 403
+
+
+def test_update_vm_affinity_group_with_an_empty_list_clears_it_through_the_api(app, client, world):
+    """`affinitygroupids=` (empty) reaches the command as an empty list and takes the VM out
+    of its groups, as CloudStack's ParamProcessWorker makes an empty List of it; with neither
+    parameter given it is 431. Other commands still ignore an empty parameter."""
+    from tests.integration.test_quotas import api
+    with app.app_context():
+        w = world
+        g = _group(w, "alice", "pack", "host affinity")
+        vm, _ = _deploy(w, "alice", "one", affinity_group_uuids=[g.uuid])
+        _run(vms.stop(_u(w, "alice"), vm.uuid))
+        vm_uuid, g_uuid = vm.uuid, g.uuid
+    status, body = api(app, client, "alice", command="updateVMAffinityGroup", id=vm_uuid)
+    assert status == 431 and "must be given" in body["errortext"]
+    for param in ("affinitygroupids", "affinitygroupnames"):
+        with app.app_context():
+            if not db.session.scalar(select(func.count()).select_from(AffinityGroupVM)):  # back in the group
+                affinity.add_vm(db.session.scalar(select(VirtualMachine).where(VirtualMachine.uuid == vm_uuid)),
+                                [db.session.scalar(select(AffinityGroup).where(AffinityGroup.uuid == g_uuid))])
+                db.session.commit()
+        status, body = api(app, client, "alice", command="updateVMAffinityGroup", id=vm_uuid, **{param: ""})
+        assert status == 200, body
+        status, result = api(app, client, "alice", command="queryAsyncJobResult", jobid=body["jobid"])
+        assert result["jobstatus"] == 1, result
+        assert result["jobresult"]["virtualmachine"].get("affinitygroup", []) == []
+        with app.app_context():
+            assert db.session.scalar(select(func.count()).select_from(AffinityGroupVM)) == 0
+    # An empty list parameter of another command is still as if not given.
+    status, body = api(app, client, "alice", command="listVirtualMachines", ids="")
+    assert status == 200 and body["count"] == 1, body

@@ -63,8 +63,9 @@ def list_types(ctx, p):
              Param("id", "uuid", "The ID of the virtual machine", required=True),
              Param("affinitygroupids", "list", "comma separated list of affinity groups id that are going to be "
                    "applied to the virtual machine. Mutually exclusive with affinitygroupnames parameter",
-                   item_type="uuid"),
+                   item_type="uuid", empty_means_none=True),
              Param("affinitygroupnames", "list", "comma separated list of affinity groups names that are going to "
-                   "be applied to the virtual machine. Mutually exclusive with affinitygroupids parameter")])
+                   "be applied to the virtual machine. Mutually exclusive with affinitygroupids parameter",
+                   empty_means_none=True)])
 def update_vm(ctx, p):
     return affinity.submit_update_vm(ctx.user, p["id"], p.get("affinitygroupids"), p.get("affinitygroupnames"))
