@@ -17,6 +17,7 @@ import base64
 import json
 import secrets
 import string
+from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -365,10 +366,14 @@ def _run_restore(job, vm, params):
 # --- assignVirtualMachine -------------------------------------------------------------------
 
 def assign(caller, uuid: str, *, account: str | None = None, domainid: str | None = None,
-           projectid: str | None = None, network_uuids: list[str] | None = None) -> VirtualMachine:
+           projectid: str | None = None, network_uuids: list[str] | None = None,
+           security_group_uuids: list[str] | None = None) -> VirtualMachine:
     """assignVirtualMachine (admins): a stopped VM with its volumes moves to another account; the
     target's limits are checked and taken atomically, the source's counts given back in the same
-    transaction. NICs on networks of the old account move to `networkids` (needed then)."""
+    transaction. Its NICs are made again for the new owner as CloudStack's moveVMToUser does
+    (_assign_networks): a Basic zone's VM gets the zone's network and `securitygroupids` (plus
+    the new owner's default group); in an Advanced zone it joins `networkids`, or keeps its
+    default NIC's shared network (and address), else the new owner's default network."""
     if not caller.is_admin:
         raise PermissionDenied("Only administrators may assign VMs to another account")
     if not account and not projectid:
@@ -389,55 +394,116 @@ def assign(caller, uuid: str, *, account: str | None = None, domainid: str | Non
             db.session.scalar(select(PublicIpAddress.id).where(PublicIpAddress.vm_id == vm.id).limit(1)):
         raise InvalidParameter("Remove the port forwarding rules and static NAT for this VM before assigning it to "
                                "another user.", field="virtualmachineid")
-    from app.services.network import vm_nics
-    nics = [n for n in vm.nics if n.removed is None]
-    moved = [n for n in nics if n.network.account_id == vm.account_id]
-    new_nets = []
-    if moved:
-        if not network_uuids:
-            raise InvalidParameter(f"networkids are needed: network {moved[0].network.name} belongs to the VM's "
-                                   "account", field="networkids")
-        new_nets = [vm_nics.usable_network(caller, target.id, u, vm.zone_id) for u in network_uuids]
-        for net in new_nets:
-            vms._check_joinable(net, vm.hypervisor_type)
     volumes = [v for v in vm.volumes if v.removed is None]
+    from app.models import Snapshot, SnapshotState
+    for v in volumes:
+        if db.session.scalar(select(Snapshot.id).where(
+                Snapshot.volume_id == v.id, Snapshot.removed.is_(None),
+                Snapshot.state.not_in((SnapshotState.DESTROYED, SnapshotState.ERROR))).limit(1)):
+            raise InvalidParameter(f"Snapshots exists for volume: {v.name}, Detach volume or remove snapshots for "
+                                   "volume before assigning VM to another user.", field="virtualmachineid")
+    plan = _assign_networks(caller, vm, target, network_uuids or [], security_group_uuids or [])
     counted = [v for v in volumes if v.quota_counted]
     source = vm.account_id
+    from app.services.network import secgroups, vm_nics
+    old_groups = secgroups.vm_group_ids(vm.id)
     token = vms._lock(vm, "assign", (VMState.STOPPED,))
     try:
-        deltas = {"primary_storage": sum(v.counted_gib for v in counted), "volume": len(counted)}
-        if vm.quota_counted:
-            deltas.update(user_vm=1, cpu=vm.cpu_number, memory=vm.memory)
-        quotas.take(target.id, deltas, commit=False)  # 532 naming the target's limit, nothing moved
-        quotas.give(source, deltas, commit=False)
-        vm = db.session.get(VirtualMachine, vm.id)
-        vm.account_id = target.id
-        vm.user_id = target.users[0].id if target.users else vm.user_id
-        vm.group_id = None  # groups are the old account's
-        vm.keypair_id = None if vm.keypair_id and db.session.scalar(select(SSHKeyPair.account_id).where(
-            SSHKeyPair.id == vm.keypair_id)) != target.id else vm.keypair_id
-        if vm.userdata_id is not None:
-            vm.userdata_id = None  # the old account's object; the user data itself stays
-        for v in volumes:
-            db.session.get(Volume, v.id).account_id = target.id
-        events.record("VM.MOVE", f"VM {vm.name} moved from account {db.session.get(Account, source).name} to "
-                      f"{target.name}", user=caller, resource_type="VirtualMachine", resource_id=vm.uuid)
-        db.session.commit()
-    except Exception:
-        db.session.rollback()
-        raise
+        try:
+            deltas = {"primary_storage": sum(v.counted_gib for v in counted), "volume": len(counted)}
+            if vm.quota_counted:
+                deltas.update(user_vm=1, cpu=vm.cpu_number, memory=vm.memory)
+            quotas.take(target.id, deltas, commit=False)  # 532 naming the target's limit, nothing moved
+            quotas.give(source, deltas, commit=False)
+            vm = db.session.get(VirtualMachine, vm.id)
+            vm.account_id = target.id
+            vm.user_id = target.users[0].id if target.users else vm.user_id
+            vm.group_id = None  # groups are the old account's
+            vm.keypair_id = None if vm.keypair_id and db.session.scalar(select(SSHKeyPair.account_id).where(
+                SSHKeyPair.id == vm.keypair_id)) != target.id else vm.keypair_id
+            if vm.userdata_id is not None:
+                vm.userdata_id = None  # the old account's object; the user data itself stays
+            for v in volumes:
+                db.session.get(Volume, v.id).account_id = target.id
+            # Its old security groups are the old owner's; the new ones are checked to be the new owner's.
+            secgroups.clear_vm(vm.id)
+            new_groups = secgroups.groups_for_deploy(caller, target.id, plan.group_uuids, None) \
+                if plan.security_groups else []
+            if new_groups:
+                default = secgroups.ensure_default(target.id)
+                secgroups.add_vm(vm, list({g.id: g for g in [*new_groups, default]}.values()))
+            events.record("VM.MOVE", f"VM {vm.name} moved from account {db.session.get(Account, source).name} to "
+                          f"{target.name}", user=caller, resource_type="VirtualMachine", resource_id=vm.uuid)
+            db.session.commit()
+        except Exception:
+            db.session.rollback()
+            raise
+        # Its NICs are made again on the new owner's networks (the VM is still locked).
+        nets = [(net if net is not None else vms._default_network(caller, target, vm.zone), ip)
+                for net, ip in plan.networks]
+        vm_nics.replace_nics(vm, nets)
+        try:
+            secgroups.members_changed(sorted(set(old_groups) | set(secgroups.vm_group_ids(vm.id))))
+        except ServiceError:
+            pass  # the VM is stopped; other members' hosts follow at the next change
     finally:
         vms._unlock(vm.id, token)
-    if moved:
-        from app.models import IpAddress
-        from sqlalchemy import delete
-        db.session.execute(delete(IpAddress).where(IpAddress.nic_id.in_([n.id for n in moved])))
-        for n in moved:
-            db.session.get(type(n), n.id).removed = utcnow()
-        db.session.commit()
-        start = max((n.device_id for n in nics if n not in moved), default=-1) + 1
-        had_default = any(n.is_default for n in moved)
-        for i, net in enumerate(new_nets):
-            vm_nics.create_nic(vm, net, device_id=start + i, default=had_default and i == 0)
     db.session.refresh(vm)
     return vm
+
+
+@dataclass
+class _AssignPlan:
+    networks: list  # [(Network or None: the new owner's default network, address to keep or None)], NIC order
+    security_groups: bool  # its default NIC's network applies security groups
+    group_uuids: list[str]
+
+
+def _assign_networks(caller, vm: VirtualMachine, target: Account, network_uuids: list[str],
+                     group_uuids: list[str]) -> _AssignPlan:
+    """What the VM's NICs become for the new owner (CloudStack's moveVMToUser, checked before
+    anything changes): a Basic zone refuses networkids and gives the zone's network; an
+    Advanced zone takes networkids, or keeps the default NIC's network when the new owner may
+    use it (a shared one, with its address), else (no security groups in the zone) the new
+    owner's default network, made when it has none. Security groups are refused in a zone
+    without them."""
+    from app.models import Network, NetworkType
+    from app.services.network import networks as nets_service, vm_nics
+    zone = vm.zone
+    nics = sorted((n for n in vm.nics if n.removed is None), key=lambda n: (not n.is_default, n.device_id))
+    old_ip = {n.network_id: n.ip_address for n in nics}
+    if zone.network_type == NetworkType.BASIC:
+        if network_uuids:
+            raise InvalidParameter("Can't move vm with network Ids; this is a basic zone VM", field="networkids")
+        net = nets_service.ensure_default_network(caller, zone)
+        if net is None:
+            raise InvalidParameter("Unable to find a default network to start a vm", field="virtualmachineid")
+        plan = [(net, None)]
+        sg_zone = bool(net.security_groups)
+    else:
+        sg_zone = bool(zone.security_groups_enabled) or db.session.scalar(select(Network.id).where(
+            Network.zone_id == zone.id, Network.removed.is_(None), Network.security_groups.is_(True)).limit(1)) \
+            is not None
+        plan = []
+        for u in network_uuids:
+            net = vm_nics.usable_network(caller, target.id, u, vm.zone_id)
+            vms._check_joinable(net, vm.hypervisor_type)
+            if any(n.id == net.id for n, _ in plan):
+                raise InvalidParameter(f"Network {net.name} is given twice", field="networkids")
+            # A shared network the VM was on: it keeps its address there (CloudStack's requested IP).
+            plan.append((net, old_ip.get(net.id) if net.account_id is None else None))
+        if not plan and nics and nics[0].network.account_id in (None, target.id):
+            plan.append((nics[0].network, nics[0].ip_address))
+        if not plan:
+            if sg_zone:
+                raise InvalidParameter("No network is specified, please specify one when you move the vm. For now, "
+                                       "please add a network to VM on NICs tab.", field="networkids")
+            plan.append((None, None))
+    if group_uuids and not sg_zone:
+        raise InvalidParameter("Can't move vm with security groups; security group feature is not enabled in this "
+                               "zone", field="securitygroupids")
+    uses_groups = plan[0][0] is not None and bool(plan[0][0].security_groups)
+    if group_uuids and not uses_groups:
+        raise InvalidParameter("Can't move vm with security groups; security group feature is not enabled on the "
+                               "vm's default network", field="securitygroupids")
+    return _AssignPlan(plan, uses_groups, group_uuids)

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from app.api.signing import sign
 from app.extensions import db
-from app.models import InstanceGroup, ResourceCount, Template, VirtualMachine, Volume
+from app.models import InstanceGroup, ResourceCount, Template, VirtualMachine, Volume, new_uuid
 from app.services import accounts, quotas
 from tests.helpers.sim_zone import simulator_zone
 
@@ -290,3 +290,116 @@ def test_pages(app, client, world, auth):
     assert client.post(f"/userdata/{uid}/delete", data={"csrf_token": auth.csrf("/userdata/")}).status_code == 302
     code, lst = call(client, world, "alice", "listUserData")
     assert lst == {}
+
+
+def _nics(app, vm_uuid) -> list[tuple[str, str | None, bool]]:
+    """The VM's live NICs: (network name, address, default), default first."""
+    from app.models import Network, Nic
+    with app.app_context():
+        rows = db.session.execute(select(Network.name, Nic.ip_address, Nic.is_default).join(Network)
+                                  .where(Nic.vm_id == select(VirtualMachine.id).where(
+                                      VirtualMachine.uuid == vm_uuid).scalar_subquery(), Nic.removed.is_(None))
+                                  .order_by(Nic.device_id)).all()
+        return [tuple(r) for r in rows]
+
+
+def test_assign_moves_the_nics_to_the_new_owners_networks(app, client, world):
+    """Advanced zone without security groups (UserVmManagerImpl.moveVMToUser): no networkids keeps
+    the default NIC's shared network and its address; networkids puts the NICs on the new owner's
+    networks; another account's network and securitygroupids are refused, nothing changed."""
+    from app.models import Network, NetworkOffering
+    vm = deploy(client, world, name="mv1")
+    job(client, world, "alice", "stopVirtualMachine", id=vm["id"])
+    (shared, address, _), = _nics(app, vm["id"])
+    with app.app_context():
+        zone = db.session.scalar(select(Network.zone_id).where(Network.name == shared))
+        off = db.session.scalar(select(NetworkOffering.id).limit(1))
+        for owner, name, cidr in (("bob", "bob-net", "10.8.1"), ("alice", "alice-net", "10.8.2")):
+            db.session.add(Network(uuid=new_uuid(), name=name, zone_id=zone, network_offering_id=off,
+                                   guest_type="Isolated", account_id=accounts.get_user(owner).account_id,
+                                   cidr=f"{cidr}.0/24", gateway=f"{cidr}.1", netmask="255.255.255.0",
+                                   start_ip=f"{cidr}.2", end_ip=f"{cidr}.254", state="Implemented"))
+        db.session.commit()
+        bob_net, alice_net = (db.session.scalar(select(Network.uuid).where(Network.name == n))
+                              for n in ("bob-net", "alice-net"))
+    before = snapshot(app)
+    for params, code, text in (
+            ({"securitygroupids": new_uuid()}, 431, "security group feature is not enabled in this zone"),
+            ({"networkids": alice_net}, 431, "belongs to another account"),
+            ({"networkids": f"{bob_net},{bob_net}"}, 431, "given twice")):
+        got, err = call(client, world, "admin", "assignVirtualMachine", virtualmachineid=vm["id"], account="bob",
+                        **params)
+        assert (got, text in err["errortext"]) == (code, True), err
+    assert snapshot(app) == before and _nics(app, vm["id"]) == [(shared, address, True)]
+    # No networkids: the shared network and its address stay.
+    code, out = call(client, world, "admin", "assignVirtualMachine", virtualmachineid=vm["id"], account="bob")
+    assert code == 200, out
+    assert _nics(app, vm["id"]) == [(shared, address, True)]
+    assert [(n["networkname"], n["ipaddress"]) for n in out["virtualmachine"]["nic"]] == [(shared, address)]
+    # Back to alice, on her own network and the shared one (NIC order as given, the first the default).
+    code, out = call(client, world, "admin", "assignVirtualMachine", virtualmachineid=vm["id"], account="alice",
+                     networkids=f"{alice_net},{db_uuid(app, shared)}")
+    assert code == 200, out
+    nics = _nics(app, vm["id"])
+    assert [(n, d) for n, _a, d in nics] == [("alice-net", True), (shared, False)]
+    assert nics[0][1].startswith("10.8.2.") and nics[1][1] == address
+
+
+def db_uuid(app, network_name: str) -> str:
+    from app.models import Network
+    with app.app_context():
+        return db.session.scalar(select(Network.uuid).where(Network.name == network_name))
+
+
+def test_assign_with_security_groups_and_in_a_basic_zone(app, client, world):
+    """A zone with security groups: securitygroupids (the new owner's) plus its default group
+    replace the VM's groups; another account's group is refused, nothing changed. A Basic zone
+    refuses networkids and puts the VM on the zone's network."""
+    from app.models import Network, SecurityGroup, VmSecurityGroup, Zone
+    with app.app_context():
+        zone = db.session.scalar(select(Zone).where(Zone.uuid == world["zone"]))
+        db.session.add(Network(uuid=new_uuid(), name="sg-shared", zone_id=zone.id, guest_type="Shared",
+                               account_id=None, cidr="10.51.0.0/24", gateway="10.51.0.1", netmask="255.255.255.0",
+                               start_ip="10.51.0.10", end_ip="10.51.0.200", security_groups=True,
+                               state="Implemented"))
+        db.session.commit()
+    sg_net = db_uuid(app, "sg-shared")
+    vm = deploy(client, world, name="sg1", networkids=sg_net)
+    job(client, world, "alice", "stopVirtualMachine", id=vm["id"])
+    code, web = call(client, world, "bob", "createSecurityGroup", name="web")
+    assert code == 200, web
+    code, mine = call(client, world, "alice", "createSecurityGroup", name="mine")
+
+    def groups():
+        with app.app_context():
+            return sorted(db.session.execute(
+                select(Account.name, SecurityGroup.name).join(VmSecurityGroup).join(Account).where(
+                    VmSecurityGroup.vm_id == select(VirtualMachine.id).where(
+                        VirtualMachine.uuid == vm["id"]).scalar_subquery())).all())
+
+    from app.models import Account
+    assert groups() == [("alice", "default")]
+    before = snapshot(app)
+    code, err = call(client, world, "admin", "assignVirtualMachine", virtualmachineid=vm["id"], account="bob",
+                     securitygroupids=mine["securitygroup"]["id"])
+    assert code == 531 and "another account" in err["errortext"], err
+    assert snapshot(app) == before and groups() == [("alice", "default")]
+    code, out = call(client, world, "admin", "assignVirtualMachine", virtualmachineid=vm["id"], account="bob",
+                     securitygroupids=web["securitygroup"]["id"])
+    assert code == 200, out
+    assert groups() == [("bob", "default"), ("bob", "web")]
+    assert sorted(g["name"] for g in out["virtualmachine"]["securitygroup"]) == ["default", "web"]
+    (net, address, default), = _nics(app, vm["id"])
+    assert net == "sg-shared" and default and address.startswith("10.51.0.")
+
+    # A Basic zone: networkids refused; the VM goes onto the zone's network.
+    with app.app_context():
+        db.session.execute(db.update(Zone).where(Zone.uuid == world["zone"]).values(network_type="Basic"))
+        db.session.commit()
+    code, err = call(client, world, "admin", "assignVirtualMachine", virtualmachineid=vm["id"], account="alice",
+                     networkids=sg_net)
+    assert code == 431 and "this is a basic zone VM" in err["errortext"], err
+    code, out = call(client, world, "admin", "assignVirtualMachine", virtualmachineid=vm["id"], account="alice")
+    assert code == 200, out
+    assert [(n, d) for n, _a, d in _nics(app, vm["id"])] == [("vz-guest", True)]
+    assert groups() == []  # the zone's network has no security groups

@@ -87,4 +87,5 @@ def get_password(ctx, p):
                        "machine", item_type="uuid")])
 def assign(ctx, p):
     return vm_admin.assign(ctx.user, p["virtualmachineid"], account=p.get("account"), domainid=p.get("domainid"),
-                           projectid=p.get("projectid"), network_uuids=p.get("networkids"))
+                           projectid=p.get("projectid"), network_uuids=p.get("networkids"),
+                           security_group_uuids=p.get("securitygroupids"))

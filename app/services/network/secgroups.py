@@ -478,6 +478,12 @@ def members_changed(group_ids: list[int], *, undo=None) -> None:
         reapply(group_ids, undo=undo, members_only=True)
 
 
+def clear_vm(vm_id: int) -> None:
+    """The VM leaves its groups, in the caller's transaction (assignVirtualMachine: its new
+    owner's groups replace them); the caller tells the hosts (members_changed) after commit."""
+    db.session.execute(delete(VmSecurityGroup).where(VmSecurityGroup.vm_id == vm_id))
+
+
 def forget_vm(vm: VirtualMachine) -> None:
     """The VM leaves its groups (expunge, failed deploy): committed, then the hosts follow
     (best effort: the VM is gone whatever a host says)."""

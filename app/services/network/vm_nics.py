@@ -200,6 +200,27 @@ def remove_now(vm: VirtualMachine, nic: Nic) -> None:
         vms._unlock(vm.id, token)
 
 
+def replace_nics(vm: VirtualMachine, plan: list[tuple[Network, str | None]]) -> list[Nic]:
+    """assignVirtualMachine's network step (the VM stopped and locked by the caller): every NIC
+    goes and new ones are made in `plan`'s order, the first the default, each with the address
+    given (kept on a shared network) or a free one; the routers of the networks it left and
+    joined are re-applied. Committed."""
+    old = list(db.session.scalars(select(Nic).where(Nic.vm_id == vm.id, Nic.removed.is_(None))))
+    touched = {n.network_id: n.network for n in old}
+    for nic in old:
+        db.session.execute(delete(IpAddress).where(IpAddress.nic_id == nic.id))
+        nic.removed = utcnow()
+    db.session.commit()
+    made = [create_nic(vm, net, i, ip=ip, default=i == 0) for i, (net, ip) in enumerate(plan)]
+    touched.update({net.id: net for net, _ip in plan})
+    for net in touched.values():
+        try:
+            _router_apply(net)
+        except ServiceError:
+            pass  # the VM is stopped and its NICs are made: the router catches up at its next push
+    return made
+
+
 def update_default(caller, vm_uuid: str, nic_uuid: str):
     """updateDefaultNicForVirtualMachine (a job)."""
     from app.jobs import service as jobs
