@@ -488,6 +488,82 @@ _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 DOMAIN_RE = re.compile(rf"^(?=.{{1,190}}$){_LABEL}(\.{_LABEL})*$")
 
 
+# --- What an admin may manage (CloudStack's checkAccess and verifyCallerPrivilegeForUserOrAccountOperations) ---
+
+# CloudStack's RoleType ids: a caller manages accounts of a higher id (a lower role) than its own.
+_ROLE_RANK = {RoleType.ADMIN: 1, RoleType.RESOURCE_ADMIN: 2, RoleType.DOMAIN_ADMIN: 3, RoleType.USER: 4}
+
+
+def _outside(caller: User, domain) -> PermissionDenied:
+    return PermissionDenied(f"Account {caller.account.name} does not have permission to operate within domain "
+                            f"id={domain.uuid}")
+
+
+def managed_domain(caller: User, uuid: str | None, field: str = "domainid"):
+    """The domain an account command names (the caller's own when none): a missing one is 431,
+    one outside a domain admin's subtree 531 (CloudStack's DomainChecker.checkAccess)."""
+    from app.models import Domain
+    if not uuid:
+        return caller.account.domain
+    d = db.session.scalar(select(Domain).where(Domain.uuid == uuid, Domain.removed.is_(None)))
+    if d is None:
+        raise InvalidParameter("Unable to find domain by the specified id", field=field)
+    if not access.can_see_domain(caller, d):
+        raise _outside(caller, d)
+    return d
+
+
+def check_manage(caller: User, acct: Account) -> None:
+    """May this admin act on this account (its users, state, role, removal)? Root admins: any.
+    A domain admin: accounts of its subtree (else 531, CloudStack's text) of a lower role type,
+    or its own account; never a root admin's (checkCallerRoleTypeAllowedForUserOrAccountOperations)."""
+    if access.is_root(caller):
+        return
+    if not access.can_see_domain(caller, acct.domain):
+        raise _outside(caller, acct.domain)
+    mine, theirs = _ROLE_RANK.get(caller.role_type, 4), _ROLE_RANK.get(acct.role_type, 4)
+    if mine == theirs and acct.id != caller.account_id:
+        raise PermissionDenied(f"The calling account [{caller.account.name}, {caller.account.uuid}] is not allowed to "
+                               "perform this operation on users from other accounts of the same role type within "
+                               "the domain")
+    if mine > theirs:
+        raise PermissionDenied(f"The calling account [{caller.account.name}, {caller.account.uuid}] has a lower role "
+                               f"type than the user account [{acct.name}, {acct.uuid}]")
+
+
+def manageable_account(caller: User, *, id: str | None = None, name: str | None = None,
+                       domainid: str | None = None) -> Account:
+    """The account an account command names, by id or by name (in domainid, else the caller's
+    domain): missing is 431; one the caller may not manage is 531 (check_manage)."""
+    if id:
+        acct = db.session.scalar(select(Account).where(Account.uuid == id, Account.removed.is_(None),
+                                                       Account.role != Role.PROJECT))
+        if acct is None:
+            raise NotFound("Unable to find account with the specified id", field="id")
+    elif name:
+        domain = managed_domain(caller, domainid)
+        acct = get_account(name, domain.id)
+        if acct is None or acct.is_project:
+            raise NotFound(f"Unable to find account {name}", field="account")
+    else:
+        raise InvalidParameter("Either id or account name must be specified", field="id")
+    check_manage(caller, acct)
+    return acct
+
+
+def manageable_user(caller: User, uuid: str) -> User:
+    """The user a user command names: users only themselves (else "not found"); admins a user
+    of an account they manage (check_manage: 531 outside)."""
+    if not access.is_any_admin(caller):
+        return visible_user(caller, uuid)
+    user = db.session.scalar(select(User).join(Account, User.account_id == Account.id).where(
+        User.uuid == uuid, User.removed.is_(None), Account.role != Role.PROJECT))
+    if user is None:
+        raise NotFound("Unable to find user with specified id", field="id")
+    check_manage(caller, user.account)
+    return user
+
+
 def find_account(caller: User, *, id: str | None = None, name: str | None = None,
                  domainid: str | None = None) -> Account:
     """The account an admin command names by id, or by name (account=, in domainid, else the
@@ -633,7 +709,7 @@ def create_account_with_user(caller: User, username: str, password: str, *, acco
     if accounttype is not None and accounttype not in ACCOUNT_TYPE_ROLES:
         raise InvalidParameter(f"Invalid account type {accounttype} given; unable to create account",
                                field="accounttype")
-    domain = access.domain_by_uuid(caller, domainid) if domainid else caller.account.domain
+    domain = managed_domain(caller, domainid)
     role = roles.assignable(caller, role_uuid)
     if role is not None:
         if accounttype is not None and ACCOUNT_TYPE_ROLES[accounttype] != role.role_type:
@@ -660,10 +736,11 @@ def create_account_with_user(caller: User, username: str, password: str, *, acco
 def create_user_in(caller: User, username: str, password: str, *, account: str, domainid: str | None = None,
                    email: str | None = None, firstname: str | None = None, lastname: str | None = None) -> User:
     """createUser: a user in an existing account of a domain the caller manages."""
-    domain = access.domain_by_uuid(caller, domainid) if domainid else caller.account.domain
+    domain = managed_domain(caller, domainid)
     acct = get_account(account, domain.id)
     if acct is None or acct.is_project:
         raise NotFound(f"Unable to find account {account} in domain {domain.name}", field="account")
+    check_manage(caller, acct)
     return create_user(username, password, account=account, domain=domain, email=email,
                        firstname=firstname, lastname=lastname)
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from app.api import serializers
-from app.api.registry import ADMIN, DOMAIN_ADMIN, Param, command
+from app.api.registry import DOMAIN_ADMIN, Param, command
 from app.api.serializers import serialize
 from app.extensions import db
 from app.jobs import service as jobs
@@ -73,7 +73,7 @@ def create_user(ctx, p):
 @command("disableUser", "Disables a user (async, as in CloudStack)", role=DOMAIN_ADMIN, response="user",
          is_async=True, params=[Param("id", "uuid", "the user", required=True)])
 def disable_user(ctx, p):
-    user = accounts.visible_user(ctx.user, p["id"])
+    user = accounts.manageable_user(ctx.user, p["id"])
     return jobs.submit("org.apache.cloudstack.api.command.admin.user.DisableUserCmd", ctx.user,
                        "user.disable", {"id": user.uuid}, instance_type="User", instance_id=user.uuid)
 
@@ -87,18 +87,18 @@ def _disable_job(job, params):
 @command("enableUser", "Enables a user", role=DOMAIN_ADMIN, response="user",
          params=[Param("id", "uuid", "the user", required=True)])
 def enable_user(ctx, p):
-    return accounts.set_user_state(accounts.visible_user(ctx.user, p["id"]), enabled=True)
+    return accounts.set_user_state(accounts.manageable_user(ctx.user, p["id"]), enabled=True)
 
 
-@command("lockUser", "Locks a user account", role=ADMIN, response="user",
+@command("lockUser", "Locks a user account", role=DOMAIN_ADMIN, response="user",
          params=[Param("id", "uuid", "Locks user by user ID.", required=True)])
 def lock_user(ctx, p):
-    return accounts.lock_user(ctx.user, accounts.visible_user(ctx.user, p["id"]))
+    return accounts.lock_user(ctx.user, accounts.manageable_user(ctx.user, p["id"]))
 
 
 @command("deleteUser", "Deletes a user", role=DOMAIN_ADMIN, params=[Param("id", "uuid", "the user", required=True)])
 def delete_user(ctx, p):
-    accounts.delete_user(ctx.user, accounts.visible_user(ctx.user, p["id"]))
+    accounts.delete_user(ctx.user, accounts.manageable_user(ctx.user, p["id"]))
     return {"success": True}
 
 
@@ -123,7 +123,7 @@ def get_user_keys(ctx, p):
     Param("currentpassword", "string", "the current password (needed to change your own)"),
     Param("timezone", "string", "accepted and ignored")])
 def update_user(ctx, p):
-    return accounts.update_user(ctx.user, accounts.visible_user(ctx.user, p["id"]), username=p.get("username"),
+    return accounts.update_user(ctx.user, accounts.manageable_user(ctx.user, p["id"]), username=p.get("username"),
                                 firstname=p.get("firstname"), lastname=p.get("lastname"), email=p.get("email"),
                                 password=p.get("password"), current_password=p.get("currentpassword"))
 
@@ -134,10 +134,10 @@ ACCOUNT_REF = [Param("id", "uuid", "Account id"),
 
 
 def _account(ctx, p):
-    return accounts.find_account(ctx.user, id=p.get("id"), name=p.get("account"), domainid=p.get("domainid"))
+    return accounts.manageable_account(ctx.user, id=p.get("id"), name=p.get("account"), domainid=p.get("domainid"))
 
 
-@command("updateAccount", "Updates account information for the authenticated user", role=ADMIN,
+@command("updateAccount", "Updates account information for the authenticated user", role=DOMAIN_ADMIN,
          response="account", params=[
              *ACCOUNT_REF, Param("newname", "string", "new name for the account"),
              Param("networkdomain", "string", "Network domain for the account's networks"),
@@ -148,7 +148,7 @@ def update_account(ctx, p):
                                    network_domain=p.get("networkdomain"), role_uuid=p.get("roleid"))
 
 
-@command("disableAccount", "Disables an account", role=ADMIN, response="account", is_async=True, params=[
+@command("disableAccount", "Disables an account", role=DOMAIN_ADMIN, response="account", is_async=True, params=[
     *ACCOUNT_REF, Param("lock", "boolean", "If true, only lock the account; else disable the account",
                         required=True)])
 def disable_account(ctx, p):
@@ -168,12 +168,12 @@ def _disable_account_job(job, params):
     return {"account": jobs.ObjectResult("account", done)}
 
 
-@command("enableAccount", "Enables an account", role=ADMIN, response="account", params=ACCOUNT_REF)
+@command("enableAccount", "Enables an account", role=DOMAIN_ADMIN, response="account", params=ACCOUNT_REF)
 def enable_account(ctx, p):
     return accounts.enable_account(ctx.user, _account(ctx, p))
 
 
-@command("lockAccount", "Locks an account: its users cannot log in", role=ADMIN, response="account",
+@command("lockAccount", "Locks an account: its users cannot log in", role=DOMAIN_ADMIN, response="account",
          params=[Param("account", "string", "Locks the specified account.", required=True),
                  Param("domainid", "uuid", "Locks the specified account on this domain.", required=True)])
 def lock_account(ctx, p):
@@ -181,13 +181,13 @@ def lock_account(ctx, p):
 
 
 @command("deleteAccount", "Deletes an account and all its users, VMs, volumes, templates, networks, "
-         "addresses, security groups and key pairs", role=ADMIN, is_async=True,
+         "addresses, security groups and key pairs", role=DOMAIN_ADMIN, is_async=True,
          params=[Param("id", "uuid", "Account id", required=True)])
 def delete_account(ctx, p):
-    return account_deletion.start(ctx.user, accounts.visible_account(ctx.user, p["id"]))
+    return account_deletion.start(ctx.user, accounts.manageable_account(ctx.user, id=p["id"]))
 
 
-@command("moveUser", "Moves a user to another account in the same domain", role=ADMIN, params=[
+@command("moveUser", "Moves a user to another account in the same domain", role=DOMAIN_ADMIN, params=[
     Param("id", "uuid", "id of the user to be moved.", required=True),
     Param("account", "string", "Moves the user under the specified account. If no account name is "
                                "specified, it is necessary to provide an account id."),
@@ -197,7 +197,10 @@ def move_user(ctx, p):
     if not p.get("account") and not p.get("accountid"):
         from app.services.errors import InvalidParameter
         raise InvalidParameter("Please specify either account or accountid", field="account")
-    target = accounts.find_account(ctx.user, id=p.get("accountid"), name=p.get("account"))
-    accounts.move_user(ctx.user, accounts.visible_user(ctx.user, p["id"]), target)
+    user = accounts.manageable_user(ctx.user, p["id"])
+    # CloudStack: the same domain as the user's (by name: the user's domain).
+    target = accounts.manageable_account(ctx.user, id=p.get("accountid"), name=p.get("account"),
+                                         domainid=None if p.get("accountid") else user.account.domain.uuid)
+    accounts.move_user(ctx.user, user, target)
     return {"success": True}
 
