@@ -31,6 +31,22 @@ DEFAULTS = [  # CloudStack's default roles (ids 1-4 there), in its order
 ]
 RULE_RE = re.compile(r"^[A-Za-z0-9*]{1,255}$")
 
+# The API's commands by lower-case name, given by the API layer when it has declared them
+# (app/api/commands/__init__.py calls set_commands): imports flow down, so this module never
+# reaches up into app.api. Each command has .name, .role and .authorized.
+_COMMANDS: dict = {}
+
+
+def set_commands(commands: dict) -> None:
+    """The API layer's registry (by lower-case name); kept by reference, so commands declared
+    later are seen too."""
+    global _COMMANDS
+    _COMMANDS = commands
+
+
+def command(name: str | None):
+    return _COMMANDS.get((name or "").lower())
+
 
 def implicit_types(cmd) -> frozenset[str]:
     """The role types a command is open to when no rule of the caller's role names it."""
@@ -108,8 +124,7 @@ def allowed_name(user: User, name: str) -> bool:
     """By command name (pages map their actions to API commands)."""
     if not name:  # an action with no API command of its own
         return True
-    from app.api.registry import lookup
-    cmd = lookup(name)
+    cmd = command(name)
     return cmd is not None and allowed(user, cmd)
 
 
@@ -124,10 +139,9 @@ def default_role(role_type: str) -> AccountRole | None:
 def _default_rules(role_type: str) -> list[str]:
     """CloudStack seeds its default roles with the APIs their type may call; here derived
     from the registry (new commands are still open to them through their declaration)."""
-    from app.api.registry import all_commands
     if role_type == RoleType.ADMIN:
         return ["*"]
-    return [c.name for c in all_commands() if role_type in implicit_types(c)]
+    return [c.name for c in sorted(_COMMANDS.values(), key=lambda c: c.name) if role_type in implicit_types(c)]
 
 
 def ensure_defaults(commit: bool = True) -> None:
@@ -292,8 +306,7 @@ def _rule(value: str | None) -> str:
         raise InvalidParameter(f"Only API names and wildcards are allowed, invalid rule provided: {v}",
                                field="rule")
     if "*" not in v:
-        from app.api.registry import lookup
-        if lookup(v) is None:
+        if command(v) is None:
             raise InvalidParameter(f"Unable to find API name {v} in the API list", field="rule")
     return v
 
