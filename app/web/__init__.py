@@ -24,6 +24,50 @@ ADMIN_NAV.append(("accounts_admin.index", "Accounts"))  # self-service: account 
 ADMIN_NAV.append(("roles.index", "Roles"))  # dynamic roles and their rules
 
 
+# The API command each page shows (its list, or what it does): a caller whose role rules deny
+# it gets neither the page (403, its actions too) nor its nav entry, by the API's own rule
+# (roles.allowed_name). By endpoint, else by blueprint; pages not named are not role-gated
+# (one's profile, the API docs, which list only the callable commands, the dashboard).
+PAGE_COMMANDS: dict[str, str] = {
+    "vms": "listVirtualMachines", "portal.my_vms": "listVirtualMachines", "portal.deploy": "deployVirtualMachine",
+    "portal.keypairs": "listSSHKeyPairs", "portal.create_keypair": "listSSHKeyPairs",
+    "portal.register_keypair": "listSSHKeyPairs", "portal.delete_keypair": "listSSHKeyPairs",
+    "volumes": "listVolumes", "volumes.offerings": "listDiskOfferings", "volumes.edit_offering": "listDiskOfferings",
+    "volumes.delete_offering": "listDiskOfferings",
+    "snapshots": "listSnapshots", "vmsnapshots": "listVMSnapshot",
+    "network": "listNetworks", "network.ips_index": "listPublicIpAddresses", "network.ip_detail": "listPublicIpAddresses",
+    "network.ip_act": "listPublicIpAddresses",
+    "secgroups": "listSecurityGroups", "affinity": "listAffinityGroups", "userdata": "listUserData",
+    "images": "listTemplates", "events": "listEvents",
+    "infra": "listZones", "infra.hosts": "listHosts", "infra.host": "listHosts", "infra.add_host": "listHosts",
+    "infra.host_action": "listHosts", "infra.host_state": "listHosts", "infra.clusters": "listClusters",
+    "infra.cluster": "listClusters", "infra.add_cluster": "listClusters", "infra.pods": "listPods",
+    "infra.primary_storage": "listStoragePools", "infra.storage_pool": "listStoragePools",
+    "infra.add_primary_storage": "listStoragePools", "infra.pool_action": "listStoragePools",
+    "infra.secondary_storage": "listImageStores", "infra.add_secondary_storage": "listImageStores",
+    "netadmin": "listPhysicalNetworks", "netadmin.offerings_page": "listNetworkOfferings",
+    "netadmin.offering_act": "listNetworkOfferings", "netadmin.routers_page": "listRouters",
+    "netadmin.router_act": "listRouters",
+    "hypervisors": "listHypervisors", "roles": "listRoles", "zone_wizard": "createZone",
+    "accounts_admin": "listAccounts", "accounts_admin.domains_index": "listDomains",
+    "accounts_admin.create_domain": "listDomains", "accounts_admin.edit_domain": "listDomains",
+    "accounts_admin.delete_domain": "listDomains",
+}
+
+
+def page_command(endpoint: str | None) -> str | None:
+    if not endpoint:
+        return None
+    return PAGE_COMMANDS.get(endpoint) or PAGE_COMMANDS.get(endpoint.split(".", 1)[0])
+
+
+def page_allowed(user, endpoint: str | None) -> bool:
+    """May this user open the page (or post to it)? Its API command by the role's rules."""
+    from app.services import roles
+    name = page_command(endpoint)
+    return name is None or roles.allowed_name(user, name)
+
+
 def admin_required(view):
     """Logged in and an admin; a user gets 403, an anonymous visitor the login page."""
     @wraps(view)
@@ -87,7 +131,18 @@ def register_blueprints(app: Flask) -> None:
             response.headers.setdefault("Referrer-Policy", "same-origin")
         return response
 
+    @app.before_request
+    def role_gated_pages():
+        # Only role-gated pages look at the user (the API and static files never do here).
+        if page_command(request.endpoint) and current_user.is_authenticated \
+                and not page_allowed(current_user, request.endpoint):
+            abort(403)
+
     @app.context_processor
     def layout_context():
+        shown = (lambda nav: [(e, label) for e, label in nav if page_allowed(current_user, e)]) \
+            if current_user.is_authenticated else (lambda nav: nav)
         return {"is_htmx": bool(getattr(request, "htmx", False)),
-                "admin_nav": ADMIN_NAV, "user_nav": USER_NAV}
+                "admin_nav": shown(ADMIN_NAV), "user_nav": shown(USER_NAV),
+                # for links to other pages in a page's body
+                "page_allowed": lambda endpoint: page_allowed(current_user, endpoint)}

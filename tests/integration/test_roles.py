@@ -260,3 +260,33 @@ def test_role_pages(app, client, users, auth):
     auth.login("admin")
     assert client.post(f"{url}/delete", data={"csrf_token": auth.csrf(url)}).status_code == 302
     assert client.get(url).status_code == 404
+
+
+def test_pages_follow_the_role_rules(app, client, users, world, auth):
+    """A role denying listVolumes (and listSSHKeyPairs): the Volumes and SSH keys pages are 403,
+    their nav entries gone, their actions refused; the other pages stay. Every page's command
+    is a real API command (a typo would hide a page from everyone)."""
+    from app.web import PAGE_COMMANDS
+    with app.app_context():
+        missing = [n for n in PAGE_COMMANDS.values() if roles.command(n) is None]
+    assert not missing, missing
+    role = ok(app, client, command="createRole", name="No volumes", type="User")["role"]
+    for rule in ("listVolumes", "listSSHKeyPairs"):
+        ok(app, client, command="createRolePermission", roleid=role["id"], rule=rule, permission="deny")
+    alice_acct = ok(app, client, command="listAccounts", name="alice")["account"][0]
+    ok(app, client, command="updateAccount", id=alice_acct["id"], roleid=role["id"])
+    auth.login("alice")
+    home = client.get("/portal/")
+    assert home.status_code == 200
+    html = home.get_data(as_text=True).split('<nav class="mainnav"')[1]
+    assert 'href="/volumes/"' not in html and 'href="/portal/keys/"' not in html
+    assert 'href="/snapshots/"' in html  # another page's entry stays
+    for url in ("/volumes/", "/portal/keys/"):
+        assert client.get(url).status_code == 403, url
+    assert post(client, auth, "/portal/keys/new", {"name": "k"}).status_code == 403
+    assert client.get("/snapshots/").status_code == 200
+    # The default User role sees them all.
+    ok(app, client, command="updateAccount", id=alice_acct["id"],
+       roleid=ok(app, client, command="listRoles", name="User")["role"][0]["id"])
+    html = client.get("/portal/").get_data(as_text=True)
+    assert 'href="/volumes/"' in html and client.get("/volumes/").status_code == 200
