@@ -309,12 +309,39 @@ def _fetch(*, keyword, sort, page, **filters):  # noqa: ARG001 - one order: newe
     return vms_service.list_vms(current_user, keyword=keyword, page=page, **filters)
 
 
+GROUP_CHOICES = 100  # the group filter offers at most this many groups (an admin: of the chosen account)
+
+
+def _group_select() -> FilterSelect | None:
+    """The instance group filter: one page of groups, not every group of every account (an
+    admin sees all accounts'); an admin who picked an account gets that account's groups.
+    The URL's group stays offered even beyond the page."""
+    account = (request.args.get("account") or None) if current_user.is_admin else None
+    try:
+        groups, total = instance_groups.list_groups(current_user, account=account, page=(1, GROUP_CHOICES))
+    except ServiceError:
+        return None
+    options = [(g.uuid, g.name) for g in groups]
+    chosen = request.args.get("group")
+    if chosen and chosen not in {uuid for uuid, _ in options}:
+        try:
+            g = instance_groups.get_group(current_user, chosen, "group")
+            options.append((g.uuid, g.name))
+        except ServiceError:
+            pass
+    if not options:
+        return None
+    label = "Instance group" if total <= GROUP_CHOICES else \
+        f"Instance group (first {GROUP_CHOICES} of {total}; choose an account)"
+    return FilterSelect("group", label, options)
+
+
 def _selects() -> list[FilterSelect]:
     states = [(s.value, s.value) for s in VMState]
     selects = [FilterSelect("zone", "Zone", zone_options()), FilterSelect("state", "State", states)]
-    groups = instance_groups.list_groups(current_user)[0]
-    if groups:
-        selects.append(FilterSelect("group", "Instance group", [(g.uuid, g.name) for g in groups]))
+    group = _group_select()
+    if group is not None:
+        selects.append(group)
     if current_user.is_admin:
         selects += [FilterSelect("host", "Host", hosts_service.host_choices()),
                     FilterSelect("account", "Account", [(n, n) for n in accounts.account_names()])]
