@@ -296,6 +296,10 @@ def template(t) -> dict:
            "physicalsize": t.physical_size, "created": t.created, "templatetype": "USER",
            "passwordenabled": bool(t.password_enabled), "crossZones": False, "isready": False,
            "tags": tags_for("ISO" if t.is_iso else "Template", t.id)}
+    if t.userdata_id is not None and t.linked_userdata is not None:  # linkUserDataToTemplate
+        ud = t.linked_userdata
+        out.update(userdataid=ud.uuid, userdataname=ud.name, userdatapolicy=t.userdata_policy,
+                   userdataparams=ud.params)
     if ref is not None:
         from app.models import DownloadState
         out.update(zoneid=ref.zone.uuid if ref.zone else None, zonename=ref.zone.name if ref.zone else None,

@@ -67,8 +67,13 @@ class Template(PublicIdMixin, RemovableMixin, db.Model):
     physical_size: Mapped[int | None] = mapped_column(BigInteger)
     # CloudStack's passwordenabled: its guests take a password from the router at boot.
     password_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # linkUserDataToTemplate (CloudStack 4.18+): user data every VM of this template gets, and
+    # how a deploy's own user data meets it (ALLOWOVERRIDE, APPEND, DENYOVERRIDE).
+    userdata_id: Mapped[int | None] = mapped_column(ForeignKey("user_data.id"))
+    userdata_policy: Mapped[str | None] = mapped_column(String(16))
 
     os_type: Mapped[OsType | None] = relationship()
+    linked_userdata = relationship("UserData", foreign_keys=[userdata_id])
     account = relationship("Account")
 
 

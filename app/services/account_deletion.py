@@ -302,6 +302,10 @@ def _userdata(caller, account):
     ids = select(UserData.id).where(UserData.account_id == account.id)
     db.session.execute(update(VirtualMachine).where(VirtualMachine.userdata_id.in_(ids)).values(userdata_id=None)
                        .execution_options(synchronize_session=False))
+    # Another account's template linked to one of them (its own templates went already) loses the link.
+    db.session.execute(update(Template).where(Template.userdata_id.in_(ids)).values(userdata_id=None,
+                                                                                  userdata_policy=None)
+                       .execution_options(synchronize_session=False))
     db.session.execute(delete(UserData).where(UserData.account_id == account.id))
 
 

@@ -15,7 +15,7 @@ import json
 import re
 from urllib.parse import unquote
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
@@ -113,8 +113,13 @@ def delete(caller, uuid: str) -> None:
     if db.session.scalar(select(VirtualMachine.id).where(VirtualMachine.userdata_id == u.id,
                                                          VirtualMachine.removed.is_(None)).limit(1)):
         raise InUse(f"Userdata {u.name} cannot be removed as it is being used by some VMs")
+    from app.models import Template
+    if db.session.scalar(select(Template.id).where(Template.userdata_id == u.id, Template.removed.is_(None))
+                         .limit(1)):
+        raise InUse(f"Userdata {u.name} cannot be removed as it is linked to active template/templates")
+    db.session.execute(update(Template).where(Template.userdata_id == u.id).values(userdata_id=None)
+                       .execution_options(synchronize_session=False))  # removed templates keep no link
     # Expunged VMs keep no reference to it.
-    from sqlalchemy import update
     db.session.execute(update(VirtualMachine).where(VirtualMachine.userdata_id == u.id).values(userdata_id=None)
                        .execution_options(synchronize_session=False))
     events.record("DELETE.USER.DATA", f"User data {u.name} deleted", user=caller, resource_type="UserData",
@@ -151,14 +156,16 @@ def merge_details(entries) -> dict[str, str]:
 
 
 def for_vm(caller, account_id: int, *, userdata: str | None, userdata_uuid: str | None, details,
-           http_method: str = "POST") -> tuple[str | None, UserData | None, str | None]:
+           http_method: str = "POST", template=None) -> tuple[str | None, UserData | None, str | None]:
     """(user data to store, the UserData object, its details as JSON) from a deploy's or an update's
-    userdata / userdataid / userdatadetails (CloudStack's finalizeUserData). The object must be the
-    VM's owner's; details name only the variables it declares."""
+    userdata / userdataid / userdatadetails and the template's linked user data (CloudStack's
+    finalizeUserData, see `finalize`). The object must be the VM's owner's; details name only
+    the variables it declares."""
     if userdata_uuid and userdata:
         raise InvalidParameter("Both userdata and userdata ID inputs are not allowed, please provide only one",
                                field="userdataid")
     values = merge_details(details)
+    obj = None
     if userdata_uuid:
         obj = get_userdata(caller, userdata_uuid, field="userdataid")
         if obj.account_id != account_id:
@@ -168,10 +175,103 @@ def for_vm(caller, account_id: int, *, userdata: str | None, userdata_uuid: str 
         if unknown:
             raise InvalidParameter(f"Userdata details {', '.join(unknown)} are not parameters of userdata "
                                    f"{obj.name}", field="userdatadetails")
-        return obj.userdata, obj, json.dumps(values) if values else None
-    if values:
-        raise InvalidParameter("userdatadetails need a userdataid", field="userdatadetails")
-    return validate(userdata, http_method), None, None
+        given = obj.userdata
+    else:
+        if values:
+            raise InvalidParameter("userdatadetails need a userdataid", field="userdatadetails")
+        given = validate(userdata, http_method)
+    return finalize(given, template), obj, json.dumps(values) if values else None
+
+
+# --- A template's linked user data (linkUserDataToTemplate, CloudStack 4.18+) -----------------
+
+POLICIES = ("ALLOWOVERRIDE", "APPEND", "DENYOVERRIDE")
+
+
+class UserDataRefused(ServiceError):
+    """CloudStack's CloudRuntimeException of finalizeUserData: 530, its text shown to users."""
+    shown_to_users = True
+
+
+def finalize(given: str | None, template) -> str | None:
+    """The VM's user data (base64) from what the deploy gave (base64 or None) and the template's
+    linked user data, by its policy (UserVmManagerImpl.finalizeUserData): ALLOWOVERRIDE, the
+    deploy's wins, else the template's; DENYOVERRIDE, the template's, the deploy may give none;
+    APPEND, the template's then the deploy's, as one multipart (cloud-init's provider)."""
+    linked = template.linked_userdata if template is not None and template.userdata_id else None
+    if template is None or template.userdata_id is None:
+        return given
+    if linked is None:
+        raise UserDataRefused(f"UserData linked to the template {template.name} is not found")
+    policy = template.userdata_policy or "ALLOWOVERRIDE"
+    if policy == "DENYOVERRIDE" and given:
+        raise UserDataRefused(f"UserData input is not allowed here since template {template.name} is configured "
+                              "to deny any userdata")
+    if policy == "APPEND" and given:
+        return append(linked.userdata, given)
+    return given or linked.userdata
+
+
+# cloud-init's part types by the user data's first line (CloudStack's CloudInitUserDataProvider)
+_PART_TYPES = (("#cloud-config", "text/cloud-config"), ("#!", "text/x-shellscript"),
+               ("#cloud-boothook", "text/cloud-boothook"), ("#include", "text/x-include-url"),
+               ("#part-handler", "text/part-handler"), ("## template: jinja", "text/jinja2"))
+
+
+def _parts(text: str) -> list:
+    from email import message_from_string
+    from email.mime.text import MIMEText
+    if text.lstrip().lower().startswith("content-type: multipart"):
+        return list(message_from_string(text).get_payload())
+    for prefix, mime in _PART_TYPES:
+        if text.startswith(prefix):
+            part = MIMEText(text, mime.split("/")[1])  # us-ascii as is (utf-8 text: base64)
+            return [part]
+    raise InvalidParameter("Userdata format not supported: it must start with #cloud-config, #!, #cloud-boothook, "
+                           "#include, #part-handler or ## template: jinja, or be a multipart", field="userdata")
+
+
+def append(first_b64: str, second_b64: str) -> str:
+    """The two user data (base64) as one multipart/mixed message (base64), the first's parts
+    first: what cloud-init runs for APPEND (CloudStack's UserDataManager.concatenateUserData)."""
+    from email.mime.multipart import MIMEMultipart
+    msg = MIMEMultipart()
+    for b64 in (first_b64, second_b64):
+        for part in _parts(base64.b64decode(b64).decode("utf-8", "replace")):
+            msg.attach(part)
+    return base64.b64encode(msg.as_string().encode()).decode()
+
+
+def link_to_template(caller, *, template_uuid: str | None, iso_uuid: str | None, userdata_uuid: str | None,
+                     policy: str | None):
+    """linkUserDataToTemplate: the template (or ISO) the caller owns gets the user data (one the
+    template's owner has) and its policy (ALLOWOVERRIDE by default); without userdataid the link
+    goes. CloudStack's checks and words (TemplateManagerImpl.linkUserDataToTemplate)."""
+    from app.services import templates
+    if template_uuid and iso_uuid:
+        raise InvalidParameter("Both template ID and ISO ID are passed, API is applicable only for one ID",
+                               field="templateid")
+    if not template_uuid and not iso_uuid:
+        raise InvalidParameter("Atleast one of template ID or ISO ID needs to be passed", field="templateid")
+    value = (policy or "ALLOWOVERRIDE").strip().upper()
+    if value not in POLICIES:
+        raise InvalidParameter(f"Invalid userdatapolicy {policy}: one of {', '.join(POLICIES)}",
+                               field="userdatapolicy")
+    t = templates.get_visible(caller, template_uuid or iso_uuid, owned=True, is_iso=bool(iso_uuid))
+    obj = None
+    if userdata_uuid:
+        obj = get_userdata(caller, userdata_uuid, field="userdataid")
+        if obj.account_id != t.account_id:
+            raise InvalidParameter(f"User data {obj.name} belongs to another account than the template",
+                                   field="userdataid")
+    t.userdata_id = obj.id if obj else None
+    t.userdata_policy = value if obj else None
+    events.record("TEMPLATE.USERDATA.LINK" if obj else "TEMPLATE.USERDATA.UNLINK",
+                  f"{'ISO' if t.is_iso else 'Template'} {t.name}: user data "
+                  f"{obj.name + ' (' + value + ')' if obj else 'unlinked'}", user=caller, account_id=t.account_id,
+                  resource_type="Template", resource_id=t.uuid)
+    db.session.commit()
+    return t
 
 
 def details_of(vm) -> dict[str, str]:

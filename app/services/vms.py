@@ -401,7 +401,7 @@ def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid:
     from app.services import userdata as userdata_svc
     userdata, userdata_obj, userdata_details = userdata_svc.for_vm(
         caller, owner.id, userdata=userdata, userdata_uuid=userdata_uuid, details=userdata_details,
-        http_method=http_method)
+        http_method=http_method, template=template)
     host_id = _chosen_host(caller, host_uuid)
     ag = affinity.resolve(caller, owner.id, affinity_group_uuids, affinity_group_names)
     name = (name or "").strip() or None

@@ -33,3 +33,15 @@ def list_userdata(ctx, p):
 def delete(ctx, p):
     userdata.delete(ctx.user, p["id"])
     return {"success": True}
+
+
+@command("linkUserDataToTemplate", "Link or unlink a userdata to a template.", response="template", params=[
+    Param("templateid", "uuid", "the ID of the template for the virtual machine"),
+    Param("isoid", "uuid", "the ID of the ISO for the virtual machine"),
+    Param("userdataid", "uuid", "the ID of the userdata that has to be linked to template/ISO. If not provided "
+          "existing userdata will be unlinked from the template/ISO"),
+    Param("userdatapolicy", "string", "an optional override policy of the userdata. Possible values are - "
+          "ALLOWOVERRIDE, APPEND, DENYOVERRIDE. Default policy is allowoverride")])
+def link_to_template(ctx, p):
+    return userdata.link_to_template(ctx.user, template_uuid=p.get("templateid"), iso_uuid=p.get("isoid"),
+                                     userdata_uuid=p.get("userdataid"), policy=p.get("userdatapolicy"))
