@@ -197,6 +197,22 @@ def owned(caller, column) -> ColumnElement[bool]:
     return or_(column == caller.account_id, column.in_(member_project_accounts(caller)))
 
 
+def named_rows(caller, model, *, id=None, name=None, keyword=None, account=None, domainid=None):
+    """A SELECT of an account-owned model with a `name` (user data, instance groups, ...) as
+    CloudStack's list commands filter it: what the caller may see, by id, exact name, keyword in
+    the name, account (+ domainid); oldest first."""
+    q = select(model).where(owned(caller, model.account_id)).order_by(model.id)
+    if id:
+        q = q.where(model.uuid == id)
+    if name:
+        q = q.where(model.name == name)
+    if keyword:
+        q = q.where(model.name.contains(keyword, autoescape=True))
+    if account or domainid:
+        q = q.where(list_owner(caller, model.account_id, account=account, domainid=domainid))
+    return q
+
+
 def list_owner(caller, column, *, account: str | None = None, domainid: str | None = None,
                listall: bool = False) -> ColumnElement[bool]:
     """CloudStack's owner rule of a list command: the account named (account + domainid) or the

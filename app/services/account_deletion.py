@@ -187,19 +187,34 @@ def resume_all() -> int:
 
 # --- What an account owns, one kind per step (each idempotent) ----------------------
 
+def _live(model, account) -> list:
+    """The account's rows of `model` not removed yet (a list: each step changes them as it goes)."""
+    return list(db.session.scalars(select(model).where(model.account_id == account.id, model.removed.is_(None))))
+
+
+def _unpoint(column, model, account, **values) -> None:
+    """Rows whose `column` points at one of the account's `model` rows get `values` instead."""
+    ids = select(model.id).where(model.account_id == account.id)
+    db.session.execute(update(column.class_).where(column.in_(ids)).values(**values)
+                       .execution_options(synchronize_session=False))
+
+
+def _drop(model, account) -> None:
+    """Rows that go for good with the account (no removal of their own to run)."""
+    db.session.execute(delete(model).where(model.account_id == account.id))
+
+
 @deleter("virtual machines", order=10)
 def _vms(caller, account):
     from app.services import vms
-    for vm in list(db.session.scalars(select(VirtualMachine).where(VirtualMachine.account_id == account.id,
-                                                                   VirtualMachine.removed.is_(None)))):
+    for vm in _live(VirtualMachine, account):
         vms.expunge_any(vm)
 
 
 @deleter("volumes", order=20)
 def _volumes(caller, account):
     from app.services import volumes
-    for v in list(db.session.scalars(select(Volume).where(Volume.account_id == account.id,
-                                                          Volume.removed.is_(None)))):
+    for v in _live(Volume, account):
         volumes.delete_volume(caller, v.uuid)
 
 
@@ -208,8 +223,7 @@ def _snapshots(caller, account):
     """Volume snapshots outlive their volumes (their policies went with the volumes)."""
     from app.models import Snapshot
     from app.services.snapshots import volume as snapshots
-    for s in list(db.session.scalars(select(Snapshot).where(Snapshot.account_id == account.id,
-                                                            Snapshot.removed.is_(None)))):
+    for s in _live(Snapshot, account):
         snapshots.delete_row(s, user=caller)
 
 
@@ -220,14 +234,13 @@ def _snapshot_policies(caller, account):
     from app.services import tags
     ids = list(db.session.scalars(select(SnapshotPolicy.id).where(SnapshotPolicy.account_id == account.id)))
     tags.forget("SnapshotPolicy", ids)
-    db.session.execute(delete(SnapshotPolicy).where(SnapshotPolicy.account_id == account.id))
+    _drop(SnapshotPolicy, account)
 
 
 @deleter("templates and ISOs", order=30)
 def _templates(caller, account):
     from app.services import templates
-    for t in list(db.session.scalars(select(Template).where(Template.account_id == account.id,
-                                                            Template.removed.is_(None)))):
+    for t in _live(Template, account):
         templates.delete_template(caller, t.uuid, is_iso=t.is_iso)
 
 
@@ -235,15 +248,14 @@ def _templates(caller, account):
 def _launch_permissions(caller, account):
     """Other accounts' templates it was allowed to use (its own went with them)."""
     from app.models import TemplatePermission
-    db.session.execute(delete(TemplatePermission).where(TemplatePermission.account_id == account.id))
+    _drop(TemplatePermission, account)
 
 
 @deleter("networks", order=40)
 def _networks(caller, account):
     from app.models import Network
     from app.services.network import networks
-    for net in list(db.session.scalars(select(Network).where(Network.account_id == account.id,
-                                                             Network.removed.is_(None)))):
+    for net in _live(Network, account):
         networks.delete_network(caller, net.uuid)
 
 
@@ -275,7 +287,7 @@ def _security_groups(caller, account):
     groups = select(SecurityGroup.id).where(SecurityGroup.account_id == account.id)
     db.session.execute(delete(SecurityGroupRule).where(SecurityGroupRule.allowed_group_id.in_(groups)))
     db.session.execute(delete(SecurityGroupRule).where(SecurityGroupRule.security_group_id.in_(groups)))
-    db.session.execute(delete(SecurityGroup).where(SecurityGroup.account_id == account.id))
+    _drop(SecurityGroup, account)
 
 
 @deleter("affinity groups", order=52)
@@ -283,35 +295,28 @@ def _affinity_groups(caller, account):
     from app.models import AffinityGroup, AffinityGroupVM
     groups = select(AffinityGroup.id).where(AffinityGroup.account_id == account.id)
     db.session.execute(delete(AffinityGroupVM).where(AffinityGroupVM.affinity_group_id.in_(groups)))
-    db.session.execute(delete(AffinityGroup).where(AffinityGroup.account_id == account.id))
+    _drop(AffinityGroup, account)
 
 
 @deleter("instance groups", order=54)
 def _instance_groups(caller, account):
     from app.models import InstanceGroup
-    groups = select(InstanceGroup.id).where(InstanceGroup.account_id == account.id)
-    # Its expunged VMs keep their rows: they point at no group.
-    db.session.execute(update(VirtualMachine).where(VirtualMachine.group_id.in_(groups)).values(group_id=None)
-                       .execution_options(synchronize_session=False))
-    db.session.execute(delete(InstanceGroup).where(InstanceGroup.account_id == account.id))
+    _unpoint(VirtualMachine.group_id, InstanceGroup, account, group_id=None)  # its expunged VMs' rows stay
+    _drop(InstanceGroup, account)
 
 
 @deleter("user data", order=56)
 def _userdata(caller, account):
     from app.models import UserData
-    ids = select(UserData.id).where(UserData.account_id == account.id)
-    db.session.execute(update(VirtualMachine).where(VirtualMachine.userdata_id.in_(ids)).values(userdata_id=None)
-                       .execution_options(synchronize_session=False))
+    _unpoint(VirtualMachine.userdata_id, UserData, account, userdata_id=None)
     # Another account's template linked to one of them (its own templates went already) loses the link.
-    db.session.execute(update(Template).where(Template.userdata_id.in_(ids)).values(userdata_id=None,
-                                                                                  userdata_policy=None)
-                       .execution_options(synchronize_session=False))
-    db.session.execute(delete(UserData).where(UserData.account_id == account.id))
+    _unpoint(Template.userdata_id, UserData, account, userdata_id=None, userdata_policy=None)
+    _drop(UserData, account)
 
 
 @deleter("SSH key pairs", order=60)
 def _keypairs(caller, account):
-    db.session.execute(delete(SSHKeyPair).where(SSHKeyPair.account_id == account.id))
+    _drop(SSHKeyPair, account)
 
 
 @deleter("project memberships", order=80)
@@ -327,12 +332,12 @@ def _projects(caller, account):
 def _tags(caller, account):
     """What is left of its tags (each removed object took its own with it)."""
     from app.models import ResourceTag
-    db.session.execute(delete(ResourceTag).where(ResourceTag.account_id == account.id))
+    _drop(ResourceTag, account)
 
 
 @deleter("resource limits and counts", order=99)
 def _limits(caller, account):
     """Last, as in CloudStack's cleanupAccount: nothing is given back to its counts after this."""
     from app.models import ResourceCount, ResourceLimit
-    db.session.execute(delete(ResourceCount).where(ResourceCount.account_id == account.id))
-    db.session.execute(delete(ResourceLimit).where(ResourceLimit.account_id == account.id))
+    _drop(ResourceCount, account)
+    _drop(ResourceLimit, account)

@@ -97,16 +97,8 @@ def delete(caller, uuid: str) -> None:
 
 
 def list_groups(caller, *, id=None, name=None, keyword=None, account=None, domainid=None, page=None):
-    q = select(InstanceGroup).where(access.owned(caller, InstanceGroup.account_id)).order_by(InstanceGroup.id)
-    if id:
-        q = q.where(InstanceGroup.uuid == id)
-    if name:
-        q = q.where(InstanceGroup.name == name)
-    if keyword:
-        q = q.where(InstanceGroup.name.contains(keyword, autoescape=True))
-    if account or domainid:
-        q = q.where(access.list_owner(caller, InstanceGroup.account_id, account=account, domainid=domainid))
-    return page_of(q, page)
+    return page_of(access.named_rows(caller, InstanceGroup, id=id, name=name, keyword=keyword, account=account,
+                                     domainid=domainid), page)
 
 
 def member_counts(group_ids: list[int]) -> dict[int, int]:

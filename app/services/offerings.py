@@ -41,11 +41,8 @@ def _get(uuid: str) -> ServiceOffering:
     return o
 
 
-def update(caller, uuid: str, *, name: str | None = None, display_text: str | None = None,
-           sort_key: int | None = None, host_tags=None, storage_tags=None) -> ServiceOffering:
-    """updateServiceOffering: name, display text, sort key, and (CloudStack 4.16+) host and storage tags.
-    The tags rule where the offering's VMs go from their next start on; running VMs stay put."""
-    o = _get(uuid)
+def rename(o, *, name: str | None, display_text: str | None, sort_key: int | None) -> None:
+    """The name, display text and sort key an update of an offering (service or disk) gives, checked."""
     if name is not None:
         o.name = zones._name(name)
     if display_text is not None:
@@ -54,6 +51,14 @@ def update(caller, uuid: str, *, name: str | None = None, display_text: str | No
         o.display_text = display_text
     if sort_key is not None:
         o.sort_key = sort_key
+
+
+def update(caller, uuid: str, *, name: str | None = None, display_text: str | None = None,
+           sort_key: int | None = None, host_tags=None, storage_tags=None) -> ServiceOffering:
+    """updateServiceOffering: name, display text, sort key, and (CloudStack 4.16+) host and storage tags.
+    The tags rule where the offering's VMs go from their next start on; running VMs stay put."""
+    o = _get(uuid)
+    rename(o, name=name, display_text=display_text, sort_key=sort_key)
     if host_tags is not None:
         o.host_tags = placement_tags.normalize(host_tags, "hosttags")
     if storage_tags is not None:

@@ -129,16 +129,8 @@ def delete(caller, uuid: str) -> None:
 
 
 def list_userdata(caller, *, id=None, name=None, keyword=None, account=None, domainid=None, page=None):
-    q = select(UserData).where(access.owned(caller, UserData.account_id)).order_by(UserData.id)
-    if id:
-        q = q.where(UserData.uuid == id)
-    if name:
-        q = q.where(UserData.name == name)
-    if keyword:
-        q = q.where(UserData.name.contains(keyword, autoescape=True))
-    if account or domainid:
-        q = q.where(access.list_owner(caller, UserData.account_id, account=account, domainid=domainid))
-    return page_of(q, page)
+    return page_of(access.named_rows(caller, UserData, id=id, name=name, keyword=keyword, account=account,
+                                     domainid=domainid), page)
 
 
 # --- A VM's user data --------------------------------------------------------------------

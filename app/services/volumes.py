@@ -83,15 +83,9 @@ def get_disk_offering(uuid: str, field: str = "diskofferingid") -> DiskOffering:
 def update_disk_offering(caller, uuid: str, *, name: str | None = None, display_text: str | None = None,
                          sort_key: int | None = None, tags=None) -> DiskOffering:
     """updateDiskOffering: name, display text, sort key, storage tags (for the volumes made from now on)."""
+    from app.services import offerings
     o = get_disk_offering(uuid, "id")
-    if name is not None:
-        o.name = zones._name(name)
-    if display_text is not None:
-        if len(display_text) > 4096 or any(ord(c) < 32 for c in display_text):
-            raise InvalidParameter("Invalid displaytext", field="displaytext")
-        o.display_text = display_text
-    if sort_key is not None:
-        o.sort_key = sort_key
+    offerings.rename(o, name=name, display_text=display_text, sort_key=sort_key)
     if tags is not None:
         o.tags = placement_tags.normalize(tags, "tags")
     events.record("DISK.OFFERING.EDIT", f"Disk offering {o.name} updated", user=caller,

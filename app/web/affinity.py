@@ -21,7 +21,7 @@ from app.web.forms import EmptyForm
 from app.web.infra import _redirect
 from app.web.infra_forms import InfraForm, choices
 from app.web.listing import listing, wants_fragment
-from app.web.portal import form_page
+from app.web.portal import delete_page, form_page
 
 bp = Blueprint("affinity", __name__, url_prefix="/affinitygroups")
 
@@ -73,21 +73,16 @@ def create():
 @bp.route("/<uuid>/delete", methods=["POST"])
 @login_required
 def delete(uuid: str):
-    if not EmptyForm().validate_on_submit():
-        abort(400)
-    try:
-        g = affinity.get(current_user, uuid)
-    except NotFound:
-        abort(404)
-    name = g.name
-    job = affinity.submit_delete(current_user, uuid=uuid)
-    error = _job_error(job)
-    if error:
-        flash(error, "error")
-    else:
-        flash(f"Affinity group {name} {'deleted' if job.status == JobStatus.SUCCEEDED else 'being deleted'}; "
-              "its VMs stay where they run.", "success")
-    return _redirect(url_for(".index"))
+    def remove(g):
+        name = g.name
+        job = affinity.submit_delete(current_user, uuid=uuid)
+        error = _job_error(job)
+        if error:
+            flash(error, "error")
+            return None
+        return (f"Affinity group {name} {'deleted' if job.status == JobStatus.SUCCEEDED else 'being deleted'}; "
+                "its VMs stay where they run.")
+    return delete_page(lambda: affinity.get(current_user, uuid), remove, url_for(".index"))
 
 
 def vm_context(vm) -> dict:

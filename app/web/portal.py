@@ -48,6 +48,27 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 # --- Shared by the self-service and account pages ---------------------------------
 
+def delete_page(get: Callable[[], Any], remove: Callable[[Any], str | None], back: str):
+    """A list row's Delete (POST, app/templates/_partials/forms.html delete_button): the CSRF
+    token checked (400), the object fetched by get() ("not found": 404), remove(obj) does it
+    and returns the message to flash (None: nothing to say); a service refusal is flashed as
+    an error. Back to the list (HTMX: by its redirect header)."""
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    try:
+        obj = get()
+    except NotFound:
+        abort(404)
+    try:
+        done = remove(obj)
+    except ServiceError as e:
+        flash(e.message, "error")
+    else:
+        if done:
+            flash(done, "success")
+    return _redirect(back)
+
+
 def form_page(form_cls: type[InfraForm], save: Callable[[Any], Any], *, template: str = "portal/form.html",
               **context):
     """GET: the form (its fields may be preset from the query string). POST: save(form)
@@ -370,16 +391,10 @@ def register_keypair():
 @bp.route("/keys/<uuid>/delete", methods=["POST"])
 @login_required
 def delete_keypair(uuid: str):
-    if not EmptyForm().validate_on_submit():
-        abort(400)
-    try:
-        kp = keypairs.get_keypair(current_user, uuid)
-    except NotFound:
-        abort(404)
-    name = kp.name
-    keypairs.delete_by_uuid(current_user, uuid)
-    flash(f"SSH key pair {name} deleted. VMs made with it keep the key.", "success")
-    return _redirect(url_for(".keypairs"))
+    def remove(kp):
+        keypairs.delete_by_uuid(current_user, uuid)
+        return f"SSH key pair {kp.name} deleted. VMs made with it keep the key."
+    return delete_page(lambda: keypairs.get_keypair(current_user, uuid), remove, url_for(".keypairs"))
 
 
 

@@ -103,6 +103,20 @@ def _page(role, status: int = 200, **context):
                            **context), status
 
 
+def _submit(r, form, field: str, save):
+    """One of the role page's forms posted: saved (its message flashed, back to the page), or
+    the page again (422) with the form and the service's refusal beside it."""
+    if form.validate_on_submit():
+        try:
+            done = save(form)
+        except ServiceError as e:
+            form.form_errors.append(e.message)
+        else:
+            flash(done, "success")
+            return _redirect(url_for(".role", uuid=r.uuid))
+    return _page(r, 422, **{field: form})
+
+
 @bp.route("/<uuid>")
 @admin_required
 def role(uuid: str):
@@ -113,17 +127,12 @@ def role(uuid: str):
 @admin_required
 def edit(uuid: str):
     r = _role(uuid)
-    form = EditRoleForm().setup(url_for(".edit", uuid=uuid))
-    if form.validate_on_submit():
-        try:
-            roles.update_role(current_user, r, name=form.name.data, type=form.type.data,
-                              description=form.description.data or None)
-        except ServiceError as e:
-            form.form_errors.append(e.message)
-        else:
-            flash(f"Role {r.name} saved.", "success")
-            return _redirect(url_for(".role", uuid=uuid))
-    return _page(r, 422, edit_form=form)
+
+    def save(form):
+        roles.update_role(current_user, r, name=form.name.data, type=form.type.data,
+                          description=form.description.data or None)
+        return f"Role {r.name} saved."
+    return _submit(r, EditRoleForm().setup(url_for(".edit", uuid=uuid)), "edit_form", save)
 
 
 @bp.route("/<uuid>/delete", methods=["POST"])
@@ -145,17 +154,12 @@ def delete(uuid: str):
 @admin_required
 def add_rule(uuid: str):
     r = _role(uuid)
-    form = RuleForm().setup(url_for(".add_rule", uuid=uuid))
-    if form.validate_on_submit():
-        try:
-            roles.create_permission(current_user, r, rule=form.rule.data, permission=form.permission.data,
-                                    description=form.description.data or None)
-        except ServiceError as e:
-            form.form_errors.append(e.message)
-        else:
-            flash(f"Rule {form.rule.data.strip()} added.", "success")
-            return _redirect(url_for(".role", uuid=uuid))
-    return _page(r, 422, rule_form=form)
+
+    def save(form):
+        roles.create_permission(current_user, r, rule=form.rule.data, permission=form.permission.data,
+                                description=form.description.data or None)
+        return f"Rule {form.rule.data.strip()} added."
+    return _submit(r, RuleForm().setup(url_for(".add_rule", uuid=uuid)), "rule_form", save)
 
 
 RULE_ACTIONS = ("allow", "deny", "up", "down", "delete")

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import base64
 
-from flask import Blueprint, abort, flash, render_template, url_for
+from flask import Blueprint, render_template, url_for
 from flask_login import current_user, login_required
 from wtforms import StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional
 
 from app.services import userdata
-from app.services.errors import NotFound, ServiceError
-from app.web.forms import EmptyForm
-from app.web.infra import _redirect
 from app.web.infra_forms import InfraForm
 
 bp = Blueprint("userdata", __name__, url_prefix="/userdata")
@@ -56,17 +53,10 @@ def register():
 @bp.route("/<uuid>/delete", methods=["POST"])
 @login_required
 def delete(uuid: str):
-    if not EmptyForm().validate_on_submit():
-        abort(400)
-    try:
-        u = userdata.get_userdata(current_user, uuid)
-    except NotFound:
-        abort(404)
-    name = u.name
-    try:
+    from app.web.portal import delete_page
+
+    def remove(u):
+        name = u.name
         userdata.delete(current_user, uuid)
-    except ServiceError as e:
-        flash(e.message, "error")
-    else:
-        flash(f"User data {name} deleted.", "success")
-    return _redirect(url_for(".index"))
+        return f"User data {name} deleted."
+    return delete_page(lambda: userdata.get_userdata(current_user, uuid), remove, url_for(".index"))

@@ -246,6 +246,22 @@ def _fail(e: Exception, what: str) -> ServiceError:
     return ResourceUnavailable(f"{what}: internal error: {e}")
 
 
+def _on_host(vm: VirtualMachine, call: str, *args):
+    """One driver call on the VM's host (create/revert/delete/list_vm_snapshots), its connection closed."""
+    driver = vms.driver_for(_host_of(vm))
+    try:
+        return getattr(driver, call)(vm.instance_name, *args)
+    finally:
+        driver.close()
+
+
+def _make_current(vm_id: int, snap: VMSnapshot) -> None:
+    """The snapshot becomes the VM's current one (the one a new snapshot's parent is)."""
+    db.session.execute(update(VMSnapshot).where(VMSnapshot.vm_id == vm_id, VMSnapshot.id != snap.id)
+                       .values(current=False))
+    snap.current = True
+
+
 @jobs.handler("vmsnapshot.create")
 def _run_create(job: AsyncJob, params: dict):
     vm, snap = _loaded(params)
@@ -254,18 +270,12 @@ def _run_create(job: AsyncJob, params: dict):
         snap.state, snap.parent_id = VMSnapshotState.CREATING, parent.id if parent else None
         db.session.commit()
         jobs.progress(job, 20, f"Taking snapshot {snap.display_name} of {vm.name}")
-        host = _host_of(vm)
-        driver = vms.driver_for(host)
-        try:
-            info = driver.create_vm_snapshot(vm.instance_name, _spec(snap))
-        finally:
-            driver.close()
+        info = _on_host(vm, "create_vm_snapshot", _spec(snap))
         snap = db.session.get(VMSnapshot, snap.id)
         snap.hypervisor_metadata = info.metadata
         # Ready and current; the one that was current is its parent now (finalizeCreate).
-        db.session.execute(update(VMSnapshot).where(VMSnapshot.vm_id == vm.id, VMSnapshot.id != snap.id)
-                           .values(current=False))
-        snap.current, snap.state = True, VMSnapshotState.READY
+        _make_current(vm.id, snap)
+        snap.state = VMSnapshotState.READY
         events.record("VMSNAPSHOT.CREATE", f"VM snapshot {snap.display_name} ({snap.snapshot_type}) of {vm.name} "
                       "taken", user=vm.user, resource_type="VMSnapshot", resource_id=snap.uuid)
         db.session.commit()
@@ -280,6 +290,25 @@ def _run_create(job: AsyncJob, params: dict):
     finally:
         db.session.rollback()
         vms.unlock(vm.id, params["token"], job.id)
+
+
+def _submit_locked(caller, vm: VirtualMachine, snap: VMSnapshot, action: str, states, check, cmd: str,
+                   handler: str, instance: tuple[str, str]) -> AsyncJob:
+    """The VM locked for the snapshot's job (vms.lock: 536 when busy), the snapshot read again
+    and check()ed under the lock, the job submitted and the lock handed to it; any refusal
+    leaves the VM unlocked and nothing submitted."""
+    token = vms.lock(vm, action, states)
+    try:
+        db.session.refresh(snap)
+        check()
+        job = jobs.submit(cmd, caller, handler, {"vm": vm.uuid, "snapshot": snap.uuid, "token": token},
+                          instance_type=instance[0], instance_id=instance[1])
+    except BaseException:
+        db.session.rollback()
+        vms.unlock(vm.id, token)
+        raise
+    vms.hand_lock(vm.id, token, job.id)
+    return job
 
 
 # --- Revert ----------------------------------------------------------------------
@@ -298,21 +327,12 @@ def revert(caller, uuid: str) -> AsyncJob:
     if snap.state != VMSnapshotState.READY:
         raise InvalidParameter("VM Snapshot reverting failed due to vm snapshot is not in the state of Created.",
                                field="vmsnapshotid")
-    token = vms.lock(vm, "revert", (VMState.RUNNING, VMState.STOPPED))
-    try:
-        db.session.refresh(snap)
+    def still_ready():
         if snap.state != VMSnapshotState.READY or snap.removed is not None:
             raise InvalidParameter("VM Snapshot reverting failed due to vm snapshot is not in the state of Created.",
                                    field="vmsnapshotid")
-        job = jobs.submit("revertToVMSnapshot", caller, "vmsnapshot.revert",
-                          {"vm": vm.uuid, "snapshot": snap.uuid, "token": token},
-                          instance_type="VirtualMachine", instance_id=vm.uuid)
-    except BaseException:
-        db.session.rollback()
-        vms.unlock(vm.id, token)
-        raise
-    vms.hand_lock(vm.id, token, job.id)
-    return job
+    return _submit_locked(caller, vm, snap, "revert", (VMState.RUNNING, VMState.STOPPED), still_ready,
+                          "revertToVMSnapshot", "vmsnapshot.revert", ("VirtualMachine", vm.uuid))
 
 
 @jobs.handler("vmsnapshot.revert")
@@ -334,21 +354,15 @@ def _run_revert(job: AsyncJob, params: dict):
         snap.state = VMSnapshotState.REVERTING
         db.session.commit()
         jobs.progress(job, 50, f"Reverting {vm.name} to {snap.display_name}")
-        host = _host_of(vm)
-        driver = vms.driver_for(host)
-        try:
-            info = driver.revert_vm_snapshot(vm.instance_name, _spec(snap))
-        finally:
-            driver.close()
+        info = _on_host(vm, "revert_vm_snapshot", _spec(snap))
         vm = db.session.get(VirtualMachine, vm.id)
         if info.console is not None:
             vm.console_host, vm.console_port = info.console.host, info.console.port
         if vm.service_offering_id != snap.service_offering_id and snap.service_offering_id is not None:
             log.info("VM %s reverted to %s taken with another offering", vm.name, snap.name)
         snap = db.session.get(VMSnapshot, snap.id)
-        db.session.execute(update(VMSnapshot).where(VMSnapshot.vm_id == vm.id, VMSnapshot.id != snap.id)
-                           .values(current=False))
-        snap.current, snap.state = True, VMSnapshotState.READY
+        _make_current(vm.id, snap)
+        snap.state = VMSnapshotState.READY
         events.record("VMSNAPSHOT.REVERTTO", f"VM {vm.name} reverted to snapshot {snap.display_name}",
                       user=vm.user, resource_type="VMSnapshot", resource_id=snap.uuid)
         db.session.commit()
@@ -376,31 +390,18 @@ def delete(caller, uuid: str) -> AsyncJob:
     if snap.state not in DELETABLE:
         raise InvalidParameter(f"Can't delete the vm snapshot {snap.display_name} due to it is not in Created or "
                                "Error, or Expunging State", field="vmsnapshotid")
-    token = vms.lock(vm, "deletesnapshot", (VMState.RUNNING, VMState.STOPPED, VMState.DESTROYED, VMState.ERROR))
-    try:
-        db.session.refresh(snap)
+    def still_there():
         if snap.removed is not None:
             raise NotFound(NOT_FOUND, field="vmsnapshotid")
-        job = jobs.submit("deleteVMSnapshot", caller, "vmsnapshot.delete",
-                          {"vm": vm.uuid, "snapshot": snap.uuid, "token": token},
-                          instance_type="VMSnapshot", instance_id=snap.uuid)
-    except BaseException:
-        db.session.rollback()
-        vms.unlock(vm.id, token)
-        raise
-    vms.hand_lock(vm.id, token, job.id)
-    return job
+    return _submit_locked(caller, vm, snap, "deletesnapshot",
+                          (VMState.RUNNING, VMState.STOPPED, VMState.DESTROYED, VMState.ERROR), still_there,
+                          "deleteVMSnapshot", "vmsnapshot.delete", ("VMSnapshot", snap.uuid))
 
 
 def _remove(vm: VirtualMachine, snap: VMSnapshot) -> None:
     """The hypervisor's copy gone, then the row: children get its parent, its parent its `current`."""
     if snap.state != VMSnapshotState.ALLOCATED and (vm.host_id or vm.last_host_id):
-        host = _host_of(vm)
-        driver = vms.driver_for(host)
-        try:
-            driver.delete_vm_snapshot(vm.instance_name, _spec(snap))
-        finally:
-            driver.close()
+        _on_host(vm, "delete_vm_snapshot", _spec(snap))
     snap = db.session.get(VMSnapshot, snap.id)
     db.session.execute(update(VMSnapshot).where(VMSnapshot.parent_id == snap.id)
                        .values(parent_id=snap.parent_id))
@@ -457,20 +458,14 @@ def _reaped(job: AsyncJob) -> None:
     db.session.execute(update(VirtualMachine).where(VirtualMachine.id == vm.id).values(active_job_id=None))
     db.session.commit()
     try:
-        driver = vms.driver_for(_host_of(vm))
-        try:
-            on_host = set(driver.list_vm_snapshots(vm.instance_name))
-        finally:
-            driver.close()
+        on_host = set(_on_host(vm, "list_vm_snapshots"))
     except (DriverError, ServiceError):
         on_host = None
     snap = db.session.get(VMSnapshot, snap.id)
     if snap.state in (VMSnapshotState.CREATING, VMSnapshotState.ALLOCATED):
         snap.state = VMSnapshotState.READY if on_host and snap.name in on_host else VMSnapshotState.ERROR
         if snap.state == VMSnapshotState.READY:
-            db.session.execute(update(VMSnapshot).where(VMSnapshot.vm_id == vm.id, VMSnapshot.id != snap.id)
-                               .values(current=False))
-            snap.current = True
+            _make_current(vm.id, snap)
     elif snap.state == VMSnapshotState.REVERTING:
         snap.state = VMSnapshotState.READY
     elif snap.state == VMSnapshotState.EXPUNGING:
