@@ -56,6 +56,10 @@ def test_affinity_groups_tags_and_offerings_with_cs(live, files, tmp_path):  # n
     alice.stopVirtualMachine(id=vms[0]["id"], fetch_result=True)
     updated = alice.updateVMAffinityGroup(id=vms[0]["id"], affinitygroupids=g["id"], fetch_result=True)
     assert [x["name"] for x in updated["virtualmachine"]["affinitygroup"]] == ["web2"]
+    # An empty affinitygroupids clears them (CloudStack's empty list); then back in web2.
+    cleared = alice.updateVMAffinityGroup(id=vms[0]["id"], affinitygroupids="", fetch_result=True)
+    assert cleared["virtualmachine"].get("affinitygroup", []) == []
+    alice.updateVMAffinityGroup(id=vms[0]["id"], affinitygroupids=g["id"], fetch_result=True)
     assert sorted(alice.listAffinityGroups(name="web")["affinitygroup"][0]["virtualmachineIds"]) == \
         sorted(v["id"] for v in vms[1:])
 
