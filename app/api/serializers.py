@@ -2,7 +2,6 @@
 from any command: `serialize("user", row)`. Null fields are left out."""
 from __future__ import annotations
 
-import json
 from contextvars import ContextVar
 from datetime import datetime
 from typing import Any, Callable
@@ -415,10 +414,11 @@ def _vm_more(vm) -> dict:
         password_enabled = bool(vm.template and vm.template.password_enabled)
     else:
         keypair, password_enabled = vm.keypair_name, vm.password_enabled
-    try:
-        details = json.loads(vm.details) if vm.details else None
-    except ValueError:
-        details = None
+    if isinstance(vm, _vm_model()):  # a VM row: its displayed details (a VMView has them already)
+        from app.services import resource_details
+        details = resource_details.display_maps("UserVm", [vm.id]).get(vm.id)
+    else:
+        details = vm.details
     return {"group": group.name if group else None, "groupid": group.uuid if group else None,
             "userdataid": obj.uuid if obj else None, "userdataname": obj.name if obj else None,
             "userdatadetails": ud.java_map(ud.details_of(vm)) if obj else None,

@@ -35,11 +35,12 @@ def reap_jobs() -> None:
 
 @huey.periodic_task(crontab(minute="23"))
 def purge_orphan_tags() -> None:
-    """Tags of objects that no longer exist (hidden already) are deleted."""
+    """Tags and details of objects that no longer exist (hidden already) are deleted."""
     app = service.app_for_worker()
     with app.app_context():
-        from app.services import tags
+        from app.services import resource_details, tags
         tags.purge()
+        resource_details.purge()
 
 
 @huey.periodic_task(crontab(minute="*"))

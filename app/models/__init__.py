@@ -27,5 +27,6 @@ from app.models.consoles import ConsoleSession  # noqa: F401
 from app.models.hypervisors import HypervisorCapability  # noqa: F401
 from app.models.wizards import WizardDraft  # noqa: F401
 from app.models.tags import ResourceTag  # noqa: F401
+from app.models.details import Region, ResourceDetail  # noqa: F401
 from app.models.affinity import AffinityGroup, AffinityGroupVM  # noqa: F401
 from app.models.simulator import SimFault, SimHost, SimPool, SimRouter, SimSegment, SimVM, SimVMSnapshot, SimVolume  # noqa: F401

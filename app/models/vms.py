@@ -69,8 +69,7 @@ class VirtualMachine(PublicIdMixin, RemovableMixin, db.Model):
     dynamically_scalable: Mapped[bool] = mapped_column(default=False)
     # The guest OS when it differs from the template's (updateVirtualMachine ostypeid).
     os_type_id: Mapped[int | None] = mapped_column(ForeignKey("os_types.id"))
-    # Free-form details (updateVirtualMachine details), JSON {name: value}.
-    details: Mapped[str | None] = mapped_column(Text)
+    # Free-form details (updateVirtualMachine details) are resource_details rows of type UserVm.
     # A password for password-enabled templates: the router's password server hands it to the
     # guest (encrypted here with the credentials key); getVMPassword answers it encrypted with
     # the VM's RSA SSH key (CloudStack's encrypted.password detail).

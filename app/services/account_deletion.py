@@ -335,6 +335,13 @@ def _tags(caller, account):
     _drop(ResourceTag, account)
 
 
+@deleter("resource details", order=91)
+def _resource_details(caller, account):
+    """The details of its objects (their rows stay, removed, for the audit trail)."""
+    from app.services import resource_details
+    resource_details.forget_account(account.id)
+
+
 @deleter("resource limits and counts", order=99)
 def _limits(caller, account):
     """Last, as in CloudStack's cleanupAccount: nothing is given back to its counts after this."""

@@ -35,7 +35,8 @@ def seed_reference_data() -> None:
     hypervisors.ensure_capability_rows()
     from app.services.network import offerings
     offerings.ensure_defaults(commit=False)  # CloudStack's default network offerings, in every database
-    from app.services import roles
+    from app.services import regions, roles
+    regions.ensure_local()  # region 1: this management server
     roles.ensure_defaults(commit=False)  # the four default roles; accounts without one get their type's
     db.session.commit()
 

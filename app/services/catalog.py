@@ -1,7 +1,7 @@
-"""Read-only catalogues CloudStack clients ask for: storage providers, regions, and the guest
-OS names each hypervisor type is given.
+"""Read-only catalogues CloudStack clients ask for: storage providers and the guest OS names
+each hypervisor type is given (regions: app/services/regions.py).
 
-Nubo has one region (this management server) and its own storage providers: the primary pools
+Nubo has its own storage providers: the primary pools
 it makes (CloudStack's DefaultPrimary) and the image stores addImageStore takes. Every driver
 gets a guest OS by its description (VMSpec.os_type), so each type's mapping is the identity,
 as CloudStack's own KVM mappings are; mappings have stable ids (derived from the OS type and
@@ -34,20 +34,6 @@ def list_storage_providers(type: str) -> list[dict]:
     else:
         raise InvalidParameter(f"Invalid parameter: {type}", field="type")
     return [{"name": n, "type": wire} for n in names]
-
-
-REGION_ID = 1
-REGION_NAME = "Local"  # CloudStack's name for the region of a single management server
-
-
-def list_regions(endpoint: str, *, id: int | None = None, name: str | None = None,
-                 keyword: str | None = None) -> list[dict]:
-    region = {"id": REGION_ID, "name": REGION_NAME, "endpoint": endpoint,
-              "gslbserviceenabled": False, "portableipserviceenabled": False}
-    if id is not None and id != REGION_ID or name and name != REGION_NAME \
-            or keyword and keyword.lower() not in REGION_NAME.lower():
-        return []
-    return [region]
 
 
 def _wire_name(type_name: str) -> str:

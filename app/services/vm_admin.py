@@ -14,7 +14,6 @@ virtual router does) and, when the VM has an RSA SSH key, encrypted with that ke
 from __future__ import annotations
 
 import base64
-import json
 import secrets
 import string
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from app.hypervisors.base import DriverError
 from app.jobs import service as jobs
 from app.models import (Account, FirewallRule, OsType, PublicIpAddress, SSHKeyPair, Template, VirtualMachine,
                         VMState, Volume, VolumeState, VolumeType, new_uuid, utcnow)
-from app.services import crypto, events, instance_groups, quotas, settings, userdata, vms
+from app.services import crypto, events, instance_groups, quotas, resource_details, settings, userdata, vms
 from app.services.errors import InvalidParameter, PermissionDenied, ResourceUnavailable, ServiceError
 from app.services.settings import Definition, define
 
@@ -194,8 +193,8 @@ def update_vm(caller, uuid: str, *, display_name: str | None = None, name: str |
             vm.dynamically_scalable = dynamically_scalable
         if os_type is not None:
             vm.os_type_id = os_type.id
-        if new_details is not None:
-            vm.details = json.dumps(new_details) if new_details else None
+        if new_details is not None:  # the VM's displayed details (resource_details rows)
+            resource_details.replace_displayed("UserVm", vm.id, new_details)
         if group is not None:
             vm.group_id = instance_groups.for_vm(vm.account_id, group).id
         renamed = new_name is not None and new_name != vm.name

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, null, select
 from sqlalchemy.orm import aliased
 
 from app.extensions import db
 from app.models import (Account, Domain, Host, InstanceGroup, Network, Nic, OsType, Project, ServiceOffering,
                         SSHKeyPair, Template, UserData, VirtualMachine, Zone)
-from app.services import tags
+from app.services import resource_details, tags
 from app.services.pagination import page_ids
 from app.services.vms import vm_query
 
@@ -102,7 +102,7 @@ class VMView:
     userdata_details: str | None = None
     os_type: Ref | None = None
     dynamically_scalable: bool = False
-    details: str | None = None
+    details: dict[str, str] | None = None  # the displayed details (resource_details)
     keypair_name: str | None = None
     password_enabled: bool = False
     encrypted_password: str | None = None
@@ -164,7 +164,8 @@ def list_vms(caller, *, page=None, details_min: bool = False, **filters) -> tupl
                Template.uuid, Template.name, iso.uuid, iso.name,
                ServiceOffering.uuid, ServiceOffering.name, ServiceOffering.offer_ha,
                _VM.ha_enable, InstanceGroup.uuid, InstanceGroup.name, UserData.uuid, UserData.name,
-               _VM.userdata_details, OsType.uuid, OsType.description, _VM.dynamically_scalable, _VM.details,
+               _VM.userdata_details, OsType.uuid, OsType.description, _VM.dynamically_scalable,
+               null(),  # r[33]: the details, filled below from resource_details
                SSHKeyPair.name, Template.password_enabled, _VM.encrypted_password, _VM.memory_used_kib,
                _VM.disk_read_bps, _VM.disk_write_bps, _VM.net_rx_bps, _VM.net_tx_bps,
                *_OWNER[1:])  # the owner's last: r[42:]
@@ -209,6 +210,9 @@ def list_vms(caller, *, page=None, details_min: bool = False, **filters) -> tupl
     for vm_id, pairs in tags.of("UserVm", wanted).items():
         if vm_id in views:
             views[vm_id].tags = pairs
+    for vm_id, details in resource_details.display_maps("UserVm", wanted).items():
+        if vm_id in views:
+            views[vm_id].details = details
     from app.services import affinity
     groups = affinity.groups_of_vms(wanted)
     for vm_id, view in views.items():

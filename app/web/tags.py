@@ -1,5 +1,6 @@
 """The Tags card of every taggable object's page (templates/_partials/tags.html): list, add,
-remove, as plain form POSTs and from HTMX (the answer is the card itself)."""
+remove, as plain form POSTs and from HTMX (the answer is the card itself); and the read-only
+list of an object's resource details (templates/_partials/resource_details.html)."""
 from __future__ import annotations
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
@@ -8,7 +9,7 @@ from flask_wtf import FlaskForm
 from wtforms import StringField
 from wtforms.validators import DataRequired, Length
 
-from app.services import tags
+from app.services import resource_details, tags
 from app.services.errors import InvalidParameter, ServiceError
 from app.web.infra import _back
 
@@ -24,6 +25,13 @@ class TagForm(FlaskForm):
 def tag_card(resource_type: str, uuid: str) -> dict:
     """What the partial shows for one object (its page includes it with this)."""
     return dict(card=tags.card(current_user, resource_type, uuid), tag_form=TagForm(formdata=None))
+
+
+@bp.app_template_global()
+def resource_details_of(resource_type: str, uuid: str) -> list:
+    """The details of one object the caller may read: [(ResourceDetail, uuid, type)]."""
+    rows, _ = resource_details.list_details(current_user, resource_type, resource_id=uuid)
+    return rows
 
 
 def _card(rtype: str, uuid: str) -> tags.Card:

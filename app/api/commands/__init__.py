@@ -6,7 +6,7 @@ from app.api.commands import roles  # noqa: F401
 from app.api.commands import snapshots  # noqa: F401
 from app.api.commands import affinity  # noqa: F401
 from app.api.commands import network  # noqa: F401
-from app.api.commands import tags  # noqa: F401
+from app.api.commands import resource_details, tags  # noqa: F401
 from app.api.commands import instance_groups, metrics, userdata, vm_admin  # noqa: F401
 from app.api.commands import vm_snapshots  # noqa: F401
 from app.api.commands import domains, projects  # noqa: F401

@@ -1,20 +1,8 @@
-"""Regions and guest OS mappings: catalogues CloudStack clients read."""
+"""Guest OS mappings: a catalogue CloudStack clients read (regions: resource_details.py)."""
 from __future__ import annotations
-
-from flask import request
 
 from app.api.registry import ADMIN, Param, command
 from app.services import catalog
-
-
-@command("listRegions", "Lists Regions", response="region", list=True, params=[
-    Param("id", "integer", "List Region by region ID."),
-    Param("name", "string", "List Region by region name.")])
-def list_regions(ctx, p):
-    # The one region is this management server; its endpoint is the address the client used.
-    rows = catalog.list_regions(request.url_root.rstrip("/") + "/client/", id=p.get("id"), name=p.get("name"),
-                                keyword=p.get("keyword"))
-    return rows, len(rows)
 
 
 @command("listGuestOsMapping", "Lists all available OS mappings for given hypervisor", role=ADMIN,
