@@ -28,8 +28,7 @@ def upgrade():
     sa.Column('value', sa.Text(), nullable=False),
     sa.Column('display', sa.Boolean(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_resource_details')),
-    sa.UniqueConstraint('resource_type', 'resource_id', 'name',
-                        name=op.f('uq_resource_details_resource_type_resource_id_name'))
+    sa.UniqueConstraint('resource_type', 'resource_id', 'name', name=op.f('uq_resource_details_resource_type'))
     )
     op.create_table('regions',
     sa.Column('id', sa.Integer(), autoincrement=False, nullable=False),
