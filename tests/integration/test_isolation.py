@@ -7,7 +7,8 @@ must be exactly the answer to a random id that exists nowhere ("not found" is th
 whether the object is someone else's or missing: API 431/531/432/401, web 404/403), and no
 row that is not bob's may change. New commands and routes are covered with no change
 here; only ids that every account may legitimately use are left out (SHARED, each with
-its reason).
+its reason). Required resource types and key/value maps are filled so that the id is looked
+up (FILLER_BY_NAME, MAP_FILLER); alice's VM carries a resource detail.
 
 The ids are taken from every table with a `uuid` column; the values of a route's other
 segments (<action>, <step>, ...) from the links and forms of the pages admin and alice
@@ -28,7 +29,7 @@ from sqlalchemy import select
 from app.api.registry import ADMIN, all_commands
 from app.extensions import db
 from app.models import Account, AsyncJob, DownloadState, Network, SSHKeyPair, Template, TemplateStoreRef, new_uuid
-from app.services import accounts, keypairs, limits, vms, volumes
+from app.services import accounts, keypairs, limits, resource_details, vms, volumes
 from app.services.network import networks
 from app.services.snapshots import vm_snapshots
 from tests.integration.test_quotas import api
@@ -67,6 +68,12 @@ NOUNS = [("VirtualMachine", "vm"), ("Volume", "volume"), ("Iso", "iso"), ("Templ
          ("SSHKeyPair", "keypair"), ("User", "user"), ("Account", "account"), ("Network", "network"),
          ("DiskOffering", "diskoffering"), ("ServiceOffering", "offering"), ("Zone", "zone")]
 FILLER = {"integer": "1", "long": "1", "boolean": "false", "date": "2024-01-01", "string": "x1"}
+# Required parameters whose filler must be valid for the id under test to be looked up at all:
+# a resource type (createTags, deleteTags, addResourceDetail, removeResourceDetail,
+# listResourceDetails) and the key/value maps.
+FILLER_BY_NAME = {("resourcetype", "string"): "UserVm"}
+MAP_FILLER = {"details": {"details[0].key": "k1", "details[0].value": "v1"},
+              "tags": {"tags[0].key": "k1", "tags[0].value": "v1"}}
 
 
 @pytest.fixture
@@ -91,6 +98,7 @@ def scene(app, world, users, tmp_path):
             own[who.username] = {"volume": v.uuid}
         volumes.attach_volume(alice, own["alice"]["volume"], alice_vm)
         vm_snapshots.create(alice, alice_vm, name="alice-snap", memory=True)  # after the attach: it refuses them
+        resource_details.add(alice, alice_vm, "UserVm", [{"key": "alice-detail", "value": "hers"}])
         for who, is_iso in ((alice, False), (alice, True), (admin, False)):  # private, ready in the zone
             t = Template(uuid=new_uuid(), name=f"{who.username}-{'iso' if is_iso else 'tpl'}",
                          format="ISO" if is_iso else "RAW", is_iso=is_iso,
@@ -224,8 +232,11 @@ def call_args(cmd, target, value: str, bob: dict) -> dict:
     object for an id)."""
     args = {"command": cmd.name, target.name: value}
     for p in cmd.params:
-        if p.required and p.name != target.name and p.type != "map":
-            args[p.name] = own_value(cmd, p.name, bob) if p in uuid_params(cmd) else FILLER.get(p.type, "x1")
+        if p.required and p.name != target.name and p.type == "map":
+            args.update(MAP_FILLER.get(p.name, {}))
+        elif p.required and p.name != target.name:
+            args[p.name] = own_value(cmd, p.name, bob) if p in uuid_params(cmd) else \
+                FILLER_BY_NAME.get((p.name, p.type)) or FILLER.get(p.type, "x1")
     return args
 
 
