@@ -22,7 +22,7 @@ from app.hypervisors import registry
 from app.models import Host, HostState, ResourceState
 from app.services import hosts as hosts_service
 from app.services import hypervisors as hv
-from app.services import inventory
+from app.services import inventory, regions
 from app.services import storage as storage_service
 from app.services import storage_maintenance
 from app.services import zones as zones_service
@@ -87,7 +87,7 @@ def _hypervisor_select() -> FilterSelect:
 @admin_required
 def zones():
     lst = listing("infra.zones", "zones", inventory.zone_rows, sorts=zones_service.ZONE_SORTS)
-    return render_list(lst, "Zones", template="infra/zones.html")
+    return render_list(lst, "Zones", template="infra/zones.html", regions=regions.list_regions())
 
 
 @bp.route("/pods")

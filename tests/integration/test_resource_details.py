@@ -198,7 +198,7 @@ def test_details_of_removed_objects_hidden_purged_and_gone_with_the_account(app,
         assert db.session.scalar(select(func.count()).select_from(ResourceDetail)) == 0
 
 
-def test_regions(app, client, world):
+def test_regions(app, client, world, auth):
     _, body = api(app, client, "alice", command="listRegions")
     assert [(r["id"], r["name"], r["endpoint"]) for r in body["region"]] == [(1, "Local", "http://localhost/client/")]
     code, body = api(app, client, "admin", command="addRegion", id=2, name="west", endpoint="https://west/client/")
@@ -229,5 +229,8 @@ def test_regions(app, client, world):
     assert code == 200 and (body["region"]["name"], body["region"]["endpoint"]) == ("west", "https://w2/client/")
     assert api(app, client, "admin", command="listRegions", name="WEST")[1]["region"][0]["id"] == 2
     assert api(app, client, "admin", command="listRegions", id=5)[1] == {}
+    auth.login("admin")  # the zones page lists them
+    page = client.get("/admin/zones").get_data(as_text=True)
+    assert "Regions" in page and "https://w2/client/" in page and "(this server)" in page
     assert api(app, client, "admin", command="removeRegion", id=2)[1] == {"success": True}
     assert regions() == {(1, "Local", None)}
