@@ -80,15 +80,8 @@ def add_region(caller, id, name: str, endpoint: str) -> Region:
         raise InvalidParameter(f"Region with name: {name} already exists", field="name")
     region = Region(id=rid, name=name, endpoint=endpoint)
     db.session.add(region)
-    try:
-        db.session.flush()
-    except IntegrityError:  # the same id or name added meanwhile
-        db.session.rollback()
-        raise InvalidParameter(f"Region with id: {rid} or name: {name} already exists", field="id") from None
-    events.record("REGION.ADD", f"Region {rid} ({name}) added", user=caller, resource_type="Region",
-                  resource_id=str(rid))
-    db.session.commit()
-    return region
+    return _commit(caller, region, "REGION.ADD", f"Region {rid} ({name}) added",
+                   f"Region with id: {rid} or name: {name} already exists")
 
 
 def update_region(caller, id, name: str | None = None, endpoint: str | None = None) -> Region:
@@ -106,13 +99,18 @@ def update_region(caller, id, name: str | None = None, endpoint: str | None = No
         region.name = name
     if endpoint is not None:
         region.endpoint = endpoint
+    return _commit(caller, region, "REGION.UPDATE", f"Region {rid} updated",
+                   f"Region with name: {name} already exists")
+
+
+def _commit(caller, region: Region, event: str, description: str, taken: str) -> Region:
+    """Flush (the same id or name written meanwhile by another request: 431 `taken`), record, commit."""
     try:
         db.session.flush()
     except IntegrityError:
         db.session.rollback()
-        raise InvalidParameter(f"Region with name: {name} already exists", field="name") from None
-    events.record("REGION.UPDATE", f"Region {rid} updated", user=caller, resource_type="Region",
-                  resource_id=str(rid))
+        raise InvalidParameter(taken, field="id") from None
+    events.record(event, description, user=caller, resource_type="Region", resource_id=str(region.id))
     db.session.commit()
     return region
 

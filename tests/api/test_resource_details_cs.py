@@ -5,18 +5,13 @@ another account's VM "not found", CloudStack's errors; addRegion / updateRegion 
 from __future__ import annotations
 
 import pytest
-from cs import CloudStack, CloudStackApiException
+from cs import CloudStack
 
+from tests.api.test_tags_cs import err
 from tests.api.test_templates_cs import files  # noqa: F401  (fixture)
 from tests.api.test_vms_cs import deploy, simulator_zone
 
 pytestmark = pytest.mark.xdist_group("live-api")
-
-
-def err(call):
-    with pytest.raises(CloudStackApiException) as e:
-        call()
-    return e.value.error
 
 
 def test_resource_details_and_regions_with_cs(live, files, tmp_path):  # noqa: F811

@@ -13,19 +13,14 @@ from app.extensions import db
 from app.models import Region, ResourceDetail, VirtualMachine, utcnow
 from app.services import resource_details
 from tests.integration.test_quotas import api
-from tests.integration.test_tags import call
+from tests.integration.test_tags import call, kvmap
 from tests.integration.test_vm_pages import _engines, deploy, world  # noqa: F401  (fixtures)
 
 RANDOM = "5e1f0000-0000-4000-8000-00000000abcd"
 
 
 def dmap(**kv) -> dict:
-    out = {}
-    for i, (k, v) in enumerate(kv.items()):
-        out[f"details[{i}].key"] = k
-        if v is not None:
-            out[f"details[{i}].value"] = v
-    return out
+    return kvmap("details", **kv)
 
 
 def rows(app) -> set:

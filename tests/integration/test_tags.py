@@ -28,13 +28,18 @@ def call(app, client, user, **params):
     return status, body
 
 
-def tagmap(**kv) -> dict:
+def kvmap(param: str, **kv) -> dict:
+    """CloudStack's key/value map parameter: param[0].key=..&param[0].value=.. (None: no value)."""
     out = {}
     for i, (k, v) in enumerate(kv.items()):
-        out[f"tags[{i}].key"] = k
+        out[f"{param}[{i}].key"] = k
         if v is not None:
-            out[f"tags[{i}].value"] = v
+            out[f"{param}[{i}].value"] = v
     return out
+
+
+def tagmap(**kv) -> dict:
+    return kvmap("tags", **kv)
 
 
 def n_tags(app) -> int:
