@@ -197,7 +197,7 @@ def target(caller, resource_type: str, resource_id: str | None, *, for_change: b
 
 # --- addResourceDetail / removeResourceDetail ----------------------------------------------------
 
-def check_add(caller, resource_id: str, resource_type: str, details, display: bool = True) -> Target:
+def check_add(caller, resource_id: str, resource_type: str, details) -> Target:
     """Everything addResourceDetail checks, before its job (431/531 at once)."""
     pairs = parse_details(details)
     if not pairs:
@@ -218,14 +218,14 @@ def _write(t_name: str, resource_id: int, pairs: dict[str, str], display: bool) 
     db.session.flush()
 
 
-def add(caller, resource_id: str, resource_type: str, details, display: bool = True) -> None:
+def add(caller, resource_id: str, resource_type: str, details, display: bool | None = True) -> None:
     """addResourceDetail (the job): every pair on the object, an existing key replaced; all or
     nothing. Commits."""
-    x = check_add(caller, resource_id, resource_type, details, display)
+    x = check_add(caller, resource_id, resource_type, details)
     pairs = parse_details(details)
     for attempt in (1, 2):  # another request may add one of these keys meanwhile: once more
         try:
-            _write(x.type.name, x.id, pairs, bool(display))
+            _write(x.type.name, x.id, pairs, display is not False)
             break
         except IntegrityError:
             db.session.rollback()
@@ -256,18 +256,16 @@ def remove(caller, resource_id: str, resource_type: str, key: str | None = None)
 
 def submit_add(caller, resource_id, resource_type, details, display=True):
     from app.jobs import service as jobs
-    x = check_add(caller, resource_id, resource_type, details, display)
+    x = check_add(caller, resource_id, resource_type, details)
     return jobs.submit("addResourceDetail", caller, "details.add",
-                       {"id": x.uuid, "type": x.type.name, "details": details, "display": bool(display)},
-                       instance_type=x.type.name, instance_id=x.uuid)
+                       {"id": x.uuid, "type": x.type.name, "details": details, "display": display is not False})
 
 
 def submit_remove(caller, resource_id, resource_type, key=None):
     from app.jobs import service as jobs
     x = check_remove(caller, resource_id, resource_type)
     return jobs.submit("removeResourceDetail", caller, "details.remove",
-                       {"id": x.uuid, "type": x.type.name, "key": key}, instance_type=x.type.name,
-                       instance_id=x.uuid)
+                       {"id": x.uuid, "type": x.type.name, "key": key})
 
 
 def _register_jobs() -> None:

@@ -207,3 +207,40 @@ def test_quota_counts_through_every_upgrade(url, tmp_path):
                                               w["bob"]: {**expected["bob"], **none}}
         db.session.remove()
         db.engine.dispose()
+
+
+@pytest.mark.parametrize("url", URLS, ids=lambda u: u.split("+")[0].split(":")[0])
+def test_vm_details_move_into_resource_details(url, tmp_path):
+    """0021: a VM's JSON details column becomes its UserVm resource_details rows (displayed)."""
+    import json
+    import uuid
+    from datetime import datetime
+    app = create_app({"INSTANCE_PATH": str(tmp_path), "DATABASE_URL": _fresh_database(url, tmp_path)})
+    with app.app_context():
+        upgrade(revision="0020")
+        meta = sa.MetaData()
+        meta.reflect(db.engine)
+        filler = {sa.Integer: 1, sa.String: "x", sa.Text: "x", sa.DateTime: datetime(2026, 1, 1), sa.Boolean: False}
+        with db.engine.begin() as conn:
+            # the rows a VM points at, with only their required columns (no FK checks needed then)
+            def row(table, **values):
+                t = meta.tables[table]
+                for c in t.columns:
+                    if c.name not in values and not c.nullable and c.server_default is None and not c.primary_key:
+                        value = next(v for k, v in filler.items() if isinstance(c.type, k))
+                        values[c.name] = str(uuid.uuid4())[:8] if value == "x" else value  # unique names, uuids
+                return conn.execute(t.insert().values(**values)).inserted_primary_key[0]
+            fk_values = {}
+            for c in meta.tables["vm_instances"].columns:
+                if c.foreign_keys and not c.nullable:
+                    target = next(iter(c.foreign_keys)).column.table.name
+                    fk_values[c.name] = row(target)
+            vm = row("vm_instances", details=json.dumps({"cpu": "fast", "rack": "r1"}), **fk_values)
+            row("vm_instances", details=None, **fk_values)
+        upgrade()
+        with db.engine.connect() as conn:
+            got = set(conn.execute(sa.text("SELECT resource_type, resource_id, name, value, display "
+                                           "FROM resource_details")))
+        assert got == {("UserVm", vm, "cpu", "fast", True), ("UserVm", vm, "rack", "r1", True)}
+        assert "details" not in {c["name"] for c in sa.inspect(db.engine).get_columns("vm_instances")}
+        db.engine.dispose()

@@ -28,7 +28,7 @@ def resource_detail(row) -> dict:
           "True by default")])
 def add_resource_detail(ctx, p):
     return resource_details.submit_add(ctx.user, p["resourceid"], p["resourcetype"], p["details"],
-                                       p.get("fordisplay", True))
+                                       p.get("fordisplay"))
 
 
 @command("removeResourceDetail", "Removes detail for the Resource.", is_async=True, params=[
