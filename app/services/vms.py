@@ -27,7 +27,7 @@ from app.models import (AsyncJob, DownloadState, JobStatus, Host, Nic, PoolState
                         StoragePool, StorageScope, Template, TemplateStoreRef, VirtualMachine, VMState, Volume, VolumeState,
                         VolumeType, new_uuid, utcnow)
 from app.services import (access, affinity, config_drive, consoles, events, placement_tags, planner, quotas,
-                          settings, storage, template_cache, templates, volumes, zones)
+                          resource_details, settings, storage, template_cache, templates, volumes, zones)
 from app.services import hypervisors as hv
 from app.services.network import ipam, networks, routers, secgroups, vm_nics
 from app.services.errors import (InsufficientCapacity, InvalidParameter, NotFound, PermissionDenied, ResourceInUse,
@@ -1013,6 +1013,7 @@ def _expunge(vm: VirtualMachine) -> None:
     affinity.forget_vm(vm.id)
     quotas.release(vm)
     consoles.forget_vm(vm)
+    resource_details.forget("UserVm", [vm.id])  # its details go with it (CloudStack: user_vm_details)
     vm.removed, vm.state_updated = utcnow(), utcnow()
     events.record("VM.EXPUNGE", f"VM {vm.name} expunged", user=vm.user, resource_type="VirtualMachine",
                   resource_id=vm.uuid)

@@ -186,6 +186,11 @@ def test_details_of_removed_objects_hidden_purged_and_gone_with_the_account(app,
     with app.app_context():
         assert resource_details.purge() == 1
     assert len(rows(app)) == 1
+    third = deploy(app, world, user="bob", name="bob2")  # an expunged VM's details go with it at once
+    assert call(app, client, "bob", command="addResourceDetail", resourcetype="UserVm", resourceid=third,
+                **dmap(k="v"))[0] == 200
+    assert call(app, client, "admin", command="destroyVirtualMachine", id=third, expunge="true")[0] == 200
+    assert len(rows(app)) == 1
     # deleteAccount takes its objects' details along
     with app.app_context():
         from app.services import account_deletion, accounts
