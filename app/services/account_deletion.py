@@ -335,9 +335,10 @@ def _tags(caller, account):
     _drop(ResourceTag, account)
 
 
-@deleter("resource details", order=91)
+@deleter("resource details", order=5)
 def _resource_details(caller, account):
-    """The details of its objects (their rows stay, removed, for the audit trail)."""
+    """The details of its objects, first: some kinds (snapshot policies) lose their rows later,
+    and a detail is found through its object's owner."""
     from app.services import resource_details
     resource_details.forget_account(account.id)
 
