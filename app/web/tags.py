@@ -30,7 +30,10 @@ def tag_card(resource_type: str, uuid: str) -> dict:
 @bp.app_template_global()
 def resource_details_of(resource_type: str, uuid: str) -> list:
     """The details of one object the caller may read: [(ResourceDetail, uuid, type)]."""
-    rows, _ = resource_details.list_details(current_user, resource_type, resource_id=uuid)
+    try:
+        rows, _ = resource_details.list_details(current_user, resource_type, resource_id=uuid)
+    except InvalidParameter:  # an object that no longer exists (a removed VM's page): none
+        return []
     return rows
 
 
