@@ -211,13 +211,13 @@ def test_quota_counts_through_every_upgrade(url, tmp_path):
 
 @pytest.mark.parametrize("url", URLS, ids=lambda u: u.split("+")[0].split(":")[0])
 def test_vm_details_move_into_resource_details(url, tmp_path):
-    """0021: a VM's JSON details column becomes its UserVm resource_details rows (displayed)."""
+    """0022: a VM's JSON details column becomes its UserVm resource_details rows (displayed)."""
     import json
     import uuid
     from datetime import datetime
     app = create_app({"INSTANCE_PATH": str(tmp_path), "DATABASE_URL": _fresh_database(url, tmp_path)})
     with app.app_context():
-        upgrade(revision="0020")
+        upgrade(revision="0021")
         meta = sa.MetaData()
         meta.reflect(db.engine)
         filler = {sa.Integer: 1, sa.String: "x", sa.Text: "x", sa.DateTime: datetime(2026, 1, 1), sa.Boolean: False}

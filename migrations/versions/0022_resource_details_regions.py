@@ -1,8 +1,8 @@
 """resource details and regions: one resource_details table (a VM's details move into it from
 vm_instances.details), and the regions table (region 1, this management server, is made at start by bootstrap).
 
-Revision ID: 0021
-Revises: 0020
+Revision ID: 0022
+Revises: 0021
 Create Date: 2026-12-06 01:10:00
 
 """
@@ -13,8 +13,8 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '0021'
-down_revision = '0020'
+revision = '0022'
+down_revision = '0021'
 branch_labels = None
 depends_on = None
 
