@@ -11,17 +11,27 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
+import time
 
+import flask
+import jinja2
 import pytest
 import sqlalchemy as sa
 
-from app import create_app
-from app.extensions import db as _db
-from app.services import settings
-from tests.helpers.users import existing_user
+# Before the app is imported: a cheap scrypt cost for the thousands of passwords the suite hashes
+# and checks (the default cost takes ~0.15 s each); processes the tests start inherit it.
+# tests/integration/test_auth.py checks that production's default is scrypt at werkzeug's cost.
+os.environ.setdefault("NUBO_PASSWORD_HASH", "scrypt:1024:8:1")
+
+from app import create_app  # noqa: E402
+from app.extensions import db as _db  # noqa: E402
+from app.services import settings  # noqa: E402
+from tests.helpers.users import existing_user  # noqa: E402
 
 SERVER_URLS = [u for u in os.environ.get("NUBO_TEST_DATABASE_URLS", "").split() if u]
 BACKSTOP_SECONDS = 120
+TIMINGS = os.environ.get("NUBO_TEST_TIMINGS")  # see pytest_runtest_protocol
 _hang_file = None
 
 
@@ -57,11 +67,15 @@ def pytest_runtest_protocol(item, nextitem):
         _hang_file.write(f"{item.nodeid} still running {timeout + BACKSTOP_SECONDS:.0f} s after it started\n")
         _hang_file.flush()
         faulthandler.dump_traceback_later(timeout + BACKSTOP_SECONDS, exit=True, file=_hang_file)
+    started = time.monotonic()
     try:
         yield
     finally:
         if timeout:
             faulthandler.cancel_dump_traceback_later()
+        if TIMINGS:  # NUBO_TEST_TIMINGS=file: each test's wall time (setup to teardown), as it ends
+            with open(TIMINGS, "a") as f:
+                f.write(f"{time.monotonic() - started:.2f} {item.nodeid}\n")
 
 
 def pytest_sessionfinish(session):
@@ -133,19 +147,62 @@ def db_url(request):  # parametrized by pytest_generate_tests
     return request.param
 
 
+class _SharedBytecode(jinja2.BytecodeCache):
+    """Every test makes its own app, and with it a Jinja environment that would compile each
+    template again; compiled templates are shared in memory instead (keyed by name and source)."""
+    store: dict[str, bytes] = {}
+
+    def load_bytecode(self, bucket):
+        if bucket.key in self.store:
+            bucket.bytecode_from_string(self.store[bucket.key])
+
+    def dump_bytecode(self, bucket):
+        self.store[bucket.key] = bucket.bytecode_to_string()
+
+
+_flask_jinja_env = flask.Flask.create_jinja_environment
+
+
+def _jinja_env_with_shared_bytecode(self):
+    env = _flask_jinja_env(self)
+    env.bytecode_cache = _SharedBytecode()
+    return env
+
+
+flask.Flask.create_jinja_environment = _jinja_env_with_shared_bytecode
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory) -> str:
+    """A SQLite database with the schema and reference data, made once per worker: each test
+    copies the file (milliseconds) instead of creating ~100 tables again."""
+    instance = tmp_path_factory.mktemp("sqlite-template")
+    app = create_app({"INSTANCE_PATH": str(instance), "TESTING": True, "SEED_DEMO": False})
+    with app.app_context():
+        _db.create_all()
+        settings.clear_cache()
+        settings.sync_definitions()
+        from app.services import bootstrap
+        bootstrap.seed_reference_data()
+        _db.session.remove()
+        _db.engine.dispose()
+    settings.clear_cache()
+    return str(instance / "nubo.db")
+
+
 @pytest.fixture
-def app(tmp_path, db_url):
+def app(tmp_path, db_url, sqlite_template):
     url = "" if db_url == "sqlite" else server_database(db_url)
+    if not url:
+        (tmp_path / "instance").mkdir()
+        shutil.copyfile(sqlite_template, tmp_path / "instance" / "nubo.db")
     app = create_app({"INSTANCE_PATH": str(tmp_path / "instance"), "DATABASE_URL": url,
                       "TESTING": True, "SEED_DEMO": False, "JOBS_IMMEDIATE": True})
     with app.app_context():
-        if url and url in _prepared:
-            pass
-        else:
+        if url and url not in _prepared:
             _db.drop_all()
             _db.create_all()
-            if url:
-                _prepared.add(url)
+            _prepared.add(url)
         settings.clear_cache()
         settings.sync_definitions()
         from app.services import bootstrap

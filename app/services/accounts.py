@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 import re
 import secrets
 from datetime import timedelta
@@ -21,8 +22,21 @@ from app.services.errors import InvalidParameter, NotFound, PermissionDenied, Se
 from app.services.settings import Definition, define
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.@+-]{1,255}$")
+
+def _password_method(env: dict) -> str:
+    """Werkzeug's hash method for new passwords: scrypt at its default cost (n=2^15, r=8, p=1),
+    unless NUBO_PASSWORD_HASH names a cheaper scrypt cost ("scrypt:1024:8:1"): the test suite
+    does, since it hashes and checks thousands of passwords. A stored hash carries its own cost,
+    so checking works whatever this is set to."""
+    method = env.get("NUBO_PASSWORD_HASH") or "scrypt"
+    if method.split(":")[0] != "scrypt":
+        raise RuntimeError(f"NUBO_PASSWORD_HASH={method!r}: only scrypt methods (scrypt:N:r:p) are accepted")
+    return method
+
+
+PASSWORD_METHOD = _password_method(os.environ)
 # Hashing a dummy password for unknown users keeps timing the same either way.
-_DUMMY_HASH = generate_password_hash("nubo-dummy-password", method="scrypt")
+_DUMMY_HASH = generate_password_hash("nubo-dummy-password", method=PASSWORD_METHOD)
 _FORGET_AFTER = timedelta(days=1)
 MIN_PASSWORD_LENGTH = 12
 COMMON_PASSWORDS = Path(__file__).resolve().parent.parent / "data" / "common-passwords.txt"
@@ -42,7 +56,7 @@ class LoginThrottled(ServiceError):
 
 
 def hash_password(password: str) -> str:
-    return generate_password_hash(password, method="scrypt")
+    return generate_password_hash(password, method=PASSWORD_METHOD)
 
 
 def _check_name(name: str, what: str) -> str:
