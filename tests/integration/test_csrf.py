@@ -11,7 +11,6 @@ from app.services import simulator as sim
 from tests.conftest import csrf_token
 from tests.integration.test_simulator_control import sim_hosts  # noqa: F401  (fixture)
 
-pytestmark = pytest.mark.db
 REFUSED = "missing or invalid CSRF token"
 
 

@@ -17,7 +17,8 @@ from app.services import hosts, settings, zones
 from app.services import hypervisors as hv
 from app.services import simulator as sim
 
-pytestmark = pytest.mark.db
+# On SQLite only, but for the tests marked `db` below (their queries list, filter, sort or count):
+# the rest is forms, pages and access rules, the same on every database.
 
 SIM_URL = "simulator://{}?cpus=8&cpuspeed=2000&memory=16384&localstorage=100"
 
@@ -70,6 +71,7 @@ LISTS = ["/admin/zones", "/admin/pods", "/admin/clusters", "/admin/hosts", "/adm
          "/admin/storage/secondary"]
 
 
+@pytest.mark.db
 @pytest.mark.parametrize("url", LISTS)
 def test_every_list_renders_its_rows(app, client, auth, url):
     ids = build(app, 2)
@@ -106,6 +108,7 @@ def test_lists_show_capacity_bars_and_display_names(app, client, auth):
     assert "0 / 64000 MHz (0%)" in clusters_html and "0 B / 32.0 GiB (0%)" in clusters_html
 
 
+@pytest.mark.db
 def test_hosts_list_pages_sorts_and_filters(app, client, auth):
     ids = build(app, 30)
     auth.login("admin")
@@ -153,6 +156,7 @@ def test_htmx_list_request_gets_only_the_fragment(app, client, auth, hx):
     assert "<html" in resp.get_data(as_text=True)
 
 
+@pytest.mark.db
 def test_clusters_and_pods_lists_filter(app, client, auth):
     a, b = build(app, 1, "Z1"), build(app, 0, "Z2")
     auth.login("admin")
@@ -199,6 +203,7 @@ def test_cluster_host_and_pool_pages(app, client, auth):
         assert client.get(url).status_code == 404
 
 
+@pytest.mark.db
 def test_dashboard_capacity_chart(app, client, auth):
     build(app, 2)
     auth.login("admin")
@@ -534,6 +539,7 @@ def test_add_host_never_echoes_passwords(app, client, auth):
 
 # --- Queries ---------------------------------------------------------------
 
+@pytest.mark.db
 def test_hosts_list_queries_do_not_grow_with_the_hosts(app, client, auth, monkeypatch, count_queries):
     monkeypatch.setattr(settings, "CACHE_SECONDS", 3600.0)  # a cache refresh would count as a query
     build(app, 5)

@@ -27,7 +27,6 @@ from app.services import accounts, settings, storage, templates, zones
 from app.services.errors import InvalidParameter
 from tests.helpers.dns import fake_dns
 
-pytestmark = pytest.mark.db
 
 TRICKLE_CAP = 20.0  # seconds a trickling server keeps going (bounds the old code's hang)
 

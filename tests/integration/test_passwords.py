@@ -12,7 +12,6 @@ from app.models import User
 from app.services import accounts
 from app.services.errors import InvalidParameter
 
-pytestmark = pytest.mark.db
 
 REFUSED = ["short-pw-9", "", "passwordpassword", "Password1234", "qwertyuiop123", "aaaaaaaaaaaaaaaa",
            "1234567890123", "iloveyou2024!"]
