@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 
 import pytest
@@ -14,8 +15,10 @@ from tests.helpers.users import existing_user
 
 
 @pytest.fixture
-def live(tmp_path):
+def live(tmp_path, sqlite_template):
     instance = tmp_path / "instance"
+    instance.mkdir()
+    shutil.copyfile(sqlite_template, instance / "nubo.db")  # the schema, made once (tests/conftest.py)
     app = create_app({"INSTANCE_PATH": str(instance), "TESTING": True, "SEED_DEMO": False,
                       "JOBS_URL": f"sqlite:///{instance}/jobs.db", "JOBS_IMMEDIATE": False})
     with app.app_context():
