@@ -49,3 +49,20 @@ def test_an_admins_snapshots_of_a_users_things_are_the_users_and_its_templates_t
     assert status == 200, body
     tpl = job_result(app, client, "alice", body["jobid"])["jobresult"]["template"]
     assert _owner(app, Template, tpl["id"]) == "alice"
+
+
+def test_a_volume_from_someone_elses_snapshot_is_the_callers_or_the_named_accounts(app, client, world):
+    """CreateVolumeCmd: the entity owner is the caller, or `account`+`domainid` (admins)."""
+    from app.models import Volume
+    vm = deploy(app, world)
+    status, body = api(app, client, "alice", command="createSnapshot", volumeid=root_of(app, vm))
+    snap = job_result(app, client, "alice", body["jobid"])["jobresult"]["snapshot"]
+    status, body = api(app, client, "admin", command="createVolume", snapshotid=snap["id"], name="admins")
+    assert status == 200, body
+    vol = job_result(app, client, "admin", body["jobid"])["jobresult"]["volume"]
+    assert vol["account"] == "admin" and _owner(app, Volume, vol["id"]) == "admin"
+    status, body = api(app, client, "admin", command="createVolume", snapshotid=snap["id"], name="hers",
+                       account="alice", domainid=snap["domainid"])
+    assert status == 200, body
+    vol = job_result(app, client, "admin", body["jobid"])["jobresult"]["volume"]
+    assert _owner(app, Volume, vol["id"]) == "alice"

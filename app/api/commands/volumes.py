@@ -64,7 +64,8 @@ def create_volume(ctx, p):
     if p.get("snapshotid"):
         from app.services.snapshots import volume as snapshots
         return snapshots.submit_create_volume(ctx.user, p["snapshotid"], name=p.get("name"),
-                                              zone_uuid=p.get("zoneid"))
+                                              zone_uuid=p.get("zoneid"), account=p.get("account"),
+                                              domainid=p.get("domainid"), projectid=p.get("projectid"))
     v = volumes.create_volume(ctx.user, name=p.get("name"), zone_uuid=p.get("zoneid"),
                               disk_offering_uuid=p.get("diskofferingid"), size_gib=p.get("size"),
                               account=p.get("account"), domainid=p.get("domainid"))

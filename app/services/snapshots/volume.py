@@ -447,29 +447,32 @@ def _usable(s: Snapshot, field: str = "snapshotid") -> None:
 
 
 def create_volume_from_snapshot(caller, snapshot_uuid: str, *, name: str | None = None,
-                                zone_uuid: str | None = None) -> Volume:
+                                zone_uuid: str | None = None, account: str | None = None,
+                                domainid: str | None = None, projectid: str | None = None) -> Volume:
     """The new data volume's row (Creating, on the snapshot's volume's pool) and its counts in
-    one transaction; the job writes the disk from the copy."""
+    one transaction; the job writes the disk from the copy. The volume is the caller's (or the
+    named account's or project's), as CloudStack's CreateVolumeCmd, not the snapshot's owner's."""
     s = get_snapshot(caller, snapshot_uuid, "snapshotid")
     _usable(s)
+    owner = access.owner_for(caller, account, domainid, projectid)
     if zone_uuid and zones.get_zone(zone_uuid).id != s.zone_id:
         raise InvalidParameter("The snapshot is in another zone", field="zoneid")
     src = s.volume
     pool = src.pool if src.pool is not None and src.pool.removed is None else None
     if pool is None:
         raise ResourceUnavailable(f"The primary storage of volume {src.name} is gone")
-    v = Volume(uuid=new_uuid(), name=(name or "").strip() or f"DATA-{new_uuid()[:8]}", account_id=s.account_id,
+    v = Volume(uuid=new_uuid(), name=(name or "").strip() or f"DATA-{new_uuid()[:8]}", account_id=owner.id,
                zone_id=s.zone_id, disk_offering_id=src.disk_offering_id if src.volume_type == VolumeType.DATADISK
                else None, volume_type=VolumeType.DATADISK, size=s.size, state=VolumeState.CREATING,
                format="QCOW2")
     try:
-        quotas.take(s.account_id, quotas.volume_deltas(s.size), commit=False)
+        quotas.take(owner.id, quotas.volume_deltas(s.size), commit=False)
         quotas.count_new_volume(v)
         volumes.reserve_on_pool(pool, v.size)
         v.pool_id = pool.id
         db.session.add(v)
         events.record("VOLUME.CREATE", f"Volume {v.name} created from snapshot {s.name}", user=caller,
-                      account_id=s.account_id, resource_type="Volume", resource_id=v.uuid)
+                      account_id=owner.id, resource_type="Volume", resource_id=v.uuid)
         db.session.commit()
     except Exception:
         db.session.rollback()
@@ -527,8 +530,9 @@ def _volume_reaped(job: AsyncJob) -> None:
 jobs.on_reap("snapshot.volume", _volume_reaped)
 
 
-def submit_create_volume(caller, snapshot_uuid: str, *, name=None, zone_uuid=None) -> AsyncJob:
-    v = create_volume_from_snapshot(caller, snapshot_uuid, name=name, zone_uuid=zone_uuid)
+def submit_create_volume(caller, snapshot_uuid: str, *, name=None, zone_uuid=None, **owner) -> AsyncJob:
+    """owner: account, domainid, projectid as the API names them."""
+    v = create_volume_from_snapshot(caller, snapshot_uuid, name=name, zone_uuid=zone_uuid, **owner)
     return jobs.submit("createVolume", caller, "snapshot.volume", {"id": v.uuid, "snapshot": snapshot_uuid},
                        instance_type="Volume", instance_id=v.uuid)
 
