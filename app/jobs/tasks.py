@@ -60,3 +60,14 @@ def run_snapshot_policies() -> None:
         from app.services.snapshots import policies, volume
         policies.run_due()
         volume.recover()
+
+
+@huey.periodic_task(crontab(minute="*"))
+def clean_transfers() -> None:
+    """Extract URLs past extract.url.expiration.interval end (a volume's copy is deleted);
+    browser volume uploads whose URL expired unused, or that stopped mid-way, fail."""
+    app = service.app_for_worker()
+    with app.app_context():
+        from app.services.transfers import extracts, volume_uploads
+        extracts.cleanup()
+        volume_uploads.expire_unused()

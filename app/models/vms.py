@@ -156,6 +156,13 @@ class VolumeState(StrEnum):
     DESTROY = "Destroy"
     EXPUNGED = "Expunged"
     ERROR = "Error"
+    # uploadVolume / getUploadParamsForVolume (CloudStack's names): the image is on the image
+    # store until the first attach moves it into primary storage.
+    NOT_UPLOADED = "NotUploaded"  # a browser upload URL was issued; nothing arrived yet
+    UPLOAD_IN_PROGRESS = "UploadInProgress"  # a browser upload is arriving
+    UPLOAD_OP = "UploadOp"  # uploadVolume's download job is fetching the URL
+    UPLOADED = "Uploaded"  # checked and on the image store: attach moves it into primary storage
+    UPLOAD_ERROR = "UploadError"
 
 
 class Volume(PublicIdMixin, RemovableMixin, db.Model):

@@ -263,6 +263,14 @@ def counted_from_rows(account_ids: list[int] | None = None) -> dict[int, dict[st
     for aid, n, size in db.session.execute(q):
         out.setdefault(aid, {})
         out[aid].update(snapshot=int(n), secondary_storage=int(size))
+    from app.models import VolumeStoreRef  # uploaded volumes' images on the image store
+    q = (select(VolumeStoreRef.account_id, func.coalesce(func.sum(VolumeStoreRef.counted_gib), 0))
+         .where(VolumeStoreRef.quota_counted.is_(True)).group_by(VolumeStoreRef.account_id))
+    if account_ids is not None:
+        q = q.where(VolumeStoreRef.account_id.in_(account_ids))
+    for aid, size in db.session.execute(q):
+        c = out.setdefault(aid, {})
+        c["secondary_storage"] = c.get("secondary_storage", 0) + int(size)
     for model, resource in ((PublicIpAddress, "public_ip"), (Network, "network")):
         q = select(model.account_id, func.count()).where(model.quota_counted.is_(True)).group_by(model.account_id)
         if account_ids is not None:

@@ -339,11 +339,12 @@ class DownloadFailed(ServiceError):
     code, cs_code = 530, 4250
 
 
-class _Progress:
+class Progress:
     """Writes bytes/percent/speed to the ref and the job at most twice a second."""
 
-    def __init__(self, job: AsyncJob | None, ref_id: int, total: int | None):
-        self.job, self.ref_id, self.total = job, ref_id, total
+    def __init__(self, job: AsyncJob | None, ref_id: int, total: int | None, model=TemplateStoreRef):
+        # model: the copy's row (TemplateStoreRef, or a volume upload's VolumeStoreRef)
+        self.job, self.ref_id, self.total, self.model = job, ref_id, total, model
         self.done, self.t0, self.last = 0, time.monotonic(), 0.0
 
     def add(self, n: int, force: bool = False) -> None:
@@ -355,14 +356,14 @@ class _Progress:
         pct = min(99, 100 * self.done // self.total) if self.total else 0
         speed = self.done / max(now - self.t0, 1e-3)
         with db.engine.begin() as conn:
-            conn.execute(update(TemplateStoreRef).where(TemplateStoreRef.id == self.ref_id)
+            conn.execute(update(self.model).where(self.model.id == self.ref_id)
                          .values(downloaded_bytes=self.done, download_pct=pct))
         if self.job is not None:
             of = f" of {filesize(self.total)}" if self.total else ""
             jobs.progress(self.job, pct, f"{filesize(self.done)}{of}, {filesize(int(speed))}/s")
 
 
-def _open_source(url: str, caller_is_admin: bool):
+def open_source(url: str, caller_is_admin: bool):
     """(an iterator of chunks, the announced length) for http(s) or file:// URLs; http(s)
     through app.net.outbound with the settings' policy (checked again now: settings change)."""
     parts = urlsplit(url)
@@ -382,7 +383,7 @@ def _open_source(url: str, caller_is_admin: bool):
     return download, download.length
 
 
-def receive(chunks, dest: Path, *, checksum: str | None, total: int | None, progress: _Progress) -> int:
+def receive(chunks, dest: Path, *, checksum: str | None, total: int | None, progress: Progress) -> int:
     """Stream chunks into dest (a .part file), hashing as they come and stopping at the size
     limit. Returns the byte count; removes the file and raises DownloadFailed on any problem."""
     limit = settings.get("max.template.iso.size") * GIB
@@ -492,9 +493,9 @@ def run_download(job: AsyncJob, params: dict) -> dict:
     try:
         final = store_root(ref_store(ref)) / relative_path(t)
         part = final.with_name(final.name + ".part")
-        chunks, total = _open_source(t.url, owner_is_admin)
+        chunks, total = open_source(t.url, owner_is_admin)
         try:
-            size = receive(chunks, part, checksum=t.checksum, total=total, progress=_Progress(job, ref.id, total))
+            size = receive(chunks, part, checksum=t.checksum, total=total, progress=Progress(job, ref.id, total))
         finally:
             getattr(chunks, "close", lambda: None)()  # the connection, when receive stopped early
         ref = db.session.get(TemplateStoreRef, ref.id)
@@ -551,21 +552,18 @@ def upload_params(caller, *, is_iso: bool = False, name: str, display_text: str 
     events.record("TEMPLATE.UPLOAD.START", f"{t.name}: upload URL issued", user=caller, resource_type="Template",
                   resource_id=t.uuid)
     db.session.commit()
-    expires = int(time.time()) + settings.get("upload.url.expiry")
-    metadata = f"{t.uuid}:{ref.id}"
-    return {"id": t.uuid, "postURL": upload_url(), "metadata": metadata,
-            "expires": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires)),
-            "signature": _sign(metadata, expires)}
+    return {"id": t.uuid, **signed_params(f"{t.uuid}:{ref.id}", upload_url())}
 
 
-def upload_url() -> str:
-    """Where uploads are POSTed: the upload process (UPLOAD_PUBLIC_URL) when the Procfile
-    runs one, else this server (one process: `flask run`, the tests)."""
+def upload_url(kind: str = "template") -> str:
+    """Where uploads are POSTed (kind: template, volume): the upload process
+    (UPLOAD_PUBLIC_URL) when the Procfile runs one, else this server (one process:
+    `flask run`, the tests)."""
     base = current_app.config.get("UPLOAD_PUBLIC_URL")
     if base:
-        return base.rstrip("/") + "/upload/template"
+        return base.rstrip("/") + f"/upload/{kind}"
     from flask import url_for
-    return url_for("uploads.upload", _external=True)
+    return url_for("uploads.upload" if kind == "template" else "uploads.upload_volume", _external=True)
 
 
 def _sign(metadata: str, expires: int) -> str:
@@ -573,7 +571,16 @@ def _sign(metadata: str, expires: int) -> str:
     return hmac.new(key, f"{metadata}|{expires}".encode(), hashlib.sha256).hexdigest()
 
 
-def check_upload(metadata: str, expires: str, signature: str) -> tuple[Template, TemplateStoreRef]:
+def signed_params(metadata: str, post_url: str) -> dict:
+    """CloudStack's GetUploadParamsResponse fields for `metadata`: postURL, metadata, an expiry
+    upload.url.expiry seconds ahead and the HMAC-SHA256 (SECRET_KEY) of both."""
+    expires = int(time.time()) + settings.get("upload.url.expiry")
+    return {"postURL": post_url, "metadata": metadata,
+            "expires": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires)),
+            "signature": _sign(metadata, expires)}
+
+
+def verify_signed(metadata: str, expires: str, signature: str) -> None:
     """The upload endpoint's check of CloudStack's X-metadata / X-expires / X-signature."""
     try:
         epoch = calendar.timegm(time.strptime(expires, "%Y-%m-%dT%H:%M:%SZ"))
@@ -583,6 +590,10 @@ def check_upload(metadata: str, expires: str, signature: str) -> tuple[Template,
         raise PermissionDenied("Bad upload signature")
     if epoch < time.time():
         raise PermissionDenied("The upload URL has expired")
+
+
+def check_upload(metadata: str, expires: str, signature: str) -> tuple[Template, TemplateStoreRef]:
+    verify_signed(metadata, expires, signature)
     t_uuid, _, ref_id = metadata.partition(":")
     ref = db.session.get(TemplateStoreRef, int(ref_id)) if ref_id.isdigit() else None
     t = db.session.get(Template, ref.template_id) if ref else None
@@ -650,7 +661,7 @@ def receive_upload(t: Template, ref: TemplateStoreRef, chunks, total: int | None
     try:
         final = store_root(ref_store(ref)) / relative_path(t)
         part = final.with_name(final.name + ".part")
-        receive(chunks, part, checksum=t.checksum, total=total, progress=_Progress(None, ref.id, total))
+        receive(chunks, part, checksum=t.checksum, total=total, progress=Progress(None, ref.id, total))
         ref = db.session.get(TemplateStoreRef, ref.id)
         finish(t, ref, part, final)
         events.record("TEMPLATE.UPLOAD", f"{t.name} uploaded ({t.physical_size} bytes)",

@@ -15,7 +15,7 @@ from app.models import (DiskOffering, Host, PoolState, StoragePool, StorageScope
                         VolumeState, VolumeType, new_uuid, utcnow)
 from app.services import access, events, placement_tags, quotas, settings, storage, zones
 from app.services import hypervisors as hv
-from app.services.errors import InsufficientCapacity, InvalidParameter, NotFound, ResourceUnavailable
+from app.services.errors import InsufficientCapacity, InvalidParameter, NotFound, ResourceUnavailable, ServiceError
 from app.services.pagination import page_of
 from app.services.settings import Definition, define
 
@@ -203,6 +203,13 @@ def attach_volume(caller, uuid: str, vm_uuid: str) -> Volume:
     if vm.state not in (VMState.RUNNING, VMState.STOPPED):
         raise InvalidParameter(f"VM {vm.name} is {vm.state}; attach when it is Running or Stopped",
                                field="virtualmachineid")
+    if v.state not in (VolumeState.ALLOCATED, VolumeState.READY, VolumeState.UPLOADED):
+        raise InvalidParameter("Volume state must be in Allocated, Ready or in Uploaded state", field="id")
+    uploaded = v.state == VolumeState.UPLOADED  # its image is on the image store: moved into the pool now
+    if uploaded and v.format not in hv.resolve(vm.hypervisor_type).capabilities.template_formats:
+        raise InvalidParameter(f"Volume {v.name} is {v.format}; {hv.display_name(vm.hypervisor_type)} VMs take "
+                               f"{', '.join(hv.resolve(vm.hypervisor_type).capabilities.template_formats)}",
+                               field="virtualmachineid")
     from app.services.snapshots import vm_snapshots
     vm_snapshots.refuse_if_snapshots(vm, "Unable to attach volume, please specify a VM that does not have VM "
                                      "snapshots", field="virtualmachineid")
@@ -235,19 +242,36 @@ def attach_volume(caller, uuid: str, vm_uuid: str) -> Volume:
                 raise
             v.pool_id = pool.id
     db.session.commit()
+    if uploaded:  # from now on it counts as primary storage (532 here: nothing moved)
+        try:
+            quotas.recount_volume(v, v.counted_gib, quotas.gib(v.size))
+        except Exception:
+            db.session.rollback()
+            release_on_pool(pool.id, v.size)
+            v.pool_id = None
+            db.session.commit()
+            raise
     driver = _driver(host)
     try:
         if v.state != VolumeState.READY:  # make the volume on the VM's pool
+            from app.services.transfers import volume_uploads
             try:
-                info = driver.create_volume(VolumeSpec(name=v.uuid, pool=storage.spec_of(pool), size_bytes=v.size,
-                                                       format=fmt))
-            except DriverError:
+                if uploaded:
+                    info = driver.import_template(storage.spec_of(pool), v.uuid, volume_uploads.source_of(v))
+                else:
+                    info = driver.create_volume(VolumeSpec(name=v.uuid, pool=storage.spec_of(pool),
+                                                           size_bytes=v.size, format=fmt))
+            except (DriverError, ServiceError):
                 db.session.rollback()
                 release_on_pool(pool.id, v.size)
                 v.pool_id = None
                 db.session.commit()
+                if uploaded:
+                    quotas.recount_volume(v, quotas.gib(v.size), 0, after_failure=True)
                 raise
-            v.path, v.format, v.state = info.path, fmt, VolumeState.READY
+            v.path, v.format, v.state = info.path, info.format if uploaded else fmt, VolumeState.READY
+            if uploaded:
+                volume_uploads.moved(v)
             db.session.commit()
         if vm.state == VMState.RUNNING:  # a stopped VM gets its volumes in its spec at the next start
             driver.attach_volume(vm.instance_name, DiskSpec(path=v.path, format=v.format, device_id=device_id))
@@ -326,6 +350,9 @@ def resize_volume(caller, uuid: str, *, size_gib: int | None = None, disk_offeri
     if new < 1:
         raise InvalidParameter("Give the new size (GiB) or a disk offering", field="size")
     new_bytes = new * GIB
+    from app.services.transfers import volume_uploads
+    if v.state in volume_uploads.UPLOAD_STATES:
+        raise InvalidParameter(f"Volume {v.name} is {v.state}; resize it once it is attached (Ready)", field="id")
     if new_bytes < v.size:
         raise InvalidParameter(f"Volume {v.name} is {v.size // GIB} GiB; volumes never shrink", field="size")
     if v.vm_id is not None and v.vm.state != VMState.STOPPED:
@@ -375,6 +402,9 @@ def delete_volume(caller, uuid: str) -> None:
         raise InvalidParameter(f"Detach volume {v.name} first", field="id")
     if v.volume_type != VolumeType.DATADISK:
         raise InvalidParameter("Root volumes go with their VM", field="id")
+    from app.services.transfers import volume_uploads
+    if v.state in volume_uploads.UPLOAD_STATES:  # its image (or part of it) on the image store goes
+        volume_uploads.discard(v)
     if v.pool_id is not None:
         pool = v.pool
         if v.state == VolumeState.READY:  # else its disk was never made (the process stopped first)

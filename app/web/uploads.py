@@ -1,5 +1,7 @@
-"""The upload endpoint behind getUploadParamsForTemplate/Iso (CloudStack's SSVM
-upload URL): POST the file with the X-signature, X-metadata and X-expires
+"""Nubo's secondary-storage-VM endpoints. Downloads: an extract's URL
+(/download/<token>/<name>, see app.services.transfers.extracts). Uploads: the endpoints
+behind getUploadParamsForTemplate/Iso (/upload/template) and getUploadParamsForVolume
+(/upload/volume), CloudStack's SSVM upload URL: POST the file with the X-signature, X-metadata and X-expires
 headers, as a raw body or as the `file` field of a multipart form. The body is
 streamed into secondary storage chunk by chunk, never held in memory.
 Authorised by the signature alone (no session, no CSRF token: API clients use it).
@@ -14,12 +16,13 @@ from __future__ import annotations
 
 import threading
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, jsonify, request, send_file
 from werkzeug.http import parse_options_header
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
 from app.extensions import csrf
 from app.services import templates
+from app.services.transfers import volume_uploads
 from app.services.errors import ServiceError
 
 bp = Blueprint("uploads", __name__)
@@ -30,7 +33,8 @@ CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "POS
         "Access-Control-Allow-Headers": "Content-Type, X-signature, X-metadata, X-expires",
         "Access-Control-Max-Age": "600"}
 # The endpoints the upload process serves; everything else is the web process's.
-UPLOAD_PROCESS_ENDPOINTS = {"uploads.upload", "ops.healthz", "ops.readyz", "static"}
+UPLOAD_PROCESS_ENDPOINTS = {"uploads.upload", "uploads.upload_volume", "uploads.download", "ops.healthz",
+                            "ops.readyz", "static"}
 
 _slots_lock = threading.Lock()
 _slots: dict[int, threading.BoundedSemaphore] = {}
@@ -103,14 +107,33 @@ def _upload_process_serves_uploads_only():
 @bp.route("/upload/template", methods=["POST", "OPTIONS"])
 @csrf.exempt
 def upload():
+    def done(t, ref, chunks, total):
+        templates.receive_upload(t, ref, chunks, total)
+        return {"id": t.uuid, "status": "Download Complete", "size": t.size}
+    return _upload("template", templates.check_upload, done)
+
+
+@bp.route("/upload/volume", methods=["POST", "OPTIONS"])
+@csrf.exempt
+def upload_volume():
+    """getUploadParamsForVolume's postURL: the same headers, the same streaming."""
+    def done(v, ref, chunks, total):
+        volume_uploads.receive_upload(v, ref, chunks, total)
+        return {"id": v.uuid, "status": "Download Complete", "state": "Uploaded", "size": v.size}
+    return _upload("volume", volume_uploads.check_upload, done)
+
+
+def _upload(kind: str, check, receive):
+    """check(metadata, expires, signature) → (object, its copy's row); receive(object, row,
+    chunks, total) streams the body in and answers the JSON body of a success."""
     if request.method == "OPTIONS":  # CORS preflight
         return _answer({}, 204)
     if current_app.config.get("PROCESS") == "web":
         # Never here under the Procfile: the signed URL names the upload process.
-        return _answer({"errorcode": 421, "errortext": f"Uploads go to {templates.upload_url()}"}, 421)
+        return _answer({"errorcode": 421, "errortext": f"Uploads go to {templates.upload_url(kind)}"}, 421)
     h = request.headers
     try:
-        t, ref = templates.check_upload(h.get("X-metadata", ""), h.get("X-expires", ""), h.get("X-signature", ""))
+        t, ref = check(h.get("X-metadata", ""), h.get("X-expires", ""), h.get("X-signature", ""))
     except ServiceError as e:
         return _answer({"errorcode": e.code, "errortext": e.message}, e.code if e.code < 600 else 400)
     slot = _slot()
@@ -137,7 +160,7 @@ def upload():
             except Stalled:
                 stalled = True
                 raise
-        templates.receive_upload(t, ref, watched(), total)
+        body = receive(t, ref, watched(), total)
     except ServiceError as e:
         if stalled:
             return _answer({"errorcode": 408, "errortext": f"The upload sent nothing for {idle:g} s and was "
@@ -145,4 +168,19 @@ def upload():
         return _answer({"errorcode": e.code, "errortext": e.message}, e.code if e.code < 600 else 400)
     finally:
         slot.release()
-    return _answer({"id": t.uuid, "status": "Download Complete", "size": t.size})
+    return _answer(body)
+
+
+@bp.route("/download/<token>/<path:name>", methods=["GET", "HEAD"])
+def download(token: str, name: str):
+    """An extract's URL (extractTemplate / extractIso / extractVolume): the token is the only
+    credential; a wrong, expired or ended one gets 404. Served with Range support."""
+    from app.services.transfers import extracts
+    try:
+        x, path = extracts.for_download(token)
+    except ServiceError as e:
+        return _answer({"errorcode": 404, "errortext": e.message}, 404)
+    resp = send_file(path, mimetype="application/octet-stream", as_attachment=True, download_name=x.file_name,
+                     conditional=True, max_age=0)
+    resp.headers["Cache-Control"] = "private, no-store"
+    return resp

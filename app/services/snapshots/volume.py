@@ -115,7 +115,7 @@ def file_of(s: Snapshot) -> Path:
     return templates.store_root(db.session.get(ImageStore, s.image_store_id)) / s.install_path
 
 
-def _host_for(volume: Volume) -> Host:
+def host_for(volume: Volume) -> Host:
     vm = volume.vm
     if vm is not None:
         host = vm.host or (db.session.get(Host, vm.last_host_id) if vm.last_host_id else None)
@@ -130,7 +130,7 @@ def _driver(host: Host):
 
 
 @contextmanager
-def _vm_held(vm: VirtualMachine | None, job: AsyncJob | None, allowed: tuple[str, ...]):
+def vm_held(vm: VirtualMachine | None, job: AsyncJob | None, allowed: tuple[str, ...]):
     """Hold the volume's VM for the job (its active_job_id, as VM actions do), so that no start,
     stop or migration runs while its disk is copied or replaced; 536 when it is busy. The lock
     names the job: if the process dies, the monitor's repair frees it when the job is failed."""
@@ -274,11 +274,11 @@ def take(s: Snapshot, job: AsyncJob | None = None) -> Snapshot:
     dest = file_of(s)
     vm = volume.vm
     try:
-        with _vm_held(vm, job, (VMState.RUNNING, VMState.STOPPED)):
+        with vm_held(vm, job, (VMState.RUNNING, VMState.STOPPED)):
             db.session.refresh(volume)
             vm = volume.vm
             vm_name = vm.instance_name if vm is not None and vm.state == VMState.RUNNING else None
-            driver = _driver(_host_for(volume))
+            driver = _driver(host_for(volume))
             try:
                 info = driver.backup_volume(storage.spec_of(volume.pool), volume.path, str(dest), vm_name)
             finally:
@@ -416,8 +416,8 @@ def revert_snapshot(caller, uuid: str, job: AsyncJob | None = None) -> Snapshot:
     volume = _check_revert(s)
     src = file_of(s)
     name = volume.uuid if volume.volume_type == VolumeType.DATADISK else volume.path.rsplit("/", 1)[-1]
-    with _vm_held(volume.vm, job, (VMState.STOPPED,)):
-        driver = _driver(_host_for(volume))
+    with vm_held(volume.vm, job, (VMState.STOPPED,)):
+        driver = _driver(host_for(volume))
         try:
             info = driver.restore_volume(storage.spec_of(volume.pool), name,
                                          TemplateSource(format="QCOW2", size_bytes=s.size, local_path=str(src)))
@@ -644,8 +644,8 @@ def write_template(t: Template, snapshot_uuid: str | None, volume_uuid: str | No
             if v.vm is not None and v.vm.state != VMState.STOPPED:
                 raise InvalidParameter(f"VM {v.vm.name} was started: stop it to make a template of its volume",
                                        field="volumeid")
-            with _vm_held(v.vm, job, (VMState.STOPPED,)):
-                driver = _driver(_host_for(v))
+            with vm_held(v.vm, job, (VMState.STOPPED,)):
+                driver = _driver(host_for(v))
                 try:
                     info = driver.backup_volume(storage.spec_of(v.pool), v.path, str(dest), None)
                 finally:
