@@ -102,6 +102,8 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(simulator.bp)
     app.register_blueprint(zone_wizard.bp)
     app.register_blueprint(uploads.bp)
+    from app.web import downloads
+    app.register_blueprint(downloads.bp)
     app.register_blueprint(images.bp)
     from app.web import console
     app.register_blueprint(console.bp)

@@ -22,6 +22,7 @@ from wtforms.validators import DataRequired, Length, Optional
 from app.services import hypervisors as hv
 from app.services import templates
 from app.services.errors import NotFound, ServiceError
+from app.services.transfers import extracts
 from app.web.forms import EmptyForm, attach_error
 from app.web.infra import _back, _redirect
 from app.web.infra_forms import InfraForm, choices, hypervisor_options, zone_options
@@ -74,7 +75,8 @@ def detail(uuid: str):
         row = templates.get_for_page(current_user, uuid)
     except NotFound:
         abort(404)
-    return render_template("images/detail.html", row=row, kind="iso" if row.template.is_iso else "template")
+    return render_template("images/detail.html", row=row, kind="iso" if row.template.is_iso else "template",
+                           may_extract=extracts.may_extract_template(current_user, row.template))
 
 
 # --- Register and upload ----------------------------------------------------

@@ -26,8 +26,9 @@ from app.models import VMState, VolumeType
 from app.services import deploy_options, volumes
 from app.services import vms as vms_service
 from app.services.errors import NotFound, ServiceError
+from app.services.transfers import extracts, volume_uploads
 from app.web import admin_required
-from app.web.forms import EmptyForm
+from app.web.forms import EmptyForm, attach_error
 from app.web.infra import _redirect
 from app.web.infra_forms import InfraForm, choices
 from app.web.listing import FilterSelect, listing, wants_fragment
@@ -84,6 +85,71 @@ def create():
                                   disk_offering_uuid=f.diskoffering.data, size_gib=f.size.data)
         return f"Volume {v.name} created.", url_for(".detail", uuid=v.uuid)
     return form_page(VolumeForm, save, crumbs=[("Volumes", url_for(".index"))])
+
+
+# --- Upload (uploadVolume from a URL; getUploadParamsForVolume + static/js/upload.js) ----
+
+class VolumeUploadForm(InfraForm):
+    """uploadVolume (with a URL) and getUploadParamsForVolume (the file from this computer)."""
+    title = submit = "Upload a volume"
+    dom_id = "volume-upload-form"
+    upload = True  # the file from this computer; False: from a URL
+    aliases = {"zoneid": "zone", "diskofferingid": "diskoffering"}
+    url = StringField("URL", validators=[DataRequired(), Length(max=2048)],
+                      description="http:// or https://; Nubo fetches it into secondary storage")
+    name = StringField("Name", validators=[DataRequired(), Length(max=255)])
+    zone = SelectField("Zone", validators=[DataRequired("Choose a zone")])
+    format = SelectField("Format", choices=choices([(f, f) for f in volume_uploads.FORMATS]))
+    diskoffering = SelectField("Disk offering", description="optional; a custom-size one")
+    checksum = StringField("Checksum", validators=[Optional(), Length(max=255)],
+                           description="{SHA-256}… (or {MD5}, {SHA-1}, {SHA-512}) or a plain MD5; checked "
+                                       "before the image is accepted")
+
+    def prepare(self) -> None:
+        if self.upload:
+            del self["url"]
+        self.offer(self.zone, [(z.uuid, z.name) for z in deploy_options.zones_for(current_user)], "Choose a zone")
+        self.offer(self.diskoffering, [(o.uuid, o.name) for o in volumes.list_disk_offerings()[0] if o.is_custom],
+                   "—")
+
+    def service_args(self) -> dict:
+        return dict(name=self.name.data, format=self.format.data, zone_uuid=self.zone.data,
+                    checksum=self.checksum.data or None, disk_offering_uuid=self.diskoffering.data or None)
+
+
+class VolumeUrlForm(VolumeUploadForm):
+    upload = False
+    dom_id = "volume-url-form"
+
+
+@bp.route("/upload", methods=["GET", "POST"])
+@login_required
+def upload():
+    """As the template upload page: POST (from the page's script) issues the volume row and the
+    signed URL, carried in data- attributes for static/js/upload.js, which POSTs the file."""
+    action = url_for(".upload")
+    params, status = None, 200
+    if request.method == "POST":
+        form = VolumeUploadForm().setup(action)
+        status = 422
+        if form.validate_on_submit():
+            try:
+                params, status = volume_uploads.upload_params(current_user, **form.service_args()), 200
+            except ServiceError as e:
+                attach_error(e, form, aliases=form.aliases)
+    else:
+        form = VolumeUploadForm(formdata=request.args or None).setup(action)
+    return render_template("volumes/_upload_form.html" if wants_fragment() else "volumes/upload.html", form=form,
+                           params=params), status
+
+
+@bp.route("/upload-url", methods=["GET", "POST"])
+@login_required
+def upload_url():
+    def save(f: VolumeUrlForm):
+        job = volume_uploads.submit_upload(current_user, url=f.url.data, **f.service_args())
+        return f"Volume {f.name.data}: Nubo is fetching it.", url_for(".detail", uuid=job.instance_id)
+    return form_page(VolumeUrlForm, save, crumbs=[("Volumes", url_for(".index"))])
 
 
 # --- The volume page and its actions ------------------------------------------------
@@ -144,7 +210,8 @@ def _page(v, **context) -> dict:
     attach.vm.choices = choices([("", "Choose a VM")] + _vm_choices(v)) if ACTIONS["attach"].offered(v) else []
     resize = ResizeForm(formdata=None, data={"size": -(-v.size // volumes.GIB)})
     return dict(v=v, actions={k: a for k, a in ACTIONS.items() if a.offered(v)}, attach=attach, resize=resize,
-                **context)
+                may_extract=extracts.may_extract_volume(current_user, v),
+                upload=volume_uploads.ref_of(v) if v.state in volume_uploads.UPLOAD_STATES else None, **context)
 
 
 @bp.route("/<uuid>")

@@ -110,6 +110,16 @@ def scene(app, world, users, tmp_path):
                                             state=DownloadState.DOWNLOADED, download_pct=100, size=GIB,
                                             install_path=f"template/tmpl/{t.id}/{t.uuid}.raw"))
         db.session.commit()
+        # Alice's volume waiting for its browser upload (NotUploaded, a copy row on the image store),
+        # and a download URL of her template (an extract): bob may use neither.
+        from app.services.transfers import extracts, volume_uploads
+        with app.test_request_context():  # its postURL is this server's
+            volume_uploads.upload_params(alice, name="upload-alice", format="RAW", zone_uuid=world.zone)
+        tpl = db.session.scalar(select(Template).where(Template.name == "alice-tpl"))
+        tpl.extractable = True
+        db.session.commit()
+        extracts.extract_template(alice, tpl.uuid, zone_uuid=None, mode="HTTP_DOWNLOAD", is_iso=False,
+                                  base="http://localhost")
         for who in (alice, bob):
             keypairs.create(who, f"key-{who.username}", key_type="ed25519")
         networks.create_network(admin, zone_uuid=world.zone, name="alice-net", cidr="10.77.0.0/24",

@@ -308,3 +308,64 @@ def test_a_user_cannot_extract_or_attach_anothers_upload(app, client, world, use
                zoneid=world.zone)[0] == 431
     assert api(app, client, user, command="attachVolume", id=p["id"], virtualmachineid=vm)[0] == 431  # checked now
     assert api(app, client, user, command="deleteVolume", id=p["id"])[0] == 431
+
+
+def test_portal_download_buttons_and_volume_upload_pages(app, client, world, auth, tmp_path):
+    from tests.integration.test_vm_pages import post
+    vm = deploy(app, world)
+    vol = data_volume(app, world, vm=vm)
+    auth.login("alice")
+    # The volume page offers Download (detached); it leads to a page with the URL, which serves the copy
+    page = client.get(f"/volumes/{vol}").get_data(as_text=True)
+    assert f'action="/downloads/volume/{vol}"' in page
+    resp = post(client, auth, f"/downloads/volume/{vol}")
+    assert resp.status_code == 302 and "/downloads/" in resp.location
+    shown = client.get(resp.location).get_data(as_text=True)
+    url = shown.split('<code id="download-url">')[1].split("</code>")[0]
+    assert "/download/" in url and "until" in shown
+    assert client.head(path_of(url)).status_code == 200
+    # Another user does not see that page (the URL is only the asker's)
+    job = resp.location.rsplit("/", 1)[1]
+    auth.logout()
+    auth.login("bob")
+    assert client.get(f"/downloads/{job}").status_code == 404
+    assert post(client, auth, f"/downloads/volume/{vol}").status_code == 404
+    auth.logout()
+    # Attached to a running VM: no Download button; a forced POST is refused with the reason
+    auth.login("alice")
+    with app.app_context():
+        volumes.attach_volume(accounts.get_user("alice"), vol, vm)
+    assert "/downloads/volume/" not in client.get(f"/volumes/{vol}").get_data(as_text=True)
+    resp = post(client, auth, f"/downloads/volume/{vol}", follow_redirects=True)
+    assert "stopped state" in resp.get_data(as_text=True)
+    # The template page: a user sees Download only where the template is theirs and extractable
+    assert "/downloads/template/" not in client.get(f"/templates/{world.template}").get_data(as_text=True)
+    auth.logout()
+    auth.login("admin")
+    assert f'action="/downloads/template/{world.template}"' in client.get(f"/templates/{world.template}").get_data(
+        as_text=True)
+    resp = post(client, auth, f"/downloads/template/{world.template}", follow_redirects=True)
+    assert 'id="download-url"' in resp.get_data(as_text=True)
+    auth.logout()
+    # Upload pages: from a URL (a job), and from this computer (the signed URL for upload.js)
+    auth.login("alice")
+    assert 'href="/volumes/upload"' in client.get("/volumes/").get_data(as_text=True)
+    page = client.get("/volumes/upload").get_data(as_text=True)
+    assert "data-upload-form" in page and "js/upload.js" in page
+    resp = post(client, auth, "/volumes/upload", {"name": "from-browser", "zone": world.zone, "format": "RAW"},
+                headers={"HX-Request": "true"})
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    html = resp.get_data(as_text=True)
+    assert 'id="upload-status"' in html and 'data-post-url="http://localhost/upload/volume"' in html
+    resp = post(client, auth, "/volumes/upload", {"name": "bad", "zone": world.zone, "format": "RAW",
+                                                  "checksum": "{SHA-256}1"}, headers={"HX-Request": "true"})
+    assert resp.status_code == 422 and "64 hex digits" in resp.get_data(as_text=True)
+    img, www = _raw(tmp_path)
+    with app.app_context():
+        settings.update("secstorage.allowed.internal.sites", "127.0.0.0/8")
+    with serve(www) as base:
+        resp = post(client, auth, "/volumes/upload-url", {"url": f"{base}/disk.raw", "name": "from-url",
+                                                          "zone": world.zone, "format": "RAW"})
+    assert resp.status_code == 302, resp.get_data(as_text=True)
+    page = client.get(resp.location).get_data(as_text=True)
+    assert "Uploaded" in page and "on secondary storage until its first attach" in page

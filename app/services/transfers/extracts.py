@@ -342,3 +342,37 @@ def cleanup(now=None) -> int:
             _fail(x.id, "Its job ended without a copy")
             n += 1
     return n
+
+
+# --- For the portal's download page ----------------------------------------------------------
+
+def expiry_of(extract_uuid: str | None):
+    """When an extract's URL stops working (None: unknown or ended)."""
+    x = db.session.scalar(select(Extract).where(Extract.uuid == extract_uuid, Extract.removed.is_(None)))
+    return x.expires if x is not None else None
+
+
+EXTRACT_COMMANDS = ("extractTemplate", "extractIso", "extractVolume")
+
+
+def job_of(caller, job_uuid: str) -> AsyncJob:
+    """An extract job the caller submitted (its answer holds the URL: nobody else's to see)."""
+    job = db.session.scalar(select(AsyncJob).where(AsyncJob.uuid == job_uuid, AsyncJob.user_id == caller.id,
+                                                   AsyncJob.cmd.in_(EXTRACT_COMMANDS)))
+    if job is None:
+        raise NotFound("Unable to find job with the specified id", field="jobid")
+    return job
+
+
+def may_extract_template(caller, t: Template) -> bool:
+    """Whether the template page offers Download (the service decides again)."""
+    if access.is_root(caller):
+        return True
+    return t.extractable and access.can_see(caller, t.account_id) and not setting("disable.extraction")
+
+
+def may_extract_volume(caller, v: Volume) -> bool:
+    """Whether the volume page offers Download: on primary storage, detached or its VM stopped."""
+    if not access.is_root(caller) and setting("disable.extraction"):
+        return False
+    return v.state == VolumeState.READY and v.pool_id is not None and (v.vm is None or v.vm.state == VMState.STOPPED)
