@@ -37,16 +37,22 @@ def _source(t: Template, pool: StoragePool) -> TemplateSource:
                                                            TemplateStoreRef.zone_id == pool.zone_id))
     if ref is None or ref.state != DownloadState.DOWNLOADED or not ref.install_path:
         raise ResourceUnavailable(f"Template {t.name} is not ready on the secondary storage of this zone")
-    store = db.session.get(ImageStore, ref.image_store_id)
-    root = templates.mounted_root(store)
-    local = str(root / ref.install_path) if root else None  # the management server streams it in
-    if store.provider == "SMB":  # Hyper-V hosts read it from the share themselves
-        share = "\\\\" + store.url.split("://", 1)[1].strip("/").replace("/", "\\") + "\\" + \
-            ref.install_path.replace("/", "\\")
-    else:
-        share = f"{store.url.rstrip('/')}/{ref.install_path}"
+    local, share = store_paths(db.session.get(ImageStore, ref.image_store_id), ref.install_path)
     return TemplateSource(format=t.format, size_bytes=ref.downloaded_bytes or 0, local_path=local,
                           share_path=share, checksum=t.checksum)
+
+
+def store_paths(store: ImageStore, install_path: str) -> tuple[str | None, str]:
+    """A file on an image store as the management server reads it (None: not mounted there)
+    and as hosts see it (an SMB share path for Hyper-V, else the store's URL)."""
+    root = templates.mounted_root(store)
+    local = str(root / install_path) if root else None  # the management server streams it in
+    if store.provider == "SMB":  # Hyper-V hosts read it from the share themselves
+        share = "\\\\" + store.url.split("://", 1)[1].strip("/").replace("/", "\\") + "\\" + \
+            install_path.replace("/", "\\")
+    else:
+        share = f"{store.url.rstrip('/')}/{install_path}"
+    return local, share
 
 
 def fetch_pending(t: Template | None, zone_id: int) -> bool:

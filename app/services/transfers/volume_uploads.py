@@ -250,13 +250,16 @@ def receive_upload(v: Volume, ref: VolumeStoreRef, chunks, total: int | None) ->
 # --- The first attach, and deletion -------------------------------------------------------------
 
 def source_of(v: Volume):
-    """The uploaded image as the driver's TemplateSource (read by the management server)."""
+    """The uploaded image as the driver's TemplateSource, as a template's: streamed by the
+    management server (libvirt), or read by the host from the SMB store (Hyper-V)."""
     from app.hypervisors.base import TemplateSource
+    from app.services.template_cache import store_paths
     ref = ref_of(v)
     if ref is None or ref.state != DownloadState.DOWNLOADED:
         raise InvalidParameter(f"Volume {v.name} has no uploaded image", field="id")
-    return TemplateSource(format=ref.format, size_bytes=ref.physical_size, local_path=str(_path(ref)),
-                          checksum=None)
+    local, share = store_paths(db.session.get(ImageStore, ref.image_store_id), ref.install_path)
+    return TemplateSource(format=ref.format, size_bytes=ref.physical_size, local_path=local, share_path=share,
+                          checksum=ref.checksum)
 
 
 def moved(v: Volume) -> None:
