@@ -241,9 +241,17 @@ def check_upload(metadata: str, expires: str, signature: str) -> tuple[Volume, V
 
 
 def receive_upload(v: Volume, ref: VolumeStoreRef, chunks, total: int | None) -> None:
-    """Stream a POSTed file into the store, then check it (in this request)."""
-    v.state, ref.state, ref.error = VolumeState.UPLOAD_IN_PROGRESS, DownloadState.DOWNLOADING, None
+    """Stream a POSTed file into the store, then check it (in this request). Two POSTs at once:
+    one takes the volume (atomically), the other is refused."""
+    taken = db.session.execute(update(Volume).where(
+        Volume.id == v.id, Volume.state.in_((VolumeState.NOT_UPLOADED, VolumeState.UPLOAD_ERROR)))
+        .values(state=VolumeState.UPLOAD_IN_PROGRESS).execution_options(synchronize_session=False))
+    if taken.rowcount != 1:
+        db.session.rollback()
+        raise InvalidParameter("This volume is being uploaded already")
+    ref.state, ref.error = DownloadState.DOWNLOADING, None
     db.session.commit()
+    db.session.refresh(v)
     _receive(v, ref, chunks, total, None)
 
 
