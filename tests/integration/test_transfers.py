@@ -369,3 +369,20 @@ def test_portal_download_buttons_and_volume_upload_pages(app, client, world, aut
     assert resp.status_code == 302, resp.get_data(as_text=True)
     page = client.get(resp.location).get_data(as_text=True)
     assert "Uploaded" in page and "on secondary storage until its first attach" in page
+
+
+def test_an_upload_whose_job_never_ran_is_failed_by_the_sweep(app, world):
+    """A process killed between uploadVolume's row and its job: the sweep fails the volume."""
+    from app.services.transfers import volume_uploads
+    from app.models import VolumeState
+    with app.app_context():
+        alice = accounts.get_user("alice")
+        owner, name, fmt, zone, offering, store = volume_uploads._check(
+            alice, name="orphan", format="RAW", zone_uuid=world.zone, checksum=None, disk_offering_uuid=None,
+            account=None, domainid=None)
+        v, _ = volume_uploads._rows(alice, owner, name=name, fmt=fmt, zone=zone, offering=offering, store=store,
+                                    url="http://example.com/disk.raw", checksum=None, state=VolumeState.UPLOAD_OP)
+        assert volume_uploads.expire_unused() == 0  # young: its job may be on its way
+        assert volume_uploads.expire_unused(now=utcnow() + timedelta(seconds=61)) == 1
+        db.session.refresh(v)
+        assert v.state == "UploadError" and "job ended" in volume_uploads.ref_of(v).error

@@ -298,18 +298,30 @@ def discard(v: Volume) -> None:
 
 
 def expire_unused(now=None) -> int:
-    """Browser upload URLs that expired with nothing posted (NotUploaded), and browser uploads
+    """Browser upload URLs that expired with nothing posted (NotUploaded), browser uploads
     cut off mid-way (UploadInProgress with nothing arriving for upload.stall.timeout, the web
-    process killed): UploadError, the partial file deleted. Returns how many."""
+    process killed), and uploadVolume downloads whose job is not pending (a process killed
+    between the row and its job): UploadError, the partial file deleted. Returns how many."""
+    from app.models import JobStatus
     now = now or utcnow()
+    orphans = db.session.execute(select(Volume.id, VolumeStoreRef.created, AsyncJob.status)
+                                 .join(VolumeStoreRef, VolumeStoreRef.volume_id == Volume.id)
+                                 .outerjoin(AsyncJob, AsyncJob.id == VolumeStoreRef.job_id)
+                                 .where(Volume.removed.is_(None), Volume.state == VolumeState.UPLOAD_OP)).all()
+    db.session.commit()
+    failed = 0
+    for vid, created, status in orphans:
+        if status != JobStatus.PENDING and (now - created).total_seconds() > 60:
+            _fail(vid, "Its download job ended without the image")
+            failed += 1
     url_life = timedelta(seconds=settings.get("upload.url.expiry"))
-    n = 0
     rows = db.session.execute(select(Volume.id, Volume.state, VolumeStoreRef.created, VolumeStoreRef.downloaded_bytes)
                               .join(VolumeStoreRef, VolumeStoreRef.volume_id == Volume.id)
                               .where(Volume.removed.is_(None), VolumeStoreRef.url.is_(None),
                                      Volume.state.in_((VolumeState.NOT_UPLOADED,
                                                        VolumeState.UPLOAD_IN_PROGRESS)))).all()
     db.session.commit()
+    n = failed
     for vid, state, created, got in rows:
         if state == VolumeState.NOT_UPLOADED and created + url_life < now:
             _fail(vid, "The upload URL expired before a file arrived")
