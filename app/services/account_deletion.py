@@ -244,6 +244,13 @@ def _templates(caller, account):
         templates.delete_template(caller, t.uuid, is_iso=t.is_iso)
 
 
+@deleter("download URLs", order=32)
+def _extracts(caller, account):
+    """Its extract URLs end now (a volume's copy on the image store is deleted)."""
+    from app.services.transfers import extracts
+    extracts.end_all(account.id)
+
+
 @deleter("launch permissions", order=35)
 def _launch_permissions(caller, account):
     """Other accounts' templates it was allowed to use (its own went with them)."""

@@ -34,6 +34,8 @@ PAGE_COMMANDS: dict[str, str] = {
     "portal.register_keypair": "listSSHKeyPairs", "portal.delete_keypair": "listSSHKeyPairs",
     "volumes": "listVolumes", "volumes.offerings": "listDiskOfferings", "volumes.edit_offering": "listDiskOfferings",
     "volumes.delete_offering": "listDiskOfferings",
+    "volumes.upload": "getUploadParamsForVolume", "volumes.upload_url": "uploadVolume",
+    "downloads.template": "extractTemplate", "downloads.volume": "extractVolume", "downloads": "queryAsyncJobResult",
     "snapshots": "listSnapshots", "vmsnapshots": "listVMSnapshot",
     "network": "listNetworks", "network.ips_index": "listPublicIpAddresses", "network.ip_detail": "listPublicIpAddresses",
     "network.ip_act": "listPublicIpAddresses",

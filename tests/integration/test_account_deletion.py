@@ -8,7 +8,7 @@ import signal
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from app.extensions import db
 from app.jobs import service as jobs
@@ -237,14 +237,22 @@ def test_nothing_of_the_account_is_left(app, client, world, users):
         ("admin", {"command": "updateTemplatePermissions", "id": tpl, "accounts": "alice", "op": "add"}),
         ("admin", {"command": "updateResourceLimit", "account": "alice", "domainid": _root_domain(app),
                    "resourcetype": 0, "max": 50}),
+        ("alice", {"command": "getUploadParamsForVolume", "name": "up1", "format": "RAW", "zoneid": world.zone}),
+        ("admin", {"command": "extractVolume", "id": vol, "mode": "HTTP_DOWNLOAD", "zoneid": world.zone}),
     ]
+    with app.app_context():  # its VM stopped, so that the volume can be extracted
+        from app.models import VirtualMachine
+        db.session.execute(update(VirtualMachine).where(VirtualMachine.id == db.session.scalar(
+            select(Volume.vm_id).where(Volume.uuid == vol))).values(state="Stopped"))
+        db.session.commit()
     for user, params in calls:
         status, body = api(app, client, user, **params)
         assert status == 200, (params["command"], body)
     with app.app_context():
         before = live_rows(things["id"])
         for table in ("resource_tags", "instance_groups", "user_data", "affinity_groups", "vm_snapshots",
-                      "snapshot_policies", "template_permissions", "resource_limits", "resource_counts"):
+                      "snapshot_policies", "template_permissions", "resource_limits", "resource_counts",
+                      "extracts", "volume_store_refs"):
             assert before.get(table), (table, before)
     status, body = api(app, client, "admin", command="deleteAccount", id=things["account"])
     assert status == 200, body

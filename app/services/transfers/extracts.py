@@ -324,6 +324,14 @@ def for_download(token: str) -> tuple[Extract, Path]:
     return x, path
 
 
+def end_all(account_id: int) -> None:
+    """Every live extract of the account ends (deleteAccount)."""
+    for x in db.session.scalars(select(Extract).where(Extract.account_id == account_id,
+                                                      Extract.removed.is_(None))).all():
+        _end(x, ExtractState.EXPIRED)
+    db.session.commit()
+
+
 def cleanup(now=None) -> int:
     """Expired extracts end (404 from now on; a volume's copy is deleted); copies whose job ended
     without a URL (a process killed between the row and the job) are failed. Returns how many."""
