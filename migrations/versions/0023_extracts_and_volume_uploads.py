@@ -1,8 +1,8 @@
 """Extracts (extractTemplate/Iso/Volume download URLs: the token's hash, expiry, a volume's copy)
 and volume_store_refs (an uploaded volume's image on the image store until its first attach).
 
-Revision ID: 0021
-Revises: 0020
+Revision ID: 0023
+Revises: 0022
 Create Date: 2026-12-06 00:50:46.554936
 
 """
@@ -11,8 +11,8 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '0021'
-down_revision = '0020'
+revision = '0023'
+down_revision = '0022'
 branch_labels = None
 depends_on = None
 
