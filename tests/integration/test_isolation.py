@@ -35,7 +35,9 @@ from app.services.snapshots import vm_snapshots
 from tests.integration.test_quotas import api
 from tests.integration.test_vm_pages import _engines, deploy, world  # noqa: F401  (fixtures)
 
-pytestmark = pytest.mark.db
+# The two sweeps (every command and every route × every foreign id, thousands of calls) run on
+# SQLite; the tests whose point is the access layer's SQL (lists with account/listall, names,
+# a domain admin's subtree) run on all three databases.
 GIB = 1 << 30
 RANDOM = "5e1f0000-0000-4000-8000-00000000abcd"  # exists nowhere
 ROOT_DOMAIN = "00000000-0000-0000-0000-000000000001"
@@ -303,6 +305,7 @@ def test_every_api_command_refuses_others_ids(app, scene, client):
     assert any(name == "stopVirtualMachine" for name, _ in seen) and any(name == "listVolumes" for name, _ in seen)
 
 
+@pytest.mark.db
 def test_lists_show_nothing_of_others_with_account_and_listall(app, scene, client):
     """Every list command with account=alice, listall=true: no foreign id in bob's answer."""
     with app.app_context():
@@ -317,6 +320,7 @@ def test_lists_show_nothing_of_others_with_account_and_listall(app, scene, clien
     assert not leaks, leaks
 
 
+@pytest.mark.db
 def test_key_pairs_by_name_stay_isolated(app, scene, client):
     status, body = api(app, client, "bob", command="deleteSSHKeyPair", name="key-alice")
     assert status == 431
@@ -415,6 +419,7 @@ def test_every_web_route_refuses_others_ids(app, scene, client, auth):
             "images.detail"} <= set(tried)
 
 
+@pytest.mark.db
 def test_a_domain_admin_sees_nothing_above_or_beside(app, scene, client):
     """sam, domain admin of ROOT/sales: every list (listall=true, and with account=alice) shows
     nothing outside his subtree, and the by-id commands on an object of ROOT's accounts or of
