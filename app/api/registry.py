@@ -101,6 +101,10 @@ NO_PROJECT = {"listusers", "listaccounts", "listdomains", "listdomainchildren", 
 NO_PROJECT_CREATE = {"createaccount", "createuser", "addaccounttoproject", "deleteaccountfromproject",
                      "createproject", "updateproject"}
 
+# Commands whose projectid names the project they are about, not the request's scope: an
+# invitee answers (or lists) the invitations of a project it is not a member of yet.
+NOT_SCOPE = {"updateprojectinvitation", "listprojectinvitations"}
+
 COMMANDS: dict[str, Command] = {}  # by lower-case name
 
 

@@ -11,7 +11,7 @@ from flask import Blueprint, Response, g, request, session
 
 from app.api import ratelimit, signing
 from app.api.params import validate
-from app.api.registry import Command, lookup
+from app.api.registry import NOT_SCOPE, Command, lookup
 from app.api.serializers import clean, prefetched, serialize
 from app.extensions import csrf, db
 from app.models import AccountState, AsyncJob, User
@@ -198,7 +198,8 @@ def api():
         ctx = Context(user=user, command=cmd, page=_paging(cmd, typed), raw=params,
                       source=request.remote_addr, by_session=not (params.get("apiKey") or params.get("apikey")))
         # The request's project (projectid; -1: every project of the caller), for the access layer.
-        access.enter_scope(user, typed.get("projectid"), listing=cmd.list, domainid=typed.get("domainid"))
+        access.enter_scope(user, None if cmd.lower in NOT_SCOPE else typed.get("projectid"), listing=cmd.list,
+                           domainid=typed.get("domainid"))
         result = cmd.handler(ctx, typed)
         return _answer(cmd.name, _render(cmd, result))
     except ApiError as e:

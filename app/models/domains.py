@@ -80,3 +80,30 @@ class ProjectAccount(db.Model):
 
     project: Mapped[Project] = relationship(back_populates="members")
     account = relationship("Account", lazy="joined", foreign_keys=[account_id])
+
+
+class InvitationState(StrEnum):
+    PENDING = "Pending"
+    COMPLETED = "Completed"
+    DECLINED = "Declined"
+    EXPIRED = "Expired"
+
+
+class ProjectInvitation(PublicIdMixin, db.Model):
+    """An invitation to join a project (when project.invite.required is on): to an account
+    (account_id), or to an email address with a token the invitee gives back. Pending until
+    accepted (Completed), declined (Declined) or older than project.invite.timeout (Expired)."""
+
+    __tablename__ = "project_invitations"
+
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    domain_id: Mapped[int] = mapped_column(ForeignKey("domains.id"))
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    email: Mapped[str | None] = mapped_column(String(255))
+    token: Mapped[str | None] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16), default=ProjectRole.REGULAR)
+    state: Mapped[str] = mapped_column(String(16), default=InvitationState.PENDING)
+
+    project: Mapped[Project] = relationship(lazy="joined")
+    domain: Mapped[Domain] = relationship(lazy="joined")
+    account = relationship("Account", lazy="joined", foreign_keys=[account_id])

@@ -1,7 +1,8 @@
 """Projects, as CloudStack has them: a project owns its resources through its own account
 (role "project", in the project's domain); its members (ProjectAccount: Admin or Regular)
 see and use them when they name the project (projectid). Invitations are off by default
-(project.invite.required): an account is added at once."""
+(project.invite.required): an account is added at once; with them on, it is invited
+(app/services/project_invitations.py)."""
 from __future__ import annotations
 
 import re
@@ -18,7 +19,7 @@ from app.services.settings import Definition, define
 NAME_RE = re.compile(r"^[^\x00-\x1f]{1,255}$")
 
 define(Definition("project.invite.required", "false", "If invitation confirmation is required when an account "
-                  "is added to a project (Nubo adds accounts at once: invitations are not built)",
+                  "is added to a project",
                   category="Project Defaults", type="boolean"))
 define(Definition("allow.user.create.projects", "true", "If regular users can create a project",
                   category="Project Defaults", type="boolean"))
@@ -33,8 +34,10 @@ def of_account(account_id: int) -> Project | None:
 
 def remove_account_project_rows(acct: Account) -> None:
     """An account going away leaves the projects it was a member of."""
+    from app.services import project_invitations
     for m in db.session.scalars(select(ProjectAccount).where(ProjectAccount.account_id == acct.id)):
         db.session.delete(m)
+    project_invitations.remove_for_account(acct.id)
 
 
 def remove_project_rows(caller, acct: Account) -> None:
@@ -266,22 +269,35 @@ def delete_project(caller, project: Project, cleanup: bool = False) -> None:
 
 # --- Members ------------------------------------------------------------------------------
 
-def add_account(caller, project: Project, account: str, role: str | None = None) -> ProjectAccount:
-    """addAccountToProject (invitations off): the account, of the project's domain, joins at once."""
+def add_account(caller, project: Project, account: str | None, role: str | None = None,
+                email: str | None = None) -> ProjectAccount | None:
+    """addAccountToProject: the account, of the project's domain, joins at once; with
+    project.invite.required on it (or the email address) is invited instead (None returned)."""
     _manage(caller, project)
-    if settings.get("project.invite.required"):
-        raise InvalidParameter("Invitations are required by project.invite.required, and Nubo does not "
-                               "build them: turn the setting off", field="account")
     role = {None: ProjectRole.REGULAR, "regular": ProjectRole.REGULAR, "admin": ProjectRole.ADMIN}.get(
         (role or "").lower() or None)
     if role is None:
         raise InvalidParameter("roletype must be Admin or Regular", field="roletype")
-    acct = access.find_account(account, project.domain)
-    if acct is None or acct.is_project:
-        raise InvalidParameter(f"Unable to find account name={account} in domain id={project.domain.uuid}",
-                               field="account")
-    if _membership(project, acct.id) is not None:
-        raise InvalidParameter(f"Account {account} is already assigned to the project id={project.uuid}",
+    if project.state != ProjectState.ACTIVE:
+        raise InvalidParameter(f"Can't add account to the specified project id in state={project.state} as it's "
+                               "no longer active", field="projectid")
+    if not account and not email:
+        raise InvalidParameter("Either accountName or email is required", field="account")
+    acct = None
+    if account:
+        acct = access.find_account(account, project.domain)
+        if acct is None or acct.is_project:
+            raise InvalidParameter(f"Unable to find account name={account} in domain id={project.domain.uuid}",
+                                   field="account")
+        if _membership(project, acct.id) is not None:
+            raise InvalidParameter(f"Account {account} is already assigned to the project id={project.uuid}",
+                                   field="account")
+    if settings.get("project.invite.required"):
+        from app.services import project_invitations
+        project_invitations.invite(caller, project, acct, email, role)
+        return None
+    if acct is None:
+        raise InvalidParameter("Account information is required for assigning account to the project",
                                field="account")
     m = ProjectAccount(project_id=project.id, account_id=acct.id, role=role)
     db.session.add(m)

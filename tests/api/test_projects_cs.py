@@ -50,3 +50,30 @@ def test_projects_with_cs_and_libcloud(live, files, tmp_path):  # noqa: F811
     alice.deleteVolume(id=vol["id"])
     assert alice.deleteProject(id=p["id"])["success"] is True
     assert alice.listProjects() == {}
+
+
+def test_project_invitations_with_cs(live):
+    """project.invite.required on: addAccountToProject invites; the invitee lists, accepts;
+    a second invitation is declined; the project's admin deletes a pending one."""
+    api, alice = live.client(fetch_result=True), live.client("alice", fetch_result=True)
+    api.updateConfiguration(name="project.invite.required", value="true")
+    p = alice.createProject(name="invited", displaytext="Invitations")["project"]
+    assert alice.addAccountToProject(projectid=p["id"], account="admin", roletype="Regular")["success"] is True
+    assert [m["account"] for m in alice.listProjectAccounts(projectid=p["id"])["projectaccount"]] == ["alice"]
+    inv = api.listProjectInvitations(activeonly=True)["projectinvitation"]
+    assert [(i["projectid"], i["account"], i["state"]) for i in inv] == [(p["id"], "admin", "Pending")]
+    assert err(lambda: alice.addAccountToProject(projectid=p["id"], account="admin"))["errorcode"] == 431
+    assert api.updateProjectInvitation(projectid=p["id"], accept=True)["success"] is True
+    roles = {m["account"]: m["role"] for m in alice.listProjectAccounts(projectid=p["id"])["projectaccount"]}
+    assert roles == {"alice": "Admin", "admin": "Regular"}
+    assert alice.listProjectInvitations(projectid=p["id"])["projectinvitation"][0]["state"] == "Completed"
+    # Declined, then a pending one deleted by the project's admin.
+    assert alice.deleteAccountFromProject(projectid=p["id"], account="admin")["success"] is True
+    alice.addAccountToProject(projectid=p["id"], account="admin")
+    assert api.updateProjectInvitation(projectid=p["id"], accept=False)["success"] is True
+    alice.addAccountToProject(projectid=p["id"], account="admin")
+    pending = alice.listProjectInvitations(projectid=p["id"], state="Pending")["projectinvitation"]
+    assert alice.deleteProjectInvitation(id=pending[0]["id"])["success"] is True
+    states = sorted(i["state"] for i in alice.listProjectInvitations(projectid=p["id"])["projectinvitation"])
+    assert states == ["Completed", "Declined"]
+    assert [m["account"] for m in alice.listProjectAccounts(projectid=p["id"])["projectaccount"]] == ["alice"]

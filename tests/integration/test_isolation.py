@@ -141,8 +141,8 @@ def scene(app, world, users, tmp_path):
 def other_domain(app, world, admin, alice):
     """Beside bob: a domain "ops" with an account olga; a domain "sales" (and "emea" below it) with a user account carol and her VM,
     a domain admin sam of sales; a project of alice's (bob is no member) with its own VM,
-    volume and key pair."""
-    from app.services import access, domains, projects
+    volume and key pair, and its pending invitation to the admin account."""
+    from app.services import access, domains, project_invitations, projects
     sales = domains.create_domain(admin, "sales")
     emea = domains.create_domain(admin, "emea", sales.uuid)
     ops = domains.create_domain(admin, "ops")  # beside sales
@@ -153,6 +153,7 @@ def other_domain(app, world, admin, alice):
     vms.deploy(carol, zone_uuid=world.zone, service_offering_uuid=world.small, template_uuid=world.template,
                name="carol1")
     project = projects.create_project(alice, "alice-proj")
+    project_invitations.invite(alice, project, admin.account, None, "Regular")
     access.enter_scope(alice, project.uuid, listing=False)  # what the API's projectid does
     try:
         vms.deploy(alice, zone_uuid=world.zone, service_offering_uuid=world.small, template_uuid=world.template,
@@ -278,7 +279,7 @@ def test_every_api_command_refuses_others_ids(app, scene, client):
     kinds = {table for table, _ in foreign.values()}
     assert {"vm_instances", "volumes", "templates", "ssh_keypairs", "networks", "async_jobs", "events", "users",
             "accounts", "hosts", "pods", "clusters", "storage_pools", "image_stores", "domains",
-            "projects"} <= kinds, kinds
+            "projects", "project_invitations"} <= kinds, kinds
     seen = Counter()
     failures = []
     for cmd in all_commands():
@@ -452,7 +453,9 @@ def test_a_domain_admin_sees_nothing_above_or_beside(app, scene, client):
              ("listAccounts", "domainid", "domains"), ("createDomain", "parentdomainid", "domains"),
              ("updateDomain", "id", "domains"), ("deleteDomain", "id", "domains"),
              ("listProjectAccounts", "projectid", "projects"), ("deleteProject", "id", "projects"),
-             ("listVirtualMachines", "projectid", "projects"), ("deleteSSHKeyPair", "name", None)]
+             ("listVirtualMachines", "projectid", "projects"), ("updateProjectInvitation", "projectid", "projects"),
+             ("listProjectInvitations", "projectid", "projects"), ("deleteProjectInvitation", "id", "project_invitations"),
+             ("deleteSSHKeyPair", "name", None)]
     failures = []
     for name, param, table in tries:
         args = {"command": name, "name": "x1"}

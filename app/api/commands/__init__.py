@@ -9,7 +9,7 @@ from app.api.commands import network  # noqa: F401
 from app.api.commands import resource_details, tags  # noqa: F401
 from app.api.commands import instance_groups, metrics, userdata, vm_admin  # noqa: F401
 from app.api.commands import vm_snapshots  # noqa: F401
-from app.api.commands import domains, projects  # noqa: F401
+from app.api.commands import domains, project_invitations, projects  # noqa: F401
 from app.api.commands import transfers  # noqa: F401
 
 # The role checks (app/services/roles.py) get the command list from here: services never import the API.

@@ -6,6 +6,7 @@ from app.api.registry import Param, command
 from app.api.serializers import serialize, serializer
 from app.jobs import service as jobs
 from app.services import limits, projects
+from app.services.errors import InvalidParameter
 
 JOB = "org.apache.cloudstack.api.command.user.project."
 
@@ -144,21 +145,25 @@ def _suspend_job(job, params):
 
 @command("addAccountToProject", "Adds account to a project", is_async=True, params=[
     Param("projectid", "uuid", "ID of the project to add the account to", required=True),
-    Param("account", "string", "name of the account to be added to the project", required=True),
-    Param("email", "string", "email to send the invitation to (invitations are off)"),
+    Param("account", "string", "name of the account to be added to the project"),
+    Param("email", "string", "email to which invitation to the project is going to be sent "
+          "(with project.invite.required on)"),
     Param("roletype", "string", "Admin or Regular (default)")])
 def add_account(ctx, p):
     proj = projects.get(ctx.user, p["projectid"], "projectid")
     projects.check_delete(ctx.user, proj)
+    if not p.get("account") and not p.get("email"):
+        raise InvalidParameter("Either accountName or email is required", field="account")
     return _job(ctx, "AddAccountToProjectCmd", "project.account.add", proj,
-                {"id": proj.uuid, "account": p["account"], "roletype": p.get("roletype")})
+                {"id": proj.uuid, "account": p.get("account"), "email": p.get("email"),
+                 "roletype": p.get("roletype")})
 
 
 @jobs.handler("project.account.add")
 def _add_job(job, params):
     caller = _caller(job)
-    projects.add_account(caller, projects.get(caller, params["id"], "projectid"), params["account"],
-                         params.get("roletype"))
+    projects.add_account(caller, projects.get(caller, params["id"], "projectid"), params.get("account"),
+                         params.get("roletype"), email=params.get("email"))
     return {"success": True}
 
 
