@@ -6,7 +6,7 @@ from contextvars import ContextVar
 from datetime import datetime
 from typing import Any, Callable
 
-from app.models import Account, AsyncJob, HypervisorCapability, Setting, User
+from app.models import Account, AsyncJob, Domain, HypervisorCapability, Setting, User
 from app.models.base import DOMAIN_ID, DOMAIN_NAME, cs_date  # noqa: F401  (defined below api and jobs)
 
 _SERIALIZERS: dict[str, Callable[[Any], dict]] = {}
@@ -512,9 +512,10 @@ _SERIALIZERS["keypair"] = sshkeypair  # createSSHKeyPair / registerSSHKeyPair an
 
 @serializer("resourcelimit")
 def resourcelimit(row) -> dict:
-    """An (account, limits.Limit) pair; resourcetype is a string in CloudStack's answer."""
-    acct, lim = row
-    return {**owner_fields(acct), "resourcetype": str(lim.number), "resourcetypename": lim.resource, "max": lim.max}
+    """An (account or domain, limits.Limit) pair; resourcetype is a string in CloudStack's answer."""
+    owner, lim = row
+    who = ({"domainid": owner.uuid, "domain": owner.name} if isinstance(owner, Domain) else owner_fields(owner))
+    return {**who, "resourcetype": str(lim.number), "resourcetypename": lim.resource, "max": lim.max}
 
 
 @serializer("resourcecount")

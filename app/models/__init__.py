@@ -2,7 +2,8 @@
 from app.models.base import DOMAIN_ID, DOMAIN_NAME, cs_date, utcnow, new_uuid  # noqa: F401
 from app.models.roles import AccountRole, Permission, RolePermission, RoleType  # noqa: F401
 from app.models.domains import (  # noqa: F401
-    Domain, DomainState, InvitationState, Project, ProjectAccount, ProjectInvitation, ProjectRole, ProjectState,
+    Domain, DomainResourceCount, DomainResourceLimit, DomainState, InvitationState, Project, ProjectAccount,
+    ProjectInvitation, ProjectRole, ProjectState,
 )
 from app.models.accounts import ACCOUNT_TYPES, ROLE_TYPES, Account, AccountState, LoginThrottle, ResourceCount, ResourceLimit, RevokedSession, Role, SSHKeyPair, User  # noqa: F401
 from app.models.infra import (  # noqa: F401

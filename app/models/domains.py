@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
@@ -107,3 +107,33 @@ class ProjectInvitation(PublicIdMixin, db.Model):
     project: Mapped[Project] = relationship(lazy="joined")
     domain: Mapped[Domain] = relationship(lazy="joined")
     account = relationship("Account", lazy="joined", foreign_keys=[account_id])
+
+
+class DomainResourceLimit(db.Model):
+    """A domain's limit of one resource type (CloudStack's resource_limits row with a
+    domain_id); without one the nearest ancestor's applies, else the `max.domain.*` setting.
+    ROOT has none: it is never limited."""
+
+    __tablename__ = "domain_resource_limits"
+    __table_args__ = (UniqueConstraint("domain_id", "resource_type"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    domain_id: Mapped[int] = mapped_column(ForeignKey("domains.id", ondelete="CASCADE"))
+    resource_type: Mapped[str] = mapped_column(String(32))
+    max: Mapped[int] = mapped_column(Integer)  # -1 = unlimited
+
+
+class DomainResourceCount(db.Model):
+    """What the accounts of a domain and of every domain below it use, per resource type;
+    changed only with the accounts' counts, by guarded UPDATEs (app/services/quotas.py).
+    ROOT has no rows: it is never limited, and one row every create updates would serialise
+    every account's creates."""
+
+    __tablename__ = "domain_resource_counts"
+    __table_args__ = (UniqueConstraint("domain_id", "resource_type"),
+                      CheckConstraint("count >= 0", name="count_not_negative"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    domain_id: Mapped[int] = mapped_column(ForeignKey("domains.id", ondelete="CASCADE"))
+    resource_type: Mapped[str] = mapped_column(String(32))
+    count: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -211,3 +211,66 @@ def update_counts(caller, *, account: str | None = None, domainid: str | None = 
                   resource_id=accts[0].uuid if account else None)
     db.session.commit()
     return [(a, r, n) for a in accts for r, n in counts[a.id].items() if wanted in (None, r)]
+
+
+# --- Domains (max.domain.*) -------------------------------------------------------------
+
+def of_domain(domain) -> list[Limit]:
+    """A domain's limits and what its subtree's accounts use, in quotas.TYPES order. ROOT is
+    never limited (what it uses: every account's counts summed)."""
+    from app.models import DomainResourceCount, DomainResourceLimit
+    if domain.parent_id is None:
+        used = dict(db.session.execute(select(ResourceCount.resource_type, func.sum(ResourceCount.count))
+                                       .group_by(ResourceCount.resource_type)).all())
+        return [Limit(r, int(used.get(r) or 0), UNLIMITED) for r in quotas.TYPES]
+    chain = quotas.ancestors(domain.path)
+    maxes = quotas.domain_limits(chain)
+    used = dict(db.session.execute(select(DomainResourceCount.resource_type, DomainResourceCount.count)
+                                   .where(DomainResourceCount.domain_id == domain.id)).all())
+    own = set(db.session.scalars(select(DomainResourceLimit.resource_type)
+                                 .where(DomainResourceLimit.domain_id == domain.id)))
+    return [Limit(r, int(used.get(r) or 0), maxes[(domain.id, r)], r in own) for r in quotas.TYPES]
+
+
+def list_domain_limits(caller, domainid: str, resource=None) -> list[tuple]:
+    """listResourceLimits domainid= (no account): the domain's limits, for admins over it."""
+    d = access.domain_by_uuid(caller, domainid)
+    wanted = resource_of(resource) if resource is not None else None
+    return [(d, lim) for lim in of_domain(d) if wanted in (None, lim.resource)]
+
+
+def set_domain_limit(caller, domain, resource: str, value: int | None) -> Limit:
+    """updateResourceLimit domainid= (no account): a domain's own limit (None: back to the
+    parent's or the max.domain.* setting). CloudStack's rules: never ROOT's; a domain admin
+    not their own domain's; never above the parent domain's limit."""
+    from app.models import DomainResourceLimit
+    if not access.is_any_admin(caller):
+        raise PermissionDenied("Only administrators may change resource limits")
+    if domain.parent_id is None:
+        raise PermissionDenied(f"Cannot update resource limit for ROOT domain {domain.uuid}, permission denied")
+    if access.is_domain_admin(caller) and domain.id == caller.account.domain_id:
+        raise PermissionDenied(f"Unable to update resource limit for domain {domain.uuid}, permission denied")
+    if value is not None and value < UNLIMITED:
+        raise InvalidParameter("Give -1 for no limit, or a limit of at least 0", field="max")
+    parent = domain.parent
+    if value is not None and parent is not None and parent.parent_id is not None:
+        chain = quotas.ancestors(parent.path)
+        parent_max = quotas.domain_limits(chain)[(parent.id, resource)]
+        if parent_max >= 0 and (value < 0 or value > parent_max):
+            raise InvalidParameter(f"Domain {domain.name}(id: {parent.uuid}) has maximum allowed resource limit "
+                                   f"{parent_max} for {resource}, please specify a value less than or equal to "
+                                   f"{parent_max}", field="max")
+    for _ in range(2):  # two admins saving at once: the second insert becomes an update
+        db.session.execute(delete(DomainResourceLimit).where(DomainResourceLimit.domain_id == domain.id,
+                                                             DomainResourceLimit.resource_type == resource))
+        if value is not None:
+            db.session.add(DomainResourceLimit(domain_id=domain.id, resource_type=resource, max=value))
+        events.record("RESOURCE.LIMIT.UPDATE", f"Limit of {quotas.TYPES[resource][1]} of domain {domain.name} "
+                      f"set to {'the default' if value is None else ('unlimited' if value < 0 else value)}",
+                      user=caller, resource_type="Domain", resource_id=domain.uuid)
+        try:
+            db.session.commit()
+            break
+        except IntegrityError:
+            db.session.rollback()
+    return next(lim for lim in of_domain(domain) if lim.resource == resource)

@@ -16,6 +16,15 @@ that many GiB), and the flag or size changes in the same transaction as the
 count, so exactly what was taken is given back. A count never goes below zero
 (a CHECK constraint; give() stops at zero and logs the drift). recount()
 rebuilds every count from the rows. Administrators' accounts are not limited.
+
+Domains (CloudStack's max.domain.*, ResourceLimitManagerImpl.checkDomainResourceLimit):
+a domain's count is what the accounts of the domain and of every domain below it use.
+Each take also adds to the count row of the account's domain and of every ancestor below
+ROOT (ROOT is never limited and has no rows), each a guarded UPDATE against that domain's
+limit (its own, else the nearest ancestor's, else the max.domain.* setting), in the same
+transaction as the account's. Rows are locked in one order everywhere - per resource type
+(sorted), the account's row, then its domains deepest first - so parallel takes in one
+subtree queue on the shared domain row and cannot deadlock; a count is never passed.
 """
 from __future__ import annotations
 
@@ -26,7 +35,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from app.extensions import db
-from app.models import Account, Network, PublicIpAddress, ResourceCount, ResourceLimit, ServiceOffering, VirtualMachine, Volume
+from app.models import (Account, Domain, DomainResourceCount, DomainResourceLimit, Network, PublicIpAddress,
+                        ResourceCount, ResourceLimit, ServiceOffering, VirtualMachine, Volume)
 from app.services.dbutil import is_retryable
 from app.services.errors import ResourceInUse, ResourceLimitExceeded
 from app.services.settings import Definition, define
@@ -56,6 +66,52 @@ for _setting, _default, _what in (("max.account.user.vms", "20", "instances"), (
                       category="Limits", type="integer", min=-1, max=10**9))
 
 
+# CloudStack's max.domain.* settings (Config.DefaultMaxDomain*), per resource type.
+DOMAIN_SETTINGS = {"user_vm": ("max.domain.user.vms", "40"), "public_ip": ("max.domain.public.ips", "40"),
+                   "volume": ("max.domain.volumes", "40"), "snapshot": ("max.domain.snapshots", "40"),
+                   "network": ("max.domain.networks", "20"), "cpu": ("max.domain.cpus", "80"),
+                   "memory": ("max.domain.memory", "81920"), "primary_storage": ("max.domain.primary.storage", "400"),
+                   "secondary_storage": ("max.domain.secondary.storage", "800")}
+for _resource, (_setting, _default) in DOMAIN_SETTINGS.items():
+    define(Definition(_setting, _default, f"Default limit of {TYPES[_resource][1]} per domain, for the accounts of "
+                      "the domain and of its sub-domains together (-1: unlimited); ROOT is never limited.",
+                      category="Limits", type="integer", min=-1, max=10**9))
+
+
+def domain_chain(account_id: int) -> list[Domain]:
+    """The domains whose limits an account's creates count against: its own and every
+    ancestor below ROOT, deepest first (one query)."""
+    path = db.session.scalar(select(Domain.path).join(Account, Account.domain_id == Domain.id)
+                             .where(Account.id == account_id))
+    return ancestors(path)
+
+
+def ancestors(path: str | None) -> list[Domain]:
+    """The live domains at `path` and above it, below ROOT, deepest first."""
+    if not path or path == "/":
+        return []
+    parts = path.strip("/").split("/")
+    prefixes = ["/" + "/".join(parts[:i]) + "/" for i in range(1, len(parts) + 1)]
+    return list(db.session.scalars(select(Domain).where(Domain.path.in_(prefixes), Domain.parent_id.is_not(None),
+                                                        Domain.removed.is_(None)).order_by(Domain.level.desc())))
+
+
+def domain_limits(chain: list[Domain]) -> dict[tuple[int, str], int]:
+    """Each chain domain's limit of each resource: its own row, else the nearest ancestor's
+    (below ROOT), else the max.domain.* setting (CloudStack's findCorrectResourceLimitForDomain).
+    `chain`: a domain and its ancestors, deepest first (domain_chain / ancestors)."""
+    from app.services import settings
+    rows = {(d, r): m for d, r, m in db.session.execute(
+        select(DomainResourceLimit.domain_id, DomainResourceLimit.resource_type, DomainResourceLimit.max)
+        .where(DomainResourceLimit.domain_id.in_([d.id for d in chain])))} if chain else {}
+    out = {}
+    for i, d in enumerate(chain):
+        for resource in TYPES:
+            found = next((rows[(a.id, resource)] for a in chain[i:] if (a.id, resource) in rows), None)
+            out[(d.id, resource)] = found if found is not None else settings.get(DOMAIN_SETTINGS[resource][0])
+    return out
+
+
 def limit_of(account_id: int, resource: str) -> int:
     from app.services import settings
     override = db.session.scalar(select(ResourceLimit.max).where(ResourceLimit.account_id == account_id,
@@ -69,11 +125,12 @@ def usage(account_id: int) -> dict[str, int]:
     return {t: int(rows.get(t, 0)) for t in TYPES}
 
 
-def _row(account_id: int, resource: str) -> None:
-    """Make sure the count row exists (two first-timers may race: one insert wins)."""
-    if db.session.scalar(select(ResourceCount.id).where(ResourceCount.account_id == account_id,
-                                                        ResourceCount.resource_type == resource)) is None:
-        db.session.add(ResourceCount(account_id=account_id, resource_type=resource, count=0))
+def _row(account_id: int, resource: str, model=ResourceCount) -> None:
+    """Make sure the count row exists (two first-timers may race: one insert wins);
+    model=DomainResourceCount: a domain's row (account_id is then the domain's id)."""
+    owner = model.account_id if model is ResourceCount else model.domain_id
+    if db.session.scalar(select(model.id).where(owner == account_id, model.resource_type == resource)) is None:
+        db.session.add(model(**{owner.key: account_id}, resource_type=resource, count=0))
         try:
             db.session.commit()
         except IntegrityError:
@@ -94,18 +151,27 @@ def gib(size_bytes: int | None) -> int:
     return -(-(size_bytes or 0) // GIB)
 
 
-def _sub(account_id: int, resource: str, n: int) -> None:
+def _sub(account_id: int, resource: str, n: int, model=ResourceCount) -> None:
     """Take `n` off a count, stopping at zero: a count that would go below zero means
-    something was given back that was never taken, which is logged, not stored."""
-    q = update(ResourceCount).where(ResourceCount.account_id == account_id, ResourceCount.resource_type == resource)
-    done = db.session.execute(q.where(ResourceCount.count >= n).values(count=ResourceCount.count - n)
+    something was given back that was never taken, which is logged, not stored.
+    model=DomainResourceCount: a domain's count (account_id is then the domain's id)."""
+    owner = model.account_id if model is ResourceCount else model.domain_id
+    q = update(model).where(owner == account_id, model.resource_type == resource)
+    done = db.session.execute(q.where(model.count >= n).values(count=model.count - n)
                               .execution_options(synchronize_session=False))
     if done.rowcount == 0:
-        drift = db.session.execute(q.where(ResourceCount.count < n).values(count=0)
+        drift = db.session.execute(q.where(model.count < n).values(count=0)
                                    .execution_options(synchronize_session=False))
         if drift.rowcount:
-            log.warning("resource count %s of account %s would go below zero (giving back %s): set to 0",
-                        resource, account_id, n)
+            log.warning("resource count %s of %s %s would go below zero (giving back %s): set to 0",
+                        resource, owner.key, account_id, n)
+
+
+def _sub_all(account_id: int, domain_ids: list[int], resource: str, n: int) -> None:
+    """`n` off the account's count and its domains' (deepest first: the locking order)."""
+    _sub(account_id, resource, n)
+    for domain_id in domain_ids:
+        _sub(domain_id, resource, n, DomainResourceCount)
 
 
 def take(account_id: int, deltas: dict[str, int], also: Iterable = (), *, commit: bool = True) -> None:
@@ -124,11 +190,21 @@ def take(account_id: int, deltas: dict[str, int], also: Iterable = (), *, commit
     for resource in deltas:
         if resource not in have:
             _row(account_id, resource)
+    chain = domain_chain(account_id) if deltas else []
+    if chain:
+        have = set(db.session.execute(select(DomainResourceCount.domain_id, DomainResourceCount.resource_type)
+                                      .where(DomainResourceCount.domain_id.in_([d.id for d in chain]))).all())
+        for resource in deltas:
+            for d in chain:
+                if (d.id, resource) not in have:
+                    _row(d.id, resource, DomainResourceCount)
+    dlimits = domain_limits(chain)
+    chain = [(d.id, d.uuid) for d in chain]  # plain values: a rollback below expires the rows
     unlimited = _unlimited(account_id)
     db.session.commit()
     for resource, n in deltas.items():
         if n < 0:
-            _sub(account_id, resource, -n)
+            _sub_all(account_id, [d for d, _ in chain], resource, -n)
             continue
         limit = -1 if unlimited else limit_of(account_id, resource)
         q = update(ResourceCount).where(ResourceCount.account_id == account_id,
@@ -141,6 +217,21 @@ def take(account_id: int, deltas: dict[str, int], also: Iterable = (), *, commit
             used = usage(account_id)[resource]
             raise ResourceLimitExceeded(f"The account's limit of {limit} {TYPES[resource][1]} would be passed "
                                         f"(it uses {used}, this needs {n} more)")
+        for domain_id, domain_uuid in chain:  # deepest first: the order every take locks them in
+            dlimit = -1 if unlimited else dlimits[(domain_id, resource)]
+            q = update(DomainResourceCount).where(DomainResourceCount.domain_id == domain_id,
+                                                  DomainResourceCount.resource_type == resource)
+            if dlimit >= 0:
+                q = q.where(DomainResourceCount.count + n <= dlimit)
+            if db.session.execute(q.values(count=DomainResourceCount.count + n)
+                                  .execution_options(synchronize_session=False)).rowcount != 1:
+                db.session.rollback()
+                used = db.session.scalar(select(DomainResourceCount.count).where(
+                    DomainResourceCount.domain_id == domain_id, DomainResourceCount.resource_type == resource))
+                raise ResourceLimitExceeded(
+                    f"Maximum domain resource limits of Type '{resource}' for Domain Id = {domain_uuid} is exceeded: "
+                    f"Domain Resource Limit = {dlimit}, Current Domain Resource Amount = {used}, "
+                    f"Requested Resource Amount = {n}.")
     for stmt, busy in also:
         if db.session.execute(stmt.execution_options(synchronize_session=False)).rowcount != 1:
             db.session.rollback()
@@ -150,9 +241,10 @@ def take(account_id: int, deltas: dict[str, int], also: Iterable = (), *, commit
 
 
 def give(account_id: int, deltas: dict[str, int], *, commit: bool = True) -> None:
+    domain_ids = [d.id for d in domain_chain(account_id)] if any(deltas.values()) else []
     for resource, n in sorted(deltas.items()):
         if n:
-            _sub(account_id, resource, n)
+            _sub_all(account_id, domain_ids, resource, n)
     if commit:
         db.session.commit()
 
@@ -302,4 +394,33 @@ def recount(account_ids: list[int] | None = None) -> dict[int, dict[str, int]]:
                             resource, account_id, have[resource], n)
         out[account_id] = counts
     db.session.commit()
+    recount_domains()
     return out
+
+
+def recount_domains() -> None:
+    """Set every domain's counts (below ROOT) to the sum of its subtree's accounts' counts
+    (CloudStack's recalculateDomainResourceCount). Run it when the accounts are quiet."""
+    domains = db.session.execute(select(Domain.id, Domain.path).where(Domain.parent_id.is_not(None),
+                                                                      Domain.removed.is_(None))).all()
+    if not domains:
+        return
+    want = {(d.id, r): 0 for d in domains for r in TYPES}
+    rows = db.session.execute(select(Domain.path, ResourceCount.resource_type, ResourceCount.count)
+                              .join(Account, Account.id == ResourceCount.account_id)
+                              .join(Domain, Domain.id == Account.domain_id))
+    for path, resource, count in rows:
+        for d in domains:
+            if path.startswith(d.path) and (d.id, resource) in want:
+                want[(d.id, resource)] += int(count)
+    have = {(d, r): int(c) for d, r, c in db.session.execute(
+        select(DomainResourceCount.domain_id, DomainResourceCount.resource_type, DomainResourceCount.count))}
+    for (domain_id, resource), n in want.items():
+        if have.get((domain_id, resource), 0) != n:
+            _row(domain_id, resource, DomainResourceCount)
+            db.session.execute(update(DomainResourceCount).where(DomainResourceCount.domain_id == domain_id,
+                                                                 DomainResourceCount.resource_type == resource)
+                               .values(count=n).execution_options(synchronize_session=False))
+            log.warning("resource count %s of domain %s was %s, its accounts count %s: corrected",
+                        resource, domain_id, have.get((domain_id, resource), 0), n)
+    db.session.commit()

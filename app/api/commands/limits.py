@@ -1,8 +1,9 @@
-"""Resource limits: listResourceLimits, updateResourceLimit (per-account overrides)."""
+"""Resource limits: listResourceLimits, updateResourceLimit (per-account overrides, and per
+domain: domainid without account)."""
 from __future__ import annotations
 
 from app.api.registry import ADMIN, Param, command
-from app.services import limits
+from app.services import access, limits
 from app.services.errors import InvalidParameter
 
 TYPES = Param("resourcetype", "integer", "0 instances, 1 public IPs, 2 volumes, 6 networks, 8 vCPUs, 9 memory (MiB), "
@@ -15,6 +16,9 @@ TYPES = Param("resourcetype", "integer", "0 instances, 1 public IPs, 2 volumes, 
              Param("resourcetypename", "string", "user_vm, public_ip, volume, network, cpu, memory or primary_storage")])
 def list_limits(ctx, p):
     kind = p.get("resourcetype", p.get("resourcetypename"))
+    if p.get("domainid") and not p.get("account") and not p.get("projectid") and access.is_any_admin(ctx.user):
+        rows = limits.list_domain_limits(ctx.user, p["domainid"], kind)  # the domain's own limits
+        return rows, len(rows)
     rows = limits.list_limits(ctx.user, account=p.get("account"), domainid=p.get("domainid"), resource=kind,
                               listall=p.get("listall", False))
     total = len(rows)
@@ -24,17 +28,22 @@ def list_limits(ctx, p):
     return rows, total  # (account, Limit) pairs: the resourcelimit serializer
 
 
-@command("updateResourceLimit", "Sets an account's limit of one resource type (-1: unlimited)", role=ADMIN,
+@command("updateResourceLimit", "Sets an account's, a project's or a domain's limit of one resource type "
+         "(-1: unlimited)", role=ADMIN,
          response="resourcelimit", params=[
              Param("resourcetype", "integer", TYPES.description, required=True),
              Param("max", "long", "the limit; -1 (the default) for none"),
-             Param("account", "string", "the account (Nubo's limits are per account or project)"),
-             Param("domainid", "uuid", "the account's domain (default: the caller's)"),
+             Param("account", "string", "the account"),
+             Param("domainid", "uuid", "the account's domain; without account: the domain's own limit"),
              Param("projectid", "uuid", "the project")])
 def update_limit(ctx, p):
     if not p.get("account") and not p.get("projectid"):
-        raise InvalidParameter("Give the account or the project: Nubo's limits are per account or project "
-                               "(the defaults are the max.account.* settings)", field="account")
+        if not p.get("domainid"):
+            raise InvalidParameter("AccountId or domainId have to be specified in order to update resource limit",
+                                   field="domainid")
+        d = access.domain_by_uuid(ctx.user, p["domainid"])
+        return d, limits.set_domain_limit(ctx.user, d, limits.resource_of(p["resourcetype"]),
+                                          p.get("max", limits.UNLIMITED))
     acct = limits.limited_account(ctx.user, p.get("account"), p.get("domainid"))
     lim = limits.set_limit(ctx.user, acct, limits.resource_of(p["resourcetype"]), p.get("max", limits.UNLIMITED))
     return acct, lim
