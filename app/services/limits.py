@@ -138,20 +138,24 @@ def set_limit(caller, account: Account, resource: str, value: int | None) -> Lim
                                field="account")
     if value is not None and value < UNLIMITED:
         raise InvalidParameter("Give -1 for no limit, or a limit of at least 0", field="max")
+    _save(caller, ResourceLimit, ResourceLimit.account_id, account, "Account", resource, value)
+    return next(lim for lim in of_account(account) if lim.resource == resource)
+
+
+def _save(caller, model, owner_col, owner, kind: str, resource: str, value: int | None) -> None:
+    """Replace the owner's (account's or domain's) limit row of one resource (None: no row)."""
     for _ in range(2):  # two admins saving at once: the second insert becomes an update
-        db.session.execute(delete(ResourceLimit).where(ResourceLimit.account_id == account.id,
-                                                       ResourceLimit.resource_type == resource))
+        db.session.execute(delete(model).where(owner_col == owner.id, model.resource_type == resource))
         if value is not None:
-            db.session.add(ResourceLimit(account_id=account.id, resource_type=resource, max=value))
-        events.record("RESOURCE.LIMIT.UPDATE", f"Limit of {quotas.TYPES[resource][1]} of account {account.name} "
+            db.session.add(model(**{owner_col.key: owner.id}, resource_type=resource, max=value))
+        events.record("RESOURCE.LIMIT.UPDATE", f"Limit of {quotas.TYPES[resource][1]} of {kind.lower()} {owner.name} "
                       f"set to {'the default' if value is None else ('unlimited' if value < 0 else value)}",
-                      user=caller, resource_type="Account", resource_id=account.uuid)
+                      user=caller, resource_type=kind, resource_id=owner.uuid)
         try:
             db.session.commit()
             break
         except IntegrityError:
             db.session.rollback()
-    return next(lim for lim in of_account(account) if lim.resource == resource)
 
 
 def account_totals(accounts: list[Account]) -> dict[int, dict]:
@@ -260,17 +264,5 @@ def set_domain_limit(caller, domain, resource: str, value: int | None) -> Limit:
             raise InvalidParameter(f"Domain {domain.name}(id: {parent.uuid}) has maximum allowed resource limit "
                                    f"{parent_max} for {resource}, please specify a value less than or equal to "
                                    f"{parent_max}", field="max")
-    for _ in range(2):  # two admins saving at once: the second insert becomes an update
-        db.session.execute(delete(DomainResourceLimit).where(DomainResourceLimit.domain_id == domain.id,
-                                                             DomainResourceLimit.resource_type == resource))
-        if value is not None:
-            db.session.add(DomainResourceLimit(domain_id=domain.id, resource_type=resource, max=value))
-        events.record("RESOURCE.LIMIT.UPDATE", f"Limit of {quotas.TYPES[resource][1]} of domain {domain.name} "
-                      f"set to {'the default' if value is None else ('unlimited' if value < 0 else value)}",
-                      user=caller, resource_type="Domain", resource_id=domain.uuid)
-        try:
-            db.session.commit()
-            break
-        except IntegrityError:
-            db.session.rollback()
+    _save(caller, DomainResourceLimit, DomainResourceLimit.domain_id, domain, "Domain", resource, value)
     return next(lim for lim in of_domain(domain) if lim.resource == resource)
