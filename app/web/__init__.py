@@ -54,6 +54,9 @@ PAGE_COMMANDS: dict[str, str] = {
     "accounts_admin": "listAccounts", "accounts_admin.domains_index": "listDomains",
     "accounts_admin.create_domain": "listDomains", "accounts_admin.edit_domain": "listDomains",
     "accounts_admin.delete_domain": "listDomains",
+    "projects": "listProjects", "projects.detail": "listProjectAccounts", "projects.create": "createProject",
+    "projects.add_member": "addAccountToProject", "projects.remove_member": "deleteAccountFromProject",
+    "projects.answer": "updateProjectInvitation", "projects.delete_invitation": "deleteProjectInvitation",
 }
 
 
@@ -124,6 +127,10 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(tags.bp)
     from app.web import affinity as affinity_pages
     app.register_blueprint(affinity_pages.bp)
+    from app.web import projects as project_pages
+    app.register_blueprint(project_pages.bp)
+    # The project switcher's choice is the scope of every page (lists and creations).
+    app.before_request(project_pages.enter_project_scope)
 
     @app.after_request
     def vary_on_htmx(response):
@@ -144,9 +151,11 @@ def register_blueprints(app: Flask) -> None:
 
     @app.context_processor
     def layout_context():
+        from app.web.projects import switcher
         shown = (lambda nav: [(e, label) for e, label in nav if page_allowed(current_user, e)]) \
             if current_user.is_authenticated else (lambda nav: nav)
         return {"is_htmx": bool(getattr(request, "htmx", False)),
                 "admin_nav": shown(ADMIN_NAV), "user_nav": shown(USER_NAV),
                 # for links to other pages in a page's body
-                "page_allowed": lambda endpoint: page_allowed(current_user, endpoint)}
+                "page_allowed": lambda endpoint: page_allowed(current_user, endpoint),
+                "project_switcher": switcher}

@@ -31,7 +31,7 @@ from wtforms import (HiddenField, IntegerField, PasswordField, SelectField, Sele
                      TextAreaField)
 from wtforms.validators import DataRequired, EqualTo, Length, NumberRange, Optional
 
-from app.services import accounts, deploy_options, keypairs, limits, sessions
+from app.services import access, accounts, deploy_options, keypairs, limits, sessions
 from app.services import hypervisors as hv
 from app.services import vms as vms_service
 from app.services.errors import NotFound, ServiceError
@@ -116,12 +116,14 @@ def b64(value: str) -> str:
 def my_vms():
     """The caller's own VMs in the VM list partial (its poller and pager ask /vms/ for the
     same list: an admin's is kept to the admin's account by the account filter)."""
-    own = {"account": current_user.account.name} if current_user.is_admin else {}
+    project = access.current_project()  # the navigation's project switcher: its VMs and limits
+    own = {"account": current_user.account.name} if current_user.is_admin and project is None else {}
     size = vm_pages.PAGESIZE
     rows, total = vms_service.list_vms(current_user, page=(1, size), **own)
     lst = vm_pages.VMListing(endpoint="vms.index", target="vms-list", table="vms", filters=own, default_sort="",
                              pagesize=size, rows=rows, total=total)
-    return render_template("portal/my_vms.html", lst=lst, limits=limits.of_account(current_user.account))
+    return render_template("portal/my_vms.html", lst=lst, project=project,
+                           limits=limits.of_account(project.account if project else current_user.account))
 
 
 # --- The deploy wizard -----------------------------------------------------------
