@@ -354,5 +354,7 @@ def _resource_details(caller, account):
 def _limits(caller, account):
     """Last, as in CloudStack's cleanupAccount: nothing is given back to its counts after this."""
     from app.models import ResourceCount, ResourceLimit
+    from app.services import quotas
+    quotas.give(account.id, quotas.usage(account.id), commit=False)  # its domains' counts lose what is left
     _drop(ResourceCount, account)
     _drop(ResourceLimit, account)

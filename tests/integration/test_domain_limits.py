@@ -89,6 +89,11 @@ def test_a_domain_limit_holds_for_its_subtree(app, client, world, tree):
         db.session.commit()
     ok(api(app, client, "admin", command="updateResourceCount", domainid=ROOT))
     assert (domain_count(app, "sales"), domain_count(app, "emea"), domain_count(app, "ops")) == (2, 1, 1)
+    # A deleted account's domain no longer counts what it had.
+    with app.app_context():
+        olga = accounts.get_user("olga").account.uuid
+    assert job(app, client, "admin", command="deleteAccount", id=olga)[0] == 1
+    assert domain_count(app, "ops") == 0 and domain_count(app, "ops", "volume") == 0
 
 
 @pytest.mark.db
