@@ -9,7 +9,8 @@
 - /users/<uuid>/password — reset a user's password.
 - POST /users/<uuid>/<action> — enable, disable, delete, keys (new API keys, the
   secret shown once).
-- /domains — the domain tree; /domains/new, /domains/<uuid>/edit, POST /domains/<uuid>/delete
+- /domains — the domain tree; /domains/new, /domains/<uuid>/edit, POST /domains/<uuid>/delete,
+  /domains/<uuid>/limits (the domain's limits and what its subtree uses)
   (with clean-up: its accounts go too).
 Rules live in app/services/accounts.py and app/services/limits.py.
 """
@@ -423,3 +424,39 @@ def delete_domain(uuid: str):
     else:
         flash(f"Domain {domains.display_path(d)} deleted.", "success")
     return _redirect(url_for(".domains_index"))
+
+
+@bp.route("/domains/<uuid>/limits", methods=["GET", "POST"])
+@admin_required
+def domain_limits(uuid: str):
+    """A domain's limits (updateResourceLimit domainid=) and what its subtree's accounts use.
+    ROOT is never limited: its page shows the usage only."""
+    d = _found(domains.get, uuid)
+    current = limits.of_domain(d)
+    form, status = None, 200
+    if d.parent_id is not None:
+        form = LimitsForm(formdata=request.form if request.method == "POST" else None,
+                          data={lim.resource: lim.max for lim in current if lim.overridden})
+        form.setup(url_for(".domain_limits", uuid=uuid))
+        for lim in current:
+            form[lim.resource].description = (f"-1: no limit; empty: the parent domain's limit or "
+                                              f"{quotas.DOMAIN_SETTINGS[lim.resource][0]}")
+    if request.method == "POST":
+        if form is None:
+            abort(400)
+        if form.validate_on_submit():
+            try:
+                for lim in current:  # only what changed, one event each
+                    value = form[lim.resource].data
+                    if value != (lim.max if lim.overridden else None):
+                        limits.set_domain_limit(current_user, d, lim.resource, value)
+            except ServiceError as e:
+                form.form_errors.append(e.message)
+            else:
+                flash(f"Limits of the domain {domains.display_path(d)} saved.", "success")
+                return _redirect(url_for(".domain_limits", uuid=uuid))
+        status = 422
+        if wants_fragment():
+            return render_template("infra/_form.html", form=form), status
+    return render_template("accounts/domain_limits.html", domain=d, path=domains.display_path(d),
+                           usage=limits.of_domain(d), form=form), status

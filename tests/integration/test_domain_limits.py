@@ -96,6 +96,25 @@ def test_a_domain_limit_holds_for_its_subtree(app, client, world, tree):
     assert domain_count(app, "ops") == 0 and domain_count(app, "ops", "volume") == 0
 
 
+def test_the_domain_limits_page(app, client, auth, tree):
+    sales, emea = tree["sales"], tree["emea"]
+    auth.login("admin")
+    assert "Limits" in client.get("/admin/accounts/domains").get_data(as_text=True)
+    page = client.get(f"/admin/accounts/domains/{sales['id']}/limits").get_data(as_text=True)
+    assert "Limits of ROOT/sales" in page and "Save limits" in page
+    r = client.post(f"/admin/accounts/domains/{sales['id']}/limits", data={"csrf_token": auth.csrf(), "user_vm": "3"})
+    assert r.status_code == 302
+    assert limit_of(app, client, sales["id"]) == 3 and limit_of(app, client, sales["id"], 8) == 80
+    # Above the parent's: refused, beside the form (422), nothing saved.
+    r = client.post(f"/admin/accounts/domains/{emea['id']}/limits", data={"csrf_token": auth.csrf(), "user_vm": "9"})
+    assert r.status_code == 422 and "less than or equal to 3" in r.get_data(as_text=True)
+    assert limit_of(app, client, emea["id"]) == 3
+    assert "ROOT is never limited" in client.get(f"/admin/accounts/domains/{ROOT}/limits").get_data(as_text=True)
+    auth.logout()
+    auth.login("alice")
+    assert client.get(f"/admin/accounts/domains/{sales['id']}/limits").status_code == 403
+
+
 @pytest.mark.db
 def test_parallel_deploys_from_two_sub_domains_at_a_domain_limit(app, client, world, tree):
     """Ten deploys at once, five by carol (sales) and five by dave (emea, below sales), with
