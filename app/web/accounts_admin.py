@@ -133,6 +133,14 @@ def _limits_form(acct, formdata=None) -> LimitsForm:
     return form
 
 
+def _save_changed(form: LimitsForm, current, save) -> None:
+    """Only the limits the form changed, saved with save(resource, value): one event each."""
+    for lim in current:
+        value = form[lim.resource].data
+        if value != (lim.max if lim.overridden else None):
+            save(lim.resource, value)
+
+
 def _role_options() -> list[tuple[str, str]]:
     rows, _ = roles.list_roles(current_user)
     return [(r.uuid, f"{r.name} ({r.role_type})") for r in rows]
@@ -238,10 +246,8 @@ def save_limits(uuid: str):
     form = _limits_form(acct, formdata=request.form)
     if form.validate_on_submit():
         try:
-            for lim in limits.of_account(acct):  # only what changed, one event each
-                value = form[lim.resource].data
-                if value != (lim.max if lim.overridden else None):
-                    limits.set_limit(current_user, acct, lim.resource, value)
+            _save_changed(form, limits.of_account(acct),
+                          lambda resource, value: limits.set_limit(current_user, acct, resource, value))
         except ServiceError as e:
             form.form_errors.append(e.message)
         else:
@@ -446,10 +452,8 @@ def domain_limits(uuid: str):
             abort(400)
         if form.validate_on_submit():
             try:
-                for lim in current:  # only what changed, one event each
-                    value = form[lim.resource].data
-                    if value != (lim.max if lim.overridden else None):
-                        limits.set_domain_limit(current_user, d, lim.resource, value)
+                _save_changed(form, current,
+                              lambda resource, value: limits.set_domain_limit(current_user, d, resource, value))
             except ServiceError as e:
                 form.form_errors.append(e.message)
             else:
