@@ -145,13 +145,11 @@ def answer(caller, project: Project, *, account: str | None = None, token: str |
     if inv is None:
         raise InvalidParameter(f"Unable to find invitation for account name={acct.name} to the project "
                                f"id={project.uuid}", field="token" if token else "account")
-    if inv.created <= _deadline():
+    if accept and inv.created <= _deadline():  # declining one that timed out still declines it, as CloudStack
         expire_old()
         db.session.commit()
-        if accept:
-            raise InvalidParameter(f"Invitation is expired for account {acct.name} to the project "
-                                   f"id={project.uuid}", field="projectid")
-        return
+        raise InvalidParameter(f"Invitation is expired for account {acct.name} to the project "
+                               f"id={project.uuid}", field="projectid")
     if accept and project.state != ProjectState.ACTIVE:
         raise InvalidParameter(f"Can't join the project id={project.uuid} in state={project.state}: it is not "
                                "active", field="projectid")
