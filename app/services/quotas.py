@@ -80,10 +80,9 @@ for _resource, (_setting, _default) in DOMAIN_SETTINGS.items():
 
 def domain_chain(account_id: int) -> list[Domain]:
     """The domains whose limits an account's creates count against: its own and every
-    ancestor below ROOT, deepest first (one query)."""
-    path = db.session.scalar(select(Domain.path).join(Account, Account.domain_id == Domain.id)
-                             .where(Account.id == account_id))
-    return ancestors(path)
+    ancestor below ROOT, deepest first (no query for an account of ROOT already loaded)."""
+    account = db.session.get(Account, account_id)  # its domain is joined with it
+    return ancestors(account.domain.path if account is not None else None)
 
 
 def ancestors(path: str | None) -> list[Domain]:
