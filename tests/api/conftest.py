@@ -6,12 +6,18 @@ import shutil
 import threading
 
 import pytest
+from libcloud.common.cloudstack import CloudStackConnection
 from werkzeug.serving import make_server
 
 from app import create_app
 from app.extensions import db
 from app.services import accounts, bootstrap, settings
 from tests.helpers.users import existing_user
+
+
+# Libcloud polls an async job every second (CloudStackConnection.poll_interval, which a user may
+# set on driver.connection too); a Simulator job ends in well under that.
+CloudStackConnection.poll_interval = 0.2
 
 
 @pytest.fixture
@@ -50,6 +56,9 @@ def live(tmp_path, sqlite_template):
         def client(self, user="admin", **kw):
             from cs import CloudStack
             key, secret = keys[user]
+            # cs polls an async job every 2 s by default (cloudstack.ini's poll_interval); a
+            # Simulator job ends in well under a second, so the tests poll faster.
+            kw.setdefault("poll_interval", 0.2)
             return CloudStack(endpoint=self.url, key=key, secret=secret, **kw)
 
         def keys(self, user):

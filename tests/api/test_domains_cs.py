@@ -39,7 +39,7 @@ def test_domains_with_cs(live):
         from app.services import accounts
         key, secret = accounts.ensure_keys(accounts.get_user("sam"))
     from cs import CloudStack
-    sam = CloudStack(endpoint=live.url, key=key, secret=secret, fetch_result=True)
+    sam = CloudStack(endpoint=live.url, key=key, secret=secret, fetch_result=True, poll_interval=0.2)
     assert [d["path"] for d in sam.listDomains(listall=True)["domain"]] == ["ROOT/sales", "ROOT/sales/emea"]
     assert sorted(a["name"] for a in sam.listAccounts(listall=True)["account"]) == ["dave", "sam"]
     assert err(lambda: sam.createDomain(name="x", parentdomainid=ROOT))["errorcode"] == 431

@@ -56,7 +56,7 @@ def world(live, tmp_path):
         vm = _vm_on(alice, sz, anet, "10.1.1.10", "web")
         snat = public_ips.claim(sz.zone.id, alice.account_id, anet.id, source_nat=True)
         out = dict(zone=sz.zone.uuid, anet=anet.uuid, bnet=bnet.uuid, vm=vm.uuid, snat=snat.uuid, range=rng.uuid)
-    out["bob"] = CloudStack(endpoint=live.url, key=bob_keys[0], secret=bob_keys[1])
+    out["bob"] = CloudStack(endpoint=live.url, key=bob_keys[0], secret=bob_keys[1], poll_interval=0.2)
     return out
 
 

@@ -53,7 +53,7 @@ def test_resource_details_and_regions_with_cs(live, files, tmp_path):  # noqa: F
     acct = api.createAccount(accounttype=0, username="bob", password="bob-pass-1234", firstname="B", lastname="B",
                              email="bob@example.org", account="bob")["account"]
     keys = api.registerUserKeys(id=acct["user"][0]["id"])["userkeys"]
-    bob = CloudStack(endpoint=live.url, key=keys["apikey"], secret=keys["secretkey"])
+    bob = CloudStack(endpoint=live.url, key=keys["apikey"], secret=keys["secretkey"], poll_interval=0.2)
     for call in (lambda: bob.listResourceDetails(resourcetype="UserVm", resourceid=vm["id"]),
                  lambda: bob.addResourceDetail(resourcetype="UserVm", resourceid=vm["id"],
                                                details=[{"key": "x", "value": "y"}]),

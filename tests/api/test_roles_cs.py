@@ -63,7 +63,7 @@ def test_account_commands(live, files, tmp_path):
     assert (acct["rolename"], acct["roletype"], acct["accounttype"]) == ("Ops", "User", 0)
     user = acct["user"][0]
     keys = api.registerUserKeys(id=user["id"])["userkeys"]
-    carol = CloudStack(endpoint=live.url, key=keys["apikey"], secret=keys["secretkey"])
+    carol = CloudStack(endpoint=live.url, key=keys["apikey"], secret=keys["secretkey"], poll_interval=0.2)
     vm = deploy(carol, z, t, so)
     assert vm["state"] == "Running"
 
