@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from app.extensions import db
 from app.models import (Account, AccountState, Project, ProjectAccount, ProjectRole, ProjectState, Role,
@@ -97,6 +97,11 @@ def check_create(caller, name: str, display_text: str | None = None, account: st
                                field="name")
     if display_text is not None and len(display_text) > 255:
         raise InvalidParameter("displaytext is at most 255 characters", field="displaytext")
+    _check_limit(owner)
+    return name, owner
+
+
+def _check_limit(owner: Account) -> None:
     limit = settings.get("max.project.projects")
     if limit >= 0 and not owner.is_admin:
         owned = db.session.scalar(select(func.count()).select_from(ProjectAccount).join(Project).where(
@@ -106,7 +111,14 @@ def check_create(caller, name: str, display_text: str | None = None, account: st
             from app.services.errors import ResourceLimitExceeded
             raise ResourceLimitExceeded(f"Maximum number of resources of type 'project' for account "
                                         f"name={owner.name} has been exceeded ({limit})")
-    return name, owner
+
+
+def _lock_owner(owner: Account) -> None:
+    """Creates for one owner, one at a time: a no-op UPDATE of its account row takes the row's
+    lock (PostgreSQL, MariaDB) or SQLite's write lock until the commit, so the count of its
+    projects read after it is not stale when two createProject race at the limit."""
+    db.session.commit()  # a fresh transaction: its snapshot starts after the lock is held
+    db.session.execute(update(Account).where(Account.id == owner.id).values(state=Account.state))
 
 
 def create_project(caller, name: str, display_text: str | None = None, account: str | None = None,
@@ -115,6 +127,12 @@ def create_project(caller, name: str, display_text: str | None = None, account: 
     Admin member, in one transaction."""
     from app.services import accounts
     name, owner = check_create(caller, name, display_text, account, domainid)
+    _lock_owner(owner)
+    try:
+        _check_limit(owner)  # again, now that no other create of this owner's can pass it
+    except Exception:
+        db.session.rollback()
+        raise
     acct = accounts.create_account(f"PrjAcct-{name}-{new_uuid()[:8]}", Role.PROJECT, domain=owner.domain,
                                    commit=False)
     p = Project(name=name, display_text=display_text or name, domain_id=owner.domain_id, account_id=acct.id,

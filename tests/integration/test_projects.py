@@ -145,3 +145,35 @@ def test_delete(app, client, world):
     assert ok(api(app, client, "alice", command="listProjects")) == {}
     assert api(app, client, "alice", command="listVirtualMachines", projectid=p["id"])[0] == 431
     make_project(app, client)  # the name is free again
+
+
+def test_the_project_limit_holds_under_parallel_creates(app, client, world):
+    """8 parallel createProject by alice at max.project.projects=2: exactly 2 projects."""
+    import threading
+
+    from app.services import accounts, projects, settings
+    with app.app_context():
+        settings.update("max.project.projects", "2")
+    results, lock = [], threading.Lock()
+
+    def one(i):
+        with app.app_context():
+            try:
+                projects.create_project(accounts.get_user("alice"), f"race{i}")
+                out = "ok"
+            except Exception as e:  # noqa: BLE001
+                db.session.rollback()
+                out = getattr(e, "code", repr(e))
+            finally:
+                db.session.remove()
+            with lock:
+                results.append(out)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count("ok") == 2 and results.count(532) == 6, results
+    with app.app_context():
+        assert len(db.session.scalars(select(Project).where(Project.name.like("race%"))).all()) == 2
