@@ -117,8 +117,10 @@ def _lock_owner(owner: Account) -> None:
     """Creates for one owner, one at a time: a no-op UPDATE of its account row takes the row's
     lock (PostgreSQL, MariaDB) or SQLite's write lock until the commit, so the count of its
     projects read after it is not stale when two createProject race at the limit."""
-    db.session.commit()  # a fresh transaction: its snapshot starts after the lock is held
-    db.session.execute(update(Account).where(Account.id == owner.id).values(state=Account.state))
+    owner_id = owner.id  # read before the commit: after it, reading `owner` would SELECT the row and,
+    # on MariaDB (REPEATABLE READ), fix the transaction's snapshot before the lock is held
+    db.session.commit()  # a fresh transaction whose first statement takes the lock
+    db.session.execute(update(Account).where(Account.id == owner_id).values(state=Account.state))
 
 
 def create_project(caller, name: str, display_text: str | None = None, account: str | None = None,
