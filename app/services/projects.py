@@ -355,8 +355,12 @@ def list_members(caller, project: Project, *, account: str | None = None, role: 
     return page_of(q, page)
 
 
+SWITCHER_SIZE = 50
+
+
 def projects_of(caller) -> list[Project]:
-    """The projects the caller may switch to in the portal (member projects; admins: every
-    project they may see)."""
-    rows, _ = list_projects(caller, page=None)
+    """The first SWITCHER_SIZE projects the caller may switch to in the portal (member projects;
+    admins: those they may see). Every page's navigation asks, so it is one page, not all of
+    a large cloud's projects; the Projects page lists (and switches to) the rest."""
+    rows, _ = list_projects(caller, page=(1, SWITCHER_SIZE))
     return rows

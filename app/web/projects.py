@@ -54,6 +54,8 @@ def switcher() -> dict:
         choices = projects.projects_of(current_user) if roles.allowed_name(current_user, "listProjects") else []
     except ServiceError:
         choices = []
+    if current is not None and all(p.id != current.id for p in choices):
+        choices = [current, *choices]  # chosen from the Projects page, beyond the switcher's page
     return {"choices": choices, "current": current}
 
 

@@ -143,3 +143,18 @@ def test_pages_follow_the_role_rules(app, client, auth, world):
     assert client.post("/projects/new", data={"csrf_token": auth.csrf(), "name": "x"}).status_code == 403
     with app.app_context():
         assert db.session.query(Project).count() == 0
+
+
+def test_the_switcher_offers_one_page_and_keeps_the_current_project(app, client, auth, world, monkeypatch):
+    """Every page's navigation lists at most SWITCHER_SIZE projects; one chosen from the Projects
+    page beyond them still shows as the current choice."""
+    monkeypatch.setattr(projects, "SWITCHER_SIZE", 2)
+    with app.app_context():
+        alice = accounts.get_user("alice")
+        made = [projects.create_project(alice, f"p{i}").uuid for i in range(3)]
+    auth.login("alice")
+    page = client.get("/vms/").get_data(as_text=True)
+    assert "Project: p0" in page and "Project: p1" in page and "Project: p2" not in page
+    assert switch(client, auth, made[2]).status_code == 302
+    page = client.get("/vms/").get_data(as_text=True)
+    assert f'<option value="{made[2]}" selected>Project: p2</option>' in page
