@@ -469,11 +469,16 @@ class SimulatorDriver(Driver):
         return self._volume_info(pool, v)
 
     def import_template(self, pool: StoragePoolSpec, name: str, source: TemplateSource) -> VolumeInfo:
-        """Bookkeeping only: a file on the management server is read to verify its checksum;
-        a URL (direct download) is not fetched, the volume gets the announced size."""
+        """Bookkeeping only: a file on the management server is read to verify its checksum
+        (without one, only its size is read); a URL (direct download) is not fetched, the volume gets the announced size."""
         self._enter("import_template")
         size = source.size_bytes or 2 * GIB
-        if source.local_path:
+        if source.local_path and not source.checksum:  # nothing to verify: the file must exist
+            try:
+                size = os.path.getsize(source.local_path)
+            except OSError as e:
+                raise OperationFailed(f"Cannot read the image {source.local_path}: {e.strerror}") from None
+        elif source.local_path:
             from app.hypervisors.sources import Verifier, open_source
             chunks, size = open_source(source)
             verifier = Verifier(source.checksum)

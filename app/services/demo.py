@@ -11,6 +11,10 @@ for now; the infrastructure services will take this over.
 from __future__ import annotations
 
 import logging
+import shutil
+from pathlib import Path
+
+from flask import current_app
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -33,6 +37,7 @@ HOST_NAMES = ("demo-host-1", "demo-host-2", "demo-host-3")
 HOST_URL = "simulator://{name}?cpus=16&cpuspeed=2400&memory=65536&localstorage=2048"
 TRAFFIC_LABEL = "simbr0"
 NFS_SERVER = "demo-nfs.simulator"
+SECONDARY_DIR = "demo-secondary"  # under the instance directory
 TEMPLATE_NAME = "Demo Linux (RAW)"
 TEMPLATE_SIZE = 2 << 30
 OFFERINGS = (("Small Instance", 1, 500, 512), ("Medium Instance", 2, 1000, 2048))
@@ -87,6 +92,8 @@ def seed_demo() -> Zone | None:
     except Exception:
         db.session.rollback()
         _forget_pools(hv_type, hosts, shared)
+        # No zone existed before (needed()), so the demo's store directory holds only this attempt.
+        shutil.rmtree(Path(current_app.instance_path) / SECONDARY_DIR, ignore_errors=True)
         raise
     log.info("seeded the demo zone %s with %d Simulator hosts", zone.name, len(hosts))
     return zone
@@ -122,6 +129,25 @@ def _create_networking(zone: Zone) -> None:
     ranges.create_range(None, zone_uuid=zone.uuid, physical_network_uuid=phys.uuid, vlan="untagged",
                         gateway=PUBLIC["gateway"], netmask=PUBLIC["netmask"], start_ip=PUBLIC["start"],
                         end_ip=PUBLIC["end"], for_virtual_network=True, commit=False)
+
+
+def _local_store(zone: Zone) -> ImageStore:
+    """The demo zone's secondary storage: a directory in the instance directory, which the
+    management server (the only reader and writer of a Simulator zone's store) always
+    reaches, so templates registered by URL download there right after `make run`.
+    (An NFS store would need an NFS server and a mount first.)"""
+    from app.services import storage
+    path = Path(current_app.instance_path) / SECONDARY_DIR / zone.uuid
+    provider, path, capacity, used = storage.validate_image_store("Local", f"file://{path}")
+    return ImageStore(uuid=new_uuid(), name="Demo Secondary (Local)", zone_id=zone.id, provider=provider,
+                      url=f"file://{path}", path=path, capacity_bytes=capacity, used_bytes=used)
+
+
+def _sparse_image(path: Path, size: int) -> None:
+    """The demo template's file on the store: sparse, so it takes no space."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        f.truncate(size)
 
 
 def _create_rows(hosts, shared: StoragePoolSpec, shared_info: PoolInfo) -> Zone:
@@ -167,9 +193,7 @@ def _create_rows(hosts, shared: StoragePoolSpec, shared_info: PoolInfo) -> Zone:
         url=f"nfs://{shared.server}{shared.path}", server=shared.server, path=shared.path, state="Up",
         capacity_bytes=shared_info.capacity_bytes, used_bytes=shared_info.allocated_bytes,
         allocated_bytes=shared_info.allocated_bytes))
-    store = ImageStore(name="Demo Secondary (NFS)", zone_id=zone.id, provider="NFS",
-                       url=f"nfs://{NFS_SERVER}/export/secondary", path="/export/secondary",
-                       capacity_bytes=4 << 40, used_bytes=TEMPLATE_SIZE)
+    store = _local_store(zone)
     db.session.add(store)
     db.session.add(Network(name="Demo Guest Network", display_text="Default guest network of the demo zone",
                            zone_id=zone.id, account_id=None, cidr="10.1.1.0/24", gateway="10.1.1.1",
@@ -183,10 +207,12 @@ def _create_rows(hosts, shared: StoragePoolSpec, shared_info: PoolInfo) -> Zone:
                         featured=True, bootable=True, size=TEMPLATE_SIZE, physical_size=TEMPLATE_SIZE)
     db.session.add(template)
     db.session.flush()
+    install_path = f"template/tmpl/{admin.id}/{template.id}/demo-linux.raw"
+    _sparse_image(Path(store.path) / install_path, TEMPLATE_SIZE)
     db.session.add(TemplateStoreRef(template_id=template.id, zone_id=zone.id, image_store_id=store.id,
                                     state=DownloadState.DOWNLOADED, download_pct=100,
                                     downloaded_bytes=TEMPLATE_SIZE, size=TEMPLATE_SIZE,
-                                    install_path=f"template/tmpl/{admin.id}/{template.id}/demo-linux.raw"))
+                                    install_path=install_path))
     for name, cpus, mhz, mib in OFFERINGS:
         db.session.add(ServiceOffering(name=name, display_text=f"{name}: {cpus} vCPU, {mhz} MHz, {mib} MiB",
                                        cpu_number=cpus, cpu_speed=mhz, memory=mib))
