@@ -302,9 +302,23 @@ def _template_row(caller, r: Registration, is_iso: bool, url: str | None) -> Tem
     return t
 
 
-def refs_of(t: Template) -> list[TemplateStoreRef]:
-    return list(db.session.scalars(select(TemplateStoreRef).where(TemplateStoreRef.template_id == t.id)
-                                   .order_by(TemplateStoreRef.id)))
+def refs_of(t: Template, fresh: bool = False) -> list[TemplateStoreRef]:
+    """Its copies; `fresh` reloads rows already in the session (a download job may have
+    changed them meanwhile, e.g. failed at once)."""
+    q = select(TemplateStoreRef).where(TemplateStoreRef.template_id == t.id).order_by(TemplateStoreRef.id)
+    return list(db.session.scalars(q.execution_options(populate_existing=True) if fresh else q))
+
+
+def download_outcome(t: Template) -> tuple[str, list[TemplateStoreRef]]:
+    """("failed", the failed copies) | ("ready", []) | ("downloading", []): what a page may
+    say right after a registration or retry, read from the copies as they are now."""
+    refs = refs_of(t, fresh=True)
+    failed = [r for r in refs if r.state == DownloadState.ERROR]
+    if failed:
+        return "failed", failed
+    if refs and all(r.state in (DownloadState.DOWNLOADED, DownloadState.BYPASSED) for r in refs):
+        return "ready", []
+    return "downloading", []
 
 
 def _submit_download(caller, t: Template, ref: TemplateStoreRef) -> AsyncJob:

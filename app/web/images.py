@@ -19,6 +19,7 @@ from flask_login import current_user, login_required
 from wtforms import BooleanField, HiddenField, SelectField, StringField
 from wtforms.validators import DataRequired, Length, Optional
 
+from app.models import DownloadState
 from app.services import hypervisors as hv
 from app.services import templates
 from app.services.errors import NotFound, ServiceError
@@ -48,6 +49,11 @@ class TemplateListing(Listing):
     @property
     def in_flight(self) -> bool:
         return any(c.in_flight for row in self.rows for c in row.copies)
+
+    @property
+    def failed(self) -> list:
+        """(template, copy) of every failed download on this page, for the list's banner."""
+        return [(row.template, c.ref) for row in self.rows for c in row.copies if c.ref.state == DownloadState.ERROR]
 
 
 def _fetch(*, keyword, sort, page, kind, template_filter, zone_uuid):  # noqa: ARG001 - not sortable
@@ -191,10 +197,29 @@ def register():
         except ServiceError as e:
             attach_error(e, form)
         else:
-            flash(f"{'ISO' if t.is_iso else 'Template'} {t.name} registered"
-                  f"{'' if t.direct_download else '; it is downloading'}.", "success")
+            _flash_outcome(t, f"{'ISO' if t.is_iso else 'Template'} {t.name} registered")
             return _redirect(url_for(".index", kind="iso" if t.is_iso else None))
     return _render_form(form, 422)
+
+
+def _flash_outcome(t, done: str) -> None:
+    """The banner after a registration: what the copies say now, not a promise. A download
+    that already failed says so (with why); one still running points to the list, whose
+    Status column follows it and whose banner names failed downloads."""
+    category, message = _outcome_message(t, done)
+    flash(message, category)
+
+
+def _outcome_message(t, done: str) -> tuple[str, str]:
+    if t.direct_download:
+        return "success", f"{done}; hosts download it directly when it is first used."
+    outcome, failed = templates.download_outcome(t)
+    if outcome == "failed":
+        why = "; ".join(f"{r.zone.name}: {r.error or 'unknown error'}" for r in failed)
+        return "error", f"{done}, but its download failed ({why})."
+    if outcome == "ready":
+        return "success", f"{done} and ready."
+    return "success", f"{done}; its download is under way: the list below shows its progress."
 
 
 @bp.route("/upload", methods=["GET", "POST"])
@@ -215,10 +240,11 @@ def upload():
 
 # --- Actions ----------------------------------------------------------------
 
-def _action(uuid: str, run, done: str, removes: bool = False):
+def _action(uuid: str, run, done, removes: bool = False):
     """Run an action on a template: run(uuid) -> the template. A plain POST returns to
     the page it came from with a flash (to the list if that page is gone: `removes`);
-    HTMX gets the message, and the list reloads on success."""
+    HTMX gets the message, and the list reloads on success. `done` is the message (with
+    {noun} and {name}), or done(template, noun) -> (category, message)."""
     if not EmptyForm().validate_on_submit():
         abort(400)
     back = _back(url_for(".index"))
@@ -231,17 +257,19 @@ def _action(uuid: str, run, done: str, removes: bool = False):
             return render_template("images/_message.html", category="error", message=e.message), 422
         flash(e.message, "error")
         return redirect(back)
-    message = done.format(noun="ISO" if t.is_iso else "Template", name=t.name)
+    noun = "ISO" if t.is_iso else "Template"
+    category, message = done(t, noun) if callable(done) else ("success", done.format(noun=noun, name=t.name))
     if request.htmx:
-        return render_template("images/_message.html", category="success", message=message), {"HX-Trigger": CHANGED}
-    flash(message, "success")
+        return render_template("images/_message.html", category=category, message=message), {"HX-Trigger": CHANGED}
+    flash(message, category)
     return redirect(url_for(".index", kind="iso" if t.is_iso else None) if removes and uuid in back else back)
 
 
 @bp.route("/<uuid>/retry", methods=["POST"])
 @login_required
 def retry(uuid: str):
-    return _action(uuid, lambda u: templates.retry(current_user, u), "{noun} {name}: downloading again.")
+    return _action(uuid, lambda u: templates.retry(current_user, u),
+                   lambda t, noun: _outcome_message(t, f"{noun} {t.name} retried"))
 
 
 @bp.route("/<uuid>/delete", methods=["POST"])

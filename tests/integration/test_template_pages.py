@@ -289,7 +289,7 @@ def test_register_redirects_to_the_list_with_a_flash(app, client, auth, zone, fi
     r = post_register(client, auth, name="debian-raw", url=f"{url}/disk.raw")
     assert r.status_code == 302 and r.headers["Location"] == "/templates/"
     html = client.get("/templates/").get_data(as_text=True)
-    assert "Template debian-raw registered; it is downloading." in html and "Ready" in html
+    assert "Template debian-raw registered and ready." in html and "Ready" in html  # jobs run inline here
     r = post_register(client, auth, htmx=True, name="again", url=f"{url}/disk.raw")
     assert r.status_code == 204 and r.headers["HX-Redirect"] == "/templates/"
     r = client.post("/templates/register", data={"kind": "iso", "name": "tools", "url": f"{url}/disk.raw",
@@ -300,6 +300,32 @@ def test_register_redirects_to_the_list_with_a_flash(app, client, auth, zone, fi
         iso = templates.list_templates(accounts.get_user("admin"), is_iso=True, template_filter="all")[0][0]
         assert iso.name == "tools" and iso.bootable and iso.format == "ISO"
         assert templates.refs_of(iso)[0].state == DownloadState.ERROR  # a RAW file is no ISO
+
+
+def test_a_failed_download_says_so_in_the_banner_and_on_the_list(app, client, auth, zone, files):
+    """The banner after registering reads the copies as they are: a download that failed
+    says it failed and why (not "downloading"); the list names every failed download above
+    the table and marks the copy Error; one still running points to the list."""
+    url, _ = files
+    auth.login()
+    post_register(client, auth, name="gone", url=f"{url}/missing.raw")  # 404: fails at once (jobs inline)
+    html = client.get("/templates/").get_data(as_text=True)
+    assert "Template gone registered, but its download failed (Z1: " in html and "downloading" not in html
+    banner = html.split('class="flash flash-error download-failed"', 1)[1].split("</div>", 1)[0]
+    assert "Download failed:" in banner and ">gone</a> in Z1" in banner and "404" in banner
+    assert "state-error" in html
+    # Later visits: the flash is gone, the list's banner stays while the copy is failed.
+    html = client.get("/templates/", headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert "Download failed:" in html and "registered" not in html
+    # A download still under way is said to be one, with no failure banner.
+    with app.app_context():
+        t = templates.get_visible(accounts.get_user("admin"), register(app, url=f"{url}/disk.raw", name="ok"))
+        ref = templates.refs_of(t)[0]
+        ref.state = DownloadState.DOWNLOADING
+        db.session.commit()
+        from app.web.images import _outcome_message
+        assert _outcome_message(t, "Template ok registered") == (
+            "success", "Template ok registered; its download is under way: the list below shows its progress.")
 
 
 def test_posts_need_the_csrf_token(app, client, auth, zone):
@@ -361,7 +387,7 @@ def test_retry_downloads_a_failed_copy_again(app, client, auth, zone, files):
     auth.login()
     r = client.post(f"/templates/{uuid}/retry", headers={"HX-Request": "true", "X-CSRFToken": auth.csrf()})
     assert r.status_code == 200 and r.headers["HX-Trigger"] == "templatesChanged"
-    assert "Template late: downloading again." in r.get_data(as_text=True)
+    assert "Template late retried and ready." in r.get_data(as_text=True)
     assert "Ready" in client.get("/templates/").get_data(as_text=True)
     r = client.post(f"/templates/{uuid}/retry", data={"csrf_token": auth.csrf()},
                     headers={"Referer": "http://localhost/templates/?q=late"})
