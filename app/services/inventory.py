@@ -1,5 +1,5 @@
 """Read-only views of the physical layout for the admin pages: list rows with
-their counts and capacity, and the detail of one zone, cluster, host or pool.
+their counts and capacity, and the detail of one zone, pod, cluster, host or pool.
 
 Every function runs a fixed number of queries whatever the page size: the rows
 (one query, related names joined-loaded, plus its count), then one grouped query
@@ -11,6 +11,7 @@ Capacity is counted as the planner counts it: a host's CPU is cores × MHz ×
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -142,12 +143,16 @@ def zone_rows(*, keyword: str | None = None, sort: str | None = None, page=None)
     return _zone_rows(items), total
 
 
+def _pod_rows(items: list[Pod]) -> list[PodRow]:
+    ids = [p.id for p in items]
+    clusters, sums = _counts(Cluster, Cluster.pod_id, ids), host_sums(Host.pod_id, ids)
+    return [PodRow(p, clusters.get(p.id, 0), sums.get(p.id, HostSums())) for p in items]
+
+
 def pod_rows(*, zone_uuid: str | None = None, keyword: str | None = None, sort: str | None = None,
              page=None) -> tuple[list[PodRow], int]:
     items, total = zones.list_pods(zone_uuid=zone_uuid, keyword=keyword, sort=sort, page=page)
-    ids = [p.id for p in items]
-    clusters, sums = _counts(Cluster, Cluster.pod_id, ids), host_sums(Host.pod_id, ids)
-    return [PodRow(p, clusters.get(p.id, 0), sums.get(p.id, HostSums())) for p in items], total
+    return _pod_rows(items), total
 
 
 def cluster_rows(*, zone_uuid: str | None = None, pod_uuid: str | None = None, hypervisor: str | None = None,
@@ -274,6 +279,25 @@ def cluster_detail(uuid: str, limit: int = DETAIL_ROWS) -> ClusterDetail:
     return ClusterDetail(row=ClusterRow(cluster, host_sums(Host.cluster_id, [cluster.id]).get(cluster.id, HostSums())),
                          hosts=host_rows(cluster_uuid=cluster.uuid, sort="name", page=(1, limit)),
                          pools=storage.list_storage_pools(cluster_uuid=cluster.uuid, sort="name", page=(1, limit)))
+
+
+@dataclass
+class PodDetail:
+    row: PodRow
+    clusters: tuple[list[ClusterRow], int]
+    hosts: tuple[list[HostRow], int]
+    reserved_ips: int  # addresses in the pod's reserved (management) range
+
+
+def pod_detail(uuid: str, limit: int = DETAIL_ROWS) -> PodDetail:
+    pod = zones.get_pod(uuid, "id")
+    size = 0
+    if pod.start_ip and pod.end_ip:
+        size = max(0, int(ipaddress.ip_address(pod.end_ip)) - int(ipaddress.ip_address(pod.start_ip)) + 1)
+    first = (1, limit)
+    return PodDetail(row=_pod_rows([pod])[0],
+                     clusters=cluster_rows(pod_uuid=pod.uuid, sort="name", page=first),
+                     hosts=host_rows(pod_uuid=pod.uuid, sort="name", page=first), reserved_ips=size)
 
 
 @dataclass

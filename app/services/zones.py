@@ -123,7 +123,7 @@ def update_zone(caller, uuid: str, *, name: str | None = None, description: str 
     if local_storage is not None:
         zone.local_storage_enabled = local_storage
     zone.allocation_state = _state(allocation_state, zone.allocation_state)
-    events.record("ZONE.EDIT", f"Zone {zone.name} updated", user=caller, resource_type="Zone", resource_id=zone.uuid)
+    events.record("ZONE.EDIT", f"Zone {zone.name} updated ({zone.allocation_state})", user=caller, resource_type="Zone", resource_id=zone.uuid)
     db.session.commit()
     return zone
 
@@ -263,6 +263,8 @@ def update_pod(caller, uuid: str, *, name: str | None = None, allocation_state: 
     if name is not None:
         pod.name = _name(name)
     pod.allocation_state = _state(allocation_state, pod.allocation_state)
+    events.record("POD.EDIT", f"Pod {pod.name} updated ({pod.allocation_state})", user=caller, resource_type="Pod",
+                  resource_id=pod.uuid)
     db.session.commit()
     return pod
 
@@ -337,6 +339,8 @@ def update_cluster(caller, uuid: str, *, name: str | None = None, allocation_sta
     if name is not None:
         c.name = _name(name, "clustername")
     c.allocation_state = _state(allocation_state, c.allocation_state)
+    events.record("CLUSTER.EDIT", f"Cluster {c.name} updated ({c.allocation_state})", user=caller,
+                  resource_type="Cluster", resource_id=c.uuid)
     db.session.commit()
     return c
 

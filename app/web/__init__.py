@@ -43,7 +43,7 @@ PAGE_COMMANDS: dict[str, str] = {
     "images": "listTemplates", "events": "listEvents",
     "infra": "listZones", "infra.hosts": "listHosts", "infra.host": "listHosts", "infra.add_host": "listHosts",
     "infra.host_action": "listHosts", "infra.host_state": "listHosts", "infra.clusters": "listClusters",
-    "infra.cluster": "listClusters", "infra.add_cluster": "listClusters", "infra.pods": "listPods",
+    "infra.cluster": "listClusters", "infra.add_cluster": "listClusters", "infra.pods": "listPods", "infra.pod": "listPods",
     "infra.primary_storage": "listStoragePools", "infra.storage_pool": "listStoragePools",
     "infra.add_primary_storage": "listStoragePools", "infra.pool_action": "listStoragePools",
     "infra.secondary_storage": "listImageStores", "infra.add_secondary_storage": "listImageStores",

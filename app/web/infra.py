@@ -22,7 +22,7 @@ from app.hypervisors import registry
 from app.models import Host, HostState, ResourceState
 from app.services import hosts as hosts_service
 from app.services import hypervisors as hv
-from app.services import inventory, regions
+from app.services import inventory, regions, vm_views
 from app.services import storage as storage_service
 from app.services import storage_maintenance
 from app.services import zones as zones_service
@@ -155,9 +155,52 @@ def _detail_page(endpoint: str, rule: str, lookup: Callable[[str], Any]) -> None
 
 
 _detail_page("zone", "/zones/<uuid>", inventory.zone_detail)
+_detail_page("pod", "/pods/<uuid>", inventory.pod_detail)
 _detail_page("cluster", "/clusters/<uuid>", inventory.cluster_detail)
-_detail_page("host", "/hosts/<uuid>", inventory.host_detail)
+
+
+HOST_VMS_PAGE = 20
+
+
+@bp.route("/hosts/<uuid>")
+@admin_required
+def host(uuid: str):
+    """The host's state, facts, local pools, metrics and its VMs (a page of them: ?vmpage=N)."""
+    d = _found(inventory.host_detail, uuid)
+    page = max(request.args.get("vmpage", 1, type=int) or 1, 1)
+    vms, total = vm_views.list_vms(current_user, host_uuid=uuid, page=(page, HOST_VMS_PAGE), details_min=True)
+    return render_template("infra/host.html", d=d, vms=vms, vms_total=total, vm_page=page,
+                           vm_pages=max(1, -(-total // HOST_VMS_PAGE)))
 _detail_page("storage_pool", "/storage/primary/<uuid>", inventory.pool_detail)
+
+
+# --- Enable / disable zones, pods, clusters ----------------------------------
+
+# kind: (what people call it, the service's lookup, its update service, the detail page)
+ALLOCATABLE: dict[str, tuple[str, Callable, Callable, str]] = {
+    "zone": ("Zone", zones_service.get_zone, zones_service.update_zone, "infra.zone"),
+    "pod": ("Pod", zones_service.get_pod, zones_service.update_pod, "infra.pod"),
+    "cluster": ("Cluster", zones_service.get_cluster, zones_service.update_cluster, "infra.cluster"),
+}
+
+
+@bp.route("/zones/<uuid>/<any(enable, disable):action>", methods=["POST"], defaults={"kind": "zone"})
+@bp.route("/pods/<uuid>/<any(enable, disable):action>", methods=["POST"], defaults={"kind": "pod"})
+@bp.route("/clusters/<uuid>/<any(enable, disable):action>", methods=["POST"], defaults={"kind": "cluster"})
+@admin_required
+def allocation(kind: str, uuid: str, action: str):
+    """CloudStack's allocationstate (updateZone/updatePod/updateCluster): a disabled zone, pod
+    or cluster gets no new VMs from the planner; what runs there keeps running."""
+    label, lookup, update, page = ALLOCATABLE[kind]
+    obj = _found(lookup, uuid)
+    try:
+        update(current_user, uuid, allocation_state="Enabled" if action == "enable" else "Disabled")
+    except ServiceError as e:
+        flash(e.message, "error")
+    else:
+        flash(f"{label} {obj.name} is {obj.allocation_state.lower()}"
+              + (": no new VMs are placed in it." if action == "disable" else "."), "success")
+    return _redirect(_back(url_for(page, uuid=uuid)))
 
 
 # --- Host lifecycle ---------------------------------------------------------

@@ -144,3 +144,19 @@ def test_concurrent_reservations_never_overbook(app):
         for h in db.session.scalars(select(Host)):
             assert h.memory_allocated <= h.memory_total
             assert h.memory_allocated == 5 * GIB
+
+
+def test_skips_hosts_of_a_disabled_pod_or_cluster(app):
+    """updatePod/updateCluster allocationstate=Disabled: their hosts get no new VMs; Enabled again, they do."""
+    with app.app_context():
+        zone, hosts = make_zone(n_hosts=1)
+        need = Need.of(1, 500, 512)
+        for model in (Pod, Cluster):
+            row = db.session.get(model, getattr(hosts[0], f"{model.__tablename__[:-1]}_id"))
+            row.allocation_state = AllocationState.DISABLED
+            db.session.commit()
+            with pytest.raises(InsufficientCapacity):
+                planner.plan_and_reserve(zone, "Simulator", need)
+            row.allocation_state = AllocationState.ENABLED
+            db.session.commit()
+        assert planner.plan_and_reserve(zone, "Simulator", need).id == hosts[0].id
