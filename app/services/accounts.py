@@ -18,6 +18,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from app.extensions import db
 from app.models import ACCOUNT_TYPES, Account, AccountRole, AccountState, LoginThrottle, Role, RoleType, User, new_uuid, utcnow
 from app.services import access, crypto, events, settings
+from app.services.units import duration
 from app.services.errors import InvalidParameter, NotFound, PermissionDenied, ServiceError
 from app.services.settings import Definition, define
 
@@ -51,7 +52,7 @@ class LoginThrottled(ServiceError):
     code = 429
 
     def __init__(self, wait: int):
-        super().__init__(f"Too many failed attempts. Try again in {wait} s.")
+        super().__init__(f"Too many failed attempts. Try again in {duration(wait)}.")
         self.wait = wait
 
 

@@ -29,6 +29,7 @@ from app.models import (AsyncJob, DownloadState, JobStatus, Host, Nic, PoolState
 from app.services import (access, affinity, config_drive, consoles, events, placement_tags, planner, quotas,
                           resource_details, settings, storage, template_cache, templates, volumes, zones)
 from app.services import hypervisors as hv
+from app.services.units import duration
 from app.services.network import ipam, networks, routers, secgroups, vm_nics
 from app.services.errors import (InsufficientCapacity, InvalidParameter, NotFound, PermissionDenied, ResourceInUse,
                                  ResourceUnavailable, ServiceError, Unsupported)
@@ -839,10 +840,10 @@ def _run_stop(job, vm, params):
     if host is not None:
         driver = _driver(host)
         try:
-            jobs.progress(job, 20, f"Asking the guest to shut down (up to {timeout} s)")
+            jobs.progress(job, 20, f"Asking the guest to shut down (up to {duration(timeout)})")
             stopped = driver.stop_vm(vm.instance_name, timeout=timeout)
             if not stopped and not params.get("forced"):
-                raise ResourceUnavailable(f"VM {vm.name} did not shut down within {timeout} s; "
+                raise ResourceUnavailable(f"VM {vm.name} did not shut down within {duration(timeout)}; "
                                           "stop it with forced=true to power it off")
             if not stopped:
                 jobs.progress(job, 70, "Powering off")
@@ -922,7 +923,7 @@ def _run_destroy(job, vm, params):
         _stopped_on_host(vm)
         vm.state = VMState.DESTROYED
         events.record("VM.DESTROY", f"VM {vm.name} destroyed" + ("" if params.get("expunge") else
-                      f" (recoverable for {settings.get('expunge.delay')} s)"), user=vm.user,
+                      f" (recoverable for {duration(settings.get('expunge.delay'))})"), user=vm.user,
                       resource_type="VirtualMachine", resource_id=vm.uuid)
         db.session.commit()
     if params.get("expunge"):

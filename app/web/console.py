@@ -17,6 +17,7 @@ from flask import Blueprint, abort, current_app, flash, make_response, redirect,
 from flask_login import current_user, login_required
 
 from app.services import consoles, settings
+from app.services.units import duration
 from app.services.errors import NotFound, ServiceError
 from app.web import admin_required
 from app.web.forms import EmptyForm
@@ -92,7 +93,7 @@ def end(uuid: str):
     if not EmptyForm().validate_on_submit():
         abort(400)
     outcome = {"message": "The console session is ended: the proxy closes it within "
-                          f"{current_app.config['CONSOLE_CHECK_SECONDS']:g} s."}
+                          f"{duration(current_app.config['CONSOLE_CHECK_SECONDS'])}."}
     try:
         consoles.end_session(current_user, uuid)
     except NotFound:

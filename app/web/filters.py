@@ -5,7 +5,7 @@ from datetime import datetime
 
 from flask import Flask
 
-from app.services.units import filesize
+from app.services.units import duration, filesize
 
 
 def dt(value: datetime | None) -> str:
@@ -33,5 +33,6 @@ def pct_class(pct) -> str:
 def register_filters(app: Flask) -> None:
     app.jinja_env.filters["pct_class"] = pct_class
     app.jinja_env.filters["filesize"] = filesize
+    app.jinja_env.filters["duration"] = duration
     app.jinja_env.filters["hvname"] = hvname
     app.jinja_env.filters["dt"] = dt
