@@ -298,7 +298,10 @@ def _deploy(w: Wizard):
         w.index = STEP_OF.get(e.field or "", w.index)
         attach_error(e, f)
         return None
-    flash(f"VM {vm.name} is being deployed.", "success")
+    if job is None:
+        flash(f"VM {vm.name} created.", "success")
+    # With a job, the VM page's job panel says it runs and then that it is done (a flash
+    # above the page would keep saying "being deployed" after the job ended).
     return _redirect(url_for("vms.detail", uuid=vm.uuid, job=job.uuid if job else None))
 
 

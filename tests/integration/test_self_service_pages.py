@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from app.extensions import db
-from app.models import AsyncJob, DiskOffering, ResourceLimit, SSHKeyPair, VirtualMachine, Volume, new_uuid
+from app.models import AsyncJob, DiskOffering, JobStatus, ResourceLimit, SSHKeyPair, VirtualMachine, Volume, new_uuid
 from app.services import accounts, keypairs, volumes
 from tests.integration.test_vm_pages import _engines, deploy, post, world  # noqa: F401  (fixtures)
 
@@ -106,7 +106,15 @@ def test_wizard_walks_every_step_and_lands_on_the_vm_page(app, world, auth, clie
         job = db.session.scalar(db.select(AsyncJob).where(AsyncJob.instance_id == vm.uuid))
     assert resp.headers["Location"] == f"/vms/{vm.uuid}?job={job.uuid}"
     page = html_of(client.get(resp.headers["Location"]))
-    assert "is being deployed" in page and 'id="vm-job"' in page and "Deploy" in page
+    # The job is done (jobs run inline here): the job panel says so, and no banner still
+    # says the VM "is being deployed".
+    assert "being deployed" not in page and 'id="vm-job"' in page and "Deploy" in page
+    assert "✓ Done at" in page and "the VM is Running" in page
+    with app.app_context():  # while the job runs, the panel says it runs (and polls)
+        db.session.get(AsyncJob, job.id).status = JobStatus.PENDING
+        db.session.commit()
+    page = html_of(client.get(resp.headers["Location"]))
+    assert "being deployed" not in page and "vm-job-pending" in page and "every 1s" in page
 
 
 def test_wizard_refusals_and_back(app, world, auth, client, hx):
