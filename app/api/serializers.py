@@ -6,7 +6,7 @@ from contextvars import ContextVar
 from datetime import datetime
 from typing import Any, Callable
 
-from app.models import Account, AsyncJob, Domain, HypervisorCapability, Setting, User
+from app.models import Account, AsyncJob, Domain, HypervisorCapability, User
 from app.models.base import DOMAIN_ID, DOMAIN_NAME, cs_date  # noqa: F401  (defined below api and jobs)
 
 _SERIALIZERS: dict[str, Callable[[Any], dict]] = {}
@@ -198,9 +198,17 @@ def user(u: User) -> dict:
 
 
 @serializer("configuration")
-def configuration(s: Setting) -> dict:
-    return {"name": s.name, "value": s.value, "defaultvalue": s.default, "category": s.category,
-            "description": s.description, "isdynamic": s.is_dynamic, "scope": s.scope}
+def configuration(s) -> dict:
+    """A Setting row, or a settings.ScopedSetting (its value in one zone, cluster, account ...)."""
+    from app.services import settings
+    d = settings.DEFINITIONS.get(s.name)
+    out = {"name": s.name, "value": s.value, "defaultvalue": s.default, "category": s.category,
+           "description": s.description, "isdynamic": s.is_dynamic, "scope": s.scope}
+    if d is not None:
+        out["type"] = settings.cs_type(d)
+        if d.choices:
+            out["options"] = ",".join(d.choices)
+    return out
 
 
 @serializer("hypervisorCapabilities")

@@ -23,7 +23,7 @@ from app.models.userdata import InstanceGroup, UserData  # noqa: F401
 from app.models.vms import Nic, VirtualMachine, VMState, Volume, VolumeState, VolumeType  # noqa: F401
 from app.models.snapshots import INTERVAL_NUMBERS, IntervalType, Snapshot, SnapshotPolicy, SnapshotState  # noqa: F401
 from app.models.transfers import Extract, ExtractState, VolumeStoreRef  # noqa: F401
-from app.models.settings import Setting  # noqa: F401
+from app.models.settings import Setting, SettingValue  # noqa: F401
 from app.models.vm_snapshots import VMSnapshot, VMSnapshotState, VMSnapshotType  # noqa: F401
 from app.models.jobs import AsyncJob, JobStatus  # noqa: F401
 from app.models.events import Event, EventBucket  # noqa: F401

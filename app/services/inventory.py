@@ -56,9 +56,18 @@ class PoolSums:
     allocated: Usage = Usage()
 
 
-def factors() -> tuple[float, float]:
-    """(CPU, memory) overprovisioning factors the planner applies."""
-    return settings.get("cpu.overprovisioning.factor"), settings.get("mem.overprovisioning.factor")
+def factors(cluster: int | None = None, zone: int | None = None) -> tuple[float, float]:
+    """(CPU, memory) overprovisioning factors the planner applies (in a cluster: its own, else its zone's)."""
+    return (settings.get("cpu.overprovisioning.factor", cluster=cluster, zone=zone),
+            settings.get("mem.overprovisioning.factor", cluster=cluster, zone=zone))
+
+
+def capacity_sums():
+    """SQL sums of the hosts' CPU MHz and memory bytes, each host's times its cluster's factor."""
+    cpu_f = settings.sql_value("cpu.overprovisioning.factor", cluster_col=Host.cluster_id, zone_col=Host.zone_id)
+    mem_f = settings.sql_value("mem.overprovisioning.factor", cluster_col=Host.cluster_id, zone_col=Host.zone_id)
+    return (func.coalesce(func.sum(Host.cpu_number * Host.cpu_speed * cpu_f), 0),
+            func.coalesce(func.sum(Host.memory_total * mem_f), 0))
 
 
 def _only(key: ColumnElement, ids: Iterable[int] | None):
@@ -67,18 +76,16 @@ def _only(key: ColumnElement, ids: Iterable[int] | None):
 
 def host_sums(key: ColumnElement, ids: Iterable[int] | None = None) -> dict[int, HostSums]:
     """Per value of `key` (Host.zone_id, .pod_id or .cluster_id), for `ids` or all: one grouped query."""
-    cpu_f, mem_f = factors()
+    cpu_capacity, mem_capacity = capacity_sums()
     rows = db.session.execute(
         select(key, func.count(), func.coalesce(func.sum(case((Host.state == HostState.UP, 1), else_=0)), 0),
-               func.coalesce(func.sum(Host.cpu_allocated), 0),
-               func.coalesce(func.sum(Host.cpu_number * Host.cpu_speed), 0),
-               func.coalesce(func.sum(Host.memory_allocated), 0), func.coalesce(func.sum(Host.memory_total), 0))
+               func.coalesce(func.sum(Host.cpu_allocated), 0), cpu_capacity,
+               func.coalesce(func.sum(Host.memory_allocated), 0), mem_capacity)
         .where(Host.removed.is_(None), *_only(key, ids)).group_by(key))
     out = {}
     for key_value, *sums in rows:  # SUM is a Decimal on PostgreSQL and MariaDB
         n, up, cpu_used, cpu_total, mem_used, mem_total = (int(v) for v in sums)
-        out[key_value] = HostSums(n, up, Usage(cpu_used, int(cpu_total * cpu_f)),
-                                  Usage(mem_used, int(mem_total * mem_f)))
+        out[key_value] = HostSums(n, up, Usage(cpu_used, cpu_total), Usage(mem_used, mem_total))
     return out
 
 
@@ -169,9 +176,12 @@ def _host_rows(items: list[Host]) -> list[HostRow]:
         .where(VirtualMachine.host_id.in_([h.id for h in items]), VirtualMachine.removed.is_(None),
                VirtualMachine.state != VMState.DESTROYED)
         .group_by(VirtualMachine.host_id)).all()) if items else {}
-    cpu_f, mem_f = factors()
-    return [HostRow(h, vms.get(h.id, 0), Usage(h.cpu_allocated, int(h.cpu_number * h.cpu_speed * cpu_f)),
-                    Usage(h.memory_allocated, int(h.memory_total * mem_f))) for h in items]
+    rows = []
+    for h in items:
+        cpu_f, mem_f = factors(cluster=h.cluster_id, zone=h.zone_id)
+        rows.append(HostRow(h, vms.get(h.id, 0), Usage(h.cpu_allocated, int(h.cpu_number * h.cpu_speed * cpu_f)),
+                            Usage(h.memory_allocated, int(h.memory_total * mem_f))))
+    return rows
 
 
 def host_rows(*, zone_uuid: str | None = None, pod_uuid: str | None = None, cluster_uuid: str | None = None,
@@ -312,7 +322,7 @@ def host_detail(uuid: str) -> HostDetail:
     host = hosts.get_host(uuid)
     pools = db.session.scalars(select(StoragePool).where(StoragePool.host_id == host.id,
                                                          StoragePool.removed.is_(None)).order_by(StoragePool.id))
-    return HostDetail(_host_rows([host])[0], list(pools), *factors())
+    return HostDetail(_host_rows([host])[0], list(pools), *factors(cluster=host.cluster_id, zone=host.zone_id))
 
 
 def host_row(uuid: str) -> HostRow:

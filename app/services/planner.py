@@ -45,10 +45,10 @@ MIB = 1024 * 1024
 
 define(Definition("cpu.overprovisioning.factor", "1.0",
                   "Used for CPU overprovisioning: the CPU capacity of a host counts this many times.",
-                  category="Capacity", type="float", min=1.0, max=100.0))
+                  category="Capacity", type="float", min=1.0, max=100.0, scopes=("cluster", "zone")))
 define(Definition("mem.overprovisioning.factor", "1.0",
                   "Used for memory overprovisioning: the memory of a host counts this many times.",
-                  category="Capacity", type="float", min=1.0, max=10.0))
+                  category="Capacity", type="float", min=1.0, max=10.0, scopes=("cluster", "zone")))
 define(Definition("vm.allocation.algorithm", "random",
                   "How the planner orders suitable hosts: random, firstfit, userdispersing "
                   "(fewest VMs of the same account first), firstfitleastconsumed (least allocated first).",
@@ -71,11 +71,13 @@ class Need:
 
 
 def _cpu_capacity():
-    return Host.cpu_number * Host.cpu_speed * settings.get("cpu.overprovisioning.factor")
+    return Host.cpu_number * Host.cpu_speed * settings.sql_value(
+        "cpu.overprovisioning.factor", cluster_col=Host.cluster_id, zone_col=Host.zone_id)
 
 
 def _mem_capacity():
-    return Host.memory_total * settings.get("mem.overprovisioning.factor")
+    return Host.memory_total * settings.sql_value(
+        "mem.overprovisioning.factor", cluster_col=Host.cluster_id, zone_col=Host.zone_id)
 
 
 def _fits(need: Need):

@@ -888,7 +888,7 @@ def _run_reboot(job, vm, params):
 # --- Destroy, recover, expunge -------------------------------------------------------
 
 def destroy(caller, uuid: str, expunge: bool = False) -> AsyncJob:
-    if expunge and not caller.is_admin and not settings.get("allow.user.expunge.recover.vm"):
+    if expunge and not caller.is_admin and not settings.get("allow.user.expunge.recover.vm", account=caller.account_id):
         raise PermissionDenied("Only administrators may expunge at once")
     # The API also takes a Destroyed VM, as CloudStack does: answered with the VM, and expunged
     # when expunge=true (Ansible's `state: expunged` after `absent`). The pages offer
@@ -898,7 +898,7 @@ def destroy(caller, uuid: str, expunge: bool = False) -> AsyncJob:
 
 
 define(Definition("allow.user.expunge.recover.vm", "true", "Users may expunge and recover their own VMs.",
-                  category="VM", type="boolean"))
+                  category="VM", type="boolean", scopes=("account",)))
 
 
 def _power_off(vm: VirtualMachine) -> None:
@@ -933,7 +933,7 @@ def _run_destroy(job, vm, params):
 
 def recover(caller, uuid: str) -> VirtualMachine:
     """Destroyed → Stopped (synchronous in CloudStack)."""
-    if not caller.is_admin and not settings.get("allow.user.expunge.recover.vm"):
+    if not caller.is_admin and not settings.get("allow.user.expunge.recover.vm", account=caller.account_id):
         raise PermissionDenied("Only administrators may recover VMs")
     vm = get_vm(caller, uuid)
     token = _lock(vm, "recover")
@@ -949,7 +949,7 @@ def recover(caller, uuid: str) -> VirtualMachine:
 
 
 def expunge(caller, uuid: str) -> AsyncJob:
-    if not caller.is_admin and not settings.get("allow.user.expunge.recover.vm"):
+    if not caller.is_admin and not settings.get("allow.user.expunge.recover.vm", account=caller.account_id):
         raise PermissionDenied("Only administrators may expunge VMs")
     return _submit(caller, get_vm(caller, uuid), "expunge", "expungeVirtualMachine")
 

@@ -21,9 +21,9 @@ from app.services.settings import Definition, define
 
 define(Definition("storage.allocated.capacity.disablethreshold", "0.85", "Primary storage pools are not "
                   "allocated past this fraction of their capacity.", category="Storage", type="float",
-                  min=0.1, max=1.0))
+                  min=0.1, max=1.0, scopes=("zone",)))
 define(Definition("custom.diskoffering.size.max", "1024", "Largest custom data volume, in GiB.",
-                  category="Storage", type="integer", min=1, max=65536))
+                  category="Storage", type="integer", min=1, max=65536, scopes=("account",)))
 
 GIB = 1 << 30
 
@@ -32,7 +32,7 @@ GIB = 1 << 30
 
 def reserve_on_pool(pool: StoragePool, size: int) -> None:
     """Count `size` bytes as allocated on the pool, atomically, refusing past the threshold."""
-    threshold = settings.get("storage.allocated.capacity.disablethreshold")
+    threshold = settings.get("storage.allocated.capacity.disablethreshold", zone=pool.zone_id)
     if pool.capacity_bytes <= 0:
         return  # size unknown (no host prepared it yet): nothing to check against
     limit = int(pool.capacity_bytes * threshold)
@@ -146,9 +146,9 @@ def create_volume(caller, *, name: str | None, zone_uuid: str, disk_offering_uui
     if offering.is_custom:
         if not size_gib or size_gib < 1:
             raise InvalidParameter(f"Disk offering {offering.name} is custom: give size (GiB)", field="size")
-        if size_gib > settings.get("custom.diskoffering.size.max"):
-            raise InvalidParameter(f"size must be at most {settings.get('custom.diskoffering.size.max')} GiB",
-                                   field="size")
+        largest = settings.get("custom.diskoffering.size.max", account=owner.id)
+        if size_gib > largest:
+            raise InvalidParameter(f"size must be at most {largest} GiB", field="size")
         size = size_gib * GIB
     else:
         if size_gib:

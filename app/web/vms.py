@@ -124,7 +124,7 @@ def _edit(caller, uuid: str, f: EditForm):
 
 
 def _may_expunge(vm: VirtualMachine) -> bool:
-    return current_user.is_admin or settings.get("allow.user.expunge.recover.vm")
+    return current_user.is_admin or settings.get("allow.user.expunge.recover.vm", account=current_user.account_id)
 
 
 @dataclass(frozen=True)
