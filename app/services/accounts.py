@@ -138,9 +138,11 @@ def create_account(name: str, role: str = Role.USER, *, domain=None, commit: boo
 
 def create_user(username: str, password: str, *, role: str | None = None, account: str | None = None,
                 email: str | None = None, firstname: str | None = None,
-                lastname: str | None = None, account_role: AccountRole | None = None, domain=None) -> User:
+                lastname: str | None = None, account_role: AccountRole | None = None, domain=None,
+                caller: User | None = None) -> User:
     """Create a user; its account is created when it does not exist (named after the
-    user unless given). The user's role follows its account's type, as in CloudStack."""
+    user unless given). The user's role follows its account's type, as in CloudStack.
+    The event names `caller` as who acted (None: the system, e.g. the first admin)."""
     username = _check_name(username, "Username")
     _check_password(password, username)
     if get_user(username):
@@ -159,8 +161,9 @@ def create_user(username: str, password: str, *, role: str | None = None, accoun
     user = User(uuid=new_uuid(), username=username, password_hash=hash_password(password), role=acct.role,
                 account=acct, email=email, firstname=firstname, lastname=lastname)
     db.session.add(user)
-    events.record("USER.CREATE", f"User {username} created in account {acct.name}",
-                  account_id=None, resource_type="User", resource_id=user.uuid)
+    db.session.flush()
+    events.record("USER.CREATE", f"User {username} created in account {acct.name}", user=caller,
+                  account_id=acct.id, resource_type="User", resource_id=user.uuid)
     db.session.commit()
     return user
 
@@ -272,14 +275,14 @@ def authenticate(username: str, password: str, source: str | None = None) -> Use
     return user
 
 
-def register_keys(user: User) -> tuple[str, str]:
+def register_keys(user: User, caller: User | None = None) -> tuple[str, str]:
     """New API key and secret for the user (replacing any old pair)."""
     api_key = secrets.token_urlsafe(64)
     secret = secrets.token_urlsafe(64)
     user.api_key = api_key
     user.secret_key_enc = crypto.encrypt(secret)
-    events.record("REGISTER.USER.KEY", f"API keys registered for {user.username}",
-                  user=user, resource_type="User", resource_id=user.uuid)
+    events.record("REGISTER.USER.KEY", f"API keys registered for {user.username}", user=caller or user,
+                  account_id=user.account_id, resource_type="User", resource_id=user.uuid)
     db.session.commit()
     return api_key, secret
 
@@ -298,6 +301,10 @@ def user_by_api_key(api_key: str) -> User | None:
     return db.session.scalar(select(User).where(User.api_key == api_key, User.removed.is_(None)))
 
 
+def user_by_id(user_id: int | None) -> User | None:
+    return db.session.get(User, user_id) if user_id else None
+
+
 def user_by_uuid(uuid: str) -> User:
     user = db.session.scalar(select(User).where(User.uuid == uuid, User.removed.is_(None)))
     if user is None:
@@ -305,13 +312,13 @@ def user_by_uuid(uuid: str) -> User:
     return user
 
 
-def set_user_state(user: User, enabled: bool) -> User:
+def set_user_state(user: User, enabled: bool, caller: User | None = None) -> User:
     user.state = AccountState.ENABLED if enabled else AccountState.DISABLED
     if not enabled:  # its sessions end for good: enabling it again revives none
         user.session_version = User.session_version + 1
     events.record("USER.ENABLE" if enabled else "USER.DISABLE",
-                  f"User {user.username} {'enabled' if enabled else 'disabled'}",
-                  resource_type="User", resource_id=user.uuid)
+                  f"User {user.username} {'enabled' if enabled else 'disabled'}", user=caller,
+                  account_id=user.account_id, resource_type="User", resource_id=user.uuid)
     db.session.commit()
     return user
 
@@ -741,7 +748,7 @@ def create_account_with_user(caller: User, username: str, password: str, *, acco
     if network_domain and not DOMAIN_RE.match(network_domain):
         raise InvalidParameter("Invalid network domain", field="networkdomain")
     user = create_user(username, password, role=ROLE_OF_TYPE.get(rtype, Role.USER), account=name, domain=domain,
-                       email=email, firstname=firstname, lastname=lastname, account_role=role)
+                       email=email, firstname=firstname, lastname=lastname, account_role=role, caller=caller)
     if network_domain:
         user.account.network_domain = network_domain
         db.session.commit()
@@ -757,7 +764,7 @@ def create_user_in(caller: User, username: str, password: str, *, account: str, 
         raise NotFound(f"Unable to find account {account} in domain {domain.name}", field="account")
     check_manage(caller, acct)
     return create_user(username, password, account=account, domain=domain, email=email,
-                       firstname=firstname, lastname=lastname)
+                       firstname=firstname, lastname=lastname, caller=caller)
 
 
 def accounts_per_domain(domain_ids: list[int]) -> dict[int, int]:

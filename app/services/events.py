@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from flask import has_request_context, request
+from flask import g, has_app_context, has_request_context, request
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -43,6 +43,20 @@ def record(type: str, description: str, *, user=None, account_id: int | None = N
     if commit:
         db.session.commit()
     return ev
+
+
+def actor():
+    """Who is acting now: the caller of the job being run or of the API call being answered
+    (flask.g.caller), else the logged-in user of a page request; None for the system (the
+    monitor, the sweepers). CloudStack's event: userid is who acted, accountid whose
+    resource it is — callers pass the owner's account_id beside it."""
+    if has_app_context() and g.get("caller") is not None:
+        return g.caller
+    if has_request_context():
+        from flask_login import current_user
+        if getattr(current_user, "is_authenticated", False):
+            return current_user._get_current_object()
+    return None
 
 
 def _window_start(now: datetime, seconds: int) -> datetime:

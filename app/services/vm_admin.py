@@ -118,7 +118,7 @@ def reset_password(caller, uuid: str):
 def _run_reset_password(job, vm, params):
     password = new_password()
     set_password(vm, password)
-    events.record("VM.RESETPASSWORD", f"VM {vm.name}: password reset", user=vm.user,
+    events.record("VM.RESETPASSWORD", f"VM {vm.name}: password reset", user=events.actor(), account_id=vm.account_id,
                   resource_type="VirtualMachine", resource_id=vm.uuid)
     db.session.commit()
     if vm.state == VMState.RUNNING:
@@ -254,7 +254,7 @@ def _run_reset_ssh_key(job, vm, params):
     if vm.template is not None and vm.template.password_enabled:
         password = new_password()
         set_password(vm, password)
-    events.record("VM.RESETSSHKEY", f"VM {vm.name}: SSH key pair reset", user=vm.user,
+    events.record("VM.RESETSSHKEY", f"VM {vm.name}: SSH key pair reset", user=events.actor(), account_id=vm.account_id,
                   resource_type="VirtualMachine", resource_id=vm.uuid)
     db.session.commit()
     _apply_routers(vm)  # the metadata's public-keys now (a stopped VM's router may still run)
@@ -349,7 +349,7 @@ def _run_restore(job, vm, params):
         old = db.session.get(Volume, old.id)
         old.removed, old.state, old.vm_id = utcnow(), VolumeState.EXPUNGED, None
         db.session.commit()
-    events.record("VM.RESTORE", f"VM {vm.name} restored from {template.name}", user=vm.user,
+    events.record("VM.RESTORE", f"VM {vm.name} restored from {template.name}", user=events.actor(), account_id=vm.account_id,
                   resource_type="VirtualMachine", resource_id=vm.uuid)
     db.session.commit()
     if was_running:

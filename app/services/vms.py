@@ -722,7 +722,7 @@ def _start(job: AsyncJob, vm: VirtualMachine, *, preferred_host_id: int | None, 
     except Exception as e:  # noqa: BLE001 - whatever failed, the VM ends in a true state
         _start_failed(vm.id, host.id if host else None, need, first, e)
         raise
-    events.record("VM.START", f"VM {vm.name} started on {host.name}", user=vm.user,
+    events.record("VM.START", f"VM {vm.name} started on {host.name}", user=events.actor(), account_id=vm.account_id,
                   resource_type="VirtualMachine", resource_id=vm.uuid)
     db.session.commit()
     return {"virtualmachine": _result(vm)}
@@ -746,7 +746,7 @@ def _start_failed(vm_id: int, host_id: int | None, need: planner.Need, first: bo
     vm.state = VMState.ERROR if first else VMState.STOPPED
     reason = error.message if isinstance(error, ServiceError) else f"internal error: {error}"
     events.record("VM.START.FAILED", f"VM {vm.name}: {reason}", level="ERROR", resource_type="VirtualMachine",
-                  resource_id=vm.uuid, user=vm.user)
+                  resource_id=vm.uuid, user=events.actor(), account_id=vm.account_id)
     db.session.commit()
 
 
@@ -860,7 +860,7 @@ def _run_stop(job, vm, params):
             driver.close()
         networks.left_host(vm, host)
     _stopped_on_host(vm)
-    events.record("VM.STOP", f"VM {vm.name} stopped", user=vm.user, resource_type="VirtualMachine",
+    events.record("VM.STOP", f"VM {vm.name} stopped", user=events.actor(), account_id=vm.account_id, resource_type="VirtualMachine",
                   resource_id=vm.uuid)
     db.session.commit()
     return {"virtualmachine": _result(vm)}
@@ -879,7 +879,7 @@ def _run_reboot(job, vm, params):
         raise ResourceUnavailable(f"VM {vm.name} could not be rebooted: {e}") from None
     finally:
         driver.close()
-    events.record("VM.REBOOT", f"VM {vm.name} rebooted", user=vm.user, resource_type="VirtualMachine",
+    events.record("VM.REBOOT", f"VM {vm.name} rebooted", user=events.actor(), account_id=vm.account_id, resource_type="VirtualMachine",
                   resource_id=vm.uuid)
     db.session.commit()
     return {"virtualmachine": _result(vm)}
@@ -923,7 +923,7 @@ def _run_destroy(job, vm, params):
         _stopped_on_host(vm)
         vm.state = VMState.DESTROYED
         events.record("VM.DESTROY", f"VM {vm.name} destroyed" + ("" if params.get("expunge") else
-                      f" (recoverable for {duration(settings.get('expunge.delay'))})"), user=vm.user,
+                      f" (recoverable for {duration(settings.get('expunge.delay'))})"), user=events.actor(), account_id=vm.account_id,
                       resource_type="VirtualMachine", resource_id=vm.uuid)
         db.session.commit()
     if params.get("expunge"):
@@ -1016,7 +1016,7 @@ def _expunge(vm: VirtualMachine) -> None:
     consoles.forget_vm(vm)
     resource_details.forget("UserVm", [vm.id])  # its details go with it (CloudStack: user_vm_details)
     vm.removed, vm.state_updated = utcnow(), utcnow()
-    events.record("VM.EXPUNGE", f"VM {vm.name} expunged", user=vm.user, resource_type="VirtualMachine",
+    events.record("VM.EXPUNGE", f"VM {vm.name} expunged", user=events.actor(), account_id=vm.account_id, resource_type="VirtualMachine",
                   resource_id=vm.uuid)
     db.session.commit()
     for net in {n for n in nets if networks.managed(n)}:  # the routers drop its leases and metadata
@@ -1149,7 +1149,7 @@ def migrate_now(vm: VirtualMachine, dest_id: int | None, job: AsyncJob | None = 
     finally:
         d2.close()
     consoles.forget_vm(vm)  # console tokens name the old host
-    events.record("VM.MIGRATE", f"VM {vm.name} migrated from {source.name} to {dest.name}", user=vm.user,
+    events.record("VM.MIGRATE", f"VM {vm.name} migrated from {source.name} to {dest.name}", user=events.actor(), account_id=vm.account_id,
                   resource_type="VirtualMachine", resource_id=vm.uuid)
     db.session.commit()
     return _result(vm)
@@ -1224,7 +1224,7 @@ def _run_attach_iso(job, vm, params):
         finally:
             driver.close()
     vm.iso_id = iso.id
-    events.record("ISO.ATTACH", f"ISO {iso.name} attached to {vm.name}", user=vm.user,
+    events.record("ISO.ATTACH", f"ISO {iso.name} attached to {vm.name}", user=events.actor(), account_id=vm.account_id,
                   resource_type="VirtualMachine", resource_id=vm.uuid)
     db.session.commit()
     return {"virtualmachine": _result(vm)}
@@ -1333,7 +1333,7 @@ def power_off(vm: VirtualMachine) -> None:
     """Power a running VM off (no graceful shutdown) and record it Stopped."""
     _power_off(vm)
     _stopped_on_host(vm)
-    events.record("VM.STOP", f"VM {vm.name} powered off", user=vm.user, resource_type="VirtualMachine",
+    events.record("VM.STOP", f"VM {vm.name} powered off", user=events.actor(), account_id=vm.account_id, resource_type="VirtualMachine",
                   resource_id=vm.uuid)
     db.session.commit()
 

@@ -265,7 +265,8 @@ def add_user(uuid: str):
 
     def save(f: UserForm):
         user = accounts.create_user(f.username.data, f.password.data, account=acct.name, email=f.email.data or None,
-                                    firstname=f.firstname.data or None, lastname=f.lastname.data or None)
+                                    firstname=f.firstname.data or None, lastname=f.lastname.data or None,
+                                    caller=current_user)
         return f"User {user.username} added to {acct.name}.", url_for(".account", uuid=uuid)
     return form_page(UserForm, save, crumbs=_crumbs(acct), heading=f"Add a user to {acct.name}")
 
@@ -332,7 +333,7 @@ def user_action(uuid: str, action: str):
     back = url_for(".account", uuid=user.account.uuid)
     try:
         if action == "keys":
-            api_key, secret = accounts.register_keys(user)
+            api_key, secret = accounts.register_keys(user, caller=current_user)
             return secret_page(f"API keys of {user.username}", [("API key", api_key), ("Secret key", secret)],
                                note="Give them to the user over a safe channel: the secret key is not shown again. "
                                     "The user's old keys no longer work.", back=(f"Back to {user.account.name}", back))
@@ -341,7 +342,7 @@ def user_action(uuid: str, action: str):
         else:
             if user.id == current_user.id and action == "disable":
                 raise InvalidParameter("You cannot disable yourself", field="id")
-            accounts.set_user_state(user, enabled=action == "enable")
+            accounts.set_user_state(user, enabled=action == "enable", caller=current_user)
     except ServiceError as e:
         flash(e.message, "error")
     else:

@@ -81,13 +81,14 @@ def disable_user(ctx, p):
 @jobs.handler("user.disable")
 def _disable_job(job, params):
     user = accounts.user_by_uuid(params["id"])
-    return {"user": serialize("user", accounts.set_user_state(user, enabled=False))}
+    caller = accounts.user_by_id(job.user_id)
+    return {"user": serialize("user", accounts.set_user_state(user, enabled=False, caller=caller))}
 
 
 @command("enableUser", "Enables a user", role=DOMAIN_ADMIN, response="user",
          params=[Param("id", "uuid", "the user", required=True)])
 def enable_user(ctx, p):
-    return accounts.set_user_state(accounts.manageable_user(ctx.user, p["id"]), enabled=True)
+    return accounts.set_user_state(accounts.manageable_user(ctx.user, p["id"]), enabled=True, caller=ctx.user)
 
 
 @command("lockUser", "Locks a user account", role=DOMAIN_ADMIN, response="user",
@@ -105,7 +106,7 @@ def delete_user(ctx, p):
 @command("registerUserKeys", "Generates a new API key and secret key for a user", response="userkeys",
          params=[Param("id", "uuid", "the user", required=True)], changes_state=True)
 def register_user_keys(ctx, p):
-    api_key, secret = accounts.register_keys(accounts.visible_user(ctx.user, p["id"]))
+    api_key, secret = accounts.register_keys(accounts.visible_user(ctx.user, p["id"]), caller=ctx.user)
     return {"apikey": api_key, "secretkey": secret}
 
 

@@ -150,7 +150,7 @@ def add_now(vm: VirtualMachine, net: Network, ip: str | None = None) -> Nic:
             db.session.commit()
             secgroups.members_changed(secgroups.vm_group_ids(vm.id))
         events.record("NIC.CREATE", f"NIC {nic.ip_address or nic.mac_address} in network {net.name} added to VM "
-                      f"{vm.name}", user=vm.user, resource_type="Nic", resource_id=nic.uuid)
+                      f"{vm.name}", user=events.actor(), account_id=vm.account_id, resource_type="Nic", resource_id=nic.uuid)
         db.session.commit()
         _router_apply(net)
         return nic
@@ -187,7 +187,7 @@ def remove_now(vm: VirtualMachine, nic: Nic) -> None:
         db.session.execute(delete(IpAddress).where(IpAddress.nic_id == nic.id))
         nic.removed = utcnow()
         events.record("NIC.DELETE", f"NIC {nic.ip_address or nic.mac_address} in network {net.name} removed from "
-                      f"VM {vm.name}", user=vm.user, resource_type="Nic", resource_id=nic.uuid)
+                      f"VM {vm.name}", user=events.actor(), account_id=vm.account_id, resource_type="Nic", resource_id=nic.uuid)
         db.session.commit()
         if net.security_groups:
             from app.services.network import secgroups
@@ -245,7 +245,7 @@ def default_now(vm: VirtualMachine, nic: Nic) -> None:
         db.session.execute(update(Nic).where(Nic.id == nic.id).values(is_default=True)
                            .execution_options(synchronize_session=False))
         events.record("NIC.UPDATE", f"VM {vm.name}: NIC {nic.ip_address or nic.mac_address} is now its default NIC",
-                      user=vm.user, resource_type="Nic", resource_id=nic.uuid)
+                      user=events.actor(), account_id=vm.account_id, resource_type="Nic", resource_id=nic.uuid)
         db.session.commit()
         db.session.expire_all()
         for net in {n.network for n in (old, nic) if n is not None}:

@@ -277,7 +277,7 @@ def _run_create(job: AsyncJob, params: dict):
         _make_current(vm.id, snap)
         snap.state = VMSnapshotState.READY
         events.record("VMSNAPSHOT.CREATE", f"VM snapshot {snap.display_name} ({snap.snapshot_type}) of {vm.name} "
-                      "taken", user=vm.user, resource_type="VMSnapshot", resource_id=snap.uuid)
+                      "taken", user=events.actor(), account_id=vm.account_id, resource_type="VMSnapshot", resource_id=snap.uuid)
         db.session.commit()
         return {"vmsnapshot": jobs.ObjectResult("vmsnapshot", snap)}
     except Exception as e:  # noqa: BLE001 - the snapshot ends in Error, the job says why
@@ -364,7 +364,7 @@ def _run_revert(job: AsyncJob, params: dict):
         _make_current(vm.id, snap)
         snap.state = VMSnapshotState.READY
         events.record("VMSNAPSHOT.REVERTTO", f"VM {vm.name} reverted to snapshot {snap.display_name}",
-                      user=vm.user, resource_type="VMSnapshot", resource_id=snap.uuid)
+                      user=events.actor(), account_id=vm.account_id, resource_type="VMSnapshot", resource_id=snap.uuid)
         db.session.commit()
         return {"virtualmachine": vms.result_of(vm)}
     except Exception as e:  # noqa: BLE001 - the snapshot stays usable (Reverting -> Ready)
@@ -408,7 +408,7 @@ def _remove(vm: VirtualMachine, snap: VMSnapshot) -> None:
     if snap.current and snap.parent_id is not None:
         db.session.execute(update(VMSnapshot).where(VMSnapshot.id == snap.parent_id).values(current=True))
     snap.current, snap.state, snap.removed = False, VMSnapshotState.REMOVED, utcnow()
-    events.record("VMSNAPSHOT.DELETE", f"VM snapshot {snap.display_name} of {vm.name} deleted", user=vm.user,
+    events.record("VMSNAPSHOT.DELETE", f"VM snapshot {snap.display_name} of {vm.name} deleted", user=events.actor(), account_id=vm.account_id,
                   resource_type="VMSnapshot", resource_id=snap.uuid)
     db.session.commit()
 

@@ -1,0 +1,57 @@
+"""The audit log names who acted (CloudStack's event: userid is the actor, accountid the
+owner of what was acted on): an admin creating, disabling or keying a user, or stopping a
+user's VM, is the event's user; the subject's account owns the event (so its users see it);
+what the system does on its own (the expunge sweeper) names no user."""
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from app.extensions import db
+from app.models import Event
+from app.services import accounts, vms
+from tests.integration.test_vm_pages import _engines, deploy, post, world  # noqa: F401  (fixtures)
+
+
+def last_event(app, type_):
+    with app.app_context():
+        ev = db.session.scalar(select(Event).where(Event.type == type_).order_by(Event.id.desc()))
+        return (ev.user.username if ev.user else None), (ev.account.name if ev.account else None)
+
+
+def test_user_events_name_the_admin_who_acted(app, users):
+    with app.app_context():
+        admin = accounts.get_user("admin")
+        carol = accounts.create_user_in(admin, "carol", "carolpass-123", account="alice")
+        accounts.set_user_state(carol, enabled=False, caller=admin)
+        accounts.register_keys(carol, caller=admin)
+    assert last_event(app, "USER.CREATE") == ("admin", "alice")
+    assert last_event(app, "USER.DISABLE") == ("admin", "alice")
+    assert last_event(app, "REGISTER.USER.KEY") == ("admin", "alice")
+
+
+def test_user_created_from_the_accounts_page_names_the_admin(app, users, client, auth):
+    auth.login()
+    with app.app_context():
+        uuid = accounts.get_account("alice").uuid
+    resp = client.post(f"/admin/accounts/{uuid}/users/new", data={
+        "username": "dave", "password": "davepass-1234", "confirm": "davepass-1234", "email": "",
+        "firstname": "", "lastname": "", "csrf_token": auth.csrf(f"/admin/accounts/{uuid}/users/new")})
+    assert resp.status_code in (302, 303), resp.get_data(as_text=True)[:2000]
+    assert last_event(app, "USER.CREATE") == ("admin", "alice")
+
+
+def test_vm_events_name_who_acted_and_the_owner(app, world, client, auth):
+    uuid = deploy(app, world)  # alice deploys
+    assert last_event(app, "VM.START") == ("alice", "alice")
+    auth.login("admin")
+    post(client, auth, f"/vms/{uuid}/stop")
+    assert last_event(app, "VM.STOP") == ("admin", "alice")
+    with app.app_context():  # the sweeper expunges on its own: no user acted
+        vms.destroy(accounts.get_user("alice"), uuid)
+        assert last_event(app, "VM.DESTROY") == ("alice", "alice")
+        vm = vms.get_vm(accounts.get_user("admin"), uuid)
+        db.session.execute(db.update(type(vm)).where(type(vm).id == vm.id).values(
+            state_updated=vm.state_updated.replace(year=2000)))
+        db.session.commit()
+        vms.sweep_expunge()
+    assert last_event(app, "VM.EXPUNGE") == (None, "alice")
