@@ -27,6 +27,7 @@ from app.models.settings import Setting, SettingValue  # noqa: F401
 from app.models.vm_snapshots import VMSnapshot, VMSnapshotState, VMSnapshotType  # noqa: F401
 from app.models.jobs import AsyncJob, JobStatus  # noqa: F401
 from app.models.events import Event, EventBucket  # noqa: F401
+from app.models.metrics import HOURLY, RAW, MetricKind, MetricSample  # noqa: F401
 from app.models.consoles import ConsoleSession  # noqa: F401
 from app.models.hypervisors import HypervisorCapability  # noqa: F401
 from app.models.wizards import WizardDraft  # noqa: F401

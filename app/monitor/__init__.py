@@ -29,6 +29,7 @@ def sweep(listener=None):
     changed = apply_answers(result.vm_answers, result.seen_at)
     reconcile_records()
     check_routers()
+    keep_metrics()
     if listener is not None:
         listener.sync(list(db.session.scalars(select(Host).where(Host.removed.is_(None),
                                                                  Host.state == HostState.UP))))
@@ -55,6 +56,19 @@ def reconcile_records() -> None:
         except Exception:  # noqa: BLE001 - one failing part must not stop the others
             log.exception("%s failed", part.__name__)
             db.session.rollback()
+
+
+def keep_metrics() -> None:
+    """The metrics history: finished hours averaged, old samples pruned (services/metrics/history.py)."""
+    from app.extensions import db
+    from app.services.metrics import history
+    try:
+        hours, deleted = history.maintain()
+        if hours or deleted:
+            log.info("metrics history: %d hours averaged, %d old rows pruned", hours, deleted)
+    except Exception:  # noqa: BLE001 - the sweep goes on
+        log.exception("metrics history upkeep failed")
+        db.session.rollback()
 
 
 def check_routers() -> None:

@@ -25,6 +25,7 @@ from app.extensions import db
 from app.hypervisors.base import DriverError
 from app.models import Host, HostState, ResourceState, utcnow
 from app.services import events, settings
+from app.services.metrics import history
 from app.services import hypervisors as hv
 from app.services.errors import InvalidParameter
 from app.services.settings import Definition, define
@@ -116,6 +117,7 @@ def ping_hosts(now=None, with_vms: bool = False) -> SweepResult:
     result = SweepResult(hosts=len(rows))
     hosts = {h.id: h for h in db.session.scalars(select(Host).where(Host.id.in_([a[0] for a in answers])))}
     quiet = []  # hosts whose state did not change: one bulk UPDATE for all of them
+    kept = []  # (host id, CPU %, memory used) for the metrics history
     result.vm_answers = [a[3] for a in answers if a[3] is not None and a[3][1] is not None]
     result.seen_at = seen_at
     for host_id, stats, error, _ in answers:
@@ -134,6 +136,7 @@ def ping_hosts(now=None, with_vms: bool = False) -> SweepResult:
         if stats is not None:
             values.update(last_pinged=now, cpu_used_pct=stats.cpu_pct,
                           memory_used=max(0, stats.memory_total_bytes - stats.memory_free_bytes))
+            kept.append((host.id, values["cpu_used_pct"], values["memory_used"]))
         if state == host.state:
             quiet.append({"id": host.id, **values})
             continue
@@ -151,5 +154,7 @@ def ping_hosts(now=None, with_vms: bool = False) -> SweepResult:
     if quiet:
         db.session.execute(update(Host), quiet)
         db.session.commit()
+    from app.monitor.vms import keep_history
+    keep_history(lambda: history.record_hosts(kept, seen_at))
     result.seconds = time.monotonic() - t0
     return result

@@ -22,6 +22,7 @@ from app.extensions import db
 from app.hypervisors.base import DriverError, PowerState, VMNotFound, VMStats
 from app.models import Host, HostState, VirtualMachine, VMState, utcnow
 from app.services import events, planner
+from app.services.metrics import history
 from app.services import hypervisors as hv
 
 log = logging.getLogger("nubo.monitor")
@@ -211,7 +212,19 @@ def apply_answers(answers: list, seen_at) -> int:
                 _report_twice(host, vm, state)
     _write_samples(samples)
     db.session.commit()
+    keep_history(lambda: history.record_vms(samples, seen_at or utcnow()))
     return changed
+
+
+def keep_history(write) -> None:
+    """Add the sweep's samples to the metrics history (if due), in a transaction of their own:
+    a failure there is logged and never undoes what the sweep corrected."""
+    try:
+        if write():
+            db.session.commit()
+    except Exception:  # noqa: BLE001 - the history is a nicety; the sweep's state is not
+        log.exception("keeping the metrics history failed")
+        db.session.rollback()
 
 
 def _write_samples(rows: list[dict]) -> None:

@@ -57,6 +57,7 @@ PAGE_COMMANDS: dict[str, str] = {
     "projects": "listProjects", "projects.detail": "listProjectAccounts", "projects.create": "createProject",
     "projects.add_member": "addAccountToProject", "projects.remove_member": "deleteAccountFromProject",
     "projects.answer": "updateProjectInvitation", "projects.delete_invitation": "deleteProjectInvitation",
+    "metrics.vm": "listVirtualMachinesMetrics", "metrics.host": "listHostsMetrics",
 }
 
 
@@ -113,6 +114,8 @@ def register_blueprints(app: Flask) -> None:
     from app.web import console
     app.register_blueprint(console.bp)
     app.register_blueprint(vms.bp)
+    from app.web import metrics as metrics_pages
+    app.register_blueprint(metrics_pages.bp)
     from app.web import userdata as userdata_pages
     app.register_blueprint(userdata_pages.bp)
     from app.web import vm_snapshots

@@ -1,0 +1,1 @@
+"""Metrics: the history of what the monitor samples (history.py)."""
