@@ -38,6 +38,9 @@ def parse_url(url: str, field: str = "url") -> tuple[str, str | None, str]:
         return kind, None, path
     if not parts.hostname or not path.strip("/"):
         raise InvalidParameter(f"The URL needs a server and a path: {parts.scheme}://server/path", field=field)
+    if {".", ".."} & set(path.split("/")):
+        raise InvalidParameter(f"The path must be absolute, without . or .. ({parts.scheme}://server/export/path)",
+                               field=field)
     return kind, parts.hostname, path
 
 

@@ -260,6 +260,13 @@ def pool_url(kind: str, form: dict) -> str:
     return "file://" + quote((form.get("path") or "").strip())
 
 
+def _check_nfs_path(kind: str, form: dict) -> None:
+    """An NFS export (and a directory) is an absolute path: a relative one is refused, not
+    silently made absolute."""
+    if kind in ("nfs", "dir") and not (form.get("path") or "").strip().startswith("/"):
+        raise InvalidParameter("Give an absolute path (starting with /)", field="path")
+
+
 def _check_storage_name(form: dict) -> str:
     return zones._name(form.get("name"), "name")
 
@@ -275,6 +282,7 @@ def _check_primary(data: dict, form: dict) -> dict:
         return {"kind": "none", "_type": t}
     if kind not in ("nfs", "smb", "dir"):
         raise InvalidParameter("Choose NFS, SMB or a directory", field="kind")
+    _check_nfs_path(kind, form)
     url = pool_url(kind, form)
     pkind, _, _ = storage.parse_url(url, field="server" if kind != "dir" else "path")
     storage.check_pool_kind(t, pkind)
@@ -295,6 +303,7 @@ def _check_secondary(data: dict, form: dict) -> dict:
     kind = {"nfs": "nfs", "smb": "smb", "local": "dir"}.get(provider.lower())
     if kind is None:
         raise InvalidParameter("Choose NFS, SMB or a local directory", field="provider")
+    _check_nfs_path(kind, form)
     url = pool_url(kind, form)
     storage.parse_url(url, field="server" if kind != "dir" else "path")
     try:

@@ -164,7 +164,9 @@ class StorageUrlForm(InfraForm):
         }.get(self.protocol.data, ("Directory", "an absolute path, e.g. /mnt/primary"))
 
     def validate_path(self, field: Field) -> None:
-        if self.protocol.data == "local" and not field.data.startswith("/"):
+        # An NFS export is an absolute path on the server: "export/primary" is refused, not
+        # silently made "/export/primary" (which may not be what the admin meant).
+        if self.protocol.data in ("local", "nfs") and not field.data.strip().startswith("/"):
             raise StopValidation("Give an absolute path (starting with /)")
 
     def url(self) -> str:

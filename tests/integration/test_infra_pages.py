@@ -412,6 +412,11 @@ def test_add_primary_storage(app, client, auth, hx):
     resp = post_form(client, auth, "/admin/storage/primary/add", zone=ids.zone, scope="zone", hypervisor="Simulator",
                      name="dir-1", protocol="local", path="relative/dir")
     assert resp.status_code == 422 and "absolute path" in field_error(resp.get_data(as_text=True), "path")
+    # A relative NFS export is refused, not quietly made absolute (issue 18's audit)
+    resp = post_form(client, auth, "/admin/storage/primary/add", zone=ids.zone, scope="zone", hypervisor="Simulator",
+                     name="nfs-rel", protocol="nfs", server="nfs1", path="export/primary")
+    assert resp.status_code == 422 and "absolute path" in field_error(resp.get_data(as_text=True), "path")
+    assert count(app, StoragePool, StoragePool.name == "nfs-rel") == 0
 
 
 def storage_pool(name: str) -> StoragePool:

@@ -250,3 +250,13 @@ def test_a_cancel_whose_worker_died_leaves_the_pool_up(app, world):
         db.session.commit()
         assert jobs.reap() == 1
         assert _pool(world).state == "Up"
+
+
+def test_nfs_urls_with_dot_segments_are_refused(app):
+    """The API's url: a path with . or .. is not an absolute export path (issue 18's audit)."""
+    from app.services import storage
+    with app.app_context():
+        for url in ("nfs://filer/../export", "nfs://filer/export/./primary", "nfs://filer/export/.."):
+            with pytest.raises(InvalidParameter, match="must be absolute"):
+                storage.parse_url(url)
+        assert storage.parse_url("nfs://filer/export/primary")[1:] == ("filer", "/export/primary")

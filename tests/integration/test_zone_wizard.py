@@ -101,6 +101,18 @@ def counts(networking=False):
             + (NET_MODELS if networking else ())}
 
 
+def test_relative_nfs_paths_are_refused(app, client, auth):
+    """"export/primary" is refused beside the path, not quietly made "/export/primary"."""
+    w = Wizard(client, auth)
+    for step, data in (("network", NETWORK), ("public", PUBLIC), ("pod", POD), ("cluster", CLUSTER), ("host", HOST)):
+        w.next(step, data)
+    r = w.post("primary", {**PRIMARY, "path": "export/primary"})
+    assert r.status_code == 422 and "Give an absolute path (starting with /)" in error_text(r)
+    w.next("primary", PRIMARY)
+    r = w.post("secondary", {"provider": "NFS", "name": "sec", "server": "filer", "path": "export/secondary"})
+    assert r.status_code == 422 and "Give an absolute path (starting with /)" in error_text(r)
+
+
 def test_walk_refuse_one_wrong_entry_per_step_then_launch(app, client, auth, tmp_path):
     w = Wizard(client, auth, stored=False)
     good = {"zone": ZONE, "network": NETWORK, "public": PUBLIC, "pod": POD, "cluster": CLUSTER, "host": HOST, "primary": PRIMARY,
