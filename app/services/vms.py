@@ -1051,6 +1051,17 @@ def sweep_expunge(now=None) -> int:
 
 # --- Migrate, scale, ISO ----------------------------------------------------------------
 
+def migration_targets(vm: VirtualMachine) -> list[Host]:
+    """The hosts a live migration of `vm` may go to: the others of its cluster that are Up
+    and Enabled, by name (the VM page offers these; none: Migrate is disabled, and refused)."""
+    if vm.host is None:
+        return []
+    from app.models import HostState, ResourceState
+    return list(db.session.scalars(select(Host).where(
+        Host.cluster_id == vm.host.cluster_id, Host.id != vm.host_id, Host.removed.is_(None),
+        Host.state == HostState.UP, Host.resource_state == ResourceState.ENABLED).order_by(Host.name)))
+
+
 def migrate(caller, uuid: str, host_uuid: str | None = None) -> AsyncJob:
     if not caller.is_admin:
         raise PermissionDenied("Only administrators may migrate VMs")
@@ -1075,6 +1086,9 @@ def migrate(caller, uuid: str, host_uuid: str | None = None) -> AsyncJob:
         if why is not None:
             raise InvalidParameter(f"VM {vm.name} cannot be migrated to {dest.name}: {why}", field="hostid")
         dest_id = dest.id
+    elif not migration_targets(vm):
+        raise ResourceUnavailable(f"VM {vm.name} cannot be migrated: its cluster has no other host that is Up "
+                                  "and Enabled", field="virtualmachineid")
     return _submit(caller, vm, "migrate", "migrateVirtualMachine", {"dest": dest_id})
 
 

@@ -173,6 +173,7 @@ VM_ACTIONS: dict[str, VMAction] = {
     "migrate": VMAction("Migrate", "migrate",
                         lambda caller, uuid, f: vms_service.migrate(caller, uuid, f.host.data or None),
                         form=MigrateForm, choice="host", admin=True, capability="live_migration",
+                        no_choice="its cluster has no other host that is Up and Enabled.",
                         api="migrateVirtualMachine"),
     "change-offering": VMAction("Change offering", "scale",
                                 lambda caller, uuid, f: vms_service.change_offering(caller, uuid, f.offering.data),
@@ -374,10 +375,9 @@ def _forms(vm: VirtualMachine) -> dict[str, FlaskForm | None]:
     keys = {key for key, _ in vm_actions(vm)}
     if "migrate" in keys:
         f = MigrateForm(formdata=None)
-        same = hosts_service.list_hosts(cluster_uuid=vm.host.cluster.uuid, sort="name")[0] if vm.host else []
-        f.host.choices = [("", "Let Nubo choose")] + [(h.uuid, f"{h.name} ({h.state})") for h in same
-                                                         if h.id != vm.host_id]
-        forms["migrate"] = f
+        targets = vms_service.migration_targets(vm)
+        f.host.choices = [("", "Let Nubo choose")] + [(h.uuid, f"{h.name} ({h.state})") for h in targets]
+        forms["migrate"] = f if targets else None
     if "change-offering" in keys:
         f = OfferingForm(formdata=None)
         f.offering.choices = [(o.uuid, f"{o.name} ({o.cpu_number} vCPU, {o.cpu_speed} MHz, {o.memory} MiB)")

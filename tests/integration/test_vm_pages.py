@@ -223,7 +223,7 @@ def test_a_user_sees_and_acts_on_own_vms_only(app, world, auth, client, hx):
     assert state_of(app, bobs) == "Running"
     page = client.get(f"/vms/{mine}").get_data(as_text=True)
     assert "Migrate" not in buttons(page) and "expunge now" not in page  # admin-only
-    assert "<dt>Host</dt>" not in page and "VNC console available" in page
+    assert "<dt>Host</dt>" not in page and "VNC console available" not in page and "no screen to show" in page
 
 
 def test_unknown_vm_and_action(app, world, auth, client):
