@@ -285,7 +285,8 @@ def storagepool(p) -> dict:
 def imagestore(s) -> dict:
     return {"id": s.uuid, "name": s.name, "providername": s.provider, "protocol": s.provider.lower(),
             "url": s.url, "zoneid": s.zone.uuid if s.zone else None, "zonename": s.zone.name if s.zone else None,
-            "scope": "ZONE" if s.zone else "REGION", "disksizetotal": s.capacity_bytes, "disksizeused": s.used_bytes}
+            "scope": "ZONE" if s.zone else "REGION", "disksizetotal": s.capacity_bytes, "disksizeused": s.used_bytes,
+            "readonly": s.state == "ReadOnly"}
 
 
 @serializer("template")

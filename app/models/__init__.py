@@ -9,7 +9,7 @@ from app.models.accounts import ACCOUNT_TYPES, ROLE_TYPES, Account, AccountState
 from app.models.infra import (  # noqa: F401
     AllocationState, Cluster, Host, HostState, NetworkType, Pod, ResourceState, Zone,
 )
-from app.models.storage import ImageStore, PoolState, PoolType, StoragePool, StoragePoolWork, StorageScope  # noqa: F401
+from app.models.storage import ImageStore, ImageStoreState, PoolState, PoolType, StoragePool, StoragePoolWork, StorageScope  # noqa: F401
 from app.models.templates import (  # noqa: F401
     DownloadState, OsCategory, OsType, Template, TemplateFormat, TemplatePermission, TemplatePoolRef, TemplateStoreRef,
 )

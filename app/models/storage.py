@@ -1,9 +1,10 @@
 """Primary storage pools (where volumes live) and image stores (secondary storage)."""
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
@@ -84,5 +85,15 @@ class ImageStore(PublicIdMixin, RemovableMixin, db.Model):
     credentials_enc: Mapped[str | None] = mapped_column(Text)
     capacity_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     used_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    # What the monitor last found (ImageStoreState): the store's directory read and written.
+    state: Mapped[str] = mapped_column(String(16), default="Ready", server_default="Ready")
+    state_reason: Mapped[str | None] = mapped_column(String(1024))
+    last_checked: Mapped[datetime | None] = mapped_column(DateTime)
 
     zone = relationship("Zone")
+
+
+class ImageStoreState(StrEnum):
+    READY = "Ready"  # its directory answers, is read and written
+    READ_ONLY = "ReadOnly"  # read, not written (CloudStack's read-only image store: no new copies there)
+    UNREACHABLE = "Unreachable"  # not mounted, missing, unreadable, or it did not answer in time

@@ -30,6 +30,7 @@ def sweep(listener=None):
     reconcile_records()
     check_routers()
     keep_metrics()
+    check_image_stores()
     if listener is not None:
         listener.sync(list(db.session.scalars(select(Host).where(Host.removed.is_(None),
                                                                  Host.state == HostState.UP))))
@@ -68,6 +69,18 @@ def keep_metrics() -> None:
             log.info("metrics history: %d hours averaged, %d old rows pruned", hours, deleted)
     except Exception:  # noqa: BLE001 - the sweep goes on
         log.exception("metrics history upkeep failed")
+        db.session.rollback()
+
+
+def check_image_stores() -> None:
+    """Secondary storage: each image store's directory read and written (Ready, ReadOnly,
+    Unreachable; app/services/storage.py)."""
+    from app.extensions import db
+    from app.services import storage
+    try:
+        storage.check_image_stores()
+    except Exception:  # noqa: BLE001 - the sweep goes on
+        log.exception("image store check failed")
         db.session.rollback()
 
 

@@ -331,6 +331,27 @@ def host_row(uuid: str) -> HostRow:
 
 
 @dataclass
+class StoreDetail:
+    store: ImageStore
+    copies: tuple[list, int]  # (TemplateStoreRef rows, total): the templates and ISOs on it
+
+
+def store_detail(uuid: str, page=(1, DETAIL_ROWS)) -> StoreDetail:
+    from sqlalchemy.orm import joinedload
+
+    from app.models import Template, TemplateStoreRef
+    from app.services.pagination import page_of
+    stores, _ = storage.list_image_stores(id=uuid)
+    if not stores:
+        raise NotFound("Unable to find image store with the specified id", field="id")
+    q = (select(TemplateStoreRef).join(Template, Template.id == TemplateStoreRef.template_id)
+         .where(TemplateStoreRef.image_store_id == stores[0].id, Template.removed.is_(None))
+         .options(joinedload(TemplateStoreRef.template), joinedload(TemplateStoreRef.zone))
+         .order_by(Template.name, TemplateStoreRef.id))
+    return StoreDetail(stores[0], page_of(q, page))
+
+
+@dataclass
 class PoolDetail:
     pool: StoragePool
     volumes: int

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import func, select, update
@@ -14,7 +17,7 @@ from sqlalchemy.orm import joinedload
 
 from app.extensions import db
 from app.hypervisors.base import DriverError, StoragePoolSpec
-from app.models import (Cluster, Host, HostState, ImageStore, PoolState, PoolType, StoragePool, StorageScope,
+from app.models import (Cluster, Host, HostState, ImageStore, ImageStoreState, PoolState, PoolType, StoragePool, StorageScope,
                         TemplateStoreRef, Volume, Zone, new_uuid, utcnow)
 from app.services import crypto, events, zones
 from app.services import hypervisors as hv
@@ -312,6 +315,7 @@ def add_image_store(caller, *, provider: str, url: str, name: str | None = None,
     events.record("IMAGE.STORE.ADD", f"Image store {store.name} ({provider}) added", user=caller,
                   resource_type="ImageStore", resource_id=store.uuid)
     db.session.commit()
+    check_image_stores(stores=[store])  # its state now (an NFS store nobody mounted yet: Unreachable)
     return store
 
 
@@ -328,8 +332,73 @@ def delete_image_store(caller, uuid: str) -> None:
     db.session.commit()
 
 
+# --- Image store state (the monitor's sweep) --------------------------------------
+
+STORE_CHECK_SECONDS = 10  # a hung NFS mount must not hold the sweep
+_checks = ThreadPoolExecutor(max_workers=4, thread_name_prefix="nubo-store-check")
+
+
+def probe_store(root: Path) -> tuple[str, str | None, tuple[int, int] | None]:
+    """(state, reason, (capacity, used) or None) of a store's directory: listed (read), then a
+    file written and removed (written). A real write, not access(2)'s guess."""
+    try:
+        if not root.is_dir():
+            return ImageStoreState.UNREACHABLE, f"{root} is not a directory", None
+        next(os.scandir(root), None)
+        usage = shutil.disk_usage(root)
+    except OSError as e:
+        return ImageStoreState.UNREACHABLE, f"{root} cannot be read: {e.strerror or e}", None
+    probe = root / f".nubo-check-{os.getpid()}"
+    try:
+        probe.write_bytes(b"nubo")
+        probe.unlink()
+    except OSError as e:
+        return ImageStoreState.READ_ONLY, f"{root} cannot be written: {e.strerror or e}", (usage.total, usage.used)
+    return ImageStoreState.READY, None, (usage.total, usage.used)
+
+
+def check_image_stores(now=None, stores: list[ImageStore] | None = None) -> int:
+    """Each live store's directory probed (in parallel, each within STORE_CHECK_SECONDS) and its
+    state, reason and size set; a change of state is an event. Returns the stores that changed."""
+    from app.models import utcnow
+    from app.services.templates import store_root
+    now = now or utcnow()
+    if stores is None:
+        stores = list(db.session.scalars(select(ImageStore).where(ImageStore.removed.is_(None))))
+    work = {}
+    for store in stores:
+        try:
+            work[store.id] = _checks.submit(probe_store, store_root(store))
+        except ResourceUnavailable as e:
+            work[store.id] = e.message
+    changed = 0
+    for store in stores:
+        answer = work[store.id]
+        if isinstance(answer, str):
+            state, reason, usage = ImageStoreState.UNREACHABLE, answer, None
+        else:
+            try:
+                state, reason, usage = answer.result(timeout=STORE_CHECK_SECONDS)
+            except FutureTimeout:
+                state, reason, usage = (ImageStoreState.UNREACHABLE,
+                                        f"its directory did not answer within {STORE_CHECK_SECONDS} s", None)
+        if usage:
+            store.capacity_bytes, store.used_bytes = usage
+        store.last_checked = now
+        store.state_reason = reason[:1000] if reason else None
+        if state != store.state:
+            before, store.state = store.state, state
+            changed += 1
+            events.record("IMAGE.STORE.STATE", f"Image store {store.name} is {state} (was {before})"
+                          + (f": {reason}" if reason else ""), level="INFO" if state == ImageStoreState.READY
+                          else "WARN", resource_type="ImageStore", resource_id=store.uuid)
+    db.session.commit()
+    return changed
+
+
 STORE_SORTS = {"name": ImageStore.name, "zone": name_of(Zone, ImageStore.zone_id), "provider": ImageStore.provider,
-               "capacity": ImageStore.capacity_bytes, "used": ratio(ImageStore.used_bytes, ImageStore.capacity_bytes)}
+               "capacity": ImageStore.capacity_bytes, "used": ratio(ImageStore.used_bytes, ImageStore.capacity_bytes),
+               "state": ImageStore.state}
 
 
 def list_image_stores(*, id=None, zone_uuid=None, provider=None, name=None, keyword=None, page=None,

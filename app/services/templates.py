@@ -226,10 +226,11 @@ def _check_registration(caller, *, is_iso: bool, name: str, display_text: str | 
 
 
 def _store_of(zone_id: int) -> ImageStore:
-    """The zone's image store (zone-wide first, then region-wide)."""
+    """The zone's image store: a Ready one first (the monitor's check: read and written), then
+    zone-wide before region-wide."""
     store = db.session.scalar(select(ImageStore).where(ImageStore.removed.is_(None), or_(
-        ImageStore.zone_id == zone_id, ImageStore.zone_id.is_(None))).order_by(ImageStore.zone_id.is_(None),
-                                                                               ImageStore.id))
+        ImageStore.zone_id == zone_id, ImageStore.zone_id.is_(None))).order_by(
+            ImageStore.state != "Ready", ImageStore.zone_id.is_(None), ImageStore.id))
     if store is None:
         zone = db.session.get(Zone, zone_id)
         raise ResourceUnavailable(f"Zone {zone.name} has no secondary storage; add an image store first",

@@ -47,6 +47,7 @@ PAGE_COMMANDS: dict[str, str] = {
     "infra.primary_storage": "listStoragePools", "infra.storage_pool": "listStoragePools",
     "infra.add_primary_storage": "listStoragePools", "infra.pool_action": "listStoragePools",
     "infra.secondary_storage": "listImageStores", "infra.add_secondary_storage": "listImageStores",
+    "infra.image_store": "listImageStores",
     "netadmin": "listPhysicalNetworks", "netadmin.offerings_page": "listNetworkOfferings",
     "netadmin.offering_act": "listNetworkOfferings", "netadmin.routers_page": "listRouters",
     "netadmin.router_act": "listRouters",

@@ -174,6 +174,17 @@ def host(uuid: str):
 _detail_page("storage_pool", "/storage/primary/<uuid>", inventory.pool_detail)
 
 
+@bp.route("/storage/secondary/<uuid>")
+@admin_required
+def image_store(uuid: str):
+    """An image store: its state as the monitor last found it, and the templates and ISOs on it
+    (a page at a time: ?page=N)."""
+    page = max(request.args.get("page", 1, type=int) or 1, 1)
+    d = _found(lambda u: inventory.store_detail(u, page=(page, inventory.DETAIL_ROWS)), uuid)
+    return render_template("infra/image_store.html", d=d, page=page,
+                           pages=max(1, -(-d.copies[1] // inventory.DETAIL_ROWS)))
+
+
 # --- Enable / disable zones, pods, clusters ----------------------------------
 
 # kind: (what people call it, the service's lookup, its update service, the detail page)
@@ -427,7 +438,7 @@ def add_secondary_storage():
         store = storage_service.add_image_store(current_user, provider=f.provider, url=f.url(),
                                                 name=f.name.data or None, zone_uuid=f.zone.data or None,
                                                 details=f.details())
-        return f"Secondary storage {store.name} added.", url_for(".secondary_storage")
+        return f"Secondary storage {store.name} added ({store.state}).", url_for(".image_store", uuid=store.uuid)
     return _form(SecondaryStorageForm, save)
 
 

@@ -433,7 +433,8 @@ def test_add_secondary_storage(app, client, auth, tmp_path):
     assert count(app, ImageStore) == 0
     resp = post_form(client, auth, "/admin/storage/secondary/add", zone=ids.zone, protocol="local", name="images",
                      path=str(tmp_path / "images"))
-    assert resp.status_code == 302 and resp.headers["Location"] == "/admin/storage/secondary"
+    assert resp.status_code == 302 and resp.headers["Location"].startswith("/admin/storage/secondary/")
+    assert "Secondary storage images added (Ready)." in client.get(resp.headers["Location"]).get_data(as_text=True)
     resp = post_form(client, auth, "/admin/storage/secondary/add", zone="", protocol="nfs", server="nfs1",
                      path="/export/secondary")
     assert resp.status_code == 302
