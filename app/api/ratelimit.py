@@ -12,7 +12,7 @@ from app.services.settings import Definition, define
 define(Definition("api.throttling.enabled", "false", "Limit API calls per user.", category="API",
                   type="boolean"))
 define(Definition("api.throttling.interval", "1", "Throttling window in seconds.", category="API",
-                  type="integer", min=1, max=3600))
+                  type="integer", min=1, max=3600, unit="seconds"))
 define(Definition("api.throttling.max", "25", "API calls a user may make per window.", category="API",
                   type="integer", min=1, max=100000))
 

@@ -45,9 +45,9 @@ log = logging.getLogger("nubo.jobs")
 
 define(Definition("job.heartbeat.timeout", "60", "Seconds without a heartbeat after which the "
                   "reaper fails a running job (its worker is gone).", category="Jobs",
-                  type="integer", min=10, max=86400))
+                  type="integer", min=10, max=86400, unit="seconds"))
 define(Definition("job.queue.timeout", "3600", "Seconds a job may wait in the queue before the "
-                  "reaper fails it.", category="Jobs", type="integer", min=60, max=604800))
+                  "reaper fails it.", category="Jobs", type="integer", min=60, max=604800, unit="seconds"))
 define(Definition("concurrent.transfers.per.account", "2", "Template and ISO downloads one account may run "
                   "at once; its further downloads wait their turn in the transfer queue.", category="Jobs",
                   type="integer", min=1, max=1000))

@@ -33,7 +33,7 @@ from app.services.settings import Definition, define
 log = logging.getLogger("nubo.monitor")
 
 define(Definition("ping.interval", "30", "Seconds between two pings of every host by the monitor.",
-                  category="Monitor", type="integer", min=1, max=3600))
+                  category="Monitor", type="integer", min=1, max=3600, unit="seconds"))
 define(Definition("ping.timeout", "2.5", "A host that has not answered for ping.interval × this is Down "
                   "(before that it is Alert).", category="Monitor", type="float", min=1, max=100))
 define(Definition("monitor.threads", "16", "Hosts the monitor pings at the same time.", category="Monitor",

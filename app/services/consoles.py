@@ -45,15 +45,15 @@ from app.services.pagination import page_of
 from app.services.settings import Definition, define
 
 define(Definition("console.token.ttl", "60", "Seconds a console token may be used to connect (at most 60).",
-                  category="Console", type="integer", min=5, max=60))
+                  category="Console", type="integer", min=5, max=60, unit="seconds"))
 define(Definition("console.reconnect.window", "10", "Seconds after a console connection ends during which the "
                   "same browser session may reconnect with its token (0: never).", category="Console",
-                  type="integer", min=0, max=300))
+                  type="integer", min=0, max=300, unit="seconds"))
 define(Definition("console.session.max", "14400", "Longest console session in seconds: the proxy then closes it.",
-                  category="Console", type="integer", min=60, max=604800))
+                  category="Console", type="integer", min=60, max=604800, unit="seconds"))
 define(Definition("console.idle.timeout", "1800", "Seconds without keyboard or mouse input after which the "
                   "proxy closes a console session (0: never).", category="Console", type="integer", min=0,
-                  max=86400))
+                  max=86400, unit="seconds"))
 define(Definition("console.vnc.port.min", "5900", "Lowest port the console proxy connects to (libvirt's "
                   "remote_display_port_min): a console recorded on a lower port is refused.", category="Console",
                   type="integer", min=1, max=65535))

@@ -18,7 +18,7 @@ log = logging.getLogger("nubo.events")
 define(Definition("event.unauthenticated.window", "60", "Events caused by unauthenticated requests (failed "
                   "logins, refused console connections) are aggregated per kind and source address over "
                   "windows of this many seconds (see event.unauthenticated.burst).", category="Security",
-                  type="integer", min=1, max=86400))
+                  type="integer", min=1, max=86400, unit="seconds"))
 define(Definition("event.unauthenticated.burst", "5", "Events of one kind and source address recorded "
                   "one by one per window before the rest are aggregated into one.", category="Security",
                   type="integer", min=0, max=1000))

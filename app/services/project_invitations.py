@@ -29,7 +29,7 @@ from app.services.settings import Definition, define
 log = logging.getLogger(__name__)
 
 define(Definition("project.invite.timeout", "86400", "Invitation expiration time (in seconds). Default is 1 day "
-                  "- 86400 seconds", category="Project Defaults", type="integer", min=1, max=10**9))
+                  "- 86400 seconds", category="Project Defaults", type="integer", min=1, max=10**9, unit="seconds"))
 define(Definition("project.smtp.host", "", "SMTP hostname used for sending out email project invitations "
                   "(empty: invitations by email are refused)", category="Project Defaults"))
 define(Definition("project.smtp.port", "25", "Port the SMTP server is listening on (plain SMTP; no "

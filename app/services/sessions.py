@@ -38,9 +38,10 @@ VERSION, STARTED, SEEN, SID, UNTIL = "_nubo_sv", "_nubo_started", "_nubo_seen", 
 SEEN_GRANULARITY = 30
 
 define(Definition("session.timeout", "30", "Minutes without a request after which a login session "
-                  "(web or API sessionkey) ends.", category="Security", type="integer", min=1, max=10080))
+                  "(web or API sessionkey) ends.", category="Security", type="integer", min=1, max=10080,
+                  unit="minutes"))
 define(Definition("session.max.lifetime", "720", "Minutes after the login at which a login session "
-                  "ends, however busy.", category="Security", type="integer", min=1, max=525600))
+                  "ends, however busy.", category="Security", type="integer", min=1, max=525600, unit="minutes"))
 
 
 def _now() -> float:

@@ -25,6 +25,7 @@ from sqlalchemy import case, delete, select
 from app.extensions import db
 from app.models import Account, Cluster, Domain, Setting, SettingValue, StoragePool, Zone
 from app.services.errors import InvalidParameter, NotFound
+from app.services.units import duration
 
 # CloudStack's ConfigKey.Scope values below Global, as listConfigurations answers them.
 SCOPES = ("zone", "cluster", "storagepool", "account", "domain")
@@ -349,10 +350,22 @@ def in_scope(name: str, scope: str, scope_id: int) -> ScopedSetting:
                          is_set=row is not None)
 
 
-def update(name: str, value: str, *, scope: str | None = None, target=None) -> Setting | ScopedSetting:
+def _audit(caller, name: str, where: tuple[str, int] | None, target, what: str) -> None:
+    """CloudStack's CONFIGURATION.VALUE.EDIT event (without the value: some are secrets)."""
+    if caller is None:
+        return
+    from app.services import events
+    place = f" for {where[0]} {getattr(target, 'name', where[1])}" if where else ""
+    events.record("CONFIGURATION.VALUE.EDIT", f"Setting {name}{place} {what}", user=caller,
+                  resource_type="Configuration", resource_id=name)
+
+
+def update(name: str, value: str, *, scope: str | None = None, target=None,
+           caller=None) -> Setting | ScopedSetting:
     """Validate and store a new value; runs the definition's on_change hook in the
     same transaction so dependent settings never disagree. With scope (zone, cluster, ...) and
-    target (that row or its id): the value in that scope only (no hooks: they follow globals)."""
+    target (that row or its id): the value in that scope only (no hooks: they follow globals).
+    With caller: an event names who changed it."""
     value = "" if value is None else str(value)
     where = scope_of(scope, target)
     if where is not None:
@@ -364,6 +377,7 @@ def update(name: str, value: str, *, scope: str | None = None, target=None) -> S
             row = SettingValue(name=name, scope=where[0], scope_id=where[1], value="")
             db.session.add(row)
         row.value = _normal(d, value)
+        _audit(caller, name, where, target, "changed")
         db.session.commit()
         clear_cache()
         return in_scope(name, *where)
@@ -376,12 +390,13 @@ def update(name: str, value: str, *, scope: str | None = None, target=None) -> S
     db.session.add(row)
     if d.on_change and old != parsed:
         d.on_change(old, parsed)
+    _audit(caller, name, None, None, "changed")
     db.session.commit()
     clear_cache()
     return row
 
 
-def reset(name: str, *, scope: str | None = None, target=None) -> Setting | ScopedSetting:
+def reset(name: str, *, scope: str | None = None, target=None, caller=None) -> Setting | ScopedSetting:
     """CloudStack's resetConfiguration: the setting back to its default, through update() so the
     default is checked and dependent settings follow as for any change. In a scope: the scope's
     own value goes, and the value inherited from the scope above (or the global one) applies."""
@@ -393,10 +408,11 @@ def reset(name: str, *, scope: str | None = None, target=None) -> Setting | Scop
         _check_scope(d, name, where[0])
         db.session.execute(delete(SettingValue).where(
             SettingValue.name == name, SettingValue.scope == where[0], SettingValue.scope_id == where[1]))
+        _audit(caller, name, where, target, "reset")
         db.session.commit()
         clear_cache()
         return in_scope(name, *where)
-    return update(name, d.default)
+    return update(name, d.default, caller=caller)
 
 
 def set_raw(name: str, value: str) -> None:
@@ -462,4 +478,31 @@ define(Definition("login.throttle.attempts", "3", "Failed logins allowed before 
                   category="Security", type="integer", min=1, max=100))
 define(Definition("login.throttle.max.wait", "300", "Longest wait in seconds between login "
                   "attempts for a user with repeated failures.", category="Security",
-                  type="integer", min=1, max=86400))
+                  type="integer", min=1, max=86400, unit="seconds"))
+
+
+# --- For the settings pages ------------------------------------------------------
+
+def readable(name: str, value: str | None) -> str | None:
+    """A duration setting's value as people read it ("24 h" for 86400 seconds), else None."""
+    d = DEFINITIONS.get(name)
+    if d is None or d.unit not in ("seconds", "minutes") or value is None:
+        return None
+    try:
+        amount = float(value)
+    except ValueError:
+        return None
+    if amount == 0 and "0:" in d.description:
+        return "never"
+    return duration(amount * (60 if d.unit == "minutes" else 1))
+
+
+def categories() -> list[str]:
+    return sorted({d.category for d in DEFINITIONS.values()})
+
+
+def search(q: str | None = None, category: str | None = None) -> list[Setting]:
+    """The settings page's list: name or description containing q (any case), in a category."""
+    needle = (q or "").strip().lower()
+    return [s for s in list_settings(category=category or None)
+            if not needle or needle in s.name.lower() or needle in (s.description or "").lower()]

@@ -73,20 +73,20 @@ define(Definition("secstorage.allowed.internal.sites", "", "Internal networks (c
                   category="Security", type="list", validate=_check_sites))
 define(Definition("template.download.timeout", "21600", "Seconds a template or ISO download (and a direct "
                   "download into primary storage) may take in all before it fails.", category="Storage",
-                  type="integer", min=1, max=7 * 86400))
+                  type="integer", min=1, max=7 * 86400, unit="seconds"))
 define(Definition("template.download.min.rate", "10", "Slowest accepted download, in KiB/s averaged over "
                   "template.download.rate.window (0: no minimum).", category="Storage", type="integer",
                   min=0, max=1 << 20))
 define(Definition("template.download.rate.window", "60", "Seconds over which the download rate is averaged; "
                   "also the longest a download waits for any byte.", category="Storage", type="integer",
-                  min=1, max=3600))
+                  min=1, max=3600, unit="seconds"))
 define(Definition("upload.url.expiry", "3600", "Seconds a getUploadParamsForTemplate upload URL stays valid.",
-                  category="Storage", type="integer", min=60, max=86400))
+                  category="Storage", type="integer", min=60, max=86400, unit="seconds"))
 
 define(Definition("upload.stall.timeout", "300", "Seconds an upload may receive nothing before it is taken as "
                   "cut off (its process stopped): the copy is failed, its partial file deleted, and the "
                   "template can be uploaded again or deleted.", category="Storage", type="integer",
-                  min=30, max=86400))
+                  min=30, max=86400, unit="seconds"))
 
 log = logging.getLogger("nubo.templates")
 

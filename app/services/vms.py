@@ -40,9 +40,9 @@ log = logging.getLogger(__name__)
 
 define(Definition("vm.stop.timeout", "60", "Seconds a graceful stop waits for the guest before it fails "
                   "(or, with forced=true, before the VM is powered off).", category="VM", type="integer",
-                  min=1, max=3600))
+                  min=1, max=3600, unit="seconds"))
 define(Definition("expunge.delay", "86400", "Seconds a destroyed VM stays recoverable before the sweeper "
-                  "expunges it.", category="VM", type="integer", min=0, max=31536000))
+                  "expunges it.", category="VM", type="integer", min=0, max=31536000, unit="seconds"))
 def _check_instance_name(value: str) -> None:
     if not re.fullmatch(r"[A-Za-z0-9]{1,16}", value):
         raise InvalidParameter("instance.name is 1-16 letters or digits", field="value")

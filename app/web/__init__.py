@@ -22,6 +22,7 @@ USER_NAV: list[tuple[str, str]] = [("portal.my_vms", "My VMs"), ("volumes.index"
                                    ("events.index", "Events"), ("apidocs.index", "API")]
 ADMIN_NAV.append(("accounts_admin.index", "Accounts"))  # self-service: account administration
 ADMIN_NAV.append(("roles.index", "Roles"))  # dynamic roles and their rules
+ADMIN_NAV.append(("settings_pages.index", "Settings"))  # global settings (and per zone, cluster, account)
 
 
 # The API command each page shows (its list, or what it does): a caller whose role rules deny
@@ -59,6 +60,8 @@ PAGE_COMMANDS: dict[str, str] = {
     "projects.add_member": "addAccountToProject", "projects.remove_member": "deleteAccountFromProject",
     "projects.answer": "updateProjectInvitation", "projects.delete_invitation": "deleteProjectInvitation",
     "metrics.vm": "listVirtualMachinesMetrics", "metrics.host": "listHostsMetrics",
+    "settings_pages": "listConfigurations", "settings_pages.update": "updateConfiguration",
+    "settings_pages.update_scoped": "updateConfiguration",
 }
 
 
@@ -135,6 +138,8 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(project_pages.bp)
     # The project switcher's choice is the scope of every page (lists and creations).
     app.before_request(project_pages.enter_project_scope)
+    from app.web import settings_pages
+    app.register_blueprint(settings_pages.bp)
 
     @app.after_request
     def vary_on_htmx(response):

@@ -36,7 +36,7 @@ def list_configurations(ctx, p):
              Param("value", "string", "the value of the configuration"), *_SCOPE_PARAMS])
 def update_configuration(ctx, p):
     scope, target = settings.find_target(p)
-    return settings.update(p["name"], p.get("value", ""), scope=scope, target=target)
+    return settings.update(p["name"], p.get("value", ""), scope=scope, target=target, caller=ctx.user)
 
 
 @command("resetConfiguration", "Resets a configuration. The configuration will be set to default value for "
@@ -45,4 +45,4 @@ def update_configuration(ctx, p):
          params=[Param("name", "string", "the name of the configuration", required=True), *_SCOPE_PARAMS])
 def reset_configuration(ctx, p):
     scope, target = settings.find_target(p)
-    return settings.reset(p["name"], scope=scope, target=target)
+    return settings.reset(p["name"], scope=scope, target=target, caller=ctx.user)

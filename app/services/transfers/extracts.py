@@ -45,7 +45,7 @@ log = logging.getLogger("nubo.extracts")
 
 define(Definition("extract.url.expiration.interval", "14400", "Seconds an extract (download) URL of a template, "
                   "ISO or volume stays valid; then it answers 404 and a volume's copy on secondary storage is "
-                  "deleted.", category="Storage", type="integer", min=60, max=30 * 86400))
+                  "deleted.", category="Storage", type="integer", min=60, max=30 * 86400, unit="seconds"))
 define(Definition("disable.extraction", "false", "Flag for disabling extraction of templates, ISOs and volumes "
                   "(root administrators still may).", category="Storage", type="boolean"))
 
