@@ -19,6 +19,36 @@ class InvalidParameter(ServiceError):
     code, cs_code = 431, 4350
 
 
+class InvalidParameters(InvalidParameter):
+    """Several wrong values found at once (a form step shows each beside its field):
+    `errors` holds them; the message joins them, the field is the first one's."""
+
+    def __init__(self, errors: list[InvalidParameter]):
+        super().__init__("; ".join(e.message for e in errors), field=errors[0].field)
+        self.errors = list(errors)
+
+
+class Collect:
+    """Run independent checks and keep every InvalidParameter they raise:
+    `value = c(check, *args)` (None when it failed), then `c.done()` raises them all."""
+
+    def __init__(self):
+        self.errors: list[InvalidParameter] = []
+
+    def __call__(self, check, *args, **kwargs):
+        try:
+            return check(*args, **kwargs)
+        except InvalidParameter as e:
+            self.errors.extend(getattr(e, "errors", None) or [e])
+            return None
+
+    def done(self) -> None:
+        if len(self.errors) == 1:
+            raise self.errors[0]
+        if self.errors:
+            raise InvalidParameters(self.errors)
+
+
 class NotFound(InvalidParameter):
     """An object that does not exist, or that the caller may not see (same answer)."""
 

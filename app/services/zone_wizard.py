@@ -30,7 +30,7 @@ from app.models import (AllocationState, AsyncJob, Cluster, GuestVnet, Host, Ima
 from app.services import crypto, events, hosts, storage, zones
 from app.services.network import physical, ranges
 from app.services import hypervisors as hv
-from app.services.errors import InvalidParameter, NotFound, ServiceError
+from app.services.errors import Collect, InvalidParameter, NotFound, ServiceError
 
 KIND = "zone"
 STEPS = ("zone", "network", "public", "pod", "cluster", "host", "primary", "secondary", "review")
@@ -153,21 +153,35 @@ def _bool(v) -> bool:
     return str(v).lower() in ("y", "yes", "true", "on", "1")
 
 
-def _check_zone(data: dict, form: dict) -> dict:
+def _hypervisor_choice(form: dict):
     choice = (form.get("hypervisor") or "").strip()
-    enabled = {t.name for t in hv.enabled_types()}
     if not choice:
         raise InvalidParameter("Choose the hypervisor of the zone's first cluster", field="hypervisor")
     t = hv.resolve(choice)
-    if t.name not in enabled:
+    if t.name not in {t.name for t in hv.enabled_types()}:
         raise InvalidParameter(f"{hv.display_name(t.name)} is not in hypervisor.list", field="hypervisor")
+    return t
+
+
+def _check_zone(data: dict, form: dict) -> dict:
+    # Every wrong field at once (each beside its field), then the checks across them.
+    c = Collect()
+    t = c(_hypervisor_choice, form)
+    c(zones._name, form.get("name"))
+    c(zones._ipv4, form.get("dns1"), "dns1", required=True)
+    c(zones._ipv4, form.get("dns2"), "dns2")
+    c(zones._ipv4, form.get("internaldns1"), "internaldns1", required=True)
+    c(zones._ipv4, form.get("internaldns2"), "internaldns2")
+    c(zones._cidr, form.get("guestcidraddress"), "guestcidraddress")
+    if t is not None and _bool(form.get("localstorageenabled")) and not t.capabilities.local_storage:
+        c.errors.append(InvalidParameter(f"{hv.display_name(t.name)} hosts have no local storage",
+                                         field="localstorageenabled"))
+    c.done()
     v = zones.validate_zone(name=form.get("name"), description=form.get("description"),
                             network_type=form.get("networktype") or "Advanced", dns1=form.get("dns1"),
                             dns2=form.get("dns2"), internal_dns1=form.get("internaldns1"),
                             internal_dns2=form.get("internaldns2"), guest_cidr=form.get("guestcidraddress"),
                             local_storage=_bool(form.get("localstorageenabled")), hypervisor=t.name)
-    if v["local_storage_enabled"] and not t.capabilities.local_storage:
-        raise InvalidParameter(f"{hv.display_name(t.name)} hosts have no local storage", field="localstorageenabled")
     return {"name": v["name"], "description": v["description"] or "", "networktype": v["network_type"],
             "dns1": v["dns1"], "dns2": v["dns2"] or "", "internaldns1": v["internal_dns1"],
             "internaldns2": v["internal_dns2"] or "", "guestcidraddress": v["guest_cidr"] or "",
@@ -200,6 +214,11 @@ def _check_public(data: dict, form: dict) -> dict:
     if data["zone"]["networktype"] == "Basic":
         return {"_basic": True}
     t = type_of(data)
+    c = Collect()  # every wrong field at once, then the checks across them
+    c(ranges.parse_vlan, form.get("vlan"))
+    for f, required in (("gateway", True), ("netmask", True), ("startip", True), ("endip", False)):
+        c(zones._ipv4, form.get(f), f, required=required)
+    c.done()
     vlan = ranges.parse_vlan(form.get("vlan"))
     gw, mask, start, end, subnet = ranges.check_subnet(form.get("gateway"), form.get("netmask"),
                                                        form.get("startip"), form.get("endip"))
@@ -218,7 +237,14 @@ def _check_public(data: dict, form: dict) -> dict:
 
 def _check_pod(data: dict, form: dict) -> dict:
     import ipaddress
-    name = zones._name(form.get("name"))
+    c = Collect()  # every wrong field at once, then the checks across them
+    name = c(zones._name, form.get("name"))
+    for f, required in (("gateway", True), ("netmask", True), ("startip", True), ("endip", False)):
+        c(zones._ipv4, form.get(f), f, required=required)
+    if data["zone"]["networktype"] == "Basic":
+        c(zones._ipv4, form.get("gueststartip"), "gueststartip", required=True)
+        c(zones._ipv4, form.get("guestendip"), "guestendip")
+    c.done()
     net = zones.validate_pod_network(form.get("gateway"), form.get("netmask"), form.get("startip"),
                                      form.get("endip"))
     out = {"name": name, "gateway": net["gateway"], "netmask": net["netmask"], "startip": net["start_ip"],

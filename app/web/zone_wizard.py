@@ -183,8 +183,9 @@ def _step(draft, step: str):
     try:
         nxt = wizard.save(draft, step, values)
     except ServiceError as e:
-        return _render(draft, step, _with_error(step, form, e), error=e.message if not _field(step, form, e)
-                       else None, status=422)
+        # Every error the step found, each beside its field; those of no shown field on top.
+        loose = [one.message for one in getattr(e, "errors", None) or [e] if not _with_error(step, form, one)]
+        return _render(draft, step, form, error="; ".join(loose) or None, status=422)
     return _go(draft, nxt)
 
 
@@ -199,15 +200,17 @@ def _field(step: str, form, e: ServiceError):
     return getattr(form, name, None) if name else None
 
 
-def _with_error(step: str, form, e: ServiceError):
+def _with_error(step: str, form, e: ServiceError) -> bool:
+    """Put the error beside its field; False when the step shows no such field."""
     field = _field(step, form, e)
-    if field is not None:
-        # Services name the API parameter ("dns1 must be ..."); the page names the field it shows.
-        message = e.message
-        if e.field and message.startswith(e.field + " "):
-            message = field.label.text + message[len(e.field):]
-        field.errors = [*field.errors, message]
-    return form
+    if field is None:
+        return False
+    # Services name the API parameter ("dns1 must be ..."); the page names the field it shows.
+    message = e.message
+    if e.field and message.startswith(e.field + " "):
+        message = field.label.text + message[len(e.field):]
+    field.errors = [*field.errors, message]
+    return True
 
 
 @bp.route("/<uuid>/host/test", methods=["POST"])
@@ -221,9 +224,8 @@ def test_connection(uuid: str):
         facts, error = wizard.test_connection(draft, values), None
     except ServiceError as e:
         facts, error = None, e.message
-    html = render_template("_partials/host_test_result.html", facts=facts, error=error)
-    if request.htmx:
-        return html
+    # The whole card again (HTMX too): only this test's answer shows, so an error of an earlier
+    # Next does not stay beside a green "Connected".
     return _render(draft, "host", form, error=error, facts=facts)
 
 

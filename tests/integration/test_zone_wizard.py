@@ -300,3 +300,38 @@ def test_get_makes_no_draft_first_post_does_and_it_can_be_resumed(app, client, a
     assert 'value="wz-1"' in client.get(f"{w.base}/zone").get_data(as_text=True)
     assert client.get(f"{w.base}/review").headers["Location"].endswith("/cluster")
     assert drafts(app) == 1
+
+
+def test_a_step_shows_every_error_at_once(app, client, auth):
+    """All the wrong fields of a step are named together, each beside its field (not one per Next)."""
+    w = Wizard(client, auth, stored=False)
+    r = w.post("zone", {**ZONE, "dns1": "8.8.8", "internaldns1": "nope", "guestcidraddress": "10.1.1.0/99"})
+    assert r.status_code == 422
+    text = error_text(r)
+    assert "DNS 1 must be an IPv4 address" in text and "nope" in text and "Guest CIDR must be a CIDR" in text, text
+    w.next("zone", ZONE)
+    w.next("network", NETWORK)
+    w.next("public", PUBLIC)
+    r = w.post("pod", {**POD, "gateway": "192.168.10", "startip": "10.9.9", "endip": "x"})
+    assert r.status_code == 422
+    text = error_text(r)
+    assert all(v in text for v in ("192.168.10", "10.9.9", "x")), text
+
+
+def test_a_passing_connection_test_clears_the_error_of_an_earlier_next(app, client, auth):
+    """A red error of a refused Next must not stay beside a green "Connected"."""
+    w = Wizard(client, auth)
+    for step, data in (("network", NETWORK), ("public", PUBLIC), ("pod", POD), ("cluster", CLUSTER)):
+        w.next(step, data)
+    r = w.post("host", {"url": "simulator://"})
+    assert r.status_code == 422 and "A Simulator host name is" in error_text(r)
+    for hx in (True, False):
+        headers = {"HX-Request": "true"} if hx else {}
+        r = client.post(f"{w.base}/host/test", headers=headers,
+                        data={**HOST, "csrf_token": auth.csrf(f"{w.base}/host")})
+        html = r.get_data(as_text=True)
+        assert "✓ Connected" in html and "A Simulator host name is" not in html and error_text(r) == ""
+        assert 'id="wizard"' in html  # the whole card: nothing of the earlier answer stays
+    r = client.post(f"{w.base}/host/test", headers={"HX-Request": "true"},
+                    data={"url": "simulator://", "csrf_token": auth.csrf(f"{w.base}/host")})
+    assert "✗ Connection test failed" in r.get_data(as_text=True) or "A Simulator host name is" in error_text(r)
