@@ -1,28 +1,106 @@
 """Web blueprints: auth (login/logout), admin portal, self-service portal."""
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass, field
 from functools import wraps
 
 from flask import Flask, abort, request
 from flask_login import current_user, login_required
 
 
-# Navigation entries (endpoint, label); each area adds its pages here.
+# Navigation entries (endpoint, label); each area appends its pages here. The sidebar
+# shows them grouped (NAV_GROUPS, nav_group()): an entry finds its group by itself.
 ADMIN_NAV: list[tuple[str, str]] = [("admin.dashboard", "Dashboard"), ("infra.zones", "Zones"),
-                                     ("infra.hosts", "Hosts"), ("infra.primary_storage", "Storage"),
-                                     ("netadmin.index", "Networking"),
+                                     ("infra.pods", "Pods"), ("infra.clusters", "Clusters"),
+                                     ("infra.hosts", "Hosts"), ("infra.primary_storage", "Primary storage"),
+                                     ("infra.secondary_storage", "Secondary storage"),
+                                     ("netadmin.index", "Physical networks"), ("netadmin.routers_page", "Routers"),
+                                     ("netadmin.offerings_page", "Network offerings"),
                                      ("hypervisors.index", "Hypervisors"), ("simulator.index", "Simulator"),
                                      ("vms.index", "VMs"), ("console.sessions", "Consoles")]
 USER_NAV: list[tuple[str, str]] = [("portal.my_vms", "My VMs"), ("volumes.index", "Volumes"),
                                    ("snapshots.index", "Snapshots"),
                                    ("network.networks_index", "Networks"), ("secgroups.index", "Security groups"),
+                                   ("network.ips_index", "Public IPs"),
                                    ("affinity.index", "Affinity groups"),
                                    ("portal.keypairs", "SSH keys"), ("userdata.index", "User data"),
                                    ("images.index", "Templates"),
                                    ("events.index", "Events"), ("apidocs.index", "API")]
 ADMIN_NAV.append(("accounts_admin.index", "Accounts"))  # self-service: account administration
+ADMIN_NAV.append(("accounts_admin.domains_index", "Domains"))
 ADMIN_NAV.append(("roles.index", "Roles"))  # dynamic roles and their rules
 ADMIN_NAV.append(("settings_pages.index", "Settings"))  # global settings (and per zone, cluster, account)
+ADMIN_NAV.append(("volumes.offerings", "Disk offerings"))
+
+# The sidebar's groups, in the order of CloudStack's UI (key, heading). The project
+# switcher (projects/_switcher.html) heads the sidebar as the Projects group.
+NAV_GROUPS: list[tuple[str, str]] = [
+    ("dashboard", "Dashboard"), ("compute", "Compute"), ("storage", "Storage"), ("network", "Network"),
+    ("images", "Images"), ("events", "Events"), ("accounts", "Accounts"), ("infrastructure", "Infrastructure"),
+    ("configuration", "Configuration"), ("more", "More")]
+# An entry's group: by endpoint, else by blueprint, else by the first word of its endpoint
+# and label that starts like one of NAV_GROUP_WORDS, else "more". So a page another area
+# appends to ADMIN_NAV/USER_NAV ("alerts.index", "jobs.index", "settings.index"...) lands
+# in its group without an edit here.
+NAV_GROUP_OF: dict[str, str] = {
+    "admin.dashboard": "dashboard", "vms": "compute", "portal.my_vms": "compute", "portal.keypairs": "compute",
+    "userdata": "compute", "affinity": "compute", "volumes": "storage", "snapshots": "storage",
+    "vmsnapshots": "storage", "volumes.offerings": "configuration", "network": "network", "secgroups": "network",
+    "netadmin": "network", "netadmin.offerings_page": "configuration", "images": "images", "events": "events",
+    "accounts_admin": "accounts", "roles": "accounts", "infra": "infrastructure", "hypervisors": "infrastructure",
+    "simulator": "infrastructure", "console": "infrastructure", "apidocs": "more"}
+NAV_GROUP_WORDS: tuple[tuple[str, str], ...] = (
+    ("alert", "events"), ("job", "events"), ("event", "events"), ("audit", "events"),
+    ("setting", "configuration"), ("config", "configuration"), ("offering", "configuration"),
+    ("dashboard", "dashboard"), ("metric", "infrastructure"), ("capacit", "infrastructure"),
+    ("zone", "infrastructure"), ("pod", "infrastructure"), ("cluster", "infrastructure"),
+    ("host", "infrastructure"), ("storage", "infrastructure"), ("hypervisor", "infrastructure"),
+    ("vm", "compute"), ("instance", "compute"), ("deploy", "compute"), ("key", "compute"), ("affinit", "compute"),
+    ("volume", "storage"), ("snapshot", "storage"), ("backup", "storage"),
+    ("template", "images"), ("iso", "images"), ("image", "images"),
+    ("network", "network"), ("router", "network"), ("ip", "network"), ("vpc", "network"), ("secgroup", "network"),
+    ("firewall", "network"), ("account", "accounts"), ("domain", "accounts"), ("role", "accounts"),
+    ("user", "accounts"))
+
+
+def nav_group(endpoint: str, label: str = "") -> str:
+    """The key of the sidebar group an entry belongs in."""
+    group = NAV_GROUP_OF.get(endpoint) or NAV_GROUP_OF.get(endpoint.split(".", 1)[0])
+    if group:
+        return group
+    for word in re.findall(r"[a-z]+", f"{endpoint} {label}".lower()):
+        for start, key in NAV_GROUP_WORDS:
+            if word.startswith(start):
+                return key
+    return "more"
+
+
+@dataclass
+class NavGroup:
+    key: str
+    label: str
+    entries: list[tuple[str, str]] = field(default_factory=list)
+    current: str | None = None  # the entry of the page shown (or of its section)
+
+
+def nav_groups(entries: list[tuple[str, str]], endpoint: str | None) -> list[NavGroup]:
+    """The entries grouped in NAV_GROUPS' order (empty groups left out), the current one
+    marked: the page's own entry, else the one entry of its blueprint (a detail page)."""
+    groups = {key: NavGroup(key, label) for key, label in NAV_GROUPS}
+    seen: set[str] = set()
+    for e, label in entries:
+        if e not in seen:
+            seen.add(e)
+            groups.get(nav_group(e, label), groups["more"]).entries.append((e, label))
+    endpoint = endpoint or ""
+    current = endpoint if endpoint in seen else None
+    if current is None and "." in endpoint:
+        same = [e for e in seen if e.split(".", 1)[0] == endpoint.split(".", 1)[0]]
+        current = same[0] if len(same) == 1 else None
+    for g in groups.values():
+        g.current = current if any(e == current for e, _ in g.entries) else None
+    return [g for g in groups.values() if g.entries]
 
 
 # The API command each page shows (its list, or what it does): a caller whose role rules deny
@@ -161,10 +239,15 @@ def register_blueprints(app: Flask) -> None:
     @app.context_processor
     def layout_context():
         from app.web.projects import switcher
-        shown = (lambda nav: [(e, label) for e, label in nav if page_allowed(current_user, e)]) \
-            if current_user.is_authenticated else (lambda nav: nav)
-        return {"is_htmx": bool(getattr(request, "htmx", False)),
-                "admin_nav": shown(ADMIN_NAV), "user_nav": shown(USER_NAV),
+        def sidebar() -> list[NavGroup]:
+            # An admin's groups hold the admin pages and the self-service ones; built when
+            # base.html renders the sidebar (not for the fragments of HTMX requests).
+            if not current_user.is_authenticated:
+                return []
+            entries = (ADMIN_NAV + USER_NAV) if current_user.is_admin else USER_NAV
+            return nav_groups([(e, label) for e, label in entries if page_allowed(current_user, e)],
+                              request.endpoint)
+        return {"is_htmx": bool(getattr(request, "htmx", False)), "nav_groups": sidebar,
                 # for links to other pages in a page's body
                 "page_allowed": lambda endpoint: page_allowed(current_user, endpoint),
                 "project_switcher": switcher}

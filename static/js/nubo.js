@@ -23,3 +23,46 @@ document.addEventListener("change", (event) => {
     box.dataset.kind = choices.dataset.setsKind === "lower" ? value.toLowerCase() : value;
   }
 });
+
+// The sidebar (templates/base.html): on a wide screen its <details> is open, on a
+// phone it starts closed behind the Menu button; Escape closes it again.
+const WIDE = window.matchMedia("(min-width: 900px)");
+function placeMenu() {
+  const menu = document.querySelector("details.navmenu");
+  if (menu) menu.open = WIDE.matches;
+}
+WIDE.addEventListener("change", placeMenu);
+document.addEventListener("keydown", (event) => {
+  const menu = document.querySelector("details.navmenu[open]");
+  if (event.key === "Escape" && menu && !WIDE.matches) {
+    menu.open = false;
+    menu.querySelector("summary").focus();
+  }
+});
+
+// Tables become cards on a phone (nubo.css): each cell is labelled with its column's
+// header (data-label), on load and after every htmx swap. Headers spanning several
+// columns count for each; a cell that already has a data-label keeps it.
+function labelCells(root) {
+  for (const table of root.querySelectorAll("table.table")) {
+    const heads = [];
+    for (const th of table.querySelectorAll(":scope > thead > tr:last-child > th")) {
+      for (let i = 0; i < (th.colSpan || 1); i++) heads.push(th.textContent.replace(/[▲▼↕]/g, "").trim());
+    }
+    if (!heads.length) continue;
+    for (const row of table.querySelectorAll(":scope > tbody > tr")) {
+      let col = 0;
+      for (const cell of row.cells) {
+        if (!cell.hasAttribute("data-label")) cell.setAttribute("data-label", heads[col] || "");
+        col += cell.colSpan || 1;
+      }
+    }
+  }
+}
+function ready() {
+  placeMenu();
+  labelCells(document);
+}
+if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", ready);
+else ready();
+document.addEventListener("htmx:afterSettle", (event) => labelCells(document));

@@ -213,3 +213,12 @@ def screenshot(page, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def nav_link(page, name: str):
+    """The sidebar's link `name` (templates/base.html), made visible: its group is opened,
+    and on a phone the Menu too, as a person would before clicking it."""
+    import re
+    link = page.locator("nav.mainnav a").filter(has_text=re.compile(rf"^\s*{re.escape(name)}\s*$")).first
+    link.evaluate("a => { for (let d = a.closest('details'); d; d = d.parentElement.closest('details')) d.open = true; }")
+    return link

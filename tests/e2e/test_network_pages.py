@@ -13,7 +13,7 @@ from cs import CloudStack
 
 from tests.api.test_templates_cs import files  # noqa: F401  (fixture: a RAW image over HTTP)
 from tests.api.test_vms_cs import simulator_zone
-from tests.e2e.conftest import ROOT, htmx_settled, screenshot
+from tests.e2e.conftest import ROOT, htmx_settled, nav_link, screenshot
 from tests.e2e.test_self_service import E2E_PASSWORDS, login
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("e2e")]
@@ -42,7 +42,7 @@ def test_network_ip_rules_and_release(stack, page, files, tmp_path):  # noqa: F8
     login(page, stack.url, "alice", E2E_PASSWORDS["alice"])
 
     # Create an isolated network.
-    page.click("nav.mainnav >> text=Networks")
+    nav_link(page, "Networks").click()
     page.wait_for_url("**/networks/")
     page.click("text=Create an isolated network")
     page.fill("input[name=name]", "e2e-net")

@@ -10,7 +10,7 @@ import pytest
 
 from tests.api.test_templates_cs import files  # noqa: F401  (fixture: a RAW image over HTTP)
 from tests.api.test_vms_cs import simulator_zone
-from tests.e2e.conftest import assert_no_csp_violations, screenshot, watch_csp
+from tests.e2e.conftest import assert_no_csp_violations, nav_link, screenshot, watch_csp
 
 E2E_PASSWORDS = {"alice": "orchard-lamp-e2e-41", "bob": "copper-fern-e2e-52"}  # the password policy: 12+, no user name
 
@@ -71,7 +71,7 @@ def test_a_user_deploys_runs_and_destroys_a_vm(stack, browser, page, files, tmp_
     vm_url = page.url.split("?")[0]
     vm_id = vm_url.rsplit("/", 1)[1]
 
-    page.click("nav.mainnav >> text=My VMs")
+    nav_link(page, "My VMs").click()
     row = page.locator(f"#vm-{vm_id}")
     assert "Running" in row.locator(".state").inner_text()
     assert "1 of 20" in page.locator("section.usage").inner_text()  # instances against the limit
@@ -140,7 +140,7 @@ def test_a_user_deploys_runs_and_destroys_a_vm(stack, browser, page, files, tmp_
     adm.fill("input[name=password]", "e2e-operator-pass")
     adm.click("button[type=submit]")
     adm.wait_for_url("**/admin/")
-    adm.click("nav.mainnav >> text=Accounts")
+    nav_link(adm, "Accounts").click()
     adm.wait_for_url("**/admin/accounts/")
     screenshot(adm, "accounts-admin")
     adm.click("#accounts-list a:has-text('alice')")

@@ -10,7 +10,7 @@ from playwright.sync_api import expect
 
 from tests.api.test_templates_cs import files  # noqa: F401  (fixture: a RAW image over HTTP)
 from tests.api.test_vms_cs import deploy, simulator_zone
-from tests.e2e.conftest import screenshot
+from tests.e2e.conftest import nav_link, screenshot
 from tests.e2e.test_admin_pages import login
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("e2e")]
@@ -25,7 +25,7 @@ def test_list_detail_stop_and_start(stack, page, files, tmp_path):  # noqa: F811
     deploy(api, z, t, so, name="db1")
     login(page, stack.url)
 
-    page.locator("nav.mainnav").get_by_role("link", name="VMs", exact=True).click()
+    nav_link(page, "VMs").click()
     page.wait_for_url("**/vms/")
     row = page.locator(f"#vm-{vm['id']}")
     assert "Running" in row.locator(".state").inner_text()
