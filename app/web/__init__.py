@@ -140,6 +140,7 @@ PAGE_COMMANDS: dict[str, str] = {
     "metrics.vm": "listVirtualMachinesMetrics", "metrics.host": "listHostsMetrics",
     "settings_pages": "listConfigurations", "settings_pages.update": "updateConfiguration",
     "settings_pages.update_scoped": "updateConfiguration",
+    "template_edit.edit": "updateTemplate",
 }
 
 
@@ -193,6 +194,8 @@ def register_blueprints(app: Flask) -> None:
     from app.web import downloads
     app.register_blueprint(downloads.bp)
     app.register_blueprint(images.bp)
+    from app.web import template_edit
+    app.register_blueprint(template_edit.bp)
     from app.web import console
     app.register_blueprint(console.bp)
     app.register_blueprint(vms.bp)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from app.api.registry import Param, command
-from app.services import templates
+from app.services import template_copy, templates
 
 COMMON = [Param("name", "string", "the name", required=True),
           Param("displaytext", "string", "the display text"),
@@ -134,6 +134,29 @@ def delete_template(ctx, p):
          params=[Param("id", "uuid", "the ISO", required=True), Param("zoneid", "uuid", "only this zone")])
 def delete_iso(ctx, p):
     return templates.submit_delete(ctx.user, p["id"], is_iso=True, zone_uuid=p.get("zoneid"))
+
+
+COPY = [Param("id", "uuid", "the template or ISO", required=True),
+        Param("destzoneid", "uuid", "the zone to copy it to"),
+        Param("destzoneids", "list", "the zones to copy it to", item_type="uuid"),
+        Param("sourcezoneid", "uuid", "the zone it is copied from (default: one where it is ready)")]
+
+
+def _copy(ctx, p, is_iso: bool):
+    dests = [*([p["destzoneid"]] if p.get("destzoneid") else []), *(p.get("destzoneids") or [])]
+    return template_copy.copy_template(ctx.user, p["id"], dest_zone_uuids=dests,
+                                       source_zone_uuid=p.get("sourcezoneid"), is_iso=is_iso)
+
+
+@command("copyTemplate", "Copies a template from one zone to others", is_async=True, response="template",
+         params=COPY)
+def copy_template(ctx, p):
+    return _copy(ctx, p, False)
+
+
+@command("copyIso", "Copies an ISO from one zone to others", is_async=True, response="iso", params=COPY)
+def copy_iso(ctx, p):
+    return _copy(ctx, p, True)
 
 
 @command("listOsTypes", "Lists guest OS types", response="ostype", list=True,
