@@ -8,7 +8,12 @@ take their quota in the same transaction that writes the rows counting it
 (take(..., commit=False), then the rows, then one commit): a process killed in
 between leaves neither, so nothing is counted for nothing. The count rows stay
 locked until that commit, which serialises one account's creates for a few ms.
-A VM counts from its deploy until it is expunged (or its deploy fails); a
+A VM counts as an instance, its vCPUs and memory from its deploy until it is
+destroyed (or its deploy fails), and again from a recover, as CloudStack's destroyVm /
+recoverVirtualMachine decrement and increment them (resourceCountDecrement /
+incrementVmResourceCount, the recover checked against the limits); its ROOT volume keeps
+counting while the VM is Destroyed (destroy.root.volume.on.vm.destruction is off) until
+it is expunged. A
 volume (ROOT or DATADISK, as CloudStack counts resource type 10) until it is
 deleted or expunged. Each row says what it counted (VirtualMachine.quota_counted:
 instance, vCPUs, memory; Volume.quota_counted and counted_gib: one volume and
@@ -259,15 +264,34 @@ def reserve_vm(account_id: int, offering: ServiceOffering, root_bytes: int) -> N
     take(account_id, _vm_deltas(offering.cpu_number, offering.memory, root_bytes), commit=False)
 
 
-def release(vm: VirtualMachine) -> None:
-    """The VM and its ROOT volume(s) no longer count (once, however often this is called);
-    data volumes stay counted (they outlive the VM, detached)."""
+def release_instance(vm: VirtualMachine, *, commit: bool = True) -> None:
+    """The VM no longer counts as an instance, its vCPUs and memory (a destroy: CloudStack's
+    resourceCountDecrement), once however often this is called; its volumes still count."""
     done = db.session.execute(update(VirtualMachine).where(VirtualMachine.id == vm.id,
                                                            VirtualMachine.quota_counted.is_(True))
                               .values(quota_counted=False).execution_options(synchronize_session=False))
     if done.rowcount == 1:
         give(vm.account_id, {"user_vm": 1, "cpu": vm.cpu_number, "memory": vm.memory}, commit=False)
-    db.session.commit()
+    if commit:
+        db.session.commit()
+
+
+def retake_instance(vm: VirtualMachine) -> None:
+    """A recovered VM counts again as an instance, its vCPUs and memory, checked against the
+    limits (CloudStack's recoverVirtualMachine: checkVmResourceLimit, then the increment):
+    532 when one would pass, and nothing changes. Uncommitted: the caller commits the VM's
+    new state with it. A VM still counted (destroyed before destroys released it) is left."""
+    if db.session.scalar(select(VirtualMachine.quota_counted).where(VirtualMachine.id == vm.id)):
+        return
+    take(vm.account_id, {"user_vm": 1, "cpu": vm.cpu_number, "memory": vm.memory},
+         also=[(update(VirtualMachine).where(VirtualMachine.id == vm.id, VirtualMachine.quota_counted.is_(False))
+                .values(quota_counted=True), f"VM {vm.name} is being changed by another request")], commit=False)
+
+
+def release(vm: VirtualMachine) -> None:
+    """The VM and its ROOT volume(s) no longer count (once, however often this is called);
+    data volumes stay counted (they outlive the VM, detached)."""
+    release_instance(vm)
     for root in db.session.scalars(select(Volume).where(Volume.vm_id == vm.id, Volume.volume_type == "ROOT",
                                                         Volume.quota_counted.is_(True))).all():
         release_volume(root)

@@ -922,6 +922,7 @@ def _run_destroy(job, vm, params):
         _power_off(vm)
         _stopped_on_host(vm)
         vm.state = VMState.DESTROYED
+        quotas.release_instance(vm, commit=False)  # its volumes count until it is expunged
         events.record("VM.DESTROY", f"VM {vm.name} destroyed" + ("" if params.get("expunge") else
                       f" (recoverable for {duration(settings.get('expunge.delay'))})"), user=events.actor(), account_id=vm.account_id,
                       resource_type="VirtualMachine", resource_id=vm.uuid)
@@ -939,9 +940,11 @@ def recover(caller, uuid: str) -> VirtualMachine:
     token = _lock(vm, "recover")
     try:
         vm = db.session.get(VirtualMachine, vm.id)
+        quotas.retake_instance(vm)  # 532 past a limit: it stays Destroyed
+        vm = db.session.get(VirtualMachine, vm.id)
         vm.state, vm.state_updated = VMState.STOPPED, utcnow()
-        events.record("VM.RECOVER", f"VM {vm.name} recovered", user=caller, resource_type="VirtualMachine",
-                      resource_id=vm.uuid)
+        events.record("VM.RECOVER", f"VM {vm.name} recovered", user=caller, account_id=vm.account_id,
+                      resource_type="VirtualMachine", resource_id=vm.uuid)
         db.session.commit()
     finally:
         _unlock(vm.id, token)

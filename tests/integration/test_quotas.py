@@ -154,12 +154,14 @@ def ledger(app, account="alice") -> dict:
 
 def from_rows(app, account="alice") -> dict:
     """What the account uses, from its live rows alone (CloudStack's recount): each VM neither
-    expunged nor failed, and every volume not deleted, ROOT and DATADISK, in GiB rounded up."""
+    destroyed, expunged nor failed, and every volume not deleted (a Destroyed VM's ROOT too),
+    ROOT and DATADISK, in GiB rounded up."""
     with app.app_context():
         acct = accounts.get_account(account)
         vms_ = db.session.scalars(select(VirtualMachine).where(VirtualMachine.account_id == acct.id,
                                                                VirtualMachine.removed.is_(None),
-                                                               VirtualMachine.state != "Error")).all()
+                                                               VirtualMachine.state.not_in(
+                                                                   ("Error", "Destroyed", "Expunging")))).all()
         vols = db.session.scalars(select(Volume).where(Volume.account_id == acct.id, Volume.removed.is_(None))).all()
         ips = db.session.scalar(select(func.count()).select_from(PublicIpAddress).where(
             PublicIpAddress.account_id == acct.id, PublicIpAddress.state != "Free"))
@@ -361,7 +363,8 @@ def test_a_failed_expunge_keeps_the_count_and_a_later_one_gives_it_back(app, wor
         job = vms.destroy(_alice(), vm_uuid, expunge=True)
         from app.models import AsyncJob
         assert db.session.get(AsyncJob, job.id).status == 2
-    assert ledger(app) == counted  # still there: still counted
+    # Destroyed, not expunged: its ROOT volume still counts, the instance no longer (as CloudStack)
+    assert ledger(app) == {**counted, "user_vm": counted["user_vm"] - 1, "cpu": empty["cpu"], "memory": empty["memory"]}
     assert_true(app)
     _disarm(app)
     with app.app_context():
@@ -479,3 +482,37 @@ def test_update_resource_count_rebuilds_the_counts_from_the_rows(app, world, cli
     assert status == 200 and {a: ledger(app, a) for a in ("alice", "bob")} == right
     status, body = api(app, client, "admin", command="updateResourceCount", domainid="nope")
     assert status == 431
+
+
+def test_a_destroyed_vm_counts_as_cloudstack_counts_it_and_recover_is_checked(app, world, client):
+    """CloudStack's destroyVm releases the instance, its vCPUs and memory, and keeps the ROOT
+    volume counted until the expunge; recoverVirtualMachine checks the instance limits, then
+    counts them again. The ledger equals the rows at every step (updateResourceCount agrees)."""
+    empty = ledger(app)
+    status, _ = api(app, client, "admin", command="updateResourceLimit", account="alice", resourcetype=0, max=1)
+    assert status == 200
+    first = deploy(app, world, name="d1")
+    one = assert_true(app)
+    with app.app_context():
+        job_ok(app, vms.destroy(_alice(), first).id)
+    destroyed = assert_true(app)
+    assert (destroyed["user_vm"], destroyed["cpu"], destroyed["memory"]) == (0, 0, 0)
+    assert (destroyed["volume"], destroyed["primary_storage"]) == (one["volume"], one["primary_storage"])
+    second = deploy(app, world, name="d2")  # the freed instance is usable at once
+    assert_true(app)
+    # Recovering passes the limit of one instance: refused (532), the VM stays Destroyed.
+    status, body = api(app, client, "alice", command="recoverVirtualMachine", id=first)
+    assert status == 532 and "limit of 1 instances" in body["errortext"], body
+    with app.app_context():
+        assert db.session.scalar(select(VirtualMachine.state).where(VirtualMachine.uuid == first)) == "Destroyed"
+    assert_true(app)
+    with app.app_context():
+        job_ok(app, vms.destroy(_alice(), second, expunge=True).id)
+        vms.recover(accounts.get_user("admin"), first)
+    assert assert_true(app) == one  # counted again, as before the destroy
+    with app.app_context():
+        from app.services import quotas
+        acct = accounts.get_account("alice").id
+        assert quotas.counted_from_rows([acct]).get(acct, dict.fromkeys(quotas.TYPES, 0)) == one
+        job_ok(app, vms.destroy(_alice(), first, expunge=True).id)
+    assert assert_true(app) == empty
