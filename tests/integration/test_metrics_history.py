@@ -165,3 +165,42 @@ def test_the_json_endpoints_and_their_isolation(app, client, auth):
     assert host.get_json()["cpu_pct"] == [5.0] and host.get_json()["memory_used"] == [1 << 30]
     page = client.get(f"/admin/hosts/{ids.hosts[0]}").get_data(as_text=True)
     assert f'data-metrics-url="/admin/hosts/{ids.hosts[0]}/metrics"' in page and 'data-chart="disk"' not in page
+
+
+def test_list_virtual_machines_usage_history(app, client, auth):
+    """CloudStack's listVirtualMachinesUsageHistory from the same samples: a user's own VMs
+    only, startdate/enddate bound the samples, rates become KiB per vm.stats.interval."""
+    import json
+    from urllib.parse import urlencode
+
+    from app.models import utcnow
+    from tests.integration.test_api import signed
+    ids = build(app, 1)
+    vm_id, vm_uuid = _vm_of(app, "alice", ids.hosts[0])
+    now = utcnow().replace(microsecond=0)
+    with app.app_context():
+        for minutes in (30, 20, 10):
+            history._last.clear()
+            history.record_vms([vm_sample(vm_id, float(minutes), mem_kib=256 * 1024, rate=1024.0)],
+                               now - timedelta(minutes=minutes))
+        db.session.commit()
+        from app.services import accounts
+        keys = {u: accounts.ensure_keys(accounts.get_user(u)) for u in ("alice", "bob")}
+
+    def call(user, **params):
+        resp = client.get("/client/api?" + urlencode(signed(keys, user, command="listVirtualMachinesUsageHistory",
+                                                            **params)))
+        assert resp.status_code == 200, resp.data
+        return json.loads(resp.data)["listvirtualmachinesusagehistoryresponse"]
+
+    got = call("alice")
+    assert got["count"] == 1 and got["virtualmachine"][0]["id"] == vm_uuid
+    stats = got["virtualmachine"][0]["stats"]
+    assert [s["cpuused"] for s in stats] == ["30.00%", "20.00%", "10.00%"]
+    assert stats[0]["memorykbs"] == 512 * 1024 and stats[0]["memoryintfreekbs"] == 256 * 1024
+    assert stats[0]["networkkbsread"] == 60 and stats[0]["diskkbswrite"] == 180 and stats[0]["networkread"] == "0.06 MiB"
+    start = (now - timedelta(minutes=25)).strftime("%Y-%m-%d %H:%M:%S")
+    end = (now - timedelta(minutes=15)).strftime("%Y-%m-%d %H:%M:%S")
+    assert [s["cpuused"] for s in call("alice", startdate=start, enddate=end)["virtualmachine"][0]["stats"]] == \
+        ["20.00%"]
+    assert call("bob") == {}  # another account's VM: not listed at all

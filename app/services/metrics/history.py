@@ -199,3 +199,26 @@ def host_series(uuid: str, range_key: str = "1h") -> dict:
     from app.services import hosts
     host = hosts.get_host(uuid)
     return {**series(MetricKind.HOST, host.id, range_key), "memory_total": host.memory_total}
+
+
+def vm_usage_history(caller, *, page=None, start: datetime | None = None, end: datetime | None = None,
+                     **filters) -> tuple[list[tuple], int]:
+    """listVirtualMachinesUsageHistory: a page of the VMs `caller` may list (listVirtualMachines'
+    filters and visibility), each with its samples between start and end, oldest first:
+    ([(VMView, [sample rows])], total). The samples' rates are per second."""
+    from app.services import vm_views
+    vms, total = vm_views.list_vms(caller, page=page, details_min=True, **filters)
+    if not vms:
+        return [], total
+    from app.models import VirtualMachine
+    ids = dict(db.session.execute(select(VirtualMachine.uuid, VirtualMachine.id)
+                                  .where(VirtualMachine.uuid.in_([v.uuid for v in vms]))).all())
+    q = select(T).where(T.c.kind == int(MetricKind.VM), T.c.period == RAW, T.c.resource_id.in_(ids.values()))
+    if start is not None:
+        q = q.where(T.c.at >= start)
+    if end is not None:
+        q = q.where(T.c.at <= end)
+    by_vm: dict[int, list] = defaultdict(list)
+    for row in db.session.execute(q.order_by(T.c.resource_id, T.c.at)):
+        by_vm[row.resource_id].append(row)
+    return [(vm, by_vm.get(ids.get(vm.uuid), [])) for vm in vms], total
