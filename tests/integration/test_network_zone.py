@@ -239,10 +239,11 @@ def test_add_host_skips_drivers_that_cannot_check(admin, monkeypatch):
 
 # --- The zone wizard's networking ------------------------------------------------------
 
-def test_wizard_basic_zone_gets_a_security_group_network(app, client, auth, tmp_path):
+@pytest.mark.parametrize("cidr", ["", "10.1.1.0/24"])
+def test_wizard_basic_zone_gets_a_security_group_network(app, client, auth, tmp_path, cidr):
     from tests.integration.test_zone_wizard import CLUSTER, HOST, POD, PRIMARY, ZONE, Wizard
     w = Wizard(client, auth, stored=False)
-    w.next("zone", {**ZONE, "networktype": "Basic", "guestcidraddress": ""})
+    w.next("zone", {**ZONE, "networktype": "Basic", "guestcidraddress": cidr})
     r = w.post("network", {"trafficlabel": "cloudbr0"})
     assert r.status_code == 302 and r.headers["Location"].endswith("/pod")  # Basic: no public step
     for step, data in (("pod", {**POD, "gueststartip": "192.168.10.100", "guestendip": "192.168.10.150"}),
@@ -263,6 +264,27 @@ def test_wizard_basic_zone_gets_a_security_group_network(app, client, auth, tmp_
         assert {t for t in db.session.scalars(select(PhysicalNetworkTrafficType.traffic_type))} == {
             "Guest", "Management"}
         assert db.session.scalar(select(PhysicalNetwork)).broadcast_domain_range == "POD"
+    # Guests get addresses from the range the wizard asked for, not from the whole subnet
+    # (issue 18's audit), with a guest CIDR typed in the zone step or not.
+    with app.app_context():
+        from app.models import ImageStore, ServiceOffering, Template, TemplateStoreRef, Zone, new_uuid
+        from app.services import accounts, vms
+        zone = db.session.scalar(select(Zone))
+        store = db.session.scalar(select(ImageStore))
+        admin = accounts.get_user("admin")
+        t = Template(uuid=new_uuid(), name="tiny", format="RAW", hypervisor_type="Simulator", is_public=True,
+                     account_id=admin.account_id, size=1 << 30, physical_size=1 << 30)
+        db.session.add(t)
+        db.session.flush()
+        db.session.add(TemplateStoreRef(template_id=t.id, zone_id=zone.id, image_store_id=store.id,
+                                        state="DOWNLOADED", download_pct=100, install_path="x.raw"))
+        so = ServiceOffering(uuid=new_uuid(), name="s", cpu_number=1, cpu_speed=500, memory=256)
+        db.session.add(so)
+        db.session.commit()
+        vm, _ = vms.deploy(admin, zone_uuid=zone.uuid, service_offering_uuid=so.uuid, template_uuid=t.uuid)
+        vm = db.session.get(type(vm), vm.id)
+        ip = next(n.ip_address for n in vm.nics)
+        assert 100 <= int(ip.rsplit(".", 1)[1]) <= 150, ip
 
 
 @pytest.mark.db
