@@ -122,6 +122,25 @@ def on_reap(name: str, hook: Callable[[AsyncJob], None]) -> None:
     _REAP_HOOKS[name] = hook
 
 
+# Told when any job reached its terminal state (committed): hook(job_id, status, result).
+# Services register here (the alerts); the runner never imports them.
+_FINISH_HOOKS: list[Callable[[int, int, Any], None]] = []
+
+
+def on_finish(hook: Callable[[int, int, Any], None]) -> None:
+    if hook not in _FINISH_HOOKS:
+        _FINISH_HOOKS.append(hook)
+
+
+def _finished(job_id: int, status: int, result) -> None:
+    for hook in _FINISH_HOOKS:
+        try:
+            hook(job_id, status, result)
+        except Exception:  # noqa: BLE001 - the job's outcome is recorded already
+            db.session.rollback()
+            log.exception("job %s: finish hook %s failed", job_id, getattr(hook, "__name__", hook))
+
+
 def submit(cmd: str, user, handler_name: str, params: dict | None = None, *,
            instance_type: str | None = None, instance_id: str | None = None, queue: str = JOBS) -> AsyncJob:
     """Create the job row (committed) and enqueue its task on `queue` (JOBS or TRANSFERS)."""
@@ -227,6 +246,8 @@ def execute(job_id: int) -> float | None:
         if done.rowcount != 1:
             log.warning("job %s (%s) ended after it was reaped; its outcome (%s) is discarded",
                         job_id, job.cmd, result.get("errortext", "success") if isinstance(result, dict) else result)
+        else:
+            _finished(job_id, status, result)
 
 
 def _transfer_turn(job: AsyncJob) -> bool:
@@ -277,6 +298,7 @@ def reap(now=None) -> int:
             db.session.commit()
             if res.rowcount:
                 _after_reap(job_id)
+                _finished(job_id, JobStatus.FAILED, {"errorcode": 530, "errortext": f"Job failed: {reason}"})
     db.session.commit()
     return reaped
 

@@ -35,3 +35,4 @@ from app.models.tags import ResourceTag  # noqa: F401
 from app.models.details import Region, ResourceDetail  # noqa: F401
 from app.models.affinity import AffinityGroup, AffinityGroupVM  # noqa: F401
 from app.models.simulator import SimFault, SimHost, SimPool, SimRouter, SimSegment, SimVM, SimVMSnapshot, SimVolume  # noqa: F401
+from app.models.alerts import Alert  # noqa: F401

@@ -31,6 +31,7 @@ def sweep(listener=None):
     check_routers()
     keep_metrics()
     check_image_stores()
+    check_capacity_alerts()
     if listener is not None:
         listener.sync(list(db.session.scalars(select(Host).where(Host.removed.is_(None),
                                                                  Host.state == HostState.UP))))
@@ -93,6 +94,18 @@ def check_routers() -> None:
         routers.check_all()
     except Exception:  # noqa: BLE001 - the sweep goes on
         log.exception("router health check failed")
+        db.session.rollback()
+
+
+def check_capacity_alerts() -> None:
+    """Zones, clusters and pools over their capacity notification thresholds raise an alert
+    (one until it clears): app/services/alerts/triggers.py."""
+    from app.extensions import db
+    from app.services.alerts import triggers
+    try:
+        triggers.check_capacity()
+    except Exception:  # noqa: BLE001 - the sweep goes on
+        log.exception("capacity alert check failed")
         db.session.rollback()
 
 

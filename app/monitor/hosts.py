@@ -147,6 +147,8 @@ def ping_hosts(now=None, with_vms: bool = False) -> SweepResult:
                       + (f": {host.state_reason}" if host.state_reason else " again"),
                       level="INFO" if host.state == HostState.UP else "WARN",
                       resource_type="Host", resource_id=host.uuid)
+        from app.services.alerts import triggers as alert_triggers
+        alert_triggers.host_state_changed(host)  # an alert (Alert, Down) or its clearing (Up)
         if host.state in (HostState.ALERT, HostState.DOWN):
             from app.monitor.vms import host_silent
             host_silent(host)

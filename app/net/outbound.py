@@ -305,9 +305,13 @@ def _close(resp, pool) -> None:
         pool.close()
 
 
-def open_url(url: str, policy: FetchPolicy) -> Download:
+def open_url(url: str, policy: FetchPolicy, *, method: str = "GET", body: bytes | None = None,
+             content_type: str | None = None) -> Download:
     """Connect (to the checked address), follow redirects through the same checks and
-    return the open 200 response. FetchRefused / FetchFailed otherwise."""
+    return the open 200 response. FetchRefused / FetchFailed otherwise.
+
+    method="POST" with a body (an alert webhook): any 2xx answer is the open response; a
+    redirect is followed only if the policy allows redirects (the body is sent again)."""
     import certifi
     import urllib3
     from urllib3.exceptions import HTTPError
@@ -333,10 +337,11 @@ def open_url(url: str, policy: FetchPolicy) -> Download:
         else:
             pool = urllib3.HTTPConnectionPool(address, target.port, timeout=timeout, retries=False, maxsize=1)
         try:
-            resp = pool.urlopen("GET", target.path, headers={
-                "Host": target.host_header, "User-Agent": policy.user_agent, "Accept-Encoding": "identity"},
-                redirect=False, retries=False, preload_content=False, decode_content=False,
-                assert_same_host=False)
+            headers = {"Host": target.host_header, "User-Agent": policy.user_agent, "Accept-Encoding": "identity"}
+            if content_type:
+                headers["Content-Type"] = content_type
+            resp = pool.urlopen(method, target.path, body=body, headers=headers, redirect=False, retries=False,
+                                preload_content=False, decode_content=False, assert_same_host=False)
         except HTTPError as e:
             pool.close()
             reason = getattr(e, "reason", None) or e
@@ -353,7 +358,7 @@ def open_url(url: str, policy: FetchPolicy) -> Download:
             except FetchRefused as e:
                 raise FetchRefused(f"Refused a redirect: {e.message}") from None
             continue
-        if resp.status != 200:
+        if resp.status != 200 and not (method != "GET" and 200 <= resp.status < 300):
             _close(resp, pool)
             raise FetchFailed(f"The server answered HTTP {resp.status} for {target.url}")
         length = resp.headers.get("Content-Length", "")

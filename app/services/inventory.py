@@ -100,6 +100,15 @@ def pool_sums(ids: Iterable[int] | None = None) -> dict[int, PoolSums]:
             for k, n, total, used, alloc in rows}
 
 
+def pool_allocation() -> list:
+    """Every primary storage pool's allocated bytes out of its size (the alerts' threshold check): one query.
+    Rows with id, uuid, name, zone_id, pod_id, cluster_id, allocated, capacity."""
+    return list(db.session.execute(select(
+        StoragePool.id, StoragePool.uuid, StoragePool.name, StoragePool.zone_id, StoragePool.pod_id,
+        StoragePool.cluster_id, StoragePool.allocated_bytes.label("allocated"),
+        StoragePool.capacity_bytes.label("capacity")).where(StoragePool.removed.is_(None))))
+
+
 def _counts(model, key: ColumnElement, ids: Iterable[int]) -> dict[int, int]:
     return dict(db.session.execute(select(key, func.count()).where(model.removed.is_(None), key.in_(list(ids)))
                                    .group_by(key)).all())

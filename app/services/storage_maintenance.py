@@ -136,6 +136,11 @@ def _run_maintenance(job: AsyncJob, params: dict) -> dict:
                   f"Primary storage {pool.name} could not be emptied: " + "; ".join(stuck) if stuck else
                   f"Primary storage {pool.name} is in maintenance", level="ERROR" if stuck else "INFO",
                   resource_type="StoragePool", resource_id=pool.uuid)
+    from app.services.alerts import triggers as alert_triggers
+    if stuck:
+        alert_triggers.pool_failed(pool, "could not be emptied for maintenance: " + "; ".join(stuck))
+    else:
+        alert_triggers.pool_recovered(pool)
     db.session.commit()
     if stuck:
         raise ResourceUnavailable(f"Primary storage {pool.name} could not be emptied: " + "; ".join(stuck))
@@ -159,6 +164,8 @@ def _run_cancel(job: AsyncJob, params: dict) -> dict:
     from app.services import vms
     pool = db.session.scalar(select(StoragePool).where(StoragePool.uuid == params["pool"]))
     pool.state = PoolState.UP  # first: the VMs' starts below need their pool usable
+    from app.services.alerts import triggers as alert_triggers
+    alert_triggers.pool_recovered(pool)
     db.session.commit()
     pending = list(db.session.scalars(select(StoragePoolWork).where(
         StoragePoolWork.pool_id == pool.id, StoragePoolWork.stopped_for_maintenance.is_(True),

@@ -196,6 +196,12 @@ def test_the_monitor_reapplies_a_router_that_differs(app, world):
         routers.check_all()
         db.session.expire_all()
         assert db.session.get(Router, router.id).state == "Alert"
+        from app.models import Alert
+        from app.services import alerts
+        raised = db.session.scalars(select(Alert).where(Alert.open_key.is_not(None))).all()
+        assert [(a.name, a.resource_id) for a in raised] == [("ALERT.SERVICE.DOMAINROUTER", router.uuid)]
+        routers.check_all()  # still failing: the same alert
+        assert alerts.open_count() == 1
 
 
 def test_a_router_left_starting_by_a_dead_worker_is_removed(app, world):

@@ -459,8 +459,13 @@ def check_all() -> int:
                                   level="ERROR", resource_type="DomainRouter", resource_id=router.uuid,
                                   account_id=router.network.account_id)
                 router.state_reason = f"{why}; re-apply failed: {getattr(e, 'message', e)}"[:1024]
+                from app.services.alerts import triggers as alert_triggers
+                alert_triggers.router_failed(router, router.state_reason)
                 db.session.commit()
                 continue
+            if router.state == RouterState.ALERT:
+                from app.services.alerts import triggers as alert_triggers
+                alert_triggers.router_recovered(router)
             router.state, router.state_reason = RouterState.RUNNING, None
             events.record("ROUTER.HEALTH.CHECKS", f"Virtual router {router.name} on {host.name} differed "
                           f"from the database ({why}); applied again", level="WARN", resource_type="DomainRouter",
