@@ -101,6 +101,7 @@ def nav_groups(entries: list[tuple[str, str]], endpoint: str | None) -> list[Nav
     for g in groups.values():
         g.current = current if any(e == current for e, _ in g.entries) else None
     return [g for g in groups.values() if g.entries]
+ADMIN_NAV.append(("alerts.index", "Alerts"))  # CloudStack's alerts (the badge: _partials/alert_badge.html)
 
 
 # The API command each page shows (its list, or what it does): a caller whose role rules deny
@@ -141,6 +142,7 @@ PAGE_COMMANDS: dict[str, str] = {
     "settings_pages": "listConfigurations", "settings_pages.update": "updateConfiguration",
     "settings_pages.update_scoped": "updateConfiguration",
     "template_edit.edit": "updateTemplate",
+    "alerts": "listAlerts", "alerts.act": "archiveAlerts",
 }
 
 
@@ -221,6 +223,8 @@ def register_blueprints(app: Flask) -> None:
     app.before_request(project_pages.enter_project_scope)
     from app.web import settings_pages
     app.register_blueprint(settings_pages.bp)
+    from app.web import alerts as alert_pages
+    app.register_blueprint(alert_pages.bp)
 
     @app.after_request
     def vary_on_htmx(response):
