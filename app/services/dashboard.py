@@ -88,8 +88,9 @@ def capacity_tree() -> tuple[list[CapacityRow], dict[str, float]]:
     def row(kind, r, depth, sums, storage=None):
         s = sums.get(r.id, HostSums())
         out = CapacityRow(kind, r.name, r.uuid, depth, s.cpu, s.memory, storage)
+        own = thresholds(r.id) if kind == "cluster" else limits  # a cluster's own values where set
         for name, u in (("cpu", s.cpu), ("memory", s.memory), ("storage", storage)):
-            if u is not None and u.total and u.used / u.total >= limits[name]:
+            if u is not None and u.total and u.used / u.total >= own[name]:
                 out.over.add(name)
         return out
 

@@ -47,7 +47,7 @@ def index():
 def act():
     """Archive or delete the alerts ticked (or the one whose row button was pressed)."""
     action = request.args.get("action") or request.form.get("action")
-    ids = [request.args["one"]] if request.args.get("one") else request.form.getlist("ids")
+    ids = [request.args["alert"]] if request.args.get("alert") else request.form.getlist("ids")
     message, category = None, "success"
     if action not in ("archive", "delete"):
         message, category = "Choose Archive or Delete.", "error"

@@ -46,7 +46,7 @@ def test_alerts_page_lists_filters_archives_and_deletes(app, client, auth):
     assert "name: h1" in html and "Low CPU" not in html and "Archived" in html
     # With HTMX: the list section answers, and the badge is told to refresh.
     token = auth.csrf("/admin/alerts/")
-    resp = client.post(f"/admin/alerts/act?one={cpu}&action=delete", data={"csrf_token": token},
+    resp = client.post(f"/admin/alerts/act?alert={cpu}&action=delete", data={"csrf_token": token},
                        headers={"HX-Request": "true"})
     body = resp.get_data(as_text=True)
     assert resp.status_code == 200 and resp.headers["HX-Trigger"] == "alerts-changed"

@@ -127,6 +127,13 @@ def test_capacity_thresholds_at_zone_cluster_and_pool(app):
         settings.clear_cache()
         triggers.check_capacity()
         assert {r.alert_type for r in db.session.scalars(select(Alert).where(Alert.open_key.is_not(None)))} == {3}
+        # CloudStack's scope of these settings: a cluster's own value (the zone keeps the global one).
+        settings.update("cluster.cpu.allocated.capacity.notificationthreshold", "0.5", scope="cluster",
+                        target=h.cluster_id)
+        settings.clear_cache()
+        assert triggers.check_capacity() == 1
+        assert sorted((r.alert_type, r.cluster_id is not None) for r in db.session.scalars(
+            select(Alert).where(Alert.open_key.is_not(None)))) == [(1, True), (3, True)]
         with pytest.raises(InvalidParameter):
             settings.update("cluster.memory.allocated.capacity.notificationthreshold", "1.5")
 

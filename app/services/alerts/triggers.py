@@ -33,16 +33,17 @@ for _name, _what in (("cluster.cpu.allocated.capacity.notificationthreshold", "c
                      ("cluster.storage.allocated.capacity.notificationthreshold", "allocated storage")):
     define(Definition(_name, "0.75", f"Percentage (as a value between 0 and 1) of {_what} utilization above which "
                       f"alerts will be sent about low {_what} available.", category="Alert", type="float", min=0,
-                      max=1, validate=_fraction))
+                      max=1, validate=_fraction, scopes=("cluster",)))
 
 THRESHOLDS = {"cpu": "cluster.cpu.allocated.capacity.notificationthreshold",
               "memory": "cluster.memory.allocated.capacity.notificationthreshold",
               "storage": "cluster.storage.allocated.capacity.notificationthreshold"}
 
 
-def thresholds() -> dict[str, float]:
-    """Fractions (0.75) by kind: cpu, memory, storage."""
-    return {kind: settings.get(name) for kind, name in THRESHOLDS.items()}
+def thresholds(cluster_id: int | None = None) -> dict[str, float]:
+    """Fractions (0.75) by kind: cpu, memory, storage; a cluster's own values where set (no query)."""
+    scope = {"cluster": cluster_id} if cluster_id is not None else {}
+    return {kind: settings.get(name, **scope) for kind, name in THRESHOLDS.items()}
 
 
 def _pct(used: int, total: int) -> float:
@@ -55,7 +56,6 @@ def check_capacity() -> int:
     fixed number of queries whatever the size of the cloud. Commits; returns alerts raised."""
     from app.services import alerts
     from app.services.inventory import host_sums, pool_allocation
-    limits = thresholds()
     names = dict(db.session.execute(select(Zone.id, Zone.name).where(Zone.removed.is_(None))).all())
     clusters = {c.id: c for c in db.session.execute(select(Cluster.id, Cluster.name, Cluster.pod_id, Cluster.zone_id)
                                                      .where(Cluster.removed.is_(None))).all()}
@@ -65,6 +65,7 @@ def check_capacity() -> int:
     def judge(type_, kind, used, total, where: dict, label: str, unit: str):
         nonlocal raised
         key = alerts.key_of(type_, **where)
+        limits = thresholds(where.get("cluster_id"))
         over = total > 0 and _pct(used, total) >= limits[kind]
         if over and key not in open_keys:
             pct = 100 * _pct(used, total)
