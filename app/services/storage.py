@@ -392,6 +392,8 @@ def check_image_stores(now=None, stores: list[ImageStore] | None = None) -> int:
             events.record("IMAGE.STORE.STATE", f"Image store {store.name} is {state} (was {before})"
                           + (f": {reason}" if reason else ""), level="INFO" if state == ImageStoreState.READY
                           else "WARN", resource_type="ImageStore", resource_id=store.uuid)
+            from app.services.alerts import triggers as alert_triggers
+            alert_triggers.image_store_state_changed(store)  # Unreachable: an alert; Ready again: cleared
     db.session.commit()
     return changed
 

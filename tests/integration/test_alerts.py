@@ -277,3 +277,21 @@ def test_a_failed_delivery_is_recorded_and_the_ssrf_filter_still_refuses(app, we
         assert "e-mail:" in a.delivery_error
         ev = db.session.scalar(select(Event).where(Event.type == "ALERT.DELIVERY"))
         assert ev.level == "WARN" and a.uuid == ev.resource_id
+
+
+def test_an_unreachable_image_store_raises_an_alert_cleared_when_ready(app, tmp_path):
+    from app.monitor import sweep
+    from app.services import storage
+    with app.app_context():
+        z = zones.create_zone(None, name="SZ", dns1="8.8.8.8", internal_dns1="10.0.0.2")
+        root = tmp_path / "sec"
+        store = storage.add_image_store(None, provider="Local", url=f"file://{root}", zone_uuid=z.uuid)
+        root.rename(tmp_path / "gone")
+        sweep()
+        sweep()  # still gone: the same alert
+        rows = _open()
+        assert [(r.name, r.resource_id) for r in rows] == [("ALERT.STORAGE.SECONDARY", store.uuid)]
+        assert "Secondary storage" in rows[0].subject and "unreachable" in rows[0].subject
+        (tmp_path / "gone").rename(root)
+        sweep()
+        assert alerts.open_count() == 0

@@ -143,6 +143,18 @@ def pool_recovered(pool: StoragePool) -> None:
                  resource=("StoragePool", pool.uuid))
 
 
+def image_store_state_changed(store) -> None:
+    """An image store (secondary storage) Unreachable raises ALERT.STORAGE.SECONDARY; Ready clears it."""
+    from app.models import ImageStoreState
+    from app.services import alerts
+    where = {"zone_id": store.zone_id, "resource": ("ImageStore", store.uuid)}
+    if store.state == ImageStoreState.UNREACHABLE:
+        alerts.raise_alert(alerts.SECONDARY_STORAGE, f"Secondary storage {store.name} is unreachable: "
+                           f"{store.state_reason or 'no answer'}"[:999], content=store.state_reason, **where)
+    elif store.state == ImageStoreState.READY:
+        alerts.clear(alerts.SECONDARY_STORAGE, **where)
+
+
 # --- Async jobs ------------------------------------------------------------------------------
 
 # A job refused for the caller's own input or rights is not the operator's problem.
