@@ -16,7 +16,8 @@ VIEWS = [("open", "Open"), ("archived", "Archived")]
 
 
 def _fetch(*, keyword, sort, page, type_, view):  # noqa: ARG001 - one order: newest first
-    return alerts.list_alerts(type=type_, keyword=keyword, archived=view == "archived", page=page)
+    return alerts.list_alerts(type=type_, keyword=keyword, archived={"open": False, "archived": True}.get(view),
+                              page=page)
 
 
 def _types() -> list[tuple[str, str]]:

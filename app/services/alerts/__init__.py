@@ -127,9 +127,11 @@ def get(uuid: str) -> Alert:
 
 
 def list_alerts(*, id: str | None = None, type: str | None = None, name: str | None = None,
-                keyword: str | None = None, archived: bool = False, page=None) -> tuple[list[Alert], int]:
-    """listAlerts: the alerts not archived (archived=True: the archived ones), newest first."""
-    q = select(Alert).where(Alert.archived.is_(archived)).order_by(Alert.id.desc())
+                keyword: str | None = None, archived: bool | None = False, page=None) -> tuple[list[Alert], int]:
+    """listAlerts: the alerts not archived (archived=True: the archived ones; None: all), newest first."""
+    q = select(Alert).order_by(Alert.id.desc())
+    if archived is not None:
+        q = q.where(Alert.archived.is_(archived))
     if id:
         q = q.where(Alert.uuid == id)
     if type not in (None, ""):
