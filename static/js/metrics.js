@@ -37,7 +37,8 @@
         width: Math.max(fig.clientWidth, 240), height: 160,
         series: [{}, ...spec.series.map(([, label, stroke]) => ({label, stroke, width: 2, value: (u, v) => spec.fmt(v)}))],
         axes: [{}, {values: (u, ticks) => ticks.map(spec.fmt), size: 70}],
-        scales: {y: {range: (u, lo, hi) => [0, spec.max || top(hi)]}},
+        // The whole range chosen, whatever part of it has samples (one sample is a point, not a year).
+        scales: {x: {time: true, range: () => [data.start, data.end]}, y: {range: (u, lo, hi) => [0, spec.max || top(hi)]}},
         legend: {live: true},
       };
       fig.plot = new window.uPlot(opts, [data.t, ...cols], fig);

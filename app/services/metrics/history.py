@@ -154,7 +154,7 @@ def _epoch(at: datetime) -> int:
 
 
 def series(kind: MetricKind, resource_id: int, range_key: str = "1h", now: datetime | None = None) -> dict:
-    """{"range", "step", "t": [epoch seconds], and one list per field}: the samples of one
+    """{"range", "step", "start", "end", "t": [epoch seconds], and one list per field}: the samples of one
     resource over the range, averaged per bucket (no bucket without a sample). The part of the
     range older than the samples still kept comes from the hourly averages."""
     if range_key not in RANGES:
@@ -181,7 +181,7 @@ def series(kind: MetricKind, resource_id: int, range_key: str = "1h", now: datet
                 acc[i][0] += v
                 acc[i][1] += 1
     keys = sorted(sums)
-    out = {"range": range_key, "step": step, "t": keys}
+    out = {"range": range_key, "step": step, "start": _epoch(start), "end": _epoch(now), "t": keys}
     for i, f in enumerate(FIELDS):
         out[f] = [round(sums[k][i][0] / sums[k][i][1], 2) if sums[k][i][1] else None for k in keys]
     return out
