@@ -44,15 +44,16 @@ def sweep(listener=None):
 
 def reconcile_records() -> None:
     """What killed processes left half done (locks no job holds, deploys never submitted,
-    uploads cut off, account deletions whose job was lost), capacity that drifted from the VMs that hold it, and revoked sessions
-    past their end: put right at start-up and after every sweep. Each part is guarded, so several monitors may run it."""
+    uploads cut off, account deletions whose job was lost), capacity that drifted from the VMs that hold it, revoked sessions
+    past their end and zone wizard drafts past their time: put right at start-up and after every sweep. Each part is guarded, so several monitors may run it."""
     from app.extensions import db
-    from app.services import capacity, sessions, templates, vms
+    from app.services import capacity, sessions, templates, vms, zone_wizard
     from app.services.network import networks
     from app.services import account_deletion
     from app.services.snapshots import vm_snapshots
     for part in (vms.recover_orphans, templates.recover_uploads, capacity.check_hosts, sessions.prune,
-                 networks.repair_orphans, account_deletion.resume_all, vm_snapshots.recover_orphans):
+                 networks.repair_orphans, account_deletion.resume_all, vm_snapshots.recover_orphans,
+                 zone_wizard.purge_expired):
         try:
             part()
         except Exception:  # noqa: BLE001 - one failing part must not stop the others

@@ -68,10 +68,45 @@ def _store_new(draft: WizardDraft) -> None:
 
 def get_draft(user, uuid: str) -> WizardDraft:
     draft = db.session.scalar(select(WizardDraft).where(WizardDraft.uuid == uuid, WizardDraft.kind == KIND,
-                                                        WizardDraft.user_id == user.id))
+                                                        WizardDraft.user_id == user.id,
+                                                        WizardDraft.updated >= utcnow() - DRAFT_TTL))
     if draft is None:
         raise NotFound("This wizard has expired or was launched already; start a new one")
     return draft
+
+
+@dataclass
+class DraftSummary:
+    """An unfinished wizard as the start page lists it (Resume / Delete)."""
+    uuid: str
+    name: str  # the zone's name typed so far ("" before the first step is saved)
+    step: str  # the furthest step reached
+    updated: object
+    expires: object
+
+
+def list_drafts(user) -> list[DraftSummary]:
+    """The user's unfinished zone wizards that have not expired, the latest first."""
+    rows = db.session.scalars(select(WizardDraft).where(
+        WizardDraft.user_id == user.id, WizardDraft.kind == KIND, WizardDraft.updated >= utcnow() - DRAFT_TTL)
+        .order_by(WizardDraft.updated.desc()).limit(20))
+    return [DraftSummary(d.uuid, values(d).get("zone", {}).get("name", ""), d.step, d.updated, d.updated + DRAFT_TTL)
+            for d in rows]
+
+
+def delete_draft(user, uuid: str) -> None:
+    """The user gives an unfinished wizard up (its secrets go with it)."""
+    draft = get_draft(user, uuid)
+    db.session.delete(draft)
+    db.session.commit()
+
+
+def purge_expired(now=None) -> int:
+    """Drafts untouched for DRAFT_TTL are deleted, whoever made them (the monitor's
+    reconcile_records); returns how many."""
+    done = db.session.execute(delete(WizardDraft).where(WizardDraft.updated < (now or utcnow()) - DRAFT_TTL))
+    db.session.commit()
+    return done.rowcount or 0
 
 
 def values(draft: WizardDraft) -> dict[str, dict]:

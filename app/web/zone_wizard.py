@@ -123,9 +123,10 @@ def _draft(uuid: str):
         abort(404)
 
 
-def _render(draft, step: str, form, error: str | None = None, status: int = 200, facts=None):
+def _render(draft, step: str, form, error: str | None = None, status: int = 200, facts=None, drafts=()):
     data = wizard.values(draft)
     ctx = dict(draft=draft, step=step, form=form, data=data, error=error, steps=wizard.STEPS, action=_url(draft, step),
+               drafts=drafts,
                titles=wizard.TITLES, type_name=wizard.type_of(data), facts=facts,
                default_label=wizard.default_label(wizard.type_of(data)))
     if request.htmx:
@@ -152,7 +153,26 @@ def _go(draft, step: str):
 def start():
     """The first step of a new wizard. GET stores nothing; the first valid POST
     stores the draft and goes on to /<uuid>/network (a draft is resumed by its URL)."""
-    return _step(wizard.new_draft(current_user), wizard.STEPS[0])
+    draft = wizard.new_draft(current_user)
+    if request.method == "GET":  # unfinished wizards: resume or delete them
+        return _render(draft, wizard.STEPS[0], _form(wizard.STEPS[0], {}), drafts=wizard.list_drafts(current_user))
+    return _step(draft, wizard.STEPS[0])
+
+
+@bp.route("/<uuid>/delete", methods=["POST"])
+@admin_required
+def delete_draft(uuid: str):
+    """Give an unfinished wizard up; back to the wizard's start (HTMX: HX-Redirect there)."""
+    if not ReviewStep().validate_on_submit():
+        abort(400)
+    try:
+        wizard.delete_draft(current_user, uuid)
+    except NotFound:
+        abort(404)
+    flash("The unfinished zone was deleted.", "success")
+    if request.htmx:
+        return "", 204, {"HX-Redirect": url_for(".start")}
+    return redirect(url_for(".start"))
 
 
 @bp.route("/<uuid>/<step>", methods=["GET", "POST"])

@@ -6,7 +6,7 @@ import re
 from html import unescape
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from app.extensions import db
 from app.models import (AsyncJob, Cluster, Host, ImageStore, JobStatus, Network, NetworkServiceProvider,
@@ -335,3 +335,50 @@ def test_a_passing_connection_test_clears_the_error_of_an_earlier_next(app, clie
     r = client.post(f"{w.base}/host/test", headers={"HX-Request": "true"},
                     data={"url": "simulator://", "csrf_token": auth.csrf(f"{w.base}/host")})
     assert "✗ Connection test failed" in r.get_data(as_text=True) or "A Simulator host name is" in error_text(r)
+
+
+def test_drafts_are_listed_to_resume_or_delete_and_expired_ones_are_reaped(app, client, auth, users):
+    """An unfinished wizard is listed on the wizard's start page with Resume and Delete; the
+    monitor's reconcile_records deletes drafts untouched for two days; nobody else sees one."""
+    from datetime import timedelta
+
+    from app.models import utcnow
+    from app.services import zone_wizard
+    w = Wizard(client, auth)
+    w.next("network", NETWORK)
+    html = client.get(START).get_data(as_text=True)
+    assert "Unfinished zones" in html and "wz-1" in html and "Public traffic" in html
+    assert f'href="{w.base}/public"' in html  # Resume: the furthest step reached
+    assert client.get(f"{w.base}/public").status_code == 200
+
+    # Another admin neither sees nor deletes it.
+    with app.app_context():
+        from app.services import accounts
+        from app.services.errors import NotFound
+        from tests.helpers.users import existing_user
+        existing_user("admin2", "admin2pass", role="admin", account="admin")
+        other = accounts.get_user("admin2")
+        assert zone_wizard.list_drafts(other) == []
+        with pytest.raises(NotFound):
+            zone_wizard.delete_draft(other, w.base.rsplit("/", 1)[1])
+    # Deleted by its user (plain POST; HTMX gets HX-Redirect).
+    r = client.post(f"{w.base}/delete", data={"csrf_token": auth.csrf(START)})
+    assert r.status_code == 302 and r.headers["Location"] == START
+    html = client.get(START).get_data(as_text=True)
+    assert "Unfinished zones" not in html and "The unfinished zone was deleted." in html
+    assert client.get(f"{w.base}/network").status_code == 404
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(WizardDraft)) == 0
+    # An expired one: not resumable, and the reaper deletes it.
+    r = client.post(START, data={**ZONE, "action": "next", "csrf_token": auth.csrf(START)})
+    base2 = r.headers["Location"].rsplit("/", 1)[0]
+    with app.app_context():
+        db.session.execute(update(WizardDraft).values(updated=utcnow() - zone_wizard.DRAFT_TTL - timedelta(minutes=1)))
+        db.session.commit()
+    assert "Unfinished zones" not in client.get(START).get_data(as_text=True)
+    assert client.get(f"{base2}/network").status_code == 404
+    with app.app_context():
+        from app.monitor import reconcile_records
+        reconcile_records()
+        assert db.session.scalar(select(func.count()).select_from(WizardDraft)) == 0
+
