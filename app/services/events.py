@@ -12,6 +12,7 @@ from app.extensions import db
 from app.models import Event, EventBucket, utcnow
 from app.services import settings
 from app.services.settings import Definition, define
+from app.services.units import duration
 
 log = logging.getLogger("nubo.events")
 
@@ -125,7 +126,7 @@ def record_unauthenticated(type: str, description: str, *, source_address: str |
 
 def _aggregate_text(description: str, count: int, source: str, start: datetime, seconds: int) -> str:
     where = "from other addresses" if source == "*" else f"from {source}"
-    return f"{description} [{count} times {where} in the {seconds} s from {start:%Y-%m-%d %H:%M:%S} UTC; the last shown]"
+    return f"{description} [{count} times {where} in the {duration(seconds)} from {start:%Y-%m-%d %H:%M:%S} UTC; the last shown]"
 
 
 def list_events(caller, *, type_=None, level=None, start=None, end=None, keyword=None, resource_id=None,

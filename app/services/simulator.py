@@ -16,6 +16,7 @@ from app.hypervisors.simulator import OPERATIONS, NAME_RE
 from app.models import SimFault, SimHost, SimVM
 from app.services import events
 from app.services.errors import InvalidParameter, NotFound
+from app.services.units import duration
 
 MAX_DELAY = 600.0
 MAX_FAULT_COUNT = 10_000
@@ -91,7 +92,7 @@ def set_delay(name: str, seconds, *, user=None) -> SimHost:
         raise InvalidParameter(f"The delay must be between 0 and {MAX_DELAY:g} seconds", field="seconds")
     host = get_host(name)
     host.delay_seconds = value
-    events.record("SIMULATOR.HOST.DELAY", f"Simulator host {host.name}: operations delayed by {value:g} s",
+    events.record("SIMULATOR.HOST.DELAY", f"Simulator host {host.name}: operations delayed by {duration(value)}",
                   user=user, resource_type="SimulatorHost", resource_id=str(host.id))
     db.session.commit()
     return host
