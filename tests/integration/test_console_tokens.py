@@ -242,6 +242,12 @@ def test_console_page_and_its_rules(app, client, auth):
     with app.app_context():
         row = db.session.scalar(select(ConsoleSession))
         assert row.browser_session and row.client_address == "127.0.0.1"
+    # Console on a stopped VM: a disabled button with the reason beside it, and no address.
+    page = client.get(f"/vms/{stopped.uuid}").get_data(as_text=True)
+    note = re.search(r'disabled aria-describedby="vm-console-note">Console</button>\s*'
+                     r'<small class="muted" id="vm-console-note">([^<]*)</small>', page)
+    assert note and "is Stopped; its console is available only while it is Running" in note.group(1)
+    assert "console on" not in page and "console available" not in page
     for other in (stopped, sim):
         assert "disabled" in client.get(f"/vms/{other.uuid}").get_data(as_text=True)
         resp = client.post(f"/vms/{other.uuid}/console", data={"csrf_token": auth.csrf()}, follow_redirects=True)
