@@ -295,3 +295,34 @@ def test_an_unreachable_image_store_raises_an_alert_cleared_when_ready(app, tmp_
         (tmp_path / "gone").rename(root)
         sweep()
         assert alerts.open_count() == 0
+
+
+@pytest.mark.db
+def test_two_processes_raising_the_same_condition_open_one_alert(app, monkeypatch):
+    """The second raise, whose check did not see the first's row (not committed yet when it
+    looked), hits the unique open key and opens nothing."""
+    from sqlalchemy.orm import Session
+    with app.app_context():
+        first = alerts.raise_alert(alerts.HOST, "Host is Down", resource=("Host", "race"))
+        assert first is not None
+        key = first.open_key
+        db.session.commit()
+        # As if another monitor had passed the check before that commit: its insert is refused.
+        with Session(db.engine) as other:
+            from app.models import Alert as A
+            other.add(A(alert_type=7, name="ALERT.COMPUTE.HOST", subject="dup", open_key=key))
+            with pytest.raises(Exception) as e:
+                other.commit()
+            assert "unique" in str(e.value).lower() or "duplicate" in str(e.value).lower()
+        # And raise_alert itself, when its check misses the row, answers None and leaves the session usable.
+        real = db.session.scalar
+        calls = {"n": 0}
+
+        def miss_once(stmt, *a, **kw):
+            calls["n"] += 1
+            return None if calls["n"] == 1 else real(stmt, *a, **kw)
+        with monkeypatch.context() as m:
+            m.setattr(db.session, "scalar", miss_once)
+            assert alerts.raise_alert(alerts.HOST, "Host is Down", resource=("Host", "race")) is None
+        db.session.commit()
+        assert alerts.open_count() == 1
