@@ -72,4 +72,7 @@ def act():
 @bp.route("/badge")
 @admin_required
 def badge():
+    """The badge's fragment (HTMX); opened as a page, the open alerts themselves."""
+    if not wants_fragment():
+        return redirect(url_for("alerts.index", view="open"))
     return render_template("_partials/alert_badge.html", open_alerts=alerts.open_count(), fragment=True)

@@ -62,7 +62,8 @@ def test_badge_and_role_gate(app, client, auth):
     auth.login("admin")
     page = client.get("/admin/hosts").get_data(as_text=True)
     assert 'hx-get="/admin/alerts/badge"' in page  # loaded apart: no page pays a query for it
-    badge = client.get("/admin/alerts/badge").get_data(as_text=True)
+    badge = client.get("/admin/alerts/badge", headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert client.get("/admin/alerts/badge").headers["Location"].endswith("/admin/alerts/?view=open")
     assert "alert-badge-on" in badge and re.search(r"Open alerts:</span> 2", badge)
     auth.logout()
     auth.login("alice")
