@@ -224,6 +224,14 @@ def _check_zone(data: dict, form: dict) -> dict:
 
 
 def _check_network(data: dict, form: dict) -> dict:
+    c = Collect()  # the label's error and the range's together
+    c(zones.validate_traffic_label, form.get("trafficlabel"), type_of(data))
+    out = c(_check_vnets, data, form)
+    c.done()
+    return out
+
+
+def _check_vnets(data: dict, form: dict) -> dict:
     t = type_of(data)
     advanced = data["zone"]["networktype"] == "Advanced"
     method = (form.get("isolationmethod") or "VLAN").strip().upper() if advanced else "VLAN"
@@ -328,6 +336,17 @@ def _check_nfs_path(kind: str, form: dict) -> None:
         raise InvalidParameter("Give an absolute path (starting with /)", field="path")
 
 
+def _check_storage_fields(kind: str, form: dict) -> None:
+    """The storage step's own fields, every wrong one at once: name, path, SMB login (the URL
+    they make is checked after)."""
+    c = Collect()
+    c(_check_storage_name, form)
+    c(_check_nfs_path, kind, form)
+    if kind == "smb" and not ((form.get("user") or "").strip() and form.get("password")):
+        c.errors.append(InvalidParameter("An SMB share needs a user name and password", field="user"))
+    c.done()
+
+
 def _check_storage_name(form: dict) -> str:
     return zones._name(form.get("name"), "name")
 
@@ -343,7 +362,7 @@ def _check_primary(data: dict, form: dict) -> dict:
         return {"kind": "none", "_type": t}
     if kind not in ("nfs", "smb", "dir"):
         raise InvalidParameter("Choose NFS, SMB or a directory", field="kind")
-    _check_nfs_path(kind, form)
+    _check_storage_fields(kind, form)
     url = pool_url(kind, form)
     pkind, _, _ = storage.parse_url(url, field="server" if kind != "dir" else "path")
     storage.check_pool_kind(t, pkind)
@@ -364,7 +383,7 @@ def _check_secondary(data: dict, form: dict) -> dict:
     kind = {"nfs": "nfs", "smb": "smb", "local": "dir"}.get(provider.lower())
     if kind is None:
         raise InvalidParameter("Choose NFS, SMB or a local directory", field="provider")
-    _check_nfs_path(kind, form)
+    _check_storage_fields(kind, form)
     url = pool_url(kind, form)
     storage.parse_url(url, field="server" if kind != "dir" else "path")
     try:
