@@ -1,7 +1,8 @@
 """Alerts in Chromium against the real processes: a Simulator host taken down on the Simulator
 page shows as an open alert on the dashboard (after a reload: the monitor raises it at its next
 sweep) and in the navigation's badge; the Alerts page archives it. Screenshots of the dashboard at
-1280×800 and 390×844 go to test-artifacts/ (dashboard-alert, dashboard-alert-phone, alerts-page)."""
+1280×800 and 390×844 go to test-artifacts/ (dashboard-alert, dashboard-alert-phone, alerts-page); axe-core
+finds no serious or critical violation on them."""
 from __future__ import annotations
 
 import time
@@ -10,6 +11,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.e2e.conftest import htmx_settled, screenshot
+from tests.e2e.test_accessibility import axe_problems
 from tests.e2e.test_admin_pages import login
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("e2e")]
@@ -50,17 +52,29 @@ def test_a_host_taken_down_shows_an_alert_on_the_dashboard(stack, page):
     expect(page.locator("a.alert-badge-on")).to_contain_text("1")
     expect(page.locator('a[href="/admin/hosts?state=Alert"], a[href="/admin/hosts?state=Down"]')).to_have_count(1)
     screenshot(page, "dashboard-alert")
+    assert not axe_problems(page)
     page.set_viewport_size({"width": 390, "height": 844})
     page.reload()
     expect(page.locator("#dash-alerts")).to_contain_text("al-h0")
     assert page.evaluate("document.documentElement.scrollWidth") <= 390 + 1, "the dashboard scrolls sideways"
     screenshot(page, "dashboard-alert-phone")
+    assert not axe_problems(page)
     page.set_viewport_size({"width": 1280, "height": 800})
 
     page.goto(stack.url + "/admin/alerts/")
     alert_row = page.locator("#alerts-list tbody tr", has_text="al-h0")
     expect(alert_row).to_contain_text("Open")
     screenshot(page, "alerts-page")
+    assert not axe_problems(page)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.reload()
+    expect(alert_row).to_contain_text("al-h0")
+    wide = page.evaluate("""() => [...document.querySelectorAll('main *')].filter(e => e.getBoundingClientRect().right > 391)
+        .slice(0, 5).map(e => e.tagName + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right))""")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390 + 1, f"the alerts page scrolls sideways: {wide}"
+    assert not axe_problems(page)
+    screenshot(page, "alerts-page-phone")
+    page.set_viewport_size({"width": 1280, "height": 800})
     alert_row.get_by_role("button", name="Archive").click()
     htmx_settled(page)
     expect(page.locator("#alerts-message")).to_contain_text("1 alert archived.")

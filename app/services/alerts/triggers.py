@@ -108,9 +108,10 @@ def host_state_changed(host: Host) -> None:
     where = {"zone_id": host.zone_id, "pod_id": host.pod_id, "cluster_id": host.cluster_id,
              "resource": ("Host", host.uuid)}
     if host.state in (HostState.ALERT, HostState.DOWN):
-        zone = db.session.get(Zone, host.zone_id)
+        from app.models import Pod
+        zone, pod = db.session.get(Zone, host.zone_id), db.session.get(Pod, host.pod_id) if host.pod_id else None
         alerts.raise_alert(alerts.HOST, f"Host is {host.state}, name: {host.name} (id:{host.uuid}), availability "
-                           f"zone: {zone.name if zone else host.zone_id}",
+                           f"zone: {zone.name if zone else host.zone_id}, pod: {pod.name if pod else '-'}",
                            content=host.state_reason or "no answer", **where)
     elif host.state == HostState.UP:
         alerts.clear(alerts.HOST, **where)
