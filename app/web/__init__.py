@@ -201,6 +201,8 @@ def register_blueprints(app: Flask) -> None:
     from app.web import console
     app.register_blueprint(console.bp)
     app.register_blueprint(vms.bp)
+    from app.web import search as search_pages
+    app.register_blueprint(search_pages.bp)
     from app.web import metrics as metrics_pages
     app.register_blueprint(metrics_pages.bp)
     from app.web import userdata as userdata_pages

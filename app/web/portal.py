@@ -119,9 +119,9 @@ def my_vms():
     project = access.current_project()  # the navigation's project switcher: its VMs and limits
     own = {"account": current_user.account.name} if current_user.is_admin and project is None else {}
     size = vm_pages.PAGESIZE
-    rows, total = vms_service.list_vms(current_user, page=(1, size), **own)
-    lst = vm_pages.VMListing(endpoint="vms.index", target="vms-list", table="vms", filters=own, default_sort="",
-                             pagesize=size, rows=rows, total=total)
+    rows, total = vms_service.list_vms(current_user, page=(1, size), destroyed=False, **own)
+    lst = vm_pages.VMListing(endpoint="vms.index", target="vms-list", table="vms", filters=own,
+                             sort="-created", default_sort="-created", pagesize=size, rows=rows, total=total)
     return render_template("portal/my_vms.html", lst=lst, project=project,
                            limits=limits.of_account(project.account if project else current_user.account))
 

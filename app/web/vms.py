@@ -165,11 +165,11 @@ VM_ACTIONS: dict[str, VMAction] = {
                         form=DestroyForm, danger=True, quick=True,
                         confirm="Destroy {name}? It can be recovered until it is expunged.",
                         api="destroyVirtualMachine"),
-    "recover": VMAction("Recover", "recover", lambda caller, uuid, f: vms_service.recover(caller, uuid),
+    "recover": VMAction("Recover", "recover", lambda caller, uuid, f: vms_service.recover(caller, uuid), quick=True,
                         done="VM {name} is recovered: it is Stopped.", api="recoverVirtualMachine"),
     "expunge": VMAction("Expunge", "expunge", lambda caller, uuid, f: vms_service.expunge(caller, uuid),
                         confirm="Expunge {name}? Its root volume is deleted; this cannot be undone.",
-                        danger=True, when=_may_expunge, api="expungeVirtualMachine"),
+                        danger=True, when=_may_expunge, quick=True, api="expungeVirtualMachine"),
     "migrate": VMAction("Migrate", "migrate",
                         lambda caller, uuid, f: vms_service.migrate(caller, uuid, f.host.data or None),
                         form=MigrateForm, choice="host", admin=True, capability="live_migration",
@@ -300,14 +300,107 @@ class VMListing(Listing):
         return self.pagesize if self.pagesize != PAGESIZE else None
 
     @property
+    def filtered(self) -> bool:
+        """The tab (view) is not a filter: an empty Destroyed tab says none are destroyed."""
+        return bool(self.q or any(v for k, v in self.filters.items() if k != "view"))
+
+    @property
     def in_transition(self) -> bool:
         return any(busy(vm) for vm in self.rows)
 
 
-def _fetch(*, keyword, sort, page, **filters):  # noqa: ARG001 - one order: newest first
+def _fetch(*, keyword, sort, page, view=None, **filters):
     if "pagesize" not in request.args:
         page = (page[0], PAGESIZE)  # listing()'s default is 25; this list shows 50
-    return vms_service.list_vms(current_user, keyword=keyword, page=page, **filters)
+    return vms_service.list_vms(current_user, keyword=keyword, page=page, sort=sort,
+                                destroyed=view == "destroyed", **filters)
+
+
+# The list's optional columns (Name, State and the actions are always there): (key, label,
+# admins only). Which are shown is the viewer's choice, kept in a cookie (vm_columns).
+COLUMNS = (("ip", "IP address", False), ("host", "Host", True), ("zone", "Zone", False),
+           ("template", "Template", False), ("offering", "Service offering", False),
+           ("account", "Account", True), ("created", "Created", False))
+DEFAULT_COLUMNS = ("ip", "host", "zone", "template", "offering", "account")
+COLUMNS_COOKIE = "vm_columns"
+
+
+@bp.app_template_global()
+def vm_columns() -> list[tuple[str, str, bool]]:
+    """(key, label, shown) of the optional columns this viewer may have."""
+    chosen = request.cookies.get(COLUMNS_COOKIE)
+    keys = set(chosen.split(".")) if chosen is not None else set(DEFAULT_COLUMNS)
+    admin = current_user.is_authenticated and current_user.is_admin
+    return [(key, label, key in keys) for key, label, admins in COLUMNS if admin or not admins]
+
+
+@bp.route("/columns")
+@login_required
+def columns():
+    """The column chooser (a GET form: works without JavaScript): remembers the choice in a
+    cookie for a year and goes back to the list."""
+    known = {key for key, _, _ in COLUMNS}
+    chosen = [c for c in request.args.getlist("col") if c in known]
+    response = redirect(_back(url_for(".index")))
+    response.set_cookie(COLUMNS_COOKIE, ".".join(chosen), max_age=365 * 86400, samesite="Lax", httponly=True,
+                        secure=request.is_secure)
+    return response
+
+
+# --- Bulk actions ---------------------------------------------------------------------
+
+BULK = ("start", "stop", "reboot", "destroy")  # the list's bulk buttons (destroy: recoverable)
+BULK_MAX = 100  # VMs a bulk action takes at once (a page of the list is 50)
+
+
+@bp.route("/bulk", methods=["POST"])
+@login_required
+def bulk():
+    """One action on the VMs ticked in the list: each VM its own job (as its own button
+    would), refusals flashed; then the progress view of those jobs."""
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    action = request.form.get("action", "")
+    a = VM_ACTIONS.get(action) if action in BULK else None
+    if a is None:
+        abort(400)
+    if not roles.allowed_name(current_user, a.api):
+        abort(403)
+    uuids = list(dict.fromkeys(request.form.getlist("vm")))
+    if not uuids or len(uuids) > BULK_MAX:
+        flash("Tick the VMs to act on first." if not uuids else f"At most {BULK_MAX} VMs at once.", "error")
+        return redirect(_back(url_for(".index")))
+    started = []
+    for uuid in uuids:
+        try:
+            vm = vms_service.get_vm(current_user, uuid)
+            out = a.run(current_user, vm.uuid, a.form(formdata=None))
+        except NotFound:
+            flash("A VM ticked no longer exists.", "error")
+            continue
+        except ServiceError as e:
+            flash(f"{a.label} of VM {vm.name}: {e.message}", "error")
+            continue
+        if isinstance(out, AsyncJob):
+            started.append(out.uuid)
+    if not started:
+        return redirect(_back(url_for(".index")))
+    return redirect(url_for(".bulk_progress", job=started))
+
+
+@bp.route("/jobs")
+@login_required
+def bulk_progress():
+    """The jobs of a bulk action, each with its VM and outcome; the section reloads
+    itself every second while one is still running (then stops)."""
+    pairs = vms_service.jobs_with_vms(current_user, request.args.getlist("job")[:BULK_MAX])
+    views = [(JobView(job), vm) for job, vm in pairs]
+    context = {"views": views, "pending": any(v.pending for v, _ in views),
+               "done": sum(v.state == "succeeded" for v, _ in views),
+               "failed": sum(v.state == "failed" for v, _ in views)}
+    if wants_fragment():
+        return render_template("vms/_bulk.html", **context)
+    return render_template("vms/bulk.html", **context)
 
 
 GROUP_CHOICES = 100  # the group filter offers at most this many groups (an admin: of the chosen account)
@@ -338,7 +431,8 @@ def _group_select() -> FilterSelect | None:
 
 
 def _selects() -> list[FilterSelect]:
-    states = [(s.value, s.value) for s in VMState]
+    gone = request.args.get("view") == "destroyed"  # the Destroyed tab has those states only
+    states = [(s.value, s.value) for s in VMState if (s in vms_service.GONE) == gone]
     selects = [FilterSelect("zone", "Zone", zone_options()), FilterSelect("state", "State", states)]
     group = _group_select()
     if group is not None:
@@ -352,10 +446,11 @@ def _selects() -> list[FilterSelect]:
 @bp.route("/")
 @login_required
 def index():
-    filters = {"zone": "zone_uuid", "state": "state", "group": "group_uuid"}
+    filters = {"zone": "zone_uuid", "state": "state", "group": "group_uuid", "view": "view"}
     if current_user.is_admin:
         filters |= {"host": "host_uuid", "account": "account"}
-    lst = listing("vms.index", "vms", _fetch, sorts=(), default_sort="", filters=filters)
+    lst = listing("vms.index", "vms", _fetch, sorts=vms_service.VM_SORT_KEYS, default_sort="-created",
+                  filters=filters)
     lst = VMListing(**{f.name: getattr(lst, f.name) for f in fields(lst)})
     if "pagesize" not in request.args:
         lst.pagesize = PAGESIZE

@@ -66,3 +66,13 @@ function ready() {
 if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", ready);
 else ready();
 document.addEventListener("htmx:afterSettle", (event) => labelCells(document));
+
+// A "tick all" box (data-select-all="name"): ticks every box of that name in its form.
+document.addEventListener("change", (event) => {
+  const all = event.target;
+  if (!(all instanceof HTMLInputElement) || !all.dataset.selectAll) return;
+  const form = all.form;
+  for (const box of document.querySelectorAll(`input[type=checkbox][name="${all.dataset.selectAll}"]`)) {
+    if (!form || box.form === form) box.checked = all.checked;
+  }
+});

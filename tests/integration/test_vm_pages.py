@@ -247,7 +247,8 @@ def test_actions_follow_state_and_capabilities(app, world, auth, client):
     html = client.get("/vms/").get_data(as_text=True)
     assert buttons(row_of(html, run)) == {"Stop", "Reboot", "Destroy"}
     assert buttons(row_of(html, stop)) == {"Start", "Destroy"}
-    assert buttons(row_of(html, gone)) == set()
+    assert f"vm-{gone}" not in html  # destroyed VMs are apart: the Destroyed tab, with Recover and Expunge
+    assert buttons(row_of(client.get("/vms/?view=destroyed").get_data(as_text=True), gone)) == {"Recover", "Expunge"}
     assert 'hx-confirm="Destroy web1? It can be recovered until it is expunged."' in row_of(html, run)
 
     page = client.get(f"/vms/{run}").get_data(as_text=True)
@@ -416,7 +417,7 @@ def test_the_list_polls_only_while_a_vm_is_in_transition(app, world, auth, hx):
     assert "every 2s" not in hx.get("/vms/").get_data(as_text=True)
     for state in ("Starting", "Stopping", "Migrating", "Expunging"):
         set_vm(app, uuid, state=state)
-        frag = hx.get("/vms/").get_data(as_text=True)
+        frag = hx.get("/vms/?view=destroyed" if state == "Expunging" else "/vms/").get_data(as_text=True)
         assert 'hx-trigger="every 2s, vmsChanged from:body"' in frag, state
     set_vm(app, uuid, state="Running", active_job_id=4242)  # a queued action: it will move soon
     assert "every 2s" in hx.get("/vms/").get_data(as_text=True)
