@@ -75,10 +75,13 @@ def test_simulator_zone_wrong_entries_failed_launch_then_launch(stack, page, tmp
     login(page, stack.url)
     page.goto(stack.url + "/admin/zones/wizard/")
     at(page, "zone")
-    refused(page, {**zone_step("Simulator", "sim-zone"), "dns1": "8.8.8"}, "DNS 1 must be an IPv4 address")
+    # Every wrong field of a step at once, each beside its field.
+    refused(page, {**zone_step("Simulator", "sim-zone"), "dns1": "8.8.8", "internaldns1": "10.0.0"},
+            "DNS 1 must be an IPv4 address")
+    assert "Internal DNS 1 must be an IPv4 address" in page.inner_text("#wizard .wizard-form")
     screenshot(page, "wizard-1-zone-error")
     page.set_checked("#wizard input[name=localstorageenabled]", True)
-    next_step(page, "zone", {"dns1": "8.8.8.8"}, "network")
+    next_step(page, "zone", {"dns1": "8.8.8.8", "internaldns1": "10.0.0.2"}, "network")
     refused(page, {"vlan": "100-5000", "trafficlabel": "cloudbr0"}, "not a VLAN range within 1-4094")
     screenshot(page, "wizard-2-network")
     next_step(page, "network", {"vlan": "100-199"}, "public")
@@ -106,6 +109,14 @@ def test_simulator_zone_wrong_entries_failed_launch_then_launch(stack, page, tmp
     page.wait_for_selector("#wizard :text('16.0 GiB')")
     screenshot(page, "wizard-5-host-tested")
     refused(page, {"url": "simulator://"}, "A Simulator host name is 1-128 letters")
+    # Test connection after the refused Next: the whole card answers, so only this test's
+    # green answer shows (the refused Next's red error stayed beside it before).
+    fill(page, {"url": host_url})
+    submit(page, "#wizard button:has-text('Test connection')")
+    page.wait_for_selector("#wizard:not([data-stale]) .host-test-ok")
+    htmx_settled(page)
+    assert page.locator("#wizard .error, #wizard .form-errors, #wizard .host-test-failed").count() == 0
+    screenshot(page, "wizard-5-host-retested")
     next_step(page, "host", {"url": host_url}, "primary")
     refused(page, {"kind": "nfs", "name": "primary-1", "server": "", "path": "/export/primary"},
             "The URL needs a server and a path")
