@@ -102,6 +102,7 @@ def nav_groups(entries: list[tuple[str, str]], endpoint: str | None) -> list[Nav
         g.current = current if any(e == current for e, _ in g.entries) else None
     return [g for g in groups.values() if g.entries]
 ADMIN_NAV.append(("alerts.index", "Alerts"))  # CloudStack's alerts (the badge: _partials/alert_badge.html)
+USER_NAV.append(("jobs_pages.index", "Jobs"))  # async jobs: an admin's every job, a user's own
 
 
 # The API command each page shows (its list, or what it does): a caller whose role rules deny
@@ -143,6 +144,7 @@ PAGE_COMMANDS: dict[str, str] = {
     "settings_pages.update_scoped": "updateConfiguration",
     "template_edit.edit": "updateTemplate",
     "alerts": "listAlerts", "alerts.act": "archiveAlerts",
+    "jobs_pages": "listAsyncJobs",
 }
 
 
@@ -227,6 +229,8 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(settings_pages.bp)
     from app.web import alerts as alert_pages
     app.register_blueprint(alert_pages.bp)
+    from app.web import jobs_pages
+    app.register_blueprint(jobs_pages.bp)
 
     @app.after_request
     def vary_on_htmx(response):
