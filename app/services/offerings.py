@@ -10,10 +10,22 @@ from app.services.errors import InvalidParameter, NotFound, ResourceInUse
 from app.services.pagination import page_of
 
 
+def unique_name(model, name: str, exclude_id: int | None = None) -> None:
+    """Refuse a second live offering (service or disk) with the same name: an offering is chosen
+    by name in forms and clients, and two alike are contradictory input."""
+    q = select(model.id).where(model.name == name, model.removed.is_(None))
+    if exclude_id is not None:
+        q = q.where(model.id != exclude_id)
+    if db.session.scalar(q.limit(1)) is not None:
+        what = "service" if model is ServiceOffering else "disk"
+        raise InvalidParameter(f"A {what} offering named {name} already exists", field="name")
+
+
 def create(caller, *, name: str, display_text: str | None, cpu_number: int, cpu_speed: int, memory: int,
            storage_type: str = "shared", root_disk_size: int | None = None, offer_ha: bool = False,
            host_tags=None, storage_tags=None) -> ServiceOffering:
     name = zones._name(name)
+    unique_name(ServiceOffering, name)
     host_tags = placement_tags.normalize(host_tags, "hosttags")
     storage_tags = placement_tags.normalize(storage_tags, "tags")
     for field, value, low, high in (("cpunumber", cpu_number, 1, 256), ("cpuspeed", cpu_speed, 100, 100000),
@@ -22,6 +34,8 @@ def create(caller, *, name: str, display_text: str | None, cpu_number: int, cpu_
             raise InvalidParameter(f"{field} must be between {low} and {high}", field=field)
     if storage_type not in ("shared", "local"):
         raise InvalidParameter("storagetype must be shared or local", field="storagetype")
+    if root_disk_size is not None and not 1 <= root_disk_size <= 65536:
+        raise InvalidParameter("rootdisksize must be between 1 and 65536 GiB", field="rootdisksize")
     o = ServiceOffering(uuid=new_uuid(), name=name, display_text=display_text or name, cpu_number=cpu_number,
                         cpu_speed=cpu_speed, memory=memory, storage_type=storage_type,
                         root_disk_size=root_disk_size, offer_ha=bool(offer_ha), host_tags=host_tags,
@@ -33,7 +47,7 @@ def create(caller, *, name: str, display_text: str | None, cpu_number: int, cpu_
     return o
 
 
-def _get(uuid: str) -> ServiceOffering:
+def get(uuid: str) -> ServiceOffering:
     o = db.session.scalar(select(ServiceOffering).where(ServiceOffering.uuid == uuid,
                                                         ServiceOffering.removed.is_(None)))
     if o is None:
@@ -44,7 +58,9 @@ def _get(uuid: str) -> ServiceOffering:
 def rename(o, *, name: str | None, display_text: str | None, sort_key: int | None) -> None:
     """The name, display text and sort key an update of an offering (service or disk) gives, checked."""
     if name is not None:
-        o.name = zones._name(name)
+        name = zones._name(name)
+        unique_name(type(o), name, exclude_id=o.id)
+        o.name = name
     if display_text is not None:
         if len(display_text) > 4096 or any(ord(c) < 32 for c in display_text):
             raise InvalidParameter("Invalid displaytext", field="displaytext")
@@ -57,7 +73,7 @@ def update(caller, uuid: str, *, name: str | None = None, display_text: str | No
            sort_key: int | None = None, host_tags=None, storage_tags=None) -> ServiceOffering:
     """updateServiceOffering: name, display text, sort key, and (CloudStack 4.16+) host and storage tags.
     The tags rule where the offering's VMs go from their next start on; running VMs stay put."""
-    o = _get(uuid)
+    o = get(uuid)
     rename(o, name=name, display_text=display_text, sort_key=sort_key)
     if host_tags is not None:
         o.host_tags = placement_tags.normalize(host_tags, "hosttags")
@@ -70,7 +86,7 @@ def update(caller, uuid: str, *, name: str | None = None, display_text: str | No
 
 
 def delete(caller, uuid: str) -> None:
-    o = _get(uuid)
+    o = get(uuid)
     if db.session.scalar(select(func.count()).select_from(VirtualMachine).where(
             VirtualMachine.service_offering_id == o.id, VirtualMachine.removed.is_(None))):
         raise ResourceInUse(f"Service offering {o.name} is still used by VMs")

@@ -54,10 +54,15 @@ def release_on_pool(pool_id: int, size: int) -> None:
 
 def create_disk_offering(caller, *, name: str, display_text: str | None = None, disk_size: int | None = None,
                          customized: bool = False, storage_type: str = "shared", tags=None) -> DiskOffering:
+    from app.services import offerings
     name = zones._name(name)
+    offerings.unique_name(DiskOffering, name)
     tags = placement_tags.normalize(tags, "tags")
     if storage_type not in ("shared", "local"):
         raise InvalidParameter("storagetype must be shared or local", field="storagetype")
+    if customized and disk_size:
+        raise InvalidParameter("A customized disk offering takes no disksize: its size is chosen when a volume "
+                               "is made", field="disksize")
     if not customized and (disk_size is None or disk_size < 1):
         raise InvalidParameter("disksize (GiB, at least 1) is required unless customized", field="disksize")
     if disk_size and disk_size > settings.get("custom.diskoffering.size.max"):

@@ -103,6 +103,7 @@ def nav_groups(entries: list[tuple[str, str]], endpoint: str | None) -> list[Nav
     return [g for g in groups.values() if g.entries]
 ADMIN_NAV.append(("alerts.index", "Alerts"))  # CloudStack's alerts (the badge: _partials/alert_badge.html)
 USER_NAV.append(("jobs_pages.index", "Jobs"))  # async jobs: an admin's every job, a user's own
+ADMIN_NAV.append(("offerings_pages.index", "Compute offerings"))
 
 
 # The API command each page shows (its list, or what it does): a caller whose role rules deny
@@ -145,6 +146,8 @@ PAGE_COMMANDS: dict[str, str] = {
     "template_edit.edit": "updateTemplate",
     "alerts": "listAlerts", "alerts.act": "archiveAlerts",
     "jobs_pages": "listAsyncJobs",
+    "offerings_pages": "listServiceOfferings", "offerings_pages.edit": "updateServiceOffering",
+    "offerings_pages.delete": "deleteServiceOffering",
 }
 
 
@@ -231,6 +234,8 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(alert_pages.bp)
     from app.web import jobs_pages
     app.register_blueprint(jobs_pages.bp)
+    from app.web import offerings_pages
+    app.register_blueprint(offerings_pages.bp)
 
     @app.after_request
     def vary_on_htmx(response):

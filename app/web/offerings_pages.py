@@ -1,0 +1,113 @@
+"""Compute offerings (admins): the list with what each gives (vCPUs × MHz, memory, storage, root
+disk, HA, host and storage tags) and how many VMs use it; add, edit (name, description, tags,
+sort key: what updateServiceOffering changes), delete (refused while VMs use it). Every rule is
+app/services/offerings.py's (createServiceOffering, updateServiceOffering, deleteServiceOffering).
+Disk offerings are volumes_pages.py's (/volumes/offerings)."""
+from __future__ import annotations
+
+from flask import Blueprint, abort, flash, url_for
+from flask_login import current_user
+from sqlalchemy import func, select
+from wtforms import BooleanField, IntegerField, SelectField, StringField
+from wtforms.validators import DataRequired, Length, NumberRange, Optional
+
+from app.extensions import db
+from app.models import VirtualMachine
+from app.services import offerings
+from app.services.errors import NotFound, ServiceError
+from app.web import admin_required
+from app.web.forms import EmptyForm
+from app.web.infra import _redirect
+from app.web.infra_forms import InfraForm, choices
+from app.web.portal import form_page
+
+bp = Blueprint("offerings_pages", __name__, url_prefix="/admin/offerings")
+
+
+class ComputeOfferingForm(InfraForm):
+    title = submit = "Add a compute offering"
+    dom_id = "compute-offering-form"
+    aliases = {"cpunumber": "cpunumber", "cpuspeed": "cpuspeed", "memory": "memory", "storagetype": "storagetype",
+               "rootdisksize": "rootdisksize", "hosttags": "hosttags", "tags": "storagetags"}
+    name = StringField("Name", validators=[DataRequired(), Length(max=255)])
+    displaytext = StringField("Description", validators=[Optional(), Length(max=4096)])
+    cpunumber = IntegerField("vCPUs", validators=[DataRequired(), NumberRange(1, 256)])
+    cpuspeed = IntegerField("MHz per vCPU", validators=[DataRequired(), NumberRange(100, 100000)])
+    memory = IntegerField("Memory (MiB)", validators=[DataRequired(), NumberRange(32, 16 * 1024 * 1024)])
+    storagetype = SelectField("Root disk storage", choices=choices([("shared", "Shared"), ("local", "Local to the host")]))
+    rootdisksize = IntegerField("Root disk (GiB)", validators=[Optional(), NumberRange(1, 65536)],
+                                description="empty: the template's size")
+    offerha = BooleanField("Offer HA (restarted on another host when its host fails)")
+    hosttags = StringField("Host tags", validators=[Optional(), Length(max=4096)],
+                           description="comma separated: its VMs run on hosts with all of them")
+    storagetags = StringField("Storage tags", validators=[Optional(), Length(max=4096)],
+                              description="comma separated: root volumes go to primary storage with all of them")
+
+
+class EditComputeOfferingForm(InfraForm):
+    title = submit = "Save the compute offering"
+    dom_id = "compute-offering-edit-form"
+    aliases = {"displaytext": "displaytext", "sortkey": "sortkey", "hosttags": "hosttags",
+               "storagetags": "storagetags"}
+    name = StringField("Name", validators=[DataRequired(), Length(max=255)])
+    displaytext = StringField("Description", validators=[Optional(), Length(max=4096)])
+    hosttags = StringField("Host tags", validators=[Optional(), Length(max=4096)],
+                           description="comma separated; empty: any host. VMs follow them from their next start")
+    storagetags = StringField("Storage tags", validators=[Optional(), Length(max=4096)],
+                              description="comma separated; empty: any primary storage")
+    sortkey = IntegerField("Sort key", validators=[Optional(), NumberRange(-2**31, 2**31 - 1)],
+                           description="lists show offerings by ascending sort key")
+
+
+def _vm_counts() -> dict[int, int]:
+    return dict(db.session.execute(
+        select(VirtualMachine.service_offering_id, func.count()).where(VirtualMachine.removed.is_(None))
+        .group_by(VirtualMachine.service_offering_id)).all())
+
+
+@bp.route("/", methods=["GET", "POST"])
+@admin_required
+def index():
+    def save(f: ComputeOfferingForm):
+        o = offerings.create(current_user, name=f.name.data, display_text=f.displaytext.data,
+                             cpu_number=f.cpunumber.data, cpu_speed=f.cpuspeed.data, memory=f.memory.data,
+                             storage_type=f.storagetype.data, root_disk_size=f.rootdisksize.data,
+                             offer_ha=f.offerha.data, host_tags=f.hosttags.data or None,
+                             storage_tags=f.storagetags.data or None)
+        return f"Compute offering {o.name} added.", url_for(".index")
+    return form_page(ComputeOfferingForm, save, template="offerings/compute.html",
+                     rows=offerings.list_offerings()[0], vms=_vm_counts())
+
+
+@bp.route("/<uuid>/edit", methods=["GET", "POST"])
+@admin_required
+def edit(uuid: str):
+    """updateServiceOffering's page (the list's Edit link presets the fields)."""
+    try:
+        o = offerings.get(uuid)
+    except NotFound:
+        abort(404)
+
+    def save(f: EditComputeOfferingForm):
+        o = offerings.update(current_user, uuid, name=f.name.data, display_text=f.displaytext.data or "",
+                             sort_key=f.sortkey.data, host_tags=f.hosttags.data or "",
+                             storage_tags=f.storagetags.data or "")
+        return f"Compute offering {o.name} saved.", url_for(".index")
+    return form_page(EditComputeOfferingForm, save, crumbs=[("Compute offerings", url_for(".index"))],
+                     heading=f"Edit {o.name}")
+
+
+@bp.route("/<uuid>/delete", methods=["POST"])
+@admin_required
+def delete(uuid: str):
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    try:
+        offerings.delete(current_user, uuid)
+    except NotFound:
+        abort(404)
+    except ServiceError as e:
+        flash(e.message, "error")
+    else:
+        flash("Compute offering deleted.", "success")
+    return _redirect(url_for(".index"))
