@@ -109,9 +109,36 @@ def root_bytes(image: Template, root_disk_gib: int | None) -> int:
     return max(size, (root_disk_gib or 0) * GIB)
 
 
-def offerings_for(caller, need_root_bytes: int) -> list[Option]:
-    """Every service offering; those that would pass one of the account's limits say which."""
-    account_limits = limits.of_account(caller.account)
+def owner_options(caller) -> list[Option]:
+    """An admin deploys for any account they may act in: "" is their own, then the others by
+    domain and name (projects are chosen with the project switcher, as elsewhere)."""
+    from app.services import accounts, domains
+    rows = accounts.list_accounts(caller, listall=True, state="enabled", page=(1, 1000))[0]
+    out = [Option("", f"Your own account ({caller.account.name})")]
+    for a in sorted(rows, key=lambda a: (a.domain.path, a.name)):
+        if a.id != caller.account_id and not a.is_project:
+            out.append(Option(a.uuid, a.name, f"domain {domains.display_path(a.domain)}"))
+    return out
+
+
+def owner_of(caller, account_uuid: str | None):
+    """The account a deploy is for: the caller's, or (admins) the one chosen, checked by the
+    rule every create follows (access.owner_for)."""
+    from app.models import Account
+    from app.services import access
+    if not account_uuid:
+        return caller.account
+    acct = db.session.scalar(select(Account).where(Account.uuid == account_uuid, Account.removed.is_(None),
+                                                   access.accounts_visible(caller)))
+    if acct is None:
+        raise NotFound("Choose one of the accounts offered", field="owner")
+    return access.owner_for(caller, acct.name, acct.domain.uuid)
+
+
+def offerings_for(caller, need_root_bytes: int, owner=None) -> list[Option]:
+    """Every service offering; those that would pass one of the account's limits say which
+    (the owner's account: the caller's unless an admin deploys for another)."""
+    account_limits = limits.of_account(owner or caller.account)
     out = []
     for o in offerings.list_offerings()[0]:
         why = limits.refusal(account_limits, limits.vm_needs(o, need_root_bytes))
@@ -119,21 +146,29 @@ def offerings_for(caller, need_root_bytes: int) -> list[Option]:
     return out
 
 
-def offering_for(caller, uuid: str | None, need_root_bytes: int) -> ServiceOffering:
-    option = next((o for o in offerings_for(caller, need_root_bytes) if o.value == uuid), None)
+def offering_for(caller, uuid: str | None, need_root_bytes: int, owner=None) -> ServiceOffering:
+    option = next((o for o in offerings_for(caller, need_root_bytes, owner) if o.value == uuid), None)
     if option is None or not option.offered:
         raise NotFound(option.refusal if option else "Choose one of the offerings offered", field="serviceofferingid")
     return db.session.scalar(select(ServiceOffering).where(ServiceOffering.uuid == uuid))
 
 
-def networks_for(caller, zone: Zone) -> list[Option]:
-    """The zone's guest networks the caller may use; "" is the zone's default."""
-    rows = networks.list_networks(caller, zone_uuid=zone.uuid)[0]
+def networks_for(caller, zone: Zone, owner=None) -> list[Option]:
+    """The zone's guest networks the caller (or the account an admin deploys for) may use;
+    "" is the zone's default."""
+    if owner is not None and owner.id != caller.account_id:
+        rows = [n for n in networks.list_networks(caller, zone_uuid=zone.uuid, list_all=True)[0]
+                if n.account_id in (None, owner.id)]
+    else:
+        rows = networks.list_networks(caller, zone_uuid=zone.uuid)[0]
     default = [Option("", "The zone's default network", "made at the first deploy" if not rows else "")]
     return default + [Option(n.uuid, n.name, f"{n.cidr}" + (" · default" if n.is_default else "")) for n in rows
                       if not n.is_default]
 
 
-def keypairs_for(caller) -> list[Option]:
-    rows = keypairs.list_keypairs(caller)[0]
+def keypairs_for(caller, owner=None) -> list[Option]:
+    if owner is not None and owner.id != caller.account_id:
+        rows = keypairs.list_keypairs(caller, account=owner.name, domainid=owner.domain.uuid)[0]
+    else:
+        rows = keypairs.list_keypairs(caller)[0]
     return [Option("", "No SSH key")] + [Option(k.name, k.name, k.fingerprint) for k in rows]

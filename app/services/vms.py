@@ -489,7 +489,7 @@ def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid:
         secgroups.add_vm(vm, groups)  # security_group_vm_map, with the VM
         affinity.add_vm(vm, ag)  # affinity_group_vm_map, with the VM (the start's planner reads it)
         events.record("VM.CREATE", f"VM {vm.name} created ({offering.name}, {template.name})", user=caller,
-                      resource_type="VirtualMachine", resource_id=vm.uuid)
+                      account_id=owner.id, resource_type="VirtualMachine", resource_id=vm.uuid)  # who, whose
         db.session.commit()
     except Exception:
         db.session.rollback()  # the counts taken go with the rows

@@ -136,20 +136,23 @@ class Step:
     fields: tuple[str, ...] = ()
 
 
-STEPS = (Step("zone", "Zone", "Where should the VM run?", ("zoneid",)),
+STEPS = (Step("zone", "Zone", "Where should the VM run?", ("zoneid", "owner")),
          Step("image", "Image", "What should it start from?", ("templateid",)),
          Step("offering", "Size", "How big should it be?", ("serviceofferingid", "rootdisksize", "hypervisor")),
          Step("network", "Network", "Which network?", ("networkid", "securitygroupids")),
          Step("access", "Access", "SSH key and user data", ("keypair", "userdata")),
          Step("name", "Name", "What is it called?", ("name", "displayname")),
          Step("review", "Review", "Review and deploy"))
-STEP_OF = {f: i for i, s in enumerate(STEPS) for f in s.fields} | {"networkids": 3, "diskofferingid": 2}
+STEP_OF = {f: i for i, s in enumerate(STEPS) for f in s.fields} | {"networkids": 3, "diskofferingid": 2,
+                                                                    "account": 0, "domainid": 0}
 
 
 class DeployForm(FlaskForm):
     """The wizard's whole state. Choices (radios) are drawn by the template from the step's
     options; deploy_options checks them against what the caller may choose now."""
     step = HiddenField()
+    owner = SelectField("Deploy for the account", validate_choice=False,
+                        description="administrators: the VM is that account's, within its limits")
     zoneid = HiddenField()
     templateid = HiddenField()
     serviceofferingid = HiddenField()
@@ -176,6 +179,7 @@ class Wizard:
         self.form = form
         form.userdata.data = (form.userdata.data or "").replace("\r\n", "\n")  # browsers send CRLF
         self.zone = self.image = self.offering = None
+        self.owner = current_user.account  # an admin may choose another account (the zone step)
         self.index = 0
 
     def check(self, upto: int) -> int:
@@ -190,7 +194,13 @@ class Wizard:
         return upto
 
     def _zone(self):
+        self.owner = deploy_options.owner_of(current_user, self.form.owner.data)
         self.zone = deploy_options.zone_for(current_user, self.form.zoneid.data)
+
+    @property
+    def for_other(self) -> bool:
+        """An admin deploying in another account's name."""
+        return self.owner.id != current_user.account_id
 
     def _image(self):
         self.image = deploy_options.image_for(current_user, self.zone, self.form.templateid.data)
@@ -205,10 +215,12 @@ class Wizard:
                 raise NotFound("Choose the hypervisor the ISO boots on", field="hypervisor")
             if not f.rootdisksize.data:
                 raise NotFound("A VM from an ISO needs a root disk size", field="rootdisksize")
-        self.offering = deploy_options.offering_for(current_user, f.serviceofferingid.data, self.root_bytes)
+        self.offering = deploy_options.offering_for(current_user, f.serviceofferingid.data, self.root_bytes,
+                                                    self.owner)
 
     def _network(self):
-        if self.form.networkid.data not in {o.value for o in deploy_options.networks_for(current_user, self.zone)}:
+        if self.form.networkid.data not in {o.value for o in deploy_options.networks_for(current_user, self.zone,
+                                                                                          self.owner)}:
             raise NotFound("Choose one of the networks offered", field="networkid")
         offered = {g.uuid for g in self.groups()}
         if any(u not in offered for u in self.form.securitygroupids.data or []):
@@ -216,7 +228,12 @@ class Wizard:
 
     def groups(self) -> list:
         """The caller's security groups, offered on a zone with security-group networks."""
-        return secgroups.list_groups(current_user, page=(1, 500))[0] if self.sg_zone else []
+        if not self.sg_zone:
+            return []
+        if self.for_other:
+            return [g for g in secgroups.list_groups(current_user, listall=True, page=(1, 500))[0]
+                    if g.account_id == self.owner.id]
+        return secgroups.list_groups(current_user, page=(1, 500))[0]
 
     @property
     def sg_zone(self) -> bool:
@@ -229,7 +246,7 @@ class Wizard:
                    for n in networks.list_networks(current_user, zone_uuid=self.zone.uuid)[0])
 
     def _access(self):
-        if self.form.keypair.data not in {o.value for o in deploy_options.keypairs_for(current_user)}:
+        if self.form.keypair.data not in {o.value for o in deploy_options.keypairs_for(current_user, self.owner)}:
             raise NotFound("Choose one of your SSH key pairs", field="keypair")
 
     @property
@@ -244,23 +261,27 @@ class Wizard:
         """The radio choices of this step."""
         key = self.step.key
         if key == "zone":
+            if access.is_any_admin(current_user):
+                self.form.owner.choices = choices([(o.value, o.title + (f" · {o.detail}" if o.detail else ""))
+                                                   for o in deploy_options.owner_options(current_user)])
             return deploy_options.zone_options(current_user)
         if key == "image":
             return deploy_options.image_options(current_user, self.zone)
         if key == "offering":
             types = deploy_options.iso_types(self.zone)
             self.form.hypervisor.choices = choices([(t, hv.display_name(t)) for t in types])
-            return deploy_options.offerings_for(current_user, self.root_bytes)
+            return deploy_options.offerings_for(current_user, self.root_bytes, self.owner)
         if key == "network":
             self.form.securitygroupids.choices = choices([(g.uuid, g.name) for g in self.groups()])
-            return deploy_options.networks_for(current_user, self.zone)
+            return deploy_options.networks_for(current_user, self.zone, self.owner)
         if key == "access":
-            self.form.keypair.choices = choices([(o.value, o.title) for o in deploy_options.keypairs_for(current_user)])
+            self.form.keypair.choices = choices([(o.value, o.title)
+                                                 for o in deploy_options.keypairs_for(current_user, self.owner)])
         return []
 
     def summary(self) -> list[tuple[Step, str]]:
         f = self.form
-        net = next((o.title for o in deploy_options.networks_for(current_user, self.zone)
+        net = next((o.title for o in deploy_options.networks_for(current_user, self.zone, self.owner)
                     if o.value == f.networkid.data), "")
         kind = f"ISO, {f.rootdisksize.data} GiB disk" if self.image.is_iso else "template"
         image = f"{self.image.name} ({kind})"
@@ -272,7 +293,8 @@ class Wizard:
         if self.sg_network():
             chosen = [g.name for g in self.groups() if g.uuid in (f.securitygroupids.data or [])]
             net += " · security groups: " + (", ".join(chosen) or "default")
-        return list(zip(STEPS, [self.zone.name, image, size, net, access, name]))
+        where = f"{self.zone.name} · for the account {self.owner.name}" if self.for_other else self.zone.name
+        return list(zip(STEPS, [where, image, size, net, access, name]))
 
 
 def _target(go: str, current: int) -> int:
@@ -293,7 +315,8 @@ def _deploy(w: Wizard):
             root_disk_size_gib=f.rootdisksize.data if iso else None, hypervisor=f.hypervisor.data if iso else None,
             network_uuids=[f.networkid.data] if f.networkid.data else None, keypair=f.keypair.data or None,
             security_group_uuids=(f.securitygroupids.data or None) if w.sg_network() else None,
-            name=f.name.data, display_name=f.displayname.data or None, userdata=userdata)
+            name=f.name.data, display_name=f.displayname.data or None, userdata=userdata,
+            account=w.owner.name if w.for_other else None, domainid=w.owner.domain.uuid if w.for_other else None)
     except ServiceError as e:
         w.index = STEP_OF.get(e.field or "", w.index)
         attach_error(e, f)
