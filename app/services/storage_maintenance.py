@@ -120,7 +120,7 @@ def _run_maintenance(job: AsyncJob, params: dict) -> dict:
             vms._stopped_on_host(vm)
             work.stopped_for_maintenance = True
             events.record("VM.STOP", f"VM {vm.name} stopped for the maintenance of primary storage {pool.name}",
-                          resource_type="VirtualMachine", resource_id=vm.uuid, account_id=vm.account_id)
+                          user=events.actor(), resource_type="VirtualMachine", resource_id=vm.uuid, account_id=vm.account_id)
             db.session.commit()
         except ServiceError as e:
             db.session.rollback()
@@ -135,7 +135,7 @@ def _run_maintenance(job: AsyncJob, params: dict) -> dict:
     events.record("MAINT.ERROR.PS" if stuck else "MAINT.DONE.PS",
                   f"Primary storage {pool.name} could not be emptied: " + "; ".join(stuck) if stuck else
                   f"Primary storage {pool.name} is in maintenance", level="ERROR" if stuck else "INFO",
-                  resource_type="StoragePool", resource_id=pool.uuid)
+                  user=events.actor(), resource_type="StoragePool", resource_id=pool.uuid)
     from app.services.alerts import triggers as alert_triggers
     if stuck:
         alert_triggers.pool_failed(pool, "could not be emptied for maintenance: " + "; ".join(stuck))
@@ -194,7 +194,7 @@ def _run_cancel(job: AsyncJob, params: dict) -> dict:
     db.session.execute(delete(StoragePoolWork).where(StoragePoolWork.pool_id == pool.id))
     events.record("MAINT.CANCEL.PS", f"Primary storage {pool.name} is Up" +
                   (f"; these VMs did not start again: {'; '.join(failed)}" if failed else ""),
-                  level="WARN" if failed else "INFO", resource_type="StoragePool", resource_id=pool.uuid)
+                  level="WARN" if failed else "INFO", user=events.actor(), resource_type="StoragePool", resource_id=pool.uuid)
     db.session.commit()
     if failed:
         raise ResourceUnavailable(f"Primary storage {pool.name} is Up, but these VMs did not start again: "

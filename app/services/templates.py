@@ -516,7 +516,7 @@ def run_download(job: AsyncJob, params: dict) -> dict:
         ref = db.session.get(TemplateStoreRef, ref.id)
         finish(t, ref, part, final)
         events.record("TEMPLATE.DOWNLOAD", f"{t.name} downloaded into {ref_store(ref).name} ({size} bytes)",
-                      resource_type="Template", resource_id=t.uuid)
+                      user=events.actor(), account_id=t.account_id, resource_type="Template", resource_id=t.uuid)
         db.session.commit()
         return {"template": {"id": t.uuid, "name": t.name, "status": "Download Complete", "size": t.size}}
     except ServiceError as e:

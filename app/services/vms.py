@@ -1336,7 +1336,7 @@ def _run_maintenance(job: AsyncJob, params: dict) -> dict:
                 _power_off(vm)
                 _stopped_on_host(vm)
                 events.record("VM.STOP", f"VM {vm.name} stopped for the maintenance of {host.name}",
-                              resource_type="VirtualMachine", resource_id=vm.uuid, account_id=vm.account_id)
+                              user=events.actor(), resource_type="VirtualMachine", resource_id=vm.uuid, account_id=vm.account_id)
                 db.session.commit()
         except ServiceError as e:
             db.session.rollback()
@@ -1350,7 +1350,7 @@ def _run_maintenance(job: AsyncJob, params: dict) -> dict:
     events.record("MAINT.DONE" if not stuck else "MAINT.ERROR",
                   f"Host {host.name} is in maintenance" if not stuck else
                   f"Host {host.name} could not be emptied: " + "; ".join(stuck),
-                  level="INFO" if not stuck else "ERROR", resource_type="Host", resource_id=host.uuid)
+                  level="INFO" if not stuck else "ERROR", user=events.actor(), resource_type="Host", resource_id=host.uuid)
     db.session.commit()
     if stuck:
         raise ResourceUnavailable(f"Host {host.name} could not be emptied: " + "; ".join(stuck))

@@ -382,7 +382,7 @@ def _register_jobs() -> None:
         def run(job, params, step=step, event=event, done=done):
             router = load(params)
             step(router)
-            events.record(event, f"Virtual router {router.name} {done}", resource_type="DomainRouter",
+            events.record(event, f"Virtual router {router.name} {done}", user=events.actor(), resource_type="DomainRouter",
                           resource_id=router.uuid, account_id=router.network.account_id)
             db.session.commit()
             return result(router)
@@ -403,7 +403,7 @@ def _register_jobs() -> None:
                 from sqlalchemy import delete
                 db.session.execute(delete(GuestVnet).where(GuestVnet.network_id == net.id))
                 net.vlan, net.broadcast_uri = None, None
-        events.record("ROUTER.DESTROY", f"Virtual router {router.name} destroyed", resource_type="DomainRouter",
+        events.record("ROUTER.DESTROY", f"Virtual router {router.name} destroyed", user=events.actor(), resource_type="DomainRouter",
                       resource_id=router.uuid, account_id=net.account_id)
         db.session.commit()
         return result(router)

@@ -284,7 +284,7 @@ def _run_create(job: AsyncJob, params: dict):
         err = _fail(e, f"Creating VM snapshot: {snap.name} failed")
         _set_state(snap.id, VMSnapshotState.ERROR)
         events.record("VMSNAPSHOT.CREATE", f"VM snapshot {snap.display_name} of {vm.name} failed: {err.message}",
-                      level="ERROR", resource_type="VMSnapshot", resource_id=snap.uuid, account_id=vm.account_id,
+                      level="ERROR", user=events.actor(), resource_type="VMSnapshot", resource_id=snap.uuid, account_id=vm.account_id,
                       commit=True)
         raise err from None
     finally:

@@ -297,7 +297,7 @@ def take(s: Snapshot, job: AsyncJob | None = None) -> Snapshot:
     store = db.session.get(ImageStore, s.image_store_id)
     store.used_bytes = (store.used_bytes or 0) + info.physical_bytes
     events.record("SNAPSHOT.CREATE", f"Snapshot {s.name} of volume {volume.name} backed up "
-                  f"({info.physical_bytes} bytes)", account_id=s.account_id, resource_type="Snapshot",
+                  f"({info.physical_bytes} bytes)", account_id=s.account_id, user=events.actor(), resource_type="Snapshot",
                   resource_id=s.uuid)
     db.session.commit()
     _recount(s, quotas.gib(info.physical_bytes))
@@ -666,7 +666,7 @@ def write_template(t: Template, snapshot_uuid: str | None, volume_uuid: str | No
     store = templates.ref_store(ref)
     store.used_bytes = (store.used_bytes or 0) + physical
     events.record("TEMPLATE.CREATE", f"Template {t.name} created ({physical} bytes)", account_id=t.account_id,
-                  resource_type="Template", resource_id=t.uuid)
+                  user=events.actor(), resource_type="Template", resource_id=t.uuid)
     db.session.commit()
     return t
 
