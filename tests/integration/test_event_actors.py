@@ -55,3 +55,18 @@ def test_vm_events_name_who_acted_and_the_owner(app, world, client, auth):
         db.session.commit()
         vms.sweep_expunge()
     assert last_event(app, "VM.EXPUNGE") == (None, "alice")
+
+
+def test_a_download_job_names_who_registered_the_template(app, users, tmp_path):
+    from app.services import settings, storage, templates, zones
+    from tests.helpers.www import raw_image, serve
+    (tmp_path / "www").mkdir()
+    raw_image(tmp_path / "www" / "d.raw", "1M")
+    with app.app_context():
+        z = zones.create_zone(None, name="Z1", dns1="8.8.8.8", internal_dns1="10.0.0.2")
+        storage.add_image_store(None, provider="Local", url=f"file://{tmp_path}/sec", zone_uuid=z.uuid)
+        settings.update("template.url.allow.internal", "true")  # the loopback server below
+        with serve(tmp_path / "www") as url:
+            templates.register(accounts.get_user("alice"), url=f"{url}/d.raw", name="d", hypervisor="KVM",
+                               format="RAW", zone_uuid=z.uuid)  # the job runs inline here
+    assert last_event(app, "TEMPLATE.DOWNLOAD") == ("alice", "alice")
