@@ -342,6 +342,8 @@ def _check_storage_fields(kind: str, form: dict) -> None:
     c = Collect()
     c(_check_storage_name, form)
     c(_check_nfs_path, kind, form)
+    if kind in ("nfs", "smb") and any(ch in (form.get("server") or "").strip() for ch in "/\\ "):
+        c.errors.append(InvalidParameter("A server is a host name or address, without a path", field="server"))
     if kind == "smb" and not ((form.get("user") or "").strip() and form.get("password")):
         c.errors.append(InvalidParameter("An SMB share needs a user name and password", field="user"))
     c.done()

@@ -163,6 +163,11 @@ class StorageUrlForm(InfraForm):
             "smb": ("Share", "the share name, e.g. nubo-primary"),
         }.get(self.protocol.data, ("Directory", "an absolute path, e.g. /mnt/primary"))
 
+    def validate_server(self, field: Field) -> None:
+        # "filer/export" in Server with a Path too would make one URL of both, silently.
+        if self.protocol.data in ("nfs", "smb") and any(c in (field.data or "").strip() for c in "/\\ "):
+            raise StopValidation("A server is a host name or address, without a path")
+
     def validate_path(self, field: Field) -> None:
         # An NFS export is an absolute path on the server: "export/primary" is refused, not
         # silently made "/export/primary" (which may not be what the admin meant).

@@ -417,6 +417,9 @@ def test_add_primary_storage(app, client, auth, hx):
                      name="nfs-rel", protocol="nfs", server="nfs1", path="export/primary")
     assert resp.status_code == 422 and "absolute path" in field_error(resp.get_data(as_text=True), "path")
     assert count(app, StoragePool, StoragePool.name == "nfs-rel") == 0
+    resp = post_form(client, auth, "/admin/storage/primary/add", zone=ids.zone, scope="zone", hypervisor="Simulator",
+                     name="nfs-rel", protocol="nfs", server="nfs1/export", path="/primary")
+    assert resp.status_code == 422 and "without a path" in field_error(resp.get_data(as_text=True), "server")
 
 
 def storage_pool(name: str) -> StoragePool:

@@ -111,6 +111,8 @@ def test_relative_nfs_paths_are_refused(app, client, auth):
     w.next("primary", PRIMARY)
     r = w.post("secondary", {"provider": "NFS", "name": "sec", "server": "filer", "path": "export/secondary"})
     assert r.status_code == 422 and "Give an absolute path (starting with /)" in error_text(r)
+    r = w.post("secondary", {"provider": "NFS", "name": "sec", "server": "filer/export", "path": "/secondary"})
+    assert r.status_code == 422 and "without a path" in error_text(r)
 
 
 def test_walk_refuse_one_wrong_entry_per_step_then_launch(app, client, auth, tmp_path):
