@@ -107,7 +107,7 @@ def main() -> None:
     details = [f"/vms/{vm}", f"/admin/hosts/{host}", f"/admin/zones/{zone}", f"/admin/accounts/{account}"]
     # The VM list's sorts, its Destroyed tab and the top bar's search (--only "?" for these alone).
     details += [f"/vms/?sort={key}" for key in ("name", "-state", "host", "zone", "template", "offering", "account",
-                                                 "ip", "created")] + ["/vms/?view=destroyed", "/search/?q=vm-12"]
+                                                 "ip", "created")] + ["/vms/?view=destroyed", "/search/?find=vm-12"]
     for who, (user, password) in (("admin", ids["admin"]), ("user", ("u0", "bench-secret-pass-41"))):
         client = app.test_client()
         client.post("/login", data={"username": user, "password": password})

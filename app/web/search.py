@@ -12,7 +12,7 @@ bp = Blueprint("search", __name__, url_prefix="/search")
 @bp.route("/")
 @login_required
 def index():
-    q = request.args.get("q", "").strip()[:100]
+    q = request.args.get("find", "").strip()[:100]
     results = search_service.search(current_user, q)
     return render_template("search/index.html", q=q, results=results, too_short=bool(q) and not results,
                            min_length=search_service.MIN_LENGTH)

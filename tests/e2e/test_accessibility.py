@@ -173,12 +173,26 @@ def test_every_page_passes_axe_at_both_sizes(stack, browser, files, tmp_path):  
         page.keyboard.press("Enter")
         assert page.evaluate("document.activeElement.id") == "main"
         page.close()
-        extra = [f"/vms/{vm['id']}", "/vms/?view=destroyed", "/search/?q=web"] if name == "admin" else \
-            ["/search/?q=web"]
+        extra = [f"/vms/{vm['id']}", "/vms/?view=destroyed", "/search/?find=web"] if name == "admin" else \
+            ["/search/?find=web"]
         visited = visit_all(ctx, stack.url, routes + extra, name, problems)
         assert len(visited) > (40 if name == "admin" else 15), visited
         Path(ROOT / "test-artifacts" / f"a11y-{name}-pages.json").write_text(json.dumps(visited, indent=1))
         ctx.close()
+    # Dark mode (prefers-color-scheme): the main pages' contrast in the other palette.
+    ctx = browser.new_context(viewport=WIDE, color_scheme="dark")
+    watch_csp(ctx, csp)
+    page = ctx.new_page()
+    page.goto(stack.url + "/login")
+    page.fill("input[name=username]", "admin")
+    page.fill("input[name=password]", "e2e-operator-pass")
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/admin/$"))
+    for path in ("/admin/", "/vms/", f"/vms/{vm['id']}", "/admin/hosts", "/templates/", "/portal/", "/events/"):
+        page.goto(stack.url + path)
+        problems += [f"dark {path}: {v}" for v in axe_problems(page)]
+        screenshot(page, f"a11y-dark-{slug(path)}-1280")
+    ctx.close()
     took = time.monotonic() - t0
     print(f"axe: {took:.0f} s", TIMES)
     assert not problems, "\n".join(problems)

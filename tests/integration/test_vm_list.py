@@ -125,17 +125,17 @@ def test_global_search(app, world, auth, client):
     deploy(app, world, name="web-alpha")
     deploy(app, world, user="bob", name="web-bob")
     auth.login("admin")
-    html = client.get("/search/?q=web").get_data(as_text=True)
+    html = client.get("/search/?find=web").get_data(as_text=True)
     for kind in ("vms", "templates", "zones", "hosts", "accounts"):
         assert f'id="search-{kind}"' in html, kind
     assert "web-alpha" in html and "web-bob" in html
     assert 'role="search" class="topsearch"' in html  # the top bar's box
-    html = client.get("/search/?q=Z1").get_data(as_text=True)
+    html = client.get("/search/?find=Z1").get_data(as_text=True)
     assert 'href="/admin/zones/' in html
-    assert "at least 2 characters" in client.get("/search/?q=w").get_data(as_text=True)
+    assert "at least 2 characters" in client.get("/search/?find=w").get_data(as_text=True)
     auth.logout()
     auth.login("alice")
-    html = client.get("/search/?q=web").get_data(as_text=True)
+    html = client.get("/search/?find=web").get_data(as_text=True)
     assert "web-alpha" in html and "web-bob" not in html
     assert 'id="search-hosts"' not in html and 'id="search-accounts"' not in html and 'id="search-vms"' in html
     assert 'id="search-templates"' in html
@@ -144,8 +144,8 @@ def test_global_search(app, world, auth, client):
 def test_search_queries_do_not_grow(app, world, auth, client, count_queries):
     deploy(app, world, name="srv0")
     auth.login("admin")
-    client.get("/search/?q=srv")
-    few = count_queries(client, "/search/?q=srv")
+    client.get("/search/?find=srv")
+    few = count_queries(client, "/search/?find=srv")
     for i in range(1, 15):
         deploy(app, world, name=f"srv{i}")
-    assert count_queries(client, "/search/?q=srv") == few
+    assert count_queries(client, "/search/?find=srv") == few
