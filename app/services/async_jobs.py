@@ -75,8 +75,9 @@ class JobView:
 
     @property
     def duration(self) -> float | None:
+        """Seconds from start to end, to a tenth (a job's milliseconds say nothing to a reader)."""
         start, end = self.job.started or self.job.created, self.job.completed
-        return (end - start).total_seconds() if start and end else None
+        return max(round((end - start).total_seconds(), 1), 0.1) if start and end else None
 
 
 def _visible(caller):
