@@ -483,18 +483,27 @@ define(Definition("login.throttle.max.wait", "300", "Longest wait in seconds bet
 
 # --- For the settings pages ------------------------------------------------------
 
+_UNIT_SECONDS = {"milliseconds": 0.001, "seconds": 1, "minutes": 60, "hours": 3600, "days": 86400}
+
+
 def readable(name: str, value: str | None) -> str | None:
-    """A duration setting's value as people read it ("24 h" for 86400 seconds), else None."""
+    """A duration setting's value as people read it ("24 h" for 86400 seconds), else None.
+    A value the description gives a meaning (0: never; 0 or less keeps; -1 infinite) says it."""
     d = DEFINITIONS.get(name)
-    if d is None or d.unit not in ("seconds", "minutes") or value is None:
+    if d is None or d.unit not in _UNIT_SECONDS or value is None:
         return None
     try:
         amount = float(value)
     except ValueError:
         return None
-    if amount == 0 and "0:" in d.description:
+    text = d.description.lower()
+    if amount <= 0 and "0 or less" in text:
+        return "kept forever" if "keep" in text else "off"
+    if amount == 0 and "0: never" in text:
         return "never"
-    return duration(amount * (60 if d.unit == "minutes" else 1))
+    if amount < 0:
+        return "no limit" if ("infinite" in text or "-1" in text) else None
+    return duration(amount * _UNIT_SECONDS[d.unit])
 
 
 def categories() -> list[str]:

@@ -109,3 +109,12 @@ def test_users_get_403(client, auth):
     assert client.get("/admin/settings/").status_code == 403
     token = auth.csrf()
     assert client.post(f"/admin/settings/{CPU}", data={"value": "9", "csrf_token": token}).status_code == 403
+
+
+def test_durations_read_as_people_read_them(app):
+    cases = [("expunge.delay", "86400", "24 h"), ("vm.stats.interval", "60000", "1 min"),
+             ("session.timeout", "30", "30 min"), ("metrics.hourly.retention.days", "7", "7 d"),
+             ("console.idle.timeout", "0", "never"), ("vm.stats.max.retention.time", "0", "kept forever"),
+             ("vm.allocation.algorithm", "random", None), ("expunge.delay", "abc", None)]
+    for name, value, shown in cases:
+        assert settings.readable(name, value) == shown, name

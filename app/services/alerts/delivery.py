@@ -34,7 +34,7 @@ define(Definition("alert.smtp.useStartTLS", "false", "If set to true and if we e
                   "alert.smtp.useAuth, this will enable StartTLS to secure the connection.", category="Alert",
                   type="boolean"))
 define(Definition("alert.smtp.timeout", "30000", "Socket I/O timeout value in milliseconds. -1 for infinite "
-                  "timeout.", category="Alert", type="integer", min=100, max=600000))
+                  "timeout.", category="Alert", type="integer", min=100, max=600000, unit="milliseconds"))
 define(Definition("alert.email.sender", "nubo@localhost", "Sender of alert email (will be in the From header "
                   "of the email).", category="Alert"))
 define(Definition("alert.email.addresses", "", "Comma separated list of email addresses which are going to "
@@ -45,7 +45,7 @@ define(Definition("alert.webhook.url", "", "Nubo: an http(s) URL every new alert
 define(Definition("alert.webhook.allowed.internal.sites", "", "Nubo: internal networks (comma-separated CIDRs) "
                   "the alert webhook may be on.", category="Alert", type="list"))
 define(Definition("alert.webhook.timeout", "10", "Nubo: seconds the alert webhook may take to answer.",
-                  category="Alert", type="integer", min=1, max=300))
+                  category="Alert", type="integer", min=1, max=300, unit="seconds"))
 
 _PENDING = "nubo_alerts_to_deliver"  # as in app/services/alerts/__init__.py
 _pool: ThreadPoolExecutor | None = None

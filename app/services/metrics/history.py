@@ -26,17 +26,18 @@ from app.services.settings import Definition, define
 define(Definition("vm.stats.interval", "60000", "How often (in milliseconds) a VM's CPU, memory, network and disk "
                   "figures are kept in the metrics history (the monitor samples them every sweep; a shorter "
                   "interval than ping.interval keeps every sweep's).", category="Advanced", type="integer",
-                  min=1000, max=86_400_000))
+                  min=1000, max=86_400_000, unit="milliseconds"))
 define(Definition("host.stats.interval", "60000", "How often (in milliseconds) a host's CPU and memory use are kept in "
-                  "the metrics history.", category="Advanced", type="integer", min=1000, max=86_400_000))
+                  "the metrics history.", category="Advanced", type="integer", min=1000, max=86_400_000,
+                  unit="milliseconds"))
 define(Definition("vm.stats.max.retention.time", "720", "The maximum time (in minutes) for keeping VM and host "
                   "samples in the database; each finished hour is first kept as its average "
                   "(metrics.hourly.retention.days), which older parts of a chart read. 0 or less keeps every "
                   "sample.", category="Advanced",
-                  type="integer", min=-1, max=525_600))
+                  type="integer", min=-1, max=525_600, unit="minutes"))
 define(Definition("metrics.hourly.retention.days", "7", "How many days the hourly averages of VM and host metrics "
                   "are kept (the 7-day charts read them). 0 or less keeps them.", category="Advanced",
-                  type="integer", min=-1, max=3650))
+                  type="integer", min=-1, max=3650, unit="days"))
 
 T = MetricSample.__table__
 FIELDS = ("cpu_pct", "memory_used", "net_rx_bps", "net_tx_bps", "disk_read_bps", "disk_write_bps")
