@@ -16,7 +16,7 @@ def test_settings_page_search_and_inline_edit(stack, page):
     login(page, stack.url)
     page.goto(stack.url + "/admin/settings/")
     screenshot(page, "admin-settings")
-    page.fill("input[name=q]", "overprovisioning")
+    page.fill("#settings-filters input[name=q]", "overprovisioning")
     page.wait_for_url("**/admin/settings/?q=overprovisioning")
     page.locator("#setting-expunge-delay").wait_for(state="detached")
     htmx_settled(page)
