@@ -80,8 +80,10 @@ def test_a_user_deploys_runs_and_destroys_a_vm(stack, browser, page, files, tmp_
     page.wait_for_selector(f"#vm-{vm_id} .state:has-text('Stopped')", timeout=30000)
     page.once("dialog", lambda d: d.accept())  # "Destroy web1? ..."
     page.locator(f"#vm-{vm_id} button:has-text('Destroy')").click()
-    page.wait_for_selector(f"#vm-{vm_id} .state:has-text('Destroyed')", timeout=30000)
+    page.wait_for_selector(f"#vm-{vm_id}", state="detached", timeout=30000)  # off the list: destroyed VMs are apart
     assert api.listVirtualMachines(id=vm_id, listall="true")["virtualmachine"][0]["state"] == "Destroyed"
+    page.goto(stack.url + "/vms/?view=destroyed")
+    assert "Destroyed" in page.locator(f"#vm-{vm_id} .state").inner_text()
 
     # The other user pages, as the user sees them.
     page.goto(stack.url + "/portal/keys/new")
