@@ -494,8 +494,11 @@ def userdata(u) -> dict:
 def serviceoffering(o) -> dict:
     return {"id": o.uuid, "name": o.name, "displaytext": o.display_text, "cpunumber": o.cpu_number,
             "cpuspeed": o.cpu_speed, "memory": o.memory, "storagetype": o.storage_type, "offerha": o.offer_ha,
-            "rootdisksize": o.root_disk_size, "created": o.created, "iscustomized": False,
-            "hosttags": o.host_tags, "storagetags": o.storage_tags}
+            "rootdisksize": o.root_disk_size, "created": o.created, "iscustomized": bool(o.is_customized),
+            "hosttags": o.host_tags, "storagetags": o.storage_tags,
+            **({"serviceofferingdetails": {"mincpunumber": str(o.min_cpu_number), "maxcpunumber": str(o.max_cpu_number),
+                                           "minmemory": str(o.min_memory), "maxmemory": str(o.max_memory)}}
+               if o.is_customized else {})}
 
 
 @serializer("event")

@@ -1,7 +1,7 @@
 """Service offerings (CPU/memory) and disk offerings (data volume sizes)."""
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Integer, String
+from sqlalchemy import BigInteger, Boolean, Integer, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.extensions import db
@@ -22,6 +22,14 @@ class ServiceOffering(PublicIdMixin, RemovableMixin, db.Model):
     host_tags: Mapped[str | None] = mapped_column(String(4096))  # comma separated: hosts need them all
     storage_tags: Mapped[str | None] = mapped_column(String(4096))  # comma separated: root volume pools
     sort_key: Mapped[int] = mapped_column(Integer, default=0)  # lists: ascending, then by id
+    # CloudStack's customized offering: vCPUs and memory chosen at deploy (details cpuNumber,
+    # memory) within these bounds (serviceofferingdetails mincpunumber ... maxmemory); cpu_number
+    # and memory hold the least, cpu_speed is fixed.
+    is_customized: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    min_cpu_number: Mapped[int | None] = mapped_column(Integer)
+    max_cpu_number: Mapped[int | None] = mapped_column(Integer)
+    min_memory: Mapped[int | None] = mapped_column(Integer)  # MiB
+    max_memory: Mapped[int | None] = mapped_column(Integer)  # MiB
 
 
 class DiskOffering(PublicIdMixin, RemovableMixin, db.Model):

@@ -141,8 +141,11 @@ def offerings_for(caller, need_root_bytes: int, owner=None) -> list[Option]:
     account_limits = limits.of_account(owner or caller.account)
     out = []
     for o in offerings.list_offerings()[0]:
-        why = limits.refusal(account_limits, limits.vm_needs(o, need_root_bytes))
-        out.append(Option(o.uuid, o.name, f"{o.cpu_number} vCPU · {o.cpu_speed} MHz · {o.memory} MiB", why))
+        why = limits.refusal(account_limits, limits.vm_needs(o, need_root_bytes))  # a custom one: its least
+        detail = (f"custom size: {o.min_cpu_number}–{o.max_cpu_number} vCPU · {o.cpu_speed} MHz · "
+                  f"{o.min_memory}–{o.max_memory} MiB" if o.is_customized
+                  else f"{o.cpu_number} vCPU · {o.cpu_speed} MHz · {o.memory} MiB")
+        out.append(Option(o.uuid, o.name, detail, why))
     return out
 
 
@@ -151,6 +154,21 @@ def offering_for(caller, uuid: str | None, need_root_bytes: int, owner=None) -> 
     if option is None or not option.offered:
         raise NotFound(option.refusal if option else "Choose one of the offerings offered", field="serviceofferingid")
     return db.session.scalar(select(ServiceOffering).where(ServiceOffering.uuid == uuid))
+
+
+def size_for(caller, offering: ServiceOffering, cpu_number: int | None, memory: int | None, need_root_bytes: int,
+             owner=None) -> offerings.Size:
+    """The size a VM of this offering gets (a customized one: the vCPUs and memory chosen, within its
+    bounds and the account's limits)."""
+    from app.services.errors import InvalidParameter
+    try:
+        size = offerings.size_for(offering, {"cpuNumber": cpu_number, "memory": memory})
+    except InvalidParameter as e:
+        raise NotFound(e.message, field="cpunumber") from None
+    why = limits.refusal(limits.of_account(owner or caller.account), limits.vm_needs(size, need_root_bytes))
+    if why:
+        raise NotFound(why, field="cpunumber")
+    return size
 
 
 def networks_for(caller, zone: Zone, owner=None) -> list[Option]:

@@ -1,6 +1,8 @@
 """Service offerings (CPU, memory, storage type) — what a VM is sized by."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy import func, select
 
 from app.extensions import db
@@ -21,17 +23,51 @@ def unique_name(model, name: str, exclude_id: int | None = None) -> None:
         raise InvalidParameter(f"A {what} offering named {name} already exists", field="name")
 
 
-def create(caller, *, name: str, display_text: str | None, cpu_number: int, cpu_speed: int, memory: int,
-           storage_type: str = "shared", root_disk_size: int | None = None, offer_ha: bool = False,
-           host_tags=None, storage_tags=None) -> ServiceOffering:
+CPU_RANGE, SPEED_RANGE, MEMORY_RANGE = (1, 256), (100, 100000), (32, 16 * 1024 * 1024)
+
+
+def _in_range(field: str, value, bounds: tuple[int, int]) -> None:
+    if value is None or not bounds[0] <= value <= bounds[1]:
+        raise InvalidParameter(f"{field} must be between {bounds[0]} and {bounds[1]}", field=field)
+
+
+def _custom_bounds(cpu_number, memory, min_cpu, max_cpu, min_memory, max_memory) -> tuple[int, int, int, int]:
+    """A customized offering's bounds, checked: vCPUs and memory are chosen at deploy, so giving
+    them here contradicts it; each min at most its max."""
+    for field, value in (("cpunumber", cpu_number), ("memory", memory)):
+        if value is not None:
+            raise InvalidParameter(f"A customized offering takes no {field}: it is chosen when a VM is deployed "
+                                   "(give mincpunumber, maxcpunumber, minmemory, maxmemory)", field=field)
+    for field, value, bounds in (("mincpunumber", min_cpu, CPU_RANGE), ("maxcpunumber", max_cpu, CPU_RANGE),
+                                 ("minmemory", min_memory, MEMORY_RANGE), ("maxmemory", max_memory, MEMORY_RANGE)):
+        _in_range(field, value, bounds)
+    if min_cpu > max_cpu:
+        raise InvalidParameter("mincpunumber must not be more than maxcpunumber", field="mincpunumber")
+    if min_memory > max_memory:
+        raise InvalidParameter("minmemory must not be more than maxmemory", field="minmemory")
+    return min_cpu, max_cpu, min_memory, max_memory
+
+
+def create(caller, *, name: str, display_text: str | None, cpu_number: int | None, cpu_speed: int,
+           memory: int | None, storage_type: str = "shared", root_disk_size: int | None = None,
+           offer_ha: bool = False, host_tags=None, storage_tags=None, customized: bool = False,
+           min_cpu_number: int | None = None, max_cpu_number: int | None = None, min_memory: int | None = None,
+           max_memory: int | None = None) -> ServiceOffering:
     name = zones._name(name)
     unique_name(ServiceOffering, name)
     host_tags = placement_tags.normalize(host_tags, "hosttags")
     storage_tags = placement_tags.normalize(storage_tags, "tags")
-    for field, value, low, high in (("cpunumber", cpu_number, 1, 256), ("cpuspeed", cpu_speed, 100, 100000),
-                                    ("memory", memory, 32, 16 * 1024 * 1024)):
-        if value is None or not low <= value <= high:
-            raise InvalidParameter(f"{field} must be between {low} and {high}", field=field)
+    _in_range("cpuspeed", cpu_speed, SPEED_RANGE)
+    bounds = (None,) * 4
+    if customized:
+        bounds = _custom_bounds(cpu_number, memory, min_cpu_number, max_cpu_number, min_memory, max_memory)
+        cpu_number, memory = bounds[0], bounds[2]
+    else:
+        if any(v is not None for v in (min_cpu_number, max_cpu_number, min_memory, max_memory)):
+            raise InvalidParameter("mincpunumber, maxcpunumber, minmemory and maxmemory are for a customized "
+                                   "offering (customized=true)", field="customized")
+        _in_range("cpunumber", cpu_number, CPU_RANGE)
+        _in_range("memory", memory, MEMORY_RANGE)
     if storage_type not in ("shared", "local"):
         raise InvalidParameter("storagetype must be shared or local", field="storagetype")
     if root_disk_size is not None and not 1 <= root_disk_size <= 65536:
@@ -39,7 +75,8 @@ def create(caller, *, name: str, display_text: str | None, cpu_number: int, cpu_
     o = ServiceOffering(uuid=new_uuid(), name=name, display_text=display_text or name, cpu_number=cpu_number,
                         cpu_speed=cpu_speed, memory=memory, storage_type=storage_type,
                         root_disk_size=root_disk_size, offer_ha=bool(offer_ha), host_tags=host_tags,
-                        storage_tags=storage_tags)
+                        storage_tags=storage_tags, is_customized=bool(customized), min_cpu_number=bounds[0],
+                        max_cpu_number=bounds[1], min_memory=bounds[2], max_memory=bounds[3])
     db.session.add(o)
     events.record("SERVICE.OFFERING.CREATE", f"Service offering {name} created", user=caller,
                   resource_type="ServiceOffering", resource_id=o.uuid)
@@ -106,3 +143,31 @@ def list_offerings(*, id=None, name=None, keyword=None, page=None):
     if keyword:
         q = q.where(ServiceOffering.name.contains(keyword, autoescape=True))
     return page_of(q, page)
+
+
+@dataclass(frozen=True)
+class Size:
+    """What one VM gets: the offering's, or for a customized one the values chosen at deploy."""
+    cpu_number: int
+    cpu_speed: int
+    memory: int  # MiB
+
+
+def size_for(offering: ServiceOffering, details: dict | None = None) -> Size:
+    """deployVirtualMachine's size: a fixed offering's own (details ignored, as CloudStack); a
+    customized one's from details cpuNumber and memory, each within the offering's bounds."""
+    if not offering.is_customized:
+        return Size(offering.cpu_number, offering.cpu_speed, offering.memory)
+    details = {k.lower(): v for k, v in (details or {}).items()}
+    try:
+        cpu, memory = int(details["cpunumber"]), int(details["memory"])
+    except (KeyError, TypeError, ValueError):
+        raise InvalidParameter("Need to specify custom parameter values cpu and memory when using custom offering",
+                               field="details") from None
+    if not offering.min_cpu_number <= cpu <= offering.max_cpu_number:
+        raise InvalidParameter(f"Invalid cpu cores value, specify a value between {offering.min_cpu_number} and "
+                               f"{offering.max_cpu_number}", field="details")
+    if not offering.min_memory <= memory <= offering.max_memory:
+        raise InvalidParameter(f"Invalid memory value, specify a value between {offering.min_memory} and "
+                               f"{offering.max_memory}", field="details")
+    return Size(cpu, offering.cpu_speed, memory)

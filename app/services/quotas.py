@@ -257,8 +257,9 @@ def _vm_deltas(cpus: int, memory_mib: int, root_bytes: int) -> dict[str, int]:
     return {"user_vm": 1, "cpu": cpus, "memory": memory_mib, **volume_deltas(root_bytes)}
 
 
-def reserve_vm(account_id: int, offering: ServiceOffering, root_bytes: int) -> None:
-    """A new VM and its root volume count; 532 when a limit would pass. Uncommitted: the caller
+def reserve_vm(account_id: int, offering, root_bytes: int) -> None:
+    """A new VM (sized by `offering`: anything with cpu_number and memory, e.g. offerings.Size)
+    and its root volume count; 532 when a limit would pass. Uncommitted: the caller
     adds the VM row (quota_counted) and its ROOT volume (count_new_volume) and commits them
     with the counts, or rolls back and nothing was taken."""
     take(account_id, _vm_deltas(offering.cpu_number, offering.memory, root_bytes), commit=False)

@@ -404,7 +404,7 @@ def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid:
            userdata_uuid: str | None = None, userdata_details=None,
            http_method: str = "POST", affinity_group_uuids: list[str] | None = None,
            affinity_group_names: list[str] | None = None, account: str | None = None,
-           domainid: str | None = None) -> tuple[VirtualMachine, AsyncJob | None]:
+           domainid: str | None = None, details: dict | None = None) -> tuple[VirtualMachine, AsyncJob | None]:
     """deployVirtualMachine: the VM's rows now (VM, NICs with their IPs, its security groups, its affinity
     groups, root volume), its start as a job. Its owner: the caller's account, the account named
     (admins) or the project the request names (access.owner_for)."""
@@ -413,6 +413,8 @@ def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid:
     if zone.allocation_state != "Enabled" and not caller.is_admin:
         raise InvalidParameter(f"Zone {zone.name} is disabled", field="zoneid")
     offering = _offering(service_offering_uuid)
+    from app.services import offerings as service_offerings
+    size = service_offerings.size_for(offering, details)  # a customized offering: details cpuNumber, memory
     template, from_iso = _template_for(caller, zone, template_uuid, iso_uuid)
     type_name = template.hypervisor_type or (hv.resolve(hypervisor).name if hypervisor else zone.hypervisor_type)
     if not type_name:
@@ -458,14 +460,14 @@ def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid:
     try:
         # 532 when a limit would pass; the counts commit with the rows below, or neither does
         # (a process killed in between leaves nothing counted for nothing).
-        quotas.reserve_vm(owner.id, offering, root_size)
+        quotas.reserve_vm(owner.id, size, root_size)
         vm = VirtualMachine(uuid=new_uuid(), name=name or "pending", display_name=display_name or name,
                             instance_name=f"pending-{new_uuid()}",
                             state=VMState.STARTING if start else VMState.STOPPED, account_id=owner.id,
                             user_id=caller.id, zone_id=zone.id, template_id=None if from_iso else template.id,
                             iso_id=template.id if from_iso else None, service_offering_id=offering.id,
-                            hypervisor_type=type_name, cpu_number=offering.cpu_number, cpu_speed=offering.cpu_speed,
-                            memory=offering.memory, keypair_id=key.id if key else None, userdata=userdata,
+                            hypervisor_type=type_name, cpu_number=size.cpu_number, cpu_speed=size.cpu_speed,
+                            memory=size.memory, keypair_id=key.id if key else None, userdata=userdata,
                             state_updated=utcnow(), last_host_id=host_id, quota_counted=True,
                             userdata_id=userdata_obj.id if userdata_obj else None, userdata_details=userdata_details,
                             ha_enable=bool(offering.offer_ha))
@@ -1215,6 +1217,8 @@ def change_offering(caller, uuid: str, offering_uuid: str) -> VirtualMachine:
     """changeServiceForVirtualMachine / scaleVirtualMachine of a stopped VM (synchronous)."""
     vm = get_vm(caller, uuid)
     offering = _offering(offering_uuid)
+    if offering.is_customized:
+        raise Unsupported(f"Service offering {offering.name} is customized: changing to it is not supported yet")
     if not hv.resolve(vm.hypervisor_type).capabilities.scale_stopped_vm:
         raise Unsupported(f"{hv.display_name(vm.hypervisor_type)} VMs cannot change their offering")
     from app.services.snapshots import vm_snapshots

@@ -28,12 +28,21 @@ class ComputeOfferingForm(InfraForm):
     title = submit = "Add a compute offering"
     dom_id = "compute-offering-form"
     aliases = {"cpunumber": "cpunumber", "cpuspeed": "cpuspeed", "memory": "memory", "storagetype": "storagetype",
+               "mincpunumber": "mincpunumber", "maxcpunumber": "maxcpunumber", "minmemory": "minmemory",
+               "maxmemory": "maxmemory", "customized": "customized",
                "rootdisksize": "rootdisksize", "hosttags": "hosttags", "tags": "storagetags"}
     name = StringField("Name", validators=[DataRequired(), Length(max=255)])
     displaytext = StringField("Description", validators=[Optional(), Length(max=4096)])
-    cpunumber = IntegerField("vCPUs", validators=[DataRequired(), NumberRange(1, 256)])
+    cpunumber = IntegerField("vCPUs", validators=[Optional(), NumberRange(1, 256)],
+                             description="empty for a custom size")
     cpuspeed = IntegerField("MHz per vCPU", validators=[DataRequired(), NumberRange(100, 100000)])
-    memory = IntegerField("Memory (MiB)", validators=[DataRequired(), NumberRange(32, 16 * 1024 * 1024)])
+    memory = IntegerField("Memory (MiB)", validators=[Optional(), NumberRange(32, 16 * 1024 * 1024)],
+                          description="empty for a custom size")
+    customized = BooleanField("Custom size: vCPUs and memory chosen at deploy, within the bounds below")
+    mincpunumber = IntegerField("Least vCPUs", validators=[Optional(), NumberRange(1, 256)])
+    maxcpunumber = IntegerField("Most vCPUs", validators=[Optional(), NumberRange(1, 256)])
+    minmemory = IntegerField("Least memory (MiB)", validators=[Optional(), NumberRange(32, 16 * 1024 * 1024)])
+    maxmemory = IntegerField("Most memory (MiB)", validators=[Optional(), NumberRange(32, 16 * 1024 * 1024)])
     storagetype = SelectField("Root disk storage", choices=choices([("shared", "Shared"), ("local", "Local to the host")]))
     rootdisksize = IntegerField("Root disk (GiB)", validators=[Optional(), NumberRange(1, 65536)],
                                 description="empty: the template's size")
@@ -73,7 +82,9 @@ def index():
                              cpu_number=f.cpunumber.data, cpu_speed=f.cpuspeed.data, memory=f.memory.data,
                              storage_type=f.storagetype.data, root_disk_size=f.rootdisksize.data,
                              offer_ha=f.offerha.data, host_tags=f.hosttags.data or None,
-                             storage_tags=f.storagetags.data or None)
+                             storage_tags=f.storagetags.data or None, customized=f.customized.data,
+                             min_cpu_number=f.mincpunumber.data, max_cpu_number=f.maxcpunumber.data,
+                             min_memory=f.minmemory.data, max_memory=f.maxmemory.data)
         return f"Compute offering {o.name} added.", url_for(".index")
     return form_page(ComputeOfferingForm, save, template="offerings/compute.html",
                      rows=offerings.list_offerings()[0], vms=_vm_counts())

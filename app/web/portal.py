@@ -138,7 +138,8 @@ class Step:
 
 STEPS = (Step("zone", "Zone", "Where should the VM run?", ("zoneid", "owner")),
          Step("image", "Image", "What should it start from?", ("templateid",)),
-         Step("offering", "Size", "How big should it be?", ("serviceofferingid", "rootdisksize", "hypervisor")),
+         Step("offering", "Size", "How big should it be?", ("serviceofferingid", "cpunumber", "memory", "rootdisksize",
+                                                             "hypervisor")),
          Step("network", "Network", "Which network?", ("networkid", "securitygroupids")),
          Step("access", "Access", "SSH key and user data", ("keypair", "userdata")),
          Step("name", "Name", "What is it called?", ("name", "displayname")),
@@ -156,6 +157,10 @@ class DeployForm(FlaskForm):
     zoneid = HiddenField()
     templateid = HiddenField()
     serviceofferingid = HiddenField()
+    cpunumber = IntegerField("vCPUs", validators=[Optional(), NumberRange(1, 256)],
+                             description="for a custom-sized offering, within its range")
+    memory = IntegerField("Memory (MiB)", validators=[Optional(), NumberRange(32, 16 * 1024 * 1024)],
+                          description="for a custom-sized offering, within its range")
     rootdisksize = IntegerField("Root disk size (GiB)", validators=[Optional(), NumberRange(1, 65536)],
                                 description="an ISO installs onto an empty disk of this size")
     hypervisor = SelectField("Hypervisor", validate_choice=False,
@@ -178,7 +183,8 @@ class Wizard:
     def __init__(self, form: DeployForm):
         self.form = form
         form.userdata.data = (form.userdata.data or "").replace("\r\n", "\n")  # browsers send CRLF
-        self.zone = self.image = self.offering = None
+        self.zone = self.image = self.offering = self.size = None
+        self.custom_offered = False  # a customized offering is among the size step's choices
         self.owner = current_user.account  # an admin may choose another account (the zone step)
         self.index = 0
 
@@ -217,6 +223,8 @@ class Wizard:
                 raise NotFound("A VM from an ISO needs a root disk size", field="rootdisksize")
         self.offering = deploy_options.offering_for(current_user, f.serviceofferingid.data, self.root_bytes,
                                                     self.owner)
+        self.size = deploy_options.size_for(current_user, self.offering, f.cpunumber.data, f.memory.data,
+                                            self.root_bytes, self.owner)
 
     def _network(self):
         if self.form.networkid.data not in {o.value for o in deploy_options.networks_for(current_user, self.zone,
@@ -270,7 +278,9 @@ class Wizard:
         if key == "offering":
             types = deploy_options.iso_types(self.zone)
             self.form.hypervisor.choices = choices([(t, hv.display_name(t)) for t in types])
-            return deploy_options.offerings_for(current_user, self.root_bytes, self.owner)
+            opts = deploy_options.offerings_for(current_user, self.root_bytes, self.owner)
+            self.custom_offered = any(o.detail.startswith("custom size") for o in opts)
+            return opts
         if key == "network":
             self.form.securitygroupids.choices = choices([(g.uuid, g.name) for g in self.groups()])
             return deploy_options.networks_for(current_user, self.zone, self.owner)
@@ -285,7 +295,7 @@ class Wizard:
                     if o.value == f.networkid.data), "")
         kind = f"ISO, {f.rootdisksize.data} GiB disk" if self.image.is_iso else "template"
         image = f"{self.image.name} ({kind})"
-        size = f"{self.offering.name}: {self.offering.cpu_number} vCPU · {self.offering.memory} MiB"
+        size = f"{self.offering.name}: {self.size.cpu_number} vCPU · {self.size.memory} MiB"
         access = ", ".join(filter(None, [f"key {f.keypair.data}" if f.keypair.data else "no SSH key",
                                          f"{len(f.userdata.data.encode())} bytes of user data" if f.userdata.data
                                          else ""]))
@@ -316,7 +326,8 @@ def _deploy(w: Wizard):
             network_uuids=[f.networkid.data] if f.networkid.data else None, keypair=f.keypair.data or None,
             security_group_uuids=(f.securitygroupids.data or None) if w.sg_network() else None,
             name=f.name.data, display_name=f.displayname.data or None, userdata=userdata,
-            account=w.owner.name if w.for_other else None, domainid=w.owner.domain.uuid if w.for_other else None)
+            account=w.owner.name if w.for_other else None, domainid=w.owner.domain.uuid if w.for_other else None,
+            details={"cpuNumber": w.size.cpu_number, "memory": w.size.memory} if w.offering.is_customized else None)
     except ServiceError as e:
         w.index = STEP_OF.get(e.field or "", w.index)
         attach_error(e, f)

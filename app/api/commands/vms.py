@@ -35,7 +35,8 @@ from app.services import events, offerings, vm_views, vms
                    "applied to the virtual machine (mutually exclusive with affinitygroupids)"),
              Param("account", "string", "the owner's account (admins; with domainid)"),
              Param("domainid", "uuid", "the owner's domain"),
-             Param("projectid", "uuid", "the project that owns the VM")])
+             Param("projectid", "uuid", "the project that owns the VM"),
+             Param("details", "map", "a customized offering's size: details[0].cpuNumber, details[0].memory")])
 def deploy(ctx, p):
     from flask import request
     vm, job = vms.deploy(ctx.user, zone_uuid=p["zoneid"], service_offering_uuid=p["serviceofferingid"],
@@ -49,7 +50,7 @@ def deploy(ctx, p):
                          userdata_uuid=p.get("userdataid"), userdata_details=p.get("userdatadetails"),
                          http_method=request.method, affinity_group_uuids=p.get("affinitygroupids"),
                          affinity_group_names=p.get("affinitygroupnames"), account=p.get("account"),
-                         domainid=p.get("domainid"))
+                         domainid=p.get("domainid"), details={k: v for d in p.get("details", []) for k, v in d.items()})
     return job
 
 
@@ -140,16 +141,26 @@ def list_vms(ctx, p):
 
 @command("createServiceOffering", "Creates a service offering", role=ADMIN, response="serviceoffering", params=[
     Param("name", "string", "the name", required=True), Param("displaytext", "string", "the display text"),
-    Param("cpunumber", "integer", "vCPUs", required=True), Param("cpuspeed", "integer", "MHz per vCPU", required=True),
-    Param("memory", "integer", "MiB", required=True), Param("storagetype", "string", "shared (default) or local"),
+    Param("cpunumber", "integer", "vCPUs (not for a customized offering)"),
+    Param("cpuspeed", "integer", "MHz per vCPU", required=True),
+    Param("memory", "integer", "MiB (not for a customized offering)"),
+    Param("customized", "boolean", "whether the vCPUs and memory are chosen at deploy (details cpuNumber, memory)"),
+    Param("mincpunumber", "integer", "the minimum number of CPUs to be set with a customized offering"),
+    Param("maxcpunumber", "integer", "the maximum number of CPUs to be set with a customized offering"),
+    Param("minmemory", "integer", "the minimum memory (MiB) to be set with a customized offering"),
+    Param("maxmemory", "integer", "the maximum memory (MiB) to be set with a customized offering"),
+    Param("storagetype", "string", "shared (default) or local"),
     Param("rootdisksize", "long", "root disk GiB"), Param("offerha", "boolean", "HA"),
     Param("hosttags", "string", "the host tag for this service offering (comma separated: hosts need them all)"),
     Param("tags", "string", "the storage tags for this service offering (comma separated)")])
 def create_offering(ctx, p):
-    return offerings.create(ctx.user, name=p["name"], display_text=p.get("displaytext"), cpu_number=p["cpunumber"],
-                            cpu_speed=p["cpuspeed"], memory=p["memory"], storage_type=p.get("storagetype", "shared"),
-                            root_disk_size=p.get("rootdisksize"), offer_ha=p.get("offerha", False),
-                            host_tags=p.get("hosttags"), storage_tags=p.get("tags"))
+    return offerings.create(ctx.user, name=p["name"], display_text=p.get("displaytext"),
+                            cpu_number=p.get("cpunumber"), cpu_speed=p["cpuspeed"], memory=p.get("memory"),
+                            storage_type=p.get("storagetype", "shared"), root_disk_size=p.get("rootdisksize"),
+                            offer_ha=p.get("offerha", False), host_tags=p.get("hosttags"), storage_tags=p.get("tags"),
+                            customized=p.get("customized", False), min_cpu_number=p.get("mincpunumber"),
+                            max_cpu_number=p.get("maxcpunumber"), min_memory=p.get("minmemory"),
+                            max_memory=p.get("maxmemory"))
 
 
 @command("updateServiceOffering", "Updates a service offering", role=ADMIN, response="serviceoffering", params=[
