@@ -68,3 +68,31 @@ def test_list_detail_stop_and_start(stack, page, files, tmp_path):  # noqa: F811
     page.wait_for_selector("#vm h1 .state:has-text('Running')", timeout=30000)
     page.wait_for_selector("#vm-job.vm-job-succeeded")
     assert api.listVirtualMachines(id=vm["id"])["virtualmachine"][0]["state"] == "Running"
+
+
+def test_sort_tick_all_and_bulk_stop(stack, page, files, tmp_path):  # noqa: F811
+    """The VM list in Chromium: a sort header swaps the list and pushes its URL; "tick all"
+    (nubo.js) ticks every row; the bulk Stop gives one job a VM and the progress view
+    follows them until both are done, then stops polling."""
+    stack.start()
+    api = stack.api()
+    z, hosts, t, so = simulator_zone(api, files, tmp_path)
+    a = deploy(api, z, t, so, name="alpha")
+    b = deploy(api, z, t, so, name="bravo")
+    login(page, stack.url)
+    page.goto(stack.url + "/vms/")
+    page.locator("#vms-list th a.sort", has_text="Name").click()
+    page.wait_for_url("**/vms/?sort=name")
+    expect(page.locator("#vms-list tbody tr").first).to_have_id(f"vm-{a['id']}")
+    page.locator("#vms-list th a.sort", has_text="Name").click()
+    page.wait_for_url("**/vms/?sort=-name")
+    expect(page.locator("#vms-list tbody tr").first).to_have_id(f"vm-{b['id']}")
+    page.check("#tick-all")
+    expect(page.locator("input[name=vm]:checked")).to_have_count(2)
+    page.click("#vms-bulk button[value=stop]")
+    page.wait_for_url("**/vms/jobs?job=*")
+    expect(page.locator("#bulk-jobs tbody tr")).to_have_count(2)
+    expect(page.locator("#bulk-jobs")).to_contain_text("2 jobs: 2 done, 0 failed.")
+    expect(page.locator("#bulk-jobs[hx-trigger]")).to_have_count(0)  # all done: no more polling
+    screenshot(page, "vm-bulk-progress")
+    assert {v["state"] for v in api.listVirtualMachines()["virtualmachine"]} == {"Stopped"}
