@@ -17,6 +17,9 @@ Why these values:
   in-flight requests finish before a worker goes.
 - no max_requests: a worker restarting for max_requests closes its idle keep-alive
   connections, which is the very race above.
+- web threads 32: every open page holds one thread with its live-update stream (GET /stream,
+  Server-Sent Events); a process serves at most live.streams.max (24) of them, so 8 threads
+  per process stay for requests. Pages beyond the cap refresh by polling.
 """
 import os
 
@@ -32,7 +35,7 @@ if _role == "upload":
 else:
     bind = f"{_host}:{os.environ.get('NUBO_PORT', '8080')}"
     workers = int(os.environ.get("NUBO_WEB_WORKERS", "2"))
-    threads = int(os.environ.get("NUBO_WEB_THREADS", "4"))
+    threads = int(os.environ.get("NUBO_WEB_THREADS", "32"))
 
 worker_class = "gthread"
 keepalive = int(os.environ.get("NUBO_HTTP_KEEPALIVE", "75"))

@@ -48,6 +48,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     # Modules that declare settings must be imported before settings are read.
     from app.services import hypervisors as _hv, planner as _planner  # noqa: F401
     from app.monitor import hosts as _monitor_hosts  # noqa: F401  (its settings)
+    from app.services import changes as _changes  # noqa: F401  (the change stream's ORM hooks, settings)
 
     from app import jobs
     jobs.configure(app.config["JOBS_URL"], immediate=bool(app.config.get("JOBS_IMMEDIATE")))

@@ -171,9 +171,14 @@ def progress(job: AsyncJob, percent: int, message: str | None = None, steps: lis
         values["progress_message"] = message[:1024]
     if steps is not None:
         values["steps"] = json.dumps(steps)
+    from app.services import changes
     with db.engine.begin() as conn:
         res = conn.execute(update(AsyncJob).where(AsyncJob.id == job.id, AsyncJob.status == JobStatus.PENDING)
                            .values(**values))
+        if res.rowcount:  # the job's progress widgets hear of it (a Core UPDATE: no ORM hook sees it)
+            changes.publish_on(conn, "job", job.uuid, job.account_id)
+    if res.rowcount:
+        changes.committed()
     if res.rowcount == 0:
         # Reaped (or finished) under us: stop here rather than keep acting on what the
         # reaper's clean-up already gave back.

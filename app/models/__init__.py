@@ -29,6 +29,7 @@ from app.models.jobs import AsyncJob, JobStatus  # noqa: F401
 from app.models.events import Event, EventBucket  # noqa: F401
 from app.models.metrics import HOURLY, RAW, MetricKind, MetricSample  # noqa: F401
 from app.models.consoles import ConsoleSession  # noqa: F401
+from app.models.changes import Change  # noqa: F401
 from app.models.hypervisors import HypervisorCapability  # noqa: F401
 from app.models.wizards import WizardDraft  # noqa: F401
 from app.models.tags import ResourceTag  # noqa: F401

@@ -2,7 +2,9 @@
 
 Each sweep pings every host (app/monitor/hosts.py) and reconciles the VMs of
 the hosts that answered (app/monitor/vms.py); between sweeps, libvirt lifecycle
-events are applied as they arrive.
+events are applied as they arrive. A host added, enabled or back Up between sweeps
+is listened to at once: the monitor follows the change stream's host changes
+(app/services/changes/), not only its own sweep.
 """
 from __future__ import annotations
 
@@ -18,10 +20,6 @@ MONITOR_SWEEPS = Counter("nubo_monitor_sweeps", "Sweeps the monitor has made")
 
 
 def sweep(listener=None):
-    from sqlalchemy import select
-
-    from app.extensions import db
-    from app.models import Host, HostState
     from app.monitor.hosts import ping_hosts
     from app.monitor.vms import apply_answers
     started = time.monotonic()
@@ -33,8 +31,7 @@ def sweep(listener=None):
     check_image_stores()
     check_capacity_alerts()
     if listener is not None:
-        listener.sync(list(db.session.scalars(select(Host).where(Host.removed.is_(None),
-                                                                 Host.state == HostState.UP))))
+        listener.sync(_up_hosts())
     MONITOR_SWEEP_SECONDS.set(time.monotonic() - started)
     MONITOR_SWEEPS.inc()
     log.info("sweep: %d hosts, %d up, %d not answering, %d changed state, %d VM records corrected, %.2f s",
@@ -49,11 +46,11 @@ def reconcile_records() -> None:
     from app.extensions import db
     from app.services import capacity, sessions, templates, vms, zone_wizard
     from app.services.network import networks
-    from app.services import account_deletion
+    from app.services import account_deletion, changes
     from app.services.snapshots import vm_snapshots
     for part in (vms.recover_orphans, templates.recover_uploads, capacity.check_hosts, sessions.prune,
                  networks.repair_orphans, account_deletion.resume_all, vm_snapshots.recover_orphans,
-                 zone_wizard.purge_expired):
+                 zone_wizard.purge_expired, changes.prune):
         try:
             part()
         except Exception:  # noqa: BLE001 - one failing part must not stop the others
@@ -110,6 +107,44 @@ def check_capacity_alerts() -> None:
         db.session.rollback()
 
 
+def _up_hosts():
+    from sqlalchemy import select
+
+    from app.extensions import db
+    from app.models import Host, HostState
+    return list(db.session.scalars(select(Host).where(Host.removed.is_(None), Host.state == HostState.UP)))
+
+
+def follow_hosts(app, listener):
+    """Listen to a host's libvirt events as soon as the change stream says a host changed
+    (added, enabled, Up again), rather than at the next sweep (up to ping.interval later)."""
+    import threading
+
+    from app.extensions import db
+    from app.services.changes import tail
+    hosts_only = tail.Viewer(root=True, kinds=frozenset({"host"}))
+
+    def loop():
+        sub = tail.tailer(app).subscribe(hosts_only)
+        while True:
+            item = sub.queue.get()
+            if item is None:  # fell behind: look at every host anyway
+                sub = tail.tailer(app).subscribe(hosts_only)
+            while not sub.queue.empty():  # a burst of host changes: one sync
+                sub.queue.get_nowait()
+            with app.app_context():
+                try:
+                    listener.sync(_up_hosts())
+                except Exception:  # noqa: BLE001 - the sweep syncs again anyway
+                    log.exception("subscribing to host events failed")
+                finally:
+                    db.session.remove()
+
+    thread = threading.Thread(target=loop, daemon=True, name="nubo-monitor-hosts")
+    thread.start()
+    return thread
+
+
 def run(once: bool = False) -> None:
     from flask import current_app
 
@@ -118,7 +153,10 @@ def run(once: bool = False) -> None:
     from app.services import settings
     log.info("monitor started")
     reconcile_records()  # start-up: whatever a killed web, worker or monitor left behind
-    listener = None if once else EventListener(current_app._get_current_object())
+    app = current_app._get_current_object()
+    listener = None if once else EventListener(app)
+    if listener is not None:
+        follow_hosts(app, listener)
     while True:
         started = time.monotonic()
         try:

@@ -311,11 +311,17 @@ class EventListener:
         self.app = app
         self.queue: queue.Queue = queue.Queue()
         self.drivers: dict[int, object] = {}
+        self.sync_lock = threading.Lock()
         self.thread = threading.Thread(target=self._apply_loop, daemon=True, name="nubo-vm-events")
         self.thread.start()
 
     def sync(self, hosts: list[Host]) -> None:
-        """Listen on the hosts that push events and are Up; stop listening on the others."""
+        """Listen on the hosts that push events and are Up; stop listening on the others.
+        Called by the sweep and by the monitor's host follower (app/monitor/__init__.py)."""
+        with self.sync_lock:
+            self._sync(hosts)
+
+    def _sync(self, hosts: list[Host]) -> None:
         from app.services.hosts import connection_for
         wanted = {h.id: h for h in hosts if h.state == HostState.UP
                   and hv.resolve(h.hypervisor_type).capabilities.lifecycle_events}

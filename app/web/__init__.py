@@ -226,6 +226,8 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(affinity_pages.bp)
     from app.web import projects as project_pages
     app.register_blueprint(project_pages.bp)
+    from app.web import stream
+    app.register_blueprint(stream.bp)
     # The project switcher's choice is the scope of every page (lists and creations).
     app.before_request(project_pages.enter_project_scope)
     from app.web import settings_pages
