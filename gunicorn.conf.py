@@ -43,4 +43,23 @@ timeout = 120
 graceful_timeout = 30
 max_requests = 0
 accesslog = "-"
+
+
+def post_worker_init(worker):
+    """On SIGTERM (graceful stop) the open live-update streams end at once: each would
+    otherwise hold the worker for graceful_timeout."""
+    if _role != "web":
+        return
+    import signal
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def end_streams(sig, frame):
+        try:
+            from app.web.stream import shutdown
+            shutdown()
+        finally:
+            if callable(previous):
+                previous(sig, frame)
+    signal.signal(signal.SIGTERM, end_streams)
+    signal.siginterrupt(signal.SIGTERM, False)  # as gunicorn set it: requests are not interrupted
 proc_name = f"nubo-{_role}"

@@ -166,4 +166,7 @@ def run(once: bool = False) -> None:
             db.session.rollback()
         if once:
             return
-        time.sleep(max(1.0, settings.get("ping.interval") - (time.monotonic() - started)))
+        # Until the next sweep, in short naps: a ping.interval changed meanwhile applies now,
+        # not after the old interval (30 s by default).
+        while time.monotonic() - started < max(1.0, settings.get("ping.interval")):
+            time.sleep(0.5)

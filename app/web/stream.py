@@ -46,6 +46,18 @@ def _give() -> None:
         _open -= 1
 
 
+_stopping = False
+
+
+def shutdown() -> None:
+    """The worker is stopping (gunicorn.conf.py, on SIGTERM): every open stream ends now and
+    no new one starts (a browser reconnects at once, maybe on a kept-alive connection), so
+    the graceful shutdown does not wait for them; the browsers reconnect elsewhere."""
+    global _stopping
+    _stopping = True
+    tail.stop_all()
+
+
 def _message(item: tail.Item) -> str:
     data = item.uuid or ""
     return (f"id: {item.id}\nevent: {item.kind}\ndata: {data}\n\n"
@@ -55,7 +67,7 @@ def _message(item: tail.Item) -> str:
 @bp.get("/stream")
 @login_required
 def stream():
-    if not _take(settings.get("live.streams.max")):
+    if _stopping or not _take(settings.get("live.streams.max")):
         return Response("Too many live streams on this process; the page refreshes by polling.\n", status=503,
                         mimetype="text/plain", headers={"Retry-After": "60", "Cache-Control": "no-store"})
     try:

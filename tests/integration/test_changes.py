@@ -206,7 +206,7 @@ def test_old_changes_are_pruned(app, world):
 @pytest.mark.db
 def test_the_tailer_hears_committed_changes_within_a_second_and_never_rolled_back_ones(app, db_url):
     """PostgreSQL: woken by NOTIFY at commit (its own safety poll is 2 s); MariaDB and SQLite:
-    polling every 250 ms."""
+    polling every 100 ms."""
     with app.app_context():
         t = tail.tailer(app)
         assert t.mode == ("notify" if db_url.startswith("postgresql") else "poll")

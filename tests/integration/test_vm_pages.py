@@ -123,11 +123,14 @@ def post(client, auth, url, data=None, **kw):
 
 
 def poller(html: str) -> tuple[str, str] | None:
-    """(hx-get, hx-trigger) of the VM page's body, or None when it does not poll."""
+    """(hx-get, its polling trigger) of the VM page's body, or None when it does not poll (it
+    always listens to the change stream for its VM: sse:vm-<uuid>)."""
     m = re.search(r'<div id="vm"([^>]*)>', html)
     assert m, "no VM page body"
-    m = re.search(r'hx-get="([^"]+)"\s+hx-trigger="([^"]+)"', m.group(1))
-    return (m.group(1).replace("&amp;", "&"), m.group(2)) if m else None
+    get, trigger = re.search(r'hx-get="([^"]+)"', m.group(1)), re.search(r'hx-trigger="([^"]+)"', m.group(1))
+    assert "sse:vm-" in trigger.group(1)
+    every = re.search(r"every \d+s", trigger.group(1))
+    return (get.group(1).replace("&amp;", "&"), every.group(0)) if every else None
 
 
 def buttons(html: str) -> set[str]:
@@ -418,12 +421,12 @@ def test_the_list_polls_only_while_a_vm_is_in_transition(app, world, auth, hx):
     for state in ("Starting", "Stopping", "Migrating", "Expunging"):
         set_vm(app, uuid, state=state)
         frag = hx.get("/vms/?view=destroyed" if state == "Expunging" else "/vms/").get_data(as_text=True)
-        assert 'hx-trigger="every 2s, vmsChanged from:body"' in frag, state
+        assert 'hx-trigger="every 2s, vmsChanged from:body, sse:vm delay:150ms"' in frag, state
     set_vm(app, uuid, state="Running", active_job_id=4242)  # a queued action: it will move soon
     assert "every 2s" in hx.get("/vms/").get_data(as_text=True)
     set_vm(app, uuid, active_job_id=None)
     frag = hx.get("/vms/").get_data(as_text=True)
-    assert "every 2s" not in frag and 'hx-trigger="vmsChanged from:body"' in frag
+    assert "every 2s" not in frag and 'hx-trigger="vmsChanged from:body, sse:vm delay:150ms"' in frag
 
 
 def test_the_job_panel_polls_only_while_its_job_runs(app, world, auth, client, hx):

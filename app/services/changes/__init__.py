@@ -15,7 +15,7 @@ Readers (tail.py): one tailer thread per process reads `id > last` and hands eac
 the subscribers allowed to see it (the SSE streams of app/web/stream.py, the monitor). What
 wakes it is per backend: PostgreSQL's NOTIFY (sent in the writing transaction, delivered at
 commit), Redis pub/sub when NUBO_JOBS_URL is Redis (published after the commit), else polling
-the table every 250 ms. The wake-up only says "read now": the table is the truth.
+the table every 100 ms. The wake-up only says "read now": the table is the truth.
 
 Rows older than `live.changes.retention` are pruned by the monitor after each sweep.
 """

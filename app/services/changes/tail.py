@@ -25,7 +25,7 @@ from app.models import Account, Change
 
 log = logging.getLogger("nubo.changes")
 
-POLL_SECONDS = 0.25  # without a wake-up (SQLite, MariaDB without Redis)
+POLL_SECONDS = 0.1  # without a wake-up (SQLite, MariaDB without Redis): one indexed query
 SAFETY_SECONDS = 2.0  # with one: a lost notification costs at most this
 GAP_SECONDS = 5.0
 BATCH = 1000
@@ -262,6 +262,15 @@ def tailer(app) -> Tailer:
         if t is None:
             t = _tailers[key] = Tailer(app)
         return t
+
+
+def stop_all() -> None:
+    """Stop every tailer of this process: their subscribers end (a web worker going away)."""
+    with _tailers_lock:
+        mine = [k for k in _tailers if k[0] == os.getpid()]
+        stopping = [_tailers.pop(k) for k in mine]
+    for t in stopping:
+        t.stop()
 
 
 def stop(app) -> None:

@@ -1,0 +1,209 @@
+"""Live state pushed to open pages (app/services/changes/, app/web/stream.py), in Chromium
+against the real processes (honcho: web, worker, monitor, ...):
+
+- a real KVM guest destroyed with `virsh destroy` behind Nubo's back shows Stopped on its open
+  VM page and in the open VM list within 2 s, without reload (libvirt event → the monitor's
+  EventListener → the change stream → the page's SSE stream → its fragment); the host was added
+  while the monitor ran, so this also shows the monitor subscribing on the stream's news of it;
+- a Simulator host taken down shows Alert on the open hosts list within ping.interval + 2 s;
+- with two web processes, a change made through one reaches a page served by the other
+  (SQLite: both poll the table; PostgreSQL: NOTIFY; MariaDB: Redis pub/sub);
+- a user's stream never carries another account's changes (read raw, as that user).
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import threading
+import time
+import uuid
+
+import pytest
+import requests
+from playwright.sync_api import expect
+
+from tests.api.test_templates_cs import files  # noqa: F401  (fixture: a RAW image over HTTP)
+from tests.api.test_vms_cs import deploy, simulator_zone
+from tests.conftest import SERVER_URLS, fresh_server_database
+from tests.e2e.conftest import BIN, ROOT, free_port, screenshot, wait_http
+from tests.e2e.test_admin_pages import login
+
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("e2e")]
+REDIS = os.environ.get("NUBO_TEST_REDIS_URL", "")
+
+
+def stack_app(stack, **overrides):
+    """The stack's Nubo in this process (its database and job queue), for what a test sets up."""
+    from app import create_app
+    env = stack.env
+    return create_app({"INSTANCE_PATH": env["NUBO_INSTANCE_PATH"], "DATABASE_URL": env.get("NUBO_DATABASE_URL", ""),
+                       "JOBS_URL": env.get("NUBO_JOBS_URL", ""), "SEED_DEMO": False, **overrides})
+
+
+def live(page) -> None:
+    """The page's SSE stream is open (static/js/live.js marks the body)."""
+    expect(page.locator("body.live-on")).to_have_count(1)
+
+
+def http_login(url: str, username: str, password: str) -> requests.Session:
+    s = requests.Session()
+    token = re.search(r'name="csrf-token" content="([^"]+)"', s.get(url + "/login").text).group(1)
+    r = s.post(url + "/login", data={"username": username, "password": password, "csrf_token": token})
+    assert r.ok and "/login" not in r.url, r.url
+    return s
+
+
+@pytest.mark.libvirt
+def test_virsh_destroy_reaches_the_open_vm_page_and_list_within_2_s(stack, page, tmp_path):
+    import libvirt
+
+    from app.extensions import db
+    from app.services import accounts, vms
+    from tests.helpers import kvm_zone
+    from tests.helpers.www import raw_image, serve
+    stack.start()
+    kvm_zone.ensure_bridge()
+    suffix = "W" + uuid.uuid4().hex[:8]
+    (tmp_path / "www").mkdir()
+    raw_image(tmp_path / "www" / "empty.raw", "64M", stamp=None)
+    app = stack_app(stack, JOBS_IMMEDIATE=True)  # the deploy runs here; the monitor is the stack's
+    made: dict = {}
+    conn = libvirt.open(kvm_zone.URI)
+    try:
+        with serve(tmp_path / "www") as www, app.app_context():
+            made = kvm_zone.make_zone(tmp_path, www, {"empty": "empty.raw"}, suffix)
+            alice = accounts.user_by_uuid(made["alice"])
+            vm, job = vms.deploy(alice, zone_uuid=made["zone"], service_offering_uuid=made["so"],
+                                 template_uuid=made["empty"], name="live1")
+            db.session.refresh(job)
+            assert job.status == 1, job.result
+            vm_uuid, instance = vm.uuid, vms.get_vm(alice, vm.uuid).instance_name
+            db.session.remove()
+        login(page, stack.url)
+        page.goto(stack.url + f"/vms/{vm_uuid}")
+        expect(page.locator("#vm h1 .state")).to_have_text("Running")
+        live(page)
+        listing = page.context.new_page()
+        listing.goto(stack.url + "/vms/")
+        expect(listing.locator(f"#vm-{vm_uuid} .state")).to_have_text("Running")
+        live(listing)
+
+        t0 = time.monotonic()
+        conn.lookupByName(instance).destroy()  # `virsh destroy`, behind Nubo's back
+        expect(page.locator("#vm h1 .state")).to_have_text("Stopped", timeout=2_000)
+        on_page = time.monotonic() - t0
+        expect(listing.locator(f"#vm-{vm_uuid} .state")).to_have_text("Stopped", timeout=2_000)
+        in_list = time.monotonic() - t0
+        print(f"\nvirsh destroy → Stopped on the VM page {on_page:.2f} s, in the VM list {in_list:.2f} s")
+        assert on_page <= 2.0 and in_list <= 2.0, (on_page, in_list)
+        screenshot(page, "live-vm-stopped")
+        assert "/vms/" in listing.url and listing.url.rstrip("/").endswith("/vms")  # no reload, no navigation
+    finally:
+        kvm_zone.clean_up(made, suffix)
+        conn.close()
+
+
+def test_a_simulator_host_taken_down_shows_alert_on_the_open_hosts_list(stack, page, files, tmp_path):  # noqa: F811
+    stack.start()
+    api = stack.api()
+    api.updateConfiguration(name="ping.interval", value="2")
+    z, hosts, t, so = simulator_zone(api, files, tmp_path)
+    login(page, stack.url)
+    page.goto(stack.url + "/admin/hosts")
+    row = page.locator(f"#host-{hosts[0]['id']}")
+    expect(row.locator(".state").first).to_have_text("Up")
+    live(page)
+    app = stack_app(stack)
+    from app.services import simulator as sim
+    with app.app_context():
+        t0 = time.monotonic()
+        sim.set_host_up("vm-h0", False)
+    expect(row.locator(".state").first).to_have_text("Alert", timeout=(2 + 2) * 1000)
+    assert time.monotonic() - t0 <= 4.0
+    screenshot(page, "live-host-alert")
+    with app.app_context():
+        sim.set_host_up("vm-h0", True)
+    expect(row.locator(".state").first).to_have_text("Up", timeout=(2 + 2) * 1000)
+
+
+def _backends():
+    out = [pytest.param("sqlite", id="sqlite-poll")]
+    for url in SERVER_URLS:
+        if url.startswith("postgresql"):
+            out.append(pytest.param(url, id="postgresql-notify"))
+        elif REDIS:
+            out.append(pytest.param(url, id="mariadb-redis"))
+    return out
+
+
+@pytest.mark.parametrize("db", _backends())
+def test_a_change_through_one_web_process_reaches_a_page_of_another(stack, page, db, files, tmp_path):  # noqa: F811
+    if db != "sqlite":
+        stack.env["NUBO_DATABASE_URL"] = fresh_server_database(db, "live")
+        if not db.startswith("postgresql"):
+            import redis
+            queue_url = REDIS.rsplit("/", 1)[0] + "/9"
+            redis.Redis.from_url(queue_url).flushdb()
+            stack.env["NUBO_JOBS_URL"] = queue_url  # the jobs' queue, and the change stream's wake-up
+    stack.start()
+    api = stack.api()
+    z, hosts, t, so = simulator_zone(api, files, tmp_path)
+    port = free_port()
+    other = subprocess.Popen([str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT,
+                             env={**stack.env, "NUBO_PORT": str(port), "NUBO_PROCESS": "web"},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_http(url + "/login", timeout=60)
+        login(page, url)
+        page.goto(url + "/admin/hosts")
+        row = page.locator(f"#host-{hosts[1]['id']}")
+        expect(row).to_contain_text("Up")
+        live(page)
+        t0 = time.monotonic()
+        api.updateHost(id=hosts[1]["id"], allocationstate="Disable")  # through the stack's own web process
+        expect(row).to_contain_text("Disabled", timeout=5_000)
+        print(f"\n{db.split(':')[0]}: other web process's page showed it {time.monotonic() - t0:.2f} s after the call")
+    finally:
+        page.goto("about:blank")
+        os.killpg(other.pid, 15)  # graceful: its open streams end at once (gunicorn.conf.py)
+        other.wait(timeout=30)
+
+
+def test_a_users_stream_never_carries_another_accounts_changes(stack, files, tmp_path):  # noqa: F811
+    stack.start()
+    api = stack.api()
+    z, hosts, t, so = simulator_zone(api, files, tmp_path)
+    for name in ("alice", "bob"):
+        api.createAccount(accounttype=0, account=name, username=name, password=f"{name}-Pass-1234",
+                          email=f"{name}@example.com", firstname=name, lastname="x")
+    theirs = deploy(api, z, t, so, name="bobs", account="bob", domainid=api.listDomains()["domain"][0]["id"])
+    mine = deploy(api, z, t, so, name="alices", account="alice", domainid=api.listDomains()["domain"][0]["id"])
+    admins = deploy(api, z, t, so, name="admins")
+    alice = http_login(stack.url, "alice", "alice-Pass-1234")
+    resp = alice.get(stack.url + "/stream", stream=True, timeout=(5, 30))
+    assert resp.status_code == 200 and resp.headers["Content-Type"].startswith("text/event-stream")
+    got: list[str] = []
+
+    def read():
+        try:
+            for line in resp.iter_lines(chunk_size=1, decode_unicode=True):
+                got.append(line)
+        except Exception:  # noqa: BLE001 - closed below
+            pass
+    threading.Thread(target=read, daemon=True).start()
+    for vm in (theirs, admins, mine):  # each changes state twice, alice's last
+        api.stopVirtualMachine(id=vm["id"], fetch_result=True)
+        api.startVirtualMachine(id=vm["id"], fetch_result=True)
+    api.updateHost(id=hosts[0]["id"], allocationstate="Disable")  # infrastructure: admins only
+    deadline = time.monotonic() + 30
+    while f"event: vm-{mine['id']}" not in got and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1)  # anything else the stream would have said by now (it is in id order)
+    resp.close()
+    text = "\n".join(got)
+    assert f"data: {mine['id']}" in text  # alice hears of her own VM ...
+    for foreign in (theirs["id"], admins["id"], hosts[0]["id"]):  # ... and of nothing else
+        assert foreign not in text
+    assert "event: host" not in text
