@@ -138,7 +138,7 @@ def main() -> None:
         assert r.ok, r.status_code
         stream = StreamReader(http, url)
         time.sleep(0.5)  # the stream is open and the tailer waits
-        to_event, to_page = [], []
+        to_event, to_page, after_call = [], [], {"Stopped": [], "Running": []}
         for n in range(args.rounds * 2):
             want = "Stopped" if n % 2 == 0 else "Running"
             since = len(stream.events)
@@ -148,8 +148,10 @@ def main() -> None:
             else:
                 dom = conn.lookupByName(instance)
                 dom.destroy() if want == "Stopped" else dom.create()
+            returned = time.monotonic()
             at = stream.wait(f"vm-{vm_uuid}", since)
             to_event.append(at - t0)
+            after_call[want].append(max(0.0, at - returned))
             while f">{want}<" not in http.get(f"{url}/vms/{vm_uuid}", headers={"HX-Request": "true"}).text:
                 if time.monotonic() - t0 > 10:
                     raise SystemExit(f"the VM page did not say {want}")
@@ -162,6 +164,11 @@ def main() -> None:
         for label, xs in (("the SSE message at the client", to_event), ("the VM page's fragment saying it", to_page)):
             print(f"| {label} | {statistics.median(xs) * 1000:.0f} ms | {pct(xs, 0.95) * 1000:.0f} ms | "
                   f"{max(xs) * 1000:.0f} ms |")
+        if not args.db_only:
+            for want, label in (("Stopped", "virsh destroy returned"), ("Running", "virsh start returned")):
+                xs = after_call[want]
+                print(f"| SSE message after {label} | {statistics.median(xs) * 1000:.0f} ms | "
+                      f"{pct(xs, 0.95) * 1000:.0f} ms | {max(xs) * 1000:.0f} ms |")
     finally:
         server.shutdown()
         if listener is not None:

@@ -117,8 +117,8 @@ def test_a_simulator_host_taken_down_shows_alert_on_the_open_hosts_list(stack, p
     app = stack_app(stack)
     from app.services import simulator as sim
     with app.app_context():
-        t0 = time.monotonic()
-        sim.set_host_up("vm-h0", False)
+        sim.set_host_up("vm-h0", False)  # committed: down from now on
+    t0 = time.monotonic()
     expect(row.locator(".state").first).to_have_text("Alert", timeout=(2 + 2) * 1000)
     assert time.monotonic() - t0 <= 4.0
     screenshot(page, "live-host-alert")

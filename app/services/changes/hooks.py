@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import event, inspect, select
 from sqlalchemy.orm import Session
 
-from app.models import AsyncJob, ConsoleSession, Host, Router, StoragePool, VirtualMachine
+from app.models import AsyncJob, ConsoleSession, Host, ImageStore, Router, StoragePool, VirtualMachine
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ WATCHED: dict[type, Watch] = {
                                            "removed", "account_id"}), True),
     Host: Watch("host", frozenset({"state", "resource_state", "name", "removed", "state_reason"}), False),
     StoragePool: Watch("pool", frozenset({"state", "name", "removed", "capacity_bytes"}), False),
+    ImageStore: Watch("imagestore", frozenset({"state", "name", "removed", "state_reason"}), False),
     Router: Watch("router", frozenset({"state", "host_id", "removed", "state_reason", "applied_hash"}), False),
     AsyncJob: Watch("job", frozenset({"status", "progress", "progress_message"}), True),
     ConsoleSession: Watch("console", frozenset({"used", "closed"}), False),
