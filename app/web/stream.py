@@ -11,6 +11,7 @@ at once the answer is 503, and the page refreshes by polling instead (static/js/
 """
 from __future__ import annotations
 
+import queue
 import threading
 import time
 
@@ -99,7 +100,7 @@ def stream():
             while (left := deadline - time.monotonic()) > 0:
                 try:
                     item = sub.queue.get(timeout=min(heartbeat, left))
-                except Exception:  # queue.Empty: a comment, which finds a client that went away
+                except queue.Empty:  # a comment, which finds a client that went away
                     yield ": keep-alive\n\n"
                     continue
                 if item is None:  # fell behind, or the process stops: the browser resumes

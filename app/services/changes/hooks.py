@@ -93,14 +93,14 @@ def _orm_statement(state) -> None:
     stmt = state.statement
     if state.is_update and not (_set_columns(stmt) & w.columns):
         return  # e.g. a heartbeat, capacity counters, or a bulk UPDATE by primary key (no values)
-    criteria = getattr(stmt, "_where_criteria", ())
-    if not criteria:
+    where = stmt.whereclause
+    if where is None:
         return  # executemany by primary key: its writer publishes
     model = mapper.class_
     t = model.__table__
     cols = [t.c.uuid, t.c.account_id if w.owned else t.c.vm_id if model is ConsoleSession else t.c.id]
     session = state.session
-    found = session.connection().execute(select(*cols).where(*criteria)).all()
+    found = session.connection().execute(select(*cols).where(where)).all()
     if not found:
         return
     rows = []
