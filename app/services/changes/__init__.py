@@ -6,7 +6,7 @@ that rolled back, and its id orders the stream (the Server-Sent Events id pages 
 
 Writers:
 - the ORM hook (hooks.py) records a change when a shown column of a VM, host, storage pool,
-  image store, router, async job or console session changes, or one is created or deleted, through the
+  image store, router, async job, console session or alert changes, or one is created or deleted, through the
   unit of work or an ORM UPDATE/DELETE statement;
 - `publish(kind, uuid, account_id=None, domain_id=None)` for anything else (alerts,
   templates, image stores, Core updates on an engine connection: `publish_on(conn, ...)`).

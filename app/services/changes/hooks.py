@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import event, inspect, select
 from sqlalchemy.orm import Session
 
-from app.models import AsyncJob, ConsoleSession, Host, ImageStore, Router, StoragePool, VirtualMachine
+from app.models import Alert, AsyncJob, ConsoleSession, Host, ImageStore, Router, StoragePool, VirtualMachine
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ WATCHED: dict[type, Watch] = {
     StoragePool: Watch("pool", frozenset({"state", "name", "removed", "capacity_bytes"}), False),
     ImageStore: Watch("imagestore", frozenset({"state", "name", "removed", "state_reason"}), False),
     Router: Watch("router", frozenset({"state", "host_id", "removed", "state_reason", "applied_hash"}), False),
+    Alert: Watch("alert", frozenset({"resolved", "archived"}), False),  # raised (insert), cleared, archived
     AsyncJob: Watch("job", frozenset({"status", "progress", "progress_message"}), True),
     ConsoleSession: Watch("console", frozenset({"used", "closed"}), False),
 }
