@@ -43,30 +43,3 @@ document.addEventListener("htmx:beforeHistoryUpdate", function (e) {
   }
 });
 
-// A region re-fetched because of the stream keeps what the viewer ticked (the VM list's bulk
-// boxes): the ticked checkboxes' name=value before the swap are ticked again after it.
-(function () {
-  "use strict";
-  var kept = null;
-  function fromStream(e) {
-    var cfg = e.detail && e.detail.requestConfig;
-    var ev = cfg && cfg.triggeringEvent;
-    return ev && typeof ev.type === "string" && ev.type.indexOf("sse:") === 0;
-  }
-  document.addEventListener("htmx:beforeSwap", function (e) {
-    if (!fromStream(e) || !e.detail.target) { return; }
-    kept = [];
-    e.detail.target.querySelectorAll("input[type=checkbox]:checked").forEach(function (box) {
-      kept.push(box.name + "=" + box.value);
-    });
-  });
-  document.addEventListener("htmx:afterSettle", function (e) {
-    if (!kept || !fromStream(e)) { return; }
-    var want = kept;
-    kept = null;
-    if (!want.length) { return; }
-    document.querySelectorAll("input[type=checkbox]").forEach(function (box) {
-      if (want.indexOf(box.name + "=" + box.value) !== -1) { box.checked = true; }
-    });
-  });
-})();
