@@ -172,6 +172,19 @@ def test_every_page_passes_axe_at_both_sizes(stack, browser, files, tmp_path):  
         assert page.evaluate("document.activeElement.classList.contains('skip-link')")
         page.keyboard.press("Enter")
         assert page.evaluate("document.activeElement.id") == "main"
+        # On a phone the sidebar is behind the Menu button, operable by keyboard: Enter opens
+        # it (its links visible), Escape closes it and gives the focus back to the button.
+        page.set_viewport_size(PHONE)
+        menu = page.locator("summary.navmenu-button")
+        expect(menu).to_be_visible()
+        expect(page.locator(".nav-panel")).to_be_hidden()
+        menu.focus()
+        page.keyboard.press("Enter")
+        expect(page.locator(".nav-panel")).to_be_visible()
+        expect(page.locator(".nav-panel a[aria-current]")).to_be_visible()
+        page.keyboard.press("Escape")
+        expect(page.locator(".nav-panel")).to_be_hidden()
+        assert page.evaluate("document.activeElement.classList.contains('navmenu-button')")
         page.close()
         extra = [f"/vms/{vm['id']}", "/vms/?view=destroyed", "/search/?find=web"] if name == "admin" else \
             ["/search/?find=web"]
