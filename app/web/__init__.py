@@ -82,6 +82,7 @@ class NavGroup:
     label: str
     entries: list[tuple[str, str]] = field(default_factory=list)
     current: str | None = None  # the entry of the page shown (or of its section)
+    open: bool = False  # it holds the page shown, or a page of the same blueprint
 
 
 def nav_groups(entries: list[tuple[str, str]], endpoint: str | None) -> list[NavGroup]:
@@ -98,8 +99,10 @@ def nav_groups(entries: list[tuple[str, str]], endpoint: str | None) -> list[Nav
     if current is None and "." in endpoint:
         same = [e for e in seen if e.split(".", 1)[0] == endpoint.split(".", 1)[0]]
         current = same[0] if len(same) == 1 else None
+    section = endpoint.split(".", 1)[0]
     for g in groups.values():
         g.current = current if any(e == current for e, _ in g.entries) else None
+        g.open = g.current is not None if current else any(e.split(".", 1)[0] == section for e, _ in g.entries)
     return [g for g in groups.values() if g.entries]
 ADMIN_NAV.append(("alerts.index", "Alerts"))  # CloudStack's alerts (the badge: _partials/alert_badge.html)
 USER_NAV.append(("jobs_pages.index", "Jobs"))  # async jobs: an admin's every job, a user's own

@@ -24,8 +24,10 @@ pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("e2e")]
 WIDE, PHONE = {"width": 1280, "height": 800}, {"width": 390, "height": 844}
 USER, PASSWORD = "ada", "pebble-harbor-a11y-77"
 # Not pages: a logout, a health probe, downloads, fragments of other pages, a form's
-# second step reached by POST, the console's own window (it needs a session token).
-SKIP = re.compile(r"^/(api|client|static|healthz|readyz|metrics|logout|login$|console/$)|/upload-url$|/Custom/name$|^/vms/columns$")
+# second step reached by POST, the console's own window (it needs a session token), the
+# column chooser (it sets a cookie), the Server-Sent Events stream.
+SKIP = re.compile(r"^/(api|client|static|healthz|readyz|metrics|logout|login$|console/$)|/upload-url$|/Custom/name$"
+                  r"|^/vms/columns$|(^|/)stream(/|$)")  # /stream: the live pages' event stream, never "loaded"
 UUIDISH = re.compile(r"/[0-9a-f]{8}-[0-9a-f-]{27,}|/\d+(?=/|$)")
 
 

@@ -43,7 +43,9 @@ def test_groups_keep_cloudstacks_order_and_mark_the_page():
     assert groups[0].current is None
     # A detail page marks its list's entry when its blueprint has one entry only.
     assert nav_groups(entries, "vms.detail")[0].current == "vms.index"
-    assert all(g.current is None for g in nav_groups(entries, "infra.host"))  # two infra entries: none
+    host_page = nav_groups(entries, "infra.host")  # two infra entries: none marked, their group open
+    assert all(g.current is None for g in host_page)
+    assert [g.key for g in host_page if g.open] == ["infrastructure"]
 
 
 def _nav(html: str) -> str:
