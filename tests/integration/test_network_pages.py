@@ -273,7 +273,7 @@ def test_admin_zone_networking_page(app, nz, auth, client):
     assert client.get(f"/admin/network/zones/{nz.zone}").status_code == 403
     auth.logout()
     auth.login("admin")
-    assert "Networking" in html_of(client.get("/admin/"))
+    assert "Physical networks" in html_of(client.get("/admin/"))  # the sidebar's Network group
     index = html_of(client.get("/admin/network/"))
     assert f'id="zone-{nz.zone}"' in index and "198.18.0.10" in index
     page = html_of(client.get(f"/admin/network/zones/{nz.zone}"))
