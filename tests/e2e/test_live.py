@@ -6,7 +6,8 @@ against the real processes (honcho: web, worker, monitor, ...):
   a loaded machine tearing down an emulated QEMU itself takes ~1 s), without reload (libvirt event → the monitor's
   EventListener → the change stream → the page's SSE stream → its fragment); the host was added
   while the monitor ran, so this also shows the monitor subscribing on the stream's news of it;
-- a Simulator host taken down shows Alert on the open hosts list within ping.interval + 2 s;
+- a Simulator host taken down shows Alert on the open hosts list, and its alert on the open
+  dashboard, within ping.interval + 2 s;
 - with two web processes, a change made through one reaches a page served by the other
   (SQLite: both poll the table; PostgreSQL: NOTIFY; MariaDB: Redis pub/sub);
 - a user's stream never carries another account's changes (read raw, as that user).
@@ -117,6 +118,12 @@ def test_a_simulator_host_taken_down_shows_alert_on_the_open_hosts_list(stack, p
     row = page.locator(f"#host-{hosts[0]['id']}")
     expect(row.locator(".state").first).to_have_text("Up")
     live(page)
+    # The dashboard open beside it: the monitor's sweep raises the host's alert, the stream
+    # brings it there without a reload.
+    dash = page.context.new_page()
+    dash.goto(stack.url + "/admin/")
+    expect(dash.locator("#dash-alerts")).to_contain_text("No open alerts")
+    live(dash)
     app = stack_app(stack)
     from app.services import simulator as sim
     with app.app_context():
@@ -124,7 +131,12 @@ def test_a_simulator_host_taken_down_shows_alert_on_the_open_hosts_list(stack, p
     t0 = time.monotonic()
     expect(row.locator(".state").first).to_have_text("Alert", timeout=(2 + 2) * 1000)
     assert time.monotonic() - t0 <= 4.0
+    expect(dash.locator("#dash-alerts")).to_contain_text("vm-h0", timeout=(2 + 2) * 1000)
+    assert time.monotonic() - t0 <= 4.0, "the alert reached the open dashboard later than ping.interval + 2 s"
+    expect(dash.locator("a.alert-badge-on")).to_contain_text("1")
     screenshot(page, "live-host-alert")
+    screenshot(dash, "live-dashboard-alert")
+    dash.close()
     with app.app_context():
         sim.set_host_up("vm-h0", True)
     expect(row.locator(".state").first).to_have_text("Up", timeout=(2 + 2) * 1000)
