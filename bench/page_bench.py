@@ -13,10 +13,8 @@ account. A page that does not answer 200 is reported with its status, not timed.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import sqlalchemy as sa  # noqa: E402
 
-from bench.list_bench import Counter, generate  # noqa: E402
+from bench.list_bench import Counter, fresh_app, generate  # noqa: E402
 
 # Endpoints that are not pages: streams, downloads, API, static files, log-out, console sockets.
 SKIP_PREFIXES = ("static", "api.", "ops.", "auth.logout", "stream", "downloads.fetch", "console.vnc")
@@ -75,23 +73,11 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=15)
     ap.add_argument("--only", default="", help="only URLs containing this text")
     args = ap.parse_args()
-    instance = tempfile.mkdtemp(prefix="nubo-bench-")
-    os.environ.setdefault("NUBO_INSTANCE_PATH", instance)
-    from app import create_app
     from app.extensions import db
     from app.models import Account, Host, VirtualMachine, Zone
-    from app.models.vms import create_trigram_index
     from app.runtime import tune_gc
-    from app.services import bootstrap, settings
-    app = create_app({"INSTANCE_PATH": instance, "DATABASE_URL": args.database_url, "TESTING": True,
-                      "SEED_DEMO": False, "JOBS_IMMEDIATE": True, "WTF_CSRF_ENABLED": False})
+    app = fresh_app(args.database_url)
     with app.app_context():
-        db.drop_all()
-        db.create_all()
-        with db.engine.begin() as conn:
-            create_trigram_index(conn)
-        settings.sync_definitions()
-        bootstrap.seed_reference_data()
         t0 = time.perf_counter()
         ids = generate(db, args.vms, args.hosts, args.zones)
         made = time.perf_counter() - t0
