@@ -43,3 +43,46 @@ document.addEventListener("htmx:beforeHistoryUpdate", function (e) {
   }
 });
 
+
+// Pacing of stream-driven refreshes, per region: the first change is fetched FIRST_MS after it
+// arrives (a burst is one fetch), then at most one fetch every GAP_MS while changes keep
+// coming, and always one after the last of them. htmx's own modifiers cannot do both: a
+// `delay` restarts on every event and never fires while a busy cloud keeps changing; a
+// `throttle` drops the events of its window, the last change of a burst with them.
+// A region is known by what it fetches (its hx-get and hx-target), not by its element: many
+// regions replace themselves (outerHTML), and their successor keeps the pace.
+(function () {
+  "use strict";
+  var FIRST_MS = 150;
+  var GAP_MS = 1000;
+  var regions = new Map();  // key -> {timer, last, issue, elt, type, pass}
+
+  function keyOf(elt) {
+    return (elt.getAttribute("hx-get") || "") + "|" + (elt.getAttribute("hx-target") || elt.id || "");
+  }
+
+  document.addEventListener("htmx:confirm", function (e) {
+    var ev = e.detail && e.detail.triggeringEvent;
+    if (!ev || typeof ev.type !== "string" || ev.type.indexOf("sse:") !== 0) { return; }
+    var elt = e.detail.elt;
+    var key = keyOf(elt);
+    var st = regions.get(key);
+    if (!st) { st = {timer: null, last: 0, issue: null, elt: null, type: null, pass: false}; regions.set(key, st); }
+    if (st.pass) { st.pass = false; return; }  // the successor's fetch, due now (below)
+    e.preventDefault();  // issued below, once, with the latest news
+    st.issue = e.detail.issueRequest;
+    st.elt = elt;
+    st.type = ev.type;
+    if (st.timer !== null) { return; }  // a fetch is already due: it shows this change too
+    var wait = Math.max(FIRST_MS, st.last + GAP_MS - Date.now());
+    st.timer = window.setTimeout(function () {
+      st.timer = null;
+      st.last = Date.now();
+      if (document.body.contains(st.elt)) { st.issue(true); return; }
+      // Replaced meanwhile (its region refreshed itself): its successor fetches instead.
+      var next = Array.prototype.find.call(document.querySelectorAll("[hx-trigger*='sse:']"),
+                                           function (x) { return keyOf(x) === key; });
+      if (next) { st.pass = true; htmx.trigger(next, st.type); }
+    }, wait);
+  });
+})();
