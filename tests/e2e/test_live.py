@@ -141,6 +141,36 @@ def test_a_simulator_host_taken_down_shows_alert_on_the_open_hosts_list(stack, p
         sim.set_host_up("vm-h0", True)
     expect(row.locator(".state").first).to_have_text("Up", timeout=(2 + 2) * 1000)
 
+    # A storm of changes (one every 50 ms for 3 s): the open list keeps refreshing while it
+    # lasts (about once a second, static/js/live.js), not once per change nor never, and once
+    # more after the last change.
+    fetches: list[float] = []
+    page.on("request", lambda r: fetches.append(time.monotonic())
+            if r.resource_type in ("xhr", "fetch") and "/admin/hosts" in r.url else None)
+    from app.extensions import db
+    from app.services import changes
+
+    def storm():
+        with app.app_context():
+            while time.monotonic() - started < 3.0:
+                changes.publish("host", hosts[0]["id"])
+                db.session.commit()
+                changes.committed()
+                time.sleep(0.05)  # the storm's pace, not a wait for a state
+    started = time.monotonic()
+    writer = threading.Thread(target=storm)
+    writer.start()
+    while writer.is_alive():  # Playwright hands its events over only while this thread calls it
+        page.wait_for_timeout(50)
+    ended = time.monotonic()
+    deadline = ended + 5
+    while not [t for t in fetches if t > ended] and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    during = [t for t in fetches if started <= t <= ended]
+    print(f"storm: {len(during)} refreshes during 3 s of 60 changes, {len(fetches) - len(during)} after")
+    assert 2 <= len(during) <= 6, during
+    assert [t for t in fetches if t > ended], "no refresh after the storm's last change"
+
 
 def _backends():
     out = [pytest.param("sqlite", id="sqlite-poll")]
