@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 from app.models import Account, AsyncJob, Domain, HypervisorCapability, User
 from app.models.base import DOMAIN_ID, DOMAIN_NAME, cs_date  # noqa: F401  (defined below api and jobs)
+from app.services import offering_domains
 
 _SERIALIZERS: dict[str, Callable[[Any], dict]] = {}
 
@@ -341,7 +342,8 @@ prefetch("iso", _prefetch_templates)
 @serializer("diskoffering")
 def diskoffering(o) -> dict:
     return {"id": o.uuid, "name": o.name, "displaytext": o.display_text, "disksize": o.disk_size,
-            "iscustomized": o.is_custom, "storagetype": o.storage_type, "created": o.created, "tags": o.tags}
+            "iscustomized": o.is_custom, "storagetype": o.storage_type, "created": o.created, "tags": o.tags,
+            **offering_domains.response_fields(o)}
 
 
 @serializer("volume")
@@ -495,7 +497,7 @@ def serviceoffering(o) -> dict:
     return {"id": o.uuid, "name": o.name, "displaytext": o.display_text, "cpunumber": o.cpu_number,
             "cpuspeed": o.cpu_speed, "memory": o.memory, "storagetype": o.storage_type, "offerha": o.offer_ha,
             "rootdisksize": o.root_disk_size, "created": o.created, "iscustomized": bool(o.is_customized),
-            "hosttags": o.host_tags, "storagetags": o.storage_tags,
+            "hosttags": o.host_tags, "storagetags": o.storage_tags, **offering_domains.response_fields(o),
             **({"serviceofferingdetails": {"mincpunumber": str(o.min_cpu_number), "maxcpunumber": str(o.max_cpu_number),
                                            "minmemory": str(o.min_memory), "maxmemory": str(o.max_memory)}}
                if o.is_customized else {})}

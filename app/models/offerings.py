@@ -1,7 +1,7 @@
 """Service offerings (CPU/memory) and disk offerings (data volume sizes)."""
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Integer, String, false
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.extensions import db
@@ -42,3 +42,16 @@ class DiskOffering(PublicIdMixin, RemovableMixin, db.Model):
     storage_type: Mapped[str] = mapped_column(String(16), default="shared")
     tags: Mapped[str | None] = mapped_column(String(4096))  # storage tags, comma separated
     sort_key: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class OfferingDomain(db.Model):
+    """A domain a service or disk offering is restricted to (CloudStack's service_offering_details /
+    disk_offering_details rows named "domainid"): an offering with none is public; with some, the
+    accounts of those domains and of every domain below them may see and use it."""
+    __tablename__ = "offering_domains"
+    __table_args__ = (UniqueConstraint("offering_type", "offering_id", "domain_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    offering_type: Mapped[str] = mapped_column(String(16))  # ServiceOffering | DiskOffering
+    offering_id: Mapped[int] = mapped_column(Integer)
+    domain_id: Mapped[int] = mapped_column(ForeignKey("domains.id", ondelete="CASCADE"), index=True)

@@ -140,7 +140,7 @@ def offerings_for(caller, need_root_bytes: int, owner=None) -> list[Option]:
     (the owner's account: the caller's unless an admin deploys for another)."""
     account_limits = limits.of_account(owner or caller.account)
     out = []
-    for o in offerings.list_offerings()[0]:
+    for o in offerings.list_offerings(owner=owner or caller.account)[0]:  # those of the owner's domains
         why = limits.refusal(account_limits, limits.vm_needs(o, need_root_bytes))  # a custom one: its least
         detail = (f"custom size: {o.min_cpu_number}–{o.max_cpu_number} vCPU · {o.cpu_speed} MHz · "
                   f"{o.min_memory}–{o.max_memory} MiB" if o.is_customized

@@ -52,7 +52,13 @@ def create(caller, *, name: str, display_text: str | None, cpu_number: int | Non
            memory: int | None, storage_type: str = "shared", root_disk_size: int | None = None,
            offer_ha: bool = False, host_tags=None, storage_tags=None, customized: bool = False,
            min_cpu_number: int | None = None, max_cpu_number: int | None = None, min_memory: int | None = None,
-           max_memory: int | None = None) -> ServiceOffering:
+           max_memory: int | None = None, domain_ids=None) -> ServiceOffering:
+    from app.services import offering_domains
+    domains = offering_domains.parse(domain_ids)
+    offering_domains.check_caller(caller, ServiceOffering(), domains, creating=True)
+    if not offering_domains.is_root(caller) and (host_tags or storage_tags):
+        raise InvalidParameter(f"Unable to create service offering with storage tags or host tags by admin: "
+                               f"{caller.username} because it is domain-admin", field="hosttags")
     name = zones._name(name)
     unique_name(ServiceOffering, name)
     host_tags = placement_tags.normalize(host_tags, "hosttags")
@@ -78,6 +84,7 @@ def create(caller, *, name: str, display_text: str | None, cpu_number: int | Non
                         storage_tags=storage_tags, is_customized=bool(customized), min_cpu_number=bounds[0],
                         max_cpu_number=bounds[1], min_memory=bounds[2], max_memory=bounds[3])
     db.session.add(o)
+    offering_domains.set_domains(o, domains)
     events.record("SERVICE.OFFERING.CREATE", f"Service offering {name} created", user=caller,
                   resource_type="ServiceOffering", resource_id=o.uuid)
     db.session.commit()
@@ -107,10 +114,18 @@ def rename(o, *, name: str | None, display_text: str | None, sort_key: int | Non
 
 
 def update(caller, uuid: str, *, name: str | None = None, display_text: str | None = None,
-           sort_key: int | None = None, host_tags=None, storage_tags=None) -> ServiceOffering:
-    """updateServiceOffering: name, display text, sort key, and (CloudStack 4.16+) host and storage tags.
-    The tags rule where the offering's VMs go from their next start on; running VMs stay put."""
+           sort_key: int | None = None, host_tags=None, storage_tags=None, domain_ids=None) -> ServiceOffering:
+    """updateServiceOffering: name, display text, sort key, (CloudStack 4.16+) host and storage tags,
+    and the domains (domainid; "public": none). The tags rule where the offering's VMs go from their
+    next start on; running VMs stay put. A domain admin edits only offerings of their subtree."""
+    from app.services import offering_domains
     o = get(uuid)
+    domains = offering_domains.parse(domain_ids, allow_public=True)
+    offering_domains.check_caller(caller, o, domains, creating=False)
+    if not offering_domains.is_root(caller) and (host_tags or storage_tags):
+        raise InvalidParameter(f"Unable to update service offering with storage tags or host tags by admin: "
+                               f"{caller.username} because it is domain-admin", field="hosttags")
+    offering_domains.set_domains(o, domains)
     rename(o, name=name, display_text=display_text, sort_key=sort_key)
     if host_tags is not None:
         o.host_tags = placement_tags.normalize(host_tags, "hosttags")
@@ -123,7 +138,11 @@ def update(caller, uuid: str, *, name: str | None = None, display_text: str | No
 
 
 def delete(caller, uuid: str) -> None:
+    from app.services import offering_domains
     o = get(uuid)
+    if not offering_domains.may_manage(caller, o):
+        raise InvalidParameter(f"Unable to delete service offering: {o.uuid} by admin: {caller.username}: a "
+                               "domain admin deletes only offerings of their own domains", field="id")
     if db.session.scalar(select(func.count()).select_from(VirtualMachine).where(
             VirtualMachine.service_offering_id == o.id, VirtualMachine.removed.is_(None))):
         raise ResourceInUse(f"Service offering {o.name} is still used by VMs")
@@ -133,9 +152,17 @@ def delete(caller, uuid: str) -> None:
     db.session.commit()
 
 
-def list_offerings(*, id=None, name=None, keyword=None, page=None):
+def list_offerings(caller=None, *, id=None, name=None, keyword=None, page=None, domainid=None, recursive=False,
+                   owner=None):
+    """listServiceOfferings: what the caller may see (offering_domains.visible; no caller: every one),
+    or with owner what that account may use (the deploy wizard's choice for it)."""
+    from app.services import offering_domains
     q = select(ServiceOffering).where(ServiceOffering.removed.is_(None)).order_by(ServiceOffering.sort_key,
                                                                                  ServiceOffering.id)
+    if owner is not None:
+        q = q.where(offering_domains.usable_by(owner, ServiceOffering))
+    if caller is not None:
+        q = q.where(offering_domains.visible(caller, ServiceOffering, recursive=recursive, domainid=domainid))
     if id:
         q = q.where(ServiceOffering.uuid == id)
     if name:

@@ -53,8 +53,11 @@ def release_on_pool(pool_id: int, size: int) -> None:
 # --- Disk offerings -------------------------------------------------------------
 
 def create_disk_offering(caller, *, name: str, display_text: str | None = None, disk_size: int | None = None,
-                         customized: bool = False, storage_type: str = "shared", tags=None) -> DiskOffering:
-    from app.services import offerings
+                         customized: bool = False, storage_type: str = "shared", tags=None,
+                         domain_ids=None) -> DiskOffering:
+    from app.services import offering_domains, offerings
+    domains = offering_domains.parse(domain_ids)
+    offering_domains.check_caller(caller, DiskOffering(), domains, creating=True)
     name = zones._name(name)
     offerings.unique_name(DiskOffering, name)
     tags = placement_tags.normalize(tags, "tags")
@@ -72,6 +75,7 @@ def create_disk_offering(caller, *, name: str, display_text: str | None = None, 
                      disk_size=0 if customized else disk_size, is_custom=customized, storage_type=storage_type,
                      tags=tags)
     db.session.add(o)
+    offering_domains.set_domains(o, domains)
     events.record("DISK.OFFERING.CREATE", f"Disk offering {name} created", user=caller,
                   resource_type="DiskOffering", resource_id=o.uuid)
     db.session.commit()
@@ -86,10 +90,14 @@ def get_disk_offering(uuid: str, field: str = "diskofferingid") -> DiskOffering:
 
 
 def update_disk_offering(caller, uuid: str, *, name: str | None = None, display_text: str | None = None,
-                         sort_key: int | None = None, tags=None) -> DiskOffering:
-    """updateDiskOffering: name, display text, sort key, storage tags (for the volumes made from now on)."""
-    from app.services import offerings
+                         sort_key: int | None = None, tags=None, domain_ids=None) -> DiskOffering:
+    """updateDiskOffering: name, display text, sort key, storage tags (for the volumes made from now on),
+    domains (domainid; "public": none). A domain admin edits only offerings of their subtree."""
+    from app.services import offering_domains, offerings
     o = get_disk_offering(uuid, "id")
+    domains = offering_domains.parse(domain_ids, allow_public=True)
+    offering_domains.check_caller(caller, o, domains, creating=False)
+    offering_domains.set_domains(o, domains)
     offerings.rename(o, name=name, display_text=display_text, sort_key=sort_key)
     if tags is not None:
         o.tags = placement_tags.normalize(tags, "tags")
@@ -100,15 +108,27 @@ def update_disk_offering(caller, uuid: str, *, name: str | None = None, display_
 
 
 def delete_disk_offering(caller, uuid: str) -> None:
+    from app.services import offering_domains
     o = get_disk_offering(uuid, "id")
+    if not offering_domains.may_manage(caller, o):
+        raise InvalidParameter(f"Unable to delete disk offering: {o.uuid} by admin: {caller.username}: a "
+                               "domain admin deletes only offerings of their own domains", field="id")
     o.removed = utcnow()
     events.record("DISK.OFFERING.DELETE", f"Disk offering {o.name} deleted", user=caller,
                   resource_type="DiskOffering", resource_id=o.uuid)
     db.session.commit()
 
 
-def list_disk_offerings(*, id=None, name=None, keyword=None, page=None):
+def list_disk_offerings(caller=None, *, id=None, name=None, keyword=None, page=None, domainid=None,
+                        recursive=False, owner=None):
+    """listDiskOfferings: what the caller may see (offering_domains.visible; no caller: every one), or
+    with owner what that account may use."""
+    from app.services import offering_domains
     q = select(DiskOffering).where(DiskOffering.removed.is_(None)).order_by(DiskOffering.sort_key, DiskOffering.id)
+    if owner is not None:
+        q = q.where(offering_domains.usable_by(owner, DiskOffering))
+    if caller is not None:
+        q = q.where(offering_domains.visible(caller, DiskOffering, recursive=recursive, domainid=domainid))
     if id:
         q = q.where(DiskOffering.uuid == id)
     if name:
@@ -148,6 +168,8 @@ def create_volume(caller, *, name: str | None, zone_uuid: str, disk_offering_uui
     owner = access.owner_for(caller, account, domainid)  # the caller's, the account named or the project's
     zone = zones.get_zone(zone_uuid)
     offering = get_disk_offering(disk_offering_uuid)
+    from app.services import offering_domains
+    offering_domains.check_use(owner, offering)  # 531: an offering of another domain
     if offering.is_custom:
         if not size_gib or size_gib < 1:
             raise InvalidParameter(f"Disk offering {offering.name} is custom: give size (GiB)", field="size")
@@ -349,6 +371,8 @@ def resize_volume(caller, uuid: str, *, size_gib: int | None = None, disk_offeri
     v = get_volume(caller, uuid)
     if disk_offering_uuid:
         offering = get_disk_offering(disk_offering_uuid)
+        from app.services import offering_domains
+        offering_domains.check_use(v.account, offering)
         new = (size_gib if offering.is_custom else offering.disk_size) or 0
     else:
         new = size_gib or 0

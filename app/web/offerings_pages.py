@@ -8,12 +8,12 @@ from __future__ import annotations
 from flask import Blueprint, abort, flash, url_for
 from flask_login import current_user
 from sqlalchemy import func, select
-from wtforms import BooleanField, IntegerField, SelectField, StringField
+from wtforms import BooleanField, IntegerField, SelectField, SelectMultipleField, StringField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
 from app.extensions import db
-from app.models import VirtualMachine
-from app.services import offerings
+from app.models import ServiceOffering, VirtualMachine
+from app.services import offering_domains, offerings
 from app.services.errors import NotFound, ServiceError
 from app.web import admin_required
 from app.web.forms import EmptyForm
@@ -24,7 +24,25 @@ from app.web.portal import form_page
 bp = Blueprint("offerings_pages", __name__, url_prefix="/admin/offerings")
 
 
-class ComputeOfferingForm(InfraForm):
+def domains_field() -> SelectMultipleField:
+    """The offering's domains (createServiceOffering's domainid): none chosen is a public offering."""
+    return SelectMultipleField("Domains", choices=[], validate_choice=False,
+                               description="none chosen: public. Chosen: only the accounts of these domains and "
+                                           "of the domains below them see and use it")
+
+
+class DomainsForm(InfraForm):
+    """An offering form with its domains (both kinds, add and edit)."""
+    def prepare(self) -> None:
+        self.domainid.choices = offering_domains.domain_choices(current_user)
+
+
+def chosen_domains(f, *, editing: bool):
+    """The domains chosen, as the service takes them: None (add: public), "public" (edit: none chosen)."""
+    return f.domainid.data or ("public" if editing else None)
+
+
+class ComputeOfferingForm(DomainsForm):
     title = submit = "Add a compute offering"
     dom_id = "compute-offering-form"
     aliases = {"cpunumber": "cpunumber", "cpuspeed": "cpuspeed", "memory": "memory", "storagetype": "storagetype",
@@ -51,9 +69,10 @@ class ComputeOfferingForm(InfraForm):
                            description="comma separated: its VMs run on hosts with all of them")
     storagetags = StringField("Storage tags", validators=[Optional(), Length(max=4096)],
                               description="comma separated: root volumes go to primary storage with all of them")
+    domainid = domains_field()
 
 
-class EditComputeOfferingForm(InfraForm):
+class EditComputeOfferingForm(DomainsForm):
     title = submit = "Save the compute offering"
     dom_id = "compute-offering-edit-form"
     aliases = {"displaytext": "displaytext", "sortkey": "sortkey", "hosttags": "hosttags",
@@ -66,6 +85,7 @@ class EditComputeOfferingForm(InfraForm):
                               description="comma separated; empty: any primary storage")
     sortkey = IntegerField("Sort key", validators=[Optional(), NumberRange(-2**31, 2**31 - 1)],
                            description="lists show offerings by ascending sort key")
+    domainid = domains_field()
 
 
 def _vm_counts() -> dict[int, int]:
@@ -84,10 +104,13 @@ def index():
                              offer_ha=f.offerha.data, host_tags=f.hosttags.data or None,
                              storage_tags=f.storagetags.data or None, customized=f.customized.data,
                              min_cpu_number=f.mincpunumber.data, max_cpu_number=f.maxcpunumber.data,
-                             min_memory=f.minmemory.data, max_memory=f.maxmemory.data)
+                             min_memory=f.minmemory.data, max_memory=f.maxmemory.data,
+                             domain_ids=chosen_domains(f, editing=False))
         return f"Compute offering {o.name} added.", url_for(".index")
-    return form_page(ComputeOfferingForm, save, template="offerings/compute.html",
-                     rows=offerings.list_offerings()[0], vms=_vm_counts())
+    rows = offerings.list_offerings()[0]
+    return form_page(ComputeOfferingForm, save, template="offerings/compute.html", rows=rows, vms=_vm_counts(),
+                     domains=offering_domains.domains_by_offering(ServiceOffering, [o.id for o in rows]),
+                     domain_path=offering_domains.domain_path)
 
 
 @bp.route("/<uuid>/edit", methods=["GET", "POST"])
@@ -102,7 +125,7 @@ def edit(uuid: str):
     def save(f: EditComputeOfferingForm):
         o = offerings.update(current_user, uuid, name=f.name.data, display_text=f.displaytext.data or "",
                              sort_key=f.sortkey.data, host_tags=f.hosttags.data or "",
-                             storage_tags=f.storagetags.data or "")
+                             storage_tags=f.storagetags.data or "", domain_ids=chosen_domains(f, editing=True))
         return f"Compute offering {o.name} saved.", url_for(".index")
     return form_page(EditComputeOfferingForm, save, crumbs=[("Compute offerings", url_for(".index"))],
                      heading=f"Edit {o.name}")

@@ -22,8 +22,8 @@ from flask_wtf import FlaskForm
 from wtforms import BooleanField, IntegerField, SelectField, StringField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
-from app.models import VMState, VolumeType
-from app.services import deploy_options, volumes
+from app.models import DiskOffering, VMState, VolumeType
+from app.services import deploy_options, offering_domains, volumes
 from app.services import vms as vms_service
 from app.services.errors import NotFound, ServiceError
 from app.services.transfers import extracts, volume_uploads
@@ -32,6 +32,7 @@ from app.web.forms import EmptyForm, attach_error
 from app.web.infra import _redirect
 from app.web.infra_forms import InfraForm, choices
 from app.web.listing import FilterSelect, listing, wants_fragment
+from app.web.offerings_pages import DomainsForm, chosen_domains, domains_field
 from app.web.portal import form_page
 
 bp = Blueprint("volumes", __name__, url_prefix="/volumes")
@@ -74,7 +75,7 @@ class VolumeForm(InfraForm):
     def prepare(self) -> None:
         self.offer(self.zone, [(z.uuid, z.name) for z in deploy_options.zones_for(current_user)], "Choose a zone")
         self.offer(self.diskoffering, [(o.uuid, f"{o.name} ({_size(o)})")
-                                       for o in volumes.list_disk_offerings()[0]], "Choose a disk offering")
+                                       for o in volumes.list_disk_offerings(current_user)[0]], "Choose a disk offering")
 
 
 @bp.route("/new", methods=["GET", "POST"])
@@ -109,7 +110,7 @@ class VolumeUploadForm(InfraForm):
         if self.upload:
             del self["url"]
         self.offer(self.zone, [(z.uuid, z.name) for z in deploy_options.zones_for(current_user)], "Choose a zone")
-        self.offer(self.diskoffering, [(o.uuid, o.name) for o in volumes.list_disk_offerings()[0] if o.is_custom],
+        self.offer(self.diskoffering, [(o.uuid, o.name) for o in volumes.list_disk_offerings(current_user)[0] if o.is_custom],
                    "—")
 
     def service_args(self) -> dict:
@@ -252,7 +253,7 @@ def act(uuid: str, action: str):
 
 # --- Disk offerings (admins) --------------------------------------------------------
 
-class DiskOfferingForm(InfraForm):
+class DiskOfferingForm(DomainsForm):
     title = submit = "Add a disk offering"
     dom_id = "offering-form"
     aliases = {"disksize": "disksize", "storagetype": "storagetype"}
@@ -264,9 +265,10 @@ class DiskOfferingForm(InfraForm):
     storagetype = SelectField("Storage", choices=choices([("shared", "Shared"), ("local", "Local to the host")]))
     tags = StringField("Storage tags", validators=[Optional(), Length(max=4096)],
                        description="comma separated: its volumes go to primary storage with all of them")
+    domainid = domains_field()
 
 
-class EditDiskOfferingForm(InfraForm):
+class EditDiskOfferingForm(DomainsForm):
     title = submit = "Save the disk offering"
     dom_id = "offering-edit-form"
     aliases = {"displaytext": "displaytext", "sortkey": "sortkey"}
@@ -276,6 +278,7 @@ class EditDiskOfferingForm(InfraForm):
                        description="comma separated; empty: any primary storage. Volumes made from now on follow them")
     sortkey = IntegerField("Sort key", validators=[Optional(), NumberRange(-2**31, 2**31 - 1)],
                            description="lists show offerings by ascending sort key")
+    domainid = domains_field()
 
 
 @bp.route("/offerings", methods=["GET", "POST"])
@@ -284,10 +287,13 @@ def offerings():
     def save(f: DiskOfferingForm):
         o = volumes.create_disk_offering(current_user, name=f.name.data, display_text=f.displaytext.data,
                                          disk_size=f.disksize.data, customized=f.customized.data,
-                                         storage_type=f.storagetype.data, tags=f.tags.data or None)
+                                         storage_type=f.storagetype.data, tags=f.tags.data or None,
+                                         domain_ids=chosen_domains(f, editing=False))
         return f"Disk offering {o.name} added.", url_for(".offerings")
-    return form_page(DiskOfferingForm, save, template="volumes/offerings.html",
-                     rows=volumes.list_disk_offerings()[0], size=_size)
+    rows = volumes.list_disk_offerings()[0]
+    return form_page(DiskOfferingForm, save, template="volumes/offerings.html", rows=rows, size=_size,
+                     domains=offering_domains.domains_by_offering(DiskOffering, [o.id for o in rows]),
+                     domain_path=offering_domains.domain_path)
 
 
 @bp.route("/offerings/<uuid>/edit", methods=["GET", "POST"])
@@ -301,7 +307,8 @@ def edit_offering(uuid: str):
 
     def save(f: EditDiskOfferingForm):
         o = volumes.update_disk_offering(current_user, uuid, name=f.name.data, display_text=f.displaytext.data or "",
-                                         sort_key=f.sortkey.data, tags=f.tags.data or "")
+                                         sort_key=f.sortkey.data, tags=f.tags.data or "",
+                                         domain_ids=chosen_domains(f, editing=True))
         return f"Disk offering {o.name} saved.", url_for(".offerings")
     return form_page(EditDiskOfferingForm, save, crumbs=[("Disk offerings", url_for(".offerings"))],
                      heading=f"Edit {o.name}")

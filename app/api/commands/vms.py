@@ -1,7 +1,7 @@
 """Virtual machines, service offerings and events (CloudStack names); networks: network/."""
 from __future__ import annotations
 
-from app.api.registry import ADMIN, Param, command
+from app.api.registry import ADMIN, DOMAIN_ADMIN, Param, command
 from app.api.serializers import vm_dict
 from app.services import events, offerings, vm_views, vms
 
@@ -139,7 +139,7 @@ def list_vms(ctx, p):
     return ([vm_dict(vm, minimal, admin=ctx.user.is_admin) for vm in rows], total)
 
 
-@command("createServiceOffering", "Creates a service offering", role=ADMIN, response="serviceoffering", params=[
+@command("createServiceOffering", "Creates a service offering", role=DOMAIN_ADMIN, response="serviceoffering", params=[
     Param("name", "string", "the name", required=True), Param("displaytext", "string", "the display text"),
     Param("cpunumber", "integer", "vCPUs (not for a customized offering)"),
     Param("cpuspeed", "integer", "MHz per vCPU", required=True),
@@ -152,7 +152,8 @@ def list_vms(ctx, p):
     Param("storagetype", "string", "shared (default) or local"),
     Param("rootdisksize", "long", "root disk GiB"), Param("offerha", "boolean", "HA"),
     Param("hosttags", "string", "the host tag for this service offering (comma separated: hosts need them all)"),
-    Param("tags", "string", "the storage tags for this service offering (comma separated)")])
+    Param("tags", "string", "the storage tags for this service offering (comma separated)"),
+    Param("domainid", "list", "the ID of the containing domain(s), null for public offerings")])
 def create_offering(ctx, p):
     return offerings.create(ctx.user, name=p["name"], display_text=p.get("displaytext"),
                             cpu_number=p.get("cpunumber"), cpu_speed=p["cpuspeed"], memory=p.get("memory"),
@@ -160,10 +161,10 @@ def create_offering(ctx, p):
                             offer_ha=p.get("offerha", False), host_tags=p.get("hosttags"), storage_tags=p.get("tags"),
                             customized=p.get("customized", False), min_cpu_number=p.get("mincpunumber"),
                             max_cpu_number=p.get("maxcpunumber"), min_memory=p.get("minmemory"),
-                            max_memory=p.get("maxmemory"))
+                            max_memory=p.get("maxmemory"), domain_ids=p.get("domainid"))
 
 
-@command("updateServiceOffering", "Updates a service offering", role=ADMIN, response="serviceoffering", params=[
+@command("updateServiceOffering", "Updates a service offering", role=DOMAIN_ADMIN, response="serviceoffering", params=[
     Param("id", "uuid", "the ID of the service offering to be updated", required=True),
     Param("name", "string", "the name of the service offering to be updated"),
     Param("displaytext", "string", "the display text of the service offering to be updated"),
@@ -171,19 +172,23 @@ def create_offering(ctx, p):
     Param("hosttags", "string", "comma-separated list of host tags for the service offering, tags should match "
           "with existing host tags"),
     Param("storagetags", "string", "comma-separated list of tags for the service offering, tags should match "
-          "with existing storage pool tags")])
+          "with existing storage pool tags"),
+    Param("domainid", "string", "the ID of the containing domain(s) as comma separated string, public for public "
+          "offerings")])
 def update_offering(ctx, p):
     return offerings.update(ctx.user, p["id"], name=p.get("name"), display_text=p.get("displaytext"),
-                            sort_key=p.get("sortkey"), host_tags=p.get("hosttags"), storage_tags=p.get("storagetags"))
+                            sort_key=p.get("sortkey"), host_tags=p.get("hosttags"), storage_tags=p.get("storagetags"),
+                            domain_ids=p.get("domainid"))
 
 
 @command("listServiceOfferings", "Lists service offerings", response="serviceoffering", list=True,
          params=[Param("name", "string", "the name")])
 def list_offerings(ctx, p):
-    return offerings.list_offerings(id=p.get("id"), name=p.get("name"), keyword=p.get("keyword"), page=ctx.page)
+    return offerings.list_offerings(ctx.user, id=p.get("id"), name=p.get("name"), keyword=p.get("keyword"),
+                                    page=ctx.page, domainid=p.get("domainid"), recursive=p.get("isrecursive", False))
 
 
-@command("deleteServiceOffering", "Deletes an unused service offering", role=ADMIN, params=ID)
+@command("deleteServiceOffering", "Deletes an unused service offering", role=DOMAIN_ADMIN, params=ID)
 def delete_offering(ctx, p):
     offerings.delete(ctx.user, p["id"])
     return {"success": True}

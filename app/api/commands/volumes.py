@@ -1,42 +1,47 @@
 """Disk offerings and volumes (CloudStack names and fields)."""
 from __future__ import annotations
 
-from app.api.registry import ADMIN, Param, command
+from app.api.registry import ADMIN, DOMAIN_ADMIN, Param, command
 from app.jobs import service as jobs
 from app.api.serializers import serialize
 from app.services import volumes
 
 
-@command("createDiskOffering", "Creates a disk offering", role=ADMIN, response="diskoffering", params=[
+@command("createDiskOffering", "Creates a disk offering", role=DOMAIN_ADMIN, response="diskoffering", params=[
     Param("name", "string", "the name", required=True), Param("displaytext", "string", "the display text"),
     Param("disksize", "long", "size in GiB (not for custom offerings)"),
     Param("customized", "boolean", "the size is chosen at volume creation"),
     Param("storagetype", "string", "shared (default) or local"),
-    Param("tags", "string", "tags for the disk offering (storage tags, comma separated)")])
+    Param("tags", "string", "tags for the disk offering (storage tags, comma separated)"),
+    Param("domainid", "list", "the ID of the containing domain(s), null for public offerings")])
 def create_disk_offering(ctx, p):
     return volumes.create_disk_offering(ctx.user, name=p["name"], display_text=p.get("displaytext"),
                                         disk_size=p.get("disksize"), customized=p.get("customized", False),
-                                        storage_type=p.get("storagetype", "shared"), tags=p.get("tags"))
+                                        storage_type=p.get("storagetype", "shared"), tags=p.get("tags"),
+                                        domain_ids=p.get("domainid"))
 
 
-@command("updateDiskOffering", "Updates a disk offering", role=ADMIN, response="diskoffering", params=[
+@command("updateDiskOffering", "Updates a disk offering", role=DOMAIN_ADMIN, response="diskoffering", params=[
     Param("id", "uuid", "ID of the disk offering", required=True), Param("name", "string", "updates name of the disk offering with this value"),
     Param("displaytext", "string", "updates alternate display text of the disk offering with this value"),
     Param("sortkey", "integer", "sort key of the disk offering, integer"),
     Param("tags", "string", "comma-separated list of tags for the disk offering, tags should match with "
-          "existing storage pool tags")])
+          "existing storage pool tags"),
+    Param("domainid", "string", "the ID of the containing domain(s) as comma separated string, public for public "
+          "offerings")])
 def update_disk_offering(ctx, p):
     return volumes.update_disk_offering(ctx.user, p["id"], name=p.get("name"), display_text=p.get("displaytext"),
-                                        sort_key=p.get("sortkey"), tags=p.get("tags"))
+                                        sort_key=p.get("sortkey"), tags=p.get("tags"), domain_ids=p.get("domainid"))
 
 
 @command("listDiskOfferings", "Lists disk offerings", response="diskoffering", list=True,
          params=[Param("name", "string", "the name")])
 def list_disk_offerings(ctx, p):
-    return volumes.list_disk_offerings(id=p.get("id"), name=p.get("name"), keyword=p.get("keyword"), page=ctx.page)
+    return volumes.list_disk_offerings(ctx.user, id=p.get("id"), name=p.get("name"), keyword=p.get("keyword"),
+                                       page=ctx.page, domainid=p.get("domainid"), recursive=p.get("isrecursive", False))
 
 
-@command("deleteDiskOffering", "Deletes a disk offering", role=ADMIN,
+@command("deleteDiskOffering", "Deletes a disk offering", role=DOMAIN_ADMIN,
          params=[Param("id", "uuid", "the offering", required=True)])
 def delete_disk_offering(ctx, p):
     volumes.delete_disk_offering(ctx.user, p["id"])

@@ -1,0 +1,196 @@
+"""Offerings restricted to domains (CloudStack 4.13+: createServiceOffering / createDiskOffering /
+update*Offering `domainid`, stored as the offerings' "domainid" details; here OfferingDomain rows).
+
+An offering without domains is public. One with domains is seen and used by the accounts of
+those domains and of every domain below them (DomainChecker.checkAccess: the account's domain is
+a child of one of the offering's); root admins see and use every offering. Lists (QueryManagerImpl.
+searchForServiceOfferingsInternal) show a non-root caller the public offerings and those of their
+domain or an ancestor of it; a domain admin with isrecursive=true also those of their subtree.
+A domain admin makes and edits offerings only for domains of their subtree (never public ones).
+"""
+from __future__ import annotations
+
+from sqlalchemy import ColumnElement, delete, or_, select, true
+
+from app.extensions import db
+from app.models import Account, DiskOffering, Domain, OfferingDomain, ServiceOffering
+from app.services import access
+from app.services.errors import InvalidParameter, PermissionDenied
+
+PUBLIC = "public"  # update*Offering's domainid=public: make the offering public again
+
+
+def _type(model_or_row) -> str:
+    model = model_or_row if isinstance(model_or_row, type) else type(model_or_row)
+    return "ServiceOffering" if model is ServiceOffering else "DiskOffering"
+
+
+def _what(o) -> str:
+    return "service offering" if isinstance(o, ServiceOffering) else "disk offering"
+
+
+def domains_of(o) -> list[Domain]:
+    """The live domains an offering is restricted to ([]: public), by id."""
+    return list(db.session.scalars(
+        select(Domain).join(OfferingDomain, OfferingDomain.domain_id == Domain.id)
+        .where(OfferingDomain.offering_type == _type(o), OfferingDomain.offering_id == o.id,
+               Domain.removed.is_(None)).order_by(Domain.id)))
+
+
+def domains_by_offering(model, ids) -> dict[int, list[Domain]]:
+    """domains_of for many offerings of one kind in one query (the lists)."""
+    out: dict[int, list[Domain]] = {}
+    if not ids:
+        return out
+    rows = db.session.execute(
+        select(OfferingDomain.offering_id, Domain).join(Domain, OfferingDomain.domain_id == Domain.id)
+        .where(OfferingDomain.offering_type == _type(model), OfferingDomain.offering_id.in_(list(ids)),
+               Domain.removed.is_(None)).order_by(Domain.id)).all()
+    for offering_id, d in rows:
+        out.setdefault(offering_id, []).append(d)
+    return out
+
+
+def _ancestor_ids(domain: Domain) -> list[int]:
+    """The domain and every domain above it up to ROOT."""
+    ids, d = [], domain
+    while d is not None:
+        ids.append(d.id)
+        d = db.session.get(Domain, d.parent_id) if d.parent_id else None
+    return ids
+
+
+def _restricted(model):
+    return select(OfferingDomain.offering_id).where(OfferingDomain.offering_type == _type(model))
+
+
+def usable_by(account: Account, model) -> ColumnElement[bool]:
+    """A WHERE criterion on `model` (ServiceOffering or DiskOffering): the offerings this account may
+    use (a VM or volume it owns made from it): root admin accounts every one; others the public ones
+    and those of their domain or an ancestor."""
+    if account.role_type == "Admin":
+        return true()
+    return or_(model.id.not_in(_restricted(model)),
+               model.id.in_(_restricted(model).where(OfferingDomain.domain_id.in_(_ancestor_ids(account.domain)))))
+
+
+def visible(caller, model, *, recursive: bool = False, domainid: str | None = None) -> ColumnElement[bool]:
+    """A WHERE criterion on `model`: what list*Offerings shows the caller (see the module's note);
+    domainid: only the offerings restricted to that domain (one the caller may see)."""
+    crit = usable_by(caller.account, model)
+    if recursive and access.is_domain_admin(caller):
+        crit = or_(crit, model.id.in_(_restricted(model).where(
+            OfferingDomain.domain_id.in_(access.domain_ids_under(access.caller_domain(caller).path)))))
+    if domainid:
+        d = access.domain_by_uuid(caller, domainid)
+        crit = crit & model.id.in_(_restricted(model).where(OfferingDomain.domain_id == d.id))
+    return crit
+
+
+def check_use(owner: Account, o) -> None:
+    """Refuse an offering the owner of a new VM or volume may not use (CloudStack's checkAccess,
+    531)."""
+    if o is None or owner.role_type == "Admin":
+        return
+    mine = set(_ancestor_ids(owner.domain))
+    restricted = [d.id for d in domains_of(o)]
+    if restricted and not mine.intersection(restricted):
+        raise PermissionDenied(f"There's no way to confirm account {owner.name} has access to {_what(o)} "
+                               f"{o.name}")
+
+
+def parse(value, *, field: str = "domainid", allow_public: bool = False) -> list[Domain] | None:
+    """The domains a create or update names: a list or comma-separated string of domain ids (None:
+    not given; update's "public": []). Every id must name a live domain; a domain below another one
+    named is dropped (its parent's subtree covers it: CloudStack's filterChildSubDomains)."""
+    if value is None or value == "" or value == []:
+        return None
+    if isinstance(value, str):
+        if allow_public and value.strip().lower() == PUBLIC:
+            return []
+        value = value.split(",")
+    uuids = list(dict.fromkeys(str(v).strip() for v in value if str(v).strip()))
+    found = {d.uuid: d for d in db.session.scalars(select(Domain).where(Domain.uuid.in_(uuids),
+                                                                        Domain.removed.is_(None)))}
+    for u in uuids:
+        if u not in found:
+            raise InvalidParameter("Please specify a valid domain id", field=field)
+    domains = [found[u] for u in uuids]
+    return [d for d in domains
+            if not any(o.id != d.id and d.path.startswith(o.path) for o in domains)]
+
+
+def is_root(caller) -> bool:
+    """A root admin, or no caller (the system: seeding, the demo)."""
+    return caller is None or access.is_root(caller)
+
+
+def check_caller(caller, o, domains: list[Domain] | None, *, creating: bool) -> None:
+    """Who may restrict (or make public) an offering: root admins any; a domain admin only to
+    domains of their subtree, never a public one (ConfigurationManagerImpl's messages, 431)."""
+    if is_root(caller):
+        return
+    what, mine = _what(o), access.caller_domain(caller)
+    if not access.is_domain_admin(caller):
+        raise PermissionDenied(f"Unable to {'create' if creating else 'update'} {what} by user "
+                               f"{caller.username} because it is not root-admin or domain-admin")
+    existing = [] if creating else domains_of(o)
+    if creating and not domains:
+        raise InvalidParameter(f"Unable to create public {what} by admin: {caller.username} because it is "
+                               "domain-admin", field="domainid")
+    if not creating:
+        if not existing:
+            raise InvalidParameter(f"Unable to update public {what}: {o.uuid} by user: {caller.username} "
+                                   "because it is domain-admin", field="id")
+        if domains == []:
+            raise InvalidParameter(f"Unable to update {what}: {o.uuid} to a public offering by user: "
+                                   f"{caller.username} because it is domain-admin", field="domainid")
+        if any(not d.path.startswith(mine.path) for d in existing):
+            raise InvalidParameter(f"Unable to update {what}: {o.uuid} as it has linked domain(s) which are not "
+                                   f"child domain for domain-admin: {caller.username}", field="id")
+    for d in domains or []:
+        if not d.path.startswith(mine.path):
+            raise InvalidParameter(f"Unable to {'create' if creating else 'update'} {what} by domain-admin: "
+                                   f"{caller.username} with domain: {d.uuid} which is not a child domain",
+                                   field="domainid")
+
+
+def may_manage(caller, o) -> bool:
+    """An offering a domain admin may edit or delete: restricted, and only to domains of their subtree."""
+    if is_root(caller):
+        return True
+    ds = domains_of(o)
+    return access.is_domain_admin(caller) and bool(ds) and all(
+        d.path.startswith(access.caller_domain(caller).path) for d in ds)
+
+
+def set_domains(o, domains: list[Domain] | None) -> None:
+    """Restrict the offering (flushed, not committed) to these domains ([]: public; None: unchanged)."""
+    if domains is None:
+        return
+    if o.id is None:
+        db.session.flush()
+    t = _type(o)
+    db.session.execute(delete(OfferingDomain).where(OfferingDomain.offering_type == t,
+                                                    OfferingDomain.offering_id == o.id))
+    db.session.add_all(OfferingDomain(offering_type=t, offering_id=o.id, domain_id=d.id) for d in domains)
+    db.session.flush()
+
+
+def response_fields(o, domains: list[Domain] | None = None) -> dict:
+    """The response's domainid and domain: comma-separated ids and names (absent when public)."""
+    ds = domains_of(o) if domains is None else domains
+    if not ds:
+        return {}
+    return {"domainid": ",".join(d.uuid for d in ds), "domain": ",".join(d.name for d in ds)}
+
+
+def domain_path(d: Domain) -> str:
+    """A domain as CloudStack's lists name it: ROOT, ROOT/sales, ROOT/sales/emea."""
+    return "ROOT" + d.path.rstrip("/") if d.path != "/" else "ROOT"
+
+
+def domain_choices(caller) -> list[tuple[str, str]]:
+    """The domains the caller may restrict an offering to: (uuid, path), by path."""
+    rows = db.session.scalars(select(Domain).where(Domain.removed.is_(None), access.visible_domains(caller)))
+    return sorted(((d.uuid, domain_path(d)) for d in rows), key=lambda c: c[1])
