@@ -216,6 +216,8 @@ def delete_domain(caller, d: Domain, cleanup: bool) -> None:
         x.removed, x.removed_key, x.state = now, x.id, DomainState.INACTIVE
         events.record("DOMAIN.DELETE", f"Domain {display_path(x)} deleted", user=caller,
                       resource_type="Domain", resource_id=x.uuid)
+    from app.services import offering_domains
+    offering_domains.forget_domains(caller, ids)  # offerings of these domains only: removed too
     db.session.commit()
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 from sqlalchemy import ColumnElement, delete, or_, select, true
 
 from app.extensions import db
-from app.models import Account, DiskOffering, Domain, OfferingDomain, ServiceOffering
-from app.services import access
+from app.models import Account, DiskOffering, Domain, OfferingDomain, ServiceOffering, utcnow
+from app.services import access, events
 from app.services.errors import InvalidParameter, PermissionDenied
 
 PUBLIC = "public"  # update*Offering's domainid=public: make the offering public again
@@ -194,3 +194,32 @@ def domain_choices(caller) -> list[tuple[str, str]]:
     """The domains the caller may restrict an offering to: (uuid, path), by path."""
     rows = db.session.scalars(select(Domain).where(Domain.removed.is_(None), access.visible_domains(caller)))
     return sorted(((d.uuid, domain_path(d)) for d in rows), key=lambda c: c[1])
+
+
+def forget_domains(caller, domain_ids: list[int]) -> None:
+    """Domains being deleted (deleteDomain): an offering restricted only to them is removed (CloudStack's
+    cleanupDomainOfferings makes it Inactive: no account of a live domain could use it, and it must
+    not turn public); one with other domains too just loses these (flushed, not committed)."""
+    rows = db.session.execute(select(OfferingDomain.offering_type, OfferingDomain.offering_id, OfferingDomain.domain_id)
+                              .where(OfferingDomain.offering_id.in_(
+                                  select(OfferingDomain.offering_id).where(OfferingDomain.domain_id.in_(domain_ids))))
+                              ).all()
+    by_offering: dict[tuple[str, int], set[int]] = {}
+    for t, oid, did in rows:
+        by_offering.setdefault((t, oid), set()).add(did)
+    gone = set(domain_ids)
+    for (t, oid), ds in by_offering.items():
+        if not ds & gone:
+            continue  # the subquery matched another kind's offering with the same id
+        model = ServiceOffering if t == "ServiceOffering" else DiskOffering
+        o = db.session.get(model, oid)
+        if ds <= gone and o is not None and o.removed is None:
+            o.removed = utcnow()
+            kind = "SERVICE.OFFERING.DELETE" if t == "ServiceOffering" else "DISK.OFFERING.DELETE"
+            events.record(kind, f"{_what(o).capitalize()} {o.name} deleted with its domain", user=caller,
+                          resource_type=t, resource_id=o.uuid)
+        else:
+            db.session.execute(delete(OfferingDomain).where(OfferingDomain.offering_type == t,
+                                                            OfferingDomain.offering_id == oid,
+                                                            OfferingDomain.domain_id.in_(domain_ids)))
+    db.session.flush()

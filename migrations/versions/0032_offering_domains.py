@@ -33,7 +33,5 @@ def upgrade():
 
 
 def downgrade():
-    with op.batch_alter_table('offering_domains', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_offering_domains_domain_id'))
-
+    # The table's index goes with it (MariaDB refuses to drop it alone: the foreign key needs it).
     op.drop_table('offering_domains')

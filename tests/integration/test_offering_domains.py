@@ -174,3 +174,16 @@ def test_wizard_offers_only_the_owners_offerings(app, world, client, auth, tree)
     auth.logout()
     auth.login("olga", PASSWORD)
     assert "ops-only" in html_of(wizard(client, auth, state, go="stay"))
+
+
+def test_deleting_a_domain_forgets_it(app, client, tree):
+    sales, ops = tree["sales"], tree["ops"]
+    ok(api(app, client, "admin", **FIXED, name="ops-only", domainid=ops["id"]))
+    ok(api(app, client, "admin", **FIXED, name="two", domainid=f"{ops['id']},{sales['id']}"))
+    ok(api(app, client, "admin", command="createDiskOffering", name="ops-disk", disksize=1, domainid=ops["id"]))
+    assert job(app, client, "admin", command="deleteDomain", id=ops["id"], cleanup="true")[0] == 1
+    # The offering of ops alone went with it (it must not turn public); the other keeps sales.
+    listed = ok(api(app, client, "admin", command="listServiceOfferings"))["serviceoffering"]
+    assert [(o["name"], o["domain"]) for o in listed] == [("two", "sales")]
+    assert ok(api(app, client, "admin", command="listDiskOfferings")) == {}
+    assert names(app, client, "alice") == []
