@@ -27,8 +27,8 @@ bp = Blueprint("offerings_pages", __name__, url_prefix="/admin/offerings")
 def domains_field() -> SelectMultipleField:
     """The offering's domains (createServiceOffering's domainid): none chosen is a public offering."""
     return SelectMultipleField("Domains", choices=[], validate_choice=False,
-                               description="none chosen: public. Chosen: only the accounts of these domains and "
-                                           "of the domains below them see and use it")
+                               description="none chosen: public. Chosen (Ctrl or ⌘ for several): only the accounts "
+                                           "of these domains and of the domains below them see and use it")
 
 
 class DomainsForm(InfraForm):
