@@ -13,7 +13,7 @@ from app.models.storage import ImageStore, ImageStoreState, PoolState, PoolType,
 from app.models.templates import (  # noqa: F401
     DownloadState, OsCategory, OsType, Template, TemplateFormat, TemplatePermission, TemplatePoolRef, TemplateStoreRef,
 )
-from app.models.offerings import DiskOffering, OfferingDomain, ServiceOffering  # noqa: F401
+from app.models.offerings import DiskOffering, OfferingDomain, OfferingZone, ServiceOffering  # noqa: F401
 from app.models.networks import (  # noqa: F401
     FirewallRule, GuestType, GuestVnet, IpAddress, IpState, Network, NetworkOffering, NetworkServiceProvider,
     NetworkState, PhysicalNetwork, PhysicalNetworkTrafficType, Provider, PublicIpAddress, Router, RouterState,

@@ -55,3 +55,15 @@ class OfferingDomain(db.Model):
     offering_type: Mapped[str] = mapped_column(String(16))  # ServiceOffering | DiskOffering
     offering_id: Mapped[int] = mapped_column(Integer)
     domain_id: Mapped[int] = mapped_column(ForeignKey("domains.id", ondelete="CASCADE"), index=True)
+
+
+class OfferingZone(db.Model):
+    """A zone a service or disk offering is restricted to (the offerings' "zoneid" details in
+    CloudStack): with none it serves every zone."""
+    __tablename__ = "offering_zones"
+    __table_args__ = (UniqueConstraint("offering_type", "offering_id", "zone_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    offering_type: Mapped[str] = mapped_column(String(16))  # ServiceOffering | DiskOffering
+    offering_id: Mapped[int] = mapped_column(Integer)
+    zone_id: Mapped[int] = mapped_column(ForeignKey("zones.id", ondelete="CASCADE"), index=True)

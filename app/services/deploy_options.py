@@ -135,12 +135,12 @@ def owner_of(caller, account_uuid: str | None):
     return access.owner_for(caller, acct.name, acct.domain.uuid)
 
 
-def offerings_for(caller, need_root_bytes: int, owner=None) -> list[Option]:
+def offerings_for(caller, need_root_bytes: int, owner=None, zone: Zone | None = None) -> list[Option]:
     """Every service offering; those that would pass one of the account's limits say which
     (the owner's account: the caller's unless an admin deploys for another)."""
     account_limits = limits.of_account(owner or caller.account)
     out = []
-    for o in offerings.list_offerings(owner=owner or caller.account)[0]:  # those of the owner's domains
+    for o in offerings.list_offerings(owner=owner or caller.account, zone=zone)[0]:  # the owner's, the zone's
         why = limits.refusal(account_limits, limits.vm_needs(o, need_root_bytes))  # a custom one: its least
         detail = (f"custom size: {o.min_cpu_number}–{o.max_cpu_number} vCPU · {o.cpu_speed} MHz · "
                   f"{o.min_memory}–{o.max_memory} MiB" if o.is_customized
@@ -149,8 +149,8 @@ def offerings_for(caller, need_root_bytes: int, owner=None) -> list[Option]:
     return out
 
 
-def offering_for(caller, uuid: str | None, need_root_bytes: int, owner=None) -> ServiceOffering:
-    option = next((o for o in offerings_for(caller, need_root_bytes, owner) if o.value == uuid), None)
+def offering_for(caller, uuid: str | None, need_root_bytes: int, owner=None, zone: Zone | None = None) -> ServiceOffering:
+    option = next((o for o in offerings_for(caller, need_root_bytes, owner, zone) if o.value == uuid), None)
     if option is None or not option.offered:
         raise NotFound(option.refusal if option else "Choose one of the offerings offered", field="serviceofferingid")
     return db.session.scalar(select(ServiceOffering).where(ServiceOffering.uuid == uuid))

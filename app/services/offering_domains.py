@@ -7,13 +7,15 @@ a child of one of the offering's); root admins see and use every offering. Lists
 searchForServiceOfferingsInternal) show a non-root caller the public offerings and those of their
 domain or an ancestor of it; a domain admin with isrecursive=true also those of their subtree.
 A domain admin makes and edits offerings only for domains of their subtree (never public ones).
+Zones likewise (`zoneid`, OfferingZone rows): an offering with zones serves only those zones
+(deploy and createVolume there); without any, every zone.
 """
 from __future__ import annotations
 
 from sqlalchemy import ColumnElement, delete, or_, select, true
 
 from app.extensions import db
-from app.models import Account, DiskOffering, Domain, OfferingDomain, ServiceOffering, utcnow
+from app.models import Account, DiskOffering, Domain, OfferingDomain, OfferingZone, ServiceOffering, Zone, utcnow
 from app.services import access, events
 from app.services.errors import InvalidParameter, PermissionDenied
 
@@ -87,29 +89,42 @@ def visible(caller, model, *, recursive: bool = False, domainid: str | None = No
     return crit
 
 
-def check_use(owner: Account, o) -> None:
-    """Refuse an offering the owner of a new VM or volume may not use (CloudStack's checkAccess,
-    531)."""
-    if o is None or owner.role_type == "Admin":
+def check_use(owner: Account, o, zone: Zone | None = None) -> None:
+    """Refuse an offering the owner of a new VM or volume may not use, or not in this zone
+    (CloudStack's checkAccess: domains, then zones; 531)."""
+    if o is None:
         return
-    mine = set(_ancestor_ids(owner.domain))
-    restricted = [d.id for d in domains_of(o)]
-    if restricted and not mine.intersection(restricted):
+    allowed = owner.role_type == "Admin"
+    if not allowed:
+        restricted = [d.id for d in domains_of(o)]
+        allowed = not restricted or bool(set(_ancestor_ids(owner.domain)).intersection(restricted))
+    if allowed and zone is not None:
+        zone_ids = [z.id for z in zones_of(o)]
+        allowed = not zone_ids or zone.id in zone_ids
+    if not allowed:
         raise PermissionDenied(f"There's no way to confirm account {owner.name} has access to {_what(o)} "
-                               f"{o.name}")
+                               f"{o.name}" + (f" in zone {zone.name}" if zone is not None else ""))
+
+
+def _uuids(value, everything: str | None) -> list[str] | None:
+    """The ids a create's list or an update's comma-separated string names, each once (None: not
+    given; [] for update's word for "no restriction", `everything`: public, all)."""
+    if value is None or value == "" or value == []:
+        return None
+    if isinstance(value, str):
+        if everything and value.strip().lower() == everything:
+            return []
+        value = value.split(",")
+    return list(dict.fromkeys(str(v).strip() for v in value if str(v).strip()))
 
 
 def parse(value, *, field: str = "domainid", allow_public: bool = False) -> list[Domain] | None:
     """The domains a create or update names: a list or comma-separated string of domain ids (None:
     not given; update's "public": []). Every id must name a live domain; a domain below another one
     named is dropped (its parent's subtree covers it: CloudStack's filterChildSubDomains)."""
-    if value is None or value == "" or value == []:
-        return None
-    if isinstance(value, str):
-        if allow_public and value.strip().lower() == PUBLIC:
-            return []
-        value = value.split(",")
-    uuids = list(dict.fromkeys(str(v).strip() for v in value if str(v).strip()))
+    uuids = _uuids(value, PUBLIC if allow_public else None)
+    if not uuids:
+        return uuids
     found = {d.uuid: d for d in db.session.scalars(select(Domain).where(Domain.uuid.in_(uuids),
                                                                         Domain.removed.is_(None)))}
     for u in uuids:
@@ -177,12 +192,78 @@ def set_domains(o, domains: list[Domain] | None) -> None:
     db.session.flush()
 
 
-def response_fields(o, domains: list[Domain] | None = None) -> dict:
-    """The response's domainid and domain: comma-separated ids and names (absent when public)."""
-    ds = domains_of(o) if domains is None else domains
-    if not ds:
-        return {}
-    return {"domainid": ",".join(d.uuid for d in ds), "domain": ",".join(d.name for d in ds)}
+def response_fields(o) -> dict:
+    """The response's domainid and domain, zoneid and zone: comma-separated ids and names (absent
+    when public, when in every zone)."""
+    out = {}
+    ds, zs = domains_of(o), zones_of(o)
+    if ds:
+        out |= {"domainid": ",".join(d.uuid for d in ds), "domain": ",".join(d.name for d in ds)}
+    if zs:
+        out |= {"zoneid": ",".join(z.uuid for z in zs), "zone": ",".join(z.name for z in zs)}
+    return out
+
+
+# --- Zones ------------------------------------------------------------------------------
+
+ALL_ZONES = "all"  # update*Offering's zoneid=all: every zone again
+
+
+def zones_of(o) -> list[Zone]:
+    return list(db.session.scalars(
+        select(Zone).join(OfferingZone, OfferingZone.zone_id == Zone.id)
+        .where(OfferingZone.offering_type == _type(o), OfferingZone.offering_id == o.id, Zone.removed.is_(None))
+        .order_by(Zone.id)))
+
+
+def zones_by_offering(model, ids) -> dict[int, list[Zone]]:
+    out: dict[int, list[Zone]] = {}
+    if ids:
+        for offering_id, z in db.session.execute(
+                select(OfferingZone.offering_id, Zone).join(Zone, OfferingZone.zone_id == Zone.id)
+                .where(OfferingZone.offering_type == _type(model), OfferingZone.offering_id.in_(list(ids)),
+                       Zone.removed.is_(None)).order_by(Zone.id)).all():
+            out.setdefault(offering_id, []).append(z)
+    return out
+
+
+def in_zone(model, zone: Zone) -> ColumnElement[bool]:
+    """A WHERE criterion on `model`: the offerings that serve this zone."""
+    restricted = select(OfferingZone.offering_id).where(OfferingZone.offering_type == _type(model))
+    return or_(model.id.not_in(restricted), model.id.in_(restricted.where(OfferingZone.zone_id == zone.id)))
+
+
+def zone_by_uuid(uuid: str, field: str = "zoneid") -> Zone:
+    z = db.session.scalar(select(Zone).where(Zone.uuid == uuid, Zone.removed.is_(None)))
+    if z is None:
+        raise InvalidParameter("Please specify a valid zone id", field=field)
+    return z
+
+
+def parse_zones(value, *, allow_all: bool = False) -> list[Zone] | None:
+    """The zones a create or update names (None: not given; update's "all": [])."""
+    uuids = _uuids(value, ALL_ZONES if allow_all else None)
+    return uuids if not uuids else [zone_by_uuid(u) for u in uuids]
+
+
+def set_zones(caller, o, zones: list[Zone] | None, *, creating: bool = False) -> None:
+    """Restrict the offering to these zones ([]: every zone; None: unchanged). A domain admin may not
+    change an existing offering's zones (CloudStack's message, 431)."""
+    if zones is None:
+        return
+    if o.id is None:
+        db.session.flush()
+    if not creating and not is_root(caller) and sorted(z.id for z in zones) != sorted(z.id for z in zones_of(o)):
+        raise InvalidParameter(f"Unable to update zone(s) for {_what(o)}: {o.uuid} by admin: {caller.username} as "
+                               "it is domain-admin", field="zoneid")
+    t = _type(o)
+    db.session.execute(delete(OfferingZone).where(OfferingZone.offering_type == t, OfferingZone.offering_id == o.id))
+    db.session.add_all(OfferingZone(offering_type=t, offering_id=o.id, zone_id=z.id) for z in zones)
+    db.session.flush()
+
+
+def zone_choices() -> list[tuple[str, str]]:
+    return [(z.uuid, z.name) for z in db.session.scalars(select(Zone).where(Zone.removed.is_(None)).order_by(Zone.name))]
 
 
 def domain_path(d: Domain) -> str:

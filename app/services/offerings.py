@@ -52,9 +52,10 @@ def create(caller, *, name: str, display_text: str | None, cpu_number: int | Non
            memory: int | None, storage_type: str = "shared", root_disk_size: int | None = None,
            offer_ha: bool = False, host_tags=None, storage_tags=None, customized: bool = False,
            min_cpu_number: int | None = None, max_cpu_number: int | None = None, min_memory: int | None = None,
-           max_memory: int | None = None, domain_ids=None) -> ServiceOffering:
+           max_memory: int | None = None, domain_ids=None, zone_ids=None) -> ServiceOffering:
     from app.services import offering_domains
     domains = offering_domains.parse(domain_ids)
+    in_zones = offering_domains.parse_zones(zone_ids)
     offering_domains.check_caller(caller, ServiceOffering(), domains, creating=True)
     if not offering_domains.is_root(caller) and (host_tags or storage_tags):
         raise InvalidParameter(f"Unable to create service offering with storage tags or host tags by admin: "
@@ -85,6 +86,7 @@ def create(caller, *, name: str, display_text: str | None, cpu_number: int | Non
                         max_cpu_number=bounds[1], min_memory=bounds[2], max_memory=bounds[3])
     db.session.add(o)
     offering_domains.set_domains(o, domains)
+    offering_domains.set_zones(caller, o, in_zones, creating=True)
     events.record("SERVICE.OFFERING.CREATE", f"Service offering {name} created", user=caller,
                   resource_type="ServiceOffering", resource_id=o.uuid)
     db.session.commit()
@@ -114,7 +116,8 @@ def rename(o, *, name: str | None, display_text: str | None, sort_key: int | Non
 
 
 def update(caller, uuid: str, *, name: str | None = None, display_text: str | None = None,
-           sort_key: int | None = None, host_tags=None, storage_tags=None, domain_ids=None) -> ServiceOffering:
+           sort_key: int | None = None, host_tags=None, storage_tags=None, domain_ids=None,
+           zone_ids=None) -> ServiceOffering:
     """updateServiceOffering: name, display text, sort key, (CloudStack 4.16+) host and storage tags,
     and the domains (domainid; "public": none). The tags rule where the offering's VMs go from their
     next start on; running VMs stay put. A domain admin edits only offerings of their subtree."""
@@ -126,6 +129,7 @@ def update(caller, uuid: str, *, name: str | None = None, display_text: str | No
         raise InvalidParameter(f"Unable to update service offering with storage tags or host tags by admin: "
                                f"{caller.username} because it is domain-admin", field="hosttags")
     offering_domains.set_domains(o, domains)
+    offering_domains.set_zones(caller, o, offering_domains.parse_zones(zone_ids, allow_all=True))
     rename(o, name=name, display_text=display_text, sort_key=sort_key)
     if host_tags is not None:
         o.host_tags = placement_tags.normalize(host_tags, "hosttags")
@@ -153,7 +157,7 @@ def delete(caller, uuid: str) -> None:
 
 
 def list_offerings(caller=None, *, id=None, name=None, keyword=None, page=None, domainid=None, recursive=False,
-                   owner=None):
+                   owner=None, zone=None):
     """listServiceOfferings: what the caller may see (offering_domains.visible; no caller: every one),
     or with owner what that account may use (the deploy wizard's choice for it)."""
     from app.services import offering_domains
@@ -161,6 +165,8 @@ def list_offerings(caller=None, *, id=None, name=None, keyword=None, page=None, 
                                                                                  ServiceOffering.id)
     if owner is not None:
         q = q.where(offering_domains.usable_by(owner, ServiceOffering))
+    if zone is not None:
+        q = q.where(offering_domains.in_zone(ServiceOffering, zone))
     if caller is not None:
         q = q.where(offering_domains.visible(caller, ServiceOffering, recursive=recursive, domainid=domainid))
     if id:

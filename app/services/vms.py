@@ -414,7 +414,7 @@ def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid:
         raise InvalidParameter(f"Zone {zone.name} is disabled", field="zoneid")
     offering = _offering(service_offering_uuid)
     from app.services import offering_domains
-    offering_domains.check_use(owner, offering)  # 531: an offering of another domain
+    offering_domains.check_use(owner, offering, zone)  # 531: an offering of another domain or zone
     from app.services import offerings as service_offerings
     size = service_offerings.size_for(offering, details)  # a customized offering: details cpuNumber, memory
     template, from_iso = _template_for(caller, zone, template_uuid, iso_uuid)
@@ -432,7 +432,7 @@ def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid:
                                    field="diskofferingid")
         if disk_offering_uuid:
             disk_offering = volumes.get_disk_offering(disk_offering_uuid)
-            offering_domains.check_use(owner, disk_offering)
+            offering_domains.check_use(owner, disk_offering, zone)
             root_size = disk_offering.disk_size * GIB or root_size
     nets, wanted_ips, groups = _deploy_networks(caller, owner, zone, network_uuids, ip_address, ip_to_network,
                                                 security_group_uuids, security_group_names)
@@ -1222,7 +1222,7 @@ def change_offering(caller, uuid: str, offering_uuid: str) -> VirtualMachine:
     vm = get_vm(caller, uuid)
     offering = _offering(offering_uuid)
     from app.services import offering_domains
-    offering_domains.check_use(vm.account, offering)  # 531: an offering of another domain
+    offering_domains.check_use(vm.account, offering, vm.zone)  # 531: an offering of another domain or zone
     if offering.is_customized:
         raise Unsupported(f"Service offering {offering.name} is customized: changing to it is not supported yet")
     if not hv.resolve(vm.hypervisor_type).capabilities.scale_stopped_vm:
@@ -1252,7 +1252,7 @@ def scale_job(caller, uuid: str, offering_uuid: str) -> AsyncJob:
     """scaleVirtualMachine: the same change as changeServiceForVirtualMachine, as a job."""
     vm = get_vm(caller, uuid)
     from app.services import offering_domains
-    offering_domains.check_use(vm.account, _offering(offering_uuid))
+    offering_domains.check_use(vm.account, _offering(offering_uuid), vm.zone)
     return jobs.submit("scaleVirtualMachine", caller, "vm.scale_offering", {"vm": vm.uuid, "offering": offering_uuid},
                        instance_type="VirtualMachine", instance_id=vm.uuid)
 

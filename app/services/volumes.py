@@ -54,9 +54,10 @@ def release_on_pool(pool_id: int, size: int) -> None:
 
 def create_disk_offering(caller, *, name: str, display_text: str | None = None, disk_size: int | None = None,
                          customized: bool = False, storage_type: str = "shared", tags=None,
-                         domain_ids=None) -> DiskOffering:
+                         domain_ids=None, zone_ids=None) -> DiskOffering:
     from app.services import offering_domains, offerings
     domains = offering_domains.parse(domain_ids)
+    in_zones = offering_domains.parse_zones(zone_ids)
     offering_domains.check_caller(caller, DiskOffering(), domains, creating=True)
     name = zones._name(name)
     offerings.unique_name(DiskOffering, name)
@@ -76,6 +77,7 @@ def create_disk_offering(caller, *, name: str, display_text: str | None = None, 
                      tags=tags)
     db.session.add(o)
     offering_domains.set_domains(o, domains)
+    offering_domains.set_zones(caller, o, in_zones, creating=True)
     events.record("DISK.OFFERING.CREATE", f"Disk offering {name} created", user=caller,
                   resource_type="DiskOffering", resource_id=o.uuid)
     db.session.commit()
@@ -90,7 +92,7 @@ def get_disk_offering(uuid: str, field: str = "diskofferingid") -> DiskOffering:
 
 
 def update_disk_offering(caller, uuid: str, *, name: str | None = None, display_text: str | None = None,
-                         sort_key: int | None = None, tags=None, domain_ids=None) -> DiskOffering:
+                         sort_key: int | None = None, tags=None, domain_ids=None, zone_ids=None) -> DiskOffering:
     """updateDiskOffering: name, display text, sort key, storage tags (for the volumes made from now on),
     domains (domainid; "public": none). A domain admin edits only offerings of their subtree."""
     from app.services import offering_domains, offerings
@@ -98,6 +100,7 @@ def update_disk_offering(caller, uuid: str, *, name: str | None = None, display_
     domains = offering_domains.parse(domain_ids, allow_public=True)
     offering_domains.check_caller(caller, o, domains, creating=False)
     offering_domains.set_domains(o, domains)
+    offering_domains.set_zones(caller, o, offering_domains.parse_zones(zone_ids, allow_all=True))
     offerings.rename(o, name=name, display_text=display_text, sort_key=sort_key)
     if tags is not None:
         o.tags = placement_tags.normalize(tags, "tags")
@@ -120,13 +123,15 @@ def delete_disk_offering(caller, uuid: str) -> None:
 
 
 def list_disk_offerings(caller=None, *, id=None, name=None, keyword=None, page=None, domainid=None,
-                        recursive=False, owner=None):
+                        recursive=False, owner=None, zone=None):
     """listDiskOfferings: what the caller may see (offering_domains.visible; no caller: every one), or
     with owner what that account may use."""
     from app.services import offering_domains
     q = select(DiskOffering).where(DiskOffering.removed.is_(None)).order_by(DiskOffering.sort_key, DiskOffering.id)
     if owner is not None:
         q = q.where(offering_domains.usable_by(owner, DiskOffering))
+    if zone is not None:
+        q = q.where(offering_domains.in_zone(DiskOffering, zone))
     if caller is not None:
         q = q.where(offering_domains.visible(caller, DiskOffering, recursive=recursive, domainid=domainid))
     if id:
@@ -169,7 +174,7 @@ def create_volume(caller, *, name: str | None, zone_uuid: str, disk_offering_uui
     zone = zones.get_zone(zone_uuid)
     offering = get_disk_offering(disk_offering_uuid)
     from app.services import offering_domains
-    offering_domains.check_use(owner, offering)  # 531: an offering of another domain
+    offering_domains.check_use(owner, offering, zone)  # 531: an offering of another domain or zone
     if offering.is_custom:
         if not size_gib or size_gib < 1:
             raise InvalidParameter(f"Disk offering {offering.name} is custom: give size (GiB)", field="size")
@@ -372,7 +377,7 @@ def resize_volume(caller, uuid: str, *, size_gib: int | None = None, disk_offeri
     if disk_offering_uuid:
         offering = get_disk_offering(disk_offering_uuid)
         from app.services import offering_domains
-        offering_domains.check_use(v.account, offering)
+        offering_domains.check_use(v.account, offering, v.zone)
         new = (size_gib if offering.is_custom else offering.disk_size) or 0
     else:
         new = size_gib or 0

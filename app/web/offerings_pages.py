@@ -31,15 +31,27 @@ def domains_field() -> SelectMultipleField:
                                            "of these domains and of the domains below them see and use it")
 
 
+def zones_field() -> SelectMultipleField:
+    """The offering's zones (zoneid): none chosen serves every zone."""
+    return SelectMultipleField("Zones", choices=[], validate_choice=False,
+                               description="none chosen: every zone. Chosen: VMs and volumes of it only there")
+
+
 class DomainsForm(InfraForm):
-    """An offering form with its domains (both kinds, add and edit)."""
+    """An offering form with its domains and zones (both kinds, add and edit)."""
     def prepare(self) -> None:
         self.domainid.choices = offering_domains.domain_choices(current_user)
+        self.zoneid.choices = offering_domains.zone_choices()
 
 
 def chosen_domains(f, *, editing: bool):
     """The domains chosen, as the service takes them: None (add: public), "public" (edit: none chosen)."""
     return f.domainid.data or ("public" if editing else None)
+
+
+def chosen_zones(f, *, editing: bool):
+    """The zones chosen: None (add: every zone), "all" (edit: none chosen)."""
+    return f.zoneid.data or ("all" if editing else None)
 
 
 class ComputeOfferingForm(DomainsForm):
@@ -70,6 +82,7 @@ class ComputeOfferingForm(DomainsForm):
     storagetags = StringField("Storage tags", validators=[Optional(), Length(max=4096)],
                               description="comma separated: root volumes go to primary storage with all of them")
     domainid = domains_field()
+    zoneid = zones_field()
 
 
 class EditComputeOfferingForm(DomainsForm):
@@ -86,6 +99,7 @@ class EditComputeOfferingForm(DomainsForm):
     sortkey = IntegerField("Sort key", validators=[Optional(), NumberRange(-2**31, 2**31 - 1)],
                            description="lists show offerings by ascending sort key")
     domainid = domains_field()
+    zoneid = zones_field()
 
 
 def _vm_counts() -> dict[int, int]:
@@ -105,11 +119,12 @@ def index():
                              storage_tags=f.storagetags.data or None, customized=f.customized.data,
                              min_cpu_number=f.mincpunumber.data, max_cpu_number=f.maxcpunumber.data,
                              min_memory=f.minmemory.data, max_memory=f.maxmemory.data,
-                             domain_ids=chosen_domains(f, editing=False))
+                             domain_ids=chosen_domains(f, editing=False), zone_ids=chosen_zones(f, editing=False))
         return f"Compute offering {o.name} added.", url_for(".index")
     rows = offerings.list_offerings()[0]
     return form_page(ComputeOfferingForm, save, template="offerings/compute.html", rows=rows, vms=_vm_counts(),
                      domains=offering_domains.domains_by_offering(ServiceOffering, [o.id for o in rows]),
+                     zones=offering_domains.zones_by_offering(ServiceOffering, [o.id for o in rows]),
                      domain_path=offering_domains.domain_path)
 
 
@@ -125,7 +140,8 @@ def edit(uuid: str):
     def save(f: EditComputeOfferingForm):
         o = offerings.update(current_user, uuid, name=f.name.data, display_text=f.displaytext.data or "",
                              sort_key=f.sortkey.data, host_tags=f.hosttags.data or "",
-                             storage_tags=f.storagetags.data or "", domain_ids=chosen_domains(f, editing=True))
+                             storage_tags=f.storagetags.data or "", domain_ids=chosen_domains(f, editing=True),
+                             zone_ids=chosen_zones(f, editing=True))
         return f"Compute offering {o.name} saved.", url_for(".index")
     return form_page(EditComputeOfferingForm, save, crumbs=[("Compute offerings", url_for(".index"))],
                      heading=f"Edit {o.name}")

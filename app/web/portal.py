@@ -222,7 +222,7 @@ class Wizard:
             if not f.rootdisksize.data:
                 raise NotFound("A VM from an ISO needs a root disk size", field="rootdisksize")
         self.offering = deploy_options.offering_for(current_user, f.serviceofferingid.data, self.root_bytes,
-                                                    self.owner)
+                                                    self.owner, self.zone)
         self.size = deploy_options.size_for(current_user, self.offering, f.cpunumber.data, f.memory.data,
                                             self.root_bytes, self.owner)
 
@@ -278,7 +278,7 @@ class Wizard:
         if key == "offering":
             types = deploy_options.iso_types(self.zone)
             self.form.hypervisor.choices = choices([(t, hv.display_name(t)) for t in types])
-            opts = deploy_options.offerings_for(current_user, self.root_bytes, self.owner)
+            opts = deploy_options.offerings_for(current_user, self.root_bytes, self.owner, self.zone)
             self.custom_offered = any(o.detail.startswith("custom size") for o in opts)
             return opts
         if key == "network":

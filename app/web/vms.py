@@ -476,7 +476,8 @@ def _forms(vm: VirtualMachine) -> dict[str, FlaskForm | None]:
     if "change-offering" in keys:
         f = OfferingForm(formdata=None)
         f.offering.choices = [(o.uuid, f"{o.name} ({o.cpu_number} vCPU, {o.cpu_speed} MHz, {o.memory} MiB)")
-                              for o in offerings.list_offerings(owner=vm.account)[0] if o.id != vm.service_offering_id]
+                              for o in offerings.list_offerings(owner=vm.account, zone=vm.zone)[0]
+                              if o.id != vm.service_offering_id]
         forms["change-offering"] = f if f.offering.choices else None
     if "restore" in keys:
         f = RestoreForm(formdata=None)

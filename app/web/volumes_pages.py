@@ -32,7 +32,7 @@ from app.web.forms import EmptyForm, attach_error
 from app.web.infra import _redirect
 from app.web.infra_forms import InfraForm, choices
 from app.web.listing import FilterSelect, listing, wants_fragment
-from app.web.offerings_pages import DomainsForm, chosen_domains, domains_field
+from app.web.offerings_pages import DomainsForm, chosen_domains, chosen_zones, domains_field, zones_field
 from app.web.portal import form_page
 
 bp = Blueprint("volumes", __name__, url_prefix="/volumes")
@@ -266,6 +266,7 @@ class DiskOfferingForm(DomainsForm):
     tags = StringField("Storage tags", validators=[Optional(), Length(max=4096)],
                        description="comma separated: its volumes go to primary storage with all of them")
     domainid = domains_field()
+    zoneid = zones_field()
 
 
 class EditDiskOfferingForm(DomainsForm):
@@ -279,6 +280,7 @@ class EditDiskOfferingForm(DomainsForm):
     sortkey = IntegerField("Sort key", validators=[Optional(), NumberRange(-2**31, 2**31 - 1)],
                            description="lists show offerings by ascending sort key")
     domainid = domains_field()
+    zoneid = zones_field()
 
 
 @bp.route("/offerings", methods=["GET", "POST"])
@@ -288,11 +290,13 @@ def offerings():
         o = volumes.create_disk_offering(current_user, name=f.name.data, display_text=f.displaytext.data,
                                          disk_size=f.disksize.data, customized=f.customized.data,
                                          storage_type=f.storagetype.data, tags=f.tags.data or None,
-                                         domain_ids=chosen_domains(f, editing=False))
+                                         domain_ids=chosen_domains(f, editing=False),
+                                         zone_ids=chosen_zones(f, editing=False))
         return f"Disk offering {o.name} added.", url_for(".offerings")
     rows = volumes.list_disk_offerings()[0]
     return form_page(DiskOfferingForm, save, template="volumes/offerings.html", rows=rows, size=_size,
                      domains=offering_domains.domains_by_offering(DiskOffering, [o.id for o in rows]),
+                     zones=offering_domains.zones_by_offering(DiskOffering, [o.id for o in rows]),
                      domain_path=offering_domains.domain_path)
 
 
@@ -308,7 +312,8 @@ def edit_offering(uuid: str):
     def save(f: EditDiskOfferingForm):
         o = volumes.update_disk_offering(current_user, uuid, name=f.name.data, display_text=f.displaytext.data or "",
                                          sort_key=f.sortkey.data, tags=f.tags.data or "",
-                                         domain_ids=chosen_domains(f, editing=True))
+                                         domain_ids=chosen_domains(f, editing=True),
+                                         zone_ids=chosen_zones(f, editing=True))
         return f"Disk offering {o.name} saved.", url_for(".offerings")
     return form_page(EditDiskOfferingForm, save, crumbs=[("Disk offerings", url_for(".offerings"))],
                      heading=f"Edit {o.name}")

@@ -1,7 +1,7 @@
 """Offerings restricted to domains with the real `cs` client: createServiceOffering /
 createDiskOffering with domainid (a comma-separated list), the response's domainid / domain, a
 user of another domain not seeing them and refused with 531 when creating a volume from one,
-updateServiceOffering domainid=public making one public again."""
+updateDiskOffering domainid=public making one public again; an offering of one zone (zoneid)."""
 import pytest
 from cs import CloudStack, CloudStackApiException
 
@@ -49,3 +49,7 @@ def test_offerings_per_domain_with_cs(live):
     assert "domainid" not in public
     v = carol.createVolume(name="v", zoneid=z["id"], diskofferingid=disk["id"], fetch_result=True)["volume"]
     assert v["diskofferingname"] == "ops-disk"
+
+    in_dz = api.createDiskOffering(name="dz-disk", disksize=1, zoneid=z["id"])["diskoffering"]
+    assert (in_dz["zoneid"], in_dz["zone"]) == (z["id"], "DZ")
+    assert [o["name"] for o in carol.listDiskOfferings(zoneid=z["id"])["diskoffering"]] == ["ops-disk", "dz-disk"]

@@ -187,3 +187,49 @@ def test_deleting_a_domain_forgets_it(app, client, tree):
     assert [(o["name"], o["domain"]) for o in listed] == [("two", "sales")]
     assert ok(api(app, client, "admin", command="listDiskOfferings")) == {}
     assert names(app, client, "alice") == []
+
+
+def test_offerings_per_zone(app, world, client, auth, hx, tree):
+    from app.services import zones
+    with app.app_context():
+        other = zones.create_zone(None, name="Z2", dns1="8.8.8.8", internal_dns1="10.0.0.2",
+                                  guest_cidr="10.8.0.0/24").uuid
+    z2 = ok(api(app, client, "admin", **FIXED, name="z2-only", zoneid=other))["serviceoffering"]
+    assert (z2["zoneid"], z2["zone"]) == (other, "Z2")
+    disk = ok(api(app, client, "admin", command="createDiskOffering", name="z2-disk", disksize=1,
+                  zoneid=other))["diskoffering"]
+    status, body = api(app, client, "admin", **FIXED, name="bad", zoneid="5e1f0000-0000-4000-8000-000000000000")
+    assert status == 431 and body["errortext"] == "Please specify a valid zone id"
+    # listed with zoneid: the offerings serving that zone (those of every zone too)
+    assert names(app, client, "carol", zoneid=world.zone) == ["big", "small"]
+    assert names(app, client, "carol", zoneid=other) == ["big", "small", "z2-only"]
+    base = {"command": "deployVirtualMachine", "zoneid": world.zone, "templateid": world.template}
+    for user in ("carol", "admin"):  # zones bind root admins too
+        status, body = api(app, client, user, **base, serviceofferingid=z2["id"])
+        assert status == 531 and "in zone Z1" in body["errortext"], body
+    status, body = api(app, client, "carol", command="createVolume", zoneid=world.zone, diskofferingid=disk["id"])
+    assert status == 531, body
+    # A domain admin may not change an offering's zones.
+    mine = ok(api(app, client, "sam", **FIXED, name="sams", domainid=tree["sales"]["id"], zoneid=other))
+    status, body = api(app, client, "sam", command="updateServiceOffering", id=mine["serviceoffering"]["id"],
+                       zoneid="all")
+    assert status == 431 and "Unable to update zone(s)" in body["errortext"], body
+    # zoneid=all: every zone again; then the deploy in Z1 works.
+    assert "zoneid" not in ok(api(app, client, "admin", command="updateServiceOffering", id=z2["id"],
+                                  zoneid="all"))["serviceoffering"]
+    assert job(app, client, "carol", **base, serviceofferingid=z2["id"], name="c2",
+               startvm="false")[1]["virtualmachine"]["serviceofferingname"] == "z2-only"
+    # The wizard offers only the zone's offerings; the pages choose zones.
+    ok(api(app, client, "admin", command="updateServiceOffering", id=z2["id"], zoneid=other))
+    auth.login("carol", PASSWORD)
+    state = {"step": "offering", "zoneid": world.zone, "templateid": world.template, "owner": ""}
+    assert "z2-only" not in html_of(wizard(client, auth, state, go="stay"))
+    auth.logout()
+    auth.login("admin")
+    html = client.get("/admin/offerings/").get_data(as_text=True)
+    assert 'name="zoneid"' in html and "Every zone" in html
+    r = hx.post("/volumes/offerings", data={"name": "z1-disk", "disksize": "1", "storagetype": "shared",
+                                            "zoneid": [world.zone]})
+    assert r.status_code == 204
+    listed = ok(api(app, client, "admin", command="listDiskOfferings", name="z1-disk"))["diskoffering"][0]
+    assert listed["zone"] == "Z1"

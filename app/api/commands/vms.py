@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from app.api.registry import ADMIN, DOMAIN_ADMIN, Param, command
 from app.api.serializers import vm_dict
-from app.services import events, offerings, vm_views, vms
+from app.services import events, offerings, vm_views, vms, zones
 
 
 @command("deployVirtualMachine", "Creates a VM from a template or a bootable ISO and starts it", is_async=True,
@@ -153,7 +153,8 @@ def list_vms(ctx, p):
     Param("rootdisksize", "long", "root disk GiB"), Param("offerha", "boolean", "HA"),
     Param("hosttags", "string", "the host tag for this service offering (comma separated: hosts need them all)"),
     Param("tags", "string", "the storage tags for this service offering (comma separated)"),
-    Param("domainid", "list", "the ID of the containing domain(s), null for public offerings")])
+    Param("domainid", "list", "the ID of the containing domain(s), null for public offerings"),
+    Param("zoneid", "list", "the ID of the containing zone(s), null for public offerings")])
 def create_offering(ctx, p):
     return offerings.create(ctx.user, name=p["name"], display_text=p.get("displaytext"),
                             cpu_number=p.get("cpunumber"), cpu_speed=p["cpuspeed"], memory=p.get("memory"),
@@ -161,7 +162,7 @@ def create_offering(ctx, p):
                             offer_ha=p.get("offerha", False), host_tags=p.get("hosttags"), storage_tags=p.get("tags"),
                             customized=p.get("customized", False), min_cpu_number=p.get("mincpunumber"),
                             max_cpu_number=p.get("maxcpunumber"), min_memory=p.get("minmemory"),
-                            max_memory=p.get("maxmemory"), domain_ids=p.get("domainid"))
+                            max_memory=p.get("maxmemory"), domain_ids=p.get("domainid"), zone_ids=p.get("zoneid"))
 
 
 @command("updateServiceOffering", "Updates a service offering", role=DOMAIN_ADMIN, response="serviceoffering", params=[
@@ -174,18 +175,23 @@ def create_offering(ctx, p):
     Param("storagetags", "string", "comma-separated list of tags for the service offering, tags should match "
           "with existing storage pool tags"),
     Param("domainid", "string", "the ID of the containing domain(s) as comma separated string, public for public "
+          "offerings"),
+    Param("zoneid", "string", "the ID of the containing zone(s) as comma separated string, all for all zones "
           "offerings")])
 def update_offering(ctx, p):
     return offerings.update(ctx.user, p["id"], name=p.get("name"), display_text=p.get("displaytext"),
                             sort_key=p.get("sortkey"), host_tags=p.get("hosttags"), storage_tags=p.get("storagetags"),
-                            domain_ids=p.get("domainid"))
+                            domain_ids=p.get("domainid"), zone_ids=p.get("zoneid"))
 
 
 @command("listServiceOfferings", "Lists service offerings", response="serviceoffering", list=True,
-         params=[Param("name", "string", "the name")])
+         params=[Param("name", "string", "the name"),
+                 Param("zoneid", "uuid", "id of zone service offering is associated with")])
 def list_offerings(ctx, p):
+    zone = zones.get_zone(p["zoneid"]) if p.get("zoneid") else None
     return offerings.list_offerings(ctx.user, id=p.get("id"), name=p.get("name"), keyword=p.get("keyword"),
-                                    page=ctx.page, domainid=p.get("domainid"), recursive=p.get("isrecursive", False))
+                                    page=ctx.page, domainid=p.get("domainid"), recursive=p.get("isrecursive", False),
+                                    zone=zone)
 
 
 @command("deleteServiceOffering", "Deletes an unused service offering", role=DOMAIN_ADMIN, params=ID)

@@ -13,12 +13,13 @@ from app.services import volumes
     Param("customized", "boolean", "the size is chosen at volume creation"),
     Param("storagetype", "string", "shared (default) or local"),
     Param("tags", "string", "tags for the disk offering (storage tags, comma separated)"),
-    Param("domainid", "list", "the ID of the containing domain(s), null for public offerings")])
+    Param("domainid", "list", "the ID of the containing domain(s), null for public offerings"),
+    Param("zoneid", "list", "the ID of the containing zone(s), null for public offerings")])
 def create_disk_offering(ctx, p):
     return volumes.create_disk_offering(ctx.user, name=p["name"], display_text=p.get("displaytext"),
                                         disk_size=p.get("disksize"), customized=p.get("customized", False),
                                         storage_type=p.get("storagetype", "shared"), tags=p.get("tags"),
-                                        domain_ids=p.get("domainid"))
+                                        domain_ids=p.get("domainid"), zone_ids=p.get("zoneid"))
 
 
 @command("updateDiskOffering", "Updates a disk offering", role=DOMAIN_ADMIN, response="diskoffering", params=[
@@ -28,17 +29,24 @@ def create_disk_offering(ctx, p):
     Param("tags", "string", "comma-separated list of tags for the disk offering, tags should match with "
           "existing storage pool tags"),
     Param("domainid", "string", "the ID of the containing domain(s) as comma separated string, public for public "
+          "offerings"),
+    Param("zoneid", "string", "the ID of the containing zone(s) as comma separated string, all for all zones "
           "offerings")])
 def update_disk_offering(ctx, p):
     return volumes.update_disk_offering(ctx.user, p["id"], name=p.get("name"), display_text=p.get("displaytext"),
-                                        sort_key=p.get("sortkey"), tags=p.get("tags"), domain_ids=p.get("domainid"))
+                                        sort_key=p.get("sortkey"), tags=p.get("tags"), domain_ids=p.get("domainid"),
+                                        zone_ids=p.get("zoneid"))
 
 
 @command("listDiskOfferings", "Lists disk offerings", response="diskoffering", list=True,
-         params=[Param("name", "string", "the name")])
+         params=[Param("name", "string", "the name"),
+                 Param("zoneid", "uuid", "id of zone disk offering is associated with")])
 def list_disk_offerings(ctx, p):
+    from app.services import zones
+    zone = zones.get_zone(p["zoneid"]) if p.get("zoneid") else None
     return volumes.list_disk_offerings(ctx.user, id=p.get("id"), name=p.get("name"), keyword=p.get("keyword"),
-                                       page=ctx.page, domainid=p.get("domainid"), recursive=p.get("isrecursive", False))
+                                       page=ctx.page, domainid=p.get("domainid"), recursive=p.get("isrecursive", False),
+                                       zone=zone)
 
 
 @command("deleteDiskOffering", "Deletes a disk offering", role=DOMAIN_ADMIN,
