@@ -22,7 +22,7 @@ from sqlalchemy import delete, select, update
 from app.extensions import db
 from app.jobs import service as jobs
 from app.models import Account, AsyncJob, JobStatus, SSHKeyPair, Template, User, VirtualMachine, Volume, utcnow
-from app.services import events
+from app.services import events, settings
 from app.services.errors import InvalidParameter
 
 HANDLER = "account.delete"
@@ -150,6 +150,7 @@ def _finish(caller: User, account: Account) -> None:
         if not u.username.endswith(f"#{u.id}"):
             u.username = f"{u.username[:200]}#{u.id}"
     account.removed = now
+    settings.forget("account", account.id)
     name = account.name
     if not account.name.endswith(f"#{account.id}"):
         account.name = f"{account.name[:200]}#{account.id}"

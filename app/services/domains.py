@@ -6,7 +6,7 @@ from sqlalchemy import String, func, literal, select, update
 
 from app.extensions import db
 from app.models import DOMAIN_ID, DOMAIN_NAME, Account, Domain, DomainState, utcnow
-from app.services import access, events
+from app.services import access, events, settings
 from app.services.errors import InvalidParameter, NotFound, PermissionDenied, ResourceInUse
 
 MAX_NAME = 255
@@ -218,6 +218,7 @@ def delete_domain(caller, d: Domain, cleanup: bool) -> None:
                       resource_type="Domain", resource_id=x.uuid)
     from app.services import offering_domains
     offering_domains.forget_domains(caller, ids)  # offerings of these domains only: removed too
+    settings.forget("domain", ids)
     db.session.commit()
 
 
@@ -232,7 +233,8 @@ def remove_account(caller, acct: Account) -> None:
 
 def owns_anything(account_id: int) -> str | None:
     """The first kind of live object this account still owns, or None."""
-    skip = {"accounts", "users", "resource_counts", "resource_limits", "events", "async_jobs", "project_accounts",
+    # Not things an account owns: its own rows, history, and the change stream's outbox.
+    skip = {"accounts", "users", "resource_counts", "resource_limits", "events", "async_jobs", "project_accounts", "changes",
             "security_groups", "security_group_rules", "event_buckets", "console_sessions", "projects",
             "revoked_sessions", "login_throttles"}
     for table in db.metadata.sorted_tables:

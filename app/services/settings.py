@@ -338,6 +338,16 @@ def cs_type(d: Definition) -> str:
     return "Select" if d.choices else _CS_TYPES.get(d.type, "String")
 
 
+def forget(scope: str, scope_ids) -> None:
+    """The values set for zones, clusters, pools, accounts or domains that are being removed
+    (CloudStack drops their *_details rows with them): in the caller's transaction."""
+    ids = [scope_ids] if isinstance(scope_ids, int) else list(scope_ids)
+    if ids:
+        db.session.execute(delete(SettingValue).where(SettingValue.scope == scope, SettingValue.scope_id.in_(ids))
+                           .execution_options(synchronize_session=False))
+        clear_cache()
+
+
 def in_scope(name: str, scope: str, scope_id: int) -> ScopedSetting:
     d = DEFINITIONS[name]
     _fresh()

@@ -19,7 +19,7 @@ from app.extensions import db
 from app.hypervisors.base import DriverError, StoragePoolSpec
 from app.models import (Cluster, Host, HostState, ImageStore, ImageStoreState, PoolState, PoolType, StoragePool, StorageScope,
                         TemplateStoreRef, Volume, Zone, new_uuid, utcnow)
-from app.services import crypto, events, zones
+from app.services import crypto, events, settings, zones
 from app.services import hypervisors as hv
 from app.services.errors import InvalidParameter, NotFound, ResourceInUse, ResourceUnavailable
 from app.services.pagination import name_of, page_of, ratio, sorted_by
@@ -185,6 +185,7 @@ def delete_storage_pool(caller, uuid: str) -> None:
         db.session.commit()  # no lock held while drivers work
         unprepare_on_hosts(pool, hosts)
     pool.removed = utcnow()
+    settings.forget("storagepool", pool.id)
     events.record("STORAGE.POOL.DELETE", f"Primary storage {pool.name} removed", user=caller,
                   resource_type="StoragePool", resource_id=pool.uuid)
     db.session.commit()

@@ -14,7 +14,7 @@ from sqlalchemy.orm import joinedload
 
 from app.extensions import db
 from app.models import AllocationState, Cluster, Host, NetworkType, PhysicalNetwork, Pod, Zone, new_uuid, utcnow
-from app.services import events
+from app.services import events, settings
 from app.services import hypervisors as hv
 from app.services.errors import InvalidParameter, NotFound, ResourceInUse
 from app.services.pagination import name_of, page_of, sorted_by
@@ -137,6 +137,7 @@ def delete_zone(caller, uuid: str) -> None:
         raise ResourceInUse(f"Zone {zone.name} still has {clusters} cluster(s) in {pods} pod(s); "
                             "delete them first")
     zone.removed = utcnow()
+    settings.forget("zone", zone.id)
     events.record("ZONE.DELETE", f"Zone {zone.name} deleted", user=caller, resource_type="Zone", resource_id=zone.uuid)
     db.session.commit()
 
@@ -350,6 +351,7 @@ def delete_cluster(caller, uuid: str) -> None:
     if db.session.scalar(select(func.count()).select_from(Host).where(Host.cluster_id == c.id, Host.removed.is_(None))):
         raise ResourceInUse(f"Cluster {c.name} still has hosts; remove them first")
     c.removed = utcnow()
+    settings.forget("cluster", c.id)
     events.record("CLUSTER.DELETE", f"Cluster {c.name} deleted", user=caller, resource_type="Cluster",
                   resource_id=c.uuid)
     db.session.commit()

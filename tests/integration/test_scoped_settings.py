@@ -145,3 +145,27 @@ def test_domain_chain(app, users):
             assert settings.get(name, domain=alice.domain_id) == 20
         finally:
             settings.DEFINITIONS[name] = d
+
+
+def test_values_go_with_what_they_were_set_for(app, users):
+    """A removed cluster's, zone's or account's values are removed with it (CloudStack drops
+    its *_details rows): none is left behind to apply to a later object with the same id."""
+    from app.models import SettingValue, User
+    from app.services import account_deletion, zones
+    name = "custom.diskoffering.size.max"
+    with app.app_context():
+        zone, c1, c2 = two_clusters()
+        settings.update(CPU, "2", scope="cluster", target=c2)
+        settings.update(CPU, "3", scope="zone", target=zone)
+        alice = accounts.get_account("alice")
+        settings.update(name, "10", scope="account", target=alice)
+        admin = db.session.scalar(db.select(User).where(User.username == "admin"))
+
+        def scopes():
+            return sorted((v.scope, v.scope_id) for v in db.session.scalars(db.select(SettingValue)))
+        assert scopes() == sorted([("cluster", c2.id), ("zone", zone.id), ("account", alice.id)])
+        zones.delete_cluster(admin, c2.uuid)
+        assert ("cluster", c2.id) not in scopes()
+        account_deletion.run_now(admin, alice)
+        assert scopes() == [("zone", zone.id)]
+        assert settings.get(name, account=alice.id) == 1024
