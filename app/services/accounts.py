@@ -670,18 +670,19 @@ def check_disable(caller: User, acct: Account) -> None:
 
 def disable_account(caller: User, acct: Account) -> Account:
     """disableAccount lock=false (the job): disabled like set_account_state, then each of its
-    running VMs is stopped (a VM busy with another action is left to run on)."""
+    running VMs is powered off within this job, so they are Stopped when it is done (a VM busy
+    with another action is left to run on)."""
     _check_state_change(caller, acct)
     set_account_state(caller, acct, enabled=False)
     from app.models import VirtualMachine, VMState
     from app.services import vms
-    running = list(db.session.scalars(select(VirtualMachine.uuid).where(
+    running = list(db.session.scalars(select(VirtualMachine).where(
         VirtualMachine.account_id == acct.id, VirtualMachine.removed.is_(None),
         VirtualMachine.state == VMState.RUNNING)))
-    for uuid in running:
+    for vm in running:
         try:
-            vms.stop(caller, uuid, forced=True)
-        except ServiceError:
+            vms.stop_now(vm, f"account {acct.name} disabled")
+        except ServiceError:  # the host would not power it off: it runs on, the others stop
             db.session.rollback()
     return acct
 

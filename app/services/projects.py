@@ -223,8 +223,8 @@ def update_project(caller, project: Project, *, display_text: str | None = None,
 
 
 def set_state(caller, project: Project, state: str) -> Project:
-    """activateProject / suspendProject. Suspending stops the project's running VMs (through
-    their stop jobs) and makes nothing new in it."""
+    """activateProject / suspendProject. Suspending powers the project's running VMs off
+    (a VM busy with another action is left to it) and makes nothing new in it."""
     _manage(caller, project)
     if state == ProjectState.SUSPENDED:
         if project.state == ProjectState.SUSPENDED:
@@ -249,13 +249,13 @@ def set_state(caller, project: Project, state: str) -> Project:
 def stop_vms(caller, project: Project) -> None:
     from app.services import vms
     from app.services.errors import ServiceError
-    running = list(db.session.scalars(select(VirtualMachine.uuid).where(
+    running = list(db.session.scalars(select(VirtualMachine).where(
         VirtualMachine.account_id == project.account_id, VirtualMachine.removed.is_(None),
         VirtualMachine.state == VMState.RUNNING)))
-    for uuid in running:
+    for vm in running:  # within this call: when suspendProject answers, they are Stopped
         try:
-            vms.stop(caller, uuid)
-        except ServiceError:  # busy with another job: that job's end decides; the project makes nothing new
+            vms.stop_now(vm, f"project {project.name} suspended")
+        except ServiceError:  # the host would not power it off: it runs on; the project makes nothing new
             db.session.rollback()
 
 

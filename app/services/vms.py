@@ -946,6 +946,28 @@ define(Definition("allow.user.expunge.recover.vm", "true", "Users may expunge an
                   category="VM", type="boolean", scopes=("account",)))
 
 
+def stop_now(vm: VirtualMachine, why: str) -> bool:
+    """A Running VM powered off inside the caller's own job (disableAccount stops its account's
+    VMs within its job, as CloudStack's doDisableAccount does: when the job is done, they are
+    Stopped). A VM busy with another action, or no longer Running, is left alone (False)."""
+    try:
+        token = _lock(vm, "stop")
+    except ServiceError:
+        db.session.rollback()
+        return False
+    try:
+        vm = db.session.get(VirtualMachine, vm.id)
+        _power_off(vm)
+        _stopped_on_host(vm)
+        events.record("VM.STOP", f"VM {vm.name} stopped ({why})", user=events.actor(), account_id=vm.account_id,
+                      resource_type="VirtualMachine", resource_id=vm.uuid)
+        db.session.commit()
+        return True
+    finally:
+        db.session.rollback()
+        _unlock(vm.id, token)
+
+
 def _power_off(vm: VirtualMachine) -> None:
     host = vm.host
     if host is None:
