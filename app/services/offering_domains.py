@@ -233,6 +233,26 @@ def in_zone(model, zone: Zone) -> ColumnElement[bool]:
     return or_(model.id.not_in(restricted), model.id.in_(restricted.where(OfferingZone.zone_id == zone.id)))
 
 
+def listed(model, caller=None, *, id=None, name=None, keyword=None, domainid=None, recursive=False,
+           owner=None, zone=None):
+    """The query of list{Service,Disk}Offerings: live offerings of `model` the caller may see (no
+    caller: every one), or with owner those that account may use, in zone, by id, name or keyword."""
+    q = select(model).where(model.removed.is_(None)).order_by(model.sort_key, model.id)
+    if owner is not None:
+        q = q.where(usable_by(owner, model))
+    if zone is not None:
+        q = q.where(in_zone(model, zone))
+    if caller is not None:
+        q = q.where(visible(caller, model, recursive=recursive, domainid=domainid))
+    if id:
+        q = q.where(model.uuid == id)
+    if name:
+        q = q.where(model.name == name)
+    if keyword:
+        q = q.where(model.name.contains(keyword, autoescape=True))
+    return q
+
+
 def zone_by_uuid(uuid: str, field: str = "zoneid") -> Zone:
     z = db.session.scalar(select(Zone).where(Zone.uuid == uuid, Zone.removed.is_(None)))
     if z is None:

@@ -161,21 +161,8 @@ def list_offerings(caller=None, *, id=None, name=None, keyword=None, page=None, 
     """listServiceOfferings: what the caller may see (offering_domains.visible; no caller: every one),
     or with owner what that account may use (the deploy wizard's choice for it)."""
     from app.services import offering_domains
-    q = select(ServiceOffering).where(ServiceOffering.removed.is_(None)).order_by(ServiceOffering.sort_key,
-                                                                                 ServiceOffering.id)
-    if owner is not None:
-        q = q.where(offering_domains.usable_by(owner, ServiceOffering))
-    if zone is not None:
-        q = q.where(offering_domains.in_zone(ServiceOffering, zone))
-    if caller is not None:
-        q = q.where(offering_domains.visible(caller, ServiceOffering, recursive=recursive, domainid=domainid))
-    if id:
-        q = q.where(ServiceOffering.uuid == id)
-    if name:
-        q = q.where(ServiceOffering.name == name)
-    if keyword:
-        q = q.where(ServiceOffering.name.contains(keyword, autoescape=True))
-    return page_of(q, page)
+    return page_of(offering_domains.listed(ServiceOffering, caller, id=id, name=name, keyword=keyword,
+                                           domainid=domainid, recursive=recursive, owner=owner, zone=zone), page)
 
 
 @dataclass(frozen=True)

@@ -127,20 +127,8 @@ def list_disk_offerings(caller=None, *, id=None, name=None, keyword=None, page=N
     """listDiskOfferings: what the caller may see (offering_domains.visible; no caller: every one), or
     with owner what that account may use."""
     from app.services import offering_domains
-    q = select(DiskOffering).where(DiskOffering.removed.is_(None)).order_by(DiskOffering.sort_key, DiskOffering.id)
-    if owner is not None:
-        q = q.where(offering_domains.usable_by(owner, DiskOffering))
-    if zone is not None:
-        q = q.where(offering_domains.in_zone(DiskOffering, zone))
-    if caller is not None:
-        q = q.where(offering_domains.visible(caller, DiskOffering, recursive=recursive, domainid=domainid))
-    if id:
-        q = q.where(DiskOffering.uuid == id)
-    if name:
-        q = q.where(DiskOffering.name == name)
-    if keyword:
-        q = q.where(DiskOffering.name.contains(keyword, autoescape=True))
-    return page_of(q, page)
+    return page_of(offering_domains.listed(DiskOffering, caller, id=id, name=name, keyword=keyword,
+                                           domainid=domainid, recursive=recursive, owner=owner, zone=zone), page)
 
 
 # --- Volumes ---------------------------------------------------------------------
