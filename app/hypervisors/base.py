@@ -86,6 +86,9 @@ class Capabilities:
     virtual_router: bool = False  # can run a network's virtual router on its hosts
     security_groups: bool = False  # enforces security groups on its hosts
     isolation_methods: tuple[str, ...] = ()  # of "VLAN", "VXLAN": the segments its hosts can make
+    # The VMs are an extension's (the External type, or Custom bound to one): no primary storage,
+    # volumes, segments or routers in Nubo, no host capacity (the orchestrator's business).
+    external_orchestrator: bool = False
     max_guests_per_host: int = 50
     max_hosts_per_cluster: int = 16
     max_data_volumes: int = 6
@@ -311,6 +314,8 @@ class DriverContext:
     settings: dict[str, Any] = field(default_factory=dict)  # e.g. {"xen.guest.boot.mode": "pv"}
     database_url: str | None = None  # the Simulator keeps its fake hosts there
     testing: bool = False
+    # The External type's prepared call (app.hypervisors.external.driver.ExternalSpec).
+    external: Any = None
 
 
 # --- The driver --------------------------------------------------------------

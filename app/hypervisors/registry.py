@@ -16,7 +16,7 @@ log = logging.getLogger("nubo.hypervisors")
 
 GROUP = "nubo.hypervisors"
 # The order types are shown in when nothing else decides it.
-BUILTIN_ORDER = ("KVM", "Xen", "LXC", "OpenVZ", "Hyperv", "Simulator", "Custom")
+BUILTIN_ORDER = ("KVM", "Xen", "LXC", "OpenVZ", "Hyperv", "Simulator", "Custom", "External")
 _types: dict[str, HypervisorType] = {}
 _loaded = False
 

@@ -10,7 +10,7 @@ from app.services.errors import InvalidParameter
 # On SQLite only, but for the tests marked `db` below (their queries list, filter, sort or count):
 # the rest is forms, pages and access rules, the same on every database.
 
-BUILTINS = ("KVM", "Xen", "LXC", "OpenVZ", "Hyperv", "Simulator", "Custom")
+BUILTINS = ("KVM", "Xen", "LXC", "OpenVZ", "Hyperv", "Simulator", "Custom", "External")
 
 
 def test_builtins_registered_through_entry_points():
