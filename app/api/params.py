@@ -8,7 +8,8 @@ from datetime import datetime
 from app.api.registry import Command
 from app.services.errors import InvalidParameter
 
-MAP_KEY = re.compile(r"^([A-Za-z0-9_]+)\[(\d+)\]\.([A-Za-z0-9_]+)$")
+# The entry's key may hold dots, dashes and colons (details[0].endpoint.url, as CloudStack takes).
+MAP_KEY = re.compile(r"^([A-Za-z0-9_]+)\[(\d+)\]\.([A-Za-z0-9_.:-]+)$")
 INT_RANGE = {"integer": (-2**31, 2**31 - 1), "long": (-2**63, 2**63 - 1)}
 
 

@@ -308,7 +308,7 @@ def get_cluster(uuid: str, field: str = "clusterid") -> Cluster:
 
 def add_cluster(caller, *, pod_uuid: str, name: str, hypervisor: str, zone_uuid: str | None = None,
                 cluster_type: str = "CloudManaged", allocation_state: str | None = None,
-                commit: bool = True) -> Cluster:
+                commit: bool = True, extension_uuid: str | None = None) -> Cluster:
     pod = get_pod(pod_uuid)
     if zone_uuid and get_zone(zone_uuid).id != pod.zone_id:
         raise InvalidParameter("The pod is not in that zone", field="podid")
@@ -328,6 +328,10 @@ def add_cluster(caller, *, pod_uuid: str, name: str, hypervisor: str, zone_uuid:
     c = Cluster(uuid=new_uuid(), zone_id=pod.zone_id, pod_id=pod.id, name=name, hypervisor_type=t.name,
                 cluster_type=cluster_type, allocation_state=_state(allocation_state, AllocationState.ENABLED))
     db.session.add(c)
+    if extension_uuid:  # CloudStack: addCluster with extensionid registers the extension with it
+        from app.services.extensions import registry as extensions
+        db.session.flush()
+        extensions.register_with_cluster(caller, extensions.get(extension_uuid, "extensionid"), c, {}, commit=False)
     events.record("CLUSTER.CREATE", f"Cluster {name} ({hv.display_name(t.name)}) added", user=caller,
                   resource_type="Cluster", resource_id=c.uuid)
     if commit:

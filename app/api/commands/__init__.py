@@ -12,6 +12,7 @@ from app.api.commands import vm_snapshots  # noqa: F401
 from app.api.commands import domains, project_invitations, projects  # noqa: F401
 from app.api.commands import transfers  # noqa: F401
 from app.api.commands import alerts  # noqa: F401
+from app.api.commands import extensions  # noqa: F401
 
 # The role checks (app/services/roles.py) get the command list from here: services never import the API.
 from app.api.registry import COMMANDS as _COMMANDS  # noqa: E402

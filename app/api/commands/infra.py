@@ -81,11 +81,12 @@ def list_pods(ctx, p):
              Param("clustername", "string", "the cluster's name", required=True),
              Param("hypervisor", "string", "the hypervisor type (display name)", required=True),
              Param("clustertype", "string", "CloudManaged or ExternalManaged", required=True),
-             Param("allocationstate", "string", "Enabled or Disabled")])
+             Param("allocationstate", "string", "Enabled or Disabled"),
+             Param("extensionid", "uuid", "UUID of the extension (External clusters, or Custom bound to one)")])
 def add_cluster(ctx, p):
     return zones.add_cluster(ctx.user, zone_uuid=p["zoneid"], pod_uuid=p["podid"], name=p["clustername"],
                              hypervisor=p["hypervisor"], cluster_type=p["clustertype"],
-                             allocation_state=p.get("allocationstate"))
+                             allocation_state=p.get("allocationstate"), extension_uuid=p.get("extensionid"))
 
 
 @command("updateCluster", "Updates a cluster", role=ADMIN, response="cluster", params=[
