@@ -32,6 +32,15 @@ class AuthenticationFailed(DriverError):
     """The host refused the credentials."""
 
 
+class UntrustedCertificate(DriverError):
+    """The host's TLS certificate is not the one its settings trust (CA or pinned
+    fingerprint). `field`: the host field that holds that trust, for the form."""
+
+    def __init__(self, message: str, field: str = "url"):
+        super().__init__(message)
+        self.field = field
+
+
 class WrongHypervisor(DriverError):
     """The host runs another hypervisor than the one it is being added as."""
 
@@ -521,6 +530,11 @@ class HypervisorType:
     # Drivers that wait on the network gain from many; one that computes in Nubo's own
     # process (the Simulator) only adds contention for the interpreter lock.
     max_parallel_calls: ClassVar[int | None] = None
+
+    def check_fields(self, values: dict[str, str]) -> tuple[str, str] | None:
+        """Rules across host fields (each field's own rules are its HostField.validate):
+        (field name, message) of the first one broken, or None."""
+        return None
 
     def connection(self, url: str, fields: dict[str, str]) -> HostConnection:
         """Turn what the admin typed into a HostConnection (validated by the caller

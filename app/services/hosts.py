@@ -14,7 +14,8 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import joinedload
 
 from app.extensions import db
-from app.hypervisors.base import AuthenticationFailed, DriverError, HostUnreachable, WrongHypervisor
+from app.hypervisors.base import (AuthenticationFailed, DriverError, HostUnreachable, UntrustedCertificate,
+                                  WrongHypervisor)
 from app.models import (Cluster, Host, HostState, PoolType, ResourceState, StoragePool, StorageScope, VirtualMachine,
                         Pod, VMState, Zone, new_uuid, utcnow)
 from app.services import crypto, events, zones
@@ -43,6 +44,9 @@ def _check_fields(t, url: str, fields: dict[str, str]) -> dict[str, str]:
             if error:
                 raise InvalidParameter(error, field=f.name)
         values[f.name] = v
+    broken = t.check_fields(values)
+    if broken:
+        raise InvalidParameter(broken[1], field=broken[0])
     return values
 
 
@@ -58,6 +62,8 @@ def discover(cluster, url: str, fields: dict[str, str]):
         raise InvalidParameter(str(e), field="url") from None
     except AuthenticationFailed as e:
         raise InvalidParameter(f"Authentication failed: {e}", field="password") from None
+    except UntrustedCertificate as e:
+        raise InvalidParameter(str(e), field=e.field) from None
     except HostUnreachable as e:
         raise ResourceUnavailable(f"Cannot reach the host: {e}", field="url") from None
     except DriverError as e:

@@ -1,23 +1,36 @@
-"""A WS-Management server that the real pywinrm talks to over HTTP, standing in
-for a Hyper-V host (no Windows can run here).
+"""A WS-Management server that the real pywinrm talks to over HTTP or HTTPS,
+standing in for a Hyper-V host (no Windows can run here).
 
 It speaks the shell protocol pywinrm uses (Create, Command, Receive, Signal,
-Delete SOAP actions, HTTP Basic auth for the plaintext transport), decodes the
+Delete SOAP actions, HTTP Basic auth: the plaintext transport over HTTP, the ssl
+transport over HTTPS with a certificate from tests/hyperv/certs.py), decodes the
 `powershell -encodedcommand` it receives (UTF-16LE base64), records every script
 for assertions, and answers from a small fake Hyper-V state the way the real
 cmdlets would: one UTF-8 JSON document on stdout, or a CLIXML error record on
 stderr with exit code 1. Scripts are recognised by their `# nubo-op:` line and
 their base64 JSON arguments (app/hypervisors/hyperv/powershell.py).
+
+Templates: a host reads them from a URL or an SMB share (import_template). The
+double answers from `images` ({url or UNC path: bytes}) or, for a UNC path under
+one of `shares` ({"\\\\server\\share": local directory}), from that directory: the
+lab's stand-in for the zone's SMB secondary storage.
+
+Run alone (scripts/lab.sh does, as the lab's Hyper-V host):
+    python -m tests.hyperv.wsman_double --dir DIR [--port N] [--share UNC=DIR]
+serves HTTPS with a new self-signed certificate (DIR/cert.pem, DIR/key.pem) and
+prints one line `READY <url> <SHA-256 fingerprint>` once it listens.
 """
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
+import ssl
 import threading
 import uuid
 import xml.etree.ElementTree as ET
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 from app.hypervisors.hyperv.powershell import parse_op
 
@@ -43,6 +56,7 @@ class FakeHyperV:
         self.vhds: dict[str, dict] = {}
         self.images: dict[str, bytes] = {}  # files "on the network": {url or UNC path: bytes}
         self.switches: list[str] = ["nubo-switch"]  # Get-VMSwitch
+        self.shares: dict[str, Path] = {}  # {"\\\\server\\share" (lower case): local directory}
         self.lock = threading.Lock()
 
     def _vm(self, name):
@@ -89,7 +103,7 @@ class FakeHyperV:
     def op_import_template(self, a):
         """Images "on the network" are self.images: {url or share path: (bytes)}."""
         if a["path"] not in self.vhds:
-            data = self.images.get(a.get("url") or a.get("source"))
+            data = self.images.get(a.get("url") or a.get("source")) or self._share_file(a.get("source"))
             if data is None:
                 raise RuntimeError(f"Could not find file '{a.get('url') or a.get('source')}'")
             if a.get("algo"):
@@ -99,6 +113,15 @@ class FakeHyperV:
             self.vhds[a["path"]] = {"size": len(data), "parent": None}
         size = self.vhds[a["path"]]["size"]
         return {"path": a["path"], "size": size, "physical": size, "format": "VHDX"}
+
+    def _share_file(self, unc: str | None) -> bytes | None:
+        """A file of a share this host sees (Copy-Item \\\\server\\share\\path)."""
+        for prefix, folder in self.shares.items():
+            if unc and unc.lower().startswith(prefix + "\\"):
+                path = folder.joinpath(*unc[len(prefix) + 1:].split("\\")).resolve()
+                if path.is_relative_to(folder.resolve()) and path.is_file():
+                    return path.read_bytes()
+        return None
 
     def op_delete_volume(self, a):
         self.vhds.pop(a["path"], None)
@@ -190,7 +213,8 @@ class FakeHyperV:
 
 class WsmanDouble:
     def __init__(self, address: str = "127.0.0.1", username: str = "hvadmin", password: str = "hv-pass",
-                 hyperv_role: bool = True):
+                 hyperv_role: bool = True, tls=None, port: int = 0):
+        """tls: a tests.hyperv.certs.Issued (HTTPS, the ssl transport); None: plain HTTP."""
         self.address, self.username, self.password = address, username, password
         self.hyperv = FakeHyperV(hyperv_role)
         self.scripts: list[str] = []
@@ -207,8 +231,16 @@ class WsmanDouble:
             def do_POST(self):
                 double._handle(self)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.port = self.server.server_address[1]
+        self.tls = tls
+        if tls is not None:
+            import tempfile
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            with tempfile.TemporaryDirectory() as folder:  # load_cert_chain reads files only
+                context.load_cert_chain(*tls.write(Path(folder)))
+            # The handshake runs in accept(): one a client refuses is an OSError the server drops.
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def __enter__(self):
@@ -221,9 +253,14 @@ class WsmanDouble:
         self.server.shutdown()
         self.server.server_close()
 
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/wsman"
+
     def fields(self, **extra) -> dict:
-        return {"username": self.username, "password": self.password, "transport": "plaintext",
-                "port": str(self.port), **extra}
+        """Host fields reaching this double: plaintext over HTTP, or ssl pinned to its certificate."""
+        trust = {"transport": "ssl", "fingerprint": self.tls.fingerprint} if self.tls else {"transport": "plaintext"}
+        return {"username": self.username, "password": self.password, **trust, "port": str(self.port), **extra}
 
     def ops(self) -> list[str]:
         return [parse_op(s)[0] for s in self.scripts]
@@ -292,3 +329,36 @@ class WsmanDouble:
         except (LookupError, RuntimeError, KeyError) as e:
             return b"", clixml_error(str(e).strip("'\"")), 1
         return json.dumps(result).encode(), b"", 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The double as a lab host: HTTPS with a new self-signed certificate, until SIGTERM."""
+    import argparse
+    import signal
+
+    from tests.hyperv.certs import self_signed
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dir", required=True, type=Path, help="where cert.pem and key.pem are written")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--username", default="hvadmin")
+    p.add_argument("--password", default="hv-pass")
+    p.add_argument("--share", action="append", default=[], metavar="UNC=DIR",
+                   help="an SMB share the host reads templates from, e.g. \\\\lab\\secondary=/srv/secondary")
+    args = p.parse_args(argv)
+    tls = self_signed("127.0.0.1")
+    tls.write(args.dir)
+    double = WsmanDouble("127.0.0.1", args.username, args.password, tls=tls, port=args.port)
+    for share in args.share:
+        unc, folder = share.split("=", 1)
+        double.hyperv.shares[unc.rstrip("\\").lower()] = Path(folder)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    with double:
+        print(f"READY {double.url} {tls.fingerprint}", flush=True)
+        stop.wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -12,6 +12,7 @@ from app.hypervisors.hyperv.driver import rdp_file
 from app.hypervisors.hyperv.powershell import build, parse_op
 from app.hypervisors.hyperv.types import HYPERV
 from tests.hyperv.wsman_double import WsmanDouble, clixml_error
+from tests.integration.test_api import keys, signed  # noqa: F401  (fixture)
 
 CTX = DriverContext(testing=True)
 POOL = StoragePoolSpec(uuid="p", name="local", kind="Filesystem", path="D:\\VMs")
@@ -131,3 +132,99 @@ def test_script_builder_roundtrip():
     assert parse_op(script) == ("vm_info", {"name": "a'b"})
     blob = script.split("FromBase64String('")[1].split("')")[0]
     assert json.loads(base64.b64decode(blob)) == {"name": "a'b"}
+
+
+# --- The ssl transport: per-host certificate trust ----------------------------------------------
+
+@pytest.fixture(scope="module")
+def tls_doubles():
+    """Two HTTPS doubles: one self-signed, one whose certificate a test CA issued."""
+    from tests.hyperv.certs import issued_by_ca, self_signed
+    with WsmanDouble("127.0.0.1", tls=self_signed()) as pinned, WsmanDouble("localhost", tls=issued_by_ca("localhost")) as by_ca:
+        yield pinned, by_ca
+
+
+def test_ssl_pinned_fingerprint_and_ca_certificates(tls_doubles):
+    from app.hypervisors.base import UntrustedCertificate
+    from tests.hyperv.certs import issued_by_ca
+    pinned, by_ca = tls_doubles
+    # Pinned: exactly this certificate (any spelling of its SHA-256), over HTTPS.
+    for spelling in (pinned.tls.fingerprint, pinned.tls.fingerprint.replace(":", "").lower()):
+        assert driver(pinned, fingerprint=spelling).check_host().hypervisor == "Hyperv"
+    wrong = "AB:" * 31 + "AB"
+    with pytest.raises(UntrustedCertificate) as e:
+        driver(pinned, fingerprint=wrong).check_host()
+    assert e.value.field == "fingerprint"
+    assert f"does not match the pinned SHA-256 fingerprint {wrong}: it presents {pinned.tls.fingerprint}" in str(e.value)
+    # Nothing given: the management server's CAs, which never issued a self-signed certificate.
+    with pytest.raises(UntrustedCertificate, match="not trusted by the management server's CAs") as e:
+        driver(pinned, fingerprint="").check_host()
+    assert e.value.field == "url"
+
+    # CA certificates: this host's CA (and only it) and its name ("localhost" in its certificate).
+    def by(ca_pem, address="localhost"):
+        fields = by_ca.fields(fingerprint="", cacertificates=ca_pem)
+        return HYPERV.make_driver(HYPERV.connection(address, fields), CTX)
+    assert by(by_ca.tls.ca_pem).check_host().hypervisor == "Hyperv"
+    with pytest.raises(UntrustedCertificate, match="not trusted by its CA certificates") as e:
+        by(issued_by_ca().ca_pem).check_host()  # another CA
+    assert e.value.field == "cacertificates"
+    with pytest.raises(UntrustedCertificate, match="mismatch"):
+        by(by_ca.tls.ca_pem, address="127.0.0.1").check_host()  # right CA, wrong name
+    # The ssl transport answers only the credentials the double knows.
+    with pytest.raises(AuthenticationFailed):
+        driver(pinned, password="wrong").check_host()
+
+
+def test_trust_fields_are_checked_before_any_connection():
+    good_fp = "ab" * 32
+    cases = [({"transport": "ntlm", "fingerprint": good_fp}, "fingerprint", "ssl transport only"),
+             ({"transport": "ssl", "cert_validation": "ignore", "cacertificates": "x"}, "cacertificates", "ignore"),
+             ({"transport": "ssl", "fingerprint": good_fp, "cacertificates": "x"}, "fingerprint", "not both")]
+    for values, field, message in cases:
+        got = HYPERV.check_fields({"cert_validation": "validate", **values})
+        assert got[0] == field and message in got[1]
+    assert HYPERV.check_fields({"transport": "ssl", "cert_validation": "validate", "fingerprint": good_fp}) is None
+    fp_field = next(f for f in HYPERV.host_fields if f.name == "fingerprint")
+    ca_field = next(f for f in HYPERV.host_fields if f.name == "cacertificates")
+    assert fp_field.validate("12:34") and fp_field.validate("SHA256 Fingerprint=" + "AB:" * 31 + "AB") is None
+    assert "PEM" in ca_field.validate("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----")
+
+
+def test_add_host_over_ssl_trusts_only_the_given_certificate(app, client, keys, tls_doubles):  # noqa: F811
+    """addHost with details[0].fingerprint: a wrong one is a 431 naming both fingerprints and no
+    host; the right one adds the host with its fingerprint stored, used again by reconnectHost."""
+    from app.extensions import db
+    from app.models import Host
+    from app.services import zones
+    pinned, _ = tls_doubles
+    with app.app_context():
+        z = zones.create_zone(None, name="hv", dns1="8.8.8.8", internal_dns1="10.0.0.2")
+        p = zones.create_pod(None, zone_uuid=z.uuid, name="p", gateway="192.168.20.1", netmask="255.255.255.0",
+                             start_ip="192.168.20.10", end_ip="192.168.20.99")
+        c = zones.add_cluster(None, pod_uuid=p.uuid, name="c", hypervisor="Hyperv")
+        where = {"zoneid": z.uuid, "podid": p.uuid, "clusterid": c.uuid}
+
+    def add(fingerprint):
+        params = {"command": "addHost", **where, "url": "127.0.0.1", "hypervisor": "Hyperv",
+                  "username": pinned.username, "password": pinned.password, "details[0].transport": "ssl",
+                  "details[0].port": str(pinned.port), "details[0].fingerprint": fingerprint}
+        return client.post("/client/api", data=signed(keys, "admin", **params))
+
+    wrong = "00" * 32
+    resp = add(wrong)
+    err = resp.get_json()["addhostresponse"]
+    assert resp.status_code == 431 and err["errorcode"] == 431
+    assert "does not match the pinned SHA-256 fingerprint" in err["errortext"]
+    assert pinned.tls.fingerprint in err["errortext"]
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count()).select_from(Host)) == 0
+
+    resp = add(pinned.tls.fingerprint)
+    assert resp.status_code == 200, resp.get_json()
+    host_id = resp.get_json()["addhostresponse"]["host"][0]["id"]
+    with app.app_context():
+        host = db.session.scalar(db.select(Host))
+        assert json.loads(host.details)["fingerprint"] == pinned.tls.fingerprint
+    resp = client.post("/client/api", data=signed(keys, "admin", command="reconnectHost", id=host_id))
+    assert resp.status_code == 200, resp.get_json()

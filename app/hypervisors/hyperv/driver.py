@@ -19,10 +19,11 @@ import xml.etree.ElementTree as ET
 from app.hypervisors.base import (
     AuthenticationFailed, ConsoleKind, ConsoleTarget, DiskSpec, Driver, DriverError, HostConnection,
     HostFacts, HostStats, HostUnreachable, OperationFailed, OperationNotSupported, PoolInfo, PowerState,
-    StoragePoolSpec, TemplateSource, VMInfo, VMNotFound, VMSpec, VMStats, VolumeInfo, VolumeSpec,
-    WrongHypervisor,
+    StoragePoolSpec, TemplateSource, UntrustedCertificate, VMInfo, VMNotFound, VMSpec, VMStats, VolumeInfo,
+    VolumeSpec, WrongHypervisor,
 )
 from app.hypervisors.hyperv import powershell as ps
+from app.hypervisors.hyperv import trust
 
 MIB = 1024 * 1024
 RDP_PORT = 2179
@@ -200,9 +201,9 @@ class HypervDriver(Driver):
         if self.transport == "plaintext" and not self.context.testing:
             raise AuthenticationFailed("The plaintext WinRM transport sends credentials in clear; "
                                        "use ntlm, kerberos, credssp or ssl")
-        port = int(f.get("port") or (5986 if self.transport == "ssl" else 5985))
+        self.port = int(f.get("port") or (5986 if self.transport == "ssl" else 5985))
         scheme = "https" if self.transport == "ssl" else "http"
-        self.endpoint = f"{scheme}://{conn.address}:{port}/wsman"
+        self.endpoint = f"{scheme}://{conn.address}:{self.port}/wsman"
         self.cert_validation = f.get("cert_validation") or "validate"
         self._session = None
 
@@ -214,8 +215,12 @@ class HypervDriver(Driver):
                   "read_timeout_sec": 60, "operation_timeout_sec": 50}
             if self.transport in ("ntlm", "credssp"):
                 kw["message_encryption"] = "auto"
-            self._session = winrm.Session(self.endpoint, auth=(self.conn.fields.get("username", ""),
-                                                                self.conn.fields.get("password", "")), **kw)
+            session = winrm.Session(self.endpoint, auth=(self.conn.fields.get("username", ""),
+                                                          self.conn.fields.get("password", "")), **kw)
+            if self.transport == "ssl" and self.cert_validation == "validate":
+                # The host's own trust (pinned fingerprint or CA certificates) on pywinrm's HTTP session.
+                trust.mount(session.protocol.transport.build_session(), self.conn.fields)
+            self._session = session
         return self._session
 
     def _run(self, op: str, args: dict | None = None, *, vm: str | None = None):
@@ -225,6 +230,10 @@ class HypervDriver(Driver):
         except Exception as e:  # translate pywinrm / requests at the boundary
             name = type(e).__name__
             text = str(e)
+            if name == "SSLError" or "CERTIFICATE_VERIFY_FAILED" in text or "Fingerprints did not match" in text:
+                field, message = trust.untrusted_message(f"{self.conn.address}:{self.port}",
+                                                         self.conn.fields, e)
+                raise UntrustedCertificate(message, field=field) from None
             if "401" in text or "InvalidCredentials" in name or "Unauthorized" in text:
                 raise AuthenticationFailed(f"Hyper-V host {self.conn.address} refused the credentials") from None
             if name in ("ConnectionError", "ConnectTimeout", "ReadTimeout", "Timeout", "WinRMTransportError") \

@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 
 from app.hypervisors.base import Capabilities, ConsoleKind, HostConnection, HostField, HypervisorType
+from app.hypervisors.hyperv import trust
 from app.hypervisors.hyperv.driver import HypervDriver
 
 _HOST = re.compile(r"^[A-Za-z0-9.-]{1,253}$")
@@ -33,10 +34,28 @@ class HypervType(HypervisorType):
                   default="ntlm"),
         HostField("cert_validation", "Server certificate", kind="select", choices=("validate", "ignore"),
                   default="validate", help="Only for the ssl transport"),
+        # Per-host trust for the ssl transport (CloudStack's words: cacertificates, fingerprint).
+        HostField("fingerprint", "Certificate fingerprint (SHA-256)", validate=trust.fingerprint_error,
+                  help="Only for the ssl transport: trust exactly the certificate with this SHA-256 "
+                       "fingerprint (64 hex digits, colons allowed), e.g. a self-signed WinRM certificate"),
+        HostField("cacertificates", "CA certificates (PEM)", kind="textarea", validate=trust.ca_error,
+                  help="Only for the ssl transport: trust certificates issued by these CAs, for this host only "
+                       "(the host name or address must match the certificate)"),
         HostField("port", "WinRM port", default="", help="5985 (HTTP, encrypted messages) or 5986 (ssl)"),
     )
     driver_class = HypervDriver
     default_traffic_label = "nubo-switch"
+
+    def check_fields(self, values: dict[str, str]) -> tuple[str, str] | None:
+        pinned, cas = values.get("fingerprint"), (values.get("cacertificates") or "").strip()
+        for name, given in (("fingerprint", pinned), ("cacertificates", cas)):
+            if given and values.get("transport") != "ssl":
+                return name, "A certificate to trust applies to the ssl transport only"
+            if given and values.get("cert_validation") == "ignore":
+                return name, "The server certificate is set to ignore: nothing would be checked against it"
+        if pinned and cas:
+            return "fingerprint", "Give a fingerprint or CA certificates, not both"
+        return None
 
     def connection(self, url: str, fields: dict[str, str]) -> HostConnection:
         host = url.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
