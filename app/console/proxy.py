@@ -4,6 +4,8 @@
   so a refused Origin would spend it); a refused Origin is logged as an event.
 - The target comes only from the token plugin (Nubo's records); the token is
   never logged (websockify's messages that would carry it are redacted).
+- A console that asks for a VNC password (a grant with one) is authenticated by the proxy,
+  and the viewer is offered no authentication: the password never reaches the browser.
 - Each connection has a watcher thread that ends it when an admin ended the
   session, the VM stopped or moved, console.session.max passed, or no keyboard
   or pointer input came for console.idle.timeout seconds. Input is told from
@@ -26,6 +28,7 @@ from websockify.auth_plugins import ExpectOrigin
 from websockify.websocketproxy import ProxyRequestHandler, WebSocketProxy
 from websockify.websocketserver import WebSocketRequestHandlerMixIn
 
+from app.console import vncauth
 from app.console.tokens import NuboTokens
 from app.proxies import client_address
 
@@ -93,6 +96,16 @@ class ConsoleHandler(ProxyRequestHandler):
             self.server.token_plugin.close(self.grant, self.ending or self.reason, self.client_ip)
 
     def do_proxy(self, target):
+        password = getattr(self.grant, "password", None)
+        if password:  # the console asks for a password: the proxy answers it (app/console/vncauth.py)
+            try:
+                vncauth.authenticate(target, password)
+                early = vncauth.greet_viewer(self)
+            except (vncauth.HandshakeFailed, OSError) as e:
+                self.reason = f"VNC authentication failed: {e}"
+                raise self.CClose(1011, "the console refused the proxy") from None
+            if early:
+                target.sendall(early)
         self.target, self.watching = target, threading.Event()
         threading.Thread(target=self._watch, daemon=True).start()
         try:

@@ -12,12 +12,15 @@ import secrets
 import socket
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 
 import libvirt
 import pytest
 
+from app.console import vncauth
+from tests.console_support import TCP, rfb_handshake
 from tests.helpers import requires
 
 pytestmark = pytest.mark.libvirt
@@ -92,6 +95,72 @@ def rfb_security_types(port: int) -> list[int]:
         return list(s.recv(n))
 
 
+class _Handler:
+    """What vncauth.greet_viewer uses of websockify's handler, over a plain socket."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.request = self
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def pending(self) -> bool:
+        return False
+
+    def recv_frames(self):
+        data = self.sock.recv(4096)
+        return ([data] if data else []), (None if data else {"code": 1000, "reason": ""})
+
+    def send_frames(self, bufs=None) -> bool:
+        for b in bufs or []:
+            self.sock.sendall(b)
+        return False
+
+
+def _pump(a: socket.socket, b: socket.socket) -> None:
+    try:
+        while data := a.recv(65536):
+            b.sendall(data)
+    except OSError:
+        pass
+
+
+def viewer_through_the_proxys_handshake(port: int, password: str) -> tuple[int, int, str]:
+    """The console proxy's part (vncauth) between a viewer offered no authentication and the
+    guest's VNC server, which asks for `password`: what the viewer reads of ServerInit."""
+    server = socket.create_connection(("127.0.0.1", port), timeout=10)
+    viewer, proxy_side = socket.socketpair()
+    errors = []
+
+    def proxy():
+        try:
+            vncauth.authenticate(server, password)
+            early = vncauth.greet_viewer(_Handler(proxy_side))
+            if early:
+                server.sendall(early)
+        except Exception as e:  # noqa: BLE001 - reported by the caller
+            errors.append(e)
+            proxy_side.close()
+            return
+        threading.Thread(target=_pump, args=(server, proxy_side), daemon=True).start()
+        _pump(proxy_side, server)
+
+    threading.Thread(target=proxy, daemon=True).start()
+    t = TCP.__new__(TCP)
+    t.sock, t.buf = viewer, bytearray()
+    viewer.settimeout(10)
+    try:
+        return rfb_handshake(t)
+    except Exception:
+        if errors:
+            raise errors[0] from None
+        raise
+    finally:
+        viewer.close()
+        server.close()
+
+
 def test_virsh_extension_on_the_real_libvirtd(tmp_path, conn, prefix):
     vm_uuid = str(uuid.uuid4())
     template = tmp_path / "template.raw"
@@ -131,6 +200,11 @@ def test_virsh_extension_on_the_real_libvirtd(tmp_path, conn, prefix):
     assert rc == 0 and console["protocol"] == "vnc" and console["host"] == "127.0.0.1"
     assert f"passwd='{console['password']}'" in dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE)
     assert rfb_security_types(int(console["port"])) == [2]
+    # The console proxy answers that password for a viewer it offers no authentication:
+    # QEMU accepts it (its ServerInit names the guest), and refuses a wrong one.
+    assert viewer_through_the_proxys_handshake(int(console["port"]), console["password"])[2] == f"QEMU ({name})"
+    with pytest.raises(vncauth.HandshakeFailed, match="refused the password"):
+        viewer_through_the_proxys_handshake(int(console["port"]), "wrong123")
 
     # A custom action's bad parameter: refused, nothing made.
     rc, out = call(tmp_path, "createsnapshot", dict(base, parameters={"name": "no spaces"}))
