@@ -13,7 +13,7 @@ export NUBO_PORT ?= 8080
 export NUBO_CONSOLE_PORT ?= 6080
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run test setup setup-test sysdeps sysdeps-test migrate bootstrap clean bench lint
+.PHONY: run test setup setup-test sysdeps sysdeps-test migrate bootstrap clean bench lint lab lab-down
 
 run: setup migrate bootstrap
 	@echo "Nubo on http://$(NUBO_BIND):$(NUBO_PORT)/  (Ctrl-C stops all processes)"
@@ -74,6 +74,14 @@ test: setup-test
 	fi; \
 	echo "database servers: $${NUBO_TEST_DATABASE_URLS:-none (SQLite only)}; redis: $${NUBO_TEST_REDIS_URL:-none}"; \
 	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+
+# A lab of two real libvirt hosts on this machine, for demos and development (README:
+# "Lab: several real hosts on one machine"); `make lab-down` removes it.
+lab: sysdeps-test
+	@scripts/lab.sh up 2
+
+lab-down:
+	@scripts/lab.sh down
 
 bench: setup-test
 	@echo "see bench/README.md"

@@ -20,7 +20,9 @@ if [ "$mode" = test ]; then
          # the networked test guest's stand-in router (tests/network/test_real_net_guest.py)
          dnsmasq-base
          # guest networks on hosts (tests/network): security-group tables, pings, the SSH channel's sshd
-         nftables iputils-ping openssh-server)
+         nftables iputils-ping openssh-server
+         # the lab of real hosts (scripts/lab.sh): an sshd per host, libvirt's ssh transport, unshare/nsenter
+         openssh-client util-linux)
 fi
 
 missing=()

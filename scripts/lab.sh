@@ -1,0 +1,440 @@
+#!/usr/bin/env bash
+# A lab of real libvirt hosts on this one machine (README: "Lab: several real hosts on one
+# machine"). Each host is its own network, mount and UTS namespace with its own /run,
+# /etc/libvirt (own host_uuid), /var/lib/libvirt, /var/log/libvirt, /var/cache/libvirt and
+# hostname, running its own virtlogd, libvirtd (QEMU driver) and sshd. The hosts sit on the
+# bridge nubolab0 (198.18.200.0/24, the "datacenter network"; this machine is .1, host N is
+# .(10+N)); nothing is routed off the machine. In each host, cloudbr0 (with eth0 as its port)
+# holds the address: the traffic label for guests and VXLAN, as on a CloudStack KVM host.
+# Nubo reaches a host as it reaches a real one: qemu+ssh://root@ADDR/system with the lab's
+# SSH key, the host's SSH key pinned.
+#
+#   scripts/lab.sh up [N]        N hosts (default 2), named lab1..labN; idempotent
+#   scripts/lab.sh list          "NAME URI STATE" per host, then "storage URL"
+#   scripts/lab.sh json          everything a test needs (addresses, keys, storage) as JSON
+#   scripts/lab.sh fail HOST     power cut: every process of the host killed, its link down
+#   scripts/lab.sh recover HOST  boots it again: fresh namespaces, link up, daemons started;
+#                                its guests are still defined (on disk), none is running
+#   scripts/lab.sh exec HOST CMD...  run a command inside a host (all its namespaces)
+#   scripts/lab.sh down          removes everything the lab made; idempotent
+#
+# Shared primary storage: this kernel has no NFS (neither nfs nor nfsd in /proc/filesystems,
+# no loadable modules), so it is a directory ($LAB/primary) bind-mounted into every host at
+# the same path, /mnt/nubo-lab/primary — the SharedMountPoint way: `file:///mnt/nubo-lab/primary`.
+# The path exists only inside the hosts, as a mount on a real host would.
+#
+# Per-host daemons of other features (e.g. an HA heartbeat writer): every executable in
+# scripts/lab.d/ and in the directories of $NUBO_LAB_HOOKS (colon separated) is run inside
+# each host after its libvirtd answers, at `up` and at `recover`, with LAB_HOST, LAB_INDEX,
+# LAB_ADDR, LAB_DIR, LAB_HOST_DIR, LAB_STORAGE_PATH and LAB_BRIDGE_ADDR set. A hook must
+# return promptly (daemonise what it starts); what it leaves running belongs to the host and
+# dies with it at `fail`.
+#
+# State lives under $NUBO_LAB_DIR (default /var/lib/nubo-lab). Needs root, iproute2,
+# util-linux (unshare, nsenter), openssh-server, libvirt-daemon-driver-qemu (scripts/sysdeps.sh test).
+set -euo pipefail
+
+LAB=${NUBO_LAB_DIR:-/var/lib/nubo-lab}
+BRIDGE=nubolab0
+NET=198.18.200
+ROOT_ADDR=$NET.1
+STORAGE_PATH=/mnt/nubo-lab/primary
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+die() { echo "lab: $*" >&2; exit 1; }
+log() { echo "lab: $*" >&2; }
+
+[ "$(id -u)" -eq 0 ] || die "needs root (namespaces, bridges, libvirtd)"
+
+netns_of() { echo "nubolab-$1"; }
+veth_of() { echo "nlab${1#lab}"; }  # the host's link on the bridge, root side
+index_of() { echo "${1#lab}"; }
+addr_of() { echo "$NET.$((10 + $(index_of "$1")))"; }
+hostdir() { echo "$LAB/hosts/$1"; }
+uri_of() { echo "qemu+ssh://root@$(addr_of "$1")/system"; }
+
+# A host name: "lab2" or "2".
+host_name() {
+  local h=$1
+  [[ $h =~ ^[0-9]+$ ]] && h="lab$h"
+  [[ $h =~ ^lab[0-9]+$ ]] || die "no such host: $1 (hosts are lab1, lab2, ...)"
+  [ -d "$(hostdir "$h")" ] || die "no such host: $h (scripts/lab.sh up N makes lab1..labN)"
+  echo "$h"
+}
+
+hosts() {
+  [ -d "$LAB/hosts" ] || return 0
+  local d
+  for d in "$LAB"/hosts/lab*; do
+    [ -d "$d" ] && basename "$d"
+  done | sort -V
+}
+
+# Run a command inside a host: its network, mount and UTS namespaces.
+in_host() {
+  local h=$1; shift
+  # 9>&-: the lab's lock is not handed down to the host's daemons.
+  nsenter --net="/run/netns/$(netns_of "$h")" --mount="$LAB/ns/$h.mnt" --uts="$LAB/ns/$h.uts" -- "$@" 9>&-
+}
+
+ns_alive() {  # the host's namespaces exist (persisted by bind mounts)
+  local h=$1
+  [ -e "/run/netns/$(netns_of "$h")" ] && mountpoint -q "$LAB/ns/$h.mnt" 2>/dev/null \
+    && mountpoint -q "$LAB/ns/$h.uts" 2>/dev/null
+}
+
+libvirtd_answers() {
+  ns_alive "$1" && in_host "$1" virsh -q -c qemu:///system version >/dev/null 2>&1
+}
+
+state_of() {
+  local h=$1
+  if [ -e "$(hostdir "$h")/failed" ]; then echo failed
+  elif libvirtd_answers "$h"; then echo up
+  else echo down
+  fi
+}
+
+# --- set-up ------------------------------------------------------------------
+
+lock() {
+  mkdir -p "$LAB"
+  exec 9>"$LAB/.lock"
+  flock 9
+}
+
+ensure_base() {
+  mkdir -p "$LAB/ns" "$LAB/hosts" "$LAB/primary" "$LAB/ssh"
+  chmod 700 "$LAB/ssh"
+  # Namespace files are bind mounts: they must sit on a private mount (as /run/netns does).
+  if ! mountpoint -q "$LAB/ns"; then mount --bind "$LAB/ns" "$LAB/ns"; fi
+  mount --make-private "$LAB/ns"
+  # The lab's SSH key: Nubo's credential for every host, and each host's own key for
+  # peer-to-peer migration to the others (their /root/.ssh is $LAB/ssh).
+  [ -f "$LAB/ssh/id_ed25519" ] || ssh-keygen -q -t ed25519 -N "" -C nubo-lab -f "$LAB/ssh/id_ed25519"
+  cp "$LAB/ssh/id_ed25519.pub" "$LAB/ssh/authorized_keys"
+  chmod 600 "$LAB/ssh/authorized_keys"
+  if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
+    ip link add name "$BRIDGE" type bridge
+  fi
+  ip addr replace "$ROOT_ADDR/24" dev "$BRIDGE"
+  ip link set "$BRIDGE" up
+}
+
+write_configs() {
+  local h=$1 d; d=$(hostdir "$h")
+  mkdir -p "$d/etc-libvirt" "$d/var-lib-libvirt" "$d/log" "$d/cache"
+  [ -f "$d/host_uuid" ] || cat /proc/sys/kernel/random/uuid >"$d/host_uuid"
+  # QEMU's capabilities as this machine's libvirtd cached them (same binaries, same
+  # cache key): the host's libvirtd starts without probing QEMU again. libvirt
+  # re-probes by itself when the key does not match.
+  if [ -d /var/cache/libvirt/qemu/capabilities ] && [ ! -d "$d/cache/qemu/capabilities" ]; then
+    mkdir -p "$d/cache/qemu/capabilities"
+    cp -p /var/cache/libvirt/qemu/capabilities/*.xml "$d/cache/qemu/capabilities/" 2>/dev/null || true
+  fi
+  # libvirtd.conf: its own host UUID (libvirt refuses to migrate between hosts with one UUID).
+  cat >"$d/etc-libvirt/libvirtd.conf" <<EOF
+# nubo lab host $h (scripts/lab.sh)
+host_uuid = "$(cat "$d/host_uuid")"
+listen_tls = 0
+listen_tcp = 0
+unix_sock_group = "root"
+unix_sock_rw_perms = "0770"
+auth_unix_rw = "none"
+auth_unix_ro = "none"
+log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
+EOF
+  # qemu.conf as scripts/libvirtd.sh has it (root, no security driver). No cgroups: the
+  # hosts share this machine's cgroup tree, where two daemons would make the same
+  # machine/qemu-ID-NAME group for one guest during a migration.
+  cat >"$d/etc-libvirt/qemu.conf" <<EOF
+# nubo lab host $h (scripts/lab.sh)
+user = "root"
+group = "root"
+security_driver = "none"
+cgroup_controllers = [ ]
+vnc_listen = "$(addr_of "$h")"
+migration_address = "$(addr_of "$h")"
+EOF
+  : >"$d/etc-libvirt/virtlogd.conf"
+  [ -f "$d/ssh_host_ed25519_key" ] || ssh-keygen -q -t ed25519 -N "" -C "$h" -f "$d/ssh_host_ed25519_key"
+  cat >"$d/sshd_config" <<EOF
+# nubo lab host $h (scripts/lab.sh): key-only, on the host's own address
+ListenAddress $(addr_of "$h"):22
+HostKey $d/ssh_host_ed25519_key
+PidFile /run/sshd.pid
+AuthorizedKeysFile /root/.ssh/authorized_keys
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+Subsystem sftp internal-sftp
+EOF
+}
+
+write_known_hosts() {
+  local h
+  for h in $(hosts); do
+    echo "$(addr_of "$h") $(cut -d' ' -f1,2 "$(hostdir "$h")/ssh_host_ed25519_key.pub")"
+  done >"$LAB/ssh/known_hosts.new"
+  mv "$LAB/ssh/known_hosts.new" "$LAB/ssh/known_hosts"
+}
+
+# The host's network: eth0 (its link to the bridge) is a port of cloudbr0, which holds the
+# host's address, as on a CloudStack KVM host; cloudbr0 is the traffic label guests' NICs
+# and VXLAN segments use.
+make_netns() {
+  local h=$1 ns veth; ns=$(netns_of "$h"); veth=$(veth_of "$h")
+  [ -e "/run/netns/$ns" ] || ip netns add "$ns"
+  if ! ip -n "$ns" link show eth0 >/dev/null 2>&1; then
+    ip link del "$veth" 2>/dev/null || true
+    ip link add "$veth" type veth peer name eth0 netns "$ns"
+  fi
+  ip link set "$veth" master "$BRIDGE"
+  ip link set "$veth" up
+  ip -n "$ns" link set lo up
+  ip -n "$ns" link show cloudbr0 >/dev/null 2>&1 || ip -n "$ns" link add cloudbr0 type bridge
+  ip -n "$ns" link set eth0 master cloudbr0
+  ip -n "$ns" addr replace "$(addr_of "$h")/24" dev cloudbr0
+  ip -n "$ns" link set eth0 up
+  ip -n "$ns" link set cloudbr0 up
+}
+
+# The host's mount and UTS namespaces, persisted as bind mounts of their nsfs files in
+# $LAB/ns. Inside: its own /run (a tmpfs: gone at each boot, as on a real host), /sys
+# remounted for its network namespace (cgroups kept), its libvirt directories, /root/.ssh
+# and the shared primary storage.
+make_mountns() {
+  local h=$1 d; d=$(hostdir "$h")
+  mountpoint -q "$LAB/ns/$h.mnt" && mountpoint -q "$LAB/ns/$h.uts" && return 0
+  umount "$LAB/ns/$h.mnt" 2>/dev/null || true
+  umount "$LAB/ns/$h.uts" 2>/dev/null || true
+  touch "$LAB/ns/$h.mnt" "$LAB/ns/$h.uts"
+  mkdir -p /root/.ssh
+  nsenter --net="/run/netns/$(netns_of "$h")" -- \
+    unshare --mount="$LAB/ns/$h.mnt" --uts="$LAB/ns/$h.uts" --propagation private -- \
+    /bin/sh -euc '
+      h=$1 d=$2 lab=$3 storage=$4
+      hostname "$h"
+      mount -t tmpfs -o mode=0755 lab-run /run
+      mkdir -p /run/libvirt /run/sshd /run/lock /run/.cgroup
+      mount --rbind /sys/fs/cgroup /run/.cgroup
+      umount -l /sys
+      mount -t sysfs sysfs /sys
+      mount --move /run/.cgroup /sys/fs/cgroup
+      rmdir /run/.cgroup
+      mount --bind "$d/etc-libvirt" /etc/libvirt
+      mount --bind "$d/var-lib-libvirt" /var/lib/libvirt
+      mount --bind "$d/log" /var/log/libvirt
+      mount --bind "$d/cache" /var/cache/libvirt
+      mount --bind "$lab/ssh" /root/.ssh
+      mount -t tmpfs -o mode=0755 lab-mnt /mnt
+      mkdir -p "$storage"
+      mount --bind "$lab/primary" "$storage"
+    ' sh "$h" "$d" "$LAB" "$STORAGE_PATH" 9>&-
+}
+
+wait_libvirtd() {
+  local h=$1 i
+  for i in $(seq 1 300); do  # up to 60 s on a busy machine; returns as soon as it answers
+    libvirtd_answers "$h" && return 0
+    sleep 0.2
+  done
+  return 1
+}
+
+run_hooks() {
+  local h=$1 dir f
+  local dirs=("$HERE/lab.d")
+  IFS=: read -r -a extra <<<"${NUBO_LAB_HOOKS:-}"
+  dirs+=("${extra[@]}")
+  for dir in "${dirs[@]}"; do
+    [ -n "$dir" ] && [ -d "$dir" ] || continue
+    for f in "$dir"/*; do
+      [ -f "$f" ] && [ -x "$f" ] || continue
+      LAB_HOST=$h LAB_INDEX=$(index_of "$h") LAB_ADDR=$(addr_of "$h") LAB_DIR=$LAB \
+        LAB_HOST_DIR=$(hostdir "$h") LAB_STORAGE_PATH=$STORAGE_PATH LAB_BRIDGE_ADDR=$ROOT_ADDR \
+        in_host "$h" "$f" || log "hook $f failed on $h"
+    done
+  done
+}
+
+boot() {
+  local h=$1
+  make_netns "$h"
+  make_mountns "$h"
+  in_host "$h" sh -c '[ -e /run/virtlogd.pid ] && kill -0 "$(cat /run/virtlogd.pid)" 2>/dev/null \
+    || /usr/sbin/virtlogd -d'
+  libvirtd_answers "$h" || in_host "$h" /usr/sbin/libvirtd -d
+  wait_libvirtd "$h" || die "$h: libvirtd did not answer; see $(hostdir "$h")/log/libvirtd.log"
+  if ! in_host "$h" sh -c '[ -e /run/sshd.pid ] && kill -0 "$(cat /run/sshd.pid)" 2>/dev/null'; then
+    in_host "$h" /usr/sbin/sshd -f "$(hostdir "$h")/sshd_config"
+  fi
+  run_hooks "$h"
+}
+
+# --- tear-down ---------------------------------------------------------------
+
+ns_inode() { stat -L -c %i "$1" 2>/dev/null || true; }
+
+# Every process in one of the host's namespaces (network, mount or UTS: a router
+# namespace the host made still shares its UTS namespace).
+host_pids() {
+  local h=$1 net mnt uts
+  net=$(ns_inode "/run/netns/$(netns_of "$h")")
+  mnt=$(mountpoint -q "$LAB/ns/$h.mnt" 2>/dev/null && ns_inode "$LAB/ns/$h.mnt" || true)
+  uts=$(mountpoint -q "$LAB/ns/$h.uts" 2>/dev/null && ns_inode "$LAB/ns/$h.uts" || true)
+  # One stat over every process's namespace links (zombies have none and are skipped).
+  { stat -L -c '%n %i' /proc/[0-9]*/ns/net /proc/[0-9]*/ns/mnt /proc/[0-9]*/ns/uts 2>/dev/null || true; } \
+    | awk -v self=$$ -v net="${net:--}" -v mnt="${mnt:--}" -v uts="${uts:--}" '{
+        split($1, p, "/"); kind = p[5]
+        if (p[3] != self && ((kind == "net" && $2 == net) || (kind == "mnt" && $2 == mnt) || (kind == "uts" && $2 == uts)))
+          print p[3]
+      }' | sort -u
+}
+
+kill_host() {
+  local h=$1 i pids
+  for i in $(seq 1 50); do
+    pids=$(host_pids "$h")
+    [ -z "$pids" ] && return 0
+    kill -9 $pids 2>/dev/null || true
+    sleep 0.1
+  done
+  log "$h: processes still alive: $(host_pids "$h" | tr '\n' ' ')"
+}
+
+drop_ns() {
+  local h=$1
+  umount "$LAB/ns/$h.mnt" 2>/dev/null || true
+  umount "$LAB/ns/$h.uts" 2>/dev/null || true
+  rm -f "$LAB/ns/$h.mnt" "$LAB/ns/$h.uts"
+  ip link del "$(veth_of "$h")" 2>/dev/null || true
+  ip netns del "$(netns_of "$h")" 2>/dev/null || true
+}
+
+# --- commands ----------------------------------------------------------------
+
+cmd_up() {
+  local n=${1:-2} i h
+  [[ $n =~ ^[0-9]+$ ]] && [ "$n" -ge 1 ] && [ "$n" -le 200 ] || die "up N: N is 1..200"
+  lock
+  ensure_base
+  for i in $(seq 1 "$n"); do
+    h=lab$i
+    mkdir -p "$(hostdir "$h")"
+    write_configs "$h"
+  done
+  write_known_hosts
+  # The hosts boot side by side, as real ones would.
+  local pids=() failed=0 p
+  for h in $(hosts); do
+    if [ -e "$(hostdir "$h")/failed" ]; then
+      log "$h is failed (scripts/lab.sh recover $h brings it back)"; continue
+    fi
+    boot "$h" &
+    pids+=("$!")
+  done
+  for p in "${pids[@]}"; do wait "$p" || failed=1; done
+  cmd_list
+  [ $failed = 0 ] || die "a host did not boot (see above)"
+}
+
+cmd_list() {
+  local h
+  for h in $(hosts); do
+    echo "$h $(uri_of "$h") $(state_of "$h")"
+  done
+  [ -d "$LAB/hosts" ] && echo "storage file://$STORAGE_PATH"
+  return 0
+}
+
+json_str() { python3 -c 'import json,sys; print(json.dumps(sys.stdin.read()))'; }
+
+cmd_json() {
+  local h first=1
+  [ -d "$LAB/hosts" ] || die "no lab (scripts/lab.sh up N)"
+  printf '{"dir": "%s", "bridge": "%s", "bridge_address": "%s", "storage_url": "file://%s",\n' \
+    "$LAB" "$BRIDGE" "$ROOT_ADDR" "$STORAGE_PATH"
+  printf ' "storage_path": "%s", "storage_dir": "%s/primary",\n' "$STORAGE_PATH" "$LAB"
+  printf ' "ssh_private_key_file": "%s/ssh/id_ed25519", "ssh_private_key": %s,\n' "$LAB" \
+    "$(json_str <"$LAB/ssh/id_ed25519")"
+  printf ' "hosts": ['
+  for h in $(hosts); do
+    [ $first = 1 ] || printf ','
+    first=0
+    printf '\n  {"name": "%s", "address": "%s", "uri": "%s", "state": "%s", "netns": "%s", "link": "%s",' \
+      "$h" "$(addr_of "$h")" "$(uri_of "$h")" "$(state_of "$h")" "$(netns_of "$h")" "$(veth_of "$h")"
+    printf ' "host_uuid": "%s", "ssh_host_key": %s}' "$(cat "$(hostdir "$h")/host_uuid")" \
+      "$(printf %s "$(cut -d' ' -f1,2 "$(hostdir "$h")/ssh_host_ed25519_key.pub")" | json_str)"
+  done
+  printf '\n]}\n'
+}
+
+cmd_fail() {
+  local h; h=$(host_name "$1")
+  lock
+  touch "$(hostdir "$h")/failed"
+  # Link first: from this instant nobody reaches the host; then every process dies at once.
+  ip link set "$(veth_of "$h")" down 2>/dev/null || true
+  kill_host "$h"
+  log "$h failed (power cut): link down, every process killed"
+}
+
+cmd_recover() {
+  local h; h=$(host_name "$1")
+  lock
+  # A reboot: whatever still runs dies, the volatile namespaces (its /run, its network
+  # devices) are made anew; /etc/libvirt and /var/lib/libvirt are its disk and stay.
+  kill_host "$h"
+  drop_ns "$h"
+  rm -f "$(hostdir "$h")/failed"
+  ensure_base
+  boot "$h"
+  log "$h recovered"
+}
+
+cmd_exec() {
+  local h; h=$(host_name "$1"); shift
+  [ $# -gt 0 ] || die "exec HOST COMMAND..."
+  ns_alive "$h" || die "$h is not running"
+  exec nsenter --net="/run/netns/$(netns_of "$h")" --mount="$LAB/ns/$h.mnt" --uts="$LAB/ns/$h.uts" -- "$@"
+}
+
+cmd_down() {
+  local h ns
+  if [ -d "$LAB" ]; then
+    lock
+    for h in $(hosts); do
+      kill_host "$h"
+      drop_ns "$h"
+    done
+  fi
+  # Leftovers of a lab whose state directory went away.
+  for ns in $(ip netns list 2>/dev/null | awk '/^nubolab-/ {print $1}'); do
+    ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+    ip netns del "$ns" 2>/dev/null || true
+  done
+  ip link del "$BRIDGE" 2>/dev/null || true
+  if [ -d "$LAB" ]; then
+    umount "$LAB"/ns/* 2>/dev/null || true
+    umount "$LAB/ns" 2>/dev/null || true
+    # Never delete through a mount that is still there.
+    if findmnt -rn -o TARGET | grep -q "^$LAB/"; then
+      die "mounts remain under $LAB: $(findmnt -rn -o TARGET | grep "^$LAB/" | tr '\n' ' ')"
+    fi
+    rm -rf "$LAB"
+  fi
+}
+
+case "${1:-}" in
+  up) shift; cmd_up "$@" ;;
+  list) cmd_list ;;
+  json) cmd_json ;;
+  fail) [ $# -eq 2 ] || die "usage: lab.sh fail HOST"; cmd_fail "$2" ;;
+  recover) [ $# -eq 2 ] || die "usage: lab.sh recover HOST"; cmd_recover "$2" ;;
+  exec) shift; [ $# -ge 1 ] || die "usage: lab.sh exec HOST COMMAND..."; cmd_exec "$@" ;;
+  down) cmd_down ;;
+  *) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
+esac
