@@ -107,6 +107,8 @@ def nav_groups(entries: list[tuple[str, str]], endpoint: str | None) -> list[Nav
 ADMIN_NAV.append(("alerts.index", "Alerts"))  # CloudStack's alerts (the badge: _partials/alert_badge.html)
 USER_NAV.append(("jobs_pages.index", "Jobs"))  # async jobs: an admin's every job, a user's own
 ADMIN_NAV.append(("offerings_pages.index", "Compute offerings"))
+ADMIN_NAV.append(("extensions_pages.index", "Extensions"))  # orchestrator extensions (the External type)
+NAV_GROUP_OF["extensions_pages"] = "infrastructure"
 
 
 # The API command each page shows (its list, or what it does): a caller whose role rules deny
@@ -151,6 +153,7 @@ PAGE_COMMANDS: dict[str, str] = {
     "jobs_pages": "listAsyncJobs",
     "offerings_pages": "listServiceOfferings", "offerings_pages.edit": "updateServiceOffering",
     "offerings_pages.delete": "deleteServiceOffering",
+    "extensions_pages": "listExtensions",
 }
 
 
@@ -241,6 +244,10 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(jobs_pages.bp)
     from app.web import offerings_pages
     app.register_blueprint(offerings_pages.bp)
+    from app.web import extensions_pages, vm_actions
+    app.register_blueprint(extensions_pages.bp)
+    app.register_blueprint(vm_actions.bp)
+    app.add_template_global(vm_actions.card, "custom_actions_card")
 
     @app.after_request
     def vary_on_htmx(response):

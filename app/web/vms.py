@@ -233,7 +233,7 @@ JOB_LABELS = {"deployVirtualMachine": "Deploy", "startVirtualMachine": "Start", 
               "attachIso": "Attach ISO", "detachIso": "Detach ISO", "restoreVirtualMachine": "Restore",
               "resetSSHKeyForVirtualMachine": "Reset SSH key", "resetPasswordForVirtualMachine": "Reset password",
               "createVMSnapshot": "Take VM snapshot", "revertToVMSnapshot": "Revert to VM snapshot",
-              "deleteVMSnapshot": "Delete VM snapshot"}
+              "deleteVMSnapshot": "Delete VM snapshot", "runCustomAction": "Custom action"}
 
 
 @dataclass(frozen=True)
@@ -266,6 +266,26 @@ class JobView:
             return None
         result = json.loads(self.job.result or "{}")
         return (result.get("virtualmachine") or {}).get("password") if isinstance(result, dict) else None
+
+    @property
+    def custom_result(self) -> dict | None:
+        """A custom action's answer (runCustomAction's customactionresult): its name, whether the
+        extension succeeded, the action's message and the extension's output (JSON indented)."""
+        if self.job.cmd != "runCustomAction" or self.state != "succeeded":
+            return None
+        out = json.loads(self.job.result or "{}")
+        r = out.get("customactionresult") if isinstance(out, dict) else None
+        if not isinstance(r, dict):
+            return None
+        result = r.get("result") if isinstance(r.get("result"), dict) else {"message": r.get("result")}
+        output = result.get("details")
+        if isinstance(output, str):
+            try:  # an extension's JSON answer, indented
+                output = json.dumps(json.loads(output), indent=2)
+            except ValueError:
+                pass
+        return {"name": r.get("name") or "The custom action", "success": r.get("success") is not False,
+                "message": result.get("message") or "", "output": output}
 
     def summary(self, name: str) -> str:
         if self.pending:
