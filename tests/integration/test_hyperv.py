@@ -150,7 +150,10 @@ def test_ssl_pinned_fingerprint_and_ca_certificates(tls_doubles):
     pinned, by_ca = tls_doubles
     # Pinned: exactly this certificate (any spelling of its SHA-256), over HTTPS.
     for spelling in (pinned.tls.fingerprint, pinned.tls.fingerprint.replace(":", "").lower()):
-        assert driver(pinned, fingerprint=spelling).check_host().hypervisor == "Hyperv"
+        drv = driver(pinned, fingerprint=spelling)
+        assert drv.check_host().hypervisor == "Hyperv"
+        # pywinrm builds a new HTTP session after each shell: the pin holds for every later call.
+        assert drv.host_stats().memory_total_bytes > 0 and drv.list_vms() == []
     wrong = "AB:" * 31 + "AB"
     with pytest.raises(UntrustedCertificate) as e:
         driver(pinned, fingerprint=wrong).check_host()
@@ -165,7 +168,8 @@ def test_ssl_pinned_fingerprint_and_ca_certificates(tls_doubles):
     def by(ca_pem, address="localhost"):
         fields = by_ca.fields(fingerprint="", cacertificates=ca_pem)
         return HYPERV.make_driver(HYPERV.connection(address, fields), CTX)
-    assert by(by_ca.tls.ca_pem).check_host().hypervisor == "Hyperv"
+    drv = by(by_ca.tls.ca_pem)
+    assert drv.check_host().hypervisor == "Hyperv" and drv.list_vms() == []
     with pytest.raises(UntrustedCertificate, match="not trusted by its CA certificates") as e:
         by(issued_by_ca().ca_pem).check_host()  # another CA
     assert e.value.field == "cacertificates"

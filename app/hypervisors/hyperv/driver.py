@@ -218,8 +218,7 @@ class HypervDriver(Driver):
             session = winrm.Session(self.endpoint, auth=(self.conn.fields.get("username", ""),
                                                           self.conn.fields.get("password", "")), **kw)
             if self.transport == "ssl" and self.cert_validation == "validate":
-                # The host's own trust (pinned fingerprint or CA certificates) on pywinrm's HTTP session.
-                trust.mount(session.protocol.transport.build_session(), self.conn.fields)
+                trust.follow(session.protocol.transport, self.conn.fields)
             self._session = session
         return self._session
 
@@ -230,13 +229,14 @@ class HypervDriver(Driver):
         except Exception as e:  # translate pywinrm / requests at the boundary
             name = type(e).__name__
             text = str(e)
-            if name == "SSLError" or "CERTIFICATE_VERIFY_FAILED" in text or "Fingerprints did not match" in text:
+            if "CERTIFICATE_VERIFY_FAILED" in text or "Fingerprints did not match" in text:
                 field, message = trust.untrusted_message(f"{self.conn.address}:{self.port}",
                                                          self.conn.fields, e)
                 raise UntrustedCertificate(message, field=field) from None
             if "401" in text or "InvalidCredentials" in name or "Unauthorized" in text:
                 raise AuthenticationFailed(f"Hyper-V host {self.conn.address} refused the credentials") from None
-            if name in ("ConnectionError", "ConnectTimeout", "ReadTimeout", "Timeout", "WinRMTransportError") \
+            if name in ("ConnectionError", "ConnectTimeout", "ReadTimeout", "Timeout", "WinRMTransportError",
+                        "SSLError") \
                     or "Connection refused" in text or "timed out" in text.lower():
                 raise HostUnreachable(f"Hyper-V host {self.conn.address} did not answer: {text[:200]}") from None
             raise OperationFailed(f"WinRM error from {self.conn.address}: {text[:300]}") from None

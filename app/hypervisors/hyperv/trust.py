@@ -92,6 +92,21 @@ class CAAdapter(HTTPAdapter):
         conn.cert_reqs = "CERT_REQUIRED"
 
 
+def follow(transport, fields: dict[str, str]) -> None:
+    """Keep a host's trust on every HTTP session pywinrm's transport builds: it drops its
+    session when a shell closes (close_session) and builds a fresh one, from requests'
+    defaults, for the next command."""
+    build = transport.build_session
+
+    def build_with_trust():
+        fresh = transport.session is None
+        http_session = build()
+        if fresh:
+            mount(http_session, fields)
+        return http_session
+    transport.build_session = build_with_trust
+
+
 def mount(http_session, fields: dict[str, str]) -> None:
     """Put a host's trust setting on pywinrm's requests session (ssl transport only)."""
     pinned = normalize_fingerprint(fields.get("fingerprint") or "")
@@ -110,13 +125,15 @@ _GOT = re.compile(r'got "?([0-9a-fA-F:]{64,})"?')
 def untrusted_message(address: str, fields: dict[str, str], error: Exception) -> tuple[str, str]:
     """(host field, message) for a TLS failure: what was expected and what the host presented."""
     text = str(error)
-    if normalize_fingerprint(fields.get("fingerprint") or ""):
+    if normalize_fingerprint(fields.get("fingerprint") or "") and "Fingerprints did not match" in text:
         got = _GOT.search(text)
         presented = f": it presents {spaced(got.group(1))}" if got else ""
         return "fingerprint", (f"The certificate of Hyper-V host {address} does not match the pinned SHA-256 "
                                f"fingerprint {spaced(fields['fingerprint'])}{presented}")
     reason = re.search(r"certificate verify failed: ([^(\]]+)", text) or re.search(r"(hostname|IP address) mismatch[^'\"]*", text)
     why = (reason.group(1) if reason and reason.lastindex else reason.group(0) if reason else text[:200]).strip()
+    if normalize_fingerprint(fields.get("fingerprint") or ""):  # not reached with a pin (no CA check)
+        return "fingerprint", f"The certificate of Hyper-V host {address} was refused ({why})"
     field = "cacertificates" if (fields.get("cacertificates") or "").strip() else "url"
     trusted = "its CA certificates" if field == "cacertificates" else "the management server's CAs"
     return field, (f"The certificate of Hyper-V host {address} is not trusted by {trusted} ({why}); give the host's "
