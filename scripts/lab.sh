@@ -30,13 +30,21 @@
 # return promptly (daemonise what it starts); what it leaves running belongs to the host and
 # dies with it at `fail`.
 #
+# Several labs at once (test runs side by side on one machine): NUBO_LAB_ID=K (1..250) makes
+# lab K, with its own bridge nubolabK, network 198.19.K.0/24, namespaces nubolabK-labN and
+# state under /var/lib/nubo-lab-K; unset, the lab is the one described above.
+#
 # State lives under $NUBO_LAB_DIR (default /var/lib/nubo-lab). Needs root, iproute2,
 # util-linux (unshare, nsenter), openssh-server, libvirt-daemon-driver-qemu (scripts/sysdeps.sh test).
 set -euo pipefail
 
-LAB=${NUBO_LAB_DIR:-/var/lib/nubo-lab}
-BRIDGE=nubolab0
-NET=198.18.200
+ID=${NUBO_LAB_ID:-}
+if [ -z "$ID" ]; then
+  LAB=${NUBO_LAB_DIR:-/var/lib/nubo-lab} BRIDGE=nubolab0 NET=198.18.200 NS_PREFIX=nubolab- LINK_PREFIX=nlab
+else
+  [[ $ID =~ ^[1-9][0-9]{0,2}$ ]] && [ "$ID" -le 250 ] || { echo "lab: NUBO_LAB_ID is 1..250" >&2; exit 2; }
+  LAB=${NUBO_LAB_DIR:-/var/lib/nubo-lab-$ID} BRIDGE=nubolab$ID NET=198.19.$ID NS_PREFIX=nubolab$ID- LINK_PREFIX=nl${ID}x
+fi
 ROOT_ADDR=$NET.1
 STORAGE_PATH=/mnt/nubo-lab/primary
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -46,8 +54,8 @@ log() { echo "lab: $*" >&2; }
 
 [ "$(id -u)" -eq 0 ] || die "needs root (namespaces, bridges, libvirtd)"
 
-netns_of() { echo "nubolab-$1"; }
-veth_of() { echo "nlab${1#lab}"; }  # the host's link on the bridge, root side
+netns_of() { echo "$NS_PREFIX$1"; }
+veth_of() { echo "$LINK_PREFIX${1#lab}"; }  # the host's link on the bridge, root side
 index_of() { echo "${1#lab}"; }
 addr_of() { echo "$NET.$((10 + $(index_of "$1")))"; }
 hostdir() { echo "$LAB/hosts/$1"; }
@@ -412,7 +420,7 @@ cmd_down() {
     done
   fi
   # Leftovers of a lab whose state directory went away.
-  for ns in $(ip netns list 2>/dev/null | awk '/^nubolab-/ {print $1}'); do
+  for ns in $(ip netns list 2>/dev/null | awk -v p="$NS_PREFIX" 'index($1, p) == 1 && substr($1, length(p) + 1) ~ /^lab[0-9]+$/ {print $1}'); do
     ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
     ip netns del "$ns" 2>/dev/null || true
   done

@@ -248,6 +248,33 @@ def test_ssh_key_goes_to_a_private_keyfile(tmp_path):
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
 
 
+def test_pinned_host_key_is_checked_by_libvirts_libssh2_transport(tmp_path):
+    """OpenSSH (the ssh transport) would read only ~/.ssh/known_hosts: with a pinned key the
+    URI goes over libssh2 with a known_hosts file of that key alone."""
+    from urllib.parse import parse_qs
+    key = "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----"
+    pinned = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJM1KgD59T7CveZL050HEW7Z4dn3fpd8uyWYzk5SWxWg lab1"
+    ctx = DriverContext(instance_path=str(tmp_path))
+
+    def opened(url, **fields):
+        uri = KVM.make_driver(HostConnection(url, "h", fields), ctx)._uri_with_key()
+        return uri, {k: v[0] for k, v in parse_qs(uri.split("?", 1)[1]).items()} if "?" in uri else {}
+
+    uri, q = opened("qemu+ssh://root@10.0.0.7/system?no_tty=1", ssh_private_key=key, ssh_host_key=pinned)
+    assert uri.startswith("qemu+libssh2://root@10.0.0.7/system?") and "no_tty" not in q
+    assert q["known_hosts_verify"] == "normal" and q["sshauth"] == "privkey"
+    assert open(q["known_hosts"]).read() == "10.0.0.7 " + " ".join(pinned.split()[:2]) + "\n"
+    assert q["keyfile"].startswith(str(tmp_path)) and stat.S_IMODE(os.stat(q["known_hosts"]).st_mode) == 0o600
+    _, q = opened("qemu+ssh://root@10.0.0.7:2222/system", ssh_host_key="10.0.0.7 " + pinned)
+    assert open(q["known_hosts"]).read().startswith("[10.0.0.7]:2222 ssh-ed25519 AAAA") and "sshauth" not in q
+    # The check off, or no pinned key: OpenSSH as given.
+    uri, _ = opened("qemu+ssh://root@10.0.0.7/system?no_verify=1", ssh_host_key=pinned)
+    assert uri == "qemu+ssh://root@10.0.0.7/system?no_verify=1"
+    uri, _ = opened("qemu+ssh://root@10.0.0.7/system", ssh_host_key=pinned, ssh_host_key_check="off")
+    assert uri == "qemu+ssh://root@10.0.0.7/system"
+    assert opened("qemu+tls://10.0.0.7/system", ssh_host_key=pinned)[0] == "qemu+tls://10.0.0.7/system"
+
+
 # --- Host-type check ----------------------------------------------------------------
 
 KVM_CAPS = ("<capabilities><host><cpu><arch>x86_64</arch></cpu></host><guest><os_type>hvm</os_type>"

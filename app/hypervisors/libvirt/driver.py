@@ -122,6 +122,15 @@ def ensure_event_loop() -> None:
         _loop_thread.start()
 
 
+def _known_hosts_line(host: str, port: int | None, pinned: str) -> str:
+    """One OpenSSH known_hosts line for the pinned key ("<type> <base64>", a leading host
+    name or a trailing comment dropped)."""
+    words = pinned.split()
+    i = next((n for n, w in enumerate(words[:-1]) if w.startswith(("ssh-", "ecdsa-"))), 0)
+    name = host if not port or port == 22 else f"[{host}]:{port}"
+    return f"{name} {words[i]} {words[i + 1] if i + 1 < len(words) else ''}\n"
+
+
 class LibvirtDriver(Driver):
     """One host reached by a libvirt URI. `flavour` is the type's base flavour
     (the type passes it through make_driver); it is resolved against the host on
@@ -179,21 +188,48 @@ class LibvirtDriver(Driver):
         return conn
 
     def _uri_with_key(self) -> str:
-        """An SSH private key given in the form is written to a private file under
-        the instance path and handed to libvirt's ssh transport as keyfile=."""
+        """The URI libvirt opens. An SSH private key given in the form is written to a
+        private file under the instance path and handed to libvirt's SSH transports as
+        keyfile=. With a pinned host key (ssh_host_key, unless the check is off) a
+        qemu+ssh:// URI is opened over libvirt's libssh2 transport with a known_hosts
+        file holding only that key: the ssh transport runs OpenSSH, which reads only the
+        Nubo user's ~/.ssh/known_hosts, so the pinned key would not be checked (a new
+        host would be refused, or accepted blindly with no_verify=1). Not the libssh
+        transport: in libvirt 9.0 its replies of some kilobytes stall (getCapabilities
+        never returned in a lab host, scripts/lab.sh)."""
         key = (self.conn.fields.get("ssh_private_key") or "").strip()
+        pinned = (self.conn.fields.get("ssh_host_key") or "").strip()
         parts = urlsplit(self.uri)
-        if not key or "ssh" not in parts.scheme:
+        scheme, _, transport = parts.scheme.partition("+")
+        query = [(k, v) for k, v in parse_qsl(parts.query) if k != "keyfile"]
+        verify = self.conn.fields.get("ssh_host_key_check") != "off" and ("no_verify", "1") not in query
+        if transport == "ssh" and pinned and verify:
+            transport = "libssh2"
+            query = [(k, v) for k, v in query if k not in ("no_tty", "no_verify", "known_hosts",
+                                                          "known_hosts_verify")]
+            query.append(("known_hosts", self._private_file("known_hosts", _known_hosts_line(
+                parts.hostname or self.conn.address, parts.port, pinned))))
+            query.append(("known_hosts_verify", "normal"))
+            if key:
+                query.append(("sshauth", "privkey"))
+        elif not key or "ssh" not in transport:
             return self.uri
+        if key:
+            query.append(("keyfile", self._private_file("id", key + "\n")))
+        return urlunsplit(parts._replace(scheme=f"{scheme}+{transport}", query=urlencode(query)))
+
+    def _private_file(self, prefix: str, text: str) -> str:
+        """A file only the Nubo user reads, under the instance path, named by its content."""
         keydir = os.path.join(self.context.instance_path, "ssh")
         os.makedirs(keydir, mode=0o700, exist_ok=True)
-        path = os.path.join(keydir, "id_" + hashlib.sha256(key.encode()).hexdigest()[:16])
+        path = os.path.join(keydir, f"{prefix}_" + hashlib.sha256(text.encode()).hexdigest()[:16])
         if not os.path.exists(path):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            tmp = f"{path}.{os.getpid()}.{threading.get_ident()}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as fh:
-                fh.write(key + "\n")
-        query = [(k, v) for k, v in parse_qsl(parts.query) if k != "keyfile"] + [("keyfile", path)]
-        return urlunsplit(parts._replace(query=urlencode(query)))
+                fh.write(text)
+            os.replace(tmp, path)  # whole or absent: another thread may be writing it too
+        return path
 
     @property
     def lv(self) -> libvirt.virConnect:
