@@ -18,6 +18,13 @@
 #   scripts/lab.sh exec HOST CMD...  run a command inside a host (all its namespaces)
 #   scripts/lab.sh down          removes everything the lab made; idempotent
 #
+# A Hyper-V lab host: `up` also starts the WS-Management test double (tests/hyperv/wsman_double.py;
+# no Windows can run here), a process of this machine listening on the lab bridge's address (where
+# Nubo runs: 198.18.200.1) on port $NUBO_LAB_HYPERV_PORT (default 5986, WinRM's HTTPS port), user
+# hvadmin, password hv-pass, with a self-signed certificate made at its first start and kept in
+# $LAB/hyperv; `list` shows it as "hyperv URL STATE FINGERPRINT", `json` under "hyperv". Add it as a
+# Hyper-V host: that address, transport ssl, that SHA-256 fingerprint.
+#
 # Shared primary storage: this kernel has no NFS (neither nfs nor nfsd in /proc/filesystems,
 # no loadable modules), so it is a directory ($LAB/primary) bind-mounted into every host at
 # the same path, /mnt/nubo-lab/primary — the SharedMountPoint way: `file:///mnt/nubo-lab/primary`.
@@ -48,6 +55,8 @@ fi
 ROOT_ADDR=$NET.1
 STORAGE_PATH=/mnt/nubo-lab/primary
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+HYPERV_PORT=${NUBO_LAB_HYPERV_PORT:-5986}
+PYTHON=${NUBO_LAB_PYTHON:-$HERE/../.venv/bin/python}
 
 die() { echo "lab: $*" >&2; exit 1; }
 log() { echo "lab: $*" >&2; }
@@ -282,6 +291,39 @@ boot() {
   run_hooks "$h"
 }
 
+# The Hyper-V lab host: the WS-Management double over HTTPS, a process of this machine on the
+# lab bridge's address (each lab its own), speaking WinRM; it runs no guests.
+hyperv_url() { echo "https://$ROOT_ADDR:$HYPERV_PORT/wsman"; }
+hyperv_alive() {
+  local pid
+  pid=$(cat "$LAB/hyperv/pid" 2>/dev/null) && kill -0 "$pid" 2>/dev/null
+}
+
+start_hyperv() {
+  local d=$LAB/hyperv i
+  hyperv_alive && return 0
+  [ -x "$PYTHON" ] || die "no $PYTHON for the Hyper-V lab host (make setup, or set NUBO_LAB_PYTHON)"
+  mkdir -p "$d"
+  (cd "$HERE/.." && exec setsid "$PYTHON" -m tests.hyperv.wsman_double --dir "$d" --listen "$ROOT_ADDR" --port "$HYPERV_PORT" \
+     >"$d/double.log" 2>&1 </dev/null 9>&-) &
+  echo $! >"$d/pid"
+  for i in $(seq 1 300); do  # until it says it listens (or has died)
+    grep -q '^READY ' "$d/double.log" 2>/dev/null && return 0
+    hyperv_alive || break
+    sleep 0.2
+  done
+  die "the Hyper-V lab host did not start: $(tail -3 "$d/double.log" 2>/dev/null)"
+}
+
+stop_hyperv() {
+  local pid i
+  pid=$(cat "$LAB/hyperv/pid" 2>/dev/null) || return 0
+  kill "$pid" 2>/dev/null || true
+  for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+  rm -f "$LAB/hyperv/pid"
+}
+
 # --- tear-down ---------------------------------------------------------------
 
 ns_inode() { stat -L -c %i "$1" 2>/dev/null || true; }
@@ -345,6 +387,7 @@ cmd_up() {
     pids+=("$!")
   done
   for p in "${pids[@]}"; do wait "$p" || failed=1; done
+  start_hyperv
   cmd_list
   [ $failed = 0 ] || die "a host did not boot (see above)"
 }
@@ -354,6 +397,9 @@ cmd_list() {
   for h in $(hosts); do
     echo "$h $(uri_of "$h") $(state_of "$h")"
   done
+  if [ -f "$LAB/hyperv/fingerprint" ]; then
+    echo "hyperv $(hyperv_url) $(hyperv_alive && echo up || echo down) $(cat "$LAB/hyperv/fingerprint")"
+  fi
   [ -d "$LAB/hosts" ] && echo "storage file://$STORAGE_PATH"
   return 0
 }
@@ -377,7 +423,13 @@ cmd_json() {
     printf ' "host_uuid": "%s", "ssh_host_key": %s}' "$(cat "$(hostdir "$h")/host_uuid")" \
       "$(printf %s "$(cut -d' ' -f1,2 "$(hostdir "$h")/ssh_host_ed25519_key.pub")" | json_str)"
   done
-  printf '\n]}\n'
+  printf '\n]'
+  if [ -f "$LAB/hyperv/fingerprint" ]; then
+    printf ',\n "hyperv": {"url": "%s", "address": "%s", "port": %s, "state": "%s", "username": "hvadmin",' \
+      "$(hyperv_url)" "$ROOT_ADDR" "$HYPERV_PORT" "$(hyperv_alive && echo up || echo down)"
+    printf ' "password": "hv-pass", "transport": "ssl", "fingerprint": "%s"}' "$(cat "$LAB/hyperv/fingerprint")"
+  fi
+  printf '}\n'
 }
 
 cmd_fail() {
@@ -414,6 +466,7 @@ cmd_down() {
   local h ns
   if [ -d "$LAB" ]; then
     lock
+    stop_hyperv
     for h in $(hosts); do
       kill_host "$h"
       drop_ns "$h"

@@ -16,9 +16,10 @@ one of `shares` ({"\\\\server\\share": local directory}), from that directory: t
 lab's stand-in for the zone's SMB secondary storage.
 
 Run alone (scripts/lab.sh does, as the lab's Hyper-V host):
-    python -m tests.hyperv.wsman_double --dir DIR [--port N] [--share UNC=DIR]
-serves HTTPS with a new self-signed certificate (DIR/cert.pem, DIR/key.pem) and
-prints one line `READY <url> <SHA-256 fingerprint>` once it listens.
+    python -m tests.hyperv.wsman_double --dir DIR [--listen ADDR] [--port N] [--share UNC=DIR]
+serves HTTPS with a self-signed certificate (DIR/cert.pem and DIR/key.pem: made at
+the first start, kept for the next; its SHA-256 fingerprint in DIR/fingerprint) and
+prints one line `READY <url> <fingerprint>` once it listens.
 """
 from __future__ import annotations
 
@@ -213,8 +214,9 @@ class FakeHyperV:
 
 class WsmanDouble:
     def __init__(self, address: str = "127.0.0.1", username: str = "hvadmin", password: str = "hv-pass",
-                 hyperv_role: bool = True, tls=None, port: int = 0):
-        """tls: a tests.hyperv.certs.Issued (HTTPS, the ssl transport); None: plain HTTP."""
+                 hyperv_role: bool = True, tls=None, port: int = 0, bind: str = "127.0.0.1"):
+        """tls: a tests.hyperv.certs.Issued (HTTPS, the ssl transport); None: plain HTTP.
+        bind: the local address it listens on (the lab's: its bridge address)."""
         self.address, self.username, self.password = address, username, password
         self.hyperv = FakeHyperV(hyperv_role)
         self.scripts: list[str] = []
@@ -231,7 +233,8 @@ class WsmanDouble:
             def do_POST(self):
                 double._handle(self)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.bind = bind
+        self.server = ThreadingHTTPServer((bind, port), Handler)
         self.port = self.server.server_address[1]
         self.tls = tls
         if tls is not None:
@@ -255,7 +258,7 @@ class WsmanDouble:
 
     @property
     def url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/wsman"
+        return f"{'https' if self.tls else 'http'}://{self.bind}:{self.port}/wsman"
 
     def fields(self, **extra) -> dict:
         """Host fields reaching this double: plaintext over HTTP, or ssl pinned to its certificate."""
@@ -336,19 +339,25 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
     import signal
 
-    from tests.hyperv.certs import self_signed
+    from tests.hyperv.certs import Issued, self_signed
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dir", required=True, type=Path, help="where cert.pem and key.pem are written")
+    p.add_argument("--listen", default="127.0.0.1", help="a local address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--username", default="hvadmin")
     p.add_argument("--password", default="hv-pass")
     p.add_argument("--share", action="append", default=[], metavar="UNC=DIR",
                    help="an SMB share the host reads templates from, e.g. \\\\lab\\secondary=/srv/secondary")
     args = p.parse_args(argv)
-    tls = self_signed("127.0.0.1")
-    tls.write(args.dir)
-    double = WsmanDouble("127.0.0.1", args.username, args.password, tls=tls, port=args.port)
+    cert, key = args.dir / "cert.pem", args.dir / "key.pem"
+    if cert.exists() and key.exists():  # the same certificate (and fingerprint) after a restart
+        tls = Issued(cert_pem=cert.read_text(), key_pem=key.read_text(), ca_pem=cert.read_text())
+    else:
+        tls = self_signed(args.listen)
+        tls.write(args.dir)
+    (args.dir / "fingerprint").write_text(tls.fingerprint + "\n")
+    double = WsmanDouble(args.listen, args.username, args.password, tls=tls, port=args.port, bind=args.listen)
     for share in args.share:
         unc, folder = share.split("=", 1)
         double.hyperv.shares[unc.rstrip("\\").lower()] = Path(folder)
