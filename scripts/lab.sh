@@ -302,7 +302,10 @@ hyperv_alive() {
 start_hyperv() {
   local d=$LAB/hyperv i
   hyperv_alive && return 0
-  [ -x "$PYTHON" ] || die "no $PYTHON for the Hyper-V lab host (make setup, or set NUBO_LAB_PYTHON)"
+  if [ ! -x "$PYTHON" ]; then  # the libvirt hosts do not need it: say so and go on
+    log "no $PYTHON: the Hyper-V lab host is not started (make setup, or set NUBO_LAB_PYTHON)"
+    return 0
+  fi
   mkdir -p "$d"
   (cd "$HERE/.." && exec setsid "$PYTHON" -m tests.hyperv.wsman_double --dir "$d" --listen "$ROOT_ADDR" --port "$HYPERV_PORT" \
      >"$d/double.log" 2>&1 </dev/null 9>&-) &
