@@ -90,9 +90,12 @@ def lxc_uri():
         yield "lxc:///system"  # no hybrid layout here: the system libvirtd as it is
         return
     top = Path(tempfile.mkdtemp(prefix="nubo-lxc-"))  # short: a unix socket path has 107 bytes
-    shutil.copytree("/etc/libvirt", top / "etc", symlinks=True)
-    for d in ("run", "lib", "log", "sock"):
+    for d in ("etc", "run", "lib", "log", "sock"):
         (top / d).mkdir()
+    # The system's settings (qemu.conf, ...) but none of its domains, networks or pools: this
+    # daemon must not autostart a second copy of anything the system libvirtd runs.
+    for conf in Path("/etc/libvirt").glob("*.conf"):
+        shutil.copy2(conf, top / "etc" / conf.name)
     (top / "etc" / "libvirtd.conf").write_text(f'unix_sock_dir = "{top}/sock"\nlisten_tls = 0\nlisten_tcp = 0\n')
     script = (f"umount /sys/fs/cgroup/unified && mount --bind {top}/etc /etc/libvirt && "
               f"mount --bind {top}/run /run/libvirt && mount --bind {top}/lib /var/lib/libvirt && "
