@@ -14,6 +14,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import joinedload
 
 from app.extensions import db
+from app.hypervisors import registry
 from app.hypervisors.base import (AuthenticationFailed, DriverError, HostUnreachable, UntrustedCertificate,
                                   WrongHypervisor)
 from app.models import (Cluster, Host, HostState, PoolType, ResourceState, StoragePool, StorageScope, VirtualMachine,
@@ -153,6 +154,14 @@ def connection_for(host: Host):
     t = hv.resolve(host.hypervisor_type)
     fields = {**json.loads(host.details or "{}"), **crypto.decrypt_json(host.credentials_enc)}
     return t.connection(host.url, fields)
+
+
+def public_settings(host: Host) -> list[tuple[str, str]]:
+    """The host's add-host fields as given, secrets left out: (label, value), in the type's order
+    (e.g. a Hyper-V host's transport and the certificate fingerprint it is pinned to)."""
+    t = registry.get(host.hypervisor_type)
+    details = json.loads(host.details or "{}")
+    return [(f.label, details[f.name]) for f in (t.host_fields if t else ()) if not f.secret and details.get(f.name)]
 
 
 def _vm_count(host: Host) -> int:

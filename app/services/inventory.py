@@ -325,13 +325,15 @@ class HostDetail:
     local_pools: list[StoragePool]
     cpu_factor: float
     mem_factor: float
+    settings: list[tuple[str, str]] = field(default_factory=list)  # (label, value): its add-host fields
 
 
 def host_detail(uuid: str) -> HostDetail:
     host = hosts.get_host(uuid)
     pools = db.session.scalars(select(StoragePool).where(StoragePool.host_id == host.id,
                                                          StoragePool.removed.is_(None)).order_by(StoragePool.id))
-    return HostDetail(_host_rows([host])[0], list(pools), *factors(cluster=host.cluster_id, zone=host.zone_id))
+    return HostDetail(_host_rows([host])[0], list(pools), *factors(cluster=host.cluster_id, zone=host.zone_id),
+                      settings=hosts.public_settings(host))
 
 
 def host_row(uuid: str) -> HostRow:

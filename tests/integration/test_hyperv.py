@@ -195,7 +195,7 @@ def test_trust_fields_are_checked_before_any_connection():
     assert "PEM" in ca_field.validate("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----")
 
 
-def test_add_host_over_ssl_trusts_only_the_given_certificate(app, client, keys, tls_doubles):  # noqa: F811
+def test_add_host_over_ssl_trusts_only_the_given_certificate(app, client, auth, keys, tls_doubles):  # noqa: F811
     """addHost with details[0].fingerprint: a wrong one is a 431 naming both fingerprints and no
     host; the right one adds the host with its fingerprint stored, used again by reconnectHost."""
     from app.extensions import db
@@ -232,3 +232,7 @@ def test_add_host_over_ssl_trusts_only_the_given_certificate(app, client, keys, 
         assert json.loads(host.details)["fingerprint"] == pinned.tls.fingerprint
     resp = client.post("/client/api", data=signed(keys, "admin", command="reconnectHost", id=host_id))
     assert resp.status_code == 200, resp.get_json()
+    auth.login("admin")  # the host page says what the host is trusted by, and no password
+    page = client.get(f"/admin/hosts/{host_id}").get_data(as_text=True)
+    assert "Certificate fingerprint (SHA-256)" in page and pinned.tls.fingerprint in page
+    assert pinned.password not in page
