@@ -1,0 +1,142 @@
+"""The SQL statement budget of the hot paths (issue 21): a deploy (the API call and its job
+apart), a VM stop and start, listVirtualMachines (pagesize 20), queryAsyncJobResult, and the
+main pages (dashboard, VM list), on a Simulator zone holding a few VMs.
+
+Each figure is pinned exactly: a change that adds statements must change its pin, in the
+same commit, visibly; one that removes statements lowers it. Run on every database: the pins
+are SQLite's and MariaDB's; PostgreSQL adds its NOTIFYs (PG_EXTRA). bench/RESULTS.md has what the statements cost."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import sqlalchemy as sa
+
+from app.api.signing import sign
+from app.extensions import db
+from app.jobs import service as jobs, tasks
+from app.services import accounts, settings
+from tests.helpers.sim_zone import simulator_zone
+
+# The pins. Lower them when a change removes statements; raise them only with a reason.
+PINS = {
+    # deployVirtualMachine, the API call alone: caller, params, quota, VM/volume/NIC/IP rows, job row
+    "deploy.api": 54,
+    # the deploy job: claim, plan, volume, start on the Simulator, events, result
+    "deploy.job": 82,
+    # stopVirtualMachine / startVirtualMachine: the API call, then its job
+    "stop.api": 15,
+    "stop.job": 45,
+    "start.api": 17,
+    "start.job": 70,
+    # listVirtualMachines pagesize=20 (rows, not ORM objects: app/services/vm_views.py)
+    "listVirtualMachines": 9,
+    # queryAsyncJobResult of a finished deploy (its result stored as JSON)
+    "queryAsyncJobResult": 2,
+    # the admin dashboard and the VM list page
+    "page /admin/": 19,
+    "page /vms/": 10,
+}
+# PostgreSQL's extra statements: the live updates' NOTIFY in each transaction that changes something.
+# MariaDB counts as SQLite does.
+PG_EXTRA = {"deploy.api": 4, "deploy.job": 6, "stop.api": 3, "stop.job": 5, "start.api": 3, "start.job": 7}
+
+
+class Counter:
+    def __init__(self, engine):
+        self.engine, self.seen = engine, []
+
+    def _listen(self, conn, cursor, statement, *args):
+        self.seen.append(statement)
+
+    def __enter__(self):
+        self.seen = []
+        sa.event.listen(self.engine, "before_cursor_execute", self._listen)
+        return self
+
+    def __exit__(self, *exc):
+        sa.event.remove(self.engine, "before_cursor_execute", self._listen)
+
+    @property
+    def n(self) -> int:
+        return len(self.seen)
+
+
+@pytest.fixture
+def world(app, users, tmp_path, monkeypatch, auth):
+    # The settings cache does not expire during the test (its refresh would land in one count).
+    monkeypatch.setattr(settings, "CACHE_SECONDS", 3600.0)
+    with app.app_context():
+        admin = accounts.get_user("admin")
+        w = simulator_zone(admin, tmp_path, name="bz", guest_cidr="10.9.0.0/24",
+                           host_urls=["simulator://b1?cpus=32&memory=65536"])
+        keys = {u: accounts.ensure_keys(accounts.get_user(u)) for u in ("admin", "alice")}
+        engine = db.engine
+        ids = dict(zone=w.zone.uuid, t=w.template.uuid, so=w.offering.uuid)
+    # Jobs are queued, not run inside the API call, so the call and the job are counted apart.
+    queued: list[int] = []
+    monkeypatch.setattr(tasks, "run_job", queued.append)
+    return dict(**ids, keys=keys, engine=engine, queued=queued)
+
+
+def call(client, world, command, user="alice", **params):
+    key, secret = world["keys"][user]
+    params = {"apiKey": key, "response": "json", "command": command, **{k: str(v) for k, v in params.items()}}
+    params["signature"] = sign(params, secret)
+    resp = client.get("/client/api", query_string=params)
+    assert resp.status_code == 200, resp.data
+    return json.loads(resp.data)[f"{command.lower()}response"]
+
+
+def run_queued(app, world) -> int:
+    """Run the queued job as a worker would (its own app context); its statements."""
+    job_id = world["queued"].pop()
+    with Counter(world["engine"]) as c:
+        with app.app_context():  # as the worker's task: a fresh context, its own session
+            jobs.execute(job_id)
+    return c.n
+
+
+@pytest.mark.db
+def test_statement_budget(app, client, world, auth, db_url):
+    counts: dict[str, int] = {}
+    eng = world["engine"]
+
+    def deploy(name):
+        with Counter(eng) as c:
+            body = call(client, world, "deployVirtualMachine", zoneid=world["zone"],
+                        serviceofferingid=world["so"], templateid=world["t"], name=name)
+        return body, c.n, run_queued(app, world)
+
+    deploy("warm")  # first use: settings, caches, the template's first copy to the pool
+    body, counts["deploy.api"], counts["deploy.job"] = deploy("b1")
+    for name in ("b2", "b3"):
+        deploy(name)
+    vm_id = call(client, world, "queryAsyncJobResult", jobid=body["jobid"])["jobresult"]["virtualmachine"]["id"]
+
+    for action in ("stop", "start"):
+        with Counter(eng) as c:
+            call(client, world, f"{action}VirtualMachine", id=vm_id)
+        counts[f"{action}.api"] = c.n
+        counts[f"{action}.job"] = run_queued(app, world)
+
+    call(client, world, "listVirtualMachines", pagesize=20, page=1)
+    with Counter(eng) as c:
+        listed = call(client, world, "listVirtualMachines", pagesize=20, page=1)
+    assert listed["count"] == 4
+    counts["listVirtualMachines"] = c.n
+
+    with Counter(eng) as c:
+        res = call(client, world, "queryAsyncJobResult", jobid=body["jobid"])
+    assert res["jobstatus"] == 1
+    counts["queryAsyncJobResult"] = c.n
+
+    auth.login("admin")
+    for page in ("/admin/", "/vms/"):
+        client.get(page)  # warm up
+        with Counter(eng) as c:
+            assert client.get(page).status_code == 200
+        counts[f"page {page}"] = c.n
+
+    pins = {k: v + (PG_EXTRA.get(k, 0) if db_url.startswith("postgresql") else 0) for k, v in PINS.items()}
+    assert counts == pins, "statement counts changed; update PINS (and say why): " + json.dumps(counts)
