@@ -54,10 +54,10 @@ class SweepResult:
 def _ping(app, host_id: int, type_name: str, conn, with_vms: bool):
     """(host id, HostStats or None, error, the VM answer for monitor.vms or None): one driver
     session per host, which also lists its VMs and their stats when asked (the sweep does)."""
-    from app.monitor.vms import probe_vms
+    from app.monitor.vms import driver_of, probe_vms
     with app.app_context():
         try:
-            driver = hv.driver_for(type_name, conn)
+            driver = driver_of(host_id, type_name, conn)
         except DriverError as e:
             return host_id, None, str(e), None
         try:

@@ -45,6 +45,8 @@ def may_change(vm, host_id: int, state: PowerState | None, seen_at=None) -> bool
     record: apply()'s whole decision, on the columns of _COMPARED (a VM object or row)."""
     if vm.active_job_id is not None or vm.state not in WATCHED:
         return False
+    if state == PowerState.UNKNOWN:
+        return False  # the host has the VM but cannot tell its state (an extension's failed `status`)
     if seen_at is not None and vm.state_updated is not None and vm.state_updated > seen_at:
         return False  # the record changed after the host answered: it is newer
     if _running(state):
@@ -81,9 +83,26 @@ def apply(vm: VirtualMachine, host: Host, state: PowerState | None, seen_at=None
     return True
 
 
-def _driver(host: Host):
+def _driver(host: Host, vm: VirtualMachine | None = None):
+    from app.services.extensions import calls as extension_calls
+    if extension_calls.serves(host):
+        return extension_calls.driver_for(host, [vm] if vm is not None else [])
     from app.services.hosts import connection_for
     return hv.driver_for(host.hypervisor_type, connection_for(host))
+
+
+def driver_of(host_id: int, type_name: str, conn):
+    """A sweep's driver for one host (in the sweep's thread, inside an app context): an
+    extension's with every VM Nubo has there (its `status` is asked for each), else the type's."""
+    if type_name in ("External", "Custom"):
+        from app.services.extensions import calls as extension_calls
+        host = db.session.get(Host, host_id)
+        if extension_calls.serves(host):
+            try:
+                return extension_calls.driver_for_host_id(host_id)
+            finally:
+                db.session.commit()  # no transaction held while the extension answers
+    return hv.driver_for(type_name, conn)
 
 
 def probe_vms(driver, host_id: int):
@@ -102,7 +121,7 @@ def probe_vms(driver, host_id: int):
 def _list(app, host_id: int, type_name: str, conn):
     with app.app_context():
         try:
-            driver = hv.driver_for(type_name, conn)
+            driver = driver_of(host_id, type_name, conn)
         except DriverError as e:
             return host_id, None, str(e), {}
         try:
@@ -272,7 +291,7 @@ def reconcile_vm(vm: VirtualMachine) -> None:
             vm.state = VMState.STOPPED
             db.session.commit()
         return
-    driver = _driver(host)
+    driver = _driver(host, vm)
     try:
         state = driver.vm_info(vm.instance_name).state
     except VMNotFound:

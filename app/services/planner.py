@@ -29,7 +29,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from sqlalchemy import and_, case, func, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 
 from app.extensions import db
 from app.models import (AllocationState, Cluster, Host, HostState, Pod, PoolState, ResourceState, StoragePool,
@@ -80,9 +80,15 @@ def _mem_capacity():
         "mem.overprovisioning.factor", cluster_col=Host.cluster_id, zone_col=Host.zone_id)
 
 
+def _orchestrated():
+    """Hosts an extension drives report no CPU or memory: their capacity is the orchestrator's
+    business (CloudStack's External hosts), and they need no primary storage."""
+    return and_(Host.hypervisor_type.in_(("External", "Custom")), Host.cpu_number == 0, Host.memory_total == 0)
+
+
 def _fits(need: Need):
-    return and_(Host.cpu_allocated + need.cpu_mhz <= _cpu_capacity(),
-                Host.memory_allocated + need.memory_bytes <= _mem_capacity())
+    return or_(_orchestrated(), and_(Host.cpu_allocated + need.cpu_mhz <= _cpu_capacity(),
+                                     Host.memory_allocated + need.memory_bytes <= _mem_capacity()))
 
 
 def _usable():
@@ -172,7 +178,8 @@ def _candidates(zone: Zone, hypervisor_type: str, need: Need, storage_type: str,
         q = q.where(Host.id.not_in(avoid))
     if only is not None:
         q = q.where(Host.id.in_(only or {-1}))
-    q = q.where(placement_tags.has_all(Host.host_tags, host_tags), _pool_exists(zone.id, storage_type, storage_tags))
+    q = q.where(placement_tags.has_all(Host.host_tags, host_tags),
+                or_(_orchestrated(), _pool_exists(zone.id, storage_type, storage_tags)))
     return db.session.execute(q.order_by(Host.id)).all()
 
 

@@ -25,10 +25,10 @@ from sqlalchemy import select, update
 from app.extensions import db
 from app.hypervisors.base import DriverError
 from app.jobs import service as jobs
-from app.models import (Account, FirewallRule, OsType, PublicIpAddress, SSHKeyPair, Template, VirtualMachine,
+from app.models import (Account, FirewallRule, Host, OsType, PublicIpAddress, SSHKeyPair, Template, VirtualMachine,
                         VMState, Volume, VolumeState, VolumeType, new_uuid, utcnow)
 from app.services import crypto, events, instance_groups, quotas, resource_details, settings, userdata, vms
-from app.services.errors import InvalidParameter, PermissionDenied, ResourceUnavailable, ServiceError
+from app.services.errors import InvalidParameter, PermissionDenied, ResourceUnavailable, ServiceError, Unsupported
 from app.services.settings import Definition, define
 
 define(Definition("vm.password.length", "6", "Length of the passwords generated for VMs of password-enabled "
@@ -269,6 +269,9 @@ def restore(caller, uuid: str, template_uuid: str | None = None, root_disk_size_
     """restoreVirtualMachine (async): a new root disk from the VM's template (or `templateid`);
     the old root disk goes. A running VM is stopped first and started again after."""
     vm = vms.get_vm(caller, uuid, "virtualmachineid")
+    from app.services.extensions import calls as extension_calls
+    if extension_calls.serves(vm.host or (db.session.get(Host, vm.last_host_id) if vm.last_host_id else None)):
+        raise Unsupported(f"VM {vm.name} is run by an extension: its disks are the orchestrator's, not Nubo's")
     if vm.state not in (VMState.RUNNING, VMState.STOPPED):
         raise InvalidParameter(f"Cannot restore the vm as it is not in the Running or Stopped state: VM {vm.name} "
                                f"is {vm.state}", field="virtualmachineid")
@@ -295,7 +298,7 @@ def _stop_for_restore(job, vm: VirtualMachine) -> None:
     if host is None:
         return
     jobs.progress(job, 10, f"Stopping {vm.name}")
-    driver = vms._driver(host)
+    driver = vms._driver(host, vm)
     try:
         if not driver.stop_vm(vm.instance_name, timeout=settings.get("vm.stop.timeout")):
             driver.force_stop_vm(vm.instance_name)

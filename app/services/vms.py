@@ -404,7 +404,8 @@ def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid:
            userdata_uuid: str | None = None, userdata_details=None,
            http_method: str = "POST", affinity_group_uuids: list[str] | None = None,
            affinity_group_names: list[str] | None = None, account: str | None = None,
-           domainid: str | None = None, details: dict | None = None) -> tuple[VirtualMachine, AsyncJob | None]:
+           domainid: str | None = None, details: dict | None = None,
+           external_details=None) -> tuple[VirtualMachine, AsyncJob | None]:
     """deployVirtualMachine: the VM's rows now (VM, NICs with their IPs, its security groups, its affinity
     groups, root volume), its start as a job. Its owner: the caller's account, the account named
     (admins) or the project the request names (access.owner_for)."""
@@ -418,6 +419,8 @@ def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid:
     from app.services import offerings as service_offerings
     size = service_offerings.size_for(offering, details)  # a customized offering: details cpuNumber, memory
     template, from_iso = _template_for(caller, zone, template_uuid, iso_uuid)
+    from app.services.extensions import details as extension_details
+    ext_values = extension_details.parse(external_details, "externaldetails")
     type_name = template.hypervisor_type or (hv.resolve(hypervisor).name if hypervisor else zone.hypervisor_type)
     if not type_name:
         raise InvalidParameter("Deploying from an ISO needs the hypervisor", field="hypervisor")
@@ -493,6 +496,8 @@ def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid:
         quotas.count_new_volume(root)  # reserve_vm took its volume and GiB
         db.session.add(root)
         secgroups.add_vm(vm, groups)  # security_group_vm_map, with the VM
+        if ext_values:  # CloudStack's "External:" VM details, sent to the VM's extension
+            extension_details.replace("UserVm", vm.id, ext_values)
         affinity.add_vm(vm, ag)  # affinity_group_vm_map, with the VM (the start's planner reads it)
         events.record("VM.CREATE", f"VM {vm.name} created ({offering.name}, {template.name})", user=caller,
                       account_id=owner.id, resource_type="VirtualMachine", resource_id=vm.uuid)  # who, whose
@@ -613,7 +618,11 @@ def _need(vm: VirtualMachine) -> planner.Need:
     return planner.Need.of(vm.cpu_number, vm.cpu_speed, vm.memory)
 
 
-def _driver(host: Host):
+def _driver(host: Host, vm: VirtualMachine | None = None):
+    """The host's driver; an extension's (External, or Custom bound to one) with the VM's payload."""
+    from app.services.extensions import calls as extension_calls
+    if extension_calls.serves(host):
+        return extension_calls.driver_for(host, [vm] if vm is not None else [], caller=events.actor())
     from app.services.hosts import connection_for
     return hv.driver_for(host.hypervisor_type, connection_for(host))
 
@@ -711,6 +720,10 @@ def _iso_path(vm: VirtualMachine, host: Host, pool: StoragePool) -> str | None:
 
 def _run_on(vm: VirtualMachine, host: Host) -> None:
     """Volumes, ISO, config drive, then start the domain; records what the hypervisor reports."""
+    from app.services.extensions import calls as extension_calls
+    if extension_calls.serves(host):  # the orchestrator keeps disks and networks: no pools, no segments
+        from app.services.extensions import vms as extension_vms
+        return extension_vms.run_on(vm, host, events.actor())
     pool = _pool_for(vm, host)
     driver = _driver(host)
     try:
@@ -883,7 +896,7 @@ def _run_stop(job, vm, params):
     vm.state, vm.state_updated = VMState.STOPPING, utcnow()
     db.session.commit()
     if host is not None:
-        driver = _driver(host)
+        driver = _driver(host, vm)
         try:
             jobs.progress(job, 20, f"Asking the guest to shut down (up to {duration(timeout)})")
             stopped = driver.stop_vm(vm.instance_name, timeout=timeout)
@@ -917,7 +930,7 @@ def reboot(caller, uuid: str) -> AsyncJob:
 
 @_vm_job("reboot")
 def _run_reboot(job, vm, params):
-    driver = _driver(vm.host)
+    driver = _driver(vm.host, vm)
     try:
         driver.reboot_vm(vm.instance_name)
     except DriverError as e:
@@ -972,7 +985,7 @@ def _power_off(vm: VirtualMachine) -> None:
     host = vm.host
     if host is None:
         return
-    driver = _driver(host)
+    driver = _driver(host, vm)
     try:
         driver.force_stop_vm(vm.instance_name)
     except DriverError as e:
@@ -1058,7 +1071,7 @@ def _expunge(vm: VirtualMachine) -> None:
     vm_snapshots.remove_all(vm)  # CloudStack deletes a VM's snapshots when it is expunged
     host = db.session.get(Host, vm.last_host_id) if vm.last_host_id else None
     if host is not None:
-        driver = _driver(host)
+        driver = _driver(host, vm)
         try:
             driver.destroy_vm(vm.instance_name)
         except DriverError as e:
@@ -1085,6 +1098,8 @@ def _expunge(vm: VirtualMachine) -> None:
     quotas.release(vm)
     consoles.forget_vm(vm)
     resource_details.forget("UserVm", [vm.id])  # its details go with it (CloudStack: user_vm_details)
+    from app.services.extensions import vms as extension_vms
+    extension_vms.forget(vm)
     vm.removed, vm.state_updated = utcnow(), utcnow()
     events.record("VM.EXPUNGE", f"VM {vm.name} expunged", user=events.actor(), account_id=vm.account_id, resource_type="VirtualMachine",
                   resource_id=vm.uuid)

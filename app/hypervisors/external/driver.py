@@ -14,12 +14,13 @@ the driver only picks the action, runs it and reads the answer.
 Hosts report no CPU or memory: capacity is the extension's business."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from app.hypervisors.base import (
-    ConsoleKind, ConsoleTarget, Driver, HostFacts, OperationFailed, OperationNotSupported, OperationTimedOut,
+    ConsoleKind, ConsoleTarget, Driver, HostFacts, HostStats, OperationFailed, OperationNotSupported, OperationTimedOut,
     PowerState, VMInfo, VMNotFound, VMSpec, VMStats,
 )
 from app.hypervisors.external import runner
@@ -37,6 +38,14 @@ class ExternalSpec:
     payloads: dict[str, dict] = field(default_factory=dict)  # by VM instance name
     host_payload: dict = field(default_factory=dict)  # for calls about no VM
     unusable: str | None = None
+    # Values never to show (the secrets in the payloads): masked in every output and message.
+    secrets: tuple[str, ...] = ()
+
+    def mask(self, text: str) -> str:
+        for value in self.secrets:
+            if value and len(value) >= 3:
+                text = text.replace(value, "******")
+        return text
 
 
 @dataclass
@@ -82,8 +91,9 @@ class ExternalDriver(Driver):
         spec = self.spec
         if spec.path is None:
             return runner.Result(False, spec.unusable or f"Extension: {spec.name} not configured")
-        return runner.run(runner.Call(spec.path, action, payload if payload is not None else self._payload(name),
-                                      timeout or spec.timeout, spec.payload_dir))
+        res = runner.run(runner.Call(spec.path, action, payload if payload is not None else self._payload(name),
+                                     timeout or spec.timeout, spec.payload_dir))
+        return dataclasses.replace(res, output=spec.mask(res.output))
 
     def _must(self, action: str, name: str | None, timeout: int | None = None) -> str:
         res = self.run(action, name, timeout)
@@ -98,6 +108,10 @@ class ExternalDriver(Driver):
     def check_host(self) -> HostFacts:
         return HostFacts(hypervisor="External", version="", arch="", cpu_sockets=0, cpu_cores=0, cpu_mhz=0,
                          memory_bytes=0, hostname=self.conn.address)
+
+    def host_stats(self) -> HostStats:
+        """An external host is Up while Nubo can reach it: the extension's own business beyond that."""
+        return HostStats(cpu_pct=0.0, memory_total_bytes=0, memory_free_bytes=0)
 
     def check_labels(self, labels):
         return []  # the orchestrator's networks are its business

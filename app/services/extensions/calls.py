@@ -76,7 +76,11 @@ def spec_for(host: Host, vms: list[VirtualMachine], *, caller=None, first: bool 
     path, why = _usable(e)
     payloads = {vm.instance_name: payload.build(e, m, host, vm, caller=caller, first=first, action=action,
                                                 parameters=parameters) for vm in vms}
-    return ExternalSpec(name=e.name, path=path, unusable=why, payload_dir=paths.payload_dir(e.name),
+    owners = payload.owners(e, m, host, None, action) + [
+        o for vm in vms for o in payload.owners(e, m, host, vm)]
+    secrets = tuple({v for owner_type, owner_id in set(owners) for k, v in details.values_of(owner_type, owner_id).items()
+                     if details.is_secret(k)})
+    return ExternalSpec(name=e.name, path=path, unusable=why, payload_dir=paths.payload_dir(e.name), secrets=secrets,
                         timeout=settings.get("extensions.call.timeout"),
                         status_timeout=settings.get("extensions.status.timeout"),
                         parallel=settings.get("extensions.status.parallel"), payloads=payloads,
