@@ -92,9 +92,12 @@ def check_new_host(type_name: str, url: str, fields: dict[str, str]):
 
 def add_host(caller, *, cluster_uuid: str, url: str, fields: dict[str, str], pod_uuid: str | None = None,
              zone_uuid: str | None = None, hypervisor: str | None = None, commit: bool = True,
-             host_tags=None) -> Host:
+             host_tags=None, external_details=None) -> Host:
     from app.services import placement_tags
+    from app.services.extensions import calls as extension_calls
+    from app.services.extensions import details as extension_details
     host_tags = placement_tags.normalize(host_tags, "hosttags")
+    ext_values = extension_details.parse(external_details, "externaldetails")
     cluster = zones.get_cluster(cluster_uuid)
     if pod_uuid and zones.get_pod(pod_uuid).id != cluster.pod_id:
         raise InvalidParameter("The cluster is not in that pod", field="clusterid")
@@ -110,11 +113,17 @@ def add_host(caller, *, cluster_uuid: str, url: str, fields: dict[str, str], pod
     if count >= limit:
         raise InvalidParameter(f"Cluster {cluster.name} already has {count} hosts, the most a "
                                f"{hv.display_name(t.name)} cluster may hold", field="clusterid")
-    conn, facts = check_new_host(t.name, url, fields)
-    _check_labels(cluster.zone_id, t.name, conn, facts.hostname or conn.address)
-    values = _check_fields(t, url, fields)
-    secret = {f.name: values[f.name] for f in t.host_fields if f.secret and values.get(f.name)}
-    public = {f.name: values[f.name] for f in t.host_fields if not f.secret and f.name != "url" and values.get(f.name)}
+    # A Custom cluster bound to an extension takes External hosts: checked (and driven) as External.
+    checked = hv.resolve("External") if extension_calls.is_external_type(t.name, cluster.id) else t
+    if checked.name == "External" and extension_calls.registry.map_of_cluster(cluster.id) is None:
+        raise InvalidParameter(f"No extension is registered with cluster {cluster.name} (registerExtension)",
+                               field="clusterid")
+    conn, facts = check_new_host(checked.name, url, fields)
+    _check_labels(cluster.zone_id, checked.name, conn, facts.hostname or conn.address)
+    values = _check_fields(checked, url, fields)
+    secret = {f.name: values[f.name] for f in checked.host_fields if f.secret and values.get(f.name)}
+    public = {f.name: values[f.name] for f in checked.host_fields if not f.secret and f.name != "url"
+              and values.get(f.name)}
     zone = cluster.zone
     host = Host(uuid=new_uuid(), name=facts.hostname or conn.address, zone_id=cluster.zone_id, pod_id=cluster.pod_id,
                 cluster_id=cluster.id, hypervisor_type=t.name, url=conn.url, address=conn.address,
@@ -125,6 +134,8 @@ def add_host(caller, *, cluster_uuid: str, url: str, fields: dict[str, str], pod
                 local_storage_total=facts.local_storage_bytes, host_tags=host_tags)
     db.session.add(host)
     db.session.flush()
+    if ext_values:  # CloudStack's "External:" host details, sent to the extension as externaldetails.host
+        extension_details.replace("Host", host.id, ext_values)
     if zone.local_storage_enabled and t.capabilities.local_storage and facts.local_storage_path:
         db.session.add(StoragePool(uuid=new_uuid(), name=f"{host.name}-local", zone_id=zone.id, pod_id=cluster.pod_id,
                                    cluster_id=cluster.id, host_id=host.id, scope=StorageScope.HOST,
@@ -252,6 +263,8 @@ def delete_host(caller, uuid: str) -> None:
     for pool in db.session.scalars(select(StoragePool).where(StoragePool.host_id == host.id,
                                                              StoragePool.removed.is_(None))):
         pool.removed = utcnow()
+    from app.services.extensions import details as extension_details
+    extension_details.forget("Host", [host.id])
     events.record("HOST.DELETE", f"Host {host.name} removed", user=caller, resource_type="Host", resource_id=host.uuid)
     db.session.commit()
 

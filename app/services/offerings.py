@@ -52,8 +52,13 @@ def create(caller, *, name: str, display_text: str | None, cpu_number: int | Non
            memory: int | None, storage_type: str = "shared", root_disk_size: int | None = None,
            offer_ha: bool = False, host_tags=None, storage_tags=None, customized: bool = False,
            min_cpu_number: int | None = None, max_cpu_number: int | None = None, min_memory: int | None = None,
-           max_memory: int | None = None, domain_ids=None, zone_ids=None) -> ServiceOffering:
+           max_memory: int | None = None, domain_ids=None, zone_ids=None, external_details=None) -> ServiceOffering:
     from app.services import offering_domains
+    from app.services.extensions import details as extension_details
+    ext_values = extension_details.parse(external_details, "externaldetails")
+    if ext_values and not offering_domains.is_root(caller):
+        raise InvalidParameter("Only root administrators may give an offering external details",
+                               field="externaldetails")
     domains = offering_domains.parse(domain_ids)
     in_zones = offering_domains.parse_zones(zone_ids)
     offering_domains.check_caller(caller, ServiceOffering(), domains, creating=True)
@@ -87,6 +92,9 @@ def create(caller, *, name: str, display_text: str | None, cpu_number: int | Non
     db.session.add(o)
     offering_domains.set_domains(o, domains)
     offering_domains.set_zones(caller, o, in_zones, creating=True)
+    if ext_values:  # sent to the extension of an External VM made with this offering
+        db.session.flush()
+        extension_details.replace("ServiceOffering", o.id, ext_values)
     events.record("SERVICE.OFFERING.CREATE", f"Service offering {name} created", user=caller,
                   resource_type="ServiceOffering", resource_id=o.uuid)
     db.session.commit()

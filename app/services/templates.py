@@ -197,7 +197,13 @@ def _check_registration(caller, *, is_iso: bool, name: str, display_text: str | 
         type_name = t.name
         fmt = (format or "").strip().upper()
         allowed = _formats_for(type_name)
-        if fmt not in allowed:
+        if t.capabilities.external_orchestrator:
+            # An External template names what the orchestrator deploys (its externaldetails); Nubo
+            # never fetches it, so any format word is taken, as CloudStack's ExternalTemplateAdapter does.
+            if not re.fullmatch(r"[A-Z0-9]{1,16}", fmt or "RAW"):
+                raise InvalidParameter(f"Invalid format {format}", field="format")
+            fmt = fmt or "RAW"
+        elif fmt not in allowed:
             raise InvalidParameter(f"{hv.display_name(type_name)} templates are {', '.join(allowed)}, not "
                                    f"{fmt or 'empty'}", field="format")
         if direct_download and not t.capabilities.direct_download:
@@ -269,25 +275,32 @@ def register(caller, *, is_iso: bool = False, url: str, name: str, display_text:
              hypervisor: str | None = None, format: str | None = None, zone_uuid: str | None = None,
              os_type_uuid: str | None = None, checksum: str | None = None, is_public: bool = False,
              featured: bool = False, bootable: bool = True, direct_download: bool = False,
-             password_enabled: bool = False) -> Template:
-    """registerTemplate / registerIso: the row, one ref per zone, one download job per ref."""
-    url = check_url(url, caller)
+             password_enabled: bool = False, external_details: list | None = None) -> Template:
+    """registerTemplate / registerIso: the row, one ref per zone, one download job per ref.
+    An External template is not downloaded (the orchestrator has it): Ready at once."""
+    from app.services.extensions import details as extension_details
+    external = bool(hypervisor) and not is_iso and hv.resolve(hypervisor).capabilities.external_orchestrator
+    url = (url or "").strip() if external else check_url(url, caller)
+    ext_values = extension_details.parse(external_details, "externaldetails")
     r = _check_registration(caller, is_iso=is_iso, name=name, display_text=display_text, hypervisor=hypervisor,
                             format=format, zone_uuid=zone_uuid, os_type_uuid=os_type_uuid, checksum=checksum,
                             is_public=is_public, featured=featured, bootable=bootable,
                             direct_download=direct_download)
-    stores = {} if r.direct_download else {z: _store_of(z) for z in r.zone_ids}
+    bypassed = r.direct_download or external
+    stores = {} if bypassed else {z: _store_of(z) for z in r.zone_ids}
     t = _template_row(caller, r, is_iso, url)
     t.password_enabled = bool(password_enabled) and not is_iso
     for zone_id in r.zone_ids:
         db.session.add(TemplateStoreRef(template_id=t.id, zone_id=zone_id,
                                         image_store_id=stores[zone_id].id if stores else None,
-                                        state=DownloadState.BYPASSED if r.direct_download
+                                        state=DownloadState.BYPASSED if bypassed
                                         else DownloadState.NOT_DOWNLOADED))
+    if ext_values:
+        extension_details.replace("VMTemplate", t.id, ext_values)
     events.record("ISO.CREATE" if is_iso else "TEMPLATE.CREATE", f"{'ISO' if is_iso else 'Template'} {t.name} "
                   f"registered from {url}", user=caller, resource_type="Template", resource_id=t.uuid)
     db.session.commit()
-    if not r.direct_download:
+    if not bypassed:
         for ref in refs_of(t):
             _submit_download(caller, t, ref)
     return t

@@ -119,13 +119,16 @@ def list_clusters(ctx, p):
              Param("username", "string", "user name"), Param("password", "string", "password"),
              Param("hypervisor", "string", "the hypervisor type (must match the cluster's)"),
              Param("hosttags", "list", "list of tags to be added to the host"),
-             Param("details", "map", "type-specific fields, e.g. details[0].transport=ssl")])
+             Param("details", "map", "type-specific fields, e.g. details[0].transport=ssl"),
+             Param("externaldetails", "map", "Details in key/value pairs using format externaldetails[i].keyname="
+                   "keyvalue (External hosts: sent to the extension)")])
 def add_host(ctx, p):
     fields = {"username": p.get("username"), "password": p.get("password")}
     for entry in p.get("details", []):
         fields.update(entry)
     return hosts.add_host(ctx.user, cluster_uuid=p["clusterid"], pod_uuid=p["podid"], zone_uuid=p["zoneid"],
-                          url=p["url"], fields=fields, hypervisor=p.get("hypervisor"), host_tags=p.get("hosttags"))
+                          url=p["url"], fields=fields, hypervisor=p.get("hypervisor"), host_tags=p.get("hosttags"),
+                          external_details=p.get("externaldetails"))
 
 
 @command("updateHost", "Enables or disables a host, renames it, sets its host tags", role=ADMIN, response="host",

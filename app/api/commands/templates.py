@@ -22,7 +22,8 @@ def _register(ctx, p, is_iso: bool):
                               checksum=p.get("checksum"), is_public=p.get("ispublic", False),
                               featured=p.get("isfeatured", False), bootable=p.get("bootable", True),
                               direct_download=p.get("directdownload", False),
-                              password_enabled=p.get("passwordenabled", False))
+                              password_enabled=p.get("passwordenabled", False),
+                              external_details=p.get("externaldetails"))
     return [(t, ref) for ref in templates.refs_of(t)]  # one row per zone, as CloudStack answers
 
 
@@ -46,7 +47,9 @@ def _rows(caller, is_iso: bool, p, page):
              Param("directdownload", "boolean", "hosts fetch it into primary storage at first use"),
              Param("passwordenabled", "boolean", "its guests take a password from the router at boot "
                    "(resetPasswordForVirtualMachine, getVMPassword)"),
-             Param("requireshvm", "boolean", "ignored")])
+             Param("requireshvm", "boolean", "ignored"),
+             Param("externaldetails", "map", "Details in key/value pairs using format externaldetails[i].keyname="
+                   "keyvalue (External templates: sent to the extension)")])
 def register_template(ctx, p):
     return _register(ctx, p, False)
 

@@ -36,7 +36,9 @@ from app.services import events, offerings, vm_views, vms, zones
              Param("account", "string", "the owner's account (admins; with domainid)"),
              Param("domainid", "uuid", "the owner's domain"),
              Param("projectid", "uuid", "the project that owns the VM"),
-             Param("details", "map", "a customized offering's size: details[0].cpuNumber, details[0].memory")])
+             Param("details", "map", "a customized offering's size: details[0].cpuNumber, details[0].memory"),
+             Param("externaldetails", "map", "Details in key/value pairs using format externaldetails[i].keyname="
+                   "keyvalue (External VMs: sent to the extension)")])
 def deploy(ctx, p):
     from flask import request
     vm, job = vms.deploy(ctx.user, zone_uuid=p["zoneid"], service_offering_uuid=p["serviceofferingid"],
@@ -50,7 +52,8 @@ def deploy(ctx, p):
                          userdata_uuid=p.get("userdataid"), userdata_details=p.get("userdatadetails"),
                          http_method=request.method, affinity_group_uuids=p.get("affinitygroupids"),
                          affinity_group_names=p.get("affinitygroupnames"), account=p.get("account"),
-                         domainid=p.get("domainid"), details={k: v for d in p.get("details", []) for k, v in d.items()})
+                         domainid=p.get("domainid"), details={k: v for d in p.get("details", []) for k, v in d.items()},
+                         external_details=p.get("externaldetails"))
     return job
 
 
@@ -154,7 +157,9 @@ def list_vms(ctx, p):
     Param("hosttags", "string", "the host tag for this service offering (comma separated: hosts need them all)"),
     Param("tags", "string", "the storage tags for this service offering (comma separated)"),
     Param("domainid", "list", "the ID of the containing domain(s), null for public offerings"),
-    Param("zoneid", "list", "the ID of the containing zone(s), null for public offerings")])
+    Param("zoneid", "list", "the ID of the containing zone(s), null for public offerings"),
+    Param("externaldetails", "map", "Details in key/value pairs using format externaldetails[i].keyname=keyvalue "
+          "(sent to the extension of External VMs made with it)")])
 def create_offering(ctx, p):
     return offerings.create(ctx.user, name=p["name"], display_text=p.get("displaytext"),
                             cpu_number=p.get("cpunumber"), cpu_speed=p["cpuspeed"], memory=p.get("memory"),
@@ -162,7 +167,8 @@ def create_offering(ctx, p):
                             offer_ha=p.get("offerha", False), host_tags=p.get("hosttags"), storage_tags=p.get("tags"),
                             customized=p.get("customized", False), min_cpu_number=p.get("mincpunumber"),
                             max_cpu_number=p.get("maxcpunumber"), min_memory=p.get("minmemory"),
-                            max_memory=p.get("maxmemory"), domain_ids=p.get("domainid"), zone_ids=p.get("zoneid"))
+                            max_memory=p.get("maxmemory"), domain_ids=p.get("domainid"), zone_ids=p.get("zoneid"),
+                            external_details=p.get("externaldetails"))
 
 
 @command("updateServiceOffering", "Updates a service offering", role=DOMAIN_ADMIN, response="serviceoffering", params=[
