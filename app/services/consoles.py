@@ -109,9 +109,15 @@ def _refusal(vm: VirtualMachine) -> ServiceError | None:
                                 field="virtualmachineid")
     if kind == ConsoleKind.RDP and not (vm.hypervisor_vm_id and (vm.console_host or vm.host)):
         return ResourceUnavailable(f"Hyper-V has not reported the id of VM {vm.name} yet")
-    if kind == ConsoleKind.VNC and not (vm.console_host and vm.console_port):
+    if kind == ConsoleKind.VNC and not (vm.console_host and vm.console_port) and not _asked_when_opened(vm):
         return ResourceUnavailable(f"The hypervisor has not reported the console of VM {vm.name}")
     return None
+
+
+def _asked_when_opened(vm: VirtualMachine) -> bool:
+    """An extension's VM: its console is asked (`getconsole`) when it is opened, not reported at start."""
+    from app.services.extensions import calls as extension_calls
+    return vm.host is not None and extension_calls.serves(vm.host)
 
 
 def unavailable(vm: VirtualMachine) -> str | None:
@@ -136,11 +142,13 @@ def _target(vm: VirtualMachine | None) -> tuple[tuple[str, int] | None, str]:
 # --- Tokens -------------------------------------------------------------------------
 
 def create_console(caller, vm_uuid: str, *, browser_session: str | None = None,
-                   client_address: str | None = None) -> tuple[str, ConsoleSession]:
+                   client_address: str | None = None, asked: bool = False) -> tuple[str, ConsoleSession]:
     """A token for the VM's console (the caller must be allowed to use the VM:
     another account's VM is "not found"). Returns the token — the only time it
     exists in clear — and its row."""
     vm = vms.get_vm(caller, vm_uuid, "virtualmachineid")
+    if not asked and _external_direct(vm) is not None:
+        raise Unsupported(f"The console of VM {vm.name} is a link its extension gives (the VM page's Console)")
     error = _refusal(vm)
     if error is None and kind_of(vm) == ConsoleKind.RDP:
         error = Unsupported("The console of a Hyper-V VM is an .rdp file for VMConnect (the VM page's Console)")
@@ -170,7 +178,10 @@ def endpoint(caller, vm_uuid: str, *, client_address: str | None, page_url: str)
     """createConsoleEndpoint: CloudStack's answer (url + websocket host/port/path/token).
     The url opens Nubo's console page with the token in its fragment (never sent
     to the web server, so never in its logs)."""
-    token, _ = create_console(caller, vm_uuid, client_address=client_address)
+    direct = _external_direct(vms.get_vm(caller, vm_uuid, "virtualmachineid"))
+    if direct is not None:  # an extension's own console: its URL, as CloudStack answers a `direct` one
+        return {"success": True, "url": direct}
+    token, _ = create_console(caller, vm_uuid, client_address=client_address, asked=True)
     u = urlsplit(current_app.config["CONSOLE_PUBLIC_URL"])
     port = u.port or (443 if u.scheme == "wss" else 80)
     return {"success": True, "url": f"{page_url}#token={token}",
@@ -183,13 +194,44 @@ class Opened:
     vm: VirtualMachine
     url: str | None = None  # VNC: the websocket URL with a fresh token
     rdp: tuple[str, str] | None = None  # Hyper-V: (file name, contents)
+    direct: str | None = None  # an extension's `direct` console URL, shown as a link
+
+
+def _external_direct(vm: VirtualMachine) -> str | None:
+    """A VM run by an extension: ask it (`getconsole`) now. A VNC answer is recorded as the VM's
+    console (then proxied with the same single-use tokens as any VNC console); a `direct` URL is
+    returned, to be shown as a link. None for every other VM."""
+    from app.services.extensions import calls as extension_calls
+    host = vm.host
+    if vm.state != VMState.RUNNING or host is None or not extension_calls.serves(host):
+        return None
+    driver = extension_calls.driver_for(host, [vm], caller=events.actor())
+    db.session.commit()
+    try:
+        target = driver.console_target(vm.instance_name)
+    except DriverError as e:
+        raise ResourceUnavailable(f"The extension gave no console for VM {vm.name}: {e}") from None
+    finally:
+        driver.close()
+    external = getattr(target, "external", None)
+    if external is not None and external.url:
+        if urlsplit(external.url).scheme.lower() not in ("http", "https"):
+            raise ResourceUnavailable(f"The extension's console link for VM {vm.name} is not http(s)")
+        return external.url
+    vm.console_host, vm.console_port = target.host, target.port
+    db.session.commit()
+    return None
 
 
 def open_console(caller, vm_uuid: str, *, browser_session: str | None, client_address: str | None) -> Opened:
     vm = vms.get_vm(caller, vm_uuid, "virtualmachineid")
+    direct = _external_direct(vm)
+    if direct is not None:
+        return Opened(vm, direct=direct)
     if kind_of(vm) == ConsoleKind.RDP:
         return Opened(vm, rdp=rdp(caller, vm_uuid, client_address=client_address))
-    token, _ = create_console(caller, vm_uuid, browser_session=browser_session, client_address=client_address)
+    token, _ = create_console(caller, vm_uuid, browser_session=browser_session, client_address=client_address,
+                              asked=True)
     return Opened(vm, url=websocket_url(token))
 
 

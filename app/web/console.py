@@ -66,6 +66,8 @@ def open_console(uuid: str):
         response.headers["Content-Type"] = "application/x-rdp; charset=utf-8"
         response.headers["Content-Disposition"] = attachment(name)
         return _private(response)
+    if opened.direct:
+        return _page(vm=opened.vm, direct=opened.direct)
     return _page(vm=opened.vm, url=opened.url)
 
 
