@@ -6,7 +6,8 @@ calls.jsonl, both in the directory named by the extension detail `statedir`.
 
 How it misbehaves, for the tests: statedir/control.json maps an action to "hang" (sleeps until
 killed), "garbage" (prints bytes that are no answer), "fail" (prints a message, exits 3) or
-"json" (status answers {"power_state": ...} instead of a bare word)."""
+"json" (status answers {"power_state": ...} instead of a bare word) or "leak" (prints its whole
+payload, secrets included, and exits 4)."""
 import json
 import os
 import stat
@@ -33,6 +34,9 @@ def main() -> int:
     if how == "garbage":
         sys.stdout.buffer.write(b"\x00\xffnot an answer {{{\n")
         return 0
+    if how == "leak":
+        print(json.dumps(payload))
+        return 4
     if how == "fail":
         print(f"{action} refused by the recording extension", file=sys.stderr)
         return 3

@@ -13,7 +13,7 @@ from app.extensions import db
 from app.jobs import service as jobs
 from app.models import AsyncJob, ExtensionCustomAction, ExtensionState, Host, VirtualMachine, utcnow
 from app.services import events
-from app.services.errors import InvalidParameter, NotFound, PermissionDenied
+from app.services.errors import InvalidParameter, NotFound
 from app.services.extensions import calls, details, parameters, registry
 
 ROLE_TYPES = ("Admin", "ResourceAdmin", "DomainAdmin", "User")
