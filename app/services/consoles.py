@@ -75,6 +75,8 @@ define(Definition("console.hyperv.user.domain", "", "Windows domain put before N
                   validate=_check_user_domain))
 
 SESSION_KEY = "console_sid"  # the web session's console id: binds reconnects to one browser session
+# Where the VNC password an extension's getconsole gave is kept (encrypted) for the proxy.
+CONSOLE_SECRET = "UserVmConsole"
 
 
 def _hash(value: str) -> str:
@@ -219,6 +221,8 @@ def _external_direct(vm: VirtualMachine) -> str | None:
             raise ResourceUnavailable(f"The extension's console link for VM {vm.name} is not http(s)")
         return external.url
     vm.console_host, vm.console_port = target.host, target.port
+    from app.services.extensions import details as extension_details
+    extension_details.replace(CONSOLE_SECRET, vm.id, {"password": target.password} if target.password else {})
     db.session.commit()
     return None
 
@@ -245,6 +249,9 @@ class Grant:
     port: int
     used: datetime  # this connection's start (guards close())
     ends: datetime  # the session's end: console.session.max after its first connect
+    # The VNC password the proxy answers the console with (an extension's getconsole gave one);
+    # never sent to the browser.
+    password: str | None = None
 
 
 def consume(token: str | None, *, client_address: str | None, browser_session: str | None = None) -> Grant | None:
@@ -280,7 +287,9 @@ def consume(token: str | None, *, client_address: str | None, browser_session: s
     _record(row, "CONSOLE.OPEN", f"{'reconnected' if row.used else 'opened'} from {client_address or 'unknown'}",
             client_address)
     db.session.commit()
-    return Grant(row.id, row.user_id, row.vm_id, target[0], target[1], used=now, ends=ends)
+    from app.services.extensions import details as extension_details
+    password = extension_details.values_of(CONSOLE_SECRET, row.vm_id).get("password")
+    return Grant(row.id, row.user_id, row.vm_id, target[0], target[1], used=now, ends=ends, password=password)
 
 
 def _session_of(token: str) -> ConsoleSession | None:

@@ -236,6 +236,10 @@ def test_vm_lifecycle_through_an_extension(live, tmp_path):
         from app.extensions import db
         row = db.session.scalar(db.select(VirtualMachine).where(VirtualMachine.uuid == vm["id"]))
         assert (row.console_host, row.console_port) == ("127.0.0.1", 5999)
+        from app.services import consoles
+        grant = consoles.consume(ep["websocket"]["token"], client_address="127.0.0.1")
+        assert (grant.host, grant.port, grant.password) == ("127.0.0.1", 5999, "onetime")  # for the proxy only
+        assert consoles.consume(ep["websocket"]["token"], client_address="127.0.0.2") is None  # single use
     api.updateExtension(id=e["id"], details=[{"statedir": str(state)}, {"api.password": "ext-s3cret"},
                                              {"consoleurl": "https://pve1.example:8006/console?vm=100"}])
     ep = alice.createConsoleEndpoint(virtualmachineid=vm["id"])["consoleendpoint"]

@@ -71,5 +71,5 @@ def run_on(vm: VirtualMachine, host: Host, caller=None) -> None:
 
 def forget(vm: VirtualMachine) -> None:
     """The VM expunged: its external details go with it."""
-    for owner in ("UserVm", "UserVmPrepared", CREATED):
+    for owner in ("UserVm", "UserVmPrepared", CREATED, "UserVmConsole"):
         details.forget(owner, [vm.id])
