@@ -123,8 +123,13 @@ def _asked_when_opened(vm: VirtualMachine) -> bool:
 
 
 def unavailable(vm: VirtualMachine) -> str | None:
-    """For pages: why there is no Console button (None: there is one)."""
+    """For pages: why there is no Console button (None: there is one). A running VM that an
+    extension runs has one: its console is asked for (getconsole) when it is opened."""
     error = _refusal(vm)
+    if isinstance(error, ResourceUnavailable) and vm.state == VMState.RUNNING:
+        from app.services.extensions import calls as extension_calls
+        if extension_calls.serves(vm.host):
+            return None
     return error.message if error else None
 
 
