@@ -91,6 +91,9 @@ class Capabilities:
     console: ConsoleKind = ConsoleKind.NONE
     lifecycle_events: bool = False  # pushes VM state changes (else polled)
     config_drive: bool = False  # user data / SSH keys through a config drive ISO
+    # A host reads another host's heartbeat on shared primary storage (heartbeat_age): the HA
+    # investigation asks a neighbour before a silent host is judged Down.
+    storage_heartbeat: bool = False
     # Guest networking (docs/networking.md)
     virtual_router: bool = False  # can run a network's virtual router on its hosts
     security_groups: bool = False  # enforces security groups on its hosts
@@ -463,6 +466,13 @@ class Driver:
     def delete_vm_snapshot(self, name: str, snap: VMSnapshotSpec) -> None:
         """Remove the snapshot; one that does not exist is not an error."""
         raise OperationNotSupported("this type takes no VM snapshots")
+
+    def heartbeat_age(self, pool: StoragePoolSpec, host_key: str) -> float | None:
+        """Seconds since the host `host_key` (its address as Nubo knows it) last wrote its
+        heartbeat on the shared pool, as THIS host sees the pool now (types with
+        Capabilities.storage_heartbeat). None: that host has never written one there.
+        Raises DriverError when this host cannot read the pool."""
+        raise OperationNotSupported(f"{type(self).__name__} cannot read storage heartbeats")
 
     def list_vm_snapshots(self, name: str) -> list[str]:
         """The names of the VM's snapshots on the host (none for a VM the host does not know)."""

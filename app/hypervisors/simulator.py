@@ -79,7 +79,7 @@ ACTIONS = frozenset({
     "create_vm_snapshot", "revert_vm_snapshot", "delete_vm_snapshot",
 })
 QUERIES = frozenset({"host_stats", "pool_info", "vm_info", "list_vms", "vm_stats", "console_target",
-                     "list_vm_snapshots"})
+                     "list_vm_snapshots", "heartbeat_age"})
 # Network steps: like queries, a fault hits them only when it names them (so a fault armed for
 # the next start is not eaten by the router or segment work done before it).
 NETWORK = frozenset({"check_labels", "ensure_segment", "release_segment", "router_apply", "router_destroy",
@@ -942,6 +942,17 @@ class SimulatorDriver(Driver):
             return list(s.scalars(select(SimVMSnapshot.name).where(SimVMSnapshot.vm_id == vm.id)
                                   .order_by(SimVMSnapshot.id)))
 
+    def heartbeat_age(self, pool: StoragePoolSpec, host_key: str) -> float | None:
+        """The heartbeat of sim host `host_key` as this (up) host sees the shared pool: written
+        continuously while that host runs (age 0, also when it is cut off from the management
+        network only), then as old as the time since its power was cut."""
+        self._enter("heartbeat_age")
+        with self.engine.connect() as c:
+            row = c.execute(select(SimHost.heartbeat_stopped_at).where(SimHost.name == host_key)).first()
+        if row is None:
+            return None
+        return 0.0 if row.heartbeat_stopped_at is None else max(0.0, time.time() - row.heartbeat_stopped_at)
+
     def vm_disks(self, name: str) -> list[str]:
         host = self._enter("vm_info", name)
         with self._session() as s:
@@ -957,7 +968,7 @@ class SimulatorType(HypervisorType):
         template_formats=("RAW", "QCOW2"), iso=True, live_migration=True, storage_migration=False,
         vm_snapshots=True, vm_snapshot_disk_running=True, volume_snapshots=True, scale_stopped_vm=True, console=ConsoleKind.VNC, lifecycle_events=False,
         config_drive=True, virtual_router=True, security_groups=True, isolation_methods=("VLAN", "VXLAN"),
-        max_guests_per_host=100, max_hosts_per_cluster=128, max_data_volumes=6)
+        storage_heartbeat=True, max_guests_per_host=100, max_hosts_per_cluster=128, max_data_volumes=6)
     host_fields = (
         HostField("url", "Host URL", required=True,
                   default="simulator://sim-host-1?cpus=16&cpuspeed=2400&memory=65536&localstorage=2048",

@@ -38,3 +38,4 @@ from app.models.affinity import AffinityGroup, AffinityGroupVM  # noqa: F401
 from app.models.simulator import SimFault, SimHost, SimPool, SimRouter, SimSegment, SimVM, SimVMSnapshot, SimVolume  # noqa: F401
 from app.models.alerts import Alert  # noqa: F401
 from app.models.extensions import Extension, ExtensionCustomAction, ExtensionResourceMap, ExtensionState, ExternalDetail  # noqa: F401
+from app.models.ha import FINAL_STEPS, HaStep, HaWork, HaWorkType  # noqa: F401

@@ -35,6 +35,10 @@ class SimHost(db.Model):
     delay_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     # How long a VM spends in a transitional state (starting, stopping, migrating).
     step_seconds: Mapped[float] = mapped_column(Float, default=0.05)
+    # Its heartbeat on shared storage (HA investigation): written while this is None; epoch
+    # seconds of the last beat once its power was cut (a host cut off from the management
+    # network only keeps writing it).
+    heartbeat_stopped_at: Mapped[float | None] = mapped_column(Double)
     created: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 

@@ -23,7 +23,10 @@ def sweep(listener=None):
     from app.monitor.hosts import ping_hosts
     from app.monitor.vms import apply_answers
     started = time.monotonic()
+    from app.services.ha import work as ha_work
     result = ping_hosts(with_vms=True)  # one driver session per host: ping, VMs, stats
+    # HA (app/services/ha/): copies left on hosts back from Down destroyed, restarts worked off.
+    result.vm_answers = ha_work.sweep(result.vm_answers)
     changed = apply_answers(result.vm_answers, result.seen_at)
     reconcile_records()
     check_routers()

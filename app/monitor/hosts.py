@@ -25,6 +25,7 @@ from app.extensions import db
 from app.hypervisors.base import DriverError
 from app.models import Host, HostState, ResourceState, utcnow
 from app.services import events, settings
+from app.services.ha import investigation as ha_investigation, work as ha_work
 from app.services.metrics import history
 from app.services import hypervisors as hv
 from app.services.errors import InvalidParameter
@@ -116,6 +117,11 @@ def ping_hosts(now=None, with_vms: bool = False) -> SweepResult:
     down_after = timedelta(seconds=settings.get("ping.interval") * settings.get("ping.timeout"))
     result = SweepResult(hosts=len(rows))
     hosts = {h.id: h for h in db.session.scalars(select(Host).where(Host.id.in_([a[0] for a in answers])))}
+    # Silent for ping.interval × ping.timeout and not Down yet: investigated (its neighbours read
+    # its storage heartbeat) before anything is decided (app/services/ha/).
+    due = [hosts[a[0]] for a in answers if a[1] is None and a[0] in hosts and hosts[a[0]].state != HostState.DOWN
+           and now - (hosts[a[0]].last_pinged or hosts[a[0]].created) >= down_after]
+    verdicts = ha_investigation.judge(due) if due else {}
     quiet = []  # hosts whose state did not change: one bulk UPDATE for all of them
     kept = []  # (host id, CPU %, memory used) for the metrics history
     result.vm_answers = [a[3] for a in answers if a[3] is not None and a[3][1] is not None]
@@ -132,6 +138,11 @@ def ping_hosts(now=None, with_vms: bool = False) -> SweepResult:
             silent_since = host.last_pinged or host.created
             state = HostState.DOWN if now - silent_since >= down_after else HostState.ALERT
             reason = (error or "no answer")[:1000]
+            verdict = verdicts.get(host.id)
+            if verdict is not None:
+                if verdict.dead is False:
+                    state = HostState.ALERT  # alive, only cut off from Nubo: never Down
+                reason = f"{error or 'no answer'}; {verdict.reason}"[:1000]
         values = {"state": state, "state_reason": reason}
         if stats is not None:
             values.update(last_pinged=now, cpu_used_pct=stats.cpu_pct,
@@ -151,6 +162,8 @@ def ping_hosts(now=None, with_vms: bool = False) -> SweepResult:
         alert_triggers.host_state_changed(host)  # an alert (Alert, Down) or its clearing (Up)
         if host.state in (HostState.ALERT, HostState.DOWN):
             from app.monitor.vms import host_silent
+            if host.state == HostState.DOWN:  # its VMs' HA work first, while they are still on it
+                ha_work.host_down(host, verdicts.get(host.id))
             host_silent(host)
     db.session.commit()
     if quiet:

@@ -242,6 +242,7 @@ MATRIX_ROWS = (
     ("console", "Console"),
     ("lifecycle_events", "Lifecycle events"),
     ("config_drive", "Config drive"),
+    ("storage_heartbeat", "HA storage heartbeat"),
     ("max_guests_per_host", "Max guests per host"),
     ("max_hosts_per_cluster", "Max hosts per cluster"),
     ("max_data_volumes", "Max data volumes"),

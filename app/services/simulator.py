@@ -7,6 +7,7 @@ monitor then notices, exactly as it would notice a real host failing.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from sqlalchemy import case, delete, func, select
@@ -70,13 +71,23 @@ def _summaries(hosts: list[SimHost]) -> list[HostSummary]:
             for h in hosts]
 
 
-def set_host_up(name: str, up: bool, *, user=None) -> SimHost:
-    """A host goes down (every driver call raises HostUnreachable) or comes back."""
+def set_host_up(name: str, up: bool, *, heartbeat: bool = False, user=None) -> SimHost:
+    """A host goes down (every driver call raises HostUnreachable) or comes back.
+    Down is a power cut (its storage heartbeat stops too), or with heartbeat=True a host cut
+    off from the management network only: it keeps writing its heartbeat, which the HA
+    investigation reads through its neighbours (it is then never judged Down)."""
     host = get_host(name)
+    if up:
+        host.heartbeat_stopped_at = None
+    elif heartbeat:
+        host.heartbeat_stopped_at = None
+    elif host.up or host.heartbeat_stopped_at is None:
+        host.heartbeat_stopped_at = time.time()
     if host.up != up:
         host.up = up
-        events.record("SIMULATOR.HOST.UP" if up else "SIMULATOR.HOST.DOWN",
-                      f"Simulator host {host.name} {'brought back up' if up else 'taken down'}",
+        what = "brought back up" if up else ("cut off from the management network (still running)" if heartbeat
+                                             else "taken down")
+        events.record("SIMULATOR.HOST.UP" if up else "SIMULATOR.HOST.DOWN", f"Simulator host {host.name} {what}",
                       user=user, resource_type="SimulatorHost", resource_id=str(host.id))
     db.session.commit()
     return host
@@ -167,7 +178,7 @@ def reset(name: str | None = None, *, user=None) -> None:
     (VM faults too when resetting everything)."""
     hosts = [get_host(name)] if name else list(db.session.scalars(select(SimHost)))
     for h in hosts:
-        h.up, h.delay_seconds = True, 0.0
+        h.up, h.delay_seconds, h.heartbeat_stopped_at = True, 0.0, None
     if name:
         db.session.execute(delete(SimFault).where(SimFault.host_id == hosts[0].id))
     else:

@@ -758,7 +758,8 @@ def _run_on(vm: VirtualMachine, host: Host) -> None:
     secgroups.apply_for_vm(vm, host)
 
 
-def _start(job: AsyncJob, vm: VirtualMachine, *, preferred_host_id: int | None, first: bool) -> dict:
+def _start(job: AsyncJob, vm: VirtualMachine, *, preferred_host_id: int | None, first: bool,
+           cluster_id: int | None = None) -> dict:
     need = _need(vm)
     jobs.progress(job, 10, "Finding a host")
     vm.state, vm.state_updated = VMState.STARTING, utcnow()
@@ -773,7 +774,7 @@ def _start(job: AsyncJob, vm: VirtualMachine, *, preferred_host_id: int | None, 
         host = planner.plan_and_reserve(vm.zone, vm.hypervisor_type, need, account_id=vm.account_id,
                                         storage_type=offering.storage_type, host_tags=offering.host_tags,
                                         storage_tags=offering.storage_tags,
-                                        preferred_host_id=preferred_host_id, vm_id=vm.id)
+                                        preferred_host_id=preferred_host_id, vm_id=vm.id, cluster_id=cluster_id)
         db.session.refresh(vm)
         jobs.progress(job, 40, f"Starting on {host.name}")
         _run_on(vm, host)
@@ -869,7 +870,9 @@ def start(caller, uuid: str, host_uuid: str | None = None) -> AsyncJob:
 
 @_vm_job("start")
 def _run_start(job, vm, params):
-    return _start(job, vm, preferred_host_id=params.get("host") or vm.last_host_id, first=False)
+    # "cluster": an HA restart stays in the dead host's cluster (app/services/ha/work.py).
+    return _start(job, vm, preferred_host_id=params.get("host") or vm.last_host_id, first=False,
+                  cluster_id=params.get("cluster"))
 
 
 # --- Stop, reboot ------------------------------------------------------------------

@@ -40,3 +40,17 @@ def simulator_zone(admin, tmp_path, *, name: str, guest_cidr: str, host_urls: li
     db.session.add(so)
     db.session.commit()
     return SimZone(zone=z, hosts=hs, template=t, offering=so)
+
+
+def power_cut(name: str, ago: float = 3600.0) -> None:
+    """A Simulator host's power was cut `ago` seconds back: it answers nothing and its storage
+    heartbeat is that old, so the HA investigation (its neighbours) finds it dead when the
+    monitor's sweeps run at an injected time as far ahead."""
+    from sqlalchemy import update
+
+    from app.models import SimHost
+    from app.services import simulator as sim
+    sim.set_host_up(name, False)
+    db.session.execute(update(SimHost).where(SimHost.name == name)
+                       .values(heartbeat_stopped_at=SimHost.heartbeat_stopped_at - ago))
+    db.session.commit()

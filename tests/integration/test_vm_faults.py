@@ -15,7 +15,7 @@ from app.services import accounts, hosts, settings, vms
 from app.services import simulator as sim
 from app.services.errors import ResourceInUse
 from tests.helpers.users import existing_user
-from tests.helpers.sim_zone import simulator_zone
+from tests.helpers.sim_zone import power_cut, simulator_zone
 
 pytestmark = pytest.mark.db
 
@@ -43,7 +43,7 @@ def test_a_host_that_stops_answering(app, world):
     with app.app_context():
         vm = _deploy(world, "a1")
         host = vm.host
-        sim.set_host_up(host.name, False)
+        power_cut(host.name)  # its neighbour f2 finds its storage heartbeat stopped: judged Down
         t0 = utcnow()
         ping_hosts(now=t0)
         db.session.expire_all()

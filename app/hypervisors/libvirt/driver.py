@@ -68,6 +68,14 @@ _UNREACHABLE_ERRORS = {libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_RPC, libvirt.
 _UNSUPPORTED_ERRORS = {libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_OPERATION_UNSUPPORTED,
                        libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED}
 _MISSING_POOL_OR_VOL = {libvirt.VIR_ERR_NO_STORAGE_POOL, libvirt.VIR_ERR_NO_STORAGE_VOL}
+# HA heartbeats on shared primary storage: scripts/host/nubo-heartbeat.sh on each host writes
+# <pool target>/nubo-ha/hb-<the host's address>; a neighbour reads them (heartbeat_age).
+HA_DIR = "nubo-ha"
+
+
+def heartbeat_file(host_key: str) -> str:
+    """The heartbeat file's name for a host (the writer script makes the same)."""
+    return "hb-" + re.sub(r"[^A-Za-z0-9._:-]", "_", host_key)
 
 
 def translate(e: libvirt.libvirtError, what: str) -> DriverError:
@@ -540,6 +548,53 @@ class LibvirtDriver(Driver):
             if e.get_error_code() in _MISSING_POOL_OR_VOL:
                 return None
             raise translate(e, f"Cannot look up volume {name}") from None
+
+    def heartbeat_age(self, pool: StoragePoolSpec, host_key: str) -> float | None:
+        """Through this host's libvirtd only (agentless): a transient dir pool on the shared
+        pool's nubo-ha directory, refreshed; a probe file made there now dates "now" in the
+        storage's own clock, so the age is mtime(probe) - mtime(heartbeat) whatever the
+        clocks of Nubo and the hosts say. Nothing is left behind."""
+        self._require_storage()
+        p = self._active_pool(pool)  # mounted here (an NFS pool is mounted when missing)
+        with _libvirt(f"Cannot read storage pool {pool.name}"):
+            target = ET.fromstring(p.XMLDesc(0)).findtext("target/path")
+        el = ET.Element("pool", {"type": "dir"})
+        ET.SubElement(el, "name").text = f"nubo-ha-{pool.uuid}"
+        ET.SubElement(ET.SubElement(el, "target"), "path").text = f"{target}/{HA_DIR}"
+        try:
+            hp = self.lv.storagePoolCreateXML(ET.tostring(el, encoding="unicode"), 0)
+        except libvirt.libvirtError as e:
+            try:  # left by a check killed midway: use it
+                hp = self.lv.storagePoolLookupByName(f"nubo-ha-{pool.uuid}")
+            except libvirt.libvirtError:
+                if not os.path.isabs(target or ""):
+                    raise translate(e, f"Cannot read the heartbeats on {pool.name}") from None
+                return None  # no nubo-ha directory: no host has ever written a heartbeat there
+        probe_name = "probe-" + re.sub(r"[^A-Za-z0-9._:-]", "_", self.conn.address or "host")
+        probe = None
+        try:
+            with _libvirt(f"Cannot read the heartbeats on {pool.name}"):
+                if not hp.isActive():
+                    hp.create(0)
+                hp.refresh(0)
+                with contextlib.suppress(libvirt.libvirtError):
+                    hp.storageVolLookupByName(probe_name).delete(0)
+                probe = hp.createXML(f"<volume><name>{probe_name}</name><capacity>0</capacity>"
+                                     "<target><format type='raw'/></target></volume>", 0)
+                now = _mtime(probe)
+                try:
+                    hb = hp.storageVolLookupByName(heartbeat_file(host_key))
+                except libvirt.libvirtError as e:
+                    if e.get_error_code() in _MISSING_POOL_OR_VOL:
+                        return None
+                    raise
+                return max(0.0, now - _mtime(hb))
+        finally:
+            with contextlib.suppress(libvirt.libvirtError):
+                if probe is not None:
+                    probe.delete(0)
+            with contextlib.suppress(libvirt.libvirtError):
+                hp.destroy()  # a transient pool: gone, its directory left as it was
 
     def delete_volume(self, pool: StoragePoolSpec, name: str) -> None:
         v = self._volume(pool, name)
@@ -1274,6 +1329,14 @@ def _version_string(v: int) -> str:
 
 def _sum(stats: dict, prefix: str, suffix: str) -> int:
     return int(sum(v for k, v in stats.items() if k.startswith(prefix + ".") and k.endswith("." + suffix)))
+
+
+def _mtime(v: libvirt.virStorageVol) -> float:
+    """A file volume's modification time (epoch seconds, as the storage keeps it)."""
+    text = ET.fromstring(v.XMLDesc(0)).findtext("target/timestamps/mtime")
+    if not text:
+        raise OperationFailed(f"Storage volume {v.name()} shows no modification time")
+    return float(text)
 
 
 def _volume_format(v: libvirt.virStorageVol) -> str:

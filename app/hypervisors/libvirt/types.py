@@ -132,7 +132,7 @@ class KVMType(LibvirtType):
     description = "Linux KVM through libvirt (QEMU; software emulation where the host has no /dev/kvm)"
     flavour = flavours.KVM
     capabilities = Capabilities(**_VNC_VM, **_NET_LINUX, live_migration=True, storage_migration=True,
-                                vm_snapshots=True, volume_snapshots=True, max_guests_per_host=50,
+                                vm_snapshots=True, volume_snapshots=True, storage_heartbeat=True, max_guests_per_host=50,
                                 max_hosts_per_cluster=32, max_data_volumes=26)
     host_fields = _fields(("qemu",), "qemu+ssh://root@kvm1/system or qemu+tls://kvm1/system") + (
         HostField("acceleration", "Acceleration", kind="select", choices=("auto", "emulated"), default="auto",
@@ -159,8 +159,8 @@ class LXCType(LibvirtType):
     uri_scheme = "lxc"
     capabilities = Capabilities(direct_download=True, local_storage=True, storage_kinds=("NFS", "Filesystem"),
                                 template_formats=("TAR",), scale_stopped_vm=True, console=ConsoleKind.TEXT,
-                                lifecycle_events=True, max_guests_per_host=100, max_hosts_per_cluster=16,
-                                max_data_volumes=0, **_NET_LINUX)
+                                lifecycle_events=True, storage_heartbeat=True, max_guests_per_host=100,
+                                max_hosts_per_cluster=16, max_data_volumes=0, **_NET_LINUX)
     host_fields = _fields(("lxc",), "lxc+ssh://root@host/system")
 
 
