@@ -212,6 +212,9 @@ make_netns() {
   ip link set "$veth" up
   ip -n "$ns" link set lo up
   ip -n "$ns" link show cloudbr0 >/dev/null 2>&1 || ip -n "$ns" link add cloudbr0 type bridge
+  # A fixed MAC, as a real host's NIC keeps across reboots: after `recover` this machine's ARP
+  # entry for the host is still right (a new random MAC left it pointing nowhere for ~30 s).
+  ip -n "$ns" link set cloudbr0 address "$(printf '02:4e:4c:%02x:00:%02x' "${ID:-0}" "$(index_of "$h")")"
   ip -n "$ns" link set eth0 master cloudbr0
   ip -n "$ns" addr replace "$(addr_of "$h")/24" dev cloudbr0
   ip -n "$ns" link set eth0 up

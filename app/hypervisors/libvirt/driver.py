@@ -13,6 +13,7 @@ import re
 import logging
 import os
 import shutil
+import socket
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -68,6 +69,9 @@ _UNREACHABLE_ERRORS = {libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_RPC, libvirt.
 _UNSUPPORTED_ERRORS = {libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_OPERATION_UNSUPPORTED,
                        libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED}
 _MISSING_POOL_OR_VOL = {libvirt.VIR_ERR_NO_STORAGE_POOL, libvirt.VIR_ERR_NO_STORAGE_VOL}
+# Seconds a remote host's libvirt port (or SSH) gets to answer a connection (_check_reachable).
+CONNECT_TIMEOUT = 5.0
+_TRANSPORT_PORTS = {"ssh": 22, "libssh2": 22, "libssh": 22, "tcp": 16509, "tls": 16514, "": 16514}
 # HA heartbeats on shared primary storage: scripts/host/nubo-heartbeat.sh on each host writes
 # <pool target>/nubo-ha/hb-<the host's address>; a neighbour reads them (heartbeat_age).
 HA_DIR = "nubo-ha"
@@ -177,6 +181,7 @@ class LibvirtDriver(Driver):
 
         auth = [[libvirt.VIR_CRED_AUTHNAME, libvirt.VIR_CRED_PASSPHRASE, libvirt.VIR_CRED_NOECHOPROMPT],
                 request_cred, None]
+        self._check_reachable()
         try:
             conn = libvirt.openAuth(self._uri_with_key(), auth, 0)
         except libvirt.libvirtError as e:
@@ -194,6 +199,22 @@ class LibvirtDriver(Driver):
             with contextlib.suppress(libvirt.libvirtError):
                 conn.setKeepAlive(5, 3)
         return conn
+
+    def _check_reachable(self) -> None:
+        """A remote host's port answers within CONNECT_TIMEOUT, or HostUnreachable. libvirt's
+        remote transports have no connect timeout: a host whose power was cut while its address
+        was still in the ARP cache held a ping (and the monitor's sweep, and so HA) for the ~70 s
+        of TCP's SYN retries (seen in the lab, scripts/lab.sh fail)."""
+        parts = urlsplit(self.uri)
+        transport = parts.scheme.partition("+")[2]
+        port = parts.port or _TRANSPORT_PORTS.get(transport)
+        if not parts.hostname or port is None:
+            return  # local, or a transport without a TCP port of its own (unix, ext)
+        try:
+            socket.create_connection((parts.hostname, port), timeout=CONNECT_TIMEOUT).close()
+        except OSError as e:
+            raise HostUnreachable(f"Cannot reach {self.conn.address}: port {port} does not answer "
+                                  f"({e.strerror or e})") from None
 
     def _uri_with_key(self) -> str:
         """The URI libvirt opens. An SSH private key given in the form is written to a
