@@ -112,7 +112,8 @@ def _ask(app, case: _Case) -> Verdict:
 
 def judge(hosts: list[Host]) -> dict[int, Verdict]:
     """A verdict for each host (silent for ping.interval × ping.timeout). Reads the database
-    first, then commits, so no transaction is held while the neighbours answer."""
+    first, then asks the neighbours (in parallel, by host). Commits nothing: the caller's
+    objects (a sweep's thousands of hosts) stay loaded; only a read snapshot is held meanwhile."""
     cases: list[_Case] = []
     verdicts: dict[int, Verdict] = {}
     for host in hosts:
@@ -121,7 +122,6 @@ def judge(hosts: list[Host]) -> dict[int, Verdict]:
             verdicts[host.id] = Verdict(None, c)
         else:
             cases.append(c)
-    db.session.commit()
     if cases:
         app = current_app._get_current_object()
         with ThreadPoolExecutor(max_workers=min(8, len(cases))) as pool:
