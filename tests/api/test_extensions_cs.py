@@ -188,7 +188,9 @@ def test_vm_lifecycle_through_an_extension(live, tmp_path):
     assert to["details"] == {"rec_vmid": "100", "deployvm": "true"}  # prepare's merge-patch, then create
     assert to["nics"] and to["nics"][0]["mac"] == full["nic"][0]["macaddress"]
     assert to["nics"][0]["ip"] == full["nic"][0]["ipaddress"] and "broadcastUri" in to["nics"][0]
-    assert p["caller"]["username"] == "alice" and p["caller"]["accountname"]
+    me = alice.listAccounts()["account"][0]
+    assert (p["caller"]["id"], p["caller"]["name"], p["caller"]["type"], p["caller"]["roletype"]) == \
+        (me["id"], "alice", "NORMAL", "User")
     assert "virtualmachineid" not in calls[0]["payload"] or calls[0]["payload"]["virtualmachineid"] == vm["id"]
     assert all(x["mode"] == "0o600" and x["stdin_empty"] for x in calls)
 

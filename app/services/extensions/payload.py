@@ -12,13 +12,20 @@ MIB = 1024 * 1024
 DEPLOY_VM = "deployvm"  # VmDetailConstants.DEPLOY_VM: true on the first start (the extension's `create`)
 
 
+ACCOUNT_TYPES = {0: "NORMAL", 1: "ADMIN", 2: "DOMAIN_ADMIN", 3: "RESOURCE_DOMAIN_ADMIN", 5: "PROJECT"}
+
+
 def caller_of(user) -> dict | None:
-    if user is None:
-        return None
+    """The calling account as CloudStack's ExtensionsManagerImpl.getCallerDetails gives it:
+    id, name, type; roleid, rolename, roletype."""
     account = getattr(user, "account", None)
-    return {"userid": getattr(user, "uuid", None), "username": getattr(user, "username", None),
-            "accountid": getattr(account, "uuid", None), "accountname": getattr(account, "name", None),
-            "roletype": getattr(user, "role_type", None)}
+    if account is None:
+        return None
+    out = {"id": account.uuid, "name": account.name, "type": ACCOUNT_TYPES.get(account.account_type, "NORMAL"),
+           "roletype": account.role_type}
+    if account.role_obj is not None:
+        out.update(roleid=account.role_obj.uuid, rolename=account.role_obj.name)
+    return out
 
 
 def _broadcast_uri(nic) -> str | None:
