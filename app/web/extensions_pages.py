@@ -260,23 +260,26 @@ def _edit_page(form_cls, preset: MultiDict, save, **context):
     return render_template("portal/form.html", form=form, **context)
 
 
-def _post_only() -> None:
+def _button(call, done: str, then: str, refused: str | None = None):
+    """A button's POST (CSRF-checked): the service call, its message, and back to a page
+    (`refused`, if given, when the service says no)."""
     if not EmptyForm().validate_on_submit():
         abort(400)
+    try:
+        call()
+    except ServiceError as err:
+        flash(err.message, "error")
+        return _redirect(refused or then)
+    flash(done, "success")
+    return _redirect(then)
 
 
 @bp.route("/<uuid>/delete", methods=["POST"])
 @admin_required
 def delete(uuid: str):
-    _post_only()
     e = _extension(uuid)
-    try:
-        registry.delete(current_user, uuid)
-    except ServiceError as err:
-        flash(err.message, "error")
-        return _redirect(url_for(".detail", uuid=uuid))
-    flash(f"Extension {e.name} deleted.", "success")
-    return _redirect(url_for(".index"))
+    return _button(lambda: registry.delete(current_user, uuid), f"Extension {e.name} deleted.",
+                   url_for(".index"), url_for(".detail", uuid=uuid))
 
 
 def _detail_form(e, key: str, form_cls, endpoint: str, save, **kw):
@@ -310,15 +313,10 @@ def register(uuid: str):
 @bp.route("/<uuid>/unregister/<cluster>", methods=["POST"])
 @admin_required
 def unregister(uuid: str, cluster: str):
-    _post_only()
     e = _extension(uuid)
-    try:
-        registry.unregister(current_user, extension_uuid=uuid, resource_id=cluster, resource_type="Cluster")
-    except ServiceError as err:
-        flash(err.message, "error")
-    else:
-        flash(f"Extension {e.name} no longer serves that cluster.", "success")
-    return _redirect(url_for(".detail", uuid=uuid))
+    return _button(lambda: registry.unregister(current_user, extension_uuid=uuid, resource_id=cluster,
+                                               resource_type="Cluster"),
+                   f"Extension {e.name} no longer serves that cluster.", url_for(".detail", uuid=uuid))
 
 
 def _action_values(f: CustomActionForm) -> dict:
@@ -372,13 +370,6 @@ def edit_action(uuid: str, action_uuid: str):
 @bp.route("/<uuid>/actions/<action_uuid>/delete", methods=["POST"])
 @admin_required
 def delete_action(uuid: str, action_uuid: str):
-    _post_only()
-    e = _extension(uuid)
-    a = _action(e, action_uuid)
-    try:
-        actions.delete(current_user, action_uuid)
-    except ServiceError as err:
-        flash(err.message, "error")
-    else:
-        flash(f"Custom action {a.name} deleted.", "success")
-    return _redirect(url_for(".detail", uuid=uuid))
+    a = _action(_extension(uuid), action_uuid)
+    return _button(lambda: actions.delete(current_user, action_uuid), f"Custom action {a.name} deleted.",
+                   url_for(".detail", uuid=uuid))

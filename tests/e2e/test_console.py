@@ -39,6 +39,22 @@ CANVAS_COLOURS = """() => {
 }"""
 
 
+def guest_screen(page, vm_page: str):
+    """The VM page's Console button clicked: its new tab once noVNC is connected and the
+    canvas shows the guest's screen (the firmware's text: more than one colour)."""
+    page.goto(vm_page)
+    with page.context.expect_page() as opened:
+        page.get_by_role("button", name="Console", exact=True).click()
+    console = opened.value
+    console.set_viewport_size({"width": 1024, "height": 700})
+    console.wait_for_selector("#console-status[data-state=connected]", timeout=30000)
+    deadline = time.monotonic() + 60
+    while console.evaluate(CANVAS_COLOURS) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)  # the BIOS draws its text
+    assert console.evaluate(CANVAS_COLOURS) >= 2, "the canvas stayed uniform: no guest screen"
+    return console
+
+
 @pytest.fixture
 def cleanup(stack):
     """Through Nubo first (expunge, delete the pool), then whatever is left of ours
@@ -93,18 +109,9 @@ def test_console_of_a_real_kvm_guest(stack, page, files, tmp_path, cleanup):  # 
     assert vm["state"] == "Running" and vm["instancename"].endswith("-" + SUFFIX)
 
     login(page, stack.url)
-    page.goto(f"{stack.url}/vms/{vm['id']}")
-    with page.context.expect_page() as opened:
-        page.get_by_role("button", name="Console", exact=True).click()
-    console = opened.value
-    console.set_viewport_size({"width": 1024, "height": 700})
-    console.wait_for_selector("#console-status[data-state=connected]", timeout=30000)
+    console = guest_screen(page, f"{stack.url}/vms/{vm['id']}")
     assert console.locator("#console-status").inner_text() == "Connected"
     assert console.locator("#console-reconnect").is_hidden()
-    deadline = time.monotonic() + 60
-    while console.evaluate(CANVAS_COLOURS) < 2 and time.monotonic() < deadline:
-        time.sleep(0.5)  # the BIOS draws its text
-    assert console.evaluate(CANVAS_COLOURS) >= 2, "the canvas stayed uniform: no guest screen"
     time.sleep(2)  # let the firmware finish its messages for the screenshot
     screenshot(console, "console-kvm")
     assert "token=" not in console.url  # the token never was in an address

@@ -8,14 +8,13 @@ state and checksum. Screenshots: test-artifacts/external-console.png, external-v
 from __future__ import annotations
 
 import contextlib
-import time
 
 import libvirt
 import pytest
 
 from tests.e2e.conftest import screenshot
 from tests.e2e.test_admin_pages import login
-from tests.e2e.test_console import CANVAS_COLOURS
+from tests.e2e.test_console import guest_screen
 from tests.helpers import virsh_cloud
 
 pytestmark = [pytest.mark.browser, pytest.mark.libvirt, pytest.mark.xdist_group("libvirt-guests")]
@@ -36,16 +35,7 @@ def test_console_and_custom_action_of_an_external_vm(stack, page, tmp_path):
         assert conn.lookupByName(name).isActive()
 
         login(page, stack.url)
-        page.goto(f"{stack.url}/vms/{vm['id']}")
-        with page.context.expect_page() as opened:
-            page.get_by_role("button", name="Console", exact=True).click()
-        console = opened.value
-        console.set_viewport_size({"width": 1024, "height": 700})
-        console.wait_for_selector("#console-status[data-state=connected]")
-        deadline = time.monotonic() + 60
-        while console.evaluate(CANVAS_COLOURS) < 2 and time.monotonic() < deadline:
-            time.sleep(0.5)  # the firmware draws its text
-        assert console.evaluate(CANVAS_COLOURS) >= 2, "the canvas stayed uniform: no guest screen"
+        console = guest_screen(page, f"{stack.url}/vms/{vm['id']}")
         assert "password" not in console.locator("#console-status").inner_text().lower()
         screenshot(console, "external-console")
         console.close()
