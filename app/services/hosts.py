@@ -121,6 +121,14 @@ def add_host(caller, *, cluster_uuid: str, url: str, fields: dict[str, str], pod
     conn, facts = check_new_host(checked.name, url, fields)
     _check_labels(cluster.zone_id, checked.name, conn, facts.hostname or conn.address)
     values = _check_fields(checked, url, fields)
+    if checked.name == "External":  # the form's "name=value" lines: external details too
+        for line in (values.pop("externaldetails", "") or "").splitlines():
+            if line.strip():
+                name, sep, value = line.partition("=")
+                if not sep or not name.strip():
+                    raise InvalidParameter(f"External details are name=value lines, not {line.strip()[:40]!r}",
+                                           field="externaldetails")
+                ext_values.setdefault(name.strip(), value.strip())
     secret = {f.name: values[f.name] for f in checked.host_fields if f.secret and values.get(f.name)}
     public = {f.name: values[f.name] for f in checked.host_fields if not f.secret and f.name != "url"
               and values.get(f.name)}
@@ -238,7 +246,9 @@ def cancel_maintenance(caller, uuid: str) -> Host:
 def reconnect(caller, uuid: str) -> Host:
     """Check the host again now; its facts and state follow what it answers."""
     host = get_host(uuid)
-    driver = hv.driver_for(host.hypervisor_type, connection_for(host))
+    from app.services.extensions import calls as extension_calls
+    driver = extension_calls.driver_for(host) if extension_calls.serves(host) else \
+        hv.driver_for(host.hypervisor_type, connection_for(host))
     try:
         facts = driver.check_host()
     except DriverError as e:

@@ -357,6 +357,7 @@ def test_custom_type_bound_to_an_extension(live, tmp_path):
     assert c["hypervisortype"] == "Firecracker"
     h = api.addHost(zoneid=z["id"], podid=pod["id"], clusterid=c["id"], url="fc-node-1")["host"][0]
     assert (h["hypervisor"], h["state"]) == ("Firecracker", "Up")
+    assert api.reconnectHost(id=h["id"])["host"]["state"] == "Up"  # checked as External, not over libvirt
     image = images / "rootfs.raw"
     image.write_bytes(b"\0" * 4096)
     api.updateConfiguration(name="template.url.file.allowed.dirs", value=str(images))

@@ -14,7 +14,11 @@ class ExternalType(HypervisorType):
     capabilities = Capabilities(console=ConsoleKind.VNC, external_orchestrator=True,
                                 max_guests_per_host=10000, max_hosts_per_cluster=1000, max_data_volumes=0)
     host_fields = (HostField("url", "Host name or address", required=True,
-                             help="What the extension calls this host (sent in externaldetails.host)"),)
+                             help="What the extension calls this host"),
+                   HostField("externaldetails", "External details", kind="textarea",
+                             help="One name=value a line, sent to the extension as externaldetails.host "
+                                  "(the API's externaldetails[0].<name>=<value>); a secret's name (password, "
+                                  "token, ...) keeps it encrypted and never shown"))
     driver_class = ExternalDriver
     max_parallel_calls = 4
 
