@@ -73,7 +73,7 @@ test: setup-test
 	  export NUBO_TEST_REDIS_URL=redis://127.0.0.1:6379/0; \
 	fi; \
 	echo "database servers: $${NUBO_TEST_DATABASE_URLS:-none (SQLite only)}; redis: $${NUBO_TEST_REDIS_URL:-none}"; \
-	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 # A lab of two real libvirt hosts on this machine, for demos and development (README:
 # "Lab: several real hosts on one machine"); `make lab-down` removes it.

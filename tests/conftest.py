@@ -75,7 +75,60 @@ def pytest_runtest_protocol(item, nextitem):
             faulthandler.cancel_dump_traceback_later()
         if TIMINGS:  # NUBO_TEST_TIMINGS=file: each test's wall time (setup to teardown), as it ends
             with open(TIMINGS, "a") as f:
-                f.write(f"{time.monotonic() - started:.2f} {item.nodeid}\n")
+                f.write(f"{time.monotonic() - started:.2f} {_plain_id(item.nodeid)}\n")
+
+
+def _plain_id(nodeid: str) -> str:
+    """The test's id without the "@group" suffix that --dist loadgroup adds."""
+    at = nodeid.rfind("@")
+    return nodeid[:at] if at > nodeid.rfind("]") else nodeid
+
+
+TIMINGS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "timings.json")
+DEFAULT_SECONDS = 1.0  # a test the timings file does not know yet
+
+
+def _group(item) -> str | None:
+    marks = [m.args[0] if m.args else m.kwargs.get("name", "default") for m in item.iter_markers("xdist_group")]
+    return "_".join(sorted(set(map(str, marks)))) if marks else None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """Two things for `pytest -n 2 --dist loadgroup` (make test):
+
+    - xdist_group works again. pytest-xdist 3.8 puts a test into its group by renaming
+      item._nodeid to "<id>@<group>"; pytest 9.2 reads the id from item._id instead, so the
+      group was ignored and grouped tests ran beside each other on both workers.
+    - The longest work goes first, so that the two workers end together instead of one
+      starting a long test when the other is nearly done. The unit is an xdist group, else
+      a module (its tests stay together, so module-scoped fixtures are set up once), ordered
+      by its total seconds in tests/timings.json (scripts/test_timings.py makes it from
+      NUBO_TEST_TIMINGS output); tests keep their order inside a unit. Every worker sorts
+      the same way (xdist checks that their collections are equal); make test passes
+      --no-loadscope-reorder so that xdist keeps this order rather than sorting groups by size.
+    """
+    if config.getoption("loadgroup", False):
+        from _pytest.nodeid import NodeId
+        for item in items:
+            renamed = item.__dict__.get("_nodeid")
+            if renamed and renamed != item.nodeid:
+                item._id = NodeId.parse(renamed)
+    if not os.path.exists(TIMINGS_FILE):
+        return
+    import json
+    with open(TIMINGS_FILE) as f:
+        known: dict[str, float] = json.load(f)
+    units: dict[str, float] = {}
+    unit_of = {}
+    for item in items:
+        unit = _group(item) or item.nodeid.split("::", 1)[0]
+        unit_of[item] = unit
+        units[unit] = units.get(unit, 0.0) + known.get(_plain_id(item.nodeid), DEFAULT_SECONDS)
+    first_seen = {}
+    for i, item in enumerate(items):
+        first_seen.setdefault(unit_of[item], i)
+    items.sort(key=lambda it: (-units[unit_of[it]], first_seen[unit_of[it]]))
 
 
 def pytest_sessionfinish(session):

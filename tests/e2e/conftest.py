@@ -1,7 +1,9 @@
 """End-to-end fixtures: the real processes (honcho + Procfile) and Debian's Chromium."""
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -73,14 +75,20 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
 class Stack:
     """`flask db upgrade`, `flask bootstrap`, then `honcho start`, as `make run` does."""
 
-    def __init__(self, instance: Path, extra_env: dict | None = None):
+    def __init__(self, instance: Path, extra_env: dict | None = None, template: "StackTemplate | None" = None):
         self.env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}",
                     "NUBO_INSTANCE_PATH": str(instance), "NUBO_BIND": "127.0.0.1",
                     "NUBO_ADMIN_PASSWORD": "e2e-operator-pass", "NUBO_SEED_DEMO": "0",
                     "NUBO_WEB_WORKERS": "1", "NUBO_WORKER_THREADS": "2", **(extra_env or {})}
         self._new_ports()
         self.proc: subprocess.Popen | None = None
+        self.instance = instance
         self.log = instance / "honcho.log"
+        # An instance already migrated and bootstrapped (the `stack` fixture's): the first start
+        # copies it instead of running `flask db upgrade` and `flask bootstrap` again (~6 s).
+        # Set it to None for a real first start (tests/e2e/test_processes.py).
+        self.template = template
+        self._keys: dict | None = None
 
     def _new_ports(self) -> None:
         self.port, self.console_port, self.upload_port = free_port(), free_port(), free_port()
@@ -98,14 +106,21 @@ class Stack:
         import json
 
         from cs import CloudStack
-        keys = json.loads(self.flask("user", "keys", "admin").stdout.strip().splitlines()[-1])
+        if self._keys is None:  # made once per stack (a template's come with it)
+            self._keys = json.loads(self.flask("user", "keys", "admin").stdout.strip().splitlines()[-1])
+        keys = self._keys
         return CloudStack(endpoint=self.url + "/client/api", key=keys["apikey"], secret=keys["secretkey"])
 
     def start(self, concurrency: str | None = None) -> float:
         """concurrency: honcho's -c, e.g. "worker=2" for two huey consumer processes."""
         t0 = time.monotonic()
-        self.flask("db", "upgrade")
-        self.bootstrap_output = self.flask("bootstrap").stdout
+        if self.template is not None and self.template.fits(self.env):
+            shutil.copytree(self.template.instance, self.instance, dirs_exist_ok=True)
+            self.bootstrap_output, self._keys = self.template.bootstrap_output, self.template.keys
+        else:
+            self.flask("db", "upgrade")
+            self.bootstrap_output = self.flask("bootstrap").stdout
+        self.template = None  # a restart migrates and bootstraps, as `make run` does
         extra = ["-c", concurrency] if concurrency else []
         for _ in range(5):
             offset = self.log.stat().st_size if self.log.exists() else 0
@@ -136,9 +151,32 @@ class Stack:
         self.proc = None
 
 
+class StackTemplate:
+    """A Stack's instance directory after `flask db upgrade` and `flask bootstrap` with the
+    default settings (SQLite, no demo zone), and the admin's API keys, made once per worker."""
+
+    def __init__(self, instance: Path):
+        s = Stack(instance)
+        s.flask("db", "upgrade")
+        self.bootstrap_output = s.flask("bootstrap").stdout
+        self.keys = json.loads(s.flask("user", "keys", "admin").stdout.strip().splitlines()[-1])
+        self.instance, self.env = instance, s.env
+
+    def fits(self, env: dict) -> bool:
+        """The stack would have made the same instance (a test may change its env before start)."""
+        return all(env.get(k) == self.env.get(k) for k in self.env if k.startswith("NUBO_") and k not in
+                   ("NUBO_INSTANCE_PATH", "NUBO_PORT", "NUBO_CONSOLE_PORT", "NUBO_UPLOAD_PORT")) \
+            and not any(k.startswith("NUBO_") and k not in self.env for k in env)
+
+
+@pytest.fixture(scope="session")
+def stack_template(tmp_path_factory) -> StackTemplate:
+    return StackTemplate(tmp_path_factory.mktemp("stack-template") / "instance")
+
+
 @pytest.fixture
-def stack(tmp_path):
-    s = Stack(tmp_path / "instance")
+def stack(tmp_path, stack_template):
+    s = Stack(tmp_path / "instance", template=stack_template)
     yield s
     s.stop()
 

@@ -20,7 +20,7 @@ from tests.api.test_templates_cs import files  # noqa: F401  (fixture: a RAW ima
 from tests.api.test_vms_cs import deploy, simulator_zone
 from tests.e2e.conftest import ROOT, assert_no_csp_violations, screenshot, watch_csp
 
-pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("e2e")]
+pytestmark = pytest.mark.browser
 WIDE, PHONE = {"width": 1280, "height": 800}, {"width": 390, "height": 844}
 USER, PASSWORD = "ada", "pebble-harbor-a11y-77"
 # Not pages: a logout, a health probe, downloads, fragments of other pages, a form's

@@ -4,7 +4,7 @@ import pytest
 
 from tests.e2e.conftest import htmx_settled, screenshot
 
-pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("e2e")]
+pytestmark = pytest.mark.browser
 
 
 def login(page, url):

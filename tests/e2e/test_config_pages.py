@@ -6,7 +6,7 @@ import pytest
 from tests.e2e.conftest import htmx_settled, screenshot
 from tests.e2e.test_admin_pages import login
 
-pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("e2e")]
+pytestmark = pytest.mark.browser
 
 ROW = "#setting-cpu-overprovisioning-factor"
 

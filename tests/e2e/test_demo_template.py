@@ -13,7 +13,7 @@ from tests.e2e.conftest import Stack, screenshot
 from tests.e2e.test_admin_pages import login
 from tests.helpers.www import serve
 
-pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("e2e")]
+pytestmark = pytest.mark.browser
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from tests.e2e.conftest import screenshot
 from tests.e2e.test_admin_pages import login
 from tests.e2e.test_infra_pages import demo_stack  # noqa: F401 - fixture: the demo zone
 
-pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("e2e")]
+pytestmark = pytest.mark.browser
 
 
 def both_sizes(page, name: str) -> None:

@@ -12,7 +12,7 @@ from playwright.sync_api import expect
 from tests.e2e.conftest import Stack, screenshot
 from tests.e2e.test_admin_pages import login
 
-pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("e2e")]
+pytestmark = pytest.mark.browser
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ from tests.conftest import SERVER_URLS, fresh_server_database
 from tests.e2e.conftest import BIN, ROOT, free_port, screenshot, wait_http
 from tests.e2e.test_admin_pages import login
 
-pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("e2e")]
+pytestmark = pytest.mark.browser
 REDIS = os.environ.get("NUBO_TEST_REDIS_URL", "")
 
 

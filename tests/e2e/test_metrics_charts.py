@@ -15,7 +15,7 @@ from tests.api.test_vms_cs import deploy, simulator_zone
 from tests.e2e.conftest import screenshot
 from tests.e2e.test_admin_pages import login
 
-pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("e2e")]
+pytestmark = pytest.mark.browser
 
 
 def add_samples(db_path, vm_uuid: str, minutes: int = 60) -> None:

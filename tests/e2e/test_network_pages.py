@@ -16,7 +16,7 @@ from tests.api.test_vms_cs import simulator_zone
 from tests.e2e.conftest import ROOT, htmx_settled, nav_link, screenshot
 from tests.e2e.test_self_service import E2E_PASSWORDS, login
 
-pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("e2e")]
+pytestmark = pytest.mark.browser
 
 # The zone's networking (a VXLAN physical network with VNIs, the default offerings and a
 # public range in 198.18.0.0/15), written by the stack's own app as the zone wizard would.

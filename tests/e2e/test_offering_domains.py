@@ -7,7 +7,7 @@ from playwright.sync_api import expect
 from tests.e2e.conftest import htmx_settled, screenshot
 from tests.e2e.test_admin_pages import login
 
-pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("e2e")]
+pytestmark = pytest.mark.browser
 
 
 def test_compute_offering_for_two_domains(stack, page):

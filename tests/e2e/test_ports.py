@@ -14,7 +14,7 @@ import tests.console_support as console_support
 import tests.e2e.conftest as e2e
 from tests.e2e.conftest import Stack
 
-pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("e2e")]
+pytestmark = pytest.mark.browser
 
 
 class Squatter(http.server.BaseHTTPRequestHandler):

@@ -7,7 +7,7 @@ import requests
 from tests.conftest import SERVER_URLS, fresh_server_database
 from tests.e2e.conftest import screenshot
 
-pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("e2e")]
+pytestmark = pytest.mark.browser
 
 
 def _login(session: requests.Session, url: str, username: str, password: str) -> requests.Response:
@@ -19,6 +19,7 @@ def _login(session: requests.Session, url: str, username: str, password: str) ->
 
 @pytest.mark.parametrize("db", ["sqlite"] + SERVER_URLS, ids=lambda u: u.split("+")[0].split(":")[0])
 def test_first_start_login_and_restart_keeps_data(stack, db):
+    stack.template = None  # a real first start: `flask db upgrade` and `flask bootstrap` on an empty instance
     if db != "sqlite":
         stack.env["NUBO_DATABASE_URL"] = fresh_server_database(db, "e2e")
     first = stack.start()

@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import SERVER_URLS, fresh_server_database
 from tests.helpers.www import raw_image, serve
 
-pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("e2e")]
+pytestmark = pytest.mark.browser
 REDIS = os.environ.get("NUBO_TEST_REDIS_URL", "")
 
 

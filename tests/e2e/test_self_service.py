@@ -14,7 +14,7 @@ from tests.e2e.conftest import assert_no_csp_violations, nav_link, screenshot, w
 
 E2E_PASSWORDS = {"alice": "orchard-lamp-e2e-41", "bob": "copper-fern-e2e-52"}  # the password policy: 12+, no user name
 
-pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("e2e")]
+pytestmark = pytest.mark.browser
 PHONE = {"width": 390, "height": 844}
 
 

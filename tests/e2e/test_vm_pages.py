@@ -13,7 +13,7 @@ from tests.api.test_vms_cs import deploy, simulator_zone
 from tests.e2e.conftest import nav_link, screenshot
 from tests.e2e.test_admin_pages import login
 
-pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("e2e")]
+pytestmark = pytest.mark.browser
 POLLING = "#vm[hx-trigger*=every]"  # the VM page's body while it polls (it always listens to the stream)
 
 

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from tests.e2e.conftest import BIN, ROOT
 from tests.helpers.www import raw_image, serve, trickling_server
 
-pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("e2e")]
+pytestmark = pytest.mark.browser
 
 HEARTBEAT_TIMEOUT = 10  # job.heartbeat.timeout's smallest value
 

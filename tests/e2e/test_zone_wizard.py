@@ -12,7 +12,7 @@ import pytest
 from tests.e2e.conftest import htmx_settled, screenshot
 from tests.e2e.test_admin_pages import login
 
-pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("e2e")]
+pytestmark = pytest.mark.browser
 
 TITLES = {"zone": "Zone", "network": "Physical network", "public": "Public traffic", "pod": "Pod", "cluster": "Cluster", "host": "Host",
           "primary": "Primary storage", "secondary": "Secondary storage", "review": "Review and launch"}
