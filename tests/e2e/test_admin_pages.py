@@ -15,8 +15,8 @@ def login(page, url):
     page.wait_for_url("**/admin/")
 
 
-def test_hypervisors_page_toggle_and_rename(stack, page):
-    stack.start()
+def test_hypervisors_page_toggle_and_rename(shared_stack, page):
+    stack = shared_stack
     login(page, stack.url)
     page.goto(stack.url + "/admin/hypervisors/")
     row = page.locator("#hv-Custom")
@@ -51,12 +51,12 @@ MAIN_PAGES = ["/admin/", "/admin/zones", "/admin/pods", "/admin/clusters", "/adm
               "/templates/upload", "/events/", "/api-docs/", "/portal/account", "/admin/zones/wizard/"]
 
 
-def test_main_pages_under_the_csp(stack, page, csp_violations):
+def test_main_pages_under_the_csp(shared_stack, page, csp_violations):
     """Every main page loads with no CSP violation (the fixture fails the test on any),
     htmx still works under it (a search swaps the list in), a plain form's confirm
     (data-confirm, static/js/nubo.js) still asks, and the policy is really enforced:
     an injected inline script does not run and is reported."""
-    stack.start()
+    stack = shared_stack
     login(page, stack.url)
     for path in MAIN_PAGES:
         response = page.goto(stack.url + path)

@@ -11,8 +11,8 @@ pytestmark = pytest.mark.browser
 ROW = "#setting-cpu-overprovisioning-factor"
 
 
-def test_settings_page_search_and_inline_edit(stack, page):
-    stack.start()
+def test_settings_page_search_and_inline_edit(shared_stack, page):
+    stack = shared_stack
     login(page, stack.url)
     page.goto(stack.url + "/admin/settings/")
     screenshot(page, "admin-settings")

@@ -10,8 +10,8 @@ from tests.e2e.test_admin_pages import login
 pytestmark = pytest.mark.browser
 
 
-def test_compute_offering_for_two_domains(stack, page):
-    stack.start()
+def test_compute_offering_for_two_domains(shared_stack, page):
+    stack = shared_stack
     api = stack.api()
     sales = api.createDomain(name="sales")["domain"]
     api.createDomain(name="emea", parentdomainid=sales["id"])

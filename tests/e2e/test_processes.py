@@ -41,8 +41,8 @@ def test_first_start_login_and_restart_keeps_data(stack, db):
     print(f"first start {first:.1f}s, second start {second:.1f}s")
 
 
-def test_login_in_chromium(stack, page):
-    stack.start()
+def test_login_in_chromium(shared_stack, page):
+    stack = shared_stack
     page.goto(stack.url + "/")
     assert page.title().startswith("Log in")
     page.fill("input[name=username]", "admin")
