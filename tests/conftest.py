@@ -87,7 +87,14 @@ def _plain_id(nodeid: str) -> str:
 
 
 TIMINGS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "timings.json")
-DEFAULT_SECONDS = 1.0  # a test the timings file does not know yet
+
+
+def _guess_seconds(item) -> float:
+    """A test the timings file does not know yet: by its kind (a stack, a browser or a real guest
+    takes tens of seconds, the rest about one)."""
+    if item.nodeid.startswith(("tests/e2e/", "tests/network/")) or item.get_closest_marker("libvirt"):
+        return 30.0
+    return 1.0
 
 
 def _group(item) -> str | None:
@@ -126,7 +133,7 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         unit = _group(item) or item.nodeid.split("::", 1)[0]
         unit_of[item] = unit
-        units[unit] = units.get(unit, 0.0) + known.get(_plain_id(item.nodeid), DEFAULT_SECONDS)
+        units[unit] = units.get(unit, 0.0) + (known.get(_plain_id(item.nodeid)) or _guess_seconds(item))
     first_seen = {}
     for i, item in enumerate(items):
         first_seen.setdefault(unit_of[item], i)
