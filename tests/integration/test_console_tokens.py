@@ -1,4 +1,4 @@
-"""Console tokens and sessions (app/services/consoles.py) on every database:
+"""Console tokens and sessions (app/services/consoles.py):
 who may get a token, what is stored, the atomic first connect, reconnects, the
 target taken from Nubo's records, ends (admin, migration, stop, maximum length),
 the events; the web action, the admin page and the API; Hyper-V's .rdp file."""
@@ -23,7 +23,8 @@ from tests.console_support import make_vm
 from tests.hyperv.wsman_double import WsmanDouble
 from tests.integration.test_api import keys, signed  # noqa: F401  (fixture)
 
-pytestmark = pytest.mark.db
+# On every database (@pytest.mark.db): what is stored, the atomic first connect, expiry and
+# reconnect windows, ends and deletion; who may get a token, the pages, the API and Hyper-V on SQLite.
 ADDR = "192.0.2.10"
 GUID = "0C5F3A2B-1111-2222-3333-444455556666"
 
@@ -60,6 +61,7 @@ def last_refusal() -> str:
     return console_events("CONSOLE.REFUSED")[-1].description
 
 
+@pytest.mark.db
 def test_token_is_random_hashed_and_short_lived(ctx):
     vm, token, row = token_for(client_address=ADDR)
     assert len(token) >= 43  # 32 random bytes, base64url
@@ -94,6 +96,7 @@ def test_vms_without_a_proxied_console(ctx, values, error, message):
         consoles.create_console(user("alice"), vm.uuid)
 
 
+@pytest.mark.db
 def test_first_connect_wins_then_the_token_is_spent(ctx):
     vm, token, row = token_for()
     grant = consoles.consume(token, client_address=ADDR)
@@ -112,6 +115,7 @@ def test_first_connect_wins_then_the_token_is_spent(ctx):
     assert all(token not in e.description for e in db.session.scalars(select(Event)))
 
 
+@pytest.mark.db
 def test_parallel_connects_one_wins(app, ctx):
     vm, token, _ = token_for()
     results = []
@@ -128,6 +132,7 @@ def test_parallel_connects_one_wins(app, ctx):
     assert sum(r is not None for r in results) == 1
 
 
+@pytest.mark.db
 def test_expired_token(ctx, monkeypatch):
     vm, token, row = token_for()
     later = consoles._now() + timedelta(seconds=61)
@@ -136,6 +141,7 @@ def test_expired_token(ctx, monkeypatch):
     assert "expired token" in last_refusal()
 
 
+@pytest.mark.db
 def test_reconnect_same_browser_session_within_the_window(ctx, monkeypatch):
     vm, token, row = token_for(browser_session="sid-1")
     grant = consoles.consume(token, client_address=ADDR, browser_session="sid-1")
@@ -151,6 +157,7 @@ def test_reconnect_same_browser_session_within_the_window(ctx, monkeypatch):
     assert "reconnect window has passed" in last_refusal()
 
 
+@pytest.mark.db
 def test_api_tokens_reconnect_from_the_same_address_only(ctx):
     vm, token, _ = token_for()
     consoles.close(consoles.consume(token, client_address=ADDR), "closed", ADDR)
@@ -158,6 +165,7 @@ def test_api_tokens_reconnect_from_the_same_address_only(ctx):
     assert consoles.consume(token, client_address=ADDR) is not None
 
 
+@pytest.mark.db
 def test_target_is_the_vms_console_now(ctx):
     """A VM that moved (what vms.migrate_now records: the new console, then forget_vm)."""
     vm, unused, _ = token_for(browser_session="sid")
@@ -203,6 +211,7 @@ def test_maximum_length_and_idle_settings(ctx, monkeypatch):
         settings.update("console.session.max", "10")
 
 
+@pytest.mark.db
 def test_admin_ends_a_session(ctx):
     vm, token, _ = token_for(browser_session="sid")
     grant = consoles.consume(token, client_address=ADDR, browser_session="sid")
@@ -352,6 +361,7 @@ def test_hyperv_grant_vmconnect_access(ctx):
             consoles.rdp(user("alice"), vm.uuid)
 
 
+@pytest.mark.db
 def test_forget_vm_at_expunge(ctx):
     vm, token, _ = token_for()
     consoles.forget_vm(vm)

@@ -19,7 +19,8 @@ from app.models import (AsyncJob, DownloadState, JobStatus, ServiceOffering, Tem
 from app.services import accounts, hosts, settings, storage, vms, zones
 from app.services import simulator as sim
 
-pytestmark = pytest.mark.db
+# On every database (@pytest.mark.db): the list's queries (filters, pages, counts, ownership), the
+# life cycle's writes and what a refusal leaves; the pages' rules and pollers on SQLite.
 GIB = 1 << 30
 
 
@@ -147,6 +148,7 @@ def row_of(html: str, uuid: str) -> str:
 
 # --- The list ---------------------------------------------------------------------
 
+@pytest.mark.db
 def test_list_page_and_htmx_fragment(app, world, auth, client, hx):
     web = deploy(app, world, name="web1")
     db1 = deploy(app, world, name="db1", start=False)
@@ -171,6 +173,7 @@ def test_list_page_and_htmx_fragment(app, world, auth, client, hx):
     assert resp.status_code == 200 and "HX-Push-Url" not in resp.headers
 
 
+@pytest.mark.db
 def test_filters_and_pages(app, world, auth, client):
     web = deploy(app, world, name="web1")
     db1 = deploy(app, world, name="db1", start=False)
@@ -200,6 +203,7 @@ def test_filters_and_pages(app, world, auth, client):
     assert all(f'name="{n}"' in page1 for n in ("q", "zone", "state", "host", "account"))
 
 
+@pytest.mark.db
 def test_fifty_rows_a_page_by_default(app, world, auth, client):
     for i in range(51):
         deploy(app, world, name=f"s{i}", start=False)
@@ -210,6 +214,7 @@ def test_fifty_rows_a_page_by_default(app, world, auth, client):
     assert len(re.findall(r'<tr id="vm-', client.get("/vms/?page=2").get_data(as_text=True))) == 1
 
 
+@pytest.mark.db
 def test_a_user_sees_and_acts_on_own_vms_only(app, world, auth, client, hx):
     mine = deploy(app, world, name="web1")
     bobs = deploy(app, world, user="bob", name="bob1")
@@ -297,6 +302,7 @@ def test_iso_attach_and_detach_through_the_page(app, world, auth, client, hx):
 
 # --- Actions through the pages ----------------------------------------------------
 
+@pytest.mark.db
 def test_stop_start_destroy_recover_expunge(app, world, auth, client, hx):
     uuid = deploy(app, world, name="web1")
     auth.login("admin")
@@ -343,6 +349,7 @@ def test_quick_actions_of_the_list(app, world, auth, client, hx):
     assert "it can be started only when it is Stopped" in resp.get_data(as_text=True)
 
 
+@pytest.mark.db
 def test_a_refused_action_says_why_and_changes_nothing(app, world, auth, client, hx):
     uuid = deploy(app, world, name="web1")
     auth.login("alice")
@@ -383,6 +390,7 @@ def test_a_failed_job_shows_its_error(app, world, auth, client, hx):
     assert {"Start", "Destroy"} <= buttons(html)
 
 
+@pytest.mark.db
 def test_no_capacity_leaves_the_vm_stopped(app, world, auth, hx):
     uuid = deploy(app, world, name="web1", start=False)
     with app.app_context():
@@ -470,6 +478,7 @@ def test_an_expunged_vm_sends_its_poller_back_to_the_list(app, world, auth, hx):
 
 # --- Scale ----------------------------------------------------------------------------
 
+@pytest.mark.db
 def test_list_queries_do_not_grow_with_the_vms(app, world, auth, client, hx, count_queries):
     for i in range(5):
         deploy(app, world, name=f"a{i}")

@@ -15,7 +15,8 @@ from app.models import (AsyncJob, Cluster, Host, ImageStore, JobStatus, Network,
 from app.services import simulator as sim
 from tests.helpers.users import existing_user
 
-pytestmark = pytest.mark.db
+# On every database (@pytest.mark.db): launches (what they build, what a failure leaves, the reaper)
+# and drafts (stored, resumed, expired); a step's validation and who may use a draft on SQLite.
 
 ZONE = {"name": "wz-1", "description": "wizard zone", "networktype": "Advanced", "hypervisor": "Simulator",
         "dns1": "8.8.8.8", "internaldns1": "10.0.0.2", "guestcidraddress": "10.1.1.0/24",
@@ -115,6 +116,7 @@ def test_relative_nfs_paths_are_refused(app, client, auth):
     assert r.status_code == 422 and "without a path" in error_text(r)
 
 
+@pytest.mark.db
 def test_walk_refuse_one_wrong_entry_per_step_then_launch(app, client, auth, tmp_path):
     w = Wizard(client, auth, stored=False)
     good = {"zone": ZONE, "network": NETWORK, "public": PUBLIC, "pod": POD, "cluster": CLUSTER, "host": HOST, "primary": PRIMARY,
@@ -155,6 +157,7 @@ def test_walk_refuse_one_wrong_entry_per_step_then_launch(app, client, auth, tmp
         assert db.session.scalar(select(func.count()).select_from(WizardDraft)) == 0  # secrets gone with it
 
 
+@pytest.mark.db
 def test_back_keeps_what_was_typed_and_htmx_swaps_in_place(app, client, auth, tmp_path):
     w = Wizard(client, auth)
     r = w.post("network", {"vlan": "300-310", "trafficlabel": "br-guest"}, action="back")
@@ -188,6 +191,7 @@ def test_host_test_connection_shows_facts_or_the_error(app, client, auth):
         assert counts()["Host"] == 0
 
 
+@pytest.mark.db
 def test_launch_whose_host_step_fails_leaves_nothing(app, client, auth, tmp_path):
     w = Wizard(client, auth)
     w.through(str(tmp_path / "secondary"))
@@ -208,6 +212,7 @@ def test_launch_whose_host_step_fails_leaves_nothing(app, client, auth, tmp_path
     assert "is ready and Enabled" in client.get(r.headers["Location"]).get_data(as_text=True)
 
 
+@pytest.mark.db
 def test_launch_failing_after_storage_removes_the_pool_from_hosts(app, client, auth, tmp_path):
     secondary = tmp_path / "secondary"
     w = Wizard(client, auth)
@@ -221,6 +226,7 @@ def test_launch_failing_after_storage_removes_the_pool_from_hosts(app, client, a
         assert db.session.scalar(select(func.count()).select_from(SimPool)) == 0  # undone on the host too
 
 
+@pytest.mark.db
 def test_reaper_undoes_a_launch_whose_worker_died(app):
     from datetime import timedelta
 
@@ -274,6 +280,7 @@ def drafts(app) -> int:
         return db.session.scalar(select(func.count()).select_from(WizardDraft))
 
 
+@pytest.mark.db
 def test_get_makes_no_draft_first_post_does_and_it_can_be_resumed(app, client, auth):
     """GET /admin/zones/wizard/ (a crawler, a prefetch, a reload) stores nothing; the
     first valid POST stores one draft; every step link of it works; it can be resumed."""
@@ -339,6 +346,7 @@ def test_a_passing_connection_test_clears_the_error_of_an_earlier_next(app, clie
     assert "✗ Connection test failed" in r.get_data(as_text=True) or "A Simulator host name is" in error_text(r)
 
 
+@pytest.mark.db
 def test_drafts_are_listed_to_resume_or_delete_and_expired_ones_are_reaped(app, client, auth, users):
     """An unfinished wizard is listed on the wizard's start page with Resume and Delete; the
     monitor's reconcile_records deletes drafts untouched for two days; nobody else sees one."""
