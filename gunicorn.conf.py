@@ -43,6 +43,8 @@ timeout = 120
 graceful_timeout = 30
 max_requests = 0
 accesslog = "-"
+# Secrets in query strings (passwords, details, signatures, console tokens) are masked.
+logger_class = "app.web.accesslog.RedactingLogger"
 
 
 def post_worker_init(worker):
