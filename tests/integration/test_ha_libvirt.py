@@ -4,6 +4,7 @@ transient pool and a probe file (the storage's own clock) and leaves nothing beh
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import uuid
 from pathlib import Path
@@ -42,3 +43,28 @@ def test_a_neighbour_reads_the_heartbeat_age_and_leaves_nothing(tmp_path):
             d.delete_storage_pool(pool)
         finally:
             d.close()
+
+
+def test_the_writer_fences_the_guests_of_a_storage_it_cannot_write(tmp_path):
+    """-f: no beat written on a mount for that long → the QEMU processes naming the mount are
+    killed (here a stand-in whose command line says qemu and the mount), before Nubo restarts
+    them elsewhere; other processes are left alone."""
+    gone = tmp_path / "file"
+    gone.write_text("")
+    mount = gone / "mnt"  # under a regular file: every write there fails, as on a dead mount
+    sleep = shutil.which("sleep")
+    guest = subprocess.Popen([f"qemu-system-x86_64 -drive file={mount}/disk", "300"], executable=sleep)
+    bystander = subprocess.Popen(["qemu-system-x86_64 -drive file=/elsewhere", "300"], executable=sleep)
+    writer = subprocess.Popen([str(SCRIPT), "-n", "198.18.0.11", "-d", str(mount), "-i", "1", "-f", "2"],
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        assert guest.wait(timeout=60) == -9  # killed with SIGKILL
+        assert bystander.poll() is None
+    finally:
+        writer.terminate()
+        _, err = writer.communicate(timeout=30)
+        for p in (guest, bystander):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert f"no heartbeat on {mount}" in err and f"cannot write the heartbeat on {mount}" in err
