@@ -493,6 +493,16 @@ class Driver:
         (no VM port, no router veth); keep the label's own bridge."""
         raise NotImplementedError
 
+    def set_segment_peers(self, segment: SegmentSpec) -> bool:
+        """A VXLAN segment's head-end replication peers become exactly segment.peers when the
+        host has the segment; False (nothing made) when it has not."""
+        raise OperationNotSupported("this type makes no VXLAN segments")
+
+    def underlay_address(self, label: str) -> str | None:
+        """The IPv4 address the traffic label's device holds on the host (VXLAN peers send
+        to it); None when unknown."""
+        return None
+
     def router_apply(self, spec: RouterSpec) -> RouterFacts:
         raise OperationNotSupported("this type runs no virtual router")
 

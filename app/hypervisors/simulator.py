@@ -82,7 +82,7 @@ QUERIES = frozenset({"host_stats", "pool_info", "vm_info", "list_vms", "vm_stats
                      "list_vm_snapshots", "heartbeat_age"})
 # Network steps: like queries, a fault hits them only when it names them (so a fault armed for
 # the next start is not eaten by the router or segment work done before it).
-NETWORK = frozenset({"check_labels", "ensure_segment", "release_segment", "router_apply", "router_destroy",
+NETWORK = frozenset({"check_labels", "ensure_segment", "set_segment_peers", "release_segment", "router_apply", "router_destroy",
                      "router_status", "router_restart", "sg_apply", "sg_remove"})
 OPERATIONS = ACTIONS | QUERIES | NETWORK
 # States in which a guest holds memory on its host.
@@ -804,6 +804,16 @@ class SimulatorDriver(Driver):
         host = self._enter("ensure_segment")
         with self._session() as s, s.begin():
             return self._ensure_segment(s, host.id, segment)
+
+    def set_segment_peers(self, segment: SegmentSpec) -> bool:
+        """Bookkeeping only (a sim host sends no packets): True when the host has the segment."""
+        host = self._enter("set_segment_peers")
+        bridge = self.segment_bridge(segment)
+        if bridge == segment.label:
+            return True
+        with self._session() as s:
+            return s.scalar(select(SimSegment.id).where(SimSegment.host_id == host.id,
+                                                        SimSegment.bridge == bridge)) is not None
 
     def release_segment(self, segment: SegmentSpec) -> None:
         """Removed unless a VM of this host or a router still uses it (known from the specs)."""

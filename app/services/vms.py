@@ -30,7 +30,7 @@ from app.services import (access, affinity, config_drive, consoles, events, plac
                           resource_details, settings, storage, template_cache, templates, volumes, zones)
 from app.services import hypervisors as hv
 from app.services.units import duration
-from app.services.network import ipam, networks, routers, secgroups, vm_nics
+from app.services.network import ipam, networks, routers, secgroups, vm_nics, vxlan
 from app.services.errors import (InsufficientCapacity, InvalidParameter, NotFound, PermissionDenied, ResourceInUse,
                                  ResourceUnavailable, ServiceError, Unsupported)
 from app.services.pagination import name_of, page_of, sorted_by
@@ -756,6 +756,7 @@ def _run_on(vm: VirtualMachine, host: Host) -> None:
         vm.console_host, vm.console_port = info.console.host, info.console.port
     db.session.commit()
     secgroups.apply_for_vm(vm, host)
+    networks.joined_host(vm, host)
 
 
 def _start(job: AsyncJob, vm: VirtualMachine, *, preferred_host_id: int | None, first: bool,
@@ -795,6 +796,7 @@ def _start_failed(vm_id: int, host_id: int | None, need: planner.Need, first: bo
         planner.unhold(vm_id, host_id, need)
     db.session.commit()
     vm = db.session.get(VirtualMachine, vm_id)
+    nets = {n.network for n in vm.nics if n.removed is None}
     if first:
         _drop_root_volume(vm)
         ipam.release_nics(vm)
@@ -807,6 +809,7 @@ def _start_failed(vm_id: int, host_id: int | None, need: planner.Need, first: bo
     events.record("VM.START.FAILED", f"VM {vm.name}: {reason}", level="ERROR", resource_type="VirtualMachine",
                   resource_id=vm.uuid, user=events.actor(), account_id=vm.account_id)
     db.session.commit()
+    vxlan.sync_all(nets)  # the host it was placed on leaves the VXLAN peers it was given
 
 
 def _result(vm: VirtualMachine):

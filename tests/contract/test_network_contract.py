@@ -34,6 +34,8 @@ def test_segments_are_idempotent_and_released(env):
     if "VXLAN" not in caps.isolation_methods:
         with pytest.raises((OperationNotSupported, NotImplementedError)):
             env.driver.ensure_segment(SegmentSpec("VXLAN", "cloudbr0", _vni()))
+        with pytest.raises(OperationNotSupported):
+            env.driver.set_segment_peers(SegmentSpec("VXLAN", "cloudbr0", _vni()))
         return
     label = env.extras.get("network_label", lambda: "cloudbr0")()
     missing = "nomissing" + uuid.uuid4().hex[:4]
@@ -41,15 +43,21 @@ def test_segments_are_idempotent_and_released(env):
     seg = SegmentSpec("VXLAN", label, _vni())
     exists = env.extras.get("bridge_exists")
     try:
+        # the peers of a segment the host does not have: nothing made
+        assert _step(env, env.driver.set_segment_peers, seg) is False
         bridge = _step(env, env.driver.ensure_segment, seg)
         assert env.driver.ensure_segment(seg) == bridge  # twice: one bridge
         assert bridge == f"brvx-{seg.vnet}"
         if exists:
             assert exists(bridge)
+        # another host joined, then left (head-end replication: docs/networking.md)
+        assert env.driver.set_segment_peers(SegmentSpec("VXLAN", label, seg.vnet, peers=("198.18.250.7",))) is True
+        assert env.driver.set_segment_peers(seg) is True
     finally:
         env.driver.release_segment(seg)
     if exists:
         assert not exists(bridge)
+    assert env.driver.set_segment_peers(seg) is False
     env.driver.release_segment(seg)  # idempotent
 
 

@@ -306,3 +306,89 @@ def test_a_type_without_routers_joins_only_shared_and_l2_networks(app, world):
             vms._check_joinable(l2, "Hyperv")
         vms._check_joinable(iso, "KVM")
         vms._check_joinable(l2, "KVM")
+
+
+def test_vxlan_peers_follow_the_hosts_carrying_the_network(app, world, monkeypatch):
+    """Head-end replication across hosts (networks.md): a VM starting on a second host makes
+    each carrier list the other (the first host learns the second before the guest boots),
+    stopping it takes the second host off the first's list, a migration moves the entry, and a
+    failed start leaves no trace of the host it was placed on."""
+    from app.hypervisors.simulator import SimulatorDriver
+    from app.models import Host
+    calls: list[tuple[str, tuple[str, ...], bool]] = []
+    made: list[tuple[str, tuple[str, ...]]] = []
+    real_set, real_start = SimulatorDriver.set_segment_peers, SimulatorDriver.start_vm
+
+    def set_peers(self, segment):
+        found = real_set(self, segment)
+        calls.append((self.host_name, segment.peers, found))
+        return found
+
+    def start_vm(self, spec):
+        made.extend((self.host_name, n.segment.peers) for n in spec.nics if n.segment is not None)
+        return real_start(self, spec)
+
+    monkeypatch.setattr(SimulatorDriver, "set_segment_peers", set_peers)
+    monkeypatch.setattr(SimulatorDriver, "start_vm", start_vm)
+
+    def last(host: Host):
+        """The peers last set on a host that has the segment."""
+        return next(p for h, p, found in reversed(calls) if h == host.name and found)
+
+    with app.app_context():
+        admin = _user(world["admin"])
+        h1, h2 = (db.session.scalar(select(Host).where(Host.name == n)) for n in world["hosts"])
+        net = networks.create_network(admin, zone_uuid=world["zone"], name="vx", display_text="vx",
+                                      offering_uuid=offering(ISOLATED).uuid)
+
+        def deploy(name, host):
+            vm, job = vms.deploy(admin, zone_uuid=world["zone"], service_offering_uuid=world["so"],
+                                 template_uuid=world["t"], name=name, network_uuids=[net.uuid], host_uuid=host.uuid)
+            db.session.refresh(job)
+            assert job.status == 1, job.result
+            return db.session.get(VirtualMachine, vm.id)
+
+        vm1 = deploy("x1", h1)
+        assert routers.router_of(net).host_id == h1.id  # the router near the first VM
+        assert last(h1) == ()  # the only carrier
+        calls.clear(), made.clear()
+        vm2 = deploy("x2", h2)
+        # h1 learned h2 before h2's segment existed (h2: not there yet, nothing made by the sync) ...
+        first_h1 = next(i for i, (h, p, found) in enumerate(calls) if h == h1.name)
+        assert calls[first_h1][1] == (h2.address,)
+        assert (h2.name, (), False) in calls or all(h != h2.name for h, _, _ in calls[:first_h1])
+        # ... h2's segment was made with the domain, listing h1; after the start both list the other.
+        assert (h2.name, (h1.address,)) in made
+        assert last(h1) == (h2.address,) and last(h2) == (h1.address,)
+
+        # A stop: h2 carries nothing any more and leaves h1's list.
+        calls.clear()
+        job = vms.stop(admin, vm2.uuid)
+        db.session.refresh(job)
+        assert job.status == 1, job.result
+        assert last(h1) == ()
+
+        # Started again on h2, then migrated to h1: h1 and h2 list each other during the
+        # move, and once it is over h1 (the only carrier left) lists no one.
+        job = vms.start(admin, vm2.uuid, host_uuid=h2.uuid)
+        db.session.refresh(job)
+        assert job.status == 1, job.result and last(h1) == (h2.address,)
+        calls.clear()
+        job = vms.migrate(admin, vm2.uuid, host_uuid=h1.uuid)
+        db.session.refresh(job)
+        assert job.status == 1, job.result
+        assert db.session.get(VirtualMachine, vm2.id).host_id == h1.id
+        assert last(h1) == ()
+
+        # A start that fails on h2 after the placement: h1 was told about h2, then untold.
+        job = vms.stop(admin, vm1.uuid)
+        db.session.refresh(job)
+        vm3 = deploy("x3", h2)
+        calls.clear()
+        job = vms.stop(admin, vm3.uuid)
+        db.session.refresh(job)
+        sim.arm_fault(host=h2.name, operations=["start_vm"], count=1, message="no memory")
+        job = vms.start(admin, vm3.uuid, host_uuid=h2.uuid)
+        db.session.refresh(job)
+        assert job.status == 2
+        assert (h1.name, (h2.address,), True) in calls and last(h1) == ()

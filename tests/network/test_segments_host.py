@@ -119,3 +119,54 @@ def test_missing_labels_and_untagged(lab):
         segments.ensure(ch, SegmentSpec("VXLAN", "zz" + suffix(), 200_000))
     with pytest.raises(segments.SegmentError, match="VNI"):
         segments.ensure(ch, SegmentSpec("VXLAN", br, 0))
+
+
+def test_a_host_joining_and_leaving_the_vni(lab):
+    """Three "hosts" on one underlay bridge (the datacenter network). h1 and h2 carry a VNI;
+    h3 starts carrying it. Until h1 lists h3 (set_peers, what Nubo does when a VM starts on
+    h3), a guest on h1 cannot find h3's guest: its ARP broadcast goes only to the hosts it
+    lists. Once listed, it reaches it; set_peers on a host without the segment makes nothing;
+    a host that left is taken off the list."""
+    dc = lab.ns("dc")
+    sh("ip", "-n", dc, "link", "add", "dcbr", "type", "bridge")
+    sh("ip", "-n", dc, "link", "set", "dcbr", "up")
+    n = random.randint(0, 255)
+    label = "ul" + suffix()
+    hosts = []
+    for i in (1, 2, 3):
+        h = lab.ns("h")
+        lab.veth(h, label, dc, f"p{i}")
+        sh("ip", "-n", dc, "link", "set", f"p{i}", "master", "dcbr")
+        sh("ip", "-n", h, "addr", "add", f"198.18.{n}.{i}/24", "dev", label)
+        hosts.append((NetnsChannel(h), f"198.18.{n}.{i}"))
+    (c1, a1), (c2, a2), (c3, a3) = hosts
+    vni = random.randint(100_000, 16_000_000)
+
+    def seg(*peers):
+        return SegmentSpec("VXLAN", label, vni, peers=tuple(peers))
+
+    assert segments.set_peers(c3, seg(a1, a2)) is False  # h3 does not carry it yet: nothing made
+    assert segments.link(c3, f"vxlan{vni}") is None and segments.link(c3, f"brvx-{vni}") is None
+    br = segments.ensure(c1, seg(a2))
+    segments.ensure(c2, seg(a1))
+    g1, _ = lab.guest(c1.ns, br, "10.92.0.1/24")
+    g2, _ = lab.guest(c2.ns, br, "10.92.0.2/24")
+    assert ping(g1, "10.92.0.2")
+
+    # h3 joins: its segment lists h1 and h2; h2 is told, h1 not yet.
+    segments.ensure(c3, seg(a1, a2))
+    assert segments.set_peers(c2, seg(a1, a3)) is True
+    g3, _ = lab.guest(c3.ns, br, "10.92.0.3/24")
+    assert ping(g2, "10.92.0.3")
+    assert never_pings(g1, "10.92.0.3"), "h1 must not reach h3's guest before it lists h3"
+    c1.ran.clear()
+    assert segments.set_peers(c1, seg(a2, a3)) is True
+    assert _mutations(c1) == [["bridge", "fdb", "append", "00:00:00:00:00:00", "dev", f"vxlan{vni}", "dst", a3]]
+    assert ping(g1, "10.92.0.3", timeout=10)
+
+    # h2 leaves: the others drop it from their lists.
+    assert segments.set_peers(c1, seg(a3)) and segments.set_peers(c3, seg(a1))
+    for c in (c1, c3):
+        fdb = sh("ip", "netns", "exec", c.ns, "bridge", "fdb", "show", "dev", f"vxlan{vni}").stdout
+        assert f"00:00:00:00:00:00 dst {a2}" not in fdb
+    assert ping(g1, "10.92.0.3")

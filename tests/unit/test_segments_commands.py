@@ -75,6 +75,12 @@ class FakeHost:
         if a[:3] == ["bridge", "fdb", "del"]:
             self.fdb.get(a[5], set()).discard(a[7])
             return ok
+        if a[:6] == ["ip", "-j", "-4", "addr", "show", "dev"]:
+            if a[6] not in self.links:
+                return fail
+            addrs = [{"family": "inet", "local": ip, "prefixlen": 24, "scope": scope}
+                     for ip, scope in self.links[a[6]].get("addrs", ())]
+            return Result(0, json.dumps([{"ifname": a[6], "addr_info": addrs}]), "")
         raise AssertionError(f"unexpected command {a}")
 
     def mutations(self):
@@ -151,6 +157,39 @@ def test_vxlan_commands_and_peers():
     h.links["vxlan77"] = {"kind": "vxlan", "master": None, "up": True, "mtu": 1500, "id": 78}
     with pytest.raises(segments.SegmentError, match="not the vxlan 77"):
         segments.ensure(h, SegmentSpec("VXLAN", "cloudbr1", 77))
+
+
+def test_vxlan_peers_of_a_segment_already_there():
+    """set_peers (the other hosts joined or left): the FDB list only, on a device that exists;
+    a host without the segment is left alone (nothing made)."""
+    h = FakeHost({"eth0": {}})
+    seg = SegmentSpec("VXLAN", "eth0", 5002, peers=("198.18.200.12",))
+    assert segments.set_peers(h, seg) is False and h.mutations() == []
+    segments.ensure(h, seg)
+    h.ran.clear()
+    assert segments.set_peers(h, SegmentSpec("VXLAN", "eth0", 5002, peers=("198.18.200.12", "198.18.200.13"))) is True
+    assert h.mutations() == [["bridge", "fdb", "append", "00:00:00:00:00:00", "dev", "vxlan5002",
+                              "dst", "198.18.200.13"]]
+    h.ran.clear()
+    assert segments.set_peers(h, SegmentSpec("VXLAN", "eth0", 5002, peers=("198.18.200.13",))) is True
+    assert h.mutations() == [["bridge", "fdb", "del", "00:00:00:00:00:00", "dev", "vxlan5002", "dst", "198.18.200.12"]]
+    h.ran.clear()
+    assert segments.set_peers(h, SegmentSpec("VXLAN", "eth0", 5002, peers=("198.18.200.13",))) is True
+    assert h.mutations() == []  # idempotent
+    h.links["vxlan6"] = {"kind": "vxlan", "master": None, "up": True, "mtu": 1500, "id": 7}
+    with pytest.raises(segments.SegmentError, match="not the vxlan 6"):
+        segments.set_peers(h, SegmentSpec("VXLAN", "eth0", 6))
+    with pytest.raises(segments.SegmentError, match="peer"):
+        segments.set_peers(h, SegmentSpec("VXLAN", "eth0", 5002, peers=("198.18.200.1; reboot",)))
+
+
+def test_underlay_address_of_a_label():
+    h = FakeHost({"eth0": {"addrs": [("127.0.0.5", "host"), ("198.18.200.11", "global")]}, "cloudbr9": {}})
+    assert segments.underlay_address(h, "eth0") == "198.18.200.11"
+    assert segments.underlay_address(h, "cloudbr9") is None  # no address
+    assert segments.underlay_address(h, "eth7") is None  # no device
+    with pytest.raises(segments.SegmentError, match="interface name"):
+        segments.underlay_address(h, "eth0 up")
 
 
 def test_untagged_is_the_label_bridge():

@@ -1236,6 +1236,16 @@ class LibvirtDriver(Driver):
         return self._net(f"Cannot make the {segment.isolation} {segment.vnet or ''} segment on {segment.label}",
                          segments.ensure, segment)
 
+    def set_segment_peers(self, segment: SegmentSpec) -> bool:
+        if segment.isolation != "untagged" and segment.isolation not in _ISOLATION.get(
+                self.base_flavour.type_name, ()):
+            raise OperationNotSupported(f"{self.base_flavour.type_name} hosts cannot make {segment.isolation} segments")
+        return self._net(f"Cannot set the peers of the {segment.isolation} {segment.vnet or ''} segment",
+                         segments.set_peers, segment)
+
+    def underlay_address(self, label: str) -> str | None:
+        return self._net(f"Cannot read the address of {label}", segments.underlay_address, label)
+
     def release_segment(self, segment: SegmentSpec) -> None:
         self._net(f"Cannot remove the {segment.isolation} {segment.vnet or ''} segment", segments.release, segment)
 

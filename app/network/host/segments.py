@@ -191,13 +191,54 @@ def ensure(ch: Channel, seg: SegmentSpec) -> str:
     _up(ch, bridge, br)
 
     if seg.isolation == "VXLAN":
-        want = {str(ipaddress.ip_address(p)) for p in seg.peers}
-        have = _fdb_peers(ch, dev)
-        for p in sorted(want - have):
-            ch.run(["bridge", "fdb", "append", _ZERO_MAC, "dev", dev, "dst", p])
-        for p in sorted(have - want):
-            ch.run(["bridge", "fdb", "del", _ZERO_MAC, "dev", dev, "dst", p], check=False)
+        _set_peers(ch, dev, seg.peers)
     return bridge
+
+
+def _set_peers(ch: Channel, dev: str, peers: tuple[str, ...]) -> None:
+    """The device's all-zero FDB entries (head-end replication) become exactly `peers`."""
+    want = {str(ipaddress.ip_address(p)) for p in peers}
+    have = _fdb_peers(ch, dev)
+    for p in sorted(want - have):
+        ch.run(["bridge", "fdb", "append", _ZERO_MAC, "dev", dev, "dst", p])
+    for p in sorted(have - want):
+        ch.run(["bridge", "fdb", "del", _ZERO_MAC, "dev", dev, "dst", p], check=False)
+
+
+def set_peers(ch: Channel, seg: SegmentSpec) -> bool:
+    """A VXLAN segment's peers become exactly seg.peers, when its device is on the host; False
+    (nothing made) when it is not: a host that does not carry the segment is left alone. Other
+    segments have no peers (True when their device exists)."""
+    bridge, dev = names(ch, seg)
+    if dev is None:
+        return True
+    info = link(ch, dev)
+    if info is None:
+        return False
+    if seg.isolation == "VXLAN":
+        got = (info.get("linkinfo") or {}).get("info_data") or {}
+        if kind(info) != "vxlan" or got.get("id") not in (None, seg.vnet):
+            raise SegmentError(f"{dev} exists on the host but is not the vxlan {seg.vnet} Nubo expects")
+        _set_peers(ch, dev, seg.peers)
+    return True
+
+
+def underlay_address(ch: Channel, label: str) -> str | None:
+    """The first global IPv4 address of the traffic label's device (where VXLAN peers send
+    this host's traffic); None when it has none."""
+    check_ifname(label, "traffic label")
+    r = ch.run(["ip", "-j", "-4", "addr", "show", "dev", label], check=False)
+    if r.returncode != 0:
+        return None
+    try:
+        data = json.loads(r.stdout or "[]")
+    except ValueError:
+        raise ChannelError(f"ip addr show {label}: unreadable answer") from None
+    for d in data:
+        for a in d.get("addr_info") or []:
+            if a.get("family") == "inet" and a.get("scope") == "global" and a.get("local"):
+                return a["local"]
+    return None
 
 
 def release(ch: Channel, seg: SegmentSpec) -> bool:

@@ -25,7 +25,7 @@ from app.network.host.specs import SegmentSpec, nic_device, router_key
 from app.services import events, quotas, zones
 from app.services.errors import (InsufficientCapacity, InvalidParameter, NotFound, PermissionDenied, ResourceInUse,
                                  ResourceUnavailable, ServiceError)
-from app.services.network import ipam, routers
+from app.services.network import ipam, routers, vxlan
 from app.services.pagination import page_of
 
 log = logging.getLogger(__name__)
@@ -529,6 +529,7 @@ def _start_router(net: Network, host: Host, steps: _Steps) -> Router:
     events.record("ROUTER.START", f"Virtual router {router.name} of network {net.name} started on {host.name}",
                   resource_type="DomainRouter", resource_id=router.uuid, account_id=net.account_id)
     db.session.commit()
+    vxlan.sync_all([net])  # the router's host carries the network now
     return router
 
 
@@ -625,6 +626,7 @@ def _destroy_router(net: Network, *, quiet: bool = False) -> None:
     events.record("ROUTER.DESTROY", f"Virtual router {router.name} of network {net.name} destroyed",
                   resource_type="DomainRouter", resource_id=router.uuid, account_id=net.account_id)
     db.session.commit()
+    vxlan.sync_all([net])
 
 
 def delete_network(caller, uuid: str) -> None:
@@ -707,7 +709,16 @@ def prepare_nics(vm: VirtualMachine, host: Host) -> dict[int, tuple[SegmentSpec 
             implement(net, near_host=host)
             db.session.refresh(net)
         out[nic.id] = (routers.segment_for(net, host) if managed(net) else None, nic_device(nic.uuid))
+    # The VM is placed on `host` (the planner's hold): the other hosts of its VXLAN networks
+    # learn it now, before the guest's first broadcast.
+    vxlan.sync_vm(vm)
     return out
+
+
+def joined_host(vm: VirtualMachine, host: Host) -> None:
+    """The VM runs on `host` now: its VXLAN networks' peers set again on every carrier (a host
+    that joined while this one was starting is known to all)."""
+    vxlan.sync_vm(vm)
 
 
 def apply_routers(vm: VirtualMachine) -> None:
@@ -740,6 +751,8 @@ def left_host(vm: VirtualMachine, host: Host | None) -> None:
                 log.warning("segment %s on %s: %s", seg, host.name, e)
     finally:
         driver.close()
+    # A host no longer carrying a VXLAN network leaves the other carriers' lists.
+    vxlan.sync_vm(vm, without=(vm.id, host.id))
 
 
 def ensure_segments(vm: VirtualMachine, host: Host) -> None:
@@ -756,6 +769,7 @@ def ensure_segments(vm: VirtualMachine, host: Host) -> None:
         raise ResourceUnavailable(f"The VM's networks could not be made on {host.name}: {e}") from None
     finally:
         driver.close()
+    vxlan.sync_vm(vm, plus=host)  # the other carriers send to the destination before the guest lands there
 
 
 # --- Async commands: the jobs ------------------------------------------------------------

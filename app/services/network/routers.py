@@ -74,8 +74,9 @@ def label_for(network: Network, traffic_type: str, hypervisor_type: str) -> str:
     return traffic_label(network.zone_id, hypervisor_type)
 
 
-def segment_for(network: Network, host: Host) -> SegmentSpec:
-    """The network's segment as `host` makes it; VXLAN peers: the other hosts carrying it."""
+def segment_for(network: Network, host: Host, *, carriers: list[Host] | None = None) -> SegmentSpec:
+    """The network's segment as `host` makes it; VXLAN peers: the underlay addresses of the
+    other hosts carrying it (`carriers`, or the network's carriers now)."""
     phys = physical_of(network)
     label = label_for(network, "Guest", host.hypervisor_type)
     if network.vlan is None:
@@ -83,19 +84,10 @@ def segment_for(network: Network, host: Host) -> SegmentSpec:
     isolation = (phys.isolation_method if phys is not None else "VLAN").upper()
     peers: tuple[str, ...] = ()
     if isolation == "VXLAN":
-        peers = tuple(sorted(a for a in carriers(network) - {host.address} if a))
+        from app.services.network import vxlan
+        hosts = vxlan.carrier_hosts(network) if carriers is None else carriers
+        peers = vxlan.peers_of(network, host, hosts)
     return SegmentSpec(isolation=isolation, label=label, vnet=network.vlan, peers=peers)
-
-
-def carriers(network: Network) -> set[str]:
-    """Addresses of the hosts carrying the network now: its VMs' hosts and its router's."""
-    q = (select(Host.address).join(VirtualMachine, VirtualMachine.host_id == Host.id)
-         .join(Nic, Nic.vm_id == VirtualMachine.id)
-         .where(Nic.network_id == network.id, Nic.removed.is_(None), VirtualMachine.removed.is_(None)))
-    out = set(db.session.scalars(q))
-    out.update(db.session.scalars(select(Host.address).join(Router, Router.host_id == Host.id).where(
-        Router.network_id == network.id, Router.removed.is_(None))))
-    return out
 
 
 def broadcast_uri(network: Network) -> str:
@@ -342,6 +334,8 @@ def stop(router: Router) -> None:
     destroy_on_host(router)
     router.state = RouterState.STOPPED
     db.session.commit()
+    from app.services.network import vxlan
+    vxlan.sync_all([router.network])
 
 
 def start(router: Router) -> None:
@@ -359,6 +353,8 @@ def start(router: Router) -> None:
         router.state = RouterState.STOPPED
         db.session.commit()
         raise
+    from app.services.network import vxlan
+    vxlan.sync_all([router.network])
 
 
 def _register_jobs() -> None:
@@ -406,6 +402,8 @@ def _register_jobs() -> None:
         events.record("ROUTER.DESTROY", f"Virtual router {router.name} destroyed", user=events.actor(), resource_type="DomainRouter",
                       resource_id=router.uuid, account_id=net.account_id)
         db.session.commit()
+        from app.services.network import vxlan
+        vxlan.sync_all([net])
         return result(router)
 
 
@@ -509,4 +507,6 @@ def _move(router: Router) -> int:
                   f"{new.name}", level="WARN", resource_type="DomainRouter", resource_id=router.uuid,
                   account_id=router.network.account_id)
     db.session.commit()
+    from app.services.network import vxlan
+    vxlan.sync_all([router.network])  # the VMs' hosts send to the new router host, no longer to the old one
     return 1
