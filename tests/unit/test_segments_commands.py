@@ -68,6 +68,8 @@ class FakeHost:
                     l["master"] = None
             return ok
         if a[:5] == ["bridge", "-j", "fdb", "show", "dev"]:
+            if a[5] not in self.links:
+                return fail
             return Result(0, json.dumps([{"mac": "00:00:00:00:00:00", "dst": d} for d in self.fdb.get(a[5], ())]), "")
         if a[:3] == ["bridge", "fdb", "append"]:
             self.fdb.setdefault(a[5], set()).add(a[7])
@@ -175,10 +177,13 @@ def test_vxlan_peers_of_a_segment_already_there():
     assert h.mutations() == [["bridge", "fdb", "del", "00:00:00:00:00:00", "dev", "vxlan5002", "dst", "198.18.200.12"]]
     h.ran.clear()
     assert segments.set_peers(h, SegmentSpec("VXLAN", "eth0", 5002, peers=("198.18.200.13",))) is True
-    assert h.mutations() == []  # idempotent
+    assert h.mutations() == [] and len(h.ran) == 1  # idempotent, one read
+    # a device of that name Nubo did not make is never written to
     h.links["vxlan6"] = {"kind": "vxlan", "master": None, "up": True, "mtu": 1500, "id": 7}
+    h.ran.clear()
     with pytest.raises(segments.SegmentError, match="not the vxlan 6"):
-        segments.set_peers(h, SegmentSpec("VXLAN", "eth0", 6))
+        segments.set_peers(h, SegmentSpec("VXLAN", "eth0", 6, peers=("198.18.200.13",)))
+    assert h.mutations() == []
     with pytest.raises(segments.SegmentError, match="peer"):
         segments.set_peers(h, SegmentSpec("VXLAN", "eth0", 5002, peers=("198.18.200.1; reboot",)))
 

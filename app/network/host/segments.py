@@ -195,10 +195,10 @@ def ensure(ch: Channel, seg: SegmentSpec) -> str:
     return bridge
 
 
-def _set_peers(ch: Channel, dev: str, peers: tuple[str, ...]) -> None:
+def _set_peers(ch: Channel, dev: str, peers: tuple[str, ...], have: set[str] | None = None) -> None:
     """The device's all-zero FDB entries (head-end replication) become exactly `peers`."""
     want = {str(ipaddress.ip_address(p)) for p in peers}
-    have = _fdb_peers(ch, dev)
+    have = _fdb_peers(ch, dev) if have is None else have
     for p in sorted(want - have):
         ch.run(["bridge", "fdb", "append", _ZERO_MAC, "dev", dev, "dst", p])
     for p in sorted(have - want):
@@ -208,18 +208,31 @@ def _set_peers(ch: Channel, dev: str, peers: tuple[str, ...]) -> None:
 def set_peers(ch: Channel, seg: SegmentSpec) -> bool:
     """A VXLAN segment's peers become exactly seg.peers, when its device is on the host; False
     (nothing made) when it is not: a host that does not carry the segment is left alone. Other
-    segments have no peers (True when their device exists)."""
-    bridge, dev = names(ch, seg)
-    if dev is None:
+    segments have no peers (True when their device exists). One command when nothing changes
+    (it runs on every carrier at every VM start and stop, over SSH for remote hosts)."""
+    _validate(seg)
+    if seg.isolation != "VXLAN":
+        bridge, dev = names(ch, seg)
+        return dev is None or link(ch, dev) is not None
+    dev = f"vxlan{seg.vnet}"
+    r = ch.run(["bridge", "-j", "fdb", "show", "dev", dev], check=False)
+    if r.returncode != 0:
+        if link(ch, dev) is None:
+            return False
+        raise ChannelError(f"bridge fdb show dev {dev}: {(r.stderr or r.stdout).strip()[:300]}")
+    try:
+        entries = json.loads(r.stdout or "[]")
+    except ValueError:
+        raise ChannelError(f"bridge fdb show dev {dev}: unreadable answer") from None
+    have = {e["dst"] for e in entries if e.get("mac") == _ZERO_MAC and e.get("dst")}
+    if have == {str(ipaddress.ip_address(p)) for p in seg.peers}:
         return True
-    info = link(ch, dev)
-    if info is None:
-        return False
-    if seg.isolation == "VXLAN":
-        got = (info.get("linkinfo") or {}).get("info_data") or {}
-        if kind(info) != "vxlan" or got.get("id") not in (None, seg.vnet):
-            raise SegmentError(f"{dev} exists on the host but is not the vxlan {seg.vnet} Nubo expects")
-        _set_peers(ch, dev, seg.peers)
+    # Something to change: only on the device Nubo made (checked before any write).
+    info = link(ch, dev) or {}
+    got = (info.get("linkinfo") or {}).get("info_data") or {}
+    if kind(info) != "vxlan" or got.get("id") not in (None, seg.vnet):
+        raise SegmentError(f"{dev} exists on the host but is not the vxlan {seg.vnet} Nubo expects")
+    _set_peers(ch, dev, seg.peers, have)
     return True
 
 
