@@ -37,8 +37,9 @@ def offering(name: str) -> NetworkOffering:
 
 
 def network_zone(zone, *, vnis: str = "5000-5003", public: str = "198.18.0.10-198.18.0.12",
-                 isolation: str = "VXLAN") -> PhysicalNetwork:
-    """The zone's physical network set to VXLAN with `vnis`, the offerings, a public range."""
+                 isolation: str = "VXLAN", gateway: str = "198.18.0.1") -> PhysicalNetwork:
+    """The zone's physical network set to VXLAN with `vnis`, the offerings, a public range
+    (a /24 with `gateway`)."""
     phys = db.session.scalar(select(PhysicalNetwork).where(PhysicalNetwork.zone_id == zone.id,
                                                            PhysicalNetwork.removed.is_(None)))
     if phys is None:
@@ -49,7 +50,7 @@ def network_zone(zone, *, vnis: str = "5000-5003", public: str = "198.18.0.10-19
         offering(name)
     first, last = public.split("-")
     rng = VlanIpRange(uuid=new_uuid(), zone_id=zone.id, physical_network_id=None, vlan="untagged",
-                      gateway="198.18.0.1", netmask="255.255.255.0", start_ip=first, end_ip=last,
+                      gateway=gateway, netmask="255.255.255.0", start_ip=first, end_ip=last,
                       for_virtual_network=True)
     db.session.add(rng)
     db.session.flush()
