@@ -12,7 +12,8 @@ from app.extensions import db
 from app.models import AsyncJob, JobStatus, utcnow
 from app.services import accounts, settings
 
-pytestmark = pytest.mark.db
+# On every database (@pytest.mark.db): API sessions and the jobs' reaper; signing, enforcement,
+# the rate limit (kept in memory) and the command list on SQLite.
 
 
 def body(resp):
@@ -41,6 +42,7 @@ def test_cloudmonkey_shaped_get(client, keys):
     assert body(resp)["listusersresponse"] == {}  # no match: CloudStack's empty list
 
 
+@pytest.mark.db
 def test_session_login_needs_sessionkey(client, users):
     resp = client.post("/client/api", data={"command": "login", "username": "alice",
                                             "password": "alicepass", "response": "json"})
@@ -120,6 +122,7 @@ def test_reference_page_matches_registry(client, auth):
     assert "queryAsyncJobResult" in frag and "<html" not in frag
 
 
+@pytest.mark.db
 def test_async_job_failure_and_reaper(app, users):
     from app.jobs import service as jobs
     from app.services.errors import InsufficientCapacity

@@ -12,7 +12,8 @@ from app.services import hosts, settings, zones
 from app.services import simulator as sim
 from tests.helpers.users import existing_user
 
-pytestmark = pytest.mark.db
+# On every database (@pytest.mark.db): what the monitor records; the real libvirtd's answer and
+# the parallel pings' limits (no database in the question) on SQLite.
 
 
 def _cluster():
@@ -49,6 +50,7 @@ def _vm_on_sim(host_url: str, instance: str, *, running_in_nubo: bool, cpus: int
     return h, vm
 
 
+@pytest.mark.db
 def test_states_follow_the_answers(app):
     with app.app_context():
         c = _cluster()
@@ -95,6 +97,7 @@ def test_a_real_libvirt_host_answers(app):
         assert host.state == "Up" and 0 <= host.cpu_used_pct <= 100 and host.memory_used > 0
 
 
+@pytest.mark.db
 def test_vm_stats_are_sampled_as_rates(app, tmp_path):
     """Two sweeps over a running Simulator VM: CPU percent and memory from the hypervisor's counters."""
     from app.models import VirtualMachine
@@ -110,6 +113,7 @@ def test_vm_stats_are_sampled_as_rates(app, tmp_path):
         assert vm.memory_used_kib and vm.cpu_used_pct is not None and 0 <= vm.cpu_used_pct <= 100
 
 
+@pytest.mark.db
 def test_a_domain_nubo_does_not_know_is_reported_and_left_alone(app):
     from app.hypervisors.base import DiskSpec, PowerState, VMSpec
     from app.monitor.vms import reconcile_hosts
@@ -128,6 +132,7 @@ def test_a_domain_nubo_does_not_know_is_reported_and_left_alone(app):
         driver.close()
 
 
+@pytest.mark.db
 def test_the_monitor_sweep_pings_and_reconciles_in_one_pass(app):
     """app.monitor.sweep(): what the monitor process runs every ping.interval."""
     from app.models import VirtualMachine
@@ -173,6 +178,7 @@ def test_hosts_are_asked_in_parallel_within_each_types_limit(app):
     assert peak["Simulator"] == 2 and peak["KVM"] > 2
 
 
+@pytest.mark.db
 def test_a_vm_moved_behind_nubos_back_follows_its_new_host(app):
     """One sweep over two hosts: the VM's record says host A, host B runs it, A does not.
     The sweep compares rows and turns only such VMs into objects; A's silence stops the

@@ -20,7 +20,7 @@ from tests.helpers.net_zone import ISOLATED, network_zone, offering
 from tests.helpers.sim_zone import simulator_zone
 from tests.helpers.users import existing_user
 
-pytestmark = pytest.mark.db
+# On every database (@pytest.mark.db) but the refusals of bad networks (SQLite).
 
 
 @pytest.fixture
@@ -50,6 +50,7 @@ def _sim_router(key):
     return db.session.scalar(select(SimRouter).where(SimRouter.key == key))
 
 
+@pytest.mark.db
 def test_isolated_network_is_implemented_on_first_start(app, world):
     with app.app_context():
         alice = _user(world["alice"])
@@ -113,6 +114,7 @@ def test_isolated_network_is_implemented_on_first_start(app, world):
         assert quotas.usage(alice.account_id)["network"] == 0
 
 
+@pytest.mark.db
 def test_a_router_failing_half_way_leaves_nothing(app, world):
     with app.app_context():
         alice = _user(world["alice"])
@@ -174,6 +176,7 @@ def test_bad_networks_are_refused(app, world):
         assert db.session.scalar(select(func.count()).select_from(Network)) == n_before
 
 
+@pytest.mark.db
 def test_the_monitor_reapplies_a_router_that_differs(app, world):
     with app.app_context():
         alice = _user(world["alice"])
@@ -204,6 +207,7 @@ def test_the_monitor_reapplies_a_router_that_differs(app, world):
         assert alerts.open_count() == 1
 
 
+@pytest.mark.db
 def test_a_router_left_starting_by_a_dead_worker_is_removed(app, world):
     from datetime import timedelta
 
@@ -229,6 +233,7 @@ def test_a_router_left_starting_by_a_dead_worker_is_removed(app, world):
         assert db.session.scalar(select(GuestVnet.id).where(GuestVnet.network_id == net.id)) is None
 
 
+@pytest.mark.db
 def test_shared_and_l2_networks(app, world):
     from tests.helpers.net_zone import L2, SHARED
     with app.app_context():
@@ -266,6 +271,7 @@ def test_shared_and_l2_networks(app, world):
         db.session.commit()
 
 
+@pytest.mark.db
 def test_a_deploy_without_networkids_makes_the_accounts_isolated_network(app, tmp_path):
     """CloudStack's behaviour in an Advanced zone whose virtual router is enabled: no networkids and
     no network of the account yet -> "<account>-network" from the Required isolated offering (the
@@ -292,6 +298,7 @@ def test_a_deploy_without_networkids_makes_the_accounts_isolated_network(app, tm
         assert routers.router_of(net).state == "Running"
 
 
+@pytest.mark.db
 def test_a_type_without_routers_joins_only_shared_and_l2_networks(app, world):
     """Hyper-V runs no virtual router and makes no VXLAN: its VMs are refused on Isolated
     networks and on VXLAN segments (the deploy checks before any row is made); KVM joins both."""

@@ -16,7 +16,8 @@ from app.services.errors import InvalidParameter, NotFound, ResourceUnavailable
 from tests.helpers.sim_zone import simulator_zone
 from tests.helpers.users import existing_user
 
-pytestmark = pytest.mark.db
+# On every database (@pytest.mark.db): updates, maintenance and its reaper, parallel requests;
+# the page and URL validation on SQLite.
 
 
 @pytest.fixture
@@ -58,6 +59,7 @@ def _snapshot(w) -> tuple:
     return (p.name, p.tags, p.capacity_bytes, p.capacity_iops, p.state)
 
 
+@pytest.mark.db
 def test_update_storage_pool_and_its_refusals(app, world):
     with app.app_context():
         admin = accounts.user_by_uuid(world["admin"])
@@ -92,6 +94,7 @@ def test_update_storage_pool_and_its_refusals(app, world):
         _deploy(world, "v3")
 
 
+@pytest.mark.db
 def test_maintenance_stops_the_vms_and_cancel_starts_them_again(app, world):
     with app.app_context():
         admin = accounts.user_by_uuid(world["admin"])
@@ -125,6 +128,7 @@ def test_maintenance_stops_the_vms_and_cancel_starts_them_again(app, world):
             storage_maintenance.cancel_maintenance(admin, world["pool"])
 
 
+@pytest.mark.db
 def test_a_maintenance_whose_worker_died_is_reaped_and_resumes(app, world):
     from app.jobs import service as jobs
     with app.app_context():
@@ -192,6 +196,7 @@ def test_the_pool_page_changes_the_pool(app, client, users, auth, tmp_path):
         assert storage.get_storage_pool(uuid).state == "Up"
 
 
+@pytest.mark.db
 def test_a_maintenance_that_cannot_be_queued_leaves_the_pool_as_it_was(app, world, monkeypatch):
     def queue_down(*a, **kw):
         raise ConnectionError("the job queue does not answer")
@@ -203,6 +208,7 @@ def test_a_maintenance_that_cannot_be_queued_leaves_the_pool_as_it_was(app, worl
         assert _pool(world).state == "Up"  # not left PrepareForMaintenance with no job to finish it
 
 
+@pytest.mark.db
 def test_parallel_maintenance_requests_have_one_winner(app, world):
     """Six admins put the same pool into maintenance at once: one job runs, the others get CloudStack's
     431 at once, and the pool ends in Maintenance with its VM stopped once."""
@@ -238,6 +244,7 @@ def test_parallel_maintenance_requests_have_one_winner(app, world):
         assert db.session.scalar(select(func.count()).select_from(StoragePoolWork)) == 1
 
 
+@pytest.mark.db
 def test_a_cancel_whose_worker_died_leaves_the_pool_up(app, world):
     from app.jobs import service as jobs
     with app.app_context():
