@@ -756,7 +756,7 @@ def _run_on(vm: VirtualMachine, host: Host) -> None:
         vm.console_host, vm.console_port = info.console.host, info.console.port
     db.session.commit()
     secgroups.apply_for_vm(vm, host)
-    networks.joined_host(vm, host)
+    networks.joined_host(vm, host, segments)
 
 
 def _start(job: AsyncJob, vm: VirtualMachine, *, preferred_host_id: int | None, first: bool,

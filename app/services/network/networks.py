@@ -711,14 +711,23 @@ def prepare_nics(vm: VirtualMachine, host: Host) -> dict[int, tuple[SegmentSpec 
         out[nic.id] = (routers.segment_for(net, host) if managed(net) else None, nic_device(nic.uuid))
     # The VM is placed on `host` (the planner's hold): the other hosts of its VXLAN networks
     # learn it now, before the guest's first broadcast.
-    vxlan.sync_vm(vm)
+    vxlan.sync_all(_vxlan_networks(vm, out), known=True)
     return out
 
 
-def joined_host(vm: VirtualMachine, host: Host) -> None:
+def _vxlan_networks(vm: VirtualMachine, segments: dict) -> list[Network]:
+    """The VM's networks whose segment (from prepare_nics) is a VXLAN; nothing is read for a
+    VM without one (the statement budget of a start: tests/integration/test_statement_budget.py)."""
+    vx = {nic_id for nic_id, (seg, _dev) in segments.items() if seg is not None and seg.isolation == "VXLAN"}
+    if not vx:
+        return []
+    return list({n.network for n in vm.nics if n.id in vx})
+
+
+def joined_host(vm: VirtualMachine, host: Host, segments: dict) -> None:
     """The VM runs on `host` now: its VXLAN networks' peers set again on every carrier (a host
-    that joined while this one was starting is known to all)."""
-    vxlan.sync_vm(vm)
+    that joined while this one was starting is known to all). segments: prepare_nics's."""
+    vxlan.sync_all(_vxlan_networks(vm, segments), known=True)
 
 
 def apply_routers(vm: VirtualMachine) -> None:
@@ -738,8 +747,8 @@ def left_host(vm: VirtualMachine, host: Host | None) -> None:
         secgroups.remove_for_vm(vm, host)
     except ServiceError as e:
         log.warning("security groups of %s on %s: %s", vm.name, host.name, e.message)
-    segments = [routers.segment_for(n.network, host) for n in vm.nics
-                if n.removed is None and managed(n.network) and n.network.vlan is not None]
+    nets = [n.network for n in vm.nics if n.removed is None and managed(n.network) and n.network.vlan is not None]
+    segments = [routers.segment_for(net, host) for net in nets]
     if not segments:
         return
     driver = routers._driver(host)
@@ -752,13 +761,15 @@ def left_host(vm: VirtualMachine, host: Host | None) -> None:
     finally:
         driver.close()
     # A host no longer carrying a VXLAN network leaves the other carriers' lists.
-    vxlan.sync_vm(vm, without=(vm.id, host.id))
+    vxlan.sync_all({net for net, seg in zip(nets, segments) if seg.isolation == "VXLAN"}, without=(vm.id, host.id),
+                   known=True)
 
 
 def ensure_segments(vm: VirtualMachine, host: Host) -> None:
     """The VM's NIC segments made on `host` (before a migration there)."""
-    segments = [routers.segment_for(n.network, host) for n in vm.nics
-                if n.removed is None and managed(n.network) and n.network.state == NetworkState.IMPLEMENTED]
+    nets = [n.network for n in vm.nics
+            if n.removed is None and managed(n.network) and n.network.state == NetworkState.IMPLEMENTED]
+    segments = [routers.segment_for(net, host) for net in nets]
     if not segments:
         return
     driver = routers._driver(host)
@@ -769,7 +780,8 @@ def ensure_segments(vm: VirtualMachine, host: Host) -> None:
         raise ResourceUnavailable(f"The VM's networks could not be made on {host.name}: {e}") from None
     finally:
         driver.close()
-    vxlan.sync_vm(vm, plus=host)  # the other carriers send to the destination before the guest lands there
+    # the other carriers send to the destination before the guest lands there
+    vxlan.sync_all({net for net, seg in zip(nets, segments) if seg.isolation == "VXLAN"}, plus=host, known=True)
 
 
 # --- Async commands: the jobs ------------------------------------------------------------

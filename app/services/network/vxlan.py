@@ -87,10 +87,12 @@ def peers_of(network: Network, host: Host, carriers: list[Host]) -> tuple[str, .
     return tuple(sorted({a for a in (underlay(h, network) for h in others) if a and a != own}))
 
 
-def sync(network: Network, *, without: tuple[int, int] | None = None, plus: Host | None = None) -> int:
+def sync(network: Network, *, without: tuple[int, int] | None = None, plus: Host | None = None,
+         known: bool = False) -> int:
     """Every Up carrier of a VXLAN network (and `plus`, a host about to carry it) gets exactly
-    the others as its peers. Best effort; commits. Returns the hosts whose list was set."""
-    if not is_vxlan(network):
+    the others as its peers (known: the caller knows the network is a VXLAN one; nothing is
+    read to check). Best effort; commits. Returns the hosts whose list was set."""
+    if not known and not is_vxlan(network):
         return 0
     from app.services.network import routers
     net_id = network.id
@@ -123,17 +125,13 @@ def sync(network: Network, *, without: tuple[int, int] | None = None, plus: Host
     return done
 
 
-def sync_vm(vm: VirtualMachine, *, without: tuple[int, int] | None = None, plus: Host | None = None) -> None:
-    """sync() for each network of the VM's NICs."""
-    sync_all({n.network for n in vm.nics if n.removed is None}, without=without, plus=plus)
-
-
-def sync_all(nets, *, without: tuple[int, int] | None = None, plus: Host | None = None) -> None:
+def sync_all(nets, *, without: tuple[int, int] | None = None, plus: Host | None = None,
+             known: bool = False) -> None:
     """sync() for each of these networks; never raises (it runs beside a VM's own step)."""
     for net in list(nets):
         net_id = net.id
         try:
-            sync(net, without=without, plus=plus)
+            sync(net, without=without, plus=plus, known=known)
         except Exception:  # noqa: BLE001 - best effort: never fails the VM's own step
             db.session.rollback()
             log.exception("VXLAN peers of network %s", net_id)
