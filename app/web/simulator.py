@@ -90,6 +90,20 @@ def power(name: str):
     return _done(host.name)
 
 
+@bp.route("/hosts/<name>/isolate", methods=["POST"])
+@admin_required
+def isolate(name: str):
+    """Cut the host off from the management network only: it keeps running its guests and
+    writing its storage heartbeat (the HA investigation then keeps it Alert, never Down)."""
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    host = _summary(name).host
+    sim.set_host_up(host.name, False, heartbeat=True, user=current_user)
+    if not request.htmx:
+        flash(f"Simulator host {host.name} is cut off from the management network.", "success")
+    return _done(host.name)
+
+
 @bp.route("/hosts/<name>/delay", methods=["POST"])
 @admin_required
 def delay(name: str):

@@ -97,6 +97,23 @@ def test_power_toggle_htmx_and_plain(client, auth, hx, sim_hosts, app):
                        data={"csrf_token": auth.csrf("/admin/simulator/")}).status_code == 404
 
 
+def test_cut_off_keeps_the_heartbeat(client, auth, hx, sim_hosts, app):
+    """Cut off: unreachable from Nubo, still running and writing its storage heartbeat (HA)."""
+    auth.login("admin")
+    assert "Cut off" in hx.get("/admin/simulator/").get_data(as_text=True)
+    resp = hx.post("/admin/simulator/hosts/ctl-1/isolate")
+    html = resp.get_data(as_text=True)
+    assert resp.status_code == 200 and "Cut off" in html and "Bring up" in html and "<html" not in html
+    with pytest.raises(HostUnreachable):
+        sim_hosts["ctl-1"].list_vms()
+    with app.app_context():
+        h = sim.get_host("ctl-1")
+        assert not h.up and h.heartbeat_stopped_at is None
+    assert sim_hosts["ctl-2"].heartbeat_age(None, "ctl-1") == 0.0  # a neighbour sees it beat
+    client.post("/admin/simulator/hosts/ctl-1/power", data={"csrf_token": auth.csrf("/admin/simulator/")})
+    assert [v.name for v in sim_hosts["ctl-1"].list_vms()] == ["i-1"]
+
+
 def test_delay_and_its_validation(hx, auth, sim_hosts, app):
     auth.login("admin")
     resp = hx.post("/admin/simulator/hosts/ctl-2/delay", data={"seconds": "2.5"})
