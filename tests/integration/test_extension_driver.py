@@ -1,6 +1,6 @@
 """The External driver run for real against the recording extension (tests/extensions/
 recording_ext.py, written only from the contract): argv, no stdin, the payload file 0600 and
-removed after success, kept after a failure; a hanging call killed with its process group at
+removed after a successful status only (CloudStack's trivial action), every other one kept until swept; a hanging call killed with its process group at
 the timeout ("Timeout"); garbage on stdout; a non-zero exit; status words and JSON."""
 from __future__ import annotations
 
@@ -73,7 +73,12 @@ def test_lifecycle_calls_and_payload_files(ext):
         assert c["payload"]["virtualmachinename"] == "i-2-3-VM"
     assert calls[0]["payload"]["cloudstack.vm.details"]["details"] == {"deployvm": "true"}
     assert oct(os.stat(ext.payloads).st_mode & 0o777) == "0o700"
-    assert os.listdir(ext.payloads) == []  # removed after every successful call
+    # As CloudStack: a successful status call's payload goes at once, every other one's stays
+    # (0600) until swept after extensions.payload.keep.
+    kept = sorted(os.listdir(ext.payloads))
+    assert [k.split("-")[0] for k in kept] == ["create", "delete", "reboot", "start", "stop"]
+    assert all(oct(os.stat(ext.payloads / k).st_mode & 0o777) == "0o600" for k in kept)
+    assert runner.sweep(str(ext.payloads), 3600) == 0 and runner.sweep(str(ext.payloads), -1) == 5
     assert json.loads((ext.state / "vms.json").read_text()) == {}
 
 

@@ -4,8 +4,10 @@ killed at the timeout. Exit 0 is success; anything else is a failure reported wi
 code and the output ("Exit code: N, Output: ..."); a call killed at its timeout is "Timeout".
 
 The payload file is written 0600 (O_EXCL, never following a link) in the extension's own
-payload directory (0700) and removed after a successful call; after a failure it is kept for
-`keep_seconds` for diagnosis, then swept. A dumb executor: the caller decided everything."""
+payload directory (0700). As CloudStack's deleteExtensionPayloadFile, only a successful call
+of a trivial action (`status`, the monitor's many calls) has its file removed at once; every
+other call's is kept (for the extension to read back, and for diagnosis) until sweep() finds
+it older than the keep time. A dumb executor: the caller decided everything."""
 from __future__ import annotations
 
 import json
@@ -16,6 +18,10 @@ import subprocess
 import time
 import uuid as uuidlib
 from dataclasses import dataclass
+
+# Actions whose payload file goes as soon as they succeed (ExternalPathPayloadProvisioner's
+# TRIVIAL_ACTIONS).
+TRIVIAL_ACTIONS = ("status",)
 
 # The output kept from one call (an extension printing without end is cut, not buffered whole).
 MAX_OUTPUT = 1 << 20
@@ -36,7 +42,7 @@ class Result:
     output: str  # stdout+stderr, stripped
     exit_code: int | None = None  # None: it never finished (timeout) or never ran
     timed_out: bool = False
-    kept_payload: str | None = None  # the payload file left for diagnosis (failures only)
+    kept_payload: str | None = None  # the payload file left behind (every call but a successful status)
 
     @property
     def message(self) -> str:
@@ -92,8 +98,10 @@ def run(call: Call) -> Result:
     output = (out[0] if out else "").strip()
     if proc.returncode != 0:
         return Result(False, output, exit_code=proc.returncode, kept_payload=payload_file)
-    _remove(payload_file)
-    return Result(True, output, exit_code=0)
+    if call.action in TRIVIAL_ACTIONS:
+        _remove(payload_file)
+        return Result(True, output, exit_code=0)
+    return Result(True, output, exit_code=0, kept_payload=payload_file)
 
 
 def _kill(proc: subprocess.Popen) -> None:
@@ -116,7 +124,7 @@ def _remove(path: str) -> None:
 
 
 def sweep(payload_dir: str, keep_seconds: float, now: float | None = None) -> int:
-    """Remove payload files older than keep_seconds (failures kept for diagnosis)."""
+    """Remove payload files older than keep_seconds."""
     now = now or time.time()
     removed = 0
     try:
