@@ -51,9 +51,10 @@ def reconcile_records() -> None:
     from app.services.network import networks
     from app.services import account_deletion, changes
     from app.services.snapshots import vm_snapshots
+    from app.services.extensions import registry as extensions
     for part in (vms.recover_orphans, templates.recover_uploads, capacity.check_hosts, sessions.prune,
                  networks.repair_orphans, account_deletion.resume_all, vm_snapshots.recover_orphans,
-                 zone_wizard.purge_expired, changes.prune):
+                 zone_wizard.purge_expired, changes.prune, extensions.check_paths):
         try:
             part()
         except Exception:  # noqa: BLE001 - one failing part must not stop the others

@@ -26,9 +26,9 @@ define(Definition("extensions.status.timeout", "30", "Seconds an extension's `st
                   max=3600, unit="seconds"))
 define(Definition("extensions.status.parallel", "4", "How many `status` calls of one host the monitor runs at once.",
                   category="Extensions", type="integer", min=1, max=64))
-define(Definition("extensions.payload.keep", "86400", "Seconds a failed call's payload file is kept for diagnosis "
-                  "(successful calls remove theirs at once).", category="Extensions", type="integer", min=0,
-                  unit="seconds"))
+define(Definition("extensions.payload.keep", "86400", "Seconds a call's payload file is kept (mode 0600) before it "
+                  "is swept; as in CloudStack, only a successful `status` call removes its file at once.",
+                  category="Extensions", type="integer", min=0, unit="seconds"))
 
 
 def serves(host: Host | None) -> bool:
@@ -51,16 +51,18 @@ _last_sweep: dict[str, float] = {}
 
 
 def _usable(e: Extension) -> tuple[str | None, str | None]:
-    """(the executable's path, None) or (None, why it cannot be called now)."""
+    """(the executable's path, None) or (None, why it cannot be called now). Checked afresh
+    before every call but never written here (this runs inside the caller's transaction, which
+    it must not commit): the recorded state (pathready, its event) is the listing's, the
+    extension pages' and the monitor's (registry.check_paths)."""
     if e.state != ExtensionState.ENABLED:
         return None, f"Extension {e.name} is Disabled"
-    st = registry.refresh_path(e)
-    db.session.commit()
-    if not e.path_ready:
-        return None, f"Extension: {e.name} not configured: {e.path_reason}"
+    st, ready, reason = registry.evaluate(e)
+    if not ready:
+        return None, f"Extension: {e.name} not configured: {reason}"
     keep = settings.get("extensions.payload.keep")
     now = time.time()
-    if now - _last_sweep.get(e.name, 0) > 60:  # failed calls' payloads, once kept long enough
+    if now - _last_sweep.get(e.name, 0) > 60:  # payload files, once kept long enough
         _last_sweep[e.name] = now
         runner.sweep(paths.payload_dir(e.name), keep)
     return st.path, None

@@ -35,25 +35,43 @@ def _state(value: str | None, default: str) -> str:
     raise InvalidParameter("Invalid state specified", field="state")
 
 
-def refresh_path(e: Extension, *, accept: bool = False) -> paths.PathState:
-    """Check the executable now and record what was found. A first good file's checksum is
-    recorded; later a different one makes the extension Not Ready until it matches again,
-    or until the admin accepts the new file (accept: updateExtension re-enabling it)."""
+def evaluate(e: Extension, *, accept: bool = False) -> tuple[paths.PathState, bool, str | None]:
+    """The executable's state now against what is recorded: (its state, ready, why not).
+    Writes nothing: a call's check (calls.py) may run in the middle of its caller's work."""
     st = paths.inspect(e.name, e.relative_path)
-    ready, reason = st.ready, st.reason
-    if st.ready:
-        if e.checksum is None or accept:
-            e.checksum = st.checksum
-        elif e.checksum != st.checksum:
-            ready, reason = False, (f"{st.path} changed: its checksum {st.checksum[:12]}… is not the recorded "
-                                    f"{e.checksum[:12]}… (put the recorded file back, or update the extension "
-                                    "with state=Enabled to accept this one)")
+    if st.ready and e.checksum is not None and not accept and e.checksum != st.checksum:
+        return st, False, (f"{st.path} changed: its checksum {st.checksum[:12]}… is not the recorded "
+                           f"{e.checksum[:12]}… (put the recorded file back, or update the extension "
+                           "with state=Enabled to accept this one)")
+    return st, st.ready, st.reason
+
+
+def refresh_path(e: Extension, *, accept: bool = False) -> paths.PathState:
+    """Check the executable now and record what was found (in the session; the caller commits).
+    A first good file's checksum is recorded; later a different one makes the extension Not
+    Ready until it matches again, or until the admin accepts the new file (accept:
+    updateExtension re-enabling it)."""
+    st, ready, reason = evaluate(e, accept=accept)
+    if st.ready and (e.checksum is None or accept):
+        e.checksum = st.checksum
     if (e.path_ready, e.path_reason) != (ready, reason):
         e.path_ready, e.path_reason = ready, reason
         if not ready:
             events.record("EXTENSION.PATH", f"Extension {e.name} is Not Ready: {reason}", level="WARN",
                           resource_type="Extension", resource_id=e.uuid)
     return st
+
+
+def check_paths() -> int:
+    """Every extension's executable checked and its state recorded (the monitor, after each
+    sweep: CloudStack's periodic path state check). Returns how many changed state."""
+    changed = 0
+    for e in db.session.scalars(select(Extension).where(Extension.removed.is_(None))):
+        before = (e.path_ready, e.path_reason)
+        refresh_path(e)
+        changed += (e.path_ready, e.path_reason) != before
+        db.session.commit()
+    return changed
 
 
 def create(caller, *, name: str, type: str, description: str | None = None, path: str | None = None,
