@@ -196,7 +196,8 @@ def _verb(action: str) -> str:
             "resetsshkey": "given a new SSH key", "resetpassword": "given a new password",
             "assign": "assigned to another account",
             "affinity": "given other affinity groups", "snapshot": "snapshotted",
-            "revert": "reverted to a snapshot", "deletesnapshot": "changed"}.get(action, action)
+            "revert": "reverted to a snapshot", "deletesnapshot": "changed",
+            "customaction": "given a custom action"}.get(action, action)
 
 
 def _unlock(vm_id: int, *tokens: int) -> None:

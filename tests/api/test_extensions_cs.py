@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -220,6 +222,25 @@ def test_vm_lifecycle_through_an_extension(live, tmp_path):
         ("snap", "snap", {"label": "nightly", "keep": 2})
     assert last["payload"]["externaldetails"]["action"] == {"act.secret": "act-s3cret"}
 
+    # CloudStack 4.21's refusals (ExtensionsManagerImpl.runCustomAction): one text, as
+    # InvalidParameterValueException (431) or CloudRuntimeException (530); nothing run
+    def refused(client, **kw):
+        e_ = err(lambda: client.runCustomAction(**{"customactionid": a["id"], "resourceid": vm["id"],
+                                                    "parameters": {"label": "x"}, **kw}))
+        return e_["errorcode"], e_["errortext"]
+    ran = len(_calls(state))
+    assert refused(alice, resourcetype="Bogus") == (530, "Internal error running action")
+    assert refused(alice, resourceid="6d0c0d6e-0000-4000-8000-000000000000") == (530, "Internal error running action")
+    assert refused(alice, customactionid="6d0c0d6e-0000-4000-8000-000000000000") == \
+        (431, "Internal error running action")
+    api.updateCustomAction(id=a["id"], enabled=False)
+    assert refused(api) == (431, "Internal error running action")  # disabled: for Admin too
+    api.updateCustomAction(id=a["id"], enabled=True)
+    api.updateExtension(id=e["id"], state="Disabled")
+    assert refused(alice) == (530, "Internal error running action")
+    api.updateExtension(id=e["id"], state="Enabled")
+    assert len(_calls(state)) == ran
+
     # The monitor asks `status`; the console comes from `getconsole`
     from app.monitor import hosts as monitor_hosts
     from app.monitor import vms as monitor_vms
@@ -278,6 +299,18 @@ def test_failures_through_the_api(live, tmp_path):
     vm = alice.deployVirtualMachine(zoneid=z["id"], templateid=t["id"], serviceofferingid=so["id"], name="ok",
                                     fetch_result=True)["virtualmachine"]
     assert [x["action"] for x in _calls(state)][-1] == "create"  # no prepare: the extension does not ask for it
+    # A custom action holds the VM's lock like every VM action: a stop meanwhile is refused as busy
+    hold = api.addCustomAction(extensionid=e["id"], name="hold", enabled=True, allowedroletypes="User",
+                               timeout=600)["extensioncustomaction"]
+    (state / "control.json").write_text(json.dumps({"hold": "hang"}))
+    job = alice.runCustomAction(customactionid=hold["id"], resourceid=vm["id"])
+    while not [x for x in _calls(state) if x["action"] == "hold"]:  # the extension is running it
+        time.sleep(0.05)
+    assert err(lambda: alice.stopVirtualMachine(id=vm["id"]))["errorcode"] == 536
+    os.kill([x for x in _calls(state) if x["action"] == "hold"][-1]["pid"], signal.SIGKILL)
+    res = _wait(alice, job)["jobresult"]["customactionresult"]
+    assert res["success"] is False and res["result"]["message"] == "Failed to complete hold"
+    (state / "control.json").write_text("{}")
     api.updateConfiguration(name="extensions.call.timeout", value="2")
     (state / "control.json").write_text(json.dumps({"stop": "hang"}))
     job = alice.stopVirtualMachine(id=vm["id"])

@@ -11,14 +11,22 @@ from sqlalchemy import func, select
 
 from app.extensions import db
 from app.jobs import service as jobs
-from app.models import AsyncJob, ExtensionCustomAction, ExtensionState, Host, VirtualMachine, utcnow
+from app.models import AsyncJob, ExtensionCustomAction, ExtensionState, Host, VirtualMachine, VMState, utcnow
 from app.services import events
-from app.services.errors import InvalidParameter, NotFound
+from app.services.errors import InvalidParameter, NotFound, ServiceError
 from app.services.extensions import calls, details, parameters, registry
 
 ROLE_TYPES = ("Admin", "ResourceAdmin", "DomainAdmin", "User")
 RESOURCE_TYPES = ("VirtualMachine",)
 ERROR = "Internal error running action"
+# The VM states a custom action may run in (taken with the VM's lock; a VM in a transition
+# is busy with another action anyway).
+LOCKABLE = (VMState.RUNNING, VMState.STOPPED, VMState.UNKNOWN, VMState.ERROR)
+
+
+class RunRefused(ServiceError):
+    """runCustomAction's CloudRuntimeException: 530 with its text, to every caller."""
+    shown_to_users = True
 
 
 def get(uuid: str, field: str = "id") -> ExtensionCustomAction:
@@ -185,30 +193,46 @@ def _vm_extension(caller, vm_uuid: str):
 
 def run(caller, *, action_uuid: str, resource_id: str, resource_type: str | None = None,
         parameter_map=None) -> AsyncJob:
-    """Check everything, then run the action in a job (its answer: customactionresult)."""
+    """Check everything, then run the action in a job (its answer: customactionresult) holding
+    the VM's lock like every other VM action (a stop and a custom action never run at once).
+    The refusals are CloudStack 4.21's runCustomAction: one text, "Internal error running
+    action", either as InvalidParameterValueException (431: no such action, a role not allowed,
+    the action disabled, a VM not External) or as CloudRuntimeException (530: the extension
+    disabled, a bad resource type, no such resource, no extension serving its cluster)."""
     a = db.session.scalar(select(ExtensionCustomAction).where(ExtensionCustomAction.uuid == action_uuid,
                                                               ExtensionCustomAction.removed.is_(None)))
-    if a is None or not (a.enabled or caller.is_admin) or not allowed(caller, a):
+    if a is None or not allowed(caller, a) or not a.enabled:
         raise InvalidParameter(ERROR, field="customactionid")
-    if not a.enabled:
-        raise InvalidParameter(f"Custom action {a.name} is disabled", field="customactionid")
     if a.extension.state != ExtensionState.ENABLED:
-        raise InvalidParameter(f"Extension {a.extension.name} is Disabled", field="customactionid")
-    rtype = _resource_type(resource_type) or a.resource_type
-    if rtype is None:
+        raise RunRefused(ERROR)
+    if a.resource_type is None and not resource_type:
         raise InvalidParameter("Resource type not specified for the action", field="resourcetype")
-    if a.resource_type and rtype != a.resource_type:
-        raise InvalidParameter(ERROR, field="resourcetype")
+    rtype = a.resource_type
+    if resource_type:
+        rtype = next((r for r in RESOURCE_TYPES if r.lower() == resource_type.strip().lower()), None)
+        if rtype is None or (a.resource_type and rtype != a.resource_type):
+            raise RunRefused(ERROR)
     vm, host, e = _vm_extension(caller, resource_id)
     if vm is None:
-        raise InvalidParameter(ERROR, field="resourceid")
+        raise RunRefused(ERROR)
+    if host is None or not calls.serves(host):
+        raise InvalidParameter(ERROR, field="resourceid")  # not an External VM
     if e is None or e.id != a.extension_id:
-        raise InvalidParameter(f"VM {vm.name} is not run by extension {a.extension.name}", field="resourceid")
+        raise RunRefused(ERROR)  # its cluster's extension is not the action's
     supplied = details.parse(parameter_map, "parameters")
     values = parameters.validate(parameters.loads(a.parameters), supplied)
-    return jobs.submit("runCustomAction", caller, "extension.customaction",
-                       {"action": a.uuid, "vm": vm.uuid, "parameters": values},
-                       instance_type="VirtualMachine", instance_id=vm.uuid)
+    from app.services import vms as vm_service
+    token = vm_service.lock(vm, "customaction", LOCKABLE)
+    try:
+        job = jobs.submit("runCustomAction", caller, "extension.customaction",
+                          {"action": a.uuid, "vm": vm.uuid, "parameters": values, "token": token},
+                          instance_type="VirtualMachine", instance_id=vm.uuid)
+    except BaseException:
+        db.session.rollback()
+        vm_service.unlock(vm.id, token)
+        raise
+    vm_service.hand_lock(vm.id, token, job.id)
+    return job
 
 
 def _message(ok: bool, a: ExtensionCustomAction, vm: VirtualMachine) -> str:
@@ -221,9 +245,18 @@ def _message(ok: bool, a: ExtensionCustomAction, vm: VirtualMachine) -> str:
 
 @jobs.handler("extension.customaction")
 def _run(job: AsyncJob, params: dict):
+    from app.services import vms as vm_service
+    vm = db.session.scalar(select(VirtualMachine).where(VirtualMachine.uuid == params["vm"]))
+    try:
+        return _run_locked(job, params, vm)
+    finally:
+        db.session.rollback()
+        vm_service.unlock(vm.id, *[t for t in (params.get("token"), job.id) if t is not None])
+
+
+def _run_locked(job: AsyncJob, params: dict, vm: VirtualMachine):
     from app.models import User
     a = get(params["action"])
-    vm = db.session.scalar(select(VirtualMachine).where(VirtualMachine.uuid == params["vm"]))
     host = vm.host or (db.session.get(Host, vm.last_host_id) if vm.last_host_id else None)
     caller = db.session.get(User, job.user_id) if job.user_id else None
     m = registry.map_of_cluster(host.cluster_id)
