@@ -117,7 +117,7 @@ def _custom_renamed(old: str, new: str) -> None:
         settings.set_raw(LIST_SETTING, ",".join(replaced))
 
 
-define(Definition(LIST_SETTING, "KVM,Xen,LXC,OpenVZ,Hyperv,Simulator",
+define(Definition(LIST_SETTING, "KVM,Xen,LXC,OpenVZ,Hyperv,Simulator,External",  # External: as 4.21's default
                   "The hypervisor types the wizards offer, by display name, comma separated.",
                   category="Hypervisor", type="list", validate=_validate_list))
 define(Definition(CUSTOM_NAME_SETTING, CUSTOM,

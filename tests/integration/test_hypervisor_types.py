@@ -22,8 +22,11 @@ def test_builtins_registered_through_entry_points():
 
 def test_default_list_and_resolution(app):
     with app.app_context():
-        assert settings.get("hypervisor.list") == ["KVM", "Xen", "LXC", "OpenVZ", "Hyperv", "Simulator"]
-        assert [t.name for t in hv.enabled_types()] == ["KVM", "Xen", "LXC", "OpenVZ", "Hyperv", "Simulator"]
+        default = ["KVM", "Xen", "LXC", "OpenVZ", "Hyperv", "Simulator", "External"]  # External: CloudStack 4.21's
+        assert settings.get("hypervisor.list") == default
+        assert [t.name for t in hv.enabled_types()] == default
+        hv.set_enabled("External", False)  # the admin's toggle: the wizards no longer offer it
+        assert "External" not in [t.name for t in hv.enabled_types()]
         assert hv.resolve("kvm").name == "KVM"
         assert hv.resolve("Hyper-V").name == "Hyperv" and hv.resolve("Hyperv").name == "Hyperv"
         with pytest.raises(InvalidParameter):
@@ -64,7 +67,7 @@ def test_custom_rename_when_not_in_list_leaves_list(app):
     with app.app_context():
         settings.update("hypervisor.custom.display.name", "Firecracker")
         assert "Firecracker" not in settings.get("hypervisor.list")
-        assert settings.get("hypervisor.list") == ["KVM", "Xen", "LXC", "OpenVZ", "Hyperv", "Simulator"]
+        assert settings.get("hypervisor.list") == ["KVM", "Xen", "LXC", "OpenVZ", "Hyperv", "Simulator", "External"]
 
 
 @pytest.mark.db
