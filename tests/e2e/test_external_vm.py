@@ -4,7 +4,7 @@ from the VM page through Nubo's proxy, which answers the VNC password the extens
 (noVNC connects and draws the guest's screen; the browser is never asked for a password);
 a custom action's form, built from its declared parameters, runs it and the job's panel
 shows the answer; libvirt has the snapshot; the Extensions page shows the extension with its
-state and checksum. Screenshots: test-artifacts/external-console.png, external-vm.png."""
+state and checksum; axe finds nothing serious on the VM page. Screenshots: test-artifacts/external-console.png, external-vm.png."""
 from __future__ import annotations
 
 import contextlib
@@ -14,6 +14,7 @@ import pytest
 
 from tests.e2e.conftest import screenshot
 from tests.e2e.test_admin_pages import login
+from tests.e2e.test_accessibility import _axe_problems
 from tests.e2e.test_console import guest_screen
 from tests.helpers import virsh_cloud
 
@@ -52,6 +53,8 @@ def test_console_and_custom_action_of_an_external_vm(stack, page, tmp_path):
         snap = conn.lookupByName(name).snapshotLookupByName("from-the-page")
         assert "<description>taken in the browser</description>" in snap.getXMLDesc()
         screenshot(page, "external-vm")
+        card.locator("summary", has_text="setdescription").click()
+        assert not _axe_problems(page)  # the card, its open forms and the job's answer
 
         page.goto(f"{stack.url}/admin/extensions/")
         row = page.locator(f"#extension-{cloud['extension']['id']}")
