@@ -90,6 +90,13 @@ def test_run_write_read(sshd, tmp_path):
         assert not [n for n in os.listdir(os.path.dirname(path)) if n.startswith(".tmp-")]
         assert ch.read_file(path) == "hello\nworld\n"
         assert ch.read_file(str(tmp_path / "missing")) is None
+        # One SFTP session for every file; the directory made once, and again when it went.
+        session = ch._sftp()
+        ch.write_file(path, "again\n")
+        assert ch._sftp() is session and open(path).read() == "again\n"
+        ch.run(["rm", "-rf", str(tmp_path / "sub")])
+        ch.write_file(path, "after rm\n")
+        assert open(path).read() == "after rm\n"
     finally:
         ch.close()
         ch.close()

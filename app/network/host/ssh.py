@@ -69,6 +69,11 @@ class SSHChannel(Channel):
         self._timeout = timeout
         self._client: paramiko.SSHClient | None = None
         self._lock = threading.Lock()
+        # One SFTP session per connection and the directories already made: writing a router's
+        # files would otherwise cost two more round trips per file (mkdir, a new session).
+        self._sftp_client: paramiko.SFTPClient | None = None
+        self._sftp_lock = threading.RLock()
+        self._dirs: set[str] = set()
 
     def _connect(self) -> paramiko.SSHClient:
         with self._lock:
@@ -118,43 +123,64 @@ class SSHChannel(Channel):
         return Result(rc, out, err)
 
     def _sftp(self) -> paramiko.SFTPClient:
+        """The connection's SFTP session (opened again after the connection was)."""
+        client = self._connect()
+        sftp = self._sftp_client
+        if sftp is not None and sftp.get_channel() is not None and not sftp.get_channel().closed \
+                and sftp.get_channel().get_transport() is client.get_transport():
+            return sftp
         try:
-            return self._connect().open_sftp()
+            self._sftp_client = client.open_sftp()
         except (OSError, paramiko.SSHException) as e:
             raise ChannelError(f"SFTP to {self.host}: {e}") from None
+        self._dirs.clear()
+        return self._sftp_client
 
     def write_file(self, path, data, mode=0o644):
         d = posixpath.dirname(path)
-        self.run(["mkdir", "-p", d])
         tmp = posixpath.join(d, f".tmp-{uuid.uuid4().hex[:12]}")
-        sftp = self._sftp()
-        try:
-            with sftp.open(tmp, "w") as f:
-                f.write(data.encode())
-            sftp.chmod(tmp, mode)
-            sftp.posix_rename(tmp, path)
-        except (OSError, paramiko.SSHException) as e:
+        with self._sftp_lock:
+            sftp = self._sftp()
+            if d not in self._dirs:
+                self.run(["mkdir", "-p", d])
+                self._dirs.add(d)
             try:
-                sftp.remove(tmp)
-            except (OSError, paramiko.SSHException):
-                pass
-            raise ChannelError(f"Cannot write {path} on {self.host}: {e}") from None
-        finally:
-            sftp.close()
+                try:
+                    f = sftp.open(tmp, "w")
+                except FileNotFoundError:  # removed since (a router destroyed): made again
+                    self.run(["mkdir", "-p", d])
+                    f = sftp.open(tmp, "w")
+                with f:
+                    f.write(data.encode())
+                sftp.chmod(tmp, mode)
+                sftp.posix_rename(tmp, path)
+            except (OSError, paramiko.SSHException) as e:
+                try:
+                    sftp.remove(tmp)
+                except (OSError, paramiko.SSHException):
+                    pass
+                raise ChannelError(f"Cannot write {path} on {self.host}: {e}") from None
 
     def read_file(self, path):
-        sftp = self._sftp()
-        try:
-            with sftp.open(path, "r") as f:
-                return f.read().decode()
-        except FileNotFoundError:
-            return None
-        except (OSError, paramiko.SSHException) as e:
-            raise ChannelError(f"Cannot read {path} on {self.host}: {e}") from None
-        finally:
-            sftp.close()
+        with self._sftp_lock:
+            sftp = self._sftp()
+            try:
+                with sftp.open(path, "r") as f:
+                    return f.read().decode()
+            except FileNotFoundError:
+                return None
+            except (OSError, paramiko.SSHException) as e:
+                raise ChannelError(f"Cannot read {path} on {self.host}: {e}") from None
 
     def close(self) -> None:
+        with self._sftp_lock:
+            if self._sftp_client is not None:
+                try:
+                    self._sftp_client.close()
+                except (OSError, paramiko.SSHException):
+                    pass
+                self._sftp_client = None
+            self._dirs.clear()
         with self._lock:
             if self._client is not None:
                 self._client.close()
