@@ -124,6 +124,15 @@ def test_prepare_storage_pool_is_idempotent(env):
 REQUIRED_HOOKS = ("volume_exists", "iso_of")
 
 
+def test_no_storage_heartbeat_of_a_host_that_never_wrote_one(env):
+    """Types that read storage heartbeats (HA investigation) answer None for a host that never
+    wrote one on the pool, and leave nothing behind."""
+    if not env.hv_type.capabilities.storage_heartbeat:
+        pytest.skip("the type reads no storage heartbeats")
+    env.driver.prepare_storage_pool(env.pool)
+    assert env.driver.heartbeat_age(env.pool, "198.18.255.254") is None
+
+
 def test_driver_module_gives_the_required_hooks(env):
     """Without them the checks below could not tell a driver that lies from one that works."""
     assert [h for h in REQUIRED_HOOKS if not callable(env.extras.get(h))] == []

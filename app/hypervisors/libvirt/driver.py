@@ -598,18 +598,18 @@ class LibvirtDriver(Driver):
                 if not hp.isActive():
                     hp.create(0)
                 hp.refresh(0)
-                with contextlib.suppress(libvirt.libvirtError):
-                    hp.storageVolLookupByName(probe_name).delete(0)
-                probe = hp.createXML(f"<volume><name>{probe_name}</name><capacity>0</capacity>"
-                                     "<target><format type='raw'/></target></volume>", 0)
-                now = _mtime(probe)
                 try:
                     hb = hp.storageVolLookupByName(heartbeat_file(host_key))
                 except libvirt.libvirtError as e:
                     if e.get_error_code() in _MISSING_POOL_OR_VOL:
                         return None
                     raise
-                return max(0.0, now - _mtime(hb))
+                with contextlib.suppress(libvirt.libvirtError):
+                    hp.storageVolLookupByName(probe_name).delete(0)
+                probe = hp.createXML(f"<volume><name>{probe_name}</name><capacity>0</capacity>"
+                                     "<target><format type='raw'/></target></volume>", 0)
+                # Read after the probe was made: the heartbeat can only look younger, never older.
+                return max(0.0, _mtime(probe) - _mtime(hp.storageVolLookupByName(heartbeat_file(host_key))))
         finally:
             with contextlib.suppress(libvirt.libvirtError):
                 if probe is not None:
