@@ -281,6 +281,34 @@ class VMInfo:
 
 
 @dataclass
+class MigrationSpec:
+    """How a running VM moves (decided by the service; the driver executes it)."""
+    live: bool = True
+    # The VNC listen address on the destination (its management address): a VM listening
+    # on the source's address could not start there. None: left as it is.
+    console_listen: str | None = None
+    # Storage migration: source path -> destination path. Disks listed are copied while
+    # the VM runs (their destination volumes already exist, empty, in the destination
+    # pool); read-only ones (config drive, ISO) are only pointed at the new path, the
+    # service having put a copy there. Disks not listed stay where they are: on shared storage.
+    disks: dict[str, str] = field(default_factory=dict)
+    # The disks that stay are on storage the admin declared shared by the cluster (a
+    # Filesystem pool, CloudStack's SharedMountPoint) that the hypervisor cannot recognise
+    # as shared (libvirt refuses "unsafe" migrations off a plain local filesystem).
+    declared_shared: bool = False
+
+
+@dataclass
+class MigrationProgress:
+    """One sample of a running migration (libvirt's job stats), bytes."""
+    processed: int = 0
+    remaining: int = 0
+    total: int = 0
+    memory_remaining: int = 0
+    disk_remaining: int = 0
+
+
+@dataclass
 class HostStats:
     cpu_pct: float
     memory_total_bytes: int
@@ -433,7 +461,14 @@ class Driver:
     def console_target(self, name: str) -> ConsoleTarget:
         raise NotImplementedError
 
-    def migrate_vm(self, name: str, dest: HostConnection, live: bool = True) -> None:
+    def migrate_vm(self, name: str, dest: HostConnection, live: bool = True, *,
+                   spec: MigrationSpec | None = None,
+                   progress: Callable[[MigrationProgress], None] | None = None) -> None:
+        """Move the running VM to dest (its definition too); returns when it runs there.
+        spec.live wins over `live` when a spec is given. progress: called in the caller's
+        thread with samples while the migration runs; if it raises, the migration is
+        cancelled (the VM keeps running here) and the exception propagates.
+        Storage migration (spec.disks) needs Capabilities.storage_migration."""
         raise NotImplementedError
 
     def scale_vm(self, name: str, cpus: int, memory_mib: int) -> None:

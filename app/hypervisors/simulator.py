@@ -46,7 +46,8 @@ from sqlalchemy.orm import Session
 from app.config import engine_options
 from app.hypervisors.base import (
     Capabilities, ConsoleKind, ConsoleTarget, DiskSpec, Driver, DriverError, HostConnection, HostFacts,
-    HostField, HostStats, HostUnreachable, HypervisorType, OperationFailed, PoolInfo, PowerState,
+    HostField, HostStats, HostUnreachable, HypervisorType, MigrationSpec, OperationFailed, OperationNotSupported,
+    PoolInfo, PowerState,
     StoragePoolSpec, TemplateSource, VMInfo, VMNotFound, VMSnapshotInfo, VMSnapshotSpec, VMSpec, VMStats,
     VolumeInfo, VolumeSpec,
 )
@@ -698,7 +699,12 @@ class SimulatorDriver(Driver):
             raise OperationFailed(f"VM {name} is not running: it has no console")
         return self._console(vm.console_port, vm.console_password)
 
-    def migrate_vm(self, name: str, dest: HostConnection, live: bool = True) -> None:
+    def migrate_vm(self, name: str, dest: HostConnection, live: bool = True, *,
+                   spec: MigrationSpec | None = None, progress=None) -> None:
+        if spec is not None:
+            live = spec.live
+            if spec.disks:
+                raise OperationNotSupported("Simulator VMs migrate with shared storage only")
         host = self._enter("migrate_vm", name)
         try:
             target = parse_url(dest.url).name

@@ -21,7 +21,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import joinedload, selectinload
 
 from app.extensions import db
-from app.hypervisors.base import ConsoleSpec, DiskSpec, DriverError, NicSpec, VMSpec, VolumeSpec
+from app.hypervisors.base import ConsoleSpec, DiskSpec, DriverError, MigrationSpec, NicSpec, VMSpec, VolumeSpec
 from app.jobs import service as jobs
 from app.models import (AsyncJob, DownloadState, JobStatus, Host, Nic, PoolState, ServiceOffering, SSHKeyPair,
                         StoragePool, StorageScope, Template, TemplateStoreRef, VirtualMachine, VMState, Volume, VolumeState,
@@ -1144,17 +1144,86 @@ def sweep_expunge(now=None) -> int:
 # --- Migrate, scale, ISO ----------------------------------------------------------------
 
 def migration_targets(vm: VirtualMachine) -> list[Host]:
-    """The hosts a live migration of `vm` may go to: the others of its cluster that are Up
-    and Enabled, by name (the VM page offers these; none: Migrate is disabled, and refused)."""
+    """The hosts a live migration of `vm` may go to, by name (the VM page offers these; none:
+    Migrate is disabled, and refused): the others of its cluster that are Up and Enabled; for
+    a VM on local storage (which goes with its disks), those of its zone and type that have
+    local storage that is Up."""
     if vm.host is None:
         return []
     from app.models import HostState, ResourceState
-    return list(db.session.scalars(select(Host).where(
-        Host.cluster_id == vm.host.cluster_id, Host.id != vm.host_id, Host.removed.is_(None),
-        Host.state == HostState.UP, Host.resource_state == ResourceState.ENABLED).order_by(Host.name)))
+    from app.services import vm_migration
+    q = select(Host).where(Host.id != vm.host_id, Host.removed.is_(None), Host.state == HostState.UP,
+                           Host.resource_state == ResourceState.ENABLED)
+    if vm_migration.uses_local_storage(vm):
+        q = q.where(Host.zone_id == vm.zone_id, Host.hypervisor_type == vm.hypervisor_type,
+                    select(StoragePool.id).where(StoragePool.host_id == Host.id, StoragePool.removed.is_(None),
+                                                 StoragePool.scope == StorageScope.HOST,
+                                                 StoragePool.state == PoolState.UP).exists())
+    else:
+        q = q.where(Host.cluster_id == vm.host.cluster_id)
+    return list(db.session.scalars(q.order_by(Host.name)))
+
+
+def migrate_from_page(caller, uuid: str, host_uuid: str | None = None) -> AsyncJob:
+    """The VM page's Migrate: migrateVirtualMachine, or for a VM on local storage
+    migrateVirtualMachineWithVolume (to the host chosen, else to one the planner picks)."""
+    vm = _migratable(caller, uuid)
+    from app.services import vm_migration
+    if not vm_migration.uses_local_storage(vm):
+        return migrate(caller, uuid, host_uuid)
+    if host_uuid:
+        return migrate_with_volume(caller, uuid, host_uuid)
+    if not hv.resolve(vm.hypervisor_type).capabilities.storage_migration:
+        raise Unsupported(f"{hv.display_name(vm.hypervisor_type)} VMs cannot be migrated with their storage")
+    if not migration_targets(vm):
+        raise ResourceUnavailable(f"VM {vm.name} cannot be migrated: no other host of its zone has local storage "
+                                  "and is Up and Enabled", field="virtualmachineid")
+    return _submit(caller, vm, "migrate", "migrateVirtualMachineWithVolume", {"dest": None})
 
 
 def migrate(caller, uuid: str, host_uuid: str | None = None) -> AsyncJob:
+    """migrateVirtualMachine: live, to a host of the VM's cluster (shared storage only)."""
+    vm = _migratable(caller, uuid)
+    from app.services import vm_migration
+    if vm_migration.uses_local_storage(vm):
+        # CloudStack's words; migrateVirtualMachineWithVolume moves such a VM with its disks.
+        raise InvalidParameter("Unsupported operation, VM uses Local storage, cannot migrate", field="virtualmachineid")
+    dest_id = None
+    if host_uuid:
+        dest = _migration_dest(vm, host_uuid)
+        if vm.host is not None and dest.cluster_id != vm.host.cluster_id:
+            raise InvalidParameter("Live migration goes to a host of the same cluster", field="hostid")
+        dest_id = dest.id
+    elif not migration_targets(vm):
+        raise ResourceUnavailable(f"VM {vm.name} cannot be migrated: its cluster has no other host that is Up "
+                                  "and Enabled", field="virtualmachineid")
+    return _submit(caller, vm, "migrate", "migrateVirtualMachine", {"dest": dest_id})
+
+
+def migrate_with_volume(caller, uuid: str, host_uuid: str | None = None,
+                        volume_pools: dict[str, str] | None = None) -> AsyncJob:
+    """migrateVirtualMachineWithVolume: live to `host_uuid` (any host of the zone of the VM's
+    type), its volumes copied while it runs where the destination does not reach their pool,
+    or to the pools `volume_pools` names ({volume uuid: pool uuid}, CloudStack's migrateto)."""
+    if not host_uuid and not volume_pools:
+        raise InvalidParameter("Either hostid or migrateto must be passed for migrating the VM", field="hostid")
+    vm = _migratable(caller, uuid)
+    if not host_uuid:
+        raise InvalidParameter(f"VM {vm.uuid} is not in Stopped state to migrate, use hostid parameter to migrate "
+                               "it to a new host", field="hostid")
+    if not hv.resolve(vm.hypervisor_type).capabilities.storage_migration:
+        raise Unsupported(f"{hv.display_name(vm.hypervisor_type)} VMs cannot be migrated with their storage")
+    dest = _migration_dest(vm, host_uuid)
+    if dest.zone_id != vm.zone_id or dest.hypervisor_type != vm.hypervisor_type:
+        raise InvalidParameter(f"Host {dest.name} is not a {hv.display_name(vm.hypervisor_type)} host of the VM's "
+                               "zone", field="hostid")
+    from app.services import vm_migration
+    moves = vm_migration.plan(vm, dest, volume_pools)  # checked now: a clear error, nothing submitted
+    return _submit(caller, vm, "migrate", "migrateVirtualMachineWithVolume",
+                   {"dest": dest.id, "volumes": {str(k): v for k, v in moves.items()}})
+
+
+def _migratable(caller, uuid: str) -> VirtualMachine:
     if not caller.is_admin:
         raise PermissionDenied("Only administrators may migrate VMs")
     vm = get_vm(caller, uuid, "virtualmachineid")
@@ -1165,32 +1234,39 @@ def migrate(caller, uuid: str, host_uuid: str | None = None) -> AsyncJob:
     from app.services.snapshots import vm_snapshots
     vm_snapshots.refuse_if_snapshots(vm, f"VM {vm.name} has VM snapshots; it cannot be migrated. Please delete "
                                      "the VM snapshots first", field="virtualmachineid")
-    dest_id = None
-    if host_uuid:
-        dest = db.session.scalar(select(Host).where(Host.uuid == host_uuid, Host.removed.is_(None)))
-        if dest is None:
-            raise NotFound("Unable to find host with the specified id", field="hostid")
-        if vm.host is not None and dest.cluster_id != vm.host.cluster_id:
-            raise InvalidParameter("Live migration goes to a host of the same cluster", field="hostid")
-        if dest.id == vm.host_id:
-            raise InvalidParameter(f"VM {vm.name} already runs on {dest.name}", field="hostid")
-        why = affinity.conflict(vm.id, dest.id)
-        if why is not None:
-            raise InvalidParameter(f"VM {vm.name} cannot be migrated to {dest.name}: {why}", field="hostid")
-        dest_id = dest.id
-    elif not migration_targets(vm):
-        raise ResourceUnavailable(f"VM {vm.name} cannot be migrated: its cluster has no other host that is Up "
-                                  "and Enabled", field="virtualmachineid")
-    return _submit(caller, vm, "migrate", "migrateVirtualMachine", {"dest": dest_id})
+    return vm
+
+
+def _migration_dest(vm: VirtualMachine, host_uuid: str) -> Host:
+    from app.models import HostState, ResourceState
+    dest = db.session.scalar(select(Host).where(Host.uuid == host_uuid, Host.removed.is_(None)))
+    if dest is None:
+        raise NotFound("Unable to find host with the specified id", field="hostid")
+    if dest.id == vm.host_id:
+        raise InvalidParameter(f"VM {vm.name} already runs on {dest.name}", field="hostid")
+    if dest.state != HostState.UP or dest.resource_state != ResourceState.ENABLED:
+        raise InvalidParameter(f"Host {dest.name} is {dest.state} and {dest.resource_state}; a VM migrates only to a "
+                               "host that is Up and Enabled", field="hostid")
+    why = affinity.conflict(vm.id, dest.id)
+    if why is not None:
+        raise InvalidParameter(f"VM {vm.name} cannot be migrated to {dest.name}: {why}", field="hostid")
+    return dest
 
 
 @_vm_job("migrate")
 def _run_migrate(job, vm, params):
-    return {"virtualmachine": migrate_now(vm, params.get("dest"), job)}
+    volumes_to = {int(k): v for k, v in params["volumes"].items()} if params.get("volumes") is not None else None
+    return {"virtualmachine": migrate_now(vm, params.get("dest"), job, volumes_to)}
 
 
-def migrate_now(vm: VirtualMachine, dest_id: int | None, job: AsyncJob | None = None) -> dict:
-    """Reserve on the destination, migrate live, release the source (also used by host maintenance)."""
+def migrate_now(vm: VirtualMachine, dest_id: int | None, job: AsyncJob | None = None,
+                volume_pools: dict[int, int] | None = None) -> dict:
+    """Reserve on the destination, migrate live (with the volumes the destination does not
+    reach, or those `volume_pools` names: {volume id: pool id}), release the source. Also
+    used by host maintenance. When it fails, the VM runs on the source as before: its
+    volumes' rows unchanged, what was made on the destination removed, capacity given back."""
+    from app.services import vm_migration
+    from app.services.hosts import connection_for
     source = vm.host
     need = _need(vm)
     from app.services.snapshots import vm_snapshots
@@ -1201,11 +1277,14 @@ def migrate_now(vm: VirtualMachine, dest_id: int | None, job: AsyncJob | None = 
     # capacity.check_hosts leaves every host alone while a VM is Migrating.
     vm.state, vm.state_updated = VMState.MIGRATING, utcnow()
     db.session.commit()
+    local = vm_migration.uses_local_storage(vm)
     try:
         if dest_id is None:
+            # A VM on local storage goes with its disks to a host with local storage of its own
+            # (host maintenance); one on shared storage stays in its cluster.
             dest = planner.plan_and_reserve(vm.zone, vm.hypervisor_type, need, account_id=vm.account_id,
                                             storage_type=vm.service_offering.storage_type, avoid={source.id},
-                                            cluster_id=source.cluster_id, placing_vm_id=vm.id,
+                                            cluster_id=None if local else source.cluster_id, placing_vm_id=vm.id,
                                             host_tags=vm.service_offering.host_tags)
         else:
             dest = db.session.get(Host, dest_id)
@@ -1218,32 +1297,55 @@ def migrate_now(vm: VirtualMachine, dest_id: int | None, job: AsyncJob | None = 
         vm.state, vm.state_updated = VMState.RUNNING, utcnow()
         db.session.commit()
         raise
+
+    def give_back(prepared=None) -> None:
+        if prepared is not None:
+            vm_migration.undo(prepared)
+        db.session.rollback()
+        planner.release(dest.id, need)
+        vm.state, vm.migration_host_id, vm.state_updated = VMState.RUNNING, None, utcnow()
+        db.session.commit()
+
     if job is not None:
-        jobs.progress(job, 30, f"Migrating from {source.name} to {dest.name}")
-    from app.services.hosts import connection_for
+        jobs.progress(job, 10, f"Migrating from {source.name} to {dest.name}")
     try:
+        moves = vm_migration.plan(vm, dest) if volume_pools is None else volume_pools
+        if moves and not hv.resolve(vm.hypervisor_type).capabilities.storage_migration:
+            raise Unsupported(f"{hv.display_name(vm.hypervisor_type)} VMs cannot be migrated with their storage")
         networks.ensure_segments(vm, dest)  # the NICs' bridges must exist on the destination
     except ServiceError:
-        db.session.rollback()
-        planner.release(dest.id, need)
-        vm.state, vm.migration_host_id = VMState.RUNNING, None
-        db.session.commit()
+        give_back()
         raise
+    try:
+        prepared = vm_migration.prepare(vm, source, dest, moves)
+    except ServiceError:
+        give_back()
+        raise
+    spec = MigrationSpec(live=True, console_listen=_console_listen(dest), disks=prepared.disks,
+                         declared_shared=vm_migration.declared_shared(vm, moves))
+    what = f"{'Copying the disks and memory' if moves else 'Copying the memory'} of {vm.name} from " \
+           f"{source.name} to {dest.name}"
+    db.session.commit()  # nothing held while the hypervisors work
     driver = _driver(source)
     try:
-        driver.migrate_vm(vm.instance_name, connection_for(dest), live=True)
+        driver.migrate_vm(vm.instance_name, connection_for(dest), spec=spec,
+                          progress=(lambda p: _migration_progress(job, what, p)) if job is not None else None)
     except DriverError as e:
-        db.session.rollback()
-        planner.release(dest.id, need)
-        vm.state, vm.migration_host_id = VMState.RUNNING, None
-        db.session.commit()
+        give_back(prepared)
+        events.record("VM.MIGRATE.FAILED", f"VM {vm.name} could not be migrated from {source.name} to {dest.name}: "
+                      f"{e}; it runs on {source.name}", level="ERROR", user=events.actor(),
+                      account_id=vm.account_id, resource_type="VirtualMachine", resource_id=vm.uuid, commit=True)
         raise ResourceUnavailable(f"VM {vm.name} could not be migrated to {dest.name}: {e}") from None
+    except BaseException:  # the job was reaped meanwhile (the migration was cancelled), or worse
+        give_back(prepared)
+        raise
     finally:
         driver.close()
     planner.release(source.id, need)
     vm.host_id, vm.last_host_id, vm.state, vm.state_updated = dest.id, dest.id, VMState.RUNNING, utcnow()
     vm.migration_host_id = None
     db.session.commit()
+    vm_migration.commit(vm, prepared)
     secgroups.apply_for_vm(vm, dest)
     networks.left_host(vm, source)
     d2 = _driver(dest)
@@ -1255,10 +1357,23 @@ def migrate_now(vm: VirtualMachine, dest_id: int | None, job: AsyncJob | None = 
     finally:
         d2.close()
     consoles.forget_vm(vm)  # console tokens name the old host
-    events.record("VM.MIGRATE", f"VM {vm.name} migrated from {source.name} to {dest.name}", user=events.actor(), account_id=vm.account_id,
-                  resource_type="VirtualMachine", resource_id=vm.uuid)
+    moved = f" with {len(moves)} volume{'s' if len(moves) != 1 else ''}" if moves else ""
+    events.record("VM.MIGRATE", f"VM {vm.name} migrated from {source.name} to {dest.name}{moved}",
+                  user=events.actor(), account_id=vm.account_id, resource_type="VirtualMachine", resource_id=vm.uuid)
     db.session.commit()
     return _result(vm)
+
+
+def _migration_progress(job: AsyncJob, what: str, p) -> None:
+    """A migration's job stats on the job (the jobs page shows them): 20-95 % by data sent."""
+    mib = 1 << 20
+    if p.total > 0:
+        done = min(1.0, p.processed / p.total) if p.remaining else 1.0
+        percent = 20 + int(75 * done)
+        message = f"{what}: {p.processed // mib} MiB of {p.total // mib} MiB sent, {p.remaining // mib} MiB remaining"
+    else:
+        percent, message = 20, what
+    jobs.progress(job, percent, message)
 
 
 def change_offering(caller, uuid: str, offering_uuid: str) -> VirtualMachine:

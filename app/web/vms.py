@@ -171,7 +171,7 @@ VM_ACTIONS: dict[str, VMAction] = {
                         confirm="Expunge {name}? Its root volume is deleted; this cannot be undone.",
                         danger=True, when=_may_expunge, quick=True, api="expungeVirtualMachine"),
     "migrate": VMAction("Migrate", "migrate",
-                        lambda caller, uuid, f: vms_service.migrate(caller, uuid, f.host.data or None),
+                        lambda caller, uuid, f: vms_service.migrate_from_page(caller, uuid, f.host.data or None),
                         form=MigrateForm, choice="host", admin=True, capability="live_migration",
                         no_choice="its cluster has no other host that is Up and Enabled.",
                         api="migrateVirtualMachine"),

@@ -72,6 +72,13 @@ def test_lifecycle_on_the_simulator(live, files, tmp_path):
     assert moved["hostid"] == other["id"] and moved["state"] == "Running"
     mem = {h["id"]: h["memoryallocated"] for h in api.listHosts()["host"]}
     assert mem[other["id"]] == 1024 * MIB and sum(mem.values()) == 1024 * MIB
+    # migrateVirtualMachineWithVolume: CloudStack's checks; the Simulator moves no storage (the lab's
+    # real hosts do: tests/lab/test_migration.py). Nothing changes.
+    e = err(lambda: api.migrateVirtualMachineWithVolume(virtualmachineid=vm["id"]))
+    assert e["errorcode"] == 431 and "Either hostid or migrateto must be passed" in e["errortext"]
+    e = err(lambda: api.migrateVirtualMachineWithVolume(virtualmachineid=vm["id"], hostid=host_now))
+    assert "Simulator VMs cannot be migrated with their storage" in e["errortext"]
+    assert api.listVirtualMachines(id=vm["id"])["virtualmachine"][0]["hostid"] == other["id"]
 
     vm = alice.destroyVirtualMachine(id=vm["id"], fetch_result=True)["virtualmachine"]
     assert vm["state"] == "Destroyed"

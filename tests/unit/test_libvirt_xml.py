@@ -433,6 +433,102 @@ def test_migrate_errors():
         lxc.migrate_vm("i-2-10-VM", LXC.connection("lxc2", {}))
 
 
+MIGRATABLE = """<domain type='qemu'><name>i-2-10-VM</name><devices>
+<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/a/root.qcow2'/>
+<backingStore type='file'><format type='raw'/><source file='/a/template-1'/></backingStore><target dev='vda'/></disk>
+<disk type='file' device='disk'><source file='/shared/data.qcow2'/><target dev='vdb'/></disk>
+<disk type='file' device='cdrom'><source file='/a/cidata.iso'/><target dev='hdc'/><readonly/></disk>
+<graphics type='vnc' port='5900' autoport='yes' listen='198.18.200.11'><listen type='address' address='198.18.200.11'/></graphics>
+</devices></domain>"""
+
+
+def test_the_destination_xml_of_a_migration():
+    xml, copy = dx.for_migration(MIGRATABLE, "198.18.200.12", {"/a/root.qcow2": "/b/root.qcow2",
+                                                                "/a/cidata.iso": "/b/cidata.iso"})
+    root = ET.fromstring(xml)
+    g = root.find("devices/graphics")
+    assert g.get("listen") == "198.18.200.12" and g.find("listen").get("address") == "198.18.200.12"
+    disks = root.findall("devices/disk")
+    assert [d.find("source").get("file") for d in disks] == ["/b/root.qcow2", "/shared/data.qcow2", "/b/cidata.iso"]
+    assert disks[0].find("backingStore") is None  # the copy stands alone
+    assert copy == ["vda"]  # the read-only config drive is put there by Nubo, not copied by QEMU
+    with pytest.raises(OperationFailed, match="does not use /nope"):
+        dx.for_migration(MIGRATABLE, None, {"/nope": "/b/x"})
+    with pytest.raises(OperationFailed, match="every address"):
+        dx.for_migration(MIGRATABLE, "0.0.0.0", {})
+
+
+class WatchedDomain(RecordingDomain):
+    """migrateToURI3 blocks until the test has seen two samples of job stats."""
+    def __init__(self, fail=None):
+        super().__init__()
+        import threading
+        self.samples, self.aborted, self.fail = 0, threading.Event(), fail
+        self.go = threading.Event()
+
+    def XMLDesc(self, flags):
+        assert flags & libvirt.VIR_DOMAIN_XML_MIGRATABLE
+        return MIGRATABLE
+
+    def name(self):
+        return "i-2-10-VM"
+
+    def migrateToURI3(self, uri, params, flags):
+        super().migrateToURI3(uri, params, flags)
+        if not self.go.wait(10):
+            raise AssertionError("never released")
+        if self.aborted.is_set():
+            raise _Err(libvirt.VIR_ERR_OPERATION_ABORTED)
+        if self.fail:
+            raise _Err(self.fail)
+        return 0
+
+    def jobStats(self, flags=0):
+        self.samples += 1
+        if self.samples >= 2:
+            self.go.set()
+        return {"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED, "data_processed": 100 << 20, "data_remaining": 50 << 20,
+                "data_total": 150 << 20, "memory_remaining": 10 << 20, "disk_remaining": 40 << 20}
+
+    def abortJob(self):
+        self.aborted.set()
+        self.go.set()
+
+
+def test_migration_with_storage_and_progress(monkeypatch):
+    import app.hypervisors.libvirt.driver as drv
+    from app.hypervisors.base import MigrationSpec
+    monkeypatch.setattr(drv, "MIGRATION_POLL_SECONDS", 0.01)
+    dom = WatchedDomain()
+    d = _driver_on(StandInConnection(dom))
+    seen = []
+    spec = MigrationSpec(console_listen="198.18.200.12", disks={"/a/root.qcow2": "/b/root.qcow2"},
+                         declared_shared=True)
+    d.migrate_vm("i-2-10-VM", KVM.connection("qemu+ssh://root@198.18.200.12/system", {}), spec=spec,
+                 progress=seen.append)
+    [(uri, params, flags)] = dom.calls
+    assert flags & libvirt.VIR_MIGRATE_NON_SHARED_DISK and flags & libvirt.VIR_MIGRATE_UNSAFE
+    assert flags & libvirt.VIR_MIGRATE_LIVE
+    assert params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] == ["vda"]
+    assert "/b/root.qcow2" in params[libvirt.VIR_MIGRATE_PARAM_DEST_XML]
+    assert seen and (seen[0].processed, seen[0].remaining, seen[0].disk_remaining) == (100 << 20, 50 << 20, 40 << 20)
+
+    # A progress callback that raises (the job was reaped) aborts the migration.
+    dom = WatchedDomain()
+    d = _driver_on(StandInConnection(dom))
+
+    def lost(_p):
+        raise RuntimeError("job lost")
+    with pytest.raises(RuntimeError, match="job lost"):
+        d.migrate_vm("i-2-10-VM", KVM.connection("kvm2", {}), progress=lost)
+    assert dom.aborted.is_set()
+
+    # libvirt's failure comes back translated, from the migration's thread.
+    d = _driver_on(StandInConnection(WatchedDomain(fail=libvirt.VIR_ERR_OPERATION_FAILED)))
+    with pytest.raises(OperationFailed, match="Cannot migrate VM i-2-10-VM to kvm2"):
+        d.migrate_vm("i-2-10-VM", KVM.connection("kvm2", {}), progress=seen.append)
+
+
 def test_openvz_pushes_no_events():
     d = _driver_on(StandInConnection(RecordingDomain(), "OpenVZ", "<capabilities/>"), OPENVZ, "openvz:///system")
     with pytest.raises(OperationNotSupported, match="poll"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 from app.api.registry import ADMIN, DOMAIN_ADMIN, Param, command
 from app.api.serializers import vm_dict
 from app.services import events, offerings, vm_views, vms, zones
+from app.services.errors import InvalidParameter
 
 
 @command("deployVirtualMachine", "Creates a VM from a template or a bootable ISO and starts it", is_async=True,
@@ -101,6 +102,21 @@ def expunge(ctx, p):
              Param("hostid", "uuid", "the destination (default: chosen by the planner)")])
 def migrate(ctx, p):
     return vms.migrate(ctx.user, p["virtualmachineid"], p.get("hostid"))
+
+
+@command("migrateVirtualMachineWithVolume", "Attempts Migration of a VM with its volumes to a different host",
+         role=ADMIN, is_async=True, response="virtualmachine", params=[
+             Param("virtualmachineid", "uuid", "the ID of the virtual machine", required=True),
+             Param("hostid", "uuid", "Destination Host ID to migrate VM to."),
+             Param("migrateto", "map", "Storage to pool mapping: migrateto[0].volume=<uuid>&migrateto[0].pool=<uuid> "
+                   "(volumes not named move only where the destination does not reach their pool)")])
+def migrate_with_volume(ctx, p):
+    mapping = {}
+    for entry in p.get("migrateto") or []:
+        if not entry.get("volume") or not entry.get("pool"):
+            raise InvalidParameter("Each migrateto entry needs a volume and a pool", field="migrateto")
+        mapping[entry["volume"]] = entry["pool"]
+    return vms.migrate_with_volume(ctx.user, p["virtualmachineid"], p.get("hostid"), mapping or None)
 
 
 @command("changeServiceForVirtualMachine", "Changes the offering of a stopped VM", response="virtualmachine",

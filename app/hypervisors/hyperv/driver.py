@@ -11,6 +11,7 @@ guest reboot needs the guest's integration services and is not used.
 from __future__ import annotations
 
 import json
+import ntpath
 import re
 import time
 import unicodedata
@@ -18,9 +19,9 @@ import xml.etree.ElementTree as ET
 
 from app.hypervisors.base import (
     AuthenticationFailed, ConsoleKind, ConsoleTarget, DiskSpec, Driver, DriverError, HostConnection,
-    HostFacts, HostStats, HostUnreachable, OperationFailed, OperationNotSupported, PoolInfo, PowerState,
-    StoragePoolSpec, TemplateSource, UntrustedCertificate, VMInfo, VMNotFound, VMSpec, VMStats, VolumeInfo,
-    VolumeSpec, WrongHypervisor,
+    HostFacts, HostStats, HostUnreachable, MigrationSpec, OperationFailed, OperationNotSupported, PoolInfo,
+    PowerState, StoragePoolSpec, TemplateSource, UntrustedCertificate, VMInfo, VMNotFound, VMSpec, VMStats,
+    VolumeInfo, VolumeSpec, WrongHypervisor,
 )
 from app.hypervisors.hyperv import powershell as ps
 from app.hypervisors.hyperv import trust
@@ -395,9 +396,16 @@ class HypervDriver(Driver):
         return ConsoleTarget(kind=ConsoleKind.RDP, host=self.conn.address, port=int(d.get("port") or RDP_PORT),
                              vm_guid=d["id"])
 
-    def migrate_vm(self, name: str, dest: HostConnection, live: bool = True) -> None:
-        self._run("migrate_vm", {"name": name, "dest": dest.address,
-                                 "storage": dest.fields.get("storage_path")}, vm=name)
+    def migrate_vm(self, name: str, dest: HostConnection, live: bool = True, *,
+                   spec: MigrationSpec | None = None, progress=None) -> None:
+        storage = dest.fields.get("storage_path")
+        if spec is not None and spec.disks:
+            # Move-VM copies every disk into one folder of the destination.
+            folders = {ntpath.dirname(p) for p in spec.disks.values()}
+            if len(folders) != 1:
+                raise OperationNotSupported("Hyper-V moves a VM's disks into one folder of the destination")
+            storage = folders.pop()
+        self._run("migrate_vm", {"name": name, "dest": dest.address, "storage": storage}, vm=name)
 
     def scale_vm(self, name: str, cpus: int, memory_mib: int) -> None:
         self._run("scale_vm", {"name": name, "cpus": cpus, "memory": memory_mib * MIB}, vm=name)

@@ -310,3 +310,34 @@ def nic_bridges(xml: str) -> list[str]:
         if src is not None and src.get("bridge") and src.get("bridge") not in out:
             out.append(src.get("bridge"))
     return out
+
+
+def for_migration(xml: str, listen: str | None, disks: dict[str, str]) -> tuple[str, list[str]]:
+    """The domain XML the destination starts from (a migratable XMLDesc with the
+    console's listen address and the moved disks' paths replaced) and the target devices
+    of the writable disks to copy. A path in `disks` that the domain does not use is an error."""
+    root = ET.fromstring(xml)
+    if listen:
+        listen = check_listen(listen)
+        for g in root.findall("devices/graphics[@type='vnc']"):
+            g.set("listen", listen)
+            for el in g.findall("listen"):
+                if el.get("type") == "address":
+                    el.set("address", listen)
+    copy: list[str] = []
+    seen: set[str] = set()
+    for disk in root.findall("devices/disk"):
+        src, tgt = disk.find("source"), disk.find("target")
+        path = src.get("file") if src is not None else None
+        if path is None or path not in disks or tgt is None:
+            continue
+        seen.add(path)
+        src.set("file", disks[path])
+        for store in disk.findall("backingStore"):  # the copy stands alone: no backing chain to keep
+            disk.remove(store)
+        if disk.get("device", "disk") == "disk" and disk.find("readonly") is None:
+            copy.append(tgt.get("dev"))
+    missing = set(disks) - seen
+    if missing:
+        raise OperationFailed(f"The VM does not use {', '.join(sorted(missing))}")
+    return ET.tostring(root, encoding="unicode"), copy

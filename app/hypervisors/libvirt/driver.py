@@ -24,7 +24,8 @@ import libvirt
 
 from app.hypervisors.base import (
     AuthenticationFailed, ConsoleKind, ConsoleTarget, DiskSpec, Driver, DriverContext, DriverError,
-    HostConnection, HostFacts, HostStats, HostUnreachable, OperationFailed, OperationNotSupported,
+    HostConnection, HostFacts, HostStats, HostUnreachable, MigrationProgress, MigrationSpec, OperationFailed,
+    OperationNotSupported,
     OperationTimedOut, PoolInfo, PowerState, StoragePoolSpec, TemplateSource, VMInfo, VMNotFound, VMSnapshotInfo,
     VMSnapshotSpec, VMSpec, VMStats, VolumeInfo, VolumeSpec, WrongHypervisor,
 )
@@ -41,6 +42,8 @@ log = logging.getLogger("nubo.hypervisors.libvirt")
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
 DEFAULT_IMAGES_DIR = "/var/lib/libvirt/images"
+MIGRATION_POLL_SECONDS = 0.5  # how often a running migration's statistics are read
+MIGRATION_ABORT_SECONDS = 60.0  # how long an aborted migration may take to let go
 
 _STATES = {
     libvirt.VIR_DOMAIN_NOSTATE: PowerState.UNKNOWN,
@@ -994,21 +997,81 @@ class LibvirtDriver(Driver):
             raise OperationFailed(f"VM {name} has no console")
         return target
 
-    def migrate_vm(self, name: str, dest: HostConnection, live: bool = True) -> None:
+    def migrate_vm(self, name: str, dest: HostConnection, live: bool = True, *,
+                   spec: MigrationSpec | None = None,
+                   progress: Callable[[MigrationProgress], None] | None = None) -> None:
         if self.flavour.type_name not in ("KVM", "Xen"):
             raise OperationNotSupported(f"{self.flavour.type_name} VMs cannot be migrated")
+        spec = spec or MigrationSpec(live=live)
         dom = self._domain(name)
         flags = (libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_PERSIST_DEST
                  | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE)
-        if live:
+        if spec.live:
             flags |= libvirt.VIR_MIGRATE_LIVE
         params: dict[str, object] = {}
         if dest.address and not flavours.is_local_uri(dest.url):
             # Guest memory goes straight to the destination's management address.
             params[libvirt.VIR_MIGRATE_PARAM_URI] = f"tcp://{dest.address}"
-        with _libvirt(f"Cannot migrate VM {name} to {dest.address}"):
-            # Peer-to-peer: the source libvirtd connects to dest.url itself.
-            dom.migrateToURI3(dest.url, params, flags)
+        if spec.console_listen or spec.disks:
+            with _libvirt(f"Cannot read VM {name}"):
+                xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE | libvirt.VIR_DOMAIN_XML_SECURE)
+            dest_xml, copy = dx.for_migration(xml, spec.console_listen, spec.disks)
+            params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = dest_xml
+            if copy:
+                # The disks are mirrored to the destination's (pre-made) volumes over NBD while
+                # the guest runs, then its memory follows.
+                flags |= libvirt.VIR_MIGRATE_NON_SHARED_DISK
+                params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = copy
+        if spec.declared_shared:
+            flags |= libvirt.VIR_MIGRATE_UNSAFE
+        what = f"Cannot migrate VM {name} to {dest.address}"
+        if progress is None:
+            with _libvirt(what):
+                # Peer-to-peer: the source libvirtd connects to dest.url itself.
+                dom.migrateToURI3(dest.url, params, flags)
+            return
+        self._migrate_watched(dom, dest.url, params, flags, progress, what)
+
+    def _migrate_watched(self, dom: libvirt.virDomain, uri: str, params: dict, flags: int,
+                         progress: Callable[[MigrationProgress], None], what: str) -> None:
+        """migrateToURI3 on a thread (libvirt-python lets go of the GIL while it waits) while
+        this thread samples the job's statistics for `progress`; if progress raises, the
+        migration is aborted (the guest keeps running here) and the exception goes on."""
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                dom.migrateToURI3(uri, params, flags)
+            except BaseException as e:  # handed to the caller's thread
+                failure.append(e)
+
+        worker = threading.Thread(target=run, name=f"migrate-{dom.name()}", daemon=True)
+        worker.start()
+        try:
+            while worker.is_alive():
+                worker.join(timeout=MIGRATION_POLL_SECONDS)
+                if not worker.is_alive():
+                    break
+                try:
+                    stats = dom.jobStats(0)
+                except libvirt.libvirtError:
+                    continue  # between phases, or just ended
+                if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
+                    continue
+                progress(MigrationProgress(
+                    processed=int(stats.get("data_processed", 0)), remaining=int(stats.get("data_remaining", 0)),
+                    total=int(stats.get("data_total", 0)), memory_remaining=int(stats.get("memory_remaining", 0)),
+                    disk_remaining=int(stats.get("disk_remaining", 0))))
+        except BaseException:
+            with contextlib.suppress(libvirt.libvirtError):
+                dom.abortJob()
+            worker.join(timeout=MIGRATION_ABORT_SECONDS)
+            raise
+        if failure:
+            e = failure[0]
+            if isinstance(e, libvirt.libvirtError):
+                raise translate(e, what) from None
+            raise e
 
     def scale_vm(self, name: str, cpus: int, memory_mib: int) -> None:
         if cpus < 1 or memory_mib < 1:
