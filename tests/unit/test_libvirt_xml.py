@@ -275,6 +275,18 @@ def test_pinned_host_key_is_checked_by_libvirts_libssh2_transport(tmp_path):
     assert opened("qemu+tls://10.0.0.7/system", ssh_host_key=pinned)[0] == "qemu+tls://10.0.0.7/system"
 
 
+def test_a_remote_host_that_does_not_answer_is_unreachable_at_once():
+    """libvirt's own connect has no timeout: the driver checks the port first (_check_reachable)."""
+    import socket
+    from app.hypervisors.base import HostUnreachable
+    with socket.socket() as s:
+        s.bind(("127.0.0.2", 0))
+        port = s.getsockname()[1]  # bound, not listening: refused
+        d = KVM.make_driver(HostConnection(f"qemu+tcp://127.0.0.2:{port}/system", "127.0.0.2"))
+        with pytest.raises(HostUnreachable, match=f"port {port} does not answer"):
+            d.check_host()
+
+
 # --- Host-type check ----------------------------------------------------------------
 
 KVM_CAPS = ("<capabilities><host><cpu><arch>x86_64</arch></cpu></host><guest><os_type>hvm</os_type>"
