@@ -26,9 +26,11 @@
 # Hyper-V host: that address, transport ssl, that SHA-256 fingerprint.
 #
 # Shared primary storage: this kernel has no NFS (neither nfs nor nfsd in /proc/filesystems,
-# no loadable modules), so it is a directory ($LAB/primary) bind-mounted into every host at
-# the same path, /mnt/nubo-lab/primary — the SharedMountPoint way: `file:///mnt/nubo-lab/primary`.
-# The path exists only inside the hosts, as a mount on a real host would.
+# no loadable modules), but it has FUSE: a GlusterFS volume served by a storage node of the
+# lab ("labstore", .2), mounted by every host at the same path, /mnt/nubo-lab/primary — the
+# SharedMountPoint way: `file:///mnt/nubo-lab/primary`. libvirt counts it as shared storage
+# (live migration with disks in place). Without GlusterFS installed, a plain directory
+# ($LAB/primary) is bind-mounted there instead, and libvirt refuses live migration on it.
 #
 # Per-host daemons of other features (e.g. an HA heartbeat writer): every executable in
 # scripts/lab.d/ and in the directories of $NUBO_LAB_HOOKS (colon separated) is run inside
@@ -53,6 +55,7 @@ else
   LAB=${NUBO_LAB_DIR:-/var/lib/nubo-lab-$ID} BRIDGE=nubolab$ID NET=198.19.$ID NS_PREFIX=nubolab$ID- LINK_PREFIX=nl${ID}x
 fi
 ROOT_ADDR=$NET.1
+STORE_ADDR=$NET.2
 STORAGE_PATH=/mnt/nubo-lab/primary
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 HYPERV_PORT=${NUBO_LAB_HYPERV_PORT:-5986}
@@ -114,11 +117,9 @@ state_of() {
 
 # --- set-up ------------------------------------------------------------------
 
-lock() {
-  mkdir -p "$LAB"
-  exec 9>"$LAB/.lock"
-  flock 9
-}
+# Commands that change the lab run under $LAB/.lock, held by flock(1) itself (-o): the
+# daemons this script starts never inherit it.
+lock() { :; }
 
 ensure_base() {
   mkdir -p "$LAB/ns" "$LAB/hosts" "$LAB/primary" "$LAB/ssh"
@@ -192,6 +193,9 @@ EOF
 
 write_known_hosts() {
   local h
+  # Names of the lab's machines, the /etc/hosts of every host.
+  { echo "127.0.0.1 localhost"; echo "$ROOT_ADDR nubo"; echo "$STORE_ADDR labstore"
+    for h in $(hosts); do echo "$(addr_of "$h") $h"; done; } >"$LAB/etc-hosts"  # in place: bind-mounted
   for h in $(hosts); do
     echo "$(addr_of "$h") $(cut -d' ' -f1,2 "$(hostdir "$h")/ssh_host_ed25519_key.pub")"
   done >"$LAB/ssh/known_hosts.new"
@@ -235,7 +239,7 @@ make_mountns() {
   nsenter --net="/run/netns/$(netns_of "$h")" -- \
     unshare --mount="$LAB/ns/$h.mnt" --uts="$LAB/ns/$h.uts" --propagation private -- \
     /bin/sh -euc '
-      h=$1 d=$2 lab=$3 storage=$4
+      h=$1 d=$2 lab=$3 storage=$4 gluster=$5
       hostname "$h"
       mount -t tmpfs -o mode=0755 lab-run /run
       mkdir -p /run/libvirt /run/sshd /run/lock /run/.cgroup
@@ -249,10 +253,12 @@ make_mountns() {
       mount --bind "$d/log" /var/log/libvirt
       mount --bind "$d/cache" /var/cache/libvirt
       mount --bind "$lab/ssh" /root/.ssh
+      mount --bind "$lab/etc-hosts" /etc/hosts
       mount -t tmpfs -o mode=0755 lab-mnt /mnt
       mkdir -p "$storage"
-      mount --bind "$lab/primary" "$storage"
-    ' sh "$h" "$d" "$LAB" "$STORAGE_PATH" 9>&-
+      # Without GlusterFS: the shared directory itself (boot mounts the volume otherwise).
+      [ "$gluster" = 1 ] || mount --bind "$lab/primary" "$storage"
+    ' sh "$h" "$d" "$LAB" "$STORAGE_PATH" "$(have_gluster && echo 1 || echo 0)" 9>&-
 }
 
 wait_libvirtd() {
@@ -280,10 +286,80 @@ run_hooks() {
   done
 }
 
+# --- the storage node ----------------------------------------------------------
+# A GlusterFS server (glusterd, one volume "primary" on one brick) in namespaces of its own
+# at $STORE_ADDR, the lab's "storage box". Each host mounts the volume with its own FUSE
+# client at $STORAGE_PATH; libvirt counts fuse.glusterfs as shared storage, so a live
+# migration with the disks left in place is allowed (on a plain directory libvirt refuses
+# it: "Migration without shared storage is unsafe"). This machine mounts it too, at
+# $LAB/primary, to look inside.
+
+have_gluster() { [ -x /usr/sbin/glusterd ] && [ -x /usr/sbin/gluster ] && command -v mount.glusterfs >/dev/null; }
+
+in_store() {
+  nsenter --net="/run/netns/$(netns_of store)" --mount="$LAB/ns/store.mnt" --uts="$LAB/ns/store.uts" -- "$@" 9>&-
+}
+
+boot_store() {
+  have_gluster || return 0
+  local d=$LAB/store ns link i; ns=$(netns_of store); link=$(veth_of store)
+  mkdir -p "$d/glusterd" "$d/log" "$d/brick"
+  if [ ! -e "$d/glusterd/.seeded" ]; then  # the package's hook scripts and option groups
+    cp -a /var/lib/glusterd/. "$d/glusterd/" 2>/dev/null || true
+    touch "$d/glusterd/.seeded"
+  fi
+  [ -e "/run/netns/$ns" ] || ip netns add "$ns"
+  if ! ip -n "$ns" link show eth0 >/dev/null 2>&1; then
+    ip link del "$link" 2>/dev/null || true
+    ip link add "$link" type veth peer name eth0 netns "$ns"
+  fi
+  ip link set "$link" master "$BRIDGE"
+  ip link set "$link" up
+  ip -n "$ns" link set lo up
+  ip -n "$ns" addr replace "$STORE_ADDR/24" dev eth0
+  ip -n "$ns" link set eth0 up
+  if ! { mountpoint -q "$LAB/ns/store.mnt" && mountpoint -q "$LAB/ns/store.uts"; }; then
+    umount "$LAB/ns/store.mnt" "$LAB/ns/store.uts" 2>/dev/null || true
+    touch "$LAB/ns/store.mnt" "$LAB/ns/store.uts"
+    nsenter --net="/run/netns/$ns" -- \
+      unshare --mount="$LAB/ns/store.mnt" --uts="$LAB/ns/store.uts" --propagation private -- \
+      /bin/sh -euc '
+        hostname labstore
+        mount -t tmpfs -o mode=0755 lab-run /run
+        mkdir -p /run/lock /var/log/glusterfs
+        mount --bind "$1/glusterd" /var/lib/glusterd
+        mount --bind "$1/log" /var/log/glusterfs
+        mount --bind "$2/etc-hosts" /etc/hosts
+      ' sh "$d" "$LAB" 9>&-
+  fi
+  in_store sh -c '[ -e /run/glusterd.pid ] && kill -0 "$(cat /run/glusterd.pid)" 2>/dev/null' \
+    || in_store /usr/sbin/glusterd -p /run/glusterd.pid
+  for i in $(seq 1 150); do  # glusterd answers within a few seconds
+    in_store gluster --mode=script volume list >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+  if ! in_store gluster --mode=script volume info primary >/dev/null 2>&1; then
+    in_store gluster --mode=script volume create primary "$STORE_ADDR:$d/brick" force >/dev/null \
+      || die "cannot create the GlusterFS volume (see $d/log)"
+    in_store gluster --mode=script volume start primary >/dev/null || die "cannot start the GlusterFS volume"
+  fi
+  for i in $(seq 1 150); do  # the brick comes up a moment after glusterd
+    mountpoint -q "$LAB/primary" && return 0
+    mount -t glusterfs -o log-file="$d/log/client-root.log" "$STORE_ADDR:/primary" "$LAB/primary" 2>/dev/null 9>&- \
+      && mountpoint -q "$LAB/primary" && return 0
+    sleep 0.2
+  done
+  die "cannot mount the GlusterFS volume $STORE_ADDR:/primary (see $d/log)"
+}
+
 boot() {
   local h=$1
   make_netns "$h"
   make_mountns "$h"
+  if have_gluster; then
+    in_host "$h" sh -c 'mountpoint -q "$1" || mount -t glusterfs -o log-file=/var/log/libvirt/glusterfs-primary.log "$2:/primary" "$1"' \
+      sh "$STORAGE_PATH" "$STORE_ADDR" || die "$h: cannot mount the shared primary storage $STORE_ADDR:/primary"
+  fi
   in_host "$h" sh -c '[ -e /run/virtlogd.pid ] && kill -0 "$(cat /run/virtlogd.pid)" 2>/dev/null \
     || /usr/sbin/virtlogd -d'
   libvirtd_answers "$h" || in_host "$h" /usr/sbin/libvirtd -d
@@ -383,6 +459,7 @@ cmd_up() {
     write_configs "$h"
   done
   write_known_hosts
+  boot_store
   # The hosts boot side by side, as real ones would.
   local pids=() failed=0 p
   for h in $(hosts); do
@@ -417,7 +494,8 @@ cmd_json() {
   [ -d "$LAB/hosts" ] || die "no lab (scripts/lab.sh up N)"
   printf '{"dir": "%s", "bridge": "%s", "bridge_address": "%s", "storage_url": "file://%s",\n' \
     "$LAB" "$BRIDGE" "$ROOT_ADDR" "$STORAGE_PATH"
-  printf ' "storage_path": "%s", "storage_dir": "%s/primary",\n' "$STORAGE_PATH" "$LAB"
+  printf ' "storage_path": "%s", "storage_dir": "%s/primary", "storage_kind": "%s", "storage_address": "%s",\n' \
+    "$STORAGE_PATH" "$LAB" "$(have_gluster && echo glusterfs || echo directory)" "$STORE_ADDR"
   printf ' "ssh_private_key_file": "%s/ssh/id_ed25519", "ssh_private_key": %s,\n' "$LAB" \
     "$(json_str <"$LAB/ssh/id_ed25519")"
   printf ' "hosts": ['
@@ -457,6 +535,7 @@ cmd_recover() {
   drop_ns "$h"
   rm -f "$(hostdir "$h")/failed"
   ensure_base
+  boot_store
   boot "$h"
   log "$h recovered"
 }
@@ -473,13 +552,14 @@ cmd_down() {
   if [ -d "$LAB" ]; then
     lock
     stop_hyperv
-    for h in $(hosts); do
+    umount "$LAB/primary" 2>/dev/null || umount -l "$LAB/primary" 2>/dev/null || true
+    for h in $(hosts) store; do
       kill_host "$h"
       drop_ns "$h"
     done
   fi
   # Leftovers of a lab whose state directory went away.
-  for ns in $(ip netns list 2>/dev/null | awk -v p="$NS_PREFIX" 'index($1, p) == 1 && substr($1, length(p) + 1) ~ /^lab[0-9]+$/ {print $1}'); do
+  for ns in $(ip netns list 2>/dev/null | awk -v p="$NS_PREFIX" 'index($1, p) == 1 && substr($1, length(p) + 1) ~ /^(lab[0-9]+|store)$/ {print $1}'); do
     ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
     ip netns del "$ns" 2>/dev/null || true
   done
@@ -495,6 +575,13 @@ cmd_down() {
   fi
 }
 
+case "${1:-}" in
+  up|fail|recover|down)
+    if [ -z "${NUBO_LAB_LOCKED:-}" ]; then
+      mkdir -p "$LAB"
+      NUBO_LAB_LOCKED=1 exec flock -o "$LAB/.lock" "$0" "$@"
+    fi ;;
+esac
 case "${1:-}" in
   up) shift; cmd_up "$@" ;;
   list) cmd_list ;;

@@ -22,7 +22,8 @@ if [ "$mode" = test ]; then
          # guest networks on hosts (tests/network): security-group tables, pings, the SSH channel's sshd
          nftables iputils-ping openssh-server
          # the lab of real hosts (scripts/lab.sh): an sshd per host, libvirt's ssh transport, unshare/nsenter
-         openssh-client util-linux)
+         # and its shared primary storage, a GlusterFS volume (no NFS in these kernels)
+         openssh-client util-linux glusterfs-server glusterfs-client)
 fi
 
 missing=()

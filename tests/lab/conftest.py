@@ -12,7 +12,9 @@ Interface (stable; build on it, extend it compatibly):
         lab.host_fields(h1)                # the add-host fields for Nubo: ssh_private_key,
                                            #   ssh_host_key (pinned), acceleration=emulated
         lab.storage_url                    # "file:///mnt/nubo-lab/primary" for createStoragePool
-        lab.storage_dir                    # the same directory seen from this machine
+        lab.storage_path                   # /mnt/nubo-lab/primary: where hosts mount it
+        lab.storage_dir                    # the same storage seen from this machine
+        lab.info["storage_kind"]           # "glusterfs" (live migration allowed) or "directory"
         lab.bridge_address                 # this machine on the lab network (Nubo's address)
         lab.traffic_label                  # "cloudbr0": the bridge for guest NICs on every host
         lab.fail("lab1"); lab.recover("lab1")   # power cut / boot again (scripts/lab.sh)
@@ -31,6 +33,10 @@ Interface (stable; build on it, extend it compatibly):
   at up and recover, see scripts/lab.d/README).
 - Guests run under QEMU's emulation (acceleration=emulated): these machines' KVM cannot boot a
   real kernel.
+- What other features must know (README has the details): a guest's VNC listens on its host's
+  address, so a migration must rewrite it for the destination; a failed host's address does
+  not answer at all (connections time out, ARP is cached), Nubo's driver gives up after
+  CONNECT_TIMEOUT (5 s); test_lab.py shows a live migration with libvirt's own calls.
 """
 from __future__ import annotations
 
