@@ -123,6 +123,15 @@ def _edit(caller, uuid: str, f: EditForm):
                               userdata_b64=userdata)
 
 
+def run_by_extension(vm: VirtualMachine) -> bool:
+    """An extension runs the VM (External, or Custom bound to one): its disks are the orchestrator's."""
+    if vm.hypervisor_type not in ("External", "Custom"):
+        return False
+    from app.models import Host
+    from app.services.extensions import calls
+    return calls.serves(vm.host or (db.session.get(Host, vm.last_host_id) if vm.last_host_id else None))
+
+
 def _may_expunge(vm: VirtualMachine) -> bool:
     return current_user.is_admin or settings.get("allow.user.expunge.recover.vm", account=current_user.account_id)
 
@@ -192,7 +201,7 @@ VM_ACTIONS: dict[str, VMAction] = {
                                when=lambda vm: bool(vm.template and vm.template.password_enabled),
                                api="resetPasswordForVirtualMachine"),
     "restore": VMAction("Restore", "restore", lambda caller, uuid, f: vm_admin.restore(caller, uuid, f.template.data or None),
-                        form=RestoreForm, choice="template", danger=True,
+                        form=RestoreForm, choice="template", danger=True, when=lambda vm: not run_by_extension(vm),
                         confirm="Reinstall the root disk of {name} from the template? Everything on it is lost.",
                         api="restoreVirtualMachine"),
     "reset-ssh-key": VMAction("Reset SSH key", "resetsshkey",

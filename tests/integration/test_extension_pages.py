@@ -198,6 +198,7 @@ def test_custom_actions_on_the_vm_page(app, client, auth, external_vm):
     page = client.get(f"/vms/{vm}").get_data(as_text=True)
     assert 'id="vm-custom-actions"' in page and "take a snapshot" in page and "not enabled" not in page
     assert 'name="p_name"' in page and 'type="checkbox"' in page and '<option value="full">' in page
+    assert ">Restore</button>" not in page  # its disks are the orchestrator's: no Restore offered
     # Its console is asked of the extension when opened: the button is there before any getconsole.
     assert f'action="/vms/{vm}/console"' in page and 'id="vm-console-note"' not in page
     token = auth.csrf(f"/vms/{vm}")
