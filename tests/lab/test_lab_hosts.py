@@ -1,6 +1,6 @@
 """Nubo on the lab's two real libvirt hosts (scripts/lab.sh): both added to one KVM cluster
-over qemu+ssh (one through the API's addHost, the other through the service the add-host
-wizard calls) with their SSH host keys pinned, the lab's shared primary storage added once
+over qemu+ssh (one through the API's addHost, the other through the add-host wizard's page,
+Test connection first) with their SSH host keys pinned, the lab's shared primary storage added once
 for the cluster, and a real guest (tests/guests/acpi_guest.py, QEMU emulation) deployed on
 each host: Nubo shows each Running on its host, and each host's own libvirtd runs it."""
 from __future__ import annotations
@@ -10,14 +10,13 @@ import uuid
 
 import libvirt
 import pytest
+from sqlalchemy import select
 
 from app.extensions import db
-from app.models import ServiceOffering, new_uuid
+from app.models import Host, ServiceOffering, new_uuid
 from app.services import accounts, hosts, settings, storage, templates, vms, zones
-from app.services.errors import ServiceError
 from app.services.network import networks
 from tests.guests import acpi_guest
-from tests.helpers.users import existing_user
 from tests.helpers.www import serve
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.xdist_group("lab")]
@@ -44,18 +43,18 @@ def www(tmp_path, guest_image):
 def _api(app, client, **params):
     from app.api.signing import sign
     with app.app_context():
-        key, secret = accounts.ensure_keys(accounts.get_user("root"))
+        key, secret = accounts.ensure_keys(accounts.get_user("admin"))
     params = {k: str(v) for k, v in params.items()} | {"apiKey": key, "response": "json"}
     params["signature"] = sign(params, secret)
     resp = client.post("/client/api", data=params)
     return resp.status_code, next(iter(resp.get_json().values()))
 
 
-def test_two_lab_hosts_run_a_guest_each(app, client, lab, tmp_path, www):
+def test_two_lab_hosts_run_a_guest_each(app, client, auth, lab, tmp_path, www):
     h1, h2 = lab.hosts
     with app.app_context():
-        admin = existing_user("root", "rootpass1", role="admin", account="admin")
-        alice = existing_user("alice", "alicepass1")
+        admin = accounts.get_user("admin")
+        alice = accounts.get_user("alice")
         z = zones.create_zone(admin, name="lab", network_type="Basic", dns1="198.18.0.53",
                               internal_dns1="198.18.0.53", guest_cidr="10.78.0.0/24")
         zones.create_physical_network(admin, z, vlan_range=None, traffic_labels={"KVM": lab.traffic_label})
@@ -65,11 +64,20 @@ def test_two_lab_hosts_run_a_guest_each(app, client, lab, tmp_path, www):
         c = zones.add_cluster(admin, pod_uuid=p.uuid, name="c", hypervisor="KVM")
         ids = dict(zone=z.uuid, pod=p.uuid, cluster=c.uuid, admin=admin.uuid, alice=alice.uuid)
 
-        # A wrong pinned key is refused before anything is made (libvirt's own SSH check).
-        wrong = {**lab.host_fields(h2), "ssh_host_key": h1.ssh_host_key}
-        with pytest.raises(ServiceError, match="(?i)host key"):
-            hosts.add_host(admin, cluster_uuid=c.uuid, url=h2.uri, fields=wrong)
-        host2 = hosts.add_host(admin, cluster_uuid=c.uuid, url=h2.uri, fields=lab.host_fields(h2))
+    # lab2 through the add-host wizard: Test connection, a wrong pinned key refused with
+    # nothing made (libvirt's own SSH check), then added.
+    auth.login("admin")
+    where = {"zone": ids["zone"], "pod": ids["pod"], "cluster": ids["cluster"]}
+    form = {**lab.host_fields(h2), "url": h2.uri}
+    tested = client.post("/admin/hosts/test-connection?type=KVM", data={"csrf_token": auth.csrf(), **form})
+    assert tested.status_code == 200 and "lab2" in tested.get_data(as_text=True)
+    wrong = client.post("/admin/hosts/add", data={"csrf_token": auth.csrf(), **where, **form,
+                                                  "ssh_host_key": h1.ssh_host_key})
+    assert wrong.status_code == 422 and "HOST KEY" in wrong.get_data(as_text=True).upper()
+    added = client.post("/admin/hosts/add", data={"csrf_token": auth.csrf(), **where, **form})
+    assert added.status_code == 302, added.get_data(as_text=True)[-3000:]
+    with app.app_context():
+        host2 = db.session.scalar(select(Host).where(Host.address == h2.address, Host.removed.is_(None)))
         assert host2.name == "lab2" and host2.address == h2.address and host2.state == "Up"
 
     # addHost through the API, the fields as CloudStack's details map.
