@@ -146,6 +146,8 @@ class ExternalDriver(Driver):
         self._must("reboot", name)
 
     def destroy_vm(self, name: str) -> None:
+        if name not in self.spec.payloads:
+            return  # a VM Nubo has not prepared is none of this host's: nothing to delete
         self._must("delete", name)
 
     def vm_info(self, name: str) -> VMInfo:
@@ -188,9 +190,49 @@ class ExternalDriver(Driver):
                                           one_time_password=bool(console.get("passwordonetimeuseonly")))
         return target
 
-    # What the orchestrator keeps is not Nubo's: no pools, volumes, segments here.
+    # What the orchestrator keeps is not Nubo's: no pools, volumes, ISOs, segments here, and
+    # nothing the extension contract has no action for (CloudStack 4.21 has none either).
     def prepare_storage_pool(self, pool):
         raise OperationNotSupported("External hosts have no primary storage")
+
+    def _none(self, what: str):
+        raise OperationNotSupported(f"External hosts have no {what}: the orchestrator keeps them")
+
+    def delete_storage_pool(self, pool):
+        self._none("primary storage")
+
+    def pool_info(self, pool):
+        self._none("primary storage")
+
+    def create_volume(self, vol):
+        self._none("volumes")
+
+    def delete_volume(self, pool, name):
+        self._none("volumes")
+
+    def resize_volume(self, pool, name, size_bytes):
+        self._none("volumes")
+
+    def import_template(self, pool, name, source):
+        self._none("templates in Nubo's storage")
+
+    def attach_volume(self, name, disk):
+        self._none("volumes")
+
+    def detach_volume(self, name, disk):
+        self._none("volumes")
+
+    def attach_iso(self, name, iso_path):
+        self._none("ISOs")
+
+    def detach_iso(self, name):
+        self._none("ISOs")
+
+    def scale_vm(self, name, cpus, memory_mib):
+        raise OperationNotSupported("An extension has no action to scale a VM")
+
+    def migrate_vm(self, name, dest, live=True):
+        raise OperationNotSupported("An extension has no action to migrate a VM")
 
     def ensure_segment(self, segment):
         raise OperationNotSupported("External hosts make no network segments")
