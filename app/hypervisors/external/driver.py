@@ -231,7 +231,7 @@ class ExternalDriver(Driver):
     def scale_vm(self, name, cpus, memory_mib):
         raise OperationNotSupported("An extension has no action to scale a VM")
 
-    def migrate_vm(self, name, dest, live=True):
+    def migrate_vm(self, name, dest, live=True, *, spec=None, progress=None):
         raise OperationNotSupported("An extension has no action to migrate a VM")
 
     def ensure_segment(self, segment):
