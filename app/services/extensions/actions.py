@@ -13,7 +13,7 @@ from app.extensions import db
 from app.jobs import service as jobs
 from app.models import AsyncJob, ExtensionCustomAction, ExtensionState, Host, VirtualMachine, VMState, utcnow
 from app.services import events
-from app.services.errors import InvalidParameter, NotFound, ServiceError
+from app.services.errors import InvalidParameter, NotFound
 from app.services.extensions import calls, details, parameters, registry
 
 ROLE_TYPES = ("Admin", "ResourceAdmin", "DomainAdmin", "User")
@@ -22,11 +22,6 @@ ERROR = "Internal error running action"
 # The VM states a custom action may run in (taken with the VM's lock; a VM in a transition
 # is busy with another action anyway).
 LOCKABLE = (VMState.RUNNING, VMState.STOPPED, VMState.UNKNOWN, VMState.ERROR)
-
-
-class RunRefused(ServiceError):
-    """runCustomAction's CloudRuntimeException: 530 with its text, to every caller."""
-    shown_to_users = True
 
 
 def get(uuid: str, field: str = "id") -> ExtensionCustomAction:
@@ -81,7 +76,7 @@ def add(caller, *, extension_uuid: str, name: str, description: str | None = Non
     if db.session.scalar(select(ExtensionCustomAction.id).where(
             ExtensionCustomAction.extension_id == e.id, func.lower(ExtensionCustomAction.name) == name.lower(),
             ExtensionCustomAction.removed.is_(None))):
-        raise InvalidParameter("Action by name already exists", field="name")
+        raise registry.Refused("Action by name already exists", field="name")
     a = ExtensionCustomAction(extension_id=e.id, name=name, description=description, resource_type=rtype,
                               allowed_role_types=roles, enabled=bool(enabled), parameters=json.dumps(declared),
                               success_message=success_message, error_message=error_message, timeout=t)
@@ -204,21 +199,21 @@ def run(caller, *, action_uuid: str, resource_id: str, resource_type: str | None
     if a is None or not allowed(caller, a) or not a.enabled:
         raise InvalidParameter(ERROR, field="customactionid")
     if a.extension.state != ExtensionState.ENABLED:
-        raise RunRefused(ERROR)
+        raise registry.Refused(ERROR)
     if a.resource_type is None and not resource_type:
         raise InvalidParameter("Resource type not specified for the action", field="resourcetype")
     rtype = a.resource_type
     if resource_type:
         rtype = next((r for r in RESOURCE_TYPES if r.lower() == resource_type.strip().lower()), None)
         if rtype is None or (a.resource_type and rtype != a.resource_type):
-            raise RunRefused(ERROR)
+            raise registry.Refused(ERROR)
     vm, host, e = _vm_extension(caller, resource_id)
     if vm is None:
-        raise RunRefused(ERROR)
+        raise registry.Refused(ERROR)
     if host is None or not calls.serves(host):
         raise InvalidParameter(ERROR, field="resourceid")  # not an External VM
     if e is None or e.id != a.extension_id:
-        raise RunRefused(ERROR)  # its cluster's extension is not the action's
+        raise registry.Refused(ERROR)  # its cluster's extension is not the action's
     supplied = details.parse(parameter_map, "parameters")
     values = parameters.validate(parameters.loads(a.parameters), supplied)
     from app.services import vms as vm_service

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from app.extensions import db
 from app.models import utcnow, Cluster, Extension, ExtensionCustomAction, ExtensionResourceMap, ExtensionState, Host
 from app.services import events
-from app.services.errors import InvalidParameter, NotFound, ResourceInUse
+from app.services.errors import InvalidParameter, NotFound, ResourceInUse, ServiceError
 from app.services.extensions import details, paths
 
 TYPES = ("Orchestrator",)
@@ -17,6 +17,12 @@ STATES = (ExtensionState.ENABLED, ExtensionState.DISABLED)
 RESOURCE_TYPES = ("Cluster",)
 EXTERNAL = "External"  # the hypervisor type an extension drives
 CUSTOM = "Custom"  # may be bound to an extension instead of a libvirt URI
+
+
+class Refused(ServiceError):
+    """A refusal CloudStack's ExtensionsManagerImpl throws as CloudRuntimeException: 530 with
+    its text, shown to every caller."""
+    shown_to_users = True
 
 
 def get(uuid: str, field: str = "id") -> Extension:
@@ -79,13 +85,13 @@ def create(caller, *, name: str, type: str, description: str | None = None, path
            details_map=None) -> Extension:
     name = paths.check_name(name)
     if type not in TYPES:
-        raise InvalidParameter(f"Invalid type specified - {type}", field="type")
+        raise Refused(f"Invalid type specified - {type}", field="type")
     relative = paths.check_relative(name, path)
     st = _state(state, ExtensionState.ENABLED)
     values = details.parse(details_map)
     if db.session.scalar(select(Extension.id).where(func.lower(Extension.name) == name.lower(),
                                                     Extension.removed.is_(None))):
-        raise InvalidParameter("Extension by name already exists", field="name")
+        raise Refused("Extension by name already exists", field="name")
     e = Extension(name=name, type=type, description=description, relative_path=relative, state=st,
                   orchestrator_requires_prepare_vm=bool(orchestrator_requires_prepare_vm))
     db.session.add(e)
