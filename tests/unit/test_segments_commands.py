@@ -34,6 +34,8 @@ class FakeHost:
         self.ran.append(list(argv))
         ok, fail = Result(0, "", ""), Result(1, "", "Device does not exist")
         a = list(argv)
+        if a == ["ip", "-d", "-j", "link", "show"]:
+            return Result(0, json.dumps([self._json(n) for n in self.links]), "")
         if a[:6] == ["ip", "-d", "-j", "link", "show", "dev"]:
             return Result(0, json.dumps([self._json(a[6])]), "") if a[6] in self.links else fail
         if a[:5] == ["ip", "-j", "link", "show", "master"]:

@@ -74,6 +74,16 @@ def link(ch: Channel, name: str) -> dict | None:
     return data[0] if data else None
 
 
+def links(ch: Channel) -> dict[str, dict]:
+    """`ip -d -j link show` of every device, by name: one command where ensure() would ask for
+    the label, the device and the bridge one by one (each a round trip over SSH)."""
+    r = ch.run(["ip", "-d", "-j", "link", "show"])
+    try:
+        return {d["ifname"]: d for d in json.loads(r.stdout or "[]") if d.get("ifname")}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise ChannelError("ip link show: unreadable answer") from None
+
+
 def kind(info: dict | None) -> str | None:
     return ((info or {}).get("linkinfo") or {}).get("info_kind")
 
@@ -150,7 +160,8 @@ def _fdb_peers(ch: Channel, dev: str) -> set[str]:
 def ensure(ch: Channel, seg: SegmentSpec) -> str:
     """Make the segment's bridge and device where missing; return the bridge's name."""
     bridge, dev = names(ch, seg)
-    label = link(ch, seg.label)
+    have = links(ch)  # what the host holds now: one read for the label, the device and the bridge
+    label = have.get(seg.label)
     if label is None:
         raise SegmentError(f"Traffic label {seg.label} does not exist on the host")
     if dev is None:  # untagged: the label's bridge itself
@@ -158,7 +169,7 @@ def ensure(ch: Channel, seg: SegmentSpec) -> str:
             raise SegmentError(f"Traffic label {seg.label} is not a bridge: an untagged network needs one")
         return bridge
 
-    info = link(ch, dev)
+    info = have.get(dev)
     if info is None:
         mtu = ["mtu", str(seg.mtu)] if seg.mtu is not None else []
         if seg.isolation == "VXLAN":
@@ -176,7 +187,7 @@ def ensure(ch: Channel, seg: SegmentSpec) -> str:
             raise SegmentError(f"{dev} exists on the host but is not the {want} {seg.vnet} Nubo expects")
     _mtu(ch, dev, info, seg.mtu)
 
-    br = link(ch, bridge)
+    br = have.get(bridge)
     if br is None:
         argv = ["ip", "link", "add", "name", bridge, "type", "bridge", "forward_delay", "0"]
         ch.run(argv)
