@@ -21,6 +21,7 @@ the pool's threads to other accounts meanwhile.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -58,6 +59,9 @@ JOB_SECONDS = Histogram("nubo_job_seconds", "Time a job ran, by handler and outc
 HEARTBEAT_SECONDS = 10
 TRANSFER_WAIT_SECONDS = 3  # how often a transfer waiting for its account's turn looks again
 _HANDLERS: dict[str, Callable[[AsyncJob, dict], Any]] = {}
+# Handlers reviewed to run in a session that does not expire its objects on commit (issue 21):
+# each of their reads after a commit either wants what it loaded before, or refreshes.
+_NO_EXPIRY: set[str] = set()
 # Clean-up run when the reaper fails a job of that handler (its worker died mid-way).
 _REAP_HOOKS: dict[str, Callable[[AsyncJob], None]] = {}
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
@@ -110,11 +114,35 @@ def _formatted(out):
     return done
 
 
-def handler(name: str):
+def handler(name: str, *, expire_on_commit: bool = True):
+    """Register a job handler. expire_on_commit=False runs it in a session whose commits do
+    not expire what it loaded (no re-SELECT of the VM after each of its ~10 commits): only for
+    handlers reviewed for it — a read after a commit sees what this session loaded or wrote,
+    not what Core UPDATEs or other processes changed since; such reads must refresh (or run
+    inside expiring())."""
     def decorate(fn):
         _HANDLERS[name] = fn
+        if expire_on_commit:
+            _NO_EXPIRY.discard(name)
+        else:
+            _NO_EXPIRY.add(name)
         return fn
     return decorate
+
+
+@contextlib.contextmanager
+def expiring():
+    """Inside a no-expiry handler: a part written for expiry-on-commit (other services' steps,
+    e.g. implementing a network) runs as it was written: everything loaded is expired first
+    and each commit inside expires again."""
+    session = db.session()
+    before = session.expire_on_commit
+    session.expire_all()
+    session.expire_on_commit = True
+    try:
+        yield
+    finally:
+        session.expire_on_commit = before
 
 
 def on_reap(name: str, hook: Callable[[AsyncJob], None]) -> None:
@@ -221,6 +249,8 @@ def execute(job_id: int) -> float | None:
     from flask import g
     from app.models import User
     g.caller = db.session.get(User, job.user_id) if job.user_id else None  # whom the result is for
+    session = db.session()
+    session.expire_on_commit = spec["handler"] not in _NO_EXPIRY  # this job's own session (a fresh context)
     try:
         out = _formatted(_HANDLERS[spec["handler"]](job, spec.get("params", {})))
         status, code, result = JobStatus.SUCCEEDED, 0, out if out is not None else {}
@@ -235,6 +265,7 @@ def execute(job_id: int) -> float | None:
         log.exception("job %s (%s) failed", job_id, job.cmd)
         result = {"errorcode": 530, "cserrorcode": 4250, "errortext": f"Internal error: {e}"}
     finally:
+        session.expire_on_commit = True
         stop.set()
         JOB_SECONDS.labels(spec["handler"], "succeeded" if status == JobStatus.SUCCEEDED else "failed").observe(
             time.monotonic() - t0)

@@ -105,7 +105,9 @@ def ensure_on_pool(t: Template, pool: StoragePool, host: Host) -> TemplatePoolRe
     db.session.execute(update(StoragePool).where(StoragePool.id == pool.id).values(  # the real size, not the guess
         allocated_bytes=StoragePool.allocated_bytes + size - reserved))
     db.session.commit()
-    return db.session.get(TemplatePoolRef, ref.id)
+    # populate_existing: the Core UPDATE above is not in the loaded ref (a job's session may
+    # not expire on commit)
+    return db.session.get(TemplatePoolRef, ref.id, populate_existing=True)
 
 
 def _forget(ref_id: int) -> None:

@@ -237,10 +237,11 @@ def _submit(caller, vm: VirtualMachine, action: str, cmd: str, params: dict | No
     return job
 
 
-def _vm_job(action: str):
-    """Register the job handler of one action: load the VM, run, always unlock."""
+def _vm_job(action: str, *, expire_on_commit: bool = True):
+    """Register the job handler of one action: load the VM, run, always unlock.
+    expire_on_commit=False: see jobs.handler (the action's code reviewed for it)."""
     def decorate(fn):
-        @jobs.handler(f"vm.{action}")
+        @jobs.handler(f"vm.{action}", expire_on_commit=expire_on_commit)
         def run(job: AsyncJob, params: dict):
             vm = db.session.scalar(select(VirtualMachine).where(VirtualMachine.uuid == params["vm"]))
             try:
@@ -736,12 +737,13 @@ def _run_on(vm: VirtualMachine, host: Host) -> None:
     _prepare_root(vm, host, pool)
     iso = _iso_path(vm, host, pool)
     cfg = config_drive.ensure(vm, host, pool)
-    db.session.refresh(vm)
     # The NICs' networks implemented (lazily, near this host), their segments named; the
     # routers learn the VM's leases and metadata before the guest boots and asks for them.
-    segments = networks.prepare_nics(vm, host)
-    db.session.refresh(vm)
-    networks.apply_routers(vm)
+    # Written for expiry on commit (Core updates, commits of their own): run as such.
+    with jobs.expiring():
+        segments = networks.prepare_nics(vm, host)
+        db.session.refresh(vm)
+        networks.apply_routers(vm)
     spec = _spec(vm, host, iso, cfg, segments)
     db.session.commit()  # nothing held while the host works
     driver = _driver(host)
@@ -859,7 +861,7 @@ def _deployed(vm: VirtualMachine, out: dict) -> dict:
     return out
 
 
-@_vm_job("deploy")
+@_vm_job("deploy", expire_on_commit=False)
 def _run_deploy(job, vm, params):
     return _deployed(vm, _start(job, vm, preferred_host_id=params.get("host"), first=True))
 
@@ -872,7 +874,7 @@ def start(caller, uuid: str, host_uuid: str | None = None) -> AsyncJob:
     return _submit(caller, vm, "start", "startVirtualMachine", {"host": host_id})
 
 
-@_vm_job("start")
+@_vm_job("start", expire_on_commit=False)
 def _run_start(job, vm, params):
     # "cluster": an HA restart stays in the dead host's cluster (app/services/ha/work.py).
     return _start(job, vm, preferred_host_id=params.get("host") or vm.last_host_id, first=False,
@@ -895,7 +897,7 @@ def _stopped_on_host(vm: VirtualMachine) -> None:
     vm.console_port = None
 
 
-@_vm_job("stop")
+@_vm_job("stop", expire_on_commit=False)
 def _run_stop(job, vm, params):
     host = vm.host
     timeout = settings.get("vm.stop.timeout")

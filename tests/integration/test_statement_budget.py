@@ -22,13 +22,14 @@ from tests.helpers.sim_zone import simulator_zone
 PINS = {
     # deployVirtualMachine, the API call alone: caller, params, quota, VM/volume/NIC/IP rows, job row
     "deploy.api": 54,
-    # the deploy job: claim, plan, volume, start on the Simulator, events, result
-    "deploy.job": 82,
+    # the deploy job: claim, plan, volume, start on the Simulator, events, result. 82 while
+    # every commit expired the VM (re-read 11 times); its session no longer expires on commit
+    "deploy.job": 66,
     # stopVirtualMachine / startVirtualMachine: the API call, then its job
     "stop.api": 15,
-    "stop.job": 45,
+    "stop.job": 38,  # 45 expiring on commit
     "start.api": 17,
-    "start.job": 70,
+    "start.job": 61,  # 70 expiring on commit
     # listVirtualMachines pagesize=20 (rows, not ORM objects: app/services/vm_views.py)
     "listVirtualMachines": 9,
     # queryAsyncJobResult of a finished deploy (its result stored as JSON)
