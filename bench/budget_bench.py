@@ -1,0 +1,178 @@
+"""CPU budget per operation (issue 21), in one process: Nubo's CPU (this process, all threads)
+and, on PostgreSQL, the CPU of the server processes behind this process's connections, per
+deploy (API call and job apart), VM stop and start (call and job), listVirtualMachines
+(pagesize 20), queryAsyncJobResult, and the dashboard and VM list pages; with the SQL
+statements of each. The same operations as tests/integration/test_statement_budget.py, on a
+Simulator zone, through Flask's test client (no network, no HTTP server), jobs run right after
+their call as a worker would (a fresh app context each).
+
+    PYTHONPATH=$PWD .venv/bin/python bench/budget_bench.py [--database-url URL] [--n 40]
+
+--compare-expiry also runs the VM jobs with the session expiring on commit (as before issue 21)
+in the same run, so the two are measured side by side.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("NUBO_PASSWORD_HASH", "scrypt:1024:8:1")
+
+import sqlalchemy as sa  # noqa: E402
+
+from app import create_app  # noqa: E402
+from app.api.signing import sign  # noqa: E402
+from app.extensions import db  # noqa: E402
+from app.jobs import service as jobs, tasks  # noqa: E402
+from app.services import accounts, bootstrap, settings  # noqa: E402
+from tests.conftest import csrf_token, fresh_server_database  # noqa: E402
+from tests.helpers.sim_zone import simulator_zone  # noqa: E402
+from tests.helpers.users import existing_user  # noqa: E402
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pid: int) -> float:
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return 0.0
+    f = stat[stat.rindex(")") + 2:].split()
+    return (int(f[11]) + int(f[12])) / TICK
+
+
+class Meter:
+    """Nubo's CPU (process_time), the PostgreSQL backends' CPU, statements, for one operation."""
+
+    def __init__(self, engine, backends: set[int]):
+        self.engine, self.backends, self.statements = engine, backends, 0
+        sa.event.listen(engine, "before_cursor_execute", self._count)
+
+    def _count(self, *a):
+        self.statements += 1
+
+    def measure(self, fn):
+        s0, c0 = self.statements, time.process_time()
+        b0 = sum(proc_cpu(p) for p in self.backends)
+        out = fn()
+        cpu = time.process_time() - c0
+        server = sum(proc_cpu(p) for p in self.backends) - b0
+        return out, cpu, server, self.statements - s0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--database-url", default="")
+    ap.add_argument("--n", type=int, default=40, help="deploys (and stop/start pairs, list calls...) measured")
+    ap.add_argument("--compare-expiry", action="store_true")
+    ap.add_argument("--profile", help="cProfile the operations whose name starts with this (top 30 printed)")
+    a = ap.parse_args()
+    url = fresh_server_database(a.database_url, "budget") if a.database_url else ""
+    instance = Path(tempfile.mkdtemp())
+    app = create_app({"INSTANCE_PATH": str(instance), "DATABASE_URL": url, "TESTING": True, "SEED_DEMO": False,
+                      "JOBS_IMMEDIATE": True})
+    settings.CACHE_SECONDS = 3600.0
+    backends: set[int] = set()
+    with app.app_context():
+        db.create_all()
+        settings.sync_definitions()
+        bootstrap.seed_reference_data()
+        existing_user("admin", "adminpass", role="admin", account="admin")
+        admin = accounts.get_user("admin")
+        w = simulator_zone(admin, instance, name="bz", guest_cidr="10.64.0.0/16",
+                           host_urls=[f"simulator://b{i}?cpus=128&memory=1048576" for i in range(4)])
+        ids = dict(zone=w.zone.uuid, t=w.template.uuid, so=w.offering.uuid)
+        key, secret = accounts.ensure_keys(admin)  # no instance limit
+        engine = db.engine
+    if engine.dialect.name == "postgresql":
+        @sa.event.listens_for(engine, "connect")
+        def _pid(dbapi_conn, _):
+            cur = dbapi_conn.cursor()
+            cur.execute("SELECT pg_backend_pid()")
+            backends.add(cur.fetchone()[0])
+            cur.close()
+        engine.dispose()
+    queued: list[int] = []
+    tasks.run_job = queued.append  # the job is run apart from its call (below)
+    client = app.test_client()
+    meter = Meter(engine, backends)
+
+    def call(command, **params):
+        p = {"apiKey": key, "response": "json", "command": command, **{k: str(v) for k, v in params.items()}}
+        p["signature"] = sign(p, secret)
+        resp = client.get("/client/api", query_string=p)
+        assert resp.status_code == 200, resp.data
+        return json.loads(resp.data)[f"{command.lower()}response"]
+
+    def run_job():
+        job_id = queued.pop()
+        with app.app_context():
+            jobs.execute(job_id)
+
+    rows: dict[str, list[tuple[float, float, int]]] = {}
+
+    import cProfile
+    prof = cProfile.Profile() if a.profile else None
+
+    def record(name, fn):
+        if prof is not None and name.startswith(a.profile):
+            fn = (lambda f: lambda: prof.runcall(f))(fn)
+        out, cpu, server, n = meter.measure(fn)
+        rows.setdefault(name, []).append((cpu, server, n))
+        return out
+
+    saved = set(jobs._NO_EXPIRY)
+    variants = [("", saved)] + ([(" (expiring on commit)", set())] if a.compare_expiry else [])
+    call("deployVirtualMachine", zoneid=ids["zone"], serviceofferingid=ids["so"], templateid=ids["t"], name="warm")
+    run_job()
+    vm_ids = []
+    for suffix, no_expiry in variants:
+        jobs._NO_EXPIRY.clear()
+        jobs._NO_EXPIRY.update(no_expiry)
+        for i in range(a.n):
+            body = record("deployVirtualMachine: API call", lambda i=i: call(
+                "deployVirtualMachine", zoneid=ids["zone"], serviceofferingid=ids["so"], templateid=ids["t"],
+                name=f"v{suffix and 'e'}{i}"))
+            record("deploy job" + suffix, run_job)
+            vm_ids.append(body["id"])
+        last_job = body["jobid"]
+        for vm in vm_ids[-a.n:]:
+            for action in ("stop", "start"):
+                record(f"{action}VirtualMachine: API call", lambda action=action, vm=vm: call(
+                    f"{action}VirtualMachine", id=vm))
+                record(f"{action} job" + suffix, run_job)
+    jobs._NO_EXPIRY.clear()
+    jobs._NO_EXPIRY.update(saved)
+    for _ in range(a.n):
+        record("listVirtualMachines pagesize=20", lambda: call("listVirtualMachines", pagesize=20, page=1))
+        record("queryAsyncJobResult", lambda: call("queryAsyncJobResult", jobid=last_job))
+    client.post("/login", data={"username": "admin", "password": "adminpass", "csrf_token": csrf_token(client)})
+    for page in ("/admin/", "/vms/"):
+        client.get(page)
+        for _ in range(a.n):
+            record(f"page {page}", lambda page=page: client.get(page))
+    if prof is not None:
+        import pstats
+        pstats.Stats(prof).sort_stats("cumulative").print_stats(30)
+    print(f"{engine.dialect.name}, {len(vm_ids) + 1} VMs on 4 Simulator hosts, n={a.n} per operation; "
+          f"load average {os.getloadavg()[0]:.1f} at the end")
+    server = "PostgreSQL CPU ms" if backends else "(server CPU not measured)"
+    print(f"| operation | Nubo CPU ms (median / mean) | {server} (mean) | SQL statements |")
+    print("|---|---|---|---|")
+    for name, vals in rows.items():
+        cpu = [v[0] * 1000 for v in vals]
+        srv = statistics.mean(v[1] * 1000 for v in vals)
+        st = sorted({v[2] for v in vals})
+        print(f"| {name} | {statistics.median(cpu):.1f} / {statistics.mean(cpu):.1f} | "
+              f"{srv:.1f} | {st[0]}{'–' + str(st[-1]) if len(st) > 1 else ''} |")
+
+
+if __name__ == "__main__":
+    main()
