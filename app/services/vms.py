@@ -725,7 +725,8 @@ def _run_on(vm: VirtualMachine, host: Host) -> None:
     from app.services.extensions import calls as extension_calls
     if extension_calls.serves(host):  # the orchestrator keeps disks and networks: no pools, no segments
         from app.services.extensions import vms as extension_vms
-        return extension_vms.run_on(vm, host, events.actor())
+        with jobs.expiring():  # written for expiry on commit (see jobs.handler)
+            return extension_vms.run_on(vm, host, events.actor())
     pool = _pool_for(vm, host)
     driver = _driver(host)
     try:
