@@ -47,7 +47,9 @@ def guest_screen(page, vm_page: str):
         page.get_by_role("button", name="Console", exact=True).click()
     console = opened.value
     console.set_viewport_size({"width": 1024, "height": 700})
-    console.wait_for_selector("#console-status[data-state=connected]", timeout=30000)
+    # The context's generous limit (tests/e2e/conftest.py), not 30 s: opening asks the hypervisor
+    # (an extension's getconsole) and a loaded machine can take longer to connect.
+    console.wait_for_selector("#console-status[data-state=connected]")
     deadline = time.monotonic() + 60
     while console.evaluate(CANVAS_COLOURS) < 2 and time.monotonic() < deadline:
         time.sleep(0.5)  # the BIOS draws its text
