@@ -241,6 +241,10 @@ make_mountns() {
     /bin/sh -euc '
       h=$1 d=$2 lab=$3 storage=$4 gluster=$5
       hostname "$h"
+      # Not the lab machinery seen from this machine: the namespace files of the other hosts
+      # (they would keep those namespaces alive) and the storage mount of this machine.
+      umount -l "$lab/ns" 2>/dev/null || true
+      ! mountpoint -q "$lab/primary" || umount -l "$lab/primary"
       mount -t tmpfs -o mode=0755 lab-run /run
       mkdir -p /run/libvirt /run/sshd /run/lock /run/.cgroup
       mount --rbind /sys/fs/cgroup /run/.cgroup
@@ -325,6 +329,7 @@ boot_store() {
       unshare --mount="$LAB/ns/store.mnt" --uts="$LAB/ns/store.uts" --propagation private -- \
       /bin/sh -euc '
         hostname labstore
+        umount -l "$2/ns" 2>/dev/null || true
         mount -t tmpfs -o mode=0755 lab-run /run
         mkdir -p /run/lock /var/log/glusterfs
         mount --bind "$1/glusterd" /var/lib/glusterd
