@@ -188,7 +188,8 @@ def lab() -> Iterator[Lab]:
     if os.geteuid() != 0:
         pytest.fail("the lab needs root (namespaces, bridges, libvirtd)")
     requires.need("/usr/sbin/libvirtd", "/usr/sbin/virtlogd", "/usr/sbin/sshd", "ssh-keygen", "nsenter",
-                  "unshare", "ip", why="scripts/sysdeps.sh test installs them")
+                  "unshare", "ip", "/usr/sbin/glusterd", "mount.glusterfs",
+                  why="scripts/sysdeps.sh test installs them (GlusterFS: the shared primary storage)")
     lab_id, lock = _take_lab_id()
     env = {**os.environ, "NUBO_LAB_ID": str(lab_id)}
     env.pop("NUBO_LAB_DIR", None)
