@@ -350,7 +350,9 @@ class VMSnapshotInfo:
 @dataclass
 class DriverContext:
     """What a driver may know of Nubo: plain values, no Flask, no sessions."""
-    instance_path: str = "."
+    # Where a driver may keep private files (SSH keys). None: a private temporary directory,
+    # never the working directory (a key once landed in a checkout that way).
+    instance_path: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)  # e.g. {"xen.guest.boot.mode": "pv"}
     database_url: str | None = None  # the Simulator keeps its fake hosts there
     testing: bool = False

@@ -137,6 +137,18 @@ def ensure_event_loop() -> None:
         _loop_thread.start()
 
 
+_PRIVATE_TMP: str | None = None
+
+
+def _private_tmp() -> str:
+    """A 0700 directory of this process for drivers made without an instance path."""
+    global _PRIVATE_TMP
+    if _PRIVATE_TMP is None:
+        import tempfile
+        _PRIVATE_TMP = tempfile.mkdtemp(prefix="nubo-driver-")
+    return _PRIVATE_TMP
+
+
 def _known_hosts_line(host: str, port: int | None, pinned: str) -> str:
     """One OpenSSH known_hosts line for the pinned key ("<type> <base64>", a leading host
     name or a trailing comment dropped)."""
@@ -252,7 +264,7 @@ class LibvirtDriver(Driver):
 
     def _private_file(self, prefix: str, text: str) -> str:
         """A file only the Nubo user reads, under the instance path, named by its content."""
-        keydir = os.path.join(self.context.instance_path, "ssh")
+        keydir = os.path.join(self.context.instance_path or _private_tmp(), "ssh")
         os.makedirs(keydir, mode=0o700, exist_ok=True)
         path = os.path.join(keydir, f"{prefix}_" + hashlib.sha256(text.encode()).hexdigest()[:16])
         if not os.path.exists(path):
