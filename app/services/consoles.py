@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
@@ -255,8 +255,8 @@ class Grant:
     used: datetime  # this connection's start (guards close())
     ends: datetime  # the session's end: console.session.max after its first connect
     # The VNC password the proxy answers the console with (an extension's getconsole gave one);
-    # never sent to the browser.
-    password: str | None = None
+    # never sent to the browser, never in a repr (a grant printed or logged).
+    password: str | None = field(default=None, repr=False)
 
 
 def consume(token: str | None, *, client_address: str | None, browser_session: str | None = None) -> Grant | None:
