@@ -118,7 +118,8 @@ class Stack:
             shutil.copytree(self.template.instance, self.instance, dirs_exist_ok=True)
             self.bootstrap_output, self._keys = self.template.bootstrap_output, self.template.keys
         else:
-            self.flask("db", "upgrade")
+            done = self.flask("db", "upgrade")
+            self.upgrade_output = done.stdout + done.stderr  # alembic logs each migration it runs
             self.bootstrap_output = self.flask("bootstrap").stdout
         self.template = None  # a restart migrates and bootstraps, as `make run` does
         extra = ["-c", concurrency] if concurrency else []
