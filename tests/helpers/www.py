@@ -28,6 +28,28 @@ def serve(root: Path, handler: type[http.server.SimpleHTTPRequestHandler] = Quie
 
 
 @contextlib.contextmanager
+def serve_files(root: Path, files: dict[str, Path]) -> Iterator[str]:
+    """Serve `files` (name in the URL -> file on disk, linked, not copied) from a new
+    directory `root`; yields the base URL."""
+    root.mkdir()
+    for name, target in files.items():
+        (root / name).symlink_to(target)
+    with serve(root) as url:
+        yield url
+
+
+def built_guest(module, tmp: Path) -> Path:
+    """A test guest module's image (tests/guests/*: missing() and build()), or the test fails
+    with what is missing (scripts/sysdeps.sh test installs it): never a silent skip."""
+    import pytest
+    reason = module.missing()
+    if reason:
+        pytest.fail(f"the test guest {module.__name__} cannot be built: {reason} "
+                    "(scripts/sysdeps.sh test installs it)")
+    return module.build(tmp)
+
+
+@contextlib.contextmanager
 def trickling_server(body: bytes | None = None, chunk: int = 8192,
                      every: float = 0.25) -> Iterator[tuple[str, threading.Event]]:
     """A server that sends `chunk` bytes every `every` seconds (32 KiB/s by default: slow,

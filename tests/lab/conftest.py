@@ -207,6 +207,22 @@ def lab() -> Iterator[Lab]:
             raise AssertionError(f"scripts/lab.sh down failed: {down.stderr[-2000:]}")
 
 
+@pytest.fixture(scope="session")
+def acpi_image(tmp_path_factory):
+    """The ACPI test guest (tests/guests/acpi_guest.py), built once per worker."""
+    from tests.guests import acpi_guest
+    from tests.helpers.www import built_guest
+    return built_guest(acpi_guest, tmp_path_factory.mktemp("acpi-guest"))
+
+
+@pytest.fixture
+def acpi_www(tmp_path, acpi_image):
+    """A loopback HTTP server with the guest as /acpi.raw (registerTemplate's url)."""
+    from tests.helpers.www import serve_files
+    with serve_files(tmp_path / "www", {"acpi.raw": acpi_image}) as url:
+        yield url
+
+
 @pytest.fixture(autouse=True)
 def _wiped_lab(request):
     """Each test of tests/lab/ that used the lab leaves it as made (Lab.wipe)."""

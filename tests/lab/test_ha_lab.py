@@ -17,29 +17,10 @@ from app.models import Host, ServiceOffering, VirtualMachine, new_uuid
 from app.monitor import sweep
 from app.services import hosts, settings, storage, templates, vms, zones
 from app.services.network import networks
-from tests.guests import acpi_guest
 from tests.helpers.users import existing_user
-from tests.helpers.www import serve
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.xdist_group("lab")]
 SUFFIX = "H" + uuid.uuid4().hex[:8]
-
-
-@pytest.fixture(scope="module")
-def guest_image(tmp_path_factory):
-    reason = acpi_guest.missing()
-    if reason:
-        pytest.fail(f"the ACPI test guest cannot be built: {reason} (scripts/sysdeps.sh test installs it)")
-    return acpi_guest.build(tmp_path_factory.mktemp("guest"))
-
-
-@pytest.fixture
-def www(tmp_path, guest_image):
-    root = tmp_path / "www"
-    root.mkdir()
-    (root / "acpi.raw").symlink_to(guest_image)
-    with serve(root) as url:
-        yield url
 
 
 def _domain_on(lab, host: str, name: str) -> str | None:
@@ -64,7 +45,7 @@ def _sweep_until(what, check, deadline: float) -> None:
         time.sleep(settings.get("ping.interval"))
 
 
-def test_a_failed_hosts_ha_vm_runs_on_the_other_host_and_never_on_both(app, lab, tmp_path, www):
+def test_a_failed_hosts_ha_vm_runs_on_the_other_host_and_never_on_both(app, lab, tmp_path, acpi_www):
     h1, h2 = lab.hosts
     with app.app_context():
         admin = existing_user("root", "rootpass1", role="admin", account="admin")
@@ -80,7 +61,7 @@ def test_a_failed_hosts_ha_vm_runs_on_the_other_host_and_never_on_both(app, lab,
         storage.create_storage_pool(admin, zone_uuid=z.uuid, cluster_uuid=c.uuid, name="lab-primary",
                                     url=lab.storage_url)
         storage.add_image_store(admin, provider="Local", url=f"file://{tmp_path}/secondary", zone_uuid=z.uuid)
-        tpl = templates.register(admin, url=f"{www}/acpi.raw", name="acpi", hypervisor="KVM", format="RAW",
+        tpl = templates.register(admin, url=f"{acpi_www}/acpi.raw", name="acpi", hypervisor="KVM", format="RAW",
                                  zone_uuid=z.uuid, is_public=True)
         offerings = {}
         for name, ha in (("ha", True), ("plain", False)):

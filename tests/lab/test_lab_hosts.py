@@ -16,28 +16,9 @@ from app.extensions import db
 from app.models import Host, ServiceOffering, new_uuid
 from app.services import accounts, hosts, settings, storage, templates, vms, zones
 from app.services.network import networks
-from tests.guests import acpi_guest
-from tests.helpers.www import serve
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.xdist_group("lab")]
 SUFFIX = "L" + uuid.uuid4().hex[:8]
-
-
-@pytest.fixture(scope="module")
-def guest_image(tmp_path_factory):
-    reason = acpi_guest.missing()
-    if reason:
-        pytest.fail(f"the ACPI test guest cannot be built: {reason} (scripts/sysdeps.sh test installs it)")
-    return acpi_guest.build(tmp_path_factory.mktemp("guest"))
-
-
-@pytest.fixture
-def www(tmp_path, guest_image):
-    root = tmp_path / "www"
-    root.mkdir()
-    (root / "acpi.raw").symlink_to(guest_image)
-    with serve(root) as url:
-        yield url
 
 
 def _api(app, client, **params):
@@ -50,7 +31,7 @@ def _api(app, client, **params):
     return resp.status_code, next(iter(resp.get_json().values()))
 
 
-def test_two_lab_hosts_run_a_guest_each(app, client, auth, lab, tmp_path, www):
+def test_two_lab_hosts_run_a_guest_each(app, client, auth, lab, tmp_path, acpi_www):
     h1, h2 = lab.hosts
     with app.app_context():
         admin = accounts.get_user("admin")
@@ -94,7 +75,7 @@ def test_two_lab_hosts_run_a_guest_each(app, client, auth, lab, tmp_path, www):
                                            name="lab-primary", url=lab.storage_url)
         assert pool.path == lab.storage_path and pool.capacity_bytes > 0
         storage.add_image_store(admin, provider="Local", url=f"file://{tmp_path}/secondary", zone_uuid=ids["zone"])
-        tpl = templates.register(admin, url=f"{www}/acpi.raw", name="acpi", hypervisor="KVM", format="RAW",
+        tpl = templates.register(admin, url=f"{acpi_www}/acpi.raw", name="acpi", hypervisor="KVM", format="RAW",
                                  zone_uuid=ids["zone"], is_public=True)
         so = ServiceOffering(uuid=new_uuid(), name="tiny", cpu_number=1, cpu_speed=500, memory=128)
         db.session.add(so)

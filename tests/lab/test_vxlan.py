@@ -31,7 +31,7 @@ from app.services.network import networks, routers
 from tests.guests import net_guest
 from tests.helpers.net_zone import network_zone
 from tests.helpers.users import existing_user
-from tests.helpers.www import serve
+from tests.helpers.www import built_guest, serve_files
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.xdist_group("lab"), pytest.mark.timeout(900)]
 SUFFIX = "X" + uuid.uuid4().hex[:8]
@@ -40,18 +40,12 @@ GUEST_CIDR = "10.71.0.0/24"
 
 @pytest.fixture(scope="module")
 def guest_image(tmp_path_factory):
-    reason = net_guest.missing()
-    if reason:
-        pytest.fail(f"the networked test guest cannot be built: {reason} (scripts/sysdeps.sh test installs it)")
-    return net_guest.build(tmp_path_factory.mktemp("netguest"))
+    return built_guest(net_guest, tmp_path_factory.mktemp("netguest"))
 
 
 @pytest.fixture
 def www(tmp_path, guest_image):
-    root = tmp_path / "www"
-    root.mkdir()
-    (root / "net-guest.raw").symlink_to(guest_image)
-    with serve(root) as url:
+    with serve_files(tmp_path / "www", {"net-guest.raw": guest_image}) as url:
         yield url
 
 
