@@ -17,14 +17,14 @@ import requests
 from app.api.signing import sign
 from tests.e2e.conftest import BIN, ROOT, Stack, wait_http
 
-# Its own group: half a minute of mostly waiting, alongside the other tests.
+# Its own group: 20 s of mostly waiting, alongside the other tests.
 pytestmark = pytest.mark.xdist_group("keepalive")
 
 INTERVALS = (0.5, 1, 2, 3, 5)
-# 30 s: six polls on one connection for the slowest client, 60 for the fastest; with gunicorn's
+# 20 s: four polls on one connection for the slowest client, 40 for the fastest; with gunicorn's
 # old 2 s keep-alive every client saw resets within seconds. NUBO_TEST_KEEPALIVE_SECONDS=120
 # soaks it longer.
-DURATION = float(os.environ.get("NUBO_TEST_KEEPALIVE_SECONDS", "30"))
+DURATION = float(os.environ.get("NUBO_TEST_KEEPALIVE_SECONDS", "20"))
 
 
 @pytest.fixture
