@@ -56,6 +56,26 @@ def _kernel() -> tuple[str, str] | None:
     return None
 
 
+def boot_disk(part: Path, vmlinuz: str, root: Path, syslinux_cfg: str, label: str, work: Path) -> None:
+    """A bootable FAT disk image at `part`: the kernel, `root` packed as a gzipped newc
+    initramfs, and syslinux with `syslinux_cfg` (the test guests' common last step; `work`
+    holds the intermediate files)."""
+    initrd = work / "initrd.gz"
+    files = subprocess.run(["find", "."], cwd=root, capture_output=True, check=True).stdout
+    cpio = subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], cwd=root, input=files, capture_output=True,
+                          check=True).stdout
+    initrd.write_bytes(subprocess.run(["gzip", "-9"], input=cpio, capture_output=True, check=True).stdout)
+    size_mib = max(32, (os.path.getsize(vmlinuz) + initrd.stat().st_size) // (1 << 20) + 8)
+    with open(part, "wb") as f:
+        f.truncate(size_mib << 20)
+    subprocess.run(["mkfs.vfat", "-n", label, str(part)], check=True, capture_output=True)
+    subprocess.run(["syslinux", "--install", str(part)], check=True, capture_output=True)
+    cfg = work / "syslinux.cfg"
+    cfg.write_text(syslinux_cfg)
+    for src, name in ((vmlinuz, "vmlinuz"), (str(initrd), "initrd.gz"), (str(cfg), "syslinux.cfg")):
+        subprocess.run(["mcopy", "-i", str(part), src, f"::{name}"], check=True, capture_output=True)
+
+
 def build(dest: Path) -> Path:
     vmlinuz, version = _kernel()
     image = dest / f"acpi-guest-{version}.raw"
@@ -72,20 +92,7 @@ def build(dest: Path) -> Path:
     mods = f"/lib/modules/{version}/kernel/drivers"
     shutil.copy(f"{mods}/acpi/button.ko", root / "button.ko")
     shutil.copy(f"{mods}/input/evdev.ko", root / "evdev.ko")
-    initrd = dest / "initrd.gz"
-    files = subprocess.run(["find", "."], cwd=root, capture_output=True, check=True).stdout
-    cpio = subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], cwd=root, input=files, capture_output=True,
-                          check=True).stdout
-    initrd.write_bytes(subprocess.run(["gzip", "-9"], input=cpio, capture_output=True, check=True).stdout)
     part = dest / (image.name + ".part")
-    size_mib = max(32, (os.path.getsize(vmlinuz) + initrd.stat().st_size) // (1 << 20) + 8)
-    with open(part, "wb") as f:
-        f.truncate(size_mib << 20)
-    subprocess.run(["mkfs.vfat", "-n", "NUBOGUEST", str(part)], check=True, capture_output=True)
-    subprocess.run(["syslinux", "--install", str(part)], check=True, capture_output=True)
-    cfg = dest / "syslinux.cfg"
-    cfg.write_text(SYSLINUX_CFG)
-    for src, name in ((vmlinuz, "vmlinuz"), (str(initrd), "initrd.gz"), (str(cfg), "syslinux.cfg")):
-        subprocess.run(["mcopy", "-i", str(part), src, f"::{name}"], check=True, capture_output=True)
+    boot_disk(part, vmlinuz, root, SYSLINUX_CFG, "NUBOGUEST", dest)
     part.rename(image)
     return image

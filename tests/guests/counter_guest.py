@@ -17,11 +17,9 @@ remote URIs too), so a test reads the guest wherever it runs:
 from __future__ import annotations
 
 import hashlib
-import os
 import queue
 import re
 import shutil
-import subprocess
 import threading
 import time
 import uuid
@@ -29,7 +27,7 @@ from pathlib import Path
 
 import libvirt
 
-from tests.guests.acpi_guest import _kernel, missing  # noqa: F401 - the same needs
+from tests.guests.acpi_guest import _kernel, boot_disk, missing  # noqa: F401 - the same needs
 
 PREFIX = "nubo-counter: "
 LINE = re.compile(r"nubo-counter: ([0-9a-f-]{36}) (\d+)")
@@ -73,21 +71,8 @@ def build(dest: Path) -> Path:
     mods = f"/lib/modules/{version}/kernel/drivers"
     shutil.copy(f"{mods}/acpi/button.ko", root / "button.ko")
     shutil.copy(f"{mods}/input/evdev.ko", root / "evdev.ko")
-    initrd = work / "initrd.gz"
-    files = subprocess.run(["find", "."], cwd=root, capture_output=True, check=True).stdout
-    cpio = subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], cwd=root, input=files, capture_output=True,
-                          check=True).stdout
-    initrd.write_bytes(subprocess.run(["gzip", "-9"], input=cpio, capture_output=True, check=True).stdout)
     part = work / image.name
-    size_mib = max(32, (os.path.getsize(vmlinuz) + initrd.stat().st_size) // (1 << 20) + 8)
-    with open(part, "wb") as f:
-        f.truncate(size_mib << 20)
-    subprocess.run(["mkfs.vfat", "-n", "NUBOCOUNT", str(part)], check=True, capture_output=True)
-    subprocess.run(["syslinux", "--install", str(part)], check=True, capture_output=True)
-    cfg = work / "syslinux.cfg"
-    cfg.write_text(SYSLINUX_CFG)
-    for src, name in ((vmlinuz, "vmlinuz"), (str(initrd), "initrd.gz"), (str(cfg), "syslinux.cfg")):
-        subprocess.run(["mcopy", "-i", str(part), src, f"::{name}"], check=True, capture_output=True)
+    boot_disk(part, vmlinuz, root, SYSLINUX_CFG, "NUBOCOUNT", work)
     part.rename(image)  # atomic: a parallel build of the same image ends with one whole file
     shutil.rmtree(work, ignore_errors=True)
     return image

@@ -54,7 +54,7 @@ import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from tests.guests.acpi_guest import _static  # the same busybox check
+from tests.guests.acpi_guest import _static, boot_disk  # the same busybox check and disk
 
 PREFIX = "nubo-net-guest: "
 # The order the modules depend on each other (no modprobe in the guest).
@@ -262,21 +262,8 @@ def build(dest: Path) -> Path:
     for name, path in _module_paths(version).items():
         (root / "modules" / f"{name}.ko").write_bytes(_module_bytes(path))
     (root / "modules" / "order").write_text(" ".join(MODULES) + "\n")
-    initrd = work / "initrd.gz"
-    files = subprocess.run(["find", "."], cwd=root, capture_output=True, check=True).stdout
-    cpio = subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], cwd=root, input=files, capture_output=True,
-                          check=True).stdout
-    initrd.write_bytes(subprocess.run(["gzip", "-9"], input=cpio, capture_output=True, check=True).stdout)
     part = work / image.name
-    size_mib = max(32, (os.path.getsize(vmlinuz) + initrd.stat().st_size) // (1 << 20) + 8)
-    with open(part, "wb") as f:
-        f.truncate(size_mib << 20)
-    subprocess.run(["mkfs.vfat", "-n", "NUBONET", str(part)], check=True, capture_output=True)
-    subprocess.run(["syslinux", "--install", str(part)], check=True, capture_output=True)
-    cfg = work / "syslinux.cfg"
-    cfg.write_text(SYSLINUX_CFG)
-    for src, name in ((vmlinuz, "vmlinuz"), (str(initrd), "initrd.gz"), (str(cfg), "syslinux.cfg")):
-        subprocess.run(["mcopy", "-i", str(part), src, f"::{name}"], check=True, capture_output=True)
+    boot_disk(part, vmlinuz, root, SYSLINUX_CFG, "NUBONET", work)
     part.rename(image)  # atomic: a parallel build of the same image ends with one whole file
     shutil.rmtree(work, ignore_errors=True)
     return image
