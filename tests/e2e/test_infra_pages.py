@@ -27,8 +27,10 @@ def test_add_pod_cluster_host_then_hosts_list(demo_stack, page):
     stack.start()
     login(page, stack.url)
 
+    busy = page.locator(".htmx-request, .htmx-settling, .htmx-swapping")
     page.goto(stack.url + "/admin/pods/add")
-    page.select_option("select[name=zone]", label="Demo")
+    page.select_option("select[name=zone]", label="Demo")  # re-renders the form (hx-get on change)
+    expect(busy).to_have_count(0)  # fill the re-rendered form, not the old one the swap replaces
     page.fill("input[name=name]", "pod-2")
     page.fill("input[name=gateway]", "192.168.20.1")
     page.fill("input[name=start_ip]", "192.168.30.10")  # outside the subnet: refused beside the field
@@ -45,7 +47,9 @@ def test_add_pod_cluster_host_then_hosts_list(demo_stack, page):
     page.goto(stack.url + "/admin/clusters/add")
     page.select_option("select[name=zone]", label="Demo")  # re-renders the form with the zone's pods
     page.wait_for_selector("select[name=pod] option:has-text('pod-2')", state="attached")
+    expect(busy).to_have_count(0)  # Demo was already chosen, so pod-2 was there before the swap
     page.select_option("select[name=pod]", label="pod-2")
+    expect(busy).to_have_count(0)
     page.fill("input[name=name]", "sim-2")
     page.select_option("select[name=hypervisor]", label="Simulator")
     page.click("button:has-text('Add cluster')")
@@ -54,7 +58,6 @@ def test_add_pod_cluster_host_then_hosts_list(demo_stack, page):
     page.goto(stack.url + "/admin/hosts/add")
     page.select_option("#add-host select[name=zone]", label="Demo")
     page.wait_for_selector("#add-host select[name=pod] option:has-text('pod-2')", state="attached")
-    busy = page.locator(".htmx-request, .htmx-settling, .htmx-swapping")
     expect(busy).to_have_count(0)  # choose the pod on the re-rendered form, not on the old one
     page.select_option("#add-host select[name=pod]", label="pod-2")
     expect(busy).to_have_count(0)
