@@ -39,10 +39,12 @@ def live(tmp_path, sqlite_template):
 
     from app.jobs import huey, transfers, worker
     worker.set_app(app)  # the embedded consumers run jobs in this app
-    consumer = Consumer(huey, workers=2, worker_type="thread", periodic=False, check_worker_health=False)
+    # An idle huey consumer on SQLite backs off to polling every 10 s; a job then waits that long.
+    consumer = Consumer(huey, workers=2, worker_type="thread", periodic=False, check_worker_health=False,
+                        max_delay=0.1)
     consumer.start()
     transfer_consumer = Consumer(transfers, workers=2, worker_type="thread", periodic=False,
-                                 check_worker_health=False)  # downloads: their own queue and pool
+                                 check_worker_health=False, max_delay=0.1)  # downloads: their own queue and pool
     transfer_consumer.start()
     server = make_server("127.0.0.1", 0, app, threaded=True)  # port 0: bound here, no race
     port = server.port

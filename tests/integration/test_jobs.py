@@ -175,7 +175,8 @@ def consumers(app, tmp_path):
     from app.jobs import worker
     queues.configure(f"sqlite:///{tmp_path}/queue.db", immediate=False)
     worker.set_app(app)
-    started = [Consumer(h, workers=2, worker_type="thread", periodic=False, check_worker_health=False)
+    started = [Consumer(h, workers=2, worker_type="thread", periodic=False, check_worker_health=False,
+                        max_delay=0.5)  # as the Procfile's --max-delay
                for h in (queues.huey, queues.transfers)]
     for c in started:
         c.start()
