@@ -20,7 +20,7 @@ pytestmark = pytest.mark.browser
 def demo_stack(tmp_path):
     s = Stack(tmp_path / "instance", {"NUBO_SEED_DEMO": "1"})
     yield s
-    s.stop()
+    s.discard()
 
 
 def test_template_by_url_in_the_demo_zone_is_ready_and_deploys(demo_stack, page, tmp_path):

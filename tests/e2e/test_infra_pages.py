@@ -19,7 +19,7 @@ pytestmark = pytest.mark.browser
 def demo_stack(tmp_path):
     s = Stack(tmp_path / "instance", {"NUBO_SEED_DEMO": "1"})  # a Simulator zone with three hosts
     yield s
-    s.stop()
+    s.discard()
 
 
 def test_add_pod_cluster_host_then_hosts_list(demo_stack, page):

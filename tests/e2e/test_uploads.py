@@ -79,7 +79,7 @@ def stack(tmp_path):
                                        "NUBO_UPLOAD_IDLE_TIMEOUT": str(IDLE),
                                        "NUBO_ADMIN_PASSWORD": "uploads-e2e-pass"})  # the password policy's
     yield s
-    s.stop()
+    s.discard()
 
 
 def test_slow_uploads_do_not_starve_the_web_process(stack, tmp_path):
