@@ -109,7 +109,9 @@ class Stack:
         if self._keys is None:  # made once per stack (a template's come with it)
             self._keys = json.loads(self.flask("user", "keys", "admin").stdout.strip().splitlines()[-1])
         keys = self._keys
-        return CloudStack(endpoint=self.url + "/client/api", key=keys["apikey"], secret=keys["secretkey"])
+        # cs polls an async job every 2 s by default; a Simulator job ends in well under that.
+        return CloudStack(endpoint=self.url + "/client/api", key=keys["apikey"], secret=keys["secretkey"],
+                          poll_interval=0.2)
 
     def start(self, concurrency: str | None = None) -> float:
         """concurrency: honcho's -c, e.g. "worker=2" for two huey consumer processes."""

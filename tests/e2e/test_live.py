@@ -250,7 +250,8 @@ def test_a_users_stream_never_carries_another_accounts_changes(stack, files, tmp
     while f"event: vm-{mine['id']}" not in got and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(1)  # anything else the stream would have said by now (it is in id order)
-    resp.close()
+    # Read as it stands: resp.close() would wait for the reader thread's read, until the next
+    # heartbeat (15 s); the stream ends with the stack.
     text = "\n".join(got)
     assert f"data: {mine['id']}" in text  # alice hears of her own VM ...
     for foreign in (theirs["id"], admins["id"], hosts[0]["id"]):  # ... and of nothing else

@@ -52,7 +52,8 @@ def test_network_ip_rules_and_release(stack, page, files, tmp_path):  # noqa: F8
     net_url = page.url
     # The VM on it, deployed through the API as alice.
     keys = api.registerUserKeys(id=api.listUsers(username="alice")["user"][0]["id"])["userkeys"]
-    alice = CloudStack(endpoint=stack.url + "/client/api", key=keys["apikey"], secret=keys["secretkey"])
+    alice = CloudStack(endpoint=stack.url + "/client/api", key=keys["apikey"], secret=keys["secretkey"],
+                       poll_interval=0.2)
     net_id = net_url.rstrip("/").rsplit("/", 1)[1]
     vm = alice.deployVirtualMachine(zoneid=z["id"], templateid=t["id"], serviceofferingid=so["id"], name="e2e-vm",
                                     networkids=net_id, fetch_result=True)["virtualmachine"]
