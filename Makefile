@@ -62,6 +62,7 @@ bootstrap: setup
 # on SQLite only, or to other URLs (.ci/run sets both explicitly).
 PROBE = timeout 1 bash -c 'exec 3<>/dev/tcp/127.0.0.1/$(1)' 2>/dev/null
 test: setup-test
+	@$(MAKE) -s bytecode
 	@scripts/libvirtd.sh || echo "warning: no libvirtd; libvirt tests will fail"
 	@if [ -z "$${NUBO_TEST_DATABASE_URLS+set}" ]; then \
 	  urls=""; \
@@ -73,7 +74,6 @@ test: setup-test
 	  export NUBO_TEST_REDIS_URL=redis://127.0.0.1:6379/0; \
 	fi; \
 	echo "database servers: $${NUBO_TEST_DATABASE_URLS:-none (SQLite only)}; redis: $${NUBO_TEST_REDIS_URL:-none}"; \
-	@$(MAKE) -s bytecode
 	$(BIN)/python -m pytest -n 2 --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 # Nubo's modules compiled once (a process reads .pyc even under PYTHONDONTWRITEBYTECODE, which
