@@ -156,11 +156,59 @@ class Stack:
     def discard(self) -> None:
         """The test is over: every process is killed at once. A graceful stop() waits up to 2 s
         for the web process's kept-alive connections (gunicorn's STOP_KEEPALIVE_LINGER), which
-        nothing needs at a test's end; the tests of a stop or restart call stop()."""
+        nothing needs at a test's end; the tests of a stop or restart call stop(). honcho starts
+        each process in a session of its own, so the whole tree is killed, not honcho's group:
+        stopped first, parents before children (a gunicorn master cannot fork a new worker),
+        then killed."""
         if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            tree = [self.proc.pid, *descendants(self.proc.pid)]
+            for pid in tree:
+                _signal(pid, signal.SIGSTOP)
+            tree = [*tree, *descendants(self.proc.pid)]
+            for pid in tree:
+                _signal(pid, signal.SIGKILL)
             self.proc.wait()
+            deadline = time.monotonic() + 10  # killed is not yet gone: wait until each is
+            while any(_running(pid) for pid in tree) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            left = [pid for pid in tree if _running(pid)]
+            assert not left, f"stack processes outlived their kill: {left}"  # would load the next tests
         self.proc = None
+
+
+def _running(pid: int) -> bool:
+    """Not gone and not a zombie (an orphan's zombie waits for init)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`, parents before children (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(0), []):
+            out.append(child)
+            todo.append(child)
+    return out
 
 
 class StackTemplate:
