@@ -116,11 +116,14 @@ def domain_limits(chain: list[Domain]) -> dict[tuple[int, str], int]:
     return out
 
 
-def limit_of(account_id: int, resource: str) -> int:
+def limits_of(account_id: int, resources: Iterable[str]) -> dict[str, int]:
+    """The account's limit of each resource: its override, else the max.account.* setting (one query)."""
     from app.services import settings
-    override = db.session.scalar(select(ResourceLimit.max).where(ResourceLimit.account_id == account_id,
-                                                                 ResourceLimit.resource_type == resource))
-    return override if override is not None else settings.get(TYPES[resource][0])
+    resources = list(resources)
+    overrides = dict(db.session.execute(select(ResourceLimit.resource_type, ResourceLimit.max).where(
+        ResourceLimit.account_id == account_id, ResourceLimit.resource_type.in_(resources))).all()) \
+        if resources else {}
+    return {r: overrides[r] if overrides.get(r) is not None else settings.get(TYPES[r][0]) for r in resources}
 
 
 def usage(account_id: int) -> dict[str, int]:
@@ -206,11 +209,14 @@ def take(account_id: int, deltas: dict[str, int], also: Iterable = (), *, commit
     chain = [(d.id, d.uuid) for d in chain]  # plain values: a rollback below expires the rows
     unlimited = _unlimited(account_id)
     db.session.commit()
+    # The account's limits in one query (a limit changed meanwhile is as if changed just after
+    # this take); the guarded UPDATEs below decide every race on the counts.
+    limits = {} if unlimited else limits_of(account_id, [r for r, n in deltas.items() if n > 0])
     for resource, n in deltas.items():
         if n < 0:
             _sub_all(account_id, [d for d, _ in chain], resource, -n)
             continue
-        limit = -1 if unlimited else limit_of(account_id, resource)
+        limit = -1 if unlimited else limits[resource]
         q = update(ResourceCount).where(ResourceCount.account_id == account_id,
                                         ResourceCount.resource_type == resource)
         if limit >= 0:
