@@ -145,6 +145,28 @@ def expiring():
         session.expire_on_commit = before
 
 
+@contextlib.contextmanager
+def not_expiring(*, expire_after: bool = True):
+    """The other way round, outside jobs: a request's path reviewed for it (vms.deploy, issue 21)
+    runs with commits that do not expire what it loaded, so the caller, zone, template, offering,
+    networks and the new VM are not re-read after each of its commits. The rule of
+    handler(expire_on_commit=False) holds: a read after a commit sees what this session loaded or
+    wrote, not what Core UPDATEs or other processes changed since; such reads refresh (or run
+    inside expiring()). A rollback still expires everything.
+    On the way out, a session that expired on commit before is expired as its last commit would
+    have left it (its caller may read the VM its job has changed); expire_after=False leaves it as
+    it is, for a caller that reads nothing changeable afterwards (the API command: the job's ids)."""
+    session = db.session()
+    before = session.expire_on_commit
+    session.expire_on_commit = False
+    try:
+        yield
+    finally:
+        session.expire_on_commit = before
+        if before and expire_after:
+            session.expire_all()
+
+
 def on_reap(name: str, hook: Callable[[AsyncJob], None]) -> None:
     """Register what to undo when a job of handler `name` is reaped."""
     _REAP_HOOKS[name] = hook

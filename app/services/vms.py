@@ -11,6 +11,7 @@ expunged), Expunging, Migrating, Error, Unknown (its host stopped answering).
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -182,6 +183,8 @@ def _lock(vm: VirtualMachine, action: str, allowed: tuple[str, ...] | None = Non
     db.session.commit()
     if done.rowcount == 1:
         return token
+    # Read again, never as loaded: the lock and the state are changed by Core UPDATEs and by other
+    # processes, and a session that does not expire on commit (deploy) would still show them as loaded.
     db.session.refresh(vm)
     if vm.active_job_id is not None:
         raise ResourceInUse(f"VM {vm.name} is busy with another action; try again when it has finished")
@@ -365,7 +368,10 @@ def _default_network(caller, owner, zone):
     """No networkids: the zone's default network (a zone made with a guest CIDR, Basic zones'
     shared network); in an Advanced zone without one, the account's own isolated network,
     made from the required offering when it has none (CloudStack's behaviour)."""
-    default = networks.ensure_default_network(caller, zone)
+    default = networks.default_network(zone)
+    if default is None and zone.guest_cidr:
+        with jobs.expiring():  # its first deploy makes it: another service's commits, written for expiry
+            default = networks.ensure_default_network(caller, zone)
     if default is not None:
         return default
     account_net = _account_isolated_network(caller, owner, zone)
@@ -390,12 +396,24 @@ def _account_isolated_network(caller, owner, zone):
     if offering is None or offering.state != "Enabled" or offering.availability != "Required" \
             or not physical.provider_enabled(zone.id, "VirtualRouter"):
         return None
-    return networks.create_network(caller, zone_uuid=zone.uuid, name=f"{owner.name}-network",
-                                   display_text=f"Default network of account {owner.name}",
-                                   offering_uuid=offering.uuid, account_id=owner.id,
-                                   cidr=None if zone.guest_cidr else "10.1.1.0/24")  # CloudStack's default guest CIDR
+    with jobs.expiring():  # another service's commits, written for expiry on commit
+        return networks.create_network(caller, zone_uuid=zone.uuid, name=f"{owner.name}-network",
+                                       display_text=f"Default network of account {owner.name}",
+                                       offering_uuid=offering.uuid, account_id=owner.id,
+                                       cidr=None if zone.guest_cidr else "10.1.1.0/24")  # CloudStack's default
 
 
+def _not_expiring(fn):
+    """Run `fn` in a session that does not expire on commit (jobs.not_expiring): its reads after
+    a commit were reviewed for it."""
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        with jobs.not_expiring():
+            return fn(*args, **kwargs)
+    return run
+
+
+@_not_expiring
 def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid: str | None = None,
            iso_uuid: str | None = None, name: str | None = None, display_name: str | None = None,
            network_uuids: list[str] | None = None, keypair: str | None = None, userdata: str | None = None,
@@ -468,7 +486,9 @@ def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid:
         raise InvalidParameter(f"You already have a VM named {name}", field="name")
     try:
         # 532 when a limit would pass; the counts commit with the rows below, or neither does
-        # (a process killed in between leaves nothing counted for nothing).
+        # (a process killed in between leaves nothing counted for nothing). Its commit (of what
+        # the session held) expires nothing (_not_expiring): owner, caller, zone, offering and
+        # template are used below as loaded and checked above, not re-read.
         quotas.reserve_vm(owner.id, size, root_size)
         vm = VirtualMachine(uuid=new_uuid(), name=name or "pending", display_name=display_name or name,
                             instance_name=f"pending-{new_uuid()}",
@@ -508,14 +528,17 @@ def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid:
         db.session.rollback()  # the counts taken go with the rows
         raise
     try:
+        # vm and each net as loaded (the networks' ranges: a concurrent change of one races this
+        # deploy as it did when they were re-read here); the address is claimed by its INSERT.
         for i, net in enumerate(nets):
             vm_nics.create_nic(vm, net, device_id=i, ip=wanted_ips.get(net.id))
     except ServiceError:
-        _forget(vm)
+        _forget(vm)  # begins with a rollback: everything it reads is read again
         raise
     if groups:  # a new member: the rules naming its groups now include its address
         try:
-            secgroups.members_changed([g.id for g in groups])
+            with jobs.expiring():  # the hosts' rules: another service's reads, written for expiry
+                secgroups.members_changed([g.id for g in groups])
         except ServiceError as e:
             events.record("SG.APPLY.FAILED", f"VM {vm.name} joined its security groups, but a host refused the "
                           f"new rules: {e.message}", level="WARN", user=caller, resource_type="VirtualMachine",
@@ -524,9 +547,11 @@ def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid:
         if not start:
             return vm, jobs.submit("deployVirtualMachine", caller, "vm.created", {"vm": vm.uuid},
                                    instance_type="VirtualMachine", instance_id=vm.uuid)
+        # The lock (active_job_id) is set by Core UPDATEs: vm does not show it, and nothing here
+        # reads it; the caller gets the VM expired (not_expiring's exit) or reads only the job's ids.
         job = _submit(caller, vm, "deploy", "deployVirtualMachine", {"host": host_id})
     except Exception:  # the job could not even be submitted: nothing of the deploy stays
-        db.session.rollback()
+        db.session.rollback()  # (expires everything: what follows reads afresh)
         # A job row committed but never queued (the queue refused it) is failed here, unless
         # a worker took it meanwhile: then the job owns the VM and gives back on failure.
         mine = (AsyncJob.instance_type == "VirtualMachine", AsyncJob.instance_id == vm.uuid)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from app.api.registry import ADMIN, DOMAIN_ADMIN, Param, command
 from app.api.serializers import vm_dict
+from app.jobs import service as jobs
 from app.services import events, offerings, vm_views, vms, zones
 from app.services.errors import InvalidParameter
 
@@ -42,19 +43,23 @@ from app.services.errors import InvalidParameter
                    "keyvalue (External VMs: sent to the extension)")])
 def deploy(ctx, p):
     from flask import request
-    vm, job = vms.deploy(ctx.user, zone_uuid=p["zoneid"], service_offering_uuid=p["serviceofferingid"],
-                         template_uuid=p["templateid"], name=p.get("name"), display_name=p.get("displayname"),
-                         network_uuids=p.get("networkids"), keypair=p.get("keypair"), userdata=p.get("userdata"),
-                         disk_offering_uuid=p.get("diskofferingid"), root_disk_size_gib=p.get("rootdisksize"),
-                         start=p.get("startvm", True), host_uuid=p.get("hostid"), hypervisor=p.get("hypervisor"),
-                         ip_address=p.get("ipaddress"), ip_to_network=p.get("iptonetworklist"),
-                         security_group_uuids=p.get("securitygroupids"),
-                         security_group_names=p.get("securitygroupnames"), group=p.get("group"),
-                         userdata_uuid=p.get("userdataid"), userdata_details=p.get("userdatadetails"),
-                         http_method=request.method, affinity_group_uuids=p.get("affinitygroupids"),
-                         affinity_group_names=p.get("affinitygroupnames"), account=p.get("account"),
-                         domainid=p.get("domainid"), details={k: v for d in p.get("details", []) for k, v in d.items()},
-                         external_details=p.get("externaldetails"))
+    # vms.deploy runs without expiry on commit; its answer reads only the job's uuid and VM id, which
+    # never change, so nothing it loaded is expired on the way out (no re-SELECT of the job).
+    with jobs.not_expiring(expire_after=False):
+        vm, job = vms.deploy(ctx.user, zone_uuid=p["zoneid"], service_offering_uuid=p["serviceofferingid"],
+                             template_uuid=p["templateid"], name=p.get("name"), display_name=p.get("displayname"),
+                             network_uuids=p.get("networkids"), keypair=p.get("keypair"), userdata=p.get("userdata"),
+                             disk_offering_uuid=p.get("diskofferingid"), root_disk_size_gib=p.get("rootdisksize"),
+                             start=p.get("startvm", True), host_uuid=p.get("hostid"), hypervisor=p.get("hypervisor"),
+                             ip_address=p.get("ipaddress"), ip_to_network=p.get("iptonetworklist"),
+                             security_group_uuids=p.get("securitygroupids"),
+                             security_group_names=p.get("securitygroupnames"), group=p.get("group"),
+                             userdata_uuid=p.get("userdataid"), userdata_details=p.get("userdatadetails"),
+                             http_method=request.method, affinity_group_uuids=p.get("affinitygroupids"),
+                             affinity_group_names=p.get("affinitygroupnames"), account=p.get("account"),
+                             domainid=p.get("domainid"),
+                             details={k: v for d in p.get("details", []) for k, v in d.items()},
+                             external_details=p.get("externaldetails"))
     return job
 
 

@@ -267,10 +267,15 @@ def _create_legacy(caller, zone: Zone, *, name: str, cidr: str | None, gateway, 
     return net
 
 
+def default_network(zone: Zone) -> Network | None:
+    """The zone's default guest network, if it has one (none made)."""
+    return db.session.scalar(select(Network).where(Network.zone_id == zone.id, Network.is_default.is_(True),
+                                                   Network.removed.is_(None)))
+
+
 def ensure_default_network(caller, zone: Zone) -> Network | None:
     """The zone's default guest network, made from its guest CIDR when it has none."""
-    net = db.session.scalar(select(Network).where(Network.zone_id == zone.id, Network.is_default.is_(True),
-                                                  Network.removed.is_(None)))
+    net = default_network(zone)
     if net is not None or not zone.guest_cidr:
         return net
     return create_network(caller, zone_uuid=zone.uuid, name=f"{zone.name}-guest", cidr=zone.guest_cidr,
