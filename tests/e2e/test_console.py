@@ -18,11 +18,12 @@ import uuid
 
 import libvirt
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from app import create_app
 from app.services import accounts, zones
 from tests.api.test_templates_cs import files, wait_status  # noqa: F401  (fixture: a RAW disk over HTTP)
-from tests.e2e.conftest import screenshot
+from tests.e2e.conftest import ARTIFACTS, screenshot
 from tests.e2e.test_admin_pages import login
 from tests.integration.test_vm_kvm import BRIDGE, URI, bridge  # noqa: F401  (fixture: the test bridge)
 
@@ -42,14 +43,35 @@ CANVAS_COLOURS = """() => {
 def guest_screen(page, vm_page: str):
     """The VM page's Console button clicked: its new tab once noVNC is connected and the
     canvas shows the guest's screen (the firmware's text: more than one colour)."""
-    page.goto(vm_page)
-    with page.context.expect_page() as opened:
-        page.get_by_role("button", name="Console", exact=True).click()
-    console = opened.value
-    console.set_viewport_size({"width": 1024, "height": 700})
-    # The context's generous limit (tests/e2e/conftest.py), not 30 s: opening asks the hypervisor
-    # (an extension's getconsole) and a loaded machine can take longer to connect.
-    console.wait_for_selector("#console-status[data-state=connected]")
+    for attempt in (1, 2):
+        page.goto(vm_page)
+        with page.context.expect_page() as opened:
+            page.get_by_role("button", name="Console", exact=True).click()
+        console = opened.value
+        pending: dict = {}
+        console.on("request", lambda r, p=pending: p.__setitem__(r.url, r))
+        console.on("requestfinished", lambda r, p=pending: p.pop(r.url, None))
+        console.on("requestfailed", lambda r, p=pending: p.pop(r.url, None))
+        console.set_viewport_size({"width": 1024, "height": 700})
+        # The context's generous limit (tests/e2e/conftest.py) the second time, not 30 s: opening
+        # asks the hypervisor (an extension's getconsole) and a loaded machine takes longer.
+        try:
+            console.wait_for_selector("#console-status[data-state=connected]",
+                                      timeout=45_000 if attempt == 1 else None)
+            break
+        except PlaywrightTimeout:
+            # Seen about once in ten runs on two loaded cores: some of noVNC's ~50 module files
+            # are asked for and never answered (gunicorn's log has no answer for them; its
+            # 27.0.1 gthread worker with kept-alive connections is suspected, not proven), so
+            # the page's script never runs. Only that stall is retried: recorded, then the
+            # console opened again as a user would (a new tab and token).
+            stalled = [u for u in pending if "/static/" in u]
+            if attempt == 2 or not stalled:
+                raise
+            ARTIFACTS.mkdir(exist_ok=True)
+            with open(ARTIFACTS / "console-stalled-requests.txt", "a") as f:
+                f.write(f"{time.strftime('%H:%M:%S')} {vm_page}: {len(stalled)} never answered: {stalled}\n")
+            console.close()
     deadline = time.monotonic() + 60
     while console.evaluate(CANVAS_COLOURS) < 2 and time.monotonic() < deadline:
         time.sleep(0.5)  # the BIOS draws its text
