@@ -49,9 +49,12 @@ def guest_screen(page, vm_page: str):
             page.get_by_role("button", name="Console", exact=True).click()
         console = opened.value
         pending: dict = {}
+        seen: list[str] = []  # what the tab said: errors, failed requests (the artifact below)
         console.on("request", lambda r, p=pending: p.__setitem__(r.url, r))
         console.on("requestfinished", lambda r, p=pending: p.pop(r.url, None))
-        console.on("requestfailed", lambda r, p=pending: p.pop(r.url, None))
+        console.on("requestfailed", lambda r, p=pending, s=seen: (p.pop(r.url, None), s.append(f"failed {r.url}")))
+        console.on("pageerror", lambda e, s=seen: s.append(f"pageerror {e}"))
+        console.on("console", lambda m, s=seen: s.append(f"console.{m.type} {m.text}"))
         console.set_viewport_size({"width": 1024, "height": 700})
         # The context's generous limit (tests/e2e/conftest.py) the second time, not 30 s: opening
         # asks the hypervisor (an extension's getconsole) and a loaded machine takes longer.
@@ -60,17 +63,18 @@ def guest_screen(page, vm_page: str):
                                       timeout=45_000 if attempt == 1 else None)
             break
         except PlaywrightTimeout:
-            # Seen about once in ten runs on two loaded cores: some of noVNC's ~50 module files
-            # are asked for and never answered (gunicorn's log has no answer for them; its
-            # 27.0.1 gthread worker with kept-alive connections is suspected, not proven), so
-            # the page's script never runs. Only that stall is retried: recorded, then the
-            # console opened again as a user would (a new tab and token).
-            stalled = [u for u in pending if "/static/" in u]
-            if attempt == 2 or not stalled:
+            # Seen in about one run in ten on two loaded cores, in a browser's first console tab:
+            # noVNC's module graph (~50 files) never finishes loading, so console.js never runs
+            # (no canvas) and nothing reaches the proxy; the web process's log shows some of
+            # the files never served. Not understood yet (README, Tests). Only that stall is
+            # retried: recorded, then the console opened again as a user would (a new tab and
+            # token). A console whose script ran and did not connect fails at once.
+            if attempt == 2 or console.locator("#console-screen canvas").count():
                 raise
             ARTIFACTS.mkdir(exist_ok=True)
-            with open(ARTIFACTS / "console-stalled-requests.txt", "a") as f:
-                f.write(f"{time.strftime('%H:%M:%S')} {vm_page}: {len(stalled)} never answered: {stalled}\n")
+            with open(ARTIFACTS / "console-stalled.txt", "a") as f:
+                f.write(f"{time.strftime('%H:%M:%S')} {vm_page}: no canvas after 45 s; requests never "
+                        f"answered: {list(pending)}; the tab said: {seen}\n")
             console.close()
     deadline = time.monotonic() + 60
     while console.evaluate(CANVAS_COLOURS) < 2 and time.monotonic() < deadline:
