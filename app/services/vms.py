@@ -11,7 +11,6 @@ expunged), Expunging, Migrating, Error, Unknown (its host stopped answering).
 """
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import re
@@ -403,17 +402,9 @@ def _account_isolated_network(caller, owner, zone):
                                        cidr=None if zone.guest_cidr else "10.1.1.0/24")  # CloudStack's default
 
 
-def _not_expiring(fn):
-    """Run `fn` in a session that does not expire on commit (jobs.not_expiring): its reads after
-    a commit were reviewed for it."""
-    @functools.wraps(fn)
-    def run(*args, **kwargs):
-        with jobs.not_expiring():
-            return fn(*args, **kwargs)
-    return run
-
-
-@_not_expiring
+# Its reads after a commit were reviewed for a session that does not expire on commit
+# (jobs.not_expiring, a context manager that also decorates: a fresh one per call).
+@jobs.not_expiring()
 def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid: str | None = None,
            iso_uuid: str | None = None, name: str | None = None, display_name: str | None = None,
            network_uuids: list[str] | None = None, keypair: str | None = None, userdata: str | None = None,
@@ -487,7 +478,7 @@ def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid:
     try:
         # 532 when a limit would pass; the counts commit with the rows below, or neither does
         # (a process killed in between leaves nothing counted for nothing). Its commit (of what
-        # the session held) expires nothing (_not_expiring): owner, caller, zone, offering and
+        # the session held) expires nothing (jobs.not_expiring): owner, caller, zone, offering and
         # template are used below as loaded and checked above, not re-read.
         quotas.reserve_vm(owner.id, size, root_size)
         vm = VirtualMachine(uuid=new_uuid(), name=name or "pending", display_name=display_name or name,
