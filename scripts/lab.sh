@@ -202,19 +202,26 @@ write_known_hosts() {
   mv "$LAB/ssh/known_hosts.new" "$LAB/ssh/known_hosts"
 }
 
+# A network namespace with its eth0 cabled to the lab bridge (a veth pair: $link on this
+# side), lo up; kept as it is when it already exists.
+plug_netns() {
+  local ns=$1 link=$2
+  [ -e "/run/netns/$ns" ] || ip netns add "$ns"
+  if ! ip -n "$ns" link show eth0 >/dev/null 2>&1; then
+    ip link del "$link" 2>/dev/null || true
+    ip link add "$link" type veth peer name eth0 netns "$ns"
+  fi
+  ip link set "$link" master "$BRIDGE"
+  ip link set "$link" up
+  ip -n "$ns" link set lo up
+}
+
 # The host's network: eth0 (its link to the bridge) is a port of cloudbr0, which holds the
 # host's address, as on a CloudStack KVM host; cloudbr0 is the traffic label guests' NICs
 # and VXLAN segments use.
 make_netns() {
-  local h=$1 ns veth; ns=$(netns_of "$h"); veth=$(veth_of "$h")
-  [ -e "/run/netns/$ns" ] || ip netns add "$ns"
-  if ! ip -n "$ns" link show eth0 >/dev/null 2>&1; then
-    ip link del "$veth" 2>/dev/null || true
-    ip link add "$veth" type veth peer name eth0 netns "$ns"
-  fi
-  ip link set "$veth" master "$BRIDGE"
-  ip link set "$veth" up
-  ip -n "$ns" link set lo up
+  local h=$1 ns; ns=$(netns_of "$h")
+  plug_netns "$ns" "$(veth_of "$h")"
   ip -n "$ns" link show cloudbr0 >/dev/null 2>&1 || ip -n "$ns" link add cloudbr0 type bridge
   # A fixed MAC, as a real host's NIC keeps across reboots: after `recover` this machine's ARP
   # entry for the host is still right (a new random MAC left it pointing nowhere for ~30 s).
@@ -312,14 +319,7 @@ boot_store() {
     cp -a /var/lib/glusterd/. "$d/glusterd/" 2>/dev/null || true
     touch "$d/glusterd/.seeded"
   fi
-  [ -e "/run/netns/$ns" ] || ip netns add "$ns"
-  if ! ip -n "$ns" link show eth0 >/dev/null 2>&1; then
-    ip link del "$link" 2>/dev/null || true
-    ip link add "$link" type veth peer name eth0 netns "$ns"
-  fi
-  ip link set "$link" master "$BRIDGE"
-  ip link set "$link" up
-  ip -n "$ns" link set lo up
+  plug_netns "$ns" "$link"
   ip -n "$ns" addr replace "$STORE_ADDR/24" dev eth0
   ip -n "$ns" link set eth0 up
   if ! { mountpoint -q "$LAB/ns/store.mnt" && mountpoint -q "$LAB/ns/store.uts"; }; then
