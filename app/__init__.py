@@ -11,10 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from flask import Flask
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
-
-from app import config as nubo_config
+from app import config as nubo_config, engine
 from app.extensions import csrf, db, htmx, login_manager, migrate
 
 
@@ -36,6 +33,8 @@ def create_app(overrides: dict | None = None) -> Flask:
         app.wsgi_app = TrustedProxyFix(app.wsgi_app, app.config["TRUSTED_PROXY_NETWORKS"])
 
     db.init_app(app)
+    with app.app_context():
+        engine.keep_prepared_statements(db.engine)
     migrate.init_app(app, db, directory=os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, "migrations")),
                      render_as_batch=True)
     login_manager.init_app(app)
@@ -113,14 +112,3 @@ def register_security_headers(app: Flask) -> None:
         if tls:
             h.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
         return response
-
-
-@event.listens_for(Engine, "connect")
-def _sqlite_pragmas(dbapi_connection, connection_record):
-    """WAL (readers never block the writer) and enforced foreign keys on SQLite."""
-    if type(dbapi_connection).__module__.startswith("sqlite3"):
-        cur = dbapi_connection.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.close()
