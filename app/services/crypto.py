@@ -2,13 +2,19 @@
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 
 from cryptography.fernet import Fernet, InvalidToken
 from flask import current_app
 
 
 def _fernet() -> Fernet:
-    return Fernet(current_app.config["CREDENTIALS_KEY"].encode())
+    return _fernet_of(current_app.config["CREDENTIALS_KEY"])
+
+
+@lru_cache(maxsize=8)
+def _fernet_of(key: str) -> Fernet:
+    return Fernet(key.encode())
 
 
 def encrypt(text: str) -> str:
@@ -16,10 +22,23 @@ def encrypt(text: str) -> str:
 
 
 def decrypt(token: str) -> str:
+    return _decrypt(current_app.config["CREDENTIALS_KEY"], token)
+
+
+def _decrypt(key: str, token: str) -> str:
     try:
-        return _fernet().decrypt(token.encode()).decode()
+        return _fernet_of(key).decrypt(token.encode()).decode()
     except InvalidToken as e:  # wrong NUBO_CREDENTIALS_KEY for this database
         raise RuntimeError("cannot decrypt stored credentials: wrong credentials key") from e
+
+
+_decrypted = lru_cache(maxsize=4096)(_decrypt)
+
+
+def decrypt_cached(token: str) -> str:
+    """decrypt() remembered per token (and key): an API user's secret is needed in clear at every
+    signed call. A new secret is a new token; the cache holds what the database holds anyway."""
+    return _decrypted(current_app.config["CREDENTIALS_KEY"], token)
 
 
 def encrypt_json(data: dict) -> str | None:
