@@ -35,6 +35,7 @@ import orjson
 from flask import current_app, has_app_context
 from prometheus_client import Histogram
 from sqlalchemy import func, select, update
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.extensions import db
 from app.jobs import JOBS, TRANSFERS  # noqa: F401  (callers name the queue as jobs.TRANSFERS)
@@ -204,15 +205,26 @@ def submit(cmd: str, user, handler_name: str, params: dict | None = None, *,
                    params=json.dumps({"handler": handler_name, "params": params or {}}))
     db.session.add(job)
     db.session.flush()
-    job_id = job.id
+    fixed = {name: getattr(job, name) for name in _JOB_FIXED}
     db.session.commit()
     from app.jobs.tasks import run_job, run_transfer
-    (run_transfer if queue == TRANSFERS else run_job)(job_id)
+    (run_transfer if queue == TRANSFERS else run_job)(fixed["id"])
     # End any read snapshot taken before the task ran (REPEATABLE READ on MariaDB),
-    # so the caller sees the job as it is now (done already in immediate mode).
+    # so the caller sees the job as it is now (done already in immediate mode). Only what a
+    # worker changes is read again, and only if the caller reads it: most answer the job's ids,
+    # which are set back as they were written (a commit that expires everything expired them too).
     db.session.commit()
-    db.session.refresh(job)
+    for name, value in fixed.items():
+        set_committed_value(job, name, value)
+    db.session.expire(job, _JOB_MUTABLE)
     return job
+
+
+# A job row's columns fixed at submit, and what a worker writes on it.
+_JOB_FIXED = ["id", "uuid", "created", "cmd", "account_id", "user_id", "instance_type", "instance_id", "params",
+              "queue"]
+_JOB_MUTABLE = ["status", "progress", "progress_message", "steps", "result_code", "result_type", "result",
+                "started", "completed", "worker", "heartbeat"]
 
 
 def progress(job: AsyncJob, percent: int, message: str | None = None, steps: list | None = None) -> None:

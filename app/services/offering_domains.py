@@ -12,7 +12,7 @@ Zones likewise (`zoneid`, OfferingZone rows): an offering with zones serves only
 """
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, delete, or_, select, true
+from sqlalchemy import ColumnElement, delete, literal, or_, select, true, union_all
 
 from app.extensions import db
 from app.models import Account, DiskOffering, Domain, OfferingDomain, OfferingZone, ServiceOffering, Zone, utcnow
@@ -91,16 +91,26 @@ def visible(caller, model, *, recursive: bool = False, domainid: str | None = No
 
 def check_use(owner: Account, o, zone: Zone | None = None) -> None:
     """Refuse an offering the owner of a new VM or volume may not use, or not in this zone
-    (CloudStack's checkAccess: domains, then zones; 531)."""
+    (CloudStack's checkAccess: domains, then zones; 531). The offering's live domains and zones
+    are read in one query (every deploy runs this)."""
     if o is None:
         return
-    allowed = owner.role_type == "Admin"
-    if not allowed:
-        restricted = [d.id for d in domains_of(o)]
-        allowed = not restricted or bool(set(_ancestor_ids(owner.domain)).intersection(restricted))
+    admin = owner.role_type == "Admin"
+    parts = [] if admin else [
+        select(literal("d"), OfferingDomain.domain_id).join(Domain, Domain.id == OfferingDomain.domain_id)
+        .where(OfferingDomain.offering_type == _type(o), OfferingDomain.offering_id == o.id, Domain.removed.is_(None))]
+    if zone is not None:
+        parts.append(select(literal("z"), OfferingZone.zone_id).join(Zone, Zone.id == OfferingZone.zone_id)
+                     .where(OfferingZone.offering_type == _type(o), OfferingZone.offering_id == o.id,
+                            Zone.removed.is_(None)))
+    if not parts:
+        return
+    ids: dict[str, set[int]] = {"d": set(), "z": set()}
+    for kind, ident in db.session.execute(parts[0] if len(parts) == 1 else union_all(*parts)):
+        ids[kind].add(ident)
+    allowed = admin or not ids["d"] or bool(set(_ancestor_ids(owner.domain)).intersection(ids["d"]))
     if allowed and zone is not None:
-        zone_ids = [z.id for z in zones_of(o)]
-        allowed = not zone_ids or zone.id in zone_ids
+        allowed = not ids["z"] or zone.id in ids["z"]
     if not allowed:
         raise PermissionDenied(f"There's no way to confirm account {owner.name} has access to {_what(o)} "
                                f"{o.name}" + (f" in zone {zone.name}" if zone is not None else ""))

@@ -175,7 +175,7 @@ def vm_query(caller, *, id=None, name=None, keyword=None, state=None, zone_uuid=
 def _lock(vm: VirtualMachine, action: str, allowed: tuple[str, ...] | None = None) -> int:
     """Take the VM for one action, atomically with its state check. Returns the token."""
     allowed = allowed or ACTIONS_BY_STATE[action]
-    token = -secrets.randbelow(2**30) - 1  # replaced by the job's id once it exists
+    token = _new_token()
     done = db.session.execute(update(VirtualMachine).where(
         VirtualMachine.id == vm.id, VirtualMachine.active_job_id.is_(None),
         VirtualMachine.state.in_(allowed)).values(active_job_id=token).execution_options(synchronize_session=False))
@@ -189,6 +189,12 @@ def _lock(vm: VirtualMachine, action: str, allowed: tuple[str, ...] | None = Non
         raise ResourceInUse(f"VM {vm.name} is busy with another action; try again when it has finished")
     raise InvalidParameter(f"VM {vm.name} is {vm.state}; it can be {_verb(action)} only when it is "
                            f"{' or '.join(allowed)}", field="id")
+
+
+def _new_token() -> int:
+    """A lock's holder until its job exists (negative: never a job's id); recover_orphans frees
+    one that no job took."""
+    return -secrets.randbelow(2**30) - 1
 
 
 def _verb(action: str) -> str:
@@ -222,9 +228,10 @@ def _queue_for(vm: VirtualMachine, action: str) -> str:
 
 
 def _submit(caller, vm: VirtualMachine, action: str, cmd: str, params: dict | None = None,
-            allowed: tuple[str, ...] | None = None) -> AsyncJob:
+            allowed: tuple[str, ...] | None = None, *, token: int | None = None) -> AsyncJob:
+    """The action's job, with the VM locked for it (`token`: locked already, by deploy)."""
     queue = _queue_for(vm, action)
-    token = _lock(vm, action, allowed)
+    token = _lock(vm, action, allowed) if token is None else token
     try:
         job = jobs.submit(cmd, caller, f"vm.{action}", {"vm": vm.uuid, "token": token, **(params or {})},
                           instance_type="VirtualMachine", instance_id=vm.uuid, queue=queue)
@@ -481,6 +488,10 @@ def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid:
         # the session held) expires nothing (jobs.not_expiring): owner, caller, zone, offering and
         # template are used below as loaded and checked above, not re-read.
         quotas.reserve_vm(owner.id, size, root_size)
+        # A VM to start is made locked for its deploy job (no other action can take it before the
+        # job exists; no lock UPDATE of its own). A process killed before the job is submitted
+        # leaves the token: recover_orphans frees it, then forgets the never-deployed VM.
+        token = _new_token() if start else None
         vm = VirtualMachine(uuid=new_uuid(), name=name or "pending", display_name=display_name or name,
                             instance_name=f"pending-{new_uuid()}",
                             state=VMState.STARTING if start else VMState.STOPPED, account_id=owner.id,
@@ -490,7 +501,7 @@ def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid:
                             memory=size.memory, keypair_id=key.id if key else None, userdata=userdata,
                             state_updated=utcnow(), last_host_id=host_id, quota_counted=True,
                             userdata_id=userdata_obj.id if userdata_obj else None, userdata_details=userdata_details,
-                            ha_enable=bool(offering.offer_ha))
+                            ha_enable=bool(offering.offer_ha), active_job_id=token)
         if group:
             from app.services import instance_groups
             vm.group_id = instance_groups.for_vm(owner.id, group).id
@@ -540,7 +551,7 @@ def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid:
                                    instance_type="VirtualMachine", instance_id=vm.uuid)
         # The lock (active_job_id) is set by Core UPDATEs: vm does not show it, and nothing here
         # reads it; the caller gets the VM expired (not_expiring's exit) or reads only the job's ids.
-        job = _submit(caller, vm, "deploy", "deployVirtualMachine", {"host": host_id})
+        job = _submit(caller, vm, "deploy", "deployVirtualMachine", {"host": host_id}, token=token)
     except Exception:  # the job could not even be submitted: nothing of the deploy stays
         db.session.rollback()  # (expires everything: what follows reads afresh)
         # A job row committed but never queued (the queue refused it) is failed here, unless
@@ -624,7 +635,7 @@ def _forget(vm: VirtualMachine) -> None:
     ipam.release_nics(vm)
     secgroups.forget_vm(vm)
     quotas.release(vm)
-    vm.removed, vm.state = utcnow(), VMState.ERROR
+    vm.removed, vm.state, vm.active_job_id = utcnow(), VMState.ERROR, None
     for v in vm.volumes:
         v.removed, v.state = utcnow(), VolumeState.EXPUNGED
     db.session.commit()
