@@ -1,6 +1,6 @@
 """CPU budget per operation (issue 21), in one process: Nubo's CPU (this process, all threads)
 and, on PostgreSQL, the CPU of the server processes behind this process's connections, per
-deploy (API call and job apart), VM stop and start (call and job), listVirtualMachines
+deploy (API call and job apart), VM stop, start, reboot and destroy with expunge (call and job), listVirtualMachines
 (pagesize 20), queryAsyncJobResult, and the dashboard and VM list pages; with the SQL
 statements of each. The same operations as tests/integration/test_statement_budget.py, on a
 Simulator zone, through Flask's test client (no network, no HTTP server), jobs run right after
@@ -144,7 +144,7 @@ def main() -> None:
             vm_ids.append(body["id"])
         last_job = body["jobid"]
         for vm in vm_ids[-a.n:]:
-            for action in ("stop", "start"):
+            for action in ("stop", "start", "reboot"):
                 record(f"{action}VirtualMachine: API call", lambda action=action, vm=vm: call(
                     f"{action}VirtualMachine", id=vm))
                 record(f"{action} job" + suffix, run_job)
@@ -158,6 +158,11 @@ def main() -> None:
         client.get(page)
         for _ in range(a.n):
             record(f"page {page}", lambda page=page: client.get(page))
+    # Last, as it empties the zone: each VM destroyed and expunged at once.
+    for vm in vm_ids:
+        record("destroyVirtualMachine expunge=true: API call", lambda vm=vm: call(
+            "destroyVirtualMachine", id=vm, expunge="true"))
+        record("destroy job", run_job)
     if prof is not None:
         import pstats
         pstats.Stats(prof).sort_stats("cumulative").print_stats(30)
