@@ -34,7 +34,8 @@ from typing import Any, Callable
 import orjson
 from flask import current_app, has_app_context
 from prometheus_client import Histogram
-from sqlalchemy import func, select, update
+from sqlalchemy import func, inspect, select, update
+from sqlalchemy.orm import MANYTOONE
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.extensions import db
@@ -98,8 +99,10 @@ def set_formatter(fn: Callable[[str, object], dict]) -> None:
     _formatter = fn
 
 
-def _formatted(out):
-    """The handler's answer with its ObjectResult values serialised (top level of the dict)."""
+def _formatted(out, in_hand: bool = False):
+    """The handler's answer with its ObjectResult values serialised (top level of the dict).
+    in_hand: a no-expiry handler's objects, still loaded as it left them: only their own row is
+    read again (_reread), not every relation the answer shows."""
     if not isinstance(out, dict):
         return out
     done = {}
@@ -110,10 +113,30 @@ def _formatted(out):
             # what the job left, not what was loaded before it (a tuple: each model in it)
             for obj in value.obj if isinstance(value.obj, tuple) else (value.obj,):
                 if isinstance(obj, db.Model) and obj in db.session:
-                    db.session.refresh(obj)
+                    _reread(obj) if in_hand else db.session.refresh(obj)
             value = _formatter(value.kind, value.obj)
         done[key] = value
     return done
+
+
+def _reread(obj) -> None:
+    """obj's columns read again (one SELECT of its row: what the job, Core UPDATEs or another
+    process left); a loaded many-to-one relation whose key changed meanwhile is expired (read
+    when shown), the others are kept as loaded (a VM's zone, offering, template, NICs)."""
+    state = inspect(obj)
+    mapper = state.mapper
+    db.session.refresh(obj, [p.key for p in mapper.column_attrs])
+    stale = []
+    for rel in mapper.relationships:
+        if rel.direction is not MANYTOONE or rel.key not in state.dict:
+            continue
+        target = state.dict[rel.key]
+        keys = tuple(getattr(obj, mapper.get_property_by_column(c).key) for c in rel.local_columns)
+        ident = tuple(inspect(target).identity or ()) if target is not None else (None,) * len(keys)
+        if keys != ident:
+            stale.append(rel.key)
+    if stale:
+        db.session.expire(obj, stale)
 
 
 def handler(name: str, *, expire_on_commit: bool = True):
@@ -174,20 +197,21 @@ def on_reap(name: str, hook: Callable[[AsyncJob], None]) -> None:
     _REAP_HOOKS[name] = hook
 
 
-# Told when any job reached its terminal state (committed): hook(job_id, status, result).
-# Services register here (the alerts); the runner never imports them.
-_FINISH_HOOKS: list[Callable[[int, int, Any], None]] = []
+# Told when any job reached its terminal state (committed): hook(job_id, status, result, cmd)
+# (cmd: the job's command when in hand, else None). Services register here (the alerts); the
+# runner never imports them.
+_FINISH_HOOKS: list[Callable[[int, int, Any, str | None], None]] = []
 
 
-def on_finish(hook: Callable[[int, int, Any], None]) -> None:
+def on_finish(hook: Callable[[int, int, Any, str | None], None]) -> None:
     if hook not in _FINISH_HOOKS:
         _FINISH_HOOKS.append(hook)
 
 
-def _finished(job_id: int, status: int, result) -> None:
+def _finished(job_id: int, status: int, result, cmd: str | None = None) -> None:
     for hook in _FINISH_HOOKS:
         try:
-            hook(job_id, status, result)
+            hook(job_id, status, result, cmd)
         except Exception:  # noqa: BLE001 - the job's outcome is recorded already
             db.session.rollback()
             log.exception("job %s: finish hook %s failed", job_id, getattr(hook, "__name__", hook))
@@ -260,9 +284,7 @@ def _heartbeat(app, job_id: int, stop: threading.Event) -> None:
 def execute(job_id: int) -> float | None:
     """Run one job to a terminal state (called by the huey task with an app context).
     Returns the seconds after which to try again when a transfer must wait its turn."""
-    job = db.session.get(AsyncJob, job_id)
-    if job is None or job.status != JobStatus.PENDING or job.started is not None:
-        return None  # reaped, or already taken by another worker
+    # Claimed first, read after: a job reaped, gone or taken by another worker matches nothing.
     claimed = db.session.execute(
         update(AsyncJob).where(AsyncJob.id == job_id, AsyncJob.started.is_(None),
                                AsyncJob.status == JobStatus.PENDING)
@@ -271,7 +293,8 @@ def execute(job_id: int) -> float | None:
     db.session.commit()
     if claimed.rowcount != 1:
         return None
-    db.session.refresh(job)
+    job = db.session.get(AsyncJob, job_id)
+    job_uuid, account_id, cmd = job.uuid, job.account_id, job.cmd  # in hand for the end
     if job.queue == TRANSFERS and job.account_id is not None and not _transfer_turn(job):
         return TRANSFER_WAIT_SECONDS
     spec = json.loads(job.params or "{}")
@@ -285,9 +308,10 @@ def execute(job_id: int) -> float | None:
     from app.models import User
     g.caller = db.session.get(User, job.user_id) if job.user_id else None  # whom the result is for
     session = db.session()
-    session.expire_on_commit = spec["handler"] not in _NO_EXPIRY  # this job's own session (a fresh context)
+    in_hand = spec["handler"] in _NO_EXPIRY
+    session.expire_on_commit = not in_hand  # this job's own session (a fresh context)
     try:
-        out = _formatted(_HANDLERS[spec["handler"]](job, spec.get("params", {})))
+        out = _formatted(_HANDLERS[spec["handler"]](job, spec.get("params", {})), in_hand)
         status, code, result = JobStatus.SUCCEEDED, 0, out if out is not None else {}
     except JobLost as e:
         db.session.rollback()
@@ -297,7 +321,7 @@ def execute(job_id: int) -> float | None:
         code, result = e.code, {"errorcode": e.code, "cserrorcode": e.cs_code, "errortext": e.message}
     except Exception as e:  # noqa: BLE001 - recorded, never lost
         db.session.rollback()
-        log.exception("job %s (%s) failed", job_id, job.cmd)
+        log.exception("job %s (%s) failed", job_id, cmd)
         result = {"errorcode": 530, "cserrorcode": 4250, "errortext": f"Internal error: {e}"}
     finally:
         session.expire_on_commit = True
@@ -307,18 +331,22 @@ def execute(job_id: int) -> float | None:
         db.session.rollback()
         # Only a job still pending and still ours gets the outcome: one the reaper failed
         # while this worker was stalled keeps the reaper's result (its clean-up already ran).
-        done = db.session.execute(update(AsyncJob).where(AsyncJob.id == job_id,
-                                                         AsyncJob.status == JobStatus.PENDING,
-                                                         AsyncJob.worker == WORKER_ID).values(
+        # A Core UPDATE on the session's transaction: the change is published from what is in
+        # hand, only if it happened (the ORM hook would read the row first).
+        t = AsyncJob.__table__
+        done = db.session.connection().execute(update(t).where(
+            t.c.id == job_id, t.c.status == JobStatus.PENDING, t.c.worker == WORKER_ID).values(
             status=status, result_code=code, result=json.dumps(result), completed=utcnow(),
-            progress=100 if status == JobStatus.SUCCEEDED else AsyncJob.progress)
-            .execution_options(synchronize_session=False))
+            progress=100 if status == JobStatus.SUCCEEDED else t.c.progress))
+        if done.rowcount == 1:
+            from app.services import changes
+            changes.publish("job", job_uuid, account_id)
         db.session.commit()
         if done.rowcount != 1:
             log.warning("job %s (%s) ended after it was reaped; its outcome (%s) is discarded",
-                        job_id, job.cmd, result.get("errortext", "success") if isinstance(result, dict) else result)
+                        job_id, cmd, result.get("errortext", "success") if isinstance(result, dict) else result)
         else:
-            _finished(job_id, status, result)
+            _finished(job_id, status, result, cmd)
 
 
 def _transfer_turn(job: AsyncJob) -> bool:

@@ -29,14 +29,19 @@ PINS = {
     # zones were read in one query, and jobs.submit stopped re-reading the job it had just written
     "deploy.api": 29,
     # the deploy job: claim, plan, volume, start on the Simulator, events, result. 82 while
-    # every commit expired the VM (re-read 11 times); its session no longer expires on commit
-    "deploy.job": 66,
+    # every commit expired the VM (re-read 11 times); 66 when its session no longer expired on
+    # commit; 52 since the job is claimed then read (not read, claimed, read again), its answer is
+    # serialised from the VM in hand (its row read again, not its zone, host, template, offering,
+    # NICs and networks after a rollback that expired them all), its end and the finish hook's
+    # alert clear take what is in hand (no re-read of the job; the clearing UPDATE only when an
+    # alert is open)
+    "deploy.job": 52,
     # stopVirtualMachine / startVirtualMachine: the API call, then its job (the calls 15 and 17
     # while jobs.submit re-read the job it had just written)
     "stop.api": 14,
-    "stop.job": 38,  # 45 expiring on commit
+    "stop.job": 28,  # 45 expiring on commit, 38 before the answer in hand (as the deploy job's)
     "start.api": 16,
-    "start.job": 61,  # 70 expiring on commit
+    "start.job": 48,  # 70 expiring on commit, 61 before the answer in hand
     # listVirtualMachines pagesize=20 (rows, not ORM objects: app/services/vm_views.py)
     "listVirtualMachines": 9,
     # queryAsyncJobResult of a finished deploy (its result stored as JSON)

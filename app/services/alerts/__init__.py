@@ -108,6 +108,13 @@ def clear(type_: AlertType, *, zone_id: int | None = None, pod_id: int | None = 
     return done.rowcount > 0
 
 
+def is_open(type_: AlertType, *, zone_id: int | None = None, pod_id: int | None = None,
+            cluster_id: int | None = None, resource: tuple[str, str] | None = None) -> bool:
+    """Whether that condition has an open alert (one indexed SELECT)."""
+    key = _open_key(type_, zone_id, pod_id, cluster_id, resource)
+    return db.session.scalar(select(Alert.id).where(Alert.open_key == key).limit(1)) is not None
+
+
 def open_keys(type_ids: list[int]) -> set[str]:
     """The open alerts' keys of these types: one query (a sweep's checks compare against it)."""
     return set(db.session.scalars(select(Alert.open_key).where(Alert.alert_type.in_(type_ids),

@@ -162,14 +162,17 @@ def image_store_state_changed(store) -> None:
 _NOT_ALERTS = {431, 432, 531, 532}
 
 
-def job_finished(job_id: int, status: int, result) -> None:
+def job_finished(job_id: int, status: int, result, cmd: str | None = None) -> None:
     """One open alert per failing command (deployVirtualMachine, ...); a later job of that command
-    that succeeds clears it."""
+    that succeeds clears it. cmd: the job's, when the runner has it in hand."""
     from app.services import alerts
     code = result.get("errorcode") if isinstance(result, dict) else None
     if status == JobStatus.SUCCEEDED:
-        cmd = db.session.scalar(select(AsyncJob.cmd).where(AsyncJob.id == job_id))
-        if cmd and alerts.clear(alerts.ASYNC_JOB, resource=("AsyncJob", cmd)):
+        if cmd is None:
+            cmd = db.session.scalar(select(AsyncJob.cmd).where(AsyncJob.id == job_id))
+        # Most successes find no open alert: one SELECT, the clearing UPDATE only when there is one.
+        if cmd and alerts.is_open(alerts.ASYNC_JOB, resource=("AsyncJob", cmd)) \
+                and alerts.clear(alerts.ASYNC_JOB, resource=("AsyncJob", cmd)):
             db.session.commit()
         db.session.rollback()
         return
