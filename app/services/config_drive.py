@@ -98,11 +98,12 @@ def _without_dhcp(vm: VirtualMachine) -> bool:
     return False
 
 
-def wanted(vm: VirtualMachine) -> bool:
-    """Whether the VM gets a config drive: user data, an SSH key, or an address no DHCP gives."""
+def wanted(vm: VirtualMachine, offered: bool = True) -> bool:
+    """Whether the VM gets a config drive: user data, an SSH key, or an address no DHCP gives.
+    offered=False: the caller knows none of the VM's networks has an offering (nothing to read)."""
     if vm.userdata or vm.keypair_id:
         return True
-    return hv.resolve(vm.hypervisor_type).capabilities.config_drive and _without_dhcp(vm)
+    return hv.resolve(vm.hypervisor_type).capabilities.config_drive and offered and _without_dhcp(vm)
 
 
 def build(vm: VirtualMachine, dest: Path) -> Path:
@@ -130,10 +131,10 @@ def build(vm: VirtualMachine, dest: Path) -> Path:
     return iso
 
 
-def ensure(vm: VirtualMachine, host: Host, pool: StoragePool) -> str | None:
+def ensure(vm: VirtualMachine, host: Host, pool: StoragePool, offered: bool = True) -> str | None:
     """The config drive's path on the host, made when the VM has user data, a key, or an
-    address that no DHCP gives."""
-    if not wanted(vm):
+    address that no DHCP gives (offered: see wanted)."""
+    if not wanted(vm, offered):
         return None
     if not hv.resolve(vm.hypervisor_type).capabilities.config_drive:
         raise ResourceUnavailable(f"{hv.display_name(vm.hypervisor_type)} VMs take no user data or SSH key")

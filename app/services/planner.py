@@ -251,8 +251,8 @@ def plan_and_reserve(zone: Zone, hypervisor_type: str, need: Need, *, storage_ty
     if preferred_host_id is not None and preferred_host_id not in avoid:
         host = db.session.get(Host, preferred_host_id)
         if host and host.zone_id == zone_id and host.hypervisor_type == hypervisor_type \
-                and db.session.scalar(select(Host.id).where(Host.id == host.id,
-                                                            placement_tags.has_all(Host.host_tags, host_tags))) \
+                and (not placement_tags.split(host_tags) or db.session.scalar(select(Host.id).where(
+                    Host.id == host.id, placement_tags.has_all(Host.host_tags, host_tags)))) \
                 and _attempt(host.id, need, vm_id, placement):
             return db.session.get(Host, preferred_host_id)
     only = placement.only if placement is not None else None

@@ -19,6 +19,7 @@ from datetime import timedelta
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import joinedload, selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.extensions import db
 from app.hypervisors.base import ConsoleSpec, DiskSpec, DriverError, MigrationSpec, NicSpec, VMSpec, VolumeSpec
@@ -775,14 +776,19 @@ def _run_on(vm: VirtualMachine, host: Host) -> None:
     driver.close()
     _prepare_root(vm, host, pool)
     iso = _iso_path(vm, host, pool)
-    cfg = config_drive.ensure(vm, host, pool)
-    # The NICs' networks implemented (lazily, near this host), their segments named; the
-    # routers learn the VM's leases and metadata before the guest boots and asks for them.
-    # Written for expiry on commit (Core updates, commits of their own): run as such.
-    with jobs.expiring():
+    nets = [n.network for n in vm.nics if n.removed is None]  # the VM's (locked: no NIC comes or goes)
+    # Networks without an offering (the zone's legacy network) give no address without DHCP.
+    cfg = config_drive.ensure(vm, host, pool, offered=any(networks.managed(n) for n in nets))
+    if any(networks.managed(n) for n in nets):
+        # The NICs' networks implemented (lazily, near this host), their segments named; the
+        # routers learn the VM's leases and metadata before the guest boots and asks for them.
+        # Written for expiry on commit (Core updates, commits of their own): run as such.
+        with jobs.expiring():
+            segments = networks.prepare_nics(vm, host)
+            db.session.refresh(vm)
+            networks.apply_routers(vm)
+    else:  # nothing to implement, no router: prepare_nics only names the devices (no read, no commit)
         segments = networks.prepare_nics(vm, host)
-        db.session.refresh(vm)
-        networks.apply_routers(vm)
     spec = _spec(vm, host, iso, cfg, segments)
     db.session.commit()  # nothing held while the host works
     driver = _driver(host)
@@ -797,16 +803,19 @@ def _run_on(vm: VirtualMachine, host: Host) -> None:
     if info.console is not None:
         vm.console_host, vm.console_port = info.console.host, info.console.port
     db.session.commit()
-    secgroups.apply_for_vm(vm, host)
+    if any(n.security_groups for n in nets):  # a network's kind never changes
+        secgroups.apply_for_vm(vm, host)
     networks.joined_host(vm, host, segments)
 
 
 def _start(job: AsyncJob, vm: VirtualMachine, *, preferred_host_id: int | None, first: bool,
            cluster_id: int | None = None) -> dict:
     need = _need(vm)
-    jobs.progress(job, 10, "Finding a host")
-    vm.state, vm.state_updated = VMState.STARTING, utcnow()
-    db.session.commit()
+    # No progress row yet: finding a host takes milliseconds, the claim just heart-beat; the
+    # 40 % step below (before the host works) is the one a page can see, and the reaper check.
+    if vm.state != VMState.STARTING:  # a deploy's VM is Starting since its API call
+        vm.state, vm.state_updated = VMState.STARTING, utcnow()
+        db.session.commit()
     host = None
     try:
         if vm.capacity_reserved and vm.host_id:  # a stale hold (should not happen): given back first
@@ -818,7 +827,7 @@ def _start(job: AsyncJob, vm: VirtualMachine, *, preferred_host_id: int | None, 
                                         storage_type=offering.storage_type, host_tags=offering.host_tags,
                                         storage_tags=offering.storage_tags,
                                         preferred_host_id=preferred_host_id, vm_id=vm.id, cluster_id=cluster_id)
-        db.session.refresh(vm)
+        _held(vm, host)
         jobs.progress(job, 40, f"Starting on {host.name}")
         _run_on(vm, host)
     except Exception as e:  # noqa: BLE001 - whatever failed, the VM ends in a true state
@@ -828,6 +837,17 @@ def _start(job: AsyncJob, vm: VirtualMachine, *, preferred_host_id: int | None, 
                   resource_type="VirtualMachine", resource_id=vm.uuid)
     db.session.commit()
     return {"virtualmachine": _result(vm)}
+
+
+def _held(vm: VirtualMachine, host: Host) -> None:
+    """The planner's hold (a Core UPDATE of the VM row: host, capacity_reserved) in the VM in
+    hand. An expiring session reads the row again instead."""
+    if db.session().expire_on_commit:
+        db.session.refresh(vm)
+        return
+    set_committed_value(vm, "host_id", host.id)
+    set_committed_value(vm, "capacity_reserved", True)
+    set_committed_value(vm, "host", host)
 
 
 def _start_failed(vm_id: int, host_id: int | None, need: planner.Need, first: bool, error: Exception) -> None:

@@ -749,7 +749,8 @@ def left_host(vm: VirtualMachine, host: Host | None) -> None:
         return
     from app.services.network import secgroups
     try:
-        secgroups.remove_for_vm(vm, host)
+        if any(n.network.security_groups for n in vm.nics if n.removed is None):  # a network's kind never changes
+            secgroups.remove_for_vm(vm, host)
     except ServiceError as e:
         log.warning("security groups of %s on %s: %s", vm.name, host.name, e.message)
     nets = [n.network for n in vm.nics if n.removed is None and managed(n.network) and n.network.vlan is not None]
