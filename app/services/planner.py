@@ -122,10 +122,9 @@ def hold(vm_id: int, host_id: int, need: Need, *, force: bool = False) -> bool:
     (False) when the VM already holds capacity, or (unless force) when it does not fit;
     after a refusal by the host roll the transaction back. force: counted even past the
     host's capacity (a VM found running there)."""
-    marked = db.session.execute(
-        update(VirtualMachine).where(VirtualMachine.id == vm_id, VirtualMachine.capacity_reserved.is_(False))
-        .values(capacity_reserved=True, host_id=host_id).execution_options(synchronize_session=False))
-    if marked.rowcount != 1:
+    from app.services import changes
+    if changes.update_row(VirtualMachine, vm_id, VirtualMachine.capacity_reserved.is_(False),
+                          capacity_reserved=True, host_id=host_id) != 1:
         return False
     if force:
         db.session.execute(update(Host).where(Host.id == host_id).values(

@@ -27,7 +27,7 @@ from app.jobs import service as jobs
 from app.models import (AsyncJob, DownloadState, JobStatus, Host, Nic, PoolState, ServiceOffering, SSHKeyPair,
                         StoragePool, StorageScope, Template, TemplateStoreRef, VirtualMachine, VMState, Volume, VolumeState,
                         VolumeType, new_uuid, utcnow)
-from app.services import (access, affinity, config_drive, consoles, events, placement_tags, planner, quotas,
+from app.services import (access, affinity, changes, config_drive, consoles, events, placement_tags, planner, quotas,
                           resource_details, settings, storage, template_cache, templates, volumes, zones)
 from app.services import hypervisors as hv
 from app.services.units import duration
@@ -210,9 +210,8 @@ def _verb(action: str) -> str:
 
 
 def _unlock(vm_id: int, *tokens: int) -> None:
-    db.session.execute(update(VirtualMachine).where(VirtualMachine.id == vm_id,
-                                                    VirtualMachine.active_job_id.in_(tokens))
-                       .values(active_job_id=None).execution_options(synchronize_session=False))
+    # The VM in hand (a job's) publishes its change without the row read first (changes.update_row).
+    changes.update_row(VirtualMachine, vm_id, VirtualMachine.active_job_id.in_(tokens), active_job_id=None)
     db.session.commit()
 
 

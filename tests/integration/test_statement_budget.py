@@ -37,18 +37,21 @@ PINS = {
     # alert is open); 38 since its start reads nothing again on networks without an offering (the
     # NIC/router step's expiry of everything skipped, the security-group and config-drive reads
     # skipped when no network has them), writes no "Finding a host" progress nor the Starting state
-    # it already has, and takes the planner's hold in hand instead of re-reading the VM
-    "deploy.job": 38,
+    # it already has, and takes the planner's hold in hand instead of re-reading the VM; 35 since
+    # the hold and the unlock publish their change from the VM in hand (changes.update_row: no
+    # read of the row first) and the NICs' bridge label is one query (physical.explicit_label)
+    "deploy.job": 35,
     # stopVirtualMachine / startVirtualMachine: the API call, then its job (the calls 15 and 17
     # while jobs.submit re-read the job it had just written)
     "stop.api": 14,
     # 45 expiring on commit, 38 before the answer in hand (as the deploy job's), 28 before the
-    # security-group read skipped on networks without them
-    "stop.job": 27,
+    # security-group read skipped on networks without them, 27 before the unlock in hand
+    "stop.job": 26,
     "start.api": 16,
     # 70 expiring on commit, 61 before the answer in hand, 48 before the start's changes (as the
-    # deploy job's; the preferred host's tags not read when the offering asks for none)
-    "start.job": 34,
+    # deploy job's; the preferred host's tags not read when the offering asks for none), 34
+    # before the hold, the unlock and the bridge label (as the deploy job's)
+    "start.job": 31,
     # listVirtualMachines pagesize=20 (rows, not ORM objects: app/services/vm_views.py)
     "listVirtualMachines": 9,
     # queryAsyncJobResult of a finished deploy (its result stored as JSON)

@@ -66,6 +66,26 @@ def publish_on(conn, kind: str, uuid: str | None, account_id: int | None = None,
     publish_many(conn, [{"kind": kind, "uuid": uuid, "account_id": account_id, "domain_id": domain_id}])
 
 
+def update_row(model, pk: int, *where, **values) -> int:
+    """`UPDATE model SET values WHERE id = pk AND where` in the session's transaction, its change
+    published only if it matched (rows changed returned). The object loaded in the session (not
+    expired) gives its uuid and owner: a Core statement, no read of the row first; otherwise the
+    ORM statement, whose hook reads them (hooks.py)."""
+    from sqlalchemy import update
+    from app.services.changes.hooks import WATCHED, in_hand
+    w = WATCHED[model]
+    known = in_hand(db.session(), model, pk, owned=w.owned)
+    if known is None:
+        return db.session.execute(update(model).where(model.id == pk, *where).values(**values)
+                                  .execution_options(synchronize_session=False)).rowcount
+    db.session.flush()  # as the ORM statement's autoflush: pending changes first
+    t = model.__table__
+    done = db.session.connection().execute(update(t).where(t.c.id == pk, *where).values(**values)).rowcount
+    if done:
+        publish(w.kind, known[0], known[1])
+    return done
+
+
 def publish_many(conn, rows: list[dict]) -> None:
     if not rows:
         return

@@ -46,6 +46,17 @@ def _console_owner(session: Session, vm_id: int) -> int | None:
                                         .where(VirtualMachine.__table__.c.id == vm_id)).scalar()
 
 
+def in_hand(session: Session, model, pk: int, *, owned: bool = True) -> tuple[str, int | None] | None:
+    """(uuid, account_id or None) of that row when the session holds it loaded (not expired)."""
+    obj = session.identity_map.get(inspect(model).identity_key_from_primary_key((pk,)))
+    if obj is None:
+        return None
+    loaded = inspect(obj).dict
+    if "uuid" not in loaded or (owned and "account_id" not in loaded):
+        return None
+    return loaded["uuid"], loaded["account_id"] if owned else None
+
+
 def _row(session: Session, obj, w: Watch) -> dict:
     if isinstance(obj, ConsoleSession):
         account = _console_owner(session, obj.vm_id)

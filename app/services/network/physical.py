@@ -387,16 +387,18 @@ def label_for(zone_id: int, traffic_type: str, hypervisor_type: str | None) -> s
 
 def explicit_label(zone_id: int, traffic_type: str, hypervisor_type: str | None) -> str | None:
     """The label set for this traffic type and hypervisor type in the zone, or None."""
-    rows = db.session.execute(select(PhysicalNetworkTrafficType, PhysicalNetwork).join(
-        PhysicalNetwork, PhysicalNetworkTrafficType.physical_network_id == PhysicalNetwork.id).where(
-        PhysicalNetwork.zone_id == zone_id, PhysicalNetwork.removed.is_(None),
-        PhysicalNetworkTrafficType.traffic_type == traffic_type).order_by(PhysicalNetwork.id)).all()
-    for row, _ in rows:
-        label = _pick(labels_of(row), hypervisor_type)
+    # The zone's physical networks with their rows of this traffic type (if any), in one query:
+    # every VM start asks (its NICs' bridge).
+    rows = db.session.execute(select(PhysicalNetwork, PhysicalNetworkTrafficType).outerjoin(
+        PhysicalNetworkTrafficType, (PhysicalNetworkTrafficType.physical_network_id == PhysicalNetwork.id)
+        & (PhysicalNetworkTrafficType.traffic_type == traffic_type)).where(
+        PhysicalNetwork.zone_id == zone_id, PhysicalNetwork.removed.is_(None)).order_by(PhysicalNetwork.id)).all()
+    for _, row in rows:
+        label = _pick(labels_of(row), hypervisor_type) if row is not None else None
         if label:
             return label
     if traffic_type == TrafficType.GUEST:
-        for phys in zone_physical_networks(zone_id):
+        for phys, _ in rows:
             label = _pick(json.loads(phys.traffic_labels or "{}"), hypervisor_type)
             if label:
                 return label
