@@ -301,10 +301,16 @@ class SimulatorDriver(Driver):
 
     @staticmethod
     def _committed_mib(s: Session, host_id: int, now: float, exclude: int | None = None) -> int:
-        rows = s.execute(select(SimVM.id, SimVM.state, SimVM.pending_state, SimVM.pending_at,
-                                SimVM.memory_mib).where(SimVM.host_id == host_id)).all()
-        return sum(r.memory_mib for r in rows
-                   if r.id != exclude and effective_state(r.state, r.pending_state, r.pending_at, now) in ACTIVE)
+        """Memory of the host's guests in an ACTIVE state now (effective_state, in SQL: one
+        aggregate row, not a row per guest of the host read on every start)."""
+        due = sa.and_(SimVM.pending_state.is_not(None), SimVM.pending_state != "", SimVM.pending_at.is_not(None),
+                      SimVM.pending_at <= now)
+        state_now = sa.case((due, SimVM.pending_state), else_=SimVM.state)
+        q = select(func.coalesce(func.sum(SimVM.memory_mib), 0)).where(
+            SimVM.host_id == host_id, state_now.in_(sorted(p.value for p in ACTIVE)))
+        if exclude is not None:
+            q = q.where(SimVM.id != exclude)
+        return int(s.scalar(q) or 0)
 
     @staticmethod
     def _check_fits(host: SimHost, cpus: int, memory_mib: int, used_mib: int) -> None:
@@ -387,6 +393,10 @@ class SimulatorDriver(Driver):
         if pool.kind not in ("NFS", "SMB", "Filesystem"):
             raise OperationFailed(f"The Simulator cannot use {pool.kind} storage")
         local = pool.kind == "Filesystem" and pool.path.rstrip("/") == self.local_path(host.name)
+        with self._session() as s:  # every VM start asks: a pool prepared already is only read
+            row = s.scalar(select(SimPool).where(SimPool.uuid == pool.uuid))
+            if row is not None and row.host_id in (None, host.id):  # as below, without the write lock
+                return self._pool_info(s, row)
         with self._session() as s, s.begin():
             row = s.scalar(select(SimPool).where(SimPool.uuid == pool.uuid).with_for_update())
             if row is None:
@@ -434,9 +444,13 @@ class SimulatorDriver(Driver):
                 raise OperationFailed(f"A volume named {vol.name} already exists in pool {vol.pool.name}")
             size = vol.size_bytes
             if vol.base_path:
-                # A copy is at least as large as its base image (any sim pool holding it).
-                base = s.scalar(select(SimVolume.size_bytes).where(
-                    SimVolume.name == vol.base_path.rstrip("/").rsplit("/", 1)[-1]))
+                # A copy is at least as large as its base image (any sim pool holding it: this
+                # one first, by its unique index, rather than a scan of every pool's volumes).
+                base_name = vol.base_path.rstrip("/").rsplit("/", 1)[-1]
+                base = s.scalar(select(SimVolume.size_bytes).where(SimVolume.pool_id == row.id,
+                                                                   SimVolume.name == base_name))
+                if base is None:
+                    base = s.scalar(select(SimVolume.size_bytes).where(SimVolume.name == base_name))
                 size = max(size, base or 0)
             info = self._pool_info(s, row)
             if size > info.available_bytes:
