@@ -995,7 +995,8 @@ def reboot(caller, uuid: str) -> AsyncJob:
     return _submit(caller, get_vm(caller, uuid), "reboot", "rebootVirtualMachine")
 
 
-@_vm_job("reboot")
+# Reviewed for no expiry on commit: nothing is read after its one commit but the answer (re-read).
+@_vm_job("reboot", expire_on_commit=False)
 def _run_reboot(job, vm, params):
     driver = _driver(vm.host, vm)
     try:
