@@ -177,11 +177,11 @@ def _lock(vm: VirtualMachine, action: str, allowed: tuple[str, ...] | None = Non
     """Take the VM for one action, atomically with its state check. Returns the token."""
     allowed = allowed or ACTIONS_BY_STATE[action]
     token = _new_token()
-    done = db.session.execute(update(VirtualMachine).where(
-        VirtualMachine.id == vm.id, VirtualMachine.active_job_id.is_(None),
-        VirtualMachine.state.in_(allowed)).values(active_job_id=token).execution_options(synchronize_session=False))
+    # The VM in hand publishes its change without the row read first (changes.update_row).
+    done = changes.update_row(VirtualMachine, vm.id, VirtualMachine.active_job_id.is_(None),
+                              VirtualMachine.state.in_(allowed), active_job_id=token)
     db.session.commit()
-    if done.rowcount == 1:
+    if done == 1:
         return token
     # Read again, never as loaded: the lock and the state are changed by Core UPDATEs and by other
     # processes, and a session that does not expire on commit (deploy) would still show them as loaded.
@@ -239,9 +239,7 @@ def _submit(caller, vm: VirtualMachine, action: str, cmd: str, params: dict | No
         _unlock(vm.id, token)
         raise
     # The job may have finished already (and unlocked); otherwise the lock now names it.
-    db.session.execute(update(VirtualMachine).where(VirtualMachine.id == vm.id,
-                                                    VirtualMachine.active_job_id == token)
-                       .values(active_job_id=job.id).execution_options(synchronize_session=False))
+    changes.update_row(VirtualMachine, vm.id, VirtualMachine.active_job_id == token, active_job_id=job.id)
     db.session.commit()
     return job
 

@@ -26,8 +26,10 @@ PINS = {
     # the new VM and NIC re-read after each of its commits; vms.deploy now runs without expiry on
     # commit (jobs.not_expiring), its reads after a commit reviewed. 34 before the VM was made
     # locked for its job (no lock UPDATE, its change row and commit), the offering's domains and
-    # zones were read in one query, and jobs.submit stopped re-reading the job it had just written
-    "deploy.api": 29,
+    # zones were read in one query, and jobs.submit stopped re-reading the job it had just written;
+    # 29 before the lock's hand-over to the job published its change from the VM in hand
+    # (changes.update_row)
+    "deploy.api": 28,
     # the deploy job: claim, plan, volume, start on the Simulator, events, result. 82 while
     # every commit expired the VM (re-read 11 times); 66 when its session no longer expired on
     # commit; 52 since the job is claimed then read (not read, claimed, read again), its answer is
@@ -42,12 +44,13 @@ PINS = {
     # read of the row first) and the NICs' bridge label is one query (physical.explicit_label)
     "deploy.job": 35,
     # stopVirtualMachine / startVirtualMachine: the API call, then its job (the calls 15 and 17
-    # while jobs.submit re-read the job it had just written)
-    "stop.api": 14,
+    # while jobs.submit re-read the job it had just written, 14 and 16 while the lock and its
+    # hand-over read the VM's row before publishing its change)
+    "stop.api": 12,
     # 45 expiring on commit, 38 before the answer in hand (as the deploy job's), 28 before the
     # security-group read skipped on networks without them, 27 before the unlock in hand
     "stop.job": 26,
-    "start.api": 16,
+    "start.api": 14,
     # 70 expiring on commit, 61 before the answer in hand, 48 before the start's changes (as the
     # deploy job's; the preferred host's tags not read when the offering asks for none), 34
     # before the hold, the unlock and the bridge label (as the deploy job's)
