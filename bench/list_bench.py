@@ -3,15 +3,27 @@ database, then `listVirtualMachines` (pagesize 500) and the admin VM list page
 (50 rows) with filters by state, zone, host and name keyword.
 
 Reports p50/p95 server time (inside the app, through Flask's test client: no
-network) and the SQL statements per request.
+network) and the SQL statements per request; then the request against its own SQL
+(issue 21: "each list request within 1.5x the time its own SQL statements take when
+run directly on the same database"): every statement of each repeat is recorded as the
+DBAPI executed it (text and parameters, from the engine's cursor events), and right
+after that repeat the same statements run again straight on a raw DBAPI connection of
+the same engine (cursor.execute + fetchall, then a rollback, as the request ends its
+transaction). "own SQL" is the p50 of those replays; ratio = request p50 / own SQL p50.
+CPU columns: this process's time.process_time() (on SQLite all of the database's work
+too; on a server only the driver's).
 
     .venv/bin/python bench/list_bench.py                       # SQLite in a temp dir
-    .venv/bin/python bench/list_bench.py --database-url postgresql+psycopg://postgres@127.0.0.1:5432/bench
-    options: --vms 100000 --hosts 2000 --zones 10 --repeat 30
+    .venv/bin/python bench/list_bench.py --database-url postgresql+psycopg://postgres@127.0.0.1:5432
+    .venv/bin/python bench/list_bench.py --database-url mysql+pymysql://root@127.0.0.1:3306
+    options: --vms 100000 --hosts 2000 --zones 10 --repeat 30 --only keyword
+A server URL's database name is ignored: the run makes its own (nubo_listbench_<pid>_<random>)
+and drops it at the end.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import statistics
@@ -20,6 +32,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -132,19 +145,100 @@ class Counter:
         self.n += 1
 
 
-def measure(client, counter, url: str, repeat: int, **kw) -> tuple[float, float, float, str]:
-    times, queries = [], []
+class Recorder(Counter):
+    """Counts statements, and while `recording` keeps each one as the DBAPI ran it:
+    (text, parameters, executemany) after it succeeded."""
+
+    def __init__(self, engine):
+        super().__init__(engine)
+        self.recording = False
+        self.statements: list[tuple] = []
+        sa.event.listen(engine, "after_cursor_execute", self._record)
+
+    def _record(self, conn, cursor, statement, parameters, context, executemany):
+        if self.recording:
+            self.statements.append((statement, parameters, executemany))
+
+
+def replay(engine, statements: list[tuple]) -> tuple[float, float]:
+    """(wall ms, CPU ms) of running these statements directly on a raw DBAPI connection of
+    the engine (from its pool, so the one the app used: same caches, same prepared statements),
+    every row fetched, then a rollback (nothing the request wrote is kept)."""
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        c0, t0 = time.process_time(), time.perf_counter()
+        for statement, parameters, executemany in statements:
+            if executemany:
+                cursor.executemany(statement, parameters)
+            else:
+                cursor.execute(statement, parameters)
+            if cursor.description is not None:
+                cursor.fetchall()
+        raw.rollback()
+        wall, cpu = (time.perf_counter() - t0) * 1000, (time.process_time() - c0) * 1000
+        cursor.close()
+    finally:
+        raw.close()
+    return wall, cpu
+
+
+class Figures(NamedTuple):
+    p50: float
+    p95: float
+    mean: float
+    statements: str
+    cpu_p50: float
+    sql_p50: float | None = None
+    sql_cpu_p50: float | None = None
+
+
+def measure(client, counter, url: str, repeat: int, *, engine=None, **kw) -> Figures:
+    """Each repeat timed (wall and this process's CPU); with an `engine` (and a Recorder as
+    `counter`) each repeat's own statements replayed right after it (see replay)."""
+    times, cpus, queries, sql, sql_cpu = [], [], [], [], []
     for _ in range(repeat):
         counter.n = 0
-        t0 = time.perf_counter()
+        if engine is not None:
+            counter.statements, counter.recording = [], True
+        c0, t0 = time.process_time(), time.perf_counter()
         resp = client.get(url, **kw) if "data" not in kw else client.post(url, **kw)
         times.append((time.perf_counter() - t0) * 1000)
+        cpus.append((time.process_time() - c0) * 1000)
         queries.append(counter.n)
         assert resp.status_code == 200, (url, resp.status_code, resp.get_data(as_text=True)[:300])
+        if engine is not None:
+            counter.recording = False
+            wall, cpu = replay(engine, counter.statements)
+            sql.append(wall), sql_cpu.append(cpu)
     times.sort()
     p95 = times[max(0, int(len(times) * 0.95) - 1)]
     q = f"{min(queries)}" if min(queries) == max(queries) else f"{min(queries)}–{max(queries)}"
-    return statistics.median(times), p95, statistics.mean(times), q
+    return Figures(statistics.median(times), p95, statistics.mean(times), q, statistics.median(cpus),
+                   statistics.median(sql) if sql else None, statistics.median(sql_cpu) if sql_cpu else None)
+
+
+@contextlib.contextmanager
+def server_database(url: str):
+    """A server URL with a database of its own (a unique name: other runs and the tests keep
+    theirs), dropped afterwards; SQLite ("") as it is."""
+    if not url:
+        yield url
+        return
+    base = sa.engine.make_url(url)
+    name = f"nubo_listbench_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    postgres = url.startswith("postgresql")
+    admin = sa.create_engine(base.set(database="postgres") if postgres else base.set(database=None),
+                             isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(sa.text(f'CREATE DATABASE "{name}"' if postgres else f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+    try:
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as c:
+            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)' if postgres
+                              else f"DROP DATABASE IF EXISTS `{name}`"))
+        admin.dispose()
 
 
 def main() -> None:
@@ -156,11 +250,17 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--count-cache-seconds", default=None,
                     help="list.count.cache.seconds for the run (default: the product's default, 5; 0 counts every time)")
+    ap.add_argument("--only", default="", help="only the requests whose label contains this")
     args = ap.parse_args()
+    with server_database(args.database_url) as url:
+        run(args, url)
+
+
+def run(args, database_url: str) -> None:
     from app.extensions import db
     from app.runtime import tune_gc
     from app.services import settings
-    app = fresh_app(args.database_url)
+    app = fresh_app(database_url)
     with app.app_context():
         settings.update("api.throttling.enabled", "false")
         if args.count_cache_seconds is not None:
@@ -168,7 +268,8 @@ def main() -> None:
         t0 = time.perf_counter()
         ids = generate(db, args.vms, args.hosts, args.zones)
         made = time.perf_counter() - t0
-        counter = Counter(db.engine)
+        engine = db.engine
+        counter = Recorder(engine)
     tune_gc()  # as wsgi.py does in the web processes
     client = app.test_client()
     user, password = ids["admin"]
@@ -197,13 +298,19 @@ def main() -> None:
     with app.app_context():
         cache = settings.get("list.count.cache.seconds")
     print(f"{args.vms} VMs, {args.hosts} hosts, {args.zones} zones on {dialect}; generated in {made:.1f} s; "
-          f"list.count.cache.seconds={cache:g}")
-    print("| request | p50 ms | p95 ms | mean ms | SQL statements |")
-    print("|---|---|---|---|---|")
+          f"list.count.cache.seconds={cache:g}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print("| request | p50 ms | p95 ms | mean ms | SQL statements | own SQL p50 ms | ratio | CPU p50 ms: request / own SQL |")
+    print("|---|---|---|---|---|---|---|---|")
     for label, url in cases:
+        if args.only and args.only not in label:
+            continue
         kw = {"headers": {"HX-Request": "true"}} if "HTMX" in label else {}
-        p50, p95, mean, q = measure(client if url.startswith("/client") else web, counter, url, args.repeat, **kw)
-        print(f"| {label} | {p50:.1f} | {p95:.1f} | {mean:.1f} | {q} |")
+        f = measure(client if url.startswith("/client") else web, counter, url, args.repeat, engine=engine, **kw)
+        print(f"| {label} | {f.p50:.1f} | {f.p95:.1f} | {f.mean:.1f} | {f.statements} | {f.sql_p50:.1f} | "
+              f"{f.p50 / f.sql_p50:.2f} | {f.cpu_p50:.1f} / {f.sql_cpu_p50:.1f} |", flush=True)
+    print(f"load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    with app.app_context():
+        engine.dispose()  # the pooled connections, before the database is dropped
 
 
 if __name__ == "__main__":
