@@ -55,8 +55,10 @@ PINS = {
     # deploy job's; the preferred host's tags not read when the offering asks for none), 34
     # before the hold, the unlock and the bridge label (as the deploy job's)
     "start.job": 31,
-    # listVirtualMachines pagesize=20 (rows, not ORM objects: app/services/vm_views.py)
-    "listVirtualMachines": 9,
+    # listVirtualMachines pagesize=20 (rows, not ORM objects: app/services/vm_views.py): caller,
+    # page ids, VMs, NICs. 9 while the security groups, public IPs, tags, details and affinity
+    # groups were each queried for every page; now only when a VM on the page has one
+    "listVirtualMachines": 4,
     # queryAsyncJobResult of a finished deploy (its result stored as JSON)
     "queryAsyncJobResult": 2,
     # the admin dashboard and the VM list page

@@ -233,7 +233,8 @@ def test_list_queries_do_not_grow_with_the_page(app, client, world):
             assert status == 200
         finally:
             sa.event.remove(engine, "before_cursor_execute", listener)
-        return len([s for s in seen if "resource_tags" in s])
+        # the tags' own query (listVirtualMachines' VM query also asks EXISTS in resource_tags)
+        return len([s for s in seen if s.startswith("SELECT resource_tags.")])
 
     assert statements("listVirtualMachines", 1) == statements("listVirtualMachines", 4) == 1
     assert statements("listVolumes", 1) == statements("listVolumes", 4) == 1
