@@ -251,6 +251,8 @@ def main() -> None:
     ap.add_argument("--count-cache-seconds", default=None,
                     help="list.count.cache.seconds for the run (default: the product's default, 5; 0 counts every time)")
     ap.add_argument("--only", default="", help="only the requests whose label contains this")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="after each request's figures, cProfile it (as many repeats) and print the top N functions")
     args = ap.parse_args()
     with server_database(args.database_url) as url:
         run(args, url)
@@ -308,6 +310,13 @@ def run(args, database_url: str) -> None:
         f = measure(client if url.startswith("/client") else web, counter, url, args.repeat, engine=engine, **kw)
         print(f"| {label} | {f.p50:.1f} | {f.p95:.1f} | {f.mean:.1f} | {f.statements} | {f.sql_p50:.1f} | "
               f"{f.p50 / f.sql_p50:.2f} | {f.cpu_p50:.1f} / {f.sql_cpu_p50:.1f} |", flush=True)
+        if args.profile:
+            import cProfile
+            import pstats
+            prof = cProfile.Profile()
+            prof.runcall(measure, client if url.startswith("/client") else web, counter, url, args.repeat, **kw)
+            pstats.Stats(prof).sort_stats("cumulative").print_stats(args.profile)
+            pstats.Stats(prof).sort_stats("tottime").print_stats(args.profile)
     print(f"load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     with app.app_context():
         engine.dispose()  # the pooled connections, before the database is dropped
