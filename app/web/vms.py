@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from sqlalchemy import select
@@ -218,11 +218,33 @@ VM_ACTIONS: dict[str, VMAction] = {
 }
 
 
+def _caller_may() -> frozenset[str]:
+    """The actions the caller's role allows: the same for every VM, so once a request (a list
+    page asks for each of its 50 rows)."""
+    user_id, may = g.get("vm_actions_allowed", (None, None))
+    if may is None or user_id != current_user.id:
+        may = frozenset(key for key, a in VM_ACTIONS.items()
+                        if (current_user.is_admin or not a.admin) and roles.allowed_name(current_user, a.api))
+        g.vm_actions_allowed = (current_user.id, may)
+    return may
+
+
 def offered(vm: VirtualMachine, key: str) -> bool:
     a = VM_ACTIONS[key]
-    return ((current_user.is_admin or not a.admin) and roles.allowed_name(current_user, a.api)
+    return (key in _caller_may()
             and vm.state in vms_service.ACTIONS_BY_STATE[a.rule]
             and (a.capability is None or getattr(capabilities(vm), a.capability)) and a.when(vm))
+
+
+@bp.app_template_global()
+def vm_url(uuid: str, action: str | None = None) -> str:
+    """url_for("vms.detail", uuid=...) or url_for("vms.act", uuid=..., action=...) without
+    building each through the URL map (five a row on the list: ~12 % of the page's CPU): the
+    prefix once a request, then the two routes' shape. UUIDs and action keys need no quoting."""
+    base = g.get("vm_url_base")
+    if base is None:
+        base = g.vm_url_base = url_for("vms.index")
+    return f"{base}{uuid}" if action is None else f"{base}{uuid}/{action}"
 
 
 @bp.app_template_global()

@@ -149,3 +149,17 @@ def test_search_queries_do_not_grow(app, world, auth, client, count_queries):
     for i in range(1, 15):
         deploy(app, world, name=f"srv{i}")
     assert count_queries(client, "/search/?find=srv") == few
+
+
+def test_vm_url_is_what_url_for_builds(app):
+    """The list's rows build their links without the URL map (vms.vm_url): the same URLs,
+    also under a script root."""
+    from flask import url_for
+
+    from app.web.vms import VM_ACTIONS, vm_url
+    uuid = "0b9c4a52-7d1e-4f0a-9a8e-3c2f1d0e5b6a"
+    for base in ("http://localhost/", "http://localhost/nubo/"):
+        with app.test_request_context("/", base_url=base):
+            assert vm_url(uuid) == url_for("vms.detail", uuid=uuid)
+            for key in VM_ACTIONS:
+                assert vm_url(uuid, key) == url_for("vms.act", uuid=uuid, action=key)
