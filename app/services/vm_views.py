@@ -260,9 +260,10 @@ def list_vms(caller, *, page=None, details_min: bool = False, **filters) -> tupl
             keypair_name=r[34], password_enabled=bool(r[35]), encrypted_password=r[36], memory_used_kib=r[37],
             disk_read_bps=r[38], disk_write_bps=r[39], net_rx_bps=r[40], net_tx_bps=r[41],
             net_extras=_NO_EXTRAS, tags=(), affinity_groups=())
-    has_sg, has_ip, has_tags, has_details, has_groups = (any(r[i] for r in rows) for i in range(47, 52))
+    has_sg, has_ip, has_tags, has_details, has_groups = map(any, zip(*(r[47:52] for r in rows))) \
+        if rows else (False,) * 5
     networks: dict[str, NetworkRef] = {}
-    for r in conn.execute(*_statement("nics", wanted)):
+    for r in conn.execute(*_statement("nics", wanted)).all():
         net = networks.get(r[6]) or networks.setdefault(r[6], NetworkRef(*r[6:14]))
         views[r[0]].nics.append(NicView(r[1], net, r[2], r[3], r[4], r[5]))
     if has_sg or has_ip:
