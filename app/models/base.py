@@ -24,7 +24,11 @@ DOMAIN_NAME = "ROOT"
 
 def cs_date(value: datetime | None) -> str | None:
     """CloudStack's date format: 2024-05-01T10:20:30+0000 (stored values are UTC)."""
-    return value.strftime("%Y-%m-%dT%H:%M:%S+0000") if value else None
+    if not value:
+        return None
+    if value.tzinfo is None:  # isoformat: half strftime's time, and years of four digits as Java's
+        return value.isoformat(timespec="seconds") + "+0000"
+    return value.strftime("%Y-%m-%dT%H:%M:%S+0000")
 
 
 class PublicIdMixin:
