@@ -30,8 +30,10 @@ from app.config import engine_options  # noqa: E402
 from app.hypervisors.base import DriverContext, VMSpec  # noqa: E402
 from app.hypervisors.simulator import SIMULATOR, dispose_engines  # noqa: E402
 from app.models import SimFault, SimHost, SimPool, SimVM, SimVolume  # noqa: E402
+from app.models.simulator import SimRouter, SimSegment, SimVMSnapshot  # noqa: E402
 
-TABLES = [m.__table__ for m in (SimHost, SimVM, SimPool, SimVolume, SimFault)]
+# Every sim_* table (those that refer to sim_vms / sim_hosts too: PostgreSQL will not drop one alone).
+TABLES = [m.__table__ for m in (SimHost, SimVM, SimPool, SimVolume, SimFault, SimRouter, SimSegment, SimVMSnapshot)]
 
 
 def build(engine, hosts: int, vms: int) -> None:
