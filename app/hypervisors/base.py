@@ -11,9 +11,10 @@ capabilities as data, false by default) and nova/virt/fake.py.
 """
 from __future__ import annotations
 
+import contextlib
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Iterator
 
 from app.network.host.specs import RouterFacts, RouterSpec, SegmentSpec, VmRuleset
 
@@ -375,6 +376,15 @@ class Driver:
 
     def close(self) -> None:
         """Release connections. Safe to call twice."""
+
+    @contextlib.contextmanager
+    def snapshot_reads(self) -> Iterator[Driver]:
+        """Inside the block, host_stats, list_vms and vm_stats may answer from one look at the
+        host, taken by the first of them (the monitor's sweep asks all three of every host).
+        A type whose answers cost it a read of stored state each time (the Simulator) reads it
+        once; a call that changes something, made through this driver inside the block, ends
+        that look. Nothing by default: a real host answers each call afresh."""
+        yield self
 
     # Host
     def check_host(self) -> HostFacts:

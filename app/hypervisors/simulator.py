@@ -26,6 +26,7 @@ Pattern: OpenStack nova's nova/virt/fake.py (a fake that is a real driver).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -35,6 +36,7 @@ import time
 import uuid as uuidlib
 import zlib
 from dataclasses import dataclass
+from typing import Any, Iterator
 from urllib.parse import parse_qsl, urlsplit
 
 import sqlalchemy as sa
@@ -209,12 +211,39 @@ def _rate(seed: str, lo: float, hi: float) -> float:
     return lo + (hi - lo) * ((zlib.crc32(seed.encode()) >> 8) % 1000) / 1000.0
 
 
+@dataclass(frozen=True)
+class _HostRow:
+    """A sim host's row as snapshot_reads read it (what _usable and the stats need)."""
+    id: int
+    name: str
+    up: bool
+    delay_seconds: float
+    cpus: int
+    memory_mib: int
+
+
+@dataclass(frozen=True)
+class _Look:
+    """One read of a host for snapshot_reads: its row (None: no such host), whether a fault
+    is armed for the host itself, and its VMs' rows (the columns of _VM_COLUMNS)."""
+    host: Any
+    armed: bool
+    vms: list
+
+
+# What host_stats, list_vms and vm_stats read of a host's VMs.
+_VM_COLUMNS = (SimVM.name, SimVM.uuid, SimVM.state, SimVM.pending_state, SimVM.pending_at, SimVM.cpus,
+               SimVM.memory_mib, SimVM.console_port, SimVM.console_password, SimVM.started_at)
+
+
 class SimulatorDriver(Driver):
     """One instance per sim host; state lives in the database."""
 
     def __init__(self, conn: HostConnection, context=None):
         super().__init__(conn, context)
         self._spec: SimHostSpec | None = None
+        self._snapshot = False  # inside snapshot_reads
+        self._look: _Look | None = None
 
     # --- plumbing ------------------------------------------------------------
 
@@ -238,6 +267,42 @@ class SimulatorDriver(Driver):
 
     def _session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
+
+    @contextlib.contextmanager
+    def snapshot_reads(self) -> Iterator[SimulatorDriver]:
+        self._snapshot, self._look = True, None
+        try:
+            yield self
+        finally:
+            self._snapshot, self._look = False, None
+
+    def _looked(self) -> _Look | None:
+        """For host_stats and vm_stats: the look, unless a fault is armed for the host (then
+        they go their usual way, through _enter, which consumes it)."""
+        look = self._take_look()
+        return None if look is None or look.armed else look
+
+    def _take_look(self) -> _Look | None:
+        """Inside snapshot_reads: the host, its armed flag and its VMs in one query (taken once,
+        until a call that changes something). None outside it."""
+        if not self._snapshot:
+            return None
+        if self._look is None:
+            h = SimHost.__table__
+            armed = select(SimFault.id).where(*self._faults_for(h.c.id, None)).exists()
+            q = (select(h.c.id.label("host_id"), h.c.name.label("host_name"), h.c.up, h.c.delay_seconds,
+                        h.c.cpus.label("host_cpus"), h.c.memory_mib.label("host_memory_mib"),
+                        armed.label("armed"), *_VM_COLUMNS)
+                 .select_from(h.outerjoin(SimVM.__table__, SimVM.host_id == h.c.id))
+                 .where(h.c.name == self.host_name))
+            with self.engine.connect() as c:
+                rows = c.execute(q).all()
+            first = rows[0] if rows else None
+            host = None if first is None else _HostRow(first.host_id, first.host_name, first.up,
+                                                       first.delay_seconds, first.host_cpus,
+                                                       first.host_memory_mib)
+            self._look = _Look(host, bool(first and first.armed), [r for r in rows if r.name is not None])
+        return self._look
 
     @staticmethod
     def local_path(name: str) -> str:
@@ -267,7 +332,10 @@ class SimulatorDriver(Driver):
     def _enter(self, op: str, vm_name: str | None = None, *, sleep: bool = True) -> SimHost:
         """Every call starts here: the host must exist and be up; its delay is
         slept; an armed fault for this host/VM and operation is consumed and raised.
-        (One query when no fault is armed, as in every sweep of the monitor.)"""
+        (One query when no fault is armed.) Any other call than the snapshot's reads
+        may change the host: a look taken by snapshot_reads is dropped."""
+        if op not in ("host_stats", "vm_stats"):
+            self._look = None
         h = SimHost.__table__
         with self.engine.connect() as c:  # plain rows: this runs before every call
             armed = select(SimFault.id).where(*self._faults_for(h.c.id, vm_name)).exists().label("armed")
@@ -334,6 +402,7 @@ class SimulatorDriver(Driver):
 
     def check_host(self) -> HostFacts:
         spec = self.spec
+        self._look = None
         with self._session() as s:
             exists = s.scalar(select(SimHost.id).where(SimHost.name == spec.name)) is not None
         if exists:  # a down host stays down; armed faults and delays apply
@@ -360,11 +429,16 @@ class SimulatorDriver(Driver):
                          local_storage_free=max(0, total - int(used)))
 
     def host_stats(self) -> HostStats:
-        host = self._enter("host_stats")
+        look = self._looked()
+        if look is None:
+            host = self._enter("host_stats")
+            with self.engine.connect() as c:
+                rows = c.execute(select(*_VM_COLUMNS).where(SimVM.host_id == host.id)).all()
+        else:
+            host, rows = self._usable(look.host), look.vms
+            if host.delay_seconds > 0:
+                time.sleep(host.delay_seconds)
         now = time.time()
-        with self.engine.connect() as c:
-            rows = c.execute(select(SimVM.name, SimVM.state, SimVM.pending_state, SimVM.pending_at,
-                                    SimVM.cpus, SimVM.memory_mib).where(SimVM.host_id == host.id)).all()
         running = [r for r in rows if effective_state(r.state, r.pending_state, r.pending_at, now) in ACTIVE]
         vcpu_load = sum(r.cpus * (0.1 + 0.6 * _wobble(r.name, now)) for r in running)
         cpu_pct = min(100.0, round(1.5 + 100.0 * vcpu_load / host.cpus, 2))
@@ -656,24 +730,27 @@ class SimulatorDriver(Driver):
 
     def list_vms(self) -> list[VMInfo]:
         """One query: the host row joined to its VMs (fast enough for a sweep of
-        thousands of hosts)."""
-        h, v = SimHost.__table__, SimVM.__table__
-        q = (select(h.c.id, h.c.up, h.c.delay_seconds, v.c.name, v.c.uuid, v.c.state, v.c.pending_state,
-                    v.c.pending_at, v.c.cpus, v.c.memory_mib, v.c.console_port, v.c.console_password)
-             .select_from(h.outerjoin(v, v.c.host_id == h.c.id)).where(h.c.name == self.host_name))
-        with self.engine.connect() as c:
-            rows = c.execute(q).all()
-        if not rows:
+        thousands of hosts); none inside snapshot_reads once the host was looked at."""
+        look = self._take_look()  # list_vms consumes no fault: armed or not
+        if look is None:
+            h, v = SimHost.__table__, SimVM.__table__
+            q = (select(h.c.id, h.c.up, h.c.delay_seconds, *_VM_COLUMNS)
+                 .select_from(h.outerjoin(v, v.c.host_id == h.c.id)).where(h.c.name == self.host_name))
+            with self.engine.connect() as c:
+                rows = c.execute(q).all()
+            host = rows[0] if rows else None
+            rows = [r for r in rows if r.name is not None]
+        else:
+            host, rows = look.host, look.vms
+        if host is None:
             raise HostUnreachable(f"Simulator host {self.host_name} does not exist")
-        if not rows[0].up:
+        if not host.up:
             raise HostUnreachable(f"Simulator host {self.host_name} is down")
-        if rows[0].delay_seconds:
-            time.sleep(rows[0].delay_seconds)
+        if host.delay_seconds:
+            time.sleep(host.delay_seconds)
         now = time.time()
         out = []
         for r in rows:
-            if r.name is None:
-                continue
             st = effective_state(r.state, r.pending_state, r.pending_at, now)
             out.append(VMInfo(name=r.name, state=st, uuid=r.uuid, cpus=r.cpus, memory_mib=r.memory_mib,
                               console=self._console(r.console_port, r.console_password)
@@ -683,12 +760,16 @@ class SimulatorDriver(Driver):
     def vm_stats(self) -> dict[str, VMStats]:
         """Cumulative counters since the guest started, growing at a per-VM rate
         that wanders with time: diffs of two samples look like real load."""
-        host = self._enter("vm_stats")
+        look = self._looked()
+        if look is None:
+            host = self._enter("vm_stats")
+            with self.engine.connect() as c:
+                rows = c.execute(select(*_VM_COLUMNS).where(SimVM.host_id == host.id)).all()
+        else:
+            host, rows = self._usable(look.host), look.vms
+            if host.delay_seconds > 0:
+                time.sleep(host.delay_seconds)
         now = time.time()
-        with self.engine.connect() as c:
-            rows = c.execute(select(SimVM.name, SimVM.state, SimVM.pending_state, SimVM.pending_at,
-                                    SimVM.cpus, SimVM.memory_mib, SimVM.started_at)
-                             .where(SimVM.host_id == host.id)).all()
         out: dict[str, VMStats] = {}
         for r in rows:
             if effective_state(r.state, r.pending_state, r.pending_at, now) != PowerState.RUNNING:

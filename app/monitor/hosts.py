@@ -62,8 +62,9 @@ def _ping(app, host_id: int, type_name: str, conn, with_vms: bool):
         except DriverError as e:
             return host_id, None, str(e), None
         try:
-            stats = driver.host_stats()
-            return host_id, stats, None, probe_vms(driver, host_id) if with_vms else None
+            with driver.snapshot_reads():  # the three answers from one look (the Simulator: one query)
+                stats = driver.host_stats()
+                return host_id, stats, None, probe_vms(driver, host_id) if with_vms else None
         except DriverError as e:
             return host_id, None, str(e), None
         except Exception as e:  # noqa: BLE001 - a driver bug must not stop the sweep

@@ -125,7 +125,8 @@ def _list(app, host_id: int, type_name: str, conn):
         except DriverError as e:
             return host_id, None, str(e), {}
         try:
-            return probe_vms(driver, host_id)
+            with driver.snapshot_reads():
+                return probe_vms(driver, host_id)
         finally:
             driver.close()
 

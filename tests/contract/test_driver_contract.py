@@ -293,6 +293,25 @@ def test_vm_info_and_list_vms(env, vm):
     assert spec.name in listed and listed[spec.name].state == PowerState.RUNNING
 
 
+def test_snapshot_reads_answer_as_the_plain_calls_and_see_a_change_made_inside(env, vm):
+    """The monitor's sweep asks host_stats, list_vms and vm_stats inside snapshot_reads (a type may
+    answer them from one look at the host): the same answers, and a change made through the driver
+    inside the block is seen by the reads after it."""
+    spec, _ = vm
+    external = env.hv_type.capabilities.external_orchestrator  # no host or VM statistics there
+    with env.driver.snapshot_reads():
+        hs = env.driver.host_stats()
+        assert external or hs.memory_total_bytes > 0
+        listed = {v.name: v.state for v in env.driver.list_vms()}
+        assert listed.get(spec.name) == PowerState.RUNNING
+        assert external or spec.name in env.driver.vm_stats()
+        env.driver.force_stop_vm(spec.name)
+        deadline = time.monotonic() + 15
+        while {v.name: v.state for v in env.driver.list_vms()}.get(spec.name) != PowerState.STOPPED:
+            assert time.monotonic() < deadline, "the stop made inside snapshot_reads is never seen"
+            time.sleep(0.2)
+
+
 def test_graceful_stop_with_timeout_then_force_stop(env, vm):
     spec, _ = vm
     ignores = env.extras.get("guest_ignores_acpi", False)

@@ -189,6 +189,49 @@ def test_list_vms_is_one_query(host, db_uri):
     assert len(vms) == 5 and len([s for s in statements if s.lstrip().upper().startswith("SELECT")]) == 1
 
 
+@pytest.mark.db
+def test_snapshot_reads_answer_the_sweep_from_one_query(app, host, db_uri):
+    """The monitor asks host_stats, list_vms and vm_stats of a host inside snapshot_reads: one
+    SELECT for the three. A change made through the driver ends that look; outside the block
+    every call reads afresh; a fault armed for the host is still consumed by the call it names."""
+    drv = host("snap-1")
+    for i in range(3):
+        drv.start_vm(spec(f"i-{i}"))
+    statements = []
+    listener = lambda *args: statements.append(args[2])  # noqa: E731
+    eng = engine_for(db_uri)
+    event.listen(eng, "before_cursor_execute", listener)
+    try:
+        with drv.snapshot_reads():
+            hs, vms, stats = drv.host_stats(), drv.list_vms(), drv.vm_stats()
+            looked = len(statements)
+            drv.force_stop_vm("i-0")  # a change: the next read looks again
+            after = {v.name: v.state for v in drv.list_vms()}
+        assert sorted(v.name for v in vms) == sorted(stats) == ["i-0", "i-1", "i-2"]
+        assert hs.memory_total_bytes - hs.memory_free_bytes >= 3 * 512 << 20
+        assert looked == 1
+        assert after["i-0"] == PowerState.STOPPED and after["i-1"] == PowerState.RUNNING
+        statements.clear()
+        drv.list_vms(), drv.list_vms()
+        assert len(statements) == 2  # outside the block: afresh each time
+    finally:
+        event.remove(eng, "before_cursor_execute", listener)
+    with app.app_context():
+        sim.arm_fault(host="snap-1", count=1, message="stats daemon gone", operations="vm_stats")
+    with drv.snapshot_reads():
+        drv.host_stats()
+        assert [v.name for v in drv.list_vms()] == ["i-0", "i-1", "i-2"]
+        with pytest.raises(OperationFailed, match="stats daemon gone"):
+            drv.vm_stats()
+    with app.app_context():
+        assert sim.list_faults() == []
+        sim.set_host_up("snap-1", False)
+    with drv.snapshot_reads():
+        for call in (drv.host_stats, drv.list_vms, drv.vm_stats):
+            with pytest.raises(HostUnreachable, match="down"):
+                call()
+
+
 # --- lifecycle ---------------------------------------------------------------
 
 @pytest.mark.db
