@@ -27,6 +27,7 @@ Pattern: OpenStack nova's nova/virt/fake.py (a fake that is a real driver).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -187,12 +188,15 @@ def dispose_engines() -> None:
 
 # --- Helpers -----------------------------------------------------------------
 
+_POWER = {s.value: s for s in PowerState}  # a dict lookup: PowerState(x) costs ~10 times more per VM
+
+
 def effective_state(state: str, pending_state: str | None, pending_at: float | None,
                     now: float | None = None) -> PowerState:
     """A VM's state now: the pending one once its time has come."""
     if pending_state and pending_at is not None and pending_at <= (time.time() if now is None else now):
-        return PowerState(pending_state)
-    return PowerState(state)
+        state = pending_state
+    return _POWER.get(state) or PowerState(state)
 
 
 def _settle(vm: SimVM, now: float) -> None:
@@ -201,14 +205,20 @@ def _settle(vm: SimVM, now: float) -> None:
         vm.state, vm.pending_state, vm.pending_at = vm.pending_state, None, None
 
 
+@functools.lru_cache(maxsize=1 << 18)
+def _crc(seed: str) -> int:
+    """Per object and figure, fixed: computed once (a sweep asks it of every VM, several times)."""
+    return zlib.crc32(seed.encode())
+
+
 def _wobble(seed: str, now: float, period: float = 300.0) -> float:
     """0..1, smooth in time and different per object: plausible varying load."""
-    phase = (zlib.crc32(seed.encode()) % 1000) / 1000.0
+    phase = (_crc(seed) % 1000) / 1000.0
     return 0.5 + 0.5 * math.sin(2 * math.pi * (now / period + phase))
 
 
 def _rate(seed: str, lo: float, hi: float) -> float:
-    return lo + (hi - lo) * ((zlib.crc32(seed.encode()) >> 8) % 1000) / 1000.0
+    return lo + (hi - lo) * ((_crc(seed) >> 8) % 1000) / 1000.0
 
 
 @dataclass(frozen=True)
@@ -234,6 +244,18 @@ class _Look:
 # What host_stats, list_vms and vm_stats read of a host's VMs.
 _VM_COLUMNS = (SimVM.name, SimVM.uuid, SimVM.state, SimVM.pending_state, SimVM.pending_at, SimVM.cpus,
                SimVM.memory_mib, SimVM.console_port, SimVM.console_password, SimVM.started_at)
+
+
+@functools.cache
+def _look_query():
+    """snapshot_reads' one query (built once: making the statement cost more than running it)."""
+    h = SimHost.__table__
+    armed = select(SimFault.id).where(*SimulatorDriver._faults_for(h.c.id, None)).exists()
+    return (select(h.c.id.label("host_id"), h.c.name.label("host_name"), h.c.up, h.c.delay_seconds,
+                   h.c.cpus.label("host_cpus"), h.c.memory_mib.label("host_memory_mib"), armed.label("armed"),
+                   *_VM_COLUMNS)
+            .select_from(h.outerjoin(SimVM.__table__, SimVM.host_id == h.c.id))
+            .where(h.c.name == sa.bindparam("host_name")))
 
 
 class SimulatorDriver(Driver):
@@ -288,15 +310,8 @@ class SimulatorDriver(Driver):
         if not self._snapshot:
             return None
         if self._look is None:
-            h = SimHost.__table__
-            armed = select(SimFault.id).where(*self._faults_for(h.c.id, None)).exists()
-            q = (select(h.c.id.label("host_id"), h.c.name.label("host_name"), h.c.up, h.c.delay_seconds,
-                        h.c.cpus.label("host_cpus"), h.c.memory_mib.label("host_memory_mib"),
-                        armed.label("armed"), *_VM_COLUMNS)
-                 .select_from(h.outerjoin(SimVM.__table__, SimVM.host_id == h.c.id))
-                 .where(h.c.name == self.host_name))
             with self.engine.connect() as c:
-                rows = c.execute(q).all()
+                rows = c.execute(_look_query(), {"host_name": self.host_name}).all()
             first = rows[0] if rows else None
             host = None if first is None else _HostRow(first.host_id, first.host_name, first.up,
                                                        first.delay_seconds, first.host_cpus,

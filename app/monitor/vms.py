@@ -16,7 +16,7 @@ import threading
 from collections import defaultdict
 
 from flask import current_app
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import BigInteger, Integer, select, text
 
 from app.extensions import db
 from app.hypervisors.base import DriverError, PowerState, VMNotFound, VMStats
@@ -248,16 +248,37 @@ def keep_history(write) -> None:
 
 
 def _write_samples(rows: list[dict]) -> None:
-    """Stats of every running VM: one Core executemany per shape of row (a first sample
-    has only the memory), in the sweep's transaction. (The ORM's bulk UPDATE by primary
-    key also matched every row against the session: 0.5 of the 1.3 s of applying 500 hosts.)"""
+    """Stats of every running VM, per shape of row (a first sample has only the memory), in
+    the sweep's transaction. (The ORM's bulk UPDATE by primary key also matched every row
+    against the session: 0.5 of the 1.3 s of applying 500 hosts.)"""
     t = VirtualMachine.__table__
     shapes: dict[tuple[str, ...], list[dict]] = defaultdict(list)
     for row in rows:
-        shapes[tuple(sorted(k for k in row if k != "id"))].append({f"new_{k}": v for k, v in row.items()})
+        shapes[tuple(sorted(k for k in row if k != "id"))].append(row)
+    dialect = db.session.get_bind().dialect
     for columns, batch in shapes.items():
-        stmt = update(t).where(t.c.id == bindparam("new_id")).values({c: bindparam(f"new_{c}") for c in columns})
-        db.session.execute(stmt, batch, execution_options={"synchronize_session": False})
+        if dialect.name == "postgresql":
+            _update_from_arrays(t, columns, batch)
+            continue
+        # SQLite, MariaDB: the driver's executemany of plain tuples (SQLAlchemy's per-row
+        # parameter processing was a third of the time).
+        mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        sql = f"UPDATE {t.name} SET {', '.join(f'{c} = {mark}' for c in columns)} WHERE id = {mark}"
+        db.session.connection().exec_driver_sql(
+            sql, [tuple(r[c] for c in columns) + (r["id"],) for r in batch])
+
+
+def _update_from_arrays(t, columns: tuple[str, ...], batch: list[dict], chunk: int = 10_000) -> None:
+    """PostgreSQL: one UPDATE … FROM unnest(arrays) per `chunk` rows. An executemany is one
+    statement per row for the server to run (50,000 per sweep: 5 s of the 2,000-host sweep)."""
+    names = ("id", *columns)
+    kinds = {n: "bigint" if isinstance(t.c[n].type, (BigInteger, Integer)) else "double precision" for n in names}
+    sql = text(f"UPDATE {t.name} SET {', '.join(f'{c} = n.{c}' for c in columns)} "
+               f"FROM unnest({', '.join(f'CAST(:{n} AS {kinds[n]}[])' for n in names)}) AS n({', '.join(names)}) "
+               f"WHERE {t.name}.id = n.id")
+    for i in range(0, len(batch), chunk):
+        part = batch[i:i + chunk]
+        db.session.execute(sql, {n: [r[n] for r in part] for n in names})
 
 
 def _report_unknown(host: Host, name: str, state: PowerState) -> None:
