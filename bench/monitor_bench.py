@@ -9,8 +9,10 @@ a third runs after 500 VMs were stopped behind Nubo's back and must correct them
 
 Per sweep it prints the whole time, the asking (ping_hosts: the hosts' answers, with
 the host rows written back), Nubo's part (the rest: comparing, correcting, the VMs'
-stats) and this process's CPU time (the Simulator computes its answers in this process;
-a database server's CPU is not counted).
+stats) and this process's CPU time (the Simulator computes its answers in this process),
+on PostgreSQL also the CPU time of the server processes serving the bench's database (read
+from /proc: the server must run on this machine). On a shared machine, compare CPU times:
+wall-clock times follow the other load.
 
     .venv/bin/python bench/monitor_bench.py
     .venv/bin/python bench/monitor_bench.py --database-url postgresql+psycopg://postgres@127.0.0.1:5432/test
@@ -112,9 +114,29 @@ def main() -> None:
             import cProfile
             profile = cProfile.Profile()
 
+        postgres = url.startswith("postgresql")
+
+        def server_cpu() -> float:
+            """PostgreSQL (on this machine): CPU seconds of the server processes serving this
+            bench's database (its pools keep their connections, so their backends live on)."""
+            if not postgres:
+                return 0.0
+            with db.engine.connect() as c:
+                pids = c.execute(sa.text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()"))
+                pids = [p for (p,) in pids]
+            total = 0
+            for pid in pids:
+                try:
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+            return total / os.sysconf("SC_CLK_TCK")
+
         def sweep(label: str) -> None:
             if profile:
                 profile.enable()
+            server = server_cpu()
             t, cpu = time.perf_counter(), time.process_time()
             pinged = ping_hosts(with_vms=True)  # what the monitor process runs (app/monitor/__init__.py)
             asked = time.perf_counter() - t
@@ -122,11 +144,13 @@ def main() -> None:
             whole = time.perf_counter() - t
             if profile:
                 profile.disable()
-            print(f"| {label} | {whole:.2f} s | {asked:.2f} s | {whole - asked:.2f} s | "
-                  f"{time.process_time() - cpu:.2f} s | {pinged.hosts} hosts, {pinged.up} up | "
-                  f"{changed} records corrected |", flush=True)
-        print("| sweep | whole | asking the hosts | Nubo's part | CPU (this process) | hosts | corrections |\n"
-              "|---|---|---|---|---|---|---|")
+            cpu = time.process_time() - cpu
+            server = f" | {server_cpu() - server:.2f} s" if postgres else ""
+            print(f"| {label} | {whole:.2f} s | {asked:.2f} s | {whole - asked:.2f} s | {cpu:.2f} s{server} | "
+                  f"{pinged.hosts} hosts, {pinged.up} up | {changed} records corrected |", flush=True)
+        server_head = (" PostgreSQL's CPU (this database) |", "---|") if postgres else ("", "")
+        print(f"| sweep | whole | asking the hosts | Nubo's part | CPU (this process) |{server_head[0]} hosts | "
+              f"corrections |\n|---|---|---|---|---|{server_head[1]}---|---|")
         sweep("first (stats sampled)")
         sweep("second (nothing changed)")
         with db.engine.begin() as c:  # 500 VMs stopped behind Nubo's back
