@@ -221,6 +221,14 @@ def _rate(seed: str, lo: float, hi: float) -> float:
     return lo + (hi - lo) * ((_crc(seed) >> 8) % 1000) / 1000.0
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _guest_rates(name: str) -> tuple[float, ...]:
+    """A guest's fixed figures for vm_stats, worked out once per name: its CPU busyness,
+    disk read/write and network rx/tx rates (bytes per second)."""
+    return (_rate(name, 0.1, 1.0), _rate(name + "dr", 2e4, 2e6), _rate(name + "dw", 1e4, 1e6),
+            _rate(name + "rx", 1e3, 5e5), _rate(name + "tx", 1e3, 2e5))
+
+
 @dataclass(frozen=True)
 class _HostRow:
     """A sim host's row as snapshot_reads read it (what _usable and the stats need)."""
@@ -790,15 +798,14 @@ class SimulatorDriver(Driver):
             if effective_state(r.state, r.pending_state, r.pending_at, now) != PowerState.RUNNING:
                 continue
             up = max(0.0, now - (r.started_at or now))
-            busy = 0.05 + 0.5 * _rate(r.name, 0.1, 1.0) * (0.6 + 0.4 * _wobble(r.name, now))
+            cpu, read, write, rx, tx = _guest_rates(r.name)
+            busy = 0.05 + 0.5 * cpu * (0.6 + 0.4 * _wobble(r.name, now))
             out[r.name] = VMStats(
                 timestamp=now,
                 cpu_time_ns=int(up * r.cpus * busy * 1e9),
                 memory_kib=int(r.memory_mib * 1024 * (0.35 + 0.4 * _wobble(r.name + "m", now, 900))),
-                disk_read_bytes=int(up * _rate(r.name + "dr", 2e4, 2e6)),
-                disk_write_bytes=int(up * _rate(r.name + "dw", 1e4, 1e6)),
-                net_rx_bytes=int(up * _rate(r.name + "rx", 1e3, 5e5)),
-                net_tx_bytes=int(up * _rate(r.name + "tx", 1e3, 2e5)))
+                disk_read_bytes=int(up * read), disk_write_bytes=int(up * write),
+                net_rx_bytes=int(up * rx), net_tx_bytes=int(up * tx))
         return out
 
     def console_target(self, name: str) -> ConsoleTarget:
