@@ -50,6 +50,25 @@ def test_samples_are_kept_once_per_interval(app):
         assert history.record_vms([vm_sample(1, 13.0)], T0 + timedelta(seconds=120)) == 0
 
 
+@pytest.mark.db
+def test_a_large_sweep_is_kept_whole(app):
+    """2,000 VM samples at once (PostgreSQL writes 1,000 or more through COPY, in the sweep's
+    transaction): every row with its figures; a rollback takes them away with the rest."""
+    with app.app_context():
+        samples = [vm_sample(i, i % 100 + 0.5, mem_kib=i, rate=float(i)) for i in range(1, 2001)]
+        samples[7]["cpu_used_pct"] = None  # a first sample has only its memory
+        assert history.record_vms(samples, T0) == 2000
+        db.session.rollback()
+        assert rows() == []
+        history._last.clear()
+        assert history.record_vms(samples, T0) == 2000
+        db.session.commit()
+        got = rows()
+        assert len(got) == 2000 and got[0].at == T0
+        assert (got[41].resource_id, got[41].cpu_pct, got[41].memory_used) == (42, 42.5, 42 * 1024)
+        assert got[41].net_tx_bps == 21.0 and got[41].disk_write_bps == 126.0 and got[7].cpu_pct is None
+
+
 def test_the_monitor_sweep_keeps_host_and_vm_samples(app):
     from app.monitor import sweep
     from tests.integration.test_monitor_hosts import _vm_on_sim

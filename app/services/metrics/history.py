@@ -62,9 +62,22 @@ def _record(kind: MetricKind, rows: list[dict], at: datetime) -> int:
             seen.add(r["resource_id"])
             batch.append({"kind": int(kind), "at": at, "period": RAW, **{f: r.get(f) for f in FIELDS},
                           "resource_id": r["resource_id"]})
-    db.session.execute(insert(T), batch)
+    if len(batch) >= 1000 and db.session.get_bind().dialect.name == "postgresql":
+        _copy(batch)
+    else:
+        db.session.execute(insert(T), batch)
     _last[kind] = at
     return len(batch)
+
+
+def _copy(batch: list[dict]) -> None:
+    """PostgreSQL: the rows through COPY … FROM STDIN on the session's connection (in its
+    transaction). A 2,000-host sweep's 50,000 VM samples: ~2 s as a multi-row INSERT."""
+    columns = ("kind", "resource_id", "period", "at", *FIELDS)
+    raw = db.session.connection().connection.driver_connection  # psycopg's Connection
+    with raw.cursor() as cur, cur.copy(f"COPY {T.name} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in batch:
+            copy.write_row(tuple(row[c] for c in columns))
 
 
 def record_vms(samples: Iterable[dict], at: datetime) -> int:
