@@ -207,29 +207,37 @@ def apply_answers(answers: list, seen_at) -> int:
     changed, samples = 0, []
     touched: set[int] = set()  # changed by this sweep: newer than seen_at, yet by the same answers
     seen_by = {a[0]: a[1] for a in answers}
-    for host_id, seen, _, stats in answers:
-        host = host_rows[host_id]
-        for vm in by_host.get(host_id, ()):
-            if vm.instance_name not in seen and vm.id in suspects and apply(vm, host, None, seen_at):
-                changed += 1
-                touched.add(vm.id)
-        for name, state in seen.items():
-            vm = by_name.get(name)
-            if vm is None:
-                _report_unknown(host, name, state)
-            elif vm.host_id in (host_id, None):
-                # A VM another host's silence just stopped (moved behind Nubo's back) may run here.
-                if vm.id in suspects and apply(vm, host, state, None if vm.id in touched else seen_at):
-                    changed += vm.id not in touched  # one VM corrected once
+    # The corrections' own changes (the record, its event, the change stream's row) are flushed
+    # together at the end, not one VM at a time before the next VM's capacity statements:
+    # those touch only that VM's row and its hosts' counters. A VM corrected a second time
+    # (stopped by one host's answer, found running on another) is flushed first, so that
+    # planner.hold reads and writes its row as it now is.
+    with db.session.no_autoflush:
+        for host_id, seen, _, stats in answers:
+            host = host_rows[host_id]
+            for vm in by_host.get(host_id, ()):
+                if vm.instance_name not in seen and vm.id in suspects and apply(vm, host, None, seen_at):
+                    changed += 1
                     touched.add(vm.id)
-                if name in stats and vm.state == VMState.RUNNING:
-                    row = _sample(vm, stats[name])
-                    if row:
-                        samples.append(row)
-            elif _running(state) and _running(seen_by.get(vm.host_id, {}).get(name)):
-                # Split brain: its recorded host runs it too. The record (and the capacity) stay
-                # with the recorded host; the other copy is reported, never touched.
-                _report_twice(host, vm, state)
+            for name, state in seen.items():
+                vm = by_name.get(name)
+                if vm is None:
+                    _report_unknown(host, name, state)
+                elif vm.host_id in (host_id, None):
+                    # A VM another host's silence just stopped (moved behind Nubo's back) may run here.
+                    if vm.id in touched:
+                        db.session.flush()
+                    if vm.id in suspects and apply(vm, host, state, None if vm.id in touched else seen_at):
+                        changed += vm.id not in touched  # one VM corrected once
+                        touched.add(vm.id)
+                    if name in stats and vm.state == VMState.RUNNING:
+                        row = _sample(vm, stats[name])
+                        if row:
+                            samples.append(row)
+                elif _running(state) and _running(seen_by.get(vm.host_id, {}).get(name)):
+                    # Split brain: its recorded host runs it too. The record (and the capacity) stay
+                    # with the recorded host; the other copy is reported, never touched.
+                    _report_twice(host, vm, state)
     _write_samples(samples)
     db.session.commit()
     keep_history(lambda: history.record_vms(samples, seen_at or utcnow()))
