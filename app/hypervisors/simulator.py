@@ -211,10 +211,13 @@ def _crc(seed: str) -> int:
     return zlib.crc32(seed.encode())
 
 
-def _wobble(seed: str, now: float, period: float = 300.0) -> float:
+def _phase(seed: str) -> float:
+    return (_crc(seed) % 1000) / 1000.0
+
+
+def _wobble(seed: str, now: float, period: float = 300.0, phase: float | None = None) -> float:
     """0..1, smooth in time and different per object: plausible varying load."""
-    phase = (_crc(seed) % 1000) / 1000.0
-    return 0.5 + 0.5 * math.sin(2 * math.pi * (now / period + phase))
+    return 0.5 + 0.5 * math.sin(2 * math.pi * (now / period + (_phase(seed) if phase is None else phase)))
 
 
 def _rate(seed: str, lo: float, hi: float) -> float:
@@ -223,10 +226,10 @@ def _rate(seed: str, lo: float, hi: float) -> float:
 
 @functools.lru_cache(maxsize=1 << 16)
 def _guest_rates(name: str) -> tuple[float, ...]:
-    """A guest's fixed figures for vm_stats, worked out once per name: its CPU busyness,
-    disk read/write and network rx/tx rates (bytes per second)."""
+    """A guest's fixed figures, worked out once per name: its CPU busyness, disk read/write and
+    network rx/tx rates (bytes per second), and the phases of its CPU and memory wobble."""
     return (_rate(name, 0.1, 1.0), _rate(name + "dr", 2e4, 2e6), _rate(name + "dw", 1e4, 1e6),
-            _rate(name + "rx", 1e3, 5e5), _rate(name + "tx", 1e3, 2e5))
+            _rate(name + "rx", 1e3, 5e5), _rate(name + "tx", 1e3, 2e5), _phase(name), _phase(name + "m"))
 
 
 @dataclass(frozen=True)
@@ -463,7 +466,7 @@ class SimulatorDriver(Driver):
                 time.sleep(host.delay_seconds)
         now = time.time()
         running = [r for r in rows if effective_state(r.state, r.pending_state, r.pending_at, now) in ACTIVE]
-        vcpu_load = sum(r.cpus * (0.1 + 0.6 * _wobble(r.name, now)) for r in running)
+        vcpu_load = sum(r.cpus * (0.1 + 0.6 * _wobble("", now, phase=_guest_rates(r.name)[5])) for r in running)
         cpu_pct = min(100.0, round(1.5 + 100.0 * vcpu_load / host.cpus, 2))
         total = host.memory_mib * MIB
         # The hypervisor itself keeps ~2% (at least 512 MiB) for its own use.
@@ -798,12 +801,12 @@ class SimulatorDriver(Driver):
             if effective_state(r.state, r.pending_state, r.pending_at, now) != PowerState.RUNNING:
                 continue
             up = max(0.0, now - (r.started_at or now))
-            cpu, read, write, rx, tx = _guest_rates(r.name)
-            busy = 0.05 + 0.5 * cpu * (0.6 + 0.4 * _wobble(r.name, now))
+            cpu, read, write, rx, tx, phase, memory_phase = _guest_rates(r.name)
+            busy = 0.05 + 0.5 * cpu * (0.6 + 0.4 * _wobble(r.name, now, phase=phase))
             out[r.name] = VMStats(
                 timestamp=now,
                 cpu_time_ns=int(up * r.cpus * busy * 1e9),
-                memory_kib=int(r.memory_mib * 1024 * (0.35 + 0.4 * _wobble(r.name + "m", now, 900))),
+                memory_kib=int(r.memory_mib * 1024 * (0.35 + 0.4 * _wobble("", now, 900, memory_phase))),
                 disk_read_bytes=int(up * read), disk_write_bytes=int(up * write),
                 net_rx_bytes=int(up * rx), net_tx_bytes=int(up * tx))
         return out
