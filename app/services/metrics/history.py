@@ -74,10 +74,15 @@ def _copy(batch: list[dict]) -> None:
     """PostgreSQL: the rows through COPY … FROM STDIN on the session's connection (in its
     transaction). A 2,000-host sweep's 50,000 VM samples: ~2 s as a multi-row INSERT."""
     columns = ("kind", "resource_id", "period", "at", *FIELDS)
-    raw = db.session.connection().connection.driver_connection  # psycopg's Connection
-    with raw.cursor() as cur, cur.copy(f"COPY {T.name} ({', '.join(columns)}) FROM STDIN") as copy:
-        for row in batch:
-            copy.write_row(tuple(row[c] for c in columns))
+    sql = f"COPY {T.name} ({', '.join(columns)}) FROM STDIN"
+    conn = db.session.connection()
+    with conn.connection.driver_connection.cursor() as cur:  # psycopg's own cursor
+        # The engine's listeners see it as any statement: app/engine.py's keep_prepared_statements
+        # must count it a write (else a rollback of this transaction would be sent as COMMIT).
+        conn.dispatch.before_cursor_execute(conn, cur, sql, (), None, False)
+        with cur.copy(sql) as copy:
+            for row in batch:
+                copy.write_row(tuple(row[c] for c in columns))
 
 
 def record_vms(samples: Iterable[dict], at: datetime) -> int:
