@@ -268,12 +268,32 @@ def _write_samples(rows: list[dict]) -> None:
         if dialect.name == "postgresql":
             _update_from_arrays(t, columns, batch)
             continue
-        # SQLite, MariaDB: the driver's executemany of plain tuples (SQLAlchemy's per-row
-        # parameter processing was a third of the time).
+        if dialect.name in ("mysql", "mariadb"):
+            _update_through_temporary_table(t, columns, batch)
+            continue
+        # SQLite: the driver's executemany of plain tuples (SQLAlchemy's per-row parameter
+        # processing was a third of the time).
         mark = "?" if dialect.paramstyle == "qmark" else "%s"
         sql = f"UPDATE {t.name} SET {', '.join(f'{c} = {mark}' for c in columns)} WHERE id = {mark}"
         db.session.connection().exec_driver_sql(
             sql, [tuple(r[c] for c in columns) + (r["id"],) for r in batch])
+
+
+def _update_through_temporary_table(t, columns: tuple[str, ...], batch: list[dict]) -> None:
+    """MariaDB: the rows into a temporary table (a multi-row INSERT), then one UPDATE … JOIN.
+    Its executemany of an UPDATE is one round trip per row (50,000 per sweep: ~14 s of the
+    2,000-host sweep). A temporary table commits nothing; it lives with the connection."""
+    names = ("id", *columns)
+    kinds = {n: "BIGINT" if isinstance(t.c[n].type, (BigInteger, Integer)) else "DOUBLE" for n in names}
+    conn = db.session.connection()
+    conn.exec_driver_sql("DROP TEMPORARY TABLE IF EXISTS nubo_vm_samples")
+    conn.exec_driver_sql(f"CREATE TEMPORARY TABLE nubo_vm_samples "
+                         f"({', '.join(f'{n} {kinds[n]}' for n in names)}, PRIMARY KEY (id))")
+    conn.exec_driver_sql(f"INSERT INTO nubo_vm_samples ({', '.join(names)}) VALUES "
+                         f"({', '.join(['%s'] * len(names))})", [tuple(r[n] for n in names) for r in batch])
+    conn.exec_driver_sql(f"UPDATE {t.name} JOIN nubo_vm_samples n ON {t.name}.id = n.id "
+                         f"SET {', '.join(f'{t.name}.{c} = n.{c}' for c in columns)}")
+    conn.exec_driver_sql("DROP TEMPORARY TABLE nubo_vm_samples")
 
 
 def _update_from_arrays(t, columns: tuple[str, ...], batch: list[dict], chunk: int = 10_000) -> None:
