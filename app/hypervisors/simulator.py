@@ -315,6 +315,19 @@ class SimulatorDriver(Driver):
         look = self._take_look()
         return None if look is None or look.armed else look
 
+    def _host_and_vms(self, call: str):
+        """host_stats' and vm_stats' start: the host (its fault and delay applied) and its VM rows,
+        from the look inside snapshot_reads, else read now."""
+        look = self._looked()
+        if look is None:
+            host = self._enter(call)
+            with self.engine.connect() as c:
+                return host, c.execute(select(*_VM_COLUMNS).where(SimVM.host_id == host.id)).all()
+        host = self._usable(look.host)
+        if host.delay_seconds > 0:
+            time.sleep(host.delay_seconds)
+        return host, look.vms
+
     def _take_look(self) -> _Look | None:
         """Inside snapshot_reads: the host, its armed flag and its VMs in one query (taken once,
         until a call that changes something). None outside it."""
@@ -455,15 +468,7 @@ class SimulatorDriver(Driver):
                          local_storage_free=max(0, total - int(used)))
 
     def host_stats(self) -> HostStats:
-        look = self._looked()
-        if look is None:
-            host = self._enter("host_stats")
-            with self.engine.connect() as c:
-                rows = c.execute(select(*_VM_COLUMNS).where(SimVM.host_id == host.id)).all()
-        else:
-            host, rows = self._usable(look.host), look.vms
-            if host.delay_seconds > 0:
-                time.sleep(host.delay_seconds)
+        host, rows = self._host_and_vms("host_stats")
         now = time.time()
         running = [r for r in rows if effective_state(r.state, r.pending_state, r.pending_at, now) in ACTIVE]
         vcpu_load = sum(r.cpus * (0.1 + 0.6 * _wobble("", now, phase=_guest_rates(r.name)[5])) for r in running)
@@ -786,15 +791,7 @@ class SimulatorDriver(Driver):
     def vm_stats(self) -> dict[str, VMStats]:
         """Cumulative counters since the guest started, growing at a per-VM rate
         that wanders with time: diffs of two samples look like real load."""
-        look = self._looked()
-        if look is None:
-            host = self._enter("vm_stats")
-            with self.engine.connect() as c:
-                rows = c.execute(select(*_VM_COLUMNS).where(SimVM.host_id == host.id)).all()
-        else:
-            host, rows = self._usable(look.host), look.vms
-            if host.delay_seconds > 0:
-                time.sleep(host.delay_seconds)
+        host, rows = self._host_and_vms("vm_stats")
         now = time.time()
         out: dict[str, VMStats] = {}
         for r in rows:

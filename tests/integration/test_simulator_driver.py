@@ -3,6 +3,7 @@ driver instances and processes, transitions, migration rules, storage
 bookkeeping and every kind of fault injection."""
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -173,19 +174,26 @@ def test_state_shared_between_instances_and_processes(host, db_uri):
     assert a.vm_info("i-2-10-VM").state == PowerState.STOPPED
 
 
+@contextlib.contextmanager
+def _statements(db_uri):
+    """The SQL the Simulator's engine runs inside the block."""
+    statements: list[str] = []
+    listener = lambda *args: statements.append(args[2])  # noqa: E731
+    eng = engine_for(db_uri)
+    event.listen(eng, "before_cursor_execute", listener)
+    try:
+        yield statements
+    finally:
+        event.remove(eng, "before_cursor_execute", listener)
+
+
 @pytest.mark.db
 def test_list_vms_is_one_query(host, db_uri):
     drv = host("q-1")
     for i in range(5):
         drv.start_vm(spec(f"i-{i}"))
-    statements = []
-    listener = lambda *args: statements.append(args[2])  # noqa: E731
-    eng = engine_for(db_uri)
-    event.listen(eng, "before_cursor_execute", listener)
-    try:
+    with _statements(db_uri) as statements:
         vms = drv.list_vms()
-    finally:
-        event.remove(eng, "before_cursor_execute", listener)
     assert len(vms) == 5 and len([s for s in statements if s.lstrip().upper().startswith("SELECT")]) == 1
 
 
@@ -197,11 +205,7 @@ def test_snapshot_reads_answer_the_sweep_from_one_query(app, host, db_uri):
     drv = host("snap-1")
     for i in range(3):
         drv.start_vm(spec(f"i-{i}"))
-    statements = []
-    listener = lambda *args: statements.append(args[2])  # noqa: E731
-    eng = engine_for(db_uri)
-    event.listen(eng, "before_cursor_execute", listener)
-    try:
+    with _statements(db_uri) as statements:
         with drv.snapshot_reads():
             hs, vms, stats = drv.host_stats(), drv.list_vms(), drv.vm_stats()
             looked = len(statements)
@@ -214,8 +218,6 @@ def test_snapshot_reads_answer_the_sweep_from_one_query(app, host, db_uri):
         statements.clear()
         drv.list_vms(), drv.list_vms()
         assert len(statements) == 2  # outside the block: afresh each time
-    finally:
-        event.remove(eng, "before_cursor_execute", listener)
     with app.app_context():
         sim.arm_fault(host="snap-1", count=1, message="stats daemon gone", operations="vm_stats")
     with drv.snapshot_reads():
