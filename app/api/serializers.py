@@ -431,22 +431,23 @@ def vm_dict(vm, minimal: bool = False, admin: bool = False) -> dict:
 
 
 def _vm_more(vm) -> dict:
-    """updateVirtualMachine's fields, from a VirtualMachine or a vm_views.VMView."""
-    from app.services import userdata as ud
+    """updateVirtualMachine's fields, from a VirtualMachine or a vm_views.VMView (a list page's
+    rows: nothing imported or read per VM here)."""
     group, obj, os_type = vm.group, vm.userdata_obj, vm.os_type
-    if isinstance(vm, _vm_model()):
+    if isinstance(vm, _vm_model()):  # a VM row: its key pair and displayed details read here
+        from app.services import resource_details
         keypair = vm_keypair_name(vm)
         password_enabled = bool(vm.template and vm.template.password_enabled)
-    else:
-        keypair, password_enabled = vm.keypair_name, vm.password_enabled
-    if isinstance(vm, _vm_model()):  # a VM row: its displayed details (a VMView has them already)
-        from app.services import resource_details
         details = resource_details.display_maps("UserVm", [vm.id]).get(vm.id)
-    else:
-        details = vm.details
+    else:  # a VMView has them already
+        keypair, password_enabled, details = vm.keypair_name, vm.password_enabled, vm.details
+    user_details = None
+    if obj:
+        from app.services import userdata as ud
+        user_details = ud.java_map(ud.details_of(vm))
     return {"group": group.name if group else None, "groupid": group.uuid if group else None,
             "userdataid": obj.uuid if obj else None, "userdataname": obj.name if obj else None,
-            "userdatadetails": ud.java_map(ud.details_of(vm)) if obj else None,
+            "userdatadetails": user_details,
             "userdatapolicy": "ALLOWOVERRIDE" if obj else None,
             "ostypeid": os_type.uuid if os_type else None, "osdisplayname": os_type.description
             if os_type is not None and hasattr(os_type, "description") else (os_type.name if os_type else None),

@@ -215,9 +215,10 @@ def _phase(seed: str) -> float:
     return (_crc(seed) % 1000) / 1000.0
 
 
-def _wobble(seed: str, now: float, period: float = 300.0, phase: float | None = None) -> float:
-    """0..1, smooth in time and different per object: plausible varying load."""
-    return 0.5 + 0.5 * math.sin(2 * math.pi * (now / period + (_phase(seed) if phase is None else phase)))
+def _wobble(now: float, phase: float, period: float = 300.0) -> float:
+    """0..1, smooth in time and different per object (its phase, _phase of a seed): plausible
+    varying load."""
+    return 0.5 + 0.5 * math.sin(2 * math.pi * (now / period + phase))
 
 
 def _rate(seed: str, lo: float, hi: float) -> float:
@@ -471,7 +472,7 @@ class SimulatorDriver(Driver):
         host, rows = self._host_and_vms("host_stats")
         now = time.time()
         running = [r for r in rows if effective_state(r.state, r.pending_state, r.pending_at, now) in ACTIVE]
-        vcpu_load = sum(r.cpus * (0.1 + 0.6 * _wobble("", now, phase=_guest_rates(r.name)[5])) for r in running)
+        vcpu_load = sum(r.cpus * (0.1 + 0.6 * _wobble(now, _guest_rates(r.name)[5])) for r in running)
         cpu_pct = min(100.0, round(1.5 + 100.0 * vcpu_load / host.cpus, 2))
         total = host.memory_mib * MIB
         # The hypervisor itself keeps ~2% (at least 512 MiB) for its own use.
@@ -799,11 +800,11 @@ class SimulatorDriver(Driver):
                 continue
             up = max(0.0, now - (r.started_at or now))
             cpu, read, write, rx, tx, phase, memory_phase = _guest_rates(r.name)
-            busy = 0.05 + 0.5 * cpu * (0.6 + 0.4 * _wobble(r.name, now, phase=phase))
+            busy = 0.05 + 0.5 * cpu * (0.6 + 0.4 * _wobble(now, phase))
             out[r.name] = VMStats(
                 timestamp=now,
                 cpu_time_ns=int(up * r.cpus * busy * 1e9),
-                memory_kib=int(r.memory_mib * 1024 * (0.35 + 0.4 * _wobble("", now, 900, memory_phase))),
+                memory_kib=int(r.memory_mib * 1024 * (0.35 + 0.4 * _wobble(now, memory_phase, 900))),
                 disk_read_bytes=int(up * read), disk_write_bytes=int(up * write),
                 net_rx_bytes=int(up * rx), net_tx_bytes=int(up * tx))
         return out

@@ -244,11 +244,10 @@ def submit(cmd: str, user, handler_name: str, params: dict | None = None, *,
     return job
 
 
-# A job row's columns fixed at submit, and what a worker writes on it.
-_JOB_FIXED = ["id", "uuid", "created", "cmd", "account_id", "user_id", "instance_type", "instance_id", "params",
-              "queue"]
+# What a worker writes on a job row; every other column is fixed at submit.
 _JOB_MUTABLE = ["status", "progress", "progress_message", "steps", "result_code", "result_type", "result",
                 "started", "completed", "worker", "heartbeat"]
+_JOB_FIXED = [a.key for a in AsyncJob.__mapper__.column_attrs if a.key not in _JOB_MUTABLE]
 
 
 def progress(job: AsyncJob, percent: int, message: str | None = None, steps: list | None = None) -> None:

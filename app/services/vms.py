@@ -775,8 +775,9 @@ def _run_on(vm: VirtualMachine, host: Host) -> None:
     iso = _iso_path(vm, host, pool)
     nets = [n.network for n in vm.nics if n.removed is None]  # the VM's (locked: no NIC comes or goes)
     # Networks without an offering (the zone's legacy network) give no address without DHCP.
-    cfg = config_drive.ensure(vm, host, pool, offered=any(networks.managed(n) for n in nets))
-    if any(networks.managed(n) for n in nets):
+    offered = any(networks.managed(n) for n in nets)
+    cfg = config_drive.ensure(vm, host, pool, offered=offered)
+    if offered:
         # The NICs' networks implemented (lazily, near this host), their segments named; the
         # routers learn the VM's leases and metadata before the guest boots and asks for them.
         # Written for expiry on commit (Core updates, commits of their own): run as such.
