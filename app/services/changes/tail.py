@@ -29,7 +29,8 @@ POLL_SECONDS = 0.1  # without a wake-up (SQLite, MariaDB without Redis): one ind
 SAFETY_SECONDS = 2.0  # with one: a lost notification costs at most this
 GAP_SECONDS = 5.0
 BATCH = 1000
-GAP_READ = 500  # gap ids asked at once by id (more: the rest at the next poll)
+GAP_READ = 500  # gap ids asked at once by id, nearest first
+GAP_SCAN = 10_000  # how far below the highest delivered id gaps are looked for
 QUEUE_SIZE = 2000
 
 
@@ -207,7 +208,7 @@ class Tailer:
         stayed open, each of the ~100 wake-ups a second of a deploy storm: most of the monitor's
         CPU in bench/stack_bench.py deploy.)"""
         high = max(self.delivered, default=self.low)
-        gaps = [i for i in range(self.low + 1, high) if i not in self.delivered][:GAP_READ]
+        gaps = self._gaps(high)
         with self.engine.connect() as conn:
             items = read(conn, high)
             new = len(items)
@@ -223,6 +224,20 @@ class Tailer:
                     sub.offer(item)
         self._advance()
         return new
+
+    def _gaps(self, high: int) -> list[int]:
+        """The ids below `high` not delivered yet, nearest first (a transaction still open took
+        one shortly before the rows delivered after it), at most GAP_READ of them, looked for no
+        further than GAP_SCAN ids down. Far below lie the ids of rows pruned or emptied before
+        this tailer started (its `low` is the highest row then, the ids went on): enumerating
+        those from `low` up took the first 500 of thousands, never the open transaction's id."""
+        out: list[int] = []
+        i, stop = high - 1, max(self.low, high - 1 - GAP_SCAN)
+        while i > stop and len(out) < GAP_READ:
+            if i not in self.delivered:
+                out.append(i)
+            i -= 1
+        return out
 
     def _advance(self) -> None:
         while self.low + 1 in self.delivered:
