@@ -122,6 +122,13 @@ state_of() {
 lock() { :; }
 
 ensure_base() {
+  # This machine's mount of the shared storage, dropped (its client gave up on the brick, or
+  # died): stat fails with ENOTCONN and nothing can be made in or mounted over it; it goes,
+  # and boot_store mounts it again.
+  if [ -d "$LAB" ] && ! stat "$LAB/primary" >/dev/null 2>&1 && grep -qF " $LAB/primary " /proc/mounts; then
+    log "the mount of the shared storage at $LAB/primary was dead: mounted again"
+    umount -l "$LAB/primary" 2>/dev/null || true
+  fi
   mkdir -p "$LAB/ns" "$LAB/hosts" "$LAB/primary" "$LAB/ssh"
   chmod 700 "$LAB/ssh"
   # Namespace files are bind mounts: they must sit on a private mount (as /run/netns does).
@@ -346,11 +353,16 @@ boot_store() {
   if ! in_store gluster --mode=script volume info primary >/dev/null 2>&1; then
     in_store gluster --mode=script volume create primary "$STORE_ADDR:$d/brick" force >/dev/null \
       || die "cannot create the GlusterFS volume (see $d/log)"
-    # A client that vanishes (a host's power cut: no FIN, no RST) is noticed within seconds,
-    # not GlusterFS's default 42 s, and its locks (QEMU's image locks) are released: a lease
-    # as short as NFS's could be made, so HA can restart the host's guests elsewhere soon.
+    # A client that vanishes (a host's power cut: no FIN, no RST) is noticed by the brick
+    # within seconds, not GlusterFS's default 42 s, and its locks (QEMU's image locks) are
+    # released: a lease as short as NFS's could be made, so HA can restart the host's guests
+    # elsewhere soon. Those are the server.* options. network.ping-timeout is the other way:
+    # how long a client waits for a brick's answer before it drops the connection (every call
+    # then fails with ENOTCONN until it reconnects). At 5 s a brick starved of CPU by the
+    # emulated guests and a parallel test run was dropped by this machine's mount (CI: the
+    # HA test, then "Transport endpoint is not connected"); 20 s rides that out.
     local kv
-    for kv in "network.ping-timeout 5" "server.keepalive-time 2" "server.keepalive-interval 1" \
+    for kv in "network.ping-timeout 20" "server.keepalive-time 2" "server.keepalive-interval 1" \
               "server.keepalive-count 3" "server.tcp-user-timeout 5"; do
       # shellcheck disable=SC2086
       in_store gluster --mode=script volume set primary $kv >/dev/null || die "cannot set $kv on the volume"

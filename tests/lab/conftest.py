@@ -162,6 +162,10 @@ class Lab:
                             pool.destroy()
                     with contextlib.suppress(libvirt.libvirtError):
                         pool.undefine()
+        try:
+            os.stat(self.storage_dir)
+        except OSError:  # this machine's GlusterFS mount dropped: `up` mounts it again
+            self.sh("up", str(len(self.hosts)))
         for entry in Path(self.storage_dir).iterdir():
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
