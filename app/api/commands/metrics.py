@@ -15,7 +15,8 @@ def list_vm_metrics(ctx, p):
                                              state=p.get("state"), zone_uuid=p.get("zoneid"),
                                              host_uuid=p.get("hostid"), account=p.get("account"),
                                              group_uuid=p.get("groupid"), page=ctx.page)
-    return [{**vm_dict(vm, admin=ctx.user.is_admin), **vm_metrics.vm_figures(vm)} for vm in rows], total
+    admin = ctx.user.is_admin
+    return [{**vm_dict(vm, admin=admin), **vm_metrics.vm_figures(vm)} for vm in rows], total
 
 
 @command("listHostsMetrics", "Lists hosts metrics", role=ADMIN, response="host", list=True, params=[

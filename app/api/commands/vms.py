@@ -160,7 +160,8 @@ def list_vms(ctx, p):
                                state=p.get("state"), zone_uuid=p.get("zoneid"), host_uuid=p.get("hostid"),
                                account=p.get("account"), domainid=p.get("domainid"), tags=p.get("tags"),
                                group_uuid=p.get("groupid"), page=ctx.page, details_min=minimal)
-    return ([vm_dict(vm, minimal, admin=ctx.user.is_admin) for vm in rows], total)
+    admin = ctx.user.is_admin
+    return ([vm_dict(vm, minimal, admin=admin) for vm in rows], total)
 
 
 @command("createServiceOffering", "Creates a service offering", role=DOMAIN_ADMIN, response="serviceoffering", params=[
