@@ -73,6 +73,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=40, help="deploys (and stop/start pairs, list calls...) measured")
     ap.add_argument("--compare-expiry", action="store_true")
     ap.add_argument("--profile", help="cProfile the operations whose name starts with this (top 30 printed)")
+    ap.add_argument("--profile-out", help="also write the profile to this file (pstats)")
     a = ap.parse_args()
     url = fresh_server_database(a.database_url, "budget") if a.database_url else ""
     instance = Path(tempfile.mkdtemp())
@@ -155,6 +156,12 @@ def main() -> None:
     for _ in range(a.n):
         record("listVirtualMachines pagesize=20", lambda: call("listVirtualMachines", pagesize=20, page=1))
         record("queryAsyncJobResult", lambda: call("queryAsyncJobResult", jobid=last_job))
+    from bench.stack_bench import LOAD_CALLS
+    for command, params in LOAD_CALLS:  # the load test's calls (stack_bench.py load), each one's cost
+        label = f"{command} {' '.join(f'{k}={v}' for k, v in params.items() if k != 'listall')}".strip()
+        call(command, **params)
+        for _ in range(a.n):
+            record(f"load mix: {label}", lambda command=command, params=params: call(command, **params))
     client.post("/login", data={"username": "admin", "password": "adminpass", "csrf_token": csrf_token(client)})
     for page in ("/admin/", "/vms/"):
         client.get(page)
@@ -169,6 +176,8 @@ def main() -> None:
         import pstats
         pstats.Stats(prof).sort_stats("cumulative").print_stats(40)
         pstats.Stats(prof).sort_stats("tottime").print_stats(30)
+        if a.profile_out:
+            prof.dump_stats(a.profile_out)
     print(f"{engine.dialect.name}, {len(vm_ids) + 1} VMs on 4 Simulator hosts, n={a.n} per operation; "
           f"load average {os.getloadavg()[0]:.1f} at the end")
     server = "PostgreSQL CPU ms" if backends else "(server CPU not measured)"

@@ -143,13 +143,17 @@ def deploy(api, ids: dict, n: int, session: int | None = None) -> None:
         cpu_report(before, cpu_seconds(session), elapsed)
 
 
+# The load test's calls, each client in turn (bench/budget_bench.py measures each one's CPU).
+LOAD_CALLS = [("listVirtualMachines", {"listall": "true", "pagesize": 50, "page": 1}),
+              ("listVirtualMachines", {"listall": "true", "details": "min", "state": "Running", "pagesize": 200}),
+              ("listHosts", {"pagesize": 50}), ("listTemplates", {"templatefilter": "executable"}),
+              ("listZones", {}), ("listServiceOfferings", {}), ("listAsyncJobs", {"pagesize": 50}),
+              ("listCapacity", {}), ("listEvents", {"pagesize": 50})]
+
+
 def load(api_factory, clients: int, seconds: float, ids: dict, session: int | None = None) -> None:
     before = cpu_seconds(session) if session else {}
-    calls = [("listVirtualMachines", {"listall": "true", "pagesize": 50, "page": 1}),
-             ("listVirtualMachines", {"listall": "true", "details": "min", "state": "Running", "pagesize": 200}),
-             ("listHosts", {"pagesize": 50}), ("listTemplates", {"templatefilter": "executable"}),
-             ("listZones", {}), ("listServiceOfferings", {}), ("listAsyncJobs", {"pagesize": 50}),
-             ("listCapacity", {}), ("listEvents", {"pagesize": 50})]
+    calls = LOAD_CALLS
     times: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()

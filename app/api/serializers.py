@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from app.models import Account, AsyncJob, Domain, HypervisorCapability, User, VirtualMachine
 from app.models.base import DOMAIN_ID, DOMAIN_NAME, cs_date  # noqa: F401  (defined below api and jobs)
-from app.services import offering_domains
+from app.services import offering_domains, vm_views
 
 _SERIALIZERS: dict[str, Callable[[Any], dict]] = {}
 
@@ -412,6 +412,10 @@ def vm_dict(vm, minimal: bool = False, admin: bool = False) -> Clean:
            "created": cs_date(vm.created), **owner_fields(vm.account)}
     if minimal:
         return some(out)
+    # One VM row (a job's answer): which of its extras exist, in one statement, and a query for
+    # each kind it has; a list page's VMView has them all already (nothing read below).
+    row = isinstance(vm, VirtualMachine)
+    has_sg, has_ip, has_tags, has_details, has_groups = vm_views.extras_of(vm.id) if row else (True,) * 5
     nics = [n for n in vm.nics if n.removed is None]
     out.update({
         "zoneid": vm.zone.uuid, "zonename": vm.zone.name,
@@ -425,21 +429,24 @@ def vm_dict(vm, minimal: bool = False, admin: bool = False) -> Clean:
         "nic": [_vm_nic(n) for n in nics],
         "ipaddress": next((n.ip_address for n in nics if n.is_default), nics[0].ip_address if nics else None),
         "isdynamicallyscalable": bool(vm.dynamically_scalable),
-        **_vm_more(vm),
+        **_vm_more(vm, has_details),
     })
     # vm_views loads a page's tags in one query (VMView.tags); one VM (a job's answer) asks here
     page_tags = getattr(vm, "tags", None)
-    out["tags"] = [tag_dict(t, a) for t, a in page_tags] if page_tags is not None else tags_for("UserVm", vm.id)
+    if page_tags is not None:
+        out["tags"] = [tag_dict(t, a) for t, a in page_tags]
+    else:
+        out["tags"] = tags_for("UserVm", vm.id) if has_tags else []
     groups = getattr(vm, "affinity_groups", None)
-    if groups is None:  # one VM (a job's answer): one small query
+    if groups is None:  # one VM (a job's answer): one small query, if it is in any
         from app.services import affinity
-        groups = affinity.groups_of_vms([vm.id]).get(vm.id, [])
+        groups = affinity.groups_of_vms([vm.id]).get(vm.id, []) if has_groups else []
     out["affinitygroup"] = [some({"id": g.uuid, "name": g.name, "type": g.type, "description": g.description})
                             for g in groups]
     extras = getattr(vm, "net_extras", None)
-    if extras is None:  # one VM (a job's answer): two small queries
-        from app.services import vm_views
-        extras = vm_views.network_extras([vm.id]).get(vm.id)
+    if extras is None:  # one VM (a job's answer): a small query for each kind it has
+        extras = vm_views.network_extras([vm.id], security_groups=has_sg, public_ips=has_ip)[vm.id] \
+            if has_sg or has_ip else vm_views.NO_EXTRAS
     if extras is not None:
         out["securitygroup"] = [some({"id": u, "name": name, "description": d})
                                 for u, name, d in extras.security_groups]
@@ -448,15 +455,15 @@ def vm_dict(vm, minimal: bool = False, admin: bool = False) -> Clean:
     return some(out)
 
 
-def _vm_more(vm) -> dict:
+def _vm_more(vm, has_details: bool = True) -> dict:
     """updateVirtualMachine's fields, from a VirtualMachine or a vm_views.VMView (a list page's
-    rows: nothing imported or read per VM here)."""
+    rows: nothing imported or read per VM here). has_details=False: the VM row has none (no query)."""
     group, obj, os_type = vm.group, vm.userdata_obj, vm.os_type
     if isinstance(vm, VirtualMachine):  # a VM row: its key pair and displayed details read here
         from app.services import resource_details
         keypair = vm_keypair_name(vm)
         password_enabled = bool(vm.template and vm.template.password_enabled)
-        details = resource_details.display_maps("UserVm", [vm.id]).get(vm.id)
+        details = resource_details.display_maps("UserVm", [vm.id]).get(vm.id) if has_details else None
     else:  # a VMView has them already
         keypair, password_enabled, details = vm.keypair_name, vm.password_enabled, vm.details
     user_details = None

@@ -63,7 +63,7 @@ class NetExtras(NamedTuple):
     public_ip: tuple | None
 
 
-_NO_EXTRAS = NetExtras((), None)  # shared by the VMs that have neither (immutable: a tuple)
+NO_EXTRAS = NetExtras((), None)  # shared by the VMs that have neither (immutable: a tuple)
 
 
 class NicView(NamedTuple):
@@ -180,6 +180,18 @@ def _extras_present() -> tuple:
             exists().where(AffinityGroupVM.vm_id == _VM.id))
 
 
+_PRESENT_OF_ONE: list = []  # the statement of extras_of, built at its first use
+
+
+def extras_of(vm_id: int) -> tuple[bool, bool, bool, bool, bool]:
+    """Whether one VM has any (security group, public IP, tag, detail, affinity group): one
+    statement, so that a VM's own answer (a job's, updateVirtualMachine's) asks only for the
+    kinds it has (most VMs: none) instead of a query for each."""
+    if not _PRESENT_OF_ONE:
+        _PRESENT_OF_ONE.append(select(*_extras_present()).where(_VM.id == bindparam("vm_id")))
+    return tuple(db.session.execute(_PRESENT_OF_ONE[0], {"vm_id": vm_id}).one())
+
+
 def _nics_select(where):
     return (select(Nic.vm_id, Nic.uuid, Nic.mac_address, Nic.ip_address, Nic.is_default, Nic.device_id,
                    Network.uuid, Network.name, Network.gateway, Network.netmask, Network.vlan, Network.guest_type,
@@ -259,7 +271,7 @@ def list_vms(caller, *, page=None, details_min: bool = False, **filters) -> tupl
             dynamically_scalable=bool(r[32]), details=r[33],
             keypair_name=r[34], password_enabled=bool(r[35]), encrypted_password=r[36], memory_used_kib=r[37],
             disk_read_bps=r[38], disk_write_bps=r[39], net_rx_bps=r[40], net_tx_bps=r[41],
-            net_extras=_NO_EXTRAS, tags=(), affinity_groups=())
+            net_extras=NO_EXTRAS, tags=(), affinity_groups=())
     has_sg, has_ip, has_tags, has_details, has_groups = map(any, zip(*(r[47:52] for r in rows))) \
         if rows else (False,) * 5
     networks: dict[str, NetworkRef] = {}

@@ -41,20 +41,25 @@ PINS = {
     # skipped when no network has them), writes no "Finding a host" progress nor the Starting state
     # it already has, and takes the planner's hold in hand instead of re-reading the VM; 35 since
     # the hold and the unlock publish their change from the VM in hand (changes.update_row: no
-    # read of the row first) and the NICs' bridge label is one query (physical.explicit_label)
-    "deploy.job": 35,
+    # read of the row first) and the NICs' bridge label is one query (physical.explicit_label); 31
+    # since its answer asks in one statement which of the VM's tags, details, affinity groups,
+    # security groups and public IPs exist, and reads only those (vm_views.extras_of; most VMs have
+    # none: five queries were one)
+    "deploy.job": 31,
     # stopVirtualMachine / startVirtualMachine: the API call, then its job (the calls 15 and 17
     # while jobs.submit re-read the job it had just written, 14 and 16 while the lock and its
     # hand-over read the VM's row before publishing its change)
     "stop.api": 12,
     # 45 expiring on commit, 38 before the answer in hand (as the deploy job's), 28 before the
-    # security-group read skipped on networks without them, 27 before the unlock in hand
-    "stop.job": 26,
+    # security-group read skipped on networks without them, 27 before the unlock in hand, 26 before
+    # the answer's extras were asked in one statement (as the deploy job's)
+    "stop.job": 22,
     "start.api": 14,
     # 70 expiring on commit, 61 before the answer in hand, 48 before the start's changes (as the
     # deploy job's; the preferred host's tags not read when the offering asks for none), 34
-    # before the hold, the unlock and the bridge label (as the deploy job's)
-    "start.job": 31,
+    # before the hold, the unlock and the bridge label, 31 before the answer's extras in one
+    # statement (as the deploy job's)
+    "start.job": 27,
     # listVirtualMachines pagesize=20 (rows, not ORM objects: app/services/vm_views.py): caller,
     # page ids, VMs, NICs. 9 while the security groups, public IPs, tags, details and affinity
     # groups were each queried for every page; now only when a VM on the page has one
