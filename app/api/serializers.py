@@ -414,8 +414,8 @@ def vm_dict(vm, minimal: bool = False, admin: bool = False) -> Clean:
         return some(out)
     # One VM row (a job's answer): which of its extras exist, in one statement, and a query for
     # each kind it has; a list page's VMView has them all already (nothing read below).
-    row = isinstance(vm, VirtualMachine)
-    has_sg, has_ip, has_tags, has_details, has_groups = vm_views.extras_of(vm.id) if row else (True,) * 5
+    has_sg, has_ip, has_tags, has_details, has_groups = \
+        vm_views.extras_of(vm.id) if isinstance(vm, VirtualMachine) else (True,) * 5
     nics = [n for n in vm.nics if n.removed is None]
     out.update({
         "zoneid": vm.zone.uuid, "zonename": vm.zone.name,
