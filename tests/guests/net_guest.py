@@ -540,6 +540,18 @@ class Outside:
                     return None
                 self._cond.wait(timeout=left)
 
+    def accepted_from(self, src: str, at_least: int, deadline_s: float = 30.0) -> int:
+        """How many connections came from `src`, once there are `at_least` (or at the deadline):
+        a connection the guest says it made is collected here a moment later."""
+        end = time.monotonic() + deadline_s
+        with self._cond:
+            while True:
+                n = sum(1 for a in self.accepted if a[0] == src)
+                left = end - time.monotonic()
+                if n >= at_least or left <= 0:
+                    return n
+                self._cond.wait(timeout=left)
+
     def connect(self, ip: str, port: int, data: bytes | None = None, timeout: float = 3.0) -> bytes | None:
         """A TCP client from the namespace: the bytes the peer sent back before closing,
         or None when the connection could not be made (refused, timed out)."""

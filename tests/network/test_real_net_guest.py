@@ -104,7 +104,7 @@ def test_net_guest_boots_leases_serves_and_reads_its_metadata(guest_image, lab, 
 
             # Commands on the console: a connection on demand, a GET, a port where nothing listens.
             assert console.send(f"{net}.1", 9000)
-            assert len([a for a in outside.accepted if a[0] == f"{net}.50"]) == 2
+            assert outside.accepted_from(f"{net}.50", 2) == 2
             assert console.get(f"{net}.1", 80, "/latest/meta-data/instance-id") == ("200", f"i-{lab['tag']}".encode())
             assert not console.send(f"{net}.1", 9001)
             assert console.get(f"{net}.1", 9001)[0] == "000"
