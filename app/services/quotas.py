@@ -5,8 +5,7 @@ Usage lives in resource_counts and is changed only by guarded UPDATEs
 (`count + n <= limit` in the WHERE clause), so parallel deploys can never pass a
 limit on SQLite, PostgreSQL or MariaDB. A new VM, a new volume and a new offering
 take their quota in the same transaction that writes the rows counting it
-(take(..., commit=False), then the rows, then one commit; a deploy reads first and
-takes last: prepare(), the rows, Take.apply(), the commit): a process killed in
+(take(..., commit=False), then the rows, then one commit): a process killed in
 between leaves neither, so nothing is counted for nothing. The count rows stay
 locked until that commit, which serialises one account's creates for a few ms.
 A VM counts as an instance, its vCPUs and memory from its deploy until it is
@@ -36,7 +35,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -195,67 +193,6 @@ def take(account_id: int, deltas: dict[str, int], also: Iterable = (), *, commit
     also = list(also)
     if not deltas and not also:
         return
-    prepare(account_id, deltas).apply(also)
-    if commit:
-        db.session.commit()
-
-
-@dataclass
-class Take:
-    """A take read and ready (prepare()): apply() runs its guarded UPDATEs, which lock the
-    count rows until the transaction ends."""
-    account_id: int
-    deltas: dict[str, int]
-    chain: list[tuple[int, str]]  # the domains' (id, uuid), deepest first
-    limits: dict[str, int]
-    dlimits: dict
-    unlimited: bool
-
-    def apply(self, also: Iterable = ()) -> None:
-        """The guarded UPDATEs (532 or 536, everything of the transaction rolled back); no commit."""
-        account_id = self.account_id
-        for resource, n in self.deltas.items():
-            if n < 0:
-                _sub_all(account_id, [d for d, _ in self.chain], resource, -n)
-                continue
-            limit = -1 if self.unlimited else self.limits[resource]
-            q = update(ResourceCount).where(ResourceCount.account_id == account_id,
-                                            ResourceCount.resource_type == resource)
-            if limit >= 0:
-                q = q.where(ResourceCount.count + n <= limit)
-            done = db.session.execute(q.values(count=ResourceCount.count + n)
-                                      .execution_options(synchronize_session=False))
-            if done.rowcount != 1:
-                db.session.rollback()  # nothing of this take stays
-                used = usage(account_id)[resource]
-                raise ResourceLimitExceeded(f"The account's limit of {limit} {TYPES[resource][1]} would be passed "
-                                            f"(it uses {used}, this needs {n} more)")
-            for domain_id, domain_uuid in self.chain:  # deepest first: the order every take locks them in
-                dlimit = -1 if self.unlimited else self.dlimits[(domain_id, resource)]
-                q = update(DomainResourceCount).where(DomainResourceCount.domain_id == domain_id,
-                                                      DomainResourceCount.resource_type == resource)
-                if dlimit >= 0:
-                    q = q.where(DomainResourceCount.count + n <= dlimit)
-                if db.session.execute(q.values(count=DomainResourceCount.count + n)
-                                      .execution_options(synchronize_session=False)).rowcount != 1:
-                    db.session.rollback()
-                    used = db.session.scalar(select(DomainResourceCount.count).where(
-                        DomainResourceCount.domain_id == domain_id, DomainResourceCount.resource_type == resource))
-                    raise ResourceLimitExceeded(
-                        f"Maximum domain resource limits of Type '{resource}' for Domain Id = {domain_uuid} is "
-                        f"exceeded: Domain Resource Limit = {dlimit}, Current Domain Resource Amount = {used}, "
-                        f"Requested Resource Amount = {n}.")
-        for stmt, busy in also:
-            if db.session.execute(stmt.execution_options(synchronize_session=False)).rowcount != 1:
-                db.session.rollback()
-                raise ResourceInUse(busy)
-
-
-def prepare(account_id: int, deltas: dict[str, int]) -> Take:
-    """What a take needs read first: the count rows made where missing, the limits of the account
-    and of its domains. Commits whatever the session held (the rows it may have made). The limits
-    are those of now: a limit changed before apply() is as if changed just after the take."""
-    deltas = {r: n for r, n in sorted(deltas.items()) if n}
     have = set(db.session.scalars(select(ResourceCount.resource_type).where(ResourceCount.account_id == account_id)))
     for resource in deltas:
         if resource not in have:
@@ -269,12 +206,48 @@ def prepare(account_id: int, deltas: dict[str, int]) -> Take:
                 if (d.id, resource) not in have:
                     _row(d.id, resource, DomainResourceCount)
     dlimits = domain_limits(chain)
-    chain = [(d.id, d.uuid) for d in chain]  # plain values: a rollback expires the rows
+    chain = [(d.id, d.uuid) for d in chain]  # plain values: a rollback below expires the rows
     unlimited = _unlimited(account_id)
     db.session.commit()
-    # The account's limits in one query; the guarded UPDATEs decide every race on the counts.
+    # The account's limits in one query (a limit changed meanwhile is as if changed just after
+    # this take); the guarded UPDATEs below decide every race on the counts.
     limits = {} if unlimited else limits_of(account_id, [r for r, n in deltas.items() if n > 0])
-    return Take(account_id, deltas, chain, limits, dlimits, unlimited)
+    for resource, n in deltas.items():
+        if n < 0:
+            _sub_all(account_id, [d for d, _ in chain], resource, -n)
+            continue
+        limit = -1 if unlimited else limits[resource]
+        q = update(ResourceCount).where(ResourceCount.account_id == account_id,
+                                        ResourceCount.resource_type == resource)
+        if limit >= 0:
+            q = q.where(ResourceCount.count + n <= limit)
+        done = db.session.execute(q.values(count=ResourceCount.count + n).execution_options(synchronize_session=False))
+        if done.rowcount != 1:
+            db.session.rollback()  # nothing of this take stays
+            used = usage(account_id)[resource]
+            raise ResourceLimitExceeded(f"The account's limit of {limit} {TYPES[resource][1]} would be passed "
+                                        f"(it uses {used}, this needs {n} more)")
+        for domain_id, domain_uuid in chain:  # deepest first: the order every take locks them in
+            dlimit = -1 if unlimited else dlimits[(domain_id, resource)]
+            q = update(DomainResourceCount).where(DomainResourceCount.domain_id == domain_id,
+                                                  DomainResourceCount.resource_type == resource)
+            if dlimit >= 0:
+                q = q.where(DomainResourceCount.count + n <= dlimit)
+            if db.session.execute(q.values(count=DomainResourceCount.count + n)
+                                  .execution_options(synchronize_session=False)).rowcount != 1:
+                db.session.rollback()
+                used = db.session.scalar(select(DomainResourceCount.count).where(
+                    DomainResourceCount.domain_id == domain_id, DomainResourceCount.resource_type == resource))
+                raise ResourceLimitExceeded(
+                    f"Maximum domain resource limits of Type '{resource}' for Domain Id = {domain_uuid} is exceeded: "
+                    f"Domain Resource Limit = {dlimit}, Current Domain Resource Amount = {used}, "
+                    f"Requested Resource Amount = {n}.")
+    for stmt, busy in also:
+        if db.session.execute(stmt.execution_options(synchronize_session=False)).rowcount != 1:
+            db.session.rollback()
+            raise ResourceInUse(busy)
+    if commit:
+        db.session.commit()
 
 
 def give(account_id: int, deltas: dict[str, int], *, commit: bool = True) -> None:
@@ -290,14 +263,12 @@ def _vm_deltas(cpus: int, memory_mib: int, root_bytes: int) -> dict[str, int]:
     return {"user_vm": 1, "cpu": cpus, "memory": memory_mib, **volume_deltas(root_bytes)}
 
 
-def reserve_vm(account_id: int, offering, root_bytes: int) -> Take:
+def reserve_vm(account_id: int, offering, root_bytes: int) -> None:
     """A new VM (sized by `offering`: anything with cpu_number and memory, e.g. offerings.Size)
-    and its root volume count: the take, read and not applied. The caller writes the VM row
-    (quota_counted) and its ROOT volume (count_new_volume), then apply() (532 when a limit
-    would pass) and commits them all, or rolls back and nothing was taken. Applied last, the
-    account's count rows stay locked for the UPDATEs and the commit only, not while the rows
-    are written: parallel deploys into one account queued on them (bench/RESULTS.md)."""
-    return prepare(account_id, _vm_deltas(offering.cpu_number, offering.memory, root_bytes))
+    and its root volume count; 532 when a limit would pass. Uncommitted: the caller
+    adds the VM row (quota_counted) and its ROOT volume (count_new_volume) and commits them
+    with the counts, or rolls back and nothing was taken."""
+    take(account_id, _vm_deltas(offering.cpu_number, offering.memory, root_bytes), commit=False)
 
 
 def release_instance(vm: VirtualMachine, *, commit: bool = True) -> None:

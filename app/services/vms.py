@@ -492,12 +492,11 @@ def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid:
             VirtualMachine.removed.is_(None))):
         raise InvalidParameter(f"You already have a VM named {name}", field="name")
     try:
-        # The counts are read here and taken last, just before the commit (532 when a limit
-        # would pass): they commit with the rows below, or neither does (a process killed in
-        # between leaves nothing counted for nothing). Its commit (of what the session held)
-        # expires nothing (jobs.not_expiring): owner, caller, zone, offering and template are
-        # used below as loaded and checked above, not re-read.
-        counts = quotas.reserve_vm(owner.id, size, root_size)
+        # 532 when a limit would pass; the counts commit with the rows below, or neither does
+        # (a process killed in between leaves nothing counted for nothing). Its commit (of what
+        # the session held) expires nothing (jobs.not_expiring): owner, caller, zone, offering and
+        # template are used below as loaded and checked above, not re-read.
+        quotas.reserve_vm(owner.id, size, root_size)
         # A VM to start is made locked for its deploy job (no other action can take it before the
         # job exists; no lock UPDATE of its own). A process killed before the job is submitted
         # leaves the token: recover_orphans frees it, then forgets the never-deployed VM.
@@ -533,7 +532,6 @@ def deploy(caller, *, zone_uuid: str, service_offering_uuid: str, template_uuid:
         if ext_values:  # CloudStack's "External:" VM details, sent to the VM's extension
             extension_details.replace("UserVm", vm.id, ext_values)
         affinity.add_vm(vm, ag)  # affinity_group_vm_map, with the VM (the start's planner reads it)
-        counts.apply()  # the account's count rows are locked from here to the commit
         events.record("VM.CREATE", f"VM {vm.name} created ({offering.name}, {template.name})", user=caller,
                       account_id=owner.id, resource_type="VirtualMachine", resource_id=vm.uuid)  # who, whose
         db.session.commit()

@@ -442,14 +442,13 @@ def test_a_migration_killed_mid_way_leaves_the_vm_where_it_runs_and_its_destinat
         _assert_consistent(world, template_bytes)
 
 
-# Killed just after the quota is taken, before the commit of the rows that count it (a
-# deploy takes it last, other creates before writing their rows): the take and the rows
-# commit together (or neither does), so nothing is counted for nothing.
+# Killed just after the quota is taken, before the rows that count it are written: the
+# take and the rows commit together (or neither does), so nothing is counted for nothing.
 def test_a_deploy_killed_after_taking_its_quota_counts_nothing(app, world):
     with app.app_context():
         template_bytes = _template_bytes()
         before = _counts(world["alice"])
-        assert run_killed(app, "deploy", _deploy_args(world, "qk"), kill_at="app.services.quotas:Take.apply",
+        assert run_killed(app, "deploy", _deploy_args(world, "qk"), kill_at="app.services.quotas:take",
                           when="after") == -signal.SIGKILL
         assert db.session.scalar(select(VirtualMachine.id).where(VirtualMachine.name == "qk")) is None
         assert _counts(world["alice"]) == before  # before any restart: nothing to repair
