@@ -106,7 +106,7 @@ def cleanup(stack):
 
 def kvm_vm(stack, api, disk_url, tmp_path, made) -> dict:
     api.updateConfiguration(name="instance.name", value=SUFFIX)  # our domains' names, unique to this run
-    z = api.createZone(name="console-kvm", networktype="Basic", dns1="8.8.8.8", internaldns1="10.0.0.2",
+    z = api.createZone(name="console-kvm", networktype="Basic", dns1="127.0.0.1", internaldns1="127.0.0.1",
                        guestcidraddress="10.78.0.0/24")["zone"]
     app = create_app({"INSTANCE_PATH": stack.env["NUBO_INSTANCE_PATH"]})  # the stack's database
     with app.app_context():

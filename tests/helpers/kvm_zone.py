@@ -35,7 +35,7 @@ def make_zone(tmp: Path, www: str, images: dict[str, str], suffix: str) -> dict:
     and user "alice". Call inside an app context. Returns their uuids."""
     admin = existing_user("root", "rootpass1", role="admin", account="admin")
     alice = existing_user("alice", "alicepass1")
-    z = zones.create_zone(admin, name="kvm", network_type="Basic", dns1="8.8.8.8", internal_dns1="10.0.0.2",
+    z = zones.create_zone(admin, name="kvm", network_type="Basic", dns1="127.0.0.1", internal_dns1="127.0.0.1",
                           guest_cidr="10.77.0.0/24")
     zones.create_physical_network(admin, z, vlan_range=None, traffic_labels={"KVM": BRIDGE})
     networks.ensure_default_network(admin, z)

@@ -41,7 +41,7 @@ class MigrationZone:
 
         admin = existing_user("root", "rootpass1", role="admin", account="admin")
         self.admin_uuid = admin.uuid
-        z = zones.create_zone(admin, name="lab", network_type="Basic", dns1="8.8.8.8", internal_dns1="10.0.0.2",
+        z = zones.create_zone(admin, name="lab", network_type="Basic", dns1="127.0.0.1", internal_dns1="127.0.0.1",
                               guest_cidr="10.78.0.0/24", local_storage=True)
         zones.create_physical_network(admin, z, vlan_range=None, traffic_labels={"KVM": lab.traffic_label})
         networks.ensure_default_network(admin, z)

@@ -49,8 +49,8 @@ def test_a_failed_hosts_ha_vm_runs_on_the_other_host_and_never_on_both(app, lab,
     h1, h2 = lab.hosts
     with app.app_context():
         admin = existing_user("root", "rootpass1", role="admin", account="admin")
-        z = zones.create_zone(admin, name="halab", network_type="Basic", dns1="198.18.0.53",
-                              internal_dns1="198.18.0.53", guest_cidr="10.79.0.0/24")
+        z = zones.create_zone(admin, name="halab", network_type="Basic", dns1="127.0.0.1",
+                              internal_dns1="127.0.0.1", guest_cidr="10.79.0.0/24")
         zones.create_physical_network(admin, z, vlan_range=None, traffic_labels={"KVM": lab.traffic_label})
         networks.ensure_default_network(admin, z)
         p = zones.create_pod(admin, zone_uuid=z.uuid, name="p", gateway="10.0.0.1", netmask="255.255.255.0",

@@ -36,8 +36,8 @@ def test_two_lab_hosts_run_a_guest_each(app, client, auth, lab, tmp_path, acpi_w
     with app.app_context():
         admin = accounts.get_user("admin")
         alice = accounts.get_user("alice")
-        z = zones.create_zone(admin, name="lab", network_type="Basic", dns1="198.18.0.53",
-                              internal_dns1="198.18.0.53", guest_cidr="10.78.0.0/24")
+        z = zones.create_zone(admin, name="lab", network_type="Basic", dns1="127.0.0.1",
+                              internal_dns1="127.0.0.1", guest_cidr="10.78.0.0/24")
         zones.create_physical_network(admin, z, vlan_range=None, traffic_labels={"KVM": lab.traffic_label})
         networks.ensure_default_network(admin, z)
         p = zones.create_pod(admin, zone_uuid=z.uuid, name="p", gateway="10.0.0.1", netmask="255.255.255.0",
