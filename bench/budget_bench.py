@@ -1,8 +1,9 @@
 """CPU budget per operation (issue 21), in one process: Nubo's CPU (this process, all threads)
 and, on PostgreSQL, the CPU of the server processes behind this process's connections, per
-deploy (API call and job apart), VM stop, start, reboot and destroy with expunge (call and job), listVirtualMachines
-(pagesize 20), queryAsyncJobResult, and the dashboard and VM list pages; with the SQL
-statements of each. The same operations as tests/integration/test_statement_budget.py, on a
+deploy (API call and job apart), VM stop, start, reboot and destroy with expunge (call and
+job), listVirtualMachines (pagesize 20), queryAsyncJobResult, each call of the 50-client load
+test, and the dashboard and VM list pages; with the SQL statements of each. An API call is
+measured from its signed request to its answer's bytes (the client's signing and parsing left out). The same operations as tests/integration/test_statement_budget.py, on a
 Simulator zone, through Flask's test client (no network, no HTTP server), jobs run right after
 their call as a worker would (a fresh app context each).
 
@@ -106,9 +107,15 @@ def main() -> None:
     meter = Meter(engine, backends)
 
     def call(command, **params):
+        return api_call(None, command, **params)
+
+    def api_call(label, command, /, **params):
+        """A signed API call, recorded as `label` (None: not measured). Signing it and parsing
+        its answer are the client's work: only the request itself is measured."""
         p = {"apiKey": key, "response": "json", "command": command, **{k: str(v) for k, v in params.items()}}
         p["signature"] = sign(p, secret)
-        resp = client.get("/client/api", query_string=p)
+        send = lambda: client.get("/client/api", query_string=p)  # noqa: E731
+        resp = send() if label is None else record(label, send)
         assert resp.status_code == 200, resp.data
         return json.loads(resp.data)[f"{command.lower()}response"]
 
@@ -140,28 +147,26 @@ def main() -> None:
         jobs._NO_EXPIRY.clear()
         jobs._NO_EXPIRY.update(no_expiry)
         for i in range(a.n):
-            body = record("deployVirtualMachine: API call", lambda i=i: call(
-                "deployVirtualMachine", zoneid=ids["zone"], serviceofferingid=ids["so"], templateid=ids["t"],
-                name=f"v{suffix and 'e'}{i}"))
+            body = api_call("deployVirtualMachine: API call", "deployVirtualMachine", zoneid=ids["zone"],
+                            serviceofferingid=ids["so"], templateid=ids["t"], name=f"v{suffix and 'e'}{i}")
             record("deploy job" + suffix, run_job)
             vm_ids.append(body["id"])
         last_job = body["jobid"]
         for vm in vm_ids[-a.n:]:
             for action in ("stop", "start", "reboot"):
-                record(f"{action}VirtualMachine: API call", lambda action=action, vm=vm: call(
-                    f"{action}VirtualMachine", id=vm))
+                api_call(f"{action}VirtualMachine: API call", f"{action}VirtualMachine", id=vm)
                 record(f"{action} job" + suffix, run_job)
     jobs._NO_EXPIRY.clear()
     jobs._NO_EXPIRY.update(saved)
     for _ in range(a.n):
-        record("listVirtualMachines pagesize=20", lambda: call("listVirtualMachines", pagesize=20, page=1))
-        record("queryAsyncJobResult", lambda: call("queryAsyncJobResult", jobid=last_job))
+        api_call("listVirtualMachines pagesize=20", "listVirtualMachines", pagesize=20, page=1)
+        api_call("queryAsyncJobResult", "queryAsyncJobResult", jobid=last_job)
     from bench.stack_bench import LOAD_CALLS
     for command, params in LOAD_CALLS:  # the load test's calls (stack_bench.py load), each one's cost
         label = f"{command} {' '.join(f'{k}={v}' for k, v in params.items() if k != 'listall')}".strip()
         call(command, **params)
         for _ in range(a.n):
-            record(f"load mix: {label}", lambda command=command, params=params: call(command, **params))
+            api_call(f"load mix: {label}", command, **params)
     client.post("/login", data={"username": "admin", "password": "adminpass", "csrf_token": csrf_token(client)})
     for page in ("/admin/", "/vms/"):
         client.get(page)
@@ -169,8 +174,7 @@ def main() -> None:
             record(f"page {page}", lambda page=page: client.get(page))
     # Last, as it empties the zone: each VM destroyed and expunged at once.
     for vm in vm_ids:
-        record("destroyVirtualMachine expunge=true: API call", lambda vm=vm: call(
-            "destroyVirtualMachine", id=vm, expunge="true"))
+        api_call("destroyVirtualMachine expunge=true: API call", "destroyVirtualMachine", id=vm, expunge="true")
         record("destroy job", run_job)
     if prof is not None:
         import pstats
