@@ -5,8 +5,8 @@ A web process has NUBO_WEB_THREADS threads (32) so that the live pages' streams 
 holds a thread while it is open). But Python runs one thread at a time: 32 requests let in
 together are sliced against each other every few milliseconds (the GIL), so each takes about
 as long as all of them, and the switching costs CPU of its own. With 50 API clients on two
-cores (bench/RESULTS.md, stack_bench load) 32 running threads gave p99 629 ms at 183 calls/s,
-4 gave 340 ms at 236 calls/s.
+cores (bench/RESULTS.md, stack_bench load): 32 requests at once gave p99 629 ms at 183 calls/s,
+4 at once 311 ms at 252 calls/s.
 
 A turn covers the view and the building of its answer. A streamed answer (a live page's
 server-sent events) gives its turn back when its view returns, before its body is sent, so an
@@ -25,7 +25,7 @@ class Admission:
     """WSGI middleware: `app.wsgi_app = Admission(app.wsgi_app, slots)`. Turns are handed over
     in order of arrival (a finishing request gives its turn to the longest waiting one
     directly): with a plain semaphore a request arriving just then could take it first, and
-    the waiting ones made the tail (p99 564 ms where first-come first-served gives less)."""
+    the waiting ones made the tail (p99 564 ms; first-come first-served: 311 ms)."""
 
     def __init__(self, wsgi_app, slots: int):
         self.wsgi_app = wsgi_app
