@@ -3,9 +3,10 @@ and, on PostgreSQL, the CPU of the server processes behind this process's connec
 deploy (API call and job apart), VM stop, start, reboot and destroy with expunge (call and
 job), listVirtualMachines (pagesize 20), queryAsyncJobResult, each call of the 50-client load
 test, and the dashboard and VM list pages; with the SQL statements of each. An API call is
-measured from its signed request to its answer's bytes (the client's signing and parsing left out). The same operations as tests/integration/test_statement_budget.py, on a
-Simulator zone, through Flask's test client (no network, no HTTP server), jobs run right after
-their call as a worker would (a fresh app context each).
+measured from its signed request to its answer's bytes (the client's signing and parsing left
+out). The same operations as tests/integration/test_statement_budget.py, on a Simulator zone,
+through Flask's test client (no network, no HTTP server), jobs run right after their call as a
+worker would (a fresh app context each).
 
     PYTHONPATH=$PWD .venv/bin/python bench/budget_bench.py [--database-url URL] [--n 40]
 

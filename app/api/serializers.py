@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from app.models import Account, AsyncJob, Domain, HypervisorCapability, User, VirtualMachine
 from app.models.base import DOMAIN_ID, DOMAIN_NAME, cs_date  # noqa: F401  (defined below api and jobs)
-from app.services import offering_domains, vm_views
+from app.services import hypervisors, offering_domains, vm_views
 
 _SERIALIZERS: dict[str, Callable[[Any], dict]] = {}
 
@@ -24,10 +24,9 @@ def hypervisor_name(type_name: str | None) -> str | None:
     """A hypervisor type's name on the wire, as CloudStack's HypervisorType.getHypervisorDisplayName()
     gives it: the type's own name ("KVM", "Hyperv", "Simulator"), except that Custom goes by
     hypervisor.custom.display.name. The UI's friendlier names ("Hyper-V") stay in the UI."""
-    if type_name != "Custom":  # hypervisors.CUSTOM (imported only then: this runs for every VM of a list)
+    if type_name != hypervisors.CUSTOM:
         return type_name or None
-    from app.services import hypervisors as hv
-    return hv.display_name(type_name)
+    return hypervisors.display_name(type_name)
 
 
 _SCALARS = frozenset({str, int, bool, float})
@@ -41,7 +40,8 @@ class Clean(dict):
 
 
 def some(d: dict) -> Clean:
-    """d without its None values, as a Clean (its values must be scalars or Clean already)."""
+    """d without its None values, as a Clean (its other values must be clean already: scalars,
+    formatted dates, Clean dicts or lists of them)."""
     return Clean({k: v for k, v in d.items() if v is not None})
 
 
@@ -476,7 +476,8 @@ def _vm_more(vm, has_details: bool = True) -> dict:
             "userdatapolicy": "ALLOWOVERRIDE" if obj else None,
             "ostypeid": os_type.uuid if os_type else None, "osdisplayname": os_type.description
             if os_type is not None and hasattr(os_type, "description") else (os_type.name if os_type else None),
-            "details": some(details) if details is not None else None, "keypairs": keypair, "keypair": keypair, "passwordenabled": password_enabled}
+            "details": some(details) if details is not None else None, "keypairs": keypair, "keypair": keypair,
+            "passwordenabled": password_enabled}
 
 
 def vm_keypair_name(vm) -> str | None:

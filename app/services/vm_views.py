@@ -180,16 +180,14 @@ def _extras_present() -> tuple:
             exists().where(AffinityGroupVM.vm_id == _VM.id))
 
 
-_PRESENT_OF_ONE: list = []  # the statement of extras_of, built at its first use
+_PRESENT_OF_ONE = select(*_extras_present()).where(_VM.id == bindparam("vm_id"))
 
 
 def extras_of(vm_id: int) -> tuple[bool, bool, bool, bool, bool]:
     """Whether one VM has any (security group, public IP, tag, detail, affinity group): one
     statement, so that a VM's own answer (a job's, updateVirtualMachine's) asks only for the
     kinds it has (most VMs: none) instead of a query for each."""
-    if not _PRESENT_OF_ONE:
-        _PRESENT_OF_ONE.append(select(*_extras_present()).where(_VM.id == bindparam("vm_id")))
-    return tuple(db.session.execute(_PRESENT_OF_ONE[0], {"vm_id": vm_id}).one())
+    return tuple(db.session.execute(_PRESENT_OF_ONE, {"vm_id": vm_id}).one())
 
 
 def _nics_select(where):
