@@ -123,4 +123,5 @@ def engine_options(url: str) -> dict:
     if url.startswith("sqlite"):
         # Several processes (web, worker, monitor) share the file: wait for locks.
         return {"connect_args": {"timeout": 30}}
-    return {"pool_pre_ping": True, "pool_recycle": 3600}
+    # No pool_pre_ping: app/engine.py pings only connections that sat idle.
+    return {"pool_recycle": 3600}
