@@ -26,19 +26,20 @@ Tags: an offering's host tags and storage tags keep only the hosts (and pools) t
 """
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
 
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import and_, bindparam, case, func, or_, select, update
 
 from app.extensions import db
-from app.models import (AllocationState, Cluster, Host, HostState, Pod, PoolState, ResourceState, StoragePool,
-                        StorageScope, VirtualMachine, VMState, Zone)
+from app.models import (AllocationState, Cluster, Host, HostState, HypervisorCapability, Pod, PoolState,
+                        ResourceState, StoragePool, StorageScope, VirtualMachine, VMState, Zone)
 from app.services import affinity
 from app.services import hypervisors as hv
 from app.services import placement_tags, settings
 from app.services.dbutil import is_retryable
-from app.services.errors import InsufficientCapacity
+from app.services.errors import InsufficientCapacity, InvalidParameter
 from app.services.settings import Definition, define
 
 MIB = 1024 * 1024
@@ -70,14 +71,23 @@ class Need:
         return cls(cpu_number * cpu_speed, memory_mib * MIB)
 
 
-def _cpu_capacity():
+_CPU_FACTOR, _MEM_FACTOR = "cpu.overprovisioning.factor", "mem.overprovisioning.factor"
+
+
+def _factors() -> tuple[tuple, tuple]:
+    """The overprovisioning factors' values now (global and scoped): what the capacity
+    expressions are built from, and the key of the statements built once from them."""
+    return settings.sql_snapshot(_CPU_FACTOR), settings.sql_snapshot(_MEM_FACTOR)
+
+
+def _cpu_capacity(snapshot: tuple | None = None):
     return Host.cpu_number * Host.cpu_speed * settings.sql_value(
-        "cpu.overprovisioning.factor", cluster_col=Host.cluster_id, zone_col=Host.zone_id)
+        _CPU_FACTOR, cluster_col=Host.cluster_id, zone_col=Host.zone_id, snapshot=snapshot)
 
 
-def _mem_capacity():
+def _mem_capacity(snapshot: tuple | None = None):
     return Host.memory_total * settings.sql_value(
-        "mem.overprovisioning.factor", cluster_col=Host.cluster_id, zone_col=Host.zone_id)
+        _MEM_FACTOR, cluster_col=Host.cluster_id, zone_col=Host.zone_id, snapshot=snapshot)
 
 
 def _orchestrated():
@@ -86,9 +96,20 @@ def _orchestrated():
     return and_(Host.hypervisor_type.in_(("External", "Custom")), Host.cpu_number == 0, Host.memory_total == 0)
 
 
-def _fits(need: Need):
-    return or_(_orchestrated(), and_(Host.cpu_allocated + need.cpu_mhz <= _cpu_capacity(),
-                                     Host.memory_allocated + need.memory_bytes <= _mem_capacity()))
+def _fits(cpu_mhz, memory_bytes, factors: tuple[tuple, tuple]):
+    """SQL: the host has room for cpu_mhz and memory_bytes (values or bound parameters)."""
+    return or_(_orchestrated(), and_(Host.cpu_allocated + cpu_mhz <= _cpu_capacity(factors[0]),
+                                     Host.memory_allocated + memory_bytes <= _mem_capacity(factors[1])))
+
+
+# Statements built once per shape (and factor values): building the planner's statements took
+# more of a deploy's CPU than running them. Their values are bound at each run.
+@functools.lru_cache(maxsize=64)
+def _reserve_stmt(factors: tuple[tuple, tuple]):
+    cpu, mem = bindparam("cpu"), bindparam("mem")
+    return (update(Host).where(Host.id == bindparam("host_id"), _usable(), _fits(cpu, mem, factors))
+            .values(cpu_allocated=Host.cpu_allocated + cpu, memory_allocated=Host.memory_allocated + mem)
+            .execution_options(synchronize_session=False))
 
 
 def _usable():
@@ -98,11 +119,8 @@ def _usable():
 
 def reserve(host_id: int, need: Need) -> bool:
     """Take capacity on one host if it still fits. Atomic; commits nothing itself."""
-    res = db.session.execute(
-        update(Host).where(Host.id == host_id, _usable(), _fits(need))
-        .values(cpu_allocated=Host.cpu_allocated + need.cpu_mhz,
-                memory_allocated=Host.memory_allocated + need.memory_bytes)
-        .execution_options(synchronize_session=False))
+    res = db.session.execute(_reserve_stmt(_factors()),
+                             {"host_id": host_id, "cpu": need.cpu_mhz, "mem": need.memory_bytes})
     return res.rowcount == 1
 
 
@@ -162,24 +180,57 @@ def _pool_exists(zone_id: int, storage_type: str, storage_tags: str | None):
 def _candidates(zone: Zone, hypervisor_type: str, need: Need, storage_type: str,
                 avoid: set[int], cluster_id: int | None, host_tags: str | None = None,
                 storage_tags: str | None = None, only: set[int] | None = None):
-    limit = hv.limits(hypervisor_type).max_guests_limit
+    stmt = _candidates_stmt(storage_type, cluster_id is not None, bool(avoid), only is not None,
+                            host_tags or "", storage_tags or "", _factors())
+    params = {"zone_id": zone.id, "hypervisor_type": hypervisor_type, "cpu": need.cpu_mhz,
+              "mem": need.memory_bytes,
+              "declared_limit": _declared_guest_limit(hypervisor_type)}
+    if cluster_id is not None:
+        params["cluster_id"] = cluster_id
+    if avoid:
+        params["avoid"] = sorted(avoid)
+    if only is not None:
+        params["only"] = sorted(only) or [-1]
+    return db.session.execute(stmt, params).all()
+
+
+def _declared_guest_limit(hypervisor_type: str) -> int:
+    try:
+        return hv.resolve(hypervisor_type).capabilities.max_guests_per_host
+    except InvalidParameter:  # a type no longer installed: its hosts take no guest
+        return 0
+
+
+@functools.lru_cache(maxsize=256)
+def _candidates_stmt(storage_type: str, in_cluster: bool, avoiding: bool, only: bool, host_tags: str,
+                     storage_tags: str, factors: tuple[tuple, tuple]):
+    """The candidates' SELECT for one shape, its values bound at each run. The type's guest limit
+    is the admin's (hypervisor_capability), else the type's declared one (before bootstrap)."""
+    zone_id, hypervisor_type = bindparam("zone_id"), bindparam("hypervisor_type")
+    limit = func.coalesce(
+        select(HypervisorCapability.max_guests_limit)
+        .where(HypervisorCapability.hypervisor_type == hypervisor_type,
+               HypervisorCapability.hypervisor_version == "default").scalar_subquery(),
+        bindparam("declared_limit"))
     guests = (select(func.count()).select_from(VirtualMachine)
               .where(VirtualMachine.host_id == Host.id, VirtualMachine.state.in_(_ACTIVE))
               .scalar_subquery())
-    q = (select(Host.id, Host.cpu_allocated, Host.memory_allocated, _cpu_capacity(), _mem_capacity())
+    q = (select(Host.id, Host.cpu_allocated, Host.memory_allocated, _cpu_capacity(factors[0]),
+                _mem_capacity(factors[1]))
          .join(Cluster, Cluster.id == Host.cluster_id).join(Pod, Pod.id == Host.pod_id)
-         .where(Host.zone_id == zone.id, Host.hypervisor_type == hypervisor_type, _usable(), _fits(need),
+         .where(Host.zone_id == zone_id, Host.hypervisor_type == hypervisor_type, _usable(),
+                _fits(bindparam("cpu"), bindparam("mem"), factors),
                 Cluster.allocation_state == AllocationState.ENABLED, Cluster.removed.is_(None),
                 Pod.allocation_state == AllocationState.ENABLED, guests < limit))
-    if cluster_id is not None:
-        q = q.where(Host.cluster_id == cluster_id)
-    if avoid:
-        q = q.where(Host.id.not_in(avoid))
-    if only is not None:
-        q = q.where(Host.id.in_(only or {-1}))
-    q = q.where(placement_tags.has_all(Host.host_tags, host_tags),
-                or_(_orchestrated(), _pool_exists(zone.id, storage_type, storage_tags)))
-    return db.session.execute(q.order_by(Host.id)).all()
+    if in_cluster:
+        q = q.where(Host.cluster_id == bindparam("cluster_id"))
+    if avoiding:
+        q = q.where(Host.id.not_in(bindparam("avoid", expanding=True)))
+    if only:
+        q = q.where(Host.id.in_(bindparam("only", expanding=True)))
+    q = q.where(placement_tags.has_all(Host.host_tags, host_tags or None),
+                or_(_orchestrated(), _pool_exists(zone_id, storage_type, storage_tags or None)))
+    return q.order_by(Host.id)
 
 
 def _order(rows, account_id: int | None) -> list[int]:

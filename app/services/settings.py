@@ -206,17 +206,22 @@ def scoped_values(name: str, scope: str) -> dict[int, Any]:
     return {sid: v for (n, s, sid), v in _scoped.items() if n == name and s == scope}
 
 
-def sql_value(name: str, *, cluster_col=None, zone_col=None):
-    """A SQL expression of a numeric setting's value per row: the row's cluster's value, else its
-    zone's, else the global value (a CASE over the few scoped values set; the plain value when none)."""
+def sql_snapshot(name: str) -> tuple:
+    """What sql_value builds its expression from, hashable (a key for statements built once): the
+    global value, then the zone's and the cluster's scoped values as sorted (id, value) pairs."""
     d = DEFINITIONS[name]
-    value: Any = get(name)
-    for scope, col in (("zone", zone_col), ("cluster", cluster_col)):
-        if col is None or scope not in d.scopes:
-            continue
-        values = scoped_values(name, scope)
-        if values:
-            value = case(values, value=col, else_=value)
+    return (get(name),) + tuple(tuple(sorted(scoped_values(name, s).items())) if s in d.scopes else ()
+                                for s in ("zone", "cluster"))
+
+
+def sql_value(name: str, *, cluster_col=None, zone_col=None, snapshot: tuple | None = None):
+    """A SQL expression of a numeric setting's value per row: the row's cluster's value, else its
+    zone's, else the global value (a CASE over the few scoped values set; the plain value when none).
+    snapshot: sql_snapshot(name) taken before (the values the expression is built from)."""
+    value, zone_values, cluster_values = snapshot if snapshot is not None else sql_snapshot(name)
+    for values, col in ((zone_values, zone_col), (cluster_values, cluster_col)):
+        if col is not None and values:
+            value = case(dict(values), value=col, else_=value)
     return value
 
 

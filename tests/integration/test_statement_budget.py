@@ -44,8 +44,9 @@ PINS = {
     # read of the row first) and the NICs' bridge label is one query (physical.explicit_label); 31
     # since its answer asks in one statement which of the VM's tags, details, affinity groups,
     # security groups and public IPs exist, and reads only those (vm_views.extras_of; most VMs have
-    # none: five queries were one)
-    "deploy.job": 31,
+    # none: five queries were one); 30 since the planner's candidates statement reads the type's
+    # guest limit itself (a subquery, not a query of its own)
+    "deploy.job": 30,
     # stopVirtualMachine / startVirtualMachine: the API call, then its job (the calls 15 and 17
     # while jobs.submit re-read the job it had just written, 14 and 16 while the lock and its
     # hand-over read the VM's row before publishing its change)
