@@ -270,6 +270,48 @@ def _look_query():
             .where(h.c.name == sa.bindparam("host_name")))
 
 
+@functools.cache
+def _enter_queries():
+    """_enter's two statements, built once (every call of the driver runs them): the host with
+    whether a fault is armed for it (or the VM), and those faults. A VM name of NULL matches no
+    VM's fault (NULL = NULL is not true), as a call about no VM should."""
+    h, vm_name = SimHost.__table__, sa.bindparam("vm_name")
+
+    def armed_for(host_id):
+        return (SimFault.remaining > 0,
+                sa.or_(sa.and_(SimFault.host_id == host_id, SimFault.vm_name.is_(None)), SimFault.vm_name == vm_name))
+    armed = select(SimFault.id).where(*armed_for(h.c.id)).exists().label("armed")
+    return (select(h, armed).where(h.c.name == sa.bindparam("host_name")),
+            select(SimFault.id, SimFault.operations, SimFault.message)
+            .where(*armed_for(sa.bindparam("host_id"))).order_by(SimFault.id))
+
+
+@functools.cache
+def _committed_query():
+    """_committed_mib's aggregate, built once: the memory of a host's guests in an ACTIVE state at
+    :now (effective_state in SQL), but for the VM :exclude (0: none)."""
+    now = sa.bindparam("now")
+    due = sa.and_(SimVM.pending_state.is_not(None), SimVM.pending_state != "", SimVM.pending_at.is_not(None),
+                  SimVM.pending_at <= now)
+    state_now = sa.case((due, SimVM.pending_state), else_=SimVM.state)
+    return select(func.coalesce(func.sum(SimVM.memory_mib), 0)).where(
+        SimVM.host_id == sa.bindparam("host_id"), state_now.in_(sorted(p.value for p in ACTIVE)),
+        SimVM.id != sa.bindparam("exclude"))
+
+
+@functools.cache
+def _small_queries():
+    """The driver's other statements run at every deploy, built once."""
+    host_id = sa.bindparam("host_id")
+    return {
+        "host": select(SimHost).where(SimHost.name == sa.bindparam("name")),
+        "host_locked": select(SimHost).where(SimHost.name == sa.bindparam("name")).with_for_update(),
+        "pool_allocated": select(func.coalesce(func.sum(SimVolume.size_bytes), 0))
+        .where(SimVolume.pool_id == sa.bindparam("pool_id")),
+        "top_console_port": select(func.max(SimVM.console_port)).where(SimVM.host_id == host_id),
+    }
+
+
 class SimulatorDriver(Driver):
     """One instance per sim host; state lives in the database."""
 
@@ -349,10 +391,8 @@ class SimulatorDriver(Driver):
         return f"{LOCAL_STORAGE_ROOT}/{name}"
 
     def _host_row(self, s: Session, lock: bool = False, name: str | None = None) -> SimHost:
-        q = select(SimHost).where(SimHost.name == (name or self.host_name))
-        if lock:
-            q = q.with_for_update()
-        return self._usable(s.scalar(q), name)
+        q = _small_queries()["host_locked" if lock else "host"]
+        return self._usable(s.scalar(q, {"name": name or self.host_name}), name)
 
     def _usable(self, host, name: str | None = None):
         """The host (a SimHost or a row of its table), if it exists and is up."""
@@ -376,13 +416,10 @@ class SimulatorDriver(Driver):
         may change the host: a look taken by snapshot_reads is dropped."""
         if op not in ("host_stats", "vm_stats"):
             self._look = None
-        h = SimHost.__table__
+        host_q, faults_q = _enter_queries()
         with self.engine.connect() as c:  # plain rows: this runs before every call
-            armed = select(SimFault.id).where(*self._faults_for(h.c.id, vm_name)).exists().label("armed")
-            host = self._usable(c.execute(select(h, armed).where(h.c.name == self.host_name)).first())
-            faults = c.execute(
-                select(SimFault.id, SimFault.operations, SimFault.message)
-                .where(*self._faults_for(host.id, vm_name)).order_by(SimFault.id)).all() if host.armed else []
+            host = self._usable(c.execute(host_q, {"host_name": self.host_name, "vm_name": vm_name}).first())
+            faults = c.execute(faults_q, {"host_id": host.id, "vm_name": vm_name}).all() if host.armed else []
         if sleep and host.delay_seconds > 0:
             time.sleep(host.delay_seconds)
         for fault_id, operations, message in faults:
@@ -411,14 +448,7 @@ class SimulatorDriver(Driver):
     def _committed_mib(s: Session, host_id: int, now: float, exclude: int | None = None) -> int:
         """Memory of the host's guests in an ACTIVE state now (effective_state, in SQL: one
         aggregate row, not a row per guest of the host read on every start)."""
-        due = sa.and_(SimVM.pending_state.is_not(None), SimVM.pending_state != "", SimVM.pending_at.is_not(None),
-                      SimVM.pending_at <= now)
-        state_now = sa.case((due, SimVM.pending_state), else_=SimVM.state)
-        q = select(func.coalesce(func.sum(SimVM.memory_mib), 0)).where(
-            SimVM.host_id == host_id, state_now.in_(sorted(p.value for p in ACTIVE)))
-        if exclude is not None:
-            q = q.where(SimVM.id != exclude)
-        return int(s.scalar(q) or 0)
+        return int(s.scalar(_committed_query(), {"host_id": host_id, "now": now, "exclude": exclude or 0}) or 0)
 
     @staticmethod
     def _check_fits(host: SimHost, cpus: int, memory_mib: int, used_mib: int) -> None:
@@ -489,8 +519,7 @@ class SimulatorDriver(Driver):
 
     @staticmethod
     def _pool_info(s: Session, row: SimPool) -> PoolInfo:
-        allocated = int(s.scalar(select(func.coalesce(func.sum(SimVolume.size_bytes), 0))
-                                 .where(SimVolume.pool_id == row.id)) or 0)
+        allocated = int(s.scalar(_small_queries()["pool_allocated"], {"pool_id": row.id}) or 0)
         return PoolInfo(capacity_bytes=row.capacity_bytes, allocated_bytes=allocated,
                         available_bytes=max(0, row.capacity_bytes - allocated))
 
@@ -704,7 +733,7 @@ class SimulatorDriver(Driver):
 
     @staticmethod
     def _free_console_port(s: Session, host_id: int) -> int:
-        top = s.scalar(select(func.max(SimVM.console_port)).where(SimVM.host_id == host_id))
+        top = s.scalar(_small_queries()["top_console_port"], {"host_id": host_id})
         return max(FIRST_CONSOLE_PORT, (top or FIRST_CONSOLE_PORT - 1) + 1)
 
     def stop_vm(self, name: str, timeout: float) -> bool:
