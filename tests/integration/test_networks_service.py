@@ -272,6 +272,39 @@ def test_shared_and_l2_networks(app, world):
 
 
 @pytest.mark.db
+def test_an_address_taken_meanwhile_is_skipped_and_a_requested_one_taken_is_refused(app, world, monkeypatch):
+    """A NIC is written with its address's claim in one transaction: an address another request
+    took first (its row, without the count the fast path expects) sends the NIC to the next free
+    one; a requested address already held refuses the deploy and leaves no NIC behind."""
+    from tests.helpers.net_zone import SHARED
+    with app.app_context():
+        admin = _user(world["admin"])
+        shared = networks.create_network(admin, zone_uuid=world["zone"], name="race", offering_uuid=offering(SHARED).uuid,
+                                         gateway="172.16.6.1", netmask="255.255.255.0", start_ip="172.16.6.10",
+                                         end_ip="172.16.6.50", vlan=3998)
+        # The router holds .10; with .11 and .13 held too, the fast path (the start + the 3 rows)
+        # tries .13, loses it to the unique key, and the NIC gets the lowest free one, .12.
+        for address in ("172.16.6.11", "172.16.6.13"):
+            db.session.add(IpAddress(network_id=shared.id, address=address))
+        db.session.commit()
+        from app.services.network import ipam
+        lost = []
+        real = ipam.address_taken
+        monkeypatch.setattr(ipam, "address_taken", lambda net_id, a: lost.append(a) or real(net_id, a))
+        vm, job = _deploy(world, "r1", shared)
+        assert job.status == 1, job.result
+        assert vm.nics[0].ip_address == "172.16.6.12" and lost == ["172.16.6.13"]
+        before = db.session.scalar(select(func.count()).select_from(IpAddress).where(IpAddress.network_id == shared.id))
+        with pytest.raises(Exception, match="172.16.6.13 is already in use"):
+            _deploy(world, "r2", shared, ip_address="172.16.6.13")
+        db.session.rollback()
+        assert db.session.scalar(select(func.count()).select_from(IpAddress)
+                                 .where(IpAddress.network_id == shared.id)) == before
+        assert db.session.scalar(select(VirtualMachine).where(VirtualMachine.name == "r2",
+                                                              VirtualMachine.removed.is_(None))) is None
+
+
+@pytest.mark.db
 def test_a_deploy_without_networkids_makes_the_accounts_isolated_network(app, tmp_path):
     """CloudStack's behaviour in an Advanced zone whose virtual router is enabled: no networkids and
     no network of the account yet -> "<account>-network" from the Required isolated offering (the

@@ -22,40 +22,34 @@ def new_mac() -> str:
     return "02:00:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(4))
 
 
-def allocate_ip(net: Network, nic_id: int) -> str:
-    """A free address of the network. Fast path: the address right after the allocated count
-    (where a range fills up in order); otherwise the lowest free one. The unique constraint
-    decides every race."""
+def next_address(net: Network, tried: set[str] = frozenset()) -> str:
+    """The address a new NIC of the network should try: the one right after the allocated count
+    (where a range fills up in order), else the lowest free one; never one of `tried` (lost to a
+    concurrent claim). InsufficientCapacity when the range is full. The caller's INSERT claims it:
+    the unique constraint decides every race."""
     start, end = int(ipaddress.IPv4Address(net.start_ip)), int(ipaddress.IPv4Address(net.end_ip))
     used = db.session.scalar(select(func.count()).select_from(IpAddress).where(IpAddress.network_id == net.id))
-    if start + used <= end and _claim_ip(net, start + used, nic_id):
-        return str(ipaddress.IPv4Address(start + used))
-    while True:
-        taken = {int(ipaddress.IPv4Address(a)) for a in db.session.scalars(
-            select(IpAddress.address).where(IpAddress.network_id == net.id))}
-        free = next((i for i in range(start, end + 1) if i not in taken), None)
-        if free is None:
-            raise InsufficientCapacity(f"Network {net.name} has no free address left ({net.start_ip}-{net.end_ip})")
-        if _claim_ip(net, free, nic_id):
-            return str(ipaddress.IPv4Address(free))
+    fast = str(ipaddress.IPv4Address(start + used)) if start + used <= end else None
+    if fast is not None and fast not in tried:
+        return fast
+    taken = {int(ipaddress.IPv4Address(a)) for a in db.session.scalars(
+        select(IpAddress.address).where(IpAddress.network_id == net.id))}
+    taken |= {int(ipaddress.IPv4Address(a)) for a in tried}
+    free = next((i for i in range(start, end + 1) if i not in taken), None)
+    if free is None:
+        raise InsufficientCapacity(f"Network {net.name} has no free address left ({net.start_ip}-{net.end_ip})")
+    return str(ipaddress.IPv4Address(free))
 
 
-def _claim_ip(net: Network, address: int, nic_id: int) -> bool:
-    """Insert the allocation; False when a concurrent deploy took that address first."""
-    db.session.add(IpAddress(network_id=net.id, address=str(ipaddress.IPv4Address(address)), nic_id=nic_id,
-                             allocated=utcnow()))
-    try:
-        db.session.commit()
-        return True
-    except IntegrityError:
-        db.session.rollback()
-        return False
-    except DBAPIError as e:
-        # InnoDB may answer concurrent inserts of one key with a deadlock: the same lost race.
-        db.session.rollback()
-        if not is_retryable(e):
-            raise
-        return False
+def address_taken(net_id: int, address: str) -> bool:
+    return db.session.scalar(select(IpAddress.id).where(IpAddress.network_id == net_id,
+                                                        IpAddress.address == address)) is not None
+
+
+def lost_race(e: Exception) -> bool:
+    """An INSERT refused by a unique key, or (InnoDB, for concurrent inserts of one key) aborted
+    as a deadlock: another request took the value first."""
+    return isinstance(e, IntegrityError) or (isinstance(e, DBAPIError) and is_retryable(e))
 
 
 def release_nics(vm: VirtualMachine) -> None:

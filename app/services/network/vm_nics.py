@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError
 
 from app.extensions import db
 from app.models import GuestType, IpAddress, Network, Nic, VirtualMachine, VMState, new_uuid, utcnow
@@ -49,34 +49,33 @@ def check_requested_ip(net: Network, ip: str, field: str = "ipaddress") -> str:
 def create_nic(vm: VirtualMachine, net: Network, device_id: int, *, ip: str | None = None,
                default: bool | None = None) -> Nic:
     """A NIC with a unique MAC and `ip` (checked, refused when taken) or the lowest free
-    address (none on L2 networks). Committed."""
-    for _ in range(8):
-        nic = Nic(uuid=new_uuid(), vm_id=vm.id, network_id=net.id, mac_address=ipam.new_mac(),
-                  is_default=device_id == 0 if default is None else default, device_id=device_id)
+    address (none on L2 networks), written with its address's claim in one transaction: the
+    unique keys decide every race (a MAC drawn twice, an address another deploy took first), and
+    a lost one is tried again with a new MAC or the next address. Committed."""
+    is_default = device_id == 0 if default is None else default
+    net_id, tried = net.id, set()
+    for _ in range(16):
+        address = (ip or ipam.next_address(net, tried)) if net.cidr else None
+        nic = Nic(uuid=new_uuid(), vm_id=vm.id, network_id=net_id, mac_address=ipam.new_mac(),
+                  is_default=is_default, device_id=device_id, ip_address=address)
         db.session.add(nic)
         try:
+            if address is not None:
+                db.session.flush()  # the NIC's id, for its address's row
+                db.session.add(IpAddress(network_id=net_id, address=address, nic_id=nic.id, allocated=utcnow()))
             db.session.commit()
-            break
-        except IntegrityError:
-            db.session.rollback()  # a MAC collision: draw again
-    else:
-        raise InsufficientCapacity("Could not draw a unique MAC address")
-    if not net.cidr:
-        return nic  # L2: the guest's business
-    if ip:
-        db.session.add(IpAddress(network_id=net.id, address=ip, nic_id=nic.id, allocated=utcnow()))
-        try:
-            db.session.commit()
-        except IntegrityError:
+            return nic
+        except DBAPIError as e:
             db.session.rollback()
-            nic.removed = utcnow()
-            db.session.commit()
-            raise InsufficientCapacity(f"The IP address {ip} is already in use in network {net.name}") from None
-        nic.ip_address = ip
-    else:
-        nic.ip_address = ipam.allocate_ip(net, nic.id)
-    db.session.commit()
-    return nic
+            if not ipam.lost_race(e):
+                raise
+            if address is not None and ipam.address_taken(net_id, address):
+                if ip:
+                    raise InsufficientCapacity(f"The IP address {ip} is already in use in network {net.name}") \
+                        from None
+                tried.add(address)  # taken meanwhile: the next one
+            # otherwise the MAC was drawn twice: draw again
+    raise InsufficientCapacity(f"Could not find a unique MAC address and a free IP address in network {net.name}")
 
 
 def usable_network(caller, vm_account_id: int, uuid: str, zone_id: int, field: str = "networkids") -> Network:
