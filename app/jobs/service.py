@@ -218,8 +218,11 @@ def _finished(job_id: int, status: int, result, cmd: str | None = None) -> None:
 
 
 def submit(cmd: str, user, handler_name: str, params: dict | None = None, *,
-           instance_type: str | None = None, instance_id: str | None = None, queue: str = JOBS) -> AsyncJob:
-    """Create the job row (committed) and enqueue its task on `queue` (JOBS or TRANSFERS)."""
+           instance_type: str | None = None, instance_id: str | None = None, queue: str = JOBS,
+           with_job: Callable[[int], None] | None = None) -> AsyncJob:
+    """Create the job row (committed) and enqueue its task on `queue` (JOBS or TRANSFERS).
+    with_job(job id): more writes in the job row's transaction (committed with it, before the
+    task is queued: the job cannot have run yet), e.g. a lock handed over to the job."""
     if handler_name not in _HANDLERS:
         raise RuntimeError(f"no job handler named {handler_name}")
     if queue not in (JOBS, TRANSFERS):
@@ -230,6 +233,8 @@ def submit(cmd: str, user, handler_name: str, params: dict | None = None, *,
     db.session.add(job)
     db.session.flush()
     fixed = {name: getattr(job, name) for name in _JOB_FIXED}
+    if with_job is not None:
+        with_job(fixed["id"])
     db.session.commit()
     from app.jobs.tasks import run_job, run_transfer
     (run_transfer if queue == TRANSFERS else run_job)(fixed["id"])

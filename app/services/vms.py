@@ -232,16 +232,19 @@ def _submit(caller, vm: VirtualMachine, action: str, cmd: str, params: dict | No
     """The action's job, with the VM locked for it (`token`: locked already, by deploy)."""
     queue = _queue_for(vm, action)
     token = _lock(vm, action, allowed) if token is None else token
+    held: list[int] = []
+
+    def hand_over(job_id: int) -> None:
+        # The lock names the job from the job row's own commit on (the job cannot have run yet).
+        held.append(job_id)
+        changes.update_row(VirtualMachine, vm.id, VirtualMachine.active_job_id == token, active_job_id=job_id)
     try:
-        job = jobs.submit(cmd, caller, f"vm.{action}", {"vm": vm.uuid, "token": token, **(params or {})},
-                          instance_type="VirtualMachine", instance_id=vm.uuid, queue=queue)
+        return jobs.submit(cmd, caller, f"vm.{action}", {"vm": vm.uuid, "token": token, **(params or {})},
+                           instance_type="VirtualMachine", instance_id=vm.uuid, queue=queue, with_job=hand_over)
     except Exception:
-        _unlock(vm.id, token)
+        db.session.rollback()
+        _unlock(vm.id, token, *held)  # held: the job was committed but could not be queued
         raise
-    # The job may have finished already (and unlocked); otherwise the lock now names it.
-    changes.update_row(VirtualMachine, vm.id, VirtualMachine.active_job_id == token, active_job_id=job.id)
-    db.session.commit()
-    return job
 
 
 def _vm_job(action: str, *, expire_on_commit: bool = True):
@@ -279,6 +282,12 @@ def _reaped(job: AsyncJob) -> None:
         return
     db.session.execute(update(VirtualMachine).where(VirtualMachine.id == vm.id).values(active_job_id=None))
     db.session.commit()
+    if job.cmd == "deployVirtualMachine" and job.started is None and vm.state == VMState.STARTING \
+            and vm.host_id is None:
+        # Its deploy never ran (the request died between the job's commit and its queueing, or no
+        # worker took it in time): failed as a deploy that could not be submitted.
+        _forget_failed_deploy(vm, "its deploy job was never picked up by a worker")
+        return
     from app.monitor import vms as monitor_vms
     monitor_vms.reconcile_vm(vm)
 
@@ -629,10 +638,7 @@ def recover_orphans(now=None) -> int:
             VirtualMachine.removed.is_(None), VirtualMachine.state == VMState.STARTING,
             VirtualMachine.active_job_id.is_(None), VirtualMachine.host_id.is_(None),
             VirtualMachine.state_updated <= now - grace, ~ran))):
-        _forget(vm)
-        events.record("VM.CREATE.FAILED", f"VM {vm.name}: its deploy was never submitted (the process "
-                      "stopped); what it reserved is given back", level="ERROR", resource_type="VirtualMachine",
-                      resource_id=vm.uuid, account_id=vm.account_id, commit=True)
+        _forget_failed_deploy(vm, "its deploy was never submitted (the process stopped)")
         fixed += 1
     db.session.commit()
     return fixed
@@ -648,6 +654,12 @@ def _forget(vm: VirtualMachine) -> None:
     for v in vm.volumes:
         v.removed, v.state = utcnow(), VolumeState.EXPUNGED
     db.session.commit()
+
+
+def _forget_failed_deploy(vm: VirtualMachine, why: str) -> None:
+    _forget(vm)
+    events.record("VM.CREATE.FAILED", f"VM {vm.name}: {why}; what it reserved is given back", level="ERROR",
+                  resource_type="VirtualMachine", resource_id=vm.uuid, account_id=vm.account_id, commit=True)
 
 
 # --- Running a VM on a host -----------------------------------------------------------

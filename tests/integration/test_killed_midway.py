@@ -163,6 +163,7 @@ WEB_STEPS = [
     ("app.services.network.vm_nics:create_nic", "before"),  # VM and root volume rows, no NIC, no job
     ("app.services.network.vm_nics:create_nic", "after"),  # a NIC with its IP, no job
     ("app.jobs.service:submit", "before"),
+    ("app.jobs.tasks:run_job", "before"),  # the job row committed (the lock names it), never queued
 ]
 
 

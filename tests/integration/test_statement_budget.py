@@ -50,13 +50,14 @@ PINS = {
     "deploy.job": 30,
     # stopVirtualMachine / startVirtualMachine: the API call, then its job (the calls 15 and 17
     # while jobs.submit re-read the job it had just written, 14 and 16 while the lock and its
-    # hand-over read the VM's row before publishing its change)
-    "stop.api": 12,
+    # hand-over read the VM's row before publishing its change; 12 and 14 while the lock was handed
+    # to the job after the job's commit, which expired the VM and the job: both were read again)
+    "stop.api": 10,
     # 45 expiring on commit, 38 before the answer in hand (as the deploy job's), 28 before the
     # security-group read skipped on networks without them, 27 before the unlock in hand, 26 before
     # the answer's extras were asked in one statement (as the deploy job's)
     "stop.job": 22,
-    "start.api": 14,
+    "start.api": 12,
     # 70 expiring on commit, 61 before the answer in hand, 48 before the start's changes (as the
     # deploy job's; the preferred host's tags not read when the offering asks for none), 34
     # before the hold, the unlock and the bridge label, 31 before the answer's extras in one
