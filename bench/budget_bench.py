@@ -51,22 +51,35 @@ def proc_cpu(pid: int) -> float:
 
 
 class Meter:
-    """Nubo's CPU (process_time), the PostgreSQL backends' CPU, statements, for one operation."""
+    """Nubo's CPU (process_time), the PostgreSQL backends' CPU, statements, for one operation; and
+    the round trips to the database on every engine (the Simulator's own included): statements,
+    commits, pings, and pool checkouts. The round trips are counted, so they do not vary with the
+    machine's speed as the CPU figures do."""
 
     def __init__(self, engine, backends: set[int]):
         self.engine, self.backends, self.statements = engine, backends, 0
+        self.trips = {"statements": 0, "commits": 0, "pings": 0, "checkouts": 0}
         sa.event.listen(engine, "before_cursor_execute", self._count)
+        sa.event.listen(sa.engine.Engine, "before_cursor_execute", lambda *a: self._trip("statements"))
+        sa.event.listen(sa.engine.Engine, "commit", lambda *a: self._trip("commits"))
+        sa.event.listen(sa.pool.Pool, "checkout", lambda *a: self._trip("checkouts"))
+        dialect = type(engine.dialect)
+        real_ping = dialect.do_ping
+        dialect.do_ping = lambda d, c: self._trip("pings") or real_ping(d, c)
 
     def _count(self, *a):
         self.statements += 1
 
+    def _trip(self, kind):
+        self.trips[kind] += 1
+
     def measure(self, fn):
-        s0, c0 = self.statements, time.process_time()
+        s0, c0, t0 = self.statements, time.process_time(), dict(self.trips)
         b0 = sum(proc_cpu(p) for p in self.backends)
         out = fn()
         cpu = time.process_time() - c0
         server = sum(proc_cpu(p) for p in self.backends) - b0
-        return out, cpu, server, self.statements - s0
+        return out, cpu, server, self.statements - s0, {k: v - t0[k] for k, v in self.trips.items()}
 
 
 def main() -> None:
@@ -135,8 +148,8 @@ def main() -> None:
     def record(name, fn):
         if prof is not None and name.startswith(a.profile):
             fn = (lambda f: lambda: prof.runcall(f))(fn)
-        out, cpu, server, n = meter.measure(fn)
-        rows.setdefault(name, []).append((cpu, server, n))
+        out, cpu, server, n, trips = meter.measure(fn)
+        rows.setdefault(name, []).append((cpu, server, n, trips))
         return out
 
     saved = set(jobs._NO_EXPIRY)
@@ -186,14 +199,17 @@ def main() -> None:
     print(f"{engine.dialect.name}, {len(vm_ids) + 1} VMs on 4 Simulator hosts, n={a.n} per operation; "
           f"load average {os.getloadavg()[0]:.1f} at the end")
     server = "PostgreSQL CPU ms" if backends else "(server CPU not measured)"
-    print(f"| operation | Nubo CPU ms (median / mean) | {server} (mean) | SQL statements |")
-    print("|---|---|---|---|")
+    print(f"| operation | Nubo CPU ms (median / mean) | {server} (mean) | SQL statements | "
+          "all engines, median: statements + commits + pings (checkouts) |")
+    print("|---|---|---|---|---|")
     for name, vals in rows.items():
         cpu = [v[0] * 1000 for v in vals]
         srv = statistics.mean(v[1] * 1000 for v in vals)
         st = sorted({v[2] for v in vals})
+        t = {k: statistics.median(v[3][k] for v in vals) for k in vals[0][3]}
         print(f"| {name} | {statistics.median(cpu):.1f} / {statistics.mean(cpu):.1f} | "
-              f"{srv:.1f} | {st[0]}{'–' + str(st[-1]) if len(st) > 1 else ''} |")
+              f"{srv:.1f} | {st[0]}{'–' + str(st[-1]) if len(st) > 1 else ''} | "
+              f"{t['statements']:g} + {t['commits']:g} + {t['pings']:g} ({t['checkouts']:g}) |")
 
 
 if __name__ == "__main__":
