@@ -3,6 +3,8 @@ cut while it sat in the pool is replaced at checkout (the caller sees nothing); 
 moment ago is handed out without a round trip."""
 from __future__ import annotations
 
+import time
+
 import pytest
 import sqlalchemy as sa
 
@@ -20,25 +22,28 @@ def _server_id(conn) -> int:
 
 
 def _cut(admin, server_id: int) -> None:
+    """Cut the connection and wait for the state: its server process gone. Each look is a
+    transaction of its own (the admin engine autocommits): PostgreSQL keeps one snapshot of
+    pg_stat_activity per transaction, so a wait inside one transaction would never see it go."""
+    if admin.dialect.name == "postgresql":
+        cut = "SELECT pg_terminate_backend(:p)"
+        alive = "SELECT count(*) FROM pg_stat_activity WHERE pid = :p"
+    else:
+        cut = f"KILL CONNECTION {int(server_id)}"
+        alive = "SELECT count(*) FROM information_schema.processlist WHERE id = :p"
     with admin.connect() as c:
-        if c.dialect.name == "postgresql":
-            c.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": server_id})
-            # Wait for the state: the backend is gone from pg_stat_activity.
-            while c.scalar(sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :p"), {"p": server_id}):
-                pass
-        else:
-            c.execute(sa.text(f"KILL CONNECTION {int(server_id)}"))
-            while c.scalar(sa.text("SELECT count(*) FROM information_schema.processlist WHERE id = :p"),
-                           {"p": server_id}):
-                pass
-        c.commit()
+        c.execute(sa.text(cut), {"p": server_id})
+        deadline = time.monotonic() + 60  # a backstop only: the process goes in milliseconds
+        while c.scalar(sa.text(alive), {"p": server_id}):
+            assert time.monotonic() < deadline, "the cut connection's server process did not go"
+            time.sleep(0.01)
 
 
 @pytest.fixture(params=SERVER_URLS, ids=lambda u: u.split("+")[0].split(":")[0])
 def engines(request, monkeypatch):
     url = fresh_server_database(request.param, "ping")
     eng = sa.create_engine(url, pool_size=1, max_overflow=0, **engine_options(url))
-    admin = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    admin = sa.create_engine(url, poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT")
     pings = []
     real = eng.dialect.do_ping
     monkeypatch.setattr(eng.dialect, "do_ping", lambda c: pings.append(1) or real(c))
