@@ -88,9 +88,9 @@ def allocate_router_ip(net: Network, router_id: int, address: str | None = None)
         try:
             db.session.commit()
             return str(ipaddress.IPv4Address(free))
-        except (IntegrityError, DBAPIError) as e:
+        except DBAPIError as e:
             db.session.rollback()
-            if isinstance(e, DBAPIError) and not isinstance(e, IntegrityError) and not is_retryable(e):
+            if not lost_race(e):
                 raise
 
 
