@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import ARRAY, BindParameter, Integer, Select, any_, bindparam, exists, null, select
+from sqlalchemy import ARRAY, Cast, Integer, Select, String, any_, bindparam, cast, exists, null, select
 from sqlalchemy.orm import aliased
 
 from app.extensions import db
@@ -201,7 +201,7 @@ def _nics_select(where):
 def _among(column, where):
     """column IN the page's ids (a subquery, or an expanding parameter), or on PostgreSQL
     column = ANY(one array parameter)."""
-    if isinstance(where, BindParameter) and not where.expanding:
+    if isinstance(where, Cast):
         return column == any_(where)
     return column.in_(where)
 
@@ -215,15 +215,19 @@ def _statement(kind: str, wanted) -> tuple:
     a 40-column SELECT with its joins cost more CPU than running it for 20 rows); for a subquery
     (every VM) built each time. On PostgreSQL the ids are one array (= ANY): an expanding IN of
     500 ids cost more Python than the query took, rendering a cast per id (SQLAlchemy) and
-    parsing 500 placeholders in a statement too long for psycopg's cache, on every call."""
+    parsing 500 placeholders in a statement too long for psycopg's cache, on every call. The
+    array goes as its text, '{7,5,3}', cast in the statement: psycopg's dumper of a list of
+    ints looks at each one (0.38 ms for 500, against 0.05 ms for the text, twice per page)."""
     if isinstance(wanted, Select):
         return (_BUILDERS[kind](wanted),)
     dialect = db.session.get_bind().dialect.name
     stmt = _BUILT.get((kind, dialect))
     if stmt is None:
-        param = bindparam("page_ids", type_=ARRAY(Integer)) if dialect == "postgresql" else \
+        param = cast(bindparam("page_ids", type_=String), ARRAY(Integer)) if dialect == "postgresql" else \
             bindparam("page_ids", expanding=True)
         stmt = _BUILT[(kind, dialect)] = _BUILDERS[kind](param)
+    if dialect == "postgresql":
+        return stmt, {"page_ids": "{" + ",".join(map(str, wanted)) + "}"}
     return stmt, {"page_ids": list(wanted)}
 
 

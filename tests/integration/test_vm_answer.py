@@ -11,9 +11,19 @@ from tests.integration.test_vm_commands import _rsa_pair, call, deploy, job, wor
 pytestmark = pytest.mark.db
 
 
+def _no_none(value) -> bool:
+    """No None anywhere in an answer (CloudStack leaves a null field out)."""
+    if isinstance(value, dict):
+        return all(v is not None and _no_none(v) for v in value.values())
+    if isinstance(value, list):
+        return all(v is not None and _no_none(v) for v in value)
+    return True
+
+
 def _listed(client, world, user, vm_id, **extra) -> dict:
     code, lst = call(client, world, user, "listVirtualMachines", listall="true", pagesize="50", page="1", **extra)
     assert code == 200, lst
+    assert _no_none(lst)
     return {v["id"]: v for v in lst["virtualmachine"]}[vm_id]
 
 
@@ -21,6 +31,7 @@ def _own(client, world, user, vm_id) -> dict:
     """The VM's answer from its ORM row: updateVirtualMachine with nothing to change."""
     code, up = call(client, world, user, "updateVirtualMachine", id=vm_id)
     assert code == 200, up
+    assert _no_none(up)
     return up["virtualmachine"]
 
 

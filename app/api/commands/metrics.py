@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from app.api.registry import ADMIN, Param, command
-from app.api.serializers import serialize, vm_dict
+from app.api.serializers import serialize, vm_dicts
 from app.models import cs_date
 from app.services import vm_metrics
 
@@ -15,8 +15,8 @@ def list_vm_metrics(ctx, p):
                                              state=p.get("state"), zone_uuid=p.get("zoneid"),
                                              host_uuid=p.get("hostid"), account=p.get("account"),
                                              group_uuid=p.get("groupid"), page=ctx.page)
-    admin = ctx.user.is_admin
-    return [{**vm_dict(vm, admin=admin), **vm_metrics.vm_figures(vm)} for vm in rows], total
+    return [{**answer, **vm_metrics.vm_figures(vm)}
+            for vm, answer in zip(rows, vm_dicts(rows, admin=ctx.user.is_admin))], total
 
 
 @command("listHostsMetrics", "Lists hosts metrics", role=ADMIN, response="host", list=True, params=[

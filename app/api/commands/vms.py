@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from app.api.registry import ADMIN, DOMAIN_ADMIN, Param, command
-from app.api.serializers import vm_dict
+from app.api.serializers import vm_dicts
 from app.jobs import service as jobs
 from app.services import events, offerings, vm_views, vms, zones
 from app.services.errors import InvalidParameter
@@ -160,8 +160,7 @@ def list_vms(ctx, p):
                                state=p.get("state"), zone_uuid=p.get("zoneid"), host_uuid=p.get("hostid"),
                                account=p.get("account"), domainid=p.get("domainid"), tags=p.get("tags"),
                                group_uuid=p.get("groupid"), page=ctx.page, details_min=minimal)
-    admin = ctx.user.is_admin
-    return ([vm_dict(vm, minimal, admin=admin) for vm in rows], total)
+    return vm_dicts(rows, minimal, admin=ctx.user.is_admin), total
 
 
 @command("createServiceOffering", "Creates a service offering", role=DOMAIN_ADMIN, response="serviceoffering", params=[
