@@ -403,15 +403,19 @@ prefetch("volume", lambda rows: preload_tags("Volume", [v.id for v in rows]))
 
 
 class _Parts:
-    """The parts of VM answers that VMs share, each made once: what a VM points at (owner,
-    zone, host, template, ISO, offering, group, user data, OS type) merged into one dict per
-    combination, and each network's part of a NIC. A page's VMViews point at shared Refs
-    (vm_views makes one per zone, offering, account...), so a 500-VM page makes a handful of
-    them instead of 500 (a dict per part and a None check per field were half its CPU)."""
-    __slots__ = ("vm", "net")
+    """The parts of VM answers that VMs share, each made once per object or combination: the
+    owner's fields, the placement's (zone, offering, template, ISO, OS type, hypervisor: a
+    page's VMs have a few combinations), the host's, the group's, the user data's, and each
+    network's part of a NIC. A page's VMViews point at shared Refs (vm_views makes one per
+    zone, offering, account...), so a 500-VM page makes a handful of each instead of 500 (a
+    dict per part and a None check per field were half its CPU)."""
+    __slots__ = ("owner", "placement", "host", "other", "net")
 
     def __init__(self) -> None:
-        self.vm: dict[tuple, dict] = {}
+        self.owner: dict = {}
+        self.placement: dict[tuple, dict] = {}
+        self.host: dict = {}
+        self.other: dict = {}
         self.net: dict = {}
 
 
@@ -429,15 +433,20 @@ def vm_dict(vm, minimal: bool = False, admin: bool = False, parts: _Parts | None
     if parts is None:
         parts = _Parts()
     if minimal:
-        key: tuple = (vm.account, vm.hypervisor_type)
-    else:  # which host runs a VM is the admins' business, as in CloudStack
-        key = (vm.account, vm.hypervisor_type, vm.zone, vm.host if admin else None, vm.template, vm.iso,
-               vm.service_offering, vm.group, vm.userdata_obj, vm.os_type)
-    shared = parts.vm.get(key)
+        placement: tuple = (vm.hypervisor_type,)
+    else:
+        placement = (vm.hypervisor_type, vm.zone, vm.service_offering, vm.template, vm.iso, vm.os_type)
+    shared = parts.placement.get(placement)
     if shared is None:
-        shared = parts.vm[key] = _shared_part(*key)
+        shared = parts.placement[placement] = _placement_part(*placement)
     out = Clean(shared, id=vm.uuid, name=vm.name, state=vm.state, instancename=vm.instance_name,
                 cpunumber=vm.cpu_number, cpuspeed=vm.cpu_speed, memory=vm.memory)
+    account = vm.account
+    if account is not None:
+        owner = parts.owner.get(account)
+        if owner is None:
+            owner = parts.owner[account] = some(owner_fields(account))
+        out.update(owner)
     if vm.display_name is not None:
         out["displayname"] = vm.display_name
     if vm.created:
@@ -447,6 +456,17 @@ def vm_dict(vm, minimal: bool = False, admin: bool = False, parts: _Parts | None
     # One VM row (a job's answer): which of its extras exist, in one statement, and a query for
     # each kind it has; a list page's VMView has them all already (nothing read below).
     one = isinstance(vm, VirtualMachine)
+    if admin and vm.host is not None:  # which host runs a VM is the admins' business, as in CloudStack
+        host = parts.host.get(vm.host)
+        if host is None:
+            host = parts.host[vm.host] = {"hostid": vm.host.uuid, "hostname": vm.host.name}
+        out.update(host)
+    for obj, make in ((vm.group, _group_part), (vm.userdata_obj, _userdata_part)):
+        if obj:
+            part = parts.other.get(obj)
+            if part is None:
+                part = parts.other[obj] = make(obj)
+            out.update(part)
     has_sg, has_ip, has_tags, has_details, has_groups = vm_views.extras_of(vm.id) if one else (True,) * 5
     out["haenable"] = bool(vm.ha_enable)
     if vm.cpu_used_pct:
@@ -504,24 +524,25 @@ def vm_dict(vm, minimal: bool = False, admin: bool = False, parts: _Parts | None
     return out
 
 
-def _shared_part(acct, hypervisor_type, zone=None, host=None, template=None, iso=None, offering=None, group=None,
-                 userdata_obj=None, os_type=None) -> dict:
-    """The fields of a VM's answer that come from what it points at (vm_dict's key)."""
+def _placement_part(hypervisor_type, zone=None, offering=None, template=None, iso=None, os_type=None) -> dict:
     return some({
-        **owner_fields(acct), "hypervisor": hypervisor_name(hypervisor_type),
+        "hypervisor": hypervisor_name(hypervisor_type),
         "zoneid": zone.uuid if zone else None, "zonename": zone.name if zone else None,
-        "hostid": host.uuid if host else None, "hostname": host.name if host else None,
-        "templateid": template.uuid if template else None, "templatename": template.name if template else None,
-        "isoid": iso.uuid if iso else None, "isoname": iso.name if iso else None,
         "serviceofferingid": offering.uuid if offering else None,
         "serviceofferingname": offering.name if offering else None,
-        "group": group.name if group else None, "groupid": group.uuid if group else None,
-        "userdataid": userdata_obj.uuid if userdata_obj else None,
-        "userdataname": userdata_obj.name if userdata_obj else None,
-        "userdatapolicy": "ALLOWOVERRIDE" if userdata_obj else None,
+        "templateid": template.uuid if template else None, "templatename": template.name if template else None,
+        "isoid": iso.uuid if iso else None, "isoname": iso.name if iso else None,
         "ostypeid": os_type.uuid if os_type else None,
         "osdisplayname": (os_type.description if hasattr(os_type, "description") else os_type.name)
         if os_type else None})
+
+
+def _group_part(group) -> dict:
+    return some({"group": group.name, "groupid": group.uuid})
+
+
+def _userdata_part(obj) -> dict:
+    return some({"userdataid": obj.uuid, "userdataname": obj.name, "userdatapolicy": "ALLOWOVERRIDE"})
 
 
 def vm_keypair_name(vm) -> str | None:
