@@ -262,7 +262,7 @@ def list_vms(caller, *, page=None, details_min: bool = False, **filters) -> tupl
     if details_min:
         accounts: dict[str, AccountRef] = {}
         views = [VMView(*r[1:11], None, accounts.get(r[12]) or accounts.setdefault(r[12], AccountRef(*r[11:])))
-                 for r in db.session.connection().execute(*_statement("min", wanted))]
+                 for r in db.session.connection().execute(*_statement("min", wanted)).all()]
         return views, total if ids is not None else len(views)
     # Core, not the ORM's execute: these are plain column rows (no entities, no ORM events apply).
     conn = db.session.connection()
