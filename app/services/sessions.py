@@ -26,7 +26,7 @@ import time
 from collections.abc import Mapping, MutableMapping
 from datetime import datetime, timezone
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
@@ -91,14 +91,18 @@ def valid(session: MutableMapping, user, revoked: bool | None = None) -> bool:
     return True
 
 
+# Built once: every logged-in request runs it (building it cost about as much as running it).
+_LOAD = select(User, select(RevokedSession.sid_hash).where(RevokedSession.sid_hash == bindparam("sid_hash")).exists()) \
+    .where(User.uuid == bindparam("uuid"), User.removed.is_(None))
+
+
 def load(session: MutableMapping, user_uuid: str) -> User | None:
     """The session's user if the session is still valid, else None: the user row and
     the revocation check in one statement (every request runs this)."""
     sid = session.get(SID)
     if not isinstance(sid, str) or not sid:
         return None
-    revoked = select(RevokedSession.sid_hash).where(RevokedSession.sid_hash == _hash(sid)).exists()
-    row = db.session.execute(select(User, revoked).where(User.uuid == user_uuid, User.removed.is_(None))).first()
+    row = db.session.execute(_LOAD, {"uuid": user_uuid, "sid_hash": _hash(sid)}).first()
     if row is None or not valid(session, row[0], revoked=bool(row[1])):
         return None
     return row[0]
