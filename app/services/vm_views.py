@@ -227,7 +227,8 @@ def _statement(kind: str, wanted) -> tuple:
     literal '{7,5,3}' (= ANY), on SQLite a JSON array (IN json_each). An expanding IN of 500 ids
     re-rendered 500 placeholders at every call (2 ms of a 500-VM page on SQLite), and psycopg's
     dumper of a Python list looked at each int (0.38 ms per statement). MariaDB keeps the
-    expanding IN."""
+    expanding IN: with JSON_TABLE its optimizer planned the 12-table join badly (100,000 VMs:
+    the 500-VM page 118 -> 596 ms, list_bench.py)."""
     if isinstance(wanted, Select):
         return (_BUILDERS[kind](wanted),)
     dialect = db.session.get_bind().dialect.name
