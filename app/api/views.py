@@ -14,7 +14,7 @@ from app.api.params import validate
 from app.api.registry import NOT_SCOPE, Command, lookup
 from app.api.serializers import Clean, clean, prefetched, serialize
 from app.extensions import csrf, db
-from app.models import AccountState, AsyncJob, User
+from app.models import AsyncJob, User
 from app.services import access, accounts, roles, sessions, settings
 from app.services.errors import InvalidParameter, ServiceError
 from app.services.settings import Definition, define

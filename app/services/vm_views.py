@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import ARRAY, Cast, Integer, Select, String, any_, bindparam, cast, column, exists, func, null, select
+from sqlalchemy import (ARRAY, Cast, Integer, Select, String, any_, bindparam, cast, exists, func, literal_column, null,
+                        select)
 from sqlalchemy.orm import aliased
 
 from app.extensions import db
@@ -208,8 +209,8 @@ def _nics_select(where):
 
 
 def _among(column, where):
-    """column IN the page's ids (a subquery, or an expanding parameter), or on PostgreSQL
-    column = ANY(one array parameter)."""
+    """column IN the page's ids (a subquery: every VM's, or SQLite's json_each of the ids; or an
+    expanding parameter), or on PostgreSQL column = ANY(the ids' array)."""
     if isinstance(where, Cast):
         return column == any_(where)
     return column.in_(where)
@@ -237,7 +238,7 @@ def _statement(kind: str, wanted) -> tuple:
         if dialect == "postgresql":
             param = cast(bindparam("page_ids", type_=String), ARRAY(Integer))
         elif dialect == "sqlite":
-            param = select(column("value")).select_from(func.json_each(bindparam("page_ids", type_=String)))
+            param = select(literal_column("value")).select_from(func.json_each(bindparam("page_ids", type_=String)))
         else:
             param = bindparam("page_ids", expanding=True)
         stmt = _BUILT[(kind, dialect)] = _BUILDERS[kind](param)
