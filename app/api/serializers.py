@@ -82,6 +82,8 @@ def _other(v: Any) -> Any:
 
 
 def serialize(kind: str, obj: Any) -> dict:
+    if type(obj) is Clean:  # made clean already (a VM's answer): passed on as it is
+        return obj
     if isinstance(obj, dict):
         return clean(obj)
     return clean(_SERIALIZERS[kind](obj))
@@ -419,6 +421,14 @@ class _Parts:
         self.net: dict = {}
 
 
+def _once(cache: dict, key, make) -> dict:
+    """cache[key], made by make(key) the first time."""
+    part = cache.get(key)
+    if part is None:
+        part = cache[key] = make(key)
+    return part
+
+
 def vm_dicts(vms, minimal: bool = False, admin: bool = False) -> list[Clean]:
     """A page of VMs (listVirtualMachines' rows): vm_dict of each, the shared parts made once."""
     parts = _Parts()
@@ -436,17 +446,10 @@ def vm_dict(vm, minimal: bool = False, admin: bool = False, parts: _Parts | None
         placement: tuple = (vm.hypervisor_type,)
     else:
         placement = (vm.hypervisor_type, vm.zone, vm.service_offering, vm.template, vm.iso, vm.os_type)
-    shared = parts.placement.get(placement)
-    if shared is None:
-        shared = parts.placement[placement] = _placement_part(*placement)
-    out = Clean(shared, id=vm.uuid, name=vm.name, state=vm.state, instancename=vm.instance_name,
+    out = Clean(_once(parts.placement, placement, lambda key: _placement_part(*key)), id=vm.uuid, name=vm.name, state=vm.state, instancename=vm.instance_name,
                 cpunumber=vm.cpu_number, cpuspeed=vm.cpu_speed, memory=vm.memory)
-    account = vm.account
-    if account is not None:
-        owner = parts.owner.get(account)
-        if owner is None:
-            owner = parts.owner[account] = some(owner_fields(account))
-        out.update(owner)
+    if vm.account is not None:
+        out.update(_once(parts.owner, vm.account, lambda acct: some(owner_fields(acct))))
     if vm.display_name is not None:
         out["displayname"] = vm.display_name
     if vm.created:
@@ -457,16 +460,10 @@ def vm_dict(vm, minimal: bool = False, admin: bool = False, parts: _Parts | None
     # each kind it has; a list page's VMView has them all already (nothing read below).
     one = isinstance(vm, VirtualMachine)
     if admin and vm.host is not None:  # which host runs a VM is the admins' business, as in CloudStack
-        host = parts.host.get(vm.host)
-        if host is None:
-            host = parts.host[vm.host] = {"hostid": vm.host.uuid, "hostname": vm.host.name}
-        out.update(host)
+        out.update(_once(parts.host, vm.host, lambda h: {"hostid": h.uuid, "hostname": h.name}))
     for obj, make in ((vm.group, _group_part), (vm.userdata_obj, _userdata_part)):
         if obj:
-            part = parts.other.get(obj)
-            if part is None:
-                part = parts.other[obj] = make(obj)
-            out.update(part)
+            out.update(_once(parts.other, obj, make))
     has_sg, has_ip, has_tags, has_details, has_groups = vm_views.extras_of(vm.id) if one else (True,) * 5
     out["haenable"] = bool(vm.ha_enable)
     if vm.cpu_used_pct:
@@ -556,12 +553,7 @@ def vm_keypair_name(vm) -> str | None:
 def _vm_nic(n, parts: _Parts | None = None) -> dict:
     """A NIC inside a VM's answer (CloudStack's NicResponse), from a Nic or a vm_views.NicView;
     its network's part made once per network."""
-    net = n.network
-    net_part = parts.net.get(net) if parts is not None else None
-    if net_part is None:
-        net_part = _nic_network_part(net)
-        if parts is not None:
-            parts.net[net] = net_part
+    net_part = _once(parts.net if parts is not None else {}, n.network, _nic_network_part)
     out = Clean(net_part, id=n.uuid, macaddress=n.mac_address, isdefault=n.is_default, deviceid=str(n.device_id))
     if n.ip_address is not None:
         out["ipaddress"] = n.ip_address

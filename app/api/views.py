@@ -12,7 +12,7 @@ from flask import Blueprint, Response, g, request, session
 from app.api import ratelimit, signing
 from app.api.params import validate
 from app.api.registry import NOT_SCOPE, Command, lookup
-from app.api.serializers import Clean, clean, prefetched, serialize
+from app.api.serializers import clean, prefetched, serialize
 from app.extensions import csrf, db
 from app.models import AsyncJob, User
 from app.services import access, accounts, roles, sessions, settings
@@ -162,9 +162,7 @@ def _render(cmd: Command, result) -> dict:
         if not rows:
             return {}
         with prefetched(cmd.response, rows):  # a page's resource tags in one query
-            # a Clean answer (listVirtualMachines' VMs) is ready as it is: no call per row
-            return {"count": total, cmd.response: [r if type(r) is Clean else serialize(cmd.response, r)
-                                                   for r in rows]}
+            return {"count": total, cmd.response: [serialize(cmd.response, r) for r in rows]}
     if result is None:
         return {"success": True}
     # A bare {"success": true(, "displaytext": ...)} answer stands alone; an object that merely

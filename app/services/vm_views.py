@@ -147,21 +147,26 @@ _BASE = (_VM.id, _VM.uuid, _VM.name, _VM.display_name, _VM.state, _VM.instance_n
          _VM.cpu_number, _VM.cpu_speed, _VM.memory, _VM.created)
 
 
+def _with_owner(query):
+    """query joined to its VMs' owners: account, domain and project (_OWNER's columns)."""
+    return (query.join(Account, Account.id == _VM.account_id).join(Domain, Domain.id == Account.domain_id)
+            .outerjoin(Project, Project.account_id == Account.id))
+
+
 def _vms_select(where):
     iso = aliased(Template)
     return (
-        select(*_BASE, _VM.cpu_used_pct, Account.name, Zone.uuid, Zone.name, Host.uuid, Host.name,
-               Template.uuid, Template.name, iso.uuid, iso.name,
-               ServiceOffering.uuid, ServiceOffering.name, ServiceOffering.offer_ha,
-               _VM.ha_enable, InstanceGroup.uuid, InstanceGroup.name, UserData.uuid, UserData.name,
-               _VM.userdata_details, OsType.uuid, OsType.description, _VM.dynamically_scalable,
-               null(),  # r[33]: the details, filled below from resource_details
-               SSHKeyPair.name, Template.password_enabled, _VM.encrypted_password, _VM.memory_used_kib,
-               _VM.disk_read_bps, _VM.disk_write_bps, _VM.net_rx_bps, _VM.net_tx_bps,
-               *_OWNER[1:],  # the owner's: r[42:47]
-               *_extras_present())  # r[47:52]: see _extras_present
-        .join(Account, Account.id == _VM.account_id).join(Zone, Zone.id == _VM.zone_id)
-        .join(Domain, Domain.id == Account.domain_id).outerjoin(Project, Project.account_id == Account.id)
+        _with_owner(select(*_BASE, _VM.cpu_used_pct, Account.name, Zone.uuid, Zone.name, Host.uuid, Host.name,
+                   Template.uuid, Template.name, iso.uuid, iso.name,
+                   ServiceOffering.uuid, ServiceOffering.name, ServiceOffering.offer_ha,
+                   _VM.ha_enable, InstanceGroup.uuid, InstanceGroup.name, UserData.uuid, UserData.name,
+                   _VM.userdata_details, OsType.uuid, OsType.description, _VM.dynamically_scalable,
+                   null(),  # r[33]: the details, filled below from resource_details
+                   SSHKeyPair.name, Template.password_enabled, _VM.encrypted_password, _VM.memory_used_kib,
+                   _VM.disk_read_bps, _VM.disk_write_bps, _VM.net_rx_bps, _VM.net_tx_bps,
+                   *_OWNER[1:],  # the owner's: r[42:47]
+                   *_extras_present()))  # r[47:52]: see _extras_present
+        .join(Zone, Zone.id == _VM.zone_id)
         .join(ServiceOffering, ServiceOffering.id == _VM.service_offering_id)
         .outerjoin(Host, Host.id == _VM.host_id).outerjoin(Template, Template.id == _VM.template_id)
         .outerjoin(iso, iso.id == _VM.iso_id)
@@ -195,9 +200,7 @@ def extras_of(vm_id: int) -> tuple[bool, bool, bool, bool, bool]:
 
 def _min_select(where):
     """details=min: the VM's own columns and its owner's (r[11:17])."""
-    return (select(*_BASE, *_OWNER).join(Account, Account.id == _VM.account_id)
-            .join(Domain, Domain.id == Account.domain_id).outerjoin(Project, Project.account_id == Account.id)
-            .where(_among(_VM.id, where)).order_by(_VM.id.desc()))
+    return _with_owner(select(*_BASE, *_OWNER)).where(_among(_VM.id, where)).order_by(_VM.id.desc())
 
 
 def _nics_select(where):

@@ -49,9 +49,9 @@ def test_a_listed_vm_is_its_own_answer(app, client, world):
     res = job(client, world, "alice", "createTags", resourcetype="UserVm", resourceids=rich["id"],
               **{"tags[0].key": "env", "tags[0].value": "prod"})
     assert res["jobstatus"] == 1, res
-    code, proj = call(client, world, "admin", "createProject", name="p1", displaytext="p1")
-    assert code == 200, proj
-    project_id = job(client, world, "admin", "queryAsyncJobResult", jobid=proj["jobid"])["jobresult"]["project"]["id"]
+    proj = job(client, world, "admin", "createProject", name="p1", displaytext="p1")
+    assert proj["jobstatus"] == 1, proj
+    project_id = proj["jobresult"]["project"]["id"]
     in_project = job(client, world, "admin", "deployVirtualMachine", zoneid=world["zone"],
                      serviceofferingid=world["so"], templateid=world["t"], name="pvm", projectid=project_id)
     assert in_project["jobstatus"] == 1, in_project
