@@ -49,8 +49,9 @@ document.addEventListener("htmx:beforeHistoryUpdate", function (e) {
 // coming, and always one after the last of them. htmx's own modifiers cannot do both: a
 // `delay` restarts on every event and never fires while a busy cloud keeps changing; a
 // `throttle` drops the events of its window, the last change of a burst with them.
-// A region is known by what it fetches (its hx-get and hx-target), not by its element: many
-// regions replace themselves (outerHTML), and their successor keeps the pace.
+// A region is known by where its answer goes (its hx-target, else its own id), not by its
+// element nor by the address it fetches: many regions replace themselves (outerHTML), and
+// their successor keeps the pace, though it may fetch another address (the user sorted).
 (function () {
   "use strict";
   var FIRST_MS = 150;
@@ -58,12 +59,20 @@ document.addEventListener("htmx:beforeHistoryUpdate", function (e) {
   var regions = new Map();  // key -> {timer, last, issue, elt, type, pass}
 
   function keyOf(elt) {
-    return (elt.getAttribute("hx-get") || "") + "|" + (elt.getAttribute("hx-target") || elt.id || "");
+    return elt.getAttribute("hx-target") || (elt.id ? "#" + elt.id : elt.getAttribute("hx-get") || "");
+  }
+
+  function fromStream(ev) { return !!ev && typeof ev.type === "string" && ev.type.indexOf("sse:") === 0; }
+
+  // The live element that stands for a region now (its old one may have been replaced).
+  function successor(key) {
+    return Array.prototype.find.call(document.querySelectorAll("[hx-trigger*='sse:']"),
+                                     function (x) { return keyOf(x) === key; });
   }
 
   document.addEventListener("htmx:confirm", function (e) {
     var ev = e.detail && e.detail.triggeringEvent;
-    if (!ev || typeof ev.type !== "string" || ev.type.indexOf("sse:") !== 0) { return; }
+    if (!fromStream(ev)) { return; }
     var elt = e.detail.elt;
     var key = keyOf(elt);
     var st = regions.get(key);
@@ -80,9 +89,36 @@ document.addEventListener("htmx:beforeHistoryUpdate", function (e) {
       st.last = Date.now();
       if (document.body.contains(st.elt)) { st.issue(true); return; }
       // Replaced meanwhile (its region refreshed itself): its successor fetches instead.
-      var next = Array.prototype.find.call(document.querySelectorAll("[hx-trigger*='sse:']"),
-                                           function (x) { return keyOf(x) === key; });
+      var next = successor(key);
       if (next) { st.pass = true; htmx.trigger(next, st.type); }
     }, wait);
+  });
+
+  // A stream-driven fetch asked for the region as it was when the fetch left. If the user
+  // changed the region meanwhile (sorted, searched, paged: another request swapped it), that
+  // answer is stale in what it shows and in the address it would put in the bar: it is
+  // dropped, and the region's successor fetches again with the user's choice. The check sits
+  // on the live element itself: once its region is replaced it is out of the document, and
+  // its events no longer reach a listener on the document.
+  var swaps = new WeakMap();  // target element -> swaps by requests not from the stream
+  document.addEventListener("htmx:afterSwap", function (e) {
+    var d = e.detail;
+    if (!fromStream(d.requestConfig && d.requestConfig.triggeringEvent)) {
+      swaps.set(d.target, (swaps.get(d.target) || 0) + 1);
+    }
+  });
+  function dropStale(e) {
+    var d = e.detail;
+    if (d.xhr.nuboSwaps === undefined) { return; }
+    if (document.body.contains(d.target) && (swaps.get(d.target) || 0) === d.xhr.nuboSwaps) { return; }
+    e.preventDefault();  // htmx stops there: no swap, no history entry
+    var next = successor(keyOf(d.elt));
+    if (next) { htmx.trigger(next, d.requestConfig.triggeringEvent.type); }
+  }
+  document.addEventListener("htmx:beforeRequest", function (e) {
+    var d = e.detail;
+    if (!fromStream(d.requestConfig && d.requestConfig.triggeringEvent)) { return; }
+    d.xhr.nuboSwaps = swaps.get(d.target) || 0;
+    if (!d.elt.nuboGuarded) { d.elt.nuboGuarded = true; d.elt.addEventListener("htmx:beforeOnLoad", dropStale); }
   });
 })();

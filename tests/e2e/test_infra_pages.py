@@ -5,6 +5,7 @@ dashboard chart, at desktop and phone widths. Screenshots go to test-artifacts/.
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from playwright.sync_api import expect
@@ -106,3 +107,39 @@ def test_add_pod_cluster_host_then_hosts_list(demo_stack, page):
     page.set_viewport_size({"width": 390, "height": 844})
     page.goto(stack.url + "/admin/hosts")
     screenshot(page, "admin-hosts-phone")
+
+
+def test_a_live_refresh_in_flight_never_undoes_the_users_sort(demo_stack, page):
+    """The hosts list's live refresh (static/js/live.js) leaves before the user sorts and is
+    answered after: its answer is the old order under the old address, so it is dropped and
+    the list fetched again with the user's sort (the refresh is held back here to make the
+    race certain; unheld, it lost the sort now and then in CI)."""
+    demo_stack.start()
+    login(page, demo_stack.url)
+    page.goto(demo_stack.url + "/admin/hosts?q=demo-host")
+    expect(page.locator("body.live-on")).to_have_count(1)  # the change stream is open
+    held = []
+
+    def hold(route):  # the stream-driven refresh of the unsorted list, not the user's requests
+        if route.request.headers.get("hx-request") and "sort=" not in route.request.url:
+            held.append(route)
+        else:
+            route.continue_()
+    page.route(re.compile(r"/admin/hosts\?q=demo-host$"), hold)
+    page.once("dialog", lambda d: d.accept())  # "Disable host …?"
+    page.locator("#hosts-list tbody tr", has_text="demo-host-2").locator("button:has-text('Disable')").click()
+    expect(page.locator("#hosts-list tr", has_text="demo-host-2").locator("button:has-text('Enable')")).to_have_count(1)
+    deadline = time.monotonic() + 30
+    while not held and time.monotonic() < deadline:  # Playwright runs the route only while called
+        page.wait_for_timeout(50)
+    assert held, "the host's change never refreshed the open list"
+
+    page.click("#hosts-list th a:has-text('Host')")  # by name, the other way
+    expect(page.locator("#hosts-list th[aria-sort=descending]")).to_have_count(1)
+    expect(page).to_have_url(re.compile(r"sort=-name"))
+    with page.expect_response(lambda r: "sort=-name" in r.url and r.request.headers.get("hx-request"), timeout=20_000):
+        held[0].continue_()  # the stale answer arrives now, and the list is fetched again, sorted
+    expect(page.locator("#hosts-list tbody tr").first).to_contain_text("demo-host-3")
+    expect(page.locator("#hosts-list th[aria-sort=descending]")).to_have_count(1)
+    expect(page).to_have_url(re.compile(r"sort=-name"))
+    expect(page.locator("#hosts-list tr", has_text="demo-host-2").locator("button:has-text('Enable')")).to_have_count(1)
