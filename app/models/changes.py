@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Index, Integer, String
+from sqlalchemy import DDL, BigInteger, DateTime, Index, Integer, String, event
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.extensions import db
@@ -30,3 +30,20 @@ class Change(db.Model):
     account_id: Mapped[int | None] = mapped_column(Integer)
     domain_id: Mapped[int | None] = mapped_column(Integer)
     created: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+# PostgreSQL: the table wakes its readers itself. A statement trigger NOTIFYs the channel the
+# tailers LISTEN on (app/services/changes/tail.py), delivered when the writing transaction
+# commits and never if it rolls back; a transaction's identical notifications go out once.
+# The writers send no NOTIFY of their own: one round trip less per change written.
+# (Migration 0037 adds the same to an existing database.)
+CHANNEL = "nubo_changes"  # also the Redis pub/sub channel of the other databases
+NOTIFY_FUNCTION = f"""CREATE OR REPLACE FUNCTION nubo_changes_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_notify('{CHANNEL}', '');
+  RETURN NULL;
+END $$"""
+NOTIFY_TRIGGER = ("CREATE TRIGGER changes_notify AFTER INSERT ON changes "
+                  "FOR EACH STATEMENT EXECUTE FUNCTION nubo_changes_notify()")
+event.listen(Change.__table__, "after_create", DDL(NOTIFY_FUNCTION).execute_if(dialect="postgresql"))
+event.listen(Change.__table__, "after_create", DDL(NOTIFY_TRIGGER).execute_if(dialect="postgresql"))

@@ -13,9 +13,9 @@ Writers:
 
 Readers (tail.py): one tailer thread per process reads `id > last` and hands each change to
 the subscribers allowed to see it (the SSE streams of app/web/stream.py, the monitor). What
-wakes it is per backend: PostgreSQL's NOTIFY (sent in the writing transaction, delivered at
-commit), Redis pub/sub when NUBO_JOBS_URL is Redis (published after the commit), else polling
-the table every 100 ms. The wake-up only says "read now": the table is the truth.
+wakes it is per backend: PostgreSQL's NOTIFY (sent by the table's own trigger in the writing
+transaction, delivered at commit), Redis pub/sub when NUBO_JOBS_URL is Redis (published after
+the commit), else polling the table every 100 ms. The wake-up only says "read now": the table is the truth.
 
 Rows older than `live.changes.retention` are pruned by the monitor after each sweep.
 """
@@ -30,6 +30,7 @@ from sqlalchemy import delete, insert
 
 from app.extensions import db
 from app.models import Change, utcnow
+from app.models.changes import CHANNEL  # noqa: F401  (PostgreSQL NOTIFY and Redis pub/sub channel)
 from app.services.settings import Definition, define
 
 log = logging.getLogger("nubo.changes")
@@ -37,7 +38,6 @@ log = logging.getLogger("nubo.changes")
 # The SSE event names. Infrastructure (host, pool, router, imagestore) has no owner: only
 # root admins hear of it.
 KINDS = ("vm", "host", "pool", "router", "job", "console", "alert", "template", "imagestore")
-CHANNEL = "nubo_changes"  # PostgreSQL NOTIFY channel and Redis pub/sub channel
 
 define(Definition("live.streams.max", "24", "Live-update streams (Server-Sent Events) one web process serves at "
                   "once; each holds one of its threads (NUBO_WEB_THREADS). Pages beyond it refresh by polling.",
@@ -95,11 +95,7 @@ def publish_many(conn, rows: list[dict]) -> None:
             raise ValueError(f"unknown change kind {r['kind']!r}")
         r.setdefault("domain_id", None)
         r["created"] = now
-    conn.execute(insert(Change.__table__), rows)
-    if conn.dialect.name == "postgresql":
-        # Transactional: delivered to the listeners when this transaction commits, never
-        # if it rolls back (identical notifications of one transaction are sent once).
-        conn.exec_driver_sql(f"NOTIFY {CHANNEL}")
+    conn.execute(insert(Change.__table__), rows)  # PostgreSQL: the table's trigger NOTIFYs (models/changes.py)
 
 
 # --- Wake-ups after commit (Redis) ------------------------------------------------------------
