@@ -703,13 +703,13 @@ def _console_listen(host: Host) -> str:
 
 
 def _spec(vm: VirtualMachine, host: Host, iso_path: str | None, config_drive: str | None,
-          segments: dict | None = None) -> VMSpec:
-    """segments: {nic id: (SegmentSpec or None, target dev)} from networks.prepare_nics."""
-    segments = segments or {}
+          segments: dict, bridge: str) -> VMSpec:
+    """segments: {nic id: (SegmentSpec or None, target dev)} from networks.prepare_nics;
+    bridge: the zone's guest traffic label for the host's type."""
     disks = [DiskSpec(path=v.path, format=v.format, device_id=v.device_id or 0)
              for v in sorted(vm.volumes, key=lambda v: v.device_id or 0)
              if v.removed is None and v.path and v.state == VolumeState.READY]
-    nics = [NicSpec(mac=n.mac_address, bridge=networks.traffic_label(vm.zone_id, host.hypervisor_type),
+    nics = [NicSpec(mac=n.mac_address, bridge=bridge,
                     vlan=n.network.vlan, ip=n.ip_address, segment=segments.get(n.id, (None, None))[0],
                     target_dev=segments.get(n.id, (None, None))[1])
             for n in vm.nics if n.removed is None]
@@ -774,8 +774,13 @@ def _run_on(vm: VirtualMachine, host: Host) -> None:
     if extension_calls.serves(host):  # the orchestrator keeps disks and networks: no pools, no segments
         from app.services.extensions import vms as extension_vms
         with jobs.expiring():  # written for expiry on commit (see jobs.handler)
-            return extension_vms.run_on(vm, host, events.actor())
+            extension_vms.run_on(vm, host, events.actor())
+        _started_event(vm, host)
+        db.session.commit()
+        return
     pool = _pool_for(vm, host)
+    # Read here, in the transaction that _prepare_root commits, not in one of its own later.
+    bridge = networks.traffic_label(vm.zone_id, host.hypervisor_type) if vm.nics else ""
     driver = _driver(host)
     try:
         driver.prepare_storage_pool(storage.spec_of(pool))  # idempotent; hosts added after the pool need it
@@ -799,8 +804,8 @@ def _run_on(vm: VirtualMachine, host: Host) -> None:
             networks.apply_routers(vm)
     else:  # nothing to implement, no router: prepare_nics only names the devices (no read, no commit)
         segments = networks.prepare_nics(vm, host)
-    spec = _spec(vm, host, iso, cfg, segments)
-    db.session.commit()  # nothing held while the host works
+    spec = _spec(vm, host, iso, cfg, segments, bridge)
+    db.session.commit()  # nothing held while the host works (mostly nothing left to commit)
     driver = _driver(host)
     try:
         info = driver.start_vm(spec)
@@ -812,6 +817,7 @@ def _run_on(vm: VirtualMachine, host: Host) -> None:
     vm.hypervisor_vm_id = info.uuid or vm.hypervisor_vm_id
     if info.console is not None:
         vm.console_host, vm.console_port = info.console.host, info.console.port
+    _started_event(vm, host)  # in the Running state's own transaction
     db.session.commit()
     if any(n.security_groups for n in nets):  # a network's kind never changes
         secgroups.apply_for_vm(vm, host)
@@ -822,7 +828,8 @@ def _start(job: AsyncJob, vm: VirtualMachine, *, preferred_host_id: int | None, 
            cluster_id: int | None = None) -> dict:
     need = _need(vm)
     # No progress row yet: finding a host takes milliseconds, the claim just heart-beat; the
-    # 40 % step below (before the host works) is the one a page can see, and the reaper check.
+    # 40 % step (committed with the hold, before the host works) is the one a page can see,
+    # and the reaper check: a job reaped meanwhile stops there, its hold undone with it.
     if vm.state != VMState.STARTING:  # a deploy's VM is Starting since its API call
         vm.state, vm.state_updated = VMState.STARTING, utcnow()
         db.session.commit()
@@ -833,20 +840,28 @@ def _start(job: AsyncJob, vm: VirtualMachine, *, preferred_host_id: int | None, 
             db.session.commit()
         # Held by the VM row, committed with it: a worker killed now leaves nothing uncounted.
         offering = vm.service_offering
+
+        loaded: list[Host] = []  # a strong reference: the session's identity map is weak
+
+        def announce(host_id: int) -> None:  # the host (loaded for the job, not again) and the 40 % step
+            loaded.append(db.session.get(Host, host_id))
+            jobs.progress(job, 40, f"Starting on {loaded[-1].name}", in_session=True)
         host = planner.plan_and_reserve(vm.zone, vm.hypervisor_type, need, account_id=vm.account_id,
                                         storage_type=offering.storage_type, host_tags=offering.host_tags,
-                                        storage_tags=offering.storage_tags,
+                                        storage_tags=offering.storage_tags, on_hold=announce,
                                         preferred_host_id=preferred_host_id, vm_id=vm.id, cluster_id=cluster_id)
         _held(vm, host)
-        jobs.progress(job, 40, f"Starting on {host.name}")
         _run_on(vm, host)
     except Exception as e:  # noqa: BLE001 - whatever failed, the VM ends in a true state
         _start_failed(vm.id, host.id if host else None, need, first, e)
         raise
+    db.session.commit()  # what the network steps after the start left (usually nothing)
+    return {"virtualmachine": _result(vm)}
+
+
+def _started_event(vm: VirtualMachine, host: Host) -> None:
     events.record("VM.START", f"VM {vm.name} started on {host.name}", user=events.actor(), account_id=vm.account_id,
                   resource_type="VirtualMachine", resource_id=vm.uuid)
-    db.session.commit()
-    return {"virtualmachine": _result(vm)}
 
 
 def _held(vm: VirtualMachine, host: Host) -> None:
