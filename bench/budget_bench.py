@@ -59,8 +59,10 @@ class Meter:
     def __init__(self, engine, backends: set[int]):
         self.engine, self.backends, self.statements = engine, backends, 0
         self.trips = {"statements": 0, "commits": 0, "pings": 0, "checkouts": 0}
+        self.tracing, self.trace = False, []  # --trace: each round trip with its caller in app/
         sa.event.listen(engine, "before_cursor_execute", self._count)
-        sa.event.listen(sa.engine.Engine, "before_cursor_execute", lambda *a: self._trip("statements"))
+        sa.event.listen(sa.engine.Engine, "before_cursor_execute",
+                        lambda conn, cur, statement, *a: self._trip("statements", statement))
         sa.event.listen(sa.engine.Engine, "commit", lambda *a: self._trip("commits"))
         sa.event.listen(sa.pool.Pool, "checkout", lambda *a: self._trip("checkouts"))
         dialect = type(engine.dialect)
@@ -70,8 +72,10 @@ class Meter:
     def _count(self, *a):
         self.statements += 1
 
-    def _trip(self, kind):
+    def _trip(self, kind, statement=""):
         self.trips[kind] += 1
+        if self.tracing:
+            self.trace.append((kind, _app_frames(), " ".join(statement.split())[:90]))
 
     def measure(self, fn):
         s0, c0, t0 = self.statements, time.process_time(), dict(self.trips)
@@ -82,6 +86,17 @@ class Meter:
         return out, cpu, server, self.statements - s0, {k: v - t0[k] for k, v in self.trips.items()}
 
 
+def _app_frames() -> str:
+    """The innermost three of Nubo's own frames (app/) that led to a round trip."""
+    out, f = [], sys._getframe(2)
+    while f is not None and len(out) < 3:
+        path = f.f_code.co_filename
+        if "/app/" in path and "/site-packages/" not in path:
+            out.append(f"{path.rsplit('/app/', 1)[1]}:{f.f_lineno} {f.f_code.co_name}")
+        f = f.f_back
+    return " < ".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--database-url", default="")
@@ -89,6 +104,8 @@ def main() -> None:
     ap.add_argument("--compare-expiry", action="store_true")
     ap.add_argument("--profile", help="cProfile the operations whose name starts with this (top 30 printed)")
     ap.add_argument("--profile-out", help="also write the profile to this file (pstats)")
+    ap.add_argument("--trace", help="print every round trip (statement, commit, checkout) of the last run of "
+                                    "the operation whose name starts with this, with its callers in app/")
     a = ap.parse_args()
     url = fresh_server_database(a.database_url, "budget") if a.database_url else ""
     instance = Path(tempfile.mkdtemp())
@@ -139,6 +156,7 @@ def main() -> None:
             jobs.execute(job_id)
 
     rows: dict[str, list[tuple[float, float, int]]] = {}
+    traces: dict[str, list] = {}
 
     import cProfile
     # CPU time, not wall time: a job's waits (the Simulator's boot delay, the database's
@@ -148,7 +166,10 @@ def main() -> None:
     def record(name, fn):
         if prof is not None and name.startswith(a.profile):
             fn = (lambda f: lambda: prof.runcall(f))(fn)
+        meter.tracing, meter.trace = bool(a.trace and name.startswith(a.trace)), []
         out, cpu, server, n, trips = meter.measure(fn)
+        if meter.tracing:
+            traces[name], meter.tracing = meter.trace, False
         rows.setdefault(name, []).append((cpu, server, n, trips))
         return out
 
@@ -210,6 +231,10 @@ def main() -> None:
         print(f"| {name} | {statistics.median(cpu):.1f} / {statistics.mean(cpu):.1f} | "
               f"{srv:.1f} | {st[0]}{'–' + str(st[-1]) if len(st) > 1 else ''} | "
               f"{t['statements']:g} + {t['commits']:g} + {t['pings']:g} ({t['checkouts']:g}) |")
+    for name, trace in traces.items():
+        print(f"\n{name}: {len(trace)} round trips and checkouts, in order")
+        for i, (kind, where, statement) in enumerate(trace, 1):
+            print(f"{i:3} {kind:10} {statement or '':90} {where}")
 
 
 if __name__ == "__main__":
