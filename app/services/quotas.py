@@ -27,16 +27,19 @@ a domain's count is what the accounts of the domain and of every domain below it
 Each take also adds to the count row of the account's domain and of every ancestor below
 ROOT (ROOT is never limited and has no rows), each a guarded UPDATE against that domain's
 limit (its own, else the nearest ancestor's, else the max.domain.* setting), in the same
-transaction as the account's. Rows are locked in one order everywhere - per resource type
-(sorted), the account's row, then its domains deepest first - so parallel takes in one
-subtree queue on the shared domain row and cannot deadlock; a count is never passed.
+transaction as the account's. Rows are locked in resource type order (sorted): a take
+locks the account's rows, then its domains' (deepest first under each type); a give, and a
+take that must find which limit it would pass, go type by type, the account's row then its
+domains'. Either way a type's domain row comes
+after that type's account row and domain rows come in one order, so parallel takes and
+gives queue on the shared rows and cannot deadlock; a count is never passed.
 """
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
 
-from sqlalchemy import func, select, update
+from sqlalchemy import BigInteger, bindparam, func, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from app.extensions import db
@@ -181,6 +184,37 @@ def _sub_all(account_id: int, domain_ids: list[int], resource: str, n: int) -> N
         _sub(domain_id, resource, n, DomainResourceCount)
 
 
+_ADD: dict[type, object] = {}
+
+
+def _add_stmt(model):
+    """`count + :n` on one count row (:owner, :resource) unless that passes :limit (-1: none),
+    built once per count table: a take runs it for several rows at once (executemany; one
+    pipelined round trip on PostgreSQL)."""
+    stmt = _ADD.get(model)
+    if stmt is None:
+        t = model.__table__
+        owner = t.c.account_id if model is ResourceCount else t.c.domain_id
+        n, limit = bindparam("n", type_=BigInteger), bindparam("limit", type_=BigInteger)
+        stmt = _ADD[model] = update(t).where(owner == bindparam("owner"), t.c.resource_type == bindparam("resource"),
+                                             or_(limit < 0, t.c.count + n <= limit)).values(count=t.c.count + n)
+    return stmt
+
+
+def _add_all(account_id: int, deltas: dict[str, int], chain: list[tuple[int, str]], limits: dict[str, int],
+             dlimits: dict[tuple[int, str], int], unlimited: bool) -> bool:
+    """Every count up at once (account rows, then domain rows: the module's lock order);
+    False if any would pass its limit (the caller rolls back and finds which)."""
+    rows = [{"owner": account_id, "resource": r, "n": n, "limit": -1 if unlimited else limits[r]}
+            for r, n in deltas.items()]
+    drows = [{"owner": d, "resource": r, "n": n, "limit": -1 if unlimited else dlimits[(d, r)]}
+             for r, n in deltas.items() for d, _ in chain]
+    conn = db.session.connection()
+    if conn.execute(_add_stmt(ResourceCount), rows).rowcount != len(rows):
+        return False
+    return not drows or conn.execute(_add_stmt(DomainResourceCount), drows).rowcount == len(drows)
+
+
 def take(account_id: int, deltas: dict[str, int], also: Iterable = (), *, commit: bool = True) -> None:
     """Add to the account's counts, all or nothing, in one short transaction (rows locked in a
     fixed order, so concurrent takes cannot deadlock); 532 naming the limit that would be passed.
@@ -212,6 +246,12 @@ def take(account_id: int, deltas: dict[str, int], also: Iterable = (), *, commit
     # The account's limits in one query (a limit changed meanwhile is as if changed just after
     # this take); the guarded UPDATEs below decide every race on the counts.
     limits = {} if unlimited else limits_of(account_id, [r for r, n in deltas.items() if n > 0])
+    if deltas and min(deltas.values()) > 0:  # a create: all at once; if a limit would pass, row by row
+        if _add_all(account_id, deltas, chain, limits, dlimits, unlimited):
+            deltas = {}
+        else:
+            db.session.rollback()  # below: the same, one row at a time, to name the limit (or, if
+            #                        another request gave some back meanwhile, to take it after all)
     for resource, n in deltas.items():
         if n < 0:
             _sub_all(account_id, [d for d, _ in chain], resource, -n)
