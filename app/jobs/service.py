@@ -255,30 +255,22 @@ _JOB_MUTABLE = ["status", "progress", "progress_message", "steps", "result_code"
 _JOB_FIXED = [a.key for a in AsyncJob.__mapper__.column_attrs if a.key not in _JOB_MUTABLE]
 
 
-def progress(job: AsyncJob, percent: int, message: str | None = None, steps: list | None = None, *,
-             in_session: bool = False) -> None:
-    """Record progress (and a heartbeat) in its own short transaction; in_session: in the
-    session's open transaction instead, committed with what it holds (a VM start's 40 % step
-    with the planner's hold: one commit, not two)."""
+def progress(job: AsyncJob, percent: int, message: str | None = None, steps: list | None = None) -> None:
+    """Record progress (and a heartbeat) in its own short transaction."""
     values: dict[str, Any] = {"progress": max(0, min(100, int(percent))), "heartbeat": utcnow()}
     if message is not None:
         values["progress_message"] = message[:1024]
     if steps is not None:
         values["steps"] = json.dumps(steps)
     from app.services import changes
-    stmt = update(AsyncJob).where(AsyncJob.id == job.id, AsyncJob.status == JobStatus.PENDING).values(**values)
-    if in_session:  # Core on the session's connection: the ORM hook would read the job row first
-        done = db.session.connection().execute(stmt).rowcount
-        if done:  # heard of when the session commits
-            changes.publish("job", job.uuid, job.account_id)
-    else:
-        with db.engine.begin() as conn:
-            done = conn.execute(stmt).rowcount
-            if done:  # the job's progress widgets hear of it (a Core UPDATE: no ORM hook sees it)
-                changes.publish_on(conn, "job", job.uuid, job.account_id)
-        if done:
-            changes.committed()
-    if done == 0:
+    with db.engine.begin() as conn:
+        res = conn.execute(update(AsyncJob).where(AsyncJob.id == job.id, AsyncJob.status == JobStatus.PENDING)
+                           .values(**values))
+        if res.rowcount:  # the job's progress widgets hear of it (a Core UPDATE: no ORM hook sees it)
+            changes.publish_on(conn, "job", job.uuid, job.account_id)
+    if res.rowcount:
+        changes.committed()
+    if res.rowcount == 0:
         # Reaped (or finished) under us: stop here rather than keep acting on what the
         # reaper's clean-up already gave back.
         raise JobLost(f"Job {job.uuid} was ended while it ran (reaped); its work stops here")

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import functools
 import random
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import and_, bindparam, case, func, or_, select, update
@@ -255,11 +254,10 @@ def _order(rows, account_id: int | None) -> list[int]:
 
 
 def _attempt(host_id: int, need: Need, vm_id: int | None = None,
-             placement: affinity.Placement | None = None, on_hold: Callable[[int], None] | None = None) -> bool:
+             placement: affinity.Placement | None = None) -> bool:
     """One reservation in its own transaction (with vm_id: held by that VM's row, atomically).
     placement: the VM's affinity groups, locked first and checked again against where their
-    other VMs are now (a sibling placed meanwhile makes this host wrong: False).
-    on_hold(host id): more writes in the reservation's transaction, committed with it."""
+    other VMs are now (a sibling placed meanwhile makes this host wrong: False)."""
     try:
         if placement is not None and placement.group_ids:
             db.session.commit()  # a fresh transaction: the check below reads after the locks
@@ -272,8 +270,6 @@ def _attempt(host_id: int, need: Need, vm_id: int | None = None,
             # A migration's destination, recorded under the groups' locks with the reservation.
             db.session.execute(update(VirtualMachine).where(VirtualMachine.id == placement.vm_id)
                                .values(migration_host_id=host_id).execution_options(synchronize_session=False))
-        if ok and on_hold is not None:
-            on_hold(host_id)
         if ok:
             db.session.commit()
         else:
@@ -290,17 +286,14 @@ def plan_and_reserve(zone: Zone, hypervisor_type: str, need: Need, *, storage_ty
                      account_id: int | None = None, preferred_host_id: int | None = None,
                      avoid: set[int] | None = None, cluster_id: int | None = None,
                      vm_id: int | None = None, placing_vm_id: int | None = None,
-                     host_tags: str | None = None, storage_tags: str | None = None,
-                     on_hold: Callable[[int], None] | None = None) -> Host:
+                     host_tags: str | None = None, storage_tags: str | None = None) -> Host:
     """Pick a host and reserve `need` on it; raise InsufficientCapacity with the
     reason when no host fits. The reservation is committed here (call this with no
     pending changes in the session); undo it with release() if the deploy fails.
     vm_id: the reservation is held by that VM (hold/unhold), committed with its row.
     placing_vm_id (default vm_id): the VM whose affinity groups the host must satisfy
     (a migration reserves for a VM that already holds its source).
-    host_tags / storage_tags: the offering's; hosts (and a pool they reach) must have them all.
-    on_hold(host id): more writes committed with the reservation (a job's progress), called
-    once the host is held; what it raises undoes the reservation and is raised here."""
+    host_tags / storage_tags: the offering's; hosts (and a pool they reach) must have them all."""
     avoid = set(avoid or ())
     zone_id = zone.id
     placing = placing_vm_id if placing_vm_id is not None else vm_id
@@ -310,7 +303,7 @@ def plan_and_reserve(zone: Zone, hypervisor_type: str, need: Need, *, storage_ty
         if host and host.zone_id == zone_id and host.hypervisor_type == hypervisor_type \
                 and (not placement_tags.split(host_tags) or db.session.scalar(select(Host.id).where(
                     Host.id == host.id, placement_tags.has_all(Host.host_tags, host_tags)))) \
-                and _attempt(host.id, need, vm_id, placement, on_hold):
+                and _attempt(host.id, need, vm_id, placement):
             return db.session.get(Host, preferred_host_id)
     only = placement.only if placement is not None else None
     narrowed = avoid | (placement.avoid if placement is not None else set())
@@ -318,7 +311,7 @@ def plan_and_reserve(zone: Zone, hypervisor_type: str, need: Need, *, storage_ty
     order = _order(rows, account_id)
     db.session.commit()  # end the read transaction: no snapshot or locks held while reserving
     for host_id in order:
-        if _attempt(host_id, need, vm_id, placement, on_hold):  # may lose a race: then try the next one
+        if _attempt(host_id, need, vm_id, placement):  # may lose a race: then try the next one
             return db.session.get(Host, host_id)
     zone = db.session.get(Zone, zone_id)
     if placement is not None and placement.group_ids and _candidates(

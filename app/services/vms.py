@@ -828,8 +828,7 @@ def _start(job: AsyncJob, vm: VirtualMachine, *, preferred_host_id: int | None, 
            cluster_id: int | None = None) -> dict:
     need = _need(vm)
     # No progress row yet: finding a host takes milliseconds, the claim just heart-beat; the
-    # 40 % step (committed with the hold, before the host works) is the one a page can see,
-    # and the reaper check: a job reaped meanwhile stops there, its hold undone with it.
+    # 40 % step below (before the host works) is the one a page can see, and the reaper check.
     if vm.state != VMState.STARTING:  # a deploy's VM is Starting since its API call
         vm.state, vm.state_updated = VMState.STARTING, utcnow()
         db.session.commit()
@@ -840,17 +839,12 @@ def _start(job: AsyncJob, vm: VirtualMachine, *, preferred_host_id: int | None, 
             db.session.commit()
         # Held by the VM row, committed with it: a worker killed now leaves nothing uncounted.
         offering = vm.service_offering
-
-        loaded: list[Host] = []  # a strong reference: the session's identity map is weak
-
-        def announce(host_id: int) -> None:  # the host (loaded for the job, not again) and the 40 % step
-            loaded.append(db.session.get(Host, host_id))
-            jobs.progress(job, 40, f"Starting on {loaded[-1].name}", in_session=True)
         host = planner.plan_and_reserve(vm.zone, vm.hypervisor_type, need, account_id=vm.account_id,
                                         storage_type=offering.storage_type, host_tags=offering.host_tags,
-                                        storage_tags=offering.storage_tags, on_hold=announce,
+                                        storage_tags=offering.storage_tags,
                                         preferred_host_id=preferred_host_id, vm_id=vm.id, cluster_id=cluster_id)
         _held(vm, host)
+        jobs.progress(job, 40, f"Starting on {host.name}")
         _run_on(vm, host)
     except Exception as e:  # noqa: BLE001 - whatever failed, the VM ends in a true state
         _start_failed(vm.id, host.id if host else None, need, first, e)

@@ -89,42 +89,6 @@ def test_a_worker_back_after_the_reap_stops_at_its_next_progress(app):
         assert CALLS["handler_cleanup"] == [] and CALLS["finally"] == [job.id]
 
 
-def test_a_deploy_reaped_before_its_host_is_held_stops_there_holding_nothing(app, tmp_path, monkeypatch):
-    """The start's 40 % step is written with the planner's hold, in one transaction: a deploy
-    reaped while it looked for a host (its worker stalled) stops at the hold, which is undone
-    with it; no capacity stays counted on the host."""
-    from app.models import Host, VMState
-    from app.services import planner
-    from app.services import vms as vm_service
-    from tests.helpers.sim_zone import simulator_zone
-    with app.app_context():
-        admin = existing_user("root", "rootpass1", role="admin", account="admin")
-        alice = existing_user("alice", "alicepass1")
-        w = simulator_zone(admin, tmp_path, name="rz", guest_cidr="10.5.0.0/24",
-                           host_urls=["simulator://r1?cpus=4&memory=8192"])
-        host = db.session.scalar(select(Host))
-        before = (host.cpu_allocated, host.memory_allocated)
-        candidates = planner._candidates
-
-        def reaped_meanwhile(*args, **kwargs):
-            rows = candidates(*args, **kwargs)
-            job_id = db.session.scalar(select(AsyncJob.id).where(AsyncJob.cmd == "deployVirtualMachine"))
-            assert _reap_from_outside(app, job_id) == 1
-            return rows
-        monkeypatch.setattr(planner, "_candidates", reaped_meanwhile)
-        vm, job = vm_service.deploy(alice, zone_uuid=w.zone.uuid, service_offering_uuid=w.offering.uuid,
-                                    template_uuid=w.template.uuid, name="late")
-        db.session.expire_all()
-        job = db.session.get(AsyncJob, job.id)
-        assert job.status == JobStatus.FAILED
-        assert "no heartbeat" in json.loads(job.result)["errortext"]  # the reaper's result stays
-        assert job.progress == 0  # the 40 % step was not written...
-        host = db.session.get(Host, host.id)
-        assert (host.cpu_allocated, host.memory_allocated) == before  # ...nor the hold it goes with
-        vm = db.session.get(type(vm), vm.id)
-        assert not vm.capacity_reserved and vm.state != VMState.RUNNING
-
-
 # --- The transfer queue ------------------------------------------------------------
 
 import time  # noqa: E402
