@@ -446,7 +446,8 @@ def vm_dict(vm, minimal: bool = False, admin: bool = False, parts: _Parts | None
         placement: tuple = (vm.hypervisor_type,)
     else:
         placement = (vm.hypervisor_type, vm.zone, vm.service_offering, vm.template, vm.iso, vm.os_type)
-    out = Clean(_once(parts.placement, placement, lambda key: _placement_part(*key)), id=vm.uuid, name=vm.name, state=vm.state, instancename=vm.instance_name,
+    shared = _once(parts.placement, placement, lambda key: _placement_part(*key))
+    out = Clean(shared, id=vm.uuid, name=vm.name, state=vm.state, instancename=vm.instance_name,
                 cpunumber=vm.cpu_number, cpuspeed=vm.cpu_speed, memory=vm.memory)
     if vm.account is not None:
         out.update(_once(parts.owner, vm.account, lambda acct: some(owner_fields(acct))))

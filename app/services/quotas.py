@@ -30,9 +30,9 @@ limit (its own, else the nearest ancestor's, else the max.domain.* setting), in 
 transaction as the account's. Rows are locked in resource type order (sorted): a take
 locks the account's rows, then its domains' (deepest first under each type); a give, and a
 take that must find which limit it would pass, go type by type, the account's row then its
-domains'. Either way a type's domain row comes
-after that type's account row and domain rows come in one order, so parallel takes and
-gives queue on the shared rows and cannot deadlock; a count is never passed.
+domains'. Either way a type's domain row comes after that type's account row, and domain
+rows come in one order, so parallel takes and gives queue on the shared rows and cannot
+deadlock; a count is never passed.
 """
 from __future__ import annotations
 
@@ -246,12 +246,14 @@ def take(account_id: int, deltas: dict[str, int], also: Iterable = (), *, commit
     # The account's limits in one query (a limit changed meanwhile is as if changed just after
     # this take); the guarded UPDATEs below decide every race on the counts.
     limits = {} if unlimited else limits_of(account_id, [r for r, n in deltas.items() if n > 0])
-    if deltas and min(deltas.values()) > 0:  # a create: all at once; if a limit would pass, row by row
+    # A create (every delta positive): all rows at once. If a limit would pass, the same again
+    # below, one row at a time, to name that limit (or to take it after all, if another request
+    # gave some back meanwhile).
+    if deltas and min(deltas.values()) > 0:
         if _add_all(account_id, deltas, chain, limits, dlimits, unlimited):
             deltas = {}
         else:
-            db.session.rollback()  # below: the same, one row at a time, to name the limit (or, if
-            #                        another request gave some back meanwhile, to take it after all)
+            db.session.rollback()
     for resource, n in deltas.items():
         if n < 0:
             _sub_all(account_id, [d for d, _ in chain], resource, -n)

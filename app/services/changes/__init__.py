@@ -15,7 +15,8 @@ Readers (tail.py): one tailer thread per process reads `id > last` and hands eac
 the subscribers allowed to see it (the SSE streams of app/web/stream.py, the monitor). What
 wakes it is per backend: PostgreSQL's NOTIFY (sent by the table's own trigger in the writing
 transaction, delivered at commit), Redis pub/sub when NUBO_JOBS_URL is Redis (published after
-the commit), else polling the table every 100 ms. The wake-up only says "read now": the table is the truth.
+the commit), else polling the table every 100 ms. The wake-up only says "read now": the table
+is the truth.
 
 Rows older than `live.changes.retention` are pruned by the monitor after each sweep.
 """
@@ -30,7 +31,7 @@ from sqlalchemy import delete, insert
 
 from app.extensions import db
 from app.models import Change, utcnow
-from app.models.changes import CHANNEL  # noqa: F401  (PostgreSQL NOTIFY and Redis pub/sub channel)
+from app.models.changes import CHANNEL  # PostgreSQL's NOTIFY channel (its trigger) and Redis pub/sub's
 from app.services.settings import Definition, define
 
 log = logging.getLogger("nubo.changes")
