@@ -846,6 +846,12 @@ def _start(job: AsyncJob, vm: VirtualMachine, *, preferred_host_id: int | None, 
         _held(vm, host)
         jobs.progress(job, 40, f"Starting on {host.name}")
         _run_on(vm, host)
+    except jobs.JobLost:
+        # Reaped while it looked for a host (its heartbeat came too late): the reaper's clean-up
+        # ran before this hold existed, so the hold goes back here (once, if still this job's).
+        if host is not None:
+            _hold_given_back(vm.id, host.id, need)
+        raise
     except Exception as e:  # noqa: BLE001 - whatever failed, the VM ends in a true state
         _start_failed(vm.id, host.id if host else None, need, first, e)
         raise
@@ -867,6 +873,16 @@ def _held(vm: VirtualMachine, host: Host) -> None:
     set_committed_value(vm, "host_id", host.id)
     set_committed_value(vm, "capacity_reserved", True)
     set_committed_value(vm, "host", host)
+
+
+def _hold_given_back(vm_id: int, host_id: int, need: planner.Need) -> None:
+    """Undo a hold that no start will use (its job was lost before the host worked)."""
+    db.session.rollback()
+    if planner.unhold(vm_id, host_id, need):
+        db.session.execute(update(VirtualMachine).where(VirtualMachine.id == vm_id, VirtualMachine.host_id == host_id,
+                                                        VirtualMachine.state != VMState.RUNNING)
+                           .values(host_id=None).execution_options(synchronize_session=False))
+    db.session.commit()
 
 
 def _start_failed(vm_id: int, host_id: int | None, need: planner.Need, first: bool, error: Exception) -> None:
@@ -1388,7 +1404,13 @@ def migrate_now(vm: VirtualMachine, dest_id: int | None, job: AsyncJob | None = 
         db.session.commit()
 
     if job is not None:
-        jobs.progress(job, 10, f"Migrating from {source.name} to {dest.name}")
+        try:
+            jobs.progress(job, 10, f"Migrating from {source.name} to {dest.name}")
+        except jobs.JobLost:  # reaped while it planned: the reaper knew nothing of the destination's hold
+            db.session.rollback()
+            planner.release(dest.id, need)
+            db.session.commit()
+            raise
     try:
         moves = vm_migration.plan(vm, dest) if volume_pools is None else volume_pools
         if moves and not hv.resolve(vm.hypervisor_type).capabilities.storage_migration:

@@ -89,6 +89,75 @@ def test_a_worker_back_after_the_reap_stops_at_its_next_progress(app):
         assert CALLS["handler_cleanup"] == [] and CALLS["finally"] == [job.id]
 
 
+def test_a_deploy_reaped_before_its_host_is_held_stops_there_holding_nothing(app, tmp_path, monkeypatch):
+    """A deploy reaped while it looked for a host (its worker stalled) stops at its 40 % step;
+    the hold it had just taken goes back with it: no capacity stays counted on the host."""
+    from app.models import Host, VMState
+    from app.services import planner
+    from app.services import vms as vm_service
+    from tests.helpers.sim_zone import simulator_zone
+    with app.app_context():
+        admin = existing_user("root", "rootpass1", role="admin", account="admin")
+        alice = existing_user("alice", "alicepass1")
+        w = simulator_zone(admin, tmp_path, name="rz", guest_cidr="10.5.0.0/24",
+                           host_urls=["simulator://r1?cpus=4&memory=8192"])
+        host = db.session.scalar(select(Host))
+        before = (host.cpu_allocated, host.memory_allocated)
+        candidates = planner._candidates
+
+        def reaped_meanwhile(*args, **kwargs):
+            rows = candidates(*args, **kwargs)
+            job_id = db.session.scalar(select(AsyncJob.id).where(AsyncJob.cmd == "deployVirtualMachine"))
+            assert _reap_from_outside(app, job_id) == 1
+            return rows
+        monkeypatch.setattr(planner, "_candidates", reaped_meanwhile)
+        vm, job = vm_service.deploy(alice, zone_uuid=w.zone.uuid, service_offering_uuid=w.offering.uuid,
+                                    template_uuid=w.template.uuid, name="late")
+        db.session.expire_all()
+        job = db.session.get(AsyncJob, job.id)
+        assert job.status == JobStatus.FAILED
+        assert "no heartbeat" in json.loads(job.result)["errortext"]  # the reaper's result stays
+        assert job.progress == 0  # the 40 % step was not written...
+        host = db.session.get(Host, host.id)
+        assert (host.cpu_allocated, host.memory_allocated) == before  # ...and the hold was given back
+        vm = db.session.get(type(vm), vm.id)
+        assert not vm.capacity_reserved and vm.host_id is None and vm.state != VMState.RUNNING
+
+
+def test_a_migration_reaped_while_it_chose_its_destination_holds_nothing_there(app, tmp_path, monkeypatch):
+    """The same for a live migration: the destination's hold (which no VM row shows) goes back
+    when the job learns at its first step that it was reaped; the VM runs on where it was."""
+    from app.models import Host, VirtualMachine, VMState
+    from app.services import planner
+    from app.services import vms as vm_service
+    from tests.helpers.sim_zone import simulator_zone
+    with app.app_context():
+        admin = existing_user("root", "rootpass1", role="admin", account="admin")
+        w = simulator_zone(admin, tmp_path, name="mz", guest_cidr="10.6.0.0/24",
+                           host_urls=["simulator://m1?cpus=4&memory=8192", "simulator://m2?cpus=4&memory=8192"])
+        vm, _ = vm_service.deploy(admin, zone_uuid=w.zone.uuid, service_offering_uuid=w.offering.uuid,
+                                  template_uuid=w.template.uuid, name="mover")
+        db.session.expire_all()
+        vm = db.session.get(VirtualMachine, vm.id)
+        source_id = vm.host_id
+        before = {h.id: (h.cpu_allocated, h.memory_allocated) for h in db.session.scalars(select(Host))}
+        candidates = planner._candidates
+
+        def reaped_meanwhile(*args, **kwargs):
+            rows = candidates(*args, **kwargs)
+            job_id = db.session.scalar(select(AsyncJob.id).where(AsyncJob.cmd == "migrateVirtualMachine"))
+            assert _reap_from_outside(app, job_id) == 1
+            return rows
+        monkeypatch.setattr(planner, "_candidates", reaped_meanwhile)
+        job = vm_service.migrate(admin, vm.uuid)
+        db.session.expire_all()
+        job = db.session.get(AsyncJob, job.id)
+        assert job.status == JobStatus.FAILED and job.progress == 0
+        assert {h.id: (h.cpu_allocated, h.memory_allocated) for h in db.session.scalars(select(Host))} == before
+        vm = db.session.get(VirtualMachine, vm.id)
+        assert vm.state == VMState.RUNNING and vm.host_id == source_id
+
+
 # --- The transfer queue ------------------------------------------------------------
 
 import time  # noqa: E402
