@@ -15,7 +15,7 @@ from app.models.templates import (  # noqa: F401
 )
 from app.models.offerings import DiskOffering, OfferingDomain, OfferingZone, ServiceOffering  # noqa: F401
 from app.models.networks import (  # noqa: F401
-    FirewallRule, GuestType, GuestVnet, IpAddress, IpState, Network, NetworkOffering, NetworkServiceProvider,
+    FirewallRule, GuestType, GuestVnet, IpAddress, IpCursor, IpState, Network, NetworkOffering, NetworkServiceProvider,
     NetworkState, PhysicalNetwork, PhysicalNetworkTrafficType, Provider, PublicIpAddress, Router, RouterState,
     RulePurpose, RuleState, SecurityGroup, SecurityGroupRule, Service, TrafficType, VlanIpRange, VmSecurityGroup,
 )

@@ -215,6 +215,19 @@ class GuestVnet(db.Model):
     taken: Mapped[datetime | None] = mapped_column(DateTime)
 
 
+class IpCursor(db.Model):
+    """Where a network's next guest address is tried: one atomic upsert hands each new NIC its own
+    offset, so concurrent deploys try different addresses instead of racing for one (the unique
+    key of ip_addresses still decides). A row of its own, not a column of networks: a network's
+    row is locked while its VXLAN peers are set on the hosts, which deploys must not wait for."""
+
+    __tablename__ = "ip_cursors"
+
+    network_id: Mapped[int] = mapped_column(ForeignKey("networks.id", ondelete="CASCADE"), primary_key=True,
+                                            autoincrement=False)
+    next_offset: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class IpAddress(db.Model):
     """One allocated guest IP; the unique constraint makes allocation atomic. Held by a VM's
     NIC or by the network's router (a shared network's router takes one of its addresses)."""

@@ -274,16 +274,17 @@ def test_shared_and_l2_networks(app, world):
 @pytest.mark.db
 def test_an_address_taken_meanwhile_is_skipped_and_a_requested_one_taken_is_refused(app, world, monkeypatch):
     """A NIC is written with its address's claim in one transaction: an address another request
-    took first (its row, without the count the fast path expects) sends the NIC to the next free
-    one; a requested address already held refuses the deploy and leaves no NIC behind."""
+    took first (the network's cursor points at it) sends the NIC to the lowest free one, and the
+    cursor on past the addresses held; a requested address already held refuses the deploy and
+    leaves no NIC behind."""
     from tests.helpers.net_zone import SHARED
     with app.app_context():
         admin = _user(world["admin"])
         shared = networks.create_network(admin, zone_uuid=world["zone"], name="race", offering_uuid=offering(SHARED).uuid,
                                          gateway="172.16.6.1", netmask="255.255.255.0", start_ip="172.16.6.10",
                                          end_ip="172.16.6.50", vlan=3998)
-        # The router holds .10; with .11 and .13 held too, the fast path (the start + the 3 rows)
-        # tries .13, loses it to the unique key, and the NIC gets the lowest free one, .12.
+        # The router holds .10 (the cursor's first address, lost to the unique key); with .11 and
+        # .13 held too, the NIC gets the lowest free one, .12, and the next NIC .14 at once.
         for address in ("172.16.6.11", "172.16.6.13"):
             db.session.add(IpAddress(network_id=shared.id, address=address))
         db.session.commit()
@@ -293,7 +294,10 @@ def test_an_address_taken_meanwhile_is_skipped_and_a_requested_one_taken_is_refu
         monkeypatch.setattr(ipam, "address_taken", lambda net_id, a: lost.append(a) or real(net_id, a))
         vm, job = _deploy(world, "r1", shared)
         assert job.status == 1, job.result
-        assert vm.nics[0].ip_address == "172.16.6.12" and lost == ["172.16.6.13"]
+        assert vm.nics[0].ip_address == "172.16.6.12" and lost == ["172.16.6.10"]
+        vm, job = _deploy(world, "r0", shared)
+        assert job.status == 1, job.result
+        assert vm.nics[0].ip_address == "172.16.6.14" and lost == ["172.16.6.10"]
         before = db.session.scalar(select(func.count()).select_from(IpAddress).where(IpAddress.network_id == shared.id))
         with pytest.raises(Exception, match="172.16.6.13 is already in use"):
             _deploy(world, "r2", shared, ip_address="172.16.6.13")
@@ -302,6 +306,64 @@ def test_an_address_taken_meanwhile_is_skipped_and_a_requested_one_taken_is_refu
                                  .where(IpAddress.network_id == shared.id)) == before
         assert db.session.scalar(select(VirtualMachine).where(VirtualMachine.name == "r2",
                                                               VirtualMachine.removed.is_(None))) is None
+
+
+@pytest.mark.db
+def test_parallel_claims_on_one_network_take_distinct_addresses_in_order(app, world):
+    """Twelve NICs' address claims at once: the network's cursor hands each its own address, so
+    none is lost to another (no retry, no scan of the network's addresses) and the range fills
+    in order."""
+    import threading
+    from types import SimpleNamespace
+    from sqlalchemy.exc import DBAPIError
+    from app.models import utcnow
+    from app.services.network import ipam
+    from tests.helpers.net_zone import SHARED
+    with app.app_context():
+        admin = _user(world["admin"])
+        n = networks.create_network(admin, zone_uuid=world["zone"], name="par", offering_uuid=offering(SHARED).uuid,
+                                    gateway="172.16.7.1", netmask="255.255.255.0", start_ip="172.16.7.10",
+                                    end_ip="172.16.7.200", vlan=3997)
+        net = SimpleNamespace(id=n.id, name=n.name, start_ip=n.start_ip, end_ip=n.end_ip)
+    lost: list[str] = []
+    got: list[str] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(12, timeout=60)
+
+    def claim(wait: bool) -> None:
+        if wait:
+            barrier.wait()
+        with app.app_context():
+            tried: set[str] = set()
+            try:
+                for _ in range(16):  # create_nic's loop, without the NIC
+                    address = ipam.next_address(net, tried)
+                    db.session.add(IpAddress(network_id=net.id, address=address, allocated=utcnow()))
+                    try:
+                        db.session.commit()
+                    except DBAPIError as e:
+                        db.session.rollback()
+                        assert ipam.lost_race(e)
+                        tried.add(address)
+                        continue
+                    with lock:
+                        got.append(address)
+                        lost.extend(tried)
+                    return
+            finally:
+                db.session.remove()
+
+    claim(False)  # the cursor made (a router may hold the range's first address)
+    first = got[0]
+    del got[:], lost[:]
+    threads = [threading.Thread(target=claim, args=(True,)) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    last = int(first.rsplit(".", 1)[1])
+    assert lost == [] and sorted(got, key=lambda a: int(a.rsplit(".", 1)[1])) == \
+        [f"172.16.7.{last + i}" for i in range(1, 13)]
 
 
 @pytest.mark.db

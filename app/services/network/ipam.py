@@ -10,7 +10,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from app.extensions import db
-from app.models import IpAddress, Network, VirtualMachine, utcnow
+from app.models import IpAddress, IpCursor, Network, VirtualMachine, utcnow
 from app.services.dbutil import is_retryable
 from app.services.errors import InsufficientCapacity
 
@@ -23,22 +23,52 @@ def new_mac() -> str:
 
 
 def next_address(net: Network, tried: set[str] = frozenset()) -> str:
-    """The address a new NIC of the network should try: the one right after the allocated count
-    (where a range fills up in order), else the lowest free one; never one of `tried` (lost to a
-    concurrent claim). InsufficientCapacity when the range is full. The caller's INSERT claims it:
-    the unique constraint decides every race."""
+    """The address a new NIC of the network should try. First the one at the network's cursor
+    (ip_cursors): each call takes an offset of its own, so concurrent deploys try different
+    addresses and a range fills in order. Once one is lost (`tried`: the range wrapped round to
+    addresses still held, or a router or a named request took it), the lowest free address, and
+    the cursor moves on to the next free one after it. InsufficientCapacity when the range is full. The caller's INSERT
+    claims it, in the transaction that moved the cursor: the unique key decides every race."""
     start, end = int(ipaddress.IPv4Address(net.start_ip)), int(ipaddress.IPv4Address(net.end_ip))
-    used = db.session.scalar(select(func.count()).select_from(IpAddress).where(IpAddress.network_id == net.id))
-    fast = str(ipaddress.IPv4Address(start + used)) if start + used <= end else None
-    if fast is not None and fast not in tried:
-        return fast
+    if not tried:
+        return str(ipaddress.IPv4Address(start + _take_offset(net.id) % (end - start + 1)))
     taken = {int(ipaddress.IPv4Address(a)) for a in db.session.scalars(
         select(IpAddress.address).where(IpAddress.network_id == net.id))}
     taken |= {int(ipaddress.IPv4Address(a)) for a in tried}
     free = next((i for i in range(start, end + 1) if i not in taken), None)
     if free is None:
         raise InsufficientCapacity(f"Network {net.name} has no free address left ({net.start_ip}-{net.end_ip})")
+    # The cursor on to the next free address after this one (the range's start past the end).
+    after = next((i for i in range(free + 1, end + 1) if i not in taken), start) - start
+    _upsert_cursor(net.id, after, after)
     return str(ipaddress.IPv4Address(free))
+
+
+def _take_offset(net_id: int) -> int:
+    """The network's next offset, taken (the cursor moved on by one), in one statement that
+    also makes the cursor the first time. The row stays locked until the caller commits."""
+    if db.session.get_bind().dialect.name == "mysql":
+        # MariaDB 10.11 has no UPDATE ... RETURNING: LAST_INSERT_ID(expr) hands the value back
+        # in the statement's OK packet (the cursor's lastrowid), with no second query.
+        return _upsert_cursor(net_id, func.last_insert_id(1),
+                              func.last_insert_id(IpCursor.__table__.c.next_offset + 1)).lastrowid - 1
+    return _upsert_cursor(net_id, 1, IpCursor.__table__.c.next_offset + 1).scalar_one() - 1
+
+
+def _upsert_cursor(net_id: int, first, then):
+    """INSERT the network's cursor with `first`, or set it to `then` when it exists."""
+    dialect = db.session.get_bind().dialect.name
+    if dialect == "mysql":
+        from sqlalchemy.dialects.mysql import insert
+        return db.session.execute(insert(IpCursor).values(network_id=net_id, next_offset=first)
+                                  .on_duplicate_key_update(next_offset=then))
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return db.session.execute(insert(IpCursor).values(network_id=net_id, next_offset=first)
+                              .on_conflict_do_update(index_elements=["network_id"], set_={"next_offset": then})
+                              .returning(IpCursor.next_offset))
 
 
 def address_taken(net_id: int, address: str) -> bool:
