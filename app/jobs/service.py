@@ -208,6 +208,19 @@ def on_finish(hook: Callable[[int, int, Any, str | None], None]) -> None:
         _FINISH_HOOKS.append(hook)
 
 
+def at_end(step: Callable[[], None]) -> None:
+    """`step` (statements on the session, no commit of its own) written in the transaction that
+    records the running job's outcome, whatever it is: one commit for both (a VM's lock given back
+    with its job's end). Outside a job's run it runs now, committed."""
+    from flask import g
+    steps = g.get("nubo_job_end")
+    if steps is None:
+        step()
+        db.session.commit()
+    else:
+        steps.append(step)
+
+
 def _finished(job_id: int, status: int, result, cmd: str | None = None) -> None:
     for hook in _FINISH_HOOKS:
         try:
@@ -314,6 +327,7 @@ def execute(job_id: int) -> float | None:
     session = db.session()
     in_hand = spec["handler"] in _NO_EXPIRY
     session.expire_on_commit = not in_hand  # this job's own session (a fresh context)
+    g.nubo_job_end = []  # at_end's steps
     try:
         out = _formatted(_HANDLERS[spec["handler"]](job, spec.get("params", {})), in_hand)
         status, code, result = JobStatus.SUCCEEDED, 0, out if out is not None else {}
@@ -333,6 +347,9 @@ def execute(job_id: int) -> float | None:
         JOB_SECONDS.labels(spec["handler"], "succeeded" if status == JobStatus.SUCCEEDED else "failed").observe(
             time.monotonic() - t0)
         db.session.rollback()
+        steps, g.nubo_job_end = g.nubo_job_end, None
+        for step in steps:  # with the outcome, even a discarded one (each step is guarded itself)
+            step()
         # Only a job still pending and still ours gets the outcome: one the reaper failed
         # while this worker was stalled keeps the reaper's result (its clean-up already ran).
         # A Core UPDATE on the session's transaction: the change is published from what is in

@@ -210,9 +210,16 @@ def _verb(action: str) -> str:
 
 
 def _unlock(vm_id: int, *tokens: int) -> None:
-    # The VM in hand (a job's) publishes its change without the row read first (changes.update_row).
-    changes.update_row(VirtualMachine, vm_id, VirtualMachine.active_job_id.in_(tokens), active_job_id=None)
+    _release(vm_id, tokens)
     db.session.commit()
+
+
+def _release(vm_id: int, tokens, known: tuple[str, int] | None = None) -> None:
+    """The VM's lock given back if one of `tokens` holds it, in the session's transaction. Its
+    change is published without the row read first when the VM is in hand (changes.update_row)
+    or `known` ((uuid, account id)) says whose it is."""
+    changes.update_row(VirtualMachine, vm_id, VirtualMachine.active_job_id.in_(tokens), known=known,
+                       active_job_id=None)
 
 
 def _queue_for(vm: VirtualMachine, action: str) -> str:
@@ -262,6 +269,7 @@ def _vm_job(action: str, *, expire_on_commit: bool = True):
             vm = db.session.scalar(select(VirtualMachine).where(VirtualMachine.uuid == params["vm"])
                                    .options(*eager))
             vm_id, job_id = vm.id, job.id  # not read again after a rollback
+            known = (vm.uuid, vm.account_id)  # whose the unlock's change is, without a read at the end
             try:
                 return fn(job, vm, params)
             finally:
@@ -269,7 +277,8 @@ def _vm_job(action: str, *, expire_on_commit: bool = True):
                 # last commit there is nothing to undo, and what it loaded stays for its answer.
                 if db.session().in_transaction():
                     db.session.rollback()
-                _unlock(vm_id, params["token"], job_id)
+                # Unlocked in the transaction that records the job's end: one commit for both.
+                jobs.at_end(lambda: _release(vm_id, (params["token"], job_id), known))
         jobs.on_reap(f"vm.{action}", _reaped)
         return run
     return decorate

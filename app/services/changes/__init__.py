@@ -67,15 +67,15 @@ def publish_on(conn, kind: str, uuid: str | None, account_id: int | None = None,
     publish_many(conn, [{"kind": kind, "uuid": uuid, "account_id": account_id, "domain_id": domain_id}])
 
 
-def update_row(model, pk: int, *where, **values) -> int:
+def update_row(model, pk: int, *where, known: tuple[str, int | None] | None = None, **values) -> int:
     """`UPDATE model SET values WHERE id = pk AND where` in the session's transaction, its change
     published only if it matched (rows changed returned). The object loaded in the session (not
-    expired) gives its uuid and owner: a Core statement, no read of the row first; otherwise the
-    ORM statement, whose hook reads them (hooks.py)."""
+    expired), or `known` ((uuid, owner)), gives its uuid and owner: a Core statement, no read of
+    the row first; otherwise the ORM statement, whose hook reads them (hooks.py)."""
     from sqlalchemy import update
     from app.services.changes.hooks import WATCHED, in_hand
     w = WATCHED[model]
-    known = in_hand(db.session(), model, pk, owned=w.owned)
+    known = known or in_hand(db.session(), model, pk, owned=w.owned)
     if known is None:
         return db.session.execute(update(model).where(model.id == pk, *where).values(**values)
                                   .execution_options(synchronize_session=False)).rowcount
