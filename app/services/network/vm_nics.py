@@ -48,18 +48,22 @@ def check_requested_ip(net: Network, ip: str, field: str = "ipaddress") -> str:
 
 def create_nic(vm: VirtualMachine, net: Network, device_id: int, *, ip: str | None = None,
                default: bool | None = None) -> Nic:
-    """A NIC with a unique MAC and `ip` (checked, refused when taken) or the lowest free
-    address (none on L2 networks), written with its address's claim in one transaction: the
-    unique keys decide every race (a MAC drawn twice, an address another deploy took first), and
-    a lost one is tried again with a new MAC or the next address. Committed."""
+    """A NIC with a unique MAC and `ip` (checked, refused when taken) or the address at the
+    network's cursor (ipam.next_address; none on L2 networks), written with its address's claim
+    in one transaction: the unique keys decide every race (a MAC drawn twice, an address another
+    request took first), and a lost one is tried again with a new MAC or the next address.
+    Committed."""
     is_default = device_id == 0 if default is None else default
     net_id, tried = net.id, set()
     for _ in range(16):
-        address = (ip or ipam.next_address(net, tried)) if net.cidr else None
-        nic = Nic(uuid=new_uuid(), vm_id=vm.id, network_id=net_id, mac_address=ipam.new_mac(),
-                  is_default=is_default, device_id=device_id, ip_address=address)
-        db.session.add(nic)
+        address = None
         try:
+            # In the try: taking the network's cursor may lose a race too (InnoDB may end two
+            # transactions that make the same network's cursor at once as a deadlock).
+            address = (ip or ipam.next_address(net, tried)) if net.cidr else None
+            nic = Nic(uuid=new_uuid(), vm_id=vm.id, network_id=net_id, mac_address=ipam.new_mac(),
+                      is_default=is_default, device_id=device_id, ip_address=address)
+            db.session.add(nic)
             if address is not None:
                 db.session.flush()  # the NIC's id, for its address's row
                 db.session.add(IpAddress(network_id=net_id, address=address, nic_id=nic.id, allocated=utcnow()))
@@ -74,7 +78,7 @@ def create_nic(vm: VirtualMachine, net: Network, device_id: int, *, ip: str | No
                     raise InsufficientCapacity(f"The IP address {ip} is already in use in network {net.name}") \
                         from None
                 tried.add(address)  # taken meanwhile: the next one
-            # otherwise the MAC was drawn twice: draw again
+            # otherwise the MAC was drawn twice (or the cursor's race lost): try again
     raise InsufficientCapacity(f"Could not find a unique MAC address and a free IP address in network {net.name}")
 
 
