@@ -13,7 +13,7 @@ INSERT INTO ip_addresses (network_id, address)
 INSERT INTO ip_cursors VALUES (1, 100001);
 VACUUM ANALYZE ip_addresses;
 VACUUM ANALYZE ip_cursors;
-\echo before: the network's addresses counted
+\echo before: the addresses of the network counted
 EXPLAIN (ANALYZE, BUFFERS) SELECT count(*) FROM ip_addresses WHERE network_id = 1;
 EXPLAIN (ANALYZE, BUFFERS) SELECT count(*) FROM ip_addresses WHERE network_id = 1;
 EXPLAIN (ANALYZE, BUFFERS) SELECT count(*) FROM ip_addresses WHERE network_id = 1;
