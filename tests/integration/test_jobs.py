@@ -89,11 +89,24 @@ def test_a_worker_back_after_the_reap_stops_at_its_next_progress(app):
         assert CALLS["handler_cleanup"] == [] and CALLS["finally"] == [job.id]
 
 
+def _reaped_while_planning(app, monkeypatch, cmd: str) -> None:
+    """The planner's candidate read, for the pending job of `cmd`, reaps that job meanwhile (its
+    worker seen as stalled), so the job learns it only at its next step."""
+    from app.services import planner
+    candidates = planner._candidates
+
+    def reaped_meanwhile(*args, **kwargs):
+        rows = candidates(*args, **kwargs)
+        job_id = db.session.scalar(select(AsyncJob.id).where(AsyncJob.cmd == cmd))
+        assert _reap_from_outside(app, job_id) == 1
+        return rows
+    monkeypatch.setattr(planner, "_candidates", reaped_meanwhile)
+
+
 def test_a_deploy_reaped_before_its_host_is_held_stops_there_holding_nothing(app, tmp_path, monkeypatch):
     """A deploy reaped while it looked for a host (its worker stalled) stops at its 40 % step;
     the hold it had just taken goes back with it: no capacity stays counted on the host."""
     from app.models import Host, VMState
-    from app.services import planner
     from app.services import vms as vm_service
     from tests.helpers.sim_zone import simulator_zone
     with app.app_context():
@@ -103,14 +116,7 @@ def test_a_deploy_reaped_before_its_host_is_held_stops_there_holding_nothing(app
                            host_urls=["simulator://r1?cpus=4&memory=8192"])
         host = db.session.scalar(select(Host))
         before = (host.cpu_allocated, host.memory_allocated)
-        candidates = planner._candidates
-
-        def reaped_meanwhile(*args, **kwargs):
-            rows = candidates(*args, **kwargs)
-            job_id = db.session.scalar(select(AsyncJob.id).where(AsyncJob.cmd == "deployVirtualMachine"))
-            assert _reap_from_outside(app, job_id) == 1
-            return rows
-        monkeypatch.setattr(planner, "_candidates", reaped_meanwhile)
+        _reaped_while_planning(app, monkeypatch, "deployVirtualMachine")
         vm, job = vm_service.deploy(alice, zone_uuid=w.zone.uuid, service_offering_uuid=w.offering.uuid,
                                     template_uuid=w.template.uuid, name="late")
         db.session.expire_all()
@@ -128,7 +134,6 @@ def test_a_migration_reaped_while_it_chose_its_destination_holds_nothing_there(a
     """The same for a live migration: the destination's hold (which no VM row shows) goes back
     when the job learns at its first step that it was reaped; the VM runs on where it was."""
     from app.models import Host, VirtualMachine, VMState
-    from app.services import planner
     from app.services import vms as vm_service
     from tests.helpers.sim_zone import simulator_zone
     with app.app_context():
@@ -141,14 +146,7 @@ def test_a_migration_reaped_while_it_chose_its_destination_holds_nothing_there(a
         vm = db.session.get(VirtualMachine, vm.id)
         source_id = vm.host_id
         before = {h.id: (h.cpu_allocated, h.memory_allocated) for h in db.session.scalars(select(Host))}
-        candidates = planner._candidates
-
-        def reaped_meanwhile(*args, **kwargs):
-            rows = candidates(*args, **kwargs)
-            job_id = db.session.scalar(select(AsyncJob.id).where(AsyncJob.cmd == "migrateVirtualMachine"))
-            assert _reap_from_outside(app, job_id) == 1
-            return rows
-        monkeypatch.setattr(planner, "_candidates", reaped_meanwhile)
+        _reaped_while_planning(app, monkeypatch, "migrateVirtualMachine")
         job = vm_service.migrate(admin, vm.uuid)
         db.session.expire_all()
         job = db.session.get(AsyncJob, job.id)
