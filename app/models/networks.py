@@ -218,8 +218,9 @@ class GuestVnet(db.Model):
 class IpCursor(db.Model):
     """Where a network's next guest address is tried: one atomic upsert hands each new NIC its own
     offset, so concurrent deploys try different addresses instead of racing for one (the unique
-    key of ip_addresses still decides). A row of its own, not a column of networks: a network's
-    row is locked while its VXLAN peers are set on the hosts, which deploys must not wait for."""
+    key of ip_addresses still decides). A row of its own, not a column of networks: taking an
+    address never queues behind the network's other writers (its VXLAN sync locks the network's
+    row while the hosts answer), nor they behind it."""
 
     __tablename__ = "ip_cursors"
 

@@ -27,8 +27,9 @@ def next_address(net: Network, tried: set[str] = frozenset()) -> str:
     (ip_cursors): each call takes an offset of its own, so concurrent deploys try different
     addresses and a range fills in order. Once one is lost (`tried`: the range wrapped round to
     addresses still held, or a router or a named request took it), the lowest free address, and
-    the cursor moves on to the next free one after it. InsufficientCapacity when the range is full. The caller's INSERT
-    claims it, in the transaction that moved the cursor: the unique key decides every race."""
+    the cursor moves on to the next free one after it. InsufficientCapacity when the range is
+    full. The caller's INSERT claims it, in the transaction that moved the cursor: the unique key
+    decides every race."""
     start, end = int(ipaddress.IPv4Address(net.start_ip)), int(ipaddress.IPv4Address(net.end_ip))
     if not tried:
         return str(ipaddress.IPv4Address(start + _take_offset(net.id) % (end - start + 1)))
