@@ -33,6 +33,9 @@ def next_address(net: Network, tried: set[str] = frozenset()) -> str:
     start, end = int(ipaddress.IPv4Address(net.start_ip)), int(ipaddress.IPv4Address(net.end_ip))
     if not tried:
         return str(ipaddress.IPv4Address(start + _take_offset(net.id) % (end - start + 1)))
+    # The cursor locked before the addresses are read: a claim that holds it (its address not
+    # yet committed) ends first, so its address is read as taken and the cursor never steps back.
+    _upsert_cursor(net.id, 0, IpCursor.__table__.c.next_offset)
     taken = {int(ipaddress.IPv4Address(a)) for a in db.session.scalars(
         select(IpAddress.address).where(IpAddress.network_id == net.id))}
     taken |= {int(ipaddress.IPv4Address(a)) for a in tried}
