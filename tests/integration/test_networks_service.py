@@ -410,6 +410,31 @@ def test_a_type_without_routers_joins_only_shared_and_l2_networks(app, world):
         vms._check_joinable(l2, "KVM")
 
 
+@pytest.mark.db
+def test_a_vxlan_peer_sync_does_not_hold_up_a_nic_of_its_network(app, world, monkeypatch):
+    """vxlan.sync holds its network's row while the hosts answer; on PostgreSQL a NIC's address
+    written meanwhile (its foreign key checked against that row) goes through at once."""
+    import sqlalchemy as sa
+    from app.services.network import vxlan
+    with app.app_context():
+        if db.engine.dialect.name != "postgresql":
+            pytest.skip("PostgreSQL's FOR NO KEY UPDATE; MariaDB's foreign-key checks wait for any row lock")
+        net = networks.create_network(_user(world["admin"]), zone_uuid=world["zone"], name="vxs", display_text="vxs",
+                                      offering_uuid=offering(ISOLATED).uuid)
+        written = []
+
+        def carriers_while_locked(network, without=None):
+            with db.engine.connect() as other:  # another request, while the sync holds the row
+                other.execute(sa.text("SET lock_timeout = '3s'"))
+                other.execute(sa.insert(IpAddress).values(network_id=network.id, address="10.99.0.9"))
+                written.append(True)
+                other.rollback()
+            return []
+        monkeypatch.setattr(vxlan, "carrier_hosts", carriers_while_locked)
+        vxlan.sync(net, known=True)
+        assert written == [True]
+
+
 def test_vxlan_peers_follow_the_hosts_carrying_the_network(app, world, monkeypatch):
     """Head-end replication across hosts (networks.md): a VM starting on a second host makes
     each carrier list the other (the first host learns the second before the guest boots),

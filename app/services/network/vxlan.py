@@ -98,7 +98,10 @@ def sync(network: Network, *, without: tuple[int, int] | None = None, plus: Host
     net_id = network.id
     db.session.commit()
     # One sync of a network at a time: the later one reads the carriers after the earlier wrote.
-    db.session.scalar(select(Network.id).where(Network.id == net_id).with_for_update())
+    # FOR NO KEY UPDATE on PostgreSQL (key_share): it excludes the other syncs all the same, but
+    # not the foreign-key checks of rows naming the network (a deploy's NIC and address), which
+    # FOR UPDATE would hold up while the hosts answer. MariaDB has only FOR UPDATE.
+    db.session.scalar(select(Network.id).where(Network.id == net_id).with_for_update(key_share=True))
     done = 0
     try:
         network = db.session.get(Network, net_id)
