@@ -3,10 +3,11 @@ concurrent deploys never share one: a lost race simply tries the next free addre
 guest addresses, and the public-address primitives (claim/free) the other modules build on."""
 from __future__ import annotations
 
+import functools
 import ipaddress
 import secrets
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from app.extensions import db
@@ -35,7 +36,7 @@ def next_address(net: Network, tried: set[str] = frozenset()) -> str:
         return str(ipaddress.IPv4Address(start + _take_offset(net.id) % (end - start + 1)))
     # The cursor locked before the addresses are read: a claim that holds it (its address not
     # yet committed) ends first, so its address is read as taken and the cursor never steps back.
-    _upsert_cursor(net.id, 0, IpCursor.__table__.c.next_offset)
+    _lock_cursor(net.id)
     taken = {int(ipaddress.IPv4Address(a)) for a in db.session.scalars(
         select(IpAddress.address).where(IpAddress.network_id == net.id))}
     taken |= {int(ipaddress.IPv4Address(a)) for a in tried}
@@ -44,35 +45,59 @@ def next_address(net: Network, tried: set[str] = frozenset()) -> str:
         raise InsufficientCapacity(f"Network {net.name} has no free address left ({net.start_ip}-{net.end_ip})")
     # The cursor on to the next free address after this one (the range's start past the end).
     after = next((i for i in range(free + 1, end + 1) if i not in taken), start) - start
-    _upsert_cursor(net.id, after, after)
+    _set_cursor(net.id, after)
     return str(ipaddress.IPv4Address(free))
 
 
 def _take_offset(net_id: int) -> int:
     """The network's next offset, taken (the cursor moved on by one), in one statement that
     also makes the cursor the first time. The row stays locked until the caller commits."""
-    if db.session.get_bind().dialect.name == "mysql":
-        # MariaDB 10.11 has no UPDATE ... RETURNING: LAST_INSERT_ID(expr) hands the value back
-        # in the statement's OK packet (the cursor's lastrowid), with no second query.
-        return _upsert_cursor(net_id, func.last_insert_id(1),
-                              func.last_insert_id(IpCursor.__table__.c.next_offset + 1)).lastrowid - 1
-    return _upsert_cursor(net_id, 1, IpCursor.__table__.c.next_offset + 1).scalar_one() - 1
+    done = _cursor(_TAKE, net_id)
+    # MariaDB 10.11 has no UPDATE ... RETURNING: LAST_INSERT_ID(expr) hands the value back in the
+    # statement's OK packet (the cursor's lastrowid), with no second query.
+    return (done.lastrowid if db.session.get_bind().dialect.name == "mysql" else done.scalar_one()) - 1
 
 
-def _upsert_cursor(net_id: int, first, then):
-    """INSERT the network's cursor with `first`, or set it to `then` when it exists."""
-    dialect = db.session.get_bind().dialect.name
+def _lock_cursor(net_id: int) -> None:
+    _cursor(_LOCK, net_id)
+
+
+def _set_cursor(net_id: int, offset: int) -> None:
+    _cursor(_SET, net_id, n=offset)
+
+
+_TAKE, _LOCK, _SET = range(3)
+
+
+def _cursor(which: int, net_id: int, **values):
+    conn = db.session.connection()
+    return conn.execute(_cursor_statements(conn.dialect.name)[which], {"net_id": net_id, **values})
+
+
+@functools.cache
+def _cursor_statements(dialect: str):
+    """(take, lock, set) for a network's cursor, each one upsert that also makes the cursor:
+    built once (every deploy's NIC takes an offset), their values bound at each run. Core on the
+    table, run on the session's connection (an ORM INSERT with parameters would be a bulk one)."""
+    t = IpCursor.__table__
+    net_id, n, col = bindparam("net_id"), bindparam("n"), t.c.next_offset
     if dialect == "mysql":
         from sqlalchemy.dialects.mysql import insert
-        return db.session.execute(insert(IpCursor).values(network_id=net_id, next_offset=first)
-                                  .on_duplicate_key_update(next_offset=then))
+
+        def upsert(first, then):
+            return insert(t).values(network_id=net_id, next_offset=first).on_duplicate_key_update(
+                next_offset=then)
+        return (upsert(func.last_insert_id(1), func.last_insert_id(col + 1)), upsert(0, col), upsert(n, n))
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    return db.session.execute(insert(IpCursor).values(network_id=net_id, next_offset=first)
-                              .on_conflict_do_update(index_elements=["network_id"], set_={"next_offset": then})
-                              .returning(IpCursor.next_offset))
+
+    def upsert(first, then):
+        return (insert(t).values(network_id=net_id, next_offset=first)
+                .on_conflict_do_update(index_elements=["network_id"], set_={"next_offset": then})
+                .returning(col))
+    return (upsert(1, col + 1), upsert(0, col), upsert(n, n))
 
 
 def address_taken(net_id: int, address: str) -> bool:
