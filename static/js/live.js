@@ -56,7 +56,7 @@ document.addEventListener("htmx:beforeHistoryUpdate", function (e) {
   "use strict";
   var FIRST_MS = 150;
   var GAP_MS = 1000;
-  var regions = new Map();  // key -> {timer, last, issue, elt, type, pass}
+  var regions = new Map();  // key -> {timer, last, issue, elt, type, pass, due}
 
   function keyOf(elt) {
     return elt.getAttribute("hx-target") || (elt.id ? "#" + elt.id : elt.getAttribute("hx-get") || "");
@@ -76,23 +76,59 @@ document.addEventListener("htmx:beforeHistoryUpdate", function (e) {
     var elt = e.detail.elt;
     var key = keyOf(elt);
     var st = regions.get(key);
-    if (!st) { st = {timer: null, last: 0, issue: null, elt: null, type: null, pass: false}; regions.set(key, st); }
+    if (!st) { st = {timer: null, last: 0, issue: null, elt: null, type: null, pass: false, due: false}; regions.set(key, st); }
     if (st.pass) { st.pass = false; return; }  // the successor's fetch, due now (below)
     e.preventDefault();  // issued below, once, with the latest news
     st.issue = e.detail.issueRequest;
     st.elt = elt;
     st.type = ev.type;
-    if (st.timer !== null) { return; }  // a fetch is already due: it shows this change too
-    var wait = Math.max(FIRST_MS, st.last + GAP_MS - Date.now());
-    st.timer = window.setTimeout(function () {
-      st.timer = null;
-      st.last = Date.now();
-      if (document.body.contains(st.elt)) { st.issue(true); return; }
-      // Replaced meanwhile (its region refreshed itself): its successor fetches instead.
-      var next = successor(key);
-      if (next) { st.pass = true; htmx.trigger(next, st.type); }
-    }, wait);
+    if (st.timer === null && !st.due) { schedule(key, st); }  // else a fetch is due: it shows this change too
   });
+
+  function schedule(key, st) {
+    var wait = Math.max(FIRST_MS, st.last + GAP_MS - Date.now());
+    st.timer = window.setTimeout(function () { st.timer = null; fire(key, st); }, wait);
+  }
+
+  function fire(key, st) {
+    // Replaced meanwhile (its region refreshed itself): its successor fetches instead.
+    var elt = document.body.contains(st.elt) ? st.elt : successor(key);
+    if (!elt) { return; }
+    if (elt.nuboBusy) {
+      // Its own fetch is still out. htmx would queue this one on the element and drop it if
+      // that answer replaces the element (outerHTML), losing the change: it waits instead,
+      // and goes once that fetch ends (htmx:afterRequest below).
+      st.due = true;
+      elt.classList.add("live-due");
+      return;
+    }
+    st.last = Date.now();
+    if (elt === st.elt) { st.issue(true); return; }
+    st.pass = true;
+    htmx.trigger(elt, st.type);
+  }
+
+  // A live element's fetches, whatever started them (the stream, a poll, a load): marked out
+  // from the moment the request is sent until htmx is done with its answer. afterRequest comes
+  // on the element's closest remaining parent when the answer replaced it (htmx's own rule),
+  // so a listener on the document hears it either way; requestConfig.elt names the element
+  // (detail.elt is the one the event came on).
+  document.addEventListener("htmx:beforeSend", function (e) {
+    var elt = e.detail.elt;
+    if (elt && (elt.getAttribute("hx-trigger") || "").indexOf("sse:") >= 0) { elt.nuboBusy = true; }
+  });
+  function done(e) {
+    var elt = e.detail.requestConfig && e.detail.requestConfig.elt;
+    if (!elt || !elt.nuboBusy) { return; }
+    elt.nuboBusy = false;
+    elt.classList.remove("live-due");
+    var key = keyOf(elt);
+    var st = regions.get(key);
+    // FIRST_MS at least: a successor is wired to the stream only once htmx settles it.
+    if (st && st.due && st.timer === null) { st.due = false; schedule(key, st); }
+  }
+  document.addEventListener("htmx:afterRequest", done);
+  document.addEventListener("htmx:onLoadError", done);  // its swap threw: no afterRequest then
 
   // A stream-driven fetch asked for the region as it was when the fetch left. If the user
   // changed the region meanwhile (sorted, searched, paged: another request swapped it), that
