@@ -93,6 +93,56 @@ def test_a_state_change_is_written_with_its_transaction_and_a_rollback_writes_no
         db.session.rollback()
 
 
+@pytest.mark.db
+def test_a_transactions_changes_are_one_insert_at_commit_and_a_savepoints_rollback_drops_its_own(app, world):
+    """The outbox: what a transaction publishes (hooks and publish()) is written just before it
+    commits, in one INSERT, each change once; rolling back to a savepoint drops only what was
+    gathered since it began; a rollback or a close drops everything gathered."""
+    import sqlalchemy as sa
+    with app.app_context():
+        from app.models import Zone
+        alice = _user(world["alice"])
+        vm = _vm(alice, db.session.get(Zone, world["zone"]))
+        mark = _last()
+        inserts: list[str] = []
+        listener = lambda conn, cursor, statement, *a: inserts.append(statement) \
+            if statement.lstrip().upper().startswith("INSERT INTO CHANGES") else None  # noqa: E731
+        sa.event.listen(db.engine, "before_cursor_execute", listener)
+        try:
+            vm.state = "Running"
+            db.session.flush()  # the hook's change, gathered
+            changes.publish("host", "h-1")
+            changes.publish("host", "h-1")  # the same change again: written once
+            changes.publish("alert", "a-1")
+            assert inserts == []  # nothing written before the commit
+            db.session.commit()
+        finally:
+            sa.event.remove(db.engine, "before_cursor_execute", listener)
+        assert len(inserts) == 1
+        assert _rows(mark) == [("vm", vm.uuid, alice.account_id), ("host", "h-1", None), ("alert", "a-1", None)]
+
+        mark = _last()
+        changes.publish("host", "kept")
+        with pytest.raises(RuntimeError):
+            with db.session.begin_nested():
+                changes.publish("host", "dropped")
+                raise RuntimeError("the savepoint rolls back")
+        with db.session.begin_nested():
+            changes.publish("host", "released")
+        db.session.commit()
+        assert _rows(mark) == [("host", "kept", None), ("host", "released", None)]
+
+        mark = _last()
+        db.session.commit()  # no transaction open: publish() begins one, which the rollback ends
+        changes.publish("host", "rolled-back")
+        db.session.rollback()
+        changes.publish("host", "closed")
+        db.session.close()
+        changes.publish("host", "written")
+        db.session.commit()
+        assert _rows(mark) == [("host", "written", None)]
+
+
 def test_each_viewer_sees_only_what_it_may(app, world):
     with app.app_context():
         from app.models import User, Zone

@@ -31,8 +31,10 @@ PINS = {
     # 29 before the lock's hand-over to the job published its change from the VM in hand
     # (changes.update_row); 27 since a NIC is written with its address and the address's claim
     # in one transaction (no UPDATE of the NIC after the claim; one commit, not three); 23 since
-    # the quota's five count rows go up in one executemany (quotas._add_all)
-    "deploy.api": 23,
+    # the quota's five count rows go up in one executemany (quotas._add_all); 22 since a
+    # transaction's changes are written in one INSERT at its commit (the job's row and the VM's
+    # hand-over to it were two)
+    "deploy.api": 22,
     # the deploy job: claim, plan, volume, start on the Simulator, events, result. 82 while
     # every commit expired the VM (re-read 11 times); 66 when its session no longer expired on
     # commit; 52 since the job is claimed then read (not read, claimed, read again), its answer is
@@ -48,23 +50,26 @@ PINS = {
     # since its answer asks in one statement which of the VM's tags, details, affinity groups,
     # security groups and public IPs exist, and reads only those (vm_views.extras_of; most VMs have
     # none: five queries were one); 30 since the planner's candidates statement reads the type's
-    # guest limit itself (a subquery, not a query of its own)
-    "deploy.job": 30,
+    # guest limit itself (a subquery, not a query of its own); 29 since its end's two changes (the
+    # VM unlocked, the job done) are one INSERT (changes: one per transaction, at its commit)
+    "deploy.job": 29,
     # stopVirtualMachine / startVirtualMachine: the API call, then its job (the calls 15 and 17
     # while jobs.submit re-read the job it had just written, 14 and 16 while the lock and its
     # hand-over read the VM's row before publishing its change; 12 and 14 while the lock was handed
-    # to the job after the job's commit, which expired the VM and the job: both were read again)
-    "stop.api": 10,
+    # to the job after the job's commit, which expired the VM and the job: both were read again;
+    # 10 and 12 before the job's and the VM's changes were one INSERT, as the deploy's)
+    "stop.api": 9,
     # 45 expiring on commit, 38 before the answer in hand (as the deploy job's), 28 before the
     # security-group read skipped on networks without them, 27 before the unlock in hand, 26 before
-    # the answer's extras were asked in one statement (as the deploy job's)
-    "stop.job": 22,
-    "start.api": 12,
+    # the answer's extras were asked in one statement (as the deploy job's), 22 before its end's
+    # changes were one INSERT (as the deploy job's)
+    "stop.job": 21,
+    "start.api": 11,
     # 70 expiring on commit, 61 before the answer in hand, 48 before the start's changes (as the
     # deploy job's; the preferred host's tags not read when the offering asks for none), 34
     # before the hold, the unlock and the bridge label, 31 before the answer's extras in one
-    # statement (as the deploy job's)
-    "start.job": 27,
+    # statement (as the deploy job's), 27 before its end's changes were one INSERT
+    "start.job": 26,
     # listVirtualMachines pagesize=20 (rows, not ORM objects: app/services/vm_views.py): caller,
     # page ids, VMs, NICs. 9 while the security groups, public IPs, tags, details and affinity
     # groups were each queried for every page; now only when a VM on the page has one

@@ -3,6 +3,9 @@
 One stream, one truth: a transactional outbox, the `changes` table (app/models/changes.py).
 A change is written in the transaction that makes it, so a reader never hears of a change
 that rolled back, and its id orders the stream (the Server-Sent Events id pages resume from).
+On the ORM session, a transaction's changes are gathered as it goes and written just before
+it commits, all in one INSERT (the same change twice, once); a rollback drops them (a
+savepoint's, those gathered since it began).
 
 Writers:
 - the ORM hook (hooks.py) records a change when a shown column of a VM, host, storage pool,
@@ -56,8 +59,20 @@ define(Definition("live.changes.retention", "3600", "Seconds the change stream k
 def publish(kind: str, uuid: str | None, account_id: int | None = None, domain_id: int | None = None) -> None:
     """Record a change in the session's transaction: it is heard of when (and only if) that
     transaction commits. account_id/domain_id: whose it is (both None: root admins only)."""
-    publish_on(db.session.connection(), kind, uuid, account_id, domain_id)
-    db.session.info["nubo_changes"] = True
+    gather(db.session(), [{"kind": kind, "uuid": uuid, "account_id": account_id, "domain_id": domain_id}])
+
+
+def gather(session, rows: list[dict]) -> None:
+    """Changes of the session's transaction, written when it commits (hooks.py: one INSERT)."""
+    for r in rows:
+        if r["kind"] not in KINDS:
+            raise ValueError(f"unknown change kind {r['kind']!r}")
+    if not session.in_transaction():
+        session.begin()  # they belong to a transaction: its rollback or close drops them
+    session.info.setdefault(OUTBOX, []).extend(rows)
+
+
+OUTBOX = "nubo_outbox"  # session.info: the changes gathered in its open transaction
 
 
 def publish_on(conn, kind: str, uuid: str | None, account_id: int | None = None,
@@ -88,15 +103,25 @@ def update_row(model, pk: int, *where, known: tuple[str, int | None] | None = No
 
 
 def publish_many(conn, rows: list[dict]) -> None:
+    """The rows written now on conn's transaction; one multi-row INSERT, each change once."""
     if not rows:
         return
     now = utcnow()
+    out, seen = [], set()
     for r in rows:
         if r["kind"] not in KINDS:
             raise ValueError(f"unknown change kind {r['kind']!r}")
-        r.setdefault("domain_id", None)
-        r["created"] = now
-    conn.execute(insert(Change.__table__), rows)  # PostgreSQL: the table's trigger NOTIFYs (models/changes.py)
+        key = (r["kind"], r["uuid"], r["account_id"], r.get("domain_id"))
+        if key not in seen:
+            seen.add(key)
+            out.append({"kind": key[0], "uuid": key[1], "account_id": key[2], "domain_id": key[3], "created": now})
+    # One statement whatever the count (an executemany is one per row on some drivers).
+    # PostgreSQL: the table's trigger NOTIFYs (models/changes.py).
+    t = Change.__table__
+    if len(out) == 1:
+        conn.execute(insert(t), out[0])
+    else:
+        conn.execute(insert(t).values(out))
 
 
 # --- Wake-ups after commit (Redis) ------------------------------------------------------------

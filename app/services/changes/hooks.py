@@ -81,9 +81,8 @@ def _after_flush(session: Session, flush_context) -> None:
             seen.add(id(obj))
             rows.append(_row(session, obj, w))
     if rows:
-        from app.services.changes import publish_many
-        publish_many(session.connection(), rows)
-        session.info["nubo_changes"] = True
+        from app.services.changes import gather
+        gather(session, rows)
 
 
 def _set_columns(stmt) -> set[str]:
@@ -121,9 +120,44 @@ def _orm_statement(state) -> None:
             owner = _console_owner(session, owner)
         rows.append({"kind": w.kind, "uuid": uuid, "account_id": owner if (w.owned or model is ConsoleSession)
                      else None})
-    from app.services.changes import publish_many
-    publish_many(session.connection(), rows)
-    session.info["nubo_changes"] = True
+    from app.services.changes import gather
+    gather(session, rows)
+
+
+# --- The outbox: a transaction's changes written just before it commits ----------------------
+
+@event.listens_for(Session, "before_commit")
+def _before_commit(session: Session) -> None:
+    from app.services.changes import OUTBOX, publish_many
+    session.flush()  # what the commit would flush, so its changes are gathered too (after_flush)
+    rows = session.info.pop(OUTBOX, None)
+    if rows:
+        publish_many(session.connection(), rows)
+        session.info["nubo_changes"] = True
+
+
+@event.listens_for(Session, "after_transaction_create")
+def _savepoint_begins(session: Session, transaction) -> None:
+    if transaction.nested:  # where a rollback to it cuts the outbox back to
+        from app.services.changes import OUTBOX
+        session.info.setdefault("nubo_outbox_marks", {})[id(transaction)] = len(session.info.get(OUTBOX, ()))
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _rolled_back(session: Session, previous_transaction) -> None:
+    if previous_transaction.nested:  # back to the savepoint: what was gathered since is dropped
+        from app.services.changes import OUTBOX
+        mark = session.info.get("nubo_outbox_marks", {}).pop(id(previous_transaction), None)
+        if mark is not None:
+            del session.info.get(OUTBOX, [])[mark:]
+
+
+@event.listens_for(Session, "after_transaction_end")  # (before after_soft_rollback)
+def _transaction_ends(session: Session, transaction) -> None:
+    if transaction.parent is None:  # committed (written), rolled back or closed: nothing carries over
+        from app.services.changes import OUTBOX
+        session.info.pop(OUTBOX, None)
+        session.info.pop("nubo_outbox_marks", None)
 
 
 @event.listens_for(Session, "after_commit")
