@@ -35,7 +35,7 @@ import orjson
 from flask import current_app, has_app_context
 from prometheus_client import Histogram
 from sqlalchemy import func, inspect, select, update
-from sqlalchemy.orm import MANYTOONE
+from sqlalchemy.orm import MANYTOONE, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.extensions import db
@@ -199,13 +199,16 @@ def on_reap(name: str, hook: Callable[[AsyncJob], None]) -> None:
 
 # Told when any job reached its terminal state (committed): hook(job_id, status, result, cmd)
 # (cmd: the job's command when in hand, else None). Services register here (the alerts); the
-# runner never imports them.
-_FINISH_HOOKS: list[Callable[[int, int, Any, str | None], None]] = []
+# runner never imports them. A hook's probe(status, cmd), if it has one, reads (never writes)
+# in the transaction that records the outcome, before its commit: the hook is called only if it
+# answered True (most successes clear no alert: one SELECT there instead of a transaction after).
+_FINISH_HOOKS: list[tuple[Callable[[int, int, Any, str | None], None], Callable[[int, str | None], bool] | None]] = []
 
 
-def on_finish(hook: Callable[[int, int, Any, str | None], None]) -> None:
-    if hook not in _FINISH_HOOKS:
-        _FINISH_HOOKS.append(hook)
+def on_finish(hook: Callable[[int, int, Any, str | None], None],
+              probe: Callable[[int, str | None], bool] | None = None) -> None:
+    if all(h is not hook for h, _ in _FINISH_HOOKS):
+        _FINISH_HOOKS.append((hook, probe))
 
 
 def at_end(step: Callable[[], None]) -> None:
@@ -221,8 +224,21 @@ def at_end(step: Callable[[], None]) -> None:
         steps.append(step)
 
 
-def _finished(job_id: int, status: int, result, cmd: str | None = None) -> None:
-    for hook in _FINISH_HOOKS:
+def _probed(status: int, cmd: str | None) -> list:
+    """The finish hooks that have something to do (their probes run on the open transaction)."""
+    due = []
+    for hook, probe in _FINISH_HOOKS:
+        try:
+            if probe is None or probe(status, cmd):
+                due.append(hook)
+        except Exception:  # noqa: BLE001 - the hook itself looks again after the commit
+            log.exception("job finish probe %s failed", getattr(probe, "__name__", probe))
+            due.append(hook)
+    return due
+
+
+def _finished(job_id: int, status: int, result, cmd: str | None = None, due: list | None = None) -> None:
+    for hook in (due if due is not None else [h for h, _ in _FINISH_HOOKS]):
         try:
             hook(job_id, status, result, cmd)
         except Exception:  # noqa: BLE001 - the job's outcome is recorded already
@@ -298,19 +314,42 @@ def _heartbeat(app, job_id: int, stop: threading.Event) -> None:
                              .values(heartbeat=utcnow()))
 
 
+def _claim(job_id: int) -> AsyncJob | None:
+    """The job, claimed for this worker (committed); None if it was reaped, is gone or another
+    worker has it. Claimed first, read after: one `UPDATE … RETURNING` where the database has it
+    (PostgreSQL, SQLite), the row then put in the session as loaded (no SELECT of it); MariaDB
+    has no UPDATE … RETURNING: the UPDATE, then the row read."""
+    t = AsyncJob.__table__
+    claim = update(t).where(t.c.id == job_id, t.c.started.is_(None), t.c.status == JobStatus.PENDING).values(
+        started=utcnow(), heartbeat=utcnow(), worker=WORKER_ID)
+    conn = db.session.connection()
+    if not conn.dialect.update_returning:
+        claimed = conn.execute(claim).rowcount
+        db.session.commit()
+        return db.session.get(AsyncJob, job_id) if claimed == 1 else None
+    row = conn.execute(claim.returning(*t.c)).first()
+    db.session.commit()
+    if row is None:
+        return None
+    mapper = inspect(AsyncJob)
+    values = {mapper.get_property_by_column(c).key: row._mapping[c] for c in t.c}
+    job = db.session.identity_map.get(mapper.identity_key_from_primary_key((job_id,)))
+    if job is not None:  # run in the session that holds it (a test's): brought up to date
+        for key, value in values.items():
+            set_committed_value(job, key, value)
+        return job
+    job = AsyncJob(**values)
+    make_transient_to_detached(job)  # as if loaded: persistent once added, every column in hand
+    db.session.add(job)
+    return job
+
+
 def execute(job_id: int) -> float | None:
     """Run one job to a terminal state (called by the huey task with an app context).
     Returns the seconds after which to try again when a transfer must wait its turn."""
-    # Claimed first, read after: a job reaped, gone or taken by another worker matches nothing.
-    claimed = db.session.execute(
-        update(AsyncJob).where(AsyncJob.id == job_id, AsyncJob.started.is_(None),
-                               AsyncJob.status == JobStatus.PENDING)
-        .values(started=utcnow(), heartbeat=utcnow(), worker=WORKER_ID)
-        .execution_options(synchronize_session=False))
-    db.session.commit()
-    if claimed.rowcount != 1:
+    job = _claim(job_id)
+    if job is None:
         return None
-    job = db.session.get(AsyncJob, job_id)
     job_uuid, account_id, cmd = job.uuid, job.account_id, job.cmd  # in hand for the end
     if job.queue == TRANSFERS and job.account_id is not None and not _transfer_turn(job):
         return TRANSFER_WAIT_SECONDS
@@ -329,7 +368,12 @@ def execute(job_id: int) -> float | None:
     session.expire_on_commit = not in_hand  # this job's own session (a fresh context)
     g.nubo_job_end = []  # at_end's steps
     try:
-        out = _formatted(_HANDLERS[spec["handler"]](job, spec.get("params", {})), in_hand)
+        out = _HANDLERS[spec["handler"]](job, spec.get("params", {}))
+        # What a handler left uncommitted is not its outcome. Handlers end with a commit, so this
+        # is a pass-through (nothing expired); the answer's reads then open the transaction that
+        # records the outcome below.
+        db.session.rollback()
+        out = _formatted(out, in_hand)
         status, code, result = JobStatus.SUCCEEDED, 0, out if out is not None else {}
     except JobLost as e:
         db.session.rollback()
@@ -346,7 +390,8 @@ def execute(job_id: int) -> float | None:
         stop.set()
         JOB_SECONDS.labels(spec["handler"], "succeeded" if status == JobStatus.SUCCEEDED else "failed").observe(
             time.monotonic() - t0)
-        db.session.rollback()
+        if status != JobStatus.SUCCEEDED:  # (a success's transaction holds only its answer's reads)
+            db.session.rollback()
         steps, g.nubo_job_end = g.nubo_job_end, None
         for step in steps:  # with the outcome, even a discarded one (each step is guarded itself)
             step()
@@ -359,15 +404,17 @@ def execute(job_id: int) -> float | None:
             t.c.id == job_id, t.c.status == JobStatus.PENDING, t.c.worker == WORKER_ID).values(
             status=status, result_code=code, result=json.dumps(result), completed=utcnow(),
             progress=100 if status == JobStatus.SUCCEEDED else t.c.progress))
+        due = []
         if done.rowcount == 1:
             from app.services import changes
             changes.publish("job", job_uuid, account_id)
+            due = _probed(status, cmd)
         db.session.commit()
         if done.rowcount != 1:
             log.warning("job %s (%s) ended after it was reaped; its outcome (%s) is discarded",
                         job_id, cmd, result.get("errortext", "success") if isinstance(result, dict) else result)
-        else:
-            _finished(job_id, status, result, cmd)
+        elif due:
+            _finished(job_id, status, result, cmd, due)
 
 
 def _transfer_turn(job: AsyncJob) -> bool:

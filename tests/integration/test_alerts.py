@@ -80,7 +80,7 @@ def test_archive_and_delete_as_cloudstack(app, users):
             alerts.archive(admin, type="ALERT.CPU")  # by name: both archived already
         assert alerts.delete_alerts(admin, end=utcnow() + timedelta(days=1)) == 4  # archived or not
         assert db.session.scalar(select(Alert.id)) is None
-        assert [e.type for e in db.session.scalars(select(Event).where(Event.type.like("ALERT.%")))] == \
+        assert [e.type for e in db.session.scalars(select(Event).where(Event.type.like("ALERT.%")).order_by(Event.id))] == \
             ["ALERT.ARCHIVE", "ALERT.ARCHIVE", "ALERT.DELETE"]
 
 

@@ -51,6 +51,13 @@ def _stalls_then_reports_progress(job, params):
         CALLS["finally"].append(job.id)
 
 
+@jobs.handler("test.leaves_a_write_uncommitted")
+def _leaves_a_write_uncommitted(job, params):
+    CALLS["after"].append(job.id)
+    db.session.execute(update(AsyncJob).where(AsyncJob.id == job.id).values(progress_message="left over"))
+    return {"done": job.cmd}  # the job as claimed: every column in hand
+
+
 jobs.on_reap("test.stalls_then_succeeds", lambda job: CALLS["reaped"].append(job.id))
 jobs.on_reap("test.stalls_then_reports_progress", lambda job: CALLS["reaped"].append(job.id))
 
@@ -87,6 +94,22 @@ def test_a_worker_back_after_the_reap_stops_at_its_next_progress(app):
         assert job.progress == 0  # the late progress was not written
         assert CALLS["reaped"] == [job.id] and CALLS["after"] == []
         assert CALLS["handler_cleanup"] == [] and CALLS["finally"] == [job.id]
+
+
+def test_a_job_is_claimed_once_and_what_its_handler_left_uncommitted_is_not_its_outcome(app):
+    """jobs._claim: one UPDATE … RETURNING (an UPDATE and a SELECT on MariaDB), also when the
+    session running it holds the job already (a test's, here); a second claim finds it taken."""
+    with app.app_context():
+        job = AsyncJob(cmd="leaveCmd", queue="jobs", params=json.dumps({"handler": "test.leaves_a_write_uncommitted"}))
+        db.session.add(job)
+        db.session.commit()
+        assert jobs.execute(job.id) is None  # ran, in this session
+        assert jobs.execute(job.id) is None  # claimed already: runs nothing
+        db.session.expire_all()
+        job = db.session.get(AsyncJob, job.id)
+        assert job.status == JobStatus.SUCCEEDED and json.loads(job.result) == {"done": "leaveCmd"}
+        assert job.progress_message != "left over" and job.worker == jobs.WORKER_ID
+        assert CALLS["after"] == [job.id]
 
 
 def _reaped_while_planning(app, monkeypatch, cmd: str) -> None:

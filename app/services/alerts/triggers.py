@@ -189,4 +189,12 @@ def job_finished(job_id: int, status: int, result, cmd: str | None = None) -> No
     db.session.commit()
 
 
-jobs.on_finish(job_finished)
+def _job_alert_due(status: int, cmd: str | None) -> bool:
+    """job_finished's probe, in the job's last transaction: a failure may raise an alert; a
+    success has something to do only if its command has an open alert (one indexed SELECT)."""
+    from app.services import alerts
+    return status != JobStatus.SUCCEEDED or (cmd is not None and alerts.is_open(alerts.ASYNC_JOB,
+                                                                               resource=("AsyncJob", cmd)))
+
+
+jobs.on_finish(job_finished, _job_alert_due)
