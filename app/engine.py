@@ -1,13 +1,16 @@
 """Per-database tuning of SQLAlchemy's engines: SQLite's pragmas, a ping only for connections that
-sat idle, PostgreSQL's prepared statements."""
+sat idle, PostgreSQL's prepared statements, connections for reads only."""
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 import weakref
 
+from collections.abc import Iterator
+
 from sqlalchemy import event, exc
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import Pool
 
 # A pooled connection idle for longer than this is pinged before it is handed out again.
@@ -92,3 +95,17 @@ def keep_prepared_statements(engine: Engine) -> None:
         return real_commit(dbapi_connection)
 
     dialect.do_rollback, dialect.do_commit = do_rollback, do_commit
+
+
+@contextlib.contextmanager
+def reads(engine: Engine) -> Iterator[Connection]:
+    """A pooled connection for a few reads that need no snapshot of their own (each statement sees
+    what is committed when it runs). On PostgreSQL it runs in autocommit: psycopg then sends no
+    BEGIN before the first statement and no COMMIT or ROLLBACK after the last, two of a lone
+    SELECT's three round trips; its READ COMMITTED gives each statement its own snapshot inside a
+    transaction too. Elsewhere a plain connection: pymysql would pay a SET autocommit each way,
+    and SQLite is a local file."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+        yield conn

@@ -47,6 +47,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from app.config import engine_options
+from app.engine import keep_prepared_statements, reads
 from app.hypervisors.base import (
     Capabilities, ConsoleKind, ConsoleTarget, DiskSpec, Driver, DriverError, HostConnection, HostFacts,
     HostField, HostStats, HostUnreachable, HypervisorType, MigrationSpec, OperationFailed, OperationNotSupported,
@@ -176,6 +177,7 @@ def engine_for(url: str) -> Engine:
             eng = _engines.get(key)
             if eng is None:
                 eng = _engines[key] = sa.create_engine(url, **engine_options(url))
+                keep_prepared_statements(eng)  # as Nubo's own engine (app/engine.py)
     return eng
 
 
@@ -300,6 +302,23 @@ def _committed_query():
 
 
 @functools.cache
+def _start_query():
+    """A start's one read of the host's guests: the memory of those ACTIVE at :now but :exclude
+    (_committed_query's sum, as a conditional one) and the highest console port of them all."""
+    now = sa.bindparam("now")
+    due = sa.and_(SimVM.pending_state.is_not(None), SimVM.pending_state != "", SimVM.pending_at.is_not(None),
+                  SimVM.pending_at <= now)
+    state_now = sa.case((due, SimVM.pending_state), else_=SimVM.state)
+    counted = sa.and_(state_now.in_(sorted(p.value for p in ACTIVE)), SimVM.id != sa.bindparam("exclude"))
+    return select(func.coalesce(func.sum(sa.case((counted, SimVM.memory_mib), else_=0)), 0),
+                  func.max(SimVM.console_port)).where(SimVM.host_id == sa.bindparam("host_id"))
+
+
+def _next_console_port(top: int | None) -> int:
+    return max(FIRST_CONSOLE_PORT, (top or FIRST_CONSOLE_PORT - 1) + 1)
+
+
+@functools.cache
 def _small_queries():
     """The driver's other statements run at every deploy, built once."""
     host_id = sa.bindparam("host_id")
@@ -364,7 +383,7 @@ class SimulatorDriver(Driver):
         look = self._looked()
         if look is None:
             host = self._enter(call)
-            with self.engine.connect() as c:
+            with reads(self.engine) as c:
                 return host, c.execute(select(*_VM_COLUMNS).where(SimVM.host_id == host.id)).all()
         host = self._usable(look.host)
         if host.delay_seconds > 0:
@@ -377,7 +396,7 @@ class SimulatorDriver(Driver):
         if not self._snapshot:
             return None
         if self._look is None:
-            with self.engine.connect() as c:
+            with reads(self.engine) as c:
                 rows = c.execute(_look_query(), {"host_name": self.host_name}).all()
             first = rows[0] if rows else None
             host = None if first is None else _HostRow(first.host_id, first.host_name, first.up,
@@ -417,7 +436,7 @@ class SimulatorDriver(Driver):
         if op not in ("host_stats", "vm_stats"):
             self._look = None
         host_q, faults_q = _enter_queries()
-        with self.engine.connect() as c:  # plain rows: this runs before every call
+        with reads(self.engine) as c:  # plain rows: this runs before every call
             host = self._usable(c.execute(host_q, {"host_name": self.host_name, "vm_name": vm_name}).first())
             faults = c.execute(faults_q, {"host_id": host.id, "vm_name": vm_name}).all() if host.armed else []
         if sleep and host.delay_seconds > 0:
@@ -518,7 +537,7 @@ class SimulatorDriver(Driver):
         return row
 
     @staticmethod
-    def _pool_info(s: Session, row: SimPool) -> PoolInfo:
+    def _pool_info(s: Session | sa.Connection, row: SimPool) -> PoolInfo:
         allocated = int(s.scalar(_small_queries()["pool_allocated"], {"pool_id": row.id}) or 0)
         return PoolInfo(capacity_bytes=row.capacity_bytes, allocated_bytes=allocated,
                         available_bytes=max(0, row.capacity_bytes - allocated))
@@ -528,10 +547,10 @@ class SimulatorDriver(Driver):
         if pool.kind not in ("NFS", "SMB", "Filesystem"):
             raise OperationFailed(f"The Simulator cannot use {pool.kind} storage")
         local = pool.kind == "Filesystem" and pool.path.rstrip("/") == self.local_path(host.name)
-        with self._session() as s:  # every VM start asks: a pool prepared already is only read
-            row = s.scalar(select(SimPool).where(SimPool.uuid == pool.uuid))
+        with reads(self.engine) as c:  # every VM start asks: a pool prepared already is only read
+            row = c.execute(select(SimPool.__table__).where(SimPool.uuid == pool.uuid)).first()
             if row is not None and row.host_id in (None, host.id):  # as below, without the write lock
-                return self._pool_info(s, row)
+                return self._pool_info(c, row)
         with self._session() as s, s.begin():
             row = s.scalar(select(SimPool).where(SimPool.uuid == pool.uuid).with_for_update())
             if row is None:
@@ -575,15 +594,17 @@ class SimulatorDriver(Driver):
             if row is None:
                 raise OperationFailed(f"Storage pool {vol.pool.name} is not prepared on "
                                       f"Simulator host {self.host_name}")
-            if s.scalar(select(SimVolume.id).where(SimVolume.pool_id == row.id, SimVolume.name == vol.name)):
+            # The name taken already? And a copy is at least as large as its base image: both
+            # looked up in this pool at once, by its unique index (the base in any other sim pool
+            # only if not here, rather than a scan of every pool's volumes).
+            base_name = vol.base_path.rstrip("/").rsplit("/", 1)[-1] if vol.base_path else None
+            here = dict(s.execute(select(SimVolume.name, SimVolume.size_bytes).where(
+                SimVolume.pool_id == row.id, SimVolume.name.in_([vol.name, base_name] if base_name else [vol.name]))).all())
+            if vol.name in here:
                 raise OperationFailed(f"A volume named {vol.name} already exists in pool {vol.pool.name}")
             size = vol.size_bytes
-            if vol.base_path:
-                # A copy is at least as large as its base image (any sim pool holding it: this
-                # one first, by its unique index, rather than a scan of every pool's volumes).
-                base_name = vol.base_path.rstrip("/").rsplit("/", 1)[-1]
-                base = s.scalar(select(SimVolume.size_bytes).where(SimVolume.pool_id == row.id,
-                                                                   SimVolume.name == base_name))
+            if base_name:
+                base = here.get(base_name)
                 if base is None:
                     base = s.scalar(select(SimVolume.size_bytes).where(SimVolume.name == base_name))
                 size = max(size, base or 0)
@@ -707,14 +728,15 @@ class SimulatorDriver(Driver):
                     return self._info(vm, now)  # already running: starting again changes nothing
                 if vm.state == PowerState.STOPPING:
                     raise OperationFailed(f"VM {spec.name} is shutting down; try again when it has stopped")
-            self._check_fits(host, spec.cpus, spec.memory_mib,
-                             self._committed_mib(s, host.id, now, exclude=vm.id if vm else None))
+            used_mib, top_port = s.execute(_start_query(), {"host_id": host.id, "now": now,
+                                                            "exclude": vm.id if vm else 0}).one()
+            self._check_fits(host, spec.cpus, spec.memory_mib, int(used_mib or 0))
             # The NICs' segments are made on this host as the start makes them on a real one.
             bridges = json.dumps(sorted({self._ensure_segment(s, host.id, n.segment)
                                          for n in spec.nics if n.segment is not None}))
             if vm is None:
                 vm = SimVM(host_id=host.id, name=spec.name, uuid=spec.uuid or str(uuidlib.uuid4()),
-                           console_port=spec.console.port or self._free_console_port(s, host.id))
+                           console_port=spec.console.port or _next_console_port(top_port))
                 s.add(vm)
             elif spec.console.port:
                 vm.console_port = spec.console.port
@@ -733,8 +755,7 @@ class SimulatorDriver(Driver):
 
     @staticmethod
     def _free_console_port(s: Session, host_id: int) -> int:
-        top = s.scalar(_small_queries()["top_console_port"], {"host_id": host_id})
-        return max(FIRST_CONSOLE_PORT, (top or FIRST_CONSOLE_PORT - 1) + 1)
+        return _next_console_port(s.scalar(_small_queries()["top_console_port"], {"host_id": host_id}))
 
     def stop_vm(self, name: str, timeout: float) -> bool:
         # The host's delay slows the guest's shutdown rather than the call, so
@@ -797,7 +818,7 @@ class SimulatorDriver(Driver):
             h, v = SimHost.__table__, SimVM.__table__
             q = (select(h.c.id, h.c.up, h.c.delay_seconds, *_VM_COLUMNS)
                  .select_from(h.outerjoin(v, v.c.host_id == h.c.id)).where(h.c.name == self.host_name))
-            with self.engine.connect() as c:
+            with reads(self.engine) as c:
                 rows = c.execute(q).all()
             host = rows[0] if rows else None
             rows = [r for r in rows if r.name is not None]
@@ -1024,7 +1045,7 @@ class SimulatorDriver(Driver):
 
     def router_status(self, key: str) -> RouterFacts:
         host = self._enter("router_status")
-        with self.engine.connect() as c:
+        with reads(self.engine) as c:
             row = c.execute(select(SimRouter.hash, SimRouter.state).where(
                 SimRouter.host_id == host.id, SimRouter.key == key)).first()
         if row is None:
@@ -1110,7 +1131,7 @@ class SimulatorDriver(Driver):
         continuously while that host runs (age 0, also when it is cut off from the management
         network only), then as old as the time since its power was cut."""
         self._enter("heartbeat_age")
-        with self.engine.connect() as c:
+        with reads(self.engine) as c:
             row = c.execute(select(SimHost.heartbeat_stopped_at).where(SimHost.name == host_key)).first()
         if row is None:
             return None
