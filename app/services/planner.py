@@ -309,7 +309,9 @@ def plan_and_reserve(zone: Zone, hypervisor_type: str, need: Need, *, storage_ty
     narrowed = avoid | (placement.avoid if placement is not None else set())
     rows = _candidates(zone, hypervisor_type, need, storage_type, narrowed, cluster_id, host_tags, storage_tags, only)
     order = _order(rows, account_id)
-    db.session.commit()  # end the read transaction: no snapshot or locks held while reserving
+    # The first attempt's hold goes in this read transaction (a COMMIT and a BEGIN fewer): its
+    # plain reads took no locks, and the hold's guarded UPDATEs read the rows as they are now,
+    # under any snapshot (MariaDB's REPEATABLE READ too). Both callers committed just before.
     for host_id in order:
         if _attempt(host_id, need, vm_id, placement):  # may lose a race: then try the next one
             return db.session.get(Host, host_id)
