@@ -58,16 +58,45 @@ class Meter:
 
     def __init__(self, engine, backends: set[int]):
         self.engine, self.backends, self.statements = engine, backends, 0
-        self.trips = {"statements": 0, "commits": 0, "pings": 0, "checkouts": 0}
+        self.trips = {"statements": 0, "begins": 0, "commits": 0, "rollbacks": 0, "pings": 0, "checkouts": 0}
         self.tracing, self.trace = False, []  # --trace: each round trip with its caller in app/
         sa.event.listen(engine, "before_cursor_execute", self._count)
         sa.event.listen(sa.engine.Engine, "before_cursor_execute",
                         lambda conn, cur, statement, *a: self._trip("statements", statement))
-        sa.event.listen(sa.engine.Engine, "commit", lambda *a: self._trip("commits"))
         sa.event.listen(sa.pool.Pool, "checkout", lambda *a: self._trip("checkouts"))
+        if engine.dialect.name == "postgresql":
+            self._count_transactions()
+        else:  # pymysql sends no BEGIN; its ROLLBACKs (and SQLite's) are not counted
+            sa.event.listen(sa.engine.Engine, "commit", lambda *a: self._trip("commits"))
         dialect = type(engine.dialect)
         real_ping = dialect.do_ping
         dialect.do_ping = lambda d, c: self._trip("pings") or real_ping(d, c)
+
+    def _count_transactions(self) -> None:
+        """psycopg's own round trips for transactions, on every engine: the BEGIN it sends before
+        the first statement of one (not in autocommit), and each COMMIT or ROLLBACK that reaches
+        the server (a read-only transaction's end is a COMMIT: app/engine.py)."""
+        import psycopg
+        from psycopg.pq import TransactionStatus
+        meter = self
+        real_commit, real_rollback = psycopg.Connection.commit, psycopg.Connection.rollback
+
+        def commit(conn):
+            if conn.info.transaction_status == TransactionStatus.INTRANS:
+                meter._trip("commits")
+            return real_commit(conn)
+
+        def rollback(conn):
+            if conn.info.transaction_status != TransactionStatus.IDLE:
+                meter._trip("rollbacks")
+            return real_rollback(conn)
+        psycopg.Connection.commit, psycopg.Connection.rollback = commit, rollback
+
+        @sa.event.listens_for(sa.engine.Engine, "before_cursor_execute")
+        def _begins(conn, cursor, *a):
+            raw = cursor.connection
+            if not raw.autocommit and raw.info.transaction_status == TransactionStatus.IDLE:
+                meter._trip("begins")
 
     def _count(self, *a):
         self.statements += 1
@@ -221,7 +250,7 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.1f} at the end")
     server = "PostgreSQL CPU ms" if backends else "(server CPU not measured)"
     print(f"| operation | Nubo CPU ms (median / mean) | {server} (mean) | SQL statements | "
-          "all engines, median: statements + commits + pings (checkouts) |")
+          "all engines, median: statements + begins + commits + rollbacks + pings (checkouts) |")
     print("|---|---|---|---|---|")
     for name, vals in rows.items():
         cpu = [v[0] * 1000 for v in vals]
@@ -230,7 +259,8 @@ def main() -> None:
         t = {k: statistics.median(v[3][k] for v in vals) for k in vals[0][3]}
         print(f"| {name} | {statistics.median(cpu):.1f} / {statistics.mean(cpu):.1f} | "
               f"{srv:.1f} | {st[0]}{'–' + str(st[-1]) if len(st) > 1 else ''} | "
-              f"{t['statements']:g} + {t['commits']:g} + {t['pings']:g} ({t['checkouts']:g}) |")
+              f"{t['statements']:g} + {t['begins']:g} + {t['commits']:g} + {t['rollbacks']:g} + {t['pings']:g} "
+              f"({t['checkouts']:g}) |")
     for name, trace in traces.items():
         print(f"\n{name}: {len(trace)} round trips and checkouts, in order")
         for i, (kind, where, statement) in enumerate(trace, 1):
