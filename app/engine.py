@@ -6,7 +6,6 @@ import contextlib
 import re
 import time
 import weakref
-
 from collections.abc import Iterator
 
 from sqlalchemy import event, exc

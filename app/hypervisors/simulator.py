@@ -292,24 +292,24 @@ def _enter_queries():
 def _committed_query():
     """_committed_mib's aggregate, built once: the memory of a host's guests in an ACTIVE state at
     :now (effective_state in SQL), but for the VM :exclude (0: none)."""
+    return select(func.coalesce(func.sum(SimVM.memory_mib), 0)).where(
+        SimVM.host_id == sa.bindparam("host_id"), *_active_at_now_but_excluded())
+
+
+def _active_at_now_but_excluded():
+    """A guest ACTIVE at :now (effective_state in SQL), and not the VM :exclude."""
     now = sa.bindparam("now")
     due = sa.and_(SimVM.pending_state.is_not(None), SimVM.pending_state != "", SimVM.pending_at.is_not(None),
                   SimVM.pending_at <= now)
     state_now = sa.case((due, SimVM.pending_state), else_=SimVM.state)
-    return select(func.coalesce(func.sum(SimVM.memory_mib), 0)).where(
-        SimVM.host_id == sa.bindparam("host_id"), state_now.in_(sorted(p.value for p in ACTIVE)),
-        SimVM.id != sa.bindparam("exclude"))
+    return state_now.in_(sorted(p.value for p in ACTIVE)), SimVM.id != sa.bindparam("exclude")
 
 
 @functools.cache
 def _start_query():
     """A start's one read of the host's guests: the memory of those ACTIVE at :now but :exclude
     (_committed_query's sum, as a conditional one) and the highest console port of them all."""
-    now = sa.bindparam("now")
-    due = sa.and_(SimVM.pending_state.is_not(None), SimVM.pending_state != "", SimVM.pending_at.is_not(None),
-                  SimVM.pending_at <= now)
-    state_now = sa.case((due, SimVM.pending_state), else_=SimVM.state)
-    counted = sa.and_(state_now.in_(sorted(p.value for p in ACTIVE)), SimVM.id != sa.bindparam("exclude"))
+    counted = sa.and_(*_active_at_now_but_excluded())
     return select(func.coalesce(func.sum(sa.case((counted, SimVM.memory_mib), else_=0)), 0),
                   func.max(SimVM.console_port)).where(SimVM.host_id == sa.bindparam("host_id"))
 
