@@ -3,6 +3,7 @@ sat idle, PostgreSQL's prepared statements, connections for reads only."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import time
 import weakref
@@ -11,6 +12,8 @@ from collections.abc import Iterator
 from sqlalchemy import event, exc
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import Pool
+
+log = logging.getLogger("nubo.engine")
 
 # A pooled connection idle for longer than this is pinged before it is handed out again.
 IDLE_PING_SECONDS = 1.0
@@ -108,3 +111,33 @@ def reads(engine: Engine) -> Iterator[Connection]:
         if engine.dialect.name == "postgresql":
             conn.execution_options(isolation_level="AUTOCOMMIT")
         yield conn
+
+
+READ_ONLY = "nubo_read_only"  # an execution option: the connection of a request that only reads
+
+
+def read_only(session) -> None:
+    """This request only reads (a list or query API command): on PostgreSQL its session runs on
+    a connection in autocommit, as `reads` does, from its first statement on: no BEGIN and no
+    COMMIT, two of a list call's six round trips. Called before the session's first statement
+    (once it is in a transaction this changes nothing); elsewhere nothing changes. A statement
+    other than a SELECT on it fails under tests (app.testing) and is logged otherwise, where it
+    commits on its own."""
+    if session.in_transaction() or session.get_bind().dialect.name != "postgresql":
+        return
+    session.connection(execution_options={"isolation_level": "AUTOCOMMIT", READ_ONLY: True})
+
+
+class ReadOnlyViolation(RuntimeError):
+    pass
+
+
+@event.listens_for(Engine, "before_cursor_execute")
+def _reads_only(conn, cursor, statement, parameters, context, executemany):
+    if not conn.get_execution_options().get(READ_ONLY) or _READ.match(statement):
+        return
+    from flask import current_app, has_app_context
+    text = " ".join(statement.split())[:120]
+    if has_app_context() and current_app.testing:
+        raise ReadOnlyViolation(f"a request that only reads wrote: {text}")
+    log.warning("a request that only reads wrote (committed on its own): %s", text)

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 import orjson
 from flask import Blueprint, Response, g, request, session
 
+from app import engine
 from app.api import ratelimit, signing
 from app.api.params import validate
 from app.api.registry import NOT_SCOPE, Command, lookup
@@ -188,6 +189,8 @@ def api():
     try:
         if cmd is not None and cmd.anonymous:
             return _answer(cmd.name, cmd.handler(None, params))
+        if cmd is not None and cmd.reads_only:
+            engine.read_only(db.session())  # from its first statement, the caller's read
         user = _authenticate(params, cmd)
         if cmd is None:
             # CloudStack answers an unknown command like bad credentials.
