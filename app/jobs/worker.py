@@ -7,18 +7,29 @@ configuration as the web process.
 """
 from __future__ import annotations
 
+import threading
+
 from app.jobs import huey, transfers  # noqa: F401  (the consumers import these names)
 
 _app = None
+_app_lock = threading.Lock()
 
 
 def get_app():
+    """The worker's app, made by the first task that needs it. A consumer's threads all take
+    their first task at once: one makes the app, the others wait for it (several making it
+    together was wasted work, and CPython 3.11 then failed one of them now and then inside
+    werkzeug's route compiling, "AST constructor recursion depth mismatch": that task's job was
+    lost until the reaper failed it)."""
     global _app
     if _app is None:
-        from app import create_app
-        from app.runtime import tune_gc
-        _app = create_app()
-        tune_gc()
+        with _app_lock:
+            if _app is None:
+                from app import create_app
+                from app.runtime import tune_gc
+                app = create_app()
+                tune_gc()
+                _app = app
     return _app
 
 
