@@ -11,26 +11,16 @@ import sqlalchemy as sa
 from app.api.registry import lookup
 from app.api.signing import sign
 from app.extensions import db
-from tests.integration.test_statement_budget import call, run_queued, world  # noqa: F401  (fixture)
+from tests.integration.test_statement_budget import Counter, call, run_queued, world  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.db
 
 
-class Isolation:
+class Isolation(Counter):
     """The isolation level each statement ran under (None: the engine's default) and its verb."""
-
-    def __init__(self, engine):
-        self.engine, self.seen = engine, []
 
     def _listen(self, conn, cursor, statement, *args):
         self.seen.append((conn.get_execution_options().get("isolation_level"), statement.split()[0].upper()))
-
-    def __enter__(self):
-        sa.event.listen(self.engine, "before_cursor_execute", self._listen)
-        return self
-
-    def __exit__(self, *exc):
-        sa.event.remove(self.engine, "before_cursor_execute", self._listen)
 
 
 def test_lists_and_queries_run_without_a_transaction_on_postgresql(app, client, world, db_url):  # noqa: F811
