@@ -259,9 +259,10 @@ def hypervisor_capabilities(c: HypervisorCapability) -> dict:
 
 
 @serializer("asyncjobs")
-def async_job(j: AsyncJob) -> dict:
+def async_job(j) -> dict:
+    """A job loaded as an object, or an answer row (listAsyncJobs: jobs.answer_select)."""
     from app.jobs import service
-    return service.job_result(j)
+    return service.job_result(j) if isinstance(j, AsyncJob) else service.answer_of(j)
 
 
 @serializer("zone")

@@ -197,6 +197,16 @@ def owned(caller, column) -> ColumnElement[bool]:
     return or_(column == caller.account_id, column.in_(member_project_accounts(caller)))
 
 
+def plainly_owned(caller, account_id: int | None) -> bool:
+    """True when `owned(caller, column)` admits a row of `account_id` for a lookup by id, and
+    that is plain without a query: root, or the caller's own account, with no project named.
+    False means only that it is not plain: ask `owned` in the row's query."""
+    project, listing = _scope()
+    if project is not None or listing:
+        return False
+    return is_root(caller) or (account_id is not None and account_id == caller.account_id)
+
+
 def named_rows(caller, model, *, id=None, name=None, keyword=None, account=None, domainid=None):
     """A SELECT of an account-owned model with a `name` (user data, instance groups, ...) as
     CloudStack's list commands filter it: what the caller may see, by id, exact name, keyword in

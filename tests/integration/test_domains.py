@@ -145,6 +145,27 @@ def test_a_domain_admin_manages_the_subtree_only(app, client, world, tree):
     assert v["domainid"] == emea["id"] and v["domain"] == "emea" and v["account"] == "dave"
 
 
+def test_a_job_is_seen_by_its_account_its_domain_admins_and_root(app, client, world, tree):
+    """queryAsyncJobResult reads the job's row, then decides: plain for root and for the job's own
+    account; asked of the database for the others (a domain admin's subtree)."""
+    started = {u: ok(api(app, client, u, command="deployVirtualMachine", zoneid=world.zone, serviceofferingid=world.small,
+                         templateid=world.template, name=f"{u}-vm"))["jobid"] for u in ("dave", "olga")}
+    mine = ok(api(app, client, "dave", command="queryAsyncJobResult", jobid=started["dave"]))
+    assert mine["jobid"] == started["dave"] and mine["account"] == "dave" and mine["cmd"] == "deployVirtualMachine"
+    assert mine["domainid"] == tree["emea"]["id"] and mine["userid"] and mine["jobinstancetype"] == "VirtualMachine"
+    for who in ("sam", "admin"):  # his subtree's job; root's every job
+        assert ok(api(app, client, who, command="queryAsyncJobResult", jobid=started["dave"])) == mine
+    for who, jobid in (("sam", started["olga"]), ("olga", started["dave"]), ("carol", started["dave"])):
+        status, body = api(app, client, who, command="queryAsyncJobResult", jobid=jobid)
+        assert status == 431 and "Unable to find job" in body["errortext"], (who, body)
+    # The lists agree: a page (read by its ids), and every row (no page).
+    for args in ({}, {"page": 1, "pagesize": 1}):
+        listed = ok(api(app, client, "sam", command="listAsyncJobs", **args))
+        assert [j["jobid"] for j in listed["asyncjobs"]] == [started["dave"]] and listed["count"] == 1
+        assert listed["asyncjobs"][0] == mine
+    assert ok(api(app, client, "olga", command="listAsyncJobs"))["asyncjobs"][0]["jobid"] == started["olga"]
+
+
 def test_rename_moves_the_subtree_paths(app, client, tree):
     ok(api(app, client, "admin", command="updateDomain", id=tree["sales"]["id"], name="sales2",
            networkdomain="sales.example"))

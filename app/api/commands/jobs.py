@@ -8,31 +8,44 @@ from app.extensions import db
 from app.jobs import service as jobs
 from app.models import AsyncJob
 from app.services.errors import NotFound
-from app.services.pagination import page_of
+from app.services.pagination import page_ids
 
 
-def _visible(ctx):
+def _conditions(ctx, p) -> list:
     from app.services import access
-    return select(AsyncJob).where(access.owned(ctx.user, AsyncJob.account_id)).order_by(AsyncJob.id.desc())
+    conditions = [access.owned(ctx.user, AsyncJob.account_id)]
+    if p.get("id"):
+        conditions.append(AsyncJob.uuid == p["id"])
+    if p.get("startdate"):
+        conditions.append(AsyncJob.created >= p["startdate"].replace(tzinfo=None))
+    if p.get("keyword"):
+        conditions.append(AsyncJob.cmd.contains(p["keyword"]))
+    return conditions
 
 
 @command("queryAsyncJobResult", "Retrieves the current status of an asynchronous job",
          params=[Param("jobid", "uuid", "the job", required=True)])
 def query_async_job_result(ctx, p):
-    job = db.session.scalar(_visible(ctx).where(AsyncJob.uuid == p["jobid"]))
-    if job is None:
+    from app.services import access
+    # The job's row first (one statement built once); whether the caller may see it is then
+    # plain for root and for the caller's own jobs, and asked of the database otherwise.
+    row = jobs.answer_row(p["jobid"])
+    if row is None or not (access.plainly_owned(ctx.user, row[14]) or db.session.scalar(
+            select(AsyncJob.id).where(AsyncJob.id == row[15], access.owned(ctx.user, AsyncJob.account_id)))):
         raise NotFound("Unable to find job with the specified id", field="jobid")
-    return jobs.job_result(job)
+    return jobs.answer_of(row)
 
 
 @command("listAsyncJobs", "Lists asynchronous jobs", response="asyncjobs", list=True,
          params=[Param("startdate", "date", "jobs created after this date")])
 def list_async_jobs(ctx, p):
-    q = _visible(ctx)
-    if p.get("id"):
-        q = q.where(AsyncJob.uuid == p["id"])
-    if p.get("startdate"):
-        q = q.where(AsyncJob.created >= p["startdate"].replace(tzinfo=None))
-    if p.get("keyword"):
-        q = q.where(AsyncJob.cmd.contains(p["keyword"]))
-    return page_of(q, ctx.page)
+    """Newest first. A page is found by its ids (page_ids), then read as answer rows."""
+    conditions = _conditions(ctx, p)
+    newest_first = AsyncJob.id.desc()
+    if ctx.page is None:
+        rows = db.session.execute(jobs.answer_select().where(*conditions).order_by(newest_first)).all()
+        return rows, len(rows)
+    ids, total = page_ids(select(AsyncJob).where(*conditions).order_by(newest_first), ctx.page)
+    if not ids:
+        return [], total
+    return db.session.execute(jobs.answer_select().where(AsyncJob.id.in_(ids)).order_by(newest_first)).all(), total
