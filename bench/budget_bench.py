@@ -126,6 +126,28 @@ def _app_frames() -> str:
     return " < ".join(out)
 
 
+def simulator_world(database_url: str, name: str, *, testing: bool):
+    """The benchmarks' world: a fresh database `nubo_<name>` on `database_url`'s server (SQLite
+    without one), an admin with API keys (no instance limit), a Simulator zone of four hosts; jobs
+    run where they are submitted unless tasks.run_job is replaced. (app, ids, key, secret)."""
+    url = fresh_server_database(database_url, name) if database_url else ""
+    instance = Path(tempfile.mkdtemp())
+    app = create_app({"INSTANCE_PATH": str(instance), "DATABASE_URL": url, "TESTING": testing, "SEED_DEMO": False,
+                      "JOBS_IMMEDIATE": True})
+    settings.CACHE_SECONDS = 3600.0
+    with app.app_context():
+        db.create_all()
+        settings.sync_definitions()
+        bootstrap.seed_reference_data()
+        existing_user("admin", "adminpass", role="admin", account="admin")
+        admin = accounts.get_user("admin")
+        w = simulator_zone(admin, instance, name="bz", guest_cidr="10.64.0.0/16",
+                           host_urls=[f"simulator://b{i}?cpus=128&memory=1048576" for i in range(4)])
+        ids = dict(zone=w.zone.uuid, t=w.template.uuid, so=w.offering.uuid)
+        key, secret = accounts.ensure_keys(admin)
+    return app, ids, key, secret
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--database-url", default="")
@@ -136,22 +158,9 @@ def main() -> None:
     ap.add_argument("--trace", help="print every round trip (statement, commit, checkout) of the last run of "
                                     "the operation whose name starts with this, with its callers in app/")
     a = ap.parse_args()
-    url = fresh_server_database(a.database_url, "budget") if a.database_url else ""
-    instance = Path(tempfile.mkdtemp())
-    app = create_app({"INSTANCE_PATH": str(instance), "DATABASE_URL": url, "TESTING": True, "SEED_DEMO": False,
-                      "JOBS_IMMEDIATE": True})
-    settings.CACHE_SECONDS = 3600.0
+    app, ids, key, secret = simulator_world(a.database_url, "budget", testing=True)
     backends: set[int] = set()
     with app.app_context():
-        db.create_all()
-        settings.sync_definitions()
-        bootstrap.seed_reference_data()
-        existing_user("admin", "adminpass", role="admin", account="admin")
-        admin = accounts.get_user("admin")
-        w = simulator_zone(admin, instance, name="bz", guest_cidr="10.64.0.0/16",
-                           host_urls=[f"simulator://b{i}?cpus=128&memory=1048576" for i in range(4)])
-        ids = dict(zone=w.zone.uuid, t=w.template.uuid, so=w.offering.uuid)
-        key, secret = accounts.ensure_keys(admin)  # no instance limit
         engine = db.engine
     if engine.dialect.name == "postgresql":
         @sa.event.listens_for(engine, "connect")

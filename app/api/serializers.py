@@ -611,9 +611,11 @@ def serviceoffering(o) -> dict:
 
 @serializer("event")
 def event(e) -> dict:
+    """An Event, or a listEvents row (events.EventView: the user's name read with it)."""
+    username = e.username if hasattr(e, "username") else (e.user.username if e.user else None)
     return {"id": e.uuid, "type": e.type, "level": e.level, "state": e.state, "description": e.description,
             "created": e.created, "resourcetype": e.resource_type, "resourceid": e.resource_id,
-            "username": e.user.username if e.user else None,
+            "username": username,
             **(owner_fields(e.account) if e.account else {"domainid": DOMAIN_ID, "domain": DOMAIN_NAME})}
 
 

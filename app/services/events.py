@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from flask import g, has_app_context, has_request_context, request
 from sqlalchemy import delete, func, select, update
@@ -129,10 +130,27 @@ def _aggregate_text(description: str, count: int, source: str, start: datetime, 
     return f"{description} [{count} times {where} in the {duration(seconds)} from {start:%Y-%m-%d %H:%M:%S} UTC; the last shown]"
 
 
-def list_events(caller, *, type_=None, level=None, start=None, end=None, keyword=None, resource_id=None,
-                page=None):
-    """Users see their account's events; admins see all. Newest first."""
-    from sqlalchemy import select
+def _conditions(caller, *, type_=None, level=None, start=None, end=None, keyword=None, resource_id=None) -> list:
+    """Users see their account's events; admins see all (access.owned)."""
+    from app.services import access
+    conditions = [access.owned(caller, Event.account_id)]
+    if type_:
+        conditions.append(Event.type == type_)
+    if level:
+        conditions.append(Event.level == level.upper())
+    if start:
+        conditions.append(Event.created >= start)
+    if end:
+        conditions.append(Event.created <= end)
+    if keyword:
+        conditions.append(Event.description.contains(keyword, autoescape=True))
+    if resource_id:
+        conditions.append(Event.resource_id == resource_id)
+    return conditions
+
+
+def list_events(caller, *, page=None, **filters):
+    """Events as objects (the portal's pages), newest first; filters: _conditions'."""
     from sqlalchemy.orm import joinedload, lazyload, load_only
 
     from app.models import User
@@ -141,18 +159,43 @@ def list_events(caller, *, type_=None, level=None, start=None, end=None, keyword
     # joined too (User.account is lazy="joined"), 8 tables for each page of events.
     q = select(Event).options(joinedload(Event.user).options(load_only(User.username), lazyload(User.account)),
                               joinedload(Event.account)).order_by(Event.id.desc())
-    from app.services import access
-    q = q.where(access.owned(caller, Event.account_id))
-    if type_:
-        q = q.where(Event.type == type_)
-    if level:
-        q = q.where(Event.level == level.upper())
-    if start:
-        q = q.where(Event.created >= start)
-    if end:
-        q = q.where(Event.created <= end)
-    if keyword:
-        q = q.where(Event.description.contains(keyword, autoescape=True))
-    if resource_id:
-        q = q.where(Event.resource_id == resource_id)
-    return page_of(q, page)
+    return page_of(q.where(*_conditions(caller, **filters)), page)
+
+
+class EventView(NamedTuple):
+    """An event as listEvents answers it (serializers.event reads it like an Event)."""
+    uuid: str
+    type: str
+    level: str
+    state: str
+    description: str
+    created: datetime
+    resource_type: str | None
+    resource_id: str | None
+    username: str | None
+    account: object | None  # vm_views.AccountRef
+
+
+def event_views(caller, *, page=None, **filters) -> tuple[list[EventView], int]:
+    """listEvents: the same events as list_events, as rows (no objects: a page of 50 cost 27
+    million instructions as objects). A page is found by its ids (page_ids), then read with its
+    users' names and owners in one statement."""
+    from app.models import Account, Domain, Project, User
+    from app.services.pagination import page_ids
+    from app.services.vm_views import OWNER, AccountRef
+    conditions = _conditions(caller, **filters)
+    newest_first = Event.id.desc()
+    rows = (select(Event.uuid, Event.type, Event.level, Event.state, Event.description, Event.created,
+                   Event.resource_type, Event.resource_id, User.username, *OWNER)
+            .select_from(Event).outerjoin(User, User.id == Event.user_id)
+            .outerjoin(Account, Account.id == Event.account_id).outerjoin(Domain, Domain.id == Account.domain_id)
+            .outerjoin(Project, Project.account_id == Account.id).order_by(newest_first))
+    if page is None:
+        found = db.session.execute(rows.where(*conditions)).all()
+        total = len(found)
+    else:
+        ids, total = page_ids(select(Event).where(*conditions).order_by(newest_first), page)
+        found = db.session.execute(rows.where(Event.id.in_(ids))).all() if ids else []
+    owners: dict[str, AccountRef] = {}
+    return [EventView(*r[:9], None if r[10] is None else (owners.get(r[10]) or owners.setdefault(r[10], AccountRef(*r[9:]))))
+            for r in found], total

@@ -142,13 +142,14 @@ def network_extras(vm_ids, *, security_groups: bool = True, public_ips: bool = T
 
 
 _VM = VirtualMachine
-_OWNER = (Account.name, Account.uuid, Domain.uuid, Domain.name, Project.uuid, Project.name)
+# An owner's columns, in AccountRef's order (events.event_views reads them too).
+OWNER = (Account.name, Account.uuid, Domain.uuid, Domain.name, Project.uuid, Project.name)
 _BASE = (_VM.id, _VM.uuid, _VM.name, _VM.display_name, _VM.state, _VM.instance_name, _VM.hypervisor_type,
          _VM.cpu_number, _VM.cpu_speed, _VM.memory, _VM.created)
 
 
 def _with_owner(query):
-    """query joined to its VMs' owners: account, domain and project (_OWNER's columns)."""
+    """query joined to its VMs' owners: account, domain and project (OWNER's columns)."""
     return (query.join(Account, Account.id == _VM.account_id).join(Domain, Domain.id == Account.domain_id)
             .outerjoin(Project, Project.account_id == Account.id))
 
@@ -164,7 +165,7 @@ def _vms_select(where):
                    null(),  # r[33]: the details, filled below from resource_details
                    SSHKeyPair.name, Template.password_enabled, _VM.encrypted_password, _VM.memory_used_kib,
                    _VM.disk_read_bps, _VM.disk_write_bps, _VM.net_rx_bps, _VM.net_tx_bps,
-                   *_OWNER[1:],  # the owner's: r[42:47]
+                   *OWNER[1:],  # the owner's: r[42:47]
                    *_extras_present()))  # r[47:52]: see _extras_present
         .join(Zone, Zone.id == _VM.zone_id)
         .join(ServiceOffering, ServiceOffering.id == _VM.service_offering_id)
@@ -200,7 +201,7 @@ def extras_of(vm_id: int) -> tuple[bool, bool, bool, bool, bool]:
 
 def _min_select(where):
     """details=min: the VM's own columns and its owner's (r[11:17])."""
-    return _with_owner(select(*_BASE, *_OWNER)).where(_among(_VM.id, where)).order_by(_VM.id.desc())
+    return _with_owner(select(*_BASE, *OWNER)).where(_among(_VM.id, where)).order_by(_VM.id.desc())
 
 
 def _nics_select(where):

@@ -70,3 +70,36 @@ def test_a_download_job_names_who_registered_the_template(app, users, tmp_path):
             templates.register(accounts.get_user("alice"), url=f"{url}/d.raw", name="d", hypervisor="KVM",
                                format="RAW", zone_uuid=z.uuid)  # the job runs inline here
     assert last_event(app, "TEMPLATE.DOWNLOAD") == ("alice", "alice")
+
+
+def test_list_events_rows_answer_as_the_event_objects_do(app, world, client):
+    """listEvents reads rows (events.event_views), the portal's pages objects (list_events): the
+    same events, each answered alike, for a user, a project, an admin, a page and no page; an
+    event of no account and no user included."""
+    from app.api.serializers import clean, serialize
+    from app.services import access, events
+    from tests.integration.test_domains import ok
+    from tests.integration.test_projects import make_project
+    from tests.integration.test_quotas import api
+    project = make_project(app, client)
+    ok(api(app, client, "alice", command="deployVirtualMachine", zoneid=world.zone, serviceofferingid=world.small,
+           templateid=world.template, projectid=project["id"], name="pvm"))
+    deploy(app, world)
+    with app.app_context():
+        events.record("SYSTEM.CHECK", "of no one", commit=True)
+    cases = [("alice", None, None), ("alice", project["id"], None), ("admin", None, None), ("admin", None, (2, 3)),
+             ("admin", "-1", (1, 4))]
+    for who, project_id, page in cases:
+        with app.test_request_context():
+            caller = accounts.get_user(who)
+            access.enter_scope(caller, project_id, listing=True)
+            rows, total = events.event_views(caller, page=page)
+            objects, expected_total = events.list_events(caller, page=page)
+            assert [clean(serialize("event", r)) for r in rows] == [clean(serialize("event", e)) for e in objects]
+            assert total == expected_total and rows, (who, project_id, page)
+    answered = ok(api(app, client, "alice", command="listEvents", projectid=project["id"]))["event"]
+    assert answered and all(e["project"] == "web" and "account" not in e for e in answered)
+    mine = ok(api(app, client, "alice", command="listEvents", type="VM.CREATE"))["event"]
+    assert [e["account"] for e in mine] == ["alice"] and mine[0]["username"] == "alice"
+    assert any(e["type"] == "SYSTEM.CHECK" and "account" not in e
+               for e in ok(api(app, client, "admin", command="listEvents", listall="true"))["event"])

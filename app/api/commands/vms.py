@@ -232,6 +232,6 @@ def delete_offering(ctx, p):
     Param("startdate", "date", "from"), Param("enddate", "date", "until"),
     Param("resourceid", "string", "events of this object")])
 def list_events(ctx, p):
-    return events.list_events(ctx.user, type_=p.get("type"), level=p.get("level"), start=p.get("startdate"),
+    return events.event_views(ctx.user, type_=p.get("type"), level=p.get("level"), start=p.get("startdate"),
                               end=p.get("enddate"), keyword=p.get("keyword"), resource_id=p.get("resourceid"),
                               page=ctx.page)
