@@ -234,6 +234,12 @@ def _queue_for(vm: VirtualMachine, action: str) -> str:
     return jobs.JOBS
 
 
+# Its lock's commit expires nothing (jobs.not_expiring): the job is then made from the caller and
+# the VM as loaded, their ids and the VM's uuid, which no commit changes; without it the VM and the
+# caller (with its account, role and domain) were read again, two statements of a stop call's
+# nine. A lock refused is read again explicitly (_lock's refresh); the way out expires the
+# session as before, for callers that read the VM afterwards (the portal's pages).
+@jobs.not_expiring()
 def _submit(caller, vm: VirtualMachine, action: str, cmd: str, params: dict | None = None,
             allowed: tuple[str, ...] | None = None, *, token: int | None = None) -> AsyncJob:
     """The action's job, with the VM locked for it (`token`: locked already, by deploy)."""

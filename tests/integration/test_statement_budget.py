@@ -59,14 +59,16 @@ PINS = {
     # while jobs.submit re-read the job it had just written, 14 and 16 while the lock and its
     # hand-over read the VM's row before publishing its change; 12 and 14 while the lock was handed
     # to the job after the job's commit, which expired the VM and the job: both were read again;
-    # 10 and 12 before the job's and the VM's changes were one INSERT, as the deploy's)
-    "stop.api": 9,
+    # 10 and 12 before the job's and the VM's changes were one INSERT, as the deploy's; 9 and 11
+    # while the lock's commit expired the VM and the caller, which the job's submission read again:
+    # vms._submit and these commands run without expiry, as the deploy)
+    "stop.api": 7,
     # 45 expiring on commit, 38 before the answer in hand (as the deploy job's), 28 before the
     # security-group read skipped on networks without them, 27 before the unlock in hand, 26 before
     # the answer's extras were asked in one statement (as the deploy job's), 22 before its end's
     # changes were one INSERT (as the deploy job's), 21 before its claim returned the job
     "stop.job": 20,
-    "start.api": 11,
+    "start.api": 9,
     # 70 expiring on commit, 61 before the answer in hand, 48 before the start's changes (as the
     # deploy job's; the preferred host's tags not read when the offering asks for none), 34
     # before the hold, the unlock and the bridge label, 31 before the answer's extras in one
