@@ -1,6 +1,8 @@
 """Instructions per operation (issue 21), counted by valgrind's callgrind in Nubo's process: the
-same code gives the same count (within about 0.5 %) however busy the machine is. The CPU times of
-budget_bench.py drift by up to 2x between runs of the same code on these shared two-core
+same code gives nearly the same count however busy the machine is (in this pass's runs, API calls
+within 0.5 %, jobs within 1.5 %: time still plays a small part, as a connection idle for a second
+is pinged before use, and the counted process runs twenty times slower). The CPU times of
+budget_bench.py drifted by up to 2x between runs of the same code on these shared two-core
 machines, so a change of a few per cent could not be told from noise; counted instructions can.
 What they leave out: the database server's work and the waits for it (budget_bench.py measures
 those), and the instructions' unequal costs (a cache miss costs more than an add).

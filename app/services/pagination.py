@@ -65,11 +65,14 @@ def page_of(query: Select, page: tuple[int, int] | None, *, scalars: bool = True
             return [], total
         rows = db.session.scalars(query.where(entity.id.in_(ids)).options(*options)).unique().all()
         return list(rows), total
-    total = count_of(query)
     query = query.options(*options)
-    if page:
-        number, size = page
-        query = query.limit(size).offset((number - 1) * size)
+    if not page:  # every row: their number is the total (no COUNT; clients list zones, offerings,
+        # templates and hosts without a page size)
+        rows = list(db.session.scalars(query) if scalars else db.session.execute(query))
+        return rows, len(rows)
+    total = count_of(query)
+    number, size = page
+    query = query.limit(size).offset((number - 1) * size)
     result = db.session.scalars(query) if scalars else db.session.execute(query)
     return list(result), total
 
