@@ -273,10 +273,23 @@ def submit(cmd: str, user, handler_name: str, params: dict | None = None, *,
     # worker changes is read again, and only if the caller reads it: most answer the job's ids,
     # which are set back as they were written (a commit that expires everything expired them too).
     db.session.commit()
+    _keep_ids(job, fixed)
+    return job
+
+
+def expire_all_but_ids(job: AsyncJob) -> None:
+    """Everything in the session expired, as a commit that expires leaves it, but the fixed columns
+    of a job just submitted (its ids, command, owner), which submit sets back after its commit: an
+    answer that names the job reads nothing again."""
+    fixed = {name: getattr(job, name) for name in _JOB_FIXED}  # loaded: submit set them
+    db.session.expire_all()
+    _keep_ids(job, fixed)
+
+
+def _keep_ids(job: AsyncJob, fixed: dict) -> None:
     for name, value in fixed.items():
         set_committed_value(job, name, value)
     db.session.expire(job, _JOB_MUTABLE)
-    return job
 
 
 # What a worker writes on a job row; every other column is fixed at submit.

@@ -234,30 +234,36 @@ def _queue_for(vm: VirtualMachine, action: str) -> str:
     return jobs.JOBS
 
 
-# Its lock's commit expires nothing (jobs.not_expiring): the job is then made from the caller and
-# the VM as loaded, their ids and the VM's uuid, which no commit changes; without it the VM and the
-# caller (with its account, role and domain) were read again, two statements of a stop call's
-# nine. A lock refused is read again explicitly (_lock's refresh); the way out expires the
-# session as before, for callers that read the VM afterwards (the portal's pages).
-@jobs.not_expiring()
 def _submit(caller, vm: VirtualMachine, action: str, cmd: str, params: dict | None = None,
             allowed: tuple[str, ...] | None = None, *, token: int | None = None) -> AsyncJob:
-    """The action's job, with the VM locked for it (`token`: locked already, by deploy)."""
-    queue = _queue_for(vm, action)
-    token = _lock(vm, action, allowed) if token is None else token
-    held: list[int] = []
+    """The action's job, with the VM locked for it (`token`: locked already, by deploy).
 
-    def hand_over(job_id: int) -> None:
-        # The lock names the job from the job row's own commit on (the job cannot have run yet).
-        held.append(job_id)
-        changes.update_row(VirtualMachine, vm.id, VirtualMachine.active_job_id == token, active_job_id=job_id)
-    try:
-        return jobs.submit(cmd, caller, f"vm.{action}", {"vm": vm.uuid, "token": token, **(params or {})},
-                           instance_type="VirtualMachine", instance_id=vm.uuid, queue=queue, with_job=hand_over)
-    except Exception:
-        db.session.rollback()
-        _unlock(vm.id, token, *held)  # held: the job was committed but could not be queued
-        raise
+    Its lock's commit expires nothing (jobs.not_expiring): the job is made from the caller and the
+    VM as loaded (their ids, the VM's uuid: no commit changes them), which were read again before,
+    the caller with its account, role and domain. A refused lock is read again explicitly (_lock).
+    A session that expires on commit is left as the commits would have left it: everything
+    expired but the job's ids (jobs.expire_all_but_ids), for callers that read the VM afterwards
+    (the portal's pages) and API commands that answer the job's ids."""
+    expiring = db.session().expire_on_commit
+    with jobs.not_expiring(expire_after=False):
+        queue = _queue_for(vm, action)
+        token = _lock(vm, action, allowed) if token is None else token
+        held: list[int] = []
+
+        def hand_over(job_id: int) -> None:
+            # The lock names the job from the job row's own commit on (the job cannot have run yet).
+            held.append(job_id)
+            changes.update_row(VirtualMachine, vm.id, VirtualMachine.active_job_id == token, active_job_id=job_id)
+        try:
+            job = jobs.submit(cmd, caller, f"vm.{action}", {"vm": vm.uuid, "token": token, **(params or {})},
+                              instance_type="VirtualMachine", instance_id=vm.uuid, queue=queue, with_job=hand_over)
+        except Exception:
+            db.session.rollback()
+            _unlock(vm.id, token, *held)  # held: the job was committed but could not be queued
+            raise
+    if expiring:
+        jobs.expire_all_but_ids(job)
+    return job
 
 
 def _vm_job(action: str, *, expire_on_commit: bool = True):

@@ -69,21 +69,18 @@ ID = [Param("id", "uuid", "the VM", required=True)]
 @command("startVirtualMachine", "Starts a stopped VM (on its last host when it can)", is_async=True,
          response="virtualmachine", params=[*ID, Param("hostid", "uuid", "the host (admins)")])
 def start(ctx, p):
-    with jobs.not_expiring(expire_after=False):  # as deploy: the answer reads only the job's ids
-        return vms.start(ctx.user, p["id"], p.get("hostid"))
+    return vms.start(ctx.user, p["id"], p.get("hostid"))
 
 
 @command("stopVirtualMachine", "Stops a VM: graceful, powered off only with forced=true", is_async=True,
          response="virtualmachine", params=[*ID, Param("forced", "boolean", "power off if the guest does not stop")])
 def stop(ctx, p):
-    with jobs.not_expiring(expire_after=False):
-        return vms.stop(ctx.user, p["id"], p.get("forced", False))
+    return vms.stop(ctx.user, p["id"], p.get("forced", False))
 
 
 @command("rebootVirtualMachine", "Reboots a running VM", is_async=True, response="virtualmachine", params=ID)
 def reboot(ctx, p):
-    with jobs.not_expiring(expire_after=False):
-        return vms.reboot(ctx.user, p["id"])
+    return vms.reboot(ctx.user, p["id"])
 
 
 @command("destroyVirtualMachine", "Destroys a VM (recoverable until expunged)", is_async=True,
