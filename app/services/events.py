@@ -196,6 +196,6 @@ def event_views(caller, *, page=None, **filters) -> tuple[list[EventView], int]:
     else:
         ids, total = page_ids(select(Event).where(*conditions).order_by(newest_first), page)
         found = db.session.execute(rows.where(Event.id.in_(ids))).all() if ids else []
-    owners: dict[str, AccountRef] = {}
-    return [EventView(*r[:9], None if r[10] is None else (owners.get(r[10]) or owners.setdefault(r[10], AccountRef(*r[9:]))))
-            for r in found], total
+    owners: dict[str, AccountRef] = {}  # one per account on the page (r[10]: its uuid, None: no account)
+    return [EventView(*r[:9], None if r[10] is None else owners.get(r[10]) or owners.setdefault(
+        r[10], AccountRef(*r[9:]))) for r in found], total

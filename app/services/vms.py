@@ -239,8 +239,9 @@ def _submit(caller, vm: VirtualMachine, action: str, cmd: str, params: dict | No
     """The action's job, with the VM locked for it (`token`: locked already, by deploy).
 
     Its lock's commit expires nothing (jobs.not_expiring): the job is made from the caller and the
-    VM as loaded (their ids, the VM's uuid: no commit changes them), which were read again before,
-    the caller with its account, role and domain. A refused lock is read again explicitly (_lock).
+    VM as loaded (their ids, the VM's uuid: no commit changes them); both were read again after
+    that commit before, the caller with its account, role and domain. A refused lock is read
+    again explicitly (_lock).
     A session that expires on commit is left as the commits would have left it: everything
     expired but the job's ids (jobs.expire_all_but_ids), for callers that read the VM afterwards
     (the portal's pages) and API commands that answer the job's ids."""

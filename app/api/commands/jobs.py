@@ -30,8 +30,8 @@ def query_async_job_result(ctx, p):
     # The job's row first (one statement built once); whether the caller may see it is then
     # plain for root and for the caller's own jobs, and asked of the database otherwise.
     row = jobs.answer_row(p["jobid"])
-    if row is None or not (access.plainly_owned(ctx.user, row[14]) or db.session.scalar(
-            select(AsyncJob.id).where(AsyncJob.id == row[15], access.owned(ctx.user, AsyncJob.account_id)))):
+    if row is None or not (access.plainly_owned(ctx.user, row.account_id) or db.session.scalar(
+            select(AsyncJob.id).where(AsyncJob.id == row.job_id, access.owned(ctx.user, AsyncJob.account_id)))):
         raise NotFound("Unable to find job with the specified id", field="jobid")
     return jobs.answer_of(row)
 
