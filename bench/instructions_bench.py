@@ -15,6 +15,8 @@ runs it (a fresh app context each), a portal page.
     PYTHONPATH=$PWD .venv/bin/python bench/instructions_bench.py \\
         --database-url postgresql+psycopg://postgres@127.0.0.1:5432 [--n 40] [--only query,list]
 
+Needs valgrind (Debian's package `valgrind`, with callgrind_control and callgrind_annotate;
+`make setup-test` does not install it: no test uses it).
 It runs itself under `valgrind --tool=callgrind --instr-atstart=no` and steers that process with
 callgrind_control: counting is on only while a batch runs (zeroed before it, dumped after it).
 The process is slowed about twenty-fold while counting and five-fold otherwise: a run of the

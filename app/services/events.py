@@ -180,16 +180,15 @@ def event_views(caller, *, page=None, **filters) -> tuple[list[EventView], int]:
     """listEvents: the same events as list_events, as rows (no objects: a page of 50 cost 27
     million instructions as objects). A page is found by its ids (page_ids), then read with its
     users' names and owners in one statement."""
-    from app.models import Account, Domain, Project, User
+    from app.models import User
     from app.services.pagination import page_ids
-    from app.services.vm_views import OWNER, AccountRef
+    from app.services.vm_views import OWNER, AccountRef, with_owner
     conditions = _conditions(caller, **filters)
     newest_first = Event.id.desc()
-    rows = (select(Event.uuid, Event.type, Event.level, Event.state, Event.description, Event.created,
-                   Event.resource_type, Event.resource_id, User.username, *OWNER)
-            .select_from(Event).outerjoin(User, User.id == Event.user_id)
-            .outerjoin(Account, Account.id == Event.account_id).outerjoin(Domain, Domain.id == Account.domain_id)
-            .outerjoin(Project, Project.account_id == Account.id).order_by(newest_first))
+    rows = with_owner(select(Event.uuid, Event.type, Event.level, Event.state, Event.description, Event.created,
+                             Event.resource_type, Event.resource_id, User.username, *OWNER)
+                      .select_from(Event).outerjoin(User, User.id == Event.user_id),
+                      Event.account_id, outer=True).order_by(newest_first)
     if page is None:
         found = db.session.execute(rows.where(*conditions)).all()
         total = len(found)

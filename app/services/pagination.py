@@ -65,16 +65,15 @@ def page_of(query: Select, page: tuple[int, int] | None, *, scalars: bool = True
             return [], total
         rows = db.session.scalars(query.where(entity.id.in_(ids)).options(*options)).unique().all()
         return list(rows), total
+    # Every row (no page): their number is the total, no COUNT (clients list zones, offerings,
+    # templates and hosts without a page size).
+    total = count_of(query) if page else None
     query = query.options(*options)
-    if not page:  # every row: their number is the total (no COUNT; clients list zones, offerings,
-        # templates and hosts without a page size)
-        rows = list(db.session.scalars(query) if scalars else db.session.execute(query))
-        return rows, len(rows)
-    total = count_of(query)
-    number, size = page
-    query = query.limit(size).offset((number - 1) * size)
-    result = db.session.scalars(query) if scalars else db.session.execute(query)
-    return list(result), total
+    if page:
+        number, size = page
+        query = query.limit(size).offset((number - 1) * size)
+    rows = list(db.session.scalars(query) if scalars else db.session.execute(query))
+    return rows, len(rows) if total is None else total
 
 
 def page_ids(query: Select, page: tuple[int, int], *, scan_once: bool = False) -> tuple[list[int], int]:

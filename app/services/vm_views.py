@@ -148,16 +148,19 @@ _BASE = (_VM.id, _VM.uuid, _VM.name, _VM.display_name, _VM.state, _VM.instance_n
          _VM.cpu_number, _VM.cpu_speed, _VM.memory, _VM.created)
 
 
-def _with_owner(query):
-    """query joined to its VMs' owners: account, domain and project (OWNER's columns)."""
-    return (query.join(Account, Account.id == _VM.account_id).join(Domain, Domain.id == Account.domain_id)
-            .outerjoin(Project, Project.account_id == Account.id))
+def with_owner(query, account_id=_VM.account_id, *, outer: bool = False):
+    """query joined to its rows' owners by `account_id` (the VMs' by default): account, domain
+    and project (OWNER's columns). outer: for rows that may have no owner (events)."""
+    join = query.outerjoin if outer else query.join
+    joined = join(Account, Account.id == account_id)
+    joined = (joined.outerjoin if outer else joined.join)(Domain, Domain.id == Account.domain_id)
+    return joined.outerjoin(Project, Project.account_id == Account.id)
 
 
 def _vms_select(where):
     iso = aliased(Template)
     return (
-        _with_owner(select(*_BASE, _VM.cpu_used_pct, Account.name, Zone.uuid, Zone.name, Host.uuid, Host.name,
+        with_owner(select(*_BASE, _VM.cpu_used_pct, Account.name, Zone.uuid, Zone.name, Host.uuid, Host.name,
                    Template.uuid, Template.name, iso.uuid, iso.name,
                    ServiceOffering.uuid, ServiceOffering.name, ServiceOffering.offer_ha,
                    _VM.ha_enable, InstanceGroup.uuid, InstanceGroup.name, UserData.uuid, UserData.name,
@@ -201,7 +204,7 @@ def extras_of(vm_id: int) -> tuple[bool, bool, bool, bool, bool]:
 
 def _min_select(where):
     """details=min: the VM's own columns and its owner's (r[11:17])."""
-    return _with_owner(select(*_BASE, *OWNER)).where(_among(_VM.id, where)).order_by(_VM.id.desc())
+    return with_owner(select(*_BASE, *OWNER)).where(_among(_VM.id, where)).order_by(_VM.id.desc())
 
 
 def _nics_select(where):
