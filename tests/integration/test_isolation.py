@@ -331,12 +331,12 @@ def test_every_api_command_refuses_others_ids(app, scene, client):
             "projects", "project_invitations"} <= kinds, kinds
     seen = Counter()
     failures = []
+    with app.app_context():
+        before = snapshot(scene["bob_account"])
     for cmd in all_commands():
         params = uuid_params(cmd)
         if not params or cmd.anonymous:
             continue
-        with app.app_context():
-            before = snapshot(scene["bob_account"])
         for p in params:
             ids = ids_to_try(cmd, p, foreign)
             ref = outcome(app, client, call_args(cmd, p, RANDOM, scene["bob"]), RANDOM)
@@ -347,8 +347,9 @@ def test_every_api_command_refuses_others_ids(app, scene, client):
                     continue
                 if not same(got, ref) or got[0] == 200 and not cmd.list:
                     failures.append(f"{cmd.name} {p.name}={foreign[x]}: {got[:2]} (a missing id: {ref[:2]})")
-        with app.app_context():
-            changed = diff(before, snapshot(scene["bob_account"]))
+        with app.app_context():  # nothing runs between two commands: one's after is the next one's before
+            after = snapshot(scene["bob_account"])
+        changed, before = diff(before, after), after
         if changed:
             failures.append(f"{cmd.name} changed rows that are not bob's: {changed}")
     assert not failures, "\n".join(failures[:40])
