@@ -16,7 +16,8 @@ from app.api.registry import NOT_SCOPE, Command, lookup
 from app.api.serializers import clean, prefetched, serialize
 from app.extensions import csrf, db
 from app.models import AsyncJob, User
-from app.services import access, accounts, roles, sessions, settings
+from app.services import access, accounts, callers, roles, sessions, settings
+from app.services.callers import Caller
 from app.services.errors import InvalidParameter, ServiceError
 from app.services.settings import Definition, define
 
@@ -39,7 +40,7 @@ class ApiError(Exception):
 
 @dataclass
 class Context:
-    user: User
+    user: User | Caller  # a signed call's caller is a row (app/services/callers.py)
     command: Command
     page: tuple[int, int] | None = None  # (page, pagesize)
     raw: dict = field(default_factory=dict)
@@ -96,7 +97,7 @@ def _parse_expires(value: str) -> datetime:
 def _authenticate(params: dict[str, str], cmd: Command | None) -> User:
     api_key = params.get("apiKey") or params.get("apikey")
     if api_key:
-        user = accounts.user_by_api_key(api_key)
+        user = callers.by_api_key(api_key)  # a row; the User itself only if a command asks
         signature = params.get("signature", "")
         enforce = settings.get("enforce.post.requests.and.timestamps")
         if user is None or not signature:

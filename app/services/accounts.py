@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from flask import has_request_context, request
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -295,14 +295,6 @@ def get_keys(user: User) -> tuple[str, str] | None:
 
 def ensure_keys(user: User) -> tuple[str, str]:
     return get_keys(user) or register_keys(user)
-
-
-# Built once: every signed API call runs it (building it cost as much as running it).
-_BY_API_KEY = select(User).where(User.api_key == bindparam("api_key"), User.removed.is_(None))
-
-
-def user_by_api_key(api_key: str) -> User | None:
-    return db.session.scalar(_BY_API_KEY, {"api_key": api_key})
 
 
 def user_by_id(user_id: int | None) -> User | None:

@@ -140,8 +140,7 @@ def list_groups(caller, *, id: str | None = None, name: str | None = None, vm_uu
     owner = _owner(caller, account) if (account or access.current_project()) else None
     wide = access.is_any_admin(caller) and listall
     if not wide or owner is not None:
-        target = owner or caller.account
-        ensure_default(target.id)
+        ensure_default(owner.id if owner is not None else caller.account_id)
         db.session.commit()
     q = _visible(caller).order_by(SecurityGroup.id)
     if owner is not None:
