@@ -530,7 +530,8 @@ def _answer_by_uuid() -> Select:
 
 def answer_row(uuid: str):
     """The answer row (answer_select) of the job with this public id, or None."""
-    return db.session.execute(_answer_by_uuid(), {"uuid": uuid}).first()
+    # On the session's connection: a Core row needs none of the ORM's execution steps.
+    return db.session.connection().execute(_answer_by_uuid(), {"uuid": uuid}).first()
 
 
 def answer_of(r) -> dict:

@@ -113,5 +113,6 @@ class Caller:
 
 
 def by_api_key(api_key: str) -> Caller | None:
-    row = db.session.execute(_BY_API_KEY, {"api_key": api_key}).first()
+    # On the session's connection: a Core row needs none of the ORM's execution steps.
+    row = db.session.connection().execute(_BY_API_KEY, {"api_key": api_key}).first()
     return Caller(row) if row is not None else None

@@ -190,11 +190,11 @@ def event_views(caller, *, page=None, **filters) -> tuple[list[EventView], int]:
                       .select_from(Event).outerjoin(User, User.id == Event.user_id),
                       Event.account_id, outer=True).order_by(newest_first)
     if page is None:
-        found = db.session.execute(rows.where(*conditions)).all()
+        found = db.session.connection().execute(rows.where(*conditions)).all()
         total = len(found)
     else:
         ids, total = page_ids(select(Event).where(*conditions).order_by(newest_first), page)
-        found = db.session.execute(rows.where(Event.id.in_(ids))).all() if ids else []
+        found = db.session.connection().execute(rows.where(Event.id.in_(ids))).all() if ids else []
     owners: dict[str, AccountRef] = {}  # one per account on the page (r[10]: its uuid, None: no account)
     return [EventView(*r[:9], None if r[10] is None else owners.get(r[10]) or owners.setdefault(
         r[10], AccountRef(*r[9:]))) for r in found], total

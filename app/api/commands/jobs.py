@@ -42,10 +42,10 @@ def list_async_jobs(ctx, p):
     """Newest first. A page is found by its ids (page_ids), then read as answer rows."""
     conditions = _conditions(ctx, p)
     newest_first = AsyncJob.id.desc()
+    rows = jobs.answer_select().order_by(newest_first)
+    conn = db.session.connection()  # Core rows: none of the ORM's execution steps
     if ctx.page is None:
-        rows = db.session.execute(jobs.answer_select().where(*conditions).order_by(newest_first)).all()
-        return rows, len(rows)
+        found = conn.execute(rows.where(*conditions)).all()
+        return found, len(found)
     ids, total = page_ids(select(AsyncJob).where(*conditions).order_by(newest_first), ctx.page)
-    if not ids:
-        return [], total
-    return db.session.execute(jobs.answer_select().where(AsyncJob.id.in_(ids)).order_by(newest_first)).all(), total
+    return (conn.execute(rows.where(AsyncJob.id.in_(ids))).all() if ids else []), total
