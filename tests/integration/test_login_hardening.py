@@ -151,10 +151,14 @@ def test_ipv6_clients_are_throttled_per_slash_64(app, users, client):
     assert post_login(client, "alice", "alicepass", addr="2001:db8:1:3::1").status_code == 302
 
 
-def test_a_thousand_failed_logins_of_unknown_users_add_bounded_rows(app, users, client, monkeypatch):
-    # The dummy hash made cheap: this test is about rows, not CPU.
+ATTEMPTS = 400
+
+
+def test_hundreds_of_failed_logins_of_unknown_users_add_bounded_rows(app, users, client, monkeypatch):
+    # The dummy hash made cheap: this test is about rows, not CPU. 400 attempts (16 from each of
+    # 25 sources, eight times the burst) bound the rows as well as 1,000 did, in 40 % of the time.
     monkeypatch.setattr(accounts, "_DUMMY_HASH", generate_password_hash("x", method="pbkdf2:sha256:1"))
-    # The events' clock stands still: on a loaded machine the 1,000 logins may take longer
+    # The events' clock stands still: on a loaded machine the logins may take longer
     # than a window, and which sources got their own bucket would then depend on timing.
     from app.services import events
     frozen = events.utcnow()
@@ -166,7 +170,7 @@ def test_a_thousand_failed_logins_of_unknown_users_add_bounded_rows(app, users, 
     events_before = count_rows(app, Event)
     token = csrf_token(client)
     statuses = set()
-    for i in range(1000):
+    for i in range(ATTEMPTS):
         statuses.add(post_login(client, f"ghost{i}", "wrong-password-1", addr=f"10.50.0.{i % sources}",
                                 token=token).status_code)
     windows = 1  # the clock stands still
@@ -177,7 +181,8 @@ def test_a_thousand_failed_logins_of_unknown_users_add_bounded_rows(app, users, 
     assert 1 <= added <= windows * (max_sources + 1) * (burst + 1), (added, windows)
     with app.app_context():
         from app.models import EventBucket
-        assert db.session.scalar(select(func.sum(EventBucket.count)).where(EventBucket.kind == "USER.LOGIN")) == 1000
+        counts = select(func.sum(EventBucket.count)).where(EventBucket.kind == "USER.LOGIN")
+        assert db.session.scalar(counts) == ATTEMPTS
         shared = db.session.scalar(select(Event).where(Event.source_address.is_(None), Event.type == "USER.LOGIN"))
         assert shared is not None and "from other addresses" in shared.description
         counted = db.session.scalar(select(Event).where(Event.source_address == "10.50.0.1",
@@ -193,7 +198,7 @@ def test_a_flood_from_one_address_adds_bounded_rows(app, users, client, monkeypa
     events_before = count_rows(app, Event)
     token = csrf_token(client)
     statuses = [post_login(client, f"ghost{i}", "wrong-password-1", addr="10.60.0.1", token=token).status_code
-                for i in range(1000)]
+                for i in range(300)]  # the cap, then five times as many refused
     cap = 50
     assert statuses[:cap] == [401] * cap and set(statuses[cap:]) == {429}
     assert count_rows(app, LoginThrottle) == cap
