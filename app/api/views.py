@@ -124,7 +124,7 @@ def _authenticate(params: dict[str, str], cmd: Command | None) -> User:
         uid = session.get("api_user")
         if not key or not stored or not secrets.compare_digest(key, stored) or not uid:
             raise ApiError(401, AUTH_FAILED)
-        user = sessions.load(session, uid)
+        user = sessions.load_caller(session, uid)
         if user is None:  # logged out, password changed, expired
             raise ApiError(401, AUTH_FAILED)
     if not user.is_active:

@@ -1,4 +1,5 @@
-"""Who signed an API call, read as one row instead of an ORM User.
+"""Who makes an API call (signed, or with a login's sessionkey: sessions.load_caller), read as
+one row instead of an ORM User.
 
 Every signed call used to load its caller as a User joined with its account, the account's
 role and its domain: the largest part of what a small call (queryAsyncJobResult, listZones)
@@ -15,7 +16,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Select, bindparam, select
 
 from app.extensions import db
 from app.models import Account, User
@@ -32,29 +33,33 @@ class RoleRef(NamedTuple):
     is_default: bool
 
 
-# Built once, as accounts._BY_API_KEY was: building a statement costs as much as running it.
-_BY_API_KEY = (
-    select(User.id, User.uuid, User.username, User.role, User.state, User.account_id, User.api_key,
-           User.secret_key_enc, Account.name, Account.role, Account.state, Account.cleanup_started,
-           Account.domain_id, AccountRole.id, AccountRole.uuid, AccountRole.rules_version,
-           AccountRole.role_type, AccountRole.is_default)
-    .join(Account, Account.id == User.account_id)
-    .outerjoin(AccountRole, AccountRole.id == Account.role_id)
-    .where(User.api_key == bindparam("api_key"), User.removed.is_(None)))
+def statement(*extra) -> Select:
+    """The caller's row, then `extra` columns (a login session's revocation check): add the
+    WHERE. Build it once (module level): building a statement costs as much as running it."""
+    return (select(User.id, User.uuid, User.username, User.role, User.state, User.account_id, User.api_key,
+                   User.secret_key_enc, User.session_version, Account.name, Account.role, Account.state,
+                   Account.cleanup_started, Account.domain_id, AccountRole.id, AccountRole.uuid,
+                   AccountRole.rules_version, AccountRole.role_type, AccountRole.is_default, *extra)
+            .join(Account, Account.id == User.account_id)
+            .outerjoin(AccountRole, AccountRole.id == Account.role_id))
+
+
+_BY_API_KEY = statement().where(User.api_key == bindparam("api_key"), User.removed.is_(None))
 
 
 class Caller:
     """A User's identity, from one row; the User itself on demand (see the module's text)."""
 
     __slots__ = ("id", "uuid", "username", "role", "state", "account_id", "api_key", "secret_key_enc",
-                 "account_name", "account_role", "account_state", "account_cleanup_started", "domain_id",
-                 "role_ref", "_user")
+                 "session_version", "account_name", "account_role", "account_state", "account_cleanup_started",
+                 "domain_id", "role_ref", "_user")
 
     def __init__(self, r) -> None:
+        """From a row of statement() (its extra columns after these)."""
         (self.id, self.uuid, self.username, self.role, self.state, self.account_id, self.api_key,
-         self.secret_key_enc, self.account_name, self.account_role, self.account_state,
-         self.account_cleanup_started, self.domain_id) = r[:13]
-        self.role_ref = RoleRef(*r[13:]) if r[13] is not None else None
+         self.secret_key_enc, self.session_version, self.account_name, self.account_role, self.account_state,
+         self.account_cleanup_started, self.domain_id) = r[:14]
+        self.role_ref = RoleRef(*r[14:19]) if r[14] is not None else None
         self._user: User | None = None
 
     # The User's own properties, from the row (app/models/accounts.py says what they mean).

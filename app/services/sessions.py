@@ -31,6 +31,8 @@ from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
 from app.models import RevokedSession, User
+from app.services import callers
+from app.services.callers import Caller
 from app.services.settings import Definition, define, get
 
 VERSION, STARTED, SEEN, SID, UNTIL = "_nubo_sv", "_nubo_started", "_nubo_seen", "_nubo_sid", "_nubo_until"
@@ -92,8 +94,8 @@ def valid(session: MutableMapping, user, revoked: bool | None = None) -> bool:
 
 
 # Built once: every logged-in request runs it (building it cost about as much as running it).
-_LOAD = select(User, select(RevokedSession.sid_hash).where(RevokedSession.sid_hash == bindparam("sid_hash")).exists()) \
-    .where(User.uuid == bindparam("uuid"), User.removed.is_(None))
+_REVOKED = select(RevokedSession.sid_hash).where(RevokedSession.sid_hash == bindparam("sid_hash")).exists()
+_LOAD = select(User, _REVOKED).where(User.uuid == bindparam("uuid"), User.removed.is_(None))
 
 
 def load(session: MutableMapping, user_uuid: str) -> User | None:
@@ -106,6 +108,22 @@ def load(session: MutableMapping, user_uuid: str) -> User | None:
     if row is None or not valid(session, row[0], revoked=bool(row[1])):
         return None
     return row[0]
+
+
+_LOAD_CALLER = callers.statement(_REVOKED).where(User.uuid == bindparam("uuid"), User.removed.is_(None))
+
+
+def load_caller(session: MutableMapping, user_uuid: str) -> Caller | None:
+    """load() for the API's sessionkey: the caller as a row (app/services/callers.py), the
+    revocation check in the same statement."""
+    sid = session.get(SID)
+    if not isinstance(sid, str) or not sid:
+        return None
+    row = db.session.connection().execute(_LOAD_CALLER, {"uuid": user_uuid, "sid_hash": _hash(sid)}).first()
+    if row is None:
+        return None
+    caller = Caller(row)
+    return caller if valid(session, caller, revoked=bool(row[-1])) else None
 
 
 def web_session_alive(data: Mapping) -> bool:
