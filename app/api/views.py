@@ -40,7 +40,7 @@ class ApiError(Exception):
 
 @dataclass
 class Context:
-    user: User | Caller  # a signed call's caller is a row (app/services/callers.py)
+    user: User | Caller  # an API call's caller is a row (app/services/callers.py)
     command: Command
     page: tuple[int, int] | None = None  # (page, pagesize)
     raw: dict = field(default_factory=dict)
@@ -94,7 +94,7 @@ def _parse_expires(value: str) -> datetime:
     raise ApiError(401, AUTH_FAILED)
 
 
-def _authenticate(params: dict[str, str], cmd: Command | None) -> User:
+def _authenticate(params: dict[str, str], cmd: Command | None) -> Caller:
     api_key = params.get("apiKey") or params.get("apikey")
     if api_key:
         user = callers.by_api_key(api_key)  # a row; the User itself only if a command asks
