@@ -81,13 +81,6 @@ class Caller:
                 and self.account_cleanup_started is None)
 
     @property
-    def is_authenticated(self) -> bool:
-        return True
-
-    def get_id(self) -> str:
-        return self.uuid
-
-    @property
     def account(self) -> Account:
         """The ORM Account (with its role and domain: one statement, the first time): what a
         create call makes its object for (access.owner_for)."""
