@@ -71,14 +71,28 @@ def instance_path_from_env() -> Path:
 
 
 def _read_or_create(path: Path, make) -> str:
-    """Read a generated secret, creating it once (0600) if missing."""
+    """Read a generated secret, creating it once (0600) if missing.
+
+    Processes started together on a new instance (honcho's web, worker and monitor) race
+    here: the secret is written whole to a file of this process's own, then linked into
+    place, which fails if another process got there first; that one's secret is kept.
+    No process can read a secret file that is still being written."""
     if path.exists():
         return path.read_text().strip()
-    value = make()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(value)
-    return value
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(make())
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path.read_text().strip()
 
 
 def finalize(config: dict, instance: Path) -> None:

@@ -1,4 +1,6 @@
 """Configuration: defaults, NUBO_* overrides, generated secrets kept on disk."""
+import os
+
 from app import create_app
 
 
@@ -38,6 +40,43 @@ def test_secret_key_generated_once_and_kept(tmp_path, monkeypatch):
     assert first == second and len(first) >= 32
     assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "credentials.key").exists()
+
+
+def test_secrets_created_by_processes_starting_together_are_one(tmp_path):
+    """honcho starts web, worker and monitor at once on a new instance: each must read
+    the one secret that won, never a second one or a file still being written."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(6)
+    results = ctx.Queue()
+
+    def start():
+        from app.config import _read_or_create
+        barrier.wait()
+        results.put(_read_or_create(tmp_path / "secret_key", lambda: os.urandom(16).hex()))
+
+    procs = [ctx.Process(target=start) for _ in range(6)]
+    for p in procs:
+        p.start()
+    got = [results.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    kept = (tmp_path / "secret_key").read_text()
+    assert len(kept) == 32 and got == [kept] * 6
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["secret_key"]  # no leftovers
+
+
+def test_a_secret_that_appears_meanwhile_is_kept(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from app.config import _read_or_create
+    (tmp_path / "secret_key").write_text("theirs")
+    monkeypatch.setattr(Path, "exists", lambda self: False)  # lost the race after looking
+    assert _read_or_create(tmp_path / "secret_key", lambda: "mine") == "theirs"
+    monkeypatch.undo()
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["secret_key"]
 
 
 def test_secret_key_from_env(tmp_path, monkeypatch):
