@@ -34,6 +34,7 @@ def _sqlite_pragmas(dbapi_connection, connection_record):
 def _idle_since(dbapi_connection, connection_record):
     if connection_record is not None:
         connection_record.info["nubo_idle_since"] = time.monotonic()
+        connection_record.info.pop(_WROTE, None)  # the pool's reset rolled back what it held
 
 
 @event.listens_for(Pool, "checkout")
@@ -60,6 +61,32 @@ def _ping_if_idle(dbapi_connection, connection_record, connection_proxy):
 
 
 _READ = re.compile(r"\s*SELECT\b", re.IGNORECASE)
+_LOCKING = re.compile(r"\bFOR\s+(?:NO\s+KEY\s+)?(?:UPDATE|SHARE)\b", re.IGNORECASE)
+_WROTE = "nubo_wrote"  # on a connection's info: its transaction ran a write or took row locks
+
+
+@event.listens_for(Engine, "before_cursor_execute")
+def _note_write(conn, cursor, statement, parameters, context, executemany):
+    if not _READ.match(statement) or _LOCKING.search(statement):
+        conn.info[_WROTE] = True
+
+
+@event.listens_for(Engine, "commit")
+@event.listens_for(Engine, "rollback")
+def _transaction_ended(conn):
+    conn.info.pop(_WROTE, None)
+
+
+def wrote(session) -> bool:
+    """Whether the session's transaction holds anything a COMMIT would make stay, or a lock it
+    would free: objects to flush, or a statement other than a plain SELECT run in it (ORM or
+    Core, on its connection). False: its COMMIT would only end a snapshot, and the transaction
+    may go on instead (e.g. quotas.take's, after a request's reads)."""
+    if session.new or session.dirty or session.deleted:
+        return True
+    if not session.in_transaction():
+        return False
+    return bool(session.connection().info.get(_WROTE))
 
 
 def keep_prepared_statements(engine: Engine) -> None:

@@ -42,6 +42,7 @@ from collections.abc import Iterable
 from sqlalchemy import BigInteger, bindparam, func, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from app.engine import wrote
 from app.extensions import db
 from app.models import (Account, Domain, DomainResourceCount, DomainResourceLimit, Network, PublicIpAddress,
                         ResourceCount, ResourceLimit, ServiceOffering, VirtualMachine, Volume)
@@ -221,7 +222,7 @@ def take(account_id: int, deltas: dict[str, int], also: Iterable = (), *, commit
     `also`: guarded UPDATEs of the counted rows, run in the same transaction, each of which must
     change exactly one row (otherwise another request changed it first: 536, nothing taken).
     commit=False: the transaction stays open for the caller to write the rows that count what
-    was taken and commit them with it (or roll both back). Whatever the session held before
+    was taken and commit them with it (or roll both back). Whatever the session wrote before
     is committed first."""
     deltas = {r: n for r, n in sorted(deltas.items()) if n}
     also = list(also)
@@ -242,7 +243,11 @@ def take(account_id: int, deltas: dict[str, int], also: Iterable = (), *, commit
     dlimits = domain_limits(chain)
     chain = [(d.id, d.uuid) for d in chain]  # plain values: a rollback below expires the rows
     unlimited = _unlimited(account_id)
-    db.session.commit()
+    # What the session wrote before is committed first, so the counts' row locks below are the
+    # transaction's first (the lock order above). A transaction that only read goes on: its
+    # COMMIT, BEGIN and checkout would end a snapshot and nothing else (a deploy's checks).
+    if wrote(db.session()):
+        db.session.commit()
     # The account's limits in one query (a limit changed meanwhile is as if changed just after
     # this take); the guarded UPDATEs below decide every race on the counts.
     limits = {} if unlimited else limits_of(account_id, [r for r, n in deltas.items() if n > 0])
