@@ -298,13 +298,34 @@ _JOB_MUTABLE = ["status", "progress", "progress_message", "steps", "result_code"
 _JOB_FIXED = [a.key for a in AsyncJob.__mapper__.column_attrs if a.key not in _JOB_MUTABLE]
 
 
-def progress(job: AsyncJob, percent: int, message: str | None = None, steps: list | None = None) -> None:
-    """Record progress (and a heartbeat) in its own short transaction."""
+def _progress_values(percent: int, message: str | None, steps: list | None) -> dict[str, Any]:
     values: dict[str, Any] = {"progress": max(0, min(100, int(percent))), "heartbeat": utcnow()}
     if message is not None:
         values["progress_message"] = message[:1024]
     if steps is not None:
         values["steps"] = json.dumps(steps)
+    return values
+
+
+def _lost(job: AsyncJob) -> JobLost:
+    # Reaped (or finished) under us: stop here rather than keep acting on what the
+    # reaper's clean-up already gave back.
+    return JobLost(f"Job {job.uuid} was ended while it ran (reaped); its work stops here")
+
+
+def progress_with(job: AsyncJob, percent: int, message: str | None = None) -> None:
+    """progress() in the session's transaction, which the caller commits at once (the planner's
+    hold: the host and the step show together, one commit fewer). Not for a transaction that
+    stays open across a host's work: its lock on the job's row would hold up the heartbeat."""
+    from app.services import changes
+    if not changes.update_row(AsyncJob, job.id, AsyncJob.status == JobStatus.PENDING,
+                              known=(job.uuid, job.account_id), **_progress_values(percent, message, None)):
+        raise _lost(job)
+
+
+def progress(job: AsyncJob, percent: int, message: str | None = None, steps: list | None = None) -> None:
+    """Record progress (and a heartbeat) in its own short transaction."""
+    values = _progress_values(percent, message, steps)
     from app.services import changes
     with db.engine.begin() as conn:
         res = conn.execute(update(AsyncJob).where(AsyncJob.id == job.id, AsyncJob.status == JobStatus.PENDING)
@@ -314,9 +335,7 @@ def progress(job: AsyncJob, percent: int, message: str | None = None, steps: lis
     if res.rowcount:
         changes.committed()
     if res.rowcount == 0:
-        # Reaped (or finished) under us: stop here rather than keep acting on what the
-        # reaper's clean-up already gave back.
-        raise JobLost(f"Job {job.uuid} was ended while it ran (reaped); its work stops here")
+        raise _lost(job)
 
 
 def _heartbeat(app, job_id: int, stop: threading.Event) -> None:

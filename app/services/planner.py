@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import and_, bindparam, case, func, or_, select, update
@@ -253,32 +254,37 @@ def _order(rows, account_id: int | None) -> list[int]:
     return ids  # firstfit: by id
 
 
-def _attempt(host_id: int, need: Need, vm_id: int | None = None,
-             placement: affinity.Placement | None = None) -> bool:
-    """One reservation in its own transaction (with vm_id: held by that VM's row, atomically).
-    placement: the VM's affinity groups, locked first and checked again against where their
-    other VMs are now (a sibling placed meanwhile makes this host wrong: False)."""
+def _attempt(host_id: int, need: Need, vm_id: int | None = None, placement: affinity.Placement | None = None,
+             on_hold: Callable[[Host], None] | None = None) -> Host | None:
+    """One reservation in its own transaction (with vm_id: held by that VM's row, atomically);
+    the host, read in it, or None if it was taken. placement: the VM's affinity groups, locked
+    first and checked again against where their other VMs are now (a sibling placed meanwhile
+    makes this host wrong: None). on_hold: run with the host in the reservation's transaction,
+    before it commits (a job's progress step); what it raises rolls the reservation back."""
     try:
         if placement is not None and placement.group_ids:
             db.session.commit()  # a fresh transaction: the check below reads after the locks
             affinity.lock_groups(placement.group_ids)
             if affinity.conflict(placement.vm_id, host_id) is not None:
                 db.session.rollback()
-                return False
+                return None
         ok = hold(vm_id, host_id, need) if vm_id is not None else reserve(host_id, need)
-        if ok and vm_id is None and placement is not None and placement.group_ids:
+        if not ok:
+            db.session.rollback()
+            return None
+        if vm_id is None and placement is not None and placement.group_ids:
             # A migration's destination, recorded under the groups' locks with the reservation.
             db.session.execute(update(VirtualMachine).where(VirtualMachine.id == placement.vm_id)
                                .values(migration_host_id=host_id).execution_options(synchronize_session=False))
-        if ok:
-            db.session.commit()
-        else:
-            db.session.rollback()
-        return ok
-    except Exception as e:
+        host = db.session.get(Host, host_id)
+        if on_hold is not None:
+            on_hold(host)
+        db.session.commit()
+        return host
+    except BaseException as e:  # a job reaped meanwhile (JobLost) too: nothing stays held
         db.session.rollback()
-        if is_retryable(e):
-            return False  # the database aborted us in a race: as if the host were taken
+        if isinstance(e, Exception) and is_retryable(e):
+            return None  # the database aborted us in a race: as if the host were taken
         raise
 
 
@@ -286,14 +292,16 @@ def plan_and_reserve(zone: Zone, hypervisor_type: str, need: Need, *, storage_ty
                      account_id: int | None = None, preferred_host_id: int | None = None,
                      avoid: set[int] | None = None, cluster_id: int | None = None,
                      vm_id: int | None = None, placing_vm_id: int | None = None,
-                     host_tags: str | None = None, storage_tags: str | None = None) -> Host:
+                     host_tags: str | None = None, storage_tags: str | None = None,
+                     on_hold: Callable[[Host], None] | None = None) -> Host:
     """Pick a host and reserve `need` on it; raise InsufficientCapacity with the
     reason when no host fits. The reservation is committed here (call this with no
     pending changes in the session); undo it with release() if the deploy fails.
     vm_id: the reservation is held by that VM (hold/unhold), committed with its row.
     placing_vm_id (default vm_id): the VM whose affinity groups the host must satisfy
     (a migration reserves for a VM that already holds its source).
-    host_tags / storage_tags: the offering's; hosts (and a pool they reach) must have them all."""
+    host_tags / storage_tags: the offering's; hosts (and a pool they reach) must have them all.
+    on_hold: run with the chosen host in the reservation's transaction (see _attempt)."""
     avoid = set(avoid or ())
     zone_id = zone.id
     placing = placing_vm_id if placing_vm_id is not None else vm_id
@@ -303,8 +311,8 @@ def plan_and_reserve(zone: Zone, hypervisor_type: str, need: Need, *, storage_ty
         if host and host.zone_id == zone_id and host.hypervisor_type == hypervisor_type \
                 and (not placement_tags.split(host_tags) or db.session.scalar(select(Host.id).where(
                     Host.id == host.id, placement_tags.has_all(Host.host_tags, host_tags)))) \
-                and _attempt(host.id, need, vm_id, placement):
-            return db.session.get(Host, preferred_host_id)
+                and _attempt(host.id, need, vm_id, placement, on_hold) is not None:
+            return host
     only = placement.only if placement is not None else None
     narrowed = avoid | (placement.avoid if placement is not None else set())
     rows = _candidates(zone, hypervisor_type, need, storage_type, narrowed, cluster_id, host_tags, storage_tags, only)
@@ -313,8 +321,9 @@ def plan_and_reserve(zone: Zone, hypervisor_type: str, need: Need, *, storage_ty
     # plain reads took no locks, and the hold's guarded UPDATEs read the rows as they are now,
     # under any snapshot (MariaDB's REPEATABLE READ too). Both callers committed just before.
     for host_id in order:
-        if _attempt(host_id, need, vm_id, placement):  # may lose a race: then try the next one
-            return db.session.get(Host, host_id)
+        held = _attempt(host_id, need, vm_id, placement, on_hold)  # may lose a race: then the next one
+        if held is not None:
+            return held
     zone = db.session.get(Zone, zone_id)
     if placement is not None and placement.group_ids and _candidates(
             zone, hypervisor_type, need, storage_type, avoid, cluster_id, host_tags, storage_tags):

@@ -850,7 +850,8 @@ def _start(job: AsyncJob, vm: VirtualMachine, *, preferred_host_id: int | None, 
            cluster_id: int | None = None) -> dict:
     need = _need(vm)
     # No progress row yet: finding a host takes milliseconds, the claim just heart-beat; the
-    # 40 % step below (before the host works) is the one a page can see, and the reaper check.
+    # 40 % step (before the host works) is the one a page can see, and the reaper check. It is
+    # written with the planner's hold, in its transaction: a job reaped meanwhile holds nothing.
     if vm.state != VMState.STARTING:  # a deploy's VM is Starting since its API call
         vm.state, vm.state_updated = VMState.STARTING, utcnow()
         db.session.commit()
@@ -864,9 +865,9 @@ def _start(job: AsyncJob, vm: VirtualMachine, *, preferred_host_id: int | None, 
         host = planner.plan_and_reserve(vm.zone, vm.hypervisor_type, need, account_id=vm.account_id,
                                         storage_type=offering.storage_type, host_tags=offering.host_tags,
                                         storage_tags=offering.storage_tags,
-                                        preferred_host_id=preferred_host_id, vm_id=vm.id, cluster_id=cluster_id)
+                                        preferred_host_id=preferred_host_id, vm_id=vm.id, cluster_id=cluster_id,
+                                        on_hold=lambda h: jobs.progress_with(job, 40, f"Starting on {h.name}"))
         _held(vm, host)
-        jobs.progress(job, 40, f"Starting on {host.name}")
         _run_on(vm, host)
     except jobs.JobLost:
         # Reaped while it looked for a host (its heartbeat came too late): the reaper's clean-up

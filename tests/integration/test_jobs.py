@@ -128,7 +128,8 @@ def _reaped_while_planning(app, monkeypatch, cmd: str) -> None:
 
 def test_a_deploy_reaped_before_its_host_is_held_stops_there_holding_nothing(app, tmp_path, monkeypatch):
     """A deploy reaped while it looked for a host (its worker stalled) stops at its 40 % step;
-    the hold it had just taken goes back with it: no capacity stays counted on the host."""
+    the hold, taken in that step's transaction, is rolled back with it: no capacity stays
+    counted on the host."""
     from app.models import Host, VMState
     from app.services import vms as vm_service
     from tests.helpers.sim_zone import simulator_zone

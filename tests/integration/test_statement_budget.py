@@ -55,8 +55,10 @@ PINS = {
     # none: five queries were one); 30 since the planner's candidates statement reads the type's
     # guest limit itself (a subquery, not a query of its own); 29 since its end's two changes (the
     # VM unlocked, the job done) are one INSERT (changes: one per transaction, at its commit); 28
-    # since the job is claimed and read in one UPDATE … RETURNING (jobs._claim; MariaDB: below)
-    "deploy.job": 28,
+    # since the job is claimed and read in one UPDATE … RETURNING (jobs._claim; MariaDB: below);
+    # 27 since its 40 % progress step is written with the planner's hold, in its transaction
+    # (jobs.progress_with: the two changes one INSERT, and no transaction of its own)
+    "deploy.job": 27,
     # stopVirtualMachine / startVirtualMachine: the API call, then its job (the calls 15 and 17
     # while jobs.submit re-read the job it had just written, 14 and 16 while the lock and its
     # hand-over read the VM's row before publishing its change; 12 and 14 while the lock was handed
@@ -75,8 +77,8 @@ PINS = {
     # deploy job's; the preferred host's tags not read when the offering asks for none), 34
     # before the hold, the unlock and the bridge label, 31 before the answer's extras in one
     # statement (as the deploy job's), 27 before its end's changes were one INSERT, 26 before its
-    # claim returned the job
-    "start.job": 25,
+    # claim returned the job, 25 before its progress step went with the hold (as the deploy job's)
+    "start.job": 24,
     # listVirtualMachines pagesize=20 (rows, not ORM objects: app/services/vm_views.py): caller,
     # page ids, VMs, NICs. 9 while the security groups, public IPs, tags, details and affinity
     # groups were each queried for every page; now only when a VM on the page has one
