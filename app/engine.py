@@ -34,7 +34,6 @@ def _sqlite_pragmas(dbapi_connection, connection_record):
 def _idle_since(dbapi_connection, connection_record):
     if connection_record is not None:
         connection_record.info["nubo_idle_since"] = time.monotonic()
-        connection_record.info.pop(_WROTE, None)  # the pool's reset rolled back what it held
 
 
 @event.listens_for(Pool, "checkout")
@@ -62,31 +61,28 @@ def _ping_if_idle(dbapi_connection, connection_record, connection_proxy):
 
 _READ = re.compile(r"\s*SELECT\b", re.IGNORECASE)
 _LOCKING = re.compile(r"\bFOR\s+(?:NO\s+KEY\s+)?(?:UPDATE|SHARE)\b", re.IGNORECASE)
-_WROTE = "nubo_wrote"  # on a connection's info: its transaction ran a write or took row locks
-
-
-@event.listens_for(Engine, "before_cursor_execute")
-def _note_write(conn, cursor, statement, parameters, context, executemany):
-    if not _READ.match(statement) or _LOCKING.search(statement):
-        conn.info[_WROTE] = True
-
-
-@event.listens_for(Engine, "commit")
-@event.listens_for(Engine, "rollback")
-def _transaction_ended(conn):
-    conn.info.pop(_WROTE, None)
+# psycopg connections whose open transaction ran a statement other than a SELECT, or a SELECT
+# that locks rows: kept by keep_prepared_statements' hook (PostgreSQL), read by wrote().
+_WROTE: weakref.WeakSet = weakref.WeakSet()
+_LOCKED: weakref.WeakSet = weakref.WeakSet()
 
 
 def wrote(session) -> bool:
     """Whether the session's transaction holds anything a COMMIT would make stay, or a lock it
     would free: objects to flush, or a statement other than a plain SELECT run in it (ORM or
     Core, on its connection). False: its COMMIT would only end a snapshot, and the transaction
-    may go on instead (e.g. quotas.take's, after a request's reads)."""
+    may go on instead (e.g. quotas.take's, after a request's reads). Known on PostgreSQL (whose
+    statements are watched anyway, for its prepared statements); elsewhere a transaction counts
+    as written (its caller commits, as it always did)."""
     if session.new or session.dirty or session.deleted:
         return True
     if not session.in_transaction():
         return False
-    return bool(session.connection().info.get(_WROTE))
+    conn = session.connection()
+    if not getattr(conn.dialect, "nubo_watches_writes", False):
+        return True
+    raw = conn.connection.dbapi_connection
+    return raw in _WROTE or raw in _LOCKED
 
 
 def keep_prepared_statements(engine: Engine) -> None:
@@ -97,33 +93,39 @@ def keep_prepared_statements(engine: Engine) -> None:
     one when its session closes, so nothing stayed prepared. A transaction that only ran SELECTs
     ends with COMMIT instead: for the data the two are the same (nothing was written; locks go
     either way), and the statements stay prepared. Any other statement (INSERT, UPDATE, NOTIFY,
-    SAVEPOINT...) or a failed transaction keeps the real ROLLBACK."""
+    SAVEPOINT...) or a failed transaction keeps the real ROLLBACK. What the hook sees also
+    answers wrote() (row locks too: a locking clause ends its SELECT, so only the tail is searched;
+    the whole of a long statement cost ~100,000 instructions)."""
     if engine.dialect.name != "postgresql" or engine.dialect.driver != "psycopg":
         return
     from psycopg.pq import TransactionStatus
 
-    wrote: weakref.WeakSet = weakref.WeakSet()  # DBAPI connections whose transaction ran a non-SELECT
-
     @event.listens_for(engine, "before_cursor_execute")
     def _track(conn, cursor, statement, parameters, context, executemany):
         if not _READ.match(statement):
-            wrote.add(cursor.connection)
+            _WROTE.add(cursor.connection)
+        elif _LOCKING.search(statement, max(0, len(statement) - 80)):
+            _LOCKED.add(cursor.connection)
 
     dialect = engine.dialect
     real_rollback, real_commit = dialect.do_rollback, dialect.do_commit
 
     def do_rollback(dbapi_connection):
         raw = getattr(dbapi_connection, "dbapi_connection", dbapi_connection)  # the pool's reset passes a fairy
-        if raw in wrote or raw.info.transaction_status != TransactionStatus.INTRANS:
-            wrote.discard(raw)
+        _LOCKED.discard(raw)
+        if raw in _WROTE or raw.info.transaction_status != TransactionStatus.INTRANS:
+            _WROTE.discard(raw)
             return real_rollback(dbapi_connection)
         return raw.commit()
 
     def do_commit(dbapi_connection):
-        wrote.discard(getattr(dbapi_connection, "dbapi_connection", dbapi_connection))
+        raw = getattr(dbapi_connection, "dbapi_connection", dbapi_connection)
+        _WROTE.discard(raw)
+        _LOCKED.discard(raw)
         return real_commit(dbapi_connection)
 
     dialect.do_rollback, dialect.do_commit = do_rollback, do_commit
+    dialect.nubo_watches_writes = True
 
 
 @contextlib.contextmanager
