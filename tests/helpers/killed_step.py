@@ -8,6 +8,11 @@ The child builds the app on the same database (and instance directory) as the te
 `module:attribute` (a dotted attribute for methods, e.g. `...simulator:SimulatorDriver.start_vm`)
 so that reaching it (`before`) or returning from it (`after`) kills the process, then
 runs the action. Returns the child's exit status: -SIGKILL when the step was reached.
+
+The children are forked from a server process of this module (one per test process) that has
+imported the app once: a fresh interpreter spent ~2 s importing it for every run. The server
+holds no connection and runs no thread, so each child starts as clean as a new process would;
+it takes the caller's environment from the request.
 """
 from __future__ import annotations
 
@@ -19,19 +24,36 @@ import subprocess
 import sys
 
 
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_server: subprocess.Popen | None = None
+
+
+def _fork_server() -> subprocess.Popen:
+    global _server
+    if _server is None or _server.poll() is not None:
+        _server = subprocess.Popen([sys.executable, "-m", "tests.helpers.killed_step", "--serve"], cwd=_ROOT,
+                                   env={**os.environ, "PYTHONPATH": _ROOT}, stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, text=True)
+    return _server
+
+
 def run_killed(app, action: str, args: dict, *, kill_at: str, when: str = "before", timeout: float = 120) -> int:
     config = {"INSTANCE_PATH": app.instance_path, "DATABASE_URL": app.config["DATABASE_URL"],
               "SECRET_KEY": app.config["SECRET_KEY"], "TESTING": True, "SEED_DEMO": False, "JOBS_IMMEDIATE": True}
-    spec = {"config": config, "action": action, "args": args, "kill_at": kill_at, "when": when}
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = {**os.environ, "PYTHONPATH": root}
-    proc = subprocess.run([sys.executable, "-m", "tests.helpers.killed_step", json.dumps(spec)], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-    if proc.returncode not in (-signal.SIGKILL, 0):
-        raise AssertionError(f"child failed ({proc.returncode}): {proc.stderr[-3000:]}")
+    spec = {"config": config, "action": action, "args": args, "kill_at": kill_at, "when": when,
+            "env": {**os.environ, "PYTHONPATH": _ROOT}, "timeout": timeout}
+    server = _fork_server()
+    server.stdin.write(json.dumps(spec) + "\n")
+    server.stdin.flush()
+    answer = server.stdout.readline()
+    if not answer:
+        raise AssertionError(f"the fork server stopped ({server.poll()})")
+    out = json.loads(answer)
+    if out["returncode"] not in (-signal.SIGKILL, 0):
+        raise AssertionError(f"child failed ({out['returncode']}): {out['stderr']}")
     from app.extensions import db
     db.session.commit()  # end the caller's read snapshot (REPEATABLE READ on MariaDB): see what the child left
-    return proc.returncode
+    return out["returncode"]
 
 
 def _trap(kill_at: str, when: str) -> None:
@@ -105,8 +127,10 @@ ACTIONS = {"deploy": _deploy, "attach": _attach, "upload": _upload, "migrate": _
            "create_volume": _create_volume, "scale": _scale, "delete_account": _delete_account}
 
 
-def main() -> None:
-    spec = json.loads(sys.argv[1])
+def _child(spec: dict) -> None:
+    os.environ.clear()
+    os.environ.update(spec["env"])
+    signal.alarm(int(spec["timeout"]))  # a child that hangs ends (SIGALRM), and its run fails
     from app import create_app
     app = create_app(spec["config"])
     _trap(spec["kill_at"], spec["when"])
@@ -114,5 +138,42 @@ def main() -> None:
         ACTIONS[spec["action"]](spec["args"])
 
 
+def serve() -> None:
+    """One request a line on stdin (a run_killed spec), one answer a line on stdout: the forked
+    child's exit status and the end of its output. Ends when stdin closes (its test process ended)."""
+    import tempfile
+    import traceback
+
+    # What create_app imports (every child makes an app), imported once; no app is made here.
+    import app.api.commands  # noqa: F401
+    import app.cli  # noqa: F401
+    import app.jobs.tasks  # noqa: F401
+    import app.monitor.hosts  # noqa: F401
+    import app.web  # noqa: F401
+    import app.web.errors  # noqa: F401
+    import app.web.filters  # noqa: F401
+    for line in sys.stdin:
+        spec = json.loads(line)
+        with tempfile.TemporaryFile() as output:
+            pid = os.fork()
+            if pid == 0:  # the child: its output to the file, never to the answers' pipe
+                code = 1
+                try:
+                    os.dup2(output.fileno(), 1)
+                    os.dup2(output.fileno(), 2)
+                    _child(spec)
+                    code = 0
+                except BaseException:  # noqa: BLE001 - reported to the test as the child's failure
+                    traceback.print_exc()
+                finally:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    os._exit(code)
+            _, status = os.waitpid(pid, 0)
+            output.seek(0)
+            text = output.read().decode(errors="replace")[-3000:]
+        print(json.dumps({"returncode": os.waitstatus_to_exitcode(status), "stderr": text}), flush=True)
+
+
 if __name__ == "__main__":
-    main()
+    serve()
