@@ -145,13 +145,9 @@ def serve() -> None:
     import traceback
 
     # What create_app imports (every child makes an app), imported once; no app is made here.
-    import app.api.commands  # noqa: F401
-    import app.cli  # noqa: F401
-    import app.jobs.tasks  # noqa: F401
-    import app.monitor.hosts  # noqa: F401
-    import app.web  # noqa: F401
-    import app.web.errors  # noqa: F401
-    import app.web.filters  # noqa: F401
+    for module in ("app.api.commands", "app.cli", "app.jobs.tasks", "app.monitor.hosts", "app.web",
+                   "app.web.errors", "app.web.filters"):
+        importlib.import_module(module)
     for line in sys.stdin:
         spec = json.loads(line)
         with tempfile.TemporaryFile() as output:
