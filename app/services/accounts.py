@@ -36,8 +36,14 @@ def _password_method(env: dict) -> str:
 
 
 PASSWORD_METHOD = _password_method(os.environ)
-# Hashing a dummy password for unknown users keeps timing the same either way.
-_DUMMY_HASH = generate_password_hash("nubo-dummy-password", method=PASSWORD_METHOD)
+
+
+@lru_cache(maxsize=None)
+def _dummy_hash() -> str:
+    """Checked for an unknown user, so that a login takes as long either way. Made at its first
+    use, not at import: every process (web, worker, monitor, CLI) paid ~100 ms for it at start."""
+    return generate_password_hash("nubo-dummy-password", method=PASSWORD_METHOD)
+
 _FORGET_AFTER = timedelta(days=1)
 MIN_PASSWORD_LENGTH = 12
 COMMON_PASSWORDS = Path(__file__).resolve().parent.parent / "data" / "common-passwords.txt"
@@ -256,7 +262,7 @@ def authenticate(username: str, password: str, source: str | None = None) -> Use
                                       source_address=source)
         raise LoginThrottled(wait)
     user = get_user(name) if name else None
-    ok = check_password_hash(user.password_hash if user else _DUMMY_HASH, password or "")
+    ok = check_password_hash(user.password_hash if user else _dummy_hash(), password or "")
     if user is None:
         events.record_unauthenticated("USER.LOGIN", f"Failed login for unknown user {name[:64]!r}",
                                       source_address=source)
