@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import func, select, update
 
@@ -68,6 +68,9 @@ class Compiled:
     role_type: str
     root: bool  # the default Root Admin role: everything, no rule consulted
     rules: tuple[tuple[re.Pattern, bool], ...]  # (pattern, allowed) in order
+    # Each command's answer, found once: a user's role holds a rule per command it may call
+    # (~300), and a page's sidebar alone asks about some 35 commands.
+    decided: dict[str, bool] = field(default_factory=dict, compare=False)
 
 
 _cache: dict[tuple[str, int], Compiled] = {}  # by (role uuid, rules_version): unique across databases
@@ -113,6 +116,13 @@ def allowed(user: User | Caller, cmd) -> bool:
     c = _compiled(role)
     if c.root:
         return True
+    hit = c.decided.get(cmd.name)
+    if hit is None:
+        hit = c.decided[cmd.name] = _decide(c, cmd)
+    return hit
+
+
+def _decide(c: Compiled, cmd) -> bool:
     # A rule never opens a command beyond its role type: Nubo's services rely on it (an
     # admin-only command trusts that only Admin-type roles reach it).
     if c.role_type not in implicit_types(cmd):
