@@ -147,7 +147,10 @@ def parent(a) -> None:
            sys.executable, __file__, "--child", "--database-url", a.database_url, "--n", str(a.n)]
     if a.only:
         cmd += ["--only", a.only]
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    # One hash seed for every run: with Python's random one, dicts and sets hash and collide
+    # differently in each process, and the same code's counts moved by up to 2 % run to run.
+    env = {**os.environ, "PYTHONHASHSEED": str(a.hash_seed)}
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
                             stderr=open(out_dir / "stderr.log", "w"))
     pid = str(proc.pid)
 
@@ -187,6 +190,7 @@ def main() -> None:
     ap.add_argument("--database-url", default="", help="a server's URL (a fresh database is made on it)")
     ap.add_argument("--n", type=int, default=40, help="runs of each operation counted")
     ap.add_argument("--only", help="comma-separated parts of operation names: only those")
+    ap.add_argument("--hash-seed", type=int, default=0, help="PYTHONHASHSEED of the counted process (default 0)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     child(a) if a.child else parent(a)

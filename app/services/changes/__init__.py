@@ -115,13 +115,12 @@ def publish_many(conn, rows: list[dict]) -> None:
         if key not in seen:
             seen.add(key)
             out.append({"kind": key[0], "uuid": key[1], "account_id": key[2], "domain_id": key[3], "created": now})
-    # One statement whatever the count (an executemany is one per row on some drivers).
-    # PostgreSQL: the table's trigger NOTIFYs (models/changes.py).
-    t = Change.__table__
-    if len(out) == 1:
-        conn.execute(insert(t), out[0])
-    else:
-        conn.execute(insert(t).values(out))
+    # One round trip whatever the count: an executemany, which psycopg sends as one pipeline and
+    # PyMySQL as one multi-row INSERT (SQLite: a local loop). A multi-VALUES statement built at
+    # each call took twice the CPU (two rows: ~450 µs against ~200, its cache key and compile).
+    # PostgreSQL: the table's trigger NOTIFYs (models/changes.py; the same NOTIFY twice in one
+    # transaction is delivered once).
+    conn.execute(insert(Change.__table__), out if len(out) > 1 else out[0])
 
 
 # --- Wake-ups after commit (Redis) ------------------------------------------------------------
