@@ -67,3 +67,44 @@ def test_host_key_field_validation():
     assert not field.secret
     assert field.validate("kvm1 ssh-ed25519 AAAAC3Nza") is None
     assert field.validate("not a key") is not None
+
+
+class _Domain:
+    """A domain whose shutdown is refused `refusals` times as libvirt's LXC driver refuses it
+    before it knows the container's init PID, then stops it."""
+
+    def __init__(self, refusals: int, message: str = "Requested operation is not valid: Init process ID is not yet known"):
+        self.refusals, self.message, self.active, self.asked = refusals, message, True, 0
+
+    def isActive(self):
+        return self.active
+
+    def XMLDesc(self, flags):
+        return "<domain/>"
+
+    def shutdown(self):
+        import libvirt
+        self.asked += 1
+        if self.asked <= self.refusals:
+            e = libvirt.libvirtError(self.message)
+            e.err = (libvirt.VIR_ERR_OPERATION_INVALID, libvirt.VIR_FROM_LXC, self.message, 2, None, None, None, 0, 0)
+            raise e
+        self.active = False
+
+
+def test_a_container_whose_init_pid_is_not_yet_known_is_asked_again(monkeypatch):
+    d = _driver(LXC, "lxc:///system")
+    dom = _Domain(refusals=3)
+    monkeypatch.setattr(d, "_domain", lambda name: dom)
+    assert d.stop_vm("c1", timeout=10) is True and dom.asked == 4
+    # Past the stop's time, the refusal is the answer; and a VM (not a container) is not asked again.
+    dom = _Domain(refusals=1000)
+    monkeypatch.setattr(d, "_domain", lambda name: dom)
+    with pytest.raises(OperationFailed, match="not yet known"):
+        d.stop_vm("c1", timeout=0.3)
+    k = _driver(KVM, "qemu:///system")
+    dom = _Domain(refusals=1)
+    monkeypatch.setattr(k, "_domain", lambda name: dom)
+    with pytest.raises(OperationFailed, match="not yet known"):
+        k.stop_vm("v1", timeout=10)
+    assert dom.asked == 1

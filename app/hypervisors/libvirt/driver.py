@@ -849,9 +849,8 @@ class LibvirtDriver(Driver):
         if not dom.isActive():
             return True
         bridges = self._bridges_of(dom)
-        with _libvirt(f"Cannot shut down VM {name}"):
-            dom.shutdown()
         deadline = time.monotonic() + max(0.0, timeout)
+        self._ask_shutdown(dom, name, deadline)
         # A container's init may not heed libvirt's default (its initctl request, which libvirt 9.0
         # reports as sent to a container without an initctl pipe too): halfway, SIGTERM to its init.
         signal_at = time.monotonic() + max(0.0, timeout) / 2 if self.flavour.container else None
@@ -872,6 +871,20 @@ class LibvirtDriver(Driver):
                 with contextlib.suppress(libvirt.libvirtError):  # it may have just stopped
                     dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_SIGNAL)
             time.sleep(0.25)
+
+    def _ask_shutdown(self, dom: libvirt.virDomain, name: str, deadline: float) -> None:
+        """dom.shutdown(). libvirt's LXC driver learns a container's init PID from its controller a
+        moment after the start (later on a busy host), and until then refuses a shutdown as "Init
+        process ID is not yet known": asked again until it knows, or until the stop's time is up."""
+        while True:
+            try:
+                dom.shutdown()
+                return
+            except libvirt.libvirtError as e:
+                if not (self.flavour.container and e.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID
+                        and "not yet known" in (e.get_error_message() or "")) or time.monotonic() >= deadline:
+                    raise translate(e, f"Cannot shut down VM {name}") from None
+            time.sleep(0.1)
 
     def force_stop_vm(self, name: str) -> None:
         dom = self._domain(name)
