@@ -11,8 +11,10 @@ runs the action. Returns the child's exit status: -SIGKILL when the step was rea
 
 The children are forked from a server process of this module (one per test process) that has
 imported the app once: a fresh interpreter spent ~2 s importing it for every run. The server
-holds no connection and runs no thread, so each child starts as clean as a new process would;
-it takes the caller's environment from the request.
+holds no connection and runs no thread, so each child starts with no state of its own; it takes
+the caller's environment from the request. One difference from a new process: what a module
+reads from the environment at import (accounts.PASSWORD_METHOD, from NUBO_PASSWORD_HASH) comes
+from the environment the server started with, the test process's at its first run_killed.
 """
 from __future__ import annotations
 
